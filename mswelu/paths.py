@@ -1,0 +1,43 @@
+"""Where the workbook keeps data, runs and reports.
+
+Notebooks run with different working directories (nbval uses the notebook's folder,
+papermill the caller's), so every default path is anchored at the project root, not the cwd.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The checkout's root (``MSWELU_HOME`` overrides): the nearest parent holding ``pyproject.toml``
+    and a ``mswelu/`` folder, searched from the cwd and then from this file; else the cwd."""
+    env = os.environ.get("MSWELU_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
+        for candidate in (start, *start.parents):
+            if (candidate / "pyproject.toml").is_file() and (candidate / "mswelu").is_dir():
+                return candidate
+    return Path.cwd().resolve()
+
+
+def data_dir() -> Path:
+    """Prepared token datasets (``<root>/data``)."""
+    return project_root() / "data"
+
+
+def runs_dir() -> Path:
+    """Training runs (``<root>/runs``)."""
+    return project_root() / "runs"
+
+
+def reports_dir() -> Path:
+    """HTML reports and metrics (``<root>/reports``)."""
+    return project_root() / "reports"
+
+
+def cache_dir() -> Path:
+    """Downloaded or extracted raw inputs (``MSWELU_CACHE`` or ``~/.cache/mswelu``)."""
+    return Path(os.environ.get("MSWELU_CACHE", Path.home() / ".cache" / "mswelu")).expanduser()
