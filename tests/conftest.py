@@ -1,0 +1,21 @@
+"""Shared test set-up: every test session writes data, runs and reports into a temporary project home,
+so running the tests never touches a user's ``data/``, ``runs/`` or ``reports/``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+import torch
+
+if "MSWELU_HOME" not in os.environ:
+    _home = tempfile.mkdtemp(prefix="mswelu-test-home-")
+    os.environ["MSWELU_HOME"] = _home  # inherited by notebook kernels that nbval / papermill start
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
