@@ -1,0 +1,209 @@
+"""MambaSWELUConfig: one Hugging Face config for every model the workbook trains.
+
+The defaults describe the seed architecture (``seed-124m``): token + learned positional embedding,
+6 pre-norm Mamba blocks ``x + dropout(act(mixer(norm(x))))``, a final norm, a non-residual dense
+stack ``d -> 2048 -> 2048 -> d`` with an activation after each layer, and a tied LM head.
+``mamba-130m`` is the reference Mamba-1 language model (RMSNorm, no positions, no post-mixer
+activation, no dense stack), which converts to and from ``transformers.MambaForCausalLM``.
+
+Activation slots (all follow ``activation``):
+- in each Mamba mixer, after the causal conv and on the gate: one shared module by default
+  (``mixer_k_sharing="shared"``, the reading under which the seeds count 15 k), or one each;
+- after each mixer, before the residual add (``post_mixer_act``);
+- after each of the 3 dense layers;
+- in the MLP of an attention block (``attn_mlp_expand > 0``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, ClassVar
+
+from huggingface_hub.dataclasses import strict
+from transformers import PretrainedConfig
+
+ACTIVATIONS = ("swelu", "swelu-fixed", "silu")
+NORMS = ("layernorm", "rmsnorm")
+POS_EMBEDDINGS = ("learned", "none")
+K_SHARING = ("shared", "separate")
+BACKENDS = ("auto", "torch", "cuda")
+INIT_SCHEMES = ("gpt2", "mamba")
+LAYER_PATTERN_RE = re.compile(r"^[MA]+$")
+
+# Preset values are overrides of the dataclass defaults (which are the seed-124m architecture).
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed architecture. True size: 101,784,591 parameters with the real Mamba-1 mixer
+    # (the seeds' "124M" is the count of their conv+gate fallback, which had no SSM at all).
+    "seed-124m": {},
+    # state-spaces/mamba-130m: 24 x 768, vocab 50277 padded to 50280, RMSNorm pre-norm residual.
+    "mamba-130m": {
+        "vocab_size": 50277,
+        "pad_vocab_size_multiple": 8,
+        "d_model": 768,
+        "layer_pattern": "M" * 24,
+        "activation": "silu",
+        "post_mixer_act": False,
+        "dense_sizes": (),
+        "pos_embedding": "none",
+        "max_position_embeddings": 2048,
+        "norm": "rmsnorm",
+        "init_scheme": "mamba",
+        "eos_token_id": 0,
+        "bos_token_id": 0,
+        "pad_token_id": 0,
+    },
+    # Trains visibly in minutes on 2 CPU cores (GPT-2 vocab: the embedding is most of the weights).
+    "small": {
+        "d_model": 256,
+        "layer_pattern": "MMMM",
+        "dense_sizes": (512, 512),
+        "max_position_embeddings": 256,
+        "n_head": 4,
+    },
+    # Attention/Mamba hybrid at the size of ``small`` (the seeds' hybrid study).
+    "hybrid-small": {
+        "d_model": 256,
+        "layer_pattern": "MAMA",
+        "dense_sizes": (512, 512),
+        "max_position_embeddings": 256,
+        "n_head": 4,
+    },
+    # For tests: builds and runs in milliseconds; override vocab_size as needed.
+    "tiny": {
+        "vocab_size": 512,
+        "d_model": 64,
+        "layer_pattern": "MM",
+        "dense_sizes": (128, 128),
+        "max_position_embeddings": 128,
+        "n_head": 4,
+        "eos_token_id": 0,
+    },
+}
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}: expected one of {allowed}")
+
+
+@strict(accept_kwargs=True)
+class MambaSWELUConfig(PretrainedConfig):
+    """Configuration of :class:`mswelu.modeling.MambaSWELUForCausalLM` (see the module docstring)."""
+
+    model_type: ClassVar[str] = "mamba_swelu"
+    attribute_map: ClassVar[dict[str, str]] = {"hidden_size": "d_model", "num_attention_heads": "n_head"}
+
+    vocab_size: int = 50257
+    d_model: int = 1024
+    layer_pattern: str = "MMMMMM"
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: str | int = "auto"
+    dt_min: float = 1e-3
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    conv_bias: bool = True
+    proj_bias: bool = False
+    n_head: int = 16
+    attn_mlp_expand: int = 2
+    activation: str = "swelu"
+    k_init: float = 1.0
+    learnable_lambda: bool = False
+    mixer_k_sharing: str = "shared"
+    post_mixer_act: bool = True
+    dense_sizes: list[int] | tuple[int, ...] = (2048, 2048)
+    dense_residual: bool = False
+    pos_embedding: str = "learned"
+    max_position_embeddings: int = 1024
+    norm: str = "layernorm"
+    layer_norm_epsilon: float = 1e-5
+    dropout: float = 0.0
+    tie_word_embeddings: bool = True
+    backend: str = "auto"
+    initializer_range: float = 0.02
+    init_scheme: str = "gpt2"
+    pad_vocab_size_multiple: int = 1
+    use_cache: bool = True
+    eos_token_id: int | None = 50256
+    bos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if isinstance(self.dense_sizes, list):
+            self.dense_sizes = tuple(self.dense_sizes)
+        if self.pad_vocab_size_multiple < 1:
+            raise ValueError(f"pad_vocab_size_multiple must be >= 1, got {self.pad_vocab_size_multiple}")
+        if self.vocab_size % self.pad_vocab_size_multiple:
+            m = self.pad_vocab_size_multiple
+            self.vocab_size += m - self.vocab_size % m
+        self._validate()
+        super().__post_init__(**kwargs)
+
+    def _validate(self) -> None:
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("pos_embedding", self.pos_embedding, POS_EMBEDDINGS)
+        _check_choice("mixer_k_sharing", self.mixer_k_sharing, K_SHARING)
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("init_scheme", self.init_scheme, INIT_SCHEMES)
+        if not isinstance(self.layer_pattern, str) or not LAYER_PATTERN_RE.match(self.layer_pattern):
+            raise ValueError(
+                f"invalid layer_pattern {self.layer_pattern!r}: use a non-empty string of 'M' (Mamba block) "
+                "and 'A' (causal self-attention block), e.g. 'MMMMMM' or 'MAMA'"
+            )
+        for name in ("vocab_size", "d_model", "d_state", "d_conv", "expand", "n_head", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.dt_rank != "auto" and (not isinstance(self.dt_rank, int) or self.dt_rank <= 0):
+            raise ValueError(f"dt_rank must be 'auto' or a positive integer, got {self.dt_rank!r}")
+        if "A" in self.layer_pattern and self.d_model % self.n_head:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}) for attention blocks"
+            )
+        if self.attn_mlp_expand < 0:
+            raise ValueError(f"attn_mlp_expand must be >= 0, got {self.attn_mlp_expand}")
+        if any(not isinstance(h, int) or h <= 0 for h in self.dense_sizes):
+            raise ValueError(f"dense_sizes must be positive integers, got {self.dense_sizes!r}")
+        if len(self.dense_sizes) not in (0, 2):
+            raise ValueError(
+                f"dense_sizes must be () (no dense stack) or (h1, h2) for the 3-layer stack d->h1->h2->d, "
+                f"got {self.dense_sizes!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.k_init <= 0:
+            raise ValueError(f"k_init must be > 0, got {self.k_init}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
+        if self.initializer_range <= 0:
+            raise ValueError(f"initializer_range must be > 0, got {self.initializer_range}")
+
+    @property
+    def n_layer(self) -> int:
+        """Number of blocks (``len(layer_pattern)``)."""
+        return len(self.layer_pattern)
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.n_layer
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def resolved_dt_rank(self) -> int:
+        return math.ceil(self.d_model / 16) if self.dt_rank == "auto" else int(self.dt_rank)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> MambaSWELUConfig:
+        """A config from one of :data:`PRESETS`, with keyword overrides (e.g. ``activation="silu"``)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+__all__ = ["MambaSWELUConfig", "PRESETS", "ACTIVATIONS"]
