@@ -1,0 +1,143 @@
+"""Reports: status life cycle, escaping, secrets, metrics.json, index, and the IPython failure hook."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from mswelu.report import Report, load_report_state, sanitize_params, write_index
+
+
+def test_running_then_complete_writes_metrics_and_index(tmp_path):
+    rep = Report("run-a", "03_train.ipynb", {"preset": "tiny", "max_steps": 5}, root=tmp_path,
+                 register_hook=False)
+    page = (tmp_path / "run-a" / "report.html").read_text()
+    assert "status-running" in page and not (tmp_path / "run-a" / "metrics.json").exists()
+    assert (tmp_path / "index.html").is_file()
+
+    rep.add_metrics({"final_val_loss": 3.25, "tokens": 12345})
+    path = rep.finish({"val_bpb": 1.5, "tokens_per_s": 999.0})
+    data = json.loads(path.read_text())
+    assert data["status"] == "complete" and data["notebook"] == "03_train.ipynb"
+    assert data["metrics"] == {"final_val_loss": 3.25, "tokens": 12345, "val_bpb": 1.5, "tokens_per_s": 999.0}
+    assert data["params"] == {"preset": "tiny", "max_steps": 5}
+    assert "status-complete" in (tmp_path / "run-a" / "report.html").read_text()
+
+    index = (tmp_path / "index.html").read_text()
+    assert 'href="run-a/report.html"' in index
+    row = re.search(r"<tr><td><a href=\"run-a/report.html\">.*?</tr>", index).group(0)
+    for shown in ("complete", "03_train.ipynb", "3.25", "1.5", "12,345", "999"):
+        assert shown in row
+
+
+def test_new_report_removes_stale_metrics(tmp_path):
+    Report("r", "02.ipynb", {}, root=tmp_path, register_hook=False).finish({"final_val_loss": 1.0})
+    assert (tmp_path / "r" / "metrics.json").exists()
+    Report("r", "02.ipynb", {}, root=tmp_path, register_hook=False)
+    assert not (tmp_path / "r" / "metrics.json").exists()
+    assert load_report_state(tmp_path / "r")["status"] == "running"
+
+
+def test_everything_is_escaped_and_secrets_dropped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    rep = Report("esc", evil.replace("<", "").replace(">", ""), {"note": evil, "hf_token": "hf_" + "a" * 30,
+                                                                 "API_KEY": "x", "hfToken": "y",
+                                                                 "other": "hf_" + "b" * 34,
+                                                                 "max_tokens": 7, "top_k": 5},
+                 root=tmp_path, register_hook=False)
+    rep.add_markdown(f"# Title\n\nsome *text* {evil}")
+    rep.add_table(pd.DataFrame({"col": [evil]}))
+    rep.add_text(evil)
+    rep.add_metrics({"name": evil})
+    rep.finish()
+    page = (tmp_path / "esc" / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<em>text</em>" in page
+    assert "hf_aaaa" not in page and "hf_bbbb" not in page
+    params = json.loads((tmp_path / "esc" / "metrics.json").read_text())["params"]
+    assert set(params) == {"note", "max_tokens", "top_k"}
+
+
+@pytest.mark.parametrize(
+    "name", ["hf_token", "HF_TOKEN", "token", "api_key", "apiKey", "secret", "db_password", "credentials"]
+)
+def test_secret_names(name):
+    assert sanitize_params({name: "v"}) == {}
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "tokens", "top_k", "k_init", "keep_last", "monkey"])
+def test_not_secret_names(name):
+    assert sanitize_params({name: 1}) == {name: 1}
+
+
+def test_json_safe_values(tmp_path):
+    import numpy as np
+    import torch
+
+    clean = sanitize_params({"a": np.float32(1.5), "b": torch.tensor(2), "c": float("nan"), "d": (1, 2),
+                             "e": tmp_path})
+    assert clean == {"a": 1.5, "b": 2, "c": None, "d": [1, 2], "e": str(tmp_path)}
+    json.dumps(clean)
+
+
+def test_figure_embedded_as_png(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    rep = Report("fig", "n", {}, root=tmp_path, register_hook=False)
+    rep.add_figure(fig, caption="loss & <k>")
+    plt.close(fig)
+    page = (tmp_path / "fig" / "report.html").read_text()
+    payload = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page).group(1)
+    assert base64.b64decode(payload)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "loss &amp; &lt;k&gt;" in page
+    with pytest.raises(ValueError):
+        rep.add_figure("not a figure")
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "-x", "a b", 3])
+def test_bad_run_names(tmp_path, bad):
+    with pytest.raises(ValueError):
+        Report(bad, "n", {}, root=tmp_path, register_hook=False)
+
+
+def test_fail_records_traceback_and_index(tmp_path):
+    rep = Report("bad", "n", {}, root=tmp_path, register_hook=False)
+    try:
+        raise RuntimeError("boom <here>")
+    except RuntimeError as exc:
+        rep.fail(exc)
+    page = (tmp_path / "bad" / "report.html").read_text()
+    assert "status-failed" in page and "RuntimeError: boom &lt;here&gt;" in page
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+    write_index(tmp_path)
+    assert "failed" in (tmp_path / "index.html").read_text()
+
+
+def test_ipython_hook_marks_failed(tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        rep = Report("hooked", "n", {}, root=tmp_path)
+        ok = shell.run_cell("x = 1 + 1")
+        assert ok.success and rep.status == "running"
+        res = shell.run_cell("raise ValueError('cell exploded')")
+        assert not res.success
+        assert rep.status == "failed"
+        assert "cell exploded" in (tmp_path / "hooked" / "report.html").read_text()
+        # a second report replaces the first one's hook rather than stacking
+        rep2 = Report("hooked2", "n", {}, root=tmp_path)
+        def report_hooks():
+            return [cb for cb in shell.events.callbacks["post_run_cell"]
+                    if isinstance(getattr(cb, "__self__", None), Report)]
+
+        assert len(report_hooks()) == 1
+        rep2.finish({})
+        assert not report_hooks()
+    finally:
+        InteractiveShell.clear_instance()
