@@ -33,7 +33,7 @@ LAYER_PATTERN_RE = re.compile(r"^[MA]+$")
 
 # Preset values are overrides of the dataclass defaults (which are the seed-124m architecture).
 PRESETS: dict[str, dict[str, Any]] = {
-    # The seed architecture. True size: 101,784,591 parameters with the real Mamba-1 mixer
+    # The seed architecture. True size: 100,917,263 parameters with the real Mamba-1 mixer
     # (the seeds' "124M" is the count of their conv+gate fallback, which had no SSM at all).
     "seed-124m": {},
     # state-spaces/mamba-130m: 24 x 768, vocab 50277 padded to 50280, RMSNorm pre-norm residual.
