@@ -1,0 +1,41 @@
+"""Data pipeline: offline GPT-2 tokenizer, default corpus, local / Hub sources, token shards, loader.
+
+``prepare(...)`` writes ``train.bin`` / ``val.bin`` / ``meta.json``; ``TokenLoader`` reads them back
+as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.
+"""
+
+from mswelu.data.loader import TokenLoader, bits_per_byte, iter_eval_batches
+from mswelu.data.prepare import check_shards, default_dataset, document_lengths, load_meta, prepare
+from mswelu.data.sources import HF_PRESETS, resolve_source
+from mswelu.data.tokenizer import get_tokenizer
+
+__all__ = [
+    "HF_PRESETS",
+    "TokenLoader",
+    "bits_per_byte",
+    "check_shards",
+    "default_dataset",
+    "document_lengths",
+    "get_tokenizer",
+    "iter_eval_batches",
+    "load_meta",
+    "prepare",
+    "resolve_source",
+    "summary_rows",
+]
+
+
+def summary_rows(meta: dict) -> list[dict]:
+    """One row per split: documents, tokens, UTF-8 bytes and bytes per token (for tables and reports)."""
+    rows = []
+    for split, c in meta["splits"].items():
+        rows.append(
+            {
+                "split": split,
+                "documents": c["documents"],
+                "tokens": c["tokens"],
+                "bytes": c["bytes"],
+                "bytes_per_token": round(c["bytes"] / c["tokens"], 3) if c["tokens"] else float("nan"),
+            }
+        )
+    return rows

@@ -1,0 +1,225 @@
+"""Batches of token windows from prepared shards, deterministic, rank-sharded and exactly resumable.
+
+A batch is an int64 tensor of shape ``(batch_size, seq_len + 1)``: the trainer uses ``w[:, :-1]`` as
+inputs and ``w[:, 1:]`` as targets. Batches are a pure function of ``(seed, step, rank)``, so the
+loader's whole state is the step counter: ``state_dict()`` / ``load_state_dict()`` resume a run with
+exactly the batches it would have seen.
+
+Modes:
+- ``"random"``: every step draws ``world_size * batch_size`` window starts uniformly from a generator
+  seeded with ``(seed, step)``; rank ``r`` takes rows ``[r * batch_size, (r + 1) * batch_size)``, so ranks
+  read different draws of one shared stream (as one big batch would).
+- ``"sequential"``: windows at stride ``seq_len`` in shard order (targets are contiguous text); global
+  window ``(step * world_size + rank) * batch_size + b``, wrapping around at the end (epochs), so ranks
+  read disjoint windows.
+
+Shards are opened with ``np.memmap``, so a batch costs a few small reads, far below a training step.
+With ``torch.utils.data.DataLoader(loader, batch_size=None, num_workers=w)`` worker ``i`` yields steps
+``step + i, step + i + w, ...``; the DataLoader's round-robin then returns steps in order. Workers do
+not advance the parent's counter: the trainer counts consumed batches and restores with
+``load_state_dict({"step": n, ...})``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from mswelu.data.prepare import check_shards, load_meta
+
+MODES = ("random", "sequential")
+
+
+class TokenLoader(IterableDataset):
+    """Iterator over ``(batch_size, seq_len + 1)`` int64 windows of one split of a prepared dataset."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        split: str = "train",
+        batch_size: int = 8,
+        seq_len: int = 1024,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        mode: str = "random",
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.meta = check_shards(self.path, load_meta(self.path))
+        if split not in self.meta["splits"]:
+            raise ValueError(f"unknown split {split!r}; {self.path} has {sorted(self.meta['splits'])}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("world_size", world_size)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank!r}")
+        self.split, self.batch_size, self.seq_len = split, int(batch_size), int(seq_len)
+        self.seed, self.rank, self.world_size, self.mode = int(seed), int(rank), int(world_size), mode
+        self.num_tokens = int(self.meta["splits"][split]["tokens"])
+        if self.num_tokens < self.seq_len + 1:
+            raise ValueError(
+                f"split {split!r} of {self.path} has {self.num_tokens} tokens, fewer than "
+                f"seq_len + 1 = {self.seq_len + 1}"
+            )
+        self.num_windows = (self.num_tokens - 1) // self.seq_len  # sequential windows
+        self.step = 0
+        self._data: np.memmap | None = None
+
+    # -- data access --------------------------------------------------------------------------
+    @property
+    def data(self) -> np.memmap:
+        if self._data is None:  # opened lazily so the loader pickles cheaply into DataLoader workers
+            self._data = np.memmap(self.path / f"{self.split}.bin", dtype=self.meta["dtype"], mode="r")
+        return self._data
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_data"] = None
+        return state
+
+    def _gather(self, starts: np.ndarray, length: int) -> torch.Tensor:
+        data = self.data
+        rows = np.stack([data[s : s + length] for s in starts.tolist()])
+        return torch.from_numpy(rows.astype(np.int64))
+
+    def window_starts(self, step: int) -> np.ndarray:
+        """Start offsets of this rank's windows at ``step`` (the whole definition of a batch)."""
+        b, w = self.batch_size, self.world_size
+        if self.mode == "random":
+            rng = np.random.default_rng([self.seed, int(step)])
+            starts = rng.integers(0, self.num_tokens - self.seq_len, size=w * b, dtype=np.int64)
+            return starts[self.rank * b : (self.rank + 1) * b]
+        first = (int(step) * w + self.rank) * b
+        return ((first + np.arange(b, dtype=np.int64)) % self.num_windows) * self.seq_len
+
+    def batch_at(self, step: int) -> torch.Tensor:
+        return self._gather(self.window_starts(step), self.seq_len + 1)
+
+    # -- iteration ----------------------------------------------------------------------------
+    def __next__(self) -> torch.Tensor:
+        batch = self.batch_at(self.step)
+        self.step += 1
+        return batch
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        if info is None:
+            return self
+        return (self.batch_at(s) for s in range(self.step + info.id, 2**62, info.num_workers))
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens (inputs) consumed per step over all ranks."""
+        return self.batch_size * self.seq_len * self.world_size
+
+    @property
+    def epoch(self) -> float:
+        """Passes over the split so far (all ranks together)."""
+        return self.step * self.tokens_per_step / max(1, self.num_tokens)
+
+    # -- checkpointing ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "seed": self.seed,
+            "mode": self.mode,
+            "split": self.split,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "fingerprint": self.meta.get("fingerprint"),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue at ``state["step"]``; the batch-defining settings must match (ValueError otherwise)."""
+        for key in ("seed", "mode", "split", "batch_size", "seq_len", "world_size", "fingerprint"):
+            if key in state and state[key] != getattr(self, key, self.meta.get(key)):
+                mine = getattr(self, key, self.meta.get(key))
+                raise ValueError(
+                    f"loader state has {key}={state[key]!r} but this loader has {mine!r}: "
+                    "resuming would not reproduce the same batches"
+                )
+        step = state.get("step")
+        if not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"loader state needs a non-negative integer 'step', got {step!r}")
+        self.step = int(step)
+
+    # -- checks and evaluation ----------------------------------------------------------------
+    def check_vocab(self, model_vocab_size: int) -> None:
+        """ValueError when the dataset's token ids do not fit a model with ``model_vocab_size`` rows."""
+        largest = max(
+            [self.meta["vocab_size"] - 1] + [s.get("max_token_id", -1) for s in self.meta["splits"].values()]
+        )
+        if largest >= model_vocab_size:
+            raise ValueError(
+                f"dataset {self.path} uses tokenizer {self.meta['tokenizer']!r} with vocabulary "
+                f"{self.meta['vocab_size']} (ids up to {largest}), which does not fit a model with "
+                f"vocab_size="
+                f"{model_vocab_size}; prepare with the model's tokenizer or enlarge the model's vocabulary"
+            )
+
+    def iter_eval_batches(
+        self, batch_size: int | None = None, seq_len: int | None = None, max_batches: int | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Deterministic pass over this split: consecutive windows at stride ``seq_len``, in order.
+
+        Global batch ``i`` holds windows ``[i * batch_size, (i + 1) * batch_size)`` (the last may be
+        smaller); rank ``r`` yields the batches with ``i % world_size == r``, so the set evaluated over
+        all ranks does not depend on the number of ranks. ``max_batches`` caps the global batches.
+        """
+        b = batch_size or self.batch_size
+        length = seq_len or self.seq_len
+        windows = (self.num_tokens - 1) // length
+        if windows < 1:
+            raise ValueError(f"split {self.split!r} has {self.num_tokens} tokens, fewer than seq_len + 1")
+        total = math.ceil(windows / b)
+        if max_batches is not None:
+            total = min(total, int(max_batches))
+        for i in range(self.rank, total, self.world_size):
+            idx = np.arange(i * b, min((i + 1) * b, windows), dtype=np.int64)
+            yield self._gather(idx * length, length + 1)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenLoader({str(self.path)!r}, split={self.split!r}, batch_size={self.batch_size}, "
+            f"seq_len={self.seq_len}, mode={self.mode!r}, rank={self.rank}/{self.world_size}, "
+            f"step={self.step})"
+        )
+
+
+def iter_eval_batches(
+    path: str | Path,
+    batch_size: int,
+    seq_len: int,
+    max_batches: int | None = None,
+    split: str = "val",
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[torch.Tensor]:
+    """Shortcut for ``TokenLoader(path, split, ...).iter_eval_batches(max_batches=...)``."""
+    loader = TokenLoader(
+        path,
+        split,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        rank=rank,
+        world_size=world_size,
+        mode="sequential",
+    )
+    return loader.iter_eval_batches(max_batches=max_batches)
+
+
+def bits_per_byte(loss_nats: float, meta: dict, split: str = "val") -> float:
+    """Convert a mean per-token loss (nats) on ``split`` to bits per UTF-8 byte of its source text."""
+    counts = meta["splits"][split]
+    if counts["bytes"] <= 0:
+        raise ValueError(f"split {split!r} has no bytes recorded")
+    return float(loss_nats) * counts["tokens"] / counts["bytes"] / math.log(2)

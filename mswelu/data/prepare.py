@@ -1,0 +1,347 @@
+"""Turn a text source into token shards: ``train.bin``, ``val.bin`` and ``meta.json``.
+
+Layout: each split is a flat array of token ids (``uint16`` when the vocabulary fits, else
+``uint32``); every document is followed by the tokenizer's end-of-text id. ``meta.json`` records the
+tokenizer, the dtype and per-split counts of tokens (EOS included), documents and UTF-8 bytes of the
+source text (for bits per byte), plus a fingerprint of the settings.
+
+Validation is chosen by document and seeded, never by position, so no document sits in both splits:
+each document's key (the work name for the default corpus, the text otherwise; identical texts thus
+share a split) is hashed with the seed to a number u in [0, 1). Finite sources (default corpus,
+local files) put the ``max(1, round(val_fraction * n))`` documents with the smallest u in
+validation; streams put a document there when ``u < val_fraction``.
+
+``max_tokens`` caps the total: validation gets ``ceil(max_tokens * val_fraction)`` tokens and train
+the rest; the document crossing a split's cap is cut (and still ends with EOS).
+
+The folder is built under a hidden temporary name and renamed into place only when complete, so an
+interrupted run never leaves a folder that looks prepared; re-running with identical settings (and
+unchanged local files) reuses the folder, changed settings rebuild it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mswelu.data.sources import Document, Source, iter_documents, resolve_source
+from mswelu.data.tokenizer import Tokenizer, get_tokenizer
+from mswelu.paths import data_dir
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+_BATCH_CHARS = 1 << 20  # tokenize ~1 MB of text per encode_batch call
+
+
+def doc_hash(key: str, seed: int) -> float:
+    """Seeded, order-independent position of a document in [0, 1) (decides its split)."""
+    h = hashlib.blake2b(key.encode("utf-8"), digest_size=8, person=f"mswelu{seed}"[:16].encode())
+    return int.from_bytes(h.digest(), "little") / 2.0**64
+
+
+def token_dtype(vocab_size: int) -> str:
+    return "uint16" if vocab_size <= 2**16 else "uint32"
+
+
+def load_meta(path: str | Path) -> dict:
+    """Read ``meta.json`` of a prepared folder (ValueError when the folder is not a complete dataset)."""
+    folder = Path(path).expanduser()
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        raise ValueError(
+            f"{folder} is not a prepared dataset (no meta.json); run `python -m mswelu.data prepare`"
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    for key in ("tokenizer", "vocab_size", "eos_id", "dtype", "splits"):
+        if key not in meta:
+            raise ValueError(f"{meta_path} lacks the key {key!r}")
+    return meta
+
+
+def check_shards(path: str | Path, meta: dict | None = None) -> dict:
+    """Raise ValueError when a shard's size does not match meta.json (truncated or foreign file)."""
+    folder = Path(path).expanduser()
+    meta = meta if meta is not None else load_meta(folder)
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    for split, counts in meta["splits"].items():
+        shard = folder / f"{split}.bin"
+        expected = counts["tokens"] * itemsize
+        actual = shard.stat().st_size if shard.is_file() else -1
+        if actual != expected:
+            raise ValueError(
+                f"{shard} is {'missing' if actual < 0 else f'{actual} bytes'} but meta.json says "
+                f"{counts['tokens']} {meta['dtype']} tokens ({expected} bytes): the shard is truncated or "
+                "stale; prepare the dataset again"
+            )
+    return meta
+
+
+def _val_threshold(source: Source, docs: Iterator[Document], val_fraction: float, seed: int) -> float:
+    """Finite sources: the u below which (inclusive) exactly the chosen validation documents lie."""
+    if val_fraction == 0:
+        return -1.0
+    hashes = np.fromiter((doc_hash(d.key, seed) for d in docs), dtype=np.float64)
+    if len(hashes) == 0:
+        raise ValueError(f"empty corpus: {source.description} holds no non-blank documents")
+    k = max(1, round(val_fraction * len(hashes)))
+    if k >= len(hashes):
+        raise ValueError(
+            f"{source.description} has {len(hashes)} document(s): too few for a validation split of "
+            f"{val_fraction} by document (use more documents, or txt_sample_by='paragraph' for one big .txt)"
+        )
+    return float(np.partition(hashes, k - 1)[k - 1])
+
+
+def _batches(docs: Iterator[tuple[str, Document]]) -> Iterator[list[tuple[str, Document]]]:
+    batch: list[tuple[str, Document]] = []
+    chars = 0
+    for item in docs:
+        batch.append(item)
+        chars += len(item[1].text)
+        if chars >= _BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _write_shards(
+    folder: Path,
+    source: Source,
+    tok: Tokenizer,
+    val_fraction: float,
+    max_tokens: int | None,
+    seed: int,
+    text_field: str,
+    txt_sample_by: str,
+    progress: bool,
+) -> dict:
+    from tqdm.auto import tqdm
+
+    dtype = np.dtype(token_dtype(tok.vocab_size))
+    if source.finite:
+        threshold = _val_threshold(
+            source, iter_documents(source, text_field, txt_sample_by), val_fraction, seed
+        )
+
+        def in_val(d: Document) -> bool:
+            return doc_hash(d.key, seed) <= threshold
+    else:
+
+        def in_val(d: Document) -> bool:
+            return doc_hash(d.key, seed) < val_fraction
+
+    budget = {"train": math.inf, "val": math.inf}
+    if max_tokens is not None:
+        budget["val"] = math.ceil(max_tokens * val_fraction) if val_fraction > 0 else 0
+        budget["train"] = max_tokens - budget["val"]
+    counts = {
+        s: {"tokens": 0, "documents": 0, "bytes": 0, "truncated_documents": 0, "max_token_id": -1}
+        for s in SPLITS
+    }
+    files = {s: open(folder / f"{s}.bin", "wb") for s in SPLITS}  # noqa: SIM115 - closed below
+
+    def full(split: str) -> bool:
+        return counts[split]["tokens"] + 2 > budget[split]  # a document needs >= 1 token + EOS
+
+    def routed() -> Iterator[tuple[str, Document]]:
+        for doc in iter_documents(source, text_field, txt_sample_by):
+            split = "val" if in_val(doc) else "train"
+            if not full(split):
+                yield split, doc
+            elif all(full(s) for s in SPLITS):
+                return
+
+    bar = tqdm(
+        total=max_tokens, unit="tok", unit_scale=True, desc=f"tokenizing {source.name}", disable=not progress
+    )
+    try:
+        for batch in _batches(routed()):
+            for (split, doc), ids in zip(batch, tok.encode_batch([d.text for _, d in batch]), strict=True):
+                c = counts[split]
+                room = budget[split] - c["tokens"]
+                if room < 2:
+                    continue
+                nbytes = len(doc.text.encode("utf-8"))
+                if len(ids) + 1 > room:
+                    ids = ids[: int(room) - 1]
+                    nbytes = tok.byte_length(ids)
+                    c["truncated_documents"] += 1
+                arr = np.asarray([*ids, tok.eos_id], dtype=np.int64)
+                if arr.min() < 0 or arr.max() >= tok.vocab_size:
+                    raise ValueError(f"tokenizer {tok.name} produced ids outside [0, {tok.vocab_size})")
+                files[split].write(arr.astype(dtype).tobytes())
+                c["tokens"] += len(arr)
+                c["documents"] += 1
+                c["bytes"] += nbytes
+                c["max_token_id"] = max(c["max_token_id"], int(arr.max()))
+                bar.update(len(arr))
+    finally:
+        bar.close()
+        for f in files.values():
+            f.close()
+    if counts["train"]["documents"] == 0 and counts["val"]["documents"] == 0:
+        raise ValueError(f"empty corpus: {source.description} holds no non-blank documents")
+    if counts["train"]["documents"] == 0:
+        raise ValueError(f"no training documents from {source.description} (val_fraction={val_fraction})")
+    if val_fraction > 0 and counts["val"]["documents"] == 0:
+        raise ValueError(
+            f"no document of {source.description} fell into validation; raise val_fraction "
+            "or use more documents"
+        )
+    return counts
+
+
+def _validate(val_fraction: float, max_tokens: int | None, seed: int) -> None:
+    if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if max_tokens is not None and (not isinstance(max_tokens, (int, np.integer)) or max_tokens < 4):
+        raise ValueError(f"max_tokens must be None or an integer >= 4, got {max_tokens!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove temporary folders of interrupted runs (their process is gone)."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError, IndexError):
+            continue
+
+
+def _reusable(out: Path, fingerprint: str) -> dict | None:
+    try:
+        meta = check_shards(out)
+    except (ValueError, OSError, json.JSONDecodeError):
+        return None
+    return meta if meta.get("fingerprint") == fingerprint else None
+
+
+def prepare(
+    source: str = "default",
+    out: str | Path | None = None,
+    tokenizer: str = "gpt2",
+    val_fraction: float = 0.05,
+    max_tokens: int | None = None,
+    seed: int = 0,
+    text_field: str = "text",
+    progress: bool = True,
+    txt_sample_by: str = "document",
+    force: bool = False,
+) -> dict:
+    """Tokenize ``source`` into ``out`` (default ``data_dir()/<source-name>``) and return its meta.
+
+    Reuses an existing folder prepared with the same settings unless ``force``.
+    """
+    _validate(val_fraction, max_tokens, seed)
+    src = resolve_source(source)
+    tok = get_tokenizer(tokenizer)
+    out = Path(out).expanduser().resolve() if out is not None else data_dir() / src.name
+    settings = {
+        "version": FORMAT_VERSION,
+        "source": src.fingerprint(),
+        "tokenizer": tok.name,
+        "vocab_size": tok.vocab_size,
+        "val_fraction": float(val_fraction),
+        "max_tokens": None if max_tokens is None else int(max_tokens),
+        "seed": int(seed),
+        "text_field": text_field,
+        "txt_sample_by": txt_sample_by,
+    }
+    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"output {out} exists and is not a folder")
+        meta = None if force else _reusable(out, fingerprint)
+        if meta is not None:
+            return meta
+        ours = {"meta.json", "train.bin", "val.bin"}
+        strangers = [p.name for p in out.iterdir() if p.name not in ours]
+        if strangers:
+            raise ValueError(
+                f"output {out} holds files that are not a mswelu dataset ({strangers[:3]}); "
+                "choose an empty or new folder"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        t0 = time.time()
+        counts = _write_shards(
+            tmp, src, tok, float(val_fraction), max_tokens, int(seed), text_field, txt_sample_by, progress
+        )
+        meta = {
+            "version": FORMAT_VERSION,
+            "tokenizer": tok.name,
+            "vocab_size": tok.vocab_size,
+            "eos_id": tok.eos_id,
+            "dtype": token_dtype(tok.vocab_size),
+            "splits": counts,
+            "source": source,
+            "source_description": src.description,
+            "seed": int(seed),
+            "val_fraction": float(val_fraction),
+            "max_tokens": settings["max_tokens"],
+            "text_field": text_field,
+            "txt_sample_by": txt_sample_by,
+            "split_rule": "by document: seeded blake2b hash of the document key (work name or text)",
+            "document_separator": "eos_id appended after every document",
+            "fingerprint": fingerprint,
+            "settings": settings,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "prepare_seconds": round(time.time() - t0, 3),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(out, old)
+        except FileNotFoundError:
+            old = None  # type: ignore[assignment]
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            # another process renamed an identical build into place first
+            if _reusable(out, fingerprint) is None:
+                raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return meta
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_dataset(max_tokens: int | None = None, progress: bool = False) -> Path:
+    """Prepare (or reuse) the embedded default corpus with GPT-2 tokens and return its folder."""
+    name = "shakespeare" if max_tokens is None else f"shakespeare-{int(max_tokens)}"
+    out = data_dir() / name
+    prepare("default", out=out, max_tokens=max_tokens, progress=progress)
+    return out
+
+
+def document_lengths(path: str | Path, split: str = "train") -> np.ndarray:
+    """Token count of each document in a split (EOS included), read from the shard's EOS positions."""
+    meta = check_shards(path)
+    if split not in meta["splits"]:
+        raise ValueError(f"unknown split {split!r}; have {sorted(meta['splits'])}")
+    data = (
+        np.memmap(Path(path) / f"{split}.bin", dtype=meta["dtype"], mode="r")
+        if meta["splits"][split]["tokens"]
+        else np.zeros(0, dtype=meta["dtype"])
+    )
+    ends = np.flatnonzero(data == meta["eos_id"])
+    return np.diff(np.concatenate([[-1], ends])).astype(np.int64)

