@@ -1,0 +1,274 @@
+"""Functional SWELU: ``lam * sign(z) * (1 - exp(-|z|^k))``.
+
+Two forms live here:
+
+* :func:`swelu_reference` is the formula written out for autograd. Tests and benchmarks compare
+  against it. It is exact wherever it is finite, but autograd stores several fp32 intermediates
+  and its gradients are NaN at ``z = 0`` (``d|z|^k/dz`` is infinite there for ``k < 1`` and
+  ``|z|^k ln|z|`` is ``0 * -inf``).
+* :func:`swelu` is a fused :class:`torch.autograd.Function` with a closed-form backward. It saves
+  only its inputs (``z``, ``k``, ``lam``) and recomputes ``|z|^k`` and ``exp(-|z|^k)`` in backward,
+  so it holds one activation-sized tensor (in the input dtype) instead of several fp32 ones.
+
+Numerics (why the guards are what they are):
+
+* All math runs in fp32 (fp64 for fp64 inputs, so ``gradcheck`` works) and the result is cast
+  back to ``z``'s dtype. ``1 - exp(-p)`` is computed as ``-expm1(-p)``: in bf16/fp16, and even in
+  fp32 for small ``p``, the subtraction cancels.
+* ``d/dz`` at and near ``z = 0``: the slope ``k |z|^(k-1) exp(-|z|^k)`` is infinite at 0 for
+  ``k < 1``. Inside the cell ``|z| < ZERO_EPS`` the backward uses the *chord* slope
+  ``(1 - exp(-ZERO_EPS^k)) / ZERO_EPS``, i.e. the mean of the true derivative over
+  ``[0, ZERO_EPS]``. It is finite for every ``k > 0``, tends to the true value for ``k >= 1``
+  (1 for ``k = 1``, ~0 for ``k > 1``), and is exactly what a central finite difference of step
+  ``ZERO_EPS`` measures at 0, so ``gradcheck(eps=ZERO_EPS)`` holds even at exact zeros.
+  Outside the cell the exact derivative is used.
+* ``d/dk = lam * sign(z) * exp(-p) * p * ln|z|``: its limit at ``z -> 0`` is 0 (``p ln|z| -> 0``),
+  which is what we return; where ``exp(-p)`` underflows to 0 (huge ``|z|`` or ``z = inf``) the
+  derivatives are exactly 0 rather than ``0 * inf``.
+* Half-precision gradients saturate at the dtype's largest finite value instead of overflowing
+  (the chord slope at ``k = 0.05`` is ~4e5, beyond fp16's 65504).
+
+``k`` and ``lam`` are scalars (per layer) or tensors that broadcast against ``z``; their gradients
+are reduced back to their own shapes. ``k`` must be positive; :class:`mswelu.modules.swelu.SWELU`
+guarantees that by construction (checking a tensor here would cost a device sync per call).
+
+Implementations (``impl``): ``"torch"`` (closed form, eager), ``"compiled"`` (the same elementwise
+math under ``torch.compile``; helps on CPU once compiled), ``"triton"`` (fused Triton kernels,
+forward and backward, CUDA tensors; also CPU tensors under ``TRITON_INTERPRET=1`` for testing) and
+``"auto"``: Triton for CUDA tensors when ``triton`` imports and ``k``/``lam`` are scalars, the eager
+closed form otherwise. The environment variable ``MSWELU_SWELU_IMPL`` overrides ``"auto"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable
+
+import torch
+
+ZERO_EPS = 1e-6
+IMPLS = ("auto", "torch", "compiled", "triton")
+ENV_VAR = "MSWELU_SWELU_IMPL"
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def swelu_reference(
+    z: torch.Tensor, k: torch.Tensor | float, lam: torch.Tensor | float | None = None
+) -> torch.Tensor:
+    """The SWELU formula for plain autograd (fp32 compute via ``expm1``, result in ``z``'s dtype).
+
+    Unguarded on purpose: this is "autograd on the formula", the baseline the fused function is
+    measured against. Its gradient is NaN at ``z = 0``.
+    """
+    zc = z.to(_compute_dtype(z.dtype))
+    y = torch.sign(zc) * -torch.expm1(-zc.abs().pow(k))
+    if lam is not None:
+        y = y * lam
+    return y.to(z.dtype)
+
+
+# ----------------------------------------------------------------------------- closed form
+
+
+def _forward_math(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
+    """``lam * sign(z) * -expm1(-|z|^k)`` in the dtype of the (already upcast) inputs."""
+    y = torch.sign(z) * -torch.expm1(-z.abs().pow(k))
+    return y if lam is None else y * lam
+
+
+def _backward_math(
+    z: torch.Tensor,
+    k: torch.Tensor,
+    lam: torch.Tensor | None,
+    g: torch.Tensor,
+    need_k: bool,
+    need_lam: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Closed-form gradients (elementwise; k/lam grads not yet reduced) from the saved input ``z``."""
+    a = z.abs()
+    p = a.pow(k)
+    e = torch.exp(-p)
+    alive = e > 0  # exp(-p) underflowed (huge |z| or inf): every derivative is exactly 0 there
+    # d/dz: exact slope outside the zero cell, chord slope (mean slope over [0, eps]) inside it.
+    slope = k * a.clamp_min(ZERO_EPS).pow(k - 1) * e
+    chord = -torch.expm1(-torch.exp(k * math.log(ZERO_EPS))) / ZERO_EPS
+    slope = torch.where(a < ZERO_EPS, chord, torch.where(alive, slope, 0.0))
+    glam = g if lam is None else g * lam
+    grad_z = glam * slope
+    grad_k = None
+    if need_k:
+        # lam * sign(z) * e * p * ln|z|; p * ln|z| -> 0 at z = 0 (ln of the clamped |z| is finite).
+        tiny = torch.finfo(z.dtype).tiny
+        dk = torch.sign(z) * torch.where(alive, e * p * a.clamp_min(tiny).log(), 0.0)
+        grad_k = glam * dk
+    grad_lam = None
+    if need_lam:
+        grad_lam = g * torch.sign(z) * -torch.expm1(-p)
+    return grad_z, grad_k, grad_lam
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled() -> tuple[Callable, Callable]:
+    """``torch.compile`` of the elementwise math (lazy: compiling costs seconds, done once)."""
+    return (
+        torch.compile(_forward_math, dynamic=True, fullgraph=True),
+        torch.compile(_backward_math, dynamic=True, fullgraph=True),
+    )
+
+
+def _reduce_to(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Sum a broadcast gradient back to the shape and dtype of the parameter it belongs to."""
+    return t.sum_to_size(like.shape).to(like.dtype)
+
+
+def _to_input_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype in _HALF_DTYPES:
+        limit = torch.finfo(dtype).max
+        t = t.clamp(-limit, limit)  # saturate rather than overflow to inf
+    return t.to(dtype)
+
+
+# ----------------------------------------------------------------------------- triton (lazy)
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """True when ``triton`` imports (it is an optional dependency)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "") == "1"
+
+
+def _triton_ok(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> bool:
+    return (
+        z.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and k.numel() == 1
+        and (lam is None or lam.numel() == 1)
+        and triton_available()
+    )
+
+
+# ----------------------------------------------------------------------------- autograd function
+
+
+class _SWELUFunction(torch.autograd.Function):
+    """Fused SWELU: saves only (z, k, lam); backward recomputes ``|z|^k`` and ``exp(-|z|^k)``."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None, impl: str):
+        ctx.impl = impl
+        ctx.save_for_backward(z, k, lam)
+        if impl == "triton":
+            from mswelu.ops import swelu_triton
+
+            return swelu_triton.forward(z, k, lam)
+        cdt = _compute_dtype(z.dtype)
+        fwd = _compiled()[0] if impl == "compiled" else _forward_math
+        y = fwd(z.to(cdt), k.to(cdt), None if lam is None else lam.to(cdt))
+        return y.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        z, k, lam = ctx.saved_tensors
+        need_z, need_k, need_lam = ctx.needs_input_grad[:3]
+        need_lam = need_lam and lam is not None
+        if ctx.impl == "triton":
+            from mswelu.ops import swelu_triton
+
+            gz, gk, glam = swelu_triton.backward(z, k, lam, grad_out, need_k, need_lam)
+        else:
+            cdt = _compute_dtype(z.dtype)
+            bwd = _compiled()[1] if ctx.impl == "compiled" else _backward_math
+            gz, gk, glam = bwd(
+                z.to(cdt),
+                k.to(cdt),
+                None if lam is None else lam.to(cdt),
+                grad_out.to(cdt),
+                need_k,
+                need_lam,
+            )
+            gz = _to_input_dtype(gz, z.dtype)
+        return (
+            gz if need_z else None,
+            _reduce_to(gk, k) if need_k else None,
+            _reduce_to(glam, lam) if need_lam else None,
+            None,
+        )
+
+
+def _as_tensor(value: torch.Tensor | float, z: torch.Tensor, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise ValueError(f"swelu: {name} must be a floating-point tensor, got {value.dtype}")
+        try:
+            shape = torch.broadcast_shapes(value.shape, z.shape)
+        except RuntimeError:
+            shape = None
+        if shape != z.shape:
+            raise ValueError(
+                f"swelu: {name} of shape {tuple(value.shape)} does not broadcast to z {tuple(z.shape)}"
+            )
+        return value
+    value = float(value)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"swelu: {name} must be a positive finite number, got {value}")
+    return torch.tensor(value, dtype=_compute_dtype(z.dtype), device=z.device)
+
+
+def resolve_impl(impl: str, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> str:
+    """The implementation that will run for these inputs (see module docstring)."""
+    if impl == "auto":
+        impl = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    if impl not in IMPLS:
+        raise ValueError(f"swelu: unknown impl {impl!r}: expected one of {IMPLS}")
+    if impl == "auto":
+        return "torch"  # the Triton kernels land in the next commit
+    if impl == "triton":
+        if not triton_available():
+            raise ValueError("swelu: impl='triton' needs the optional package `triton` (pip install triton)")
+        if not (z.is_cuda or _triton_interpreting()):
+            raise ValueError(
+                f"swelu: impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1); z is on {z.device}"
+            )
+        if not _triton_ok(z, k, lam):
+            lam_shape = None if lam is None else tuple(lam.shape)
+            raise ValueError(
+                "swelu: impl='triton' supports fp32/fp16/bf16 z with scalar k and lam; "
+                f"got z {z.dtype}, k shape {tuple(k.shape)}, lam shape {lam_shape}"
+            )
+    return impl
+
+
+def swelu(
+    z: torch.Tensor,
+    k: torch.Tensor | float,
+    lam: torch.Tensor | float | None = None,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """SWELU ``lam * sign(z) * (1 - exp(-|z|^k))``, fused, finite with finite gradients everywhere.
+
+    Computed in fp32 (fp64 for fp64 ``z``) and returned in ``z``'s dtype. ``k`` and ``lam`` may be
+    Python numbers or tensors broadcastable to ``z`` (typically 0-dim, one per layer); gradients
+    flow to every tensor argument that requires them.
+    """
+    if not isinstance(z, torch.Tensor) or not z.is_floating_point():
+        raise ValueError(f"swelu: z must be a floating-point tensor, got {getattr(z, 'dtype', type(z))}")
+    k_t = _as_tensor(k, z, "k")
+    lam_t = None if lam is None else _as_tensor(lam, z, "lam")
+    return _SWELUFunction.apply(z, k_t, lam_t, resolve_impl(impl, z, k_t, lam_t))
