@@ -74,7 +74,11 @@ def _norm(config: MambaSWELUConfig) -> nn.Module:
 
 
 def _act(config: MambaSWELUConfig) -> nn.Module:
-    return make_activation(config.activation, k_init=config.k_init, learnable_lambda=config.learnable_lambda)
+    make = lambda: make_activation(config.activation, k_init=config.k_init, learnable_lambda=config.learnable_lambda)  # noqa: E731
+    if torch.empty(0).device.type == "meta":  # from_pretrained builds on meta; SWELU's init needs real values
+        with torch.device("cpu"):
+            return make()
+    return make()
 
 
 class MambaSWELUCache:
@@ -151,6 +155,8 @@ class MambaBlock(nn.Module):
             layer_idx=layer_idx,
         )
         self.mixer.out_proj._residual_out = True
+        if act_conv is not None and act_conv is act_gate:  # lets save_pretrained store the shared k once
+            self._tied_weights_keys = {f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, _ in act_conv.named_parameters()}
         self.post_act = _act(config) if config.post_mixer_act else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
 
@@ -212,6 +218,17 @@ class MambaSWELUPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["MambaBlock", "AttentionBlock"]
     _is_stateful = True
     supports_gradient_checkpointing = False
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """HF's tied keys plus ``mixer.act_gate.* -> mixer.act_conv.*`` where one SWELU serves both
+        in-mixer slots (so safetensors saves it once and loading restores the sharing)."""
+        tied = super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+        if not all_submodels:
+            for name, module in self.named_modules():
+                if isinstance(module, MambaMixer) and module.act_conv is module.act_gate:
+                    for pname, _ in module.act_conv.named_parameters():
+                        tied[f"{name}.act_gate.{pname}"] = f"{name}.act_conv.{pname}"
+        return tied
 
     def _n_residual(self) -> int:
         c = self.config
