@@ -153,7 +153,15 @@ class MambaSWELUConfig(PretrainedConfig):
                 f"invalid layer_pattern {self.layer_pattern!r}: use a non-empty string of 'M' (Mamba block) "
                 "and 'A' (causal self-attention block), e.g. 'MMMMMM' or 'MAMA'"
             )
-        for name in ("vocab_size", "d_model", "d_state", "d_conv", "expand", "n_head", "max_position_embeddings"):
+        for name in (
+            "vocab_size",
+            "d_model",
+            "d_state",
+            "d_conv",
+            "expand",
+            "n_head",
+            "max_position_embeddings",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

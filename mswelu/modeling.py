@@ -74,11 +74,11 @@ def _norm(config: MambaSWELUConfig) -> nn.Module:
 
 
 def _act(config: MambaSWELUConfig) -> nn.Module:
-    make = lambda: make_activation(config.activation, k_init=config.k_init, learnable_lambda=config.learnable_lambda)  # noqa: E731
+    kind, kwargs = config.activation, {"k_init": config.k_init, "learnable_lambda": config.learnable_lambda}
     if torch.empty(0).device.type == "meta":  # from_pretrained builds on meta; SWELU's init needs real values
         with torch.device("cpu"):
-            return make()
-    return make()
+            return make_activation(kind, **kwargs)
+    return make_activation(kind, **kwargs)
 
 
 class MambaSWELUCache:
@@ -117,7 +117,7 @@ class MambaSWELUCache:
 
 @dataclass
 class MambaSWELUCausalLMOutput(ModelOutput):
-    """``loss`` (if labels), ``logits`` (B, L, vocab) fp32, ``cache_params`` (if use_cache), ``hidden_states``."""
+    """``loss`` (with labels), ``logits`` (B, L, vocab) fp32, ``cache_params``, ``hidden_states``."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -156,7 +156,9 @@ class MambaBlock(nn.Module):
         )
         self.mixer.out_proj._residual_out = True
         if act_conv is not None and act_conv is act_gate:  # lets save_pretrained store the shared k once
-            self._tied_weights_keys = {f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, _ in act_conv.named_parameters()}
+            self._tied_weights_keys = {
+                f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, _ in act_conv.named_parameters()
+            }
         self.post_act = _act(config) if config.post_mixer_act else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
 
@@ -181,7 +183,9 @@ class AttentionBlock(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.norm = _norm(config)
-        self.attn = CausalSelfAttention(config.d_model, config.n_head, bias=config.proj_bias, dropout=config.dropout)
+        self.attn = CausalSelfAttention(
+            config.d_model, config.n_head, bias=config.proj_bias, dropout=config.dropout
+        )
         self.attn.out_proj._residual_out = True
         self.drop = nn.Dropout(config.dropout)
         if config.attn_mlp_expand > 0:
@@ -237,7 +241,7 @@ class MambaSWELUPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """See the module docstring; params with ``_no_reinit`` and the mixer's SSM/conv params are skipped."""
+        """See the module docstring; ``_no_reinit`` params and the mixer's SSM/conv params are skipped."""
         c = self.config
         std = c.initializer_range
         if isinstance(module, nn.Linear):
@@ -245,7 +249,9 @@ class MambaSWELUPreTrainedModel(PreTrainedModel):
                 return  # dt_proj: weight and bias keep the Mamba-1 timestep init
             residual = getattr(module, "_residual_out", False)
             if c.init_scheme == "gpt2":
-                init.normal_(module.weight, mean=0.0, std=std / math.sqrt(self._n_residual()) if residual else std)
+                init.normal_(
+                    module.weight, mean=0.0, std=std / math.sqrt(self._n_residual()) if residual else std
+                )
             elif residual and not getattr(module.weight, "_is_hf_initialized", False):
                 init.kaiming_uniform_(module.weight, a=math.sqrt(5))
                 module.weight.div_(math.sqrt(self._n_residual()))
@@ -267,15 +273,22 @@ class MambaSWELUModel(MambaSWELUPreTrainedModel):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_embeddings = (
-            nn.Embedding(config.max_position_embeddings, config.d_model) if config.pos_embedding == "learned" else None
+            nn.Embedding(config.max_position_embeddings, config.d_model)
+            if config.pos_embedding == "learned"
+            else None
         )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            [MambaBlock(config, i) if kind == "M" else AttentionBlock(config, i) for i, kind in enumerate(config.layer_pattern)]
+            [
+                MambaBlock(config, i) if kind == "M" else AttentionBlock(config, i)
+                for i, kind in enumerate(config.layer_pattern)
+            ]
         )
         self.norm_f = _norm(config)
         sizes = (config.d_model, *config.dense_sizes, config.d_model) if config.dense_sizes else ()
-        self.dense = nn.ModuleList([DenseLayer(a, b, _act(config)) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.dense = nn.ModuleList(
+            [DenseLayer(a, b, _act(config)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        )
         self.dense_drop = nn.Dropout(config.dropout)
         self.post_init()
 
@@ -371,7 +384,9 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         if cache_params is not None and cache_params.seqlen_offset > 0:
             input_ids, inputs_embeds = input_ids[:, cache_params.seqlen_offset :], None
         inputs = {"input_ids": input_ids if inputs_embeds is None else None, "inputs_embeds": inputs_embeds}
-        inputs.update(cache_params=cache_params, attention_mask=attention_mask, use_cache=kwargs.get("use_cache", True))
+        inputs.update(
+            cache_params=cache_params, attention_mask=attention_mask, use_cache=kwargs.get("use_cache", True)
+        )
         if "logits_to_keep" in kwargs:
             inputs["logits_to_keep"] = kwargs["logits_to_keep"]
         return inputs
@@ -411,10 +426,14 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
             cache = MambaSWELUCache(self.config)
         if cache is not None and cache_position is not None and int(cache_position[0]) != cache.seqlen_offset:
             raise ValueError(
-                f"cache_position starts at {int(cache_position[0])} but the cache holds {cache.seqlen_offset} tokens"
+                f"cache_position starts at {int(cache_position[0])} but the cache holds "
+                f"{cache.seqlen_offset} tokens"
             )
         hidden, all_hidden = self.backbone(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, cache=cache, output_hidden_states=bool(output_hidden_states)
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            cache=cache,
+            output_hidden_states=bool(output_hidden_states),
         )
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
@@ -422,7 +441,9 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                labels[:, 1:].reshape(-1).to(logits.device),
+                ignore_index=-100,
             )
         out = MambaSWELUCausalLMOutput(loss=loss, logits=logits, cache_params=cache, hidden_states=all_hidden)
         return out if return_dict is not False else out.to_tuple()
@@ -438,7 +459,10 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
                 if mixer.act_conv is mixer.act_gate:
                     slots.append((f"blocks.{i}.mixer.act", mixer.act_conv))
                 else:
-                    slots += [(f"blocks.{i}.mixer.act_conv", mixer.act_conv), (f"blocks.{i}.mixer.act_gate", mixer.act_gate)]
+                    slots += [
+                        (f"blocks.{i}.mixer.act_conv", mixer.act_conv),
+                        (f"blocks.{i}.mixer.act_gate", mixer.act_gate),
+                    ]
                 slots.append((f"blocks.{i}.post_act", block.post_act))
             elif block.mlp is not None:
                 slots.append((f"blocks.{i}.mlp.act", block.mlp.act))

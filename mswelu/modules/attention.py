@@ -30,7 +30,9 @@ class CausalSelfAttention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, n, hd)
 
-    def forward(self, hidden_states: torch.Tensor, kv_cache: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, kv_cache: list[torch.Tensor | None] | None = None
+    ) -> torch.Tensor:
         b, n, d = hidden_states.shape
         q, k, v = (self._heads(t) for t in self.qkv_proj(hidden_states).split(d, dim=-1))
         past = 0
