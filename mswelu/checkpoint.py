@@ -1,0 +1,334 @@
+"""Atomic, verifiable training checkpoints.
+
+Layout of one checkpoint, ``<run>/checkpoints/step_0000100/``:
+
+- ``model.safetensors``   weights (``safetensors.torch.save_model``: handles the tied LM head)
+- ``optimizer.pt``        optimizer state (tensors and plain values only: loads with ``weights_only=True``)
+- ``trainer_state.json``  step, tokens, schedule, every RNG state, every rank's loader state, counters
+- ``config.json``         the resolved TrainConfig
+- ``manifest.json``       written last: size and sha256 of every file above
+
+A checkpoint is written into ``checkpoints/.tmp-step_XXXXXXX-<pid>/``, every file fsync'ed, the manifest
+written, the folder renamed into place and the parent fsync'ed. A killed writer therefore leaves either the
+previous checkpoints untouched plus a ``.tmp-*`` folder (ignored, cleaned up later), or a complete new one.
+A checkpoint whose manifest is missing or whose files do not match it is never resumed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+FORMAT_VERSION = 1
+CKPT_RE = re.compile(r"^step_(\d{7,})$")
+MANIFEST = "manifest.json"
+REQUIRED_FILES = ("model.safetensors", "optimizer.pt", "trainer_state.json", "config.json")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete or corrupt."""
+
+
+# ----------------------------------------------------------------------------------------- fs helpers
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file + fsync + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------- JSON encoding of RNG / loader state
+def to_portable(obj: Any) -> Any:
+    """Tensors and numpy arrays -> tagged JSON-able dicts, recursively (inverse: :func:`from_portable`)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        return {
+            "__tensor__": t.tolist(),
+            "dtype": str(t.dtype).removeprefix("torch."),
+            "shape": list(t.shape),
+        }
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype), "shape": list(obj.shape)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): to_portable(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [to_portable(v) for v in obj]}
+    if isinstance(obj, list):
+        return [to_portable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def from_portable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            dtype = getattr(torch, obj["dtype"])
+            return torch.tensor(obj["__tensor__"], dtype=dtype).reshape(obj["shape"])
+        if "__ndarray__" in obj:
+            return np.asarray(obj["__ndarray__"], dtype=obj["dtype"]).reshape(obj["shape"])
+        if "__tuple__" in obj:
+            return tuple(from_portable(v) for v in obj["__tuple__"])
+        return {k: from_portable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_portable(v) for v in obj]
+    return obj
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the training loop can touch: python, numpy, torch CPU and all CUDA devices."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"].to(torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = [s.to(torch.uint8) for s in state["cuda"]]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+# ----------------------------------------------------------------------------------------- listing
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Checkpoint folders (complete or not) sorted by step, oldest first; temporary folders excluded."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if p.is_dir() and (m := CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def verify_checkpoint(path: str | Path, check_hash: bool = True) -> dict[str, Any]:
+    """The manifest of a complete, intact checkpoint; :class:`CheckpointError` saying what is wrong
+    otherwise (missing manifest = the write never finished; size or hash mismatch = corrupt)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise CheckpointError(f"checkpoint {path} is incomplete (no {MANIFEST}: the write did not finish)")
+    try:
+        manifest = json.loads(mpath.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} has an unreadable {MANIFEST}: {exc}") from exc
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise CheckpointError(f"checkpoint {path} manifest lists no {name}")
+    for name, info in files.items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {path} is missing {name}")
+        size = f.stat().st_size
+        if size != info["bytes"]:
+            raise CheckpointError(
+                f"checkpoint {path}: {name} has {size} bytes, manifest says {info['bytes']}"
+            )
+        if check_hash and sha256_file(f) != info["sha256"]:
+            raise CheckpointError(f"checkpoint {path}: {name} does not match its sha256 (corrupt)")
+    return manifest
+
+
+def latest_checkpoint(
+    ckpt_dir: str | Path, check_hash: bool = True
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(newest complete and intact checkpoint or None, [(skipped newer checkpoint, why)])."""
+    skipped: list[tuple[Path, str]] = []
+    for path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            verify_checkpoint(path, check_hash=check_hash)
+        except CheckpointError as exc:
+            skipped.append((path, str(exc)))
+            continue
+        return path, skipped
+    return None, skipped
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(path) / "config.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------- save / load
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def all_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in unwrap(model).parameters())
+
+
+def save_checkpoint(
+    ckpt_dir: str | Path,
+    step: int,
+    model: nn.Module,
+    optimizer: Any,
+    trainer_state: dict[str, Any],
+    config: dict[str, Any],
+    keep: int | None = None,
+) -> Path:
+    """Write ``ckpt_dir/step_XXXXXXX`` atomically (see module docstring); prune to the newest ``keep``.
+    Refuses (``FloatingPointError``) to save weights that are not all finite."""
+    model = unwrap(model)
+    if not all_finite(model):
+        raise FloatingPointError(f"refusing to checkpoint step {step}: the weights contain NaN or inf")
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / checkpoint_name(step)
+    tmp = ckpt_dir / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"), metadata={"step": str(step), "format": "pt"})
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    state = {"format_version": FORMAT_VERSION, "step": step, **trainer_state}
+    (tmp / "trainer_state.json").write_text(json.dumps(to_portable(state)))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    files = {}
+    for name in REQUIRED_FILES:
+        fsync_file(tmp / name)
+        files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "tokens": trainer_state.get("tokens"),
+        "files": files,
+    }
+    with open(tmp / MANIFEST, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(tmp)
+    if final.exists():  # re-saving a step (e.g. a stop right after a periodic save): swap atomically-ish
+        old = ckpt_dir / f".old-{final.name}-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    fsync_dir(ckpt_dir)
+    if keep is not None and keep > 0:
+        prune_checkpoints(ckpt_dir, keep)
+    return final
+
+
+def prune_checkpoints(ckpt_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` complete checkpoints, incomplete ones older than the newest
+    complete one, and stale temporary folders of dead writers. Returns what was removed."""
+    ckpt_dir = Path(ckpt_dir)
+    removed = []
+    complete = [p for p in list_checkpoints(ckpt_dir) if (p / MANIFEST).is_file()]
+    newest = complete[-1] if complete else None
+    for p in complete[:-keep] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    for p in list_checkpoints(ckpt_dir):
+        if not (p / MANIFEST).is_file() and newest is not None and p.name < newest.name:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    for p in ckpt_dir.glob(".tmp-step_*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: Any | None = None,
+    map_location: str | torch.device = "cpu",
+    check_hash: bool = True,
+) -> dict[str, Any]:
+    """Verify ``path``, load weights into ``model`` (strict) and state into ``optimizer``; return the
+    trainer state (step, tokens, rng, loaders, ...)."""
+    path = Path(path)
+    verify_checkpoint(path, check_hash=check_hash)
+    target = unwrap(model)
+    device = next(target.parameters()).device
+    missing, unexpected = load_model(target, str(path / "model.safetensors"), strict=True, device=str(device))
+    if missing or unexpected:  # load_model(strict=True) raises already; keep the check explicit
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+    if optimizer is not None:
+        optimizer.load_state_dict(
+            torch.load(path / "optimizer.pt", map_location=map_location, weights_only=True)
+        )
+    return from_portable(json.loads((path / "trainer_state.json").read_text()))
