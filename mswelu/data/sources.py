@@ -121,6 +121,15 @@ def _local_files(spec: str) -> tuple[Path, ...]:
     return tuple(files)
 
 
+def _hf_source(name: str, spec: str) -> Source:
+    if not _HF_NAME.match(name):
+        raise ValueError(f"unknown source {spec!r}: a Hugging Face dataset is written owner/name[:config]")
+    path, _, config = name.partition(":")
+    return Source(
+        "hf", re.sub(r"[^\w.-]", "_", name), name, hf_path=path, hf_config=config or None, finite=False
+    )
+
+
 def resolve_source(spec: str) -> Source:
     """Turn a ``--source`` string into a ``Source`` (ValueError naming the accepted forms otherwise)."""
     if not isinstance(spec, str) or not spec.strip():
@@ -138,18 +147,16 @@ def resolve_source(spec: str) -> Source:
             hf_config=config,
             finite=False,
         )
+    if spec.startswith("hf:"):
+        return _hf_source(spec[3:], spec)
     if Path(spec).expanduser().exists() or _looks_like_path(spec):
         files = _local_files(spec)
         name = Path(spec.rstrip("/*")).expanduser().stem or "local"
         return Source(
             "local", re.sub(r"[^\w.-]", "_", name), f"local files: {spec} ({len(files)} files)", files=files
         )
-    hf = spec[3:] if spec.startswith("hf:") else spec
-    if _HF_NAME.match(hf):
-        path, _, config = hf.partition(":")
-        return Source(
-            "hf", re.sub(r"[^\w.-]", "_", hf), hf, hf_path=path, hf_config=config or None, finite=False
-        )
+    if _HF_NAME.match(spec):
+        return _hf_source(spec, spec)
     raise ValueError(
         f"unknown source {spec!r}: use 'default', a preset ({', '.join(HF_PRESETS)}), a local "
         ".txt/.jsonl/.parquet file, folder or glob, or a Hugging Face dataset 'owner/name[:config]'"

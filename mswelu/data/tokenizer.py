@@ -7,8 +7,8 @@ GPT-2's byte-level ranks from them and hand them to tiktoken with GPT-2's split 
 identical to GPT-2's (tests check against the ``tokenizers`` library's BPE built from the same files)
 and the speed is tiktoken's.
 
-Documents are encoded as ordinary text: an ``<|endoftext|>`` string inside a document is encoded as
-plain characters, so only the separator the data pipeline appends is ever the EOS id.
+Documents are encoded as ordinary text (with every tokenizer kind): an ``<|endoftext|>`` string inside a
+document is encoded as plain characters, so only the separator the pipeline appends is ever the EOS id.
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ class JSONTokenizer(Tokenizer):
 
         self.path = Path(path).expanduser().resolve()
         self._tok = HFTok.from_file(str(self.path))
+        self._tok.encode_special_tokens = True  # special-token strings inside documents stay plain text
         self.name = str(self.path)
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         self.eos_id = _find_eos(self._tok.get_vocab(with_added_tokens=True), None)
@@ -205,7 +206,7 @@ def _load_auto_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
     try:  # a cached copy or a local folder works without network
-        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+        return AutoTokenizer.from_pretrained(name, local_files_only=True, split_special_tokens=True)
     except Exception:  # noqa: BLE001 - fall through to the Hub
         pass
     if Path(name).expanduser().exists():
@@ -213,7 +214,7 @@ def _load_auto_tokenizer(name: str) -> Any:
     check_hub()
     token = os.environ.get("HF_TOKEN") or None
     try:
-        return AutoTokenizer.from_pretrained(name, token=token)
+        return AutoTokenizer.from_pretrained(name, token=token, split_special_tokens=True)
     except Exception as exc:
         raise ValueError(f"unknown tokenizer {name!r}: {type(exc).__name__}: {exc}") from None
 

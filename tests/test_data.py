@@ -1,0 +1,300 @@
+"""prepare(): sources, split by document, counts, reuse/rebuild, atomic output, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mswelu.data import check_shards, document_lengths, get_tokenizer, load_meta, prepare, resolve_source
+from mswelu.data.__main__ import main as cli
+from mswelu.data.prepare import doc_hash
+from mswelu.data.sources import shakespeare_works
+
+WORDS = (
+    "the king queen sword crown night day love death rose honour fool storm sea 'tis thou art "
+    "42 1,000 naïve café — 😀 \n\n"
+).split(" ")
+
+
+def make_docs(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        f"Document {i}. " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 120))) for i in range(n)
+    ]
+
+
+def write_corpus(folder: Path, docs: list[str], kind: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "txt":
+        for i, d in enumerate(docs):
+            (folder / f"doc{i:04d}.txt").write_text(d, encoding="utf-8")
+        return folder
+    if kind == "jsonl":
+        path = folder / "docs.jsonl"
+        path.write_text("".join(json.dumps({"id": i, "text": d}) + "\n" for i, d in enumerate(docs)), "utf-8")
+        return path
+    path = folder / "docs.parquet"
+    pq.write_table(pa.table({"text": docs, "id": list(range(len(docs)))}), path)
+    return path
+
+
+def split_docs(out: Path, split: str) -> list[str]:
+    """Decode a shard back into its documents (EOS-separated)."""
+    meta = load_meta(out)
+    tok = get_tokenizer(meta["tokenizer"])
+    ids = np.fromfile(out / f"{split}.bin", dtype=meta["dtype"]).astype(np.int64)
+    ends = np.flatnonzero(ids == meta["eos_id"])
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return [tok.decode(ids[s:e].tolist()) for s, e in zip(starts, ends, strict=True)]
+
+
+def assert_counts_match(out: Path) -> dict:
+    meta = check_shards(out)
+    for split, c in meta["splits"].items():
+        ids = np.fromfile(out / f"{split}.bin", dtype=meta["dtype"])
+        assert len(ids) == c["tokens"]
+        assert int((ids == meta["eos_id"]).sum()) == c["documents"]
+        assert len(document_lengths(out, split)) == c["documents"]
+        if c["tokens"]:
+            assert ids[-1] == meta["eos_id"] and int(ids.max()) == c["max_token_id"]
+    return meta
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl", "parquet"])
+def test_local_files_split_by_document(tmp_path: Path, kind: str) -> None:
+    docs = make_docs(60)
+    src = write_corpus(tmp_path / "corpus", docs, kind)
+    out = tmp_path / "out"
+    meta = prepare(str(src), out=out, val_fraction=0.1, seed=3, progress=False)
+    assert_counts_match(out)
+    train, val = split_docs(out, "train"), split_docs(out, "val")
+    assert set(train).isdisjoint(val)
+    assert sorted(train + val) == sorted(docs)
+    assert len(val) == 6 == meta["splits"]["val"]["documents"]
+    expected_val = sorted(docs, key=lambda d: doc_hash(d, 3))[:6]  # the 6 smallest seeded hashes
+    assert sorted(val) == sorted(expected_val)
+    for split, texts in (("train", train), ("val", val)):
+        assert meta["splits"][split]["bytes"] == sum(len(t.encode("utf-8")) for t in texts)
+    assert meta["dtype"] == "uint16" and meta["tokenizer"] == "gpt2" and meta["eos_id"] == 50256
+    assert meta["seed"] == 3 and meta["val_fraction"] == 0.1 and meta["max_tokens"] is None
+
+
+def test_three_formats_give_identical_shards(tmp_path: Path) -> None:
+    docs = make_docs(25, seed=1)
+    shards = []
+    for kind in ("txt", "jsonl", "parquet"):
+        out = tmp_path / f"out-{kind}"
+        prepare(str(write_corpus(tmp_path / kind, docs, kind)), out=out, val_fraction=0.2, progress=False)
+        shards.append(((out / "train.bin").read_bytes(), (out / "val.bin").read_bytes()))
+    assert shards[0] == shards[1] == shards[2]
+
+
+def test_glob_and_duplicates_share_a_split(tmp_path: Path) -> None:
+    docs = make_docs(30, seed=2)
+    docs += docs[:10]  # exact duplicates must not straddle the split
+    write_corpus(tmp_path / "c", docs, "txt")
+    out = tmp_path / "out"
+    prepare(str(tmp_path / "c" / "doc*.txt"), out=out, val_fraction=0.2, progress=False)
+    train, val = split_docs(out, "train"), split_docs(out, "val")
+    assert set(train).isdisjoint(val) and len(train) + len(val) == 40
+
+
+def test_max_tokens_caps_each_split(tmp_path: Path) -> None:
+    src = write_corpus(tmp_path / "c", make_docs(80), "jsonl")
+    out = tmp_path / "out"
+    meta = prepare(str(src), out=out, val_fraction=0.1, max_tokens=1000, progress=False)
+    assert_counts_match(out)
+    assert meta["splits"]["val"]["tokens"] == 100 and meta["splits"]["train"]["tokens"] == 900
+    assert meta["max_tokens"] == 1000
+
+
+def test_uint32_for_large_vocab(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(70_000)} | {"[UNK]": 70_000, "<|endoftext|>": 70_001}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["<|endoftext|>"])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    docs = [" ".join(f"w{(i * 7919 + j * 104729) % 70_000}" for j in range(20)) for i in range(10)]
+    out = tmp_path / "out"
+    meta = prepare(
+        str(write_corpus(tmp_path / "c", docs, "jsonl")),
+        out=out,
+        tokenizer=str(tmp_path / "tokenizer.json"),
+        val_fraction=0.2,
+        progress=False,
+    )
+    assert meta["dtype"] == "uint32" and meta["vocab_size"] == 70_002 and meta["eos_id"] == 70_001
+    assert_counts_match(out)
+    assert sorted(split_docs(out, "train") + split_docs(out, "val")) == sorted(docs)
+
+
+def test_reuse_and_rebuild(tmp_path: Path) -> None:
+    src = write_corpus(tmp_path / "c", make_docs(20), "jsonl")
+    out = tmp_path / "out"
+    first = prepare(str(src), out=out, progress=False)
+    mtime = (out / "train.bin").stat().st_mtime_ns
+    time.sleep(0.01)
+    again = prepare(str(src), out=out, progress=False)
+    assert again == first and (out / "train.bin").stat().st_mtime_ns == mtime  # reused, not rewritten
+    other = prepare(str(src), out=out, seed=1, progress=False)  # changed setting -> rebuilt
+    assert other["fingerprint"] != first["fingerprint"] and load_meta(out)["seed"] == 1
+    src.write_text(
+        src.read_text(encoding="utf-8") + json.dumps({"text": "one more document"}) + "\n", "utf-8"
+    )
+    grown = prepare(str(src), out=out, seed=1, progress=False)  # changed input file -> rebuilt
+    assert grown["splits"]["train"]["documents"] + grown["splits"]["val"]["documents"] == 21
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folders left
+
+
+def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch) -> None:
+    src = write_corpus(tmp_path / "c", make_docs(20), "jsonl")
+    out = tmp_path / "out"
+    old = prepare(str(src), out=out, progress=False)
+
+    def boom(self, texts):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mswelu.data.tokenizer.GPT2Tokenizer.encode_batch", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(str(src), out=out, seed=5, progress=False)
+    assert load_meta(out) == old  # the previous complete build is untouched
+    with pytest.raises(KeyboardInterrupt):
+        prepare(str(src), out=tmp_path / "fresh", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "out"]
+
+
+def test_bad_input_errors(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="not found"):
+        prepare(str(tmp_path / "missing.jsonl"), out=out, progress=False)
+    with pytest.raises(ValueError, match="unknown source"):
+        prepare("not a source!", out=out, progress=False)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("  \n\n", encoding="utf-8")
+    (tmp_path / "empty" / "b.txt").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="empty corpus"):
+        prepare(str(tmp_path / "empty"), out=out, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "table.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no .txt"):
+        prepare(str(tmp_path / "other"), out=out, progress=False)
+    src = write_corpus(tmp_path / "j", make_docs(10), "jsonl")
+    with pytest.raises(ValueError, match="no field 'body'"):
+        prepare(str(src), out=out, text_field="body", progress=False)
+    with pytest.raises(ValueError, match="too few"):
+        prepare(str(write_corpus(tmp_path / "one", ["a single document"], "jsonl")), out=out, progress=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="unknown tokenizer|Hugging Face Hub"):
+        prepare(str(src), out=out, tokenizer="no-such-owner/no-such-tokenizer", progress=False)
+    for bad in ({"val_fraction": 1.0}, {"val_fraction": -0.1}, {"max_tokens": 0}, {"seed": "x"}):
+        with pytest.raises(ValueError):
+            prepare(str(src), out=out, progress=False, **bad)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.md").write_text("mine", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a mswelu dataset"):
+        prepare(str(src), out=tmp_path / "foreign", progress=False)
+    assert (tmp_path / "foreign" / "notes.md").read_text(encoding="utf-8") == "mine"
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_hub_unreachable_fails_fast(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    for spec in ("fineweb", "slimpajama", "cosmopedia", "hf:someone/some-data:config"):
+        start = time.time()
+        with pytest.raises(ValueError, match="cannot reach the Hugging Face Hub"):
+            prepare(spec, out=tmp_path / "out", max_tokens=1000, progress=False)
+        assert time.time() - start < 30
+    assert not (tmp_path / "out").exists()
+    src = resolve_source("fineweb")
+    assert (src.hf_path, src.hf_config, src.finite) == ("HuggingFaceFW/fineweb", "sample-10BT", False)
+
+
+def test_stream_split_rule(tmp_path: Path) -> None:
+    """Streams (length unknown) send a document to validation when its seeded hash is below val_fraction."""
+    from dataclasses import replace
+
+    from mswelu.data.prepare import _write_shards
+
+    docs = make_docs(200, seed=9)
+    stream = replace(resolve_source(str(write_corpus(tmp_path / "c", docs, "jsonl"))), finite=False)
+    (tmp_path / "out").mkdir()
+    counts = _write_shards(
+        tmp_path / "out", stream, get_tokenizer(), 0.25, None, 7, "text", "document", False
+    )
+    (tmp_path / "out" / "meta.json").write_text(
+        json.dumps(
+            {"tokenizer": "gpt2", "vocab_size": 50257, "eos_id": 50256, "dtype": "uint16", "splits": counts}
+        )
+    )
+    val = split_docs(tmp_path / "out", "val")
+    assert sorted(val) == sorted(d for d in docs if doc_hash(d, 7) < 0.25)
+    assert 25 < len(val) < 75  # about a quarter
+    assert sorted(val) != sorted(d for d in docs if doc_hash(d, 8) < 0.25)  # the seed matters
+
+
+def test_cli_prepare_and_info(tmp_path: Path, capsys) -> None:
+    src = write_corpus(tmp_path / "c", make_docs(30), "parquet")
+    out = tmp_path / "out"
+    rc = cli(
+        [
+            "prepare",
+            "--source",
+            str(src),
+            "--out",
+            str(out),
+            "--val-fraction",
+            "0.1",
+            "--max-tokens",
+            "2000",
+            "--seed",
+            "2",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0 and "bytes/token" in capsys.readouterr().out
+    assert cli(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_tokens"] == 2000
+    with open(out / "train.bin", "r+b") as f:
+        f.truncate(os.path.getsize(out / "train.bin") - 2)
+    assert cli(["info", str(out)]) == 2
+    assert "truncated" in capsys.readouterr().err
+    assert cli(["prepare", "--source", str(tmp_path / "nope"), "--out", str(out)]) == 2
+
+
+@pytest.fixture(scope="module")
+def shakespeare_out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shk") / "default"
+    prepare("default", out=out, val_fraction=0.05, seed=0, progress=False)
+    return out
+
+
+def test_default_corpus_one_edition_per_work() -> None:
+    works = shakespeare_works()
+    names = [n for n, _ in works]
+    assert len(names) == 42 == len(set(names))
+    assert not any(n.endswith("_f") for n in names)
+    assert {"hamlet", "macbeth", "sonnets", "tempest"} <= set(names)
+    for _, text in works:
+        assert "project gutenberg" not in text.lower() and len(text) > 1000
+
+
+def test_default_corpus_split_by_work(shakespeare_out: Path) -> None:
+    meta = assert_counts_match(shakespeare_out)
+    works = dict(shakespeare_works())
+    val_names = sorted(works, key=lambda n: doc_hash(n, 0))[:2]  # round(0.05 * 42) = 2 works
+    val, train = split_docs(shakespeare_out, "val"), split_docs(shakespeare_out, "train")
+    assert sorted(val) == sorted(works[n] for n in val_names)
+    assert sorted(train) == sorted(t for n, t in works.items() if n not in val_names)
+    assert meta["splits"]["train"]["tokens"] > 1_000_000 and meta["source"] == "default"
+    assert 3.0 < meta["splits"]["train"]["bytes"] / meta["splits"]["train"]["tokens"] < 4.0
