@@ -1,0 +1,465 @@
+"""Analysis of training runs: metrics tables, k trajectories and tables, activation shapes, seed statistics
+and the check of the seed documents' claims.
+
+Everything here is a pure function over ``metrics.jsonl`` records (dicts) or pandas DataFrames, except
+:func:`k_gradients`, which runs one backward pass; notebooks only call these and plot.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "SEED_CLAIMS",
+    "SEED_K_TABLE",
+    "activation_curves",
+    "aggregate_seeds",
+    "claims_check",
+    "classify_k",
+    "eval_frame",
+    "final_k_table",
+    "k_deviation",
+    "k_gradients",
+    "k_layer_tables",
+    "k_trajectories",
+    "loss_at_fraction",
+    "mean_spread",
+    "silu",
+    "swelu_np",
+    "tokens_to_reach",
+    "train_frame",
+]
+
+# What the seed RESULTS document reports after "100k steps" (in-mixer = their "Activation k",
+# post-mixer = their "SSM k"); shown next to our measurements, never used as a target.
+SEED_K_TABLE = {
+    "mamba": pd.DataFrame(
+        {"in-mixer k": [0.503, 0.665, 0.608, 0.530, 0.485, 0.393],
+         "post-mixer k": [0.618, 0.686, 0.981, 0.997, 0.988, 0.976]},
+        index=pd.Index(range(6), name="layer"),
+    ),
+    "dense": pd.DataFrame({"k": [1.901, 1.559, 1.889]}, index=pd.Index(range(3), name="dense layer")),
+    "mean_abs_deviation": 0.39,
+}
+
+# The seed documents' quantitative claims. The tokens figure is what their runs really saw at 20%:
+# 757,500 micro-batches x 4 x 1024 = 3.1B tokens in all (not the 12.4B they state).
+SEED_CLAIMS = {
+    "swelu_vs_silu": 0.22,
+    "learnable_vs_fixed": 0.17,
+    "loss_at_20pct": 4.6,
+    "seed_tokens_total": 757_500 * 4 * 1024,
+    "faster_convergence": (0.30, 0.40),
+}
+
+_BLOCK = re.compile(r"(?:^|\.)(?:blocks|layers|h)\.(\d+)\.")
+_DENSE = re.compile(r"(?:^|\.)dense\.(\d+)")
+
+
+# --------------------------------------------------------------------------- metrics records
+def train_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Training-step rows (those with ``loss``) as a DataFrame: step, tokens, loss, lr, grad_norm,
+    tokens_per_s (missing columns are NaN); sorted by step, duplicates (a resumed run) keep the last."""
+    rows = [
+        {c: r.get(c) for c in ("step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s")}
+        for r in records if r.get("loss") is not None
+    ]
+    cols = ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"]
+    df = pd.DataFrame(rows, columns=cols).astype(float)
+    return _dedupe_steps(df)
+
+
+def eval_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Evaluation rows (those with ``val_loss``): step, tokens, val_loss, val_ppl, val_bpb."""
+    cols = ["step", "tokens", "val_loss", "val_ppl", "val_bpb"]
+    rows = [{c: r.get(c) for c in cols} for r in records if r.get("val_loss") is not None]
+    return _dedupe_steps(pd.DataFrame(rows, columns=cols).astype(float))
+
+
+def _dedupe_steps(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df.reset_index(drop=True)
+    return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+
+
+def k_trajectories(records: Iterable[Mapping[str, Any]], key: str = "k") -> pd.DataFrame:
+    """k (or ``key="lambda"``) per logged step: index ``step``, one column per activation, in the order
+    the run logged them."""
+    rows, index = [], []
+    for r in records:
+        values = r.get(key)
+        if isinstance(values, Mapping) and values and r.get("step") is not None:
+            rows.append({str(n): float(v) for n, v in values.items()})
+            index.append(int(r["step"]))
+    df = pd.DataFrame(rows, index=pd.Index(index, name="step"))
+    return df[~df.index.duplicated(keep="last")].sort_index()
+
+
+# --------------------------------------------------------------------------- k tables
+def classify_k(name: str) -> tuple[str, int | None, str]:
+    """(group, layer, slot) of an activation name: group is "in-mixer", "post-mixer", "dense",
+    "attention" or "other"; slot distinguishes the two in-mixer slots when they are separate
+    ("conv", "gate") and is "" otherwise."""
+    dense = _DENSE.search(name)
+    if dense:
+        return "dense", int(dense.group(1)), ""
+    block = _BLOCK.search(name)
+    layer = int(block.group(1)) if block else None
+    tail = name[block.end():] if block else name
+    if "mixer" in tail:
+        slot = "conv" if "conv" in tail else "gate" if "gate" in tail else ""
+        return "in-mixer", layer, slot
+    if "post" in tail:
+        return "post-mixer", layer, ""
+    if "attn" in tail or "attention" in tail or "mlp" in tail:
+        return "attention", layer, ""
+    return "other", layer, ""
+
+
+def final_k_table(k_values: Mapping[str, Any], k_init: float = 1.0) -> pd.DataFrame:
+    """One row per activation: name, group, layer, slot, k, (lambda), deviation from init.
+
+    ``k_values`` is either ``{name: k}`` or the model's ``swelu_values()`` ``{name: {"k":, "lambda":}}``.
+    """
+    rows = []
+    for name, value in k_values.items():
+        if isinstance(value, Mapping):
+            k, lam = float(value["k"]), value.get("lambda")
+        else:
+            k, lam = float(value), None
+        group, layer, slot = classify_k(str(name))
+        row = {"name": str(name), "group": group, "layer": layer, "slot": slot, "k": k,
+               "deviation": k - float(k_init)}
+        if lam is not None:
+            row["lambda"] = float(lam)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["name", "group", "layer", "slot", "k", "deviation",
+                                       *(["lambda"] if any("lambda" in r for r in rows) else [])])
+
+
+def k_layer_tables(k_values: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The seed RESULTS layout: ``"mamba"`` (index layer; columns in-mixer k, or in-mixer conv/gate k when
+    separate, and post-mixer k) and ``"dense"`` (index dense layer; column k)."""
+    long = final_k_table(k_values)
+    mamba = long[long.group.isin(["in-mixer", "post-mixer"])].copy()
+    if mamba.empty:
+        mamba_wide = pd.DataFrame(index=pd.Index([], name="layer"))
+    else:
+        mamba["column"] = [f"{g} {s} k".replace("  ", " ") if s else f"{g} k"
+                           for g, s in zip(mamba.group, mamba.slot, strict=True)]
+        mamba_wide = mamba.pivot_table(index="layer", columns="column", values="k", aggfunc="first")
+        mamba_wide.columns.name = None
+        mamba_wide.index = mamba_wide.index.astype(int)
+    dense = long[long.group == "dense"].set_index("layer")[["k"]]
+    dense.index = pd.Index(dense.index.astype(int), name="dense layer")
+    return {"mamba": mamba_wide, "dense": dense}
+
+
+def k_deviation(k_values: Mapping[str, Any], k_init: float = 1.0) -> dict[str, float]:
+    """Mean / max absolute deviation of k from its init, overall and per group (the seeds' "mean deviation
+    0.39 from init")."""
+    long = final_k_table(k_values, k_init)
+    if long.empty:
+        return {"count": 0}
+    out: dict[str, float] = {
+        "count": len(long),
+        "mean_abs_deviation": float(long.deviation.abs().mean()),
+        "max_abs_deviation": float(long.deviation.abs().max()),
+        "min_k": float(long.k.min()),
+        "max_k": float(long.k.max()),
+    }
+    for group, part in long.groupby("group"):
+        out[f"mean_k_{group}"] = float(part.k.mean())
+    return out
+
+
+# --------------------------------------------------------------------------- activation shapes
+def swelu_np(z: np.ndarray, k: float, lam: float = 1.0) -> np.ndarray:
+    """``lam * sign(z) * (1 - exp(-|z|^k))`` in float64 (for plotting; training uses mswelu.ops.swelu)."""
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    z = np.asarray(z, dtype=np.float64)
+    return lam * np.sign(z) * -np.expm1(-np.abs(z) ** k)
+
+
+def silu(z: np.ndarray) -> np.ndarray:
+    """``z * sigmoid(z)``, the activation SWELU replaces."""
+    z = np.asarray(z, dtype=np.float64)
+    return z / (1.0 + np.exp(-z))
+
+
+def activation_curves(k_values: Mapping[str, Any], z: Sequence[float] | np.ndarray | None = None,
+                      include_silu: bool = True) -> pd.DataFrame:
+    """The learned activation of every slot evaluated on ``z`` (default 401 points in [-4, 4]):
+    index z, one column per activation (plus ``silu``)."""
+    z = np.linspace(-4.0, 4.0, 401) if z is None else np.asarray(z, dtype=np.float64)
+    cols: dict[str, np.ndarray] = {}
+    for name, value in k_values.items():
+        k = float(value["k"]) if isinstance(value, Mapping) else float(value)
+        lam = float(value.get("lambda") or 1.0) if isinstance(value, Mapping) else 1.0
+        cols[str(name)] = swelu_np(z, k, lam)
+    if include_silu:
+        cols["silu"] = silu(z)
+    return pd.DataFrame(cols, index=pd.Index(z, name="z"))
+
+
+def k_gradients(model: Any, input_ids: Any) -> dict[str, float]:
+    """|dL/dk| for every SWELU with a learnable k, from one forward/backward on ``input_ids`` (B, L+1)
+    with the trainer's loss (next-token cross-entropy on ``x = w[:, :-1]``, ``y = w[:, 1:]``).
+
+    Gradients are taken with respect to the effective k (the chain rule through ``k_raw`` is undone), so
+    they are comparable across parametrisations. Names are the model's ``swelu_slots()`` names (those of
+    the logged k) when it has them, else module paths. The model's existing
+    ``.grad`` fields are left untouched.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from mswelu.modules.swelu import swelu_modules
+
+    slots = model.swelu_slots() if hasattr(model, "swelu_slots") else swelu_modules(model)
+    mods = [(n, m) for n, m in slots if isinstance(getattr(m, "k_raw", None), torch.nn.Parameter)
+            and m.k_raw.requires_grad]
+    if not mods:
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        x, y = input_ids[:, :-1], input_ids[:, 1:]
+        logits = model(x).logits
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        raw = [m.k_raw for _, m in mods]
+        grads = torch.autograd.grad(loss, raw, allow_unused=True)
+        out = {}
+        for (name, m), g in zip(mods, grads, strict=True):
+            if g is None:
+                out[name] = 0.0
+                continue
+            with torch.enable_grad():  # dk/dk_raw through the module's own parametrisation
+                dk = torch.autograd.grad(m.k.sum(), m.k_raw)[0]
+            out[name] = float(g.abs().sum()) / max(float(dk.abs().sum()), 1e-12)
+        return out
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------- seeds
+def aggregate_seeds(results: pd.DataFrame, by: str | Sequence[str] = "variant",
+                    values: Sequence[str] = ("val_loss", "val_bpb", "tokens_per_s")) -> pd.DataFrame:
+    """Mean, sample standard deviation (ddof=1; NaN for one seed), standard error and count per group.
+
+    Columns: ``<value>_mean``, ``<value>_std``, ``<value>_sem`` for each value present, then ``n``.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in by if c not in results.columns]
+    if missing:
+        raise ValueError(f"results lacks grouping column(s) {missing}; has {list(results.columns)}")
+    present = [v for v in values if v in results.columns]
+    grouped = results.groupby(by, sort=False)
+    out = pd.DataFrame(index=grouped.size().index)
+    for v in present:
+        out[f"{v}_mean"] = grouped[v].mean()
+        out[f"{v}_std"] = grouped[v].std(ddof=1)
+        out[f"{v}_sem"] = out[f"{v}_std"] / np.sqrt(grouped[v].count())
+    out["n"] = grouped.size()
+    return out
+
+
+def mean_spread(mean: float, std: float, digits: int = 3) -> str:
+    """``"3.214 ± 0.012"`` (``"3.214 (1 seed)"`` when there is no spread)."""
+    if std is None or not math.isfinite(std):
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- curves
+def tokens_to_reach(curve: pd.DataFrame, target: float, x: str = "tokens", y: str = "val_loss") -> float:
+    """First ``x`` at which ``y`` falls to ``target`` (linear interpolation between evaluations);
+    NaN if it never does."""
+    c = curve[[x, y]].dropna().sort_values(x)
+    xs, ys = c[x].to_numpy(float), c[y].to_numpy(float)
+    for i, v in enumerate(ys):
+        if v <= target:
+            if i == 0:
+                return float(xs[0])
+            x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+            return float(x0 + (y0 - target) * (x1 - x0) / (y0 - y1))
+    return float("nan")
+
+
+def loss_at_fraction(curve: pd.DataFrame, fraction: float, x: str = "tokens", y: str = "val_loss",
+                     total: float | None = None) -> float:
+    """``y`` interpolated at ``fraction`` of ``total`` (default: the curve's last ``x``)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    c = curve[[x, y]].dropna().sort_values(x)
+    if c.empty:
+        return float("nan")
+    total = float(c[x].iloc[-1]) if total is None else float(total)
+    at = fraction * total
+    if at < c[x].iloc[0]:
+        return float("nan")
+    return float(np.interp(at, c[x].to_numpy(float), c[y].to_numpy(float)))
+
+
+# --------------------------------------------------------------------------- claims
+def _verdict(estimate: float, se: float, claimed: float, n_min: int, z: float = 2.0) -> tuple[str, str]:
+    """supported / not supported / inconclusive for "improvement is (at least) ``claimed``".
+
+    With fewer than 2 seeds per side there is no spread: inconclusive. Otherwise, with the interval
+    ``estimate ± z·se``: not supported when even its upper end is below the claim; supported when the
+    interval is above zero and reaches the claim; inconclusive otherwise.
+    """
+    if not math.isfinite(estimate):
+        return "inconclusive", "not measurable in this run"
+    if n_min < 2 or not math.isfinite(se):
+        return "inconclusive", "needs at least 2 seeds per variant for a spread"
+    lo, hi = estimate - z * se, estimate + z * se
+    interval = f"interval {lo:+.1%} .. {hi:+.1%} ({z:g} standard errors)"
+    if hi < claimed:
+        return "not supported", f"{interval} lies below the claimed {claimed:.0%}"
+    if lo > 0:
+        return "supported", f"{interval} is above zero and reaches the claimed {claimed:.0%}"
+    return "inconclusive", f"{interval} includes both no effect and the claim"
+
+
+def _relative_gain(results: pd.DataFrame, ours: str, base: str, value: str) -> tuple[float, float, int]:
+    """(mean relative reduction of ``value`` of ``ours`` vs ``base``, its standard error, min seeds)."""
+    a = results.loc[results.variant == ours, value].dropna().to_numpy(float)
+    b = results.loc[results.variant == base, value].dropna().to_numpy(float)
+    if len(a) == 0 or len(b) == 0:
+        return float("nan"), float("nan"), 0
+    n = min(len(a), len(b))
+    if n < 2:
+        return float((b.mean() - a.mean()) / b.mean()), float("nan"), n
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) / b.mean()
+    return float((b.mean() - a.mean()) / b.mean()), se, n
+
+
+def claims_check(
+    results: pd.DataFrame,
+    curves: pd.DataFrame | None = None,
+    swelu: str = "swelu",
+    silu_variant: str = "silu",
+    fixed: str = "swelu-fixed",
+    value: str = "val_loss",
+    scale: str | None = None,
+) -> pd.DataFrame:
+    """Check each seed claim against this run's measurements.
+
+    Args:
+        results: one row per trained model: ``variant``, ``seed``, ``val_loss`` (final, at equal tokens),
+            optionally ``val_bpb``, ``tokens``, ``params``.
+        curves: evaluation curves, long form: ``variant``, ``seed``, ``tokens``, ``val_loss`` (needed for
+            the "4.6 at 20%" and "faster convergence" claims).
+        swelu, silu_variant, fixed: variant names of learnable SWELU, SiLU and SWELU with k fixed.
+        scale: a sentence on the scale of this comparison (defaults to one built from ``results``).
+
+    Returns:
+        DataFrame with columns claim, seed says, measured, verdict, why, caveat.
+    """
+    for col in ("variant", value):
+        if col not in results.columns:
+            raise ValueError(f"results needs a {col!r} column; has {list(results.columns)}")
+    if scale is None:
+        bits = []
+        if "params" in results.columns and results.params.notna().any():
+            bits.append(f"{results.params.max() / 1e6:.1f}M parameters")
+        if "tokens" in results.columns and results.tokens.notna().any():
+            bits.append(f"{results.tokens.max() / 1e6:.2f}M tokens per model")
+        seed_scale = f"the seeds' ~124M parameters and {SEED_CLAIMS['seed_tokens_total'] / 1e9:.1f}B tokens"
+        scale = (f"measured at {', '.join(bits) or 'this run’s scale'} vs {seed_scale}; "
+                 "effects at small scale need not hold at large scale (nor the reverse)")
+    rows = []
+
+    def pct(x: float) -> str:
+        return "n/a" if not math.isfinite(x) else f"{x:+.1%}"
+
+    for claim, ours, base, claimed in (
+        ("SWELU 22% better than SiLU", swelu, silu_variant, SEED_CLAIMS["swelu_vs_silu"]),
+        ("learnable k 17% better than fixed k", swelu, fixed, SEED_CLAIMS["learnable_vs_fixed"]),
+    ):
+        est, se, n = _relative_gain(results, ours, base, value)
+        verdict, why = _verdict(est, se, claimed, n)
+        if n == 0:
+            why = f"needs both {ours!r} and {base!r} runs"
+        spread = f" ± {se:.1%} (s.e.)" if math.isfinite(se) else ""
+        rows.append({"claim": claim, "seed says": f"{claimed:.0%} lower loss",
+                     "measured": f"{pct(est)}{spread} lower {value} of {ours} vs {base} (n={n})",
+                     "verdict": verdict, "why": why, "caveat": scale})
+
+    rows.append(_claim_loss_at_20(curves, swelu, scale))
+    rows.append(_claim_convergence(results, curves, swelu, silu_variant, value, scale))
+    return pd.DataFrame(rows, columns=["claim", "seed says", "measured", "verdict", "why", "caveat"])
+
+
+def _claim_loss_at_20(curves: pd.DataFrame | None, swelu: str, scale: str) -> dict[str, str]:
+    claim = {"claim": 'loss 4.6 "at 20%" of training', "seed says": "train loss 4.6 at 20% (SlimPajama)",
+             "caveat": scale}
+    if curves is None or curves.empty or not (curves.variant == swelu).any():
+        return {**claim, "measured": "n/a", "verdict": "inconclusive", "why": "no evaluation curve for "
+                f"{swelu!r}"}
+    per_seed = [loss_at_fraction(c, 0.2) for _, c in curves[curves.variant == swelu].groupby("seed")]
+    per_seed = [v for v in per_seed if math.isfinite(v)]
+    total = float(curves.loc[curves.variant == swelu, "tokens"].max())
+    seed_tokens = 0.2 * SEED_CLAIMS["seed_tokens_total"]
+    if not per_seed:
+        return {**claim, "measured": "n/a", "verdict": "inconclusive",
+                "why": "no evaluation at or before 20% of training"}
+    m = float(np.mean(per_seed))
+    s = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
+    measured = f"val loss {mean_spread(m, s)} at 20% = {0.2 * total / 1e6:.2f}M tokens"
+    if 0.2 * total < 0.5 * seed_tokens:
+        why = (f"not comparable: 20% of this run is {0.2 * total / 1e6:.2f}M tokens vs the seeds' "
+               f"{seed_tokens / 1e6:.0f}M, and losses on other data or tokenizers do not compare")
+        return {**claim, "measured": measured, "verdict": "inconclusive", "why": why}
+    se = s / math.sqrt(len(per_seed)) if math.isfinite(s) else float("nan")
+    if not math.isfinite(se):
+        return {**claim, "measured": measured, "verdict": "inconclusive", "why": "one seed: no spread"}
+    if m - 2 * se > 4.6:
+        verdict, why = "not supported", "loss stays above 4.6 beyond the spread (data differ: indicative)"
+    elif m + 2 * se <= 4.6:
+        verdict, why = "supported", "loss at or below 4.6 beyond the spread (data differ: indicative)"
+    else:
+        verdict, why = "inconclusive", "4.6 lies within the spread"
+    return {**claim, "measured": measured, "verdict": verdict, "why": why}
+
+
+def _claim_convergence(results: pd.DataFrame, curves: pd.DataFrame | None, swelu: str, silu_variant: str,
+                       value: str, scale: str) -> dict[str, str]:
+    lo_claim, hi_claim = SEED_CLAIMS["faster_convergence"]
+    claim = {"claim": "30-40% faster convergence than SiLU",
+             "seed says": f"{lo_claim:.0%}-{hi_claim:.0%} fewer tokens to a given loss", "caveat": scale}
+    if curves is None or curves.empty or not {swelu, silu_variant} <= set(curves.variant):
+        return {**claim, "measured": "n/a", "verdict": "inconclusive",
+                "why": f"needs evaluation curves of {swelu!r} and {silu_variant!r}"}
+    base = curves[curves.variant == silu_variant]
+    target = float(results.loc[results.variant == silu_variant, value].mean())
+    if not math.isfinite(target):
+        target = float(base.groupby("seed").val_loss.last().mean())
+    base_tokens = [tokens_to_reach(c, target) for _, c in base.groupby("seed")]
+    base_tokens = [t if math.isfinite(t) else float(c.tokens.max()) for t, (_, c) in
+                   zip(base_tokens, base.groupby("seed"), strict=True)]
+    t_base = float(np.mean(base_tokens))
+    speedups, never = [], 0
+    for _, c in curves[curves.variant == swelu].groupby("seed"):
+        t = tokens_to_reach(c, target)
+        if not math.isfinite(t):
+            never += 1
+            t = float(c.tokens.max())  # at best it would reach it right after the run: speed-up <= this
+        speedups.append(1.0 - t / t_base)
+    est = float(np.mean(speedups))
+    n = min(len(speedups), len(base_tokens))
+    se = float(np.std(speedups, ddof=1) / math.sqrt(len(speedups))) if len(speedups) > 1 else float("nan")
+    verdict, why = _verdict(est, se, lo_claim, n)
+    if never:
+        why += f"; {never} SWELU seed(s) never reached SiLU's final loss (speed-up is an upper bound)"
+    measured = (f"{est:+.1%}" + (f" ± {se:.1%} (s.e.)" if math.isfinite(se) else "")
+                + f" fewer tokens to SiLU's final {value} {target:.3f} (n={n})")
+    return {**claim, "measured": measured, "verdict": verdict, "why": why}
