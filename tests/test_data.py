@@ -298,3 +298,15 @@ def test_default_corpus_split_by_work(shakespeare_out: Path) -> None:
     assert sorted(train) == sorted(t for n, t in works.items() if n not in val_names)
     assert meta["splits"]["train"]["tokens"] > 1_000_000 and meta["source"] == "default"
     assert 3.0 < meta["splits"]["train"]["bytes"] / meta["splits"]["train"]["tokens"] < 4.0
+
+
+def test_loader_reads_prepared_text(shakespeare_out: Path) -> None:
+    from mswelu.data import TokenLoader
+
+    loader = TokenLoader(shakespeare_out, "val", batch_size=2, seq_len=64, seed=0)
+    loader.check_vocab(50257)
+    tok = get_tokenizer()
+    corpus = "".join(dict(shakespeare_works()).values())
+    for row in next(loader).tolist():
+        pieces = tok.decode(row).split("<|endoftext|>")  # a window may straddle two documents
+        assert all(piece[3:-3] in corpus for piece in pieces)  # cut ends may hold partial characters
