@@ -322,11 +322,10 @@ def load_checkpoint(
     verify_checkpoint(path, check_hash=check_hash)
     target = unwrap(model)
     device = next(target.parameters()).device
-    missing, unexpected = load_model(target, str(path / "model.safetensors"), strict=True, device=str(device))
-    if missing or unexpected:  # load_model(strict=True) raises already; keep the check explicit
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}"
-        )
+    try:
+        load_model(target, str(path / "model.safetensors"), strict=True, device=str(device))
+    except RuntimeError as exc:  # missing / unexpected keys or shape mismatches
+        raise CheckpointError(f"checkpoint {path} does not fit the model: {exc}") from exc
     if optimizer is not None:
         optimizer.load_state_dict(
             torch.load(path / "optimizer.pt", map_location=map_location, weights_only=True)
