@@ -133,6 +133,10 @@ class MambaMixer(nn.Module):
         The states continue exactly where :meth:`step` would have left them after the same tokens.
         """
         self._check_input(hidden_states)
+        if resolve_backend(self.backend, hidden_states) == "cuda":
+            from mswelu.ops import mamba_kernels
+
+            return mamba_kernels.mixer_forward_with_states_cuda(self, hidden_states)
         return self._forward_torch(hidden_states, want_states=True)
 
     def _forward_torch(self, hidden_states: Tensor, want_states: bool = False):
