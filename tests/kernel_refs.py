@@ -19,6 +19,7 @@ import types
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 _COMPILED = ("selective_scan_cuda", "causal_conv1d_cuda")
 _cache: SimpleNamespace | None = None
@@ -62,14 +63,68 @@ def load_refs() -> SimpleNamespace:
     return _cache
 
 
-def bind_refs(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """Bind the references as mamba_kernels' four entry points for one test (undone afterwards)."""
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _strict(refs: SimpleNamespace) -> SimpleNamespace:
+    """The references behind the input checks of the CUDA kernels (``TORCH_CHECK``s in
+    selective_scan.cpp and causal_conv1d.cpp), which the references themselves do not make: the
+    kernel path must pass tensors the real kernels accept, dtypes and layouts included."""
+
+    def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+             return_last_state=False):
+        assert u.dtype in _FLOATS, f"u dtype {u.dtype}"
+        assert A.dtype == torch.float32, f"A must be fp32, got {A.dtype}"
+        for name, t in (("delta", delta), ("B", B), ("C", C), ("z", z)):
+            if t is not None:
+                assert t.dtype == u.dtype, f"{name} dtype {t.dtype} != u dtype {u.dtype}"
+        for name, t in (("D", D), ("delta_bias", delta_bias)):
+            if t is not None:
+                assert t.dtype == torch.float32, f"{name} must be fp32, got {t.dtype}"
+        for name, t in (("u", u), ("delta", delta), ("B", B), ("C", C), ("z", z)):
+            if t is not None:
+                assert t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} must have stride 1 along L"
+        assert A.shape[1] <= 256
+        return refs.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+    def conv(x, weight, bias=None, seq_idx=None, initial_states=None, return_final_states=False,
+             final_states_out=None, activation=None):
+        assert x.dtype in _FLOATS and weight.dtype in _FLOATS, (x.dtype, weight.dtype)
+        assert weight.dim() == 2 and 2 <= weight.shape[1] <= 4, f"weight shape {tuple(weight.shape)}"
+        assert bias is None or bias.dtype == weight.dtype, "bias dtype must equal weight dtype"
+        assert x.stride(2) == 1 or x.stride(1) == 1, f"x strides {x.stride()}"
+        assert seq_idx is None and initial_states is None and not return_final_states
+        return refs.causal_conv1d_fn(x, weight, bias, activation=activation)
+
+    def conv_update(x, conv_state, weight, bias=None, activation=None, cache_seqlens=None):
+        assert x.dtype in _FLOATS and weight.dtype in _FLOATS, (x.dtype, weight.dtype)
+        assert conv_state.dtype == x.dtype, f"conv_state dtype {conv_state.dtype} != x dtype {x.dtype}"
+        assert 2 <= weight.shape[1] <= 4 and conv_state.shape[-1] >= weight.shape[1] - 1
+        assert bias is None or bias.dtype == weight.dtype, "bias dtype must equal weight dtype"
+        return refs.causal_conv1d_update(x, conv_state, weight, bias, activation, cache_seqlens)
+
+    def state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+        assert A.dtype == torch.float32, f"A must be fp32, got {A.dtype}"
+        return refs.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+
+    return SimpleNamespace(
+        selective_scan_fn=scan,
+        causal_conv1d_fn=conv,
+        causal_conv1d_update=conv_update,
+        selective_state_update=state_update,
+    )
+
+
+def bind_refs(monkeypatch: pytest.MonkeyPatch, strict: bool = True) -> SimpleNamespace:
+    """Bind the references as mamba_kernels' four entry points for one test (undone afterwards);
+    ``strict`` also asserts the real kernels' input checks on every call."""
     from mswelu.ops import mamba_kernels
 
     refs = load_refs()
+    bound = _strict(refs) if strict else refs
     for name in ("selective_scan_fn", "causal_conv1d_fn", "causal_conv1d_update", "selective_state_update"):
-        monkeypatch.setattr(mamba_kernels, name, getattr(refs, name))
-    return refs
+        monkeypatch.setattr(mamba_kernels, name, getattr(bound, name))
+    return bound
 
 
 def upstream_mamba(monkeypatch: pytest.MonkeyPatch, **kwargs) -> object:

@@ -92,6 +92,17 @@ def check_kernel_support(mixer: nn.Module, hidden_states: Tensor) -> None:
                 f"the mamba-ssm / causal-conv1d kernels do not support {what} dtype {dtype} "
                 f"(supported: float32, float16, bfloat16); use backend='torch'"
             )
+    autocast = torch.is_autocast_enabled(hidden_states.device.type)
+    if not autocast and hidden_states.dtype != mixer.in_proj.weight.dtype:
+        raise ValueError(
+            f"hidden_states dtype {hidden_states.dtype} differs from the mixer's parameter dtype "
+            f"{mixer.in_proj.weight.dtype}: cast one of them or run under torch.autocast"
+        )
+    d_conv, d_state = mixer.conv1d.weight.shape[-1], mixer.A_log.shape[1]
+    if not 2 <= d_conv <= 4:
+        raise ValueError(f"causal_conv1d supports d_conv between 2 and 4, got {d_conv}; use backend='torch'")
+    if d_state > 256:
+        raise ValueError(f"selective_scan supports d_state <= 256, got {d_state}; use backend='torch'")
     for slot in ("act_conv", "act_gate"):
         act = getattr(mixer, slot)
         if type(act) is not nn.SiLU and not _is_swelu(act):
@@ -215,12 +226,18 @@ def mixer_step_cuda(
             raise ValueError(
                 f"{name} has shape {tuple(state.shape)}, expected {(hidden_states.shape[0], d_inner, last)}"
             )
+    if conv_state.dtype not in KERNEL_DTYPES:
+        raise ValueError(f"conv_state dtype {conv_state.dtype} is not supported by causal_conv1d_update")
     xz = mixer.in_proj(hidden_states.squeeze(1))  # (B, 2*d_inner)
     x, z = xz.chunk(2, dim=-1)
     conv_silu = fuse_silu and _is_silu(mixer.act_conv)
-    x = k.causal_conv1d_update(
-        x, conv_state, mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, "silu" if conv_silu else None
-    )
+    x = k.causal_conv1d_update(  # the kernel wants x in the conv state's dtype
+        x.to(conv_state.dtype),
+        conv_state,
+        mixer.conv1d.weight.squeeze(1),
+        mixer.conv1d.bias,
+        "silu" if conv_silu else None,
+    ).to(xz.dtype)
     if not conv_silu:
         x = _apply(mixer.act_conv, x)
     dt_rank = mixer.dt_proj.weight.shape[1]
