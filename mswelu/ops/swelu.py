@@ -41,6 +41,7 @@ closed form otherwise. The environment variable ``MSWELU_SWELU_IMPL`` overrides 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -163,6 +164,129 @@ def _triton_ok(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> bo
     )
 
 
+_TRITON_BLOCK = 1024
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_kernels() -> tuple[Callable, Callable]:
+    """Build the Triton kernels on first use (importing triton costs ~1 s and is optional).
+
+    Triton resolves the names a kernel uses through its module's globals, so the lazily imported
+    ``tl`` and the helper are published there. No libdevice: the interpreter (``TRITON_INTERPRET=1``,
+    used by the CPU tests) has none, so ``-expm1(-p)`` is a short Taylor polynomial for small ``p``.
+    """
+    import triton
+    import triton.language as tl
+
+    globals()["tl"] = tl
+
+    @triton.jit
+    def _tt_one_minus_exp_neg(p):
+        # -expm1(-p), p >= 0: Horner form of p - p^2/2! + ... - p^10/10! below 0.5 (truncation
+        # < 1e-9 relative), 1 - exp(-p) above it (exp(-p) < 0.61: no cancellation).
+        t = 1.0 - p * (1.0 / 10.0)
+        t = 1.0 - p * (1.0 / 9.0) * t
+        t = 1.0 - p * (1.0 / 8.0) * t
+        t = 1.0 - p * (1.0 / 7.0) * t
+        t = 1.0 - p * (1.0 / 6.0) * t
+        t = 1.0 - p * (1.0 / 5.0) * t
+        t = 1.0 - p * (1.0 / 4.0) * t
+        t = 1.0 - p * (1.0 / 3.0) * t
+        t = 1.0 - p * (1.0 / 2.0) * t
+        return tl.where(p < 0.5, p * t, 1.0 - tl.exp(-p))
+
+    globals()["_tt_one_minus_exp_neg"] = _tt_one_minus_exp_neg
+
+    @triton.jit
+    def swelu_fwd_kernel(z_ptr, k_ptr, lam_ptr, out_ptr, n, HAS_LAM: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        k = tl.load(k_ptr).to(tl.float32)
+        p = tl.exp2(k * tl.log2(tl.abs(z)))  # |z|^k; log2(0) = -inf gives 0
+        sgn = tl.where(z > 0, 1.0, tl.where(z < 0, -1.0, 0.0))
+        y = sgn * _tt_one_minus_exp_neg(p)
+        if HAS_LAM:
+            y = y * tl.load(lam_ptr).to(tl.float32)
+        tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def swelu_bwd_kernel(
+        z_ptr, g_ptr, k_ptr, lam_ptr, gz_ptr, part_k_ptr, part_lam_ptr, n, eps, out_max,
+        HAS_LAM: tl.constexpr, NEED_K: tl.constexpr, NEED_LAM: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        pid = tl.program_id(0)
+        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        k = tl.load(k_ptr).to(tl.float32)
+        lam = 1.0
+        if HAS_LAM:
+            lam = tl.load(lam_ptr).to(tl.float32)
+        a = tl.abs(z)
+        p = tl.exp2(k * tl.log2(a))
+        e = tl.exp(-p)
+        alive = e > 0.0
+        slope = k * tl.exp2((k - 1.0) * tl.log2(tl.maximum(a, eps))) * e
+        chord = _tt_one_minus_exp_neg(tl.exp2(k * tl.log2(eps))) / eps
+        slope = tl.where(a < eps, chord, tl.where(alive, slope, 0.0))
+        glam = g * lam
+        gz = tl.minimum(tl.maximum(glam * slope, -out_max), out_max)
+        tl.store(gz_ptr + offs, gz.to(gz_ptr.dtype.element_ty), mask=mask)
+        sgn = tl.where(z > 0, 1.0, tl.where(z < 0, -1.0, 0.0))
+        if NEED_K:
+            ln_a = tl.log(tl.maximum(a, 1.1754943508222875e-38))
+            dk = glam * sgn * tl.where(alive, e * p * ln_a, 0.0)
+            tl.store(part_k_ptr + pid, tl.sum(tl.where(mask, dk, 0.0), axis=0))
+        if NEED_LAM:
+            dlam = g * sgn * _tt_one_minus_exp_neg(p)
+            tl.store(part_lam_ptr + pid, tl.sum(tl.where(mask, dlam, 0.0), axis=0))
+
+    return swelu_fwd_kernel, swelu_bwd_kernel
+
+
+def _triton_launch(kernel: Callable, z: torch.Tensor, *args, **meta) -> None:
+    n_blocks = -(-z.numel() // _TRITON_BLOCK)
+    if n_blocks == 0:
+        return
+    with torch.cuda.device(z.device) if z.is_cuda else contextlib.nullcontext():
+        kernel[(n_blocks,)](*args, BLOCK=_TRITON_BLOCK, **meta)
+
+
+def _triton_forward(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
+    fwd, _ = _triton_kernels()
+    zc = z.contiguous()
+    out = torch.empty_like(zc)
+    k = k.to(z.device)
+    lam_arg = k if lam is None else lam.to(z.device)
+    _triton_launch(fwd, zc, zc, k, lam_arg, out, zc.numel(), HAS_LAM=lam is not None)
+    return out
+
+
+def _triton_backward(
+    z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None, g: torch.Tensor, need_k: bool, need_lam: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients from one pass over (z, g); k/lam gradients come back already reduced to their shapes."""
+    _, bwd = _triton_kernels()
+    zc, gc = z.contiguous(), g.contiguous()
+    k_dev = k.to(z.device)
+    lam_dev = k_dev if lam is None else lam.to(z.device)
+    grad_z = torch.empty_like(zc)
+    n_blocks = -(-zc.numel() // _TRITON_BLOCK)
+    part_k = torch.zeros(n_blocks if need_k else 1, dtype=torch.float32, device=z.device)
+    part_lam = torch.zeros(n_blocks if need_lam else 1, dtype=torch.float32, device=z.device)
+    # Saturate half-precision gradients like the torch path does.
+    out_max = torch.finfo(z.dtype).max if z.dtype in _HALF_DTYPES else math.inf
+    _triton_launch(
+        bwd, zc, zc, gc, k_dev, lam_dev, grad_z, part_k, part_lam, zc.numel(), ZERO_EPS, out_max,
+        HAS_LAM=lam is not None, NEED_K=need_k, NEED_LAM=need_lam,
+    )  # fmt: skip
+    grad_k = part_k.sum().reshape(k.shape).to(k.device) if need_k else None
+    grad_lam = part_lam.sum().reshape(lam.shape).to(lam.device) if need_lam else None
+    return grad_z, grad_k, grad_lam
+
+
 # ----------------------------------------------------------------------------- autograd function
 
 
@@ -174,9 +298,7 @@ class _SWELUFunction(torch.autograd.Function):
         ctx.impl = impl
         ctx.save_for_backward(z, k, lam)
         if impl == "triton":
-            from mswelu.ops import swelu_triton
-
-            return swelu_triton.forward(z, k, lam)
+            return _triton_forward(z, k, lam)
         cdt = _compute_dtype(z.dtype)
         fwd = _compiled()[0] if impl == "compiled" else _forward_math
         y = fwd(z.to(cdt), k.to(cdt), None if lam is None else lam.to(cdt))
@@ -188,9 +310,7 @@ class _SWELUFunction(torch.autograd.Function):
         need_z, need_k, need_lam = ctx.needs_input_grad[:3]
         need_lam = need_lam and lam is not None
         if ctx.impl == "triton":
-            from mswelu.ops import swelu_triton
-
-            gz, gk, glam = swelu_triton.backward(z, k, lam, grad_out, need_k, need_lam)
+            gz, gk, glam = _triton_backward(z, k, lam, grad_out, need_k, need_lam)
         else:
             cdt = _compute_dtype(z.dtype)
             bwd = _compiled()[1] if ctx.impl == "compiled" else _backward_math
@@ -237,7 +357,7 @@ def resolve_impl(impl: str, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor 
     if impl not in IMPLS:
         raise ValueError(f"swelu: unknown impl {impl!r}: expected one of {IMPLS}")
     if impl == "auto":
-        return "torch"  # the Triton kernels land in the next commit
+        return "triton" if z.is_cuda and _triton_ok(z, k, lam) else "torch"
     if impl == "triton":
         if not triton_available():
             raise ValueError("swelu: impl='triton' needs the optional package `triton` (pip install triton)")
