@@ -2,12 +2,16 @@
 
 Nothing here imports the kernel packages at module import time: a CPU-only machine must be able
 to import every part of mswelu. The probe runs once, on first use.
+
+``python -m mswelu.ops.backends`` prints what is installed and which backend a forward would use.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+from typing import Any
 
 import torch
 
@@ -17,11 +21,17 @@ ENV_VAR = "MSWELU_BACKEND"
 
 @functools.lru_cache(maxsize=1)
 def kernels_available() -> tuple[bool, str]:
-    """(True, "") when both kernel packages import, else (False, why)."""
+    """(True, "") when the kernel path can import everything it calls, else (False, why).
+
+    The compiled extensions are probed by name: the Python wrappers of both packages import
+    without them in some situations and would fail only when called.
+    """
     try:
-        import causal_conv1d  # noqa: F401
-        import mamba_ssm  # noqa: F401
+        import causal_conv1d_cuda  # noqa: F401
         import selective_scan_cuda  # noqa: F401
+        from causal_conv1d import causal_conv1d_fn, causal_conv1d_update  # noqa: F401
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update  # noqa: F401
     except Exception as exc:  # ImportError, or an undefined-symbol OSError from a mismatched build
         return False, f"{type(exc).__name__}: {exc}"
     return True, ""
@@ -31,7 +41,8 @@ def requested_backend(config_value: str = "auto") -> str:
     """The backend asked for: the ``MSWELU_BACKEND`` environment variable wins over the config."""
     value = os.environ.get(ENV_VAR, "").strip().lower() or config_value
     if value not in BACKENDS:
-        raise ValueError(f"unknown backend {value!r}: expected one of {BACKENDS}")
+        source = f"environment variable {ENV_VAR}" if os.environ.get(ENV_VAR, "").strip() else "backend"
+        raise ValueError(f"unknown {source} value {value!r}: expected one of {BACKENDS}")
     return value
 
 
@@ -44,10 +55,46 @@ def resolve_backend(config_value: str, tensor: torch.Tensor) -> str:
     if want == "cuda":
         if not ok:
             raise RuntimeError(
-                "backend 'cuda' was forced but the mamba-ssm / causal-conv1d kernels do not import "
-                f"({why}); install them (see README, 'GPU') or use backend='torch'"
+                "backend 'cuda' was forced but the mamba-ssm / causal-conv1d kernels "
+                f"(selective_scan_cuda, causal_conv1d_cuda) do not import ({why}); install them "
+                f"(README, 'GPU') or use backend='torch' / unset {ENV_VAR}"
             )
         if not tensor.is_cuda:
-            raise RuntimeError(f"backend 'cuda' was forced but the input is on {tensor.device}")
+            raise RuntimeError(
+                f"backend 'cuda' was forced but the input is on {tensor.device}: the kernels need a GPU "
+                f"(move the model to 'cuda' or use backend='torch' / unset {ENV_VAR})"
+            )
         return "cuda"
     return "cuda" if ok and tensor.is_cuda else "torch"
+
+
+def describe(config_value: str = "auto") -> dict[str, Any]:
+    """What is installed and which backend a forward takes, on the GPU if there is one, else on CPU."""
+    ok, why = kernels_available()
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    info: dict[str, Any] = {
+        "env": {ENV_VAR: os.environ.get(ENV_VAR)},
+        "requested": None,
+        "kernels_available": ok,
+        "kernels_error": why or None,
+        "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "device": str(device),
+        "backend": None,
+    }
+    try:
+        info["requested"] = requested_backend(config_value)
+        info["backend"] = resolve_backend(config_value, torch.empty(0, device=device))
+    except (ValueError, RuntimeError) as exc:
+        info["error"] = str(exc)
+    return info
+
+
+def main() -> int:
+    """Print :func:`describe` as JSON; exit status 1 if the requested backend cannot run here."""
+    info = describe()
+    print(json.dumps(info, indent=2))
+    return 1 if "error" in info else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
