@@ -64,13 +64,18 @@ _DENSE = re.compile(r"(?:^|\.)dense\.(\d+)")
 
 # --------------------------------------------------------------------------- metrics records
 def train_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Training-step rows (those with ``loss``) as a DataFrame: step, tokens, loss, lr, grad_norm,
-    tokens_per_s (missing columns are NaN); sorted by step, duplicates (a resumed run) keep the last."""
-    rows = [
-        {c: r.get(c) for c in ("step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s")}
-        for r in records if r.get("loss") is not None
-    ]
+    """Training-step rows (those with ``loss``) as a DataFrame: step, tokens, loss, lr (the largest group
+    lr when ``lr`` is a per-group dict), grad_norm, tokens_per_s (missing values are NaN); sorted by step,
+    duplicates (a resumed run) keep the last."""
     cols = ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"]
+    rows = []
+    for r in records:
+        if r.get("loss") is None:
+            continue
+        row = {c: r.get(c) for c in cols}
+        if isinstance(row["lr"], Mapping):  # one lr per optimizer group: show the largest
+            row["lr"] = max((float(v) for v in row["lr"].values()), default=None)
+        rows.append(row)
     df = pd.DataFrame(rows, columns=cols).astype(float)
     return _dedupe_steps(df)
 

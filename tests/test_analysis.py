@@ -14,7 +14,8 @@ from mswelu import analysis as A
 def _records(n_steps=5, k_names=("blocks.0.mixer.act", "blocks.0.post_act", "dense.0.act")):
     recs = []
     for s in range(1, n_steps + 1):
-        recs.append({"step": s, "tokens": 100 * s, "loss": 5.0 / s, "lr": 1e-3, "grad_norm": 1.0,
+        recs.append({"step": s, "tokens": 100 * s, "loss": 5.0 / s, "lr": {"main": 1e-3, "k": 2e-3},
+                     "grad_norm": 1.0,
                      "tokens_per_s": 50.0, "k": {n: 1.0 + 0.1 * s * (i + 1) for i, n in enumerate(k_names)},
                      "lambda": {n: 1.0 for n in k_names}})
         if s % 2 == 0:
@@ -27,7 +28,7 @@ def test_frames_split_train_and_eval_and_dedupe():
     recs = _records()
     recs.append({**recs[-1], "loss": 0.123})  # resumed run logs step 5 again: keep the last
     tr, ev = A.train_frame(recs), A.eval_frame(recs)
-    assert list(tr.step) == [1, 2, 3, 4, 5] and tr.loss.iloc[-1] == 0.123
+    assert list(tr.step) == [1, 2, 3, 4, 5] and tr.loss.iloc[-1] == 0.123 and tr.lr.iloc[0] == 2e-3
     assert list(ev.step) == [2, 4] and ev.val_bpb.tolist() == [0.5, 0.25]
     assert A.train_frame([]).empty and list(A.eval_frame([]).columns)[:3] == ["step", "tokens", "val_loss"]
 
