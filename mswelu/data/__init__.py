@@ -5,7 +5,14 @@ as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepar
 """
 
 from mswelu.data.loader import TokenLoader, bits_per_byte, iter_eval_batches
-from mswelu.data.prepare import check_shards, default_dataset, document_lengths, load_meta, prepare
+from mswelu.data.prepare import (
+    check_shards,
+    dataset_dir,
+    default_dataset,
+    document_lengths,
+    load_meta,
+    prepare,
+)
 from mswelu.data.sources import HF_PRESETS, resolve_source
 from mswelu.data.tokenizer import get_tokenizer
 
@@ -14,6 +21,7 @@ __all__ = [
     "TokenLoader",
     "bits_per_byte",
     "check_shards",
+    "dataset_dir",
     "default_dataset",
     "document_lengths",
     "get_tokenizer",

@@ -125,8 +125,7 @@ def _write_shards(
     txt_sample_by: str,
     progress: bool,
 ) -> dict:
-    from tqdm.auto import tqdm
-
+    tqdm = _progress_bar()
     dtype = np.dtype(token_dtype(tok.vocab_size))
     if source.finite:
         threshold = _val_threshold(
@@ -199,6 +198,17 @@ def _write_shards(
             "or use more documents"
         )
     return counts
+
+
+def _progress_bar():
+    """tqdm.auto draws a widget in Jupyter only with ipywidgets; without it, use the text bar quietly."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        from tqdm import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm
 
 
 def _validate(val_fraction: float, max_tokens: int | None, seed: int) -> None:
@@ -325,10 +335,16 @@ def prepare(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def dataset_dir(source: str = "default", max_tokens: int | None = None) -> Path:
+    """``data_dir()/<source-name>[-<max_tokens>]``: capped builds get their own folder, so a quick
+    capped run (a notebook's default) never replaces a full build of the same source."""
+    name = resolve_source(source).name
+    return data_dir() / (name if max_tokens is None else f"{name}-{int(max_tokens)}")
+
+
 def default_dataset(max_tokens: int | None = None, progress: bool = False) -> Path:
     """Prepare (or reuse) the embedded default corpus with GPT-2 tokens and return its folder."""
-    name = "shakespeare" if max_tokens is None else f"shakespeare-{int(max_tokens)}"
-    out = data_dir() / name
+    out = dataset_dir("default", max_tokens)
     prepare("default", out=out, max_tokens=max_tokens, progress=progress)
     return out
 
