@@ -204,3 +204,16 @@ def test_bad_shapes_raise_value_error():
         selective_scan(args["u"][0], args["delta"][0], args["A"], args["B"], args["C"])
     with pytest.raises(ValueError, match="chunk_size"):
         selective_scan(args["u"], args["delta"], args["A"], args["B"], args["C"], chunk_size=0)
+
+
+def test_autocast_does_not_lower_the_scan_precision():
+    args = make_args(length=20, d=8, n=4)
+    expected = selective_scan(**args, delta_softplus=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = selective_scan(**args, delta_softplus=True)
+        grads = torch.autograd.grad(out.sum(), leaves(args))
+    ref_grads = torch.autograd.grad(expected.sum(), leaves(args))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    for g, rg in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, rg, rtol=1e-6, atol=1e-6)

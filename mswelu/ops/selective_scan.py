@@ -25,13 +25,15 @@ batched tensor work, and each recurrence step is a single in-place ``addcmul`` o
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["selective_scan", "selective_scan_ref", "SelectiveScanFn", "DEFAULT_CHUNK_SIZE"]
 
-DEFAULT_CHUNK_SIZE = 32
+DEFAULT_CHUNK_SIZE = 16
 
 
 def _check_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D, z, delta_bias) -> None:
@@ -128,135 +130,152 @@ class SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
-        b, d, length = u.shape
-        n = A.shape[1]
-        ct = _compute_dtype(u)
-        # time-major fp32 copies: (l, b, d) and (l, b, n)
-        ut = u.detach().permute(2, 0, 1).to(ct).contiguous()
-        dt = _delta_time_major(delta.detach(), delta_bias, delta_softplus, ct)
-        Bt = B.detach().permute(2, 0, 1).to(ct).contiguous()
-        Ct = C.detach().permute(2, 0, 1).to(ct).contiguous()
-        Af = A.detach().to(ct)
-        Df = None if D is None else D.detach().to(ct)
-        dtu = dt * ut
-
-        n_chunks = (length + chunk_size - 1) // chunk_size
-        starts = u.new_empty(n_chunks, b, d, n, dtype=ct)
-        y = torch.empty(length, b, d, dtype=ct, device=u.device)
-        h = u.new_zeros(b, d, n, dtype=ct)
-        T_max = min(chunk_size, length)
-        H = u.new_empty(T_max + 1, b, d, n, dtype=ct)
-        a = u.new_empty(T_max, b, d, n, dtype=ct)
-        for c in range(n_chunks):
-            s, e = c * chunk_size, min((c + 1) * chunk_size, length)
-            starts[c] = h
-            Hc = _chunk_states(H, a, h, dt[s:e], dtu[s:e], Af, Bt[s:e])
-            torch.matmul(Hc[1:], Ct[s:e, :, :, None], out=y[s:e, :, :, None])
-            h = Hc[-1].clone()
-        if Df is not None:
-            y.addcmul_(ut, Df)
-        y = y.permute(1, 2, 0)  # (b, d, l), a view
-        out = y if z is None else y * F.silu(z.detach().to(ct))
+        with _no_autocast(u.device.type):
+            out, last, starts = _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
         ctx.delta_softplus = delta_softplus
         ctx.chunk_size = chunk_size
-        ctx.mark_non_differentiable(h)
-        return out.to(u.dtype), h
+        ctx.mark_non_differentiable(last)
+        return out, last
 
     @staticmethod
     def backward(ctx, gout, _glast):
-        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
-        chunk_size = ctx.chunk_size
-        b, d, length = u.shape
-        n = A.shape[1]
-        ct = _compute_dtype(u)
-        ut = u.permute(2, 0, 1).to(ct).contiguous()
-        draw = delta.permute(2, 0, 1).to(ct)
-        if delta_bias is not None:
-            draw = draw + delta_bias.to(ct)
-        dt = F.softplus(draw) if ctx.delta_softplus else draw.contiguous()
-        Bt = B.permute(2, 0, 1).to(ct).contiguous()
-        Ct = C.permute(2, 0, 1).to(ct).contiguous()
-        Af = A.to(ct)
-        Df = None if D is None else D.to(ct)
-        dtu = dt * ut
-        gout_t = gout.permute(2, 0, 1).to(ct)
-        if z is not None:
-            zt = z.permute(2, 0, 1).to(ct)
-            sig_z = torch.sigmoid(zt)
-            gy = (gout_t * zt * sig_z).contiguous()  # d out / d y = silu(z)
-            gz = torch.empty_like(zt)
-        else:
-            gy = gout_t.contiguous()
-            gz = None
+        with _no_autocast(gout.device.type):
+            grads = _scan_backward(gout, *ctx.saved_tensors, ctx.delta_softplus, ctx.chunk_size)
+        return (*grads, None, None)
 
-        g_u = torch.empty_like(ut)
-        g_dt = torch.empty_like(ut)
-        g_B = torch.empty_like(Bt)
-        g_C = torch.empty_like(Ct)
-        g_A = torch.zeros_like(Af)
-        T_max = min(chunk_size, length)
-        H = u.new_empty(T_max + 1, b, d, n, dtype=ct)
-        a = u.new_empty(T_max, b, d, n, dtype=ct)
-        G = u.new_empty(T_max, b, d, n, dtype=ct)
-        carry = None  # a_{e} * dL/dh_{e} handed from the chunk after this one
-        n_chunks = starts.shape[0]
-        for c in reversed(range(n_chunks)):
-            s, e = c * chunk_size, min((c + 1) * chunk_size, length)
-            T = e - s
-            Hc = _chunk_states(H, a, starts[c], dt[s:e], dtu[s:e], Af, Bt[s:e])
-            ac = a[:T]
-            if gz is not None:
-                # y recomputed from the states: gz = gout * y * silu'(z)
-                yc = torch.matmul(Hc[1:], Ct[s:e, :, :, None]).squeeze(-1)
-                if Df is not None:
-                    yc.addcmul_(ut[s:e], Df)
-                sz = sig_z[s:e]
-                gz[s:e] = gout_t[s:e] * yc * sz * (1 + zt[s:e] * (1 - sz))
-            gyc = gy[s:e]
-            # adjoint of the states: g_t = gy_t C_t + a_{t+1} g_{t+1}
-            Gc = G[:T]
-            torch.mul(gyc[..., None], Ct[s:e, :, None, :], out=Gc)
-            if carry is not None:
-                Gc[T - 1] += carry
-            gs, as_ = Gc.unbind(0), ac.unbind(0)
-            for t in range(T - 2, -1, -1):
-                gs[t].addcmul_(as_[t + 1], gs[t + 1])
-            carry = as_[0] * gs[0]
-            # C: sum_d gy h ; B: sum_d g delta u ; u, delta: through delta u B
-            torch.matmul(gyc[:, :, None, :], Hc[1:], out=g_C[s:e, :, None, :])
-            torch.matmul(dtu[s:e, :, None, :], Gc, out=g_B[s:e, :, None, :])
-            SB = torch.matmul(Gc, Bt[s:e, :, :, None]).squeeze(-1)  # sum_n g B
-            torch.mul(dt[s:e], SB, out=g_u[s:e])
-            torch.mul(ut[s:e], SB, out=g_dt[s:e])
-            # through a_t = exp(delta_t A): dL/da_t * a_t = g_t * h_{t-1} * a_t
-            M = ac.mul_(Gc).mul_(Hc[:-1])
-            g_dt[s:e] += (M * Af).sum(-1)
-            g_A += (M * dt[s:e, :, :, None]).sum((0, 1))
-        if Df is not None:
-            g_u.addcmul_(gy, Df)
-            g_D = (gy * ut).sum((0, 1))
-        else:
-            g_D = None
-        if ctx.delta_softplus:
-            g_dt.mul_(torch.sigmoid(draw))
-        g_bias = None if delta_bias is None else g_dt.sum((0, 1))
 
-        def back(t: Tensor, like: Tensor) -> Tensor:  # (l, b, x) -> like's layout and dtype
-            return t.permute(1, 2, 0).to(like.dtype)
+def _no_autocast(device_type: str):
+    """The scan is fp32 by design: keep autocast from turning its matmuls into bf16 / fp16."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
-        return (
-            back(g_u, u),
-            back(g_dt, delta),
-            g_A.to(A.dtype),
-            back(g_B, B),
-            back(g_C, C),
-            None if g_D is None else g_D.to(D.dtype),
-            None if gz is None else back(gz, z),
-            None if g_bias is None else g_bias.to(delta_bias.dtype),
-            None,
-            None,
-        )
+
+def _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
+    """Forward of :class:`SelectiveScanFn`: (out in u's dtype, last state, chunk-start states)."""
+    b, d, length = u.shape
+    n = A.shape[1]
+    ct = _compute_dtype(u)
+    # time-major copies in the compute dtype: (l, b, d) and (l, b, n)
+    ut = u.detach().permute(2, 0, 1).to(ct).contiguous()
+    dt = _delta_time_major(delta.detach(), delta_bias, delta_softplus, ct)
+    Bt = B.detach().permute(2, 0, 1).to(ct).contiguous()
+    Ct = C.detach().permute(2, 0, 1).to(ct).contiguous()
+    Af = A.detach().to(ct)
+    Df = None if D is None else D.detach().to(ct)
+    dtu = dt * ut
+
+    n_chunks = (length + chunk_size - 1) // chunk_size
+    starts = u.new_empty(n_chunks, b, d, n, dtype=ct)
+    y = torch.empty(length, b, d, dtype=ct, device=u.device)
+    h = u.new_zeros(b, d, n, dtype=ct)
+    T_max = min(chunk_size, length)
+    H = u.new_empty(T_max + 1, b, d, n, dtype=ct)
+    a = u.new_empty(T_max, b, d, n, dtype=ct)
+    for c in range(n_chunks):
+        s, e = c * chunk_size, min((c + 1) * chunk_size, length)
+        starts[c] = h
+        Hc = _chunk_states(H, a, h, dt[s:e], dtu[s:e], Af, Bt[s:e])
+        torch.matmul(Ct[s:e, :, None, :], Hc[1:].transpose(-1, -2), out=y[s:e, :, None, :])
+        h = Hc[-1].clone()
+    if Df is not None:
+        y.addcmul_(ut, Df)
+    y = y.permute(1, 2, 0)  # (b, d, l), a view
+    out = y if z is None else y * F.silu(z.detach().to(ct))
+    return out.to(u.dtype), h, starts
+
+
+def _scan_backward(gout, u, delta, A, B, C, D, z, delta_bias, starts, delta_softplus, chunk_size):
+    """Gradients w.r.t. (u, delta, A, B, C, D, z, delta_bias), recomputing states chunk by chunk."""
+    b, d, length = u.shape
+    n = A.shape[1]
+    ct = _compute_dtype(u)
+    ut = u.permute(2, 0, 1).to(ct).contiguous()
+    draw = delta.permute(2, 0, 1).to(ct)
+    if delta_bias is not None:
+        draw = draw + delta_bias.to(ct)
+    dt = (F.softplus(draw) if delta_softplus else draw).contiguous()
+    Bt = B.permute(2, 0, 1).to(ct).contiguous()
+    Ct = C.permute(2, 0, 1).to(ct).contiguous()
+    Af = A.to(ct)
+    Df = None if D is None else D.to(ct)
+    dtu = dt * ut
+    gout_t = gout.permute(2, 0, 1).to(ct)
+    if z is not None:
+        zt = z.permute(2, 0, 1).to(ct)
+        sig_z = torch.sigmoid(zt)
+        gy = (gout_t * zt * sig_z).contiguous()  # d out / d y = silu(z)
+        gz = torch.empty_like(zt)
+    else:
+        gy = gout_t.contiguous()
+        gz = None
+
+    g_u = torch.empty_like(ut)
+    g_dt = torch.empty_like(ut)
+    g_B = torch.empty_like(Bt)
+    g_C = torch.empty_like(Ct)
+    g_A = torch.zeros_like(Af)
+    T_max = min(chunk_size, length)
+    H = u.new_empty(T_max + 1, b, d, n, dtype=ct)
+    a = u.new_empty(T_max, b, d, n, dtype=ct)
+    G = u.new_empty(T_max, b, d, n, dtype=ct)
+    carry = None  # a_{e} * dL/dh_{e} handed from the chunk after this one
+    n_chunks = starts.shape[0]
+    for c in reversed(range(n_chunks)):
+        s, e = c * chunk_size, min((c + 1) * chunk_size, length)
+        T = e - s
+        Hc = _chunk_states(H, a, starts[c], dt[s:e], dtu[s:e], Af, Bt[s:e])
+        ac = a[:T]
+        if gz is not None:
+            # y recomputed from the states: gz = gout * y * silu'(z)
+            yc = torch.matmul(Ct[s:e, :, None, :], Hc[1:].transpose(-1, -2)).squeeze(-2)
+            if Df is not None:
+                yc.addcmul_(ut[s:e], Df)
+            sz = sig_z[s:e]
+            gz[s:e] = gout_t[s:e] * yc * sz * (1 + zt[s:e] * (1 - sz))
+        gyc = gy[s:e]
+        # adjoint of the states: g_t = gy_t C_t + a_{t+1} g_{t+1}
+        Gc = G[:T]
+        torch.mul(gyc[..., None], Ct[s:e, :, None, :], out=Gc)
+        if carry is not None:
+            Gc[T - 1] += carry
+        gs, as_ = Gc.unbind(0), ac.unbind(0)
+        for t in range(T - 2, -1, -1):
+            gs[t].addcmul_(as_[t + 1], gs[t + 1])
+        carry = as_[0] * gs[0]
+        # C: sum_d gy h ; B: sum_d g delta u ; u, delta: through delta u B
+        torch.matmul(gyc[:, :, None, :], Hc[1:], out=g_C[s:e, :, None, :])
+        torch.matmul(dtu[s:e, :, None, :], Gc, out=g_B[s:e, :, None, :])
+        SB = torch.matmul(Bt[s:e, :, None, :], Gc.transpose(-1, -2)).squeeze(-2)  # sum_n g B
+        torch.mul(dt[s:e], SB, out=g_u[s:e])
+        torch.mul(ut[s:e], SB, out=g_dt[s:e])
+        # through a_t = exp(delta_t A): dL/da_t * a_t = g_t * h_{t-1} * a_t
+        M = ac.mul_(Gc).mul_(Hc[:-1])
+        g_dt[s:e] += (M * Af).sum(-1)
+        g_A += (M * dt[s:e, :, :, None]).sum((0, 1))
+    if Df is not None:
+        g_u.addcmul_(gy, Df)
+        g_D = (gy * ut).sum((0, 1))
+    else:
+        g_D = None
+    if delta_softplus:
+        g_dt.mul_(torch.sigmoid(draw))
+    g_bias = None if delta_bias is None else g_dt.sum((0, 1))
+
+    def back(t: Tensor, like: Tensor) -> Tensor:  # (l, b, x) -> like's layout and dtype
+        return t.permute(1, 2, 0).to(like.dtype)
+
+    return (
+        back(g_u, u),
+        back(g_dt, delta),
+        g_A.to(A.dtype),
+        back(g_B, B),
+        back(g_C, C),
+        None if g_D is None else g_D.to(D.dtype),
+        None if gz is None else back(gz, z),
+        None if g_bias is None else g_bias.to(delta_bias.dtype),
+    )
 
 
 def _compute_dtype(u: Tensor) -> torch.dtype:
