@@ -248,3 +248,23 @@ def test_bad_input_raises_value_error():
         m(torch.randn(5, D_MODEL))
     with pytest.raises(ValueError, match="one token"):
         m.step(torch.randn(1, 2, D_MODEL), *m.allocate_inference_cache(1))
+
+
+def test_bfloat16_weights_run_forward_backward_and_decoding():
+    m32 = randomize_ssm(MambaMixer(D_MODEL, d_state=D_STATE))
+    m16 = MambaMixer(D_MODEL, d_state=D_STATE)
+    m16.load_state_dict(m32.state_dict())
+    m16 = m16.to(torch.bfloat16)
+    h = torch.randn(2, 10, D_MODEL)
+    out = m16(h.bfloat16())
+    assert out.dtype == torch.bfloat16
+    with torch.no_grad():
+        ref = m32(h)
+    torch.testing.assert_close(out.float(), ref, rtol=0, atol=3e-2 * ref.abs().max().item())
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad.float()).all() for p in m16.parameters())
+    with torch.no_grad():
+        conv_state, ssm_state = m16.allocate_inference_cache(2)
+        assert conv_state.dtype == torch.bfloat16 and ssm_state.dtype == torch.float32
+        steps = torch.cat([m16.step(h[:, t : t + 1].bfloat16(), conv_state, ssm_state) for t in range(10)], 1)
+    torch.testing.assert_close(steps.float(), ref, rtol=0, atol=3e-2 * ref.abs().max().item())

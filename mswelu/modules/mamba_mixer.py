@@ -199,7 +199,7 @@ class MambaMixer(nn.Module):
             x = x + self.conv1d.bias.to(x.dtype)
         x = self.act_conv(x.to(dtype))
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.softplus(dt @ self.dt_proj.weight.t() + self.dt_proj.bias).float()  # (B, d_inner)
+        dt = F.softplus((dt @ self.dt_proj.weight.t()).float() + self.dt_proj.bias.float())  # fp32
         A = -torch.exp(self.A_log.float())
         dA = torch.exp(dt[..., None] * A)
         dBx = (dt * x.float())[..., None] * B.float()[:, None, :]
