@@ -266,16 +266,22 @@ class Trainer:
 
             fwd_model = DDP(fwd_model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.model = fwd_model
-        self.loader = TokenLoader(
-            self.data,
-            "train",
-            batch_size=self.micro,
-            seq_len=cfg.seq_len,
-            seed=cfg.seed,
-            rank=info.rank,
-            world_size=info.world_size,
-            mode="random",
-        )
+        # One loader per micro-step, as if each were its own rank among world_size x accum: the windows of
+        # an optimizer step are then one draw of batch_size windows, however it is split into
+        # micro-batches and processes (1 process x accum 2 == 2 processes == 1 process, one big batch).
+        self.loaders = [
+            TokenLoader(
+                self.data,
+                "train",
+                batch_size=self.micro,
+                seq_len=cfg.seq_len,
+                seed=cfg.seed,
+                rank=info.rank * self.accum + i,
+                world_size=info.world_size * self.accum,
+                mode="random",
+            )
+            for i in range(self.accum)
+        ]
         self.step = 0
         self.tokens = 0
         self.nonfinite_total = 0
@@ -327,7 +333,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
-        local = {"rng": ckpt.rng_state(), "loader": self.loader.state_dict()}
+        local = {"rng": ckpt.rng_state(), "loaders": [ld.state_dict() for ld in self.loaders]}
         if self.info.enabled:
             gathered: list[Any] = [None] * self.info.world_size
             torch.distributed.all_gather_object(gathered, local)
@@ -367,7 +373,10 @@ class Trainer:
                 f"checkpoint {path} holds {len(ranks)} rank states, this run has {self.info.world_size}"
             )
         mine = ranks[self.info.rank]
-        self.loader.load_state_dict(mine["loader"])
+        if len(mine["loaders"]) != len(self.loaders):
+            raise ValueError(f"checkpoint {path} was written with a different gradient accumulation")
+        for loader, st in zip(self.loaders, mine["loaders"], strict=True):
+            loader.load_state_dict(st)
         ckpt.set_rng_state(mine["rng"])
         self.step = int(state["step"])
         self.tokens = int(state["tokens"])
@@ -400,7 +409,7 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         for i in range(self.accum):
-            window = next(self.loader).to(self.device, non_blocking=True)
+            window = next(self.loaders[i]).to(self.device, non_blocking=True)
             sync = i == self.accum - 1
             ctx = self.model.no_sync() if (self.info.enabled and not sync) else contextlib.nullcontext()
             with ctx:

@@ -1,0 +1,109 @@
+"""Real multi-process data parallelism on CPU: ``torchrun --nproc_per_node 2`` (gloo) against one process
+with the same global batch, and the "independent" launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from mswelu.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _byte_dataset(folder: Path, n_tokens: int = 40_000) -> Path:
+    """Prepared-dataset layout whose tokens are the bytes of a stdlib source file (vocabulary 257)."""
+    import argparse
+
+    text = Path(argparse.__file__).read_bytes() * 2
+    tokens = np.frombuffer(text[:n_tokens], dtype=np.uint8).astype(np.uint16)
+    n_val = len(tokens) // 10
+    splits = {"train": tokens[:-n_val], "val": tokens[-n_val:]}
+    folder.mkdir(parents=True)
+    for name, arr in splits.items():
+        arr.tofile(folder / f"{name}.bin")
+    meta = {
+        "tokenizer": "bytes",
+        "vocab_size": 257,
+        "eos_id": 256,
+        "dtype": "uint16",
+        "fingerprint": "ddp-test",
+        "splits": {
+            n: {"tokens": len(a), "documents": 1, "bytes": len(a), "max_token_id": int(a.max())}
+            for n, a in splits.items()
+        },
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def _cfg(data: Path, out: Path) -> dict:
+    return dict(
+        preset="tiny",
+        data=str(data),
+        out=str(out),
+        max_steps=3,
+        batch_size=4,
+        seq_len=16,
+        lr=3e-3,
+        warmup=1,
+        eval_every=3,
+        eval_batches=2,
+        log_every=1,
+        ckpt_every=0,
+        progress=False,
+    )
+
+
+def _lines(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def test_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
+    data = _byte_dataset(tmp_path / "data")
+    one = train(_cfg(data, tmp_path / "one"))
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump(_cfg(data, tmp_path / "two")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mswelu.train",
+        "--config",
+        str(config),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["tokens"] == one["tokens"] == 3 * 4 * 16  # tokens per step counted over both ranks
+    a, b = _lines(tmp_path / "one"), _lines(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("loss", "grad_norm", "val_loss"):
+            if key in ra:
+                assert rb[key] == pytest.approx(ra[key], rel=1e-5), (key, ra["step"])
+        if "k" in ra:
+            assert rb["k"] == pytest.approx(ra["k"], rel=1e-5)
+    wa = load_file(tmp_path / "one" / "final" / "model.safetensors")
+    wb = load_file(tmp_path / "two" / "final" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        np.testing.assert_allclose(wa[name].numpy(), wb[name].numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+    # only rank 0 wrote the run folder
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )

@@ -1,0 +1,457 @@
+"""The trainer end to end on CPU: learning on the embedded corpus, metrics, exact resume, interrupted and
+killed runs, non-finite steps, bad input, CLI and baselines.
+
+Most runs use a byte-level dataset written here (real text: Python's own stdlib sources, 257-token
+vocabulary), so a ``tiny`` model step costs milliseconds; the learning test uses the embedded GPT-2
+corpus from ``mswelu.data.default_dataset``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mswelu import checkpoint as ckpt
+from mswelu.train import TrainConfig, config_from_args, main, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_byte_dataset(folder: Path, n_tokens: int = 60_000, val_fraction: float = 0.1) -> Path:
+    """A prepared dataset (the data package's format) whose tokens are the UTF-8 bytes of stdlib sources."""
+    import argparse
+    import textwrap
+
+    text = (Path(argparse.__file__).read_bytes() + Path(textwrap.__file__).read_bytes()) * 2
+    tokens = np.frombuffer(text[:n_tokens], dtype=np.uint8).astype(np.uint16)
+    n_val = int(len(tokens) * val_fraction)
+    splits = {"train": tokens[:-n_val], "val": tokens[-n_val:]}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arr in splits.items():
+        arr.tofile(folder / f"{name}.bin")
+    meta = {
+        "version": 1,
+        "tokenizer": "bytes",
+        "vocab_size": 257,
+        "eos_id": 256,
+        "dtype": "uint16",
+        "splits": {
+            n: {"tokens": len(a), "documents": 1, "bytes": len(a), "max_token_id": int(a.max())}
+            for n, a in splits.items()
+        },
+        "source": "test-bytes",
+        "seed": 0,
+        "val_fraction": val_fraction,
+        "max_tokens": n_tokens,
+        "fingerprint": "test-bytes-v1",
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def byte_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_byte_dataset(tmp_path_factory.mktemp("bytes") / "data")
+
+
+def tiny_cfg(data: Path, out: Path, **kw: object) -> dict:
+    cfg = dict(
+        preset="tiny",
+        data=str(data),
+        out=str(out),
+        max_steps=6,
+        batch_size=4,
+        seq_len=16,
+        lr=3e-3,
+        warmup=2,
+        eval_every=3,
+        eval_batches=1,
+        log_every=1,
+        ckpt_every=3,
+        progress=False,
+    )
+    cfg.update(kw)
+    return cfg
+
+
+def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [r for r in lines if "loss" in r], [r for r in lines if "val_loss" in r]
+
+
+# ----------------------------------------------------------------------------------------- learning
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    from mswelu.data import default_dataset
+
+    data = default_dataset(max_tokens=60_000)
+    out = tmp_path_factory.mktemp("runs") / "embedded"
+    summary = train(
+        dict(
+            preset="tiny",
+            data=str(data),
+            out=str(out),
+            max_steps=24,
+            batch_size=4,
+            seq_len=32,
+            lr=4e-3,
+            warmup=3,
+            eval_every=12,
+            eval_batches=1,
+            log_every=1,
+            ckpt_every=12,
+            progress=False,
+        )
+    )
+    return summary, out
+
+
+def test_loss_decreases_on_embedded_data(embedded_run: tuple[dict, Path]) -> None:
+    summary, out = embedded_run
+    train_lines, val_lines = read_metrics(out)
+    losses = [r["loss"] for r in train_lines]
+    assert len(losses) == 24
+    assert losses[0] == pytest.approx(math.log(50257), abs=0.3)  # uniform start over GPT-2's vocabulary
+    assert np.mean(losses[-5:]) < losses[0] - 1.0
+    assert val_lines[-1]["val_loss"] < val_lines[0]["val_loss"] < math.log(50257)
+    assert summary["steps"] == 24 and summary["tokens"] == 24 * 4 * 32
+
+
+def test_metrics_checkpoints_and_final_model(embedded_run: tuple[dict, Path]) -> None:
+    from mswelu.data import load_meta
+    from mswelu.modeling import MambaSWELUForCausalLM
+
+    summary, out = embedded_run
+    model = MambaSWELUForCausalLM.from_pretrained(out / "final")
+    slots = list(model.swelu_values())
+    assert len(slots) == 7  # tiny: 2 blocks x (mixer + post-mixer) + 3 dense
+    train_lines, val_lines = read_metrics(out)
+    for r in train_lines:
+        assert list(r["k"]) == slots and list(r["lambda"]) == slots  # every k, every step logged
+        assert r["tokens"] == r["step"] * 4 * 32
+        assert set(r["lr"]) == {"decay", "no_decay", "swelu"}
+        assert r["grad_norm"] > 0 and r["tokens_per_s"] > 0
+    assert train_lines[-1]["k"] == pytest.approx({n: v["k"] for n, v in model.swelu_values().items()})
+    assert any(k != 1.0 for k in train_lines[-1]["k"].values())  # k is learned
+    meta = load_meta(json.loads((out / "config.json").read_text())["data"])
+    for r in val_lines:
+        assert r["val_ppl"] == pytest.approx(math.exp(r["val_loss"]))
+        v = meta["splits"]["val"]
+        assert r["val_bpb"] == pytest.approx(r["val_loss"] * v["tokens"] / (v["bytes"] * math.log(2)))
+    assert [r["step"] for r in val_lines] == [12, 24]
+    assert summary["val_loss"] == pytest.approx(val_lines[-1]["val_loss"])
+    assert json.loads((out / "summary.json").read_text())["steps"] == 24
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_0000012", "step_0000024"]
+    assert any((out / "tb").glob("events.out.tfevents.*"))
+    # the final model is the trained one
+    fresh = MambaSWELUForCausalLM(model.config)
+    state = ckpt.load_checkpoint(out / "checkpoints" / "step_0000024", fresh)
+    assert state["step"] == 24
+    for a, b in zip(fresh.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------- resume
+def _stop_at(step: int):
+    def cb(event: str, trainer, info: dict) -> None:
+        if event == "step" and info["step"] == step:
+            trainer.request_stop("test")
+
+    return cb
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_reproduces_uninterrupted_run_exactly(byte_data: Path, tmp_path: Path, optimizer: str) -> None:
+    full = train(tiny_cfg(byte_data, tmp_path / "full", optimizer=optimizer))
+    part = train(tiny_cfg(byte_data, tmp_path / "split", optimizer=optimizer), callbacks=[_stop_at(2)])
+    assert part["interrupted"] and part["steps"] == 2
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "split" / "checkpoints")] == ["step_0000002"]
+    rest = train(tiny_cfg(byte_data, tmp_path / "split", optimizer=optimizer, resume="auto"))
+    assert rest["steps"] == 6 and not rest["interrupted"]
+    a, va = read_metrics(tmp_path / "full")
+    b, vb = read_metrics(tmp_path / "split")
+    assert [r["step"] for r in b] == list(range(1, 7))
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bit for bit
+    assert [r["grad_norm"] for r in a] == [r["grad_norm"] for r in b]
+    assert [r["k"] for r in a] == [r["k"] for r in b]
+    assert [r["val_loss"] for r in va] == [r["val_loss"] for r in vb]
+    wa = (tmp_path / "full" / "final" / "model.safetensors").read_bytes()
+    assert wa == (tmp_path / "split" / "final" / "model.safetensors").read_bytes()
+
+
+def test_killed_run_resumes_from_previous_complete_checkpoint(byte_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny_cfg(byte_data, out, max_steps=4, ckpt_every=2))
+    ckdir = out / "checkpoints"
+    good = ckdir / "step_0000004"
+    # what a kill can leave: a newer checkpoint cut short, one never finished, a writer's temporary
+    cut = ckdir / "step_0000006"
+    cut.mkdir()
+    for f in good.iterdir():
+        (cut / f.name).write_bytes(f.read_bytes())
+    with open(cut / "model.safetensors", "r+b") as f:
+        f.truncate(100)
+    (ckdir / "step_0000008").mkdir()
+    (ckdir / "step_0000008" / "model.safetensors").write_bytes(b"half")
+    (ckdir / ".tmp-step_0000010-999999999").mkdir()
+    found, skipped = ckpt.latest_checkpoint(ckdir)
+    assert found == good and {p.name for p, _ in skipped} == {"step_0000006", "step_0000008"}
+    with pytest.raises(ValueError, match="cannot resume"):  # naming the broken one explicitly: clear error
+        train(tiny_cfg(byte_data, out, max_steps=6, resume=str(cut)))
+    summary = train(tiny_cfg(byte_data, out, max_steps=6, ckpt_every=2, resume="auto"))
+    assert summary["steps"] == 6
+    steps = [r["step"] for r in read_metrics(out)[0]]
+    assert steps == [1, 2, 3, 4, 5, 6]  # no step logged twice
+
+
+def test_sigterm_writes_checkpoint_and_exits(byte_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sig"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mswelu.train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(byte_data),
+        "--out",
+        str(out),
+        "--max-steps",
+        "100000",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--log-every",
+        "1",
+        "--ckpt-every",
+        "0",
+        "--eval-every",
+        "0",
+        "--progress",
+        "false",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            m = out / "metrics.jsonl"
+            if m.exists() and len(m.read_text().splitlines()) >= 2:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"training exited early: {proc.communicate()[1][-2000:]}")
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "SIGTERM received" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["stop_reason"] == "SIGTERM"
+    found, _ = ckpt.latest_checkpoint(out / "checkpoints")
+    assert found is not None and found.name == ckpt.checkpoint_name(summary["steps"])
+
+
+# ----------------------------------------------------------------------------------------- non-finite
+def _nan_logits(steps: set[int] | None):
+    """Callback making the model's logits NaN on the given optimizer attempts (None: always)."""
+    calls = {"n": 0}
+
+    def hook(module, args, output):
+        if steps is None or calls["n"] in steps:
+            output.logits = output.logits * float("nan")
+        return output
+
+    def cb(event: str, trainer, info: dict) -> None:
+        if event == "model":
+            info["model"].register_forward_hook(hook)
+        elif event == "step":
+            calls["n"] += 1
+
+    return cb
+
+
+def test_non_finite_steps_are_skipped_and_counted(byte_data: Path, tmp_path: Path) -> None:
+    summary = train(
+        tiny_cfg(byte_data, tmp_path / "nan", max_steps=5, eval_every=0), callbacks=[_nan_logits({1, 2})]
+    )
+    assert summary["steps"] == 5 and summary["nonfinite_skipped"] == 2
+    lines, _ = read_metrics(tmp_path / "nan")
+    assert all(math.isfinite(r["loss"]) for r in lines) and lines[-1]["nonfinite_skipped"] == 2
+
+
+def test_too_many_non_finite_steps_stop_with_clear_error(byte_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nan2"
+    with pytest.raises(FloatingPointError, match="3 consecutive non-finite"):
+        train(
+            tiny_cfg(byte_data, out, max_steps=10, max_consecutive_nonfinite=3, ckpt_every=2, eval_every=0),
+            callbacks=[_nan_logits(set(range(2, 100)))],
+        )
+    found, _ = ckpt.latest_checkpoint(out / "checkpoints")
+    assert found is not None and found.name == "step_0000002"
+    m = torch.nn.Module()  # the checkpoint holds finite weights
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(found / "model.safetensors").values())
+    del m
+
+
+# ----------------------------------------------------------------------------------------- bad input
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"optimizer": "sgd"}, "unknown optimizer"),
+        ({"schedule": "linear"}, "unknown schedule"),
+        ({"activation": "relu"}, "unknown activation"),
+        ({"preset": "huge"}, "unknown preset"),
+        ({"preset": "gpt3:small"}, "unknown baseline"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"lr": -1e-3}, "lr must be > 0"),
+        ({"batch_size": 6, "micro_batch_size": 4}, "must be a multiple"),
+        ({"max_steps": None, "max_tokens": None}, "max_steps or max_tokens"),
+        ({"model": {"vocab_size": 100}}, "does not fit"),
+        ({"model": {"d_model": -3}}, "d_model"),
+        ({"device": "tpu"}, "unknown device"),
+    ],
+)
+def test_bad_config_fails_before_any_work(byte_data: Path, tmp_path: Path, changes: dict, match: str) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match=match):
+        train(tiny_cfg(byte_data, out, **changes))
+    assert not out.exists()
+
+
+def test_unknown_config_key_and_missing_data(byte_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        TrainConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="does not exist"):
+        train(tiny_cfg(tmp_path / "no-data", tmp_path / "never"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a prepared dataset"):
+        train(tiny_cfg(tmp_path / "empty", tmp_path / "never"))
+    assert not (tmp_path / "never").exists()
+
+
+def test_existing_run_is_never_overwritten_by_mistake(byte_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny_cfg(byte_data, out, max_steps=2, ckpt_every=0, eval_every=0))
+    before = _snapshot(out)
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        train(tiny_cfg(byte_data, out, max_steps=2))
+    with pytest.raises(ValueError, match="incompatible config.*seq_len"):
+        train(tiny_cfg(byte_data, out, max_steps=4, seq_len=16, resume="auto"))
+    with pytest.raises(ValueError, match="incompatible config.*optimizer"):
+        train(tiny_cfg(byte_data, out, max_steps=4, optimizer="muon", resume="auto"))
+    bad = out / "checkpoints" / "step_0000002" / "optimizer.pt"
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(good_bytes[:-1] + bytes([good_bytes[-1] ^ 1]))
+    with pytest.raises(ValueError, match="no usable checkpoint.*sha256"):
+        train(tiny_cfg(byte_data, out, max_steps=4, resume="auto"))
+    bad.write_bytes(good_bytes)
+    assert _snapshot(out) == before
+    summary = train(tiny_cfg(byte_data, out, max_steps=3, overwrite=True, ckpt_every=0, eval_every=0))
+    assert summary["steps"] == 3 and [r["step"] for r in read_metrics(out)[0]] == [1, 2, 3]
+
+
+# ----------------------------------------------------------------------------------------- config / CLI
+def test_config_roundtrip_and_cli_overrides(tmp_path: Path) -> None:
+    cfg = TrainConfig(preset="tiny", lr=1e-3, betas=(0.8, 0.9), model={"d_model": 32})
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    path = tmp_path / "run.yaml"
+    path.write_text(cfg.to_yaml())
+    assert TrainConfig.from_file(path) == cfg
+    cli = config_from_args(
+        [
+            "--config",
+            str(path),
+            "--lr",
+            "2e-3",
+            "--max-tokens",
+            "5000",
+            "--max-steps",
+            "none",
+            "--set",
+            "layer_pattern=MA",
+            "--compile",
+            "--betas",
+            "0.9",
+            "0.99",
+        ]
+    )
+    assert cli.lr == 2e-3 and cli.max_tokens == 5000 and cli.max_steps is None and cli.compile is True
+    assert cli.model == {"d_model": 32, "layer_pattern": "MA"} and cli.betas == (0.9, 0.99)
+    assert cli.preset == "tiny"
+    assert cli.replace(batch_size=8, seq_len=10).total_steps() == 63  # ceil(5000 / 80)
+
+
+def test_grad_accum_and_tokens_per_step() -> None:
+    cfg = TrainConfig(batch_size=32, micro_batch_size=4, seq_len=128)
+    assert cfg.grad_accum(1) == 8 and cfg.grad_accum(2) == 4 and cfg.grad_accum(8) == 1
+    assert cfg.tokens_per_step() == 32 * 128  # global: independent of the world size
+    with pytest.raises(ValueError, match="must be a multiple"):
+        cfg.grad_accum(3)
+
+
+def test_cli_reports_config_errors(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--preset", "tiny", "--optimizer", "sgd"]) == 2
+    assert "unknown optimizer" in capsys.readouterr().err
+
+
+def test_grad_accumulation_matches_one_big_batch(byte_data: Path, tmp_path: Path) -> None:
+    """micro 2 x accum 2 = the same global batch as micro 4: same losses up to float summation order."""
+    a = train(tiny_cfg(byte_data, tmp_path / "a", max_steps=3, eval_every=0, ckpt_every=0))
+    b = train(
+        tiny_cfg(byte_data, tmp_path / "b", max_steps=3, eval_every=0, ckpt_every=0, micro_batch_size=2)
+    )
+    assert b["grad_accum"] == 2 and a["tokens"] == b["tokens"]
+    la = [r["loss"] for r in read_metrics(tmp_path / "a")[0]]
+    lb = [r["loss"] for r in read_metrics(tmp_path / "b")[0]]
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- baselines
+@pytest.mark.parametrize("kind", ["gpt2", "pythia"])
+def test_baselines_match_reference_size_and_train(byte_data: Path, tmp_path: Path, kind: str) -> None:
+    from mswelu.baselines import (
+        build_model,
+        count_parameters,
+        preset_parameter_count,
+        transformer_parameter_count,
+    )
+
+    ref = preset_parameter_count("small", 50257, 256)
+    model = build_model(f"{kind}:small", vocab_size=50257, max_seq_len=256)
+    info = model.baseline_info
+    assert (
+        count_parameters(model)
+        == info["parameters"]
+        == transformer_parameter_count(kind, info["width"], info["depth"], 50257, 256)
+    )
+    assert abs(info["parameters"] / ref - 1) < 0.05 and info["reference_parameters"] == ref
+    assert model.config.vocab_size == 50257
+    with pytest.raises(ValueError, match="mswelu presets only"):
+        build_model(kind, 257, 32, activation="silu")
+    summary = train(
+        tiny_cfg(byte_data, tmp_path / kind, preset=f"{kind}:tiny", max_steps=2, eval_every=0, ckpt_every=0)
+    )
+    assert summary["k"] == {} and summary["baseline"]["kind"] == kind
+    assert math.isfinite(summary["val_loss"])
+    logits = build_model(f"{kind}:tiny", 257, 32)(torch.randint(0, 257, (2, 32))).logits
+    assert logits.shape == (2, 32, 257)
