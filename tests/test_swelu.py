@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import pytest
 import torch
@@ -247,6 +249,53 @@ def test_bad_arguments_raise_value_error() -> None:
         swelu(z, torch.ones(3))
     with pytest.raises(ValueError, match="impl"):
         swelu(z, 1.0, impl="cuda-magic")
+
+
+def test_autocast_bf16_keeps_activation_dtype_and_fp32_k_grad() -> None:
+    lin = nn.Linear(8, 8)
+    k = torch.tensor(0.9, requires_grad=True)
+    x = torch.randn(4, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = lin(x)
+        y = swelu(h, k)
+    assert h.dtype == torch.bfloat16 and y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert k.grad.dtype == torch.float32 and torch.isfinite(k.grad)
+    assert lin.weight.grad is not None and torch.isfinite(lin.weight.grad).all()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("MSWELU_TEST_COMPILE") != "1",
+    reason="torch.compile takes 30-100 s on 2 CPU cores; set MSWELU_TEST_COMPILE=1 to run",
+)
+def test_compiled_impl_matches_closed_form() -> None:
+    z = torch.cat([torch.tensor([0.0, 1e-30, -1e30, math.inf]), ordinary(200, seed=9).float()])
+    outs = []
+    for impl in ("torch", "compiled"):
+        zr = z.clone().requires_grad_()
+        k = torch.tensor(0.6, requires_grad=True)
+        lam = torch.tensor(1.2, requires_grad=True)
+        y = swelu(zr, k, lam, impl=impl)
+        (y * torch.cos(z.nan_to_num(posinf=0.0))).sum().backward()
+        outs.append((y.detach(), zr.grad, k.grad, lam.grad))
+    for ours, ref in zip(*outs, strict=True):
+        assert torch.isfinite(ours).all()
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_benchmark_json_reports_memory_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from mswelu.bench.swelu import main
+
+    assert (
+        main(["--json", "--device", "cpu", "--shape", "2", "8", "32", "--repeats", "1", "--no-compile"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["benchmark"] == "swelu" and set(report["results"]) == {"reference", "fused"}
+    # Saved-for-backward bytes are deterministic: the fused function keeps only z (and k).
+    assert report["ratios"]["memory_fused_over_reference"] <= 0.5
+    assert report["results"]["fused"]["saved_mib"] * 2**20 == 2 * 8 * 32 * 4 + 4
+    assert max(report["results"]["fused"]["max_rel_diff"].values()) < 1e-5
 
 
 # ----------------------------------------------------------------------------- module
