@@ -15,7 +15,7 @@ import pytest
 
 from mswelu.data import check_shards, document_lengths, get_tokenizer, load_meta, prepare, resolve_source
 from mswelu.data.__main__ import main as cli
-from mswelu.data.prepare import doc_hash
+from mswelu.data.shards import doc_hash
 from mswelu.data.sources import shakespeare_works
 
 WORDS = (
@@ -224,7 +224,7 @@ def test_stream_split_rule(tmp_path: Path) -> None:
     """Streams (length unknown) send a document to validation when its seeded hash is below val_fraction."""
     from dataclasses import replace
 
-    from mswelu.data.prepare import _write_shards
+    from mswelu.data.shards import _write_shards
 
     docs = make_docs(200, seed=9)
     stream = replace(resolve_source(str(write_corpus(tmp_path / "c", docs, "jsonl"))), finite=False)
@@ -310,3 +310,40 @@ def test_loader_reads_prepared_text(shakespeare_out: Path) -> None:
     for row in next(loader).tolist():
         pieces = tok.decode(row).split("<|endoftext|>")  # a window may straddle two documents
         assert all(piece[3:-3] in corpus for piece in pieces)  # cut ends may hold partial characters
+
+
+def test_txt_paragraphs_as_documents(tmp_path: Path) -> None:
+    paragraphs = make_docs(20, seed=4)
+    paragraphs = [p.replace("\n\n", " ").strip() for p in paragraphs]
+    (tmp_path / "book.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="too few"):  # one file = one document by default
+        prepare(str(tmp_path / "book.txt"), out=out, progress=False)
+    meta = prepare(
+        str(tmp_path / "book.txt"), out=out, txt_sample_by="paragraph", val_fraction=0.1, progress=False
+    )
+    docs = [d.strip() for d in split_docs(out, "train") + split_docs(out, "val")]
+    assert sorted(docs) == sorted(paragraphs) and meta["splits"]["val"]["documents"] == 2
+
+
+def test_concurrent_prepare_builds_once(tmp_path: Path, monkeypatch) -> None:
+    """Callers racing on one folder (e.g. every DDP rank) all get the same complete dataset, built once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mswelu.data import shards
+
+    builds = []
+    real = shards._write_shards
+
+    def counting(*args, **kwargs):
+        builds.append(1)
+        time.sleep(0.2)  # widen the race
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "_write_shards", counting)
+    src = str(write_corpus(tmp_path / "c", make_docs(40), "jsonl"))
+    with ThreadPoolExecutor(3) as pool:
+        metas = list(pool.map(lambda _: prepare(src, out=tmp_path / "out", progress=False), range(3)))
+    assert len(builds) == 1 and metas[0] == metas[1] == metas[2]
+    assert_counts_match(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "out"]

@@ -1,11 +1,14 @@
 """Data pipeline: offline GPT-2 tokenizer, default corpus, local / Hub sources, token shards, loader.
 
+Modules: ``tokenizer`` (GPT-2 offline, HF), ``sources`` (default corpus, local files, Hub streams),
+``shards`` (``prepare``, ``meta.json``, checks), ``loader`` (``TokenLoader``).
+
 ``prepare(...)`` writes ``train.bin`` / ``val.bin`` / ``meta.json``; ``TokenLoader`` reads them back
 as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.
 """
 
 from mswelu.data.loader import TokenLoader, bits_per_byte, iter_eval_batches
-from mswelu.data.prepare import (
+from mswelu.data.shards import (
     check_shards,
     dataset_dir,
     default_dataset,

@@ -29,13 +29,14 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from mswelu.data.sources import Document, Source, iter_documents, resolve_source
 from mswelu.data.tokenizer import Tokenizer, get_tokenizer
-from mswelu.paths import data_dir
+from mswelu.paths import cache_dir, data_dir
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -232,6 +233,25 @@ def _clean_stale(out: Path) -> None:
             continue
 
 
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold an advisory lock for ``out`` (a file under ``cache_dir()/locks``, so the data folder stays
+    clean); a no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{hashlib.sha1(str(out).encode()).hexdigest()}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _reusable(out: Path, fingerprint: str) -> dict | None:
     try:
         meta = check_shards(out)
@@ -272,12 +292,24 @@ def prepare(
         "txt_sample_by": txt_sample_by,
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"output {out} exists and is not a folder")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a folder")
+    meta = None if force else _reusable(out, fingerprint)
+    if meta is not None:
+        return meta
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):  # concurrent callers (e.g. every DDP rank) wait, then reuse the first build
         meta = None if force else _reusable(out, fingerprint)
         if meta is not None:
             return meta
+        return _build(out, src, tok, settings, fingerprint, source, progress)
+
+
+def _build(
+    out: Path, src: Source, tok: Tokenizer, settings: dict, fingerprint: str, source: str, progress: bool
+) -> dict:
+    """Write the shards into a temporary sibling folder, then swap it into place."""
+    if out.exists():
         ours = {"meta.json", "train.bin", "val.bin"}
         strangers = [p.name for p in out.iterdir() if p.name not in ours]
         if strangers:
@@ -285,7 +317,8 @@ def prepare(
                 f"output {out} holds files that are not a mswelu dataset ({strangers[:3]}); "
                 "choose an empty or new folder"
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    val_fraction, max_tokens, seed = settings["val_fraction"], settings["max_tokens"], settings["seed"]
+    text_field, txt_sample_by = settings["text_field"], settings["txt_sample_by"]
     _clean_stale(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
