@@ -347,3 +347,39 @@ def test_concurrent_prepare_builds_once(tmp_path: Path, monkeypatch) -> None:
     assert len(builds) == 1 and metas[0] == metas[1] == metas[2]
     assert_counts_match(tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "out"]
+
+
+def test_hub_dataset_is_streamed_with_env_token(tmp_path: Path, monkeypatch) -> None:
+    """The Hub path end to end, with the Hub replaced by a local file served through the same
+    ``datasets.load_dataset(..., streaming=True)`` call; HF_TOKEN comes from the environment."""
+    import datasets
+
+    from mswelu.data import sources
+
+    docs = make_docs(300, seed=5)
+    local = write_corpus(tmp_path / "c", docs, "jsonl")
+    calls = []
+    real = datasets.load_dataset
+
+    def fake_load_dataset(path, name=None, **kwargs):
+        calls.append((path, name, kwargs))
+        return real("json", data_files=str(local), split=kwargs["split"], streaming=kwargs["streaming"])
+
+    monkeypatch.setattr(sources, "check_hub", lambda: None)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_from_env")
+    out = tmp_path / "out"
+    meta = prepare("fineweb", out=out, val_fraction=0.1, seed=4, max_tokens=5000, progress=False)
+    assert calls == [
+        (
+            "HuggingFaceFW/fineweb",
+            "sample-10BT",
+            {"split": "train", "streaming": True, "token": "hf_test_token_from_env"},
+        )
+    ]
+    assert meta["splits"]["train"]["tokens"] == 4500 and meta["splits"]["val"]["tokens"] == 500
+    val = split_docs(out, "val")
+    full_val = [d for d in docs if doc_hash(d, 4) < 0.1]  # the stream rule; the last one may be cut
+    assert val[:-1] == full_val[: len(val) - 1] and full_val[len(val) - 1].startswith(val[-1])
+    assert set(split_docs(out, "train")).isdisjoint(full_val)
+    assert "hf_test_token" not in (out / "meta.json").read_text(encoding="utf-8")
