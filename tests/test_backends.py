@@ -7,6 +7,8 @@ dispatch itself is checked by pretending the kernels resolve, with the upstream 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from kernel_refs import bind_refs, load_refs, refs_installed
@@ -193,3 +195,35 @@ def test_model_on_kernel_path_equals_torch_path(monkeypatch: pytest.MonkeyPatch,
     for name in want_grads:
         torch.testing.assert_close(got_grads[name], want_grads[name], rtol=3e-3, atol=1e-4, msg=name)
     assert torch.equal(got_gen, want_gen)
+
+
+# ----------------------------------------------------------------------------- GPU benchmark helpers
+
+
+def test_gpu_bench_helpers() -> None:
+    from mswelu.bench import gpu
+
+    assert gpu.gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert gpu.peak_flops_for("NVIDIA H200") == gpu.peak_flops_for("NVIDIA H100 PCIe") == 989e12
+    assert gpu.peak_flops_for("Tesla T4") is None
+    # 6 N D: 124.4M params at 214,600 tokens/s on 989 TFLOP/s is about 16%
+    assert gpu.mfu(124_439_808, 214_600.0, 989e12) == pytest.approx(6 * 124_439_808 * 214_600 / 989e12)
+    assert gpu.mfu(1, 1.0, None) is None
+    results = {"mamba_ssm": {"tokens_per_s": 100.0}, "mamba130m_silu": {"tokens_per_s": 110.0},
+               "mamba130m_swelu": {"error": "OOM"}, "gpt2_compiled": {"tokens_per_s": 200.0}}
+    assert gpu.ratios(results) == {"b/a": 1.1, "c/b": None, "d/e": None}
+
+
+@no_gpu
+def test_gpu_bench_without_gpu_exits_cleanly(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from mswelu.bench import gpu
+
+    out_file = tmp_path / "r.json"
+    assert gpu.main(["--json", "--out", str(out_file)]) == 2
+    captured = capsys.readouterr()
+    assert "no CUDA GPU" in captured.err and "Traceback" not in captured.err
+    payload = json.loads(captured.out)
+    assert payload["benchmark"] == "gpu" and payload["results"] == {}
+    assert not out_file.exists()
+    with pytest.raises(SystemExit):
+        gpu.main(["--only", "a,x"])
