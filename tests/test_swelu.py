@@ -319,6 +319,14 @@ def test_module_default_k_is_one_and_forward_is_swelu() -> None:
     torch.testing.assert_close(m.double()(z), formula64(z, 1.0))
 
 
+def test_module_built_under_meta_device_has_real_k() -> None:
+    with torch.device("meta"):
+        m = SWELU(k_init=0.6, learnable_lambda=True, lambda_init=1.2)
+        lin = nn.Linear(2, 2)
+    assert lin.weight.is_meta and not m.k_raw.is_meta
+    assert abs(m.k.item() - 0.6) < 1e-7 and abs(m.lam.item() - 1.2) < 1e-6
+
+
 def test_k_stays_positive_for_very_negative_raw() -> None:
     m = SWELU()
     with torch.no_grad():

@@ -40,9 +40,11 @@ def _raw_for(value: float, offset: float) -> torch.Tensor:
 
     The inverse softplus rounded to fp32 can miss by an ulp; the few neighbouring fp32 values are
     tried and the best kept. Not every value is reachable (e.g. 3.0 is not), 1.0 and most are.
+    Computed on the CPU, so it works inside a ``torch.device("meta")`` context too.
     """
-    target = torch.tensor(value, dtype=torch.float32)
-    start = torch.tensor(_inverse_softplus(value - offset), dtype=torch.float32)
+    cpu = torch.device("cpu")
+    target = torch.tensor(value, dtype=torch.float32, device=cpu)
+    start = torch.tensor(_inverse_softplus(value - offset), dtype=torch.float32, device=cpu)
     best, best_err = start, math.inf
     for direction in (math.inf, -math.inf):
         raw = start
@@ -52,8 +54,15 @@ def _raw_for(value: float, offset: float) -> torch.Tensor:
                 best, best_err = raw, err
             if err == 0:
                 return best
-            raw = torch.nextafter(raw, torch.tensor(direction))
+            raw = torch.nextafter(raw, torch.tensor(direction, device=cpu))
     return best
+
+
+def _param_device() -> torch.device:
+    """The default device, except meta: k must hold real values even when a model is built on meta
+    (``from_pretrained``), since checkpoints converted from other Mamba code carry no ``k_raw``."""
+    device = torch.empty(0).device
+    return torch.device("cpu") if device.type == "meta" else device
 
 
 class SWELU(nn.Module):
@@ -92,9 +101,10 @@ class SWELU(nn.Module):
         self.learnable_lambda = bool(learnable_lambda)
         self.lambda_init = float(lambda_init)
         self.impl = impl
-        self.k_raw = nn.Parameter(_raw_for(k_init, self.k_min), requires_grad=learnable_k)
+        device = _param_device()
+        self.k_raw = nn.Parameter(_raw_for(k_init, self.k_min).to(device), requires_grad=learnable_k)
         if learnable_lambda:
-            self.lambda_raw = nn.Parameter(_raw_for(lambda_init, 0.0))
+            self.lambda_raw = nn.Parameter(_raw_for(lambda_init, 0.0).to(device))
 
     @property
     def learnable_k(self) -> bool:
