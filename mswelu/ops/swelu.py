@@ -48,6 +48,7 @@ import os
 from collections.abc import Callable
 
 import torch
+from torch.autograd.function import once_differentiable
 
 ZERO_EPS = 1e-6
 IMPLS = ("auto", "torch", "compiled", "triton")
@@ -310,6 +311,7 @@ class _SWELUFunction(torch.autograd.Function):
         return y.to(z.dtype)
 
     @staticmethod
+    @once_differentiable  # the backward is closed-form code, not itself differentiable
     def backward(ctx, grad_out: torch.Tensor):
         z, k, lam = ctx.saved_tensors
         need_z, need_k, need_lam = ctx.needs_input_grad[:3]
@@ -390,7 +392,8 @@ def swelu(
 
     Computed in fp32 (fp64 for fp64 ``z``) and returned in ``z``'s dtype. ``k`` and ``lam`` may be
     Python numbers or tensors broadcastable to ``z`` (typically 0-dim, one per layer); gradients
-    flow to every tensor argument that requires them.
+    flow to every tensor argument that requires them. ``impl``: ``"auto"`` (Triton on CUDA, eager
+    closed form elsewhere), ``"torch"``, ``"compiled"`` or ``"triton"`` (see the module docstring).
     """
     if not isinstance(z, torch.Tensor) or not z.is_floating_point():
         raise ValueError(f"swelu: z must be a floating-point tensor, got {getattr(z, 'dtype', type(z))}")
