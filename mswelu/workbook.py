@@ -6,21 +6,37 @@ A run folder (written by :mod:`mswelu.train`) holds ``config.json``, ``metrics.j
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mswelu import analysis
 from mswelu.paths import runs_dir
 
 __all__ = [
+    "PROFILES",
+    "VARIANTS",
     "RunData",
+    "ensure_run",
+    "execute_plan",
+    "k_gradients_for_run",
+    "plan_launch",
+    "hybrid_pattern",
+    "resolve_profile",
+    "run_variants",
+    "smoke_checks",
+    "train_or_load",
+    "variant_overrides",
     "list_runs",
     "load_run",
     "newest_run",
@@ -304,3 +320,262 @@ def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> 
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- training orchestration
+# Notebook profiles: "nbval" is the default of every notebook (seconds on a 2-core CPU, so that
+# `pytest --nbval-lax` can run it); "cpu-10min" is the README's main job on a machine without a GPU
+# (the `small` preset on the embedded corpus); "gpu" is a starting point for one or more GPUs.
+PROFILES: dict[str, dict[str, Any]] = {
+    "nbval": {"preset": "tiny", "max_steps": 12, "batch_size": 4, "seq_len": 32, "lr": 3e-3, "warmup": 2,
+              "eval_every": 6, "eval_batches": 2, "log_every": 2, "ckpt_every": 0},
+    "cpu-10min": {"preset": "small", "max_steps": 300, "batch_size": 8, "seq_len": 128, "lr": 2e-3,
+                  "warmup": 30, "eval_every": 50, "eval_batches": 8, "log_every": 10, "ckpt_every": 100},
+    "gpu": {"preset": "seed-124m", "max_steps": 5000, "batch_size": 16, "seq_len": 1024, "lr": 6e-4,
+            "warmup": 200, "eval_every": 500, "eval_batches": 20, "log_every": 20, "ckpt_every": 1000},
+}
+
+# Variants of the baseline comparison, as TrainConfig overrides of a base config.
+VARIANTS = ("swelu", "silu", "swelu-fixed", "gpt2", "pythia", "hybrid")
+
+
+def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
+    """A profile's training settings with every non-None override applied on top."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: expected one of {sorted(PROFILES)}")
+    out = dict(PROFILES[profile])
+    out.update({k: v for k, v in overrides.items() if v is not None})
+    return out
+
+
+def hybrid_pattern(layer_pattern: str) -> str:
+    """The same depth with attention in every second block ("MMMM" -> "MAMA")."""
+    if not layer_pattern:
+        raise ValueError("empty layer_pattern")
+    return "".join("A" if i % 2 else "M" for i in range(len(layer_pattern)))
+
+
+def variant_overrides(variant: str, preset: str) -> dict[str, Any]:
+    """TrainConfig overrides that turn a base config on ``preset`` into ``variant`` (see :data:`VARIANTS`).
+    Everything else (data, tokens, optimizer, schedule, lr) stays the same for every variant."""
+    from mswelu.configuration import PRESETS
+
+    if variant in ("swelu", "silu", "swelu-fixed"):
+        return {"activation": variant}
+    if variant in ("gpt2", "pythia"):
+        return {"preset": f"{variant}:{preset}", "activation": None}
+    if variant == "hybrid":
+        base = PRESETS[preset].get("layer_pattern", "MMMMMM")
+        return {"activation": "swelu", "model": {"layer_pattern": hybrid_pattern(base)}}
+    raise ValueError(f"unknown variant {variant!r}: expected one of {VARIANTS}")
+
+
+def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
+    """Train ``cfg`` (a TrainConfig dict) unless its run folder already holds a finished run with the same
+    settings, and return the run. A folder with other settings is retrained (``overwrite``)."""
+    from mswelu.train import TrainConfig, train
+
+    tc = TrainConfig.coerce(dict(cfg))
+    out = Path(tc.out) if tc.out else runs_dir() / (tc.run_name or "run")
+    if reuse and (out / "summary.json").is_file() and (out / "final").is_dir():
+        old = _read_json(out / "config.json") or {}
+        want = json.loads(json.dumps(tc.to_dict()))
+        keys = set(want) - {"progress", "tensorboard", "overwrite", "resume", "out", "data", "device"}
+        summary = _read_json(out / "summary.json") or {}
+        if all(old.get(k) == want.get(k) for k in keys) and not summary.get("interrupted"):
+            return load_run(out)
+    train(dataclasses.replace(tc, overwrite=True))
+    return load_run(out)
+
+
+def run_variants(base: dict[str, Any], variants: Sequence[str], seeds: Sequence[int], prefix: str,
+                 reuse: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, RunData]]:
+    """Train (or load) every variant x seed on the same data and token budget.
+
+    Returns (results: one row per model with variant, seed, val_loss, val_bpb, tokens, tokens_per_s,
+    params, run; curves: long-form eval curves; runs by name)."""
+    if not variants or not seeds:
+        raise ValueError("need at least one variant and one seed")
+    preset = base.get("preset", "small")
+    rows, curves, runs = [], [], {}
+    for variant in variants:
+        for seed in seeds:
+            name = f"{prefix}-{variant}-s{seed}"
+            cfg = {**base, **variant_overrides(variant, preset), "seed": int(seed), "run_name": name,
+                   "out": str(runs_dir() / name)}
+            run = train_or_load(cfg, reuse=reuse)
+            runs[name] = run
+            m = run.final_metrics()
+            rows.append({"variant": variant, "seed": int(seed), "val_loss": m["final_val_loss"],
+                         "val_bpb": m["val_bpb"], "train_loss": m["final_train_loss"], "tokens": m["tokens"],
+                         "tokens_per_s": m["tokens_per_s"], "params": m.get("params"), "run": name})
+            ev = run.eval
+            if not ev.empty:
+                curves.append(ev.assign(variant=variant, seed=int(seed)))
+    curve_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
+        columns=["step", "tokens", "val_loss", "val_ppl", "val_bpb", "variant", "seed"])
+    return pd.DataFrame(rows), curve_df, runs
+
+
+def smoke_checks(run: RunData, expect_k: bool = True) -> dict[str, Any]:
+    """Sanity checks of a short run; raises AssertionError naming what is off.
+
+    Losses finite, the loss fell, tokens = steps x tokens per step, a validation loss exists and (for
+    SWELU models) every learnable k moved from its init."""
+    tr, ev = run.train, run.eval
+    s = run.summary or {}
+    problems = []
+    if tr.empty:
+        problems.append("no training steps logged")
+    else:
+        if not np.isfinite(tr.loss).all():
+            problems.append("non-finite training loss")
+        if not tr.loss.iloc[-1] < tr.loss.iloc[0]:
+            problems.append(f"loss did not fall ({tr.loss.iloc[0]:.4f} -> {tr.loss.iloc[-1]:.4f})")
+    if ev.empty or not np.isfinite(ev.val_loss).all():
+        problems.append("no finite validation loss")
+    if s.get("tokens_per_step") and s.get("steps") is not None \
+            and s["tokens"] != s["steps"] * s["tokens_per_step"]:
+        problems.append(f"tokens {s['tokens']} != steps {s['steps']} x {s['tokens_per_step']}")
+    k = run.k
+    moved = 0
+    if expect_k:
+        if k.empty:
+            problems.append("no k values logged")
+        else:
+            moved = int(((k.iloc[-1] - 1.0).abs() > 1e-6).sum())
+            if moved == 0:
+                problems.append("no k moved from its init")
+    if problems:
+        raise AssertionError("smoke run failed: " + "; ".join(problems))
+    return {"steps": int(tr.step.iloc[-1]), "tokens": int(tr.tokens.iloc[-1]), "num_k": int(k.shape[1]),
+            "k_moved": moved, "loss_fell": True}
+
+
+def ensure_run(run: str | os.PathLike[str] | None = None) -> Path:
+    """The run to analyse: ``run`` (a path, or a name under ``runs/``), else the newest run with a saved
+    model, else a fresh smoke run (profile ``nbval``) trained now into ``runs/smoke-auto``."""
+    if run is not None:
+        path = Path(run)
+        if not path.exists() and (runs_dir() / path).exists():
+            path = runs_dir() / path
+        load_run(path)  # raises a clear ValueError when it is not a run
+        return path
+    found = newest_run(require_model=True)
+    if found is not None:
+        return found
+    from mswelu.data import default_dataset
+
+    cfg = dict(resolve_profile("nbval"), data=str(default_dataset()), run_name="smoke-auto",
+               out=str(runs_dir() / "smoke-auto"), progress=False, tensorboard=False)
+    return train_or_load(cfg).path
+
+
+def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) -> dict[str, float]:
+    """|dL/dk| per SWELU of the run's saved model on the first validation batch of the run's data."""
+    from mswelu.analysis import k_gradients
+    from mswelu.data import TokenLoader
+    from mswelu.generate import load_model, max_context
+
+    model, _, _ = load_model(run.path)
+    if not hasattr(model, "swelu_slots"):
+        return {}
+    data = run.config.get("data")
+    if not data:
+        from mswelu.data import default_dataset
+
+        data = default_dataset()
+    limit = max_context(model)
+    seq_len = min(seq_len, limit - 1) if limit else seq_len
+    loader = TokenLoader(data, split="val", batch_size=batch_size, seq_len=seq_len, mode="sequential")
+    batch = next(iter(loader.iter_eval_batches(max_batches=1)))
+    return k_gradients(model, batch)
+
+
+# --------------------------------------------------------------------------- launching (notebook 03)
+LAUNCHES = ("auto", "single", "ddp", "independent")
+
+
+def plan_launch(
+    base: dict[str, Any],
+    run_name: str,
+    launch: str = "auto",
+    n_gpus: int | None = None,
+    variants: Sequence[str] | None = None,
+    visible_gpus: int | None = None,
+) -> list[dict[str, Any]]:
+    """What notebook 03 will train: one entry per process group with its name, launch mode, GPUs and
+    TrainConfig dict. ``independent`` gives each of ``n_gpus`` GPUs its own model (seeds ``seed + i``);
+    ``ddp`` trains one model on ``n_gpus`` GPUs; ``auto`` is ``ddp`` with more than one GPU, else single."""
+    if launch not in LAUNCHES:
+        raise ValueError(f"unknown launch {launch!r}: expected one of {LAUNCHES}")
+    if visible_gpus is None:
+        import torch
+
+        visible_gpus = torch.cuda.device_count()
+    n = visible_gpus if n_gpus is None else int(n_gpus)
+    if launch == "auto":
+        launch = "ddp" if n > 1 else "single"
+    if launch in ("ddp", "independent") and not 1 <= n <= visible_gpus:
+        raise ValueError(f"launch={launch!r} needs 1..{visible_gpus} GPUs (visible), got n_gpus={n}")
+    plan = []
+    for variant in list(variants) if variants else [None]:
+        name = run_name if variant is None else f"{run_name}-{variant}"
+        overrides = {} if variant is None else variant_overrides(variant, base.get("preset", "small"))
+        cfg = {**base, **overrides, "run_name": name, "out": str(runs_dir() / name), "overwrite": True}
+        if launch == "independent":
+            for i in range(n):
+                sub = f"{name}-gpu{i}"
+                plan.append({"name": sub, "launch": launch, "gpus": [i],
+                             "config": {**cfg, "seed": int(cfg.get("seed", 0)) + i, "run_name": sub,
+                                        "out": str(runs_dir() / sub), "device": "cuda", "progress": False}})
+        elif launch == "ddp":
+            plan.append({"name": name, "launch": launch, "gpus": list(range(n)),
+                         "config": {**cfg, "device": "cuda", "progress": False}})
+        else:
+            plan.append({"name": name, "launch": launch, "gpus": [], "config": cfg})
+    return plan
+
+
+def _train_command(cfg_path: Path, nproc: int) -> list[str]:
+    if nproc > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                "-m", "mswelu.train", "--config", str(cfg_path)]
+    return [sys.executable, "-m", "mswelu.train", "--config", str(cfg_path)]
+
+
+def execute_plan(plan: Sequence[dict[str, Any]]) -> dict[str, RunData]:
+    """Run a :func:`plan_launch` plan: single entries in this process, one after the other; ``ddp`` entries
+    through torchrun; ``independent`` entries as parallel processes, one GPU each. Raises if any fails."""
+    from mswelu.train import TrainConfig, train
+
+    runs: dict[str, RunData] = {}
+    procs: list[tuple[dict[str, Any], subprocess.Popen[bytes], Any]] = []
+    for entry in plan:
+        tc = TrainConfig.coerce(entry["config"])
+        if entry["launch"] == "single":
+            train(tc)
+            runs[entry["name"]] = load_run(tc.out)
+            continue
+        out = Path(tc.out)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg_path = out.parent / f".{out.name}.launch.yaml"
+        cfg_path.write_text(tc.to_yaml())
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(str(g) for g in entry["gpus"]))
+        log = open(out.parent / f".{out.name}.launch.log", "wb")  # noqa: SIM115 (closed below)
+        proc = subprocess.Popen(_train_command(cfg_path, len(entry["gpus"])), env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        procs.append((entry, proc, log))
+        if entry["launch"] == "ddp":  # one DDP job at a time: it uses all the GPUs
+            proc.wait()
+    failed = []
+    for entry, proc, log in procs:
+        proc.wait()
+        log.close()
+        if proc.returncode != 0:
+            failed.append(f"{entry['name']} (exit {proc.returncode}, log {log.name})")
+        else:
+            runs[entry["name"]] = load_run(entry["config"]["out"])
+    if failed:
+        raise RuntimeError("training failed: " + ", ".join(failed))
+    return runs

@@ -1,0 +1,123 @@
+"""Each workbook notebook executed headless through papermill with tiny parameters, asserting on the
+``reports/<run>/metrics.json`` it writes; and a failing cell must stop papermill with a non-zero exit and
+leave a report that says "failed".
+
+Runs share one tiny training (notebook 03, module fixture) for 04 and 06. Everything is written under the
+test session's ``MSWELU_HOME`` (a temporary folder, see conftest.py) and a temporary working directory.
+``pytest --nbval-lax notebooks/`` separately runs the notebooks' stored sources with their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pm = pytest.importorskip("papermill")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+pytestmark = pytest.mark.slow
+
+
+def _home() -> Path:
+    return Path(os.environ["MSWELU_HOME"])
+
+
+def _execute(name: str, tmp: Path, **parameters) -> dict:
+    """Run notebook ``name`` with ``parameters``; return the metrics.json of its run_name."""
+    out = tmp / f"out-{name}"
+    pm.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, kernel_name="python3",
+                        cwd=str(tmp), progress_bar=False)
+    run_name = parameters["run_name"]
+    metrics = json.loads((_home() / "reports" / run_name / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["run"] == run_name
+    page = (_home() / "reports" / run_name / "report.html").read_text()
+    assert "status-complete" in page and "data:image/png;base64," in page
+    assert run_name in (_home() / "reports" / "index.html").read_text()
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("notebooks")
+
+
+@pytest.fixture(scope="module")
+def trained(workdir) -> dict:
+    """One tiny training through notebook 03, shared by the tests of 04 and 06."""
+    return _execute("03_train.ipynb", workdir, run_name="nbtest-train", profile="nbval", max_steps=6,
+                    batch_size=2, seq_len=32, samples=1)
+
+
+def test_every_notebook_has_one_parameters_cell_and_the_python3_kernel():
+    for path in sorted(NOTEBOOKS.glob("0[2-6]_*.ipynb")):
+        book = nbformat.read(path, as_version=4)
+        tagged = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path.name
+        assert book.metadata["kernelspec"]["name"] == "python3", path.name
+        text = path.read_text()
+        assert "/work/" not in text and "/tmp/" not in text and "hf_" not in text, path.name
+        checked = [c for c in book.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+        assert len(checked) == 1 and checked[0].outputs, f"{path.name}: one checked cell, executed"
+
+
+def test_03_train(trained):
+    m = trained["metrics"]
+    assert m["steps"] == 6 and m["tokens"] == 6 * 2 * 32
+    assert m["final_val_loss"] > 0 and m["val_bpb"] > 0 and m["tokens_per_s"] > 0
+    assert trained["params"]["profile"] == "nbval"
+    run = _home() / "runs" / "nbtest-train"
+    assert (run / "final" / "config.json").is_file() and (run / "metrics.jsonl").is_file()
+
+
+def test_02_smoke(workdir):
+    m = _execute("02_smoke_run.ipynb", workdir, run_name="nbtest-smoke", max_steps=5, batch_size=2)["metrics"]
+    assert m["steps"] == 5 and m["tokens"] == 5 * 2 * 32 and m["loss_fell"] is True and m["k_moved"] == 7
+
+
+def test_04_k_analysis(trained, workdir):
+    run = str(_home() / "runs" / "nbtest-train")
+    m = _execute("04_k_analysis.ipynb", workdir, run_name="nbtest-k", run=run, grad_batch_size=2,
+                 grad_seq_len=16)
+    assert m["metrics"]["run"] == "nbtest-train"
+    assert m["metrics"]["count"] == 7 and m["metrics"]["mean_abs_deviation"] > 0
+
+
+def test_06_generation(trained, workdir):
+    run = str(_home() / "runs" / "nbtest-train")
+    m = _execute("06_generation.ipynb", workdir, run_name="nbtest-gen", run=run, max_new_tokens=8,
+                 bench_tokens=8,
+                 bench_batch=2)["metrics"]
+    assert m["model"] == "nbtest-train"
+    assert m["recurrent_tokens_per_s"] > 0 and m["recompute_tokens_per_s"] > 0
+
+
+def test_05_baselines(workdir):
+    m = _execute("05_baselines.ipynb", workdir, run_name="nbtest-base", variants=["swelu", "silu", "gpt2"],
+                 seeds=[0, 1], max_steps=3, batch_size=2, seq_len=16)["metrics"]
+    assert m["models"] == 6 and m["tokens"] == 3 * 2 * 16
+    assert set(m["claims"].values()) <= {"supported", "not supported", "inconclusive"}
+    assert len(m["claims"]) == 4
+    # no fixed-k runs: that claim cannot be judged
+    assert m["claims"]["learnable k 17% better than fixed k"] == "inconclusive"
+    assert {"swelu_val_loss", "silu_val_loss", "gpt2_val_loss"} <= set(m)
+
+
+def test_failing_cell_fails_papermill_and_the_report(workdir):
+    out = workdir / "failed.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(NOTEBOOKS / "02_smoke_run.ipynb"), str(out), "-k", "python3",
+         "-p", "run_name", "nbtest-fail", "-p", "preset", "no-such-preset", "--no-progress-bar"],
+        cwd=workdir, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode != 0
+    report = _home() / "reports" / "nbtest-fail"
+    page = (report / "report.html").read_text()
+    assert "status-failed" in page and "no-such-preset" in page and "Traceback" in page
+    assert not (report / "metrics.json").exists()
+    assert json.loads((report / "report.json").read_text())["status"] == "failed"

@@ -1,0 +1,126 @@
+"""Workbook helpers: run discovery and loading, profiles, variants, launch plans, smoke checks, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import matplotlib.pyplot as plt
+import pytest
+
+from mswelu import workbook as wb
+
+
+def _write_run(path, steps=4, k_move=0.01, loss_fall=True, final=True):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"preset": "tiny", "data": None}))
+    recs = []
+    for s in range(1, steps + 1):
+        loss = 10.0 - s if loss_fall else 10.0
+        recs.append({"step": s, "tokens": 64 * s, "loss": loss, "lr": {"decay": 1e-3}, "grad_norm": 1.0,
+                     "tokens_per_s": 100.0, "k": {"blocks.0.mixer.act": 1.0 + k_move * s, "dense.0.act": 1.0},
+                     "lambda": {}})
+    recs.append({"step": steps, "tokens": 64 * steps, "val_loss": 7.5, "val_ppl": 1808.0, "val_bpb": 3.1})
+    text = "\n".join(json.dumps(r) for r in recs) + "\n"
+    (path / "metrics.jsonl").write_text(text + '{"step": 99, "tok')  # a run still writing its last line
+    summary = {"steps": steps, "tokens": 64 * steps, "tokens_per_step": 64, "val_loss": 7.5, "val_bpb": 3.1,
+               "parameters": 1234, "k": {"blocks.0.mixer.act": 1.0 + k_move * steps}}
+    (path / "summary.json").write_text(json.dumps(summary))
+    if final:
+        (path / "final").mkdir()
+        (path / "final" / "config.json").write_text("{}")
+    return path
+
+
+def test_read_jsonl_skips_truncated_tail_only(tmp_path):
+    p = tmp_path / "m.jsonl"
+    p.write_text('{"a": 1}\n\n{"a": 2}\n{"a"')
+    assert wb.read_jsonl(p) == [{"a": 1}, {"a": 2}]
+    p.write_text('{"a": 1}\nnot json\n{"a": 2}\n')
+    with pytest.raises(ValueError, match=":2:"):
+        wb.read_jsonl(p)
+    assert wb.read_jsonl(tmp_path / "missing") == []
+
+
+def test_load_run_and_final_metrics(tmp_path):
+    run = wb.load_run(_write_run(tmp_path / "r"))
+    assert list(run.train.step) == [1, 2, 3, 4] and list(run.eval.val_loss) == [7.5]
+    assert run.model_dir == tmp_path / "r" / "final"
+    m = run.final_metrics()
+    assert m["steps"] == 4 and m["tokens"] == 256 and m["final_val_loss"] == 7.5 and m["params"] == 1234
+    assert m["final_train_loss"] == 6.0 and m["tokens_per_s"] == 100.0
+    assert run.final_k() == {"blocks.0.mixer.act": pytest.approx(1.04)}
+    with pytest.raises(ValueError):
+        wb.load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError):
+        wb.load_run(tmp_path / "empty")
+
+
+def test_newest_run_and_require_model(tmp_path):
+    a = _write_run(tmp_path / "a")
+    b = _write_run(tmp_path / "b", final=False)
+    later = time.time() + 10
+    os.utime(b / "summary.json", (later, later))
+    assert wb.newest_run(tmp_path) == b
+    assert wb.newest_run(tmp_path, require_model=True) == a
+    assert wb.list_runs(tmp_path / "missing") == [] and wb.newest_run(tmp_path / "missing") is None
+
+
+def test_smoke_checks(tmp_path):
+    ok = wb.smoke_checks(wb.load_run(_write_run(tmp_path / "ok")))
+    assert ok == {"steps": 4, "tokens": 256, "num_k": 2, "k_moved": 1, "loss_fell": True}
+    with pytest.raises(AssertionError, match="loss did not fall"):
+        wb.smoke_checks(wb.load_run(_write_run(tmp_path / "flat", loss_fall=False)))
+    with pytest.raises(AssertionError, match="no k moved"):
+        wb.smoke_checks(wb.load_run(_write_run(tmp_path / "still", k_move=0.0)))
+    assert wb.smoke_checks(wb.load_run(tmp_path / "still"), expect_k=False)["loss_fell"]
+
+
+def test_profiles_and_variants():
+    s = wb.resolve_profile("nbval", max_steps=3, lr=None)
+    assert s["max_steps"] == 3 and s["lr"] == wb.PROFILES["nbval"]["lr"] and s["preset"] == "tiny"
+    assert wb.resolve_profile("cpu-10min")["preset"] == "small"
+    with pytest.raises(ValueError):
+        wb.resolve_profile("huge")
+    assert wb.variant_overrides("silu", "small") == {"activation": "silu"}
+    assert wb.variant_overrides("gpt2", "small")["preset"] == "gpt2:small"
+    assert wb.variant_overrides("pythia", "tiny")["preset"] == "pythia:tiny"
+    assert wb.variant_overrides("hybrid", "small")["model"] == {"layer_pattern": "MAMA"}
+    assert wb.hybrid_pattern("MMMMMM") == "MAMAMA"
+    with pytest.raises(ValueError):
+        wb.variant_overrides("relu", "small")
+
+
+def test_plan_launch_modes():
+    base = {"preset": "small", "seed": 3, "max_steps": 5}
+    single = wb.plan_launch(base, "main", launch="auto", visible_gpus=0)
+    assert [(p["name"], p["launch"]) for p in single] == [("main", "single")]
+    assert single[0]["config"]["run_name"] == "main" and single[0]["config"]["seed"] == 3
+    ddp = wb.plan_launch(base, "main", launch="auto", visible_gpus=6)
+    assert len(ddp) == 1 and ddp[0]["launch"] == "ddp" and ddp[0]["gpus"] == list(range(6))
+    ind = wb.plan_launch(base, "six", launch="independent", n_gpus=6, visible_gpus=6)
+    assert [p["name"] for p in ind] == [f"six-gpu{i}" for i in range(6)]
+    assert [p["config"]["seed"] for p in ind] == [3, 4, 5, 6, 7, 8] and ind[2]["gpus"] == [2]
+    var = wb.plan_launch(base, "cmp", launch="single", variants=["swelu", "silu"], visible_gpus=0)
+    assert [(p["name"], p["config"]["activation"]) for p in var] == [("cmp-swelu", "swelu"),
+                                                                     ("cmp-silu", "silu")]
+    with pytest.raises(ValueError):
+        wb.plan_launch(base, "x", launch="ddp", visible_gpus=0)
+    with pytest.raises(ValueError):
+        wb.plan_launch(base, "x", launch="independent", n_gpus=8, visible_gpus=6)
+    with pytest.raises(ValueError):
+        wb.plan_launch(base, "x", launch="mpi", visible_gpus=0)
+
+
+def test_rounded():
+    assert wb.rounded({"a": 1.23456, "b": [2.5551, "x"], "c": 3}, 2) == {"a": 1.23, "b": [2.56, "x"], "c": 3}
+
+
+def test_plots_return_figures(tmp_path):
+    run = wb.load_run(_write_run(tmp_path / "r"))
+    for fig in (wb.plot_loss({"r": run}), wb.plot_k_trajectories(run.k), wb.plot_tokens_per_s(run),
+                wb.plot_activation_shapes({"blocks.0.mixer.act": 0.5, "dense.0.act": {"k": 1.8}})):
+        assert fig.axes and fig.axes[0].lines
+        plt.close(fig)
