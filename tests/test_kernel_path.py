@@ -8,9 +8,15 @@ kernel-vs-reference tolerances (BRIEF 3): fp32 rtol 6e-4 / atol 2e-3, gradients 
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
-from kernel_refs import bind_refs, upstream_mamba
+from kernel_refs import bind_refs, refs_installed, upstream_mamba
 from torch import nn
 
 from mswelu.modules.mamba_mixer import MambaMixer
@@ -24,6 +30,8 @@ BF16 = {"rtol": 3e-2, "atol": 5e-2}
 BF16_GRAD = {"rtol": 1e-1, "atol": 1e-1}
 
 KINDS = ("silu", "swelu-shared", "swelu-separate")
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @pytest.fixture
@@ -272,3 +280,49 @@ def test_fused_silu_matches_separate_silu_exactly_enough(refs) -> None:
         fused = mamba_kernels.mixer_forward_cuda(mixer, x, fuse_silu=True)
         separate = mamba_kernels.mixer_forward_cuda(mixer, x, fuse_silu=False)
     torch.testing.assert_close(fused, separate, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- real Triton kernels
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="optional dependency triton is not installed")
+@pytest.mark.skipif(INTERPRETING, reason="this is the child run")
+def test_triton_kernels_in_the_kernel_path_under_interpreter() -> None:
+    """``TRITON_INTERPRET=1`` must be set before triton is imported: run the check in a child."""
+    if not refs_installed():
+        pytest.skip("upstream mamba-ssm / causal-conv1d packages are not installed")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted"]
+    result = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(__file__)
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    summary = [line for line in result.stdout.splitlines() if line.strip()][-1]
+    assert "1 passed" in summary and "skipped" not in summary, summary
+
+
+@pytest.mark.skipif(not (HAVE_TRITON and INTERPRETING), reason="runs in the TRITON_INTERPRET child")
+def test_interpreted_triton_swelu_and_upstream_state_update_kernel(refs, monkeypatch) -> None:
+    """The kernel path with two real Triton kernels instead of references: SWELU (``impl="triton"``,
+    forward and backward) and mamba-ssm's own ``selective_state_update``."""
+    from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+
+    # the upstream wrapper enters torch.cuda.device(x.device.index), which is None for CPU tensors
+    monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(mamba_kernels, "selective_state_update", selective_state_update)
+    mixer = make_mixer("swelu-separate")
+    for act in (mixer.act_conv, mixer.act_gate):
+        act.impl = "triton"
+    x, g = inputs()
+    got_out, got = run(mixer, lambda h: mamba_kernels.mixer_forward_cuda(mixer, h), x, g)
+    for act in (mixer.act_conv, mixer.act_gate):
+        act.impl = "torch"
+    want_out, want = run(mixer, mixer, x, g)
+    assert_close_scaled(got_out, want_out, FP32, "output")
+    assert_grads_close(got, want, FP32_GRAD)
+    with torch.no_grad():
+        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
+        steps = [
+            mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state) for t in range(6)
+        ]
+        assert_close_scaled(torch.cat(steps, dim=1), want_out[:, :6], FP32)
