@@ -175,3 +175,19 @@ def test_interpreted_triton_rejects_per_channel_k() -> None:
     with pytest.raises(ValueError, match="scalar k"):
         swelu(torch.randn(3, 4), torch.ones(4), impl="triton")
     assert resolve_impl("auto", torch.randn(3), torch.tensor(1.0), None) == "torch"  # auto needs CUDA
+
+
+@pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="needs a CUDA GPU and triton")
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+def test_cuda_auto_dispatch_uses_triton_and_matches_closed_form(dtype: torch.dtype) -> None:
+    z = inputs(dtype).cuda()
+    assert resolve_impl("auto", z, torch.tensor(1.0, device="cuda"), None) == "triton"
+    g = torch.cos(torch.arange(z.numel(), dtype=torch.float32, device="cuda"))
+    tri = run(z, 0.7, 1.1, "auto", g)
+    ref = run(z, 0.7, 1.1, "torch", g)
+    a = z.double().abs().clamp_min(ZERO_EPS)
+    cond = 1 + (a**0.7).clamp(max=1e4) + (1.0 * a.log().abs()).nan_to_num(posinf=0.0)
+    assert_rel_close(tri[0], ref[0], 2 * ULP[dtype] + 1e-6, dtype)
+    assert_rel_close(tri[1], ref[1], 2 * ULP[dtype] + 1e-6 * cond, dtype)
+    torch.testing.assert_close(tri[2], ref[2], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(tri[3], ref[3], rtol=1e-4, atol=1e-4)
