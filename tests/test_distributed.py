@@ -107,3 +107,52 @@ def test_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         p.name for p in (tmp_path / "one").iterdir()
     )
+
+
+# ----------------------------------------------------------------------------------------- launcher
+def test_expand_variants_names_and_merges(tmp_path: Path) -> None:
+    from mswelu.launch import expand_variants
+
+    base = {"preset": "tiny", "run_name": "study", "model": {"d_model": 32}, "max_steps": 5}
+    cfgs = expand_variants(
+        base,
+        [{"activation": "swelu"}, {"activation": "silu", "model": {"expand": 1}}],
+        seeds=[0, 1],
+        out_root=tmp_path,
+    )
+    assert [c.run_name for c in cfgs] == [
+        "study-activation-swelu-s0",
+        "study-activation-swelu-s1",
+        "study-activation-silu-expand-1-s0",
+        "study-activation-silu-expand-1-s1",
+    ]
+    assert [c.seed for c in cfgs] == [0, 1, 0, 1]
+    assert cfgs[2].model == {"d_model": 32, "expand": 1} and cfgs[0].model == {"d_model": 32}
+    assert all(Path(c.out).parent == tmp_path for c in cfgs)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        expand_variants(base, [{"optimizer": "sgd"}])
+
+
+def test_independent_runs_side_by_side_and_failures_are_loud(tmp_path: Path) -> None:
+    from mswelu.launch import launch
+
+    data = _byte_dataset(tmp_path / "data")
+    base = {**_cfg(data, tmp_path / "runs" / "indep"), "max_steps": 2, "eval_every": 0}
+    results = launch("independent", base=base, seeds=[0, 1], n_gpus=0, poll_s=0.5, progress=False)
+    assert [r["run_name"] for r in results] == ["indep-s0", "indep-s1"]
+    assert all(r["returncode"] == 0 and r["steps"] == 2 for r in results)
+    assert [r["seed"] for r in results] == [0, 1]
+    assert results[0]["train_loss"] != results[1]["train_loss"]  # different seeds, different runs
+    assert (tmp_path / "runs" / ".launch" / "indep-s0.log").is_file()
+
+    bad = {**base, "run_name": "broken", "out": None}
+    with pytest.raises(RuntimeError, match=r"(?s)broken-d_model--1.*exited with code 2.*d_model"):
+        launch(
+            "independent",
+            base=bad,
+            variants=[{"max_steps": 50}, {"model": {"d_model": -1}}],
+            n_gpus=0,
+            out_root=tmp_path / "runs2",
+            poll_s=0.5,
+            progress=False,
+        )

@@ -172,7 +172,7 @@ def _stop_at(step: int):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_resume_reproduces_uninterrupted_run_exactly(byte_data: Path, tmp_path: Path, optimizer: str) -> None:
-    full = train(tiny_cfg(byte_data, tmp_path / "full", optimizer=optimizer))
+    train(tiny_cfg(byte_data, tmp_path / "full", optimizer=optimizer))
     part = train(tiny_cfg(byte_data, tmp_path / "split", optimizer=optimizer), callbacks=[_stop_at(2)])
     assert part["interrupted"] and part["steps"] == 2
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "split" / "checkpoints")] == ["step_0000002"]
@@ -356,7 +356,7 @@ def test_existing_run_is_never_overwritten_by_mistake(byte_data: Path, tmp_path:
     with pytest.raises(ValueError, match="exists and is not empty"):
         train(tiny_cfg(byte_data, out, max_steps=2))
     with pytest.raises(ValueError, match="incompatible config.*seq_len"):
-        train(tiny_cfg(byte_data, out, max_steps=4, seq_len=16, resume="auto"))
+        train(tiny_cfg(byte_data, out, max_steps=4, seq_len=32, resume="auto"))
     with pytest.raises(ValueError, match="incompatible config.*optimizer"):
         train(tiny_cfg(byte_data, out, max_steps=4, optimizer="muon", resume="auto"))
     bad = out / "checkpoints" / "step_0000002" / "optimizer.pt"

@@ -1,0 +1,362 @@
+"""Launching several runs from one call: in this process, as a torchrun DDP job, or the seeds' "independent"
+mode (N separate runs at once, one per GPU, each with its own seed or variant).
+
+    from mswelu.launch import launch
+    launch("independent", base=cfg, seeds=[0, 1, 2])            # 3 runs side by side
+    launch("independent", base=cfg, variants=[{"activation": "swelu"}, {"activation": "silu"}])
+    launch("ddp", base=cfg, n_gpus=4)                            # torchrun --nproc_per_node 4
+    launch("auto", base=cfg, seeds=[0, 1])                       # picks from the hardware
+
+Child processes run ``python -m mswelu.train --config <file>``; the launcher watches their
+``metrics.jsonl`` (a progress bar per run), and when one dies it stops the others (SIGTERM: they checkpoint
+and exit) and raises with the dead run's log tail. Logs and the generated configs live in
+``<out_root>/.launch/``; the run folders themselves follow the run contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mswelu.train import TrainConfig
+
+MODES = ("auto", "single", "ddp", "independent")
+
+
+@dataclass
+class RunHandle:
+    """One child process and where it writes."""
+
+    name: str
+    cfg: TrainConfig
+    run_dir: Path
+    config_path: Path
+    log_path: Path
+    cmd: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    log_file: Any = None
+    started: float = 0.0
+    last: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+
+def _suffix(variant: dict[str, Any]) -> str:
+    parts = []
+    for k, v in variant.items():
+        if k in ("out", "run_name"):
+            continue
+        if k == "seed":
+            parts.append(f"s{v}")
+        elif isinstance(v, dict):
+            parts.extend(f"{a}-{b}" for a, b in v.items())
+        else:
+            parts.append(f"{k}-{v}")
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts))
+
+
+def expand_variants(
+    base: TrainConfig | dict[str, Any] | None,
+    variants: Sequence[dict[str, Any]] | None = None,
+    seeds: Sequence[int] | None = None,
+    out_root: str | Path | None = None,
+) -> list[TrainConfig]:
+    """One validated TrainConfig per run: ``variants`` (overrides of ``base``; ``model`` dicts are merged),
+    crossed with ``seeds`` when both are given. Each gets its own run name and folder under ``out_root``."""
+    from mswelu.paths import runs_dir
+
+    base_cfg = TrainConfig.coerce(base or {})
+    variants = [dict(v) for v in (variants or [{}])]
+    if seeds is not None:
+        variants = [{**v, "seed": int(s)} for v in variants for s in seeds]
+    root = (
+        Path(out_root)
+        if out_root is not None
+        else (Path(base_cfg.out).parent if base_cfg.out else runs_dir())
+    )
+    stem = base_cfg.run_name or (Path(base_cfg.out).name if base_cfg.out else None)
+    cfgs, names = [], set()
+    for v in variants:
+        suffix = _suffix(v) if len(variants) > 1 else ""
+        d = base_cfg.to_dict()
+        d.update({k: val for k, val in v.items() if k != "model"})
+        d["model"] = {**(d.get("model") or {}), **v.get("model", {})}
+        cfg = TrainConfig.from_dict(d)
+        name = v.get("run_name") or "-".join(p for p in (stem or cfg.default_run_name(), suffix) if p)
+        if name in names:
+            raise ValueError(f"two variants map to the run name {name!r}; give them distinct run_name values")
+        names.add(name)
+        cfg = cfg.replace(run_name=name, out=str(v.get("out") or root / name))
+        cfg.validate()
+        cfgs.append(cfg)
+    return cfgs
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _read_last_record(path: Path) -> dict[str, Any]:
+    """The last complete JSON line of a metrics file (reads only its tail)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            tail = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return {}
+    for line in reversed(tail.splitlines()):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return {}
+
+
+def _log_tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _prepare(cfg: TrainConfig, launch_dir: Path, cmd_prefix: list[str], env: dict[str, str]) -> RunHandle:
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    config_path = launch_dir / f"{cfg.run_name}.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.replace(progress=False).to_dict(), sort_keys=False))
+    cmd = [*cmd_prefix, "-m", "mswelu.train", "--config", str(config_path)]
+    return RunHandle(
+        cfg.run_name or "run",
+        cfg,
+        Path(cfg.out or ""),
+        config_path,
+        launch_dir / f"{cfg.run_name}.log",
+        cmd,
+        env,
+    )
+
+
+def _start(h: RunHandle, cwd: Path) -> None:
+    h.log_file = open(h.log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed by _finish)
+    h.proc = subprocess.Popen(
+        h.cmd, cwd=cwd, env=h.env, stdout=h.log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    h.started = time.time()
+
+
+def _finish(h: RunHandle) -> None:
+    if h.log_file is not None:
+        h.log_file.close()
+        h.log_file = None
+
+
+def _stop(h: RunHandle, grace_s: float = 60.0) -> None:
+    """SIGTERM (the run checkpoints and exits), then SIGKILL after ``grace_s``."""
+    if h.proc is None or h.proc.poll() is not None:
+        return
+    try:
+        os.killpg(h.proc.pid, signal.SIGTERM)
+        h.proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(h.proc.pid, signal.SIGKILL)
+        h.proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def watch(
+    handles: list[RunHandle],
+    slots: Sequence[str | None],
+    cwd: Path,
+    poll_s: float = 5.0,
+    timeout_s: float | None = None,
+    progress: bool = True,
+    on_failure: str = "stop",
+) -> list[dict[str, Any]]:
+    """Start ``handles``, one per free slot (a slot is a ``CUDA_VISIBLE_DEVICES`` value, or None to leave the
+    environment as is), follow their metrics, return their summaries. A run that exits non-zero raises
+    RuntimeError (after stopping the others when ``on_failure="stop"``)."""
+    from tqdm.auto import tqdm
+
+    if on_failure not in ("stop", "continue"):
+        raise ValueError(f"on_failure must be 'stop' or 'continue', got {on_failure!r}")
+    free = list(slots)
+    if not free:
+        raise ValueError("watch needs at least one slot")
+    taken: dict[str, str | None] = {}
+    pending, running, done = list(handles), [], []
+    failures: list[RunHandle] = []
+    bars = {
+        h.name: tqdm(
+            total=h.cfg.total_steps(),
+            desc=h.name,
+            unit="step",
+            position=i,
+            leave=True,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        for i, h in enumerate(handles)
+    }
+    t0 = time.time()
+    try:
+        while pending or running:
+            while pending and free:
+                h = pending.pop(0)
+                taken[h.name] = slot = free.pop(0)
+                if slot is not None:
+                    h.env["CUDA_VISIBLE_DEVICES"] = slot
+                _start(h, cwd)
+                running.append(h)
+            time.sleep(poll_s)
+            for h in list(running):
+                record = _read_last_record(h.run_dir / "metrics.jsonl")
+                if record.get("step") is not None:
+                    h.last = record
+                    bar = bars[h.name]
+                    bar.n = int(record["step"])
+                    if "loss" in record:
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+                    bar.refresh()
+                rc = h.returncode
+                if rc is None:
+                    continue
+                running.remove(h)
+                _finish(h)
+                free.append(taken.pop(h.name))
+                done.append(h)
+                if rc != 0:
+                    failures.append(h)
+                    if on_failure == "stop":
+                        for other in running:
+                            _stop(other)
+                            _finish(other)
+                        running.clear()
+                        pending.clear()
+            if timeout_s is not None and time.time() - t0 > timeout_s:
+                for h in running:
+                    _stop(h)
+                    _finish(h)
+                raise TimeoutError(
+                    f"runs still going after {timeout_s} s: {[h.name for h in running]} "
+                    "(stopped with a checkpoint; resume with resume='auto')"
+                )
+    except KeyboardInterrupt:
+        for h in running:
+            _stop(h)
+            _finish(h)
+        raise
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if failures:
+        h = failures[0]
+        raise RuntimeError(
+            f"run {h.name!r} exited with code {h.returncode} (log {h.log_path}); "
+            f"{len(failures)} run(s) failed. Last lines:\n{_log_tail(h.log_path)}"
+        )
+    results = []
+    for h in handles:
+        path = h.run_dir / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        results.append({"run_name": h.name, "returncode": h.returncode, "log": str(h.log_path), **summary})
+    return results
+
+
+def launch(
+    mode: str = "auto",
+    base: TrainConfig | dict[str, Any] | None = None,
+    variants: Sequence[dict[str, Any]] | None = None,
+    seeds: Sequence[int] | None = None,
+    n_gpus: int | None = None,
+    n_procs: int | None = None,
+    out_root: str | Path | None = None,
+    poll_s: float = 5.0,
+    timeout_s: float | None = None,
+    progress: bool = True,
+    on_failure: str = "stop",
+) -> list[dict[str, Any]]:
+    """Run ``base`` x ``variants`` x ``seeds`` and return one summary per run.
+
+    - ``single``: one after another in this process (``train``);
+    - ``ddp``: each run as one ``torchrun --nproc_per_node N`` job, N = ``n_gpus`` GPUs, or ``n_procs``
+      CPU processes (gloo) when there is no GPU;
+    - ``independent``: all runs at once as separate processes; on GPUs one per device
+      (``CUDA_VISIBLE_DEVICES``), queued when there are more runs than GPUs; on CPU ``n_procs`` at a
+      time (default: all) with the cores split between them;
+    - ``auto``: ``independent`` with >= 2 GPUs and >= 2 runs, ``ddp`` with >= 2 GPUs and one run,
+      else ``single``.
+    """
+    from mswelu.paths import project_root
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: expected one of {MODES}")
+    cfgs = expand_variants(base, variants, seeds, out_root)
+    gpus = _gpu_count() if n_gpus is None else int(n_gpus)
+    if gpus < 0:
+        raise ValueError(f"n_gpus must be >= 0, got {n_gpus}")
+    if mode == "auto":
+        mode = ("independent" if len(cfgs) > 1 else "ddp") if gpus >= 2 else "single"
+    if mode == "single":
+        from mswelu.train import train
+
+        return [
+            {"run_name": c.run_name, "returncode": 0, **train(c.replace(progress=progress))} for c in cfgs
+        ]
+
+    if any(c.data is None for c in cfgs):  # prepare the default corpus once, not in racing children
+        from mswelu.data import default_dataset
+
+        default = str(default_dataset())
+        cfgs = [c if c.data is not None else c.replace(data=default) for c in cfgs]
+    root = Path(cfgs[0].out).parent
+    launch_dir = root / ".launch"
+    cwd = project_root()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("MSWELU_HOME", str(cwd))
+    if mode == "ddp":
+        nproc = gpus if gpus >= 1 else int(n_procs or 2)
+        if nproc < 1:
+            raise ValueError("ddp needs at least one process")
+        child_env = dict(env)
+        if gpus == 0:
+            child_env["CUDA_VISIBLE_DEVICES"] = ""
+            child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        handles = [_prepare(c, launch_dir, prefix, child_env) for c in cfgs]
+        return watch(handles, [None], cwd, poll_s, timeout_s, progress, on_failure)
+
+    # independent: one slot per GPU (a queued run takes the GPU that frees up), or n_procs CPU slots
+    if gpus >= 1:
+        slots: list[str | None] = [str(g) for g in range(gpus)]
+    else:
+        slots = [None] * int(n_procs or len(cfgs))
+    if not slots:
+        raise ValueError("independent mode needs at least one slot (n_gpus or n_procs)")
+    handles = []
+    for c in cfgs:
+        child_env = dict(env)
+        if gpus >= 1:
+            c = c.replace(device="cuda" if c.device == "auto" else c.device)
+        else:
+            child_env["CUDA_VISIBLE_DEVICES"] = ""
+            child_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // min(len(slots), len(cfgs))))
+        handles.append(_prepare(c, launch_dir, [sys.executable], child_env))
+    return watch(handles, slots, cwd, poll_s, timeout_s, progress, on_failure)
