@@ -439,12 +439,9 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden).float()
         loss = None
-        if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]),
-                labels[:, 1:].reshape(-1).to(logits.device),
-                ignore_index=-100,
-            )
+        if labels is not None:  # shift the labels (not the logits: no copy of the big tensor)
+            shifted = F.pad(labels[:, 1:].to(logits.device), (0, 1), value=-100)
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100)
         out = MambaSWELUCausalLMOutput(loss=loss, logits=logits, cache_params=cache, hidden_states=all_hidden)
         return out if return_dict is not False else out.to_tuple()
 

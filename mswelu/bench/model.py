@@ -1,0 +1,165 @@
+"""Whole-model training-step benchmark on CPU: our model vs transformers' MambaForCausalLM.
+
+``python -m mswelu.bench model [--json] [--layers 4] [--d-model 256] [--seq-len 256] [--batch 4]
+[--vocab-size 50280] [--repeats 3] [--slow-repeats 1] [--threads 2]``
+
+Both sides are the ``mamba-130m`` architecture (RMSNorm pre-norm Mamba-1 blocks, SiLU, tied head,
+vocabulary 50280) scaled to 4 layers x d_model 256, with the same weights: transformers' model is
+built from our weights by :func:`mswelu.convert.to_hf_mamba`, and the losses are checked equal
+before timing. One step = forward + cross-entropy loss (labels = inputs, shifted inside) +
+backward, fp32, ``torch.set_num_threads(threads)``, training mode, no kernels installed:
+
+- ``mswelu``: our model (the scan owner's chunked selective scan);
+- ``transformers_slow``: ``MambaForCausalLM`` default CPU path (a Python loop over time steps);
+- ``transformers_mambapy``: the same with ``use_mambapy=True`` (mambapy's parallel scan).
+
+Each side runs one warm-up step (excluded), then the best of ``--repeats`` timed steps
+(``--slow-repeats`` for the slow loop, default 1: one step takes tens of seconds).
+Goal: ``mswelu`` at least 1.5x the tokens/s of the faster transformers variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from transformers import MambaForCausalLM
+
+from mswelu.configuration import MambaSWELUConfig
+from mswelu.convert import to_hf_mamba
+from mswelu.modeling import MambaSWELUForCausalLM
+
+GOAL = 1.5
+
+
+def _step(model: torch.nn.Module, ids: torch.Tensor) -> float:
+    """One forward + backward; returns the loss."""
+    model.zero_grad(set_to_none=True)
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return float(loss)
+
+
+def _time(model: torch.nn.Module, ids: torch.Tensor, repeats: int) -> dict[str, float]:
+    _step(model, ids)  # warm-up: lazy init, allocator, thread pool
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _step(model, ids)
+        times.append(time.perf_counter() - t0)
+    best = min(times)
+    return {"seconds": best, "tokens_per_s": ids.numel() / best, "repeats": repeats}
+
+
+def run(
+    layers: int = 4,
+    d_model: int = 256,
+    seq_len: int = 256,
+    batch: int = 4,
+    vocab_size: int = 50280,
+    repeats: int = 3,
+    slow_repeats: int = 1,
+    threads: int = 2,
+    seed: int = 0,
+) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    config = MambaSWELUConfig.from_preset(
+        "mamba-130m",
+        d_model=d_model,
+        layer_pattern="M" * layers,
+        vocab_size=vocab_size,
+        pad_vocab_size_multiple=1,
+    )
+    ours = MambaSWELUForCausalLM(config).train()
+    slow = to_hf_mamba(ours).train()
+    fast = MambaForCausalLM(slow.config.__class__(**{**slow.config.to_dict(), "use_mambapy": True}))
+    fast.load_state_dict(slow.state_dict())
+    fast.train()
+    ids = torch.randint(0, config.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+
+    with torch.no_grad():
+        losses = {
+            name: float(m(input_ids=ids, labels=ids).loss) for name, m in [("mswelu", ours), ("fast", fast)]
+        }
+    if abs(losses["mswelu"] - losses["fast"]) > 1e-4 * abs(losses["mswelu"]):
+        raise RuntimeError(f"the models disagree before timing: losses {losses}")
+
+    results = {
+        "mswelu": _time(ours, ids, repeats),
+        "transformers_mambapy": _time(fast, ids, repeats),
+        "transformers_slow": _time(slow, ids, slow_repeats),
+    }
+    results["config"] = {
+        "layers": layers,
+        "d_model": d_model,
+        "seq_len": seq_len,
+        "batch": batch,
+        "vocab_size": config.vocab_size,
+        "threads": threads,
+        "params": sum(p.numel() for p in ours.parameters()),
+        "loss_at_init": losses["mswelu"],
+    }
+    ours_tps = results["mswelu"]["tokens_per_s"]
+    best_hf = max(
+        results["transformers_slow"]["tokens_per_s"], results["transformers_mambapy"]["tokens_per_s"]
+    )
+    ratios = {
+        "mswelu_vs_transformers_slow": ours_tps / results["transformers_slow"]["tokens_per_s"],
+        "mswelu_vs_transformers_mambapy": ours_tps / results["transformers_mambapy"]["tokens_per_s"],
+        "mswelu_vs_best_transformers": ours_tps / best_hf,
+    }
+    results["goal"] = {
+        "min_ratio_vs_best_transformers": GOAL,
+        "met": ratios["mswelu_vs_best_transformers"] >= GOAL,
+    }
+    return {"benchmark": "model", "results": results, "ratios": ratios}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mswelu.bench model", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--vocab-size", type=int, default=50280)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--slow-repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    for name in ("layers", "d_model", "seq_len", "batch", "vocab_size", "repeats", "slow_repeats", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    out = run(
+        layers=args.layers,
+        d_model=args.d_model,
+        seq_len=args.seq_len,
+        batch=args.batch,
+        vocab_size=args.vocab_size,
+        repeats=args.repeats,
+        slow_repeats=args.slow_repeats,
+        threads=args.threads,
+    )
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    res, cfg = out["results"], out["results"]["config"]
+    print(
+        f"model benchmark: {cfg['layers']} x d_model {cfg['d_model']}, vocab {cfg['vocab_size']}, "
+        f"B={cfg['batch']} L={cfg['seq_len']}, {cfg['threads']} threads, fwd+bwd, {cfg['params']:,} params"
+    )
+    for name in ("mswelu", "transformers_mambapy", "transformers_slow"):
+        r = res[name]
+        timing = f"{r['seconds']:.3f} s/step, best of {r['repeats']}"
+        print(f"  {name:22s} {r['tokens_per_s']:10.0f} tokens/s  ({timing})")
+    for name, value in out["ratios"].items():
+        print(f"  {name:32s} {value:6.2f}x")
+    print(f"  goal >= {GOAL}x the faster transformers path: {'met' if res['goal']['met'] else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
