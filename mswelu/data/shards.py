@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mswelu.data.sources import Document, Source, iter_documents, resolve_source
+from mswelu.data.sources import Document, Source, ensure_reachable, iter_documents, resolve_source
 from mswelu.data.tokenizer import Tokenizer, get_tokenizer
 from mswelu.paths import cache_dir, data_dir
 
@@ -278,6 +278,7 @@ def prepare(
     """
     _validate(val_fraction, max_tokens, seed)
     src = resolve_source(source)
+    ensure_reachable(src)
     tok = get_tokenizer(tokenizer)
     out = Path(out).expanduser().resolve() if out is not None else data_dir() / src.name
     settings = {

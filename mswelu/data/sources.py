@@ -288,6 +288,19 @@ def _hf_stream(
         yield text
 
 
+def ensure_reachable(source: Source) -> None:
+    """For Hub sources: fail within seconds, with a clear message, when the Hub cannot be reached."""
+    if source.kind != "hf":
+        return
+    try:
+        check_hub()
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc} (source {source.description!r} was read as a Hub dataset name; "
+            "no local path of that name exists)"
+        ) from None
+
+
 def iter_documents(
     source: Source, text_field: str = "text", txt_sample_by: str = "document"
 ) -> Iterator[Document]:
@@ -302,7 +315,7 @@ def iter_documents(
         builder = LOCAL_BUILDERS[source.files[0].suffix.lower()]
         texts = _hf_stream(builder, None, [str(f) for f in source.files], text_field, txt_sample_by)
     else:
-        check_hub()
+        ensure_reachable(source)
         texts = _hf_stream(source.hf_path, source.hf_config, None, text_field, txt_sample_by)
     for text in texts:
         if text.strip():
