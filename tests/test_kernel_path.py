@@ -326,3 +326,32 @@ def test_interpreted_triton_swelu_and_upstream_state_update_kernel(refs, monkeyp
             mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state) for t in range(6)
         ]
         assert_close_scaled(torch.cat(steps, dim=1), want_out[:, :6], FP32)
+
+
+# ----------------------------------------------------------------------------- real CUDA kernels
+
+
+def _gpu_kernels() -> bool:
+    from mswelu.ops.backends import kernels_available
+
+    return torch.cuda.is_available() and kernels_available()[0]
+
+
+@pytest.mark.skipif(not _gpu_kernels(), reason="needs a GPU with the mamba-ssm / causal-conv1d kernels")
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_real_kernels_on_gpu_match_torch_path(kind: str, autocast: bool) -> None:
+    """On a GPU session: the compiled kernels themselves, against our PyTorch path on the same GPU."""
+    mixer = make_mixer(kind).cuda()
+    x, g = (t.cuda() for t in inputs())
+    tol, grad_tol = (BF16, BF16_GRAD) if autocast else (FP32, FP32_GRAD)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        want_out, want = run(mixer, mixer, x, g)
+        got_out, got = run(mixer, lambda h: mamba_kernels.mixer_forward_cuda(mixer, h), x, g)
+        with torch.no_grad():
+            conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
+            steps = [mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
+                     for t in range(SEQLEN)]
+    assert_close_scaled(got_out, want_out, tol, "output")
+    assert_grads_close(got, want, grad_tol)
+    assert_close_scaled(torch.cat(steps, dim=1), want_out, tol, "decoding")

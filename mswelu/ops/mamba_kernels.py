@@ -36,12 +36,12 @@ selective_state_update: Any = None
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 _ENTRY_POINTS = ("selective_scan_fn", "causal_conv1d_fn", "causal_conv1d_update", "selective_state_update")
-_from_packages = False  # True once the real kernels were imported (then inputs must be on a GPU)
+_package_fns: set[int] = set()  # ids of entry points loaded from the packages (they need GPU tensors)
 
 
 def _kernels() -> SimpleNamespace:
     """The four kernel entry points; imports the packages for the ones not already bound."""
-    global selective_scan_fn, causal_conv1d_fn, causal_conv1d_update, selective_state_update, _from_packages
+    global selective_scan_fn, causal_conv1d_fn, causal_conv1d_update, selective_state_update
     if any(globals()[name] is None for name in _ENTRY_POINTS):
         try:
             import causal_conv1d_cuda  # noqa: F401  (the compiled modules: without them the
@@ -60,8 +60,17 @@ def _kernels() -> SimpleNamespace:
         causal_conv1d_fn = causal_conv1d_fn or conv_fn
         causal_conv1d_update = causal_conv1d_update or conv_update
         selective_state_update = selective_state_update or state_update
-        _from_packages = True
+        _package_fns.update(map(id, (scan_fn, conv_fn, conv_update, state_update)))
     return SimpleNamespace(**{name: globals()[name] for name in _ENTRY_POINTS})
+
+
+def _check_device(k: SimpleNamespace, hidden_states: Tensor) -> None:
+    """The compiled kernels need GPU tensors (bound references, in tests, run on CPU)."""
+    if not hidden_states.is_cuda and any(id(fn) in _package_fns for fn in vars(k).values()):
+        raise ValueError(
+            f"the CUDA kernels need tensors on a GPU, got hidden_states on {hidden_states.device}; "
+            "move the model to 'cuda' or use backend='torch'"
+        )
 
 
 def _is_swelu(act: nn.Module) -> bool:
@@ -110,10 +119,6 @@ def check_kernel_support(mixer: nn.Module, hidden_states: Tensor) -> None:
                 f"the CUDA kernel path supports only elementwise SiLU or SWELU activations, but "
                 f"mixer.{slot} is {type(act).__name__}; use backend='torch' for other activations"
             )
-    if _from_packages and not hidden_states.is_cuda:
-        raise ValueError(
-            f"the CUDA kernels need tensors on a GPU, got hidden_states on {hidden_states.device}"
-        )
 
 
 def _is_silu(act: nn.Module) -> bool:
@@ -145,6 +150,7 @@ def _forward(
 ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     check_kernel_support(mixer, hidden_states)
     k = _kernels()
+    _check_device(k, hidden_states)
     batch, seqlen, d_model = hidden_states.shape
     d_conv = mixer.conv1d.weight.shape[-1]
     # One matmul for x and z, written as (B, 2*d_inner, L) with L fastest (as mamba-ssm does).
@@ -216,6 +222,7 @@ def mixer_step_cuda(
     if hidden_states.shape[1] != 1:
         raise ValueError(f"step decodes one token at a time, got seqlen {hidden_states.shape[1]}")
     k = _kernels()
+    _check_device(k, hidden_states)
     d_inner = mixer.in_proj.weight.shape[0] // 2
     expected = {
         "conv_state": (conv_state, mixer.conv1d.weight.shape[-1]),
