@@ -282,12 +282,13 @@ def _run_tokenizer_name(run_dir: Path) -> str:
 
 
 def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -> tuple[Any, Any, Path]:
-    """(model, tokenizer, model_dir) of a run folder (its ``final/`` or newest checkpoint) or of a saved
-    model folder. ``run=None`` takes the newest run with a model under ``runs/``."""
+    """(model, tokenizer, model_dir) of a run folder (its ``final/`` or newest checkpoint), a run name
+    under ``runs/``, or a saved model folder. ``run=None`` takes the newest run with a model."""
     from transformers import AutoModelForCausalLM
 
     import mswelu.modeling  # noqa: F401  (registers mamba_swelu with the Auto classes)
     from mswelu.data import get_tokenizer
+    from mswelu.paths import runs_dir
     from mswelu.workbook import RunData, load_run, newest_run
 
     if run is None:
@@ -296,6 +297,8 @@ def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -
             raise ValueError("no run with a saved model under runs/: train one first (notebook 03)")
         run = found
     path = Path(run)
+    if not path.exists() and (runs_dir() / path).exists():  # a run name, e.g. --run main
+        path = runs_dir() / path
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         model_dir, run_dir = path, path.parent
     else:

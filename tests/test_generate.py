@@ -225,3 +225,13 @@ def test_load_model_and_cli(tiny_model, tmp_path, capsys, monkeypatch):
     assert G.main(["--run", str(run)]) == 0
     assert G.main(["--run", str(tmp_path / "nope")]) == 2
     assert G.main(["--run", str(run), "--top-p", "3"]) == 2
+
+
+def test_load_model_by_run_name(tiny_model, monkeypatch, tmp_path):
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    tiny_model.save_pretrained(tmp_path / "runs" / "named" / "final")
+    (tmp_path / "runs" / "named" / "config.json").write_text("{}")
+    _, _, model_dir = G.load_model("named")
+    assert model_dir == tmp_path / "runs" / "named" / "final"
+    _, _, newest = G.load_model(None)
+    assert newest == model_dir
