@@ -1,4 +1,4 @@
-"""The Mamba-1 mixer on the mamba-ssm / causal-conv1d CUDA kernels, with any elementwise activation.
+"""The Mamba-1 mixer on the mamba-ssm / causal-conv1d CUDA kernels, with SiLU or SWELU activations.
 
 The fused ``mamba_inner_fn`` of mamba-ssm hard-codes SiLU twice (after the causal conv and on the
 gate), so a learnable SWELU cannot go through it. This path uses the unfused kernels instead:
@@ -163,7 +163,7 @@ def _forward(
     conv_state = None
     if return_states:
         # the last d_conv inputs of the conv (zero-padded when the prompt is shorter)
-        conv_state = F.pad(x, (d_conv - seqlen, 0)).contiguous()
+        conv_state = F.pad(x.detach(), (d_conv - seqlen, 0)).contiguous()
 
     conv_silu = fuse_silu and _is_silu(mixer.act_conv)
     x = k.causal_conv1d_fn(
@@ -194,7 +194,7 @@ def _forward(
         y = y * _apply(mixer.act_gate, z)
     out = mixer.out_proj(y.transpose(1, 2))
     if return_states:
-        return out, conv_state, ssm_state.float()
+        return out, conv_state, ssm_state.detach().float()
     return out
 
 
