@@ -10,8 +10,6 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,8 +327,8 @@ def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> 
 PROFILES: dict[str, dict[str, Any]] = {
     "nbval": {"preset": "tiny", "max_steps": 12, "batch_size": 4, "seq_len": 32, "lr": 3e-3, "warmup": 2,
               "eval_every": 6, "eval_batches": 2, "log_every": 2, "ckpt_every": 0},
-    "cpu-10min": {"preset": "small", "max_steps": 300, "batch_size": 8, "seq_len": 128, "lr": 2e-3,
-                  "warmup": 30, "eval_every": 50, "eval_batches": 8, "log_every": 10, "ckpt_every": 100},
+    "cpu-10min": {"preset": "small", "max_steps": 200, "batch_size": 8, "seq_len": 64, "lr": 2e-3,
+                  "warmup": 20, "eval_every": 50, "eval_batches": 4, "log_every": 5, "ckpt_every": 100},
     "gpu": {"preset": "seed-124m", "max_steps": 5000, "batch_size": 16, "seq_len": 1024, "lr": 6e-4,
             "warmup": 200, "eval_every": 500, "eval_batches": 20, "log_every": 20, "ckpt_every": 1000},
 }
@@ -523,59 +521,37 @@ def plan_launch(
         name = run_name if variant is None else f"{run_name}-{variant}"
         overrides = {} if variant is None else variant_overrides(variant, base.get("preset", "small"))
         cfg = {**base, **overrides, "run_name": name, "out": str(runs_dir() / name), "overwrite": True}
-        if launch == "independent":
+        if launch == "independent":  # the seeds' "6 independent models": one per GPU, seeds seed..seed+n-1
             for i in range(n):
-                sub = f"{name}-gpu{i}"
-                plan.append({"name": sub, "launch": launch, "gpus": [i],
-                             "config": {**cfg, "seed": int(cfg.get("seed", 0)) + i, "run_name": sub,
-                                        "out": str(runs_dir() / sub), "device": "cuda", "progress": False}})
-        elif launch == "ddp":
-            plan.append({"name": name, "launch": launch, "gpus": list(range(n)),
-                         "config": {**cfg, "device": "cuda", "progress": False}})
+                seed_i = int(cfg.get("seed", 0)) + i
+                sub = f"{name}-s{seed_i}"
+                plan.append({"name": sub, "group": name, "launch": launch, "gpus": [i],
+                             "config": {**cfg, "seed": seed_i, "run_name": sub, "out": str(runs_dir() / sub),
+                                        "progress": False}})
         else:
-            plan.append({"name": name, "launch": launch, "gpus": [], "config": cfg})
+            plan.append({"name": name, "group": name, "launch": launch,
+                         "gpus": list(range(n)) if launch == "ddp" else [], "config": cfg})
     return plan
 
 
-def _train_command(cfg_path: Path, nproc: int) -> list[str]:
-    if nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                "-m", "mswelu.train", "--config", str(cfg_path)]
-    return [sys.executable, "-m", "mswelu.train", "--config", str(cfg_path)]
-
-
 def execute_plan(plan: Sequence[dict[str, Any]]) -> dict[str, RunData]:
-    """Run a :func:`plan_launch` plan: single entries in this process, one after the other; ``ddp`` entries
-    through torchrun; ``independent`` entries as parallel processes, one GPU each. Raises if any fails."""
-    from mswelu.train import TrainConfig, train
+    """Run a :func:`plan_launch` plan through :func:`mswelu.launch.launch`: single entries in this process
+    one after the other, ``ddp`` entries as torchrun jobs, the ``independent`` runs of one variant all at
+    once (one GPU each). Raises if any run fails."""
+    from mswelu.launch import launch
 
-    runs: dict[str, RunData] = {}
-    procs: list[tuple[dict[str, Any], subprocess.Popen[bytes], Any]] = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for entry in plan:
-        tc = TrainConfig.coerce(entry["config"])
-        if entry["launch"] == "single":
-            train(tc)
-            runs[entry["name"]] = load_run(tc.out)
-            continue
-        out = Path(tc.out)
-        out.mkdir(parents=True, exist_ok=True)
-        cfg_path = out.parent / f".{out.name}.launch.yaml"
-        cfg_path.write_text(tc.to_yaml())
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(str(g) for g in entry["gpus"]))
-        log = open(out.parent / f".{out.name}.launch.log", "wb")  # noqa: SIM115 (closed below)
-        proc = subprocess.Popen(_train_command(cfg_path, len(entry["gpus"])), env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        procs.append((entry, proc, log))
-        if entry["launch"] == "ddp":  # one DDP job at a time: it uses all the GPUs
-            proc.wait()
-    failed = []
-    for entry, proc, log in procs:
-        proc.wait()
-        log.close()
-        if proc.returncode != 0:
-            failed.append(f"{entry['name']} (exit {proc.returncode}, log {log.name})")
+        groups.setdefault((entry["launch"], entry["group"]), []).append(entry)
+    runs: dict[str, RunData] = {}
+    for (mode, _), entries in groups.items():
+        if mode == "independent":
+            variants = [{"seed": e["config"]["seed"], "run_name": e["name"], "out": e["config"]["out"]}
+                        for e in entries]
+            launch("independent", base=entries[0]["config"], variants=variants, n_gpus=len(entries))
         else:
-            runs[entry["name"]] = load_run(entry["config"]["out"])
-    if failed:
-        raise RuntimeError("training failed: " + ", ".join(failed))
+            for e in entries:
+                launch(mode, base=e["config"], n_gpus=len(e["gpus"]) if mode == "ddp" else None)
+        for e in entries:
+            runs[e["name"]] = load_run(e["config"]["out"])
     return runs

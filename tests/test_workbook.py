@@ -101,7 +101,7 @@ def test_plan_launch_modes():
     ddp = wb.plan_launch(base, "main", launch="auto", visible_gpus=6)
     assert len(ddp) == 1 and ddp[0]["launch"] == "ddp" and ddp[0]["gpus"] == list(range(6))
     ind = wb.plan_launch(base, "six", launch="independent", n_gpus=6, visible_gpus=6)
-    assert [p["name"] for p in ind] == [f"six-gpu{i}" for i in range(6)]
+    assert [p["name"] for p in ind] == [f"six-s{i}" for i in range(3, 9)]
     assert [p["config"]["seed"] for p in ind] == [3, 4, 5, 6, 7, 8] and ind[2]["gpus"] == [2]
     var = wb.plan_launch(base, "cmp", launch="single", variants=["swelu", "silu"], visible_gpus=0)
     assert [(p["name"], p["config"]["activation"]) for p in var] == [("cmp-swelu", "swelu"),
