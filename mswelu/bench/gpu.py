@@ -152,6 +152,7 @@ def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimi
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
