@@ -111,7 +111,7 @@ class TrainConfig:
     muon_momentum: float = 0.95
     seed: int = 0
     eval_every: int = 200  # steps; 0 = only at the end
-    eval_batches: int = 20  # micro-batches per rank
+    eval_batches: int = 20  # global batches (of batch_size sequences) per evaluation
     log_every: int = 10
     ckpt_every: int = 500  # steps; 0 = only at the end (and on interrupt)
     keep_checkpoints: int = 3

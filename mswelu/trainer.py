@@ -135,7 +135,7 @@ class Trainer:
         if cfg.resume:
             resume_from, skipped = self._find_resume(cfg.resume, out)
             if resume_from is not None:
-                self._check_compatible(resume_from, info)
+                self._check_compatible(resume_from, info, meta)
         if nonempty and resume_from is None:
             if cfg.resume == "auto" and not skipped and not (out / "checkpoints").exists():
                 pass  # "auto" with nothing to resume from: start fresh in place
@@ -182,8 +182,19 @@ class Trainer:
             return found, skipped
         raise ValueError(f"cannot resume: {path} does not exist")
 
-    def _check_compatible(self, path: Path, info: du.DistInfo) -> None:
+    def _check_compatible(self, path: Path, info: du.DistInfo, meta: dict[str, Any]) -> None:
         from mswelu.train import _NUMERIC_CHANGES, RESUMABLE_CHANGES
+
+        state = json.loads((path / "trainer_state.json").read_text())
+        try:
+            seen = state["ranks"][0]["loaders"][0].get("fingerprint")
+        except (KeyError, IndexError, TypeError):
+            seen = None
+        if seen is not None and meta.get("fingerprint") is not None and seen != meta["fingerprint"]:
+            raise ValueError(
+                f"cannot resume from {path}: it was trained on a dataset with fingerprint {seen!r}, "
+                f"the data folder now holds {meta['fingerprint']!r}"
+            )
 
         old = ckpt.read_checkpoint_config(path)
         new = self.cfg.to_dict()
@@ -437,8 +448,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation loss over the first ``eval_batches`` global batches of the val split (the same windows
-        every time, independent of the number of ranks), perplexity and bits per byte."""
+        """Validation loss over the first ``eval_batches x batch_size`` windows of the val split (the same
+        windows every time, however the batch is split over ranks and micro-batches), perplexity and bits
+        per byte."""
         from mswelu.data import TokenLoader, bits_per_byte
 
         self.eval_model.eval()
@@ -452,7 +464,8 @@ class Trainer:
             mode="sequential",
         )
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for window in loader.iter_eval_batches(max_batches=self.cfg.eval_batches * self.info.world_size):
+        n_batches = self.cfg.eval_batches * self.accum * self.info.world_size  # of micro size, over all ranks
+        for window in loader.iter_eval_batches(max_batches=n_batches):
             window = window.to(self.device)
             n = window[:, 1:].numel()
             total[0] += float(self.loss_on(self.eval_model, window)) * n

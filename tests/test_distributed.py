@@ -67,6 +67,7 @@ def _lines(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
     data = _byte_dataset(tmp_path / "data")
     one = train(_cfg(data, tmp_path / "one"))
@@ -133,6 +134,7 @@ def test_expand_variants_names_and_merges(tmp_path: Path) -> None:
         expand_variants(base, [{"optimizer": "sgd"}])
 
 
+@pytest.mark.slow
 def test_independent_runs_side_by_side_and_failures_are_loud(tmp_path: Path) -> None:
     from mswelu.launch import launch
 

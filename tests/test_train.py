@@ -116,6 +116,7 @@ def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     return summary, out
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_embedded_data(embedded_run: tuple[dict, Path]) -> None:
     summary, out = embedded_run
     train_lines, val_lines = read_metrics(out)
@@ -127,6 +128,7 @@ def test_loss_decreases_on_embedded_data(embedded_run: tuple[dict, Path]) -> Non
     assert summary["steps"] == 24 and summary["tokens"] == 24 * 4 * 32
 
 
+@pytest.mark.slow
 def test_metrics_checkpoints_and_final_model(embedded_run: tuple[dict, Path]) -> None:
     from mswelu.data import load_meta
     from mswelu.modeling import MambaSWELUForCausalLM
@@ -214,6 +216,7 @@ def test_killed_run_resumes_from_previous_complete_checkpoint(byte_data: Path, t
     assert steps == [1, 2, 3, 4, 5, 6]  # no step logged twice
 
 
+@pytest.mark.slow
 def test_sigterm_writes_checkpoint_and_exits(byte_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "sig"
     cmd = [
