@@ -314,6 +314,16 @@ def loss_at_fraction(curve: pd.DataFrame, fraction: float, x: str = "tokens", y:
 
 
 # --------------------------------------------------------------------------- claims
+def _tokens(n: float) -> str:
+    """``"620M tokens"``, ``"3.1B tokens"``, ``"384 tokens"``."""
+    if not math.isfinite(n):
+        return "? tokens"
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit} tokens"
+    return f"{n:.0f} tokens"
+
+
 def _verdict(estimate: float, se: float, claimed: float, n_min: int, z: float = 2.0) -> tuple[str, str]:
     """supported / not supported / inconclusive for "improvement is (at least) ``claimed``".
 
@@ -355,6 +365,7 @@ def claims_check(
     fixed: str = "swelu-fixed",
     value: str = "val_loss",
     scale: str | None = None,
+    min_tokens: float = 100_000,
 ) -> pd.DataFrame:
     """Check each seed claim against this run's measurements.
 
@@ -365,6 +376,8 @@ def claims_check(
             the "4.6 at 20%" and "faster convergence" claims).
         swelu, silu_variant, fixed: variant names of learnable SWELU, SiLU and SWELU with k fixed.
         scale: a sentence on the scale of this comparison (defaults to one built from ``results``).
+        min_tokens: below this many training tokens per model every verdict is "inconclusive" (the runs
+            are too short to judge anything; the measurements are still shown).
 
     Returns:
         DataFrame with columns claim, seed says, measured, verdict, why, caveat.
@@ -377,7 +390,7 @@ def claims_check(
         if "params" in results.columns and results.params.notna().any():
             bits.append(f"{results.params.max() / 1e6:.1f}M parameters")
         if "tokens" in results.columns and results.tokens.notna().any():
-            bits.append(f"{results.tokens.max() / 1e6:.2f}M tokens per model")
+            bits.append(f"{_tokens(float(results.tokens.max()))} per model")
         seed_scale = f"the seeds' ~124M parameters and {SEED_CLAIMS['seed_tokens_total'] / 1e9:.1f}B tokens"
         scale = (f"measured at {', '.join(bits) or 'this run’s scale'} vs {seed_scale}; "
                  "effects at small scale need not hold at large scale (nor the reverse)")
@@ -401,6 +414,13 @@ def claims_check(
 
     rows.append(_claim_loss_at_20(curves, swelu, scale))
     rows.append(_claim_convergence(results, curves, swelu, silu_variant, value, scale))
+    trained = float(results["tokens"].max()) if "tokens" in results.columns else float("nan")
+    if math.isfinite(trained) and trained < min_tokens:
+        for row in rows:
+            if row["verdict"] != "inconclusive":
+                row["why"] = (f"too short to judge ({_tokens(trained)} per model < {_tokens(min_tokens)}); "
+                              f"the measurement alone would say {row['verdict']!r}: {row['why']}")
+                row["verdict"] = "inconclusive"
     return pd.DataFrame(rows, columns=["claim", "seed says", "measured", "verdict", "why", "caveat"])
 
 
@@ -419,10 +439,10 @@ def _claim_loss_at_20(curves: pd.DataFrame | None, swelu: str, scale: str) -> di
                 "why": "no evaluation at or before 20% of training"}
     m = float(np.mean(per_seed))
     s = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
-    measured = f"val loss {mean_spread(m, s)} at 20% = {0.2 * total / 1e6:.2f}M tokens"
+    measured = f"val loss {mean_spread(m, s)} at 20% = {_tokens(0.2 * total)}"
     if 0.2 * total < 0.5 * seed_tokens:
-        why = (f"not comparable: 20% of this run is {0.2 * total / 1e6:.2f}M tokens vs the seeds' "
-               f"{seed_tokens / 1e6:.0f}M, and losses on other data or tokenizers do not compare")
+        why = (f"not comparable: 20% of this run is {_tokens(0.2 * total)} vs the seeds' "
+               f"{_tokens(seed_tokens)}, and losses on other data or tokenizers do not compare")
         return {**claim, "measured": measured, "verdict": "inconclusive", "why": why}
     se = s / math.sqrt(len(per_seed)) if math.isfinite(s) else float("nan")
     if not math.isfinite(se):

@@ -148,7 +148,7 @@ def test_claims_check_supported_not_supported_inconclusive():
     res = pd.DataFrame(rows)
     curves = pd.concat([_curves("swelu", s, 3.0, 0.5) for s in range(3)]
                        + [_curves("silu", s, 4.0) for s in range(3)])
-    out = A.claims_check(res, curves).set_index("claim")
+    out = A.claims_check(res, curves, min_tokens=0).set_index("claim")
     assert list(out.columns) == ["seed says", "measured", "verdict", "why", "caveat"]
     assert out.loc["SWELU 22% better than SiLU", "verdict"] == "supported"
     assert "+25.0%" in out.loc["SWELU 22% better than SiLU", "measured"]
@@ -157,7 +157,11 @@ def test_claims_check_supported_not_supported_inconclusive():
     assert out.loc['loss 4.6 "at 20%" of training', "verdict"] == "inconclusive"
     conv = out.loc["30-40% faster convergence than SiLU"]
     assert conv["verdict"] == "supported"  # SWELU reaches SiLU's final loss far earlier
-    assert "1.0M parameters" in conv["caveat"]
+    assert "1.0M parameters" in conv["caveat"] and "1k tokens per model" in conv["caveat"]
+    # the same runs are far too short for any verdict by default
+    short = A.claims_check(res, curves).set_index("claim")
+    assert (short.verdict == "inconclusive").all()
+    assert "too short to judge" in short.loc["SWELU 22% better than SiLU", "why"]
 
 
 def test_claims_check_one_seed_is_inconclusive_and_missing_variants():
@@ -175,7 +179,7 @@ def test_claims_check_worse_swelu_is_not_supported():
                         "val_loss": [4.1, 4.12, 4.11, 4.0, 4.01, 4.02]})
     curves = pd.concat([_curves("swelu", s, 4.1) for s in range(3)]
                        + [_curves("silu", s, 4.0) for s in range(3)])
-    out = A.claims_check(res, curves).set_index("claim")
+    out = A.claims_check(res, curves, min_tokens=0).set_index("claim")
     assert out.loc["SWELU 22% better than SiLU", "verdict"] == "not supported"
     conv = out.loc["30-40% faster convergence than SiLU"]
     assert conv["verdict"] == "not supported" and "never reached" in conv["why"]
