@@ -12,6 +12,19 @@ Activation slots (all follow ``activation``):
 - after each mixer, before the residual add (``post_mixer_act``);
 - after each of the 3 dense layers;
 - in the MLP of an attention block (``attn_mlp_expand > 0``).
+
+An ``A`` block is pre-norm causal self-attention plus, by default, a pre-norm MLP ``d -> 2d -> d``:
+a Mamba block mixes channels itself (gate + projections, ~6.3 d^2 weights), attention alone does
+not (4 d^2), so attention + MLP(expand 2) (8 d^2) is the closer like-for-like hybrid layer.
+
+True parameter counts (tied head counted once) and k counts of the presets:
+
+    preset        params        k   embeddings  positions  blocks      dense
+    seed-124m     100,917,263   15  51,463,168  1,048,576  40,009,740  8,393,731
+    mamba-130m    129,135,360    0  38,615,040  -          90,519,552  -
+    small          15,210,507   11  12,865,792     65,536   1,753,096    525,571
+    hybrid-small   15,384,585    9  12,865,792     65,536   1,927,174    525,571
+    tiny              139,719    7      32,768      8,192      65,540     33,091   (vocab 512)
 """
 
 from __future__ import annotations
