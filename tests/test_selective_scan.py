@@ -217,3 +217,18 @@ def test_autocast_does_not_lower_the_scan_precision():
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
     for g, rg in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, rg, rtol=1e-6, atol=1e-6)
+
+
+def test_benchmark_json_output(capsys):
+    import json
+
+    from mswelu.bench import scan as bench
+
+    args = ["--json", "--length", "8", "--d-inner", "16", "--d-state", "4", "--repeats", "1", "--no-memory"]
+    assert bench.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["benchmark"] == "scan"
+    assert set(report["results"]) == {"mswelu", "transformers_loop", "mambapy_pscan"}
+    assert report["results"]["mswelu"]["max_rel_diff_vs_transformers_loop"] < 1e-4
+    assert report["results"]["mambapy_pscan"]["max_rel_diff_vs_transformers_loop"] < 1e-4
+    assert report["ratios"]["speedup_vs_mambapy_pscan"] > 0

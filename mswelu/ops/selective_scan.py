@@ -11,6 +11,7 @@ Both take the arguments of mamba_ssm's ``selective_scan_fn`` / ``selective_scan_
     out    = y * silu(z)                                     (if z is given)
 
 and return ``out`` in u's dtype (plus the fp32 last state ``h_l`` if ``return_last_state``).
+The arithmetic is fp32 whatever the input dtype or autocast (fp64 inputs stay fp64, for gradcheck).
 
 Why a custom autograd function: plain autograd over the recurrence keeps several (b, d, l, n)
 fp32 tensors per layer alive (exp(delta A), delta B u, every state), which dominates CPU memory;
@@ -20,7 +21,8 @@ sequence in chunks of ``chunk_size`` steps, keeps only the state at each chunk b
 (b, d, l) inputs), and in backward recomputes one chunk's states at a time and runs the adjoint
 recurrence analytically. Within a chunk everything except the two length-``chunk`` recurrences is
 batched tensor work, and each recurrence step is a single in-place ``addcmul`` on a contiguous
-(b, d, n) slice.
+(b, d, n) slice. ``python -m mswelu.bench scan`` measures it against transformers' slow-path loop
+and mambapy's parallel scan.
 """
 
 from __future__ import annotations
@@ -322,7 +324,7 @@ def selective_scan(
     return_last_state: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan with mamba_ssm's ``selective_scan_fn`` signature, fp32 inside.
+    """Selective scan with mamba_ssm's ``selective_scan_fn`` signature, fp32 inside (fp64 stays fp64).
 
     Input-dependent B and C of shape (b, n, l) (the Mamba-1 case) take the chunked fast path;
     the other layouts ((d, n) and grouped (b, g, n, l)) run :func:`selective_scan_ref`.
