@@ -295,15 +295,27 @@ def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags mirror :class:`TrainConfig` fields (``--max-steps`` for ``max_steps``); given flags win over
-    ``--config``; ``--set model.KEY=VALUE`` (YAML value) overrides the model config."""
+    ``--config``; ``--set KEY=VALUE`` (YAML value) overrides the model config."""
     p = argparse.ArgumentParser(
-        prog="python -m mswelu.train", description=__doc__.splitlines()[0], argument_default=argparse.SUPPRESS
+        prog="python -m mswelu.train",
+        description="Train a mswelu model (or a gpt2 / pythia baseline); flags mirror TrainConfig fields.",
+        argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--config", help="YAML or JSON file with TrainConfig fields")
     ints = {"max_steps", "max_tokens", "micro_batch_size"}
+    choices = {
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+        "device": DEVICES,
+        "dtype": DTYPES,
+        "activation": ACTIVATIONS,
+        "strategy": STRATEGIES,
+    }
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
+        hint = f"one of {', '.join(choices[f.name])}; " if f.name in choices else ""
+        helps = {"help": f"{hint}default {default!r}" if f.name != "model" else None}
         if f.name == "model":
             p.add_argument(
                 "--set",
@@ -313,17 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
                 help="model config override, e.g. --set d_model=512 --set layer_pattern=MAMA",
             )
         elif f.name == "betas":
-            p.add_argument(flag, nargs=2, type=float, metavar=("BETA1", "BETA2"))
+            p.add_argument(flag, nargs=2, type=float, metavar=("BETA1", "BETA2"), help="default 0.9 0.95")
         elif isinstance(default, bool):
-            p.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL")
+            p.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL", **helps)
         elif f.name in ints:
-            p.add_argument(flag, type=_optional(int))
+            p.add_argument(flag, type=_optional(int), **helps)
         elif isinstance(default, int):
-            p.add_argument(flag, type=int)
+            p.add_argument(flag, type=int, **helps)
         elif isinstance(default, float):
-            p.add_argument(flag, type=float)
+            p.add_argument(flag, type=float, **helps)
         else:
-            p.add_argument(flag, type=_optional(str))
+            p.add_argument(flag, type=_optional(str), **helps)
     return p
 
 

@@ -362,6 +362,11 @@ def test_existing_run_is_never_overwritten_by_mistake(byte_data: Path, tmp_path:
         train(tiny_cfg(byte_data, out, max_steps=4, seq_len=32, resume="auto"))
     with pytest.raises(ValueError, match="incompatible config.*optimizer"):
         train(tiny_cfg(byte_data, out, max_steps=4, optimizer="muon", resume="auto"))
+    other = write_byte_dataset(tmp_path / "other-data", n_tokens=30_000)
+    meta = json.loads((other / "meta.json").read_text())
+    (other / "meta.json").write_text(json.dumps({**meta, "fingerprint": "another-corpus"}))
+    with pytest.raises(ValueError, match="fingerprint"):
+        train(tiny_cfg(other, out, max_steps=4, resume="auto"))
     bad = out / "checkpoints" / "step_0000002" / "optimizer.pt"
     good_bytes = bad.read_bytes()
     bad.write_bytes(good_bytes[:-1] + bytes([good_bytes[-1] ^ 1]))
