@@ -13,8 +13,8 @@ backward, fp32, ``torch.set_num_threads(threads)``, training mode, no kernels in
 - ``transformers_slow``: ``MambaForCausalLM`` default CPU path (a Python loop over time steps);
 - ``transformers_mambapy``: the same with ``use_mambapy=True`` (mambapy's parallel scan).
 
-Each side runs one warm-up step (excluded), then the best of ``--repeats`` timed steps
-(``--slow-repeats`` for the slow loop, default 1: one step takes tens of seconds).
+Each side runs one warm-up step (excluded), then the best of ``--repeats`` timed steps, ours and
+mambapy's taking turns (``--slow-repeats`` for the slow loop, default 1: a step takes minutes).
 Goal: ``mswelu`` at least 1.5x the tokens/s of the faster transformers variant.
 """
 
@@ -42,15 +42,21 @@ def _step(model: torch.nn.Module, ids: torch.Tensor) -> float:
     return float(loss.detach())
 
 
-def _time(model: torch.nn.Module, ids: torch.Tensor, repeats: int) -> dict[str, float]:
-    _step(model, ids)  # warm-up: lazy init, allocator, thread pool
-    times = []
+def _time(models: dict[str, torch.nn.Module], ids: torch.Tensor, repeats: int) -> dict[str, dict[str, float]]:
+    """Best-of-``repeats`` step time per model; the models take turns, so a change in machine load
+    between repeats hits all of them alike."""
+    for model in models.values():
+        _step(model, ids)  # warm-up: lazy init, allocator, thread pool
+    times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        _step(model, ids)
-        times.append(time.perf_counter() - t0)
-    best = min(times)
-    return {"seconds": best, "tokens_per_s": ids.numel() / best, "repeats": repeats}
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            _step(model, ids)
+            times[name].append(time.perf_counter() - t0)
+    return {
+        name: {"seconds": min(ts), "tokens_per_s": ids.numel() / min(ts), "repeats": repeats}
+        for name, ts in times.items()
+    }
 
 
 def run(
@@ -90,12 +96,9 @@ def run(
     if abs(losses["mswelu"] - losses["fast"]) > 1e-4 * abs(losses["mswelu"]):
         raise RuntimeError(f"the models disagree before timing: losses {losses}")
 
-    results = {
-        "mswelu": _time(ours, ids, repeats),
-        "transformers_mambapy": _time(fast, ids, repeats),
-    }
+    results = _time({"mswelu": ours, "transformers_mambapy": fast}, ids, repeats)
     if slow:
-        results["transformers_slow"] = _time(slow_model, ids, slow_repeats)
+        results.update(_time({"transformers_slow": slow_model}, ids, slow_repeats))
     results["config"] = {
         "layers": layers,
         "d_model": d_model,
