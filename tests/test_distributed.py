@@ -158,3 +158,14 @@ def test_independent_runs_side_by_side_and_failures_are_loud(tmp_path: Path) -> 
             poll_s=0.5,
             progress=False,
         )
+
+
+def test_auto_mode_without_gpus_runs_in_process(tmp_path: Path) -> None:
+    from mswelu.launch import launch
+
+    data = _byte_dataset(tmp_path / "data")
+    base = {**_cfg(data, tmp_path / "runs" / "auto"), "max_steps": 1, "eval_every": 0}
+    results = launch("auto", base=base, seeds=[3, 4], n_gpus=0, progress=False)
+    assert [(r["run_name"], r["seed"], r["steps"]) for r in results] == [("auto-s3", 3, 1), ("auto-s4", 4, 1)]
+    with pytest.raises(ValueError, match="unknown mode"):
+        launch("mpi", base=base)
