@@ -100,7 +100,8 @@ def expand_variants(
         if name in names:
             raise ValueError(f"two variants map to the run name {name!r}; give them distinct run_name values")
         names.add(name)
-        cfg = cfg.replace(run_name=name, out=str(v.get("out") or root / name))
+        out = v.get("out") or (base_cfg.out if len(variants) == 1 and base_cfg.out else root / name)
+        cfg = cfg.replace(run_name=name, out=str(out))
         cfg.validate()
         cfgs.append(cfg)
     return cfgs

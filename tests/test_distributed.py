@@ -132,6 +132,8 @@ def test_expand_variants_names_and_merges(tmp_path: Path) -> None:
     assert all(Path(c.out).parent == tmp_path for c in cfgs)
     with pytest.raises(ValueError, match="unknown optimizer"):
         expand_variants(base, [{"optimizer": "sgd"}])
+    one = expand_variants({"preset": "tiny", "out": str(tmp_path / "here"), "run_name": "named"})
+    assert [(c.run_name, c.out) for c in one] == [("named", str(tmp_path / "here"))]
 
 
 @pytest.mark.slow
