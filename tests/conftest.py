@@ -19,3 +19,11 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def embedded_data():
+    """The embedded default corpus, capped small, prepared once per test session (a dataset folder)."""
+    from mswelu.data import default_dataset
+
+    return default_dataset(max_tokens=60_000)
