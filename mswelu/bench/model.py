@@ -16,6 +16,11 @@ backward, fp32, ``torch.set_num_threads(threads)``, training mode, no kernels in
 Each side runs one warm-up step (excluded), then the best of ``--repeats`` timed steps, ours and
 mambapy's taking turns (``--slow-repeats`` for the slow loop, default 1: a step takes minutes).
 Goal: ``mswelu`` at least 1.5x the tokens/s of the faster transformers variant.
+
+Subnormal floats: late in the backward pass the scan adjoints underflow into subnormal numbers,
+which x86 CPUs multiply up to ~100x slower (measured here: our step 11 s -> 4.5 s). The benchmark
+therefore runs every side with ``torch.set_flush_denormal(True)`` (what a CPU training run should
+do; it changes no result that matters) unless ``--keep-denormals`` is given.
 """
 
 from __future__ import annotations
@@ -70,8 +75,10 @@ def run(
     threads: int = 2,
     seed: int = 0,
     slow: bool = True,
+    flush_denormal: bool = True,
 ) -> dict:
     torch.set_num_threads(threads)
+    flushed = torch.set_flush_denormal(flush_denormal) and flush_denormal
     torch.manual_seed(seed)
     config = MambaSWELUConfig.from_preset(
         "mamba-130m",
@@ -106,6 +113,7 @@ def run(
         "batch": batch,
         "vocab_size": config.vocab_size,
         "threads": threads,
+        "flush_denormal": flushed,
         "params": sum(p.numel() for p in ours.parameters()),
         "loss_at_init": losses["mswelu"],
     }
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-slow", action="store_true", help="skip the slow loop (diagnostics only)")
+    parser.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats to zero")
     args = parser.parse_args(argv)
     for name in ("layers", "d_model", "seq_len", "batch", "vocab_size", "repeats", "slow_repeats", "threads"):
         if getattr(args, name) < 1:
@@ -146,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         slow_repeats=args.slow_repeats,
         threads=args.threads,
         slow=not args.no_slow,
+        flush_denormal=not args.keep_denormals,
     )
     if args.json:
         print(json.dumps(out))
@@ -153,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     res, cfg = out["results"], out["results"]["config"]
     print(
         f"model benchmark: {cfg['layers']} x d_model {cfg['d_model']}, vocab {cfg['vocab_size']}, "
-        f"B={cfg['batch']} L={cfg['seq_len']}, {cfg['threads']} threads, fwd+bwd, {cfg['params']:,} params"
+        f"B={cfg['batch']} L={cfg['seq_len']}, {cfg['threads']} threads, fwd+bwd, {cfg['params']:,} params, "
+        f"flush denormals {cfg['flush_denormal']}"
     )
     for name in ("mswelu", "transformers_mambapy", "transformers_slow"):
         if name not in res:
