@@ -35,6 +35,19 @@ def test_running_then_complete_writes_metrics_and_index(tmp_path):
         assert shown in row
 
 
+def test_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        Report("perm", "n", {}, root=tmp_path, register_hook=False).finish({})
+    finally:
+        os.umask(old)
+    for name in ("report.html", "metrics.json", "report.json"):
+        assert stat.S_IMODE((tmp_path / "perm" / name).stat().st_mode) == 0o644, name
+
+
 def test_new_report_removes_stale_metrics(tmp_path):
     Report("r", "02.ipynb", {}, root=tmp_path, register_hook=False).finish({"final_val_loss": 1.0})
     assert (tmp_path / "r" / "metrics.json").exists()
