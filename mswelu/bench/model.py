@@ -64,7 +64,18 @@ def _time(models: dict[str, torch.nn.Module], ids: torch.Tensor, repeats: int) -
     }
 
 
-def run(
+def run(**kwargs) -> dict:
+    """:func:`_run` with the process-wide thread count and denormal mode restored afterwards
+    (flush-denormal back to PyTorch's default, off)."""
+    threads = torch.get_num_threads()
+    try:
+        return _run(**kwargs)
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+
+
+def _run(
     layers: int = 4,
     d_model: int = 256,
     seq_len: int = 256,
