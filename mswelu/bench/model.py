@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import torch
 from transformers import MambaForCausalLM
@@ -64,7 +65,7 @@ def _time(models: dict[str, torch.nn.Module], ids: torch.Tensor, repeats: int) -
     }
 
 
-def run(**kwargs) -> dict:
+def run(**kwargs: Any) -> dict:
     """:func:`_run` with the process-wide thread count and denormal mode restored afterwards
     (flush-denormal back to PyTorch's default, off)."""
     threads = torch.get_num_threads()
