@@ -17,10 +17,11 @@ Each side runs one warm-up step (excluded), then the best of ``--repeats`` timed
 mambapy's taking turns (``--slow-repeats`` for the slow loop, default 1: a step takes minutes).
 Goal: ``mswelu`` at least 1.5x the tokens/s of the faster transformers variant.
 
-Subnormal floats: late in the backward pass the scan adjoints underflow into subnormal numbers,
-which x86 CPUs multiply up to ~100x slower (measured here: our step 11 s -> 4.5 s). The benchmark
-therefore runs every side with ``torch.set_flush_denormal(True)`` (what a CPU training run should
-do; it changes no result that matters) unless ``--keep-denormals`` is given.
+Subnormal floats: the scan's backward produces subnormal numbers, which x86 CPUs can process
+much more slowly. On the shared, loaded 2-core machine our step went from 11 s to 4.5 s with
+flushing (mambapy's from ~8 s to ~6-8 s); on the same machine when quiet it made no difference
+(1.07 s vs 1.25 s). The benchmark runs every side with ``torch.set_flush_denormal(True)`` (harmless
+for training) unless ``--keep-denormals`` is given, and restores the default afterwards.
 """
 
 from __future__ import annotations
