@@ -41,3 +41,13 @@ def reports_dir() -> Path:
 def cache_dir() -> Path:
     """Downloaded or extracted raw inputs (``MSWELU_CACHE`` or ``~/.cache/mswelu``)."""
     return Path(os.environ.get("MSWELU_CACHE", Path.home() / ".cache" / "mswelu")).expanduser()
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` relative to the project root when it lies inside it (for notebook outputs and reports,
+    which are committed and shared and should not carry one machine's absolute paths)."""
+    p = Path(path).expanduser().resolve()
+    try:
+        return str(p.relative_to(project_root()))
+    except ValueError:
+        return str(p)
