@@ -327,8 +327,8 @@ def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> 
 PROFILES: dict[str, dict[str, Any]] = {
     "nbval": {"preset": "tiny", "max_steps": 12, "batch_size": 4, "seq_len": 32, "lr": 3e-3, "warmup": 2,
               "eval_every": 6, "eval_batches": 2, "log_every": 2, "ckpt_every": 0},
-    "cpu-10min": {"preset": "small", "max_steps": 160, "batch_size": 8, "seq_len": 64, "lr": 2e-3,
-                  "warmup": 20, "eval_every": 50, "eval_batches": 4, "log_every": 5, "ckpt_every": 100},
+    "cpu-10min": {"preset": "small", "max_steps": 300, "batch_size": 8, "seq_len": 128, "lr": 1e-3,
+                  "warmup": 30, "eval_every": 50, "eval_batches": 4, "log_every": 5, "ckpt_every": 100},
     "gpu": {"preset": "seed-124m", "max_steps": 5000, "batch_size": 16, "seq_len": 1024, "lr": 6e-4,
             "warmup": 200, "eval_every": 500, "eval_batches": 20, "log_every": 20, "ckpt_every": 1000},
 }
