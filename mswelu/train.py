@@ -29,42 +29,7 @@ DTYPES = ("auto", "bf16", "fp32")
 STRATEGIES = ("ddp",)
 ACTIVATIONS = ("swelu", "swelu-fixed", "silu")
 
-# Fields that may change between a run and its resumption (they do not change what was computed so far,
-# nor what the checkpoint holds). Every other field must match the checkpoint's config.
-RESUMABLE_CHANGES = frozenset(
-    {
-        "max_steps",
-        "max_tokens",
-        "eval_every",
-        "eval_batches",
-        "log_every",
-        "ckpt_every",
-        "keep_checkpoints",
-        "resume",
-        "overwrite",
-        "progress",
-        "tensorboard",
-        "max_consecutive_nonfinite",
-        "device",
-        "compile",
-        "run_name",
-        "out",
-        "data",
-        "lr",
-        "min_lr_ratio",
-        "weight_decay",
-        "betas",
-        "eps",
-        "grad_clip",
-        "schedule",
-        "warmup",
-        "decay_fraction",
-        "k_lr_scale",
-        "muon_momentum",
-        "dtype",
-    }
-)
-# Of those, the ones that change the numbers from here on (reported as a warning on resume).
+# Fields whose change on resume alters the numbers from here on (allowed, reported as a warning).
 _NUMERIC_CHANGES = (
     "lr",
     "min_lr_ratio",
@@ -81,6 +46,25 @@ _NUMERIC_CHANGES = (
     "max_steps",
     "max_tokens",
 )
+# Fields that may change between a run and its resumption (they do not change what was computed so far,
+# nor what the checkpoint holds). Every other field must match the checkpoint's config.
+RESUMABLE_CHANGES = frozenset(_NUMERIC_CHANGES) | {
+    "eval_every",
+    "eval_batches",
+    "log_every",
+    "ckpt_every",
+    "keep_checkpoints",
+    "resume",
+    "overwrite",
+    "progress",
+    "tensorboard",
+    "max_consecutive_nonfinite",
+    "device",
+    "compile",
+    "run_name",
+    "out",
+    "data",
+}
 
 
 @dataclass
