@@ -207,17 +207,23 @@ def rounded(value: Any, digits: int = 2) -> Any:
 
 
 # --------------------------------------------------------------------------- plots
+def _figure_and_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """``ax`` and its figure, or a new figure of ``figsize`` when ``ax`` is None (every plot helper takes
+    an optional ``ax`` so notebooks can put several plots side by side)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        return plt.subplots(figsize=figsize)
+    return ax.figure, ax
+
+
 def plot_loss(runs: Mapping[str, RunData] | RunData, x: str = "tokens", val: bool = True, smooth: int = 1,
               ax: Any = None, title: str | None = None) -> Any:
     """Training loss (and validation loss, dashed, with markers) against ``x`` ("tokens" or "step")."""
-    import matplotlib.pyplot as plt
 
     if isinstance(runs, RunData):
         runs = {runs.name: runs}
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (7, 4))
     for i, (label, run) in enumerate(runs.items()):
         color = f"C{i % 10}"
         tr = run.train
@@ -241,10 +247,7 @@ def plot_k_trajectories(k: pd.DataFrame, ax: Any = None, title: str = "SWELU k d
     """One line per activation; colour by group (in-mixer, post-mixer, dense), shade by depth."""
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (7, 4))
     cmaps = {"in-mixer": "Blues", "post-mixer": "Greens", "dense": "Oranges", "attention": "Purples",
              "other": "Greys"}
     groups: dict[str, list[str]] = {}
@@ -272,10 +275,7 @@ def plot_activation_shapes(k_values: Mapping[str, Any], z: Sequence[float] | Non
     import matplotlib.pyplot as plt
 
     curves = analysis.activation_curves(k_values, z)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (7, 4))
     cmaps = {"in-mixer": "Blues", "post-mixer": "Greens", "dense": "Oranges"}
     names = [c for c in curves.columns if c != "silu"]
     for j, col in enumerate(names):
@@ -298,14 +298,10 @@ def plot_activation_shapes(k_values: Mapping[str, Any], z: Sequence[float] | Non
 
 def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> Any:
     """Training throughput per logged step."""
-    import matplotlib.pyplot as plt
 
     if isinstance(runs, RunData):
         runs = {runs.name: runs}
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 3))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (7, 3))
     for i, (label, run) in enumerate(runs.items()):
         tr = run.train
         if not tr.empty:
