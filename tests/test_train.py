@@ -97,21 +97,7 @@ def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     data = default_dataset(max_tokens=60_000)
     out = tmp_path_factory.mktemp("runs") / "embedded"
     summary = train(
-        dict(
-            preset="tiny",
-            data=str(data),
-            out=str(out),
-            max_steps=24,
-            batch_size=4,
-            seq_len=32,
-            lr=4e-3,
-            warmup=3,
-            eval_every=12,
-            eval_batches=1,
-            log_every=1,
-            ckpt_every=12,
-            progress=False,
-        )
+        tiny_cfg(data, out, max_steps=24, seq_len=32, lr=4e-3, warmup=3, eval_every=12, ckpt_every=12)
     )
     return summary, out
 
