@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from mswelu.hf_compat import cache_kwarg, output_cache
+
 __all__ = [
     "SamplingConfig",
     "apply_command",
@@ -128,17 +130,10 @@ def max_context(model: Any) -> int | None:
 
 
 def _forward(model: Any, ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-    """Last-position logits and the updated cache (Mamba ``cache_params`` or HF ``past_key_values``)."""
-    if cache is None:
-        out = model(input_ids=ids, use_cache=True)
-    elif getattr(model.config, "model_type", "") == "mamba_swelu":
-        out = model(input_ids=ids, cache_params=cache, use_cache=True)
-    else:
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True)
-    new_cache = getattr(out, "cache_params", None)
-    if new_cache is None:
-        new_cache = getattr(out, "past_key_values", None)
-    return out.logits[:, -1, :], new_cache
+    """Last-position logits and the updated cache (under whatever name the installed transformers uses)."""
+    kwargs = {} if cache is None else {cache_kwarg(model): cache}
+    out = model(input_ids=ids, use_cache=True, **kwargs)
+    return out.logits[:, -1, :], output_cache(out)
 
 
 @torch.inference_mode()

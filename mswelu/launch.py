@@ -22,13 +22,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mswelu import progress
 from mswelu.train import TrainConfig
 
 MODES = ("auto", "single", "ddp", "independent")
@@ -190,10 +191,12 @@ def watch(
     timeout_s: float | None = None,
     progress: bool = True,
     on_failure: str = "stop",
+    on_metrics: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Start ``handles``, one per free slot (a slot is a ``CUDA_VISIBLE_DEVICES`` value, or None to leave the
     environment as is), follow their metrics, return their summaries. A run that exits non-zero raises
-    RuntimeError (after stopping the others when ``on_failure="stop"``)."""
+    RuntimeError (after stopping the others when ``on_failure="stop"``). Each new metrics record is passed
+    to ``on_metrics(run_name, record)`` and, with ``progress``, printed as a progress line."""
     from tqdm.auto import tqdm
 
     if on_failure not in ("stop", "continue"):
@@ -229,8 +232,9 @@ def watch(
             time.sleep(poll_s)
             for h in list(running):
                 record = _read_last_record(h.run_dir / "metrics.jsonl")
-                if record.get("step") is not None:
+                if record.get("step") is not None and record != h.last:
                     h.last = record
+                    _report_record(h, record, bars[h.name] if progress else None, on_metrics)
                     bar = bars[h.name]
                     bar.n = int(record["step"])
                     if "loss" in record:
@@ -281,6 +285,24 @@ def watch(
     return results
 
 
+def _report_record(h: RunHandle, record: dict[str, Any], bar: Any,
+                   on_metrics: Callable[[str, dict[str, Any]], None] | None) -> None:
+    """A child run's newest metrics record: to ``on_metrics`` and, with a bar, as a progress line."""
+    if on_metrics is not None:
+        on_metrics(h.name, record)
+    if bar is None:
+        return
+    total = h.cfg.total_steps()
+    if "val_loss" in record:
+        progress.say(progress.format_eval(h.name, int(record["step"]), total, record["val_loss"],
+                                          record.get("val_bpb")), bar)
+    elif "loss" in record:
+        rate = record.get("tokens_per_s")
+        left = (total - int(record["step"])) * h.cfg.tokens_per_step() / rate if rate else None
+        progress.say(progress.format_step(h.name, int(record["step"]), total, record["loss"], rate, left),
+                     bar)
+
+
 def launch(
     mode: str = "auto",
     base: TrainConfig | dict[str, Any] | None = None,
@@ -293,8 +315,10 @@ def launch(
     timeout_s: float | None = None,
     progress: bool = True,
     on_failure: str = "stop",
+    on_metrics: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``base`` x ``variants`` x ``seeds`` and return one summary per run.
+    """Run ``base`` x ``variants`` x ``seeds`` and return one summary per run. ``on_metrics(run_name,
+    record)`` sees every metrics record as it is written (e.g. a notebook's live report).
 
     - ``single``: one after another in this process (``train``);
     - ``ddp``: each run as one ``torchrun --nproc_per_node N`` job, N = ``n_gpus`` GPUs, or ``n_procs``
@@ -318,8 +342,14 @@ def launch(
     if mode == "single":
         from mswelu.train import train
 
+        def forward_logs(event: str, trainer: Any, info: dict[str, Any]) -> None:
+            if event == "log" and on_metrics is not None:
+                on_metrics(trainer.out.name, info)
+
         return [
-            {"run_name": c.run_name, "returncode": 0, **train(c.replace(progress=progress))} for c in cfgs
+            {"run_name": c.run_name, "returncode": 0,
+             **train(c.replace(progress=progress), callbacks=[forward_logs])}
+            for c in cfgs
         ]
 
     if any(c.data is None for c in cfgs):  # prepare the default corpus once, not in racing children
@@ -342,7 +372,7 @@ def launch(
             child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
         prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         handles = [_prepare(c, launch_dir, prefix, child_env) for c in cfgs]
-        return watch(handles, [None], cwd, poll_s, timeout_s, progress, on_failure)
+        return watch(handles, [None], cwd, poll_s, timeout_s, progress, on_failure, on_metrics)
 
     # independent: one slot per GPU (a queued run takes the GPU that frees up), or n_procs CPU slots
     if gpus >= 1:
@@ -360,4 +390,4 @@ def launch(
             child_env["CUDA_VISIBLE_DEVICES"] = ""
             child_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // min(len(slots), len(cfgs))))
         handles.append(_prepare(c, launch_dir, [sys.executable], child_env))
-    return watch(handles, slots, cwd, poll_s, timeout_s, progress, on_failure)
+    return watch(handles, slots, cwd, poll_s, timeout_s, progress, on_failure, on_metrics)

@@ -12,7 +12,8 @@ Layout (``backbone`` is :class:`MambaSWELUModel`)::
 
 Generation keeps a :class:`MambaSWELUCache`: per Mamba layer a conv state and an SSM state (O(1)
 per token), per attention layer its keys and values. ``generate`` (HF GenerationMixin) creates it
-on the first forward and passes it back as ``cache_params``.
+on the first forward and passes it back under the cache name of the installed transformers (``cache``
+from 5.24 on, ``cache_params`` before: see :mod:`mswelu.hf_compat`).
 
 Init (``init_scheme``): ``gpt2`` draws every Linear/Embedding from N(0, initializer_range) and the
 projections that write into the residual stream (mixer out_proj, attention out_proj, MLP fc_out)
@@ -26,7 +27,6 @@ code's init routine zeroed dt_proj.bias).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.models.mamba.modeling_mamba import MambaCausalLMOutput
 
 from mswelu.configuration import MambaSWELUConfig
+from mswelu.hf_compat import CACHE_NAMES, pick_cache
 from mswelu.modules.attention import MLP, CausalSelfAttention
 from mswelu.modules.mamba_mixer import MambaMixer
 from mswelu.modules.swelu import SWELU, make_activation
@@ -115,14 +116,13 @@ class MambaSWELUCache:
         self._map(lambda t: t.repeat_interleave(repeats, dim=0))
 
 
-@dataclass
-class MambaSWELUCausalLMOutput(ModelOutput):
-    """``loss`` (with labels), ``logits`` (B, L, vocab) fp32, ``cache_params``, ``hidden_states``."""
+class MambaSWELUCausalLMOutput(MambaCausalLMOutput):
+    """``loss`` (with labels), ``logits`` (B, L, vocab) fp32, the cache, ``hidden_states``.
 
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    cache_params: MambaSWELUCache | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
+    The fields of transformers' own Mamba output, so the cache field has the name ``generate`` expects on
+    the installed release (``cache`` from 5.24 on, ``cache_params`` before); read it with
+    :func:`mswelu.hf_compat.output_cache`. Build it positionally: the cache's keyword differs by release.
+    """
 
 
 class MambaBlock(nn.Module):
@@ -375,18 +375,23 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        cache_params: MambaSWELUCache | None = None,
+        cache: MambaSWELUCache | None = None,
         attention_mask: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Full prompt on the first call, then only the newest token with the recurrent cache."""
-        if cache_params is not None and cache_params.seqlen_offset > 0:
-            input_ids, inputs_embeds = input_ids[:, cache_params.seqlen_offset :], None
+        """The whole prompt while the cache holds nothing, then only the tokens it has not seen.
+
+        ``generate`` passes the cache as ``cache`` (transformers >= 5.24) or ``cache_params`` (earlier);
+        whether this is a decoding step is read from the cache's contents, not from its presence or from
+        ``is_first_iteration``, so a fresh or pre-created cache still gets the full prompt.
+        """
+        cache = pick_cache(cache=cache, **{n: kwargs.pop(n, None) for n in CACHE_NAMES[1:]})
+        kwargs.pop("is_first_iteration", None)
+        if isinstance(cache, MambaSWELUCache) and cache.seqlen_offset > 0:
+            input_ids, inputs_embeds = input_ids[:, cache.seqlen_offset :], None
         inputs = {"input_ids": input_ids if inputs_embeds is None else None, "inputs_embeds": inputs_embeds}
-        inputs.update(
-            cache_params=cache_params, attention_mask=attention_mask, use_cache=kwargs.get("use_cache", True)
-        )
+        inputs.update(cache=cache, attention_mask=attention_mask, use_cache=kwargs.get("use_cache", True))
         if "logits_to_keep" in kwargs:
             inputs["logits_to_keep"] = kwargs["logits_to_keep"]
         return inputs
@@ -398,8 +403,7 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        cache_params: MambaSWELUCache | None = None,
-        past_key_values: MambaSWELUCache | None = None,
+        cache: MambaSWELUCache | None = None,
         use_cache: bool | None = None,
         cache_position: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
@@ -409,19 +413,19 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
     ) -> MambaSWELUCausalLMOutput | tuple:
         """Logits (fp32) for every position; ``labels`` (usually ``input_ids``) are shifted here, once.
 
-        With ``use_cache=True`` (or a ``cache_params``) the returned ``cache_params`` continues the
-        sequence: pass it back with the next token(s). ``attention_mask`` must be all ones (no
-        padding support: batch prompts of equal length). ``cache_position`` is accepted for HF
-        compatibility and checked against the cache.
+        With ``use_cache=True`` (or a ``cache``) the returned cache continues the sequence: pass it back
+        with the next token(s) as ``cache`` (the older names ``cache_params`` and ``past_key_values`` are
+        accepted too). ``attention_mask`` must be all ones (no padding support: batch prompts of equal
+        length). ``cache_position`` is accepted for HF compatibility and checked against the cache.
         """
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             raise ValueError(
                 "attention_mask with padding is not supported (Mamba states would absorb pad tokens): "
                 "use prompts of equal length, or generate one prompt at a time"
             )
-        cache = cache_params if cache_params is not None else past_key_values
+        cache = pick_cache(cache=cache, **{n: kwargs.pop(n, None) for n in CACHE_NAMES[1:]})
         if cache is not None and not isinstance(cache, MambaSWELUCache):
-            raise ValueError(f"cache_params must be a MambaSWELUCache, got {type(cache).__name__}")
+            raise ValueError(f"the cache must be a MambaSWELUCache, got {type(cache).__name__}")
         if cache is None and use_cache:
             cache = MambaSWELUCache(self.config)
         if cache is not None and cache_position is not None and int(cache_position[0]) != cache.seqlen_offset:
@@ -442,7 +446,7 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         if labels is not None:  # shift the labels (not the logits: no copy of the big tensor)
             shifted = F.pad(labels[:, 1:].to(logits.device), (0, 1), value=-100)
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100)
-        out = MambaSWELUCausalLMOutput(loss=loss, logits=logits, cache_params=cache, hidden_states=all_hidden)
+        out = MambaSWELUCausalLMOutput(loss, logits, cache, all_hidden)
         return out if return_dict is not False else out.to_tuple()
 
     # ---------------------------------------------------------------- research helpers

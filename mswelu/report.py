@@ -21,6 +21,7 @@ import math
 import os
 import re
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ STATUSES = ("running", "complete", "failed")
 
 # Key figures shown in the index, with the metric names that may carry them (first present wins).
 INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
+    "of run": ("analysed_run",),
     "final val loss": ("final_val_loss", "val_loss"),
     "val bpb": ("val_bpb", "final_val_bpb", "bpb"),
     "tokens": ("tokens", "total_tokens"),
@@ -140,6 +142,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return "-"
+        if value.is_integer() and abs(value) >= 1e4:  # a count that pandas turned into a float
+            return f"{int(value):,}"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.3e}"
         return f"{value:.4g}"
@@ -201,6 +205,8 @@ class Report:
         self.error: str | None = None
         self.metrics: dict[str, Any] = {}
         self._sections: list[str] = []
+        self._live: dict[str, dict[str, Any]] = {}  # run -> its newest train and eval figures
+        self._live_written = 0.0
         self._figure_count = 0
         self._hook: Any = None
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -235,13 +241,15 @@ class Report:
         self._sections.append(f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">{cap}</figure>')
         self._write()
 
-    def add_table(self, df: Any, caption: str | None = None, float_format: str = "{:.4g}") -> None:
-        """Add a pandas DataFrame (or anything ``pd.DataFrame`` accepts) as an escaped HTML table."""
+    def add_table(self, df: Any, caption: str | None = None) -> None:
+        """Add a pandas DataFrame (or anything ``pd.DataFrame`` accepts) as an escaped HTML table, every
+        number in the format of :meth:`add_metrics` (counts with separators, other floats to 4 digits)."""
         import pandas as pd
 
         frame = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
-        table = frame.to_html(escape=True, border=0, float_format=lambda v: float_format.format(v),
-                              na_rep="-")
+        shown = frame.astype(object).map(lambda v: "-" if v is None or (isinstance(v, float) and v != v)
+                                         else _fmt(v) if isinstance(v, (int, float)) else v)
+        table = shown.to_html(escape=True, border=0, na_rep="-")
         cap = f"<p><b>{html.escape(caption)}</b></p>" if caption else ""
         self._sections.append(f"<section>{cap}{table}</section>")
         self._write()
@@ -265,6 +273,24 @@ class Report:
         """Add preformatted text (samples, logs), escaped."""
         self._sections.append(f"<pre>{html.escape(str(text))}</pre>")
         self._write()
+
+    def update_params(self, values: dict[str, Any]) -> None:
+        """Record the values a run actually used (e.g. what a profile filled in for parameters left at
+        None), so the report and ``metrics.json`` show effective settings, not placeholders."""
+        self.params.update(sanitize_params({k: v for k, v in values.items() if v is not None}))
+        self._write()
+
+    def live(self, run: str, record: dict[str, Any]) -> None:
+        """Show a run's newest metrics while the report is "running" (pass as ``on_metrics`` to
+        :func:`mswelu.workbook.execute_plan`); written at most every 2 s, evaluations at once."""
+        figures = self._live.setdefault(str(run), {})
+        keys = ("val_loss", "val_bpb") if "val_loss" in record else ("loss", "tokens_per_s")
+        figures.update({"step": record.get("step"), "tokens": record.get("tokens"), "updated": _now()})
+        figures.update({k: record.get(k) for k in keys})
+        now = time.monotonic()
+        if "val_loss" in record or now - self._live_written >= 2.0:
+            self._live_written = now
+            self._write()
 
     # ---------------------------------------------------------------- outcomes
     def finish(self, metrics: dict[str, Any] | None = None) -> Path:
@@ -360,6 +386,16 @@ class Report:
             error = ("<h2>Error</h2><p>A cell raised; the run stopped here.</p>"
                      f'<pre class="error">{html.escape(self.error)}</pre>')
         finished = f" &middot; finished {html.escape(self.finished_at)}" if self.finished_at else ""
+        live = ""
+        if self.status == "running" and self._live:
+            cols = ("step", "tokens", "loss", "tokens_per_s", "val_loss", "val_bpb", "updated")
+            head = "".join(f"<th>{c}</th>" for c in ("run", *cols))
+            rows = "".join(
+                f"<tr><td>{html.escape(run)}</td>"
+                + "".join(f"<td>{html.escape(_fmt(fig.get(c)))}</td>" for c in cols) + "</tr>"
+                for run, fig in self._live.items()
+            )
+            live = f"<h2>Latest metrics</h2><table><tr>{head}</tr>{rows}</table>"
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{title} - mswelu report</title><style>{_CSS}</style></head><body>"
@@ -369,7 +405,7 @@ class Report:
             ' &middot; <a href="../index.html">all runs</a></p>'
             f"<details><summary>Parameters ({len(self.params)})</summary><table>"
             f"<tr><th>name</th><th>value</th></tr>{params_rows}</table></details>"
-            f"{error}{''.join(self._sections)}</body></html>\n"
+            f"{error}{live}{''.join(self._sections)}</body></html>\n"
         )
 
 
@@ -397,9 +433,57 @@ def _key_figure(metrics: dict[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
-def write_index(root: str | os.PathLike[str] | None = None) -> Path:
-    """Regenerate ``<reports>/index.html`` listing every run folder with its status and key figures."""
+def _training_runs_table(runs_root: Path) -> str:
+    """Every training run folder under ``runs_root`` (from notebooks or ``python -m mswelu.train``),
+    newest first, with its status and final figures read from ``summary.json`` / ``config.json``."""
+    if not runs_root.is_dir():
+        return ""
+    found = []
+    for run in [*runs_root.iterdir(), *runs_root.glob("*/*")]:
+        config_path, summary_path = run / "config.json", run / "summary.json"
+        if not run.is_dir() or run.name.startswith(".") or not config_path.is_file():
+            continue
+        config, summary = (_read_json_quiet(p) for p in (config_path, summary_path))
+        files = (config_path, summary_path, run / "metrics.jsonl")
+        when = max(p.stat().st_mtime for p in files if p.exists())
+        if summary:
+            status = "interrupted" if summary.get("interrupted") else "complete"
+        else:
+            status = "running"  # or stopped without a summary: its checkpoints say how far it got
+        found.append((when, run.relative_to(runs_root).as_posix(), status, config, summary))
+    if not found:
+        return ""
+    found.sort(key=lambda r: r[0], reverse=True)
+    cols = ("run", "status", "preset", "activation", "steps", "tokens", "val loss", "val bpb", "date")
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    rows = []
+    for when, name, status, config, summary in found:
+        date = _dt.datetime.fromtimestamp(when, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        figures = [config.get("preset"), config.get("activation"), summary.get("steps"),
+                   summary.get("tokens"), summary.get("val_loss"), summary.get("val_bpb")]
+        css = "failed" if status == "interrupted" else status
+        status_cell = f'<span class="status status-{css}">{status}</span>'
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{status_cell}</td>"
+                    + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in figures)
+                    + f"<td>{date}</td></tr>")
+    return (f"<h2>Training runs</h2><p class=\"meta\">{len(rows)} run folder(s) under runs/, from notebooks "
+            f"or the command line</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+
+
+def _read_json_quiet(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def write_index(root: str | os.PathLike[str] | None = None,
+                runs_root: str | os.PathLike[str] | None = None) -> Path:
+    """Regenerate ``<reports>/index.html``: every report with its status and key figures, then every
+    training run folder (``runs_root``, default ``runs/`` beside the reports folder)."""
     root = Path(root) if root is not None else reports_dir()
+    runs_root = Path(runs_root) if runs_root is not None else root.parent / "runs"
     root.mkdir(parents=True, exist_ok=True)
     rows = []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -424,6 +508,6 @@ def write_index(root: str | os.PathLike[str] | None = None) -> Path:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mswelu runs</title>"
         f"<style>{_CSS}</style></head><body><h1>mswelu runs</h1>"
         f'<p class="meta">{len(body)} report(s), newest first; generated {_now()}</p>'
-        f"<table><tr>{header}</tr>{''.join(body)}</table></body></html>\n"
+        f"<table><tr>{header}</tr>{''.join(body)}</table>{_training_runs_table(runs_root)}</body></html>\n"
     )
     return atomic_write_text(root / "index.html", doc)

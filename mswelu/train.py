@@ -253,7 +253,8 @@ def train(cfg: TrainConfig | dict[str, Any], callbacks: Sequence[Callable[..., A
     run_dir, steps, tokens, final train/val loss, val ppl and bpb, tokens/s, k values, wall time.
 
     ``callbacks`` are called as ``cb(event, trainer, info)`` with events ``"model"`` (after the model is
-    built), ``"step"`` (after each optimizer step or skipped step) and ``"eval"``.
+    built), ``"step"`` (after each optimizer step or skipped step), ``"eval"`` and ``"log"`` (each record
+    written to ``metrics.jsonl``, rank 0 only).
     """
     from mswelu.trainer import Trainer
 

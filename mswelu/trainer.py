@@ -39,6 +39,7 @@ from torch import nn
 
 from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
+from mswelu import progress
 from mswelu.baselines import build_model, count_parameters, parse_model_name
 from mswelu.optim import build_optimizer
 from mswelu.schedule import LRSchedule
@@ -79,6 +80,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callable[..., Any]] = ()) -> None:
         self.cfg = cfg
         self.callbacks = list(callbacks)
+        self._bar: Any = None  # the tqdm bar while the loop runs (progress lines are written above it)
         self._stop_signal: str | None = None
         self.metrics_file: Any = None
         self.tb: Any = None
@@ -492,6 +494,7 @@ class Trainer:
             return
         self.metrics_file.write(json.dumps(record) + "\n")
         self.metrics_file.flush()
+        self._emit("log", record)
         if self.tb is not None:
             step = record["step"]
             for key in ("loss", "grad_norm", "tokens_per_s", "val_loss", "val_ppl", "val_bpb"):
@@ -576,7 +579,7 @@ class Trainer:
         interval_t0, interval_tokens = time.perf_counter(), 0
         last: dict[str, Any] = {}
         interrupted = False
-        bar = tqdm(
+        bar = self._bar = tqdm(
             total=self.total_steps,
             initial=self.step,
             desc=self.out.name,
@@ -631,6 +634,11 @@ class Trainer:
                     }
                     self._write_metrics(record)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+                    if info.is_main and cfg.progress:
+                        per_step = (time.perf_counter() - wall0) / (self.step - start_step)
+                        left = per_step * (self.total_steps - self.step)
+                        progress.say(progress.format_step(self.out.name, self.step, self.total_steps,
+                                                          last["loss"], record["tokens_per_s"], left), bar)
                     interval_t0, interval_tokens = time.perf_counter(), 0
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
                     self._eval_and_log()
@@ -687,6 +695,9 @@ class Trainer:
         result = self.evaluate()
         self._emit("eval", {"step": self.step, **result})
         self._write_metrics({"step": self.step, "tokens": self.tokens, **result})
+        if self.info.is_main and self.cfg.progress:
+            progress.say(progress.format_eval(self.out.name, self.step, self.total_steps, result["val_loss"],
+                                              result["val_bpb"]), self._bar)
 
     def _save_final(self) -> None:
         if not self.info.is_main:

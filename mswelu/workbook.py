@@ -10,7 +10,8 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "RunData",
     "ensure_run",
     "execute_plan",
+    "format_samples",
     "k_gradients_for_run",
     "plan_launch",
     "hybrid_pattern",
@@ -204,6 +206,25 @@ def rounded(value: Any, digits: int = 2) -> Any:
     if isinstance(value, float):
         return round(value, digits) if math.isfinite(value) else value
     return value
+
+
+def format_samples(prompts: Sequence[str], texts: Sequence[str], max_newlines: int = 2) -> str:
+    """Prompt + continuation pairs as plain text for a notebook or report, one block each under a
+    ``--- sample N ---`` line, with whitespace made visible: a run of more than ``max_newlines`` newlines
+    becomes ``[N newlines]`` and a continuation of nothing but whitespace says so (a greedy model that
+    emits only newlines would otherwise show a large blank box)."""
+    if len(prompts) != len(texts):
+        raise ValueError(f"{len(prompts)} prompts but {len(texts)} continuations")
+    limit = max(1, int(max_newlines))
+
+    def shown(text: str) -> str:
+        if text and not text.strip():
+            return f"[{len(text)} whitespace characters: {text.count(chr(10))} newlines]"
+        return re.sub(f"\n{{{limit + 1},}}", lambda m: f"\n[{len(m.group())} newlines]\n", text)
+
+    pairs = enumerate(zip(prompts, texts, strict=True), 1)
+    blocks = [f"--- sample {i} ---\n{p}{shown(t)}" for i, (p, t) in pairs]
+    return "\n\n".join(blocks)
 
 
 # --------------------------------------------------------------------------- plots
@@ -530,10 +551,12 @@ def plan_launch(
     return plan
 
 
-def execute_plan(plan: Sequence[dict[str, Any]]) -> dict[str, RunData]:
+def execute_plan(plan: Sequence[dict[str, Any]],
+                 on_metrics: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, RunData]:
     """Run a :func:`plan_launch` plan through :func:`mswelu.launch.launch`: single entries in this process
     one after the other, ``ddp`` entries as torchrun jobs, the ``independent`` runs of one variant all at
-    once (one GPU each). Raises if any run fails."""
+    once (one GPU each). ``on_metrics(run_name, record)`` sees each metrics record as it is written (e.g.
+    ``report.live``). Raises if any run fails."""
     from mswelu.launch import launch
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -544,10 +567,12 @@ def execute_plan(plan: Sequence[dict[str, Any]]) -> dict[str, RunData]:
         if mode == "independent":
             variants = [{"seed": e["config"]["seed"], "run_name": e["name"], "out": e["config"]["out"]}
                         for e in entries]
-            launch("independent", base=entries[0]["config"], variants=variants, n_gpus=len(entries))
+            launch("independent", base=entries[0]["config"], variants=variants, n_gpus=len(entries),
+                   on_metrics=on_metrics)
         else:
             for e in entries:
-                launch(mode, base=e["config"], n_gpus=len(e["gpus"]) if mode == "ddp" else None)
+                launch(mode, base=e["config"], n_gpus=len(e["gpus"]) if mode == "ddp" else None,
+                       on_metrics=on_metrics)
         for e in entries:
             runs[e["name"]] = load_run(e["config"]["out"])
     return runs

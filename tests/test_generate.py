@@ -128,7 +128,7 @@ def tiny_hybrid():
     return MambaSWELUForCausalLM(cfg).eval()
 
 
-@pytest.mark.parametrize("which", ["tiny_model", "tiny_hybrid"])
+@pytest.mark.parametrize("which", ["tiny_model", "tiny_hybrid", "tiny_gpt2"])
 def test_recurrent_equals_recompute(which, request):
     model = request.getfixturevalue(which)
     prompt = torch.randint(0, 256, (3, 5), generator=torch.Generator().manual_seed(0))
@@ -235,3 +235,26 @@ def test_load_model_by_run_name(tiny_model, monkeypatch, tmp_path):
     assert model_dir == tmp_path / "runs" / "named" / "final"
     _, _, newest = G.load_model(None)
     assert newest == model_dir
+
+
+@pytest.mark.parametrize("which", ["tiny_model", "tiny_hybrid", "tiny_gpt2"])
+def test_recurrent_decode_feeds_one_token_per_step(which, request):
+    """The O(1) guard: one prefill of the prompt, then forwards of length 1, whatever the installed
+    transformers calls the cache; with test_recurrent_equals_recompute it shows the cache is really used."""
+    model = request.getfixturevalue(which)
+    lengths = []
+    hook = model.register_forward_pre_hook(
+        lambda mod, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        G.decode(model, torch.randint(0, 256, (2, 5)), G.SamplingConfig(temperature=0, max_new_tokens=6))
+    finally:
+        hook.remove()
+    assert lengths == [5] + [1] * 5
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    from mswelu.baselines import build_baseline
+
+    torch.manual_seed(0)
+    return build_baseline("gpt2", "tiny", vocab_size=257, max_seq_len=64, n_embd=32, n_layer=2).eval()

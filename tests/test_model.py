@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from mswelu.configuration import PRESETS, MambaSWELUConfig
+from mswelu.hf_compat import output_cache
 from mswelu.modeling import MambaSWELUCache, MambaSWELUForCausalLM
 
 VOCAB = 97
@@ -144,18 +145,18 @@ def test_recurrent_decoding_reproduces_the_full_forward(pattern: str) -> None:
         cache = None
         steps = []
         for t in range(x.shape[1]):
-            out = model(x[:, t : t + 1], cache_params=cache, use_cache=True)
-            cache = out.cache_params
+            out = model(x[:, t : t + 1], cache=cache, use_cache=True)
+            cache = output_cache(out)
             steps.append(out.logits)
         assert isinstance(cache, MambaSWELUCache) and cache.get_seq_length() == x.shape[1]
         torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
         # prefill, a multi-token chunk continuing the state, then single tokens
         out = model(x[:, :6], use_cache=True)
         parts = [out.logits]
-        out = model(x[:, 6:9], cache_params=out.cache_params, use_cache=True)
+        out = model(x[:, 6:9], cache=output_cache(out), use_cache=True)
         parts.append(out.logits)
         for t in range(9, x.shape[1]):
-            out = model(x[:, t : t + 1], cache_params=out.cache_params, use_cache=True)
+            out = model(x[:, t : t + 1], cache=output_cache(out), use_cache=True)
             parts.append(out.logits)
         torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-4, atol=1e-5)
 
@@ -166,13 +167,13 @@ def test_decoding_state_is_constant_size_for_mamba_layers() -> None:
     out = model(x, use_cache=True)
     sizes = [
         (c.shape, s.shape)
-        for c, s in zip(out.cache_params.conv_states, out.cache_params.ssm_states, strict=True)
+        for c, s in zip(output_cache(out).conv_states, output_cache(out).ssm_states, strict=True)
     ]
     for _ in range(20):
-        out = model(x[:, :1], cache_params=out.cache_params, use_cache=True)
+        out = model(x[:, :1], cache=output_cache(out), use_cache=True)
     after = [
         (c.shape, s.shape)
-        for c, s in zip(out.cache_params.conv_states, out.cache_params.ssm_states, strict=True)
+        for c, s in zip(output_cache(out).conv_states, output_cache(out).ssm_states, strict=True)
     ]
     assert sizes == after == [((1, 128, 4), (1, 128, 16))] * 2
 
@@ -326,7 +327,7 @@ def test_sequence_longer_than_the_position_table() -> None:
         model(torch.zeros(1, 17, dtype=torch.long))
     out = model(torch.zeros(1, 10, dtype=torch.long), use_cache=True)
     with pytest.raises(ValueError, match="sequence length 17 \\(offset 10"):
-        model(torch.zeros(1, 7, dtype=torch.long), cache_params=out.cache_params)
+        model(torch.zeros(1, 7, dtype=torch.long), cache=output_cache(out))
     # without a positional table there is no limit
     tiny(max_position_embeddings=16, pos_embedding="none")(torch.zeros(1, 40, dtype=torch.long))
 
@@ -339,4 +340,21 @@ def test_bad_forward_inputs() -> None:
     with pytest.raises(ValueError, match="exactly one of"):
         model()
     with pytest.raises(ValueError, match="MambaSWELUCache"):
-        model(x, cache_params=object())
+        model(x, cache=object())
+    first = model(x, use_cache=True)
+    with pytest.raises(ValueError, match="pass the cache once"):
+        model(x, cache=output_cache(first), cache_params=MambaSWELUCache(model.config))
+
+
+@pytest.mark.parametrize("name", ["cache", "cache_params", "past_key_values"])
+def test_the_cache_is_accepted_under_every_name_transformers_has_used(name: str) -> None:
+    """transformers 5.24 renamed ``cache_params`` / ``past_key_values`` to ``cache``; callers written for
+    either keep working, and the output carries the cache under the installed release's name."""
+    model = tiny()
+    perturb(model)
+    x = torch.randint(0, VOCAB, (1, 6))
+    full = model(x).logits
+    out = model(x[:, :4], use_cache=True)
+    assert isinstance(output_cache(out), MambaSWELUCache)
+    rest = model(x[:, 4:], use_cache=True, **{name: output_cache(out)})
+    torch.testing.assert_close(torch.cat([out.logits, rest.logits], 1), full, rtol=1e-4, atol=1e-5)

@@ -29,11 +29,22 @@ def _home() -> Path:
     return Path(os.environ["MSWELU_HOME"])
 
 
-def _execute(name: str, tmp: Path, **parameters) -> dict:
-    """Run notebook ``name`` with ``parameters``; return the metrics.json of its run_name."""
+def _execute(name: str, tmp: Path, cli_log: list[str] | None = None, **parameters) -> dict:
+    """Run notebook ``name`` with ``parameters``; return the metrics.json of its run_name. With
+    ``cli_log`` it runs as a user would, ``papermill`` on the command line, and collects what the
+    terminal shows (stdout + stderr) into that list."""
     out = tmp / f"out-{name}"
-    pm.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, kernel_name="mswelu",
-                        cwd=str(tmp), progress_bar=False)
+    if cli_log is None:
+        pm.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, kernel_name="mswelu",
+                            cwd=str(tmp), progress_bar=False)
+    else:
+        proc = subprocess.run(
+            [sys.executable, "-m", "papermill", str(NOTEBOOKS / name), str(out), "-k", "mswelu",
+             "--cwd", str(tmp), "--no-progress-bar", "-y", json.dumps(parameters)],
+            capture_output=True, text=True, timeout=900,
+        )
+        cli_log.append(proc.stdout + proc.stderr)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     run_name = parameters["run_name"]
     metrics = json.loads((_home() / "reports" / run_name / "metrics.json").read_text())
     assert metrics["status"] == "complete" and metrics["run"] == run_name
@@ -50,9 +61,12 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(workdir) -> dict:
-    """One tiny training through notebook 03, shared by the tests of 04 and 06."""
-    return _execute("03_train.ipynb", workdir, run_name="nbtest-train", profile="nbval", max_steps=6,
-                    batch_size=2, seq_len=32, samples=1)
+    """One tiny training through notebook 03 from the papermill command line, shared by the tests of 04
+    and 06; ``terminal`` is what that command printed."""
+    log: list[str] = []
+    metrics = _execute("03_train.ipynb", workdir, cli_log=log, run_name="nbtest-train", profile="nbval",
+                       max_steps=6, batch_size=2, seq_len=32, samples=1)
+    return {**metrics, "terminal": log[0]}
 
 
 def test_every_notebook_has_one_parameters_cell_and_the_mswelu_kernel():
@@ -72,9 +86,25 @@ def test_03_train(trained):
     m = trained["metrics"]
     assert m["steps"] == 6 and m["tokens"] == 6 * 2 * 32
     assert m["final_val_loss"] > 0 and m["val_bpb"] > 0 and m["tokens_per_s"] > 0
-    assert trained["params"]["profile"] == "nbval"
+    # the report records the values the profile filled in, not None
+    assert trained["params"]["profile"] == "nbval" and trained["params"]["preset"] == "tiny"
+    assert trained["params"]["max_steps"] == 6 and trained["params"]["lr"] == 3e-3
     run = _home() / "runs" / "nbtest-train"
     assert (run / "final" / "config.json").is_file() and (run / "metrics.jsonl").is_file()
+    index = (_home() / "reports" / "index.html").read_text()
+    assert "Training runs" in index and index.count("nbtest-train") >= 2  # its report and its run folder
+
+
+def test_03_headless_run_shows_progress_in_the_terminal(trained):
+    """papermill captures cell output into the notebook; the trainer's progress lines still reach the
+    terminal: one per log interval (log_every 2 of 6 steps, plus the first) and one per evaluation (here
+    only the final one)."""
+    lines = [ln for ln in trained["terminal"].splitlines() if "nbtest-train]" in ln]
+    steps = [ln for ln in lines if " step " in ln and "left" in ln]
+    evals = [ln for ln in lines if "eval at step" in ln]
+    assert [ln.split(" step ")[1].split()[0] for ln in steps] == ["1/6", "2/6", "4/6", "6/6"], lines
+    assert all("loss " in ln and "tok/s" in ln for ln in steps)
+    assert len(evals) == 1 and all("val loss" in ln and "bits/byte" in ln for ln in evals), lines
 
 
 def test_02_smoke(workdir):
@@ -86,7 +116,7 @@ def test_04_k_analysis(trained, workdir):
     run = str(_home() / "runs" / "nbtest-train")
     m = _execute("04_k_analysis.ipynb", workdir, run_name="nbtest-k", run=run, grad_batch_size=2,
                  grad_seq_len=16)
-    assert m["metrics"]["run"] == "nbtest-train"
+    assert m["metrics"]["analysed_run"] == "nbtest-train"
     assert m["metrics"]["count"] == 7 and m["metrics"]["mean_abs_deviation"] > 0
 
 
@@ -95,7 +125,7 @@ def test_06_generation(trained, workdir):
     m = _execute("06_generation.ipynb", workdir, run_name="nbtest-gen", run=run, max_new_tokens=8,
                  bench_tokens=8,
                  bench_batch=2)["metrics"]
-    assert m["model"] == "nbtest-train"
+    assert m["analysed_run"] == "nbtest-train"
     assert m["recurrent_tokens_per_s"] > 0 and m["recompute_tokens_per_s"] > 0
 
 

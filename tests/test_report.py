@@ -154,3 +154,42 @@ def test_ipython_hook_marks_failed(tmp_path):
         assert not report_hooks()
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_live_metrics_shown_while_running_then_dropped(tmp_path):
+    rep = Report("run-live", "03_train.ipynb", {"preset": None, "max_steps": None}, root=tmp_path,
+                 register_hook=False)
+    rep.live("main", {"step": 5, "tokens": 5120, "loss": 6.54321, "tokens_per_s": 640.2})
+    rep.live("main", {"step": 5, "tokens": 5120, "val_loss": 7.25, "val_bpb": 2.9})  # eval: written at once
+    page = (tmp_path / "run-live" / "report.html").read_text()
+    row = re.search(r"<tr><td>main</td>.*?</tr>", page).group(0)
+    for shown in ("5,120", "6.543", "640.2", "7.25", "2.9"):
+        assert shown in row
+    rep.update_params({"preset": "small", "max_steps": 300, "lr": None})
+    rep.finish({})
+    page = (tmp_path / "run-live" / "report.html").read_text()
+    assert "Latest metrics" not in page  # a finished report shows its final figures instead
+    params = json.loads((tmp_path / "run-live" / "metrics.json").read_text())["params"]
+    assert params == {"preset": "small", "max_steps": 300}  # effective values, None placeholders replaced
+
+
+def test_tables_use_the_metrics_number_format(tmp_path):
+    rep = Report("run-fmt", "03_train.ipynb", root=tmp_path, register_hook=False)
+    rep.add_table(pd.DataFrame({"a": {"params": 3323399, "val_loss": 6.4412345}}).T)  # params becomes float
+    page = (tmp_path / "run-fmt" / "report.html").read_text()
+    assert "3,323,399" in page and "6.441" in page and "e+06" not in page
+
+
+def test_index_lists_training_runs_from_the_command_line(tmp_path):
+    reports, runs = tmp_path / "reports", tmp_path / "runs"
+    (runs / "cli-run").mkdir(parents=True)
+    (runs / "cli-run" / "config.json").write_text(json.dumps({"preset": "small", "activation": "silu"}))
+    (runs / "cli-run" / "summary.json").write_text(json.dumps({"steps": 40, "tokens": 40960, "val_loss": 6.1,
+                                                                "val_bpb": 2.5, "interrupted": False}))
+    (runs / "half").mkdir()
+    (runs / "half" / "config.json").write_text(json.dumps({"preset": "tiny"}))
+    index = write_index(reports, runs_root=runs).read_text()
+    row = re.search(r"<tr><td>cli-run</td>.*?</tr>", index).group(0)
+    for shown in ("complete", "small", "silu", "40,960", "6.1", "2.5"):
+        assert shown in row
+    assert re.search(r"<tr><td>half</td><td><span[^>]*>running</span>", index)

@@ -124,3 +124,12 @@ def test_plots_return_figures(tmp_path):
                 wb.plot_activation_shapes({"blocks.0.mixer.act": 0.5, "dense.0.act": {"k": 1.8}})):
         assert fig.axes and fig.axes[0].lines
         plt.close(fig)
+
+
+def test_format_samples_shows_whitespace_and_no_reprs():
+    text = wb.format_samples(["ROMEO:", "To be"], [" Good\n\n\n\nmorrow", "\n" * 30])
+    assert text.splitlines()[:3] == ["--- sample 1 ---", "ROMEO: Good", "[4 newlines]"]
+    assert "To be[30 whitespace characters: 30 newlines]" in text
+    assert "['" not in text and "\n\n\n" not in text
+    with pytest.raises(ValueError, match="2 prompts but 1"):
+        wb.format_samples(["a", "b"], ["x"])

@@ -1,0 +1,83 @@
+"""Progress lines for whoever started a run: one line per log interval and one per evaluation.
+
+A headless notebook run (``papermill ...``) captures everything a cell prints into the output notebook, so
+the terminal that started it would see nothing for the whole run. Inside a Jupyter kernel these lines go
+to the file descriptor the kernel inherited from its launcher (ipykernel's ``sys.stderr.fileno()``: the
+terminal papermill runs in), not into the notebook. In a plain process they go to stderr, above a tqdm bar
+when one is drawn. ``MSWELU_PROGRESS=off`` silences them, ``=on`` forces them (e.g. from JupyterLab, where
+the kernel's terminal is the server's log and they are off by default).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+from typing import Any
+
+__all__ = ["format_duration", "format_eval", "format_step", "in_kernel", "say"]
+
+
+def in_kernel() -> bool:
+    """True inside an IPython kernel (ipykernel replaces sys.stderr with its OutStream)."""
+    return "ipykernel" in sys.modules and type(sys.stderr).__name__ == "OutStream"
+
+
+def _enabled() -> bool:
+    mode = os.environ.get("MSWELU_PROGRESS", "auto").lower()
+    if mode in ("off", "0", "false", "no"):
+        return False
+    if mode in ("on", "1", "true", "yes"):
+        return True
+    # A kernel started by a Jupyter server (JupyterLab) has no user terminal: its stderr is the server log.
+    return not (in_kernel() and os.environ.get("JPY_SESSION_NAME"))
+
+
+def say(text: str, bar: Any = None) -> None:
+    """Write one progress line to the launching terminal (see the module docstring)."""
+    if not _enabled():
+        return
+    line = text.rstrip("\n") + "\n"
+    if in_kernel():
+        try:  # ipykernel captures fd 2 into the notebook and hands out the launcher's copy here
+            fd = sys.stderr.fileno()
+        except (OSError, ValueError, AttributeError):  # not captured (e.g. under pytest): fd 2 is it
+            fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else None
+        if fd is not None:
+            os.write(fd, line.encode("utf-8", "replace"))
+        return
+    if bar is not None and not getattr(bar, "disable", True):
+        bar.write(line.rstrip("\n"), file=sys.stderr)
+    else:
+        print(line, end="", file=sys.stderr, flush=True)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1:02:03`` / ``4:05``; ``?`` when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _clock() -> str:
+    return _dt.datetime.now().strftime("%H:%M:%S")
+
+
+def format_step(run: str, step: int, total: int, loss: float | None, tokens_per_s: float | None,
+                seconds_left: float | None) -> str:
+    """``[12:00:01 main] step 50/300  loss 6.5123  640 tok/s  4:10 left``."""
+    width = len(str(total))
+    parts = [f"[{_clock()} {run}] step {step:>{width}}/{total}"]
+    parts.append(f"loss {loss:.4f}" if loss is not None else "loss -")
+    parts.append(f"{tokens_per_s:,.0f} tok/s" if tokens_per_s else "- tok/s")
+    parts.append(f"{format_duration(seconds_left)} left")
+    return "  ".join(parts)
+
+
+def format_eval(run: str, step: int, total: int, val_loss: float, val_bpb: float | None) -> str:
+    """``[12:00:05 main] eval at step 50/300: val loss 7.3400, 2.931 bits/byte``."""
+    bpb = f", {val_bpb:.3f} bits/byte" if val_bpb is not None else ""
+    return f"[{_clock()} {run}] eval at step {step}/{total}: val loss {val_loss:.4f}{bpb}"
