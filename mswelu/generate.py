@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mswelu.hf_compat import cache_kwarg, output_cache
+from mswelu.hf_compat import cache_kwarg, output_cache, quiet_progress_bars
 
 __all__ = [
     "SamplingConfig",
@@ -194,10 +194,12 @@ def generate_text(
     seed: int | None = 0,
     mode: str = "recurrent",
     stop_at_eos: bool = True,
+    stats: dict[str, Any] | None = None,
 ) -> list[str]:
     """Continuations (without the prompt) of one or several prompts. Prompts of equal token length are
     decoded together as one batch (the model takes no padding), so a batch of prompts costs one decode
-    per distinct length."""
+    per distinct length. A ``stats`` dict receives ``new_tokens``: the tokens generated over all prompts
+    (an end-of-text token and what follows it not counted)."""
     cfg = cfg or SamplingConfig()
     single = isinstance(prompts, str)
     prompts = [prompts] if single else list(prompts)
@@ -216,6 +218,7 @@ def generate_text(
     else:
         generator.seed()
     out: list[str] = [""] * len(prompts)
+    generated = 0
     by_len: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
         by_len.setdefault(len(ids), []).append(i)
@@ -228,6 +231,9 @@ def generate_text(
             if stop_at_eos and eos is not None and eos in new:
                 new = new[: new.index(eos)]
             out[i] = tokenizer.decode(new)
+            generated += len(new)
+    if stats is not None:
+        stats["new_tokens"] = generated
     return out
 
 
@@ -284,7 +290,7 @@ def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -
     import mswelu.modeling  # noqa: F401  (registers mamba_swelu with the Auto classes)
     from mswelu.data import get_tokenizer
     from mswelu.paths import runs_dir
-    from mswelu.workbook import RunData, load_run, newest_run
+    from mswelu.workbook import RunData, list_runs, load_run, newest_run
 
     if run is None:
         found = newest_run(require_model=True)
@@ -294,6 +300,11 @@ def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -
     path = Path(run)
     if not path.exists() and (runs_dir() / path).exists():  # a run name, e.g. --run main
         path = runs_dir() / path
+    if not path.exists():
+        names = [p.relative_to(runs_dir()).as_posix() for p in list_runs(require_model=True)]
+        known = ("runs with a saved model: " + ", ".join(names)) if names else \
+            "no run has a saved model yet: train one first (notebook 03 or python -m mswelu.train)"
+        raise ValueError(f"no run {str(run)!r}: neither a folder nor a run under {runs_dir()}; {known}")
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         model_dir, run_dir = path, path.parent
     else:
@@ -302,7 +313,8 @@ def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -
         if model_dir is None:
             raise ValueError(f"{path} has no final/ model nor checkpoint with a model")
         run_dir = path
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+    with quiet_progress_bars():
+        model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
     model.eval()
     tokenizer = get_tokenizer(_run_tokenizer_name(run_dir))
     return model, tokenizer, model_dir
@@ -331,7 +343,12 @@ def apply_command(cfg: SamplingConfig, line: str) -> tuple[SamplingConfig, str, 
     if len(args) != 1:
         return cfg, f"usage: {cmd} VALUE (now {getattr(cfg, name)})", False
     try:
-        new = dataclasses.replace(cfg, **{name: kind(args[0])})
+        value = kind(args[0])
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        return cfg, f"not changed: {cmd} takes {what}, not {args[0]!r} (now {getattr(cfg, name)})", False
+    try:
+        new = dataclasses.replace(cfg, **{name: value})
     except ValueError as exc:
         return cfg, f"not changed: {exc}", False
     return new, f"{name} = {getattr(new, name)}", False
@@ -340,6 +357,36 @@ def apply_command(cfg: SamplingConfig, line: str) -> tuple[SamplingConfig, str, 
 def _describe(cfg: SamplingConfig) -> str:
     return (f"temperature={cfg.temperature} top_k={cfg.top_k} top_p={cfg.top_p} "
             f"tokens={cfg.max_new_tokens}")
+
+
+def _enable_line_editing() -> None:
+    """Arrow keys, editing and a history kept across sessions (``~/.cache/mswelu/generate_history``) for
+    ``input()`` on a terminal; nothing where readline is missing (Windows) or stdin is not a terminal."""
+    if not sys.stdin.isatty():
+        return
+    try:
+        import atexit
+        import readline
+    except ImportError:
+        return
+    from mswelu.paths import cache_dir
+
+    history = cache_dir() / "generate_history"
+    try:
+        history.parent.mkdir(parents=True, exist_ok=True)
+        if history.is_file():
+            readline.read_history_file(history)
+    except OSError:
+        return
+    readline.set_history_length(1000)
+    atexit.register(lambda: _save_history(readline, history))
+
+
+def _save_history(readline: Any, path: Path) -> None:
+    try:
+        readline.write_history_file(path)
+    except OSError:
+        pass
 
 
 def repl(
@@ -353,6 +400,8 @@ def repl(
     """Read prompts and commands until /quit or end of input; returns the final settings."""
     import builtins
 
+    if input_fn is None:
+        _enable_line_editing()
     input_fn = input_fn or builtins.input
     cfg = cfg or SamplingConfig()
     limit = max_context(model)
@@ -389,12 +438,14 @@ def repl(
                 run_cfg = dataclasses.replace(cfg, max_new_tokens=room)
                 print_fn(f"(generating {room} tokens: the model's context is {limit})")
         t0 = time.perf_counter()
-        text = generate_text(model, tokenizer, line, run_cfg, seed=generator_seed)[0]
+        stats: dict[str, Any] = {}
+        text = generate_text(model, tokenizer, line, run_cfg, seed=generator_seed, stats=stats)[0]
         dt = time.perf_counter() - t0
         if generator_seed is not None:
             generator_seed += 1  # a new continuation for the same prompt next time, still reproducible
         print_fn(line + text)
-        print_fn(f"[{run_cfg.max_new_tokens} tokens max, {dt:.2f} s]")
+        n = stats["new_tokens"]
+        print_fn(f"[{n} tokens, {n / dt:.1f} tok/s, {dt:.2f} s]" if dt > 0 else f"[{n} tokens]")
     return cfg
 
 

@@ -8,11 +8,14 @@ Everything in mswelu that passes or reads a cache goes through this module, so o
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from transformers.generation import utils as _generation_utils
+from transformers.utils import logging as _hf_logging
 
-__all__ = ["CACHE_NAMES", "CACHE_RENAMED", "cache_kwarg", "output_cache", "pick_cache"]
+__all__ = ["CACHE_NAMES", "CACHE_RENAMED", "cache_kwarg", "output_cache", "pick_cache", "quiet_progress_bars"]
 
 #: Every name a cache travels under, newest first.
 CACHE_NAMES = ("cache", "cache_params", "past_key_values")
@@ -47,3 +50,17 @@ def pick_cache(**named: Any) -> Any:
     if len(distinct) > 1:
         raise ValueError(f"pass the cache once, as `cache` (got {', '.join(sorted(given))})")
     return next(iter(given.values()), None)
+
+
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """No "Loading weights" / "Writing model shards" bars inside the block (transformers 5 draws them for
+    every ``from_pretrained`` / ``save_pretrained``, even of a 1 MB model, and they land in logs, notebook
+    outputs and ``--json`` output); restores the previous setting afterwards."""
+    was_enabled = _hf_logging.is_progress_bar_enabled()
+    _hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            _hf_logging.enable_progress_bar()

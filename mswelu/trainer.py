@@ -41,6 +41,7 @@ from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
 from mswelu import progress
 from mswelu.baselines import build_model, count_parameters, parse_model_name
+from mswelu.hf_compat import quiet_progress_bars
 from mswelu.optim import build_optimizer
 from mswelu.schedule import LRSchedule
 
@@ -708,7 +709,8 @@ class Trainer:
         final = self.out / "final"
         tmp = self.out / f".tmp-final-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.raw_model.save_pretrained(str(tmp))
+        with quiet_progress_bars():
+            self.raw_model.save_pretrained(str(tmp))
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)

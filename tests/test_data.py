@@ -262,7 +262,8 @@ def test_cli_prepare_and_info(tmp_path: Path, capsys) -> None:
             "--no-progress",
         ]
     )
-    assert rc == 0 and "bytes/token" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert rc == 0 and "bytes/token" in printed and f"dataset   {out}" in printed  # says where it wrote
     assert cli(["info", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["max_tokens"] == 2000
     with open(out / "train.bin", "r+b") as f:

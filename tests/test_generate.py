@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -89,6 +90,8 @@ def test_apply_command_seed_commands():
     assert "usage" in G.apply_command(cfg, "/temp")[1]
     assert "unknown command" in G.apply_command(cfg, "/nope 1")[1]
     assert G.apply_command(cfg, "/temp abc")[0] == cfg
+    assert G.apply_command(cfg, "/tokens abc")[1] == (
+        "not changed: /tokens takes a whole number, not 'abc' (now 100)")
     with pytest.raises(ValueError):
         G.apply_command(cfg, "hello")
 
@@ -191,6 +194,7 @@ def test_repl_script(tiny_model):
                  print_fn=lambda *a: printed.append(" ".join(map(str, a))))
     assert cfg.temperature == 0.0 and cfg.max_new_tokens == 4
     assert any(p.startswith("ab") for p in printed) and "bye" in printed
+    assert any(re.fullmatch(r"\[4 tokens, [0-9.]+ tok/s, [0-9.]+ s\]", p) for p in printed), printed
     assert any("unknown command" in p for p in printed) and "seed = 3" in printed
     assert next(lines) == "never read"
     # end of input also leaves the loop
@@ -235,6 +239,8 @@ def test_load_model_by_run_name(tiny_model, monkeypatch, tmp_path):
     assert model_dir == tmp_path / "runs" / "named" / "final"
     _, _, newest = G.load_model(None)
     assert newest == model_dir
+    with pytest.raises(ValueError, match="no run 'nosuchrun'.*runs with a saved model: named"):
+        G.load_model("nosuchrun")
 
 
 @pytest.mark.parametrize("which", ["tiny_model", "tiny_hybrid", "tiny_gpt2"])

@@ -7,7 +7,9 @@ import json
 import sys
 
 from mswelu.data import check_shards, load_meta, prepare, summary_rows
+from mswelu.data.shards import output_dir
 from mswelu.data.sources import HF_PRESETS
+from mswelu.paths import display_path
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 force=args.force,
             )
             _print_summary(meta)
+            print(f"dataset   {display_path(output_dir(args.source, args.out))}  (use it with --data)")
         else:
             meta = check_shards(args.path, load_meta(args.path))
             if args.json:

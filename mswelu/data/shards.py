@@ -260,6 +260,11 @@ def _reusable(out: Path, fingerprint: str) -> dict | None:
     return meta if meta.get("fingerprint") == fingerprint else None
 
 
+def output_dir(source: str = "default", out: str | Path | None = None) -> Path:
+    """Where :func:`prepare` writes ``source``: ``out``, or ``data_dir()/<source-name>``."""
+    return Path(out).expanduser().resolve() if out is not None else data_dir() / resolve_source(source).name
+
+
 def prepare(
     source: str = "default",
     out: str | Path | None = None,
@@ -280,7 +285,7 @@ def prepare(
     src = resolve_source(source)
     ensure_reachable(src)
     tok = get_tokenizer(tokenizer)
-    out = Path(out).expanduser().resolve() if out is not None else data_dir() / src.name
+    out = output_dir(source, out)
     settings = {
         "version": FORMAT_VERSION,
         "source": src.fingerprint(),
