@@ -449,3 +449,17 @@ def test_baselines_match_reference_size_and_train(byte_data: Path, tmp_path: Pat
     assert math.isfinite(summary["val_loss"])
     logits = build_model(f"{kind}:tiny", 257, 32)(torch.randint(0, 257, (2, 32))).logits
     assert logits.shape == (2, 32, 257)
+
+
+def test_the_readme_example_config_is_valid() -> None:
+    """The run.yaml shown in the README is a working config (unknown keys or bad values would raise)."""
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"example this `run.yaml`:\n\n```yaml\n(.*?)```", readme, re.S)
+    assert block, "the README's run.yaml example is missing"
+    cfg = TrainConfig.from_dict(yaml.safe_load(block.group(1)))
+    cfg.validate(world_size=1)
+    assert cfg.preset == "small" and cfg.model == {"dense_residual": True} and cfg.lr == 1e-3
