@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mswelu import stats
+
 __all__ = [
     "SEED_CLAIMS",
     "SEED_K_TABLE",
@@ -324,37 +326,11 @@ def _tokens(n: float) -> str:
     return f"{n:.0f} tokens"
 
 
-def _verdict(estimate: float, se: float, claimed: float, n_min: int, z: float = 2.0) -> tuple[str, str]:
-    """supported / not supported / inconclusive for "improvement is (at least) ``claimed``".
-
-    With fewer than 2 seeds per side there is no spread: inconclusive. Otherwise, with the interval
-    ``estimate ± z·se``: not supported when even its upper end is below the claim; supported when the
-    interval is above zero and reaches the claim; inconclusive otherwise.
-    """
-    if not math.isfinite(estimate):
-        return "inconclusive", "not measurable in this run"
-    if n_min < 2 or not math.isfinite(se):
-        return "inconclusive", "needs at least 2 seeds per variant for a spread"
-    lo, hi = estimate - z * se, estimate + z * se
-    interval = f"interval {lo:+.1%} .. {hi:+.1%} ({z:g} standard errors)"
-    if hi < claimed:
-        return "not supported", f"{interval} lies below the claimed {claimed:.0%}"
-    if lo > 0:
-        return "supported", f"{interval} is above zero and reaches the claimed {claimed:.0%}"
-    return "inconclusive", f"{interval} includes both no effect and the claim"
-
-
-def _relative_gain(results: pd.DataFrame, ours: str, base: str, value: str) -> tuple[float, float, int]:
-    """(mean relative reduction of ``value`` of ``ours`` vs ``base``, its standard error, min seeds)."""
-    a = results.loc[results.variant == ours, value].dropna().to_numpy(float)
-    b = results.loc[results.variant == base, value].dropna().to_numpy(float)
-    if len(a) == 0 or len(b) == 0:
-        return float("nan"), float("nan"), 0
-    n = min(len(a), len(b))
-    if n < 2:
-        return float((b.mean() - a.mean()) / b.mean()), float("nan"), n
-    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) / b.mean()
-    return float((b.mean() - a.mean()) / b.mean()), se, n
+def _seed_values(results: pd.DataFrame, variant: str, value: str) -> dict[int, float]:
+    rows = results.loc[results.variant == variant].dropna(subset=[value])
+    if "seed" not in rows.columns:
+        return {}
+    return {int(s): float(v) for s, v in zip(rows.seed, rows[value], strict=True)}
 
 
 def claims_check(
@@ -403,13 +379,14 @@ def claims_check(
         ("SWELU 22% better than SiLU", swelu, silu_variant, SEED_CLAIMS["swelu_vs_silu"]),
         ("learnable k 17% better than fixed k", swelu, fixed, SEED_CLAIMS["learnable_vs_fixed"]),
     ):
-        est, se, n = _relative_gain(results, ours, base, value)
-        verdict, why = _verdict(est, se, claimed, n)
-        if n == 0:
-            why = f"needs both {ours!r} and {base!r} runs"
-        spread = f" ± {se:.1%} (s.e.)" if math.isfinite(se) else ""
+        gains = stats.paired_relative_gains(_seed_values(results, ours, value),
+                                            _seed_values(results, base, value))
+        interval = stats.t_interval(list(gains.values()))
+        verdict, why = stats.judge(interval, claimed)
+        if not gains:
+            why = f"needs {ours!r} and {base!r} runs with the same seeds"
         rows.append({"claim": claim, "seed says": f"{claimed:.0%} lower loss",
-                     "measured": f"{pct(est)}{spread} lower {value} of {ours} vs {base} (n={n})",
+                     "measured": f"{interval.describe()} lower {value} of {ours} vs {base}, paired by seed",
                      "verdict": verdict, "why": why, "caveat": scale})
 
     rows.append(_claim_loss_at_20(curves, swelu, scale))
@@ -437,22 +414,22 @@ def _claim_loss_at_20(curves: pd.DataFrame | None, swelu: str, scale: str) -> di
     if not per_seed:
         return {**claim, "measured": "n/a", "verdict": "inconclusive",
                 "why": "no evaluation at or before 20% of training"}
-    m = float(np.mean(per_seed))
-    s = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
-    measured = f"val loss {mean_spread(m, s)} at 20% = {_tokens(0.2 * total)}"
+    interval = stats.t_interval(per_seed)
+    measured = f"val loss {interval.describe(pct=False).lstrip('+')} at 20% = {_tokens(0.2 * total)}"
     if 0.2 * total < 0.5 * seed_tokens:
         why = (f"not comparable: 20% of this run is {_tokens(0.2 * total)} vs the seeds' "
                f"{_tokens(seed_tokens)}, and losses on other data or tokenizers do not compare")
         return {**claim, "measured": measured, "verdict": "inconclusive", "why": why}
-    se = s / math.sqrt(len(per_seed)) if math.isfinite(s) else float("nan")
-    if not math.isfinite(se):
-        return {**claim, "measured": measured, "verdict": "inconclusive", "why": "one seed: no spread"}
-    if m - 2 * se > 4.6:
-        verdict, why = "not supported", "loss stays above 4.6 beyond the spread (data differ: indicative)"
-    elif m + 2 * se <= 4.6:
-        verdict, why = "supported", "loss at or below 4.6 beyond the spread (data differ: indicative)"
-    else:
-        verdict, why = "inconclusive", "4.6 lies within the spread"
+    target = SEED_CLAIMS["loss_at_20pct"]
+    # "loss 4.6" holds when the loss is at most 4.6: judge the margin 4.6 - loss against "at least 0".
+    margin = stats.Interval(target - interval.mean, target - interval.hi, target - interval.lo, interval.n,
+                            interval.sd, interval.level)
+    verdict, why = stats.judge(margin, 0.0, pct=False)
+    if verdict != "inconclusive" or interval.n >= stats.MIN_SEEDS:
+        reasons = {"supported": f"the whole interval is at or below {target}",
+                   "refuted": f"the whole interval is above {target}"}
+        why = reasons.get(verdict, f"the interval contains {target}")
+        why += " (other data and tokenizer: indicative only)"
     return {**claim, "measured": measured, "verdict": verdict, "why": why}
 
 
@@ -468,23 +445,22 @@ def _claim_convergence(results: pd.DataFrame, curves: pd.DataFrame | None, swelu
     target = float(results.loc[results.variant == silu_variant, value].mean())
     if not math.isfinite(target):
         target = float(base.groupby("seed").val_loss.last().mean())
-    base_tokens = [tokens_to_reach(c, target) for _, c in base.groupby("seed")]
-    base_tokens = [t if math.isfinite(t) else float(c.tokens.max()) for t, (_, c) in
-                   zip(base_tokens, base.groupby("seed"), strict=True)]
-    t_base = float(np.mean(base_tokens))
-    speedups, never = [], 0
-    for _, c in curves[curves.variant == swelu].groupby("seed"):
-        t = tokens_to_reach(c, target)
-        if not math.isfinite(t):
-            never += 1
-            t = float(c.tokens.max())  # at best it would reach it right after the run: speed-up <= this
-        speedups.append(1.0 - t / t_base)
-    est = float(np.mean(speedups))
-    n = min(len(speedups), len(base_tokens))
-    se = float(np.std(speedups, ddof=1) / math.sqrt(len(speedups))) if len(speedups) > 1 else float("nan")
-    verdict, why = _verdict(est, se, lo_claim, n)
+
+    def tokens_to_target(c: pd.DataFrame) -> tuple[float, bool]:
+        t = tokens_to_reach(c, target)  # not reached: at best right after the run, so a bound
+        return (t, True) if math.isfinite(t) else (float(c.tokens.max()), False)
+
+    base_tokens = {int(s): tokens_to_target(c)[0] for s, c in base.groupby("seed")}
+    speedups, never = {}, 0
+    for s, c in curves[curves.variant == swelu].groupby("seed"):
+        if int(s) not in base_tokens:
+            continue
+        t, reached = tokens_to_target(c)
+        never += not reached
+        speedups[int(s)] = 1.0 - t / base_tokens[int(s)]  # paired by seed
+    interval = stats.t_interval(list(speedups.values()))
+    verdict, why = stats.judge(interval, (lo_claim, hi_claim))
     if never:
         why += f"; {never} SWELU seed(s) never reached SiLU's final loss (speed-up is an upper bound)"
-    measured = (f"{est:+.1%}" + (f" ± {se:.1%} (s.e.)" if math.isfinite(se) else "")
-                + f" fewer tokens to SiLU's final {value} {target:.3f} (n={n})")
+    measured = f"{interval.describe()} fewer tokens to SiLU's final {value} {target:.3f}, paired by seed"
     return {**claim, "measured": measured, "verdict": verdict, "why": why}

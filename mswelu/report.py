@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mswelu.paths import reports_dir
+from mswelu.provenance import provenance
 
 __all__ = [
     "Report",
@@ -205,6 +206,7 @@ class Report:
         self.error: str | None = None
         self.metrics: dict[str, Any] = {}
         self._sections: list[str] = []
+        self.provenance = provenance()  # versions, git commit, device: what produced these numbers
         self._live: dict[str, dict[str, Any]] = {}  # run -> its newest train and eval figures
         self._live_written = 0.0
         self._figure_count = 0
@@ -309,6 +311,7 @@ class Report:
             "finished_at": self.finished_at,
             "params": self.params,
             "metrics": self.metrics,
+            "provenance": self.provenance,
         }
         atomic_write_text(self.metrics_path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
         self._write()
@@ -405,6 +408,8 @@ class Report:
             ' &middot; <a href="../index.html">all runs</a></p>'
             f"<details><summary>Parameters ({len(self.params)})</summary><table>"
             f"<tr><th>name</th><th>value</th></tr>{params_rows}</table></details>"
+            f"<details><summary>Provenance</summary><pre>{html.escape(json.dumps(self.provenance, indent=1))}"
+            "</pre></details>"
             f"{error}{live}{''.join(self._sections)}</body></html>\n"
         )
 

@@ -26,6 +26,9 @@ def test_running_then_complete_writes_metrics_and_index(tmp_path):
     assert data["status"] == "complete" and data["notebook"] == "03_train.ipynb"
     assert data["metrics"] == {"final_val_loss": 3.25, "tokens": 12345, "val_bpb": 1.5, "tokens_per_s": 999.0}
     assert data["params"] == {"preset": "tiny", "max_steps": 5}
+    prov = data["provenance"]  # what produced the numbers
+    assert prov["versions"]["torch"] and prov["versions"]["mswelu"] and prov["threads"] >= 1
+    assert set(prov["git"]) == {"commit", "dirty"} and prov["device"].startswith(("cpu", "cuda"))
     assert "status-complete" in (tmp_path / "run-a" / "report.html").read_text()
 
     index = (tmp_path / "index.html").read_text()
