@@ -51,6 +51,7 @@ _NUMERIC_CHANGES = (
 RESUMABLE_CHANGES = frozenset(_NUMERIC_CHANGES) | {
     "eval_every",
     "eval_batches",
+    "eval_fractions",
     "log_every",
     "ckpt_every",
     "keep_checkpoints",
@@ -95,7 +96,10 @@ class TrainConfig:
     muon_momentum: float = 0.95
     seed: int = 0
     eval_every: int = 200  # steps; 0 = only at the end
-    eval_batches: int = 20  # global batches (of batch_size sequences) per evaluation
+    eval_batches: int = 20  # global batches per evaluation, spread over the split; 0 = the whole split
+    eval_fractions: tuple[float, ...] = (0.2,)  # also evaluate at these fractions of training (0.2: the
+    #                                             seeds' "loss at 20%"); the final evaluation is always
+    #                                             over the whole validation split
     log_every: int = 10
     ckpt_every: int = 500  # steps; 0 = only at the end (and on interrupt)
     keep_checkpoints: int = 3
@@ -127,6 +131,8 @@ class TrainConfig:
         d = dict(d)
         if "betas" in d and d["betas"] is not None:
             d["betas"] = tuple(float(b) for b in d["betas"])
+        if isinstance(d.get("eval_fractions"), list):
+            d["eval_fractions"] = tuple(d["eval_fractions"])
         if d.get("model") is None:
             d["model"] = {}
         return cls(**d)
@@ -148,6 +154,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["eval_fractions"] = list(self.eval_fractions)
         return d
 
     def to_yaml(self) -> str:
@@ -195,10 +202,14 @@ class TrainConfig:
             raise ValueError(f"k_lr_scale must be > 0, got {self.k_lr_scale}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        for name in ("batch_size", "seq_len", "eval_batches", "log_every", "max_consecutive_nonfinite"):
+        for name in ("batch_size", "seq_len", "log_every", "max_consecutive_nonfinite"):
             self._int(name, minimum=1)
-        for name in ("warmup", "eval_every", "ckpt_every", "keep_checkpoints", "seed"):
+        for name in ("warmup", "eval_every", "eval_batches", "ckpt_every", "keep_checkpoints", "seed"):
             self._int(name, minimum=0)
+        fractions = self.eval_fractions
+        if not isinstance(fractions, tuple | list) or not all(
+                isinstance(f, int | float) and not isinstance(f, bool) and 0 < f < 1 for f in fractions):
+            raise ValueError(f"eval_fractions must be numbers in (0, 1), got {fractions!r}")
         if self.max_steps is None and self.max_tokens is None:
             raise ValueError("set max_steps or max_tokens (the training budget)")
         if self.max_steps is not None:

@@ -455,39 +455,77 @@ class Trainer:
         return {"loss": loss_value, "grad_norm": grad_norm, "lr": lrs, "finite": finite}
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Validation loss over the first ``eval_batches x batch_size`` windows of the val split (the same
-        windows every time, however the batch is split over ranks and micro-batches), perplexity and bits
-        per byte."""
-        from mswelu.data import TokenLoader, bits_per_byte
+    def evaluate(self, whole_split: bool = False) -> dict[str, float]:
+        """Validation loss, perplexity and bits per byte.
+
+        Scored: every window of the val split (``whole_split``, or ``eval_batches=0``), else
+        ``eval_batches x batch_size`` windows spread evenly over it; the same windows every time and for
+        every run with the same ``seq_len``, however the batch is split over ranks and micro-batches. Bits
+        per byte are over exactly the tokens scored: their summed loss / ln 2 / the UTF-8 bytes they stand
+        for (a per-token lookup, see :meth:`_scored_bytes`).
+        """
+        from mswelu.data import TokenLoader
 
         self.eval_model.eval()
-        loader = TokenLoader(
+        loader = TokenLoader(  # no gradients: larger batches than training's, at least 1024 tokens each
             self.data,
             "val",
-            batch_size=self.micro,
+            batch_size=max(self.micro, 1024 // self.cfg.seq_len),
             seq_len=self.cfg.seq_len,
             rank=self.info.rank,
             world_size=self.info.world_size,
             mode="sequential",
         )
-        total = torch.zeros(2, dtype=torch.float64, device=self.device)
-        n_batches = self.cfg.eval_batches * self.accum * self.info.world_size  # of micro size, over all ranks
-        for window in loader.iter_eval_batches(max_batches=n_batches):
-            window = window.to(self.device)
-            n = window[:, 1:].numel()
-            total[0] += float(self.loss_on(self.eval_model, window)) * n
+        cfg = self.cfg
+        sample = None if whole_split or not cfg.eval_batches else cfg.eval_batches * cfg.batch_size
+        table = self._byte_table()
+        total = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, tokens, bytes
+        windows = loader.eval_windows()
+        for window in loader.iter_eval_batches(sample=sample):
+            targets = window[:, 1:]
+            n = targets.numel()
+            total[0] += float(self.loss_on(self.eval_model, window.to(self.device))) * n
             total[1] += n
+            total[2] += float(table[0][targets].sum()) * table[1]
         self.eval_model.train()
         total = du.all_reduce_sum(total, self.info)
         val_loss = float(total[0] / total[1])
         result = {
             "val_loss": val_loss,
             "val_ppl": math.exp(min(val_loss, 700.0)),
-            "val_bpb": bits_per_byte(val_loss, self.meta, "val"),
+            "val_bpb": float(total[0] / total[2] / math.log(2)) if total[2] > 0 else None,
+            "val_tokens": int(total[1]),
+            "val_scope": "sample" if sample is not None and sample < len(windows) else "whole split",
         }
         self.last_val = result
         return result
+
+    def _byte_table(self) -> tuple[torch.Tensor, float]:
+        """(UTF-8 bytes per token id, calibration): the bytes behind scored tokens are a lookup. The
+        calibration is the split's recorded bytes over the table's sum across the split: exactly 1 for
+        byte-level BPE (GPT-2), and it corrects tokenizers whose tokens do not decode one by one."""
+        if getattr(self, "_bytes_per_token", None) is None:
+            from mswelu.data import TokenLoader, get_tokenizer
+
+            val = self.meta["splits"]["val"]
+            try:
+                lengths = torch.from_numpy(get_tokenizer(self.meta["tokenizer"]).token_byte_lengths())
+            except (ValueError, OSError) as exc:  # e.g. a Hub tokenizer while offline
+                if self.info.is_main:
+                    _log(f"tokenizer {self.meta['tokenizer']!r} unavailable ({exc}); bits per byte use the "
+                         "val split's average bytes per token")
+                self._bytes_per_token = (torch.full((self.meta["vocab_size"],), 1.0, dtype=torch.float64),
+                                         val["bytes"] / max(1, val["tokens"]))
+                return self._bytes_per_token
+            split = TokenLoader(self.data, "val", batch_size=1, seq_len=1, mode="sequential").data
+            counted = int(lengths[torch.from_numpy(np.asarray(split, dtype=np.int64))].sum())
+            recorded = int(val["bytes"])
+            calibration = recorded / counted if counted > 0 else 1.0
+            if abs(calibration - 1.0) > 1e-3 and self.info.is_main:
+                _log(f"token byte lengths sum to {counted} over the val split, meta.json records {recorded}: "
+                     f"bits per byte scaled by {calibration:.4f}")
+            self._bytes_per_token = (lengths, calibration)
+        return self._bytes_per_token
 
     # ------------------------------------------------------------------------------------ logging
     def _write_metrics(self, record: dict[str, Any]) -> None:
@@ -641,7 +679,10 @@ class Trainer:
                         progress.say(progress.format_step(self.out.name, self.step, self.total_steps,
                                                           last["loss"], record["tokens_per_s"], left), bar)
                     interval_t0, interval_tokens = time.perf_counter(), 0
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
+                if self.step < self.total_steps and (
+                    (cfg.eval_every and self.step % cfg.eval_every == 0)
+                    or self.step in self._fraction_steps()
+                ):
                     self._eval_and_log()
                     interval_t0 = time.perf_counter()
                 stop = du.any_true(self._stop_signal is not None, info)
@@ -655,7 +696,7 @@ class Trainer:
             bar.close()
         self.save()
         if not interrupted:
-            self._eval_and_log()
+            self._eval_and_log(whole_split=True)
             self._save_final()
         wall = time.perf_counter() - wall0
         ks, lams = swelu_metrics(self.raw_model)
@@ -692,8 +733,12 @@ class Trainer:
             ckpt.atomic_write_json(self.out / "summary.json", summary)
         return summary
 
-    def _eval_and_log(self) -> None:
-        result = self.evaluate()
+    def _fraction_steps(self) -> set[int]:
+        """The steps at ``eval_fractions`` of the run (at least step 1)."""
+        return {max(1, round(f * self.total_steps)) for f in self.cfg.eval_fractions}
+
+    def _eval_and_log(self, whole_split: bool = False) -> None:
+        result = self.evaluate(whole_split=whole_split)
         self._emit("eval", {"step": self.step, **result})
         self._write_metrics({"step": self.step, "tokens": self.tokens, **result})
         if self.info.is_main and self.cfg.progress:

@@ -27,6 +27,7 @@ __all__ = [
     "VARIANTS",
     "RunData",
     "ensure_run",
+    "data_for",
     "execute_plan",
     "format_samples",
     "k_gradients_for_run",
@@ -354,6 +355,23 @@ PROFILES: dict[str, dict[str, Any]] = {
 VARIANTS = ("swelu", "silu", "swelu-fixed", "gpt2", "pythia", "hybrid")
 
 
+# The embedded corpus for `tiny` runs (smoke tests, the notebooks' defaults): a capped slice, so that the
+# final evaluation over the whole validation split takes a second, not half a minute. Scores of tiny
+# models are never compared with anything; every other preset gets the whole corpus.
+SMOKE_DATA_TOKENS = 200_000
+
+
+def data_for(data: str | os.PathLike[str] | None, preset: str | None) -> str:
+    """``data``, or the embedded corpus prepared for ``preset``: all of it, or a slice of
+    :data:`SMOKE_DATA_TOKENS` tokens for the ``tiny`` preset (and baselines sized to it)."""
+    if data is not None:
+        return str(data)
+    from mswelu.data import default_dataset
+
+    tiny = preset is not None and str(preset).split(":")[-1] == "tiny"
+    return str(default_dataset(max_tokens=SMOKE_DATA_TOKENS if tiny else None))
+
+
 def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
     """A profile's training settings with every non-None override applied on top."""
     if profile not in PROFILES:
@@ -479,9 +497,8 @@ def ensure_run(run: str | os.PathLike[str] | None = None) -> Path:
     found = newest_run(require_model=True)
     if found is not None:
         return found
-    from mswelu.data import default_dataset
-
-    cfg = dict(resolve_profile("nbval"), data=str(default_dataset()), run_name="smoke-auto",
+    settings = resolve_profile("nbval")
+    cfg = dict(settings, data=data_for(None, settings["preset"]), run_name="smoke-auto",
                out=str(runs_dir() / "smoke-auto"), progress=False, tensorboard=False)
     return train_or_load(cfg).path
 

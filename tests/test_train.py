@@ -116,7 +116,6 @@ def test_loss_decreases_on_embedded_data(embedded_run: tuple[dict, Path]) -> Non
 
 @pytest.mark.slow
 def test_metrics_checkpoints_and_final_model(embedded_run: tuple[dict, Path]) -> None:
-    from mswelu.data import load_meta
     from mswelu.modeling import MambaSWELUForCausalLM
 
     summary, out = embedded_run
@@ -131,13 +130,46 @@ def test_metrics_checkpoints_and_final_model(embedded_run: tuple[dict, Path]) ->
         assert r["grad_norm"] > 0 and r["tokens_per_s"] > 0
     assert train_lines[-1]["k"] == pytest.approx({n: v["k"] for n, v in model.swelu_values().items()})
     assert any(k != 1.0 for k in train_lines[-1]["k"].values())  # k is learned
-    meta = load_meta(json.loads((out / "config.json").read_text())["data"])
     for r in val_lines:
         assert r["val_ppl"] == pytest.approx(math.exp(r["val_loss"]))
-        v = meta["splits"]["val"]
-        assert r["val_bpb"] == pytest.approx(r["val_loss"] * v["tokens"] / (v["bytes"] * math.log(2)))
-    assert [r["step"] for r in val_lines] == [12, 24]
+    # evaluations at 20% of the run (step 5), every eval_every (12) and at the end
+    assert [r["step"] for r in val_lines] == [5, 12, 24]
+    assert [r["val_scope"] for r in val_lines] == ["sample", "sample", "whole split"]
+    assert [r["val_tokens"] for r in val_lines[:2]] == [4 * 32] * 2  # eval_batches x batch_size windows
     assert summary["val_loss"] == pytest.approx(val_lines[-1]["val_loss"])
+
+
+@pytest.mark.slow
+def test_final_bits_per_byte_are_over_exactly_the_tokens_scored(embedded_run: tuple[dict, Path]) -> None:
+    """The final evaluation, recomputed independently: every seq_len window of the val split, the summed
+    next-token loss of the final model, and the UTF-8 bytes of exactly those target tokens (decoded as a
+    sequence, end-of-text tokens dropped); bpb = loss sum / ln 2 / bytes."""
+    import torch.nn.functional as F
+
+    from mswelu.data import get_tokenizer, load_meta
+    from mswelu.modeling import MambaSWELUForCausalLM
+
+    summary, out = embedded_run
+    meta = load_meta(json.loads((out / "config.json").read_text())["data"])
+    data_dir = Path(json.loads((out / "config.json").read_text())["data"])
+    val = np.fromfile(data_dir / "val.bin", dtype=meta["dtype"]).astype(np.int64)
+    seq = 32
+    windows = torch.from_numpy(val[: (len(val) - 1) // seq * seq + 1])
+    tok = get_tokenizer(meta["tokenizer"])
+    model = MambaSWELUForCausalLM.from_pretrained(out / "final").eval()
+    loss_sum, n_tokens, n_bytes = 0.0, 0, 0
+    with torch.no_grad():
+        for j in range((len(val) - 1) // seq):
+            w = windows[j * seq : (j + 1) * seq + 1][None]
+            logits = model(input_ids=w[:, :-1]).logits
+            loss_sum += float(F.cross_entropy(logits[0], w[0, 1:], reduction="sum"))
+            n_tokens += seq
+            n_bytes += tok.byte_length([t for t in w[0, 1:].tolist() if t != tok.eos_id])
+    final = read_metrics(out)[1][-1]
+    assert final["val_tokens"] == n_tokens
+    assert final["val_loss"] == pytest.approx(loss_sum / n_tokens, rel=1e-4)
+    assert final["val_bpb"] == pytest.approx(loss_sum / math.log(2) / n_bytes, rel=1e-4)
+    assert summary["val_bpb"] == pytest.approx(final["val_bpb"])
     assert json.loads((out / "summary.json").read_text())["steps"] == 24
     assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_0000012", "step_0000024"]
     assert any((out / "tb").glob("events.out.tfevents.*"))

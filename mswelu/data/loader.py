@@ -166,26 +166,39 @@ class TokenLoader(IterableDataset):
                 f"{model_vocab_size}; prepare with the model's tokenizer or enlarge the model's vocabulary"
             )
 
-    def iter_eval_batches(
-        self, batch_size: int | None = None, seq_len: int | None = None, max_batches: int | None = None
-    ) -> Iterator[torch.Tensor]:
-        """Deterministic pass over this split: consecutive windows at stride ``seq_len``, in order.
-
-        Global batch ``i`` holds windows ``[i * batch_size, (i + 1) * batch_size)`` (the last may be
-        smaller); rank ``r`` yields the batches with ``i % world_size == r``, so the set evaluated over
-        all ranks does not depend on the number of ranks. ``max_batches`` caps the global batches.
-        """
-        b = batch_size or self.batch_size
+    def eval_windows(self, seq_len: int | None = None, sample: int | None = None) -> np.ndarray:
+        """Indices of the evaluation windows (window ``j`` = tokens ``[j * seq_len, (j + 1) * seq_len]``):
+        every window of the split, or ``sample`` of them spread evenly from its first to its last window, so
+        that a partial evaluation still covers every part (and document) of the split."""
         length = seq_len or self.seq_len
         windows = (self.num_tokens - 1) // length
         if windows < 1:
             raise ValueError(f"split {self.split!r} has {self.num_tokens} tokens, fewer than seq_len + 1")
-        total = math.ceil(windows / b)
+        if sample is None or int(sample) >= windows:
+            return np.arange(windows, dtype=np.int64)
+        if int(sample) < 1:
+            raise ValueError(f"sample must be >= 1 window, got {sample}")
+        return np.unique(np.linspace(0, windows - 1, int(sample)).round().astype(np.int64))
+
+    def iter_eval_batches(
+        self, batch_size: int | None = None, seq_len: int | None = None, max_batches: int | None = None,
+        sample: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Deterministic pass over this split: windows at stride ``seq_len``, in order; all of them, or
+        ``sample`` spread evenly over the split (:meth:`eval_windows`).
+
+        Global batch ``i`` holds windows ``[i * batch_size, (i + 1) * batch_size)`` of that list (the last
+        may be smaller); rank ``r`` yields the batches with ``i % world_size == r``, so the set evaluated
+        over all ranks does not depend on the number of ranks. ``max_batches`` caps the global batches.
+        """
+        b = batch_size or self.batch_size
+        length = seq_len or self.seq_len
+        chosen = self.eval_windows(length, sample)
+        total = math.ceil(len(chosen) / b)
         if max_batches is not None:
             total = min(total, int(max_batches))
         for i in range(self.rank, total, self.world_size):
-            idx = np.arange(i * b, min((i + 1) * b, windows), dtype=np.int64)
-            yield self._gather(idx * length, length + 1)
+            yield self._gather(chosen[i * b : (i + 1) * b] * length, length + 1)
 
     def __repr__(self) -> str:
         return (

@@ -23,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_EOS = "<|endoftext|>"
 GPT2_EOS_ID = 50256
@@ -102,6 +104,16 @@ class Tokenizer:
         """UTF-8 bytes that ``ids`` stand for (for bits per byte of a truncated document)."""
         return len(self.decode(ids).encode("utf-8"))
 
+    def token_byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes each token id stands for (the end-of-text token: 0, as documents' byte counts
+        exclude it), so the bytes behind any scored tokens are a lookup. Decoding tokens one at a time
+        is exact only for tokenizers whose tokens are whole characters; evaluation calibrates it against
+        the split's recorded byte count (see ``mswelu.trainer.Trainer.evaluate``)."""
+        lengths = np.array([len(self.decode([i]).encode("utf-8")) for i in range(self.vocab_size)],
+                           dtype=np.int64)
+        lengths[self.eos_id] = 0
+        return lengths
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
@@ -129,6 +141,13 @@ class GPT2Tokenizer(Tokenizer):
 
     def byte_length(self, ids: Sequence[int]) -> int:
         return len(self._enc.decode_bytes([int(i) for i in ids]))
+
+    def token_byte_lengths(self) -> np.ndarray:
+        """Exact for byte-level BPE: every token is a fixed byte string."""
+        lengths = np.array([len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)],
+                           dtype=np.int64)
+        lengths[self.eos_id] = 0
+        return lengths
 
 
 def _find_eos(vocab: dict[str, int], declared: str | None) -> int:
