@@ -13,7 +13,7 @@ from typing import Any
 
 from mswelu.paths import project_root
 
-__all__ = ["PACKAGES", "git_state", "provenance"]
+__all__ = ["PACKAGES", "code_version", "git_state", "provenance"]
 
 #: Packages whose versions change results or their meaning.
 PACKAGES = ("mswelu", "torch", "transformers", "datasets", "numpy", "tiktoken", "mamba-ssm", "causal-conv1d",
@@ -33,6 +33,19 @@ def git_state() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+def code_version() -> str:
+    """A digest of the package's own source (every ``mswelu/**/*.py``): equal digests, the same code,
+    whatever the git history; what decides whether a finished run can be reused."""
+    import hashlib
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in PACKAGES:
@@ -45,7 +58,7 @@ def _versions() -> dict[str, str | None]:
 
 def provenance() -> dict[str, Any]:
     """Versions, git state, Python, platform, device and threads, as plain JSON values."""
-    info: dict[str, Any] = {"versions": _versions(), "git": git_state(),
+    info: dict[str, Any] = {"versions": _versions(), "git": git_state(), "code": code_version(),
                             "python": sys.version.split()[0], "platform": platform.platform()}
     if "torch" in sys.modules or info["versions"].get("torch"):
         import torch

@@ -43,6 +43,7 @@ from mswelu import progress
 from mswelu.baselines import build_model, count_parameters, parse_model_name
 from mswelu.hf_compat import quiet_progress_bars
 from mswelu.optim import build_optimizer
+from mswelu.provenance import code_version
 from mswelu.schedule import LRSchedule
 
 if TYPE_CHECKING:
@@ -321,6 +322,8 @@ class Trainer:
         d["_total_steps"] = self.total_steps
         d["_parameters"] = self.n_params
         d["_device"] = str(self.device)
+        d["_data_fingerprint"] = self.meta.get("fingerprint")
+        d["_code_version"] = code_version()
         model_cfg = getattr(self.raw_model, "config", None)
         if model_cfg is not None and hasattr(model_cfg, "to_dict"):
             d["_model_config"] = json.loads(json.dumps(model_cfg.to_dict(), default=str))

@@ -46,6 +46,7 @@ __all__ = [
     "plot_loss",
     "plot_tokens_per_s",
     "read_jsonl",
+    "reusable",
     "rounded",
 ]
 
@@ -87,6 +88,7 @@ class RunData:
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
+    reused: bool = False  # loaded as a finished run instead of trained now (see train_or_load)
 
     @property
     def name(self) -> str:
@@ -403,20 +405,44 @@ def variant_overrides(variant: str, preset: str) -> dict[str, Any]:
     raise ValueError(f"unknown variant {variant!r}: expected one of {VARIANTS}")
 
 
+def reusable(cfg: dict[str, Any], out: Path) -> str | None:
+    """None when ``out`` holds a finished run of exactly ``cfg``: every setting (runtime switches such as
+    progress bars aside), a dataset with the same fingerprint (not merely the same path) and the same
+    package code (:func:`mswelu.provenance.code_version`); else why it cannot be reused."""
+    from mswelu.data import load_meta
+    from mswelu.provenance import code_version
+    from mswelu.train import TrainConfig
+
+    tc = TrainConfig.coerce(dict(cfg))
+    if not ((out / "summary.json").is_file() and (out / "final").is_dir()):
+        return "no finished run there"
+    old = _read_json(out / "config.json") or {}
+    if (_read_json(out / "summary.json") or {}).get("interrupted"):
+        return "the run there was interrupted"
+    want = json.loads(json.dumps(tc.to_dict()))
+    runtime = {"progress", "tensorboard", "overwrite", "resume", "out", "run_name", "data", "device"}
+    changed = sorted(k for k in set(want) - runtime if old.get(k) != want.get(k))
+    if changed:
+        return f"settings differ: {', '.join(changed)}"
+    if tc.data is not None and old.get("_data_fingerprint") != load_meta(tc.data).get("fingerprint"):
+        return "trained on other data"
+    if old.get("_code_version") != code_version():
+        return "trained by other code"
+    return None
+
+
 def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
-    """Train ``cfg`` (a TrainConfig dict) unless its run folder already holds a finished run with the same
-    settings, and return the run. A folder with other settings is retrained (``overwrite``)."""
+    """Train ``cfg`` (a TrainConfig dict) unless its run folder already holds a finished run of exactly
+    these settings, data and code (:func:`reusable`), and return the run; ``run.reused`` says which. A
+    folder with anything else is retrained (``overwrite``)."""
     from mswelu.train import TrainConfig, train
 
     tc = TrainConfig.coerce(dict(cfg))
     out = Path(tc.out) if tc.out else runs_dir() / (tc.run_name or "run")
-    if reuse and (out / "summary.json").is_file() and (out / "final").is_dir():
-        old = _read_json(out / "config.json") or {}
-        want = json.loads(json.dumps(tc.to_dict()))
-        keys = set(want) - {"progress", "tensorboard", "overwrite", "resume", "out", "data", "device"}
-        summary = _read_json(out / "summary.json") or {}
-        if all(old.get(k) == want.get(k) for k in keys) and not summary.get("interrupted"):
-            return load_run(out)
+    if reuse and reusable(cfg, out) is None:
+        run = load_run(out)
+        run.reused = True
+        return run
     train(dataclasses.replace(tc, overwrite=True))
     return load_run(out)
 
@@ -441,7 +467,8 @@ def run_variants(base: dict[str, Any], variants: Sequence[str], seeds: Sequence[
             m = run.final_metrics()
             rows.append({"variant": variant, "seed": int(seed), "val_loss": m["final_val_loss"],
                          "val_bpb": m["val_bpb"], "train_loss": m["final_train_loss"], "tokens": m["tokens"],
-                         "tokens_per_s": m["tokens_per_s"], "params": m.get("params"), "run": name})
+                         "tokens_per_s": m["tokens_per_s"], "params": m.get("params"), "run": name,
+                         "reused": run.reused})
             ev = run.eval
             if not ev.empty:
                 curves.append(ev.assign(variant=variant, seed=int(seed)))

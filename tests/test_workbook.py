@@ -133,3 +133,27 @@ def test_format_samples_shows_whitespace_and_no_reprs():
     assert "['" not in text and "\n\n\n" not in text
     with pytest.raises(ValueError, match="2 prompts but 1"):
         wb.format_samples(["a", "b"], ["x"])
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(embedded_data, tmp_path,
+                                                                         monkeypatch):
+    cfg = dict(preset="tiny", data=str(embedded_data), out=str(tmp_path / "r"), max_steps=2, batch_size=2,
+               seq_len=16, warmup=1, eval_every=0, eval_batches=1, log_every=1, ckpt_every=0,
+               progress=False, tensorboard=False)
+    first = wb.train_or_load(cfg)
+    assert not first.reused
+    stamp = (tmp_path / "r" / "summary.json").stat().st_mtime_ns
+    again = wb.train_or_load(cfg)
+    assert again.reused and (tmp_path / "r" / "summary.json").stat().st_mtime_ns == stamp
+    assert wb.reusable({**cfg, "lr": 1e-2}, tmp_path / "r") == "settings differ: lr"
+    assert wb.reusable({**cfg, "progress": True}, tmp_path / "r") is None  # a runtime switch only
+    import mswelu.data
+    import mswelu.provenance
+
+    real_meta = mswelu.data.load_meta
+    monkeypatch.setattr(mswelu.data, "load_meta", lambda p: {**real_meta(p), "fingerprint": "other"})
+    assert wb.reusable(cfg, tmp_path / "r") == "trained on other data"
+    monkeypatch.setattr(mswelu.data, "load_meta", real_meta)
+    monkeypatch.setattr(mswelu.provenance, "code_version", lambda: "0000")
+    assert wb.reusable(cfg, tmp_path / "r") == "trained by other code"
