@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mswelu.data import TokenLoader, bits_per_byte, iter_eval_batches
+from mswelu.data import TokenLoader, iter_eval_batches
 
 
 def make_dataset(folder: Path, n_train: int = 10_000, n_val: int = 2_000, vocab: int = 50257) -> Path:
@@ -136,6 +136,15 @@ def test_eval_batches_cover_val_in_order(ds: Path) -> None:
     assert sorted(int(x) for p in per_rank for batch in p for x in batch[:, 0]) == windows[:, 0].tolist()
     capped = list(TokenLoader(ds, "val", batch_size=b, seq_len=seq).iter_eval_batches(max_batches=2))
     assert len(capped) == 2 and torch.equal(torch.cat(capped), windows[: 2 * b])
+    # a sample of windows spreads from the first to the last window, on every rank count alike
+    loader = TokenLoader(ds, "val", batch_size=b, seq_len=seq)
+    assert loader.eval_windows(sample=5).tolist() == [0, 4, 9, 14, 18]  # of 19 windows
+    sampled = torch.cat(list(loader.iter_eval_batches(sample=5)))
+    assert sampled[:, 0].tolist() == [0, 400, 900, 1400, 1800]
+    split = [TokenLoader(ds, "val", batch_size=2, seq_len=seq, rank=r, world_size=2) for r in range(2)]
+    starts = sorted(int(x) for ld in split for batch in ld.iter_eval_batches(sample=5) for x in batch[:, 0])
+    assert starts == sampled[:, 0].tolist()
+    assert loader.eval_windows(sample=100).tolist() == list(range(19))  # more than there are: all
 
 
 def test_check_vocab(ds: Path, tmp_path: Path) -> None:
@@ -168,7 +177,3 @@ def test_bad_shards_and_arguments(ds: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="truncated"):
         TokenLoader(ds, "train", batch_size=2, seq_len=16)
 
-
-def test_bits_per_byte() -> None:
-    meta = {"splits": {"val": {"tokens": 1000, "bytes": 4000}}}
-    assert math.isclose(bits_per_byte(2.0, meta), 2.0 * 1000 / 4000 / math.log(2))

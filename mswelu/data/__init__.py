@@ -7,7 +7,7 @@ Modules: ``tokenizer`` (GPT-2 offline, HF), ``sources`` (default corpus, local f
 as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.
 """
 
-from mswelu.data.loader import TokenLoader, bits_per_byte, iter_eval_batches
+from mswelu.data.loader import TokenLoader, iter_eval_batches
 from mswelu.data.shards import (
     check_shards,
     dataset_dir,
@@ -22,7 +22,6 @@ from mswelu.data.tokenizer import get_tokenizer
 __all__ = [
     "HF_PRESETS",
     "TokenLoader",
-    "bits_per_byte",
     "check_shards",
     "dataset_dir",
     "default_dataset",

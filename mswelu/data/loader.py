@@ -229,10 +229,3 @@ def iter_eval_batches(
     )
     return loader.iter_eval_batches(max_batches=max_batches)
 
-
-def bits_per_byte(loss_nats: float, meta: dict, split: str = "val") -> float:
-    """Convert a mean per-token loss (nats) on ``split`` to bits per UTF-8 byte of its source text."""
-    counts = meta["splits"][split]
-    if counts["bytes"] <= 0:
-        raise ValueError(f"split {split!r} has no bytes recorded")
-    return float(loss_nats) * counts["tokens"] / counts["bytes"] / math.log(2)
