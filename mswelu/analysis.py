@@ -415,7 +415,7 @@ def _claim_loss_at_20(curves: pd.DataFrame | None, swelu: str, scale: str) -> di
         return {**claim, "measured": "n/a", "verdict": "inconclusive",
                 "why": "no evaluation at or before 20% of training"}
     interval = stats.t_interval(per_seed)
-    measured = f"val loss {interval.describe(pct=False).lstrip('+')} at 20% = {_tokens(0.2 * total)}"
+    measured = f"val loss {interval.describe(pct=False)} at 20% = {_tokens(0.2 * total)}"
     if 0.2 * total < 0.5 * seed_tokens:
         why = (f"not comparable: 20% of this run is {_tokens(0.2 * total)} vs the seeds' "
                f"{_tokens(seed_tokens)}, and losses on other data or tokenizers do not compare")

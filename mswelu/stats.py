@@ -35,8 +35,9 @@ class Interval:
     level: float = 0.95
 
     def describe(self, pct: bool = True) -> str:
-        """``+12.0% [+5.1%, +18.9%] (95% t interval, 3 seeds)``."""
-        f = (lambda x: f"{x:+.1%}") if pct else (lambda x: f"{x:+.4g}")
+        """``+12.0% [+5.1%, +18.9%] (95% t interval, 3 seeds)`` (a relative effect, signed), or with
+        ``pct=False`` ``4.61 [4.52, 4.70] (...)`` (a value)."""
+        f = (lambda x: f"{x:+.1%}") if pct else (lambda x: f"{x:.4g}")
         if not math.isfinite(self.lo):
             return f"{f(self.mean)} ({self.n} seed{'s' if self.n != 1 else ''}: no interval)"
         return f"{f(self.mean)} [{f(self.lo)}, {f(self.hi)}] ({self.level:.0%} t interval, {self.n} seeds)"
