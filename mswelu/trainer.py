@@ -83,6 +83,7 @@ class Trainer:
         self.cfg = cfg
         self.callbacks = list(callbacks)
         self._bar: Any = None  # the tqdm bar while the loop runs (progress lines are written above it)
+        self._bytes_per_token: tuple[torch.Tensor, float] | None = None  # see _byte_table
         self._stop_signal: str | None = None
         self.metrics_file: Any = None
         self.tb: Any = None
@@ -465,7 +466,7 @@ class Trainer:
         ``eval_batches x batch_size`` windows spread evenly over it; the same windows every time and for
         every run with the same ``seq_len``, however the batch is split over ranks and micro-batches. Bits
         per byte are over exactly the tokens scored: their summed loss / ln 2 / the UTF-8 bytes they stand
-        for (a per-token lookup, see :meth:`_scored_bytes`).
+        for (a per-token lookup, see :meth:`_byte_table`).
         """
         from mswelu.data import TokenLoader
 
@@ -507,7 +508,7 @@ class Trainer:
         """(UTF-8 bytes per token id, calibration): the bytes behind scored tokens are a lookup. The
         calibration is the split's recorded bytes over the table's sum across the split: exactly 1 for
         byte-level BPE (GPT-2), and it corrects tokenizers whose tokens do not decode one by one."""
-        if getattr(self, "_bytes_per_token", None) is None:
+        if self._bytes_per_token is None:
             from mswelu.data import TokenLoader, get_tokenizer
 
             val = self.meta["splits"]["val"]

@@ -260,9 +260,12 @@ def _reusable(out: Path, fingerprint: str) -> dict | None:
     return meta if meta.get("fingerprint") == fingerprint else None
 
 
-def output_dir(source: str = "default", out: str | Path | None = None) -> Path:
-    """Where :func:`prepare` writes ``source``: ``out``, or ``data_dir()/<source-name>``."""
-    return Path(out).expanduser().resolve() if out is not None else data_dir() / resolve_source(source).name
+def output_dir(source: str | Source = "default", out: str | Path | None = None) -> Path:
+    """Where :func:`prepare` writes ``source`` (a ``--source`` string or a resolved ``Source``): ``out``,
+    or ``data_dir()/<source-name>``."""
+    if out is not None:
+        return Path(out).expanduser().resolve()
+    return data_dir() / (source if isinstance(source, Source) else resolve_source(source)).name
 
 
 def prepare(
@@ -285,7 +288,7 @@ def prepare(
     src = resolve_source(source)
     ensure_reachable(src)
     tok = get_tokenizer(tokenizer)
-    out = output_dir(source, out)
+    out = output_dir(src, out)
     settings = {
         "version": FORMAT_VERSION,
         "source": src.fingerprint(),
