@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mswelu import stats
+from mswelu.modules import activations
 
 __all__ = [
     "SEED_CLAIMS",
@@ -32,8 +33,6 @@ __all__ = [
     "k_trajectories",
     "loss_at_fraction",
     "mean_spread",
-    "silu",
-    "swelu_np",
     "tokens_to_reach",
     "train_frame",
 ]
@@ -42,8 +41,10 @@ __all__ = [
 # post-mixer = their "SSM k"); shown next to our measurements, never used as a target.
 SEED_K_TABLE = {
     "mamba": pd.DataFrame(
-        {"in-mixer k": [0.503, 0.665, 0.608, 0.530, 0.485, 0.393],
-         "post-mixer k": [0.618, 0.686, 0.981, 0.997, 0.988, 0.976]},
+        {
+            "in-mixer k": [0.503, 0.665, 0.608, 0.530, 0.485, 0.393],
+            "post-mixer k": [0.618, 0.686, 0.981, 0.997, 0.988, 0.976],
+        },
         index=pd.Index(range(6), name="layer"),
     ),
     "dense": pd.DataFrame({"k": [1.901, 1.559, 1.889]}, index=pd.Index(range(3), name="dense layer")),
@@ -118,7 +119,7 @@ def classify_k(name: str) -> tuple[str, int | None, str]:
         return "dense", int(dense.group(1)), ""
     block = _BLOCK.search(name)
     layer = int(block.group(1)) if block else None
-    tail = name[block.end():] if block else name
+    tail = name[block.end() :] if block else name
     if "mixer" in tail:
         slot = "conv" if "conv" in tail else "gate" if "gate" in tail else ""
         return "in-mixer", layer, slot
@@ -141,13 +142,29 @@ def final_k_table(k_values: Mapping[str, Any], k_init: float = 1.0) -> pd.DataFr
         else:
             k, lam = float(value), None
         group, layer, slot = classify_k(str(name))
-        row = {"name": str(name), "group": group, "layer": layer, "slot": slot, "k": k,
-               "deviation": k - float(k_init)}
+        row = {
+            "name": str(name),
+            "group": group,
+            "layer": layer,
+            "slot": slot,
+            "k": k,
+            "deviation": k - float(k_init),
+        }
         if lam is not None:
             row["lambda"] = float(lam)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["name", "group", "layer", "slot", "k", "deviation",
-                                       *(["lambda"] if any("lambda" in r for r in rows) else [])])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "name",
+            "group",
+            "layer",
+            "slot",
+            "k",
+            "deviation",
+            *(["lambda"] if any("lambda" in r for r in rows) else []),
+        ],
+    )
 
 
 def k_layer_tables(k_values: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
@@ -158,8 +175,10 @@ def k_layer_tables(k_values: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     if mamba.empty:
         mamba_wide = pd.DataFrame(index=pd.Index([], name="layer"))
     else:
-        mamba["column"] = [f"{g} {s} k".replace("  ", " ") if s else f"{g} k"
-                           for g, s in zip(mamba.group, mamba.slot, strict=True)]
+        mamba["column"] = [
+            f"{g} {s} k".replace("  ", " ") if s else f"{g} k"
+            for g, s in zip(mamba.group, mamba.slot, strict=True)
+        ]
         mamba_wide = mamba.pivot_table(index="layer", columns="column", values="k", aggfunc="first")
         mamba_wide.columns.name = None
         mamba_wide.index = mamba_wide.index.astype(int)
@@ -187,32 +206,17 @@ def k_deviation(k_values: Mapping[str, Any], k_init: float = 1.0) -> dict[str, f
 
 
 # --------------------------------------------------------------------------- activation shapes
-def swelu_np(z: np.ndarray, k: float, lam: float = 1.0) -> np.ndarray:
-    """``lam * sign(z) * (1 - exp(-|z|^k))`` in float64 (for plotting; training uses mswelu.ops.swelu)."""
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    z = np.asarray(z, dtype=np.float64)
-    return lam * np.sign(z) * -np.expm1(-np.abs(z) ** k)
-
-
-def silu(z: np.ndarray) -> np.ndarray:
-    """``z * sigmoid(z)``, the activation SWELU replaces."""
-    z = np.asarray(z, dtype=np.float64)
-    return z / (1.0 + np.exp(-z))
-
-
-def activation_curves(k_values: Mapping[str, Any], z: Sequence[float] | np.ndarray | None = None,
-                      include_silu: bool = True) -> pd.DataFrame:
+def activation_curves(
+    k_values: Mapping[str, Any], z: Sequence[float] | np.ndarray | None = None, include_silu: bool = True
+) -> pd.DataFrame:
     """The learned activation of every slot evaluated on ``z`` (default 401 points in [-4, 4]):
     index z, one column per activation (plus ``silu``)."""
     z = np.linspace(-4.0, 4.0, 401) if z is None else np.asarray(z, dtype=np.float64)
     cols: dict[str, np.ndarray] = {}
     for name, value in k_values.items():
-        k = float(value["k"]) if isinstance(value, Mapping) else float(value)
-        lam = float(value.get("lambda") or 1.0) if isinstance(value, Mapping) else 1.0
-        cols[str(name)] = swelu_np(z, k, lam)
+        cols[str(name)] = activations.curve("swelu", z, value)
     if include_silu:
-        cols["silu"] = silu(z)
+        cols["silu"] = activations.curve("silu", z)
     return pd.DataFrame(cols, index=pd.Index(z, name="z"))
 
 
@@ -226,21 +230,23 @@ def k_gradients(model: Any, input_ids: Any) -> dict[str, float]:
     ``.grad`` fields are left untouched.
     """
     import torch
-    import torch.nn.functional as F
 
     from mswelu.modules.swelu import swelu_modules
+    from mswelu.ops.lm_loss import next_token_loss, split_window
 
     slots = model.swelu_slots() if hasattr(model, "swelu_slots") else swelu_modules(model)
-    mods = [(n, m) for n, m in slots if isinstance(getattr(m, "k_raw", None), torch.nn.Parameter)
-            and m.k_raw.requires_grad]
+    mods = [
+        (n, m)
+        for n, m in slots
+        if isinstance(getattr(m, "k_raw", None), torch.nn.Parameter) and m.k_raw.requires_grad
+    ]
     if not mods:
         return {}
     was_training = model.training
     model.eval()
     try:
-        x, y = input_ids[:, :-1], input_ids[:, 1:]
-        logits = model(x).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        x, y = split_window(input_ids)
+        loss = next_token_loss(model(x).logits, y)
         raw = [m.k_raw for _, m in mods]
         grads = torch.autograd.grad(loss, raw, allow_unused=True)
         out = {}
@@ -257,8 +263,11 @@ def k_gradients(model: Any, input_ids: Any) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- seeds
-def aggregate_seeds(results: pd.DataFrame, by: str | Sequence[str] = "variant",
-                    values: Sequence[str] = ("val_loss", "val_bpb", "tokens_per_s")) -> pd.DataFrame:
+def aggregate_seeds(
+    results: pd.DataFrame,
+    by: str | Sequence[str] = "variant",
+    values: Sequence[str] = ("val_loss", "val_bpb", "tokens_per_s"),
+) -> pd.DataFrame:
     """Mean, sample standard deviation (ddof=1; NaN for one seed), standard error and count per group.
 
     Columns: ``<value>_mean``, ``<value>_std``, ``<value>_sem`` for each value present, then ``n``.
@@ -300,8 +309,9 @@ def tokens_to_reach(curve: pd.DataFrame, target: float, x: str = "tokens", y: st
     return float("nan")
 
 
-def loss_at_fraction(curve: pd.DataFrame, fraction: float, x: str = "tokens", y: str = "val_loss",
-                     total: float | None = None) -> float:
+def loss_at_fraction(
+    curve: pd.DataFrame, fraction: float, x: str = "tokens", y: str = "val_loss", total: float | None = None
+) -> float:
     """``y`` interpolated at ``fraction`` of ``total`` (default: the curve's last ``x``)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
@@ -368,8 +378,10 @@ def claims_check(
         if "tokens" in results.columns and results.tokens.notna().any():
             bits.append(f"{_tokens(float(results.tokens.max()))} per model")
         seed_scale = f"the seeds' ~124M parameters and {SEED_CLAIMS['seed_tokens_total'] / 1e9:.1f}B tokens"
-        scale = (f"measured at {', '.join(bits) or 'this run’s scale'} vs {seed_scale}; "
-                 "effects at small scale need not hold at large scale (nor the reverse)")
+        scale = (
+            f"measured at {', '.join(bits) or 'this run’s scale'} vs {seed_scale}; "
+            "effects at small scale need not hold at large scale (nor the reverse)"
+        )
     rows = []
 
     def pct(x: float) -> str:
@@ -379,15 +391,23 @@ def claims_check(
         ("SWELU 22% better than SiLU", swelu, silu_variant, SEED_CLAIMS["swelu_vs_silu"]),
         ("learnable k 17% better than fixed k", swelu, fixed, SEED_CLAIMS["learnable_vs_fixed"]),
     ):
-        gains = stats.paired_relative_gains(_seed_values(results, ours, value),
-                                            _seed_values(results, base, value))
+        gains = stats.paired_relative_gains(
+            _seed_values(results, ours, value), _seed_values(results, base, value)
+        )
         interval = stats.t_interval(list(gains.values()))
         verdict, why = stats.judge(interval, claimed)
         if not gains:
             why = f"needs {ours!r} and {base!r} runs with the same seeds"
-        rows.append({"claim": claim, "seed says": f"{claimed:.0%} lower loss",
-                     "measured": f"{interval.describe()} lower {value} of {ours} vs {base}, paired by seed",
-                     "verdict": verdict, "why": why, "caveat": scale})
+        rows.append(
+            {
+                "claim": claim,
+                "seed says": f"{claimed:.0%} lower loss",
+                "measured": f"{interval.describe()} lower {value} of {ours} vs {base}, paired by seed",
+                "verdict": verdict,
+                "why": why,
+                "caveat": scale,
+            }
+        )
 
     rows.append(_claim_loss_at_20(curves, swelu, scale))
     rows.append(_claim_convergence(results, curves, swelu, silu_variant, value, scale))
@@ -395,52 +415,83 @@ def claims_check(
     if math.isfinite(trained) and trained < min_tokens:
         for row in rows:
             if row["verdict"] != "inconclusive":
-                row["why"] = (f"too short to judge ({_tokens(trained)} per model < {_tokens(min_tokens)}); "
-                              f"the measurement alone would say {row['verdict']!r}: {row['why']}")
+                row["why"] = (
+                    f"too short to judge ({_tokens(trained)} per model < {_tokens(min_tokens)}); "
+                    f"the measurement alone would say {row['verdict']!r}: {row['why']}"
+                )
                 row["verdict"] = "inconclusive"
     return pd.DataFrame(rows, columns=["claim", "seed says", "measured", "verdict", "why", "caveat"])
 
 
 def _claim_loss_at_20(curves: pd.DataFrame | None, swelu: str, scale: str) -> dict[str, str]:
-    claim = {"claim": 'loss 4.6 "at 20%" of training', "seed says": "train loss 4.6 at 20% (SlimPajama)",
-             "caveat": scale}
+    claim = {
+        "claim": 'loss 4.6 "at 20%" of training',
+        "seed says": "train loss 4.6 at 20% (SlimPajama)",
+        "caveat": scale,
+    }
     if curves is None or curves.empty or not (curves.variant == swelu).any():
-        return {**claim, "measured": "n/a", "verdict": "inconclusive", "why": "no evaluation curve for "
-                f"{swelu!r}"}
+        return {
+            **claim,
+            "measured": "n/a",
+            "verdict": "inconclusive",
+            "why": f"no evaluation curve for {swelu!r}",
+        }
     per_seed = [loss_at_fraction(c, 0.2) for _, c in curves[curves.variant == swelu].groupby("seed")]
     per_seed = [v for v in per_seed if math.isfinite(v)]
     total = float(curves.loc[curves.variant == swelu, "tokens"].max())
     seed_tokens = 0.2 * SEED_CLAIMS["seed_tokens_total"]
     if not per_seed:
-        return {**claim, "measured": "n/a", "verdict": "inconclusive",
-                "why": "no evaluation at or before 20% of training"}
+        return {
+            **claim,
+            "measured": "n/a",
+            "verdict": "inconclusive",
+            "why": "no evaluation at or before 20% of training",
+        }
     interval = stats.t_interval(per_seed)
     measured = f"val loss {interval.describe(pct=False)} at 20% = {_tokens(0.2 * total)}"
     if 0.2 * total < 0.5 * seed_tokens:
-        why = (f"not comparable: 20% of this run is {_tokens(0.2 * total)} vs the seeds' "
-               f"{_tokens(seed_tokens)}, and losses on other data or tokenizers do not compare")
+        why = (
+            f"not comparable: 20% of this run is {_tokens(0.2 * total)} vs the seeds' "
+            f"{_tokens(seed_tokens)}, and losses on other data or tokenizers do not compare"
+        )
         return {**claim, "measured": measured, "verdict": "inconclusive", "why": why}
     target = SEED_CLAIMS["loss_at_20pct"]
     # "loss 4.6" holds when the loss is at most 4.6: judge the margin 4.6 - loss against "at least 0".
-    margin = stats.Interval(target - interval.mean, target - interval.hi, target - interval.lo, interval.n,
-                            interval.sd, interval.level)
+    margin = stats.Interval(
+        target - interval.mean,
+        target - interval.hi,
+        target - interval.lo,
+        interval.n,
+        interval.sd,
+        interval.level,
+    )
     verdict, why = stats.judge(margin, 0.0, pct=False)
     if verdict != "inconclusive" or interval.n >= stats.MIN_SEEDS:
-        reasons = {"supported": f"the whole interval is at or below {target}",
-                   "refuted": f"the whole interval is above {target}"}
+        reasons = {
+            "supported": f"the whole interval is at or below {target}",
+            "refuted": f"the whole interval is above {target}",
+        }
         why = reasons.get(verdict, f"the interval contains {target}")
         why += " (other data and tokenizer: indicative only)"
     return {**claim, "measured": measured, "verdict": verdict, "why": why}
 
 
-def _claim_convergence(results: pd.DataFrame, curves: pd.DataFrame | None, swelu: str, silu_variant: str,
-                       value: str, scale: str) -> dict[str, str]:
+def _claim_convergence(
+    results: pd.DataFrame, curves: pd.DataFrame | None, swelu: str, silu_variant: str, value: str, scale: str
+) -> dict[str, str]:
     lo_claim, hi_claim = SEED_CLAIMS["faster_convergence"]
-    claim = {"claim": "30-40% faster convergence than SiLU",
-             "seed says": f"{lo_claim:.0%}-{hi_claim:.0%} fewer tokens to a given loss", "caveat": scale}
+    claim = {
+        "claim": "30-40% faster convergence than SiLU",
+        "seed says": f"{lo_claim:.0%}-{hi_claim:.0%} fewer tokens to a given loss",
+        "caveat": scale,
+    }
     if curves is None or curves.empty or not {swelu, silu_variant} <= set(curves.variant):
-        return {**claim, "measured": "n/a", "verdict": "inconclusive",
-                "why": f"needs evaluation curves of {swelu!r} and {silu_variant!r}"}
+        return {
+            **claim,
+            "measured": "n/a",
+            "verdict": "inconclusive",
+            "why": f"needs evaluation curves of {swelu!r} and {silu_variant!r}",
+        }
     base = curves[curves.variant == silu_variant]
     target = float(results.loc[results.variant == silu_variant, value].mean())
     if not math.isfinite(target):

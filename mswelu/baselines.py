@@ -238,3 +238,16 @@ def describe(preset_or_baseline: str, vocab_size: int = 50257, max_seq_len: int 
         **model.baseline_info,
         "log10_parameters": math.log10(model.baseline_info["parameters"]),
     }
+
+
+def max_context(model: Any) -> int | None:
+    """Longest sequence the model accepts (learned positions / a Transformer's context), None if unbounded."""
+    cfg = model.config
+    if getattr(cfg, "model_type", "") == "mamba_swelu":
+        if getattr(cfg, "pos_embedding", "none") == "learned" or "A" in getattr(cfg, "layer_pattern", ""):
+            return int(cfg.max_position_embeddings)
+        return None
+    for name in ("n_positions", "max_position_embeddings"):
+        if getattr(cfg, name, None):
+            return int(getattr(cfg, name))
+    return None

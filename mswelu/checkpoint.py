@@ -16,7 +16,6 @@ A checkpoint whose manifest is missing or whose files do not match it is never r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -30,6 +29,8 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from mswelu.fs import fsync_dir, fsync_file, sha256_file
+
 FORMAT_VERSION = 1
 CKPT_RE = re.compile(r"^step_(\d{7,})$")
 MANIFEST = "manifest.json"
@@ -38,50 +39,6 @@ REQUIRED_FILES = ("model.safetensors", "optimizer.pt", "trainer_state.json", "co
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, incomplete or corrupt."""
-
-
-# ----------------------------------------------------------------------------------------- fs helpers
-def fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some filesystems do not allow opening directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file + fsync + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------- JSON encoding of RNG / loader state
@@ -122,6 +79,13 @@ def from_portable(obj: Any) -> Any:
     if isinstance(obj, list):
         return [from_portable(v) for v in obj]
     return obj
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG :func:`rng_state` saves."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:

@@ -36,11 +36,12 @@ from typing import Any, ClassVar
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
-ACTIVATIONS = ("swelu", "swelu-fixed", "silu")
+from mswelu.modules.activations import ACTIVATIONS
+from mswelu.ops.backends import BACKENDS
+
 NORMS = ("layernorm", "rmsnorm")
 POS_EMBEDDINGS = ("learned", "none")
 K_SHARING = ("shared", "separate")
-BACKENDS = ("auto", "torch", "cuda")
 INIT_SCHEMES = ("gpt2", "mamba")
 LAYER_PATTERN_RE = re.compile(r"^[MA]+$")
 
@@ -155,7 +156,7 @@ class MambaSWELUConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
 
     def _validate(self) -> None:
-        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("activation", self.activation, tuple(ACTIVATIONS))
         _check_choice("norm", self.norm, NORMS)
         _check_choice("pos_embedding", self.pos_embedding, POS_EMBEDDINGS)
         _check_choice("mixer_k_sharing", self.mixer_k_sharing, K_SHARING)
@@ -227,4 +228,4 @@ class MambaSWELUConfig(PretrainedConfig):
         return cls(**{**PRESETS[name], **overrides})
 
 
-__all__ = ["MambaSWELUConfig", "PRESETS", "ACTIVATIONS"]
+__all__ = ["MambaSWELUConfig", "PRESETS"]

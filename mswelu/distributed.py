@@ -8,11 +8,16 @@ Every helper degrades to a no-op in a single process, so the trainer has one cod
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,11 +37,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def launched_by_torchrun() -> bool:
-    """True inside a process started by torchrun (or any launcher setting WORLD_SIZE > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
@@ -114,3 +114,36 @@ def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def run_on_main(fn: Callable[[], T], info: DistInfo) -> T:
+    """``fn()`` on rank 0 only, its result on every rank; a ValueError it raises is raised on every rank
+    (checks that read files run once, and all ranks stop with the same message)."""
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except ValueError as exc:
+            error = str(exc)
+    result, error = broadcast_object((result, error), info)  # type: ignore[misc]
+    if error is not None:
+        raise ValueError(error)
+    return result  # type: ignore[return-value]
+
+
+def all_gather(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
+    if not info.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` in DistributedDataParallel under torchrun, unchanged in a single process."""
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda" else None)

@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from mswelu.hf_compat import cache_kwarg, output_cache, quiet_progress_bars
+from mswelu.baselines import max_context
+from mswelu.hf_compat import cache_kwarg, output_cache
 
 __all__ = [
     "SamplingConfig",
@@ -71,8 +72,11 @@ class SamplingConfig:
             raise ValueError(f"top_k must be an integer >= 0, got {self.top_k}")
         if not (0.0 < self.top_p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if isinstance(self.max_new_tokens, bool) or int(self.max_new_tokens) != self.max_new_tokens \
-                or self.max_new_tokens < 1:
+        if (
+            isinstance(self.max_new_tokens, bool)
+            or int(self.max_new_tokens) != self.max_new_tokens
+            or self.max_new_tokens < 1
+        ):
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens}")
         self.top_k, self.max_new_tokens = int(self.top_k), int(self.max_new_tokens)
 
@@ -102,8 +106,9 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None
-                ) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Next token ids (B,) from last-position logits (B, V): temperature, then top-k, then top-p."""
     if logits.dim() != 2:
         raise ValueError(f"logits must be (batch, vocab), got shape {tuple(logits.shape)}")
@@ -116,19 +121,6 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Gene
 
 
 # --------------------------------------------------------------------------- decoding
-def max_context(model: Any) -> int | None:
-    """Longest sequence the model accepts (learned positions / a Transformer's context), None if unbounded."""
-    cfg = model.config
-    if getattr(cfg, "model_type", "") == "mamba_swelu":
-        if getattr(cfg, "pos_embedding", "none") == "learned" or "A" in getattr(cfg, "layer_pattern", ""):
-            return int(cfg.max_position_embeddings)
-        return None
-    for name in ("n_positions", "max_position_embeddings"):
-        if getattr(cfg, name, None):
-            return int(getattr(cfg, name))
-    return None
-
-
 def _forward(model: Any, ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
     """Last-position logits and the updated cache (under whatever name the installed transformers uses)."""
     kwargs = {} if cache is None else {cache_kwarg(model): cache}
@@ -157,8 +149,10 @@ def decode(
     limit = max_context(model)
     total = input_ids.size(1) + cfg.max_new_tokens
     if limit is not None and total > limit:
-        raise ValueError(f"prompt ({input_ids.size(1)} tokens) + {cfg.max_new_tokens} new tokens exceeds "
-                         f"the model's context of {limit}")
+        raise ValueError(
+            f"prompt ({input_ids.size(1)} tokens) + {cfg.max_new_tokens} new tokens exceeds "
+            f"the model's context of {limit}"
+        )
     device = next(model.parameters()).device
     ids = input_ids.to(device)
     was_training = model.training
@@ -224,8 +218,9 @@ def generate_text(
         by_len.setdefault(len(ids), []).append(i)
     for length, rows in sorted(by_len.items()):
         batch = torch.tensor([encoded[i] for i in rows], dtype=torch.long)
-        result = decode(model, batch, cfg, mode=mode, generator=generator,
-                        eos_token_id=eos if stop_at_eos else None)
+        result = decode(
+            model, batch, cfg, mode=mode, generator=generator, eos_token_id=eos if stop_at_eos else None
+        )
         for r, i in enumerate(rows):
             new = result[r, length:].tolist()
             if stop_at_eos and eos is not None and eos in new:
@@ -256,8 +251,16 @@ def decode_speed(
             best = min(best, time.perf_counter() - t0)
         outputs[mode] = out
         n = prompt_ids.size(0) * new_tokens
-        rows.append({"mode": mode, "batch": prompt_ids.size(0), "prompt_len": prompt_ids.size(1),
-                     "new_tokens": new_tokens, "seconds": best, "tokens_per_s": n / best})
+        rows.append(
+            {
+                "mode": mode,
+                "batch": prompt_ids.size(0),
+                "prompt_len": prompt_ids.size(1),
+                "new_tokens": new_tokens,
+                "seconds": best,
+                "tokens_per_s": n / best,
+            }
+        )
     first = next(iter(outputs.values()))
     for row in rows:
         row["same_tokens"] = bool(torch.equal(outputs[row["mode"]], first))
@@ -265,59 +268,16 @@ def decode_speed(
 
 
 # --------------------------------------------------------------------------- loading
-def _run_tokenizer_name(run_dir: Path) -> str:
-    """The tokenizer the run's data was prepared with (``config.json`` -> data -> ``meta.json``)."""
-    cfg_path = run_dir / "config.json"
-    if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError:
-            cfg = {}
-        data = cfg.get("data")
-        if data and (Path(data) / "meta.json").is_file():
-            try:
-                return str(json.loads((Path(data) / "meta.json").read_text()).get("tokenizer") or "gpt2")
-            except json.JSONDecodeError:
-                pass
-    return "gpt2"
-
-
 def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -> tuple[Any, Any, Path]:
-    """(model, tokenizer, model_dir) of a run folder (its ``final/`` or newest checkpoint), a run name
-    under ``runs/``, or a saved model folder. ``run=None`` takes the newest run with a model."""
-    from transformers import AutoModelForCausalLM
-
-    import mswelu.modeling  # noqa: F401  (registers mamba_swelu with the Auto classes)
+    """(model, tokenizer, model_dir) of a run folder (its ``final/``, or the newest checkpoint of an
+    interrupted run), a run name under ``runs/``, or a saved model folder. ``run=None`` takes the newest
+    run with a model."""
+    from mswelu import runs
     from mswelu.data import get_tokenizer
-    from mswelu.paths import runs_dir
-    from mswelu.workbook import RunData, list_runs, load_run, newest_run
 
-    if run is None:
-        found = newest_run(require_model=True)
-        if found is None:
-            raise ValueError("no run with a saved model under runs/: train one first (notebook 03)")
-        run = found
-    path = Path(run)
-    if not path.exists() and (runs_dir() / path).exists():  # a run name, e.g. --run main
-        path = runs_dir() / path
-    if not path.exists():
-        names = [p.relative_to(runs_dir()).as_posix() for p in list_runs(require_model=True)]
-        known = ("runs with a saved model: " + ", ".join(names)) if names else \
-            "no run has a saved model yet: train one first (notebook 03 or python -m mswelu.train)"
-        raise ValueError(f"no run {str(run)!r}: neither a folder nor a run under {runs_dir()}; {known}")
-    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
-        model_dir, run_dir = path, path.parent
-    else:
-        data: RunData = load_run(path)
-        model_dir = data.model_dir
-        if model_dir is None:
-            raise ValueError(f"{path} has no final/ model nor checkpoint with a model")
-        run_dir = path
-    with quiet_progress_bars():
-        model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
-    model.eval()
-    tokenizer = get_tokenizer(_run_tokenizer_name(run_dir))
-    return model, tokenizer, model_dir
+    path = runs.resolve_run(run, require_model=True)
+    model, model_dir = runs.load_model(path, device=device)
+    return model, get_tokenizer(runs.tokenizer_name(model_dir)), model_dir
 
 
 # --------------------------------------------------------------------------- interactive
@@ -334,9 +294,14 @@ def apply_command(cfg: SamplingConfig, line: str) -> tuple[SamplingConfig, str, 
         return cfg, HELP, False
     if cmd == "/show":
         return cfg, _describe(cfg), False
-    fields = {"/temp": ("temperature", float), "/temperature": ("temperature", float),
-              "/top_p": ("top_p", float), "/top_k": ("top_k", int), "/tokens": ("max_new_tokens", int),
-              "/max_tokens": ("max_new_tokens", int)}
+    fields = {
+        "/temp": ("temperature", float),
+        "/temperature": ("temperature", float),
+        "/top_p": ("top_p", float),
+        "/top_k": ("top_k", int),
+        "/tokens": ("max_new_tokens", int),
+        "/max_tokens": ("max_new_tokens", int),
+    }
     if cmd not in fields:
         return cfg, f"unknown command {cmd}; /help lists them", False
     name, kind = fields[cmd]
@@ -355,8 +320,7 @@ def apply_command(cfg: SamplingConfig, line: str) -> tuple[SamplingConfig, str, 
 
 
 def _describe(cfg: SamplingConfig) -> str:
-    return (f"temperature={cfg.temperature} top_k={cfg.top_k} top_p={cfg.top_p} "
-            f"tokens={cfg.max_new_tokens}")
+    return f"temperature={cfg.temperature} top_k={cfg.top_k} top_p={cfg.top_p} tokens={cfg.max_new_tokens}"
 
 
 def _enable_line_editing() -> None:
@@ -451,11 +415,18 @@ def repl(
 
 # --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mswelu.generate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--run", default=None, help="run folder or saved model folder (default: newest run)")
-    p.add_argument("--prompt", action="append", default=None,
-                   help="prompt to continue (repeat for a batch); without it: interactive")
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        help="prompt to continue (repeat for a batch); without it: interactive",
+    )
     p.add_argument("--temperature", "--temp", type=float, default=0.8)
     p.add_argument("--top-k", "--top_k", type=int, default=50)
     p.add_argument("--top-p", "--top_p", type=float, default=0.95)

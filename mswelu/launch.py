@@ -30,9 +30,21 @@ from typing import Any
 import yaml
 
 from mswelu import progress
-from mswelu.train import TrainConfig
+from mswelu.runs import METRICS, SUMMARY
+from mswelu.train_config import TrainConfig
 
+#: How several runs are launched (see :func:`launch`).
 MODES = ("auto", "single", "ddp", "independent")
+
+
+def resolve_mode(mode: str, n_gpus: int, n_runs: int) -> str:
+    """The concrete mode: ``auto`` is ``independent`` with >= 2 GPUs and >= 2 runs, ``ddp`` with >= 2
+    GPUs and one run, else ``single``; any other mode is checked and returned."""
+    if mode not in MODES:
+        raise ValueError(f"unknown launch mode {mode!r}: expected one of {MODES}")
+    if mode != "auto":
+        return mode
+    return ("independent" if n_runs > 1 else "ddp") if n_gpus >= 2 else "single"
 
 
 @dataclass
@@ -231,7 +243,7 @@ def watch(
                 running.append(h)
             time.sleep(poll_s)
             for h in list(running):
-                record = _read_last_record(h.run_dir / "metrics.jsonl")
+                record = _read_last_record(h.run_dir / METRICS)
                 if record.get("step") is not None and record != h.last:
                     h.last = record
                     _report_record(h, record, bars[h.name] if progress else None, on_metrics)
@@ -279,14 +291,15 @@ def watch(
         )
     results = []
     for h in handles:
-        path = h.run_dir / "summary.json"
+        path = h.run_dir / SUMMARY
         summary = json.loads(path.read_text()) if path.is_file() else {}
         results.append({"run_name": h.name, "returncode": h.returncode, "log": str(h.log_path), **summary})
     return results
 
 
-def _report_record(h: RunHandle, record: dict[str, Any], bar: Any,
-                   on_metrics: Callable[[str, dict[str, Any]], None] | None) -> None:
+def _report_record(
+    h: RunHandle, record: dict[str, Any], bar: Any, on_metrics: Callable[[str, dict[str, Any]], None] | None
+) -> None:
     """A child run's newest metrics record: to ``on_metrics`` and, with a bar, as a progress line."""
     if on_metrics is not None:
         on_metrics(h.name, record)
@@ -294,13 +307,18 @@ def _report_record(h: RunHandle, record: dict[str, Any], bar: Any,
         return
     total = h.cfg.total_steps()
     if "val_loss" in record:
-        progress.say(progress.format_eval(h.name, int(record["step"]), total, record["val_loss"],
-                                          record.get("val_bpb")), bar)
+        progress.say(
+            progress.format_eval(
+                h.name, int(record["step"]), total, record["val_loss"], record.get("val_bpb")
+            ),
+            bar,
+        )
     elif "loss" in record:
         rate = record.get("tokens_per_s")
         left = (total - int(record["step"])) * h.cfg.tokens_per_step() / rate if rate else None
-        progress.say(progress.format_step(h.name, int(record["step"]), total, record["loss"], rate, left),
-                     bar)
+        progress.say(
+            progress.format_step(h.name, int(record["step"]), total, record["loss"], rate, left), bar
+        )
 
 
 def launch(
@@ -331,14 +349,12 @@ def launch(
     """
     from mswelu.paths import project_root
 
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: expected one of {MODES}")
+    resolve_mode(mode, 0, 1)  # a bad mode fails before the configs are built
     cfgs = expand_variants(base, variants, seeds, out_root)
     gpus = _gpu_count() if n_gpus is None else int(n_gpus)
     if gpus < 0:
         raise ValueError(f"n_gpus must be >= 0, got {n_gpus}")
-    if mode == "auto":
-        mode = ("independent" if len(cfgs) > 1 else "ddp") if gpus >= 2 else "single"
+    mode = resolve_mode(mode, gpus, len(cfgs))
     if mode == "single":
         from mswelu.train import train
 
@@ -347,8 +363,11 @@ def launch(
                 on_metrics(trainer.out.name, info)
 
         return [
-            {"run_name": c.run_name, "returncode": 0,
-             **train(c.replace(progress=progress), callbacks=[forward_logs])}
+            {
+                "run_name": c.run_name,
+                "returncode": 0,
+                **train(c.replace(progress=progress), callbacks=[forward_logs]),
+            }
             for c in cfgs
         ]
 

@@ -38,10 +38,12 @@ from transformers.models.mamba.modeling_mamba import MambaCausalLMOutput
 
 from mswelu.configuration import MambaSWELUConfig
 from mswelu.hf_compat import CACHE_NAMES, pick_cache
+from mswelu.modules.activations import make_activation
 from mswelu.modules.attention import MLP, CausalSelfAttention
 from mswelu.modules.mamba_mixer import MambaMixer
-from mswelu.modules.swelu import SWELU, make_activation
-from mswelu.ops.backends import resolve_backend
+from mswelu.modules.swelu import SWELU
+from mswelu.ops.backends import BACKENDS, resolve_backend
+from mswelu.ops.lm_loss import next_token_loss
 
 __all__ = [
     "MambaSWELUCache",
@@ -75,11 +77,7 @@ def _norm(config: MambaSWELUConfig) -> nn.Module:
 
 
 def _act(config: MambaSWELUConfig) -> nn.Module:
-    kind, kwargs = config.activation, {"k_init": config.k_init, "learnable_lambda": config.learnable_lambda}
-    if torch.empty(0).device.type == "meta":  # from_pretrained builds on meta; SWELU's init needs real values
-        with torch.device("cpu"):
-            return make_activation(kind, **kwargs)
-    return make_activation(kind, **kwargs)
+    return make_activation(config.activation, k_init=config.k_init, learnable_lambda=config.learnable_lambda)
 
 
 class MambaSWELUCache:
@@ -132,9 +130,7 @@ class MambaBlock(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.norm = _norm(config)
-        if config.activation == "silu":
-            act_conv = act_gate = None  # the mixer's own SiLU
-        elif config.mixer_k_sharing == "shared":
+        if config.mixer_k_sharing == "shared":
             act_conv = act_gate = _act(config)
         else:
             act_conv, act_gate = _act(config), _act(config)
@@ -155,7 +151,7 @@ class MambaBlock(nn.Module):
             layer_idx=layer_idx,
         )
         self.mixer.out_proj._residual_out = True
-        if act_conv is not None and act_conv is act_gate:  # lets save_pretrained store the shared k once
+        if act_conv is act_gate and any(True for _ in act_conv.parameters()):  # the shared k, saved once
             self._tied_weights_keys = {
                 f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, _ in act_conv.named_parameters()
             }
@@ -445,7 +441,7 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:  # shift the labels (not the logits: no copy of the big tensor)
             shifted = F.pad(labels[:, 1:].to(logits.device), (0, 1), value=-100)
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100)
+            loss = next_token_loss(logits, shifted)
         out = MambaSWELUCausalLMOutput(loss, logits, cache, all_hidden)
         return out if return_dict is not False else out.to_tuple()
 
@@ -485,8 +481,8 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
 
     def set_backend(self, backend: str) -> None:
         """Switch every mixer (and the config) to ``backend`` in ("auto", "torch", "cuda")."""
-        if backend not in ("auto", "torch", "cuda"):
-            raise ValueError(f"unknown backend {backend!r}: expected one of ('auto', 'torch', 'cuda')")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
         self.config.backend = backend
         for block in self.backbone.blocks:
             if isinstance(block, MambaBlock):

@@ -2,8 +2,9 @@
 
 Routing rules (one place, so the report, the tests and the trainer agree), first match wins:
 
-1. SWELU ``k_raw`` / ``lambda_raw``: own group ``swelu``, AdamW, no weight decay (decay would pull k
-   towards 0, which is what the seed runs did), lr scaled by ``k_lr_scale``.
+1. Activation shape parameters (SWELU ``k_raw`` / ``lambda_raw``, as
+   :func:`mswelu.modules.activations.shape_parameters` finds them): own group ``swelu``, AdamW, no weight
+   decay (decay would pull k towards 0, which is what the seed runs did), lr scaled by ``k_lr_scale``.
 2. Embeddings (every ``nn.Embedding``, learned positional tables, hence the LM head when it is tied):
    AdamW, no decay.
 3. Parameters flagged ``_no_weight_decay`` (Mamba's ``A_log`` and ``D``) and any ``A_log`` / ``D`` by
@@ -34,8 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from mswelu.modules.activations import shape_parameters
+
 OPTIMIZERS = ("adamw", "muon")
-SWELU_PARAM_NAMES = ("k_raw", "lambda_raw")
 _POS_EMBED_HINTS = ("pos_emb", "wpe", "position_embedding", "pos_embedding", "embed_positions")
 
 
@@ -76,12 +78,13 @@ def route_parameters(model: nn.Module, optimizer_name: str = "adamw") -> list[Pa
         raise ValueError(f"unknown optimizer {optimizer_name!r}: expected one of {OPTIMIZERS}")
     muon = optimizer_name == "muon"
     emb_ids, out_ids = _embedding_ids(model)
+    shape_ids = {id(p) for _, p in shape_parameters(model)}
     routes = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         leaf = name.rsplit(".", 1)[-1]
-        if leaf in SWELU_PARAM_NAMES:
+        if id(p) in shape_ids:
             r = ("adamw", "swelu", "SWELU shape parameter: no decay, own lr scale")
         elif id(p) in emb_ids:
             r = ("adamw", "no_decay", "embedding table (tied LM head included)")
@@ -210,3 +213,14 @@ def build_optimizer(
     if not opts:
         raise ValueError("the model has no trainable parameters")
     return HybridOptimizer(opts)
+
+
+def set_hyperparameters(
+    optimizer: HybridOptimizer, lr: float, weight_decay: float, k_lr_scale: float
+) -> None:
+    """Set every group's ``base_lr`` and weight decay as :func:`build_optimizer` would for these values
+    (a resumed run takes the current config's, not the checkpoint's)."""
+    for group in optimizer.param_groups:
+        group["base_lr"] = lr * (k_lr_scale if group.get("name") == "swelu" else 1.0)
+        if group.get("name") in ("decay", "muon"):
+            group["weight_decay"] = weight_decay

@@ -66,8 +66,14 @@ def _clock() -> str:
     return _dt.datetime.now().strftime("%H:%M:%S")
 
 
-def format_step(run: str, step: int, total: int, loss: float | None, tokens_per_s: float | None,
-                seconds_left: float | None) -> str:
+def format_step(
+    run: str,
+    step: int,
+    total: int,
+    loss: float | None,
+    tokens_per_s: float | None,
+    seconds_left: float | None,
+) -> str:
     """``[12:00:01 main] step 50/300  loss 6.5123  640 tok/s  4:10 left``."""
     width = len(str(total))
     parts = [f"[{_clock()} {run}] step {step:>{width}}/{total}"]

@@ -16,18 +16,38 @@ from mswelu.paths import project_root
 __all__ = ["PACKAGES", "code_version", "git_state", "provenance"]
 
 #: Packages whose versions change results or their meaning.
-PACKAGES = ("mswelu", "torch", "transformers", "datasets", "numpy", "tiktoken", "mamba-ssm", "causal-conv1d",
-            "triton", "papermill")
+PACKAGES = (
+    "mswelu",
+    "torch",
+    "transformers",
+    "datasets",
+    "numpy",
+    "tiktoken",
+    "mamba-ssm",
+    "causal-conv1d",
+    "triton",
+    "papermill",
+)
 
 
 def git_state() -> dict[str, Any]:
     """``{"commit": sha, "dirty": bool}`` of the project checkout, or ``{"commit": None}`` outside one."""
     root = project_root()
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(status.strip())}
@@ -58,8 +78,13 @@ def _versions() -> dict[str, str | None]:
 
 def provenance() -> dict[str, Any]:
     """Versions, git state, Python, platform, device and threads, as plain JSON values."""
-    info: dict[str, Any] = {"versions": _versions(), "git": git_state(), "code": code_version(),
-                            "python": sys.version.split()[0], "platform": platform.platform()}
+    info: dict[str, Any] = {
+        "versions": _versions(),
+        "git": git_state(),
+        "code": code_version(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
     if "torch" in sys.modules or info["versions"].get("torch"):
         import torch
 

@@ -20,18 +20,17 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from mswelu.fs import atomic_write_text
 from mswelu.paths import reports_dir
 from mswelu.provenance import provenance
 
 __all__ = [
     "Report",
-    "atomic_write_text",
     "load_report_state",
     "sanitize_params",
     "write_index",
@@ -55,28 +54,6 @@ INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; reports are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _is_secret_name(name: str) -> bool:
@@ -249,8 +226,15 @@ class Report:
         import pandas as pd
 
         frame = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
-        shown = frame.astype(object).map(lambda v: "-" if v is None or (isinstance(v, float) and v != v)
-                                         else _fmt(v) if isinstance(v, (int, float)) else v)
+        shown = frame.astype(object).map(
+            lambda v: (
+                "-"
+                if v is None or (isinstance(v, float) and v != v)
+                else _fmt(v)
+                if isinstance(v, (int, float))
+                else v
+            )
+        )
         table = shown.to_html(escape=True, border=0, na_rep="-")
         cap = f"<p><b>{html.escape(caption)}</b></p>" if caption else ""
         self._sections.append(f"<section>{cap}{table}</section>")
@@ -264,11 +248,13 @@ class Report:
         self.metrics.update(clean)
         rows = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
-            for k, v in clean.items() if not isinstance(v, (dict, list))
+            for k, v in clean.items()
+            if not isinstance(v, (dict, list))
         )
         cap = f"<p><b>{html.escape(caption)}</b></p>" if caption else ""
-        self._sections.append(f"<section>{cap}<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
-                              "</section>")
+        self._sections.append(
+            f"<section>{cap}<table><tr><th>metric</th><th>value</th></tr>{rows}</table></section>"
+        )
         self._write()
 
     def add_text(self, text: str) -> None:
@@ -386,8 +372,10 @@ class Report:
         )
         error = ""
         if self.error:
-            error = ("<h2>Error</h2><p>A cell raised; the run stopped here.</p>"
-                     f'<pre class="error">{html.escape(self.error)}</pre>')
+            error = (
+                "<h2>Error</h2><p>A cell raised; the run stopped here.</p>"
+                f'<pre class="error">{html.escape(self.error)}</pre>'
+            )
         finished = f" &middot; finished {html.escape(self.finished_at)}" if self.finished_at else ""
         live = ""
         if self.status == "running" and self._live:
@@ -395,12 +383,13 @@ class Report:
             head = "".join(f"<th>{c}</th>" for c in ("run", *cols))
             rows = "".join(
                 f"<tr><td>{html.escape(run)}</td>"
-                + "".join(f"<td>{html.escape(_fmt(fig.get(c)))}</td>" for c in cols) + "</tr>"
+                + "".join(f"<td>{html.escape(_fmt(fig.get(c)))}</td>" for c in cols)
+                + "</tr>"
                 for run, fig in self._live.items()
             )
             live = f"<h2>Latest metrics</h2><table><tr>{head}</tr>{rows}</table>"
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{title} - mswelu report</title><style>{_CSS}</style></head><body>"
             f"<h1>{title}</h1>"
             f'<p class="meta"><span class="status status-{status}">{status}</span> &middot; '
@@ -464,15 +453,25 @@ def _training_runs_table(runs_root: Path) -> str:
     rows = []
     for when, name, status, config, summary in found:
         date = _dt.datetime.fromtimestamp(when, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        figures = [config.get("preset"), config.get("activation"), summary.get("steps"),
-                   summary.get("tokens"), summary.get("val_loss"), summary.get("val_bpb")]
+        figures = [
+            config.get("preset"),
+            config.get("activation"),
+            summary.get("steps"),
+            summary.get("tokens"),
+            summary.get("val_loss"),
+            summary.get("val_bpb"),
+        ]
         css = "failed" if status == "interrupted" else status
         status_cell = f'<span class="status status-{css}">{status}</span>'
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{status_cell}</td>"
-                    + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in figures)
-                    + f"<td>{date}</td></tr>")
-    return (f"<h2>Training runs</h2><p class=\"meta\">{len(rows)} run folder(s) under runs/, from notebooks "
-            f"or the command line</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{status_cell}</td>"
+            + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in figures)
+            + f"<td>{date}</td></tr>"
+        )
+    return (
+        f'<h2>Training runs</h2><p class="meta">{len(rows)} run folder(s) under runs/, from notebooks '
+        f"or the command line</p><table><tr>{head}</tr>{''.join(rows)}</table>"
+    )
 
 
 def _read_json_quiet(path: Path) -> dict[str, Any]:
@@ -483,8 +482,9 @@ def _read_json_quiet(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def write_index(root: str | os.PathLike[str] | None = None,
-                runs_root: str | os.PathLike[str] | None = None) -> Path:
+def write_index(
+    root: str | os.PathLike[str] | None = None, runs_root: str | os.PathLike[str] | None = None
+) -> Path:
     """Regenerate ``<reports>/index.html``: every report with its status and key figures, then every
     training run folder (``runs_root``, default ``runs/`` beside the reports folder)."""
     root = Path(root) if root is not None else reports_dir()
@@ -504,13 +504,16 @@ def write_index(root: str | os.PathLike[str] | None = None,
     for date, name, state, metrics in rows:
         status = str(state.get("status", "?"))
         link = f'<a href="{html.escape(name, quote=True)}/report.html">{html.escape(name)}</a>'
-        cells = [link, f'<span class="status status-{html.escape(status)}">{html.escape(status)}</span>',
-                 html.escape(str(state.get("notebook", "")))]
+        cells = [
+            link,
+            f'<span class="status status-{html.escape(status)}">{html.escape(status)}</span>',
+            html.escape(str(state.get("notebook", ""))),
+        ]
         cells += [html.escape(_fmt(_key_figure(metrics, names))) for names in INDEX_COLUMNS.values()]
         cells.append(html.escape(date))
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     doc = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mswelu runs</title>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>mswelu runs</title>'
         f"<style>{_CSS}</style></head><body><h1>mswelu runs</h1>"
         f'<p class="meta">{len(body)} report(s), newest first; generated {_now()}</p>'
         f"<table><tr>{header}</tr>{''.join(body)}</table>{_training_runs_table(runs_root)}</body></html>\n"

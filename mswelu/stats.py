@@ -64,12 +64,16 @@ def paired_relative_gains(ours: Mapping[int, float], base: Mapping[int, float]) 
     """Per seed present in both: the relative reduction ``(base - ours) / base`` (positive: ours is lower,
     i.e. better for a loss)."""
     common = sorted(set(ours) & set(base))
-    return {s: (float(base[s]) - float(ours[s])) / float(base[s]) for s in common
-            if math.isfinite(float(ours[s])) and math.isfinite(float(base[s])) and float(base[s]) != 0}
+    return {
+        s: (float(base[s]) - float(ours[s])) / float(base[s])
+        for s in common
+        if math.isfinite(float(ours[s])) and math.isfinite(float(base[s])) and float(base[s]) != 0
+    }
 
 
-def judge(interval: Interval, claimed: float | tuple[float, float], min_seeds: int = MIN_SEEDS,
-          pct: bool = True) -> tuple[str, str]:
+def judge(
+    interval: Interval, claimed: float | tuple[float, float], min_seeds: int = MIN_SEEDS, pct: bool = True
+) -> tuple[str, str]:
     """Verdict on "the effect is ``claimed``" (a number: at least that much; a pair: within that range).
 
     - supported: the whole interval reaches the claim (its lower end is at or above the claimed effect;

@@ -1,7 +1,7 @@
-"""Helpers the notebooks call: find and load runs, plot them, keep checked outputs deterministic.
+"""Helpers the notebooks call: profiles, training or reusing runs, variant comparisons, launch plans,
+plots, and deterministic outputs for checked cells.
 
-A run folder (written by :mod:`mswelu.train`) holds ``config.json``, ``metrics.jsonl``, ``summary.json`` and
-``final/``; :func:`load_run` reads it into a :class:`RunData` whose frames come from :mod:`mswelu.analysis`.
+Runs are read through :mod:`mswelu.runs` (re-exported here: ``wb.load_run``, ``wb.RunData``, ...).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,11 @@ import numpy as np
 import pandas as pd
 
 from mswelu import analysis
+from mswelu.launch import resolve_mode
 from mswelu.paths import runs_dir
+from mswelu.runs import RunData, list_runs, load_run, newest_run, read_json, read_jsonl, resolve_run
+from mswelu.train_config import TrainConfig
+from mswelu.variants import VARIANTS, hybrid_pattern, variant_overrides
 
 __all__ = [
     "PROFILES",
@@ -49,155 +52,6 @@ __all__ = [
     "reusable",
     "rounded",
 ]
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a truncated last line (a run still writing) is skipped, a corrupt
-    line elsewhere raises ``ValueError`` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if i == len(lines) - 1:
-                break
-            raise ValueError(f"{path}:{i + 1}: not valid JSON ({exc})") from exc
-    return out
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
-
-
-@dataclass
-class RunData:
-    """One training run as the notebooks see it."""
-
-    path: Path
-    config: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)
-    reused: bool = False  # loaded as a finished run instead of trained now (see train_or_load)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def train(self) -> pd.DataFrame:
-        """Training steps (step, tokens, loss, lr, grad_norm, tokens_per_s)."""
-        return analysis.train_frame(self.records)
-
-    @property
-    def eval(self) -> pd.DataFrame:
-        """Evaluations (step, tokens, val_loss, val_ppl, val_bpb)."""
-        return analysis.eval_frame(self.records)
-
-    @property
-    def k(self) -> pd.DataFrame:
-        """k per logged step, one column per activation."""
-        return analysis.k_trajectories(self.records)
-
-    @property
-    def model_dir(self) -> Path | None:
-        """``final/`` if present, else the newest ``checkpoints/step_*/`` holding a model, else None."""
-        final = self.path / "final"
-        if (final / "config.json").is_file():
-            return final
-        ckpts = sorted((self.path / "checkpoints").glob("step_*"))
-        for ckpt in reversed(ckpts):
-            for cand in (ckpt, ckpt / "model"):
-                if (cand / "config.json").is_file():
-                    return cand
-        return None
-
-    def final_k(self) -> dict[str, float]:
-        """The last k of every activation: from the summary if it has them, else the last logged step."""
-        if self.summary:
-            for key in ("k", "k_values", "swelu"):
-                val = self.summary.get(key)
-                if isinstance(val, Mapping) and val:
-                    return {n: float(v["k"]) if isinstance(v, Mapping) else float(v) for n, v in val.items()}
-        traj = self.k
-        return {} if traj.empty else {str(c): float(v) for c, v in traj.iloc[-1].items()}
-
-    def final_metrics(self) -> dict[str, Any]:
-        """Key figures for reports: final train/val loss, val bpb, tokens, tokens/s, steps."""
-        tr, ev = self.train, self.eval
-        s = self.summary or {}
-        out: dict[str, Any] = {
-            "steps": _first(s, "steps", default=int(tr.step.iloc[-1]) if not tr.empty else None),
-            "tokens": _first(s, "tokens", default=int(tr.tokens.iloc[-1]) if not tr.empty else None),
-            "final_train_loss": _first(s, "final_train_loss", "train_loss",
-                                       default=float(tr.loss.iloc[-1]) if not tr.empty else None),
-            "final_val_loss": _first(s, "final_val_loss", "val_loss",
-                                     default=float(ev.val_loss.iloc[-1]) if not ev.empty else None),
-            "val_bpb": _first(s, "val_bpb", "final_val_bpb",
-                              default=float(ev.val_bpb.iloc[-1]) if not ev.empty else None),
-            "tokens_per_s": _first(s, "tokens_per_s",
-                                   default=float(tr.tokens_per_s.median()) if not tr.empty else None),
-        }
-        if s.get("wall_time_s") is not None:
-            out["wall_time_s"] = s["wall_time_s"]
-        if _first(s, "parameters", "params") is not None:
-            out["params"] = _first(s, "parameters", "params")
-        return out
-
-
-def _first(d: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
-    for key in keys:
-        if d.get(key) is not None:
-            return d[key]
-    return default
-
-
-def load_run(path: str | os.PathLike[str]) -> RunData:
-    """Read a run folder (``config.json``, ``summary.json``, ``metrics.jsonl``)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"run folder {path} does not exist")
-    if not any((path / f).exists() for f in ("config.json", "metrics.jsonl", "summary.json")):
-        raise ValueError(f"{path} is not a run folder (no config.json, metrics.jsonl or summary.json)")
-    return RunData(path=path, config=_read_json(path / "config.json") or {},
-                   summary=_read_json(path / "summary.json"), records=read_jsonl(path / "metrics.jsonl"))
-
-
-def _run_time(path: Path) -> float:
-    times = [p.stat().st_mtime for p in (path / "summary.json", path / "metrics.jsonl", path / "config.json")
-             if p.exists()]
-    return max(times) if times else 0.0
-
-
-def list_runs(root: str | os.PathLike[str] | None = None, require_model: bool = False) -> list[Path]:
-    """Run folders under ``root`` (default ``runs/``), newest first; ``require_model`` keeps only runs
-    with a saved model (``final/`` or a checkpoint). Runs of ``launch=independent`` (sub-folders) are
-    included."""
-    root = Path(root) if root is not None else runs_dir()
-    if not root.is_dir():
-        return []
-    found = []
-    for cand in [*root.iterdir(), *root.glob("*/*")]:
-        if cand.is_dir() and ((cand / "config.json").is_file() or (cand / "metrics.jsonl").is_file()):
-            if not require_model or load_run(cand).model_dir is not None:
-                found.append(cand)
-    return sorted(found, key=_run_time, reverse=True)
-
-
-def newest_run(root: str | os.PathLike[str] | None = None, require_model: bool = False) -> Path | None:
-    """The most recently written run folder, or None."""
-    runs = list_runs(root, require_model=require_model)
-    return runs[0] if runs else None
 
 
 def rounded(value: Any, digits: int = 2) -> Any:
@@ -241,8 +95,14 @@ def _figure_and_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
     return ax.figure, ax
 
 
-def plot_loss(runs: Mapping[str, RunData] | RunData, x: str = "tokens", val: bool = True, smooth: int = 1,
-              ax: Any = None, title: str | None = None) -> Any:
+def plot_loss(
+    runs: Mapping[str, RunData] | RunData,
+    x: str = "tokens",
+    val: bool = True,
+    smooth: int = 1,
+    ax: Any = None,
+    title: str | None = None,
+) -> Any:
     """Training loss (and validation loss, dashed, with markers) against ``x`` ("tokens" or "step")."""
 
     if isinstance(runs, RunData):
@@ -272,8 +132,13 @@ def plot_k_trajectories(k: pd.DataFrame, ax: Any = None, title: str = "SWELU k d
     import matplotlib.pyplot as plt
 
     fig, ax = _figure_and_axes(ax, (7, 4))
-    cmaps = {"in-mixer": "Blues", "post-mixer": "Greens", "dense": "Oranges", "attention": "Purples",
-             "other": "Greys"}
+    cmaps = {
+        "in-mixer": "Blues",
+        "post-mixer": "Greens",
+        "dense": "Oranges",
+        "attention": "Purples",
+        "other": "Greys",
+    }
     groups: dict[str, list[str]] = {}
     for col in k.columns:
         groups.setdefault(analysis.classify_k(col)[0], []).append(col)
@@ -293,8 +158,12 @@ def plot_k_trajectories(k: pd.DataFrame, ax: Any = None, title: str = "SWELU k d
     return fig
 
 
-def plot_activation_shapes(k_values: Mapping[str, Any], z: Sequence[float] | None = None,
-                           ax: Any = None, title: str = "learned activations vs SiLU") -> Any:
+def plot_activation_shapes(
+    k_values: Mapping[str, Any],
+    z: Sequence[float] | None = None,
+    ax: Any = None,
+    title: str = "learned activations vs SiLU",
+) -> Any:
     """Each learned SWELU over z (colour by group as in :func:`plot_k_trajectories`) with SiLU in black."""
     import matplotlib.pyplot as plt
 
@@ -306,8 +175,13 @@ def plot_activation_shapes(k_values: Mapping[str, Any], z: Sequence[float] | Non
         group = analysis.classify_k(col)[0]
         cmap = plt.get_cmap(cmaps.get(group, "Greys"))
         k = k_values[col]["k"] if isinstance(k_values[col], Mapping) else k_values[col]
-        ax.plot(curves.index, curves[col], color=cmap(0.5 + 0.4 * (j + 1) / (len(names) + 1)), lw=1.1,
-                label=f"{col} (k={float(k):.2f})")
+        ax.plot(
+            curves.index,
+            curves[col],
+            color=cmap(0.5 + 0.4 * (j + 1) / (len(names) + 1)),
+            lw=1.1,
+            label=f"{col} (k={float(k):.2f})",
+        )
     ax.plot(curves.index, curves["silu"], color="k", lw=1.8, label="SiLU")
     ax.axhline(0, color="k", lw=0.4)
     ax.axvline(0, color="k", lw=0.4)
@@ -345,17 +219,43 @@ def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> 
 # `pytest --nbval-lax` can run it); "cpu-10min" is the README's main job on a machine without a GPU
 # (the `small` preset on the embedded corpus); "gpu" is a starting point for one or more GPUs.
 PROFILES: dict[str, dict[str, Any]] = {
-    "nbval": {"preset": "tiny", "max_steps": 12, "batch_size": 4, "seq_len": 32, "lr": 3e-3, "warmup": 2,
-              "eval_every": 6, "eval_batches": 2, "log_every": 2, "ckpt_every": 0},
-    "cpu-10min": {"preset": "small", "max_steps": 300, "batch_size": 8, "seq_len": 128, "lr": 1e-3,
-                  "warmup": 30, "eval_every": 50, "eval_batches": 4, "log_every": 5, "ckpt_every": 100},
-    "gpu": {"preset": "seed-124m", "max_steps": 5000, "batch_size": 16, "seq_len": 1024, "lr": 6e-4,
-            "warmup": 200, "eval_every": 500, "eval_batches": 20, "log_every": 20, "ckpt_every": 1000},
+    "nbval": {
+        "preset": "tiny",
+        "max_steps": 12,
+        "batch_size": 4,
+        "seq_len": 32,
+        "lr": 3e-3,
+        "warmup": 2,
+        "eval_every": 6,
+        "eval_batches": 2,
+        "log_every": 2,
+        "ckpt_every": 0,
+    },
+    "cpu-10min": {
+        "preset": "small",
+        "max_steps": 300,
+        "batch_size": 8,
+        "seq_len": 128,
+        "lr": 1e-3,
+        "warmup": 30,
+        "eval_every": 50,
+        "eval_batches": 4,
+        "log_every": 5,
+        "ckpt_every": 100,
+    },
+    "gpu": {
+        "preset": "seed-124m",
+        "max_steps": 5000,
+        "batch_size": 16,
+        "seq_len": 1024,
+        "lr": 6e-4,
+        "warmup": 200,
+        "eval_every": 500,
+        "eval_batches": 20,
+        "log_every": 20,
+        "ckpt_every": 1000,
+    },
 }
-
-# Variants of the baseline comparison, as TrainConfig overrides of a base config.
-VARIANTS = ("swelu", "silu", "swelu-fixed", "gpt2", "pythia", "hybrid")
-
 
 # The embedded corpus for `tiny` runs (smoke tests, the notebooks' defaults): a capped slice, so that the
 # final evaluation over the whole validation split takes a second, not half a minute. Scores of tiny
@@ -383,41 +283,18 @@ def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
     return out
 
 
-def hybrid_pattern(layer_pattern: str) -> str:
-    """The same depth with attention in every second block ("MMMM" -> "MAMA")."""
-    if not layer_pattern:
-        raise ValueError("empty layer_pattern")
-    return "".join("A" if i % 2 else "M" for i in range(len(layer_pattern)))
-
-
-def variant_overrides(variant: str, preset: str) -> dict[str, Any]:
-    """TrainConfig overrides that turn a base config on ``preset`` into ``variant`` (see :data:`VARIANTS`).
-    Everything else (data, tokens, optimizer, schedule, lr) stays the same for every variant."""
-    from mswelu.configuration import PRESETS
-
-    if variant in ("swelu", "silu", "swelu-fixed"):
-        return {"activation": variant}
-    if variant in ("gpt2", "pythia"):
-        return {"preset": f"{variant}:{preset}", "activation": None}
-    if variant == "hybrid":
-        base = PRESETS[preset].get("layer_pattern", "MMMMMM")
-        return {"activation": "swelu", "model": {"layer_pattern": hybrid_pattern(base)}}
-    raise ValueError(f"unknown variant {variant!r}: expected one of {VARIANTS}")
-
-
 def reusable(cfg: dict[str, Any], out: Path) -> str | None:
     """None when ``out`` holds a finished run of exactly ``cfg``: every setting (runtime switches such as
     progress bars aside), a dataset with the same fingerprint (not merely the same path) and the same
     package code (:func:`mswelu.provenance.code_version`); else why it cannot be reused."""
     from mswelu.data import load_meta
     from mswelu.provenance import code_version
-    from mswelu.train import TrainConfig
 
     tc = TrainConfig.coerce(dict(cfg))
     if not ((out / "summary.json").is_file() and (out / "final").is_dir()):
         return "no finished run there"
-    old = _read_json(out / "config.json") or {}
-    if (_read_json(out / "summary.json") or {}).get("interrupted"):
+    old = read_json(out / "config.json") or {}
+    if (read_json(out / "summary.json") or {}).get("interrupted"):
         return "the run there was interrupted"
     want = json.loads(json.dumps(tc.to_dict()))
     runtime = {"progress", "tensorboard", "overwrite", "resume", "out", "run_name", "data", "device"}
@@ -435,10 +312,10 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
     """Train ``cfg`` (a TrainConfig dict) unless its run folder already holds a finished run of exactly
     these settings, data and code (:func:`reusable`), and return the run; ``run.reused`` says which. A
     folder with anything else is retrained (``overwrite``)."""
-    from mswelu.train import TrainConfig, train
+    from mswelu.train import train
 
     tc = TrainConfig.coerce(dict(cfg))
-    out = Path(tc.out) if tc.out else runs_dir() / (tc.run_name or "run")
+    out = tc.out_dir()
     if reuse and reusable(cfg, out) is None:
         run = load_run(out)
         run.reused = True
@@ -447,8 +324,9 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
     return load_run(out)
 
 
-def run_variants(base: dict[str, Any], variants: Sequence[str], seeds: Sequence[int], prefix: str,
-                 reuse: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, RunData]]:
+def run_variants(
+    base: dict[str, Any], variants: Sequence[str], seeds: Sequence[int], prefix: str, reuse: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, RunData]]:
     """Train (or load) every variant x seed on the same data and token budget.
 
     Returns (results: one row per model with variant, seed, val_loss, val_bpb, tokens, tokens_per_s,
@@ -460,20 +338,38 @@ def run_variants(base: dict[str, Any], variants: Sequence[str], seeds: Sequence[
     for variant in variants:
         for seed in seeds:
             name = f"{prefix}-{variant}-s{seed}"
-            cfg = {**base, **variant_overrides(variant, preset), "seed": int(seed), "run_name": name,
-                   "out": str(runs_dir() / name)}
+            cfg = {
+                **base,
+                **variant_overrides(variant, preset),
+                "seed": int(seed),
+                "run_name": name,
+                "out": str(runs_dir() / name),
+            }
             run = train_or_load(cfg, reuse=reuse)
             runs[name] = run
             m = run.final_metrics()
-            rows.append({"variant": variant, "seed": int(seed), "val_loss": m["final_val_loss"],
-                         "val_bpb": m["val_bpb"], "train_loss": m["final_train_loss"], "tokens": m["tokens"],
-                         "tokens_per_s": m["tokens_per_s"], "params": m.get("params"), "run": name,
-                         "reused": run.reused})
+            rows.append(
+                {
+                    "variant": variant,
+                    "seed": int(seed),
+                    "val_loss": m["final_val_loss"],
+                    "val_bpb": m["val_bpb"],
+                    "train_loss": m["final_train_loss"],
+                    "tokens": m["tokens"],
+                    "tokens_per_s": m["tokens_per_s"],
+                    "params": m.get("params"),
+                    "run": name,
+                    "reused": run.reused,
+                }
+            )
             ev = run.eval
             if not ev.empty:
                 curves.append(ev.assign(variant=variant, seed=int(seed)))
-    curve_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
-        columns=["step", "tokens", "val_loss", "val_ppl", "val_bpb", "variant", "seed"])
+    curve_df = (
+        pd.concat(curves, ignore_index=True)
+        if curves
+        else pd.DataFrame(columns=["step", "tokens", "val_loss", "val_ppl", "val_bpb", "variant", "seed"])
+    )
     return pd.DataFrame(rows), curve_df, runs
 
 
@@ -494,8 +390,11 @@ def smoke_checks(run: RunData, expect_k: bool = True) -> dict[str, Any]:
             problems.append(f"loss did not fall ({tr.loss.iloc[0]:.4f} -> {tr.loss.iloc[-1]:.4f})")
     if ev.empty or not np.isfinite(ev.val_loss).all():
         problems.append("no finite validation loss")
-    if s.get("tokens_per_step") and s.get("steps") is not None \
-            and s["tokens"] != s["steps"] * s["tokens_per_step"]:
+    if (
+        s.get("tokens_per_step")
+        and s.get("steps") is not None
+        and s["tokens"] != s["steps"] * s["tokens_per_step"]
+    ):
         problems.append(f"tokens {s['tokens']} != steps {s['steps']} x {s['tokens_per_step']}")
     k = run.k
     moved = 0
@@ -508,35 +407,45 @@ def smoke_checks(run: RunData, expect_k: bool = True) -> dict[str, Any]:
                 problems.append("no k moved from its init")
     if problems:
         raise AssertionError("smoke run failed: " + "; ".join(problems))
-    return {"steps": int(tr.step.iloc[-1]), "tokens": int(tr.tokens.iloc[-1]), "num_k": int(k.shape[1]),
-            "k_moved": moved, "loss_fell": True}
+    return {
+        "steps": int(tr.step.iloc[-1]),
+        "tokens": int(tr.tokens.iloc[-1]),
+        "num_k": int(k.shape[1]),
+        "k_moved": moved,
+        "loss_fell": True,
+    }
 
 
 def ensure_run(run: str | os.PathLike[str] | None = None) -> Path:
     """The run to analyse: ``run`` (a path, or a name under ``runs/``), else the newest run with a saved
     model, else a fresh smoke run (profile ``nbval``) trained now into ``runs/smoke-auto``."""
     if run is not None:
-        path = Path(run)
-        if not path.exists() and (runs_dir() / path).exists():
-            path = runs_dir() / path
+        path = resolve_run(run)
         load_run(path)  # raises a clear ValueError when it is not a run
         return path
     found = newest_run(require_model=True)
     if found is not None:
         return found
     settings = resolve_profile("nbval")
-    cfg = dict(settings, data=data_for(None, settings["preset"]), run_name="smoke-auto",
-               out=str(runs_dir() / "smoke-auto"), progress=False, tensorboard=False)
+    cfg = dict(
+        settings,
+        data=data_for(None, settings["preset"]),
+        run_name="smoke-auto",
+        out=str(runs_dir() / "smoke-auto"),
+        progress=False,
+        tensorboard=False,
+    )
     return train_or_load(cfg).path
 
 
 def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) -> dict[str, float]:
     """|dL/dk| per SWELU of the run's saved model on the first validation batch of the run's data."""
+    from mswelu import runs
     from mswelu.analysis import k_gradients
+    from mswelu.baselines import max_context
     from mswelu.data import TokenLoader
-    from mswelu.generate import load_model, max_context
 
-    model, _, _ = load_model(run.path)
+    model, _ = runs.load_model(run.path)
     if not hasattr(model, "swelu_slots"):
         return {}
     data = run.config.get("data")
@@ -552,9 +461,6 @@ def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) ->
 
 
 # --------------------------------------------------------------------------- launching (notebook 03)
-LAUNCHES = ("auto", "single", "ddp", "independent")
-
-
 def plan_launch(
     base: dict[str, Any],
     run_name: str,
@@ -565,16 +471,15 @@ def plan_launch(
 ) -> list[dict[str, Any]]:
     """What notebook 03 will train: one entry per process group with its name, launch mode, GPUs and
     TrainConfig dict. ``independent`` gives each of ``n_gpus`` GPUs its own model (seeds ``seed + i``);
-    ``ddp`` trains one model on ``n_gpus`` GPUs; ``auto`` is ``ddp`` with more than one GPU, else single."""
-    if launch not in LAUNCHES:
-        raise ValueError(f"unknown launch {launch!r}: expected one of {LAUNCHES}")
+    ``ddp`` trains one model on ``n_gpus`` GPUs; ``auto`` follows :func:`mswelu.launch.resolve_mode` for
+    each planned model (``ddp`` with two or more GPUs, else ``single``)."""
+    resolve_mode(launch, 0, 1)  # a bad mode fails first
     if visible_gpus is None:
         import torch
 
         visible_gpus = torch.cuda.device_count()
     n = visible_gpus if n_gpus is None else int(n_gpus)
-    if launch == "auto":
-        launch = "ddp" if n > 1 else "single"
+    launch = resolve_mode(launch, n, n_runs=1)
     if launch in ("ddp", "independent") and not 1 <= n <= visible_gpus:
         raise ValueError(f"launch={launch!r} needs 1..{visible_gpus} GPUs (visible), got n_gpus={n}")
     plan = []
@@ -586,17 +491,37 @@ def plan_launch(
             for i in range(n):
                 seed_i = int(cfg.get("seed", 0)) + i
                 sub = f"{name}-s{seed_i}"
-                plan.append({"name": sub, "group": name, "launch": launch, "gpus": [i],
-                             "config": {**cfg, "seed": seed_i, "run_name": sub, "out": str(runs_dir() / sub),
-                                        "progress": False}})
+                plan.append(
+                    {
+                        "name": sub,
+                        "group": name,
+                        "launch": launch,
+                        "gpus": [i],
+                        "config": {
+                            **cfg,
+                            "seed": seed_i,
+                            "run_name": sub,
+                            "out": str(runs_dir() / sub),
+                            "progress": False,
+                        },
+                    }
+                )
         else:
-            plan.append({"name": name, "group": name, "launch": launch,
-                         "gpus": list(range(n)) if launch == "ddp" else [], "config": cfg})
+            plan.append(
+                {
+                    "name": name,
+                    "group": name,
+                    "launch": launch,
+                    "gpus": list(range(n)) if launch == "ddp" else [],
+                    "config": cfg,
+                }
+            )
     return plan
 
 
-def execute_plan(plan: Sequence[dict[str, Any]],
-                 on_metrics: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, RunData]:
+def execute_plan(
+    plan: Sequence[dict[str, Any]], on_metrics: Callable[[str, dict[str, Any]], None] | None = None
+) -> dict[str, RunData]:
     """Run a :func:`plan_launch` plan through :func:`mswelu.launch.launch`: single entries in this process
     one after the other, ``ddp`` entries as torchrun jobs, the ``independent`` runs of one variant all at
     once (one GPU each). ``on_metrics(run_name, record)`` sees each metrics record as it is written (e.g.
@@ -609,14 +534,25 @@ def execute_plan(plan: Sequence[dict[str, Any]],
     runs: dict[str, RunData] = {}
     for (mode, _), entries in groups.items():
         if mode == "independent":
-            variants = [{"seed": e["config"]["seed"], "run_name": e["name"], "out": e["config"]["out"]}
-                        for e in entries]
-            launch("independent", base=entries[0]["config"], variants=variants, n_gpus=len(entries),
-                   on_metrics=on_metrics)
+            variants = [
+                {"seed": e["config"]["seed"], "run_name": e["name"], "out": e["config"]["out"]}
+                for e in entries
+            ]
+            launch(
+                "independent",
+                base=entries[0]["config"],
+                variants=variants,
+                n_gpus=len(entries),
+                on_metrics=on_metrics,
+            )
         else:
             for e in entries:
-                launch(mode, base=e["config"], n_gpus=len(e["gpus"]) if mode == "ddp" else None,
-                       on_metrics=on_metrics)
+                launch(
+                    mode,
+                    base=e["config"],
+                    n_gpus=len(e["gpus"]) if mode == "ddp" else None,
+                    on_metrics=on_metrics,
+                )
         for e in entries:
             runs[e["name"]] = load_run(e["config"]["out"])
     return runs

@@ -25,8 +25,7 @@ _COMPILED = ("selective_scan_cuda", "causal_conv1d_cuda")
 _cache: SimpleNamespace | None = None
 
 SKIP_REASON = (
-    "upstream mamba-ssm / causal-conv1d packages are not installed "
-    "(run `bash .ci/setup --with-kernel-refs`)"
+    "upstream mamba-ssm / causal-conv1d packages are not installed (run `bash .ci/setup --with-kernel-refs`)"
 )
 
 
@@ -71,8 +70,9 @@ def _strict(refs: SimpleNamespace) -> SimpleNamespace:
     selective_scan.cpp and causal_conv1d.cpp), which the references themselves do not make: the
     kernel path must pass tensors the real kernels accept, dtypes and layouts included."""
 
-    def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-             return_last_state=False):
+    def scan(
+        u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False
+    ):
         assert u.dtype in _FLOATS, f"u dtype {u.dtype}"
         assert A.dtype == torch.float32, f"A must be fp32, got {A.dtype}"
         for name, t in (("delta", delta), ("B", B), ("C", C), ("z", z)):
@@ -87,8 +87,16 @@ def _strict(refs: SimpleNamespace) -> SimpleNamespace:
         assert A.shape[1] <= 256
         return refs.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
-    def conv(x, weight, bias=None, seq_idx=None, initial_states=None, return_final_states=False,
-             final_states_out=None, activation=None):
+    def conv(
+        x,
+        weight,
+        bias=None,
+        seq_idx=None,
+        initial_states=None,
+        return_final_states=False,
+        final_states_out=None,
+        activation=None,
+    ):
         assert x.dtype in _FLOATS and weight.dtype in _FLOATS, (x.dtype, weight.dtype)
         assert weight.dim() == 2 and 2 <= weight.shape[1] <= 4, f"weight shape {tuple(weight.shape)}"
         assert bias is None or bias.dtype == weight.dtype, "bias dtype must equal weight dtype"

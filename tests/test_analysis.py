@@ -9,18 +9,34 @@ import pandas as pd
 import pytest
 
 from mswelu import analysis as A
+from mswelu.modules.activations import curve
 
 
 def _records(n_steps=5, k_names=("blocks.0.mixer.act", "blocks.0.post_act", "dense.0.act")):
     recs = []
     for s in range(1, n_steps + 1):
-        recs.append({"step": s, "tokens": 100 * s, "loss": 5.0 / s, "lr": {"main": 1e-3, "k": 2e-3},
-                     "grad_norm": 1.0,
-                     "tokens_per_s": 50.0, "k": {n: 1.0 + 0.1 * s * (i + 1) for i, n in enumerate(k_names)},
-                     "lambda": {n: 1.0 for n in k_names}})
+        recs.append(
+            {
+                "step": s,
+                "tokens": 100 * s,
+                "loss": 5.0 / s,
+                "lr": {"main": 1e-3, "k": 2e-3},
+                "grad_norm": 1.0,
+                "tokens_per_s": 50.0,
+                "k": {n: 1.0 + 0.1 * s * (i + 1) for i, n in enumerate(k_names)},
+                "lambda": {n: 1.0 for n in k_names},
+            }
+        )
         if s % 2 == 0:
-            recs.append({"step": s, "tokens": 100 * s, "val_loss": 6.0 / s, "val_ppl": math.exp(6.0 / s),
-                         "val_bpb": 1.0 / s})
+            recs.append(
+                {
+                    "step": s,
+                    "tokens": 100 * s,
+                    "val_loss": 6.0 / s,
+                    "val_ppl": math.exp(6.0 / s),
+                    "val_bpb": 1.0 / s,
+                }
+            )
     return recs
 
 
@@ -41,15 +57,18 @@ def test_k_trajectories_columns_in_log_order():
     assert A.k_trajectories(_records(), key="lambda").iloc[0].tolist() == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("blocks.0.mixer.act", ("in-mixer", 0, "")),
-    ("backbone.blocks.3.mixer.act_conv", ("in-mixer", 3, "conv")),
-    ("blocks.12.mixer.act_gate", ("in-mixer", 12, "gate")),
-    ("blocks.2.post_act", ("post-mixer", 2, "")),
-    ("dense.1.act", ("dense", 1, "")),
-    ("backbone.dense.2.act", ("dense", 2, "")),
-    ("something", ("other", None, "")),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("blocks.0.mixer.act", ("in-mixer", 0, "")),
+        ("backbone.blocks.3.mixer.act_conv", ("in-mixer", 3, "conv")),
+        ("blocks.12.mixer.act_gate", ("in-mixer", 12, "gate")),
+        ("blocks.2.post_act", ("post-mixer", 2, "")),
+        ("dense.1.act", ("dense", 1, "")),
+        ("backbone.dense.2.act", ("dense", 2, "")),
+        ("something", ("other", None, "")),
+    ],
+)
 def test_classify_k(name, expected):
     assert A.classify_k(name) == expected
 
@@ -62,8 +81,9 @@ def test_layer_tables_follow_seed_layout():
     assert list(t["mamba"].columns) == ["in-mixer k", "post-mixer k"]
     assert t["mamba"].loc[2, "in-mixer k"] == pytest.approx(0.7)
     assert t["dense"].index.name == "dense layer" and t["dense"].loc[1, "k"] == pytest.approx(1.6)
-    sep = A.k_layer_tables({"blocks.0.mixer.act_conv": 1.1, "blocks.0.mixer.act_gate": 1.2,
-                            "blocks.0.post_act": 1.3})
+    sep = A.k_layer_tables(
+        {"blocks.0.mixer.act_conv": 1.1, "blocks.0.mixer.act_gate": 1.2, "blocks.0.post_act": 1.3}
+    )
     assert list(sep["mamba"].columns) == ["in-mixer conv k", "in-mixer gate k", "post-mixer k"]
 
 
@@ -80,25 +100,26 @@ def test_k_deviation_matches_seed_arithmetic():
     assert dev["mean_k_dense"] == pytest.approx((1.901 + 1.559 + 1.889) / 3)
 
 
-def test_swelu_np_known_values_and_limits():
+def test_swelu_curve_known_values_and_limits():
     z = np.array([-2.0, -1.0, 0.0, 1.0, 1e-8, 50.0])
-    y = A.swelu_np(z, 1.0)
+    y = curve("swelu", z, 1.0)
     assert y[3] == pytest.approx(1 - math.exp(-1)) and y[1] == pytest.approx(-(1 - math.exp(-1)))
     assert y[2] == 0.0 and y[5] == pytest.approx(1.0)
     assert y[4] == pytest.approx(1e-8, rel=1e-6)  # expm1 keeps tiny values exact
-    assert A.swelu_np(np.array([2.0]), 2.0, lam=3.0)[0] == pytest.approx(3 * (1 - math.exp(-4)))
-    assert A.silu(np.array([0.0, 1.0]))[1] == pytest.approx(1 / (1 + math.exp(-1)))
+    scaled = curve("swelu", np.array([2.0]), {"k": 2.0, "lambda": 3.0})[0]
+    assert scaled == pytest.approx(3 * (1 - math.exp(-4)))
+    assert curve("silu", np.array([0.0, 1.0]))[1] == pytest.approx(1 / (1 + math.exp(-1)))
     with pytest.raises(ValueError):
-        A.swelu_np(z, 0.0)
+        curve("swelu", z, 0.0)
 
 
-def test_swelu_np_matches_package_op():
+def test_swelu_curve_matches_package_op():
     torch = pytest.importorskip("torch")
     from mswelu.ops.swelu import swelu
 
     z = np.linspace(-3, 3, 61)
     for k in (0.4, 1.0, 1.9):
-        ours = A.swelu_np(z, k)
+        ours = curve("swelu", z, k)
         ref = swelu(torch.tensor(z, dtype=torch.float64), k).numpy()
         np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
 
@@ -110,8 +131,9 @@ def test_activation_curves_frame():
 
 
 def test_aggregate_seeds_mean_and_spread():
-    res = pd.DataFrame({"variant": ["x", "x", "x", "y"], "seed": [0, 1, 2, 0],
-                        "val_loss": [1.0, 2.0, 3.0, 5.0]})
+    res = pd.DataFrame(
+        {"variant": ["x", "x", "x", "y"], "seed": [0, 1, 2, 0], "val_loss": [1.0, 2.0, 3.0, 5.0]}
+    )
     agg = A.aggregate_seeds(res)
     assert agg.loc["x", "val_loss_mean"] == 2.0 and agg.loc["x", "val_loss_std"] == pytest.approx(1.0)
     assert agg.loc["x", "val_loss_sem"] == pytest.approx(1 / math.sqrt(3))
@@ -134,20 +156,29 @@ def test_tokens_to_reach_and_loss_at_fraction():
 
 def _curves(variant, seed, final, scale=1.0):
     toks = np.arange(0, 1100, 100, dtype=float)
-    return pd.DataFrame({"variant": variant, "seed": seed, "tokens": toks,
-                         "val_loss": final + 5.0 * np.exp(-toks / (300 * scale))})
+    return pd.DataFrame(
+        {
+            "variant": variant,
+            "seed": seed,
+            "tokens": toks,
+            "val_loss": final + 5.0 * np.exp(-toks / (300 * scale)),
+        }
+    )
 
 
 def test_claims_check_supported_refuted_inconclusive():
     # SWELU clearly 25% better than SiLU (supported), fixed k about equal (refuted: 17% claimed).
     rows = []
     for seed, eps in enumerate([-0.01, 0.0, 0.01]):
-        rows += [{"variant": "swelu", "seed": seed, "val_loss": 3.0 + eps, "tokens": 1000, "params": 1e6},
-                 {"variant": "silu", "seed": seed, "val_loss": 4.0 + eps},
-                 {"variant": "swelu-fixed", "seed": seed, "val_loss": 3.02 + eps}]
+        rows += [
+            {"variant": "swelu", "seed": seed, "val_loss": 3.0 + eps, "tokens": 1000, "params": 1e6},
+            {"variant": "silu", "seed": seed, "val_loss": 4.0 + eps},
+            {"variant": "swelu-fixed", "seed": seed, "val_loss": 3.02 + eps},
+        ]
     res = pd.DataFrame(rows)
-    curves = pd.concat([_curves("swelu", s, 3.0, 0.5) for s in range(3)]
-                       + [_curves("silu", s, 4.0) for s in range(3)])
+    curves = pd.concat(
+        [_curves("swelu", s, 3.0, 0.5) for s in range(3)] + [_curves("silu", s, 4.0) for s in range(3)]
+    )
     out = A.claims_check(res, curves, min_tokens=0).set_index("claim")
     assert list(out.columns) == ["seed says", "measured", "verdict", "why", "caveat"]
     assert out.loc["SWELU 22% better than SiLU", "verdict"] == "supported"
@@ -177,10 +208,16 @@ def test_claims_check_one_seed_is_inconclusive_and_missing_variants():
 
 
 def test_claims_check_worse_swelu_is_refuted():
-    res = pd.DataFrame({"variant": ["swelu"] * 3 + ["silu"] * 3, "seed": [0, 1, 2] * 2,
-                        "val_loss": [4.1, 4.12, 4.11, 4.0, 4.01, 4.02]})
-    curves = pd.concat([_curves("swelu", s, 4.1) for s in range(3)]
-                       + [_curves("silu", s, 4.0) for s in range(3)])
+    res = pd.DataFrame(
+        {
+            "variant": ["swelu"] * 3 + ["silu"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "val_loss": [4.1, 4.12, 4.11, 4.0, 4.01, 4.02],
+        }
+    )
+    curves = pd.concat(
+        [_curves("swelu", s, 4.1) for s in range(3)] + [_curves("silu", s, 4.0) for s in range(3)]
+    )
     out = A.claims_check(res, curves, min_tokens=0).set_index("claim")
     assert out.loc["SWELU 22% better than SiLU", "verdict"] == "refuted"
     conv = out.loc["30-40% faster convergence than SiLU"]

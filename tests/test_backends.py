@@ -209,8 +209,12 @@ def test_gpu_bench_helpers() -> None:
     # 6 N D: 124.4M params at 214,600 tokens/s on 989 TFLOP/s is about 16%
     assert gpu.mfu(124_439_808, 214_600.0, 989e12) == pytest.approx(6 * 124_439_808 * 214_600 / 989e12)
     assert gpu.mfu(1, 1.0, None) is None
-    results = {"mamba_ssm": {"tokens_per_s": 100.0}, "mamba130m_silu": {"tokens_per_s": 110.0},
-               "mamba130m_swelu": {"error": "OOM"}, "gpt2_compiled": {"tokens_per_s": 200.0}}
+    results = {
+        "mamba_ssm": {"tokens_per_s": 100.0},
+        "mamba130m_silu": {"tokens_per_s": 110.0},
+        "mamba130m_swelu": {"error": "OOM"},
+        "gpt2_compiled": {"tokens_per_s": 200.0},
+    }
     assert gpu.ratios(results) == {"b/a": 1.1, "c/b": None, "d/e": None}
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mswelu import checkpoint as ckpt
+from mswelu.fs import atomic_write_json
 from mswelu.optim import build_optimizer
 
 
@@ -141,8 +142,8 @@ def test_refuses_non_finite_weights(tmp_path: Path) -> None:
 
 def test_atomic_write_text_leaves_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "a" / "summary.json"
-    ckpt.atomic_write_json(target, {"x": 1})
-    ckpt.atomic_write_json(target, {"x": 2})
+    atomic_write_json(target, {"x": 1})
+    atomic_write_json(target, {"x": 2})
     assert json.loads(target.read_text()) == {"x": 2}
     assert os.listdir(target.parent) == ["summary.json"]
 

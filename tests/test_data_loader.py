@@ -176,4 +176,3 @@ def test_bad_shards_and_arguments(ds: Path, tmp_path: Path) -> None:
         f.truncate(1000)
     with pytest.raises(ValueError, match="truncated"):
         TokenLoader(ds, "train", batch_size=2, seq_len=16)
-

@@ -169,5 +169,5 @@ def test_auto_mode_without_gpus_runs_in_process(tmp_path: Path) -> None:
     base = {**_cfg(data, tmp_path / "runs" / "auto"), "max_steps": 1, "eval_every": 0}
     results = launch("auto", base=base, seeds=[3, 4], n_gpus=0, progress=False)
     assert [(r["run_name"], r["seed"], r["steps"]) for r in results] == [("auto-s3", 3, 1), ("auto-s4", 4, 1)]
-    with pytest.raises(ValueError, match="unknown mode"):
+    with pytest.raises(ValueError, match="unknown launch mode"):
         launch("mpi", base=base)

@@ -66,8 +66,18 @@ def test_sample_next_distribution_and_greedy():
         G.sample_next(logits[0], cfg)
 
 
-@pytest.mark.parametrize("kwargs", [{"temperature": -1}, {"top_k": -1}, {"top_k": 1.5}, {"top_p": 0},
-                                    {"top_p": 1.1}, {"max_new_tokens": 0}, {"temperature": float("nan")}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": -1},
+        {"top_k": -1},
+        {"top_k": 1.5},
+        {"top_p": 0},
+        {"top_p": 1.1},
+        {"max_new_tokens": 0},
+        {"temperature": float("nan")},
+    ],
+)
 def test_sampling_config_validation(kwargs):
     with pytest.raises(ValueError):
         G.SamplingConfig(**kwargs)
@@ -91,7 +101,8 @@ def test_apply_command_seed_commands():
     assert "unknown command" in G.apply_command(cfg, "/nope 1")[1]
     assert G.apply_command(cfg, "/temp abc")[0] == cfg
     assert G.apply_command(cfg, "/tokens abc")[1] == (
-        "not changed: /tokens takes a whole number, not 'abc' (now 100)")
+        "not changed: /tokens takes a whole number, not 'abc' (now 100)"
+    )
     with pytest.raises(ValueError):
         G.apply_command(cfg, "hello")
 
@@ -163,8 +174,12 @@ def test_eos_rows_stop(tiny_model):
         tiny_model.lm_head.weight.zero_()
     try:
         tiny_model.lm_head.register_parameter("bias", torch.nn.Parameter(bias))
-        out = G.decode(tiny_model, torch.ones(2, 3, dtype=torch.long), G.SamplingConfig(max_new_tokens=9),
-                       eos_token_id=256)
+        out = G.decode(
+            tiny_model,
+            torch.ones(2, 3, dtype=torch.long),
+            G.SamplingConfig(max_new_tokens=9),
+            eos_token_id=256,
+        )
         assert out.shape == (2, 4) and out[:, 3].tolist() == [256, 256]
     finally:
         del tiny_model.lm_head.bias
@@ -190,16 +205,24 @@ def test_generate_text_batches_by_length(tiny_model):
 def test_repl_script(tiny_model):
     lines = iter(["/temp 0", "/tokens 4", "", "ab", "/seed 3", "/bogus", "/quit", "never read"])
     printed: list[str] = []
-    cfg = G.repl(tiny_model, CharTokenizer(), input_fn=lambda _: next(lines),
-                 print_fn=lambda *a: printed.append(" ".join(map(str, a))))
+    cfg = G.repl(
+        tiny_model,
+        CharTokenizer(),
+        input_fn=lambda _: next(lines),
+        print_fn=lambda *a: printed.append(" ".join(map(str, a))),
+    )
     assert cfg.temperature == 0.0 and cfg.max_new_tokens == 4
     assert any(p.startswith("ab") for p in printed) and "bye" in printed
     assert any(re.fullmatch(r"\[4 tokens, [0-9.]+ tok/s, [0-9.]+ s\]", p) for p in printed), printed
     assert any("unknown command" in p for p in printed) and "seed = 3" in printed
     assert next(lines) == "never read"
     # end of input also leaves the loop
-    G.repl(tiny_model, CharTokenizer(), input_fn=lambda _: (_ for _ in ()).throw(EOFError),
-           print_fn=lambda *a: None)
+    G.repl(
+        tiny_model,
+        CharTokenizer(),
+        input_fn=lambda _: (_ for _ in ()).throw(EOFError),
+        print_fn=lambda *a: None,
+    )
 
 
 def test_load_model_and_cli(tiny_model, tmp_path, capsys, monkeypatch):
@@ -217,8 +240,12 @@ def test_load_model_and_cli(tiny_model, tmp_path, capsys, monkeypatch):
 
     # the CLI with a byte tokenizer (the tiny model's vocab is 257)
     monkeypatch.setattr("mswelu.data.get_tokenizer", lambda name="gpt2": CharTokenizer())
-    assert G.main(["--run", str(run), "--prompt", "ab", "--prompt", "cde", "--temp", "0", "--tokens", "5",
-                   "--json"]) == 0
+    assert (
+        G.main(
+            ["--run", str(run), "--prompt", "ab", "--prompt", "cde", "--temp", "0", "--tokens", "5", "--json"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert [o["prompt"] for o in out] == ["ab", "cde"]
     assert G.main(["--run", str(run), "--bench", "--tokens", "8", "--json"]) == 0
@@ -250,7 +277,8 @@ def test_recurrent_decode_feeds_one_token_per_step(which, request):
     model = request.getfixturevalue(which)
     lengths = []
     hook = model.register_forward_pre_hook(
-        lambda mod, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        lambda mod, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
     try:
         G.decode(model, torch.randint(0, 256, (2, 5)), G.SamplingConfig(temperature=0, max_new_tokens=6))
     finally:

@@ -49,8 +49,10 @@ def make_mixer(kind: str, **kwargs) -> MambaMixer:
         shared = SWELU(k_init=0.8)
         acts = {"act_conv": shared, "act_gate": shared}
     elif kind == "swelu-separate":
-        acts = {"act_conv": SWELU(k_init=0.7), "act_gate": SWELU(k_init=1.4, learnable_lambda=True,
-                                                                      lambda_init=1.3)}
+        acts = {
+            "act_conv": SWELU(k_init=0.7),
+            "act_gate": SWELU(k_init=1.4, learnable_lambda=True, lambda_init=1.3),
+        }
     else:
         raise ValueError(kind)
     mixer = MambaMixer(D_MODEL, d_state=D_STATE, backend="torch", **acts, **kwargs)
@@ -150,8 +152,10 @@ def test_decoding_steps_match_full_forward(refs, kind: str) -> None:
         full = mixer(x)
         # prefill on the kernel path, then one token at a time through the update kernels
         out, conv_state, ssm_state = mamba_kernels.mixer_forward_with_states_cuda(mixer, x[:, :prefix])
-        steps = [mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
-                 for t in range(prefix, SEQLEN)]
+        steps = [
+            mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
+            for t in range(prefix, SEQLEN)
+        ]
         assert_close_scaled(torch.cat([out, *steps], dim=1), full, FP32)
         # the states after the last token equal the torch path's prefill over the whole sequence
         _, want_conv, want_ssm = mixer.forward_with_states(x)
@@ -159,8 +163,10 @@ def test_decoding_steps_match_full_forward(refs, kind: str) -> None:
         assert_close_scaled(ssm_state, want_ssm, FP32)
         # decoding from empty states, every token through the step kernels
         conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = [mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
-                 for t in range(SEQLEN)]
+        steps = [
+            mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
+            for t in range(SEQLEN)
+        ]
         assert_close_scaled(torch.cat(steps, dim=1), full, FP32)
 
 
@@ -199,8 +205,13 @@ def test_bf16_parameters_forward_and_step(refs) -> None:
         xb = x.to(torch.bfloat16)
         got = mamba_kernels.mixer_forward_cuda(mixer, xb)
         conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = torch.cat([mamba_kernels.mixer_step_cuda(mixer, xb[:, t : t + 1], conv_state, ssm_state)
-                           for t in range(SEQLEN)], dim=1)
+        steps = torch.cat(
+            [
+                mamba_kernels.mixer_step_cuda(mixer, xb[:, t : t + 1], conv_state, ssm_state)
+                for t in range(SEQLEN)
+            ],
+            dim=1,
+        )
     assert got.dtype == steps.dtype == torch.bfloat16
     assert_close_scaled(got.float(), want, BF16)
     assert_close_scaled(steps.float(), want, BF16)
@@ -240,13 +251,21 @@ def test_mixed_dtypes_without_autocast_are_rejected(refs) -> None:
 
 @pytest.mark.parametrize("slot", ["act_conv", "act_gate"])
 def test_unsupported_activation_is_rejected_naming_it(refs, slot: str) -> None:
+    """The mixer sends only registered elementwise activations down the kernel path."""
+    mixer = make_mixer("silu")
+    setattr(mixer, slot, nn.Softmax(dim=-1))  # not elementwise: it would mix the (B, D, L) layout's L
+    with pytest.raises(ValueError, match=f"{slot} is Softmax"):
+        mixer._kernels()
+
+
+@pytest.mark.parametrize("slot", ["act_conv", "act_gate"])
+def test_a_registered_activation_runs_on_the_kernel_path(refs, slot: str) -> None:
+    """GELU (added to the registry in a few lines) goes through the kernel path and matches PyTorch."""
     mixer = make_mixer("silu")
     setattr(mixer, slot, nn.GELU())
-    with pytest.raises(ValueError, match=f"{slot} is GELU"):
-        mamba_kernels.mixer_forward_cuda(mixer, torch.randn(1, 4, D_MODEL))
-    conv_state, ssm_state = mixer.allocate_inference_cache(1)
-    with pytest.raises(ValueError, match="GELU"):
-        mamba_kernels.mixer_step_cuda(mixer, torch.randn(1, 1, D_MODEL), conv_state, ssm_state)
+    x = torch.randn(2, 6, D_MODEL)
+    ref = mixer._forward_torch(x)[0]
+    torch.testing.assert_close(mixer._kernels().mixer_forward_cuda(mixer, x), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_unsupported_shapes_are_rejected(refs) -> None:
@@ -350,8 +369,10 @@ def test_real_kernels_on_gpu_match_torch_path(kind: str, autocast: bool) -> None
         got_out, got = run(mixer, lambda h: mamba_kernels.mixer_forward_cuda(mixer, h), x, g)
         with torch.no_grad():
             conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-            steps = [mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
-                     for t in range(SEQLEN)]
+            steps = [
+                mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
+                for t in range(SEQLEN)
+            ]
     assert_close_scaled(got_out, want_out, tol, "output")
     assert_grads_close(got, want, grad_tol)
     assert_close_scaled(torch.cat(steps, dim=1), want_out, tol, "decoding")

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mswelu.modules import mamba_mixer as mixer_module
+from mswelu.modules.activations import make_activation
 from mswelu.modules.mamba_mixer import MambaMixer
-from mswelu.modules.swelu import SWELU, make_activation
+from mswelu.modules.swelu import SWELU
 
 D_MODEL, D_STATE, D_CONV = 16, 4, 4
 
@@ -123,8 +124,15 @@ def test_matches_transformers_mamba_mixer():
 
     m = randomize_ssm(MambaMixer(D_MODEL, d_state=D_STATE, d_conv=D_CONV))
     cfg = MambaConfig(
-        hidden_size=D_MODEL, state_size=D_STATE, conv_kernel=D_CONV, expand=2, time_step_rank=m.dt_rank,
-        use_conv_bias=True, use_bias=False, num_hidden_layers=1, hidden_act="silu",
+        hidden_size=D_MODEL,
+        state_size=D_STATE,
+        conv_kernel=D_CONV,
+        expand=2,
+        time_step_rank=m.dt_rank,
+        use_conv_bias=True,
+        use_bias=False,
+        num_hidden_layers=1,
+        hidden_act="silu",
     )
     hf = HFMambaMixer(cfg, layer_idx=0).eval()
     hf.load_state_dict(m.state_dict(), strict=True)  # identical state-dict names and shapes
@@ -216,9 +224,7 @@ def test_backend_dispatch(monkeypatch):
     calls = []
     monkeypatch.setattr(mixer_module, "resolve_backend", lambda value, t: "cuda")
     monkeypatch.setattr(mamba_kernels, "mixer_forward_cuda", lambda mixer, x: calls.append("fwd") or x)
-    monkeypatch.setattr(
-        mamba_kernels, "mixer_step_cuda", lambda mixer, x, c, s: calls.append("step") or x
-    )
+    monkeypatch.setattr(mamba_kernels, "mixer_step_cuda", lambda mixer, x, c, s: calls.append("step") or x)
     m(h)
     m.step(h[:, :1], *m.allocate_inference_cache(1))
     assert calls == ["fwd", "step"]

@@ -35,13 +35,33 @@ def _execute(name: str, tmp: Path, cli_log: list[str] | None = None, **parameter
     terminal shows (stdout + stderr) into that list."""
     out = tmp / f"out-{name}"
     if cli_log is None:
-        pm.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, kernel_name="mswelu",
-                            cwd=str(tmp), progress_bar=False)
+        pm.execute_notebook(
+            str(NOTEBOOKS / name),
+            str(out),
+            parameters=parameters,
+            kernel_name="mswelu",
+            cwd=str(tmp),
+            progress_bar=False,
+        )
     else:
         proc = subprocess.run(
-            [sys.executable, "-m", "papermill", str(NOTEBOOKS / name), str(out), "-k", "mswelu",
-             "--cwd", str(tmp), "--no-progress-bar", "-y", json.dumps(parameters)],
-            capture_output=True, text=True, timeout=900,
+            [
+                sys.executable,
+                "-m",
+                "papermill",
+                str(NOTEBOOKS / name),
+                str(out),
+                "-k",
+                "mswelu",
+                "--cwd",
+                str(tmp),
+                "--no-progress-bar",
+                "-y",
+                json.dumps(parameters),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         cli_log.append(proc.stdout + proc.stderr)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,8 +84,17 @@ def trained(workdir) -> dict:
     """One tiny training through notebook 03 from the papermill command line, shared by the tests of 04
     and 06; ``terminal`` is what that command printed."""
     log: list[str] = []
-    metrics = _execute("03_train.ipynb", workdir, cli_log=log, run_name="nbtest-train", profile="nbval",
-                       max_steps=6, batch_size=2, seq_len=32, samples=1)
+    metrics = _execute(
+        "03_train.ipynb",
+        workdir,
+        cli_log=log,
+        run_name="nbtest-train",
+        profile="nbval",
+        max_steps=6,
+        batch_size=2,
+        seq_len=32,
+        samples=1,
+    )
     return {**metrics, "terminal": log[0]}
 
 
@@ -115,24 +144,39 @@ def test_02_smoke(workdir):
 
 def test_04_k_analysis(trained, workdir):
     run = str(_home() / "runs" / "nbtest-train")
-    m = _execute("04_k_analysis.ipynb", workdir, run_name="nbtest-k", run=run, grad_batch_size=2,
-                 grad_seq_len=16)
+    m = _execute(
+        "04_k_analysis.ipynb", workdir, run_name="nbtest-k", run=run, grad_batch_size=2, grad_seq_len=16
+    )
     assert m["metrics"]["analysed_run"] == "nbtest-train"
     assert m["metrics"]["count"] == 7 and m["metrics"]["mean_abs_deviation"] > 0
 
 
 def test_06_generation(trained, workdir):
     run = str(_home() / "runs" / "nbtest-train")
-    m = _execute("06_generation.ipynb", workdir, run_name="nbtest-gen", run=run, max_new_tokens=8,
-                 bench_tokens=8,
-                 bench_batch=2)["metrics"]
+    m = _execute(
+        "06_generation.ipynb",
+        workdir,
+        run_name="nbtest-gen",
+        run=run,
+        max_new_tokens=8,
+        bench_tokens=8,
+        bench_batch=2,
+    )["metrics"]
     assert m["analysed_run"] == "nbtest-train"
     assert m["recurrent_tokens_per_s"] > 0 and m["recompute_tokens_per_s"] > 0
 
 
 def test_05_baselines(workdir):
-    m = _execute("05_baselines.ipynb", workdir, run_name="nbtest-base", variants=["swelu", "silu", "gpt2"],
-                 seeds=[0, 1], max_steps=3, batch_size=2, seq_len=16)["metrics"]
+    m = _execute(
+        "05_baselines.ipynb",
+        workdir,
+        run_name="nbtest-base",
+        variants=["swelu", "silu", "gpt2"],
+        seeds=[0, 1],
+        max_steps=3,
+        batch_size=2,
+        seq_len=16,
+    )["metrics"]
     assert m["models"] == 6 and m["tokens"] == 3 * 2 * 16
     assert set(m["claims"].values()) <= {"supported", "refuted", "inconclusive"}
     assert len(m["claims"]) == 4
@@ -144,9 +188,26 @@ def test_05_baselines(workdir):
 def test_failing_cell_fails_papermill_and_the_report(workdir):
     out = workdir / "failed.ipynb"
     proc = subprocess.run(
-        [sys.executable, "-m", "papermill", str(NOTEBOOKS / "02_smoke_run.ipynb"), str(out), "-k", "python3",
-         "-p", "run_name", "nbtest-fail", "-p", "preset", "no-such-preset", "--no-progress-bar"],
-        cwd=workdir, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(NOTEBOOKS / "02_smoke_run.ipynb"),
+            str(out),
+            "-k",
+            "python3",
+            "-p",
+            "run_name",
+            "nbtest-fail",
+            "-p",
+            "preset",
+            "no-such-preset",
+            "--no-progress-bar",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode != 0
     report = _home() / "reports" / "nbtest-fail"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from mswelu.modules.swelu import SWELU
 from mswelu.optim import HybridOptimizer, build_optimizer, param_groups_report, route_parameters
 from mswelu.schedule import LRSchedule, lr_curve, lr_factor
 
@@ -87,7 +88,7 @@ class _Toy(nn.Module):
         self.conv = nn.Conv1d(6, 6, 3, groups=6)
         self.A_log = nn.Parameter(torch.zeros(6, 4))
         self.head = nn.Linear(6, 11, bias=False)  # untied
-        self.k_raw = nn.Parameter(torch.tensor(0.5))
+        self.act = SWELU(k_init=0.5)  # its k_raw: an activation shape parameter
 
     def get_output_embeddings(self) -> nn.Module:
         return self.head
@@ -106,7 +107,7 @@ def test_untied_head_stays_on_adamw_and_groups() -> None:
         "conv.bias": ("adamw", 0.0),
         "A_log": ("adamw", 0.0),
         "head.weight": ("adamw", 0.1),
-        "k_raw": ("adamw", 0.0),
+        "act.k_raw": ("adamw", 0.0),
     }
 
 

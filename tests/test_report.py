@@ -14,8 +14,9 @@ from mswelu.report import Report, load_report_state, sanitize_params, write_inde
 
 
 def test_running_then_complete_writes_metrics_and_index(tmp_path):
-    rep = Report("run-a", "03_train.ipynb", {"preset": "tiny", "max_steps": 5}, root=tmp_path,
-                 register_hook=False)
+    rep = Report(
+        "run-a", "03_train.ipynb", {"preset": "tiny", "max_steps": 5}, root=tmp_path, register_hook=False
+    )
     page = (tmp_path / "run-a" / "report.html").read_text()
     assert "status-running" in page and not (tmp_path / "run-a" / "metrics.json").exists()
     assert (tmp_path / "index.html").is_file()
@@ -61,11 +62,21 @@ def test_new_report_removes_stale_metrics(tmp_path):
 
 def test_everything_is_escaped_and_secrets_dropped(tmp_path):
     evil = "<script>alert(1)</script>"
-    rep = Report("esc", evil.replace("<", "").replace(">", ""), {"note": evil, "hf_token": "hf_" + "a" * 30,
-                                                                 "API_KEY": "x", "hfToken": "y",
-                                                                 "other": "hf_" + "b" * 34,
-                                                                 "max_tokens": 7, "top_k": 5},
-                 root=tmp_path, register_hook=False)
+    rep = Report(
+        "esc",
+        evil.replace("<", "").replace(">", ""),
+        {
+            "note": evil,
+            "hf_token": "hf_" + "a" * 30,
+            "API_KEY": "x",
+            "hfToken": "y",
+            "other": "hf_" + "b" * 34,
+            "max_tokens": 7,
+            "top_k": 5,
+        },
+        root=tmp_path,
+        register_hook=False,
+    )
     rep.add_markdown(f"# Title\n\nsome *text* {evil}")
     rep.add_table(pd.DataFrame({"col": [evil]}))
     rep.add_text(evil)
@@ -95,8 +106,9 @@ def test_json_safe_values(tmp_path):
     import numpy as np
     import torch
 
-    clean = sanitize_params({"a": np.float32(1.5), "b": torch.tensor(2), "c": float("nan"), "d": (1, 2),
-                             "e": tmp_path})
+    clean = sanitize_params(
+        {"a": np.float32(1.5), "b": torch.tensor(2), "c": float("nan"), "d": (1, 2), "e": tmp_path}
+    )
     assert clean == {"a": 1.5, "b": 2, "c": None, "d": [1, 2], "e": str(tmp_path)}
     json.dumps(clean)
 
@@ -148,9 +160,13 @@ def test_ipython_hook_marks_failed(tmp_path):
         assert "cell exploded" in (tmp_path / "hooked" / "report.html").read_text()
         # a second report replaces the first one's hook rather than stacking
         rep2 = Report("hooked2", "n", {}, root=tmp_path)
+
         def report_hooks():
-            return [cb for cb in shell.events.callbacks["post_run_cell"]
-                    if isinstance(getattr(cb, "__self__", None), Report)]
+            return [
+                cb
+                for cb in shell.events.callbacks["post_run_cell"]
+                if isinstance(getattr(cb, "__self__", None), Report)
+            ]
 
         assert len(report_hooks()) == 1
         rep2.finish({})
@@ -160,8 +176,9 @@ def test_ipython_hook_marks_failed(tmp_path):
 
 
 def test_live_metrics_shown_while_running_then_dropped(tmp_path):
-    rep = Report("run-live", "03_train.ipynb", {"preset": None, "max_steps": None}, root=tmp_path,
-                 register_hook=False)
+    rep = Report(
+        "run-live", "03_train.ipynb", {"preset": None, "max_steps": None}, root=tmp_path, register_hook=False
+    )
     rep.live("main", {"step": 5, "tokens": 5120, "loss": 6.54321, "tokens_per_s": 640.2})
     rep.live("main", {"step": 5, "tokens": 5120, "val_loss": 7.25, "val_bpb": 2.9})  # eval: written at once
     page = (tmp_path / "run-live" / "report.html").read_text()
@@ -187,8 +204,9 @@ def test_index_lists_training_runs_from_the_command_line(tmp_path):
     reports, runs = tmp_path / "reports", tmp_path / "runs"
     (runs / "cli-run").mkdir(parents=True)
     (runs / "cli-run" / "config.json").write_text(json.dumps({"preset": "small", "activation": "silu"}))
-    (runs / "cli-run" / "summary.json").write_text(json.dumps({"steps": 40, "tokens": 40960, "val_loss": 6.1,
-                                                                "val_bpb": 2.5, "interrupted": False}))
+    (runs / "cli-run" / "summary.json").write_text(
+        json.dumps({"steps": 40, "tokens": 40960, "val_loss": 6.1, "val_bpb": 2.5, "interrupted": False})
+    )
     (runs / "half").mkdir()
     (runs / "half" / "config.json").write_text(json.dumps({"preset": "tiny"}))
     index = write_index(reports, runs_root=runs).read_text()

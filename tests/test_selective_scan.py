@@ -61,9 +61,7 @@ def naive_scan(u, delta, A, B, C, D, z, delta_bias, softplus):
 def test_forward_matches_naive(length, chunk, options):
     full = options == "all"
     args = make_args(length=length, z=full, D=full, bias=full)
-    out, last = selective_scan(
-        **args, delta_softplus=full, return_last_state=True, chunk_size=chunk
-    )
+    out, last = selective_scan(**args, delta_softplus=full, return_last_state=True, chunk_size=chunk)
     ref_out, ref_last = naive_scan(*args.values(), softplus=full)
     assert out.shape == (2, 5, length) and last.shape == (2, 5, 3)
     assert out.dtype == torch.float32 and last.dtype == torch.float32
@@ -133,8 +131,9 @@ def test_low_precision_inputs_compute_in_fp32():
     args16 = {k: None if v is None else v.detach().bfloat16().requires_grad_() for k, v in args32.items()}
     out = selective_scan(**args16, delta_softplus=True)
     assert out.dtype == torch.bfloat16
-    ref = selective_scan_ref(**{k: None if v is None else v.detach().float() for k, v in args16.items()},
-                             delta_softplus=True)
+    ref = selective_scan_ref(
+        **{k: None if v is None else v.detach().float() for k, v in args16.items()}, delta_softplus=True
+    )
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
     out.float().sum().backward()
     for k, v in args16.items():

@@ -30,22 +30,26 @@ def test_paired_gains_use_only_common_seeds():
     assert gains == pytest.approx({0: 0.25, 1: 0.2})
 
 
-@pytest.mark.parametrize(("values", "claimed", "verdict"), [
-    ([0.30, 0.31, 0.29], 0.22, "supported"),          # the whole interval above the claim
-    ([0.01, 0.02, 0.00], 0.22, "refuted"),            # the whole interval below it
-    ([0.05, 0.40, 0.25], 0.22, "inconclusive"),       # straddles it
-    ([0.30, 0.31], 0.22, "inconclusive"),             # two seeds: too few, however clear
-    ([0.35, 0.36, 0.34], (0.30, 0.40), "supported"),  # inside a range claim
-    ([0.70, 0.71, 0.69], (0.30, 0.40), "refuted"),    # entirely above a range claim
-    ([0.28, 0.36, 0.32], (0.30, 0.40), "inconclusive"),
-])
+@pytest.mark.parametrize(
+    ("values", "claimed", "verdict"),
+    [
+        ([0.30, 0.31, 0.29], 0.22, "supported"),  # the whole interval above the claim
+        ([0.01, 0.02, 0.00], 0.22, "refuted"),  # the whole interval below it
+        ([0.05, 0.40, 0.25], 0.22, "inconclusive"),  # straddles it
+        ([0.30, 0.31], 0.22, "inconclusive"),  # two seeds: too few, however clear
+        ([0.35, 0.36, 0.34], (0.30, 0.40), "supported"),  # inside a range claim
+        ([0.70, 0.71, 0.69], (0.30, 0.40), "refuted"),  # entirely above a range claim
+        ([0.28, 0.36, 0.32], (0.30, 0.40), "inconclusive"),
+    ],
+)
 def test_verdict_rule(values, claimed, verdict):
     got, why = stats.judge(stats.t_interval(values), claimed)
     assert got == verdict, why
 
 
-def _rates(true_gain: float, noise: float, claimed: float, seeds: int,
-           trials: int = 4000) -> dict[str, float]:
+def _rates(
+    true_gain: float, noise: float, claimed: float, seeds: int, trials: int = 4000
+) -> dict[str, float]:
     """How often each verdict comes out over simulated studies: per seed the base loss varies (shared by
     both variants, as a seed's data order is) and each variant adds its own noise."""
     rng = np.random.default_rng(0)
@@ -71,7 +75,7 @@ def test_a_null_effect_is_supported_no_more_often_than_the_error_rate():
 def test_true_effects_come_out_as_they_are_once_the_noise_allows():
     clear = _rates(0.30, 0.01, 0.22, 5)  # 30% real gain, low noise: supported nearly always
     assert clear["supported"] > 0.95 and clear["refuted"] == 0.0
-    none = _rates(0.0, 0.01, 0.22, 5)    # no gain, low noise: the 22% claim is refuted nearly always
+    none = _rates(0.0, 0.01, 0.22, 5)  # no gain, low noise: the 22% claim is refuted nearly always
     assert none["refuted"] > 0.95 and none["supported"] == 0.0
     at_claim = _rates(0.22, 0.01, 0.22, 5)  # exactly the claimed effect: rarely decided either way
     assert at_claim["supported"] <= 0.035 and at_claim["refuted"] <= 0.035

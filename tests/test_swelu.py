@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mswelu.modules.swelu import K_MIN, SWELU, make_activation, swelu_modules
+from mswelu.modules.activations import make_activation
+from mswelu.modules.swelu import K_MIN, SWELU, swelu_modules
 from mswelu.ops.swelu import ZERO_EPS, swelu, swelu_reference
 
 KS = (0.3, 1.0, 1.9)
@@ -387,8 +388,9 @@ def test_make_activation_kinds_and_error() -> None:
     learn = make_activation("swelu", k_init=0.8, learnable_lambda=True)
     assert isinstance(learn, SWELU) and learn.learnable_k and learn.learnable_lambda
     assert abs(learn.k.item() - 0.8) < 1e-7
-    with pytest.raises(ValueError, match=r"silu.*swelu.*swelu-fixed"):
-        make_activation("gelu")
+    assert isinstance(make_activation("gelu"), nn.GELU)
+    with pytest.raises(ValueError, match=r"swelu.*swelu-fixed.*silu"):
+        make_activation("relu6")
 
 
 def test_swelu_modules_order_and_dedup() -> None:

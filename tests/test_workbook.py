@@ -18,18 +18,35 @@ def _write_run(path, steps=4, k_move=0.01, loss_fall=True, final=True):
     recs = []
     for s in range(1, steps + 1):
         loss = 10.0 - s if loss_fall else 10.0
-        recs.append({"step": s, "tokens": 64 * s, "loss": loss, "lr": {"decay": 1e-3}, "grad_norm": 1.0,
-                     "tokens_per_s": 100.0, "k": {"blocks.0.mixer.act": 1.0 + k_move * s, "dense.0.act": 1.0},
-                     "lambda": {}})
+        recs.append(
+            {
+                "step": s,
+                "tokens": 64 * s,
+                "loss": loss,
+                "lr": {"decay": 1e-3},
+                "grad_norm": 1.0,
+                "tokens_per_s": 100.0,
+                "k": {"blocks.0.mixer.act": 1.0 + k_move * s, "dense.0.act": 1.0},
+                "lambda": {},
+            }
+        )
     recs.append({"step": steps, "tokens": 64 * steps, "val_loss": 7.5, "val_ppl": 1808.0, "val_bpb": 3.1})
     text = "\n".join(json.dumps(r) for r in recs) + "\n"
     (path / "metrics.jsonl").write_text(text + '{"step": 99, "tok')  # a run still writing its last line
-    summary = {"steps": steps, "tokens": 64 * steps, "tokens_per_step": 64, "val_loss": 7.5, "val_bpb": 3.1,
-               "parameters": 1234, "k": {"blocks.0.mixer.act": 1.0 + k_move * steps}}
+    summary = {
+        "steps": steps,
+        "tokens": 64 * steps,
+        "tokens_per_step": 64,
+        "val_loss": 7.5,
+        "val_bpb": 3.1,
+        "parameters": 1234,
+        "k": {"blocks.0.mixer.act": 1.0 + k_move * steps},
+    }
     (path / "summary.json").write_text(json.dumps(summary))
     if final:
         (path / "final").mkdir()
-        (path / "final" / "config.json").write_text("{}")
+        (path / "final" / "config.json").write_text('{"model_type": "mamba_swelu"}')
+        (path / "final" / "model.safetensors").write_bytes(b"")
     return path
 
 
@@ -104,8 +121,10 @@ def test_plan_launch_modes():
     assert [p["name"] for p in ind] == [f"six-s{i}" for i in range(3, 9)]
     assert [p["config"]["seed"] for p in ind] == [3, 4, 5, 6, 7, 8] and ind[2]["gpus"] == [2]
     var = wb.plan_launch(base, "cmp", launch="single", variants=["swelu", "silu"], visible_gpus=0)
-    assert [(p["name"], p["config"]["activation"]) for p in var] == [("cmp-swelu", "swelu"),
-                                                                     ("cmp-silu", "silu")]
+    assert [(p["name"], p["config"]["activation"]) for p in var] == [
+        ("cmp-swelu", "swelu"),
+        ("cmp-silu", "silu"),
+    ]
     with pytest.raises(ValueError):
         wb.plan_launch(base, "x", launch="ddp", visible_gpus=0)
     with pytest.raises(ValueError):
@@ -120,8 +139,12 @@ def test_rounded():
 
 def test_plots_return_figures(tmp_path):
     run = wb.load_run(_write_run(tmp_path / "r"))
-    for fig in (wb.plot_loss({"r": run}), wb.plot_k_trajectories(run.k), wb.plot_tokens_per_s(run),
-                wb.plot_activation_shapes({"blocks.0.mixer.act": 0.5, "dense.0.act": {"k": 1.8}})):
+    for fig in (
+        wb.plot_loss({"r": run}),
+        wb.plot_k_trajectories(run.k),
+        wb.plot_tokens_per_s(run),
+        wb.plot_activation_shapes({"blocks.0.mixer.act": 0.5, "dense.0.act": {"k": 1.8}}),
+    ):
         assert fig.axes and fig.axes[0].lines
         plt.close(fig)
 
@@ -136,11 +159,24 @@ def test_format_samples_shows_whitespace_and_no_reprs():
 
 
 @pytest.mark.slow
-def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(embedded_data, tmp_path,
-                                                                         monkeypatch):
-    cfg = dict(preset="tiny", data=str(embedded_data), out=str(tmp_path / "r"), max_steps=2, batch_size=2,
-               seq_len=16, warmup=1, eval_every=0, eval_batches=1, log_every=1, ckpt_every=0,
-               progress=False, tensorboard=False)
+def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
+    embedded_data, tmp_path, monkeypatch
+):
+    cfg = dict(
+        preset="tiny",
+        data=str(embedded_data),
+        out=str(tmp_path / "r"),
+        max_steps=2,
+        batch_size=2,
+        seq_len=16,
+        warmup=1,
+        eval_every=0,
+        eval_batches=1,
+        log_every=1,
+        ckpt_every=0,
+        progress=False,
+        tensorboard=False,
+    )
     first = wb.train_or_load(cfg)
     assert not first.reused
     stamp = (tmp_path / "r" / "summary.json").stat().st_mtime_ns

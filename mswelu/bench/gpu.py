@@ -119,8 +119,14 @@ def build(key: str, device: torch.device, compile_ours: bool) -> Built:
         from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
         cfg = MambaConfig(
-            d_model=768, n_layer=24, vocab_size=50277, ssm_cfg={"layer": "Mamba1"}, rms_norm=True,
-            residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=8,
+            d_model=768,
+            n_layer=24,
+            vocab_size=50277,
+            ssm_cfg={"layer": "Mamba1"},
+            rms_norm=True,
+            residual_in_fp32=True,
+            fused_add_norm=True,
+            pad_vocab_size_multiple=8,
         )
         model = MambaLMHeadModel(cfg, device=device)
         return Built(model, 50277, lambda ids: model(ids).logits, backend="mamba_ssm")
@@ -182,8 +188,9 @@ def measure(key: str, args: argparse.Namespace, device: torch.device, peak: floa
     built = build(key, device, args.compile_ours)
     opt = make_optimizer(built.model, device)
     params = sum(p.numel() for p in built.model.parameters())
-    windows = torch.randint(0, built.vocab, (args.steps + args.warmup, args.batch_size, args.seq_len + 1),
-                            device=device)
+    windows = torch.randint(
+        0, built.vocab, (args.steps + args.warmup, args.batch_size, args.seq_len + 1), device=device
+    )
     for i in range(args.warmup):
         train_step(built, opt, windows[i], device)
     _sync(device)
@@ -197,7 +204,8 @@ def measure(key: str, args: argparse.Namespace, device: torch.device, peak: floa
         "description": MODELS[key][1],
         "tokens_per_s": round(tokens_per_s, 1),
         "mfu": None if (m := mfu(params, tokens_per_s, peak)) is None else round(m, 4),
-        "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda"
+        "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        if device.type == "cuda"
         else None,
         "params": params,
         "step_ms": round(1000 * seconds / args.steps, 2),
@@ -211,8 +219,9 @@ def measure(key: str, args: argparse.Namespace, device: torch.device, peak: floa
     return out
 
 
-def profile_table(built: Built, opt: torch.optim.Optimizer, window: torch.Tensor, device: torch.device,
-                  rows: int) -> str:
+def profile_table(
+    built: Built, opt: torch.optim.Optimizer, window: torch.Tensor, device: torch.device, rows: int
+) -> str:
     """Where the time of 3 training steps goes (after the warm-up), by operator."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -264,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench gpu: no CUDA GPU is visible to PyTorch (torch.cuda.is_available() is False); "
-              "this benchmark needs one GPU with the mamba-ssm / causal-conv1d kernels (README, 'GPU')",
-              file=sys.stderr)
+        print(
+            "bench gpu: no CUDA GPU is visible to PyTorch (torch.cuda.is_available() is False); "
+            "this benchmark needs one GPU with the mamba-ssm / causal-conv1d kernels (README, 'GPU')",
+            file=sys.stderr,
+        )
         if args.json:
             payload = {"benchmark": "gpu", "error": "no CUDA GPU", "gpu": None, "results": {}, "ratios": {}}
             print(json.dumps(payload))
@@ -293,13 +304,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key} {name:18s} FAILED: {r['error']}", file=log)
         else:
             mfu_txt = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-            print(f"{key} {name:18s} {r['tokens_per_s']:>11,.0f} tok/s  MFU {mfu_txt:>6}  "
-                  f"peak {r['peak_gib']} GiB  {r['params'] / 1e6:.1f}M params"
-                  + (f"  backend={r['backend']}" if "backend" in r else ""), file=log)
+            print(
+                f"{key} {name:18s} {r['tokens_per_s']:>11,.0f} tok/s  MFU {mfu_txt:>6}  "
+                f"peak {r['peak_gib']} GiB  {r['params'] / 1e6:.1f}M params"
+                + (f"  backend={r['backend']}" if "backend" in r else ""),
+                file=log,
+            )
 
     ratio = ratios(results)
-    goals = {f"{label} >= {goal}": (ratio[label] >= goal if ratio[label] is not None else None)
-             for label, _, _, goal in RATIOS if goal is not None}
+    goals = {
+        f"{label} >= {goal}": (ratio[label] >= goal if ratio[label] is not None else None)
+        for label, _, _, goal in RATIOS
+        if goal is not None
+    }
     d = results.get(MODELS["d"][0], {})
     if d.get("mfu") is not None:
         goals["d mfu >= 0.25"] = d["mfu"] >= 0.25
@@ -310,10 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratio,
         "goals": goals,
         "setup": {
-            "batch_size": args.batch_size, "seq_len": args.seq_len,
-            "steps": args.steps, "warmup": args.warmup,
-            "autocast": "bfloat16", "optimizer": "AdamW(fused)", "peak_flops": peak,
-            "compile_ours": args.compile_ours, "torch": torch.__version__,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "autocast": "bfloat16",
+            "optimizer": "AdamW(fused)",
+            "peak_flops": peak,
+            "compile_ours": args.compile_ours,
+            "torch": torch.__version__,
             "cuda": torch.version.cuda,
         },
     }

@@ -249,9 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "scan",
         "config": {
-            "batch": args.batch, "length": args.length, "d_inner": args.d_inner, "d_state": args.d_state,
-            "dtype": "float32", "threads": args.threads, "torch": torch.__version__,
-            "repeats": args.repeats, "slow_repeats": args.slow_repeats,
+            "batch": args.batch,
+            "length": args.length,
+            "d_inner": args.d_inner,
+            "d_state": args.d_state,
+            "dtype": "float32",
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "repeats": args.repeats,
+            "slow_repeats": args.slow_repeats,
         },
         "results": results,
         "ratios": ratios,

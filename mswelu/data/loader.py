@@ -181,7 +181,10 @@ class TokenLoader(IterableDataset):
         return np.unique(np.linspace(0, windows - 1, int(sample)).round().astype(np.int64))
 
     def iter_eval_batches(
-        self, batch_size: int | None = None, seq_len: int | None = None, max_batches: int | None = None,
+        self,
+        batch_size: int | None = None,
+        seq_len: int | None = None,
+        max_batches: int | None = None,
         sample: int | None = None,
     ) -> Iterator[torch.Tensor]:
         """Deterministic pass over this split: windows at stride ``seq_len``, in order; all of them, or
@@ -228,4 +231,3 @@ def iter_eval_batches(
         mode="sequential",
     )
     return loader.iter_eval_batches(max_batches=max_batches)
-

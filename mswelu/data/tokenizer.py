@@ -109,8 +109,9 @@ class Tokenizer:
         exclude it), so the bytes behind any scored tokens are a lookup. Decoding tokens one at a time
         is exact only for tokenizers whose tokens are whole characters; evaluation calibrates it against
         the split's recorded byte count (see ``mswelu.trainer.Trainer.evaluate``)."""
-        lengths = np.array([len(self.decode([i]).encode("utf-8")) for i in range(self.vocab_size)],
-                           dtype=np.int64)
+        lengths = np.array(
+            [len(self.decode([i]).encode("utf-8")) for i in range(self.vocab_size)], dtype=np.int64
+        )
         lengths[self.eos_id] = 0
         return lengths
 
@@ -144,8 +145,9 @@ class GPT2Tokenizer(Tokenizer):
 
     def token_byte_lengths(self) -> np.ndarray:
         """Exact for byte-level BPE: every token is a fixed byte string."""
-        lengths = np.array([len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)],
-                           dtype=np.int64)
+        lengths = np.array(
+            [len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)], dtype=np.int64
+        )
         lengths[self.eos_id] = 0
         return lengths
 

@@ -122,9 +122,7 @@ class MambaMixer(nn.Module):
         if inference_params is not None:
             return self._forward_cached(hidden_states, inference_params)
         if resolve_backend(self.backend, hidden_states) == "cuda":
-            from mswelu.ops import mamba_kernels
-
-            return mamba_kernels.mixer_forward_cuda(self, hidden_states)
+            return self._kernels().mixer_forward_cuda(self, hidden_states)
         return self._forward_torch(hidden_states)[0]
 
     def forward_with_states(self, hidden_states: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -134,9 +132,7 @@ class MambaMixer(nn.Module):
         """
         self._check_input(hidden_states)
         if resolve_backend(self.backend, hidden_states) == "cuda":
-            from mswelu.ops import mamba_kernels
-
-            return mamba_kernels.mixer_forward_with_states_cuda(self, hidden_states)
+            return self._kernels().mixer_forward_with_states_cuda(self, hidden_states)
         return self._forward_torch(hidden_states, want_states=True)
 
     def _forward_torch(self, hidden_states: Tensor, want_states: bool = False):
@@ -186,9 +182,7 @@ class MambaMixer(nn.Module):
         if hidden_states.shape[1] != 1:
             raise ValueError(f"step takes one token at a time, got length {hidden_states.shape[1]}")
         if resolve_backend(self.backend, hidden_states) == "cuda":
-            from mswelu.ops import mamba_kernels
-
-            return mamba_kernels.mixer_step_cuda(self, hidden_states, conv_state, ssm_state)
+            return self._kernels().mixer_step_cuda(self, hidden_states, conv_state, ssm_state)
         dtype = hidden_states.dtype
         xz = self.in_proj(hidden_states.squeeze(1))  # (B, 2 d_inner)
         x, z = xz.chunk(2, dim=-1)
@@ -220,6 +214,21 @@ class MambaMixer(nn.Module):
         return out
 
     # ------------------------------------------------------------------ helpers
+    def _kernels(self) -> Any:
+        """The CUDA path (:mod:`mswelu.ops.mamba_kernels`), after checking that both activations are
+        elementwise: the kernels apply them on a (B, d_inner, L) layout."""
+        from mswelu.modules.activations import spec_of
+        from mswelu.ops import mamba_kernels
+
+        for slot in ("act_conv", "act_gate"):
+            spec = spec_of(getattr(self, slot))
+            if spec is None or not spec.elementwise:
+                raise ValueError(
+                    f"the CUDA kernel path supports only elementwise activations of mswelu.ACTIVATIONS, but "
+                    f"mixer.{slot} is {type(getattr(self, slot)).__name__}; use backend='torch' for others"
+                )
+        return mamba_kernels
+
     def _check_input(self, hidden_states: Tensor) -> None:
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(

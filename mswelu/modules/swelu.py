@@ -27,7 +27,6 @@ from torch import nn
 from mswelu.ops.swelu import IMPLS, swelu
 
 K_MIN = 0.05
-ACTIVATIONS = ("silu", "swelu", "swelu-fixed")
 
 
 def _inverse_softplus(y: float) -> float:
@@ -143,17 +142,6 @@ class SWELU(nn.Module):
         if self.impl != "auto":
             parts.append(f"impl={self.impl!r}")
         return ", ".join(parts)
-
-
-def make_activation(kind: str, k_init: float = 1.0, learnable_lambda: bool = False) -> nn.Module:
-    """The activation for one slot: ``"silu"``, ``"swelu"`` (learnable k) or ``"swelu-fixed"`` (frozen k)."""
-    if kind == "silu":
-        return nn.SiLU()
-    if kind == "swelu":
-        return SWELU(k_init=k_init, learnable_k=True, learnable_lambda=learnable_lambda)
-    if kind == "swelu-fixed":
-        return SWELU(k_init=k_init, learnable_k=False, learnable_lambda=learnable_lambda)
-    raise ValueError(f"unknown activation {kind!r}: expected one of {ACTIVATIONS}")
 
 
 def swelu_modules(model: nn.Module) -> list[tuple[str, SWELU]]:

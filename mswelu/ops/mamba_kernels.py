@@ -73,18 +73,11 @@ def _check_device(k: SimpleNamespace, hidden_states: Tensor) -> None:
         )
 
 
-def _is_swelu(act: nn.Module) -> bool:
-    from mswelu.modules.swelu import SWELU  # lazy: keeps this module importable on its own
-
-    return isinstance(act, SWELU)
-
-
 def check_kernel_support(mixer: nn.Module, hidden_states: Tensor) -> None:
     """Raise a ``ValueError`` naming the problem if the kernels cannot run this mixer on this input.
 
     The activations must be elementwise (they run on a ``(B, d_inner, L)`` layout, not the usual
-    ``(B, L, d_inner)``), so only ``nn.SiLU`` and SWELU are accepted; anything else needs the
-    PyTorch path, which applies any module.
+    ``(B, L, d_inner)``); the mixer checks that before it calls this path.
     """
     if hidden_states.dim() != 3:
         raise ValueError(
@@ -112,13 +105,6 @@ def check_kernel_support(mixer: nn.Module, hidden_states: Tensor) -> None:
         raise ValueError(f"causal_conv1d supports d_conv between 2 and 4, got {d_conv}; use backend='torch'")
     if d_state > 256:
         raise ValueError(f"selective_scan supports d_state <= 256, got {d_state}; use backend='torch'")
-    for slot in ("act_conv", "act_gate"):
-        act = getattr(mixer, slot)
-        if type(act) is not nn.SiLU and not _is_swelu(act):
-            raise ValueError(
-                f"the CUDA kernel path supports only elementwise SiLU or SWELU activations, but "
-                f"mixer.{slot} is {type(act).__name__}; use backend='torch' for other activations"
-            )
 
 
 def _is_silu(act: nn.Module) -> bool:

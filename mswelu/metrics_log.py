@@ -1,0 +1,50 @@
+"""The training metrics log: one JSON line per record in ``metrics.jsonl`` and, optionally, the same
+scalars in TensorBoard. Only rank 0 holds one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from mswelu.runs import RunWriter
+
+__all__ = ["MetricsLog"]
+
+_SCALARS = ("loss", "grad_norm", "tokens_per_s", "val_loss", "val_ppl", "val_bpb")
+
+
+class MetricsLog:
+    """Append records to a run's metrics (truncated to ``resume_step`` when resuming)."""
+
+    def __init__(self, run: RunWriter, resume_step: int | None, tensorboard: bool) -> None:
+        self.file = run.open_metrics(resume_step)
+        self.tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:  # a declared dependency; keep training without it
+                print(f"[mswelu.train] TensorBoard disabled ({exc})", file=sys.stderr)
+            else:
+                self.tb = SummaryWriter(str(run.tensorboard), purge_step=resume_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is None:
+            return
+        step = record["step"]
+        for key in _SCALARS:
+            if record.get(key) is not None:
+                self.tb.add_scalar(f"{'val' if key.startswith('val') else 'train'}/{key}", record[key], step)
+        for group, values in (("lr", record.get("lr")), ("k", record.get("k"))):
+            for name, value in (values or {}).items():
+                self.tb.add_scalar(f"{group}/{name}", value, step)
+        if any(v != 1.0 for v in (record.get("lambda") or {}).values()):
+            for name, lam in record["lambda"].items():
+                self.tb.add_scalar(f"lambda/{name}", lam, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()

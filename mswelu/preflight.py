@@ -1,0 +1,95 @@
+"""Every check a run needs before it writes anything: the data folder, the vocabulary against the model,
+the model config, the run folder policy and the checkpoint to resume from.
+
+Run-folder policy: a non-empty run folder is continued only with ``resume`` (``"auto"`` or a path),
+replaced only with ``overwrite=True`` (and only if it looks like a run folder), and otherwise refused.
+``resume="auto"`` in a folder with no checkpoints starts fresh there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mswelu.baselines import mswelu_config, parse_model_name
+from mswelu.resume import check_compatible, find_resume
+from mswelu.runs import CHECKPOINTS, looks_like_run
+from mswelu.train_config import TrainConfig
+
+__all__ = ["RunPlan", "plan_run"]
+
+
+@dataclass
+class RunPlan:
+    """What :func:`plan_run` found: where to write, what to read, what to resume."""
+
+    data: Path
+    meta: dict[str, Any]
+    out: Path
+    model_vocab: int
+    resume_from: Path | None = None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # newer checkpoints that are unusable
+    clear: bool = False  # overwrite: remove the folder's old contents first
+    changed: list[str] = field(default_factory=list)  # settings changed on resume that alter the numbers
+
+
+def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
+    """The plan for ``cfg``, or a ValueError saying what is wrong. Reads files, writes none."""
+    from mswelu.data import TokenLoader, default_dataset, load_meta
+
+    if cfg.data is None:
+        data = Path(default_dataset())
+    else:
+        data = Path(cfg.data).expanduser()
+        if not data.is_dir():
+            raise ValueError(
+                f"data folder {data} does not exist; prepare it with `python -m mswelu.data prepare`"
+            )
+    meta = load_meta(data)
+    probe = TokenLoader(
+        data,
+        "train",
+        batch_size=cfg.micro(world_size),
+        seq_len=cfg.seq_len,
+        seed=cfg.seed,
+        rank=0,
+        world_size=world_size,
+    )
+    TokenLoader(data, "val", batch_size=1, seq_len=cfg.seq_len, mode="sequential")
+    model_vocab = int(cfg.model.get("vocab_size", meta["vocab_size"]))
+    probe.check_vocab(model_vocab)
+    base, ref = parse_model_name(cfg.preset)
+    if ref is None:  # build the model config now: bad overrides fail before any work
+        overrides = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
+        probe.check_vocab(
+            mswelu_config(base, model_vocab, cfg.seq_len, cfg.activation, **overrides).vocab_size
+        )
+    elif cfg.activation is not None:
+        raise ValueError(f"activation={cfg.activation!r} applies to mswelu presets only, not {cfg.preset!r}")
+
+    out = cfg.out_dir()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"run folder {out} exists and is not a folder")
+    plan = RunPlan(data=data, meta=meta, out=out, model_vocab=model_vocab)
+    if cfg.resume:
+        plan.resume_from, plan.skipped = find_resume(cfg.resume, out)
+        if plan.resume_from is not None:
+            plan.changed = check_compatible(plan.resume_from, cfg.to_dict(), world_size, meta)
+    nonempty = out.is_dir() and any(out.iterdir())
+    if nonempty and plan.resume_from is None:
+        if cfg.resume == "auto" and not plan.skipped and not (out / CHECKPOINTS).exists():
+            pass  # "auto" with nothing to resume from: start fresh in place
+        elif cfg.overwrite:
+            if not looks_like_run(out):
+                raise ValueError(f"overwrite=True but {out} does not look like a run folder; not deleting it")
+            plan.clear = True
+        elif cfg.resume == "auto":
+            reasons = "; ".join(f"{p.name}: {why}" for p, why in plan.skipped) or "no checkpoints"
+            raise ValueError(f"resume='auto' but {out} holds no usable checkpoint ({reasons})")
+        else:
+            raise ValueError(
+                f"run folder {out} exists and is not empty: pass resume='auto' (--resume auto) to "
+                "continue it, overwrite=True (--overwrite) to start over, or another out / run_name"
+            )
+    return plan

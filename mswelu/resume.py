@@ -1,0 +1,78 @@
+"""Continuing a run: which checkpoint to resume from, whether it fits the current config, and the
+trainer state a checkpoint carries besides weights and optimizer (tokens, schedule, every RNG, every
+rank's loader positions, counters).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mswelu import checkpoint as ckpt
+from mswelu.train_config import NUMERIC_CHANGES, RESUMABLE_CHANGES
+
+__all__ = ["check_compatible", "find_resume"]
+
+
+def find_resume(resume: str, out: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(checkpoint to resume from or None, [(skipped newer checkpoint, why)]) for ``resume`` = ``"auto"``
+    (the run folder's newest intact checkpoint), a checkpoint folder, or a run / checkpoints folder."""
+    if str(resume) == "auto":
+        return ckpt.latest_checkpoint(out / "checkpoints")
+    path = Path(resume).expanduser()
+    if ckpt.CKPT_RE.match(path.name):
+        try:
+            ckpt.verify_checkpoint(path)
+        except ckpt.CheckpointError as exc:
+            raise ValueError(f"cannot resume: {exc}") from exc
+        return path, []
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        found, skipped = ckpt.latest_checkpoint(folder)
+        if found is None:
+            reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped) or "no checkpoints"
+            raise ValueError(f"cannot resume from {path}: no complete checkpoint ({reasons})")
+        return found, skipped
+    raise ValueError(f"cannot resume: {path} does not exist")
+
+
+def check_compatible(path: Path, config: dict[str, Any], world_size: int, meta: dict[str, Any]) -> list[str]:
+    """Raise ValueError when the checkpoint at ``path`` cannot continue under ``config`` (other data,
+    other settings that shaped what it holds, another number of processes); return the changed settings
+    that alter the numbers from here on (allowed, worth a warning)."""
+    state = json.loads((path / "trainer_state.json").read_text())
+    try:
+        seen = state["ranks"][0]["loaders"][0].get("fingerprint")
+    except (KeyError, IndexError, TypeError):
+        seen = None
+    if seen is not None and meta.get("fingerprint") is not None and seen != meta["fingerprint"]:
+        raise ValueError(
+            f"cannot resume from {path}: it was trained on a dataset with fingerprint {seen!r}, "
+            f"the data folder now holds {meta['fingerprint']!r}"
+        )
+    old = ckpt.read_checkpoint_config(path)
+    diffs = {
+        k: (old.get(k), v)
+        for k, v in config.items()
+        if k not in RESUMABLE_CHANGES and k in old and _norm(old.get(k)) != _norm(v)
+    }
+    if diffs:
+        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
+        raise ValueError(f"cannot resume from {path}: incompatible config ({lines})")
+    old_world = old.get("_world_size", 1)
+    if old_world != world_size:
+        raise ValueError(
+            f"cannot resume from {path}: it was written by {old_world} process(es), this run has "
+            f"{world_size} (the loader positions are per rank)"
+        )
+    return [k for k in NUMERIC_CHANGES if k in old and _norm(old[k]) != _norm(config.get(k))]
+
+
+def _norm(value: Any) -> Any:
+    """Tuples as lists, recursively, so configs read back from JSON compare equal."""
+    if isinstance(value, tuple | list):
+        return [_norm(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in value.items()}
+    return value

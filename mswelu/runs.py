@@ -1,0 +1,380 @@
+"""The run folder: its layout, how the trainer writes it, and how everything else reads it back.
+
+    <run>/config.json        the resolved TrainConfig (plus ``_``-prefixed derived values), written at start
+    <run>/metrics.jsonl      one record per logged step / evaluation (truncated to the resumed step on resume)
+    <run>/tb/                TensorBoard events (optional)
+    <run>/checkpoints/step_XXXXXXX/   atomic checkpoints (:mod:`mswelu.checkpoint`)
+    <run>/final/             the trained model (``save_pretrained``), written atomically at the end
+    <run>/summary.json       the run's final figures, written last
+
+Nothing else in the package spells these names. The model of a run is ``final/``, or else the weights of
+its newest complete checkpoint (an interrupted run), built from the model config recorded with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from mswelu import analysis
+from mswelu import checkpoint as ckpt
+from mswelu.fs import atomic_write_json, atomic_write_text, fsync_dir
+from mswelu.paths import runs_dir
+
+__all__ = [
+    "CHECKPOINTS",
+    "CONFIG",
+    "FINAL",
+    "METRICS",
+    "SUMMARY",
+    "RunData",
+    "RunWriter",
+    "list_runs",
+    "load_model",
+    "load_run",
+    "looks_like_run",
+    "model_source",
+    "newest_run",
+    "read_jsonl",
+    "resolve_run",
+    "tokenizer_name",
+]
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+FINAL = "final"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tb"
+_MARKERS = (CONFIG, METRICS, CHECKPOINTS, SUMMARY)
+
+
+def looks_like_run(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds any of a run folder's files (the trainer never deletes anything else)."""
+    return any((Path(path) / m).exists() for m in _MARKERS)
+
+
+# --------------------------------------------------------------------------- writing
+class RunWriter:
+    """What the trainer (rank 0) writes into a run folder; see the module docstring for the layout."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    def clear(self) -> None:
+        """Remove the folder's contents (``overwrite``); refuses a folder that is not a run."""
+        if self.path.is_dir() and any(self.path.iterdir()):
+            if not looks_like_run(self.path):
+                raise ValueError(f"{self.path} does not look like a run folder; not deleting it")
+            shutil.rmtree(self.path)
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        atomic_write_json(self.path / CONFIG, dict(config))
+
+    def open_metrics(self, resume_step: int | None) -> IO[str]:
+        """The metrics file to append to: on resume, without the records logged after ``resume_step``
+        (they will be logged again); otherwise a new, empty one."""
+        path = self.path / METRICS
+        if resume_step is not None and path.exists():
+            kept = [r for r in read_jsonl(path) if r.get("step", 0) <= resume_step]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        elif path.exists():
+            path.unlink()
+        return open(path, "a", encoding="utf-8")  # noqa: SIM115 (the caller closes it)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        atomic_write_json(self.path / SUMMARY, dict(summary))
+
+    def save_final(self, model: Any) -> Path:
+        """``model.save_pretrained`` into ``final/`` through a temporary folder and a rename."""
+        from mswelu.hf_compat import quiet_progress_bars
+
+        final = self.path / FINAL
+        tmp = self.path / f".tmp-final-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            with quiet_progress_bars():
+                model.save_pretrained(str(tmp))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fsync_dir(self.path)
+        return final
+
+
+# --------------------------------------------------------------------------- reading
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a truncated last line (a run still writing) is skipped, a corrupt
+    line elsewhere raises ``ValueError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path}:{i + 1}: not valid JSON ({exc})") from exc
+    return out
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None when it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class RunData:
+    """One training run as notebooks and reports see it."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    reused: bool = False  # loaded as a finished run instead of trained now (see workbook.train_or_load)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def train(self) -> pd.DataFrame:
+        """Training steps (step, tokens, loss, lr, grad_norm, tokens_per_s)."""
+        return analysis.train_frame(self.records)
+
+    @property
+    def eval(self) -> pd.DataFrame:
+        """Evaluations (step, tokens, val_loss, val_ppl, val_bpb)."""
+        return analysis.eval_frame(self.records)
+
+    @property
+    def k(self) -> pd.DataFrame:
+        """k per logged step, one column per activation."""
+        return analysis.k_trajectories(self.records)
+
+    @property
+    def model_dir(self) -> Path | None:
+        """Where the run's model is (see :func:`model_source`), or None when it has none."""
+        try:
+            return model_source(self.path)[1]
+        except ValueError:
+            return None
+
+    def final_k(self) -> dict[str, float]:
+        """The last k of every activation: from the summary if it has them, else the last logged step."""
+        if self.summary:
+            val = self.summary.get("k")
+            if isinstance(val, Mapping) and val:
+                return {n: float(v["k"]) if isinstance(v, Mapping) else float(v) for n, v in val.items()}
+        traj = self.k
+        return {} if traj.empty else {str(c): float(v) for c, v in traj.iloc[-1].items()}
+
+    def final_metrics(self) -> dict[str, Any]:
+        """Key figures for reports: final train/val loss, val bpb, tokens, tokens/s, steps."""
+        tr, ev = self.train, self.eval
+        s = self.summary or {}
+
+        def pick(key: str, fallback: Any) -> Any:
+            return s[key] if s.get(key) is not None else fallback
+
+        out: dict[str, Any] = {
+            "steps": pick("steps", int(tr.step.iloc[-1]) if not tr.empty else None),
+            "tokens": pick("tokens", int(tr.tokens.iloc[-1]) if not tr.empty else None),
+            "final_train_loss": pick("train_loss", float(tr.loss.iloc[-1]) if not tr.empty else None),
+            "final_val_loss": pick("val_loss", float(ev.val_loss.iloc[-1]) if not ev.empty else None),
+            "val_bpb": pick("val_bpb", float(ev.val_bpb.iloc[-1]) if not ev.empty else None),
+            "tokens_per_s": pick("tokens_per_s", float(tr.tokens_per_s.median()) if not tr.empty else None),
+        }
+        if s.get("wall_time_s") is not None:
+            out["wall_time_s"] = s["wall_time_s"]
+        if s.get("parameters") is not None:
+            out["params"] = s["parameters"]
+        return out
+
+
+def load_run(path: str | os.PathLike[str]) -> RunData:
+    """Read a run folder (``config.json``, ``summary.json``, ``metrics.jsonl``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"run folder {path} does not exist")
+    if not any((path / f).exists() for f in (CONFIG, METRICS, SUMMARY)):
+        raise ValueError(f"{path} is not a run folder (no {CONFIG}, {METRICS} or {SUMMARY})")
+    return RunData(
+        path=path,
+        config=read_json(path / CONFIG) or {},
+        summary=read_json(path / SUMMARY),
+        records=read_jsonl(path / METRICS),
+    )
+
+
+def _run_time(path: Path) -> float:
+    times = [p.stat().st_mtime for p in (path / SUMMARY, path / METRICS, path / CONFIG) if p.exists()]
+    return max(times) if times else 0.0
+
+
+def list_runs(root: str | os.PathLike[str] | None = None, require_model: bool = False) -> list[Path]:
+    """Run folders under ``root`` (default ``runs/``), newest first; ``require_model`` keeps only runs
+    with a model (``final/`` or a complete checkpoint). Runs of ``launch=independent`` (sub-folders)
+    are included."""
+    root = Path(root) if root is not None else runs_dir()
+    if not root.is_dir():
+        return []
+    found = []
+    for cand in [*root.iterdir(), *root.glob("*/*")]:
+        if cand.name == FINAL or _is_model_dir(cand):  # a run's saved model, not a run
+            continue
+        if cand.is_dir() and ((cand / CONFIG).is_file() or (cand / METRICS).is_file()):
+            if not require_model or load_run(cand).model_dir is not None:
+                found.append(cand)
+    return sorted(found, key=_run_time, reverse=True)
+
+
+def newest_run(root: str | os.PathLike[str] | None = None, require_model: bool = False) -> Path | None:
+    """The most recently written run folder, or None."""
+    runs = list_runs(root, require_model=require_model)
+    return runs[0] if runs else None
+
+
+def resolve_run(run: str | os.PathLike[str] | None, require_model: bool = False) -> Path:
+    """A run folder from a path, a name under ``runs/`` (``main``, ``study/main-s0``), or None (the newest
+    run, with a model if ``require_model``). A ValueError lists the runs there are."""
+    if run is None:
+        found = newest_run(require_model=require_model)
+        if found is None:
+            what = "run with a model" if require_model else "run"
+            raise ValueError(
+                f"no {what} under {runs_dir()}: train one first (notebook 03 or python -m mswelu.train)"
+            )
+        return found
+    path = Path(run).expanduser()
+    if not path.exists() and (runs_dir() / path).exists():
+        path = runs_dir() / path
+    if not path.exists():
+        names = [p.relative_to(runs_dir()).as_posix() for p in list_runs(require_model=require_model)]
+        what = "runs with a saved model" if require_model else "runs"
+        known = (
+            (f"{what}: " + ", ".join(names))
+            if names
+            else f"there are no {what} yet: train one first (notebook 03 or python -m mswelu.train)"
+        )
+        raise ValueError(f"no run {str(run)!r}: neither a folder nor a run under {runs_dir()}; {known}")
+    return path
+
+
+def _is_model_dir(path: Path) -> bool:
+    """A ``save_pretrained`` folder: an HF config (with ``model_type``) next to safetensors weights."""
+    cfg = read_json(path / "config.json")
+    return bool(cfg and "model_type" in cfg and any(path.glob("*.safetensors")))
+
+
+def model_source(path: str | os.PathLike[str]) -> tuple[str, Path]:
+    """``("final", dir)``, ``("checkpoint", dir)`` (the newest complete one: an interrupted run) or
+    ``("model", dir)`` (``path`` is itself a saved model folder); ValueError saying why there is none."""
+    path = Path(path)
+    if _is_model_dir(path):
+        return "model", path
+    if _is_model_dir(path / FINAL):
+        return "final", path / FINAL
+    complete = [p for p in ckpt.list_checkpoints(path / CHECKPOINTS) if (p / ckpt.MANIFEST).is_file()]
+    if complete:
+        return "checkpoint", complete[-1]
+    raise ValueError(
+        f"{path} has no model: no {FINAL}/ and no complete checkpoint (the run was stopped "
+        "before its first checkpoint, or has not started)"
+    )
+
+
+def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, Path]:
+    """(model in eval mode, the folder it came from) of a run or saved model folder (see
+    :func:`model_source`). A ``final/`` that does not load falls back to the newest checkpoint, saying so."""
+    path = Path(path)
+    kind, source = model_source(path)
+    if kind in ("final", "model"):
+        try:
+            return _from_pretrained(source, device), source
+        except Exception as exc:  # OSError, ValueError, SafetensorError, ...: a broken or foreign folder
+            complete = [p for p in ckpt.list_checkpoints(path / CHECKPOINTS) if (p / ckpt.MANIFEST).is_file()]
+            if kind == "model" or not complete:
+                raise ValueError(
+                    f"the model in {source} cannot be loaded ({type(exc).__name__}: {exc})"
+                ) from exc
+            print(
+                f"[mswelu] {source} cannot be loaded ({type(exc).__name__}); using the newest checkpoint "
+                f"{complete[-1].name}",
+                file=sys.stderr,
+            )
+            source = complete[-1]
+    return _from_checkpoint(source, device), source
+
+
+def _from_pretrained(folder: Path, device: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    import mswelu.modeling  # noqa: F401  (registers mamba_swelu with the Auto classes)
+    from mswelu.hf_compat import quiet_progress_bars
+
+    with quiet_progress_bars():
+        model = AutoModelForCausalLM.from_pretrained(folder)
+    return model.to(device).eval()
+
+
+def _from_checkpoint(folder: Path, device: str) -> Any:
+    """The model of a checkpoint: built from the model config the trainer recorded, then its weights
+    (verified against the manifest)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import mswelu.modeling  # noqa: F401
+
+    train_cfg = read_json(folder / CONFIG) or {}
+    model_cfg = dict(train_cfg.get("_model_config") or {})
+    model_type = model_cfg.pop("model_type", None)
+    if model_type is None:
+        raise ValueError(f"checkpoint {folder} records no model config; it cannot be loaded as a model")
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **model_cfg))
+    try:
+        ckpt.load_checkpoint(folder, model)
+    except ckpt.CheckpointError as exc:
+        raise ValueError(str(exc)) from exc
+    return model.to(device).eval()
+
+
+def tokenizer_name(path: str | os.PathLike[str]) -> str:
+    """The tokenizer the run's data was prepared with (``config.json`` -> data -> ``meta.json``), for a
+    run folder or a folder inside one (``final/``, a checkpoint); ``gpt2`` when nothing says otherwise."""
+    path = Path(path)
+    for folder in (path, path.parent, path.parent.parent):
+        cfg = read_json(folder / CONFIG) or {}
+        data = cfg.get("data")
+        if data:
+            meta = read_json(Path(data) / "meta.json") or {}
+            return str(meta.get("tokenizer") or "gpt2")
+    return "gpt2"

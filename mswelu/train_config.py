@@ -1,0 +1,352 @@
+"""TrainConfig: every setting of a training run, its validation, and which settings a resume may change.
+
+One dataclass serves every entry point (``python -m mswelu.train`` flags, YAML/JSON config files, notebook
+parameters, :func:`mswelu.train.train`); every value is checked (type, choice, range, batch arithmetic)
+before any work starts, and a bad one raises ``ValueError`` naming the field, the value and what it takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mswelu.modules.activations import ACTIVATIONS
+from mswelu.optim import OPTIMIZERS
+from mswelu.paths import runs_dir
+from mswelu.schedule import SCHEDULES
+
+__all__ = ["DEVICES", "DTYPES", "NUMERIC_CHANGES", "RESUMABLE_CHANGES", "STRATEGIES", "TrainConfig"]
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "bf16", "fp32")
+STRATEGIES = ("ddp",)
+
+# Fields whose change on resume alters the numbers from here on (allowed, reported as a warning).
+NUMERIC_CHANGES = (
+    "lr",
+    "min_lr_ratio",
+    "weight_decay",
+    "betas",
+    "eps",
+    "grad_clip",
+    "schedule",
+    "warmup",
+    "decay_fraction",
+    "k_lr_scale",
+    "muon_momentum",
+    "dtype",
+    "max_steps",
+    "max_tokens",
+)
+# Fields that may change between a run and its resumption (they do not change what was computed so far,
+# nor what the checkpoint holds). Every other field must match the checkpoint's config.
+RESUMABLE_CHANGES = frozenset(NUMERIC_CHANGES) | {
+    "eval_every",
+    "eval_batches",
+    "eval_fractions",
+    "log_every",
+    "ckpt_every",
+    "keep_checkpoints",
+    "resume",
+    "overwrite",
+    "progress",
+    "tensorboard",
+    "max_consecutive_nonfinite",
+    "device",
+    "compile",
+    "run_name",
+    "out",
+    "data",
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs.
+
+    Args:
+        preset: one of our presets (``mswelu.PRESETS``), or ``"gpt2[:preset]"`` / ``"pythia[:preset]"``
+            for a Transformer sized to that preset.
+        data: prepared dataset folder (holds ``meta.json``); None = the embedded corpus.
+        out: run folder; None = ``runs/<run_name>``.
+        run_name: None = ``"<preset>-<activation>-<optimizer>-s<seed>"``.
+        max_steps: optimizer steps; with ``max_tokens``, whichever budget ends first.
+        max_tokens: token budget (tokens = steps x ``batch_size`` x ``seq_len``).
+        batch_size: GLOBAL batch in sequences per optimizer step
+            (= micro_batch_size x grad_accum x world_size).
+        micro_batch_size: sequences per process per forward; None = ``batch_size / world_size``.
+        seq_len: tokens per training sequence.
+        lr: peak learning rate.
+        min_lr_ratio: final lr as a fraction of ``lr`` (cosine, wsd).
+        weight_decay: decoupled weight decay of the matrices (see :mod:`mswelu.optim` for the routing).
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        grad_clip: global gradient-norm clip; 0 = none (the norm is still measured).
+        optimizer: ``adamw``, or ``muon`` (Muon on hidden matrices + AdamW on the rest).
+        schedule: ``cosine`` | ``wsd`` | ``constant``.
+        warmup: linear warm-up steps.
+        decay_fraction: wsd only: fraction of the steps in the final decay.
+        k_lr_scale: lr multiplier of the activation shape parameters (SWELU k, lambda).
+        muon_momentum: Muon's momentum.
+        seed: model init and data order.
+        eval_every: steps between evaluations on a spread sample of the validation split; 0 = at the end only.
+        eval_batches: global batches per intermediate evaluation; 0 = the whole split every time.
+        eval_fractions: also evaluate at these fractions of training (0.2: the seeds' "loss at 20%").
+            The final evaluation always scores the whole validation split.
+        log_every: steps between metrics records.
+        ckpt_every: steps between checkpoints; 0 = only at the end (and on interrupt).
+        keep_checkpoints: newest checkpoints kept; 0 = all.
+        resume: None, ``"auto"`` (the run folder's newest intact checkpoint), or a checkpoint / run folder.
+        overwrite: allow starting fresh in a non-empty run folder (its old contents are removed).
+        activation: the activation of every slot, overriding the preset's (``mswelu.ACTIVATIONS``).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+        compile: ``torch.compile`` the model.
+        dtype: ``auto`` (bf16 autocast on CUDA, fp32 on CPU) | ``bf16`` | ``fp32``.
+        strategy: data-parallel strategy under torchrun.
+        model: overrides of the model config (``MambaSWELUConfig`` fields, or the baseline's).
+        max_consecutive_nonfinite: non-finite steps in a row (each skipped) before the run stops.
+        progress: progress bar and lines.
+        tensorboard: also log to ``<run>/tb``.
+    """
+
+    preset: str = "small"
+    data: str | None = None
+    out: str | None = None
+    run_name: str | None = None
+    max_steps: int | None = 1000
+    max_tokens: int | None = None
+    batch_size: int = 16
+    micro_batch_size: int | None = None
+    seq_len: int = 256
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    warmup: int = 100
+    decay_fraction: float = 0.2
+    k_lr_scale: float = 1.0
+    muon_momentum: float = 0.95
+    seed: int = 0
+    eval_every: int = 200
+    eval_batches: int = 20
+    eval_fractions: tuple[float, ...] = (0.2,)
+    log_every: int = 10
+    ckpt_every: int = 500
+    keep_checkpoints: int = 3
+    resume: str | None = None
+    overwrite: bool = False
+    activation: str | None = None
+    device: str = "auto"
+    compile: bool = False
+    dtype: str = "auto"
+    strategy: str = "ddp"
+    model: dict[str, Any] = field(default_factory=dict)
+    max_consecutive_nonfinite: int = 10
+    progress: bool = True
+    tensorboard: bool = True
+
+    # ---------------------------------------------------------------------------------- conversion
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a plain dict (a YAML/JSON file, notebook parameters); unknown keys -> ValueError
+        with the nearest known names."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a training config must be a mapping, got {type(d).__name__}")
+        known = cls.field_names()
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            hints = [
+                f"{k!r} (did you mean {close[0]!r}?)"
+                if (close := difflib.get_close_matches(k, known, 1))
+                else repr(k)
+                for k in unknown
+            ]
+            raise ValueError(f"unknown training config keys {', '.join(hints)}; known: {known}")
+        d = dict(d)
+        if isinstance(d.get("betas"), list):
+            d["betas"] = tuple(d["betas"])
+        if isinstance(d.get("eval_fractions"), list):
+            d["eval_fractions"] = tuple(d["eval_fractions"])
+        if d.get("model") is None:
+            d["model"] = {}
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """YAML (``.yaml``/``.yml``) or JSON file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(
+                f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                f"{' '.join(str(exc).split())}"
+            ) from exc
+        return cls.from_dict(data or {})
+
+    @classmethod
+    def coerce(cls, cfg: TrainConfig | dict[str, Any]) -> TrainConfig:
+        return cfg if isinstance(cfg, TrainConfig) else cls.from_dict(cfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        d["eval_fractions"] = list(self.eval_fractions)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ---------------------------------------------------------------------------------- derived
+    def default_run_name(self) -> str:
+        act = self.activation or ("" if ":" in self.preset or self.preset in ("gpt2", "pythia") else "preset")
+        parts = [self.preset.replace(":", "-"), act, self.optimizer, f"s{self.seed}"]
+        return "-".join(p for p in parts if p)
+
+    def resolved_run_name(self) -> str:
+        return self.run_name or (Path(self.out).name if self.out else self.default_run_name())
+
+    def out_dir(self) -> Path:
+        """The run folder: ``out``, else ``runs/<run_name>``."""
+        return Path(self.out).expanduser() if self.out else runs_dir() / self.resolved_run_name()
+
+    def grad_accum(self, world_size: int = 1) -> int:
+        """Micro-steps per optimizer step; ValueError when the global batch does not divide."""
+        micro = self.micro(world_size)
+        if micro < 1 or self.batch_size % (micro * world_size):
+            raise ValueError(
+                f"batch_size={self.batch_size} (global, sequences) must be a multiple of "
+                f"micro_batch_size={self.micro_batch_size or micro} x world_size={world_size}"
+            )
+        return self.batch_size // (micro * world_size)
+
+    def micro(self, world_size: int = 1) -> int:
+        return self.micro_batch_size or self.batch_size // max(1, world_size)
+
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run: max_steps, or the token budget, whichever is smaller."""
+        steps = []
+        if self.max_steps is not None:
+            steps.append(self.max_steps)
+        if self.max_tokens is not None:
+            steps.append(max(1, -(-self.max_tokens // self.tokens_per_step())))
+        return min(steps)
+
+    # ---------------------------------------------------------------------------------- validation
+    def validate(self, world_size: int = 1) -> None:
+        """Checks that need no files: types, choices, ranges, batch arithmetic. ValueError says what is
+        wrong."""
+        from mswelu.baselines import parse_model_name
+
+        self._check_types()
+
+        def choice(name: str, allowed: Sequence[str]) -> None:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}: expected one of {tuple(allowed)}")
+
+        parse_model_name(self.preset)
+        choice("optimizer", OPTIMIZERS)
+        choice("schedule", SCHEDULES)
+        choice("dtype", DTYPES)
+        choice("strategy", STRATEGIES)
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"unknown device {self.device!r}: expected one of {DEVICES} or cuda:N")
+        if self.activation is not None:
+            choice("activation", tuple(ACTIVATIONS))
+        for name in ("lr", "eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("min_lr_ratio", "decay_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.k_lr_scale > 0:
+            raise ValueError(f"k_lr_scale must be > 0, got {self.k_lr_scale}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        for name in ("batch_size", "seq_len", "log_every", "max_consecutive_nonfinite"):
+            self._at_least(name, 1)
+        for name in ("warmup", "eval_every", "eval_batches", "ckpt_every", "keep_checkpoints", "seed"):
+            self._at_least(name, 0)
+        if not all(0 < f < 1 for f in self.eval_fractions):
+            raise ValueError(f"eval_fractions must be numbers in (0, 1), got {self.eval_fractions!r}")
+        if self.max_steps is None and self.max_tokens is None:
+            raise ValueError("set max_steps or max_tokens (the training budget)")
+        for name in ("max_steps", "max_tokens", "micro_batch_size"):
+            if getattr(self, name) is not None:
+                self._at_least(name, 1)
+        self.grad_accum(world_size)
+
+    def _at_least(self, name: str, minimum: int) -> None:
+        if getattr(self, name) < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {getattr(self, name)!r}")
+
+    def _check_types(self) -> None:
+        """Every field against its annotation: a string where a boolean belongs (``overwrite: "false"``)
+        must not count as true, nor ``"1e-3"`` as a learning rate."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kinds = [k.strip() for k in str(f.type).split("|")]
+            if value is None and "None" in kinds:
+                continue
+            if not any(_is_kind(value, k) for k in kinds):
+                want = " or ".join(_KIND_WORDS.get(k, k) for k in kinds)
+                raise ValueError(f"{f.name} must be {want}, got {value!r} ({type(value).__name__})")
+
+
+_KIND_WORDS = {
+    "bool": "true or false",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "None": "null",
+    "tuple[float, float]": "a list of two numbers",
+    "tuple[float, ...]": "a list of numbers",
+    "dict[str, Any]": "a mapping",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return _is_number(value)
+    if kind == "str":
+        return isinstance(value, str | Path)
+    if kind.startswith("tuple["):
+        return isinstance(value, tuple | list) and all(_is_number(v) for v in value)
+    if kind.startswith("dict["):
+        return isinstance(value, dict)
+    return False
