@@ -251,3 +251,25 @@ def max_context(model: Any) -> int | None:
         if getattr(cfg, name, None):
             return int(getattr(cfg, name))
     return None
+
+
+def config_of(model: nn.Module) -> dict[str, Any] | None:
+    """The model's config as plain JSON values (what a checkpoint records to rebuild it), or None."""
+    import json
+
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return None
+    return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def shape_values(model: nn.Module) -> tuple[dict[str, float], dict[str, float]]:
+    """({slot: k}, {slot: lambda}) of every SWELU of one of our models (``swelu_values``); empty for
+    models without activation shape parameters (the Transformer baselines)."""
+    from mswelu.checkpoint import unwrap
+
+    values = getattr(unwrap(model), "swelu_values", None)
+    if not callable(values):
+        return {}, {}
+    v = values()
+    return {n: float(x["k"]) for n, x in v.items()}, {n: float(x.get("lambda", 1.0)) for n, x in v.items()}

@@ -22,7 +22,7 @@ from torch import nn
 from mswelu import distributed as du
 from mswelu.ops.lm_loss import next_token_loss, split_window
 
-__all__ = ["byte_table", "evaluate"]
+__all__ = ["Evaluator", "byte_table", "evaluate"]
 
 
 def byte_table(data: Path, meta: dict[str, Any], announce: bool = True) -> tuple[torch.Tensor, float]:
@@ -104,3 +104,34 @@ def evaluate(
         if sample is not None and sample < len(loader.eval_windows())
         else "whole split",
     }
+
+
+class Evaluator:
+    """:func:`evaluate` on one run's data and settings; the byte table is built on first use."""
+
+    def __init__(
+        self,
+        data: Path,
+        meta: dict[str, Any],
+        seq_len: int,
+        batch_size: int,
+        info: du.DistInfo,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
+        self.data, self.meta, self.seq_len, self.info, self.autocast = data, meta, seq_len, info, autocast
+        self.batch_size = max(batch_size, 1024 // seq_len)  # no gradients: at least 1024 tokens a batch
+        self.table: tuple[torch.Tensor, float] | None = None
+
+    def __call__(self, model: nn.Module, sample: int | None = None) -> dict[str, Any]:
+        if self.table is None:
+            self.table = byte_table(self.data, self.meta, announce=self.info.is_main)
+        return evaluate(
+            model,
+            self.data,
+            self.seq_len,
+            self.table,
+            self.info,
+            self.batch_size,
+            sample=sample,
+            autocast=self.autocast,
+        )

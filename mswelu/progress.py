@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import sys
+import time
 from typing import Any
 
 __all__ = ["format_duration", "format_eval", "format_step", "in_kernel", "say"]
@@ -87,3 +88,45 @@ def format_eval(run: str, step: int, total: int, val_loss: float, val_bpb: float
     """``[12:00:05 main] eval at step 50/300: val loss 7.3400, 2.931 bits/byte``."""
     bpb = f", {val_bpb:.3f} bits/byte" if val_bpb is not None else ""
     return f"[{_clock()} {run}] eval at step {step}/{total}: val loss {val_loss:.4f}{bpb}"
+
+
+class RunProgress:
+    """A run's progress in one place: the tqdm bar and the progress lines above it, with an ETA from the
+    steps done so far. Disabled (no bar, no lines) when ``enabled`` is false."""
+
+    def __init__(self, run: str, total: int, initial: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.run, self.total, self.enabled = run, total, enabled
+        self.first, self.t0 = initial, time.perf_counter()
+        self._tokens, self._seconds = 0, 0.0
+        self.bar = tqdm(
+            total=total, initial=initial, desc=run, unit="step", disable=not enabled, dynamic_ncols=True
+        )
+
+    def advance(self, tokens: int, seconds: float) -> None:
+        """One optimizer step of ``tokens`` that took ``seconds`` of training (evaluation, checkpoints and
+        skipped steps are not counted in the rate)."""
+        self.bar.update(1)
+        self._tokens += tokens
+        self._seconds += seconds
+
+    def interval_rate(self) -> float | None:
+        """Training tokens/s since the previous call."""
+        rate = self._tokens / self._seconds if self._seconds > 0 else None
+        self._tokens, self._seconds = 0, 0.0
+        return rate
+
+    def step(self, step: int, loss: float, tokens_per_s: float | None) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        done = step - self.first
+        left = (time.perf_counter() - self.t0) / done * (self.total - step) if done > 0 else None
+        if self.enabled:
+            say(format_step(self.run, step, self.total, loss, tokens_per_s, left), self.bar)
+
+    def eval(self, step: int, val_loss: float, val_bpb: float | None) -> None:
+        if self.enabled:
+            say(format_eval(self.run, step, self.total, val_loss, val_bpb), self.bar)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from mswelu import checkpoint as ckpt
+from mswelu import distributed as du
 from mswelu.train_config import NUMERIC_CHANGES, RESUMABLE_CHANGES
 
-__all__ = ["check_compatible", "find_resume"]
+__all__ = ["check_compatible", "find_resume", "restore", "save"]
 
 
 def find_resume(resume: str, out: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
@@ -76,3 +77,47 @@ def _norm(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _norm(v) for k, v in value.items()}
     return value
+
+
+def save(
+    folder: Path,
+    counters: dict[str, Any],
+    model: Any,
+    optimizer: Any,
+    loaders: list[Any],
+    schedule: Any,
+    config: dict[str, Any],
+    keep: int | None,
+    info: du.DistInfo,
+) -> None:
+    """Checkpoint ``counters`` (step, tokens, nonfinite_total, last_val) with the weights, the optimizer,
+    the schedule, and every rank's RNG and loader positions. Collective under DDP: every rank calls it."""
+    local = {"rng": ckpt.rng_state(), "loaders": [ld.state_dict() for ld in loaders]}
+    ranks = du.all_gather(local, info)
+    if info.is_main:
+        state = {k: v for k, v in counters.items() if k != "step"}
+        state.update(world_size=info.world_size, ranks=ranks, schedule=schedule.state_dict())
+        ckpt.save_checkpoint(folder, counters["step"], model, optimizer, state, config, keep=keep)
+    du.barrier(info)
+
+
+def restore(path: Path, model: Any, optimizer: Any, loaders: list[Any], info: du.DistInfo) -> dict[str, Any]:
+    """Load a checkpoint into ``model``, ``optimizer`` and this rank's ``loaders`` and RNGs; return its
+    counters (step, tokens, nonfinite_total, last_val)."""
+    state = ckpt.load_checkpoint(path, model, optimizer, map_location=info.device)
+    if len(state["ranks"]) != info.world_size:
+        raise ValueError(
+            f"checkpoint {path} holds {len(state['ranks'])} rank states, this run has {info.world_size}"
+        )
+    mine = state["ranks"][info.rank]
+    if len(mine["loaders"]) != len(loaders):
+        raise ValueError(f"checkpoint {path} was written with a different gradient accumulation")
+    for loader, st in zip(loaders, mine["loaders"], strict=True):
+        loader.load_state_dict(st)
+    ckpt.set_rng_state(mine["rng"])
+    return {
+        "step": int(state["step"]),
+        "tokens": int(state["tokens"]),
+        "nonfinite_total": int(state.get("nonfinite_total", 0)),
+        "last_val": dict(state.get("last_val") or {}),
+    }

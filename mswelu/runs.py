@@ -105,6 +105,8 @@ class RunWriter:
         """``model.save_pretrained`` into ``final/`` through a temporary folder and a rename."""
         from mswelu.hf_compat import quiet_progress_bars
 
+        if not ckpt.all_finite(model):
+            raise FloatingPointError("refusing to save final/: the weights contain NaN or inf")
         final = self.path / FINAL
         tmp = self.path / f".tmp-final-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

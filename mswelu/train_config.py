@@ -231,6 +231,21 @@ class TrainConfig:
         """The run folder: ``out``, else ``runs/<run_name>``."""
         return Path(self.out).expanduser() if self.out else runs_dir() / self.resolved_run_name()
 
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`mswelu.optim.build_optimizer` besides model and name."""
+        return {
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "betas": tuple(self.betas),
+            "eps": self.eps,
+            "k_lr_scale": self.k_lr_scale,
+            "muon_momentum": self.muon_momentum,
+        }
+
+    def uses_bf16(self, device_type: str) -> bool:
+        """bf16 autocast: ``dtype="bf16"``, or ``auto`` on CUDA."""
+        return self.dtype == "bf16" or (self.dtype == "auto" and device_type == "cuda")
+
     def grad_accum(self, world_size: int = 1) -> int:
         """Micro-steps per optimizer step; ValueError when the global batch does not divide."""
         micro = self.micro(world_size)

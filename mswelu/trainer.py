@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,8 +30,8 @@ from torch import nn
 
 from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
-from mswelu import evaluation, progress
-from mswelu.baselines import build_model, count_parameters
+from mswelu import evaluation, progress, resume
+from mswelu.baselines import build_model, config_of, count_parameters, shape_values
 from mswelu.metrics_log import MetricsLog
 from mswelu.ops.lm_loss import next_token_loss, split_window
 from mswelu.optim import build_optimizer, set_hyperparameters
@@ -40,20 +39,12 @@ from mswelu.preflight import RunPlan, plan_run
 from mswelu.provenance import code_version
 from mswelu.runs import RunWriter
 from mswelu.schedule import LRSchedule
+from mswelu.stop import StopRequest
 from mswelu.train_config import TrainConfig
 
 
 def _log(msg: str) -> None:
     print(f"[mswelu.train] {msg}", file=sys.stderr, flush=True)
-
-
-def swelu_metrics(model: nn.Module) -> tuple[dict[str, float], dict[str, float]]:
-    """({slot: k}, {slot: lambda}) of every SWELU; empty for models without ``swelu_values``."""
-    values = getattr(ckpt.unwrap(model), "swelu_values", None)
-    if not callable(values):
-        return {}, {}
-    v = values()
-    return {n: float(x["k"]) for n, x in v.items()}, {n: float(x.get("lambda", 1.0)) for n, x in v.items()}
 
 
 class Trainer:
@@ -62,9 +53,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callable[..., Any]] = ()) -> None:
         self.cfg = cfg
         self.callbacks = list(callbacks)
-        self._bar: Any = None  # the tqdm bar while the loop runs (progress lines are written above it)
-        self._stop_signal: str | None = None
-        self._byte_table: tuple[torch.Tensor, float] | None = None
+        self.stop = StopRequest()
         self.log: MetricsLog | None = None
 
     # ------------------------------------------------------------------------------------ set-up
@@ -72,18 +61,16 @@ class Trainer:
         from mswelu.data import TokenLoader
 
         cfg = self.cfg
-        self.info, self.plan, self.out = info, plan, plan.out
+        self.info, self.plan, self.out, self.device = info, plan, plan.out, info.device
         self.run_dir = RunWriter(plan.out)
         self.accum, self.micro = cfg.grad_accum(info.world_size), cfg.micro(info.world_size)
         self.total_steps, self.tokens_per_step = cfg.total_steps(), cfg.tokens_per_step()
-        self.device = info.device
         if self.device.type == "cpu":
             # The scan's backward produces subnormal floats (exp(delta * A) of long decays), which x86 CPUs
             # process many times slower; flushing them left a 12-step `small` run's loss bit-identical
             # (`python -m mswelu.bench model --keep-denormals` shows the effect).
             torch.set_flush_denormal(True)
-        bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        self.autocast_dtype = torch.bfloat16 if cfg.uses_bf16(self.device.type) else None
         if info.is_main:
             if plan.clear:
                 self.run_dir.clear()
@@ -92,46 +79,22 @@ class Trainer:
 
         ckpt.seed_everything(cfg.seed)
         overrides = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
-        self.raw_model = build_model(
-            cfg.preset,
-            vocab_size=plan.model_vocab,
-            max_seq_len=cfg.seq_len,
-            activation=cfg.activation,
-            **overrides,
-        ).to(self.device)
+        model = build_model(cfg.preset, plan.model_vocab, cfg.seq_len, cfg.activation, **overrides)
+        self.raw_model = model.to(self.device)
         self.n_params = count_parameters(self.raw_model)
         self._emit("model", {"model": self.raw_model})
-        self.optimizer = build_optimizer(
-            self.raw_model,
-            cfg.optimizer,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            betas=tuple(cfg.betas),
-            eps=cfg.eps,
-            k_lr_scale=cfg.k_lr_scale,
-            muon_momentum=cfg.muon_momentum,
-        )
+        self.optimizer = build_optimizer(self.raw_model, cfg.optimizer, **cfg.optimizer_kwargs())
         self.schedule = LRSchedule(
             self.optimizer, self.total_steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, cfg.decay_fraction
         )
         self.eval_model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
         self.model = du.wrap_ddp(self.eval_model, info)
-        # One loader per micro-step, as if each were its own rank among world_size x accum: the windows of
-        # an optimizer step are one draw of batch_size windows however it is split (1 process x accum 2 ==
-        # 2 processes == 1 process with one big batch).
-        self.loaders = [
-            TokenLoader(
-                plan.data,
-                "train",
-                batch_size=self.micro,
-                seq_len=cfg.seq_len,
-                seed=cfg.seed,
-                rank=info.rank * self.accum + i,
-                world_size=info.world_size * self.accum,
-                mode="random",
-            )
-            for i in range(self.accum)
-        ]
+        self.loaders = TokenLoader.for_micro_steps(
+            plan.data, self.micro, cfg.seq_len, cfg.seed, info.rank, info.world_size, self.accum
+        )
+        self.evaluator = evaluation.Evaluator(
+            plan.data, plan.meta, cfg.seq_len, self.micro, info, self._autocast
+        )
         self.step = self.tokens = self.nonfinite_total = self.nonfinite_run = 0
         self.last_val: dict[str, Any] = {}
         if plan.resume_from is not None:
@@ -142,69 +105,38 @@ class Trainer:
             self.log = MetricsLog(self.run_dir, resumed, cfg.tensorboard)
 
     def resolved_config(self) -> dict[str, Any]:
-        """The config as run: every field plus derived values (``_``-prefixed) and the model's config."""
+        """The config as run: every field, derived values (``_``-prefixed) and the model's own config."""
         d = self.cfg.to_dict()
         d.update(data=str(self.plan.data), out=str(self.out), run_name=self.out.name)
-        d.update(
-            _world_size=self.info.world_size,
-            _grad_accum=self.accum,
-            _micro_batch_size=self.micro,
-            _tokens_per_step=self.tokens_per_step,
-            _total_steps=self.total_steps,
-            _parameters=self.n_params,
-            _device=str(self.device),
-            _data_fingerprint=self.plan.meta.get("fingerprint"),
-            _code_version=code_version(),
-        )
-        model_cfg = getattr(self.raw_model, "config", None)
-        if model_cfg is not None and hasattr(model_cfg, "to_dict"):
-            import json
-
-            d["_model_config"] = json.loads(json.dumps(model_cfg.to_dict(), default=str))
-        if getattr(self.raw_model, "baseline_info", None):
-            d["_baseline"] = self.raw_model.baseline_info
+        derived = {
+            "world_size": self.info.world_size,
+            "grad_accum": self.accum,
+            "micro_batch_size": self.micro,
+            "tokens_per_step": self.tokens_per_step,
+            "total_steps": self.total_steps,
+            "parameters": self.n_params,
+            "device": str(self.device),
+            "data_fingerprint": self.plan.meta.get("fingerprint"),
+            "code_version": code_version(),
+            "model_config": config_of(self.raw_model),
+            "baseline": getattr(self.raw_model, "baseline_info", None),
+        }
+        d.update({f"_{k}": v for k, v in derived.items() if v is not None})
         return d
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
         """Checkpoint the current step (collective under DDP: every rank must call it)."""
-        local = {"rng": ckpt.rng_state(), "loaders": [ld.state_dict() for ld in self.loaders]}
-        state = {
-            "tokens": self.tokens,
-            "world_size": self.info.world_size,
-            "ranks": du.all_gather(local, self.info),
-            "schedule": self.schedule.state_dict(),
-            "nonfinite_total": self.nonfinite_total,
-            "last_val": self.last_val,
-        }
-        if self.info.is_main:
-            ckpt.save_checkpoint(
-                self.run_dir.checkpoints,
-                self.step,
-                self.raw_model,
-                self.optimizer,
-                state,
-                self.resolved_config(),
-                keep=self.cfg.keep_checkpoints or None,
-            )
-        du.barrier(self.info)
+        counters = {"step": self.step, "tokens": self.tokens, "nonfinite_total": self.nonfinite_total}
+        counters["last_val"] = self.last_val
+        config, keep = self.resolved_config(), self.cfg.keep_checkpoints or None
+        parts = (self.raw_model, self.optimizer, self.loaders, self.schedule)
+        resume.save(self.run_dir.checkpoints, counters, *parts, config, keep, self.info)
 
-    def _restore(self, path: Any) -> None:
-        state = ckpt.load_checkpoint(path, self.raw_model, self.optimizer, map_location=self.device)
-        if len(state["ranks"]) != self.info.world_size:
-            raise ValueError(
-                f"checkpoint {path} holds {len(state['ranks'])} rank states, this run has "
-                f"{self.info.world_size}"
-            )
-        mine = state["ranks"][self.info.rank]
-        if len(mine["loaders"]) != len(self.loaders):
-            raise ValueError(f"checkpoint {path} was written with a different gradient accumulation")
-        for loader, st in zip(self.loaders, mine["loaders"], strict=True):
-            loader.load_state_dict(st)
-        ckpt.set_rng_state(mine["rng"])
-        self.step, self.tokens = int(state["step"]), int(state["tokens"])
-        self.nonfinite_total = int(state.get("nonfinite_total", 0))
-        self.last_val = dict(state.get("last_val") or {})
+    def _restore(self, path: Path) -> None:
+        counters = resume.restore(path, self.raw_model, self.optimizer, self.loaders, self.info)
+        self.step, self.tokens = counters["step"], counters["tokens"]
+        self.nonfinite_total, self.last_val = counters["nonfinite_total"], counters["last_val"]
         set_hyperparameters(self.optimizer, self.cfg.lr, self.cfg.weight_decay, self.cfg.k_lr_scale)
         if self.info.is_main:
             _log(f"resumed from {path} at step {self.step} ({self.tokens} tokens)")
@@ -226,10 +158,10 @@ class Trainer:
         """One optimizer step (or a skipped one). Returns what it measured."""
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
-        for i in range(self.accum):
-            window = next(self.loaders[i]).to(self.device, non_blocking=True)
-            sync = i == self.accum - 1
-            with contextlib.nullcontext() if (sync or not self.info.enabled) else self.model.no_sync():
+        for i, loader in enumerate(self.loaders):
+            window = next(loader).to(self.device, non_blocking=True)
+            last = i == self.accum - 1  # DDP syncs gradients on the last micro-step only
+            with contextlib.nullcontext() if (last or not self.info.enabled) else self.model.no_sync():
                 loss = self.loss_on(self.model, window) / self.accum
                 loss.backward()
             loss_sum += loss.detach()
@@ -256,24 +188,14 @@ class Trainer:
         """Validation on the whole split (``whole_split`` or ``eval_batches=0``), else on ``eval_batches x
         batch_size`` windows spread over it (see :mod:`mswelu.evaluation`)."""
         cfg = self.cfg
-        if self._byte_table is None:
-            self._byte_table = evaluation.byte_table(
-                self.plan.data, self.plan.meta, announce=self.info.is_main
-            )
         sample = None if whole_split or not cfg.eval_batches else cfg.eval_batches * cfg.batch_size
-        self.last_val = evaluation.evaluate(
-            self.eval_model,
-            self.plan.data,
-            cfg.seq_len,
-            self._byte_table,
-            self.info,
-            batch_size=max(self.micro, 1024 // cfg.seq_len),
-            sample=sample,
-            autocast=self._autocast,
-        )
+        self.last_val = self.evaluator(self.eval_model, sample=sample)
         return self.last_val
 
-    # ------------------------------------------------------------------------------------ events
+    def request_stop(self, reason: str = "request") -> None:
+        """Stop after the current step with a checkpoint (what SIGINT/SIGTERM do)."""
+        self.stop.request(reason)
+
     def _emit(self, event: str, info: dict[str, Any]) -> None:
         for cb in self.callbacks:
             cb(event, self, info)
@@ -283,34 +205,6 @@ class Trainer:
             self.log.write(record)
             self._emit("log", record)
 
-    def _say(self, line: str) -> None:
-        if self.info.is_main and self.cfg.progress:
-            progress.say(line, self._bar)
-
-    def request_stop(self, reason: str = "request") -> None:
-        """Stop after the current step with a checkpoint (what SIGINT/SIGTERM do)."""
-        self._stop_signal = reason
-
-    @contextlib.contextmanager
-    def _signals(self) -> Any:
-        """SIGINT/SIGTERM request a stop after the current step; a second Ctrl-C stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self._stop_signal = signal.Signals(signum).name
-            _log(f"{self._stop_signal} received: finishing this step, writing a checkpoint, then stopping")
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
-
     # ------------------------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
         started_pg = not (torch.distributed.is_available() and torch.distributed.is_initialized())
@@ -318,16 +212,12 @@ class Trainer:
         try:
             self.cfg.validate(info.world_size)
             plan = du.run_on_main(lambda: plan_run(self.cfg, info.world_size), info)
-            if info.is_main:
-                for path, why in plan.skipped:
-                    _log(f"ignoring checkpoint {path}: {why}")
-                if plan.changed:
-                    _log(
-                        f"resuming with changed {plan.changed}: the run will differ from an uninterrupted "
-                        "one from here on"
-                    )
+            for path, why in plan.skipped if info.is_main else ():
+                _log(f"ignoring checkpoint {path}: {why}")
+            if plan.changed and info.is_main:
+                _log(f"resuming with changed {plan.changed}: the run will differ from an uninterrupted one")
             self._setup(info, plan)
-            with self._signals():
+            with self.stop:
                 try:
                     return self._loop()
                 finally:
@@ -341,22 +231,14 @@ class Trainer:
         return self.step < self.total_steps and ((every and self.step % every == 0) or self.step in extra)
 
     def _loop(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
         cfg, info = self.cfg, self.info
-        start_step, start_tokens = self.step, self.tokens
-        wall0 = time.perf_counter()
-        train_time, interval_t0, interval_tokens = 0.0, time.perf_counter(), 0
+        start_step, start_tokens, wall0 = self.step, self.tokens, time.perf_counter()
+        train_time = 0.0
         fraction_steps = {max(1, round(f * self.total_steps)) for f in cfg.eval_fractions}
         last: dict[str, Any] = {}
         interrupted = False
-        self._bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            desc=self.out.name,
-            unit="step",
-            disable=not (info.is_main and cfg.progress),
-            dynamic_ncols=True,
+        self.progress = progress.RunProgress(
+            self.out.name, self.total_steps, self.step, info.is_main and cfg.progress
         )
         try:
             while self.step < self.total_steps:
@@ -369,41 +251,27 @@ class Trainer:
                 self._emit("step", {"step": self.step, **last})
                 if not last["finite"]:
                     self._skipped(last)
-                    interval_t0 += dt
                 else:
-                    interval_tokens += self.tokens_per_step
-                    self._bar.update(1)
+                    self.progress.advance(self.tokens_per_step, dt)
                     if self.step % cfg.log_every == 0 or self.step in (self.total_steps, start_step + 1):
-                        elapsed = time.perf_counter() - interval_t0
-                        self._log_step(
-                            last, interval_tokens / elapsed if elapsed > 0 else None, wall0, start_step
-                        )
-                        interval_t0, interval_tokens = time.perf_counter(), 0
+                        self._log_step(last, self.progress.interval_rate())
                     if self._due(cfg.eval_every, fraction_steps):
                         self._eval_and_log()
-                        interval_t0 = time.perf_counter()
-                if du.any_true(self._stop_signal is not None, info):  # on every path, skipped steps too
+                if du.any_true(self.stop.reason is not None, info):  # on every path, skipped steps too
                     interrupted = True
                     break
                 if last["finite"] and self._due(cfg.ckpt_every):
                     self.save()
-                    interval_t0 = time.perf_counter()
         finally:
-            self._bar.close()
+            self.progress.close()
         self.save()
         if not interrupted:
             self._eval_and_log(whole_split=True)
             if info.is_main:
-                if not ckpt.all_finite(self.raw_model):
-                    raise FloatingPointError("refusing to save final/: the weights contain NaN or inf")
                 self.run_dir.save_final(self.raw_model)
             du.barrier(info)
-        return self._summary(
-            last,
-            interrupted,
-            time.perf_counter() - wall0,
-            (self.tokens - start_tokens) / train_time if train_time > 0 else None,
-        )
+        rate = (self.tokens - start_tokens) / train_time if train_time > 0 else None
+        return self._summary(last, interrupted, time.perf_counter() - wall0, rate)
 
     def _skipped(self, last: dict[str, Any]) -> None:
         if self.info.is_main:
@@ -420,69 +288,41 @@ class Trainer:
                 f"{self.cfg.max_consecutive_nonfinite}); {where}; lower lr or check the data"
             )
 
-    def _log_step(self, last: dict[str, Any], rate: float | None, wall0: float, start_step: int) -> None:
-        ks, lams = swelu_metrics(self.raw_model)
-        self._record(
-            {
-                "step": self.step,
-                "tokens": self.tokens,
-                "loss": last["loss"],
-                "lr": last["lr"],
-                "grad_norm": last["grad_norm"],
-                "tokens_per_s": rate,
-                "nonfinite_skipped": self.nonfinite_total,
-                "k": ks,
-                "lambda": lams,
-            }
-        )
-        self._bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
-        left = (time.perf_counter() - wall0) / (self.step - start_step) * (self.total_steps - self.step)
-        self._say(progress.format_step(self.out.name, self.step, self.total_steps, last["loss"], rate, left))
+    def _log_step(self, last: dict[str, Any], rate: float | None) -> None:
+        ks, lams = shape_values(self.raw_model)
+        record = {
+            "step": self.step,
+            "tokens": self.tokens,
+            **{k: last[k] for k in ("loss", "lr", "grad_norm")},
+        }
+        record.update(tokens_per_s=rate, nonfinite_skipped=self.nonfinite_total, k=ks, **{"lambda": lams})
+        self._record(record)
+        self.progress.step(self.step, last["loss"], rate)
 
     def _eval_and_log(self, whole_split: bool = False) -> None:
         result = self.evaluate(whole_split=whole_split)
         self._emit("eval", {"step": self.step, **result})
         self._record({"step": self.step, "tokens": self.tokens, **result})
-        self._say(
-            progress.format_eval(
-                self.out.name, self.step, self.total_steps, result["val_loss"], result["val_bpb"]
-            )
-        )
+        self.progress.eval(self.step, result["val_loss"], result["val_bpb"])
 
     def _summary(
         self, last: dict[str, Any], interrupted: bool, wall: float, rate: float | None
     ) -> dict[str, Any]:
-        cfg = self.cfg
-        ks, lams = swelu_metrics(self.raw_model)
-        summary = {
-            "run_dir": str(self.out),
-            "run_name": self.out.name,
-            "preset": cfg.preset,
-            "activation": cfg.activation,
-            "optimizer": cfg.optimizer,
-            "seed": cfg.seed,
-            "steps": self.step,
-            "tokens": self.tokens,
-            "total_steps": self.total_steps,
-            "tokens_per_step": self.tokens_per_step,
-            "world_size": self.info.world_size,
-            "grad_accum": self.accum,
-            "parameters": self.n_params,
-            "train_loss": last.get("loss"),
-            "val_loss": self.last_val.get("val_loss"),
-            "val_ppl": self.last_val.get("val_ppl"),
-            "val_bpb": self.last_val.get("val_bpb"),
-            "tokens_per_s": rate,
-            "k": ks,
-            "lambda": lams,
-            "nonfinite_skipped": self.nonfinite_total,
-            "wall_time_s": wall,
-            "interrupted": interrupted,
-            "stop_reason": self._stop_signal,
-            "device": str(self.device),
-            "is_main": self.info.is_main,
-            "baseline": getattr(self.raw_model, "baseline_info", None),
-        }
+        """``summary.json``: the run's identity (from the resolved config) and its final figures."""
+        c = self.resolved_config()
+        ks, lams = shape_values(self.raw_model)
+        summary = {"run_dir": str(self.out), "run_name": self.out.name}
+        summary.update({k: c[k] for k in ("preset", "activation", "optimizer", "seed")})
+        summary.update(
+            {k: c[f"_{k}"] for k in ("total_steps", "tokens_per_step", "world_size", "grad_accum")}
+        )
+        summary.update(
+            steps=self.step, tokens=self.tokens, parameters=self.n_params, train_loss=last.get("loss")
+        )
+        summary.update({k: self.last_val.get(k) for k in ("val_loss", "val_ppl", "val_bpb")})
+        summary.update(tokens_per_s=rate, k=ks, nonfinite_skipped=self.nonfinite_total, wall_time_s=wall)
+        summary.update(interrupted=interrupted, stop_reason=self.stop.reason, device=str(self.device))
+        summary.update(is_main=self.info.is_main, baseline=c.get("_baseline"), **{"lambda": lams})
         if self.info.is_main:
             self.run_dir.write_summary(summary)
         return summary

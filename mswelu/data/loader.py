@@ -38,6 +38,34 @@ MODES = ("random", "sequential")
 class TokenLoader(IterableDataset):
     """Iterator over ``(batch_size, seq_len + 1)`` int64 windows of one split of a prepared dataset."""
 
+    @classmethod
+    def for_micro_steps(
+        cls,
+        path: str | Path,
+        micro_batch: int,
+        seq_len: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        accum: int,
+    ) -> list[TokenLoader]:
+        """One training loader per micro-step of an optimizer step, each as if it were its own rank among
+        ``world_size x accum``: the windows of a step are one draw of ``batch_size`` windows however the
+        batch is split (1 process x accum 2 == 2 processes == 1 process with one big batch)."""
+        return [
+            cls(
+                path,
+                "train",
+                batch_size=micro_batch,
+                seq_len=seq_len,
+                seed=seed,
+                rank=rank * accum + i,
+                world_size=world_size * accum,
+                mode="random",
+            )
+            for i in range(accum)
+        ]
+
     def __init__(
         self,
         path: str | Path,
