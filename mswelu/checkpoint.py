@@ -30,6 +30,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from mswelu.fs import fsync_dir, fsync_file, sha256_file
+from mswelu.models import unwrap
 
 FORMAT_VERSION = 1
 CKPT_RE = re.compile(r"^step_(\d{7,})$")
@@ -172,17 +173,6 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- save / load
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in unwrap(model).parameters())
 

@@ -227,5 +227,27 @@ class MambaSWELUConfig(PretrainedConfig):
             raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
+    @classmethod
+    def for_run(
+        cls, preset: str, vocab_size: int, max_seq_len: int, activation: str | None = None, **overrides: Any
+    ) -> MambaSWELUConfig:
+        """The config a training run of ``preset`` uses: the run's vocabulary, a context of at least
+        ``max_seq_len``, the run's activation, then ``overrides``."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
+        pos = {**PRESETS[preset], **overrides}.get("max_position_embeddings", 1024)
+        kwargs: dict[str, Any] = {
+            "vocab_size": vocab_size,
+            "max_position_embeddings": max(int(pos), max_seq_len),
+        }
+        if activation is not None:
+            kwargs["activation"] = activation
+        cfg = cls.from_preset(preset, **{**kwargs, **overrides})
+        if cfg.pos_embedding == "learned" and cfg.max_position_embeddings < max_seq_len:
+            raise ValueError(
+                f"max_position_embeddings={cfg.max_position_embeddings} is shorter than seq_len={max_seq_len}"
+            )
+        return cfg
+
 
 __all__ = ["MambaSWELUConfig", "PRESETS"]

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from mswelu.baselines import max_context
 from mswelu.hf_compat import cache_kwarg, output_cache
+from mswelu.models import max_context
 
 __all__ = [
     "SamplingConfig",

@@ -52,6 +52,7 @@ __all__ = [
     "MambaSWELUModel",
     "MambaSWELUPreTrainedModel",
     "RMSNorm",
+    "parameter_count",
 ]
 
 
@@ -487,6 +488,13 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         for block in self.backbone.blocks:
             if isinstance(block, MambaBlock):
                 block.mixer.backend = backend
+
+
+def parameter_count(config: MambaSWELUConfig) -> int:
+    """Unique parameters of the model ``config`` describes (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        model = MambaSWELUForCausalLM(config)
+    return sum(p.numel() for p in model.parameters())
 
 
 AutoConfig.register(MambaSWELUConfig.model_type, MambaSWELUConfig, exist_ok=True)

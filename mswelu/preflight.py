@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mswelu.baselines import mswelu_config, parse_model_name
+from mswelu.configuration import MambaSWELUConfig
+from mswelu.models import parse_model_name
 from mswelu.resume import check_compatible, find_resume
 from mswelu.runs import CHECKPOINTS, looks_like_run
 from mswelu.train_config import TrainConfig
@@ -63,7 +64,7 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     if ref is None:  # build the model config now: bad overrides fail before any work
         overrides = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
         probe.check_vocab(
-            mswelu_config(base, model_vocab, cfg.seq_len, cfg.activation, **overrides).vocab_size
+            MambaSWELUConfig.for_run(base, model_vocab, cfg.seq_len, cfg.activation, **overrides).vocab_size
         )
     elif cfg.activation is not None:
         raise ValueError(f"activation={cfg.activation!r} applies to mswelu presets only, not {cfg.preset!r}")

@@ -275,7 +275,7 @@ class TrainConfig:
     def validate(self, world_size: int = 1) -> None:
         """Checks that need no files: types, choices, ranges, batch arithmetic. ValueError says what is
         wrong."""
-        from mswelu.baselines import parse_model_name
+        from mswelu.models import parse_model_name
 
         self._check_types()
 

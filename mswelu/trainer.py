@@ -31,8 +31,8 @@ from torch import nn
 from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
 from mswelu import evaluation, progress, resume
-from mswelu.baselines import build_model, config_of, count_parameters, shape_values
 from mswelu.metrics_log import MetricsLog
+from mswelu.models import build_model, config_of, count_parameters, shape_values
 from mswelu.ops.lm_loss import next_token_loss, split_window
 from mswelu.optim import build_optimizer, set_hyperparameters
 from mswelu.preflight import RunPlan, plan_run

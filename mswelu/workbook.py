@@ -442,8 +442,8 @@ def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) ->
     """|dL/dk| per SWELU of the run's saved model on the first validation batch of the run's data."""
     from mswelu import runs
     from mswelu.analysis import k_gradients
-    from mswelu.baselines import max_context
     from mswelu.data import TokenLoader
+    from mswelu.models import max_context
 
     model, _ = runs.load_model(run.path)
     if not hasattr(model, "swelu_slots"):

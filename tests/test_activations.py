@@ -20,6 +20,7 @@ def test_curve_is_the_module_function(name: str) -> None:
         got = module(torch.tensor(z, dtype=torch.float64)).numpy()
     np.testing.assert_allclose(curve(name, z, values), got, rtol=1e-6, atol=1e-7)
     assert spec_of(module).module_type is type(module)
+    assert spec_of(torch.nn.Softmax(dim=-1)) is None
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))

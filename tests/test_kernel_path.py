@@ -108,7 +108,7 @@ def test_fp32_outputs_and_gradients_match_torch_path(refs, kind: str, fuse_silu:
     mixer = make_mixer(kind)
     x, g = inputs()
     want_out, want = run(mixer, mixer, x, g)
-    got_out, got = run(mixer, lambda h: mamba_kernels.mixer_forward_cuda(mixer, h, fuse_silu=fuse_silu), x, g)
+    got_out, got = run(mixer, lambda h: mixer.forward_cuda(h, fuse_silu=fuse_silu), x, g)
     assert_close_scaled(got_out, want_out, FP32, "output")
     assert_grads_close(got, want, FP32_GRAD)
     if kind != "silu":
@@ -119,7 +119,7 @@ def test_projection_biases_and_no_conv_bias(refs) -> None:
     mixer = make_mixer("swelu-separate", bias=True, conv_bias=False)
     x, g = inputs()
     want_out, want = run(mixer, mixer, x, g)
-    got_out, got = run(mixer, lambda h: mamba_kernels.mixer_forward_cuda(mixer, h), x, g)
+    got_out, got = run(mixer, lambda h: mixer.forward_cuda(h), x, g)
     assert_close_scaled(got_out, want_out, FP32, "output")
     assert_grads_close(got, want, FP32_GRAD)
 
@@ -133,11 +133,11 @@ def test_silu_matches_upstream_mamba_module(refs, monkeypatch: pytest.MonkeyPatc
     assert set(upstream.state_dict()) == {k for k in mixer.state_dict() if not k.startswith("act_")}
     x, _ = inputs()
     with torch.no_grad():
-        assert_close_scaled(mamba_kernels.mixer_forward_cuda(mixer, x), upstream(x), FP32)
+        assert_close_scaled(mixer.forward_cuda(x), upstream(x), FP32)
         conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
         up_conv, up_ssm = upstream.allocate_inference_cache(BATCH, SEQLEN)
         for t in range(4):
-            ours = mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
+            ours = mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state)
             theirs, _, _ = upstream.step(x[:, t : t + 1], up_conv, up_ssm)
             assert_close_scaled(ours, theirs, FP32)
         assert_close_scaled(ssm_state, up_ssm.float(), FP32)
@@ -151,11 +151,8 @@ def test_decoding_steps_match_full_forward(refs, kind: str) -> None:
     with torch.no_grad():
         full = mixer(x)
         # prefill on the kernel path, then one token at a time through the update kernels
-        out, conv_state, ssm_state = mamba_kernels.mixer_forward_with_states_cuda(mixer, x[:, :prefix])
-        steps = [
-            mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
-            for t in range(prefix, SEQLEN)
-        ]
+        out, conv_state, ssm_state = mixer.forward_cuda(return_states=True, hidden_states=x[:, :prefix])
+        steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(prefix, SEQLEN)]
         assert_close_scaled(torch.cat([out, *steps], dim=1), full, FP32)
         # the states after the last token equal the torch path's prefill over the whole sequence
         _, want_conv, want_ssm = mixer.forward_with_states(x)
@@ -163,10 +160,7 @@ def test_decoding_steps_match_full_forward(refs, kind: str) -> None:
         assert_close_scaled(ssm_state, want_ssm, FP32)
         # decoding from empty states, every token through the step kernels
         conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = [
-            mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
-            for t in range(SEQLEN)
-        ]
+        steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)]
         assert_close_scaled(torch.cat(steps, dim=1), full, FP32)
 
 
@@ -174,7 +168,7 @@ def test_prefill_shorter_than_conv_width(refs) -> None:
     mixer = make_mixer("swelu-separate")
     x, _ = inputs()
     with torch.no_grad():
-        out, conv_state, ssm_state = mamba_kernels.mixer_forward_with_states_cuda(mixer, x[:, :2])
+        out, conv_state, ssm_state = mixer.forward_cuda(return_states=True, hidden_states=x[:, :2])
         want_out, want_conv, want_ssm = mixer.forward_with_states(x[:, :2])
     assert conv_state.shape == (BATCH, mixer.d_inner, mixer.d_conv) and ssm_state.dtype == torch.float32
     assert_close_scaled(out, want_out, FP32)
@@ -190,7 +184,7 @@ def test_bf16_autocast_matches_torch_path(refs, kind: str) -> None:
     x, g = inputs()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want_out, want = run(mixer, mixer, x, g)
-        got_out, got = run(mixer, lambda h: mamba_kernels.mixer_forward_cuda(mixer, h), x, g)
+        got_out, got = run(mixer, lambda h: mixer.forward_cuda(h), x, g)
     assert got_out.dtype == want_out.dtype == torch.bfloat16
     assert_close_scaled(got_out, want_out, BF16, "output")
     assert_grads_close(got, want, BF16_GRAD)
@@ -203,13 +197,10 @@ def test_bf16_parameters_forward_and_step(refs) -> None:
         want = mixer(x)
         mixer = mixer.to(torch.bfloat16)
         xb = x.to(torch.bfloat16)
-        got = mamba_kernels.mixer_forward_cuda(mixer, xb)
+        got = mixer.forward_cuda(xb)
         conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
         steps = torch.cat(
-            [
-                mamba_kernels.mixer_step_cuda(mixer, xb[:, t : t + 1], conv_state, ssm_state)
-                for t in range(SEQLEN)
-            ],
+            [mixer.step_cuda(xb[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)],
             dim=1,
         )
     assert got.dtype == steps.dtype == torch.bfloat16
@@ -229,7 +220,7 @@ def test_activation_that_upcasts_is_cast_back(refs) -> None:
     mixer.act_conv, mixer.act_gate = _UpcastingSWELU(k_init=0.9), _UpcastingSWELU(k_init=1.2)
     x, g = inputs()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, grads = run(mixer, lambda h: mamba_kernels.mixer_forward_cuda(mixer, h), x, g)
+        out, grads = run(mixer, lambda h: mixer.forward_cuda(h), x, g)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     assert all(torch.isfinite(v).all() for v in grads.values())
 
@@ -240,13 +231,13 @@ def test_activation_that_upcasts_is_cast_back(refs) -> None:
 def test_float64_is_rejected_naming_the_dtype(refs) -> None:
     mixer = make_mixer("silu").double()
     with pytest.raises(ValueError, match="float64"):
-        mamba_kernels.mixer_forward_cuda(mixer, torch.randn(1, 4, D_MODEL, dtype=torch.float64))
+        mixer.forward_cuda(torch.randn(1, 4, D_MODEL, dtype=torch.float64))
 
 
 def test_mixed_dtypes_without_autocast_are_rejected(refs) -> None:
     mixer = make_mixer("silu")
     with pytest.raises(ValueError, match="autocast"):
-        mamba_kernels.mixer_forward_cuda(mixer, torch.randn(1, 4, D_MODEL, dtype=torch.bfloat16))
+        mixer.forward_cuda(torch.randn(1, 4, D_MODEL, dtype=torch.bfloat16))
 
 
 @pytest.mark.parametrize("slot", ["act_conv", "act_gate"])
@@ -255,7 +246,7 @@ def test_unsupported_activation_is_rejected_naming_it(refs, slot: str) -> None:
     mixer = make_mixer("silu")
     setattr(mixer, slot, nn.Softmax(dim=-1))  # not elementwise: it would mix the (B, D, L) layout's L
     with pytest.raises(ValueError, match=f"{slot} is Softmax"):
-        mixer._kernels()
+        mixer.forward_cuda(torch.randn(1, 4, D_MODEL))
 
 
 @pytest.mark.parametrize("slot", ["act_conv", "act_gate"])
@@ -265,20 +256,20 @@ def test_a_registered_activation_runs_on_the_kernel_path(refs, slot: str) -> Non
     setattr(mixer, slot, nn.GELU())
     x = torch.randn(2, 6, D_MODEL)
     ref = mixer._forward_torch(x)[0]
-    torch.testing.assert_close(mixer._kernels().mixer_forward_cuda(mixer, x), ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(mixer.forward_cuda(x), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_unsupported_shapes_are_rejected(refs) -> None:
     with pytest.raises(ValueError, match="d_conv between 2 and 4"):
-        mamba_kernels.mixer_forward_cuda(MambaMixer(D_MODEL, d_conv=5), torch.randn(1, 4, D_MODEL))
+        MambaMixer(D_MODEL, d_conv=5).forward_cuda(torch.randn(1, 4, D_MODEL))
     mixer = make_mixer("silu")
     with pytest.raises(ValueError, match="d_model=16"):
-        mamba_kernels.mixer_forward_cuda(mixer, torch.randn(1, 4, D_MODEL + 1))
+        mixer.forward_cuda(torch.randn(1, 4, D_MODEL + 1))
     conv_state, ssm_state = mixer.allocate_inference_cache(1)
     with pytest.raises(ValueError, match="one token"):
-        mamba_kernels.mixer_step_cuda(mixer, torch.randn(1, 2, D_MODEL), conv_state, ssm_state)
+        mixer.step_cuda(torch.randn(1, 2, D_MODEL), conv_state, ssm_state)
     with pytest.raises(ValueError, match="ssm_state has shape"):
-        mamba_kernels.mixer_step_cuda(mixer, torch.randn(1, 1, D_MODEL), conv_state, ssm_state[..., :-1])
+        mixer.step_cuda(torch.randn(1, 1, D_MODEL), conv_state, ssm_state[..., :-1])
 
 
 def test_missing_kernels_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -288,7 +279,7 @@ def test_missing_kernels_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     for name in ("selective_scan_fn", "causal_conv1d_fn", "causal_conv1d_update", "selective_state_update"):
         monkeypatch.setattr(mamba_kernels, name, None)
     with pytest.raises(RuntimeError, match="selective_scan_cuda.*causal_conv1d_cuda|causal_conv1d_cuda"):
-        mamba_kernels.mixer_forward_cuda(make_mixer("silu"), torch.randn(1, 4, D_MODEL))
+        make_mixer("silu").forward_cuda(torch.randn(1, 4, D_MODEL))
 
 
 def test_fused_silu_matches_separate_silu_exactly_enough(refs) -> None:
@@ -296,8 +287,8 @@ def test_fused_silu_matches_separate_silu_exactly_enough(refs) -> None:
     mixer = make_mixer("silu")
     x, _ = inputs()
     with torch.no_grad():
-        fused = mamba_kernels.mixer_forward_cuda(mixer, x, fuse_silu=True)
-        separate = mamba_kernels.mixer_forward_cuda(mixer, x, fuse_silu=False)
+        fused = mixer.forward_cuda(x, fuse_silu=True)
+        separate = mixer.forward_cuda(x, fuse_silu=False)
     torch.testing.assert_close(fused, separate, rtol=1e-6, atol=1e-6)
 
 
@@ -333,7 +324,7 @@ def test_interpreted_triton_swelu_and_upstream_state_update_kernel(refs, monkeyp
     for act in (mixer.act_conv, mixer.act_gate):
         act.impl = "triton"
     x, g = inputs()
-    got_out, got = run(mixer, lambda h: mamba_kernels.mixer_forward_cuda(mixer, h), x, g)
+    got_out, got = run(mixer, lambda h: mixer.forward_cuda(h), x, g)
     for act in (mixer.act_conv, mixer.act_gate):
         act.impl = "torch"
     want_out, want = run(mixer, mixer, x, g)
@@ -341,9 +332,7 @@ def test_interpreted_triton_swelu_and_upstream_state_update_kernel(refs, monkeyp
     assert_grads_close(got, want, FP32_GRAD)
     with torch.no_grad():
         conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = [
-            mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state) for t in range(6)
-        ]
+        steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(6)]
         assert_close_scaled(torch.cat(steps, dim=1), want_out[:, :6], FP32)
 
 
@@ -366,13 +355,10 @@ def test_real_kernels_on_gpu_match_torch_path(kind: str, autocast: bool) -> None
     tol, grad_tol = (BF16, BF16_GRAD) if autocast else (FP32, FP32_GRAD)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         want_out, want = run(mixer, mixer, x, g)
-        got_out, got = run(mixer, lambda h: mamba_kernels.mixer_forward_cuda(mixer, h), x, g)
+        got_out, got = run(mixer, lambda h: mixer.forward_cuda(h), x, g)
         with torch.no_grad():
             conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-            steps = [
-                mamba_kernels.mixer_step_cuda(mixer, x[:, t : t + 1], conv_state, ssm_state)
-                for t in range(SEQLEN)
-            ]
+            steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)]
     assert_close_scaled(got_out, want_out, tol, "output")
     assert_grads_close(got, want, grad_tol)
     assert_close_scaled(torch.cat(steps, dim=1), want_out, tol, "decoding")

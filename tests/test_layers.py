@@ -10,10 +10,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mswelu"
 
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
-    ["paths", "fs", "progress", "hf_compat", "stats", "distributed", "provenance"],
+    ["paths", "fs", "progress", "hf_compat", "stats", "distributed", "provenance", "stop"],
     ["ops"],
     ["modules"],
-    ["configuration", "modeling", "convert", "baselines", "data", "analysis"],
+    ["configuration", "modeling", "convert", "baselines", "models", "data", "analysis"],
     ["optim", "schedule", "checkpoint", "train_config", "variants", "evaluation"],
     ["runs", "resume", "preflight", "metrics_log"],
     ["trainer", "train", "launch", "generate"],

@@ -223,8 +223,8 @@ def test_backend_dispatch(monkeypatch):
     h = torch.randn(1, 4, D_MODEL)
     calls = []
     monkeypatch.setattr(mixer_module, "resolve_backend", lambda value, t: "cuda")
-    monkeypatch.setattr(mamba_kernels, "mixer_forward_cuda", lambda mixer, x: calls.append("fwd") or x)
-    monkeypatch.setattr(mamba_kernels, "mixer_step_cuda", lambda mixer, x, c, s: calls.append("step") or x)
+    monkeypatch.setattr(mamba_kernels, "mamba_mixer_fn", lambda x, w, *acts: calls.append("fwd") or x)
+    monkeypatch.setattr(mamba_kernels, "mamba_step_fn", lambda x, c, s, w, *acts: calls.append("step") or x)
     m(h)
     m.step(h[:, :1], *m.allocate_inference_cache(1))
     assert calls == ["fwd", "step"]

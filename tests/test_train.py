@@ -455,12 +455,8 @@ def test_grad_accumulation_matches_one_big_batch(byte_data: Path, tmp_path: Path
 # ----------------------------------------------------------------------------------------- baselines
 @pytest.mark.parametrize("kind", ["gpt2", "pythia"])
 def test_baselines_match_reference_size_and_train(byte_data: Path, tmp_path: Path, kind: str) -> None:
-    from mswelu.baselines import (
-        build_model,
-        count_parameters,
-        preset_parameter_count,
-        transformer_parameter_count,
-    )
+    from mswelu.baselines import transformer_parameter_count
+    from mswelu.models import build_model, count_parameters, preset_parameter_count
 
     ref = preset_parameter_count("small", 50257, 256)
     model = build_model(f"{kind}:small", vocab_size=50257, max_seq_len=256)

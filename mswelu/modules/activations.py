@@ -129,9 +129,9 @@ def make_activation(name: str, k_init: float = 1.0, learnable_lambda: bool = Fal
 
 
 def spec_of(module: nn.Module) -> Activation | None:
-    """The registered kind a module is an instance of (exact class), or None."""
+    """The registered kind a module is an instance of (a subclass counts as its base), or None."""
     for spec in ACTIVATIONS.values():
-        if type(module) is spec.module_type:
+        if isinstance(module, spec.module_type):
             return spec
     return None
 

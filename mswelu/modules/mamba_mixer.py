@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mswelu.ops import mamba_kernels
 from mswelu.ops.backends import resolve_backend
+from mswelu.ops.mamba_kernels import MixerWeights
 from mswelu.ops.selective_scan import selective_scan
 
 __all__ = ["MambaMixer"]
@@ -122,7 +124,7 @@ class MambaMixer(nn.Module):
         if inference_params is not None:
             return self._forward_cached(hidden_states, inference_params)
         if resolve_backend(self.backend, hidden_states) == "cuda":
-            return self._kernels().mixer_forward_cuda(self, hidden_states)
+            return self.forward_cuda(hidden_states)
         return self._forward_torch(hidden_states)[0]
 
     def forward_with_states(self, hidden_states: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -132,7 +134,7 @@ class MambaMixer(nn.Module):
         """
         self._check_input(hidden_states)
         if resolve_backend(self.backend, hidden_states) == "cuda":
-            return self._kernels().mixer_forward_with_states_cuda(self, hidden_states)
+            return self.forward_cuda(hidden_states, return_states=True)
         return self._forward_torch(hidden_states, want_states=True)
 
     def _forward_torch(self, hidden_states: Tensor, want_states: bool = False):
@@ -182,7 +184,7 @@ class MambaMixer(nn.Module):
         if hidden_states.shape[1] != 1:
             raise ValueError(f"step takes one token at a time, got length {hidden_states.shape[1]}")
         if resolve_backend(self.backend, hidden_states) == "cuda":
-            return self._kernels().mixer_step_cuda(self, hidden_states, conv_state, ssm_state)
+            return self.step_cuda(hidden_states, conv_state, ssm_state)
         dtype = hidden_states.dtype
         xz = self.in_proj(hidden_states.squeeze(1))  # (B, 2 d_inner)
         x, z = xz.chunk(2, dim=-1)
@@ -213,22 +215,57 @@ class MambaMixer(nn.Module):
         cache[self.layer_idx] = (conv_state, ssm_state)
         return out
 
-    # ------------------------------------------------------------------ helpers
-    def _kernels(self) -> Any:
-        """The CUDA path (:mod:`mswelu.ops.mamba_kernels`), after checking that both activations are
-        elementwise: the kernels apply them on a (B, d_inner, L) layout."""
-        from mswelu.modules.activations import spec_of
-        from mswelu.ops import mamba_kernels
+    # ------------------------------------------------------------------ CUDA kernel path
+    def weights(self) -> MixerWeights:
+        """This mixer's tensors, as the kernel functions of :mod:`mswelu.ops.mamba_kernels` take them."""
+        return MixerWeights(
+            self.in_proj.weight,
+            self.in_proj.bias,
+            self.conv1d.weight,
+            self.conv1d.bias,
+            self.x_proj.weight,
+            self.dt_proj.weight,
+            self.dt_proj.bias,
+            self.A_log,
+            self.D,
+            self.out_proj.weight,
+            self.out_proj.bias,
+        )
 
+    def _kernel_acts(self, fuse_silu: bool) -> tuple[Any, Any]:
+        """The two activations for the kernel path: ``"silu"`` (the kernels' fused SiLU) for an
+        ``nn.SiLU`` when ``fuse_silu``, else the module; only registered elementwise activations pass
+        (the kernels apply them on a (B, d_inner, L) layout)."""
+        from mswelu.modules.activations import spec_of
+
+        acts = []
         for slot in ("act_conv", "act_gate"):
-            spec = spec_of(getattr(self, slot))
+            act = getattr(self, slot)
+            spec = spec_of(act)
             if spec is None or not spec.elementwise:
                 raise ValueError(
                     f"the CUDA kernel path supports only elementwise activations of mswelu.ACTIVATIONS, but "
-                    f"mixer.{slot} is {type(getattr(self, slot)).__name__}; use backend='torch' for others"
+                    f"mixer.{slot} is {type(act).__name__}; use backend='torch' for others"
                 )
-        return mamba_kernels
+            acts.append("silu" if fuse_silu and type(act) is nn.SiLU else act)
+        return acts[0], acts[1]
 
+    def forward_cuda(self, hidden_states: Tensor, fuse_silu: bool = True, return_states: bool = False) -> Any:
+        """The forward (or, with ``return_states``, the prefill) on the CUDA kernels; ``fuse_silu=False``
+        runs SiLU as a separate module (tests check both routes)."""
+        act_conv, act_gate = self._kernel_acts(fuse_silu)
+        return mamba_kernels.mamba_mixer_fn(hidden_states, self.weights(), act_conv, act_gate, return_states)
+
+    def step_cuda(
+        self, hidden_states: Tensor, conv_state: Tensor, ssm_state: Tensor, fuse_silu: bool = True
+    ) -> Tensor:
+        """One decoding step on the CUDA kernels; updates both states in place."""
+        act_conv, act_gate = self._kernel_acts(fuse_silu)
+        return mamba_kernels.mamba_step_fn(
+            hidden_states, conv_state, ssm_state, self.weights(), act_conv, act_gate
+        )
+
+    # ------------------------------------------------------------------ helpers
     def _check_input(self, hidden_states: Tensor) -> None:
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(

@@ -19,21 +19,39 @@ BACKENDS = ("auto", "torch", "cuda")
 ENV_VAR = "MSWELU_BACKEND"
 
 
-@functools.lru_cache(maxsize=1)
-def kernels_available() -> tuple[bool, str]:
-    """(True, "") when the kernel path can import everything it calls, else (False, why).
-
-    The compiled extensions are probed by name: the Python wrappers of both packages import
-    without them in some situations and would fail only when called.
-    """
+def import_kernels() -> dict[str, Any]:
+    """The four kernel entry points of mamba-ssm / causal-conv1d by name (``selective_scan_fn``,
+    ``causal_conv1d_fn``, ``causal_conv1d_update``, ``selective_state_update``); RuntimeError saying what
+    is missing otherwise. The compiled extensions are imported by name: the Python wrappers of both
+    packages import without them in some situations and would fail only when called."""
     try:
         import causal_conv1d_cuda  # noqa: F401
         import selective_scan_cuda  # noqa: F401
-        from causal_conv1d import causal_conv1d_fn, causal_conv1d_update  # noqa: F401
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
-        from mamba_ssm.ops.triton.selective_state_update import selective_state_update  # noqa: F401
+        from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
     except Exception as exc:  # ImportError, or an undefined-symbol OSError from a mismatched build
-        return False, f"{type(exc).__name__}: {exc}"
+        raise RuntimeError(
+            "the CUDA kernel path needs the mamba-ssm and causal-conv1d kernels (selective_scan_cuda, "
+            f"causal_conv1d_cuda), which do not import: {type(exc).__name__}: {exc}. Install them "
+            "(README, 'GPU') or use backend='torch'"
+        ) from exc
+    return {
+        "selective_scan_fn": selective_scan_fn,
+        "causal_conv1d_fn": causal_conv1d_fn,
+        "causal_conv1d_update": causal_conv1d_update,
+        "selective_state_update": selective_state_update,
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def kernels_available() -> tuple[bool, str]:
+    """(True, "") when the kernel path can import everything it calls, else (False, why); probed once."""
+    try:
+        import_kernels()
+    except RuntimeError as exc:
+        cause = exc.__cause__ or exc
+        return False, f"{type(cause).__name__}: {cause}"
     return True, ""
 
 

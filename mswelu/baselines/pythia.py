@@ -1,0 +1,40 @@
+"""Pythia-style GPT-NeoX (``transformers.GPTNeoXForCausalLM``): rotary positions (25% of each head),
+parallel residual, 4x MLP, no dropout. The head is tied to the input embedding like ours (real Pythia
+unties it; ``tie_word_embeddings=False`` restores that)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+#: Config keys that fix the size (given any of them, no size matching happens).
+SIZE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def parameter_count(d: int, n_layer: int, vocab_size: int, n_ctx: int, tied: bool = True) -> int:
+    """Closed form: 12 d^2 + 13 d per block, the token table (no position table: rotary), the final norm,
+    and the head when untied. Checked against real builds in the tests."""
+    n = vocab_size * d + n_layer * (12 * d * d + 13 * d) + 2 * d
+    return n + (0 if tied else vocab_size * d)
+
+
+def build(vocab_size: int, n_ctx: int, width: int, depth: int, heads: int, **overrides: Any) -> nn.Module:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    kwargs: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        hidden_size=width,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        intermediate_size=4 * width,
+        max_position_embeddings=n_ctx,
+        rotary_pct=0.25,
+        use_parallel_residual=True,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tie_word_embeddings=True,
+        bos_token_id=vocab_size - 1,
+        eos_token_id=vocab_size - 1,
+    )
+    return GPTNeoXForCausalLM(GPTNeoXConfig(**{**kwargs, **overrides}))

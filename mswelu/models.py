@@ -1,0 +1,147 @@
+"""Every model the trainer can build, by name: our presets (``small``, ``seed-124m``, ...) and Transformer
+baselines sized to one of them (``gpt2:small``, ``pythia:small``; :mod:`mswelu.baselines`).
+
+Every model answers ``model(input_ids=...).logits`` and saves with ``save_pretrained``; only ours has
+activation shape parameters (``swelu_values()``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from mswelu.baselines import BASELINES, DEFAULT_REFERENCE, build_baseline
+from mswelu.configuration import PRESETS, MambaSWELUConfig
+
+__all__ = [
+    "build_model",
+    "config_of",
+    "count_parameters",
+    "describe",
+    "max_context",
+    "parse_model_name",
+    "preset_parameter_count",
+    "shape_values",
+    "unwrap",
+]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Unique parameters (a tied LM head counts once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def parse_model_name(name: str) -> tuple[str, str | None]:
+    """``"small"`` -> ("small", None); ``"gpt2:small"`` -> ("gpt2", "small");
+    ``"pythia"`` -> ("pythia", "small") (the default reference)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    base, _, ref = name.partition(":")
+    if base in BASELINES:
+        ref = ref or DEFAULT_REFERENCE
+        if ref not in PRESETS:
+            raise ValueError(
+                f"unknown reference preset {ref!r} in {name!r}: expected one of {sorted(PRESETS)}"
+            )
+        return base, ref
+    if ref:
+        raise ValueError(f"unknown baseline {base!r} in {name!r}: expected one of {tuple(BASELINES)}")
+    if name not in PRESETS:
+        raise ValueError(
+            f"unknown preset {name!r}: expected one of {sorted(PRESETS)} or a baseline "
+            f"{[b + '[:preset]' for b in BASELINES]}"
+        )
+    return name, None
+
+
+def preset_parameter_count(preset: str, vocab_size: int, max_seq_len: int, **overrides: Any) -> int:
+    """Parameter count of our model for ``preset`` at this vocabulary and context."""
+    from mswelu.modeling import parameter_count
+
+    return parameter_count(MambaSWELUConfig.for_run(preset, vocab_size, max_seq_len, **overrides))
+
+
+def build_model(
+    preset_or_baseline: str,
+    vocab_size: int,
+    max_seq_len: int,
+    activation: str | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Our model for one of our presets; a size-matched Transformer for ``<baseline>[:preset]``."""
+    if not isinstance(vocab_size, int) or vocab_size <= 0:
+        raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+    if not isinstance(max_seq_len, int) or max_seq_len <= 0:
+        raise ValueError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
+    base, ref = parse_model_name(preset_or_baseline)
+    if ref is not None:
+        if activation is not None:
+            raise ValueError(
+                f"activation={activation!r} applies to mswelu presets only; the {base} baseline keeps its own"
+            )
+        return build_baseline(base, ref, vocab_size, max_seq_len, **overrides)
+    from mswelu.modeling import MambaSWELUForCausalLM
+
+    return MambaSWELUForCausalLM(
+        MambaSWELUConfig.for_run(base, vocab_size, max_seq_len, activation, **overrides)
+    )
+
+
+def describe(preset_or_baseline: str, vocab_size: int = 50257, max_seq_len: int = 256) -> dict[str, Any]:
+    """Sizes of a model and of its reference (for notebooks: "are the baselines comparable?")."""
+    base, ref = parse_model_name(preset_or_baseline)
+    if ref is None:
+        return {
+            "name": preset_or_baseline,
+            "parameters": preset_parameter_count(base, vocab_size, max_seq_len),
+        }
+    with torch.device("meta"):
+        model = build_baseline(base, ref, vocab_size, max_seq_len)
+    info = model.baseline_info
+    return {"name": preset_or_baseline, **info, "log10_parameters": math.log10(info["parameters"])}
+
+
+def max_context(model: Any) -> int | None:
+    """Longest sequence the model accepts (learned positions / a Transformer's context), None if unbounded."""
+    cfg = model.config
+    if getattr(cfg, "model_type", "") == "mamba_swelu":
+        if getattr(cfg, "pos_embedding", "none") == "learned" or "A" in getattr(cfg, "layer_pattern", ""):
+            return int(cfg.max_position_embeddings)
+        return None
+    for name in ("n_positions", "max_position_embeddings"):
+        if getattr(cfg, name, None):
+            return int(getattr(cfg, name))
+    return None
+
+
+def config_of(model: nn.Module) -> dict[str, Any] | None:
+    """The model's config as plain JSON values (what a checkpoint records to rebuild it), or None."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return None
+    return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def shape_values(model: nn.Module) -> tuple[dict[str, float], dict[str, float]]:
+    """({slot: k}, {slot: lambda}) of every SWELU of one of our models (``swelu_values``); empty for
+    models without activation shape parameters (the Transformer baselines)."""
+    values = getattr(unwrap(model), "swelu_values", None)
+    if not callable(values):
+        return {}, {}
+    v = values()
+    return {n: float(x["k"]) for n, x in v.items()}, {n: float(x.get("lambda", 1.0)) for n, x in v.items()}
