@@ -103,7 +103,46 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 @strict(accept_kwargs=True)
 class MambaSWELUConfig(PretrainedConfig):
-    """Configuration of :class:`mswelu.modeling.MambaSWELUForCausalLM` (see the module docstring)."""
+    """Configuration of :class:`mswelu.modeling.MambaSWELUForCausalLM` (see the module docstring).
+
+    Args:
+        vocab_size: token vocabulary (rounded up to ``pad_vocab_size_multiple``).
+        d_model: width of the residual stream.
+        layer_pattern: one letter per block: ``M`` a Mamba block, ``A`` causal self-attention.
+        d_state: SSM state size N per channel.
+        d_conv: causal convolution width.
+        expand: ``d_inner = expand * d_model``.
+        dt_rank: rank of the timestep projection; ``"auto"`` = ceil(d_model / 16).
+        dt_min: smallest initial timestep (log-uniform init between ``dt_min`` and ``dt_max``).
+        dt_max: largest initial timestep.
+        dt_init_floor: floor of the initial timesteps.
+        conv_bias: bias in the causal convolution.
+        proj_bias: biases in the in/out projections (and attention / MLP projections).
+        n_head: attention heads of ``A`` blocks.
+        attn_mlp_expand: MLP expansion after attention in ``A`` blocks; 0 = no MLP.
+        activation: the activation of every slot, one of ``mswelu.ACTIVATIONS``.
+        k_init: initial SWELU k.
+        learnable_lambda: SWELU also learns an output scale.
+        mixer_k_sharing: ``shared``: one activation module for both in-mixer slots (the seeds' 15 k);
+            ``separate``: one each.
+        post_mixer_act: an activation after each mixer, before the residual add.
+        dense_sizes: hidden sizes ``(h1, h2)`` of the dense stack d -> h1 -> h2 -> d; ``()`` = none.
+        dense_residual: add the dense stack's output to the hidden state instead of replacing it.
+        pos_embedding: ``learned`` (a position table) or ``none``.
+        max_position_embeddings: length of the position table (and of attention's context).
+        norm: ``layernorm`` or ``rmsnorm``.
+        layer_norm_epsilon: epsilon of every norm.
+        dropout: dropout after embeddings, blocks and between dense layers.
+        tie_word_embeddings: the LM head shares the token embedding.
+        backend: mixer path: ``auto`` (CUDA kernels when available), ``torch`` or ``cuda``.
+        initializer_range: std of the ``gpt2`` init.
+        init_scheme: ``gpt2`` or ``mamba`` (mamba-ssm's ``_init_weights``).
+        pad_vocab_size_multiple: round the vocabulary up to a multiple of this.
+        use_cache: return the decoding cache by default.
+        eos_token_id: end-of-text token.
+        bos_token_id: start token, if any.
+        pad_token_id: padding token, if any.
+    """
 
     model_type: ClassVar[str] = "mamba_swelu"
     attribute_map: ClassVar[dict[str, str]] = {"hidden_size": "d_model", "num_attention_heads": "n_head"}

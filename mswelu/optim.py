@@ -14,7 +14,7 @@ Routing rules (one place, so the report, the tests and the trainer agree), first
 5. ``dt_proj.weight``: AdamW with decay. It is a (d_inner x dt_rank) low-rank factor whose scale is set
    by a special init (uniform +-dt_rank^-0.5) and, with ``dt_proj.bias``, controls the timestep; it is
    not one of the hidden projections that Muon's orthogonalised update is meant for, so it stays on
-   AdamW (the BRIEF's Muon list names in_proj, x_proj, out_proj, dense and attention projections only).
+   AdamW (Muon is for the hidden projections: in_proj, x_proj, out_proj, dense and attention).
 6. Other 2-D matrices (in_proj, x_proj, out_proj, dense layers, attention projections, an untied LM
    head under AdamW): decay; under ``muon`` they go to ``torch.optim.Muon`` -- except an untied LM head
    / output embedding, which stays on AdamW as in every Muon recipe.
@@ -23,7 +23,7 @@ Routing rules (one place, so the report, the tests and the trainer agree), first
    kernel is an ordinary weight.
 
 Muon runs with ``adjust_lr_fn="match_rms_adamw"`` so that it reuses the AdamW lr and weight decay
-(with Muon's default scaling an AdamW-sized lr is about 20x too small; BRIEF section 6).
+(with ``torch.optim.Muon``'s default scaling, an AdamW-sized lr is about 20x too small for it).
 """
 
 from __future__ import annotations

@@ -201,12 +201,6 @@ class Report:
         self._sections.append(f'<section class="md">{_markdown_to_html(str(text))}</section>')
         self._write()
 
-    def add_heading(self, text: str, level: int = 2) -> None:
-        """Add a heading (h2 by default)."""
-        level = min(max(int(level), 2), 4)
-        self._sections.append(f"<h{level}>{html.escape(str(text))}</h{level}>")
-        self._write()
-
     def add_figure(self, fig: Any, caption: str | None = None, dpi: int = 100) -> None:
         """Embed a matplotlib figure as a base64 PNG (the figure is left open for the notebook to show)."""
         if not hasattr(fig, "savefig"):

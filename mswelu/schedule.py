@@ -97,6 +97,8 @@ class LRSchedule:
         return lrs
 
     def state_dict(self) -> dict[str, Any]:
+        """The schedule's shape, recorded in checkpoints for the reader. A resumed run rebuilds its
+        schedule from its own config (it may extend ``max_steps`` on purpose), so nothing loads this."""
         return {
             "total_steps": self.total_steps,
             "warmup": self.warmup,
@@ -104,13 +106,6 @@ class LRSchedule:
             "min_lr_ratio": self.min_lr_ratio,
             "decay_fraction": self.decay_fraction,
         }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores the shape of the schedule (a resumed run may extend ``total_steps`` on purpose: the
-        caller decides by passing its own value afterwards)."""
-        for key in ("total_steps", "warmup", "schedule", "min_lr_ratio", "decay_fraction"):
-            if key in state:
-                setattr(self, key, state[key])
 
 
 def lr_curve(total_steps: int, **kwargs: Any) -> torch.Tensor:

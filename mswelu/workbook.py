@@ -51,7 +51,51 @@ __all__ = [
     "read_jsonl",
     "reusable",
     "rounded",
+    "start",
+    "notebook_parameters",
+    "plot_variant_curves",
 ]
+
+
+# --------------------------------------------------------------------------- notebook prologue
+_NOT_PARAMETERS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``notebook``'s parameters in ``namespace`` (a notebook's ``globals()``): the names its
+    ``parameters`` cell declares (read with papermill from the checkout's ``notebooks/<notebook>``), or,
+    where that file is not found, every plain value defined so far (what the parameters cell and
+    papermill set)."""
+    path = Path(__file__).resolve().parent.parent / "notebooks" / notebook
+    if path.is_file():
+        import papermill
+
+        names = list(papermill.inspect_notebook(str(path)))
+    else:
+        plain = (str, int, float, bool, list, dict, tuple, type(None))
+        names = [
+            n
+            for n, v in namespace.items()
+            if not n.startswith("_") and n not in _NOT_PARAMETERS and isinstance(v, plain)
+        ]
+    return {n: namespace[n] for n in names if n in namespace}
+
+
+def start(notebook: str, namespace: Mapping[str, Any]) -> Any:
+    """Every notebook's prologue: quiet progress bars (tqdm's missing-widgets warning, Hugging Face's
+    weight-loading bars), and the run's :class:`mswelu.report.Report` with the notebook's parameters.
+    ``namespace`` is the notebook's ``globals()``; its ``run_name`` names the report."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from mswelu.report import Report
+
+    warnings.filterwarnings(
+        "ignore", message="IProgress not found"
+    )  # tqdm falls back to text without ipywidgets
+    hf_logging.disable_progress_bar()
+    return Report(namespace["run_name"], notebook, notebook_parameters(notebook, namespace))
 
 
 def rounded(value: Any, digits: int = 2) -> Any:
@@ -210,6 +254,26 @@ def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> 
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_variant_curves(curves: pd.DataFrame, results: pd.DataFrame) -> Any:
+    """Notebook 05's figure: validation loss against tokens per variant (mean over seeds, band min-max)
+    beside each variant's training tokens/s."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4))
+    for i, (variant, part) in enumerate(curves.groupby("variant", sort=False)):
+        band = part.groupby("tokens").val_loss.agg(["mean", "min", "max"])
+        axes[0].plot(band.index, band["mean"], color=f"C{i}", marker="o", ms=3, label=variant)
+        axes[0].fill_between(band.index, band["min"], band["max"], color=f"C{i}", alpha=0.2)
+    axes[0].set(xlabel="tokens", ylabel="val loss", title="validation loss (band: min-max over seeds)")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    results.boxplot(column="tokens_per_s", by="variant", ax=axes[1])
+    axes[1].set(title="training tokens/s", xlabel="", ylabel="tokens/s")
+    fig.suptitle("")
     fig.tight_layout()
     return fig
 

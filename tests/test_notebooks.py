@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,40 @@ def test_06_generation(trained, workdir):
     )["metrics"]
     assert m["analysed_run"] == "nbtest-train"
     assert m["recurrent_tokens_per_s"] > 0 and m["recompute_tokens_per_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(trained) -> Path:
+    """The tiny run of notebook 03 as an interrupted run leaves it: checkpoints, no final/, no summary."""
+    src, dst = _home() / "runs" / "nbtest-train", _home() / "runs" / "nbtest-stopped"
+    shutil.copytree(src, dst)
+    shutil.rmtree(dst / "final")
+    (dst / "summary.json").unlink()
+    assert list((dst / "checkpoints").glob("step_*"))
+    return dst
+
+
+def test_04_and_06_on_an_interrupted_run(interrupted_run, workdir):
+    """A run stopped before its end has no final/: 04 and 06 use its newest checkpoint's weights."""
+    m4 = _execute(
+        "04_k_analysis.ipynb",
+        workdir,
+        run_name="nbtest-k-stopped",
+        run=str(interrupted_run),
+        grad_batch_size=2,
+        grad_seq_len=16,
+    )["metrics"]
+    assert m4["analysed_run"] == "nbtest-stopped" and m4["count"] == 7
+    m6 = _execute(
+        "06_generation.ipynb",
+        workdir,
+        run_name="nbtest-gen-stopped",
+        run=str(interrupted_run),
+        max_new_tokens=4,
+        bench_tokens=4,
+        bench_batch=1,
+    )["metrics"]
+    assert m6["analysed_run"] == "nbtest-stopped" and m6["recurrent_tokens_per_s"] > 0
 
 
 def test_05_baselines(workdir):

@@ -193,3 +193,49 @@ def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
     monkeypatch.setattr(mswelu.data, "load_meta", real_meta)
     monkeypatch.setattr(mswelu.provenance, "code_version", lambda: "0000")
     assert wb.reusable(cfg, tmp_path / "r") == "trained by other code"
+
+
+def test_notebook_parameters_are_the_declared_ones():
+    """The prologue records the parameters the notebook declares (read by papermill from its file), with
+    the values now set (papermill's overrides included), and nothing else."""
+    namespace = {
+        "run_name": "r",
+        "run": None,
+        "grad_batch_size": 8,
+        "grad_seq_len": 32,
+        "k_init": 1.0,
+        "pd": object(),
+        "table": {"a": 1},
+    }
+    params = wb.notebook_parameters("04_k_analysis.ipynb", namespace)
+    assert params == {"run": None, "run_name": "r", "grad_batch_size": 8, "grad_seq_len": 32, "k_init": 1.0}
+    # a notebook copied out of the checkout: the plain values defined so far
+    other = wb.notebook_parameters("copied.ipynb", {"run_name": "x", "In": [], "_": 1, "n": 2, "f": len})
+    assert other == {"run_name": "x", "n": 2}
+
+
+def test_start_returns_the_report_of_run_name(monkeypatch, tmp_path):
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    report = wb.start(
+        "04_k_analysis.ipynb",
+        {"run_name": "k-test", "run": "main", "grad_batch_size": 2, "grad_seq_len": 16, "k_init": 1.0},
+    )
+    assert report.params["run"] == "main" and (tmp_path / "reports" / "k-test" / "report.html").is_file()
+
+
+def test_plot_variant_curves_draws_each_variant():
+    import pandas as pd
+
+    curves = pd.DataFrame(
+        {
+            "variant": ["a", "a", "b", "b"] * 2,
+            "seed": [0] * 4 + [1] * 4,
+            "tokens": [10, 20, 10, 20] * 2,
+            "val_loss": [5.0, 4.0, 5.5, 4.5, 5.2, 4.1, 5.4, 4.4],
+        }
+    )
+    results = pd.DataFrame({"variant": ["a", "a", "b", "b"], "tokens_per_s": [100.0, 110.0, 90.0, 95.0]})
+    fig = wb.plot_variant_curves(curves, results)
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["a", "b"]
+    assert list(lines[0].get_ydata()) == [5.1, 4.05]
