@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 
 from mswelu import distributed as du
 from mswelu.ops.lm_loss import next_token_loss, split_window
+from mswelu.progress import log
 
 __all__ = ["Evaluator", "byte_table", "evaluate"]
 
@@ -36,10 +36,9 @@ def byte_table(data: Path, meta: dict[str, Any], announce: bool = True) -> tuple
         lengths = torch.from_numpy(get_tokenizer(meta["tokenizer"]).token_byte_lengths())
     except (ValueError, OSError) as exc:  # e.g. a Hub tokenizer while offline
         if announce:
-            print(
-                f"[mswelu.train] tokenizer {meta['tokenizer']!r} unavailable ({exc}); bits per byte use the "
-                "val split's average bytes per token",
-                file=sys.stderr,
+            log(
+                f"tokenizer {meta['tokenizer']!r} unavailable ({exc}); bits per byte use the val split's "
+                "average bytes per token"
             )
         return torch.ones(meta["vocab_size"], dtype=torch.float64), val["bytes"] / max(1, val["tokens"])
     split = TokenLoader(data, "val", batch_size=1, seq_len=1, mode="sequential").data
@@ -47,10 +46,9 @@ def byte_table(data: Path, meta: dict[str, Any], announce: bool = True) -> tuple
     recorded = int(val["bytes"])
     calibration = recorded / counted if counted > 0 else 1.0
     if abs(calibration - 1.0) > 1e-3 and announce:
-        print(
-            f"[mswelu.train] token byte lengths sum to {counted} over the val split, meta.json records "
-            f"{recorded}: bits per byte scaled by {calibration:.4f}",
-            file=sys.stderr,
+        log(
+            f"token byte lengths sum to {counted} over the val split, meta.json records {recorded}: bits "
+            f"per byte scaled by {calibration:.4f}"
         )
     return lengths, calibration
 

@@ -4,9 +4,9 @@ scalars in TensorBoard. Only rank 0 holds one."""
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
+from mswelu.progress import log
 from mswelu.runs import RunWriter
 
 __all__ = ["MetricsLog"]
@@ -24,7 +24,7 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:  # a declared dependency; keep training without it
-                print(f"[mswelu.train] TensorBoard disabled ({exc})", file=sys.stderr)
+                log(f"TensorBoard disabled ({exc})")
             else:
                 self.tb = SummaryWriter(str(run.tensorboard), purge_step=resume_step)
 

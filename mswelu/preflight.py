@@ -14,6 +14,7 @@ from typing import Any
 
 from mswelu.configuration import MambaSWELUConfig
 from mswelu.models import parse_model_name
+from mswelu.progress import log
 from mswelu.resume import check_compatible, find_resume
 from mswelu.runs import CHECKPOINTS, looks_like_run
 from mswelu.train_config import TrainConfig
@@ -36,7 +37,8 @@ class RunPlan:
 
 
 def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
-    """The plan for ``cfg``, or a ValueError saying what is wrong. Reads files, writes none."""
+    """The plan for ``cfg``, or a ValueError saying what is wrong. Reads files, writes none; notices
+    (checkpoints skipped, settings changed on resume) go to stderr. Run on one rank only."""
     from mswelu.data import TokenLoader, default_dataset, load_meta
 
     if cfg.data is None:
@@ -75,8 +77,12 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     plan = RunPlan(data=data, meta=meta, out=out, model_vocab=model_vocab)
     if cfg.resume:
         plan.resume_from, plan.skipped = find_resume(cfg.resume, out)
+        for path, why in plan.skipped:
+            log(f"ignoring checkpoint {path}: {why}")
         if plan.resume_from is not None:
             plan.changed = check_compatible(plan.resume_from, cfg.to_dict(), world_size, meta)
+            if plan.changed:
+                log(f"resuming with changed {plan.changed}: the run will differ from an uninterrupted one")
     nonempty = out.is_dir() and any(out.iterdir())
     if nonempty and plan.resume_from is None:
         if cfg.resume == "auto" and not plan.skipped and not (out / CHECKPOINTS).exists():

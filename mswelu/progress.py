@@ -34,6 +34,12 @@ def _enabled() -> bool:
     return not (in_kernel() and os.environ.get("JPY_SESSION_NAME"))
 
 
+def log(message: str, source: str = "mswelu.train") -> None:
+    """A one-line notice on stderr, ``[mswelu.train] ...`` (warnings, resumes, stops): unlike progress
+    lines, always shown, and captured into the notebook under papermill."""
+    print(f"[{source}] {message}", file=sys.stderr, flush=True)
+
+
 def say(text: str, bar: Any = None) -> None:
     """Write one progress line to the launching terminal (see the module docstring)."""
     if not _enabled():

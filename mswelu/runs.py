@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from mswelu import analysis
 from mswelu import checkpoint as ckpt
 from mswelu.fs import atomic_write_json, atomic_write_text, fsync_dir
 from mswelu.paths import runs_dir
+from mswelu.progress import log
 
 __all__ = [
     "CHECKPOINTS",
@@ -76,6 +76,12 @@ class RunWriter:
     @property
     def tensorboard(self) -> Path:
         return self.path / TENSORBOARD
+
+    def prepare(self, clear: bool = False) -> None:
+        """Create the folder; with ``clear`` (``overwrite``) remove its old contents first."""
+        if clear:
+            self.clear()
+        self.path.mkdir(parents=True, exist_ok=True)
 
     def clear(self) -> None:
         """Remove the folder's contents (``overwrite``); refuses a folder that is not a run."""
@@ -329,10 +335,10 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, 
                 raise ValueError(
                     f"the model in {source} cannot be loaded ({type(exc).__name__}: {exc})"
                 ) from exc
-            print(
-                f"[mswelu] {source} cannot be loaded ({type(exc).__name__}); using the newest checkpoint "
+            log(
+                f"{source} cannot be loaded ({type(exc).__name__}); using the newest checkpoint "
                 f"{complete[-1].name}",
-                file=sys.stderr,
+                source="mswelu",
             )
             source = complete[-1]
     return _from_checkpoint(source, device), source

@@ -4,10 +4,11 @@ ask the loop to stop after the current step, with a checkpoint; a second Ctrl-C 
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from types import TracebackType
 from typing import Any
+
+from mswelu.progress import log
 
 __all__ = ["StopRequest"]
 
@@ -26,12 +27,7 @@ class StopRequest:
         if self.reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.reason = signal.Signals(signum).name
-        print(
-            f"[mswelu.train] {self.reason} received: finishing this step, writing a checkpoint, "
-            "then stopping",
-            file=sys.stderr,
-            flush=True,
-        )
+        log(f"{self.reason} received: finishing this step, writing a checkpoint, then stopping")
 
     def __enter__(self) -> StopRequest:
         """Install the handlers (only the main thread can; elsewhere only :meth:`request` stops)."""

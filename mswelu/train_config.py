@@ -231,6 +231,33 @@ class TrainConfig:
         """The run folder: ``out``, else ``runs/<run_name>``."""
         return Path(self.out).expanduser() if self.out else runs_dir() / self.resolved_run_name()
 
+    def record(
+        self, world_size: int, data: Path, out: Path, meta: dict[str, Any], model: Any, device: Any
+    ) -> dict[str, Any]:
+        """The config as run, for ``config.json`` and checkpoints: every field, the derived values
+        (``_``-prefixed: batch arithmetic, parameters, device, data fingerprint, code version) and the
+        model's own config (what rebuilds it from a checkpoint)."""
+        from mswelu.models import config_of, count_parameters
+        from mswelu.provenance import code_version
+
+        d = self.to_dict()
+        d.update(data=str(data), out=str(out), run_name=Path(out).name)
+        derived = {
+            "world_size": world_size,
+            "grad_accum": self.grad_accum(world_size),
+            "micro_batch_size": self.micro(world_size),
+            "tokens_per_step": self.tokens_per_step(),
+            "total_steps": self.total_steps(),
+            "parameters": count_parameters(model),
+            "device": str(device),
+            "data_fingerprint": meta.get("fingerprint"),
+            "code_version": code_version(),
+            "model_config": config_of(model),
+            "baseline": getattr(model, "baseline_info", None),
+        }
+        d.update({f"_{k}": v for k, v in derived.items() if v is not None})
+        return d
+
     def optimizer_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`mswelu.optim.build_optimizer` besides model and name."""
         return {

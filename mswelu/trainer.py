@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,19 +31,14 @@ from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
 from mswelu import evaluation, progress, resume
 from mswelu.metrics_log import MetricsLog
-from mswelu.models import build_model, config_of, count_parameters, shape_values
+from mswelu.models import build_model, count_parameters, shape_values
 from mswelu.ops.lm_loss import next_token_loss, split_window
 from mswelu.optim import build_optimizer, set_hyperparameters
 from mswelu.preflight import RunPlan, plan_run
-from mswelu.provenance import code_version
 from mswelu.runs import RunWriter
 from mswelu.schedule import LRSchedule
 from mswelu.stop import StopRequest
 from mswelu.train_config import TrainConfig
-
-
-def _log(msg: str) -> None:
-    print(f"[mswelu.train] {msg}", file=sys.stderr, flush=True)
 
 
 class Trainer:
@@ -72,9 +66,7 @@ class Trainer:
             torch.set_flush_denormal(True)
         self.autocast_dtype = torch.bfloat16 if cfg.uses_bf16(self.device.type) else None
         if info.is_main:
-            if plan.clear:
-                self.run_dir.clear()
-            self.out.mkdir(parents=True, exist_ok=True)
+            self.run_dir.prepare(clear=plan.clear)
         du.barrier(info)
 
         ckpt.seed_everything(cfg.seed)
@@ -105,24 +97,10 @@ class Trainer:
             self.log = MetricsLog(self.run_dir, resumed, cfg.tensorboard)
 
     def resolved_config(self) -> dict[str, Any]:
-        """The config as run: every field, derived values (``_``-prefixed) and the model's own config."""
-        d = self.cfg.to_dict()
-        d.update(data=str(self.plan.data), out=str(self.out), run_name=self.out.name)
-        derived = {
-            "world_size": self.info.world_size,
-            "grad_accum": self.accum,
-            "micro_batch_size": self.micro,
-            "tokens_per_step": self.tokens_per_step,
-            "total_steps": self.total_steps,
-            "parameters": self.n_params,
-            "device": str(self.device),
-            "data_fingerprint": self.plan.meta.get("fingerprint"),
-            "code_version": code_version(),
-            "model_config": config_of(self.raw_model),
-            "baseline": getattr(self.raw_model, "baseline_info", None),
-        }
-        d.update({f"_{k}": v for k, v in derived.items() if v is not None})
-        return d
+        """``config.json`` of this run (see :meth:`TrainConfig.record`)."""
+        return self.cfg.record(
+            self.info.world_size, self.plan.data, self.out, self.plan.meta, self.raw_model, self.device
+        )
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -139,7 +117,7 @@ class Trainer:
         self.nonfinite_total, self.last_val = counters["nonfinite_total"], counters["last_val"]
         set_hyperparameters(self.optimizer, self.cfg.lr, self.cfg.weight_decay, self.cfg.k_lr_scale)
         if self.info.is_main:
-            _log(f"resumed from {path} at step {self.step} ({self.tokens} tokens)")
+            progress.log(f"resumed from {path} at step {self.step} ({self.tokens} tokens)")
 
     # ------------------------------------------------------------------------------------ steps
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -212,10 +190,6 @@ class Trainer:
         try:
             self.cfg.validate(info.world_size)
             plan = du.run_on_main(lambda: plan_run(self.cfg, info.world_size), info)
-            for path, why in plan.skipped if info.is_main else ():
-                _log(f"ignoring checkpoint {path}: {why}")
-            if plan.changed and info.is_main:
-                _log(f"resuming with changed {plan.changed}: the run will differ from an uninterrupted one")
             self._setup(info, plan)
             with self.stop:
                 try:
@@ -275,7 +249,7 @@ class Trainer:
 
     def _skipped(self, last: dict[str, Any]) -> None:
         if self.info.is_main:
-            _log(
+            progress.log(
                 f"non-finite loss {last['loss']} or gradient norm {last['grad_norm']} at step "
                 f"{self.step + 1}: update skipped ({self.nonfinite_run} in a row, "
                 f"{self.nonfinite_total} in total)"
