@@ -7,9 +7,14 @@ machine without the optional GPU kernels.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
+
+# In a notebook without ipywidgets, tqdm.auto warns on import and falls back to text bars, which is what
+# the workbook wants; the warning (with the venv's path in it) would land in every notebook's output.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 _EXPORTS = {
     "SWELU": "mswelu.modules.swelu",

@@ -8,10 +8,8 @@ activation shape parameters (``swelu_values()``).
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-import torch
 from torch import nn
 
 from mswelu.baselines import BASELINES, DEFAULT_REFERENCE, build_baseline
@@ -21,7 +19,6 @@ __all__ = [
     "build_model",
     "config_of",
     "count_parameters",
-    "describe",
     "max_context",
     "parse_model_name",
     "preset_parameter_count",
@@ -100,20 +97,6 @@ def build_model(
     return MambaSWELUForCausalLM(
         MambaSWELUConfig.for_run(base, vocab_size, max_seq_len, activation, **overrides)
     )
-
-
-def describe(preset_or_baseline: str, vocab_size: int = 50257, max_seq_len: int = 256) -> dict[str, Any]:
-    """Sizes of a model and of its reference (for notebooks: "are the baselines comparable?")."""
-    base, ref = parse_model_name(preset_or_baseline)
-    if ref is None:
-        return {
-            "name": preset_or_baseline,
-            "parameters": preset_parameter_count(base, vocab_size, max_seq_len),
-        }
-    with torch.device("meta"):
-        model = build_baseline(base, ref, vocab_size, max_seq_len)
-    info = model.baseline_info
-    return {"name": preset_or_baseline, **info, "log10_parameters": math.log10(info["parameters"])}
 
 
 def max_context(model: Any) -> int | None:
