@@ -424,24 +424,22 @@ def _key_figure(metrics: dict[str, Any], names: tuple[str, ...]) -> Any:
 def _training_runs_table(runs_root: Path) -> str:
     """Every training run folder under ``runs_root`` (from notebooks or ``python -m mswelu.train``),
     newest first, with its status and final figures read from ``summary.json`` / ``config.json``."""
-    if not runs_root.is_dir():
-        return ""
+    from mswelu import runs
+
     found = []
-    for run in [*runs_root.iterdir(), *runs_root.glob("*/*")]:
-        config_path, summary_path = run / "config.json", run / "summary.json"
-        if not run.is_dir() or run.name.startswith(".") or not config_path.is_file():
+    for path in runs.list_runs(runs_root):  # newest first
+        run = runs.load_run(path)
+        if path.name.startswith(".") or not run.config:
             continue
-        config, summary = (_read_json_quiet(p) for p in (config_path, summary_path))
-        files = (config_path, summary_path, run / "metrics.jsonl")
-        when = max(p.stat().st_mtime for p in files if p.exists())
+        summary = run.summary or {}
         if summary:
             status = "interrupted" if summary.get("interrupted") else "complete"
         else:
             status = "running"  # or stopped without a summary: its checkpoints say how far it got
-        found.append((when, run.relative_to(runs_root).as_posix(), status, config, summary))
+        name = path.relative_to(runs_root).as_posix()
+        found.append((runs.last_written(path), name, status, run.config, summary))
     if not found:
         return ""
-    found.sort(key=lambda r: r[0], reverse=True)
     cols = ("run", "status", "preset", "activation", "steps", "tokens", "val loss", "val bpb", "date")
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
@@ -466,14 +464,6 @@ def _training_runs_table(runs_root: Path) -> str:
         f'<h2>Training runs</h2><p class="meta">{len(rows)} run folder(s) under runs/, from notebooks '
         f"or the command line</p><table><tr>{head}</tr>{''.join(rows)}</table>"
     )
-
-
-def _read_json_quiet(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def write_index(

@@ -11,6 +11,7 @@ from typing import Any
 
 from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
+from mswelu.runs import CHECKPOINTS
 from mswelu.train_config import NUMERIC_CHANGES, RESUMABLE_CHANGES
 
 __all__ = ["check_compatible", "find_resume", "restore", "save"]
@@ -20,7 +21,7 @@ def find_resume(resume: str, out: Path) -> tuple[Path | None, list[tuple[Path, s
     """(checkpoint to resume from or None, [(skipped newer checkpoint, why)]) for ``resume`` = ``"auto"``
     (the run folder's newest intact checkpoint), a checkpoint folder, or a run / checkpoints folder."""
     if str(resume) == "auto":
-        return ckpt.latest_checkpoint(out / "checkpoints")
+        return ckpt.latest_checkpoint(out / CHECKPOINTS)
     path = Path(resume).expanduser()
     if ckpt.CKPT_RE.match(path.name):
         try:
@@ -29,7 +30,7 @@ def find_resume(resume: str, out: Path) -> tuple[Path | None, list[tuple[Path, s
             raise ValueError(f"cannot resume: {exc}") from exc
         return path, []
     if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        folder = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
         found, skipped = ckpt.latest_checkpoint(folder)
         if found is None:
             reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped) or "no checkpoints"

@@ -37,6 +37,7 @@ __all__ = [
     "SUMMARY",
     "RunData",
     "RunWriter",
+    "last_written",
     "list_runs",
     "load_model",
     "load_run",
@@ -244,7 +245,8 @@ def load_run(path: str | os.PathLike[str]) -> RunData:
     )
 
 
-def _run_time(path: Path) -> float:
+def last_written(path: Path) -> float:
+    """When the run folder's config, metrics or summary was last written (its sort key)."""
     times = [p.stat().st_mtime for p in (path / SUMMARY, path / METRICS, path / CONFIG) if p.exists()]
     return max(times) if times else 0.0
 
@@ -263,7 +265,7 @@ def list_runs(root: str | os.PathLike[str] | None = None, require_model: bool = 
         if cand.is_dir() and ((cand / CONFIG).is_file() or (cand / METRICS).is_file()):
             if not require_model or load_run(cand).model_dir is not None:
                 found.append(cand)
-    return sorted(found, key=_run_time, reverse=True)
+    return sorted(found, key=last_written, reverse=True)
 
 
 def newest_run(root: str | os.PathLike[str] | None = None, require_model: bool = False) -> Path | None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mswelu import analysis
+from mswelu import analysis, runs
 from mswelu.launch import resolve_mode
 from mswelu.paths import runs_dir
 from mswelu.runs import RunData, list_runs, load_run, newest_run, read_json, read_jsonl, resolve_run
@@ -355,11 +355,12 @@ def reusable(cfg: dict[str, Any], out: Path) -> str | None:
     from mswelu.provenance import code_version
 
     tc = TrainConfig.coerce(dict(cfg))
-    if not ((out / "summary.json").is_file() and (out / "final").is_dir()):
+    summary = read_json(out / runs.SUMMARY)
+    if summary is None or not (out / runs.FINAL).is_dir():
         return "no finished run there"
-    old = read_json(out / "config.json") or {}
-    if (read_json(out / "summary.json") or {}).get("interrupted"):
+    if summary.get("interrupted"):
         return "the run there was interrupted"
+    old = read_json(out / runs.CONFIG) or {}
     want = json.loads(json.dumps(tc.to_dict()))
     runtime = {"progress", "tensorboard", "overwrite", "resume", "out", "run_name", "data", "device"}
     changed = sorted(k for k in set(want) - runtime if old.get(k) != want.get(k))
@@ -504,7 +505,6 @@ def ensure_run(run: str | os.PathLike[str] | None = None) -> Path:
 
 def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) -> dict[str, float]:
     """|dL/dk| per SWELU of the run's saved model on the first validation batch of the run's data."""
-    from mswelu import runs
     from mswelu.analysis import k_gradients
     from mswelu.data import TokenLoader
     from mswelu.models import max_context
