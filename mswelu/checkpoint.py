@@ -16,6 +16,7 @@ A checkpoint whose manifest is missing or whose files do not match it is never r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -29,7 +30,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from mswelu.fs import fsync_dir, fsync_file, sha256_file
+from mswelu.fs import DiskFullError, fsync_dir, fsync_file, sha256_file
 from mswelu.models import unwrap
 
 FORMAT_VERSION = 1
@@ -197,7 +198,79 @@ def save_checkpoint(
     tmp = ckpt_dir / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    need = _estimated_bytes(model, optimizer)
+    free = shutil.disk_usage(ckpt_dir).free
+    if free < need:
+        raise DiskFullError(
+            f"not enough disk space for checkpoint step {step}: about {need / 2**20:.0f} MiB needed, "
+            f"{free / 2**20:.0f} MiB free in {ckpt_dir}; free some space and resume (--resume auto): the "
+            "earlier checkpoints are intact"
+        )
     tmp.mkdir()
+    try:
+        _write_files(tmp, step, model, optimizer, trainer_state, config)
+    except BaseException as exc:  # leave nothing half-written behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _is_disk_full(exc):
+            raise DiskFullError(
+                f"the disk filled up while writing checkpoint step {step} in {ckpt_dir}; the partial "
+                "checkpoint was removed and the earlier ones are intact: free some space and resume "
+                "(--resume auto)"
+            ) from exc
+        raise
+    if final.exists():  # re-saving a step (e.g. a stop right after a periodic save): swap atomically-ish
+        old = ckpt_dir / f".old-{final.name}-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    fsync_dir(ckpt_dir)
+    if keep is not None and keep > 0:
+        prune_checkpoints(ckpt_dir, keep)
+    return final
+
+
+def _estimated_bytes(model: nn.Module, optimizer: Any) -> int:
+    """What a checkpoint will take: the weights, the optimizer's tensors, and a margin."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    state = 0
+    for group_state in _tensors(optimizer.state_dict()):
+        state += group_state.numel() * group_state.element_size()
+    return int((weights + state) * 1.05) + (1 << 20)
+
+
+def _tensors(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC, or torch's "unexpected pos" / "file write failed" that a full disk produces."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "write failed" in str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def _write_files(
+    tmp: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: Any,
+    trainer_state: dict[str, Any],
+    config: dict[str, Any],
+) -> None:
+    """Every file of a checkpoint, fsync'ed, and the manifest last."""
     save_model(model, str(tmp / "model.safetensors"), metadata={"step": str(step), "format": "pt"})
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     state = {"format_version": FORMAT_VERSION, "step": step, **trainer_state}
@@ -218,17 +291,6 @@ def save_checkpoint(
         f.flush()
         os.fsync(f.fileno())
     fsync_dir(tmp)
-    if final.exists():  # re-saving a step (e.g. a stop right after a periodic save): swap atomically-ish
-        old = ckpt_dir / f".old-{final.name}-{os.getpid()}"
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
-    fsync_dir(ckpt_dir)
-    if keep is not None and keep > 0:
-        prune_checkpoints(ckpt_dir, keep)
-    return final
 
 
 def prune_checkpoints(ckpt_dir: str | Path, keep: int) -> list[Path]:

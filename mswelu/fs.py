@@ -15,7 +15,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "atomic_write_text", "fsync_dir", "fsync_file", "sha256_file"]
+__all__ = [
+    "DiskFullError",
+    "FolderBusyError",
+    "FolderLock",
+    "atomic_write_json",
+    "explain_os_error",
+    "atomic_write_text",
+    "fsync_dir",
+    "fsync_file",
+    "sha256_file",
+]
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:
@@ -74,3 +84,80 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class DiskFullError(OSError):
+    """A write failed, or would fail, for lack of disk space (the message says what was kept)."""
+
+
+def explain_os_error(exc: OSError) -> str:
+    """One line for a file-system error a user can act on: which path, and what to do."""
+    import errno
+
+    if isinstance(exc, DiskFullError):
+        return str(exc)
+    where = f" {exc.filename}" if exc.filename else ""
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{where}: permission denied (a read-only folder?); choose another output folder"
+    if exc.errno == errno.ENOSPC:
+        return f"the disk is full (writing{where}); free some space and run again"
+    return f"{exc.strerror or exc}{where}"
+
+
+LOCK_NAME = ".lock"
+
+
+class FolderBusyError(ValueError):
+    """Another live process holds the folder's lock."""
+
+
+class FolderLock:
+    """An exclusive lock on a folder while one process writes it (a run, a dataset): a second writer stops
+    at once with a message naming the holder. The lock is an ``flock`` on ``<folder>/.lock``: the kernel
+    releases it when its process ends, however it ends, so a lock left by a dead process is never in the
+    way. (Where ``fcntl`` is missing, on Windows, there is no lock.)"""
+
+    def __init__(self, folder: str | os.PathLike[str], what: str = "folder") -> None:
+        self.folder, self.what = Path(folder), what
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise FolderBusyError(
+                f"{self.what} {self.folder} is being written by {holder}: wait for it to finish, stop it, "
+                "or use another folder"
+            ) from None
+        import socket
+        import time
+
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(), 0
+        )
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -17,6 +17,7 @@ from mswelu.configuration import PRESETS, MambaSWELUConfig
 
 __all__ = [
     "build_model",
+    "check_overrides",
     "config_of",
     "count_parameters",
     "max_context",
@@ -64,6 +65,28 @@ def parse_model_name(name: str) -> tuple[str, str | None]:
             f"{[b + '[:preset]' for b in BASELINES]}"
         )
     return name, None
+
+
+def check_overrides(preset_or_baseline: str, overrides: dict[str, Any]) -> None:
+    """ValueError naming every key of ``overrides`` (a run's ``model`` settings) that the model's config
+    does not have, with the nearest known names: a misspelt key must not be ignored."""
+    import difflib
+
+    base, ref = parse_model_name(preset_or_baseline)
+    if ref is None:
+        own = MambaSWELUConfig.__annotations__
+        known = {k for k, t in own.items() if "ClassVar" not in str(t)}
+    else:
+        known = BASELINES[base].config_keys()
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        hints = [
+            f"{k!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(k, known, 1))
+            else repr(k)
+            for k in unknown
+        ]
+        raise ValueError(f"unknown model setting(s) {', '.join(hints)} for {preset_or_baseline!r}")
 
 
 def preset_parameter_count(preset: str, vocab_size: int, max_seq_len: int, **overrides: Any) -> int:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.models import parse_model_name
+from mswelu.configuration import PRESETS, MambaSWELUConfig
+from mswelu.models import check_overrides, parse_model_name
 from mswelu.progress import log
 from mswelu.resume import check_compatible, find_resume
-from mswelu.runs import CHECKPOINTS, looks_like_run
+from mswelu.runs import CHECKPOINTS, is_empty, looks_like_run
 from mswelu.train_config import TrainConfig
 
 __all__ = ["RunPlan", "plan_run"]
@@ -39,7 +39,7 @@ class RunPlan:
 def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     """The plan for ``cfg``, or a ValueError saying what is wrong. Reads files, writes none; notices
     (checkpoints skipped, settings changed on resume) go to stderr. Run on one rank only."""
-    from mswelu.data import TokenLoader, default_dataset, load_meta
+    from mswelu.data import TokenLoader, default_dataset, verify_dataset
 
     if cfg.data is None:
         data = Path(default_dataset())
@@ -49,7 +49,7 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
             raise ValueError(
                 f"data folder {data} does not exist; prepare it with `python -m mswelu.data prepare`"
             )
-    meta = load_meta(data)
+    meta = verify_dataset(data)  # sizes, checksums, token range
     probe = TokenLoader(
         data,
         "train",
@@ -63,11 +63,17 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     model_vocab = int(cfg.model.get("vocab_size", meta["vocab_size"]))
     probe.check_vocab(model_vocab)
     base, ref = parse_model_name(cfg.preset)
+    check_overrides(cfg.preset, cfg.model)
     if ref is None:  # build the model config now: bad overrides fail before any work
         overrides = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
-        probe.check_vocab(
-            MambaSWELUConfig.for_run(base, model_vocab, cfg.seq_len, cfg.activation, **overrides).vocab_size
-        )
+        mcfg = MambaSWELUConfig.for_run(base, model_vocab, cfg.seq_len, cfg.activation, **overrides)
+        probe.check_vocab(mcfg.vocab_size)
+        table = {**PRESETS[base], **overrides}.get("max_position_embeddings", 1024)
+        if mcfg.pos_embedding == "learned" and table < cfg.seq_len:
+            log(
+                f"preset {base!r} has {table} learned positions; this run's model gets {cfg.seq_len} to fit "
+                f"seq_len={cfg.seq_len}"
+            )
     elif cfg.activation is not None:
         raise ValueError(f"activation={cfg.activation!r} applies to mswelu presets only, not {cfg.preset!r}")
 
@@ -83,10 +89,10 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
             plan.changed = check_compatible(plan.resume_from, cfg.to_dict(), world_size, meta)
             if plan.changed:
                 log(f"resuming with changed {plan.changed}: the run will differ from an uninterrupted one")
-    nonempty = out.is_dir() and any(out.iterdir())
+    nonempty = not is_empty(out)
     if nonempty and plan.resume_from is None:
         if cfg.resume == "auto" and not plan.skipped and not (out / CHECKPOINTS).exists():
-            pass  # "auto" with nothing to resume from: start fresh in place
+            log(f"resume='auto': {out} holds no checkpoint yet; starting fresh there")
         elif cfg.overwrite:
             if not looks_like_run(out):
                 raise ValueError(f"overwrite=True but {out} does not look like a run folder; not deleting it")

@@ -189,11 +189,27 @@ class Report:
         self._figure_count = 0
         self._hook: Any = None
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.previous = self._keep_previous()
         self.metrics_path.unlink(missing_ok=True)  # a stale metrics.json would claim success
         self._write()
         write_index(self.root)
         if register_hook:
             self._register_hook()
+
+    def _keep_previous(self) -> Path | None:
+        """A complete earlier report under this name is kept as ``report.previous.html`` /
+        ``metrics.previous.json`` (a rerun that fails must not destroy it); returns its page."""
+        try:
+            done = json.loads(self.metrics_path.read_text(encoding="utf-8")).get("status") == "complete"
+        except (OSError, ValueError, AttributeError):
+            done = False
+        if not done:
+            return None
+        previous = self.dir / "report.previous.html"
+        os.replace(self.metrics_path, self.dir / "metrics.previous.json")
+        if self.html_path.is_file():
+            os.replace(self.html_path, previous)
+        return previous
 
     # ----------------------------------------------------------------- content
     def add_markdown(self, text: str) -> None:
@@ -388,7 +404,13 @@ class Report:
             f"<h1>{title}</h1>"
             f'<p class="meta"><span class="status status-{status}">{status}</span> &middot; '
             f"notebook {html.escape(self.notebook)} &middot; started {html.escape(self.started_at)}{finished}"
-            ' &middot; <a href="../index.html">all runs</a></p>'
+            ' &middot; <a href="../index.html">all runs</a>'
+            + (
+                ' &middot; <a href="report.previous.html">the previous complete report</a>'
+                if self.previous
+                else ""
+            )
+            + "</p>"
             f"<details><summary>Parameters ({len(self.params)})</summary><table>"
             f"<tr><th>name</th><th>value</th></tr>{params_rows}</table></details>"
             f"<details><summary>Provenance</summary><pre>{html.escape(json.dumps(self.provenance, indent=1))}"

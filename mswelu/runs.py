@@ -13,6 +13,7 @@ its newest complete checkpoint (an interrupted run), built from the model config
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ import pandas as pd
 
 from mswelu import analysis
 from mswelu import checkpoint as ckpt
-from mswelu.fs import atomic_write_json, atomic_write_text, fsync_dir
+from mswelu.fs import LOCK_NAME, FolderLock, atomic_write_json, atomic_write_text, fsync_dir
 from mswelu.paths import runs_dir
 from mswelu.progress import log
 
@@ -36,6 +37,7 @@ __all__ = [
     "METRICS",
     "SUMMARY",
     "RunData",
+    "RunLock",
     "RunWriter",
     "last_written",
     "list_runs",
@@ -64,6 +66,34 @@ def looks_like_run(path: str | os.PathLike[str]) -> bool:
 
 
 # --------------------------------------------------------------------------- writing
+class RunLock(FolderLock):
+    """The run folder's writer lock (see :class:`mswelu.fs.FolderLock`). A folder this lock created and
+    nothing else wrote (a run refused by its preflight) is removed again on release."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path, "run folder")
+        self._created = False
+
+    def acquire(self) -> RunLock:
+        self._created = not self.folder.exists()
+        super().acquire()
+        return self
+
+    def release(self) -> None:
+        held = self._fd is not None
+        super().release()
+        if held and self._created and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+            (self.folder / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
+
+
+def is_empty(path: str | os.PathLike[str]) -> bool:
+    """No files but a writer's lock."""
+    path = Path(path)
+    return not path.is_dir() or all(p.name == LOCK_NAME for p in path.iterdir())
+
+
 class RunWriter:
     """What the trainer (rank 0) writes into a run folder; see the module docstring for the layout."""
 
@@ -85,11 +115,19 @@ class RunWriter:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def clear(self) -> None:
-        """Remove the folder's contents (``overwrite``); refuses a folder that is not a run."""
-        if self.path.is_dir() and any(self.path.iterdir()):
-            if not looks_like_run(self.path):
-                raise ValueError(f"{self.path} does not look like a run folder; not deleting it")
-            shutil.rmtree(self.path)
+        """Remove the folder's contents (``overwrite``), all but the writer's lock; refuses a folder that
+        is not a run."""
+        if is_empty(self.path):
+            return
+        if not looks_like_run(self.path):
+            raise ValueError(f"{self.path} does not look like a run folder; not deleting it")
+        for p in self.path.iterdir():
+            if p.name == LOCK_NAME:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
     def write_config(self, config: Mapping[str, Any]) -> None:
         atomic_write_json(self.path / CONFIG, dict(config))

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mswelu.fs import DiskFullError, explain_os_error
 from mswelu.modules.activations import ACTIVATIONS
 from mswelu.optim import OPTIMIZERS
 from mswelu.schedule import SCHEDULES
@@ -118,13 +119,19 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns 0 on success, 130 when stopped by SIGINT/SIGTERM (checkpoint written),
-    2 on a configuration error."""
+    2 on a configuration error, 1 when the run had to stop (disk full, non-finite losses)."""
     try:
         cfg = config_from_args(argv)
         summary = train(cfg)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (DiskFullError, FloatingPointError) as exc:  # the run stopped; its message says what is kept
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a read-only run folder
+        print(f"error: {explain_os_error(exc)}", file=sys.stderr)
+        return 1
     if summary.get("is_main", True):
         keys = (
             "run_dir",

@@ -35,7 +35,7 @@ from mswelu.models import build_model, count_parameters, shape_values
 from mswelu.ops.lm_loss import next_token_loss, split_window
 from mswelu.optim import build_optimizer, set_hyperparameters
 from mswelu.preflight import RunPlan, plan_run
-from mswelu.runs import RunWriter
+from mswelu.runs import RunLock, RunWriter
 from mswelu.schedule import LRSchedule
 from mswelu.stop import StopRequest
 from mswelu.train_config import TrainConfig
@@ -187,8 +187,10 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         started_pg = not (torch.distributed.is_available() and torch.distributed.is_initialized())
         info = du.setup(self.cfg.device)
+        lock = RunLock(self.cfg.out_dir())
         try:
             self.cfg.validate(info.world_size)
+            du.run_on_main(lambda: lock.acquire() and None, info)  # one writer per run folder
             plan = du.run_on_main(lambda: plan_run(self.cfg, info.world_size), info)
             self._setup(info, plan)
             with self.stop:
@@ -198,6 +200,7 @@ class Trainer:
                     if self.log is not None:
                         self.log.close()
         finally:
+            lock.release()
             if started_pg and info.enabled:
                 du.cleanup()
 

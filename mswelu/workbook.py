@@ -18,10 +18,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mswelu import analysis, runs
+from mswelu import analysis
 from mswelu.launch import resolve_mode
 from mswelu.paths import runs_dir
-from mswelu.runs import RunData, list_runs, load_run, newest_run, read_json, read_jsonl, resolve_run
+from mswelu.runs import (
+    CONFIG,
+    FINAL,
+    SUMMARY,
+    RunData,
+    is_empty,
+    list_runs,
+    load_run,
+    newest_run,
+    read_json,
+    read_jsonl,
+    resolve_run,
+)
 from mswelu.train_config import TrainConfig
 from mswelu.variants import VARIANTS, hybrid_pattern, variant_overrides
 
@@ -53,6 +65,7 @@ __all__ = [
     "rounded",
     "start",
     "notebook_parameters",
+    "check_parameters",
     "plot_variant_curves",
 ]
 
@@ -61,39 +74,82 @@ __all__ = [
 _NOT_PARAMETERS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
+def _plain_names(namespace: Mapping[str, Any]) -> list[str]:
+    """Names holding plain values (what a parameters cell or papermill's injected cell sets)."""
+    plain = (str, int, float, bool, list, dict, tuple, type(None))
+    return [
+        n
+        for n, v in namespace.items()
+        if not n.startswith("_") and n not in _NOT_PARAMETERS and isinstance(v, plain)
+    ]
+
+
+def _declared(notebook: str) -> list[str] | None:
+    """The names ``notebook``'s parameters cell declares (read with papermill from the checkout's
+    ``notebooks/``), or None where that file is not found."""
+    path = Path(__file__).resolve().parent.parent / "notebooks" / notebook
+    if not path.is_file():
+        return None
+    import papermill
+
+    return list(papermill.inspect_notebook(str(path)))
+
+
 def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The values of ``notebook``'s parameters in ``namespace`` (a notebook's ``globals()``): the names its
-    ``parameters`` cell declares (read with papermill from the checkout's ``notebooks/<notebook>``), or,
-    where that file is not found, every plain value defined so far (what the parameters cell and
-    papermill set)."""
-    path = Path(__file__).resolve().parent.parent / "notebooks" / notebook
-    if path.is_file():
-        import papermill
+    parameters cell declares, or, where the notebook file is not found, every plain value defined so far."""
+    names = _declared(notebook)
+    return {
+        n: namespace[n] for n in (names if names is not None else _plain_names(namespace)) if n in namespace
+    }
 
-        names = list(papermill.inspect_notebook(str(path)))
-    else:
-        plain = (str, int, float, bool, list, dict, tuple, type(None))
-        names = [
-            n
-            for n, v in namespace.items()
-            if not n.startswith("_") and n not in _NOT_PARAMETERS and isinstance(v, plain)
+
+def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> None:
+    """ValueError for values set in ``namespace`` that ``notebook`` does not declare (a misspelt
+    ``papermill -p presett small`` would otherwise run the default and report "complete"). Meant for the
+    start of a run, when only the parameters cell and papermill's injected cell have run."""
+    import difflib
+
+    declared = _declared(notebook)
+    if declared is None:
+        return
+    unknown = [n for n in _plain_names(namespace) if n not in declared]
+    if unknown:
+        hints = [
+            f"{n!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(n, declared, 1))
+            else repr(n)
+            for n in unknown
         ]
-    return {n: namespace[n] for n in names if n in namespace}
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(hints)} for {notebook}; it takes: {', '.join(declared)}"
+        )
 
 
-def start(notebook: str, namespace: Mapping[str, Any]) -> Any:
-    """Every notebook's prologue: quiet progress bars (tqdm's missing-widgets warning, Hugging Face's
-    weight-loading bars), and the run's :class:`mswelu.report.Report` with the notebook's parameters.
-    ``namespace`` is the notebook's ``globals()``; its ``run_name`` names the report."""
-    import warnings
+def _fresh_kernel() -> bool:
+    """True in a kernel that has run at most three cells, this one included (the parameters cell,
+    papermill's injected cell, the prologue): the start of a run, before the user defined anything."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    history = shell.user_ns.get("In") if shell is not None else None
+    return isinstance(history, list) and len(history) - 1 <= 3  # In[0] is ""
 
+
+def start(notebook: str, namespace: Mapping[str, Any], check: bool | None = None) -> Any:
+    """Every notebook's prologue: the parameters checked (``check``; by default at the start of a
+    kernel's run, see :func:`check_parameters`), Hugging Face's progress bars off (tqdm's missing-widgets
+    warning is silenced by ``import mswelu``), and the run's :class:`mswelu.report.Report` with the
+    notebook's parameters. ``namespace`` is the notebook's ``globals()``; its ``run_name`` names the
+    report."""
     from transformers.utils import logging as hf_logging
 
     from mswelu.report import Report
 
-    warnings.filterwarnings(
-        "ignore", message="IProgress not found"
-    )  # tqdm falls back to text without ipywidgets
+    if check if check is not None else _fresh_kernel():
+        check_parameters(notebook, namespace)
     hf_logging.disable_progress_bar()
     return Report(namespace["run_name"], notebook, notebook_parameters(notebook, namespace))
 
@@ -351,16 +407,27 @@ def reusable(cfg: dict[str, Any], out: Path) -> str | None:
     """None when ``out`` holds a finished run of exactly ``cfg``: every setting (runtime switches such as
     progress bars aside), a dataset with the same fingerprint (not merely the same path) and the same
     package code (:func:`mswelu.provenance.code_version`); else why it cannot be reused."""
-    from mswelu.data import load_meta
     from mswelu.provenance import code_version
 
-    tc = TrainConfig.coerce(dict(cfg))
-    summary = read_json(out / runs.SUMMARY)
-    if summary is None or not (out / runs.FINAL).is_dir():
+    summary = read_json(out / SUMMARY)
+    if summary is None or not (out / FINAL).is_dir():
         return "no finished run there"
     if summary.get("interrupted"):
         return "the run there was interrupted"
-    old = read_json(out / runs.CONFIG) or {}
+    why = _differs(cfg, out)
+    if why:
+        return why
+    if (read_json(out / CONFIG) or {}).get("_code_version") != code_version():
+        return "trained by other code"
+    return None
+
+
+def _differs(cfg: dict[str, Any], out: Path) -> str | None:
+    """Why the run in ``out`` is not a run of ``cfg``'s settings on ``cfg``'s data, or None."""
+    from mswelu.data import load_meta
+
+    tc = TrainConfig.coerce(dict(cfg))
+    old = read_json(out / CONFIG) or {}
     want = json.loads(json.dumps(tc.to_dict()))
     runtime = {"progress", "tensorboard", "overwrite", "resume", "out", "run_name", "data", "device"}
     changed = sorted(k for k in set(want) - runtime if old.get(k) != want.get(k))
@@ -368,9 +435,28 @@ def reusable(cfg: dict[str, Any], out: Path) -> str | None:
         return f"settings differ: {', '.join(changed)}"
     if tc.data is not None and old.get("_data_fingerprint") != load_meta(tc.data).get("fingerprint"):
         return "trained on other data"
-    if old.get("_code_version") != code_version():
-        return "trained by other code"
     return None
+
+
+def run_decision(cfg: dict[str, Any]) -> str:
+    """What notebook 03 does with ``cfg``'s run folder, never replacing work it was not asked to:
+    ``"train"`` (empty folder, or ``overwrite=True``), ``"reuse"`` (a finished run of these settings, data
+    and code), ``"resume"`` (an unfinished run of these settings and data: continued from its newest
+    checkpoint). A folder holding anything else is a ValueError naming the difference."""
+    tc = TrainConfig.coerce(dict(cfg))
+    out = tc.out_dir()
+    if is_empty(out) or tc.overwrite:
+        return "train"
+    if reusable(cfg, out) is None:
+        return "reuse"
+    finished = (read_json(out / SUMMARY) or {}).get("interrupted") is False and (out / FINAL).is_dir()
+    why = _differs(cfg, out) or ("trained by other code" if finished else None)
+    if why is None:
+        return "resume"
+    raise ValueError(
+        f"run_name {out.name!r} already holds a run ({why}); nothing was changed: pick another run_name, "
+        "or pass overwrite=True to replace it"
+    )
 
 
 def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
@@ -508,8 +594,9 @@ def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) ->
     from mswelu.analysis import k_gradients
     from mswelu.data import TokenLoader
     from mswelu.models import max_context
+    from mswelu.runs import load_model
 
-    model, _ = runs.load_model(run.path)
+    model, _ = load_model(run.path)
     if not hasattr(model, "swelu_slots"):
         return {}
     data = run.config.get("data")
@@ -532,9 +619,11 @@ def plan_launch(
     n_gpus: int | None = None,
     variants: Sequence[str] | None = None,
     visible_gpus: int | None = None,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """What notebook 03 will train: one entry per process group with its name, launch mode, GPUs and
-    TrainConfig dict. ``independent`` gives each of ``n_gpus`` GPUs its own model (seeds ``seed + i``);
+    TrainConfig dict; ``overwrite`` lets it replace earlier runs of the same names (see
+    :func:`run_decision`). ``independent`` gives each of ``n_gpus`` GPUs its own model (seeds ``seed + i``);
     ``ddp`` trains one model on ``n_gpus`` GPUs; ``auto`` follows :func:`mswelu.launch.resolve_mode` for
     each planned model (``ddp`` with two or more GPUs, else ``single``)."""
     resolve_mode(launch, 0, 1)  # a bad mode fails first
@@ -550,7 +639,7 @@ def plan_launch(
     for variant in list(variants) if variants else [None]:
         name = run_name if variant is None else f"{run_name}-{variant}"
         overrides = {} if variant is None else variant_overrides(variant, base.get("preset", "small"))
-        cfg = {**base, **overrides, "run_name": name, "out": str(runs_dir() / name), "overwrite": True}
+        cfg = {**base, **overrides, "run_name": name, "out": str(runs_dir() / name), "overwrite": overwrite}
         if launch == "independent":  # the seeds' "6 independent models": one per GPU, seeds seed..seed+n-1
             for i in range(n):
                 seed_i = int(cfg.get("seed", 0)) + i
@@ -586,15 +675,20 @@ def plan_launch(
 def execute_plan(
     plan: Sequence[dict[str, Any]], on_metrics: Callable[[str, dict[str, Any]], None] | None = None
 ) -> dict[str, RunData]:
-    """Run a :func:`plan_launch` plan through :func:`mswelu.launch.launch`: single entries in this process
-    one after the other, ``ddp`` entries as torchrun jobs, the ``independent`` runs of one variant all at
-    once (one GPU each). ``on_metrics(run_name, record)`` sees each metrics record as it is written (e.g.
+    """Run a :func:`plan_launch` plan through :func:`mswelu.launch.launch`, each run as :func:`run_decision`
+    says (trained, continued from its checkpoint, or reused): single entries in this process one after the
+    other, ``ddp`` entries as torchrun jobs, the ``independent`` runs of one variant all at once (one GPU
+    each). ``on_metrics(run_name, record)`` sees each metrics record as it is written (e.g.
     ``report.live``). Raises if any run fails."""
     from mswelu.launch import launch
 
+    decisions = {e["name"]: run_decision(e["config"]) for e in plan}  # refuse before anything trains
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for entry in plan:
-        groups.setdefault((entry["launch"], entry["group"]), []).append(entry)
+        if decisions[entry["name"]] == "resume":
+            entry = {**entry, "config": {**entry["config"], "resume": "auto"}}
+        if decisions[entry["name"]] != "reuse":
+            groups.setdefault((entry["launch"], entry["group"]), []).append(entry)
     runs: dict[str, RunData] = {}
     for (mode, _), entries in groups.items():
         if mode == "independent":
@@ -617,6 +711,7 @@ def execute_plan(
                     n_gpus=len(e["gpus"]) if mode == "ddp" else None,
                     on_metrics=on_metrics,
                 )
-        for e in entries:
-            runs[e["name"]] = load_run(e["config"]["out"])
-    return runs
+    for e in plan:
+        runs[e["name"]] = load_run(e["config"]["out"])
+        runs[e["name"]].reused = decisions[e["name"]] == "reuse"
+    return {e["name"]: runs[e["name"]] for e in plan}

@@ -153,3 +153,42 @@ def test_unwrap_finds_the_bare_model() -> None:
     compiled_like = nn.Module()
     compiled_like._orig_mod = model
     assert ckpt.unwrap(compiled_like) is model
+
+
+def test_too_little_disk_space_is_refused_before_writing(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    model, opt = _trained()
+    good = _save(tmp_path, 1, model, opt)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(ckpt.DiskFullError, match=r"not enough disk space .* MiB free"):
+        _save(tmp_path, 2, model, opt)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [good.name]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(28, "No space left on device"),
+        RuntimeError("[enforce fail at inline_container.cc] unexpected pos 7"),
+    ],
+    ids=["ENOSPC", "torch-unexpected-pos"],
+)
+def test_a_disk_that_fills_up_mid_save_leaves_no_debris(tmp_path: Path, monkeypatch, failure) -> None:
+    model, opt = _trained()
+    good = _save(tmp_path, 1, model, opt)
+
+    def full(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(ckpt.DiskFullError, match="disk filled up .* partial checkpoint was removed"):
+        _save(tmp_path, 2, model, opt)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [good.name]
+    ckpt.verify_checkpoint(good)
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(ValueError("other")))
+    with pytest.raises(ValueError, match="other"):  # not a disk problem: raised as it is, still no debris
+        _save(tmp_path, 3, model, opt)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [good.name]

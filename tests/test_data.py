@@ -196,9 +196,19 @@ def test_bad_input_errors(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(ValueError, match="unknown tokenizer|Hugging Face Hub"):
         prepare(str(src), out=out, tokenizer="no-such-owner/no-such-tokenizer", progress=False)
-    for bad in ({"val_fraction": 1.0}, {"val_fraction": -0.1}, {"max_tokens": 0}, {"seed": "x"}):
+    for bad in (
+        {"val_fraction": 1.0},
+        {"val_fraction": 0},
+        {"val_fraction": -0.1},
+        {"max_tokens": 0},
+        {"seed": "x"},
+    ):
         with pytest.raises(ValueError):
             prepare(str(src), out=out, progress=False, **bad)
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "a.txt").write_bytes("caf\u00e9 au lait\n\nune autre".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"a.txt is not UTF-8 text \(byte 0xe9 at offset 3\); convert it"):
+        prepare(str(tmp_path / "latin1"), out=out, progress=False)
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.md").write_text("mine", encoding="utf-8")
     with pytest.raises(ValueError, match="not a mswelu dataset"):
@@ -384,3 +394,119 @@ def test_hub_dataset_is_streamed_with_env_token(tmp_path: Path, monkeypatch) -> 
     assert val[:-1] == full_val[: len(val) - 1] and full_val[len(val) - 1].startswith(val[-1])
     assert set(split_docs(out, "train")).isdisjoint(full_val)
     assert "hf_test_token" not in (out / "meta.json").read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- integrity
+def _prepared(tmp_path: Path) -> tuple[Path, Path]:
+    src = write_corpus(tmp_path / "c", make_docs(20), "jsonl")
+    out = tmp_path / "out"
+    prepare(str(src), out=out, progress=False)
+    return src, out
+
+
+def _poke(shard: Path, value: int) -> None:
+    """Overwrite the first token of a uint16 shard (same size: only a checksum or range check sees it)."""
+    data = bytearray(shard.read_bytes())
+    data[0:2] = int(value).to_bytes(2, "little")
+    shard.write_bytes(bytes(data))
+
+
+def test_meta_records_checksums_and_verify_finds_a_changed_shard(tmp_path: Path) -> None:
+    from mswelu.data import verify_dataset
+
+    src, out = _prepared(tmp_path)
+    meta = load_meta(out)
+    assert all(len(c["sha256"]) == 64 for c in meta["splits"].values())
+    assert verify_dataset(out) == meta
+    _poke(out / "train.bin", 7)
+    with pytest.raises(ValueError, match=r"train.bin does not match the sha256 .* prepare the dataset again"):
+        verify_dataset(out)
+    # prepare notices it and rebuilds instead of reusing the damaged file
+    rebuilt = prepare(str(src), out=out, progress=False)
+    assert rebuilt["splits"]["train"]["sha256"] == meta["splits"]["train"]["sha256"]
+    assert verify_dataset(out)["fingerprint"] == meta["fingerprint"]
+
+
+def test_token_ids_above_the_vocabulary_are_found_without_a_checksum(tmp_path: Path) -> None:
+    from mswelu.data import verify_dataset
+
+    _, out = _prepared(tmp_path)
+    meta = load_meta(out)
+    for c in meta["splits"].values():
+        del c["sha256"]  # a dataset from before checksums
+    (out / "meta.json").write_text(json.dumps(meta))
+    _poke(out / "val.bin", 60000)
+    with pytest.raises(ValueError, match=r"val.bin holds token id 60000, above the vocabulary \(50256\)"):
+        verify_dataset(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("{not json", "is not valid JSON"), ("[1, 2]", "does not hold a JSON object")],
+)
+def test_broken_meta_json_says_so(tmp_path: Path, text: str, match: str) -> None:
+    _, out = _prepared(tmp_path)
+    (out / "meta.json").write_text(text)
+    with pytest.raises(ValueError, match=f"{match}.*prepare the dataset again"):
+        load_meta(out)
+
+
+def test_an_edited_dtype_is_refused(tmp_path: Path) -> None:
+    _, out = _prepared(tmp_path)
+    meta = load_meta(out)
+    meta["dtype"] = "float16"
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        ValueError, match="says dtype 'float16', but a vocabulary of 50257 is stored as 'uint16'"
+    ):
+        load_meta(out)
+
+
+def test_prepare_never_replaces_shards_it_did_not_write(tmp_path: Path) -> None:
+    src = write_corpus(tmp_path / "c", make_docs(20), "jsonl")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.bin").write_bytes(b"somebody else's tokens")
+    with pytest.raises(ValueError, match=r"holds files that are not a mswelu dataset \(\['train.bin'\]\)"):
+        prepare(str(src), out=out, progress=False)
+    assert (out / "train.bin").read_bytes() == b"somebody else's tokens"
+
+
+@pytest.mark.parametrize("errno_", [13, 28], ids=["read-only", "disk-full"])
+def test_cli_write_failures_are_one_clear_line_and_leave_nothing(
+    tmp_path: Path, capsys, monkeypatch, errno_
+) -> None:
+    """(Run as root here, so the failing write is simulated where the shards are written.)"""
+    from mswelu.data import shards
+    from mswelu.data.__main__ import main as cli
+
+    src = write_corpus(tmp_path / "c", make_docs(20), "jsonl")
+
+    def failing(folder, *args, **kwargs):
+        cls = PermissionError if errno_ == 13 else OSError
+        raise cls(errno_, os.strerror(errno_), str(folder / "train.bin"))
+
+    monkeypatch.setattr(shards, "_write_shards", failing)
+    assert cli(["prepare", "--source", str(src), "--out", str(tmp_path / "ds"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert ("permission denied" if errno_ == 13 else "the disk is full") in err
+    assert (
+        not (tmp_path / "ds").exists()
+        and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    )
+
+
+def test_explain_os_error_names_path_and_remedy() -> None:
+    import errno
+
+    from mswelu.fs import DiskFullError, explain_os_error
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/x/train.bin")
+    assert (
+        explain_os_error(full)
+        == "the disk is full (writing /data/x/train.bin); free some space and run again"
+    )
+    ro = PermissionError(errno.EACCES, "Permission denied", "/ro/meta.json")
+    assert explain_os_error(ro).startswith("cannot write /ro/meta.json: permission denied")
+    assert explain_os_error(DiskFullError("kept the old ones")) == "kept the old ones"

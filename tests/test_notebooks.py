@@ -201,6 +201,20 @@ def test_04_and_06_on_an_interrupted_run(interrupted_run, workdir):
     assert m6["analysed_run"] == "nbtest-stopped" and m6["recurrent_tokens_per_s"] > 0
 
 
+def test_a_misspelt_papermill_parameter_fails_the_run(workdir):
+    """papermill only warns about a parameter the notebook does not declare; the prologue stops the run."""
+    with pytest.raises(pm.PapermillExecutionError, match=r"'presett' \(did you mean 'preset'\?\)"):
+        pm.execute_notebook(
+            str(NOTEBOOKS / "02_smoke_run.ipynb"),
+            str(workdir / "typo.ipynb"),
+            parameters={"run_name": "nbtest-typo", "presett": "small"},
+            kernel_name="mswelu",
+            cwd=str(workdir),
+            progress_bar=False,
+        )
+    assert not (_home() / "runs" / "nbtest-typo").exists()
+
+
 def test_05_baselines(workdir):
     m = _execute(
         "05_baselines.ipynb",

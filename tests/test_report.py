@@ -214,3 +214,20 @@ def test_index_lists_training_runs_from_the_command_line(tmp_path):
     for shown in ("complete", "small", "silu", "40,960", "6.1", "2.5"):
         assert shown in row
     assert re.search(r"<tr><td>half</td><td><span[^>]*>running</span>", index)
+
+
+def test_a_failing_rerun_keeps_the_previous_complete_report(tmp_path):
+    good = Report("main", "03_train.ipynb", {"lr": 1e-3}, root=tmp_path, register_hook=False)
+    good.add_markdown("the good one")
+    good.finish({"val_loss": 6.6})
+    page = (tmp_path / "main" / "report.html").read_text()
+    rerun = Report("main", "03_train.ipynb", {"lr": 2e-3}, root=tmp_path, register_hook=False)
+    rerun.fail("RuntimeError: diverged")
+    folder = tmp_path / "main"
+    assert (folder / "report.previous.html").read_text() == page
+    assert json.loads((folder / "metrics.previous.json").read_text())["metrics"]["val_loss"] == 6.6
+    assert "report.previous.html" in (folder / "report.html").read_text()
+    assert not (folder / "metrics.json").exists()
+    # a failed report is not "previous": the next rerun keeps the last complete one
+    Report("main", "03_train.ipynb", {}, root=tmp_path, register_hook=False)
+    assert (folder / "report.previous.html").read_text() == page

@@ -63,3 +63,69 @@ def test_broken_final_falls_back_to_the_checkpoint(interrupted: Path, tmp_path: 
     _, model_dir = runs.load_model(run)
     assert model_dir.name == "step_0000003"
     assert "cannot be loaded" in capsys.readouterr().err
+
+
+def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path: Path) -> None:
+    from mswelu.fs import FolderLock
+
+    data = write_byte_dataset(tmp_path / "data")
+    out = tmp_path / "busy"
+    with FolderLock(out, "run folder"):
+        with pytest.raises(ValueError, match=r"busy is being written by pid \d+ on .* since"):
+            train(tiny_cfg(data, out, max_steps=2))
+    summary = train(tiny_cfg(data, out, max_steps=2))  # released: the folder (only the lock in it) is usable
+    assert summary["steps"] == 2
+
+
+def test_a_dead_writer_leaves_no_lock_in_the_way(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    code = f"from mswelu.fs import FolderLock; FolderLock({str(out)!r}).acquire(); import os; os._exit(9)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    assert (out / ".lock").is_file()
+    data = write_byte_dataset(tmp_path / "data")
+    assert train(tiny_cfg(data, out, max_steps=2))["steps"] == 2
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path: Path) -> None:
+    data = write_byte_dataset(tmp_path / "data")
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match="unknown model setting.*'d_modle' \\(did you mean 'd_model'\\?\\)"):
+        train(tiny_cfg(data, out, model={"d_modle": 32}))
+    assert not out.exists()
+
+
+def test_notebook_03_never_replaces_a_run_it_was_not_asked_to(tmp_path: Path, monkeypatch) -> None:
+    """Rerunning notebook 03's plan under one run_name: the same settings reuse the finished run, an
+    interrupted one is continued, other settings are refused (nothing changed), overwrite=True retrains."""
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    data = write_byte_dataset(tmp_path / "data")
+    base = {k: v for k, v in tiny_cfg(data, tmp_path / "unused").items() if k not in ("out", "run_name")}
+
+    def execute(**kw):
+        plan = wb.plan_launch({**base, **kw.pop("cfg", {})}, "main", launch="single", visible_gpus=0, **kw)
+        return wb.execute_plan(plan)["main"]
+
+    first = execute()
+    out = first.path
+    weights = (out / "final" / "model.safetensors").read_bytes()
+    again = execute()
+    assert again.reused and (out / "final" / "model.safetensors").read_bytes() == weights
+    with pytest.raises(
+        ValueError, match="already holds a run \\(settings differ: lr\\); nothing was changed"
+    ):
+        execute(cfg={"lr": 1e-3})
+    assert (out / "final" / "model.safetensors").read_bytes() == weights
+    replaced = execute(cfg={"lr": 1e-3}, overwrite=True)
+    assert not replaced.reused and replaced.config["lr"] == 1e-3
+    # an interrupted run of the same settings is continued from its checkpoint, not restarted
+    stopped = train({**tiny_cfg(data, tmp_path / "runs" / "cont", max_steps=6)}, callbacks=[_stop_at(3)])
+    assert stopped["interrupted"]
+    plan = wb.plan_launch({**base, "max_steps": 6}, "cont", launch="single", visible_gpus=0)
+    assert wb.run_decision(plan[0]["config"]) == "resume"
+    done = wb.execute_plan(plan)["cont"]
+    assert done.summary["steps"] == 6 and [r["step"] for r in done.train.to_dict("records")] == list(
+        range(1, 7)
+    )

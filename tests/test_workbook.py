@@ -239,3 +239,15 @@ def test_plot_variant_curves_draws_each_variant():
     lines = fig.axes[0].get_lines()
     assert [ln.get_label() for ln in lines] == ["a", "b"]
     assert list(lines[0].get_ydata()) == [5.1, 4.05]
+
+
+def test_a_misspelt_parameter_stops_the_notebook_with_the_nearest_name():
+    namespace = {"run_name": "r", "run": None, "grad_batch_size": 8, "grad_seq_len": 32, "k_init": 1.0}
+    wb.check_parameters("04_k_analysis.ipynb", namespace)  # the declared ones only: fine
+    with pytest.raises(
+        ValueError, match=r"unknown parameter\(s\) 'grad_batchsize' \(did you mean 'grad_batch_size'\?\)"
+    ):
+        wb.check_parameters("04_k_analysis.ipynb", {**namespace, "grad_batchsize": 2})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        wb.start("04_k_analysis.ipynb", {**namespace, "presett": "small"}, check=True)
+    assert not wb._fresh_kernel()  # outside a kernel (pytest): the automatic check stays off

@@ -17,6 +17,13 @@ def parameter_count(d: int, n_layer: int, vocab_size: int, n_ctx: int, tied: boo
     return n + (0 if tied else vocab_size * d)
 
 
+def config_keys() -> set[str]:
+    """Every key of the family's config (what ``model`` overrides may set)."""
+    from transformers import GPT2Config
+
+    return set(GPT2Config().to_dict())
+
+
 def build(vocab_size: int, n_ctx: int, width: int, depth: int, heads: int, **overrides: Any) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 

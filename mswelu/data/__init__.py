@@ -15,6 +15,7 @@ from mswelu.data.shards import (
     document_lengths,
     load_meta,
     prepare,
+    verify_dataset,
 )
 from mswelu.data.sources import HF_PRESETS, resolve_source
 from mswelu.data.tokenizer import get_tokenizer
@@ -32,6 +33,7 @@ __all__ = [
     "prepare",
     "resolve_source",
     "summary_rows",
+    "verify_dataset",
 ]
 
 

@@ -9,6 +9,7 @@ import sys
 from mswelu.data import check_shards, load_meta, prepare, summary_rows
 from mswelu.data.shards import output_dir
 from mswelu.data.sources import HF_PRESETS
+from mswelu.fs import explain_os_error
 from mswelu.paths import display_path
 
 
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # read-only or full disk: no traceback, and the partial build is gone
+        print(f"error: {explain_os_error(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

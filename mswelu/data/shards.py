@@ -61,11 +61,72 @@ def load_meta(path: str | Path) -> dict:
         raise ValueError(
             f"{folder} is not a prepared dataset (no meta.json); run `python -m mswelu.data prepare`"
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_path} is not valid JSON ({exc}); {_REBUILD}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path} does not hold a JSON object; {_REBUILD}")
     for key in ("tokenizer", "vocab_size", "eos_id", "dtype", "splits"):
         if key not in meta:
-            raise ValueError(f"{meta_path} lacks the key {key!r}")
+            raise ValueError(f"{meta_path} lacks the key {key!r}; {_REBUILD}")
+    if meta["dtype"] != token_dtype(int(meta["vocab_size"])):
+        raise ValueError(
+            f"{meta_path} says dtype {meta['dtype']!r}, but a vocabulary of {meta['vocab_size']} is stored "
+            f"as {token_dtype(int(meta['vocab_size']))!r}; {_REBUILD}"
+        )
     return meta
+
+
+_REBUILD = "prepare the dataset again (python -m mswelu.data prepare ... --force, or notebook 01)"
+_VERIFIED = ".verified.json"
+
+
+def verify_dataset(path: str | Path, meta: dict | None = None) -> dict:
+    """The dataset's meta after checking every shard against it: its size, its sha256 (when meta.json
+    records one) and its token range (no id above ``max_token_id`` nor outside the vocabulary); a
+    ValueError says which file is wrong and how to rebuild. Shards unchanged since their last
+    verification (same size and modification time, recorded in ``.verified.json``) are not read again."""
+    folder = Path(path).expanduser()
+    meta = check_shards(folder, meta)
+    try:
+        seen = json.loads((folder / _VERIFIED).read_text())
+    except (OSError, ValueError):
+        seen = {}
+    stamps = {}
+    for split, counts in meta["splits"].items():
+        shard = folder / f"{split}.bin"
+        st = shard.stat()
+        stamp = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": counts.get("sha256")}
+        stamps[split] = stamp
+        if seen.get(split) == stamp:
+            continue
+        if counts.get("sha256") and _sha256(shard) != counts["sha256"]:
+            raise ValueError(
+                f"{shard} does not match the sha256 in meta.json: it was changed or corrupted; {_REBUILD}"
+            )
+        tokens = np.memmap(shard, dtype=meta["dtype"], mode="r") if counts["tokens"] else np.zeros(0)
+        top = int(tokens.max()) if tokens.size else -1
+        limit = min(int(counts.get("max_token_id", meta["vocab_size"] - 1)), int(meta["vocab_size"]) - 1)
+        if top > limit:
+            what = "the vocabulary" if top >= meta["vocab_size"] else "the largest id meta.json records"
+            raise ValueError(
+                f"{shard} holds token id {top}, above {what} ({limit}): the file is corrupted or from "
+                f"another dataset; {_REBUILD}"
+            )
+    try:
+        from mswelu.fs import atomic_write_text  # concurrent runs on one dataset each write it whole
+
+        atomic_write_text(folder / _VERIFIED, json.dumps(stamps))
+    except OSError:
+        pass  # a read-only dataset is verified again next time
+    return meta
+
+
+def _sha256(path: Path) -> str:
+    from mswelu.fs import sha256_file
+
+    return sha256_file(path)
 
 
 def check_shards(path: str | Path, meta: dict | None = None) -> dict:
@@ -213,8 +274,15 @@ def _progress_bar():
 
 
 def _validate(val_fraction: float, max_tokens: int | None, seed: int) -> None:
-    if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not 0 < val_fraction < 1
+    ):
+        raise ValueError(
+            f"val_fraction must be in (0, 1), got {val_fraction!r}: training evaluates on the validation "
+            "split"
+        )
     if max_tokens is not None and (not isinstance(max_tokens, (int, np.integer)) or max_tokens < 4):
         raise ValueError(f"max_tokens must be None or an integer >= 4, got {max_tokens!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
@@ -253,11 +321,20 @@ def _exclusive(out: Path) -> Iterator[None]:
 
 
 def _reusable(out: Path, fingerprint: str) -> dict | None:
+    """The meta of an intact dataset of these settings in ``out``, or None (a damaged one says so)."""
     try:
         meta = check_shards(out)
-    except (ValueError, OSError, json.JSONDecodeError):
+    except (ValueError, OSError):
         return None
-    return meta if meta.get("fingerprint") == fingerprint else None
+    if meta.get("fingerprint") != fingerprint:
+        return None
+    try:
+        return verify_dataset(out, meta)
+    except ValueError as exc:
+        from mswelu.progress import log
+
+        log(f"{exc}: rebuilding it", source="mswelu.data")
+        return None
 
 
 def output_dir(source: str | Source = "default", out: str | Path | None = None) -> Path:
@@ -319,8 +396,11 @@ def _build(
 ) -> dict:
     """Write the shards into a temporary sibling folder, then swap it into place."""
     if out.exists():
-        ours = {"meta.json", "train.bin", "val.bin"}
-        strangers = [p.name for p in out.iterdir() if p.name not in ours]
+        # shards without a meta.json are somebody else's files, not a dataset of ours to replace
+        ours = (
+            {"meta.json", "train.bin", "val.bin", _VERIFIED} if (out / "meta.json").is_file() else {_VERIFIED}
+        )
+        strangers = sorted(p.name for p in out.iterdir() if p.name not in ours)
         if strangers:
             raise ValueError(
                 f"output {out} holds files that are not a mswelu dataset ({strangers[:3]}); "
@@ -357,6 +437,8 @@ def _build(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "prepare_seconds": round(time.time() - t0, 3),
         }
+        for split, c in counts.items():
+            c["sha256"] = _sha256(tmp / f"{split}.bin")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:

@@ -305,6 +305,31 @@ def ensure_reachable(source: Source) -> None:
         ) from None
 
 
+def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
+    """ValueError naming ``path`` and the first offending byte when the file is not UTF-8 text (the
+    readers behind would fail later, without the file's name)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                where = f"byte 0x{block[exc.start]:02x} at offset {offset + exc.start}"
+                fixed = f"{path.stem}.utf8{path.suffix}"
+                raise ValueError(
+                    f"{path} is not UTF-8 text ({where}); convert it first, e.g. "
+                    f"iconv -f latin1 -t utf-8 {path.name} > {fixed}"
+                ) from None
+            offset += len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text (it ends inside a multi-byte character)") from None
+
+
 def iter_documents(
     source: Source, text_field: str = "text", txt_sample_by: str = "document"
 ) -> Iterator[Document]:
@@ -316,6 +341,9 @@ def iter_documents(
             yield Document(name, text)
         return
     if source.kind == "local":
+        for path in source.files:
+            if path.suffix.lower() != ".parquet":
+                check_utf8(path)
         builder = LOCAL_BUILDERS[source.files[0].suffix.lower()]
         texts = _hf_stream(builder, None, [str(f) for f in source.files], text_field, txt_sample_by)
     else:
