@@ -92,7 +92,7 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     nonempty = not is_empty(out)
     if nonempty and plan.resume_from is None:
         if cfg.resume == "auto" and not plan.skipped and not (out / CHECKPOINTS).exists():
-            log(f"resume='auto': {out} holds no checkpoint yet; starting fresh there")
+            pass  # "auto" with nothing to resume from: start fresh in place (said below)
         elif cfg.overwrite:
             if not looks_like_run(out):
                 raise ValueError(f"overwrite=True but {out} does not look like a run folder; not deleting it")
@@ -105,4 +105,6 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
                 f"run folder {out} exists and is not empty: pass resume='auto' (--resume auto) to "
                 "continue it, overwrite=True (--overwrite) to start over, or another out / run_name"
             )
+    if cfg.resume == "auto" and plan.resume_from is None:
+        log(f"resume='auto': {out} holds no checkpoint yet; starting fresh there")
     return plan

@@ -460,19 +460,24 @@ def run_decision(cfg: dict[str, Any]) -> str:
 
 
 def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
-    """Train ``cfg`` (a TrainConfig dict) unless its run folder already holds a finished run of exactly
-    these settings, data and code (:func:`reusable`), and return the run; ``run.reused`` says which. A
-    folder with anything else is retrained (``overwrite``)."""
+    """The run of ``cfg`` (a TrainConfig dict), as :func:`run_decision` decides: a finished run of exactly
+    these settings, data and code is loaded (``run.reused``), an interrupted one continued, an empty folder
+    trained; a folder holding another run is refused unless ``cfg`` says ``overwrite``. ``reuse=False``
+    retrains even a matching run (replacing it)."""
     from mswelu.train import train
 
     tc = TrainConfig.coerce(dict(cfg))
-    out = tc.out_dir()
-    if reuse and reusable(cfg, out) is None:
-        run = load_run(out)
+    decision = run_decision(cfg) if reuse else "train"
+    if decision == "reuse":
+        run = load_run(tc.out_dir())
         run.reused = True
         return run
-    train(dataclasses.replace(tc, overwrite=True))
-    return load_run(out)
+    if decision == "resume":
+        tc = dataclasses.replace(tc, resume="auto")
+    elif not reuse:
+        tc = dataclasses.replace(tc, overwrite=True)
+    train(tc)
+    return load_run(tc.out_dir())
 
 
 def run_variants(

@@ -129,3 +129,14 @@ def test_notebook_03_never_replaces_a_run_it_was_not_asked_to(tmp_path: Path, mo
     assert done.summary["steps"] == 6 and [r["step"] for r in done.train.to_dict("records")] == list(
         range(1, 7)
     )
+
+
+def test_notebook_05_runs_are_reused_continued_or_refused_too(tmp_path: Path) -> None:
+    data = write_byte_dataset(tmp_path / "data")
+    cfg = tiny_cfg(data, tmp_path / "v-swelu-s0")
+    first = wb.train_or_load(cfg)
+    assert not first.reused and wb.train_or_load(cfg).reused
+    with pytest.raises(ValueError, match="settings differ: max_steps"):
+        wb.train_or_load({**cfg, "max_steps": 4})
+    assert wb.train_or_load({**cfg, "max_steps": 4, "overwrite": True}).summary["steps"] == 4
+    assert not wb.train_or_load({**cfg, "max_steps": 4}, reuse=False).reused  # retrain on request

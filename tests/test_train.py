@@ -493,3 +493,24 @@ def test_the_readme_example_config_is_valid() -> None:
     cfg = TrainConfig.from_dict(yaml.safe_load(block.group(1)))
     cfg.validate(world_size=1)
     assert cfg.preset == "small" and cfg.model == {"dense_residual": True} and cfg.lr == 1e-3
+
+
+def test_a_stop_request_is_honoured_while_steps_are_being_skipped(byte_data: Path, tmp_path: Path) -> None:
+    """Every step non-finite (each skipped): SIGTERM / a stop request still ends the run with a
+    checkpoint, instead of being ignored until max_consecutive_nonfinite."""
+    stop = {"n": 0}
+
+    def request(event: str, trainer, info: dict) -> None:
+        if event == "step" and not info["finite"]:
+            stop["n"] += 1
+            if stop["n"] == 2:
+                trainer.request_stop("SIGTERM")
+
+    out = tmp_path / "nan-stop"
+    summary = train(
+        tiny_cfg(byte_data, out, max_steps=5, max_consecutive_nonfinite=50),
+        callbacks=[_nan_logits(None), request],
+    )
+    assert summary["interrupted"] and summary["stop_reason"] == "SIGTERM" and summary["steps"] == 0
+    assert summary["nonfinite_skipped"] == 2
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_0000000"]

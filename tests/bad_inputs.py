@@ -1,0 +1,532 @@
+"""The bad-input probe: what a careless or unlucky user does, through the command lines a user runs, and
+what must come of it. Each case sets up its files, runs one CLI in-process (``main(argv)``), and records
+the exit status, the last line on stderr, whether a traceback escaped, whether anything the user had was
+changed ("lost") and what was left behind.
+
+``tests/test_bad_inputs.py`` asserts every expected outcome. ``python tests/bad_inputs.py`` prints the
+table for the checkout on ``PYTHONPATH`` (how the note's before/after table was made).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_train import write_byte_dataset  # noqa: E402
+
+
+@dataclass
+class Outcome:
+    code: int | None  # exit status; None when an exception escaped
+    last_line: str
+    stderr: str
+    traceback: bool
+    lost: bool  # a file the user had was changed or removed
+    debris: list[str]  # temporary files left behind
+
+
+@dataclass
+class Case:
+    group: str
+    name: str
+    run: Callable[[Path], tuple[Callable[[], int], Callable[[], bool]]]  # -> (command, lost?)
+    expect: str  # "error" (non-zero, one clear line) or "recovers" (exit 0, with a notice)
+    says: str  # text the last stderr line (error) or the stderr (recovery) must hold
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (".lock", ".verified.json"))
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
+
+
+def _train(argv: list[str]) -> int:
+    from mswelu.train import main
+
+    return main(argv)
+
+
+def _data(argv: list[str]) -> int:
+    from mswelu.data.__main__ import main
+
+    return main(argv)
+
+
+def _generate(argv: list[str]) -> int:
+    from mswelu.generate import main
+
+    return main(argv)
+
+
+def _tiny(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--eval-every",
+        "0",
+        "--eval-batches",
+        "1",
+        "--ckpt-every",
+        "0",
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+        *extra,
+    ]
+
+
+def _finished_run(tmp: Path) -> tuple[Path, Path]:
+    data = write_byte_dataset(tmp / "data")
+    out = tmp / "run"
+    assert _train(_tiny(data, out)) == 0
+    return data, out
+
+
+def _unchanged(folder: Path) -> Callable[[], bool]:
+    before = _snapshot(folder)
+    return lambda: _snapshot(folder) != before
+
+
+def _yaml_over_run(text: str) -> Callable[[Path], tuple[Callable[[], int], Callable[[], bool]]]:
+    def setup(tmp: Path):
+        data, out = _finished_run(tmp)
+        cfg = tmp / "run.yaml"
+        cfg.write_text(
+            f"preset: tiny\ndata: {data}\nout: {out}\nmax_steps: 2\nbatch_size: 2\nseq_len: 16\n{text}"
+        )
+        return (lambda: _train(["--config", str(cfg)])), _unchanged(out)
+
+    return setup
+
+
+def _train_case(*extra: str, prepare: Callable[[Path, Path], None] | None = None, fresh: bool = False):
+    def setup(tmp: Path):
+        data = write_byte_dataset(tmp / "data")
+        out = tmp / "run"
+        if not fresh:
+            assert _train(_tiny(data, out)) == 0
+        if prepare is not None:
+            prepare(data, out)
+        return (lambda: _train(_tiny(data, out, *extra))), _unchanged(out) if out.exists() else (
+            lambda: False
+        )
+
+    return setup
+
+
+def _edit_meta(change: Callable[[dict], object]) -> Callable[[Path, Path], None]:
+    def edit(data: Path, out: Path) -> None:
+        meta = json.loads((data / "meta.json").read_text())
+        change(meta)
+        (data / "meta.json").write_text(json.dumps(meta))
+
+    return edit
+
+
+def _poke(name: str, value: int) -> Callable[[Path, Path], None]:
+    def poke(data: Path, out: Path) -> None:
+        raw = bytearray((data / name).read_bytes())
+        raw[0:2] = value.to_bytes(2, "little")
+        (data / name).write_bytes(bytes(raw))
+
+    return poke
+
+
+def _corpus(tmp: Path, text: bytes | None = None) -> Path:
+    folder = tmp / "corpus"
+    folder.mkdir()
+    docs = [f"document {i}: " + " ".join(f"word{j}" for j in range(40)) for i in range(30)]
+    (folder / "a.txt").write_bytes(text if text is not None else "\n\n".join(docs).encode())
+    return folder
+
+
+def _prepare_case(*extra: str, text: bytes | None = None, foreign: bool = False, monkey=None):
+    def setup(tmp: Path):
+        src = _corpus(tmp, text)
+        out = tmp / "ds"
+        if foreign:
+            out.mkdir()
+            (out / "train.bin").write_bytes(b"somebody else's tokens")
+        before = _snapshot(out) if out.exists() else {}
+
+        def command() -> int:
+            with monkey() if monkey else contextlib.nullcontext():
+                return _data(["prepare", "--source", str(src), "--out", str(out), "--no-progress", *extra])
+
+        return command, (lambda: out.exists() and _snapshot(out) != before and bool(before))
+
+    return setup
+
+
+@contextlib.contextmanager
+def _full_disk_during_prepare():
+    from mswelu.data import shards
+
+    real = shards._write_shards
+
+    def full(folder, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(folder / "train.bin"))
+
+    shards._write_shards = full
+    try:
+        yield
+    finally:
+        shards._write_shards = real
+
+
+@contextlib.contextmanager
+def _no_free_space():
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    shutil.disk_usage = lambda path: usage(10**9, 10**9 - 4096, 4096)
+    try:
+        yield
+    finally:
+        shutil.disk_usage = real
+
+
+def _disk_full_checkpoint(tmp: Path):
+    data = write_byte_dataset(tmp / "data")
+    out = tmp / "run"
+
+    def command() -> int:
+        with _no_free_space():
+            return _train(_tiny(data, out))
+
+    return command, lambda: False
+
+
+def _locked(tmp: Path):
+    from mswelu.fs import FolderLock
+
+    data, out = _finished_run(tmp)
+    changed = _unchanged(out)
+
+    def command() -> int:
+        with FolderLock(out, "run folder"):
+            return _train(_tiny(data, out, "--resume", "auto"))
+
+    return command, changed
+
+
+def _corrupt_resume(tmp: Path):
+    data, out = _finished_run(tmp)
+    target = out / "checkpoints" / "step_0000002"
+    (target / "optimizer.pt").write_bytes(b"x")
+    changed = _unchanged(out)
+    return (lambda: _train(_tiny(data, out, "--resume", str(target), "--max-steps", "4"))), changed
+
+
+def _generate_case(kind: str):
+    def setup(tmp: Path):
+        from mswelu.workbook import data_for
+
+        data = Path(data_for(None, "tiny"))
+        out = tmp / "run"
+        argv = [
+            "--preset",
+            "tiny",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--eval-every",
+            "0",
+            "--eval-batches",
+            "1",
+            "--progress",
+            "false",
+            "--tensorboard",
+            "false",
+        ]
+        assert _train(argv) == 0
+        if kind == "no model":
+            shutil.rmtree(out / "final")
+            shutil.rmtree(out / "checkpoints")
+        elif kind == "broken final":
+            with open(out / "final" / "model.safetensors", "r+b") as f:
+                f.truncate(64)
+        target = str(out) if kind != "missing" else str(tmp / "nope")
+        return (lambda: _generate(["--run", target, "--prompt", "ROMEO:", "--tokens", "4"])), lambda: False
+
+    return setup
+
+
+def _out_in_a_file(tmp: Path):
+    data = write_byte_dataset(tmp / "data")
+    (tmp / "afile").write_text("x")
+    return (lambda: _train(_tiny(data, tmp / "afile" / "run"))), lambda: (tmp / "afile").read_text() != "x"
+
+
+def _bad_top_p(tmp: Path):
+    return (lambda: _generate(["--run", str(tmp), "--top-p", "3"])), lambda: False
+
+
+def _no_data(tmp: Path):
+    return (lambda: _train(_tiny(tmp / "nodata", tmp / "r"))), lambda: (tmp / "r").exists()
+
+
+def _info_not_a_dataset(tmp: Path):
+    return (lambda: _data(["info", str(tmp)])), lambda: False
+
+
+def _nonfinite_stop(tmp: Path):
+    import torch
+
+    data = write_byte_dataset(tmp / "data")
+    out = tmp / "run"
+    real = torch.nn.functional.cross_entropy
+
+    def command() -> int:
+        torch.nn.functional.cross_entropy = lambda *a, **k: real(*a, **k) * float("nan")
+        try:
+            return _train(_tiny(data, out, "--max-consecutive-nonfinite", "2"))
+        finally:
+            torch.nn.functional.cross_entropy = real
+
+    return command, lambda: False
+
+
+CASES = [
+    Case(
+        "lost",
+        'overwrite: "false" (a string) on a finished run',
+        _yaml_over_run('overwrite: "false"\n'),
+        "error",
+        "overwrite must be true or false",
+    ),
+    Case(
+        "lost",
+        'tensorboard: "no" (a string)',
+        _yaml_over_run('tensorboard: "no"\n'),
+        "error",
+        "tensorboard must be true or false",
+    ),
+    Case("lost", "a second writer on a run folder in use", _locked, "error", "is being written by pid"),
+    Case(
+        "lost",
+        "data prepare into a folder holding someone's train.bin",
+        _prepare_case(foreign=True),
+        "error",
+        "not a mswelu dataset",
+    ),
+    Case(
+        "lost",
+        "an existing run, neither resume nor overwrite",
+        _train_case(),
+        "error",
+        "exists and is not empty",
+    ),
+    Case(
+        "config", "YAML syntax error", _yaml_over_run("model: {d_model: 32\n"), "error", "is not valid YAML"
+    ),
+    Case(
+        "config",
+        "misspelt config key (max_step)",
+        _yaml_over_run("max_step: 5\n"),
+        "error",
+        "did you mean 'max_steps'",
+    ),
+    Case(
+        "config",
+        "misspelt model key in YAML (d_modle)",
+        _yaml_over_run("model: {d_modle: 32}\n"),
+        "error",
+        "did you mean 'd_model'",
+    ),
+    Case(
+        "config",
+        "misspelt model key with --set",
+        _train_case("--set", "d_modle=32", fresh=True),
+        "error",
+        "did you mean 'd_model'",
+    ),
+    Case("config", "--set without =", _train_case("--set", "d_model", fresh=True), "error", "KEY=VALUE"),
+    Case(
+        "config",
+        "--device cuda without a GPU",
+        _train_case("--device", "cuda", fresh=True),
+        "error",
+        "CUDA is not available",
+    ),
+    Case("data", "data folder missing", _no_data, "error", "does not exist"),
+    Case(
+        "data",
+        "meta.json not valid JSON",
+        _train_case(prepare=lambda d, o: (d / "meta.json").write_text("{oops"), fresh=True),
+        "error",
+        "is not valid JSON",
+    ),
+    Case(
+        "data",
+        "meta.json dtype edited to float16",
+        _train_case(prepare=_edit_meta(lambda m: m.update(dtype="float16")), fresh=True),
+        "error",
+        "says dtype 'float16'",
+    ),
+    Case(
+        "data",
+        "token ids above the vocabulary",
+        _train_case(prepare=_poke("train.bin", 9000), fresh=True),
+        "error",
+        "above the vocabulary",
+    ),
+    Case(
+        "data",
+        "train.bin truncated",
+        _train_case(
+            prepare=lambda d, o: (d / "train.bin").write_bytes((d / "train.bin").read_bytes()[:100]),
+            fresh=True,
+        ),
+        "error",
+        "truncated or stale",
+    ),
+    Case(
+        "data",
+        "--val-fraction 0",
+        _prepare_case("--val-fraction", "0"),
+        "error",
+        "val_fraction must be in (0, 1)",
+    ),
+    Case(
+        "data",
+        "a Latin-1 input file",
+        _prepare_case(text="caf\u00e9\n\nthé".encode("latin-1")),
+        "error",
+        "is not UTF-8 text",
+    ),
+    Case(
+        "data",
+        "disk full during prepare",
+        _prepare_case(monkey=_full_disk_during_prepare),
+        "error",
+        "the disk is full",
+    ),
+    Case(
+        "data",
+        "info on a folder that is not a dataset",
+        _info_not_a_dataset,
+        "error",
+        "is not a prepared dataset",
+    ),
+    Case(
+        "resume",
+        "--resume auto in a new folder",
+        _train_case("--resume", "auto", fresh=True),
+        "recovers",
+        "holds no checkpoint yet; starting fresh",
+    ),
+    Case("resume", "--resume from a corrupt checkpoint", _corrupt_resume, "error", "cannot resume"),
+    Case(
+        "resume",
+        "--seq-len longer than the preset's positions",
+        _train_case("--seq-len", "160", fresh=True),
+        "recovers",
+        "learned positions; this run's model gets 160",
+    ),
+    Case("faults", "disk full before a checkpoint", _disk_full_checkpoint, "error", "not enough disk space"),
+    Case(
+        "faults",
+        "non-finite losses until the run stops",
+        _nonfinite_stop,
+        "error",
+        "no checkpoint was written yet",
+    ),
+    Case("faults", "--out inside a file", _out_in_a_file, "error", "Not a directory"),
+    Case("generate", "--run that does not exist", _generate_case("missing"), "error", "no run"),
+    Case("generate", "a run with no model", _generate_case("no model"), "error", "has no model"),
+    Case(
+        "generate",
+        "a truncated final/",
+        _generate_case("broken final"),
+        "recovers",
+        "cannot be loaded (SafetensorError); using the newest checkpoint",
+    ),
+    Case("generate", "--top-p 3", _bad_top_p, "error", "top_p must be in (0, 1]"),
+]
+
+
+def run_case(case: Case, tmp: Path) -> Outcome:
+    """Run one case in ``tmp`` and record what came of it."""
+    import re
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    if __name__ == "__main__":  # probing another checkout: a case it cannot even set up is "n/a"
+        try:
+            command, lost = case.run(tmp)
+        except Exception as exc:
+            return Outcome(None, f"n/a: {type(exc).__name__}: {exc}", "", False, False, [])
+    else:
+        command, lost = case.run(tmp)
+    err = io.StringIO()
+    code: int | None
+    escaped = False
+    with contextlib.redirect_stderr(err):
+        try:
+            code = command()
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+        except Exception:
+            code, escaped = None, True
+            traceback.print_exc(file=err)
+    text = err.getvalue()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    debris = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if re.search(r"\.tmp-|\.old-", p.name))
+    tb = escaped or "Traceback (most recent call last)" in text
+    return Outcome(code, lines[-1] if lines else "", text, tb, lost(), debris)
+
+
+def judge(case: Case, out: Outcome) -> str:
+    """ "clear error", "recovered", or what is wrong (traceback, exit 0, lost data, debris, unclear)."""
+    if out.traceback:
+        return "traceback"
+    if out.lost:
+        return "data lost"
+    if out.debris:
+        return "debris"
+    if case.expect == "error":
+        if not out.code:
+            return "wrong: exit 0"
+        return "clear error" if case.says in out.last_line else "unclear message"
+    if out.code != 0:
+        return f"failed ({out.code})"
+    return "recovered" if case.says in out.stderr else "recovered without a word"
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="mswelu-probe-"))
+    for i, case in enumerate(CASES):
+        outcome = run_case(case, root / f"c{i:02d}")
+        shown = outcome.last_line[:90].replace("|", "/")
+        print(
+            f"| {case.group} | {case.name} | {judge(case, outcome)} | {outcome.code} | {shown} |", flush=True
+        )
