@@ -14,6 +14,7 @@ from torch import nn
 
 from mswelu.baselines import BASELINES, DEFAULT_REFERENCE, build_baseline
 from mswelu.configuration import PRESETS, MambaSWELUConfig
+from mswelu.errors import with_nearest
 
 __all__ = [
     "build_model",
@@ -70,8 +71,6 @@ def parse_model_name(name: str) -> tuple[str, str | None]:
 def check_overrides(preset_or_baseline: str, overrides: dict[str, Any]) -> None:
     """ValueError naming every key of ``overrides`` (a run's ``model`` settings) that the model's config
     does not have, with the nearest known names: a misspelt key must not be ignored."""
-    import difflib
-
     base, ref = parse_model_name(preset_or_baseline)
     if ref is None:
         own = MambaSWELUConfig.__annotations__
@@ -80,13 +79,9 @@ def check_overrides(preset_or_baseline: str, overrides: dict[str, Any]) -> None:
         known = BASELINES[base].config_keys()
     unknown = sorted(set(overrides) - known)
     if unknown:
-        hints = [
-            f"{k!r} (did you mean {close[0]!r}?)"
-            if (close := difflib.get_close_matches(k, known, 1))
-            else repr(k)
-            for k in unknown
-        ]
-        raise ValueError(f"unknown model setting(s) {', '.join(hints)} for {preset_or_baseline!r}")
+        raise ValueError(
+            f"unknown model setting(s) {with_nearest(unknown, known)} for {preset_or_baseline!r}"
+        )
 
 
 def preset_parameter_count(preset: str, vocab_size: int, max_seq_len: int, **overrides: Any) -> int:

@@ -8,7 +8,6 @@ before any work starts, and a bad one raises ``ValueError`` naming the field, th
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from mswelu.errors import with_nearest
 from mswelu.modules.activations import ACTIVATIONS
 from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
@@ -170,13 +170,7 @@ class TrainConfig:
         known = cls.field_names()
         unknown = sorted(set(d) - set(known))
         if unknown:
-            hints = [
-                f"{k!r} (did you mean {close[0]!r}?)"
-                if (close := difflib.get_close_matches(k, known, 1))
-                else repr(k)
-                for k in unknown
-            ]
-            raise ValueError(f"unknown training config keys {', '.join(hints)}; known: {known}")
+            raise ValueError(f"unknown training config keys {with_nearest(unknown, known)}; known: {known}")
         d = dict(d)
         if isinstance(d.get("betas"), list):
             d["betas"] = tuple(d["betas"])

@@ -108,21 +108,16 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> None:
     """ValueError for values set in ``namespace`` that ``notebook`` does not declare (a misspelt
     ``papermill -p presett small`` would otherwise run the default and report "complete"). Meant for the
     start of a run, when only the parameters cell and papermill's injected cell have run."""
-    import difflib
+    from mswelu.errors import with_nearest
 
     declared = _declared(notebook)
     if declared is None:
         return
     unknown = [n for n in _plain_names(namespace) if n not in declared]
     if unknown:
-        hints = [
-            f"{n!r} (did you mean {close[0]!r}?)"
-            if (close := difflib.get_close_matches(n, declared, 1))
-            else repr(n)
-            for n in unknown
-        ]
         raise ValueError(
-            f"unknown parameter(s) {', '.join(hints)} for {notebook}; it takes: {', '.join(declared)}"
+            f"unknown parameter(s) {with_nearest(unknown, declared)} for {notebook}; it takes: "
+            f"{', '.join(declared)}"
         )
 
 

@@ -244,29 +244,7 @@ def _generate_case(kind: str):
 
         data = Path(data_for(None, "tiny"))
         out = tmp / "run"
-        argv = [
-            "--preset",
-            "tiny",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--seq-len",
-            "16",
-            "--eval-every",
-            "0",
-            "--eval-batches",
-            "1",
-            "--progress",
-            "false",
-            "--tensorboard",
-            "false",
-        ]
-        assert _train(argv) == 0
+        assert _train(_tiny(data, out)) == 0
         if kind == "no model":
             shutil.rmtree(out / "final")
             shutil.rmtree(out / "checkpoints")

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mswelu"
 
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
-    ["paths", "fs", "progress", "hf_compat", "stats", "distributed", "provenance", "stop"],
+    ["paths", "fs", "progress", "hf_compat", "stats", "distributed", "provenance", "stop", "errors"],
     ["ops"],
     ["modules"],
     ["configuration", "modeling", "convert", "baselines", "models", "data", "analysis"],
