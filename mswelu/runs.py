@@ -80,10 +80,13 @@ class RunLock(FolderLock):
         return self
 
     def release(self) -> None:
-        held = self._fd is not None
-        super().release()
-        if held and self._created and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+        unused = (
+            self._fd is not None and self._created and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]
+        )
+        if unused:  # remove the lock file while still holding it, so no one else can be holding it
             (self.folder / LOCK_NAME).unlink(missing_ok=True)
+        super().release()
+        if unused:
             with contextlib.suppress(OSError):
                 self.folder.rmdir()
 
