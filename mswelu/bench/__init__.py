@@ -11,4 +11,5 @@ BENCHMARKS = {
     "swelu": "mswelu.bench.swelu",
     "tokenizer": "mswelu.bench.tokenizer",
     "gpu": "mswelu.bench.gpu",
+    "train": "mswelu.bench.train",
 }

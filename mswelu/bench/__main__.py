@@ -1,4 +1,4 @@
-"""``python -m mswelu.bench {scan,model,swelu,tokenizer,gpu} [options]``: one benchmark per call."""
+"""``python -m mswelu.bench {scan,model,swelu,tokenizer,gpu,train} [options]``: one benchmark per call."""
 
 from __future__ import annotations
 

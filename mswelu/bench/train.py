@@ -1,0 +1,238 @@
+"""Training throughput on the CPU, and where a training step's time goes.
+
+``python -m mswelu.bench train [--preset small] [--batch-size 8] [--seq-len 128] [--steps 5]
+[--dtype fp32|bf16|both] [--threads N] [--vocab-size 50257] [--json]``
+
+A step is the trainer's step: forward, the next-token loss, backward, gradient clipping at 1.0, and an
+optimizer step with the project's AdamW routing, on random tokens (the speed does not depend on the
+data). For each dtype (``bf16``: autocast, fp32 master weights, as ``TrainConfig.dtype="bf16"`` runs):
+
+- ``tokens_per_s``: batch x seq_len over the best of ``--steps`` timed steps, after one warm-up step;
+- ``model_gflops``: 6 x parameters x tokens per second (the usual estimate: forward and backward of every
+  weight once, the tied head counted once), and its share of the fp32 and bf16 matmul peaks, measured in
+  the same process at the same thread count (a square matmul, best of 5);
+- ``components``: the share of one profiled step (``torch.profiler``, self CPU time of every op) spent in
+  the selective scan (forward and its backward), the LM head + loss (every op whose inputs have the
+  vocabulary as a dimension: the head's matmuls, log-softmax, NLL, the tied embedding's gradient), the
+  other matmuls, the optimizer (clipping and step), and everything else. (The head is recognised by the
+  vocabulary size, so a ``--vocab-size`` equal to a hidden width of the preset would blur the split.)
+
+With ``--dtype both`` the bf16 / fp32 tokens/s ratio is printed too, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv", "aten::dot"}
+_SCAN = "mswelu::selective_scan"
+_OPTIMIZER = "mswelu::optimizer"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n matmul in ``dtype`` (best of ``repeats``, after a warm-up)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _build(preset: str, vocab_size: int, seq_len: int) -> tuple[torch.nn.Module, Any]:
+    from mswelu.models import build_model
+    from mswelu.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = build_model(preset, vocab_size, seq_len)
+    return model.train(), build_optimizer(model, "adamw", lr=1e-3)
+
+
+def _step(model: torch.nn.Module, optimizer: Any, window: torch.Tensor, bf16: bool) -> float:
+    from mswelu.ops.lm_loss import next_token_loss, split_window
+
+    x, y = split_window(window)
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        logits = model(input_ids=x).logits
+    loss = next_token_loss(logits, y)
+    loss.backward()
+    with torch.profiler.record_function(_OPTIMIZER):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+@contextlib.contextmanager
+def _labelled_scan() -> Any:
+    """The mixer's selective scan inside a profiler label (its backward is labelled by autograd)."""
+    from mswelu.modules import mamba_mixer
+
+    real = mamba_mixer.selective_scan
+
+    def labelled(*args: Any, **kwargs: Any) -> Any:
+        with torch.profiler.record_function(_SCAN):
+            return real(*args, **kwargs)
+
+    mamba_mixer.selective_scan = labelled
+    try:
+        yield
+    finally:
+        mamba_mixer.selective_scan = real
+
+
+def components(
+    model: torch.nn.Module, optimizer: Any, window: torch.Tensor, bf16: bool, vocab_size: int
+) -> dict[str, float]:
+    """Share of one step's self CPU time per component (see the module docstring)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with _labelled_scan(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        _step(model, optimizer, window, bf16)
+    totals = {"scan": 0.0, "head_and_loss": 0.0, "matmul": 0.0, "optimizer": 0.0, "other": 0.0}
+    for event in prof.events():
+        if event.name in (_SCAN, _OPTIMIZER):
+            continue  # labels: their time is their children's
+        ancestors = []
+        parent = event.cpu_parent
+        while parent is not None:
+            ancestors.append(parent.name)
+            parent = parent.cpu_parent
+        if any(a == _SCAN or "SelectiveScanFnBackward" in a for a in [event.name, *ancestors]):
+            kind = "scan"
+        elif _OPTIMIZER in ancestors:
+            kind = "optimizer"
+        elif any(vocab_size in shape for shape in (event.input_shapes or []) if isinstance(shape, list)):
+            kind = "head_and_loss"
+        elif event.name in MATMUL_OPS:
+            kind = "matmul"
+        else:
+            kind = "other"
+        totals[kind] += event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {k: v / whole for k, v in totals.items()}
+
+
+def run(
+    preset: str = "small",
+    batch_size: int = 8,
+    seq_len: int = 128,
+    steps: int = 5,
+    dtypes: tuple[str, ...] = ("fp32", "bf16"),
+    threads: int | None = None,
+    vocab_size: int = 50257,
+    profile_components: bool = True,
+) -> dict[str, Any]:
+    """The measurements of the module docstring, as a dict."""
+    from mswelu.models import count_parameters
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # as the trainer does on CPU
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    tokens = batch_size * seq_len
+    result: dict[str, Any] = {
+        "preset": preset,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "vocab_size": vocab_size,
+        "threads": torch.get_num_threads(),
+        "matmul_peak_gflops": peaks,
+        "dtypes": {},
+    }
+    for dtype in dtypes:
+        model, optimizer = _build(preset, vocab_size, seq_len)
+        result["parameters"] = count_parameters(model)
+        window = torch.randint(0, vocab_size, (batch_size, seq_len + 1))
+        bf16 = dtype == "bf16"
+        losses = [_step(model, optimizer, window, bf16)]  # warm-up
+        best = float("inf")
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            losses.append(_step(model, optimizer, window, bf16))
+            best = min(best, time.perf_counter() - t0)
+        gflops = 6 * result["parameters"] * tokens / best / 1e9
+        entry = {
+            "step_seconds": best,
+            "tokens_per_s": tokens / best,
+            "model_gflops": gflops,
+            "share_of_fp32_peak": gflops / peaks["fp32"],
+            "share_of_bf16_peak": gflops / peaks["bf16"],
+            "loss_first_last": [losses[0], losses[-1]],
+        }
+        if profile_components:
+            entry["components"] = components(model, optimizer, window, bf16, vocab_size)
+        result["dtypes"][dtype] = entry
+    if {"fp32", "bf16"} <= set(result["dtypes"]):
+        result["bf16_over_fp32"] = (
+            result["dtypes"]["bf16"]["tokens_per_s"] / result["dtypes"]["fp32"]["tokens_per_s"]
+        )
+    return result
+
+
+def _print(r: dict[str, Any]) -> None:
+    peaks = r["matmul_peak_gflops"]
+    print(
+        f"{r['preset']}: {r['parameters'] / 1e6:.2f}M parameters, batch {r['batch_size']} x {r['seq_len']}, "
+        f"{r['threads']} threads; matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}"
+    )
+    for dtype, e in r["dtypes"].items():
+        print(
+            f"  {dtype}: {e['tokens_per_s']:8.0f} tokens/s  {e['model_gflops']:6.1f} GFLOP/s "
+            f"({e['share_of_fp32_peak']:.0%} of the fp32 peak, {e['share_of_bf16_peak']:.0%} of bf16)"
+        )
+        if "components" in e:
+            print("        " + "  ".join(f"{k} {v:.0%}" for k, v in e["components"].items()))
+    if "bf16_over_fp32" in r:
+        print(f"  bf16 / fp32 tokens/s: {r['bf16_over_fp32']:.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.bench train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default="small")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (best of), after one warm-up")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--vocab-size", type=int, default=50257)
+    p.add_argument("--no-components", action="store_true", help="skip the profiled step")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    dtypes = ("fp32", "bf16") if args.dtype == "both" else (args.dtype,)
+    try:
+        r = run(
+            args.preset,
+            args.batch_size,
+            args.seq_len,
+            args.steps,
+            dtypes,
+            args.threads,
+            args.vocab_size,
+            not args.no_components,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(r))
+    else:
+        _print(r)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
