@@ -91,25 +91,21 @@ class Trainer:
         self.last_val: dict[str, Any] = {}
         if plan.resume_from is not None:
             self._restore(plan.resume_from)
+        # config.json, also stored in every checkpoint: every field, derived values and the model's config
+        self.record = cfg.record(info.world_size, plan.data, self.out, plan.meta, self.raw_model, self.device)
         if info.is_main:
-            self.run_dir.write_config(self.resolved_config())
+            self.run_dir.write_config(self.record)
             resumed = self.step if plan.resume_from is not None else None
             self.log = MetricsLog(self.run_dir, resumed, cfg.tensorboard)
-
-    def resolved_config(self) -> dict[str, Any]:
-        """``config.json`` of this run (see :meth:`TrainConfig.record`)."""
-        return self.cfg.record(
-            self.info.world_size, self.plan.data, self.out, self.plan.meta, self.raw_model, self.device
-        )
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
         """Checkpoint the current step (collective under DDP: every rank must call it)."""
         counters = {"step": self.step, "tokens": self.tokens, "nonfinite_total": self.nonfinite_total}
         counters["last_val"] = self.last_val
-        config, keep = self.resolved_config(), self.cfg.keep_checkpoints or None
+        keep = self.cfg.keep_checkpoints or None
         parts = (self.raw_model, self.optimizer, self.loaders, self.schedule)
-        resume.save(self.run_dir.checkpoints, counters, *parts, config, keep, self.info)
+        resume.save(self.run_dir.checkpoints, counters, *parts, self.record, keep, self.info)
 
     def _restore(self, path: Path) -> None:
         counters = resume.restore(path, self.raw_model, self.optimizer, self.loaders, self.info)
@@ -285,8 +281,8 @@ class Trainer:
     def _summary(
         self, last: dict[str, Any], interrupted: bool, wall: float, rate: float | None
     ) -> dict[str, Any]:
-        """``summary.json``: the run's identity (from the resolved config) and its final figures."""
-        c = self.resolved_config()
+        """``summary.json``: the run's identity (from the config record) and its final figures."""
+        c = self.record
         ks, lams = shape_values(self.raw_model)
         summary = {"run_dir": str(self.out), "run_name": self.out.name}
         summary.update({k: c[k] for k in ("preset", "activation", "optimizer", "seed")})
