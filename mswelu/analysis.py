@@ -231,8 +231,9 @@ def k_gradients(model: Any, input_ids: Any) -> dict[str, float]:
     """
     import torch
 
+    from mswelu.models import lm_loss
     from mswelu.modules.swelu import swelu_modules
-    from mswelu.ops.lm_loss import next_token_loss, split_window
+    from mswelu.ops.lm_loss import split_window
 
     slots = model.swelu_slots() if hasattr(model, "swelu_slots") else swelu_modules(model)
     mods = [
@@ -246,7 +247,7 @@ def k_gradients(model: Any, input_ids: Any) -> dict[str, float]:
     model.eval()
     try:
         x, y = split_window(input_ids)
-        loss = next_token_loss(model(x).logits, y)
+        loss = lm_loss(model, x, y)
         raw = [m.k_raw for _, m in mods]
         grads = torch.autograd.grad(loss, raw, allow_unused=True)
         out = {}

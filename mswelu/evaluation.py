@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from mswelu import distributed as du
-from mswelu.ops.lm_loss import next_token_loss, split_window
+from mswelu.models import lm_loss
+from mswelu.ops.lm_loss import split_window
 from mswelu.progress import log
 
 __all__ = ["Evaluator", "byte_table", "evaluate"]
@@ -85,9 +86,9 @@ def evaluate(
     for window in loader.iter_eval_batches(sample=sample):
         x, y = split_window(window.to(device))
         with autocast():
-            logits = model(input_ids=x).logits
+            loss = lm_loss(model, x, y)
         n = y.numel()
-        total[0] += float(next_token_loss(logits, y)) * n
+        total[0] += float(loss) * n
         total[1] += n
         total[2] += float(lengths[y.cpu()].sum()) * calibration
     model.train(was_training)

@@ -43,7 +43,7 @@ from mswelu.modules.attention import MLP, CausalSelfAttention
 from mswelu.modules.mamba_mixer import MambaMixer
 from mswelu.modules.swelu import SWELU
 from mswelu.ops.backends import BACKENDS, resolve_backend
-from mswelu.ops.lm_loss import next_token_loss
+from mswelu.ops.lm_loss import linear_cross_entropy, next_token_loss
 
 __all__ = [
     "MambaSWELUCache",
@@ -398,6 +398,7 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
+        targets: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         cache: MambaSWELUCache | None = None,
@@ -409,6 +410,10 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         **kwargs: Any,
     ) -> MambaSWELUCausalLMOutput | tuple:
         """Logits (fp32) for every position; ``labels`` (usually ``input_ids``) are shifted here, once.
+
+        ``targets`` (B, L), already aligned with ``input_ids`` (the trainer's ``w[:, 1:]``), returns the
+        loss alone (``logits`` None), computed by the fused head + loss
+        (:func:`mswelu.ops.lm_loss.linear_cross_entropy`): the same number without the full logits.
 
         With ``use_cache=True`` (or a ``cache``) the returned cache continues the sequence: pass it back
         with the next token(s) as ``cache`` (the older names ``cache_params`` and ``past_key_values`` are
@@ -436,6 +441,12 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
             cache=cache,
             output_hidden_states=bool(output_hidden_states),
         )
+        if targets is not None:
+            if labels is not None or logits_to_keep:
+                raise ValueError("targets replaces labels and logits: pass one of them")
+            loss = linear_cross_entropy(hidden, self.lm_head.weight, targets)
+            out = MambaSWELUCausalLMOutput(loss, None, cache, all_hidden)
+            return out if return_dict is not False else out.to_tuple()
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden).float()

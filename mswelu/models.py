@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from mswelu.baselines import BASELINES, DEFAULT_REFERENCE, build_baseline
 from mswelu.configuration import PRESETS, MambaSWELUConfig
 from mswelu.errors import with_nearest
+from mswelu.ops.lm_loss import next_token_loss
 
 __all__ = [
     "build_model",
     "check_overrides",
     "config_of",
     "count_parameters",
+    "lm_loss",
     "max_context",
     "parse_model_name",
     "preset_parameter_count",
@@ -38,6 +40,17 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def lm_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """Mean next-token cross-entropy (nats) of ``model`` (wrapped by DDP / FSDP or not) on aligned
+    ``inputs`` / ``targets``: through the fused head + loss for our models (no full logits), from the
+    logits for the others. The call goes through ``model`` itself, so that its wrapper's hooks run."""
+    from mswelu.modeling import MambaSWELUForCausalLM
+
+    if isinstance(unwrap(model), MambaSWELUForCausalLM):
+        return model(input_ids=inputs, targets=targets).loss
+    return next_token_loss(model(input_ids=inputs).logits, targets)
 
 
 def count_parameters(model: nn.Module) -> int:

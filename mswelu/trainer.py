@@ -31,8 +31,8 @@ from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
 from mswelu import evaluation, progress, resume
 from mswelu.metrics_log import MetricsLog
-from mswelu.models import build_model, count_parameters, shape_values
-from mswelu.ops.lm_loss import next_token_loss, split_window
+from mswelu.models import build_model, count_parameters, lm_loss, shape_values
+from mswelu.ops.lm_loss import split_window
 from mswelu.optim import build_optimizer, set_hyperparameters
 from mswelu.preflight import RunPlan, plan_run
 from mswelu.runs import RunLock, RunWriter
@@ -125,8 +125,7 @@ class Trainer:
         """Mean next-token cross-entropy (nats) of ``model`` on a ``(B, L+1)`` window."""
         x, y = split_window(window)
         with self._autocast():
-            logits = model(input_ids=x).logits
-        return next_token_loss(logits, y)
+            return lm_loss(model, x, y)
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (or a skipped one). Returns what it measured."""

@@ -280,14 +280,17 @@ def _nonfinite_stop(tmp: Path):
 
     data = write_byte_dataset(tmp / "data")
     out = tmp / "run"
-    real = torch.nn.functional.cross_entropy
+    from mswelu import modeling
 
-    def command() -> int:
+    real, real_fused = torch.nn.functional.cross_entropy, modeling.linear_cross_entropy
+
+    def command() -> int:  # both losses (from logits, and the fused head our models train with)
         torch.nn.functional.cross_entropy = lambda *a, **k: real(*a, **k) * float("nan")
+        modeling.linear_cross_entropy = lambda *a, **k: real_fused(*a, **k) * float("nan")
         try:
             return _train(_tiny(data, out, "--max-consecutive-nonfinite", "2"))
         finally:
-            torch.nn.functional.cross_entropy = real
+            torch.nn.functional.cross_entropy, modeling.linear_cross_entropy = real, real_fused
 
     return command, lambda: False
 

@@ -9,9 +9,11 @@ from mswelu.bench import train as bench
 
 
 def test_training_benchmark_reports_consistent_figures() -> None:
-    r = bench.run("tiny", batch_size=2, seq_len=16, steps=1, dtypes=("fp32", "bf16"), vocab_size=512)
-    assert r["parameters"] > 0 and set(r["dtypes"]) == {"fp32", "bf16"} and r["bf16_over_fp32"] > 0
-    for e in r["dtypes"].values():
+    r = bench.run("tiny", batch_size=2, seq_len=16, steps=1, vocab_size=512)
+    assert r["parameters"] > 0 and list(r["paths"]) == ["fp32-logits", "fp32", "bf16"]
+    assert r["paths"]["fp32-logits"]["speedup"] == 1.0
+    for e in r["paths"].values():
+        assert math.isclose(e["speedup"], e["tokens_per_s"] / r["paths"]["fp32-logits"]["tokens_per_s"])
         assert math.isclose(e["tokens_per_s"], 2 * 16 / e["step_seconds"])
         assert math.isclose(e["model_gflops"], 6 * r["parameters"] * 32 / e["step_seconds"] / 1e9)
         assert math.isclose(e["share_of_fp32_peak"], e["model_gflops"] / r["matmul_peak_gflops"]["fp32"])
@@ -35,7 +37,7 @@ def test_cli_json(capsys) -> None:
                 "16",
                 "--steps",
                 "1",
-                "--dtype",
+                "--paths",
                 "fp32",
                 "--vocab-size",
                 "512",
@@ -46,5 +48,6 @@ def test_cli_json(capsys) -> None:
         == 0
     )
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert list(r["dtypes"]) == ["fp32"] and "components" not in r["dtypes"]["fp32"]
-    assert bench.main(["--preset", "nope", "--steps", "1", "--dtype", "fp32"]) == 2
+    assert list(r["paths"]) == ["fp32"] and "components" not in r["paths"]["fp32"]
+    assert bench.main(["--preset", "nope", "--steps", "1", "--paths", "fp32"]) == 2
+    assert bench.main(["--preset", "tiny", "--steps", "1", "--paths", "fp16"]) == 2

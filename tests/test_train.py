@@ -288,12 +288,15 @@ def test_sigterm_writes_checkpoint_and_exits(byte_data: Path, tmp_path: Path) ->
 
 # ----------------------------------------------------------------------------------------- non-finite
 def _nan_logits(steps: set[int] | None):
-    """Callback making the model's logits NaN on the given optimizer attempts (None: always)."""
+    """Callback making the model's output NaN on the given optimizer attempts (None: always): the
+    logits, or the loss of the fused head (which the trainer uses; its logits are None)."""
     calls = {"n": 0}
 
     def hook(module, args, output):
         if steps is None or calls["n"] in steps:
-            output.logits = output.logits * float("nan")
+            for field in ("logits", "loss"):
+                if getattr(output, field, None) is not None:
+                    setattr(output, field, getattr(output, field) * float("nan"))
         return output
 
     def cb(event: str, trainer, info: dict) -> None:

@@ -1,11 +1,19 @@
 """Training throughput on the CPU, and where a training step's time goes.
 
 ``python -m mswelu.bench train [--preset small] [--batch-size 8] [--seq-len 128] [--steps 5]
-[--dtype fp32|bf16|both] [--threads N] [--vocab-size 50257] [--json]``
+[--paths fp32-logits,fp32,bf16] [--threads N] [--vocab-size 50257] [--json]``
 
 A step is the trainer's step: forward, the next-token loss, backward, gradient clipping at 1.0, and an
 optimizer step with the project's AdamW routing, on random tokens (the speed does not depend on the
-data). For each dtype (``bf16``: autocast, fp32 master weights, as ``TrainConfig.dtype="bf16"`` runs):
+data). The paths, each measured in the same run:
+
+- ``fp32-logits``: fp32, full logits, then the loss (the path before the fused head; the reference);
+- ``fp32``: fp32 with the fused head + loss (:func:`mswelu.ops.lm_loss.linear_cross_entropy`), as the
+  trainer runs with ``dtype="fp32"``;
+- ``bf16``: bf16 autocast (fp32 master weights, scan and loss in fp32) with the fused head, as the trainer
+  runs with ``dtype="bf16"`` (and ``auto`` on a CPU with bf16 support).
+
+For each path:
 
 - ``tokens_per_s``: batch x seq_len over the best of ``--steps`` timed steps, after one warm-up step;
 - ``model_gflops``: 6 x parameters x tokens per second (the usual estimate: forward and backward of every
@@ -17,7 +25,7 @@ data). For each dtype (``bf16``: autocast, fp32 master weights, as ``TrainConfig
   other matmuls, the optimizer (clipping and step), and everything else. (The head is recognised by the
   vocabulary size, so a ``--vocab-size`` equal to a hidden width of the preset would blur the split.)
 
-With ``--dtype both`` the bf16 / fp32 tokens/s ratio is printed too, measured in the same run.
+``speedup`` is each path's tokens/s over ``fp32-logits``'s (when both are measured).
 """
 
 from __future__ import annotations
@@ -57,13 +65,19 @@ def _build(preset: str, vocab_size: int, seq_len: int) -> tuple[torch.nn.Module,
     return model.train(), build_optimizer(model, "adamw", lr=1e-3)
 
 
-def _step(model: torch.nn.Module, optimizer: Any, window: torch.Tensor, bf16: bool) -> float:
+#: path name -> (bf16 autocast, fused head + loss)
+PATHS = {"fp32-logits": (False, False), "fp32": (False, True), "bf16": (True, True)}
+REFERENCE_PATH = "fp32-logits"
+
+
+def _step(model: torch.nn.Module, optimizer: Any, window: torch.Tensor, path: str) -> float:
+    from mswelu.models import lm_loss
     from mswelu.ops.lm_loss import next_token_loss, split_window
 
+    bf16, fused = PATHS[path]
     x, y = split_window(window)
     with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-        logits = model(input_ids=x).logits
-    loss = next_token_loss(logits, y)
+        loss = lm_loss(model, x, y) if fused else next_token_loss(model(input_ids=x).logits, y)
     loss.backward()
     with torch.profiler.record_function(_OPTIMIZER):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -91,13 +105,13 @@ def _labelled_scan() -> Any:
 
 
 def components(
-    model: torch.nn.Module, optimizer: Any, window: torch.Tensor, bf16: bool, vocab_size: int
+    model: torch.nn.Module, optimizer: Any, window: torch.Tensor, path: str, vocab_size: int
 ) -> dict[str, float]:
     """Share of one step's self CPU time per component (see the module docstring)."""
     from torch.profiler import ProfilerActivity, profile
 
     with _labelled_scan(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        _step(model, optimizer, window, bf16)
+        _step(model, optimizer, window, path)
     totals = {"scan": 0.0, "head_and_loss": 0.0, "matmul": 0.0, "optimizer": 0.0, "other": 0.0}
     for event in prof.events():
         if event.name in (_SCAN, _OPTIMIZER):
@@ -127,7 +141,7 @@ def run(
     batch_size: int = 8,
     seq_len: int = 128,
     steps: int = 5,
-    dtypes: tuple[str, ...] = ("fp32", "bf16"),
+    paths: tuple[str, ...] = tuple(PATHS),
     threads: int | None = None,
     vocab_size: int = 50257,
     profile_components: bool = True,
@@ -147,18 +161,20 @@ def run(
         "vocab_size": vocab_size,
         "threads": torch.get_num_threads(),
         "matmul_peak_gflops": peaks,
-        "dtypes": {},
+        "paths": {},
     }
-    for dtype in dtypes:
+    for path in paths:
+        if path not in PATHS:
+            raise ValueError(f"unknown path {path!r}: expected some of {', '.join(PATHS)}")
+    for path in paths:
         model, optimizer = _build(preset, vocab_size, seq_len)
         result["parameters"] = count_parameters(model)
         window = torch.randint(0, vocab_size, (batch_size, seq_len + 1))
-        bf16 = dtype == "bf16"
-        losses = [_step(model, optimizer, window, bf16)]  # warm-up
+        losses = [_step(model, optimizer, window, path)]  # warm-up
         best = float("inf")
         for _ in range(steps):
             t0 = time.perf_counter()
-            losses.append(_step(model, optimizer, window, bf16))
+            losses.append(_step(model, optimizer, window, path))
             best = min(best, time.perf_counter() - t0)
         gflops = 6 * result["parameters"] * tokens / best / 1e9
         entry = {
@@ -170,12 +186,12 @@ def run(
             "loss_first_last": [losses[0], losses[-1]],
         }
         if profile_components:
-            entry["components"] = components(model, optimizer, window, bf16, vocab_size)
-        result["dtypes"][dtype] = entry
-    if {"fp32", "bf16"} <= set(result["dtypes"]):
-        result["bf16_over_fp32"] = (
-            result["dtypes"]["bf16"]["tokens_per_s"] / result["dtypes"]["fp32"]["tokens_per_s"]
-        )
+            entry["components"] = components(model, optimizer, window, path, vocab_size)
+        result["paths"][path] = entry
+    if REFERENCE_PATH in result["paths"]:
+        ref = result["paths"][REFERENCE_PATH]["tokens_per_s"]
+        for entry in result["paths"].values():
+            entry["speedup"] = entry["tokens_per_s"] / ref
     return result
 
 
@@ -185,15 +201,14 @@ def _print(r: dict[str, Any]) -> None:
         f"{r['preset']}: {r['parameters'] / 1e6:.2f}M parameters, batch {r['batch_size']} x {r['seq_len']}, "
         f"{r['threads']} threads; matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}"
     )
-    for dtype, e in r["dtypes"].items():
+    for path, e in r["paths"].items():
+        speedup = f"  {e['speedup']:.2f}x {REFERENCE_PATH}" if "speedup" in e else ""
         print(
-            f"  {dtype}: {e['tokens_per_s']:8.0f} tokens/s  {e['model_gflops']:6.1f} GFLOP/s "
-            f"({e['share_of_fp32_peak']:.0%} of the fp32 peak, {e['share_of_bf16_peak']:.0%} of bf16)"
+            f"  {path:>11}: {e['tokens_per_s']:8.0f} tokens/s  {e['model_gflops']:6.1f} GFLOP/s "
+            f"({e['share_of_fp32_peak']:.0%} of fp32 peak, {e['share_of_bf16_peak']:.0%} of bf16){speedup}"
         )
         if "components" in e:
-            print("        " + "  ".join(f"{k} {v:.0%}" for k, v in e["components"].items()))
-    if "bf16_over_fp32" in r:
-        print(f"  bf16 / fp32 tokens/s: {r['bf16_over_fp32']:.2f}x")
+            print("               " + "  ".join(f"{k} {v:.0%}" for k, v in e["components"].items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,20 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--steps", type=int, default=5, help="timed steps (best of), after one warm-up")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
+    p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--vocab-size", type=int, default=50257)
     p.add_argument("--no-components", action="store_true", help="skip the profiled step")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    dtypes = ("fp32", "bf16") if args.dtype == "both" else (args.dtype,)
+    paths = tuple(x.strip() for x in args.paths.split(",") if x.strip())
     try:
         r = run(
             args.preset,
             args.batch_size,
             args.seq_len,
             args.steps,
-            dtypes,
+            paths,
             args.threads,
             args.vocab_size,
             not args.no_components,
