@@ -1,0 +1,68 @@
+"""The comparison's variants: the reference Mamba-1 family and the seed architecture's pair."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mswelu.models import build_model, count_parameters, preset_parameter_count
+from mswelu.modules.swelu import SWELU
+from mswelu.variants import matched_depth, variant_overrides
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "seed-124m"])
+def test_reference_mamba_is_matched_within_two_percent(preset: str) -> None:
+    base = preset_parameter_count(preset, 50257, 256)
+    model = variant_overrides("mamba", preset)["model"]
+    depth = len(model["layer_pattern"])
+    assert depth == matched_depth(preset, post_mixer_act=False, dense_sizes=())
+    counts = {
+        n: preset_parameter_count(preset, 50257, 256, **{**model, "layer_pattern": "M" * n})
+        for n in (depth - 1, depth, depth + 1)
+    }
+    assert abs(counts[depth] / base - 1) <= 0.02
+    assert all(abs(counts[depth] - base) <= abs(c - base) for c in counts.values())  # the closest depth
+
+
+@pytest.mark.parametrize(
+    ("variant", "swelu_slots", "learnable"),
+    [("mamba", 0, False), ("mamba-swelu", 3, True), ("mamba-swelu-fixed", 3, False)],
+)
+def test_reference_family_puts_the_activation_in_the_mixer_only(variant, swelu_slots, learnable) -> None:
+    o = variant_overrides(variant, "tiny")
+    model = build_model("tiny", 512, 64, activation=o["activation"], **o["model"])
+    cfg = model.config
+    assert cfg.post_mixer_act is False and tuple(cfg.dense_sizes) == () and cfg.layer_pattern == "MMM"
+    slots = model.swelu_slots()
+    assert len(slots) == swelu_slots and all(name.split(".")[2] == "mixer" for name, _ in slots)
+    assert all(isinstance(m, SWELU) and m.k_raw.requires_grad is learnable for _, m in slots)
+    if swelu_slots:
+        assert all(float(m.k.detach()) == pytest.approx(1.0) for _, m in slots)
+    x = torch.randint(0, 512, (2, 9))
+    assert model(input_ids=x).logits.shape == (2, 9, 512)
+
+
+def test_seed_architecture_pair_differs_only_in_the_dense_residual() -> None:
+    plain, residual = variant_overrides("swelu", "small"), variant_overrides("swelu-residual", "small")
+    assert residual == {"activation": "swelu", "model": {"dense_residual": True}}
+    a = build_model("tiny", 512, 64, activation=plain["activation"])
+    b = build_model("tiny", 512, 64, activation="swelu", **residual["model"])
+    assert (
+        count_parameters(a) == count_parameters(b) and b.config.dense_residual and not a.config.dense_residual
+    )
+
+
+def test_reference_family_trains_through_run_variants(tmp_path, monkeypatch) -> None:
+    from test_train import tiny_cfg, write_byte_dataset
+
+    from mswelu import workbook as wb
+
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    base = tiny_cfg(write_byte_dataset(tmp_path / "data"), tmp_path / "unused", max_steps=3)
+    base.pop("out")
+    results, _, runs = wb.run_variants(base, ["mamba", "mamba-swelu"], [0], prefix="ref")
+    by = results.set_index("variant")
+    assert set(by.index) == {"mamba", "mamba-swelu"} and (by.tokens == 3 * 4 * 16).all()
+    assert abs(by.params["mamba-swelu"] / by.params["mamba"] - 1) < 1e-3  # SWELU adds one k per mixer
+    swelu_run = runs["ref-mamba-swelu-s0"]
+    assert swelu_run.config["activation"] == "swelu" and swelu_run.config["model"]["post_mixer_act"] is False
