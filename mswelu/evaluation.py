@@ -30,11 +30,11 @@ def byte_table(data: Path, meta: dict[str, Any], announce: bool = True) -> tuple
     """(UTF-8 bytes per token id, calibration). The calibration is the split's recorded bytes over the
     table's sum across the split: exactly 1 for byte-level BPE (GPT-2); it corrects tokenizers whose
     tokens do not decode one by one. An unavailable tokenizer falls back to the split's average."""
-    from mswelu.data import TokenLoader, get_tokenizer
+    from mswelu.data import TokenLoader, dataset_tokenizer
 
     val = meta["splits"]["val"]
     try:
-        lengths = torch.from_numpy(get_tokenizer(meta["tokenizer"]).token_byte_lengths())
+        lengths = torch.from_numpy(dataset_tokenizer(data, meta).token_byte_lengths())
     except (ValueError, OSError) as exc:  # e.g. a Hub tokenizer while offline
         if announce:
             log(

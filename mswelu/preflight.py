@@ -30,6 +30,7 @@ class RunPlan:
     meta: dict[str, Any]
     out: Path
     model_vocab: int
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # the model config beyond the preset
     resume_from: Path | None = None
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # newer checkpoints that are unusable
     clear: bool = False  # overwrite: remove the folder's old contents first
@@ -64,8 +65,9 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     probe.check_vocab(model_vocab)
     base, ref = parse_model_name(cfg.preset)
     check_overrides(cfg.preset, cfg.model)
+    overrides = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
     if ref is None:  # build the model config now: bad overrides fail before any work
-        overrides = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
+        overrides = {"eos_token_id": int(meta["eos_id"]), **overrides}  # the data's end-of-text id
         mcfg = MambaSWELUConfig.for_run(base, model_vocab, cfg.seq_len, cfg.activation, **overrides)
         probe.check_vocab(mcfg.vocab_size)
         table = {**PRESETS[base], **overrides}.get("max_position_embeddings", 1024)
@@ -80,7 +82,7 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     out = cfg.out_dir()
     if out.exists() and not out.is_dir():
         raise ValueError(f"run folder {out} exists and is not a folder")
-    plan = RunPlan(data=data, meta=meta, out=out, model_vocab=model_vocab)
+    plan = RunPlan(data=data, meta=meta, out=out, model_vocab=model_vocab, model_overrides=overrides)
     if cfg.resume:
         plan.resume_from, plan.skipped = find_resume(cfg.resume, out)
         for path, why in plan.skipped:

@@ -426,6 +426,7 @@ def tokenizer_name(path: str | os.PathLike[str]) -> str:
         cfg = read_json(folder / CONFIG) or {}
         data = cfg.get("data")
         if data:
-            meta = read_json(Path(data) / "meta.json") or {}
-            return str(meta.get("tokenizer") or "gpt2")
+            from mswelu.data import tokenizer_name as dataset_tokenizer_name
+
+            return dataset_tokenizer_name(data, read_json(Path(data) / "meta.json") or {})
     return "gpt2"

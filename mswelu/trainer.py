@@ -70,8 +70,7 @@ class Trainer:
         du.barrier(info)
 
         ckpt.seed_everything(cfg.seed)
-        overrides = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
-        model = build_model(cfg.preset, plan.model_vocab, cfg.seq_len, cfg.activation, **overrides)
+        model = build_model(cfg.preset, plan.model_vocab, cfg.seq_len, cfg.activation, **plan.model_overrides)
         self.raw_model = model.to(self.device)
         self.n_params = count_parameters(self.raw_model)
         self._emit("model", {"model": self.raw_model})

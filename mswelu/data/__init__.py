@@ -1,7 +1,7 @@
 """Data pipeline: offline GPT-2 tokenizer, default corpus, local / Hub sources, token shards, loader.
 
-Modules: ``tokenizer`` (GPT-2 offline, HF), ``sources`` (default corpus, local files, Hub streams),
-``shards`` (``prepare``, ``meta.json``, checks), ``loader`` (``TokenLoader``).
+Modules: ``tokenizer`` (GPT-2 offline, HF, a corpus BPE: ``bpe:N``), ``sources`` (default corpus, local
+files, Hub streams), ``shards`` (``prepare``, ``meta.json``, checks), ``loader`` (``TokenLoader``).
 
 ``prepare(...)`` writes ``train.bin`` / ``val.bin`` / ``meta.json``; ``TokenLoader`` reads them back
 as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.
@@ -11,10 +11,12 @@ from mswelu.data.loader import TokenLoader, iter_eval_batches
 from mswelu.data.shards import (
     check_shards,
     dataset_dir,
+    dataset_tokenizer,
     default_dataset,
     document_lengths,
     load_meta,
     prepare,
+    tokenizer_name,
     verify_dataset,
 )
 from mswelu.data.sources import HF_PRESETS, resolve_source
@@ -25,6 +27,7 @@ __all__ = [
     "TokenLoader",
     "check_shards",
     "dataset_dir",
+    "dataset_tokenizer",
     "default_dataset",
     "document_lengths",
     "get_tokenizer",
@@ -33,6 +36,7 @@ __all__ = [
     "prepare",
     "resolve_source",
     "summary_rows",
+    "tokenizer_name",
     "verify_dataset",
 ]
 

@@ -25,7 +25,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     pp.add_argument("--out", default=None, help="output folder (default: data/<source-name>)")
     pp.add_argument(
-        "--tokenizer", default="gpt2", help="'gpt2' (offline), a tokenizer.json path or a Hub name"
+        "--tokenizer",
+        default="gpt2",
+        help="'gpt2' (offline), 'bpe:N' (a byte-level BPE of N tokens trained on the training split, "
+        "saved in the dataset folder), a tokenizer.json path or a Hub name",
     )
     pp.add_argument("--val-fraction", type=float, default=0.05)
     pp.add_argument("--max-tokens", type=int, default=None)

@@ -28,17 +28,24 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from mswelu.data.sources import Document, Source, ensure_reachable, iter_documents, resolve_source
-from mswelu.data.tokenizer import Tokenizer, get_tokenizer
+from mswelu.data.tokenizer import (
+    BPE_TRAIN_CHARS,
+    Tokenizer,
+    bpe_vocab_size,
+    get_tokenizer,
+    train_bpe,
+)
 from mswelu.paths import cache_dir, data_dir
 
 FORMAT_VERSION = 1
+TOKENIZER_FILE = "tokenizer.json"  # a corpus BPE lives in its dataset folder under this name
 SPLITS = ("train", "val")
 _BATCH_CHARS = 1 << 20  # tokenize ~1 MB of text per encode_batch call
 
@@ -114,6 +121,12 @@ def verify_dataset(path: str | Path, meta: dict | None = None) -> dict:
                 f"{shard} holds token id {top}, above {what} ({limit}): the file is corrupted or from "
                 f"another dataset; {_REBUILD}"
             )
+    trained = meta.get("trained_tokenizer")
+    if trained:
+        tok_file = folder / TOKENIZER_FILE
+        if not tok_file.is_file() or _sha256(tok_file) != trained.get("sha256"):
+            what = "missing" if not tok_file.is_file() else "changed or corrupted"
+            raise ValueError(f"{tok_file}, the dataset's own tokenizer, is {what}; {_REBUILD}")
     try:
         from mswelu.fs import atomic_write_text  # concurrent runs on one dataset each write it whole
 
@@ -163,6 +176,34 @@ def _val_threshold(source: Source, docs: Iterator[Document], val_fraction: float
     return float(np.partition(hashes, k - 1)[k - 1])
 
 
+def _split_rule(
+    source: Source, val_fraction: float, seed: int, text_field: str, txt_sample_by: str
+) -> Callable[[Document], bool]:
+    """Whether a document belongs to validation (the module docstring's rule)."""
+    if source.finite:
+        threshold = _val_threshold(
+            source, iter_documents(source, text_field, txt_sample_by), val_fraction, seed
+        )
+        return lambda d: doc_hash(d.key, seed) <= threshold
+    return lambda d: doc_hash(d.key, seed) < val_fraction
+
+
+def _train_texts(
+    source: Source, val_fraction: float, seed: int, text_field: str, txt_sample_by: str
+) -> Iterator[str]:
+    """Texts of the training split only (validation never shapes the tokenizer), up to
+    ``BPE_TRAIN_CHARS`` characters."""
+    in_val = _split_rule(source, val_fraction, seed, text_field, txt_sample_by)
+    chars = 0
+    for doc in iter_documents(source, text_field, txt_sample_by):
+        if in_val(doc):
+            continue
+        yield doc.text
+        chars += len(doc.text)
+        if chars >= BPE_TRAIN_CHARS:
+            return
+
+
 def _batches(docs: Iterator[tuple[str, Document]]) -> Iterator[list[tuple[str, Document]]]:
     batch: list[tuple[str, Document]] = []
     chars = 0
@@ -189,18 +230,7 @@ def _write_shards(
 ) -> dict:
     tqdm = _progress_bar()
     dtype = np.dtype(token_dtype(tok.vocab_size))
-    if source.finite:
-        threshold = _val_threshold(
-            source, iter_documents(source, text_field, txt_sample_by), val_fraction, seed
-        )
-
-        def in_val(d: Document) -> bool:
-            return doc_hash(d.key, seed) <= threshold
-    else:
-
-        def in_val(d: Document) -> bool:
-            return doc_hash(d.key, seed) < val_fraction
-
+    in_val = _split_rule(source, val_fraction, seed, text_field, txt_sample_by)
     budget = {"train": math.inf, "val": math.inf}
     if max_tokens is not None:
         budget["val"] = math.ceil(max_tokens * val_fraction) if val_fraction > 0 else 0
@@ -364,19 +394,24 @@ def prepare(
     _validate(val_fraction, max_tokens, seed)
     src = resolve_source(source)
     ensure_reachable(src)
-    tok = get_tokenizer(tokenizer)
+    bpe_size = bpe_vocab_size(tokenizer)
+    tok = None if bpe_size else get_tokenizer(tokenizer)  # a corpus BPE is trained in _build
     out = output_dir(src, out)
     settings = {
         "version": FORMAT_VERSION,
         "source": src.fingerprint(),
-        "tokenizer": tok.name,
-        "vocab_size": tok.vocab_size,
+        "tokenizer": tok.name if tok else tokenizer,
+        "vocab_size": tok.vocab_size if tok else bpe_size,
         "val_fraction": float(val_fraction),
         "max_tokens": None if max_tokens is None else int(max_tokens),
         "seed": int(seed),
         "text_field": text_field,
         "txt_sample_by": txt_sample_by,
     }
+    if bpe_size:
+        import tokenizers  # its trainer's version decides the merges
+
+        settings["tokenizers_version"] = tokenizers.__version__
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a folder")
@@ -392,13 +427,22 @@ def prepare(
 
 
 def _build(
-    out: Path, src: Source, tok: Tokenizer, settings: dict, fingerprint: str, source: str, progress: bool
+    out: Path,
+    src: Source,
+    tok: Tokenizer | None,
+    settings: dict,
+    fingerprint: str,
+    source: str,
+    progress: bool,
 ) -> dict:
-    """Write the shards into a temporary sibling folder, then swap it into place."""
+    """Write the shards (and, for ``tok=None``, the corpus BPE first) into a temporary sibling folder,
+    then swap it into place."""
     if out.exists():
         # shards without a meta.json are somebody else's files, not a dataset of ours to replace
         ours = (
-            {"meta.json", "train.bin", "val.bin", _VERIFIED} if (out / "meta.json").is_file() else {_VERIFIED}
+            {"meta.json", "train.bin", "val.bin", TOKENIZER_FILE, _VERIFIED}
+            if (out / "meta.json").is_file()
+            else {_VERIFIED}
         )
         strangers = sorted(p.name for p in out.iterdir() if p.name not in ours)
         if strangers:
@@ -413,12 +457,23 @@ def _build(
     tmp.mkdir()
     try:
         t0 = time.time()
+        trained = None
+        if tok is None:
+            texts = _train_texts(src, float(val_fraction), int(seed), text_field, txt_sample_by)
+            tok = train_bpe(texts, int(settings["vocab_size"]), tmp / TOKENIZER_FILE)
+            trained = {
+                "kind": "byte-level BPE (Hugging Face tokenizers, GPT-2 split pattern)",
+                "spec": settings["tokenizer"],
+                "trained_on": f"the train split only, at most {BPE_TRAIN_CHARS:,} characters",
+                "seconds": round(time.time() - t0, 3),
+                "sha256": _sha256(tmp / TOKENIZER_FILE),
+            }
         counts = _write_shards(
             tmp, src, tok, float(val_fraction), max_tokens, int(seed), text_field, txt_sample_by, progress
         )
         meta = {
             "version": FORMAT_VERSION,
-            "tokenizer": tok.name,
+            "tokenizer": TOKENIZER_FILE if trained else tok.name,
             "vocab_size": tok.vocab_size,
             "eos_id": tok.eos_id,
             "dtype": token_dtype(tok.vocab_size),
@@ -437,6 +492,8 @@ def _build(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "prepare_seconds": round(time.time() - t0, 3),
         }
+        if trained:
+            meta["trained_tokenizer"] = trained
         for split, c in counts.items():
             c["sha256"] = _sha256(tmp / f"{split}.bin")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -459,17 +516,37 @@ def _build(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def dataset_dir(source: str = "default", max_tokens: int | None = None) -> Path:
-    """``data_dir()/<source-name>[-<max_tokens>]``: capped builds get their own folder, so a quick
-    capped run (a notebook's default) never replaces a full build of the same source."""
+def tokenizer_name(path: str | Path, meta: dict | None = None) -> str:
+    """The name ``get_tokenizer`` loads for a prepared dataset: its meta's tokenizer, with a corpus BPE
+    (recorded as ``tokenizer.json``) resolved to the file inside the dataset folder."""
+    meta = meta if meta is not None else load_meta(path)
+    name = str(meta.get("tokenizer") or "gpt2")
+    return str(Path(path).expanduser() / name) if name == TOKENIZER_FILE else name
+
+
+def dataset_tokenizer(path: str | Path, meta: dict | None = None) -> Tokenizer:
+    """The tokenizer a prepared dataset was tokenized with (GPT-2, a named one, or its own corpus BPE)."""
+    return get_tokenizer(tokenizer_name(path, meta))
+
+
+def dataset_dir(source: str = "default", max_tokens: int | None = None, tokenizer: str = "gpt2") -> Path:
+    """``data_dir()/<source-name>[-<tokenizer>][-<max_tokens>]``: capped builds and other tokenizers get
+    their own folder (``-bpeN`` for a corpus BPE, ``-tok<hash>`` for any other than GPT-2's), so a quick
+    capped run (a notebook's default) never replaces a full build of the source."""
     name = resolve_source(source).name
+    bpe = bpe_vocab_size(tokenizer)
+    if bpe:
+        name += f"-bpe{bpe}"
+    elif tokenizer != "gpt2":
+        name += f"-tok{hashlib.sha1(tokenizer.encode()).hexdigest()[:8]}"
     return data_dir() / (name if max_tokens is None else f"{name}-{int(max_tokens)}")
 
 
-def default_dataset(max_tokens: int | None = None, progress: bool = False) -> Path:
-    """Prepare (or reuse) the embedded default corpus with GPT-2 tokens and return its folder."""
-    out = dataset_dir("default", max_tokens)
-    prepare("default", out=out, max_tokens=max_tokens, progress=progress)
+def default_dataset(max_tokens: int | None = None, progress: bool = False, tokenizer: str = "gpt2") -> Path:
+    """Prepare (or reuse) the embedded default corpus with GPT-2 tokens (or a corpus BPE, ``bpe:N``) and
+    return its folder."""
+    out = dataset_dir("default", max_tokens, tokenizer)
+    prepare("default", out=out, tokenizer=tokenizer, max_tokens=max_tokens, progress=progress)
     return out
 
 

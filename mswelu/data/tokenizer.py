@@ -1,4 +1,5 @@
-"""Tokenizers: GPT-2 BPE offline (tiktoken engine), Hugging Face tokenizers by name or ``tokenizer.json``.
+"""Tokenizers: GPT-2 BPE offline (tiktoken engine), Hugging Face tokenizers by name or ``tokenizer.json``,
+and a byte-level BPE trained on a corpus (``bpe:N``, see :func:`train_bpe`).
 
 Why tiktoken built by hand: ``tiktoken.get_encoding("gpt2")`` downloads its vocabulary from the
 internet. The same vocabulary (``encoder.json``, 50,257 tokens, ``<|endoftext|>`` = 50256) and merges
@@ -18,7 +19,7 @@ import json
 import os
 import socket
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -166,11 +167,31 @@ class JSONTokenizer(Tokenizer):
         from tokenizers import Tokenizer as HFTok
 
         self.path = Path(path).expanduser().resolve()
-        self._tok = HFTok.from_file(str(self.path))
+        try:
+            self._tok = HFTok.from_file(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - the library raises a bare Exception on bad files
+            raise ValueError(
+                f"{self.path} is not a tokenizer.json the tokenizers library can read ({exc})"
+            ) from None
         self._tok.encode_special_tokens = True  # special-token strings inside documents stay plain text
         self.name = str(self.path)
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         self.eos_id = _find_eos(self._tok.get_vocab(with_added_tokens=True), None)
+
+    def token_byte_lengths(self) -> np.ndarray:
+        """Exact for byte-level tokenizers (each token string spells bytes through GPT-2's byte map); other
+        kinds decode token by token (see the base class)."""
+        decoder = json.loads(self._tok.to_str()).get("decoder") or {}
+        if decoder.get("type") != "ByteLevel":
+            return super().token_byte_lengths()
+        byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+        special = {t.content for t in self._tok.get_added_tokens_decoder().values()}
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        for token, i in self._tok.get_vocab(with_added_tokens=True).items():
+            spelled = token in special or any(c not in byte_of for c in token)
+            lengths[i] = len(token.encode("utf-8")) if spelled else len(token)
+        lengths[self.eos_id] = 0
+        return lengths
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
@@ -203,6 +224,48 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode([int(i) for i in ids])
+
+
+BPE_PREFIX = "bpe:"
+BPE_TRAIN_CHARS = 50_000_000  # characters of training documents a corpus BPE learns from, at most
+
+
+def bpe_vocab_size(spec: str) -> int | None:
+    """N for a ``bpe:N`` tokenizer spec (a byte-level BPE of N tokens to train on the training split),
+    None for any other spec; a malformed ``bpe:`` spec is a ValueError."""
+    if not isinstance(spec, str) or not spec.startswith(BPE_PREFIX):
+        return None
+    size = spec[len(BPE_PREFIX) :]
+    if not size.isdigit() or not 257 <= int(size) <= 2**16:
+        raise ValueError(
+            f"tokenizer {spec!r}: a corpus BPE is 'bpe:N' with N from 257 (the 256 bytes and the end-of-text "
+            "token) to 65536, e.g. 'bpe:4096'"
+        )
+    return int(size)
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, path: str | Path) -> JSONTokenizer:
+    """Train a byte-level BPE of at most ``vocab_size`` tokens on ``texts`` and save it to ``path``.
+
+    GPT-2's recipe (its split pattern, every byte in the base alphabet, so any text round-trips exactly)
+    with ``<|endoftext|>`` as id 0 and no other special token. Small corpora may give fewer tokens than
+    asked for; the saved vocabulary is what the dataset records.
+    """
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = HFTok(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[GPT2_EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    tok.save(str(path))
+    return JSONTokenizer(path)
 
 
 def hub_endpoint() -> str:
@@ -245,9 +308,15 @@ def _load_auto_tokenizer(name: str) -> Any:
 
 
 def get_tokenizer(name: str = "gpt2") -> Tokenizer:
-    """``"gpt2"`` (offline, GPT-2 ids), a path to a ``tokenizer.json``, or a Hugging Face tokenizer name."""
+    """``"gpt2"`` (offline, GPT-2 ids), a path to a ``tokenizer.json``, or a Hugging Face tokenizer name.
+    (``bpe:N`` is not a tokenizer yet: ``mswelu.data.prepare`` trains it on a corpus.)"""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"tokenizer name must be a non-empty string, got {name!r}")
+    if bpe_vocab_size(name) is not None:
+        raise ValueError(
+            f"tokenizer {name!r} is trained when a dataset is prepared; load it from the dataset "
+            "(mswelu.data.dataset_tokenizer)"
+        )
     if name == "gpt2":
         return GPT2Tokenizer()
     path = Path(name).expanduser()
