@@ -23,6 +23,7 @@ __all__ = [
     "SEED_K_TABLE",
     "activation_curves",
     "aggregate_seeds",
+    "architecture_claims",
     "claims_check",
     "classify_k",
     "eval_frame",
@@ -33,6 +34,7 @@ __all__ = [
     "k_trajectories",
     "loss_at_fraction",
     "mean_spread",
+    "noise_floor",
     "tokens_to_reach",
     "train_frame",
 ]
@@ -59,6 +61,14 @@ SEED_CLAIMS = {
     "loss_at_20pct": 4.6,
     "seed_tokens_total": 757_500 * 4 * 1024,
     "faster_convergence": (0.30, 0.40),
+    "parameters": 124_000_000,
+    "learnable_k": 15,
+    # "comparable to GPT-2": read as at most this much worse (a relative loss difference), paired by seed
+    "vs_gpt2_tolerance": 0.05,
+    # where the seeds' k ended, per slot type: the range over layers of SEED_K_TABLE
+    "k_ranges": {"in-mixer": (0.393, 0.665), "post-mixer": (0.618, 0.997), "dense": (1.559, 1.901)},
+    "mean_abs_deviation": 0.39,
+    "mean_abs_deviation_tolerance": 0.25,  # relative: "0.39" is judged as 0.29-0.49
 }
 
 _BLOCK = re.compile(r"(?:^|\.)(?:blocks|layers|h)\.(\d+)\.")
@@ -353,8 +363,11 @@ def claims_check(
     value: str = "val_loss",
     scale: str | None = None,
     min_tokens: float = 100_000,
+    transformer: str = "gpt2",
+    k_final: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    """Check each seed claim against this run's measurements.
+    """Check each seed claim against this run's measurements (the architecture's counts are in
+    :func:`architecture_claims`: they need no training).
 
     Args:
         results: one row per trained model: ``variant``, ``seed``, ``val_loss`` (final, at equal tokens),
@@ -363,6 +376,8 @@ def claims_check(
             the "4.6 at 20%" and "faster convergence" claims).
         swelu, silu_variant, fixed: variant names of learnable SWELU, SiLU and SWELU with k fixed.
         scale: a sentence on the scale of this comparison (defaults to one built from ``results``).
+        transformer: the variant "comparable to GPT-2" is judged against.
+        k_final: seed -> the final ``{slot name: k}`` of the ``swelu`` run of that seed (the k rows).
         min_tokens: below this many training tokens per model every verdict is "inconclusive" (the runs
             are too short to judge anything; the measurements are still shown).
 
@@ -412,6 +427,8 @@ def claims_check(
 
     rows.append(_claim_loss_at_20(curves, swelu, scale))
     rows.append(_claim_convergence(results, curves, swelu, silu_variant, value, scale))
+    rows.append(_claim_vs_transformer(results, swelu, transformer, value, scale))
+    rows += _claims_k(k_final, results, swelu, scale)
     trained = float(results["tokens"].max()) if "tokens" in results.columns else float("nan")
     if math.isfinite(trained) and trained < min_tokens:
         for row in rows:
@@ -475,6 +492,138 @@ def _claim_loss_at_20(curves: pd.DataFrame | None, swelu: str, scale: str) -> di
         why = reasons.get(verdict, f"the interval contains {target}")
         why += " (other data and tokenizer: indicative only)"
     return {**claim, "measured": measured, "verdict": verdict, "why": why}
+
+
+def _claim_vs_transformer(
+    results: pd.DataFrame, swelu: str, transformer: str, value: str, scale: str
+) -> dict[str, str]:
+    tol = SEED_CLAIMS["vs_gpt2_tolerance"]
+    claim = {
+        "claim": "comparable to GPT-2",
+        "seed says": f"on par with a GPT-2 of the same size (read as: at most {tol:.0%} higher loss)",
+        "caveat": scale,
+    }
+    gains = stats.paired_relative_gains(
+        _seed_values(results, swelu, value), _seed_values(results, transformer, value)
+    )
+    if not gains:
+        return {
+            **claim,
+            "measured": "n/a",
+            "verdict": "inconclusive",
+            "why": f"needs {swelu!r} and {transformer!r} runs with the same seeds",
+        }
+    interval = stats.t_interval(list(gains.values()))
+    verdict, why = stats.judge(interval, -tol)
+    measured = f"{interval.describe()} lower {value} of {swelu} vs {transformer}, paired by seed"
+    return {**claim, "measured": measured, "verdict": verdict, "why": why}
+
+
+def _claims_k(
+    k_final: Mapping[int, Mapping[str, Any]] | None, results: pd.DataFrame, swelu: str, scale: str
+) -> list[dict[str, str]]:
+    """Where the k went, per slot type and as the mean |k - 1|, against the seeds' table. Judged only at
+    a comparable training length: k after a short run says nothing about k after 3.1B tokens."""
+    ranges = SEED_CLAIMS["k_ranges"]
+    target = SEED_CLAIMS["mean_abs_deviation"]
+    tol = SEED_CLAIMS["mean_abs_deviation_tolerance"]
+    specs = [
+        (f"{g} k end at {lo:.2f}-{hi:.2f}", f"final {g} k {lo:.2f}-{hi:.2f} (over layers)", g, (lo, hi))
+        for g, (lo, hi) in ranges.items()
+    ]
+    specs.append(
+        (
+            f"k move {target:.2f} from init on average",
+            f"mean |k - 1| = {target:.2f}",
+            "deviation",
+            (target * (1 - tol), target * (1 + tol)),
+        )
+    )
+    per_seed: dict[str, list[float]] = {key: [] for _, _, key, _ in specs}
+    for k_values in (k_final or {}).values():
+        if not k_values:
+            continue
+        table = final_k_table(k_values)
+        per_seed["deviation"].append(float(table.deviation.abs().mean()))
+        for group, part in table.groupby("group"):
+            if group in per_seed:
+                per_seed[group].append(float(part.k.mean()))
+    tokens = float(results.loc[results.variant == swelu, "tokens"].max()) if "tokens" in results else math.nan
+    comparable = math.isfinite(tokens) and tokens >= 0.5 * SEED_CLAIMS["seed_tokens_total"]
+    rows = []
+    for claim, says, key, (lo, hi) in specs:
+        row = {"claim": claim, "seed says": says, "caveat": scale}
+        values = per_seed[key]
+        if not values:
+            why = f"needs the final k of {swelu!r} runs" if key != "deviation" or not k_final else "no k"
+            if key in ranges and k_final:
+                why = f"the {swelu!r} runs have no {key} SWELU"
+            rows.append({**row, "measured": "n/a", "verdict": "inconclusive", "why": why})
+            continue
+        interval = stats.t_interval(values)
+        what = "mean |k - 1|" if key == "deviation" else f"mean {key} k"
+        measured = f"{what} {interval.describe(pct=False)} after {_tokens(tokens)}"
+        verdict, why = stats.judge(interval, (lo, hi), pct=False)
+        if not comparable:
+            why = (
+                f"not comparable: k after {_tokens(tokens)} vs the seeds' after "
+                f"{_tokens(SEED_CLAIMS['seed_tokens_total'])} (the measurement alone would say {verdict!r})"
+            )
+            verdict = "inconclusive"
+        rows.append({**row, "measured": measured, "verdict": verdict, "why": why})
+    return rows
+
+
+def architecture_claims() -> pd.DataFrame:
+    """The seeds' counts checked on the architecture they specify (``seed-124m``, GPT-2 vocabulary, context
+    1024), built with the real Mamba-1 mixer: parameters (tied head once) and learnable k. Counts, not
+    estimates: no interval, and no training needed."""
+    import torch
+
+    from mswelu.configuration import MambaSWELUConfig
+    from mswelu.modeling import MambaSWELUForCausalLM, parameter_count
+
+    cfg = MambaSWELUConfig.for_run("seed-124m", 50257, 1024)
+    n_params = parameter_count(cfg)
+    with torch.device("meta"):
+        n_k = MambaSWELUForCausalLM(cfg).num_k(learnable_only=True)
+    claimed_p, claimed_k = SEED_CLAIMS["parameters"], SEED_CLAIMS["learnable_k"]
+    scale = "the seed-124m architecture as specified (counted, not trained)"
+    return pd.DataFrame(
+        [
+            {
+                "claim": "124M parameters",
+                "seed says": f"{claimed_p / 1e6:.0f}M parameters",
+                "measured": f"{n_params:,} parameters ({n_params / 1e6:.1f}M)",
+                "verdict": "supported" if abs(n_params - claimed_p) <= 0.01 * claimed_p else "refuted",
+                "why": (
+                    "with the real Mamba-1 mixer the specified architecture has "
+                    f"{(n_params - claimed_p) / claimed_p:+.1%} against the claimed count (the seeds "
+                    "counted their conv + gate fallback, which had no state-space layer)"
+                    if abs(n_params - claimed_p) > 0.01 * claimed_p
+                    else "within 1% of the claimed count"
+                ),
+                "caveat": scale,
+            },
+            {
+                "claim": "15 learnable k",
+                "seed says": f"{claimed_k} learnable k",
+                "measured": f"{n_k} learnable k",
+                "verdict": "supported" if n_k == claimed_k else "refuted",
+                "why": "the count of SWELU slots with a learnable k in the specified architecture",
+                "caveat": scale,
+            },
+        ],
+        columns=["claim", "seed says", "measured", "verdict", "why", "caveat"],
+    )
+
+
+def noise_floor(results: pd.DataFrame, value: str = "val_bpb") -> pd.Series:
+    """Seed-to-seed standard deviation of ``value`` per variant (ddof=1; NaN with one seed): the smallest
+    difference between variants that a comparison of this size can hope to resolve."""
+    if "variant" not in results.columns or value not in results.columns:
+        raise ValueError(f"results needs 'variant' and {value!r} columns; has {list(results.columns)}")
+    return results.groupby("variant", sort=False)[value].std(ddof=1).rename(f"{value} seed sd")
 
 
 def _claim_convergence(

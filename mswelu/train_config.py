@@ -8,7 +8,10 @@ before any work starts, and a bad one raises ``ValueError`` naming the field, th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +70,34 @@ RESUMABLE_CHANGES = frozenset(NUMERIC_CHANGES) | {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX, Arm's BF16 extension), read from
+    the kernel's CPU flags (Linux) or ``sysctl`` (macOS). Elsewhere bf16 is emulated and slower than fp32,
+    so ``dtype="auto"`` stays fp32; ``MSWELU_CPU_BF16=0`` / ``1`` overrides the detection."""
+    forced = os.environ.get("MSWELU_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        flags = ""
+    if flags:
+        words = set(flags.split())
+        return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return out.strip() == "1"
+    return False
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs.
@@ -108,7 +139,8 @@ class TrainConfig:
         activation: the activation of every slot, overriding the preset's (``mswelu.ACTIVATIONS``).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         compile: ``torch.compile`` the model.
-        dtype: ``auto`` (bf16 autocast on CUDA, fp32 on CPU) | ``bf16`` | ``fp32``.
+        dtype: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | ``bf16`` |
+            ``fp32``.
         strategy: data-parallel strategy under torchrun.
         model: overrides of the model config (``MambaSWELUConfig`` fields, or the baseline's).
         max_consecutive_nonfinite: non-finite steps in a row (each skipped) before the run stops.
@@ -264,8 +296,12 @@ class TrainConfig:
         }
 
     def uses_bf16(self, device_type: str) -> bool:
-        """bf16 autocast: ``dtype="bf16"``, or ``auto`` on CUDA."""
-        return self.dtype == "bf16" or (self.dtype == "auto" and device_type == "cuda")
+        """bf16 autocast: ``dtype="bf16"``, or ``auto`` on CUDA and on a CPU with native bf16 arithmetic
+        (:func:`cpu_has_native_bf16`; measured equal to fp32 within seed noise by ``python -m mswelu.bench
+        dtype``)."""
+        if self.dtype != "auto":
+            return self.dtype == "bf16"
+        return device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16())
 
     def grad_accum(self, world_size: int = 1) -> int:
         """Micro-steps per optimizer step; ValueError when the global batch does not divide."""

@@ -52,8 +52,11 @@ __all__ = [
     "run_variants",
     "smoke_checks",
     "train_or_load",
+    "variant_config",
     "variant_overrides",
     "list_runs",
+    "lr_sweep",
+    "tuning_data",
     "load_run",
     "newest_run",
     "plot_activation_shapes",
@@ -331,11 +334,14 @@ def plot_variant_curves(curves: pd.DataFrame, results: pd.DataFrame) -> Any:
 
 # --------------------------------------------------------------------------- training orchestration
 # Notebook profiles: "nbval" is the default of every notebook (seconds on a 2-core CPU, so that
-# `pytest --nbval-lax` can run it); "cpu-10min" is the README's main job on a machine without a GPU
-# (the `small` preset on the embedded corpus); "gpu" is a starting point for one or more GPUs.
+# `pytest --nbval-lax` can run it); "cpu-10min" is the README's main job on a machine without a GPU: the
+# `small` shape with the dense stack's residual, on the embedded corpus with a 4,096-token BPE trained on its
+# training split, tuned for the lowest validation bits per byte after ten minutes on 2 cores (the sweep:
+# benchmarks/results/cpu-10min-sweep.md); "gpu" is the seeds' architecture, a starting point for GPUs.
 PROFILES: dict[str, dict[str, Any]] = {
     "nbval": {
         "preset": "tiny",
+        "tokenizer": "gpt2",
         "max_steps": 12,
         "batch_size": 4,
         "seq_len": 32,
@@ -348,10 +354,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "cpu-10min": {
         "preset": "small",
+        "tokenizer": "bpe:4096",
+        "model": {"dense_residual": True},
         "max_steps": 300,
-        "batch_size": 8,
-        "seq_len": 128,
-        "lr": 1e-3,
+        "batch_size": 16,
+        "seq_len": 256,
+        "lr": 2e-3,
         "warmup": 30,
         "eval_every": 50,
         "eval_batches": 4,
@@ -360,6 +368,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "gpu": {
         "preset": "seed-124m",
+        "tokenizer": "gpt2",
         "max_steps": 5000,
         "batch_size": 16,
         "seq_len": 1024,
@@ -378,19 +387,22 @@ PROFILES: dict[str, dict[str, Any]] = {
 SMOKE_DATA_TOKENS = 200_000
 
 
-def data_for(data: str | os.PathLike[str] | None, preset: str | None) -> str:
-    """``data``, or the embedded corpus prepared for ``preset``: all of it, or a slice of
-    :data:`SMOKE_DATA_TOKENS` tokens for the ``tiny`` preset (and baselines sized to it)."""
+def data_for(data: str | os.PathLike[str] | None, preset: str | None, tokenizer: str = "gpt2") -> str:
+    """``data``, or the embedded corpus prepared for ``preset`` with ``tokenizer`` (``gpt2`` or a corpus
+    BPE ``bpe:N``): all of it, or a slice of :data:`SMOKE_DATA_TOKENS` tokens for the ``tiny`` preset (and
+    baselines sized to it)."""
     if data is not None:
         return str(data)
     from mswelu.data import default_dataset
 
     tiny = preset is not None and str(preset).split(":")[-1] == "tiny"
-    return str(default_dataset(max_tokens=SMOKE_DATA_TOKENS if tiny else None))
+    return str(default_dataset(max_tokens=SMOKE_DATA_TOKENS if tiny else None, tokenizer=tokenizer))
 
 
 def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
-    """A profile's training settings with every non-None override applied on top."""
+    """A profile's settings with every non-None override applied on top: training settings (a
+    :class:`TrainConfig` dict, ``model`` overrides included) and ``tokenizer``, the embedded corpus'
+    tokenizer for :func:`data_for` (take it out before building the config)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: expected one of {sorted(PROFILES)}")
     out = dict(PROFILES[profile])
@@ -475,27 +487,46 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
     return load_run(tc.out_dir())
 
 
-def run_variants(
-    base: dict[str, Any], variants: Sequence[str], seeds: Sequence[int], prefix: str, reuse: bool = True
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, RunData]]:
-    """Train (or load) every variant x seed on the same data and token budget.
+def variant_config(base: dict[str, Any], variant: str) -> dict[str, Any]:
+    """``base`` (a TrainConfig dict on one of our presets) turned into ``variant``: the variant's
+    settings on top, its ``model`` settings merged over the base's (a profile's shape, e.g. the dense
+    residual, stays); a Transformer baseline keeps only its own, as the base's describe our architecture."""
+    over = variant_overrides(variant, base.get("preset", "small"))
+    cfg = {**base, **over}
+    if "preset" in over:
+        cfg["model"] = dict(over.get("model") or {})
+    else:
+        cfg["model"] = {**(base.get("model") or {}), **(over.get("model") or {})}
+    return cfg
 
-    Returns (results: one row per model with variant, seed, val_loss, val_bpb, tokens, tokens_per_s,
+
+def run_variants(
+    base: dict[str, Any],
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    prefix: str,
+    reuse: bool = True,
+    lrs: Mapping[str, float] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, RunData]]:
+    """Train (or load) every variant x seed on the same data and token budget, each variant at its lr in
+    ``lrs`` (from :func:`lr_sweep`; else ``base``'s).
+
+    Returns (results: one row per model with variant, seed, lr, val_loss, val_bpb, tokens, tokens_per_s,
     params, run; curves: long-form eval curves; runs by name)."""
     if not variants or not seeds:
         raise ValueError("need at least one variant and one seed")
-    preset = base.get("preset", "small")
     rows, curves, runs = [], [], {}
     for variant in variants:
         for seed in seeds:
             name = f"{prefix}-{variant}-s{seed}"
             cfg = {
-                **base,
-                **variant_overrides(variant, preset),
+                **variant_config(base, variant),
                 "seed": int(seed),
                 "run_name": name,
                 "out": str(runs_dir() / name),
             }
+            if lrs is not None:
+                cfg["lr"] = float(lrs[variant])
             run = train_or_load(cfg, reuse=reuse)
             runs[name] = run
             m = run.final_metrics()
@@ -503,6 +534,7 @@ def run_variants(
                 {
                     "variant": variant,
                     "seed": int(seed),
+                    "lr": float(cfg.get("lr", TrainConfig.lr)),
                     "val_loss": m["final_val_loss"],
                     "val_bpb": m["val_bpb"],
                     "train_loss": m["final_train_loss"],
@@ -522,6 +554,99 @@ def run_variants(
         else pd.DataFrame(columns=["step", "tokens", "val_loss", "val_ppl", "val_bpb", "variant", "seed"])
     )
     return pd.DataFrame(rows), curve_df, runs
+
+
+def tuning_data(data: str | os.PathLike[str], max_tries: int = 20) -> str:
+    """A dataset for choosing hyperparameters that never scores the reported validation split: the same
+    source and tokenizer, split by document with the next split seed whose validation documents share
+    none with ``data``'s (its training documents may include them; the reported runs never see the
+    tuning runs' weights, only the lr they pick). Prepared once next to ``data`` as ``<name>-tune``."""
+    from mswelu.data import load_meta, prepare, tokenizer_name
+
+    data = Path(data)
+    meta = load_meta(data)
+    reported = _documents(data, meta)
+    out = data.with_name(f"{data.name}-tune")
+    for offset in range(1, max_tries + 1):
+        tune = prepare(
+            meta["source"],
+            out=out,
+            tokenizer=tokenizer_name(data, meta),
+            val_fraction=float(meta["val_fraction"]),
+            max_tokens=meta.get("max_tokens"),
+            seed=int(meta["seed"]) + offset,
+            text_field=meta.get("text_field", "text"),
+            txt_sample_by=meta.get("txt_sample_by", "document"),
+            progress=False,
+        )
+        if not reported & _documents(out, tune):
+            return str(out)
+    raise ValueError(
+        f"no split seed among the next {max_tries} gives {data} a validation split disjoint from its own; "
+        "use a larger corpus or val_fraction"
+    )
+
+
+def _documents(data: Path, meta: dict[str, Any], split: str = "val") -> set[bytes]:
+    """The token sequences of a split's documents (to compare splits of one corpus and tokenizer)."""
+    ids = np.fromfile(data / f"{split}.bin", dtype=meta["dtype"])
+    ends = np.flatnonzero(ids == meta["eos_id"])
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return {ids[s:e].tobytes() for s, e in zip(starts, ends, strict=True)}
+
+
+def lr_sweep(
+    base: dict[str, Any],
+    variants: Sequence[str],
+    lrs: Sequence[float],
+    prefix: str,
+    seed: int = 0,
+    reuse: bool = True,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The same learning-rate grid and budget for every variant, scored on :func:`tuning_data` (never
+    the reported validation split). Returns (one row per variant x lr: variant, lr, tune_val_loss,
+    diverged, run; the chosen lr per variant: the lowest final tuning loss, a diverged run never wins).
+    With one lr in the grid that lr is every variant's choice (no sweep: the rows still show its loss)."""
+    if not lrs or any(not isinstance(x, (int, float)) or x <= 0 for x in lrs):
+        raise ValueError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
+    tune = tuning_data(base["data"])
+    rows = []
+    for variant in variants:
+        for lr in lrs:
+            name = f"{prefix}-tune-{variant}-lr{lr:g}"
+            cfg = {
+                **variant_config(base, variant),
+                "data": tune,
+                "lr": float(lr),
+                "seed": int(seed),
+                "run_name": name,
+                "out": str(runs_dir() / name),
+            }
+            try:
+                loss, diverged = (
+                    float(train_or_load(cfg, reuse=reuse).final_metrics()["final_val_loss"]),
+                    False,
+                )
+            except FloatingPointError:  # the trainer stops a run whose steps keep going non-finite
+                loss, diverged = math.inf, True
+            diverged = diverged or not math.isfinite(loss)
+            rows.append(
+                {
+                    "variant": variant,
+                    "lr": float(lr),
+                    "tune_val_loss": loss,
+                    "diverged": diverged,
+                    "run": name,
+                }
+            )
+    table = pd.DataFrame(rows)
+    chosen = {}
+    for variant, part in table.groupby("variant", sort=False):
+        ok = part[~part.diverged]
+        if ok.empty:
+            raise ValueError(f"every lr of {list(lrs)} diverged for {variant!r}: extend the grid downwards")
+        chosen[str(variant)] = float(ok.sort_values(["tune_val_loss", "lr"]).lr.iloc[0])
+    return table, chosen
 
 
 def smoke_checks(run: RunData, expect_k: bool = True) -> dict[str, Any]:
@@ -578,9 +703,10 @@ def ensure_run(run: str | os.PathLike[str] | None = None) -> Path:
     if found is not None:
         return found
     settings = resolve_profile("nbval")
+    tokenizer = settings.pop("tokenizer")
     cfg = dict(
         settings,
-        data=data_for(None, settings["preset"]),
+        data=data_for(None, settings["preset"], tokenizer),
         run_name="smoke-auto",
         out=str(runs_dir() / "smoke-auto"),
         progress=False,
@@ -638,8 +764,12 @@ def plan_launch(
     plan = []
     for variant in list(variants) if variants else [None]:
         name = run_name if variant is None else f"{run_name}-{variant}"
-        overrides = {} if variant is None else variant_overrides(variant, base.get("preset", "small"))
-        cfg = {**base, **overrides, "run_name": name, "out": str(runs_dir() / name), "overwrite": overwrite}
+        cfg = {
+            **(base if variant is None else variant_config(base, variant)),
+            "run_name": name,
+            "out": str(runs_dir() / name),
+            "overwrite": overwrite,
+        }
         if launch == "independent":  # the seeds' "6 independent models": one per GPU, seeds seed..seed+n-1
             for i in range(n):
                 seed_i = int(cfg.get("seed", 0)) + i

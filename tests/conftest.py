@@ -13,6 +13,11 @@ if "MSWELU_HOME" not in os.environ:
     _home = tempfile.mkdtemp(prefix="mswelu-test-home-")
     os.environ["MSWELU_HOME"] = _home  # inherited by notebook kernels that nbval / papermill start
 
+# dtype="auto" takes bf16 on CPUs with native bf16 (mswelu.train_config.cpu_has_native_bf16): pin the tests
+# (and the notebook kernels they start) to fp32 so that their numbers do not depend on the CPU model;
+# tests of the bf16 path ask for it by name.
+os.environ.setdefault("MSWELU_CPU_BF16", "0")
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -258,3 +258,63 @@ def test_k_gradients_match_finite_differences():
         fd = abs((up - down) / (2 * h)) / dk_draw
         assert grads[name] == pytest.approx(fd, rel=1e-3), name  # the scan keeps some fp32 internals
     assert max(grads.values()) > 0
+
+
+def _k(in_mixer: float, post: float, dense: float) -> dict[str, float]:
+    """Final k of a model with two Mamba blocks and two dense layers."""
+    return {
+        "blocks.0.mixer.act": in_mixer,
+        "blocks.1.mixer.act": in_mixer,
+        "blocks.0.post_act": post,
+        "blocks.1.post_act": post,
+        "dense.0.act": dense,
+        "dense.1.act": dense,
+    }
+
+
+def test_claims_check_comparable_to_gpt2_and_where_k_went():
+    seed_tokens = A.SEED_CLAIMS["seed_tokens_total"]
+    rows = []
+    for seed, eps in enumerate([-0.01, 0.0, 0.01]):
+        rows += [
+            {"variant": "swelu", "seed": seed, "val_loss": 4.12 + eps, "tokens": seed_tokens},
+            {"variant": "gpt2", "seed": seed, "val_loss": 4.0 + eps * 0.5},
+        ]
+    res = pd.DataFrame(rows)
+    # k as the seeds report them (in-mixer ~0.5, post-mixer ~0.8) except dense, which stayed at 1
+    k_final = {s: _k(0.5 + d, 0.8 + d, 1.0 + d) for s, d in enumerate([-0.01, 0.0, 0.01])}
+    out = A.claims_check(res, k_final=k_final, min_tokens=0).set_index("claim")
+    gpt2 = out.loc["comparable to GPT-2"]
+    assert gpt2["verdict"] == "supported" and "-3.0%" in gpt2["measured"]  # 3% worse: within 5%
+    assert out.loc["in-mixer k end at 0.39-0.67", "verdict"] == "supported"
+    assert out.loc["post-mixer k end at 0.62-1.00", "verdict"] == "supported"
+    assert out.loc["dense k end at 1.56-1.90", "verdict"] == "refuted"
+    dev = out.loc["k move 0.39 from init on average"]
+    # mean |k - 1| over the 6 slots per seed (0.2433, 0.2333, 0.23), then over seeds: below 0.29-0.49
+    assert dev["verdict"] == "refuted" and "0.2356" in dev["measured"]
+    # the same k after a short run are shown but not judged
+    short = res.assign(tokens=1_000_000)
+    out = A.claims_check(short, k_final=k_final, min_tokens=0).set_index("claim")
+    row = out.loc["in-mixer k end at 0.39-0.67"]
+    assert row["verdict"] == "inconclusive" and "not comparable" in row["why"] and "'supported'" in row["why"]
+    # far worse than GPT-2: refuted; no k given: every k row says what it needs
+    worse = res.assign(val_loss=np.where(res.variant == "swelu", 5.0, res.val_loss))
+    out = A.claims_check(worse, min_tokens=0).set_index("claim")
+    assert out.loc["comparable to GPT-2", "verdict"] == "refuted"
+    assert "needs the final k" in out.loc["dense k end at 1.56-1.90", "why"]
+
+
+def test_architecture_claims_count_the_specified_model():
+    out = A.architecture_claims().set_index("claim")
+    assert out.loc["124M parameters", "verdict"] == "refuted"
+    assert "100,917,263" in out.loc["124M parameters", "measured"]  # the preset table's count
+    assert out.loc["15 learnable k", "verdict"] == "supported"
+    assert out.loc["15 learnable k", "measured"] == "15 learnable k"
+
+
+def test_noise_floor_is_the_seed_standard_deviation():
+    res = pd.DataFrame({"variant": ["a", "a", "a", "b"], "val_bpb": [1.0, 1.2, 1.4, 2.0]})
+    floor = A.noise_floor(res)
+    assert floor["a"] == pytest.approx(0.2) and np.isnan(floor["b"])
+    with pytest.raises(ValueError):
+        A.noise_floor(res, "val_loss")

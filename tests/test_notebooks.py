@@ -228,10 +228,18 @@ def test_05_baselines(workdir):
     )["metrics"]
     assert m["models"] == 6 and m["tokens"] == 3 * 2 * 16
     assert set(m["claims"].values()) <= {"supported", "refuted", "inconclusive"}
-    assert len(m["claims"]) == 4
+    assert len(m["claims"]) == 9 and set(m["claims"].values()) == {"inconclusive"}  # far too short to judge
     # no fixed-k runs: that claim cannot be judged
     assert m["claims"]["learnable k 17% better than fixed k"] == "inconclusive"
     assert {"swelu_val_loss", "silu_val_loss", "gpt2_val_loss"} <= set(m)
+    # the seeds' counts, on the architecture they specify
+    assert m["counts"] == {"124M parameters": "refuted", "15 learnable k": "supported"}
+    # every variant got the same lr grid, on the tuning split, and its choice is recorded
+    assert set(m["lr"]) == {"swelu", "silu", "gpt2"} and set(m["lr"].values()) <= {1e-3, 3e-3}
+    tuned = sorted(p.name for p in (_home() / "runs").glob("nbtest-base-tune-*"))
+    assert tuned == [
+        f"nbtest-base-tune-{v}-lr{lr}" for v in ("gpt2", "silu", "swelu") for lr in ("0.001", "0.003")
+    ]
 
 
 def test_failing_cell_fails_papermill_and_the_report(workdir):

@@ -517,3 +517,50 @@ def test_a_stop_request_is_honoured_while_steps_are_being_skipped(byte_data: Pat
     assert summary["interrupted"] and summary["stop_reason"] == "SIGTERM" and summary["steps"] == 0
     assert summary["nonfinite_skipped"] == 2
     assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_0000000"]
+
+
+def test_auto_dtype_takes_bf16_only_where_the_hardware_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mswelu.train_config import cpu_has_native_bf16
+
+    def rule(env: str | None, dtype: str, device: str) -> bool:
+        if env is None:
+            monkeypatch.delenv("MSWELU_CPU_BF16", raising=False)
+        else:
+            monkeypatch.setenv("MSWELU_CPU_BF16", env)
+        cpu_has_native_bf16.cache_clear()
+        return TrainConfig(dtype=dtype).uses_bf16(device)
+
+    try:
+        assert rule("1", "auto", "cpu") and not rule("0", "auto", "cpu")
+        assert rule("0", "auto", "cuda") and rule("0", "bf16", "cpu") and not rule("1", "fp32", "cpu")
+        flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else None
+        if flags is not None:  # the detection reads the kernel's CPU flags
+            native = bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags))
+            assert rule(None, "auto", "cpu") == native
+    finally:
+        cpu_has_native_bf16.cache_clear()
+
+
+def test_dtype_benchmark_pairs_runs_by_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench dtype``'s verdict is its interval against its noise floor (tiny runs; no speed asserted)."""
+    from mswelu.bench import dtype as bench
+    from mswelu.data import default_dataset
+
+    small = default_dataset(max_tokens=60_000)  # the embedded corpus, capped (the bench takes it whole)
+    monkeypatch.setattr("mswelu.data.default_dataset", lambda **kw: small)
+    r = bench.run("tiny", "gpt2", steps=4, batch_size=2, seq_len=16, lr=3e-3, seeds=(0, 1), eval_at=())
+    assert [(x["seed"], x["dtype"]) for x in r["runs"]] == [
+        (0, "fp32"),
+        (0, "bf16"),
+        (1, "fp32"),
+        (1, "bf16"),
+    ]
+    final = {(x["seed"], x["dtype"]): x["val_loss"] for x in r["runs"]}
+    diffs = [final[(s, "bf16")] - final[(s, "fp32")] for s in (0, 1)]
+    assert r["bf16_minus_fp32"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert r["noise_floor_sd"] == pytest.approx(abs(final[(0, "fp32")] - final[(1, "fp32")]) / math.sqrt(2))
+    d = r["bf16_minus_fp32"]
+    assert r["equal"] == (d["lo"] <= 0 <= d["hi"] and abs(d["mean"]) <= r["noise_floor_sd"])
+    assert all(x["curve"][-1][0] == 4 for x in r["runs"])
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        bench.run("tiny", "gpt2", steps=2, seeds=(0,))

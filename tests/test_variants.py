@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -66,3 +68,58 @@ def test_reference_family_trains_through_run_variants(tmp_path, monkeypatch) -> 
     assert abs(by.params["mamba-swelu"] / by.params["mamba"] - 1) < 1e-3  # SWELU adds one k per mixer
     swelu_run = runs["ref-mamba-swelu-s0"]
     assert swelu_run.config["activation"] == "swelu" and swelu_run.config["model"]["post_mixer_act"] is False
+
+
+def test_the_tuning_split_never_holds_a_reported_validation_document(embedded_data) -> None:
+    from mswelu import workbook as wb
+    from mswelu.data import load_meta
+
+    tune = Path(wb.tuning_data(embedded_data))
+    reported, tuning = load_meta(embedded_data), load_meta(tune)
+    assert tune != Path(embedded_data) and tuning["tokenizer"] == reported["tokenizer"]
+    assert tuning["seed"] != reported["seed"] and tuning["source"] == reported["source"]
+    assert not wb._documents(Path(embedded_data), reported) & wb._documents(tune, tuning)
+    stamp = (tune / "val.bin").stat().st_mtime_ns
+    assert wb.tuning_data(embedded_data) == str(tune) and (tune / "val.bin").stat().st_mtime_ns == stamp
+
+
+def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins(
+    embedded_data, tmp_path, monkeypatch
+) -> None:
+    from test_train import tiny_cfg
+
+    from mswelu import workbook as wb
+
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    base = tiny_cfg(embedded_data, tmp_path / "unused", max_steps=3, ckpt_every=0, eval_every=0)
+    base.pop("out")
+    real = wb.train_or_load
+
+    def diverging_at_lr_one(cfg, reuse=True):
+        if cfg["lr"] == 1.0:
+            raise FloatingPointError("stopping: 10 consecutive non-finite steps")
+        return real(cfg, reuse=reuse)
+
+    monkeypatch.setattr(wb, "train_or_load", diverging_at_lr_one)
+    table, chosen = wb.lr_sweep(base, ["swelu", "silu"], [1e-3, 1e-2, 1.0], prefix="sw")
+    assert sorted(table.groupby("variant").lr.apply(list).to_dict().items()) == [
+        ("silu", [1e-3, 1e-2, 1.0]),
+        ("swelu", [1e-3, 1e-2, 1.0]),
+    ]
+    assert table.set_index("lr").diverged.groupby(level=0).all().to_dict() == {
+        1e-3: False,
+        1e-2: False,
+        1.0: True,
+    }
+    for variant, part in table.groupby("variant"):
+        ok = part[~part.diverged]
+        assert chosen[variant] == ok.lr[ok.tune_val_loss.idxmin()]
+    tune = wb.tuning_data(embedded_data)
+    assert wb.load_run(Path(wb.runs_dir()) / "sw-tune-swelu-lr0.001").config["data"] == tune
+    results, _, _ = wb.run_variants(base, ["swelu", "silu"], [0], prefix="sw", lrs=chosen)
+    assert results.set_index("variant").lr.to_dict() == chosen
+    assert results.run.tolist() == ["sw-swelu-s0", "sw-silu-s0"]
+    with pytest.raises(ValueError, match="every lr of \\[1.0\\] diverged for 'swelu'"):
+        wb.lr_sweep(base, ["swelu"], [1.0], prefix="sw")
+    with pytest.raises(ValueError, match="lrs must be"):
+        wb.lr_sweep(base, ["swelu"], [], prefix="sw")

@@ -98,7 +98,9 @@ def test_smoke_checks(tmp_path):
 def test_profiles_and_variants():
     s = wb.resolve_profile("nbval", max_steps=3, lr=None)
     assert s["max_steps"] == 3 and s["lr"] == wb.PROFILES["nbval"]["lr"] and s["preset"] == "tiny"
-    assert wb.resolve_profile("cpu-10min")["preset"] == "small"
+    main = wb.resolve_profile("cpu-10min")
+    assert main["preset"] == "small" and main["tokenizer"] == "bpe:4096" and main["model"]["dense_residual"]
+    assert all(p["tokenizer"] in ("gpt2", "bpe:4096") for p in wb.PROFILES.values())  # notebook 03 pops it
     with pytest.raises(ValueError):
         wb.resolve_profile("huge")
     assert wb.variant_overrides("silu", "small") == {"activation": "silu"}

@@ -12,4 +12,5 @@ BENCHMARKS = {
     "tokenizer": "mswelu.bench.tokenizer",
     "gpu": "mswelu.bench.gpu",
     "train": "mswelu.bench.train",
+    "dtype": "mswelu.bench.dtype",
 }

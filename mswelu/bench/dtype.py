@@ -1,0 +1,213 @@
+"""Does bf16 autocast train the same model as fp32 on this CPU? Real training runs, paired by seed.
+
+``python -m mswelu.bench dtype [--preset small] [--tokenizer bpe:4096] [--steps 60] [--batch-size 8]
+[--seq-len 256] [--lr 2e-3] [--seeds 0,1,2] [--set dense_residual=true] [--json] [--out FILE]``
+
+For every seed the trainer runs twice on the embedded corpus, identical but for ``dtype`` (``fp32``,
+``bf16``): same data order, same initial weights. Each run is evaluated on the whole validation split at
+its end (and at the fractions in ``--eval-at``), in its own dtype. Reported:
+
+- per seed: the validation losses of both runs at every evaluation, and tokens/s;
+- the paired difference bf16 - fp32 of the final validation loss: mean and its 95% t interval;
+- the noise floor: the seed-to-seed standard deviation of the fp32 final losses;
+- ``equal``: true when the interval of the difference contains 0 (no systematic effect of bf16 is
+  detectable) and its mean is within +/- the noise floor (bf16 moves the result by less than changing
+  the seed does). This is not an equivalence proof: with 3 seeds the interval is wide (t = 4.30), and a
+  bias smaller than its half-width is not ruled out; more ``--seeds`` narrow it. (This measurement is
+  why ``dtype="auto"`` uses bf16 on CPUs with native bf16: :func:`mswelu.train_config.cpu_has_native_bf16`;
+  ``benchmarks/results/`` holds the committed runs.)
+
+Speed is reported, never asserted; the numbers depend on the machine (``matmul peak`` lines of
+``python -m mswelu.bench train`` show what it can do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DTYPES = ("fp32", "bf16")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run(
+    preset: str = "small",
+    tokenizer: str = "bpe:4096",
+    steps: int = 60,
+    batch_size: int = 8,
+    seq_len: int = 256,
+    lr: float = 2e-3,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    model: dict[str, Any] | None = None,
+    eval_at: tuple[float, ...] = (0.5,),
+) -> dict[str, Any]:
+    """Train every (seed, dtype) pair and compare; returns the figures described in the module docstring."""
+    import torch
+
+    from mswelu.data import default_dataset
+    from mswelu.runs import load_run
+    from mswelu.stats import t_interval
+    from mswelu.train import train
+
+    if len(seeds) < 2:
+        raise ValueError("the comparison needs at least 2 seeds (the noise floor is their spread)")
+    data = default_dataset(tokenizer=tokenizer)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="mswelu-bench-dtype-") as tmp:
+        for seed in seeds:
+            for dtype in DTYPES:
+                out = Path(tmp) / f"{dtype}-{seed}"
+                t0 = time.perf_counter()
+                summary = train(
+                    {
+                        "preset": preset,
+                        "data": str(data),
+                        "out": str(out),
+                        "max_steps": steps,
+                        "batch_size": batch_size,
+                        "seq_len": seq_len,
+                        "lr": lr,
+                        "warmup": max(1, steps // 10),
+                        "seed": seed,
+                        "dtype": dtype,
+                        "eval_every": 0,
+                        "eval_fractions": eval_at,
+                        "log_every": max(1, steps // 20),
+                        "ckpt_every": 0,
+                        "model": dict(model or {}),
+                        "device": "cpu",
+                        "progress": False,
+                        "tensorboard": False,
+                    }
+                )
+                ev = load_run(out).eval
+                rows.append(
+                    {
+                        "seed": seed,
+                        "dtype": dtype,
+                        "val_loss": float(summary["val_loss"]),
+                        "val_bpb": float(summary["val_bpb"]),
+                        "curve": [[int(s), float(v)] for s, v in zip(ev.step, ev.val_loss, strict=True)],
+                        "tokens_per_s": float(summary["tokens_per_s"]),
+                        "wall_s": round(time.perf_counter() - t0, 1),
+                    }
+                )
+    final = {d: {r["seed"]: r["val_loss"] for r in rows if r["dtype"] == d} for d in DTYPES}
+    diff = t_interval([final["bf16"][s] - final["fp32"][s] for s in seeds])
+    floor = float(np.std([final["fp32"][s] for s in seeds], ddof=1))
+    speed = {d: float(np.mean([r["tokens_per_s"] for r in rows if r["dtype"] == d])) for d in DTYPES}
+    return {
+        "settings": {
+            "preset": preset,
+            "tokenizer": tokenizer,
+            "steps": steps,
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "tokens_per_run": steps * batch_size * seq_len,
+            "lr": lr,
+            "seeds": list(seeds),
+            "model": dict(model or {}),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "runs": rows,
+        "bf16_minus_fp32": {"mean": diff.mean, "lo": diff.lo, "hi": diff.hi, "n": diff.n},
+        "noise_floor_sd": floor,
+        "equal": bool(math.isfinite(diff.lo) and diff.lo <= 0.0 <= diff.hi and abs(diff.mean) <= floor),
+        "tokens_per_s": speed,
+        "bf16_speedup": speed["bf16"] / speed["fp32"],
+    }
+
+
+def _print(r: dict[str, Any]) -> None:
+    s = r["settings"]
+    print(
+        f"{s['preset']} on the embedded corpus ({s['tokenizer']}), {s['steps']} steps x {s['batch_size']} x "
+        f"{s['seq_len']} = {s['tokens_per_run']:,} tokens per run, lr {s['lr']}, {s['threads']} threads"
+    )
+    print(
+        f"{'seed':>4} {'dtype':>5} {'final val loss':>15} {'val bpb':>8} {'tokens/s':>9}  curve (step: loss)"
+    )
+    for row in r["runs"]:
+        curve = "  ".join(f"{st}: {v:.3f}" for st, v in row["curve"])
+        print(
+            f"{row['seed']:>4} {row['dtype']:>5} {row['val_loss']:>15.4f} {row['val_bpb']:>8.4f} "
+            f"{row['tokens_per_s']:>9.0f}  {curve}"
+        )
+    d = r["bf16_minus_fp32"]
+    print(
+        f"bf16 - fp32 final val loss: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] "
+        f"(95% t, {d['n']} seeds); "
+        f"noise floor (fp32 seed sd) {r['noise_floor_sd']:.4f}: "
+        + ("no systematic difference, within seed noise" if r["equal"] else "NOT equal within seed noise")
+    )
+    print(
+        f"tokens/s: fp32 {r['tokens_per_s']['fp32']:.0f}, bf16 {r['tokens_per_s']['bf16']:.0f} "
+        f"({r['bf16_speedup']:.2f}x)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.bench dtype",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default="small")
+    p.add_argument("--tokenizer", default="bpe:4096", help="the embedded corpus' tokenizer (gpt2 | bpe:N)")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--eval-at", default="0.5", help="comma-separated fractions of training (besides the end)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    args = p.parse_args(argv)
+    try:
+        model = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+            model[key] = _parse_value(value)
+        r = run(
+            args.preset,
+            args.tokenizer,
+            args.steps,
+            args.batch_size,
+            args.seq_len,
+            args.lr,
+            tuple(int(x) for x in args.seeds.split(",") if x.strip()),
+            model,
+            tuple(float(x) for x in args.eval_at.split(",") if x.strip()),
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(json.dumps(r, indent=1) + "\n", encoding="utf-8")
+    if args.json:
+        print(json.dumps(r))
+    else:
+        _print(r)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
