@@ -292,7 +292,12 @@ class Trainer:
         )
         summary.update({k: self.last_val.get(k) for k in ("val_loss", "val_ppl", "val_bpb")})
         summary.update(tokens_per_s=rate, k=ks, nonfinite_skipped=self.nonfinite_total, wall_time_s=wall)
-        summary.update(interrupted=interrupted, stop_reason=self.stop.reason, device=str(self.device))
+        summary.update(
+            interrupted=interrupted,
+            stop_reason=self.stop.reason,
+            device=str(self.device),
+            autocast="bf16" if self.autocast_dtype is not None else None,  # what dtype="auto" chose
+        )
         summary.update(is_main=self.info.is_main, baseline=c.get("_baseline"), **{"lambda": lams})
         if self.info.is_main:
             self.run_dir.write_summary(summary)

@@ -562,5 +562,6 @@ def test_dtype_benchmark_pairs_runs_by_seed(monkeypatch: pytest.MonkeyPatch) -> 
     d = r["bf16_minus_fp32"]
     assert r["equal"] == (d["lo"] <= 0 <= d["hi"] and abs(d["mean"]) <= r["noise_floor_sd"])
     assert all(x["curve"][-1][0] == 4 for x in r["runs"])
+    assert [x["autocast"] for x in r["runs"]] == [None, "bf16", None, "bf16"]  # what each run really used
     with pytest.raises(ValueError, match="at least 2 seeds"):
         bench.run("tiny", "gpt2", steps=2, seeds=(0,))

@@ -1,7 +1,8 @@
 """Does bf16 autocast train the same model as fp32 on this CPU? Real training runs, paired by seed.
 
 ``python -m mswelu.bench dtype [--preset small] [--tokenizer bpe:4096] [--steps 60] [--batch-size 8]
-[--seq-len 256] [--lr 2e-3] [--seeds 0,1,2] [--set dense_residual=true] [--json] [--out FILE]``
+[--seq-len 256] [--lr 2e-3] [--optimizer adamw] [--seeds 0,1,2] [--set dense_residual=true] [--json]
+[--out FILE]``
 
 For every seed the trainer runs twice on the embedded corpus, identical but for ``dtype`` (``fp32``,
 ``bf16``): same data order, same initial weights. Each run is evaluated on the whole validation split at
@@ -54,6 +55,7 @@ def run(
     seeds: tuple[int, ...] = (0, 1, 2),
     model: dict[str, Any] | None = None,
     eval_at: tuple[float, ...] = (0.5,),
+    optimizer: str = "adamw",
 ) -> dict[str, Any]:
     """Train every (seed, dtype) pair and compare; returns the figures described in the module docstring."""
     import torch
@@ -81,6 +83,7 @@ def run(
                         "batch_size": batch_size,
                         "seq_len": seq_len,
                         "lr": lr,
+                        "optimizer": optimizer,
                         "warmup": max(1, steps // 10),
                         "seed": seed,
                         "dtype": dtype,
@@ -99,6 +102,7 @@ def run(
                     {
                         "seed": seed,
                         "dtype": dtype,
+                        "autocast": summary.get("autocast"),
                         "val_loss": float(summary["val_loss"]),
                         "val_bpb": float(summary["val_bpb"]),
                         "curve": [[int(s), float(v)] for s, v in zip(ev.step, ev.val_loss, strict=True)],
@@ -119,6 +123,7 @@ def run(
             "seq_len": seq_len,
             "tokens_per_run": steps * batch_size * seq_len,
             "lr": lr,
+            "optimizer": optimizer,
             "seeds": list(seeds),
             "model": dict(model or {}),
             "threads": torch.get_num_threads(),
@@ -137,7 +142,8 @@ def _print(r: dict[str, Any]) -> None:
     s = r["settings"]
     print(
         f"{s['preset']} on the embedded corpus ({s['tokenizer']}), {s['steps']} steps x {s['batch_size']} x "
-        f"{s['seq_len']} = {s['tokens_per_run']:,} tokens per run, lr {s['lr']}, {s['threads']} threads"
+        f"{s['seq_len']} = {s['tokens_per_run']:,} tokens per run, {s['optimizer']} lr {s['lr']}, "
+        f"{s['threads']} threads"
     )
     print(
         f"{'seed':>4} {'dtype':>5} {'final val loss':>15} {'val bpb':>8} {'tokens/s':>9}  curve (step: loss)"
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--optimizer", default="adamw", help="adamw | muon")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--eval-at", default="0.5", help="comma-separated fractions of training (besides the end)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
@@ -196,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             tuple(int(x) for x in args.seeds.split(",") if x.strip()),
             model,
             tuple(float(x) for x in args.eval_at.split(",") if x.strip()),
+            args.optimizer,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
