@@ -70,7 +70,6 @@ RESUMABLE_CHANGES = frozenset(NUMERIC_CHANGES) | {
 }
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX, Arm's BF16 extension), read from
     the kernel's CPU flags (Linux) or ``sysctl`` (macOS). Elsewhere bf16 is emulated and slower than fp32,
@@ -78,6 +77,11 @@ def cpu_has_native_bf16() -> bool:
     forced = os.environ.get("MSWELU_CPU_BF16")
     if forced in ("0", "1"):
         return forced == "1"
+    return _detected_native_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _detected_native_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:

@@ -302,6 +302,11 @@ def test_claims_check_comparable_to_gpt2_and_where_k_went():
     out = A.claims_check(worse, min_tokens=0).set_index("claim")
     assert out.loc["comparable to GPT-2", "verdict"] == "refuted"
     assert "needs the final k" in out.loc["dense k end at 1.56-1.90", "why"]
+    # k that never moved, and no dense slots: the rows say so rather than asking for k
+    unmoved = {s: {"blocks.0.mixer.act": 1.0} for s in range(3)}
+    out = A.claims_check(res, k_final=unmoved, min_tokens=0).set_index("claim")
+    assert "have no dense SWELU" in out.loc["dense k end at 1.56-1.90", "why"]
+    assert out.loc["k move 0.39 from init on average", "verdict"] == "refuted"
 
 
 def test_architecture_claims_count_the_specified_model():
