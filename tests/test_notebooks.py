@@ -225,6 +225,7 @@ def test_05_baselines(workdir):
         max_steps=3,
         batch_size=2,
         seq_len=16,
+        model={"d_state": 4},
     )["metrics"]
     assert m["models"] == 6 and m["tokens"] == 3 * 2 * 16
     assert set(m["claims"].values()) <= {"supported", "refuted", "inconclusive"}
@@ -236,6 +237,10 @@ def test_05_baselines(workdir):
     assert m["counts"] == {"124M parameters": "refuted", "15 learnable k": "supported"}
     # every variant got the same lr grid, on the tuning split, and its choice is recorded
     assert set(m["lr"]) == {"swelu", "silu", "gpt2"} and set(m["lr"].values()) <= {1e-3, 3e-3}
+    # the notebook's model settings reach our variants, not the Transformer
+    config = json.loads((_home() / "runs" / "nbtest-base-silu-s1" / "config.json").read_text())
+    assert config["model"] == {"d_state": 4} and config["activation"] == "silu"
+    assert json.loads((_home() / "runs" / "nbtest-base-gpt2-s0" / "config.json").read_text())["model"] == {}
     tuned = sorted(p.name for p in (_home() / "runs").glob("nbtest-base-tune-*"))
     assert tuned == [
         f"nbtest-base-tune-{v}-lr{lr}" for v in ("gpt2", "silu", "swelu") for lr in ("0.001", "0.003")
