@@ -10,8 +10,10 @@ Two ways to the same number:
 - :func:`linear_cross_entropy` from the head's *input*: the LM head and the loss fused, a chunk of rows
   at a time, so that the (tokens x vocabulary) fp32 logits never exist at once. Each chunk's logits are
   made, turned into the loss and into the gradients of the hidden states and the head weight, and
-  dropped: the backward pass only scales what the forward already computed. With a 50k vocabulary this
-  is most of a small model's training memory and a large share of its time; the chunk stays in cache.
+  dropped: the backward pass only scales what the forward already computed. With a 50k vocabulary the
+  full logits, their log-softmax and its gradient are most of a small model's training memory (B=8,
+  L=128: 1,024 x 50,257 fp32 logits are 206 MB each); chunked, one 51 MB chunk buffer is reused. The
+  speed gain is modest: 1.07-1.44x the logits path in fp32 on ``small`` (``python -m mswelu.bench train``).
 """
 
 from __future__ import annotations
@@ -110,16 +112,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_hidden[rows] = (g @ w).to(hidden.dtype)
                 if grad_weight is not None:
                     grad_weight += (g.T @ h).to(acc)
+        ctx.wants = wants  # which of the two gradients exist (the other is saved as an empty tensor)
         ctx.save_for_backward(
-            grad_hidden if grad_hidden is not None else torch.empty(0),
-            grad_weight.to(weight.dtype) if grad_weight is not None else torch.empty(0),
+            grad_hidden if grad_hidden is not None else hidden.new_empty(0),
+            grad_weight.to(weight.dtype) if grad_weight is not None else weight.new_empty(0),
         )
-        ctx.has_grad_hidden = grad_hidden is not None
         return total / max(count, 1)
 
     @staticmethod
     def backward(ctx, grad_out):
         grad_hidden, grad_weight = ctx.saved_tensors
-        gh = grad_hidden * grad_out if ctx.has_grad_hidden else None
-        gw = grad_weight * grad_out if grad_weight.numel() else None
+        want_hidden, want_weight = ctx.wants
+        gh = grad_hidden * grad_out if want_hidden else None
+        gw = grad_weight * grad_out if want_weight else None
         return gh, gw, None, None, None, None, None
