@@ -624,13 +624,10 @@ def lr_sweep(
                 "out": str(runs_dir() / name),
             }
             try:
-                loss, diverged = (
-                    float(train_or_load(cfg, reuse=reuse).final_metrics()["final_val_loss"]),
-                    False,
-                )
+                loss = float(train_or_load(cfg, reuse=reuse).final_metrics()["final_val_loss"])
             except FloatingPointError:  # the trainer stops a run whose steps keep going non-finite
-                loss, diverged = math.inf, True
-            diverged = diverged or not math.isfinite(loss)
+                loss = math.inf
+            diverged = not math.isfinite(loss)
             rows.append(
                 {
                     "variant": variant,
