@@ -365,6 +365,7 @@ def claims_check(
     min_tokens: float = 100_000,
     transformer: str = "gpt2",
     k_final: Mapping[int, Mapping[str, Any]] | None = None,
+    k_variant: str | None = None,
 ) -> pd.DataFrame:
     """Check each seed claim against this run's measurements (the architecture's counts are in
     :func:`architecture_claims`: they need no training).
@@ -377,7 +378,9 @@ def claims_check(
         swelu, silu_variant, fixed: variant names of learnable SWELU, SiLU and SWELU with k fixed.
         scale: a sentence on the scale of this comparison (defaults to one built from ``results``).
         transformer: the variant "comparable to GPT-2" is judged against.
-        k_final: seed -> the final ``{slot name: k}`` of the ``swelu`` run of that seed (the k rows).
+        k_final: seed -> the final ``{slot name: k}`` of the ``k_variant`` run of that seed (the k rows).
+        k_variant: the variant whose k those are (default ``swelu``; the seeds' k are the seed
+            architecture's, which has dense and post-mixer slots that the reference Mamba lacks).
         min_tokens: below this many training tokens per model every verdict is "inconclusive" (the runs
             are too short to judge anything; the measurements are still shown).
 
@@ -428,7 +431,7 @@ def claims_check(
     rows.append(_claim_loss_at_20(curves, swelu, scale))
     rows.append(_claim_convergence(results, curves, swelu, silu_variant, value, scale))
     rows.append(_claim_vs_transformer(results, swelu, transformer, value, scale))
-    rows += _claims_k(k_final, results, swelu, scale)
+    rows += _claims_k(k_final, results, k_variant or swelu, scale)
     trained = float(results["tokens"].max()) if "tokens" in results.columns else float("nan")
     if math.isfinite(trained) and trained < min_tokens:
         for row in rows:

@@ -66,8 +66,9 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     base, ref = parse_model_name(cfg.preset)
     check_overrides(cfg.preset, cfg.model)
     overrides = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
+    eos = int(meta["eos_id"])  # the data's end-of-text id (a Transformer's start token too, as GPT-2's)
+    overrides = {"eos_token_id": eos, **({} if ref is None else {"bos_token_id": eos}), **overrides}
     if ref is None:  # build the model config now: bad overrides fail before any work
-        overrides = {"eos_token_id": int(meta["eos_id"]), **overrides}  # the data's end-of-text id
         mcfg = MambaSWELUConfig.for_run(base, model_vocab, cfg.seq_len, cfg.activation, **overrides)
         probe.check_vocab(mcfg.vocab_size)
         table = {**PRESETS[base], **overrides}.get("max_position_embeddings", 1024)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from mswelu import analysis
 from mswelu.launch import resolve_mode
-from mswelu.paths import runs_dir
+from mswelu.paths import project_root, reports_dir, runs_dir
 from mswelu.runs import (
     CONFIG,
     FINAL,
@@ -75,6 +75,10 @@ __all__ = [
 
 # --------------------------------------------------------------------------- notebook prologue
 _NOT_PARAMETERS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+#: the folder of ``reports/`` whose reports are committed: a study's (see ``notebooks/studies/``)
+STUDIES = "studies"
 
 
 def _plain_names(namespace: Mapping[str, Any]) -> list[str]:
@@ -141,7 +145,7 @@ def start(notebook: str, namespace: Mapping[str, Any], check: bool | None = None
     kernel's run, see :func:`check_parameters`), Hugging Face's progress bars off (tqdm's missing-widgets
     warning is silenced by ``import mswelu``), and the run's :class:`mswelu.report.Report` with the
     notebook's parameters. ``namespace`` is the notebook's ``globals()``; its ``run_name`` names the
-    report."""
+    report, in ``reports/studies/`` when its ``study`` is true (a study's report is committed)."""
     from transformers.utils import logging as hf_logging
 
     from mswelu.report import Report
@@ -149,7 +153,8 @@ def start(notebook: str, namespace: Mapping[str, Any], check: bool | None = None
     if check if check is not None else _fresh_kernel():
         check_parameters(notebook, namespace)
     hf_logging.disable_progress_bar()
-    return Report(namespace["run_name"], notebook, notebook_parameters(notebook, namespace))
+    root = reports_dir() / STUDIES if namespace.get("study") else None
+    return Report(namespace["run_name"], notebook, notebook_parameters(notebook, namespace), root=root)
 
 
 def rounded(value: Any, digits: int = 2) -> Any:

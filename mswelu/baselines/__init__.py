@@ -93,7 +93,8 @@ def build_baseline(
         depth = overrides.get(family.SIZE_KEYS[1], 4)
         target = None
     else:
-        target = parameter_count(MambaSWELUConfig.for_run(reference, vocab_size, max_seq_len))
+        ref_run = MambaSWELUConfig.for_run(reference, vocab_size, max_seq_len, eos_token_id=vocab_size - 1)
+        target = parameter_count(ref_run)  # (its end-of-text id only keeps the config valid: counts only)
         width, depth = match_transformer_size(kind, target, vocab_size, max_seq_len, ref_cfg.d_model, tied)
     heads = _n_head(width, ref_cfg.n_head)
     model = family.build(vocab_size, max_seq_len, width, depth, heads, **overrides)
