@@ -20,7 +20,7 @@ import pandas as pd
 
 from mswelu import analysis
 from mswelu.launch import resolve_mode
-from mswelu.paths import project_root, reports_dir, runs_dir
+from mswelu.paths import reports_dir, runs_dir
 from mswelu.runs import (
     CONFIG,
     FINAL,
