@@ -31,6 +31,8 @@ __all__ = [
     "k_deviation",
     "k_gradients",
     "k_layer_tables",
+    "k_slot_summary",
+    "k_slot_trajectories",
     "k_trajectories",
     "loss_at_fraction",
     "mean_spread",
@@ -213,6 +215,49 @@ def k_deviation(k_values: Mapping[str, Any], k_init: float = 1.0) -> dict[str, f
     for group, part in long.groupby("group"):
         out[f"mean_k_{group}"] = float(part.k.mean())
     return out
+
+
+def k_slot_summary(
+    k_by_seed: Mapping[str, Mapping[int, Mapping[str, Any]]], k_init: float = 1.0
+) -> pd.DataFrame:
+    """Where the k went, per variant and slot type, over seeds: one row per (variant, group) with the
+    number of seeds, the mean over seeds of the per-seed mean k over layers and its standard deviation
+    over seeds, the lowest and highest single k, the mean |k - k_init|, and the seeds' claimed range.
+
+    ``k_by_seed`` is variant -> seed -> final ``{slot name: k}`` (e.g. ``RunData.final_k()``)."""
+    rows = []
+    for variant, seeds in k_by_seed.items():
+        tables = {seed: final_k_table(k, k_init) for seed, k in seeds.items() if k}
+        if not tables:
+            continue
+        long = pd.concat([t.assign(seed=seed) for seed, t in tables.items()], ignore_index=True)
+        for group, part in long.groupby("group", sort=False):
+            per_seed = part.groupby("seed").k.mean()
+            lo, hi = SEED_CLAIMS["k_ranges"].get(group, (math.nan, math.nan))
+            rows.append(
+                {
+                    "variant": variant,
+                    "group": group,
+                    "seeds": len(per_seed),
+                    "k mean": float(per_seed.mean()),
+                    "k sd over seeds": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan,
+                    "k min": float(part.k.min()),
+                    "k max": float(part.k.max()),
+                    "mean |k - init|": float(part.deviation.abs().mean()),
+                    "seeds claim": f"{lo:.2f}-{hi:.2f}" if math.isfinite(lo) else "",
+                }
+            )
+    columns = ["variant", "group", "seeds", "k mean", "k sd over seeds", "k min", "k max", "mean |k - init|"]
+    return pd.DataFrame(rows, columns=[*columns, "seeds claim"])
+
+
+def k_slot_trajectories(k: pd.DataFrame) -> pd.DataFrame:
+    """A run's k per logged step (:func:`k_trajectories`) averaged over layers per slot type: index step,
+    one column per group."""
+    if k.empty:
+        return pd.DataFrame(index=k.index)
+    groups = [classify_k(str(c))[0] for c in k.columns]
+    return k.T.groupby(groups, sort=False).mean().T
 
 
 # --------------------------------------------------------------------------- activation shapes

@@ -51,6 +51,8 @@ __all__ = [
     "resolve_profile",
     "run_variants",
     "smoke_checks",
+    "study_runs",
+    "plot_study_k",
     "train_or_load",
     "variant_config",
     "variant_overrides",
@@ -261,6 +263,41 @@ def plot_k_trajectories(k: pd.DataFrame, ax: Any = None, title: str = "SWELU k d
     return fig
 
 
+_K_COLOURS = {"in-mixer": "C0", "post-mixer": "C2", "dense": "C1", "attention": "C4", "other": "C7"}
+
+
+def plot_study_k(runs_by_variant: Mapping[str, Mapping[int, RunData]]) -> Any:
+    """One panel per variant: k per step averaged over layers per slot type, one line per seed, with the
+    seeds' claimed final range per slot type as a band of the same colour."""
+    import matplotlib.pyplot as plt
+
+    variants = [v for v, runs in runs_by_variant.items() if runs]
+    fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(5 * max(1, len(variants)), 4), squeeze=False)
+    for ax, variant in zip(axes[0], variants, strict=False):
+        shown: set[str] = set()
+        for _, run in sorted(runs_by_variant[variant].items()):
+            slots = analysis.k_slot_trajectories(run.k)
+            for group in slots.columns:
+                label = group if group not in shown else None
+                ax.plot(slots.index, slots[group], color=_K_COLOURS.get(group, "C7"), lw=1.2, label=label)
+                shown.add(group)
+        for group in shown:
+            lo, hi = analysis.SEED_CLAIMS["k_ranges"].get(group, (None, None))
+            if lo is not None:
+                ax.axhspan(lo, hi, color=_K_COLOURS.get(group, "C7"), alpha=0.12)
+        ax.axhline(1.0, color="k", lw=0.6, ls=":")
+        ax.set(
+            xlabel="step",
+            ylabel="mean k over layers",
+            title=f"{variant} ({len(runs_by_variant[variant])} seeds)",
+        )
+        ax.grid(alpha=0.3)
+        if shown:
+            ax.legend(fontsize=8, title="slot (band: seeds' claim)", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_activation_shapes(
     k_values: Mapping[str, Any],
     z: Sequence[float] | None = None,
@@ -391,6 +428,23 @@ PROFILES: dict[str, dict[str, Any]] = {
 # final evaluation over the whole validation split takes a second, not half a minute. Scores of tiny
 # models are never compared with anything; every other preset gets the whole corpus.
 SMOKE_DATA_TOKENS = 200_000
+
+
+def study_runs(study: str, variant: str) -> dict[int, RunData]:
+    """The finished runs of one variant of a study (notebook 05's ``<run_name>-<variant>-s<seed>``), by
+    seed. A ValueError when there are none (the study has not run here, or not that variant)."""
+    pattern = re.compile(rf"^{re.escape(f'{study}-{variant}')}-s(\d+)$")
+    found = {
+        int(m.group(1)): load_run(path)
+        for path in sorted(runs_dir().glob(f"{study}-{variant}-s*"))
+        if (m := pattern.match(path.name)) and (path / SUMMARY).is_file()
+    }
+    if not found:
+        raise ValueError(
+            f"no finished runs of variant {variant!r} of study {study!r} in {runs_dir()}: run the study "
+            f"first (notebooks/studies/{study}.yaml)"
+        )
+    return found
 
 
 def data_for(data: str | os.PathLike[str] | None, preset: str | None, tokenizer: str = "gpt2") -> str:

@@ -323,3 +323,28 @@ def test_noise_floor_is_the_seed_standard_deviation():
     assert floor["a"] == pytest.approx(0.2) and np.isnan(floor["b"])
     with pytest.raises(ValueError):
         A.noise_floor(res, "val_loss")
+
+
+def test_k_slot_summary_over_seeds():
+    k_by_seed = {
+        "swelu": {
+            0: {"blocks.0.mixer.act": 0.6, "blocks.1.mixer.act": 0.8, "dense.0.act": 1.5},
+            1: {"blocks.0.mixer.act": 0.8, "blocks.1.mixer.act": 1.0, "dense.0.act": 1.7},
+        },
+        "empty": {0: {}},
+    }
+    table = A.k_slot_summary(k_by_seed).set_index(["variant", "group"])
+    assert list(table.index) == [("swelu", "in-mixer"), ("swelu", "dense")]  # no k at all: no rows
+    mixer = table.loc[("swelu", "in-mixer")]
+    assert mixer["seeds"] == 2 and mixer["k mean"] == pytest.approx(0.8)  # seed means 0.7 and 0.9
+    assert mixer["k sd over seeds"] == pytest.approx(0.2 / 2**0.5)
+    assert (mixer["k min"], mixer["k max"]) == (0.6, 1.0)
+    assert mixer["mean |k - init|"] == pytest.approx((0.4 + 0.2 + 0.2 + 0.0) / 4)
+    assert mixer["seeds claim"] == "0.39-0.67" and table.loc[("swelu", "dense"), "seeds claim"] == "1.56-1.90"
+
+
+def test_k_slot_trajectories_average_layers_per_slot_type():
+    k = A.k_trajectories(_records(n_steps=3, k_names=("blocks.0.mixer.act", "blocks.1.mixer.act")))
+    slots = A.k_slot_trajectories(k)
+    assert list(slots.columns) == ["in-mixer"]
+    assert slots["in-mixer"].tolist() == pytest.approx(k.mean(axis=1).tolist())

@@ -67,11 +67,12 @@ def _execute(name: str, tmp: Path, cli_log: list[str] | None = None, **parameter
         cli_log.append(proc.stdout + proc.stderr)
         assert proc.returncode == 0, proc.stderr[-3000:]
     run_name = parameters["run_name"]
-    metrics = json.loads((_home() / "reports" / run_name / "metrics.json").read_text())
+    reports = _home() / "reports" / ("studies" if parameters.get("study") else "")  # a study's are committed
+    metrics = json.loads((reports / run_name / "metrics.json").read_text())
     assert metrics["status"] == "complete" and metrics["run"] == run_name
-    page = (_home() / "reports" / run_name / "report.html").read_text()
+    page = (reports / run_name / "report.html").read_text()
     assert "status-complete" in page and "data:image/png;base64," in page
-    assert run_name in (_home() / "reports" / "index.html").read_text()
+    assert run_name in (reports / "index.html").read_text()
     return metrics
 
 
@@ -215,8 +216,11 @@ def test_a_misspelt_papermill_parameter_fails_the_run(workdir):
     assert not (_home() / "runs" / "nbtest-typo").exists()
 
 
-def test_05_baselines(workdir):
-    m = _execute(
+@pytest.fixture(scope="module")
+def compared(workdir) -> dict:
+    """One tiny comparison through notebook 05 (two seeds of swelu, silu and gpt2), shared by the tests of
+    05 and of 04 on a study."""
+    return _execute(
         "05_baselines.ipynb",
         workdir,
         run_name="nbtest-base",
@@ -226,7 +230,11 @@ def test_05_baselines(workdir):
         batch_size=2,
         seq_len=16,
         model={"d_state": 4},
-    )["metrics"]
+    )
+
+
+def test_05_baselines(compared):
+    m = compared["metrics"]
     assert m["models"] == 6 and m["tokens"] == 3 * 2 * 16
     assert set(m["claims"].values()) <= {"supported", "refuted", "inconclusive"}
     assert len(m["claims"]) == 9 and set(m["claims"].values()) == {"inconclusive"}  # far too short to judge
@@ -245,6 +253,26 @@ def test_05_baselines(workdir):
     assert tuned == [
         f"nbtest-base-tune-{v}-lr{lr}" for v in ("gpt2", "silu", "swelu") for lr in ("0.001", "0.003")
     ]
+
+
+def test_04_on_a_study(compared, workdir):
+    """04 with ``study``: the k of a comparison's SWELU runs over its seeds, per slot type; the report goes
+    where a study's are committed."""
+    m = _execute(
+        "04_k_analysis.ipynb",
+        workdir,
+        run_name="nbtest-study-k",
+        study="nbtest-base",
+        study_variants=["swelu"],
+        grad_batch_size=2,
+        grad_seq_len=16,
+    )["metrics"]
+    assert m["analysed_run"] == "nbtest-base-swelu-s0" and m["study"] == "nbtest-base"
+    rows = {r["group"]: r for r in m["study_k"]}
+    assert set(rows) == {"in-mixer", "post-mixer", "dense"}
+    assert all(r["variant"] == "swelu" and r["seeds"] == 2 for r in rows.values())
+    assert all(r["k min"] <= r["k mean"] <= r["k max"] for r in rows.values())
+    assert rows["dense"]["seeds claim"] == "1.56-1.90"
 
 
 def test_failing_cell_fails_papermill_and_the_report(workdir):

@@ -216,6 +216,21 @@ def test_notebook_parameters_are_the_declared_ones():
     assert other == {"run_name": "x", "n": 2}
 
 
+def test_study_runs_finds_each_seed_of_exactly_one_variant(monkeypatch, tmp_path):
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    for name in ("st-swelu-s0", "st-swelu-s2", "st-swelu-fixed-s0", "st-swelu-s1x", "other-swelu-s0"):
+        _write_run(tmp_path / "runs" / name)
+    (tmp_path / "runs" / "st-swelu-s3").mkdir()  # started, nothing written yet: not a finished run
+    runs = wb.study_runs("st", "swelu")
+    assert sorted(runs) == [0, 2] and runs[2].name == "st-swelu-s2"
+    assert sorted(wb.study_runs("st", "swelu-fixed")) == [0]
+    with pytest.raises(ValueError, match="no finished runs of variant 'silu' of study 'st'"):
+        wb.study_runs("st", "silu")
+    fig = wb.plot_study_k({"swelu": runs})
+    assert [line.get_label() for line in fig.axes[0].lines[:2]] == ["in-mixer", "dense"]
+    plt.close(fig)
+
+
 def test_start_returns_the_report_of_run_name(monkeypatch, tmp_path):
     monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
     report = wb.start(
