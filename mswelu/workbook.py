@@ -572,7 +572,7 @@ def run_variants(
     ``lrs`` (from :func:`lr_sweep`; else ``base``'s).
 
     Returns (results: one row per model with variant, seed, lr, val_loss, val_bpb, tokens, tokens_per_s,
-    params, run; curves: long-form eval curves; runs by name)."""
+    params, wall_time_s (of its last sitting), run, reused; curves: long-form eval curves; runs by name)."""
     if not variants or not seeds:
         raise ValueError("need at least one variant and one seed")
     rows, curves, runs = [], [], {}
@@ -601,6 +601,7 @@ def run_variants(
                     "tokens": m["tokens"],
                     "tokens_per_s": m["tokens_per_s"],
                     "params": m.get("params"),
+                    "wall_time_s": m.get("wall_time_s"),
                     "run": name,
                     "reused": run.reused,
                 }

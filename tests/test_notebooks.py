@@ -241,6 +241,12 @@ def test_05_baselines(compared):
     # no fixed-k runs: that claim cannot be judged
     assert m["claims"]["learnable k 17% better than fixed k"] == "inconclusive"
     assert {"swelu_val_loss", "silu_val_loss", "gpt2_val_loss"} <= set(m)
+    # every model's final figures, the per-variant table, the sweep and the claims' reasons
+    assert len(m["runs"]) == 6 and all(r["val_bpb"] > 0 and r["wall_time_s"] > 0 for r in m["runs"])
+    assert m["variants"]["silu"]["seeds"] == 2 and m["variants"]["silu"]["lr"] == m["lr"]["silu"]
+    bpb = [r["val_bpb"] for r in m["runs"] if r["variant"] == "silu"]
+    assert m["variants"]["silu"]["val_bpb_mean"] == pytest.approx(sum(bpb) / 2)
+    assert len(m["sweep"]) == 6 and len(m["claims_detail"]) == 9 and set(m["noise_floor"]) == set(m["lr"])
     # the seeds' counts, on the architecture they specify
     assert m["counts"] == {"124M parameters": "refuted", "15 learnable k": "supported"}
     # every variant got the same lr grid, on the tuning split, and its choice is recorded
