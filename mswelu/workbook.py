@@ -530,7 +530,9 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
     """The run of ``cfg`` (a TrainConfig dict), as :func:`run_decision` decides: a finished run of exactly
     these settings, data and code is loaded (``run.reused``), an interrupted one continued, an empty folder
     trained; a folder holding another run is refused unless ``cfg`` says ``overwrite``. ``reuse=False``
-    retrains even a matching run (replacing it)."""
+    retrains even a matching run (replacing it). A run stopped by Ctrl-C / SIGTERM (checkpointed) raises
+    KeyboardInterrupt instead of returning: a comparison must not go on with a half-trained model, and the
+    same call again resumes it."""
     from mswelu.train import train
 
     tc = TrainConfig.coerce(dict(cfg))
@@ -543,7 +545,12 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
         tc = dataclasses.replace(tc, resume="auto")
     elif not reuse:
         tc = dataclasses.replace(tc, overwrite=True)
-    train(tc)
+    summary = train(tc)
+    if summary.get("interrupted"):
+        raise KeyboardInterrupt(
+            f"run {tc.out_dir().name} stopped at step {summary.get('steps')} (checkpoint written): run "
+            "the same cell or command again to resume it"
+        )
     return load_run(tc.out_dir())
 
 

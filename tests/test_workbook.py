@@ -268,3 +268,12 @@ def test_a_misspelt_parameter_stops_the_notebook_with_the_nearest_name():
     with pytest.raises(ValueError, match="unknown parameter"):
         wb.start("04_k_analysis.ipynb", {**namespace, "presett": "small"}, check=True)
     assert not wb._fresh_kernel()  # outside a kernel (pytest): the automatic check stays off
+
+
+def test_a_stopped_run_stops_the_comparison_instead_of_counting_as_a_result(monkeypatch, tmp_path):
+    import mswelu.train
+
+    monkeypatch.setattr(mswelu.train, "train", lambda cfg: {"interrupted": True, "steps": 3})
+    cfg = {"preset": "tiny", "out": str(tmp_path / "r"), "max_steps": 10, "progress": False}
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 3 .*again to resume"):
+        wb.train_or_load(cfg)
