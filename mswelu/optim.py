@@ -195,7 +195,10 @@ def build_optimizer(
     ]
     groups = [g for g in groups if g["params"]]
     if fused is None:
-        fused = all(p.is_cuda for g in groups for p in g["params"]) and bool(groups)
+        # torch's fused AdamW (one kernel for every tensor: ~8x the per-tensor loop on a CPU) where every
+        # parameter is on one kind of device it supports
+        kinds = {p.device.type for g in groups for p in g["params"]}
+        fused = len(kinds) == 1 and kinds <= {"cpu", "cuda"}
     opts: list[torch.optim.Optimizer] = []
     if by_group["muon"]:
         opts.append(

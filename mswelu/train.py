@@ -103,15 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    args = vars(build_parser().parse_args(argv))
-    base = TrainConfig.from_file(args.pop("config")).to_dict() if "config" in args else {}
-    model = dict(base.get("model") or {})
-    for item in args.pop("model_set", None) or []:
+def parse_model_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items (values read as YAML) as a dict of model config overrides."""
+    model: dict[str, Any] = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         model[key.strip()] = yaml.safe_load(value)
+    return model
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    args = vars(build_parser().parse_args(argv))
+    base = TrainConfig.from_file(args.pop("config")).to_dict() if "config" in args else {}
+    model = dict(base.get("model") or {})
+    model.update(parse_model_set(args.pop("model_set", None) or []))
     base.update(args)
     base["model"] = model
     return TrainConfig.from_dict(base)

@@ -26,6 +26,14 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(params=["cpu-kernels", "torch"])
+def kernels_or_torch(request, monkeypatch) -> str:
+    """Run a test twice: with mswelu's compiled CPU kernels (what ``impl="auto"`` takes on a CPU) and with
+    them turned off (the pure-PyTorch code they replace)."""
+    monkeypatch.setenv("MSWELU_CPU_KERNELS", "1" if request.param == "cpu-kernels" else "0")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def embedded_data():
     """The embedded default corpus, capped small, prepared once per test session (a dataset folder)."""

@@ -10,7 +10,7 @@ from mswelu.bench import train as bench
 
 def test_training_benchmark_reports_consistent_figures() -> None:
     r = bench.run("tiny", batch_size=2, seq_len=16, steps=1, vocab_size=512)
-    assert r["parameters"] > 0 and list(r["paths"]) == ["fp32-logits", "fp32", "bf16"]
+    assert r["parameters"] > 0 and list(r["paths"]) == ["fp32-logits", "fp32", "bf16-torch", "bf16"]
     assert r["paths"]["fp32-logits"]["speedup"] == 1.0
     for e in r["paths"].values():
         assert math.isclose(e["speedup"], e["tokens_per_s"] / r["paths"]["fp32-logits"]["tokens_per_s"])
@@ -23,6 +23,7 @@ def test_training_benchmark_reports_consistent_figures() -> None:
         # every labelled part is found: the scan (forward label and autograd's backward node), the head
         # (ops with the vocabulary as a dimension) and the optimizer
         assert shares["scan"] > 0 and shares["head_and_loss"] > 0 and shares["optimizer"] > 0
+        assert shares["swelu"] > 0
 
 
 def test_cli_json(capsys) -> None:

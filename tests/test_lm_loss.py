@@ -1,4 +1,5 @@
-"""The fused LM head + loss equals the plain head and cross-entropy: loss and both gradients."""
+"""The fused LM head + loss equals the plain head and cross-entropy: loss and both gradients, with the CPU
+kernel's softmax (mswelu.ops.cpu_kernels) and with the PyTorch one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from mswelu.configuration import MambaSWELUConfig
 from mswelu.modeling import MambaSWELUForCausalLM
 from mswelu.models import lm_loss
 from mswelu.ops.lm_loss import linear_cross_entropy, next_token_loss, split_window
+
+pytestmark = pytest.mark.usefixtures("kernels_or_torch")
 
 
 def _plain(hidden, weight, targets):
@@ -75,6 +78,27 @@ def test_no_grad_evaluation_and_bad_shapes() -> None:
         linear_cross_entropy(hidden, weight, targets[:3])
     with pytest.raises(ValueError, match="weight must be"):
         linear_cross_entropy(hidden, weight.T, targets)
+    with pytest.raises((IndexError, RuntimeError), match="out of (range|bounds)"):
+        linear_cross_entropy(hidden, weight, torch.tensor([0, 6, 1, 2]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_default_chunks_over_a_large_vocabulary(dtype) -> None:
+    """The default chunking (by bytes, equal chunks; several chunks here) gives the plain head's loss and
+    gradients, with a loss-gradient scale other than 1 and ignored rows."""
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(2, 300, 16, generator=g, requires_grad=True)
+    weight = (0.3 * torch.randn(60_000, 16, generator=g)).requires_grad_()
+    targets = torch.randint(0, 60_000, (2, 300), generator=g)
+    targets[1, 5:9] = -100
+    results = []
+    for fn in (_plain, linear_cross_entropy):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss = fn(hidden, weight, targets)
+        results.append((loss, *torch.autograd.grad(loss * 0.5, (hidden, weight))))
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-4}
+    for ours, ref in zip(*reversed(results), strict=True):
+        torch.testing.assert_close(ours, ref, **tol)
 
 
 def test_model_targets_give_the_logits_loss_and_its_gradients() -> None:

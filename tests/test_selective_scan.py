@@ -9,6 +9,9 @@ from kernel_refs import load_refs, refs_installed
 
 from mswelu.ops.selective_scan import selective_scan, selective_scan_ref
 
+# every test here runs with the compiled CPU kernels and with the pure-PyTorch code (conftest)
+pytestmark = pytest.mark.usefixtures("kernels_or_torch")
+
 
 def make_args(b=2, d=5, length=11, n=3, dtype=torch.float32, z=True, D=True, bias=True, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -14,6 +14,9 @@ from mswelu.modules.activations import make_activation
 from mswelu.modules.swelu import K_MIN, SWELU, swelu_modules
 from mswelu.ops.swelu import ZERO_EPS, swelu, swelu_reference
 
+# every test here runs with the compiled CPU kernels and with the pure-PyTorch code (conftest)
+pytestmark = pytest.mark.usefixtures("kernels_or_torch")
+
 KS = (0.3, 1.0, 1.9)
 # Exact zeros, tiny and huge magnitudes, and ordinary values, both signs.
 EXTREME = [0.0, -0.0, 1e-30, -1e-30, 1e-300, 0.37, -0.8, 1.5, -2.5, 4.0, 1e30, -1e30, 1e300]

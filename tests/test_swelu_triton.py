@@ -48,9 +48,14 @@ def test_forcing_triton_on_cpu_without_interpreter_is_a_clear_error() -> None:
         swelu(torch.randn(4), 1.0, impl="triton")
 
 
-def test_auto_uses_closed_form_on_cpu() -> None:
-    z = torch.randn(4)
-    assert resolve_impl("auto", z, torch.tensor(1.0), None) == "torch"
+def test_auto_never_picks_triton_on_cpu() -> None:
+    """On CPU tensors auto takes the CPU kernel (scalar k) or the closed form (per-channel k), not Triton."""
+    z = torch.randn(4, 3)
+    assert resolve_impl("auto", z, torch.tensor(1.0), None) == "cpu"
+    assert resolve_impl("auto", z, torch.ones(3), None) == "torch"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MSWELU_SWELU_IMPL", "torch")
+        assert resolve_impl("auto", z, torch.tensor(1.0), None) == "torch"
 
 
 # ----------------------------------------------------------------------------- child tests
@@ -174,7 +179,7 @@ def test_interpreted_non_contiguous_and_shapes() -> None:
 def test_interpreted_triton_rejects_per_channel_k() -> None:
     with pytest.raises(ValueError, match="scalar k"):
         swelu(torch.randn(3, 4), torch.ones(4), impl="triton")
-    assert resolve_impl("auto", torch.randn(3), torch.tensor(1.0), None) == "torch"  # auto needs CUDA
+    assert resolve_impl("auto", torch.randn(3), torch.tensor(1.0), None) != "triton"  # auto needs CUDA
 
 
 @pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="needs a CUDA GPU and triton")

@@ -1,17 +1,27 @@
 """Training throughput on the CPU, and where a training step's time goes.
 
 ``python -m mswelu.bench train [--preset small] [--batch-size 8] [--seq-len 128] [--steps 5]
-[--paths fp32-logits,fp32,bf16] [--threads N] [--vocab-size 50257] [--json]``
+[--paths fp32-logits,fp32,bf16-torch,bf16] [--threads N] [--vocab-size 50257] [--set KEY=VALUE] [--json]``
 
 A step is the trainer's step: forward, the next-token loss, backward, gradient clipping at 1.0, and an
 optimizer step with the project's AdamW routing, on random tokens (the speed does not depend on the
-data). The paths, each measured in the same run:
+data). The paths, each measured in the same run on the same model:
 
-- ``fp32-logits``: fp32, full logits, then the loss (the path before the fused head; the reference);
-- ``fp32``: fp32 with the fused head + loss (:func:`mswelu.ops.lm_loss.linear_cross_entropy`), as the
-  trainer runs with ``dtype="fp32"``;
-- ``bf16``: bf16 autocast (fp32 master weights, scan and loss in fp32) with the fused head, as the trainer
-  runs with ``dtype="bf16"`` (and ``auto`` on a CPU with bf16 support).
+- ``fp32-logits``: fp32, full logits, then the loss, the pure-PyTorch scan and SWELU, and AdamW's
+  per-tensor loop (the path before the speed-ups; the reference);
+- ``fp32``: fp32 with the fused head + loss (:func:`mswelu.ops.lm_loss.linear_cross_entropy`), the
+  compiled CPU kernels for the scan, SWELU and the head's softmax (:mod:`mswelu.ops.cpu_kernels`) and
+  torch's fused AdamW, as the trainer runs with ``dtype="fp32"``;
+- ``bf16-torch``: bf16 autocast (fp32 master weights, scan and loss in fp32) with the fused head and fused
+  AdamW, the kernels turned off (``MSWELU_CPU_KERNELS=0``): what the kernels add on top of bf16;
+- ``bf16``: ``bf16-torch`` with the kernels, as the trainer runs with ``dtype="bf16"`` (and ``auto`` on a
+  CPU with bf16 support).
+
+Paths with the kernels need them built (``python -m mswelu.ops.cpu_kernels``); where they cannot be, those
+paths are reported as not measured, with the reason.
+
+``--set KEY=VALUE`` overrides the model config for every path (e.g. ``--set d_state=8``), as the trainer's
+``--set`` does.
 
 For each path:
 
@@ -20,8 +30,9 @@ For each path:
   weight once, the tied head counted once), and its share of the fp32 and bf16 matmul peaks, measured in
   the same process at the same thread count (a square matmul, best of 5);
 - ``components``: the share of one profiled step (``torch.profiler``, self CPU time of every op) spent in
-  the selective scan (forward and its backward), the LM head + loss (every op whose inputs have the
-  vocabulary as a dimension: the head's matmuls, log-softmax, NLL, the tied embedding's gradient), the
+  the selective scan (forward and its backward), SWELU (forward and backward), the LM head + loss (every
+  op whose inputs have the vocabulary as a dimension: the head's matmuls, the softmax and loss, the tied
+  embedding's gradient; the fused head's kernel runs inside ``_LinearCrossEntropy``), the
   other matmuls, the optimizer (clipping and step), and everything else. (The head is recognised by the
   vocabulary size, so a ``--vocab-size`` equal to a hidden width of the preset would blur the split.)
 
@@ -33,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -56,17 +68,24 @@ def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _build(preset: str, vocab_size: int, seq_len: int) -> tuple[torch.nn.Module, Any]:
+def _build(
+    preset: str, vocab_size: int, seq_len: int, fused_adamw: bool = True, **overrides: Any
+) -> tuple[torch.nn.Module, Any]:
     from mswelu.models import build_model
     from mswelu.optim import build_optimizer
 
     torch.manual_seed(0)
-    model = build_model(preset, vocab_size, seq_len)
-    return model.train(), build_optimizer(model, "adamw", lr=1e-3)
+    model = build_model(preset, vocab_size, seq_len, **overrides)
+    return model.train(), build_optimizer(model, "adamw", lr=1e-3, fused=fused_adamw)
 
 
-#: path name -> (bf16 autocast, fused head + loss)
-PATHS = {"fp32-logits": (False, False), "fp32": (False, True), "bf16": (True, True)}
+#: path name -> (bf16 autocast, fused head + loss, compiled CPU kernels, torch's fused AdamW)
+PATHS = {
+    "fp32-logits": (False, False, False, False),
+    "fp32": (False, True, True, True),
+    "bf16-torch": (True, True, False, True),
+    "bf16": (True, True, True, True),
+}
 REFERENCE_PATH = "fp32-logits"
 
 
@@ -74,9 +93,10 @@ def _step(model: torch.nn.Module, optimizer: Any, window: torch.Tensor, path: st
     from mswelu.models import lm_loss
     from mswelu.ops.lm_loss import next_token_loss, split_window
 
-    bf16, fused = PATHS[path]
+    bf16, fused, kernels, _ = PATHS[path]
     x, y = split_window(window)
-    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with _cpu_kernels(kernels), autocast:
         loss = lm_loss(model, x, y) if fused else next_token_loss(model(input_ids=x).logits, y)
     loss.backward()
     with torch.profiler.record_function(_OPTIMIZER):
@@ -84,6 +104,22 @@ def _step(model: torch.nn.Module, optimizer: Any, window: torch.Tensor, path: st
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return float(loss.detach())
+
+
+@contextlib.contextmanager
+def _cpu_kernels(on: bool) -> Any:
+    """The compiled CPU kernels on or off for this block (``MSWELU_CPU_KERNELS``, read at each call)."""
+    from mswelu.ops import cpu_kernels
+
+    before = os.environ.get(cpu_kernels.ENV_VAR)
+    os.environ[cpu_kernels.ENV_VAR] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[cpu_kernels.ENV_VAR]
+        else:
+            os.environ[cpu_kernels.ENV_VAR] = before
 
 
 @contextlib.contextmanager
@@ -112,7 +148,7 @@ def components(
 
     with _labelled_scan(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         _step(model, optimizer, window, path)
-    totals = {"scan": 0.0, "head_and_loss": 0.0, "matmul": 0.0, "optimizer": 0.0, "other": 0.0}
+    totals = {"scan": 0.0, "swelu": 0.0, "head_and_loss": 0.0, "matmul": 0.0, "optimizer": 0.0, "other": 0.0}
     for event in prof.events():
         if event.name in (_SCAN, _OPTIMIZER):
             continue  # labels: their time is their children's
@@ -123,6 +159,8 @@ def components(
             parent = parent.cpu_parent
         if any(a == _SCAN or "SelectiveScanFnBackward" in a for a in [event.name, *ancestors]):
             kind = "scan"
+        elif any("_SWELUFunction" in a for a in [event.name, *ancestors]):
+            kind = "swelu"
         elif _OPTIMIZER in ancestors:
             kind = "optimizer"
         elif any(vocab_size in shape for shape in (event.input_shapes or []) if isinstance(shape, list)):
@@ -145,9 +183,11 @@ def run(
     threads: int | None = None,
     vocab_size: int = 50257,
     profile_components: bool = True,
+    model_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The measurements of the module docstring, as a dict."""
     from mswelu.models import count_parameters
+    from mswelu.ops import cpu_kernels
 
     if threads:
         torch.set_num_threads(threads)
@@ -160,14 +200,19 @@ def run(
         "seq_len": seq_len,
         "vocab_size": vocab_size,
         "threads": torch.get_num_threads(),
+        "model_overrides": dict(model_overrides or {}),
         "matmul_peak_gflops": peaks,
         "paths": {},
     }
     for path in paths:
         if path not in PATHS:
             raise ValueError(f"unknown path {path!r}: expected some of {', '.join(PATHS)}")
+    kernels_ok, why_not = cpu_kernels.available()
     for path in paths:
-        model, optimizer = _build(preset, vocab_size, seq_len)
+        if PATHS[path][2] and not kernels_ok:
+            result["paths"][path] = {"not_measured": f"the CPU kernels are not available: {why_not}"}
+            continue
+        model, optimizer = _build(preset, vocab_size, seq_len, PATHS[path][3], **(model_overrides or {}))
         result["parameters"] = count_parameters(model)
         window = torch.randint(0, vocab_size, (batch_size, seq_len + 1))
         losses = [_step(model, optimizer, window, path)]  # warm-up
@@ -188,9 +233,10 @@ def run(
         if profile_components:
             entry["components"] = components(model, optimizer, window, path, vocab_size)
         result["paths"][path] = entry
-    if REFERENCE_PATH in result["paths"]:
-        ref = result["paths"][REFERENCE_PATH]["tokens_per_s"]
-        for entry in result["paths"].values():
+    measured = {p: e for p, e in result["paths"].items() if "tokens_per_s" in e}
+    if REFERENCE_PATH in measured:
+        ref = measured[REFERENCE_PATH]["tokens_per_s"]
+        for entry in measured.values():
             entry["speedup"] = entry["tokens_per_s"] / ref
     return result
 
@@ -199,9 +245,13 @@ def _print(r: dict[str, Any]) -> None:
     peaks = r["matmul_peak_gflops"]
     print(
         f"{r['preset']}: {r['parameters'] / 1e6:.2f}M parameters, batch {r['batch_size']} x {r['seq_len']}, "
-        f"{r['threads']} threads; matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}"
+        f"{r['threads']} threads{_overrides(r)}; "
+        f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}"
     )
     for path, e in r["paths"].items():
+        if "not_measured" in e:
+            print(f"  {path:>11}: not measured ({e['not_measured']})")
+            continue
         speedup = f"  {e['speedup']:.2f}x {REFERENCE_PATH}" if "speedup" in e else ""
         print(
             f"  {path:>11}: {e['tokens_per_s']:8.0f} tokens/s  {e['model_gflops']:6.1f} GFLOP/s "
@@ -209,6 +259,10 @@ def _print(r: dict[str, Any]) -> None:
         )
         if "components" in e:
             print("               " + "  ".join(f"{k} {v:.0%}" for k, v in e["components"].items()))
+
+
+def _overrides(r: dict[str, Any]) -> str:
+    return "".join(f", {k}={v}" for k, v in r.get("model_overrides", {}).items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--vocab-size", type=int, default=50257)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
     p.add_argument("--no-components", action="store_true", help="skip the profiled step")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     paths = tuple(x.strip() for x in args.paths.split(",") if x.strip())
     try:
+        from mswelu.train import parse_model_set
+
+        overrides = parse_model_set(args.set)
         r = run(
             args.preset,
             args.batch_size,
@@ -238,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             args.vocab_size,
             not args.no_components,
+            overrides,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,7 +3,8 @@
 Nothing here imports the kernel packages at module import time: a CPU-only machine must be able
 to import every part of mswelu. The probe runs once, on first use.
 
-``python -m mswelu.ops.backends`` prints what is installed and which backend a forward would use.
+``python -m mswelu.ops.backends`` prints what is installed, which backend a forward would use, and
+whether mswelu's own CPU kernels (:mod:`mswelu.ops.cpu_kernels`) are built.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 from typing import Any
 
 import torch
+
+from mswelu.ops import cpu_kernels
 
 BACKENDS = ("auto", "torch", "cuda")
 ENV_VAR = "MSWELU_BACKEND"
@@ -98,6 +101,7 @@ def describe(config_value: str = "auto") -> dict[str, Any]:
         "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "device": str(device),
         "backend": None,
+        "cpu_kernels": cpu_kernels.describe(),  # the scan, SWELU and loss kernels of CPU runs
     }
     try:
         info["requested"] = requested_backend(config_value)

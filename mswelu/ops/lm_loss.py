@@ -12,8 +12,13 @@ Two ways to the same number:
   made, turned into the loss and into the gradients of the hidden states and the head weight, and
   dropped: the backward pass only scales what the forward already computed. With a 50k vocabulary the
   full logits, their log-softmax and its gradient are most of a small model's training memory (B=8,
-  L=128: 1,024 x 50,257 fp32 logits are 206 MB each); chunked, one 51 MB chunk buffer is reused. The
-  speed gain is modest: 1.07-1.44x the logits path in fp32 on ``small`` (``python -m mswelu.bench train``).
+  L=128: 1,024 x 50,257 fp32 logits are 206 MB each); chunked, one chunk buffer of at most
+  :data:`CHUNK_BYTES` is reused.
+
+On a CPU where mswelu's kernels are built (:mod:`mswelu.ops.cpu_kernels`) a chunk's logits stay in the
+matmul dtype and one kernel turns each row into its loss and, in place, its gradient (three passes over a
+row that stays in cache, fp32 arithmetic); elsewhere the same steps run as PyTorch ops on an fp32 copy.
+Under bf16 autocast both round the logits to bf16 first, as ``nn.Linear`` under autocast does.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "linear_cross_entropy", "next_token_loss", "split_window"]
+from mswelu.ops import cpu_kernels
 
-#: rows (tokens) per chunk of :func:`linear_cross_entropy`: 256 x 50,257 fp32 logits are 51 MB.
-DEFAULT_CHUNK_ROWS = 256
+__all__ = ["CHUNK_BYTES", "linear_cross_entropy", "next_token_loss", "split_window"]
+
+#: the most bytes of one chunk of logits in :func:`linear_cross_entropy` (50,257-way: 333 rows of fp32
+#: logits, 667 of bf16).
+CHUNK_BYTES = 64 * 2**20
 
 
 def split_window(window: Tensor) -> tuple[Tensor, Tensor]:
@@ -50,28 +58,47 @@ def linear_cross_entropy(
     weight: Tensor,
     targets: Tensor,
     ignore_index: int = -100,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> Tensor:
     """``next_token_loss(hidden @ weight.T, targets)`` without the full logits (see the module docstring).
 
     ``hidden`` (..., d), ``weight`` (V, d) (the LM head; tied or not), ``targets`` (...). Under autocast
     the head's matmuls run in the autocast dtype, as ``nn.Linear`` would; the softmax and the loss are
     fp32. Gradients flow to ``hidden`` and ``weight`` (to the embedding through a tied weight).
+    ``chunk_rows``: rows per chunk; by default as many as fit in :data:`CHUNK_BYTES`, in equal chunks.
     """
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} do not match")
     if weight.dim() != 2 or weight.size(1) != hidden.size(-1):
         raise ValueError(f"weight must be (vocab, {hidden.size(-1)}), got {tuple(weight.shape)}")
-    if chunk_rows < 1:
+    if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     device = hidden.device.type
     mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     grad_on = torch.is_grad_enabled()  # (inside the Function's forward it is always off)
     wants = (grad_on and hidden.requires_grad, grad_on and weight.requires_grad)
     flat = hidden.reshape(-1, hidden.size(-1))
+    kernel = device == "cpu" and _cpu_kernel_available()
+    # the kernel keeps a chunk's logits in the matmul dtype; the PyTorch path makes an fp32 copy
+    logits_dtype = mm_dtype if kernel else torch.promote_types(mm_dtype, torch.float32)
+    if chunk_rows is None:
+        chunk_rows = _equal_chunks(flat.size(0), CHUNK_BYTES // (weight.size(0) * logits_dtype.itemsize))
     return _LinearCrossEntropy.apply(
-        flat, weight, targets.reshape(-1), ignore_index, chunk_rows, mm_dtype, wants
+        flat, weight, targets.reshape(-1), ignore_index, chunk_rows, mm_dtype, wants, kernel
     )
+
+
+def _cpu_kernel_available() -> bool:
+    ok, _ = cpu_kernels.available()
+    if not ok:
+        cpu_kernels.warn_fallback()
+    return ok
+
+
+def _equal_chunks(rows: int, max_rows: int) -> int:
+    """Rows per chunk: at most ``max_rows`` (at least 1), in chunks of equal size."""
+    chunks = -(-rows // max(1, max_rows))
+    return max(1, -(-rows // max(1, chunks)))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -79,39 +106,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
     gradient; backward multiplies them by the real one (a scalar)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ignore_index, chunk_rows, mm_dtype, wants):
-        grads = any(wants)
+    def forward(ctx, hidden, weight, targets, ignore_index, chunk_rows, mm_dtype, wants, kernel):
         targets = targets.to(torch.long)
-        valid = targets != ignore_index
-        count = int(valid.sum())
+        count = int((targets != ignore_index).sum())
         with torch.autocast(hidden.device.type, enabled=False):
-            w = weight.to(mm_dtype)
-            acc = torch.promote_types(mm_dtype, torch.float32)  # fp32, or fp64 for gradcheck
-            total = torch.zeros((), dtype=acc, device=hidden.device)
-            grad_hidden = torch.zeros_like(hidden) if wants[0] else None
-            grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if wants[1] else None
-            for start in range(0, hidden.size(0), chunk_rows):
-                rows = slice(start, start + chunk_rows)
-                h = hidden[rows].to(mm_dtype)
-                logits = (h @ w.T).to(acc)
-                t, ok = targets[rows].clamp(min=0)[:, None], valid[rows]
-                picked = logits.gather(1, t).squeeze(1)
-                top = logits.amax(dim=1, keepdim=True)
-                e = logits.sub_(top).exp_()  # in place: one chunk-sized buffer for the whole step
-                norm = e.sum(dim=1, keepdim=True)
-                lse = (top + norm.log()).squeeze(1)
-                total += ((lse - picked) * ok).sum()
-                if not grads:
-                    continue
-                # d loss / d logits for a mean over `count` tokens: (softmax - onehot) / count, 0 if ignored
-                scale = ok.to(acc)[:, None] / max(count, 1)
-                g = e.mul_(scale / norm)
-                g.scatter_add_(1, t, -scale)
-                g = g.to(mm_dtype)
-                if grad_hidden is not None:
-                    grad_hidden[rows] = (g @ w).to(hidden.dtype)
-                if grad_weight is not None:
-                    grad_weight += (g.T @ h).to(acc)
+            step = _kernel_chunks if kernel else _torch_chunks
+            total, grad_hidden, grad_weight = step(
+                hidden, weight, targets, ignore_index, chunk_rows, mm_dtype, wants, count
+            )
         ctx.wants = wants  # which of the two gradients exist (the other is saved as an empty tensor)
         ctx.save_for_backward(
             grad_hidden if grad_hidden is not None else hidden.new_empty(0),
@@ -123,6 +125,71 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_hidden, grad_weight = ctx.saved_tensors
         want_hidden, want_weight = ctx.wants
+        if bool(grad_out == 1):  # the usual case: skip two full passes over the gradients
+            return (grad_hidden if want_hidden else None), (grad_weight if want_weight else None), *[None] * 6
         gh = grad_hidden * grad_out if want_hidden else None
         gw = grad_weight * grad_out if want_weight else None
-        return gh, gw, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None
+
+
+def _torch_chunks(hidden, weight, targets, ignore_index, chunk_rows, mm_dtype, wants, count):
+    """(loss sum, grad of hidden, grad of weight) for a unit gradient of the mean, in PyTorch ops."""
+    valid = targets != ignore_index
+    w = weight.to(mm_dtype)
+    acc = torch.promote_types(mm_dtype, torch.float32)  # fp32, or fp64 for gradcheck
+    total = torch.zeros((), dtype=acc, device=hidden.device)
+    grad_hidden = torch.zeros_like(hidden) if wants[0] else None
+    grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if wants[1] else None
+    for start in range(0, hidden.size(0), chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        h = hidden[rows].to(mm_dtype)
+        logits = (h @ w.T).to(acc)
+        t, ok = targets[rows].clamp(min=0)[:, None], valid[rows]
+        picked = logits.gather(1, t).squeeze(1)
+        top = logits.amax(dim=1, keepdim=True)
+        e = logits.sub_(top).exp_()  # in place: one chunk-sized buffer for the whole step
+        norm = e.sum(dim=1, keepdim=True)
+        lse = (top + norm.log()).squeeze(1)
+        total += ((lse - picked) * ok).sum()
+        if not any(wants):
+            continue
+        # d loss / d logits for a mean over `count` tokens: (softmax - onehot) / count, 0 if ignored
+        scale = ok.to(acc)[:, None] / max(count, 1)
+        g = e.mul_(scale / norm)
+        g.scatter_add_(1, t, -scale)
+        g = g.to(mm_dtype)
+        if grad_hidden is not None:
+            grad_hidden[rows] = (g @ w).to(hidden.dtype)
+        if grad_weight is not None:
+            grad_weight += (g.T @ h).to(acc)
+    return total, grad_hidden, grad_weight
+
+
+def _kernel_chunks(hidden, weight, targets, ignore_index, chunk_rows, mm_dtype, wants, count):
+    """:func:`_torch_chunks` with the softmax and its gradient done in place on the matmul-dtype logits by
+    the CPU kernel (:mod:`mswelu.ops.cpu_kernels`): one chunk buffer, three passes per row."""
+    kernels = cpu_kernels.load()
+    w = weight.to(mm_dtype)
+    acc = torch.promote_types(mm_dtype, torch.float32)
+    n = hidden.size(0)
+    buffer = torch.empty(min(chunk_rows, n), weight.size(0), dtype=mm_dtype, device=hidden.device)
+    total = torch.zeros((), dtype=acc, device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if wants[0] else None
+    grad_weight = None
+    for start in range(0, n, chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        h = hidden[rows].to(mm_dtype)
+        logits = torch.mm(h, w.T, out=buffer[: h.size(0)])
+        losses = kernels.cross_entropy_rows_(
+            logits, targets[rows].contiguous(), 1.0 / max(count, 1), ignore_index, any(wants)
+        )
+        total += losses.sum()
+        g = logits  # overwritten by the gradient
+        if grad_hidden is not None:
+            grad_hidden[rows] = (g @ w).to(hidden.dtype)
+        if wants[1]:
+            part = g.T @ h
+            grad_weight = part.to(acc) if grad_weight is None else grad_weight.add_(part)
+    if wants[1] and grad_weight is None:  # no rows
+        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+    return total, grad_hidden, grad_weight

@@ -23,6 +23,11 @@ recurrence analytically. Within a chunk everything except the two length-``chunk
 batched tensor work, and each recurrence step is a single in-place ``addcmul`` on a contiguous
 (b, d, n) slice. ``python -m mswelu.bench scan`` measures it against transformers' slow-path loop
 and mambapy's parallel scan.
+
+The same algorithm, written as one C++ loop per (batch row, vector of channels) with the state in
+registers, is :mod:`mswelu.ops.cpu_kernels`; :func:`selective_scan` runs it on CPU tensors where it is
+built (``impl="auto"``) and this file's PyTorch code elsewhere (``impl="torch"``), which is also its
+reference in the tests.
 """
 
 from __future__ import annotations
@@ -33,9 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["selective_scan", "selective_scan_ref", "SelectiveScanFn", "DEFAULT_CHUNK_SIZE"]
+from mswelu.ops import cpu_kernels
+
+__all__ = ["selective_scan", "selective_scan_ref", "SelectiveScanFn", "DEFAULT_CHUNK_SIZE", "SCAN_IMPLS"]
 
 DEFAULT_CHUNK_SIZE = 16
+SCAN_IMPLS = ("auto", "torch", "cpu")
 
 
 def _check_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D, z, delta_bias) -> None:
@@ -311,6 +319,81 @@ def _chunk_states(H: Tensor, a: Tensor, h0: Tensor, dt: Tensor, dtu: Tensor, A: 
     return Hc
 
 
+class CpuSelectiveScanFn(torch.autograd.Function):
+    """:class:`SelectiveScanFn`'s computation by the compiled CPU kernel (:mod:`mswelu.ops.cpu_kernels`).
+
+    The kernel takes (b, l, d) layouts with unit channel stride (the mixer's dt already is one); the
+    inputs are converted once to the compute dtype and saved as converted, with the chunk-start states.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
+        ct = _compute_dtype(u)
+        with _no_autocast(u.device.type):
+            args = (
+                _channels_last(u, ct),
+                _channels_last(delta, ct),
+                A.detach().to(ct).t().contiguous(),  # (n, d)
+                B.detach().to(ct).transpose(1, 2),  # (b, l, n), any strides
+                C.detach().to(ct).transpose(1, 2),
+                None if D is None else D.detach().to(ct).contiguous(),
+                None if z is None else _channels_last(z, ct),
+                None if delta_bias is None else delta_bias.detach().to(ct).contiguous(),
+            )
+            out, last, states = cpu_kernels.load().selective_scan_fwd(*args, delta_softplus, chunk_size)
+        ctx.save_for_backward(*args, states)
+        ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z, delta_bias)]
+        ctx.delta_softplus, ctx.chunk_size = delta_softplus, chunk_size
+        last = last.transpose(1, 2)  # (b, d, n)
+        ctx.mark_non_differentiable(last)
+        return out.transpose(1, 2).to(u.dtype), last
+
+    @staticmethod
+    def backward(ctx, gout, _glast):
+        *args, states = ctx.saved_tensors
+        with _no_autocast(gout.device.type):
+            g = _channels_last(gout, args[0].dtype)
+            gu, gdelta, gAt, gB, gC, gD, gz, gbias = cpu_kernels.load().selective_scan_bwd(
+                g, *args, states, ctx.delta_softplus, ctx.chunk_size
+            )
+        grads = (gu, gdelta, gAt.t(), gB, gC, gD, gz, gbias)
+        return (
+            *(
+                None if g is None else (g.transpose(1, 2) if g.dim() == 3 else g).to(dtype)
+                for g, dtype in zip(grads, ctx.dtypes, strict=True)
+            ),
+            None,
+            None,
+        )
+
+
+def _channels_last(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """(b, d, l) -> (b, l, d) with unit channel stride, in ``dtype`` (a view where it already is one)."""
+    return x.detach().transpose(1, 2).to(dtype).contiguous()
+
+
+def _resolve_impl(impl: str, u: Tensor, B: Tensor, C: Tensor) -> str:
+    """``"cpu"`` or ``"torch"`` for these inputs; ``impl="cpu"`` where the kernel cannot run raises."""
+    if impl not in SCAN_IMPLS:
+        raise ValueError(f"selective_scan: unknown impl {impl!r}: expected one of {SCAN_IMPLS}")
+    if impl == "torch":
+        return "torch"
+    fits = u.device.type == "cpu" and B.dim() == 3 and C.dim() == 3
+    if impl == "cpu":
+        if not fits:
+            raise ValueError(
+                "selective_scan: impl='cpu' needs CPU tensors and input-dependent B, C of shape (b, n, l)"
+            )
+        cpu_kernels.load()  # raises, saying why, where the kernels cannot be built
+        return "cpu"
+    if not fits:
+        return "torch"
+    ok, _ = cpu_kernels.available()
+    if not ok:
+        cpu_kernels.warn_fallback()
+    return "cpu" if ok else "torch"
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -323,16 +406,25 @@ def selective_scan(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    impl: str = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan with mamba_ssm's ``selective_scan_fn`` signature, fp32 inside (fp64 stays fp64).
 
     Input-dependent B and C of shape (b, n, l) (the Mamba-1 case) take the chunked fast path;
     the other layouts ((d, n) and grouped (b, g, n, l)) run :func:`selective_scan_ref`.
     ``last_state`` (fp32, (b, d, n)) carries no gradient, as in mamba_ssm.
+
+    ``impl``: ``"auto"`` (the compiled CPU kernel for CPU tensors where it is built, else PyTorch),
+    ``"torch"`` (this file's chunked PyTorch code) or ``"cpu"`` (the kernel, or an error saying why not).
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if _resolve_impl(impl, u, B, C) == "cpu":
+        out, last = CpuSelectiveScanFn.apply(
+            u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk_size)
+        )
+        return (out, last) if return_last_state else out
     if B.dim() != 3 or C.dim() != 3:
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     out, last = SelectiveScanFn.apply(

@@ -33,10 +33,12 @@ are reduced back to their own shapes. ``k`` must be positive; :class:`mswelu.mod
 guarantees that by construction (checking a tensor here would cost a device sync per call).
 
 Implementations (``impl``): ``"torch"`` (closed form, eager), ``"compiled"`` (the same elementwise
-math under ``torch.compile``; helps on CPU once compiled), ``"triton"`` (fused Triton kernels,
+math under ``torch.compile``), ``"cpu"`` (the compiled CPU kernel of :mod:`mswelu.ops.cpu_kernels`: one
+vectorised pass forward and one backward, scalar ``k``/``lam``), ``"triton"`` (fused Triton kernels,
 forward and backward, CUDA tensors; also CPU tensors under ``TRITON_INTERPRET=1`` for testing) and
-``"auto"``: Triton for CUDA tensors when ``triton`` imports and ``k``/``lam`` are scalars, the eager
-closed form otherwise. The environment variable ``MSWELU_SWELU_IMPL`` overrides ``"auto"``.
+``"auto"``: where ``k`` and ``lam`` are scalars, Triton for CUDA tensors when ``triton`` imports and the
+CPU kernel for CPU tensors where it is built; the eager closed form otherwise. The environment variable
+``MSWELU_SWELU_IMPL`` overrides ``"auto"``.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
+from mswelu.ops import cpu_kernels
+
 ZERO_EPS = 1e-6
-IMPLS = ("auto", "torch", "compiled", "triton")
+IMPLS = ("auto", "torch", "compiled", "cpu", "triton")
 ENV_VAR = "MSWELU_SWELU_IMPL"
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -171,6 +175,17 @@ def _triton_ok(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> bo
 
 
 _TRITON_BLOCK = 1024
+
+
+def _cpu_ok(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> bool:
+    return z.device.type == "cpu" and k.numel() == 1 and (lam is None or lam.numel() == 1)
+
+
+def _cpu_kernels_built() -> bool:
+    ok, _ = cpu_kernels.available()
+    if not ok:
+        cpu_kernels.warn_fallback()
+    return ok
 
 
 @functools.lru_cache(maxsize=1)
@@ -305,6 +320,8 @@ class _SWELUFunction(torch.autograd.Function):
         ctx.save_for_backward(z, k, lam)
         if impl == "triton":
             return _triton_forward(z, k, lam)
+        if impl == "cpu":
+            return cpu_kernels.load().swelu_fwd(z.contiguous(), float(k), 1.0 if lam is None else float(lam))
         cdt = _compute_dtype(z.dtype)
         fwd = _compiled()[0] if impl == "compiled" else _forward_math
         y = fwd(z.to(cdt), k.to(cdt), None if lam is None else lam.to(cdt))
@@ -318,6 +335,20 @@ class _SWELUFunction(torch.autograd.Function):
         need_lam = need_lam and lam is not None
         if ctx.impl == "triton":
             gz, gk, glam = _triton_backward(z, k, lam, grad_out, need_k, need_lam)
+        elif ctx.impl == "cpu":
+            gz, gk, glam = cpu_kernels.load().swelu_bwd(
+                z.contiguous(),
+                grad_out.to(z.dtype).contiguous(),
+                float(k),
+                1.0 if lam is None else float(lam),
+                ZERO_EPS,
+                need_k,
+                need_lam,
+            )
+            gk, glam = (
+                gk.reshape(k.shape),
+                None if lam is None else glam.reshape(lam.shape),
+            )  # 1-element k, lam
         else:
             cdt = _compute_dtype(z.dtype)
             bwd = _compiled()[1] if ctx.impl == "compiled" else _backward_math
@@ -364,7 +395,16 @@ def resolve_impl(impl: str, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor 
     if impl not in IMPLS:
         raise ValueError(f"swelu: unknown impl {impl!r}: expected one of {IMPLS}")
     if impl == "auto":
-        return "triton" if z.is_cuda and _triton_ok(z, k, lam) else "torch"
+        if z.is_cuda:
+            return "triton" if _triton_ok(z, k, lam) else "torch"
+        return "cpu" if _cpu_ok(z, k, lam) and _cpu_kernels_built() else "torch"
+    if impl == "cpu":
+        if not _cpu_ok(z, k, lam):
+            raise ValueError(
+                "swelu: impl='cpu' takes CPU tensors with scalar k and lam; "
+                f"got z on {z.device}, k shape {tuple(k.shape)}"
+            )
+        cpu_kernels.load()  # raises, saying why, where the kernels cannot be built
     if impl == "triton":
         if not triton_available():
             raise ValueError("swelu: impl='triton' needs the optional package `triton` (pip install triton)")
@@ -392,8 +432,9 @@ def swelu(
 
     Computed in fp32 (fp64 for fp64 ``z``) and returned in ``z``'s dtype. ``k`` and ``lam`` may be
     Python numbers or tensors broadcastable to ``z`` (typically 0-dim, one per layer); gradients
-    flow to every tensor argument that requires them. ``impl``: ``"auto"`` (Triton on CUDA, eager
-    closed form elsewhere), ``"torch"``, ``"compiled"`` or ``"triton"`` (see the module docstring).
+    flow to every tensor argument that requires them. ``impl``: ``"auto"`` (Triton on CUDA, the CPU
+    kernel on CPU, the eager closed form where neither fits), ``"torch"``, ``"compiled"``, ``"cpu"`` or
+    ``"triton"`` (see the module docstring).
     """
     if not isinstance(z, torch.Tensor) or not z.is_floating_point():
         raise ValueError(f"swelu: z must be a floating-point tensor, got {getattr(z, 'dtype', type(z))}")

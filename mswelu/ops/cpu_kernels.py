@@ -1,0 +1,171 @@
+"""mswelu's compiled CPU kernels (``ops/csrc/cpu_kernels.cpp``): the selective scan and SWELU.
+
+On a CPU these two are most of a small Mamba-SWELU model's training step in pure PyTorch: the scan is a
+sequential recurrence over (batch, channels, state) that PyTorch runs as many small ops, and SWELU's
+closed form is a dozen elementwise passes. The kernels do each in one pass with the state in registers,
+vectorised with ATen's ``Vectorized`` for the instruction set this CPU has (AVX-512, AVX2, else generic)
+and parallel over torch's threads. Their references are :mod:`mswelu.ops.selective_scan` and
+:mod:`mswelu.ops.swelu`, which call them (``impl="auto"``) and which the tests hold them to.
+
+The extension is built on first use with :func:`torch.utils.cpp_extension.load` (a C++ compiler and
+``ninja``; about a minute once, then cached in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``).
+Where it cannot be built, :func:`available` says why and callers run the pure-PyTorch code, which
+computes the same numbers (one warning). ``MSWELU_CPU_KERNELS=0`` turns the kernels off;
+``python -m mswelu.ops.cpu_kernels`` builds them and prints what was built.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from mswelu.progress import log
+
+__all__ = ["ENV_VAR", "available", "describe", "enabled", "load", "warn_fallback"]
+
+ENV_VAR = "MSWELU_CPU_KERNELS"
+SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
+
+# Flags per ATen CPU capability: the same instruction sets (and CPU_CAPABILITY macros) ATen's own
+# kernels for that capability are built with, so that Vectorized<T> uses them.
+_CAPABILITY_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-DCPU_CAPABILITY_AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2"],
+}
+
+
+def enabled() -> bool:
+    """False when ``MSWELU_CPU_KERNELS`` is ``0`` / ``off`` / ``false`` / ``no``."""
+    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def _capability() -> str:
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # older builds / unusual platforms: the generic vector code
+        return "DEFAULT"
+
+
+def _build_flags(capability: str) -> tuple[list[str], list[str]]:
+    cflags = ["-O3", "-std=c++17", *_CAPABILITY_FLAGS.get(capability, [])]
+    if capability in _CAPABILITY_FLAGS:
+        cflags.append(f"-DCPU_CAPABILITY={capability}")
+    ldflags: list[str] = []
+    if platform.system() == "Linux" and "OpenMP" in torch.__config__.parallel_info():
+        # at::parallel_for is inline OpenMP code: without -fopenmp it would run on one thread
+        cflags.append("-fopenmp")
+        ldflags.append("-fopenmp")
+    return cflags, ldflags
+
+
+def _name(capability: str) -> str:
+    return f"mswelu_cpu_{capability.lower()}"
+
+
+def _is_built(name: str) -> bool:
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+    except Exception:
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def _build() -> tuple[ModuleType | None, str]:
+    """(module, "") or (None, why); built or loaded once per process."""
+    capability = _capability()
+    name = _name(capability)
+    cflags, ldflags = _build_flags(capability)
+    if not _is_built(name):
+        log(f"building the CPU kernels for {capability} (once: about a minute)", source="mswelu")
+    start = time.perf_counter()
+    try:
+        from torch.utils.cpp_extension import load as load_extension
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on compiler versions
+            module = load_extension(
+                name, [str(SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False
+            )
+    except Exception as exc:  # no compiler, no ninja, a failed compile or link
+        return None, _why(exc)
+    if time.perf_counter() - start > 5:
+        log(f"CPU kernels built in {time.perf_counter() - start:.0f} s", source="mswelu")
+    return module, ""
+
+
+def _why(exc: Exception) -> str:
+    """The useful part of a failed build: the compiler's first error line, else the message's start."""
+    text = str(exc)
+    errors = [line.strip() for line in text.splitlines() if " error: " in line or "fatal error" in line]
+    detail = errors[0] if errors else " ".join(text.split())
+    return f"{type(exc).__name__}: {detail[:400]}"
+
+
+def available() -> tuple[bool, str]:
+    """(True, "") when the kernels are on and loaded (building them if needed), else (False, why)."""
+    if not enabled():
+        return False, f"turned off ({ENV_VAR}={os.environ.get(ENV_VAR)})"
+    module, why = _build()
+    return module is not None, why
+
+
+def load() -> ModuleType:
+    """The extension module (whatever ``MSWELU_CPU_KERNELS`` says: an explicit request); RuntimeError
+    saying why where it cannot be built."""
+    module, why = _build()
+    if module is None:
+        raise RuntimeError(f"mswelu's CPU kernels are not available: {why}")
+    return module
+
+
+def warn_fallback() -> None:
+    """Say once per process that the pure-PyTorch code runs instead of the kernels, and why (nothing
+    when they were turned off on purpose)."""
+    if enabled():
+        _warn_fallback_once()
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_fallback_once() -> None:
+    _, why = _build()
+    if why:
+        warnings.warn(
+            f"mswelu: the CPU kernels could not be built ({why}); running the pure-PyTorch scan and SWELU, "
+            "which compute the same numbers several times more slowly. A C++ compiler and ninja are needed "
+            f"(set {ENV_VAR}=0 to silence this).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def describe() -> dict[str, Any]:
+    """Whether the kernels are available, for which instruction set, and why not."""
+    ok, why = available()
+    info: dict[str, Any] = {"available": ok, "capability": _capability(), "threads": torch.get_num_threads()}
+    if ok:
+        info["fp32_lanes"] = load().vector_lanes()
+    else:
+        info["why_not"] = why
+    return info
+
+
+def main() -> int:
+    """Build (or load) the kernels and print :func:`describe` as JSON; exit status 1 if unavailable."""
+    info = describe()
+    print(json.dumps(info, indent=2))
+    return 0 if info["available"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,542 @@
+// CPU kernels for the three places where a Mamba-SWELU training step spends its elementwise time:
+// the selective scan (forward and backward), SWELU (forward and backward) and the cross-entropy of the
+// fused LM head + loss.
+//
+// Both are written with ATen's Vectorized<T> (AVX-512, AVX2 or the generic fallback, chosen by the build
+// flags that mswelu/ops/cpu_kernels.py passes) and run in parallel over torch's threads (at::parallel_for).
+// Their references are the pure-PyTorch code in mswelu/ops/selective_scan.py, swelu.py and lm_loss.py;
+// tests/test_cpu_kernels.py holds them to it (values and every gradient, fp32 and fp64).
+//
+// Selective scan (Mamba-1 with input-dependent B and C; the recurrence is in selective_scan.py):
+//   one work item is one batch row and W consecutive channels (W = the lanes of a vector), so the state
+//   (N vectors of W channels) stays in registers for the whole sequence and exp(delta * A) is never
+//   stored. The forward keeps the state at every chunk start; the backward recomputes one chunk's states
+//   into a small buffer and runs the adjoint recurrence through it. Sums over channels (the gradients of B
+//   and C) and over the batch (of A, D and the delta bias) go into per-thread buffers that the caller adds
+//   up, so the result does not depend on how the work was scheduled.
+//   An optional gate z multiplies the output by silu(z), as mamba_ssm's kernel does.
+//   Layouts: u, delta and gout (and z) are (batch, length, channels) with unit channel stride; B and C are
+//   (batch, length, N) with any strides; A comes transposed, (N, channels).
+//
+// SWELU: lam * sign(z) * (1 - exp(-|z|^k)) with scalar k and lam, computed in fp32 (fp64 for fp64 z)
+//   from z of any floating dtype, with the closed-form backward and the guards of swelu.py.
+
+#include <torch/extension.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+template <typename T>
+using Vec = at::vec::Vectorized<T>;
+
+template <typename T>
+inline Vec<T> softplus(const Vec<T>& x) {
+  // torch.nn.functional.softplus with beta 1 and threshold 20
+  return Vec<T>::blendv(x.exp().log1p(), x, x > Vec<T>(T(20)));
+}
+
+template <typename T>
+inline Vec<T> sigmoid(const Vec<T>& x) {
+  return Vec<T>(T(1)) / (Vec<T>(T(1)) + x.neg().exp());
+}
+
+template <typename T>
+inline void accumulate(T* p, const Vec<T>& v, int64_t count = Vec<T>::size()) {
+  (Vec<T>::loadu(p, count) + v).store(p, count);
+}
+
+// Strided (batch, length, N) matrix: B or C of the scan.
+template <typename T>
+struct Strided3 {
+  const T* p;
+  int64_t s0, s1, s2;
+  inline T at(int64_t b, int64_t t, int64_t n) const { return p[b * s0 + t * s1 + n * s2]; }
+};
+
+template <typename T>
+Strided3<T> strided3(const Tensor& x) {
+  return {x.data_ptr<T>(), x.stride(0), x.stride(1), x.stride(2)};
+}
+
+// ------------------------------------------------------------------------------------ selective scan
+
+struct ScanShape {
+  int64_t batch, length, channels, nstate, chunk, nchunks, nblocks;
+};
+
+template <typename T>
+void scan_forward_impl(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
+                       const Tensor& Cm, const T* Dp, const T* zp, const T* biasp, bool use_softplus,
+                       const ScanShape& s, Tensor& out, Tensor& last, Tensor& states) {
+  constexpr int64_t W = Vec<T>::size();
+  const T* up = u.data_ptr<T>();
+  const T* dp = delta.data_ptr<T>();
+  const T* Ap = At.data_ptr<T>();
+  const auto Bs = strided3<T>(Bm), Cs = strided3<T>(Cm);
+  const int64_t su_b = u.stride(0), su_l = u.stride(1), sd_b = delta.stride(0), sd_l = delta.stride(1);
+  T* outp = out.data_ptr<T>();
+  T* lastp = last.data_ptr<T>();
+  T* statesp = states.data_ptr<T>();
+  const int64_t N = s.nstate, L = s.length, Dm = s.channels;
+
+  at::parallel_for(0, s.batch * s.nblocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Vec<T>> h(N), Av(N);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / s.nblocks, d0 = (item % s.nblocks) * W, w = std::min(W, Dm - d0);
+      for (int64_t n = 0; n < N; ++n) {
+        Av[n] = Vec<T>::loadu(Ap + n * Dm + d0, w);
+        h[n] = Vec<T>(T(0));
+      }
+      const Vec<T> Dv = Dp ? Vec<T>::loadu(Dp + d0, w) : Vec<T>(T(0));
+      const Vec<T> bias = biasp ? Vec<T>::loadu(biasp + d0, w) : Vec<T>(T(0));
+      for (int64_t t = 0; t < L; ++t) {
+        if (t % s.chunk == 0) {
+          T* st = statesp + ((b * s.nchunks + t / s.chunk) * N) * Dm + d0;
+          for (int64_t n = 0; n < N; ++n) h[n].store(st + n * Dm, w);
+        }
+        const Vec<T> x = Vec<T>::loadu(up + b * su_b + t * su_l + d0, w);
+        Vec<T> dt = Vec<T>::loadu(dp + b * sd_b + t * sd_l + d0, w) + bias;
+        if (use_softplus) dt = softplus(dt);
+        const Vec<T> dtu = dt * x;
+        Vec<T> y(T(0));
+        for (int64_t n = 0; n < N; ++n) {
+          h[n] = at::vec::fmadd((dt * Av[n]).exp(), h[n], dtu * Vec<T>(Bs.at(b, t, n)));
+          y = at::vec::fmadd(h[n], Vec<T>(Cs.at(b, t, n)), y);
+        }
+        y = at::vec::fmadd(Dv, x, y);
+        if (zp) {  // gate: y * silu(z)
+          const Vec<T> z = Vec<T>::loadu(zp + (b * L + t) * Dm + d0, w);
+          y = y * z * sigmoid(z);
+        }
+        y.store(outp + (b * L + t) * Dm + d0, w);
+      }
+      for (int64_t n = 0; n < N; ++n) h[n].store(lastp + (b * N + n) * Dm + d0, w);
+    }
+  });
+}
+
+template <typename T>
+void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta, const Tensor& At,
+                        const Tensor& Bm, const Tensor& Cm, const T* Dp, const T* zp, const T* biasp,
+                        const Tensor& states, bool use_softplus, const ScanShape& s, Tensor& gu, Tensor& gdelta,
+                        T* gzp, Tensor& gA_part, Tensor& gD_part, Tensor& gbias_part, Tensor& gB_part,
+                        Tensor& gC_part) {
+  constexpr int64_t W = Vec<T>::size();
+  const T* gp = gout.data_ptr<T>();
+  const T* up = u.data_ptr<T>();
+  const T* dp = delta.data_ptr<T>();
+  const T* Ap = At.data_ptr<T>();
+  const T* statesp = states.data_ptr<T>();
+  const auto Bs = strided3<T>(Bm), Cs = strided3<T>(Cm);
+  const int64_t su_b = u.stride(0), su_l = u.stride(1), sd_b = delta.stride(0), sd_l = delta.stride(1);
+  const int64_t sg_b = gout.stride(0), sg_l = gout.stride(1);
+  T* gup = gu.data_ptr<T>();
+  T* gdp = gdelta.data_ptr<T>();
+  T* gAp = gA_part.data_ptr<T>();
+  T* gDp = gD_part.data_ptr<T>();
+  T* gbp = gbias_part.data_ptr<T>();
+  T* gBp = gB_part.data_ptr<T>();
+  T* gCp = gC_part.data_ptr<T>();
+  const int64_t N = s.nstate, L = s.length, Dm = s.channels, K = s.chunk;
+
+  at::parallel_for(0, s.batch * s.nblocks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t tid = at::get_thread_num();
+    std::vector<Vec<T>> Av(N), g(N), gA(N);
+    std::vector<Vec<T>> hs((K + 1) * N), as(K * N), dts(K), xs(K), sig(K);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / s.nblocks, d0 = (item % s.nblocks) * W, w = std::min(W, Dm - d0);
+      for (int64_t n = 0; n < N; ++n) {
+        Av[n] = Vec<T>::loadu(Ap + n * Dm + d0, w);
+        g[n] = Vec<T>(T(0));  // a_{t+1} * dL/dh_{t+1}, handed back from the step after
+        gA[n] = Vec<T>(T(0));
+      }
+      const Vec<T> Dv = Dp ? Vec<T>::loadu(Dp + d0, w) : Vec<T>(T(0));
+      const Vec<T> bias = biasp ? Vec<T>::loadu(biasp + d0, w) : Vec<T>(T(0));
+      Vec<T> gD(T(0)), gbias(T(0));
+      // lane buffers of dL/dB and dL/dC for this thread and batch row: (length, N, W)
+      T* gBrow = gBp + (tid * s.batch + b) * L * N * W;
+      T* gCrow = gCp + (tid * s.batch + b) * L * N * W;
+      for (int64_t c = s.nchunks - 1; c >= 0; --c) {
+        const int64_t t0 = c * K, T_ = std::min(K, L - t0);
+        const T* st = statesp + ((b * s.nchunks + c) * N) * Dm + d0;
+        for (int64_t n = 0; n < N; ++n) hs[n] = Vec<T>::loadu(st + n * Dm, w);
+        // recompute the chunk: hs[i+1] = h_{t0+i}, hs[0] = the state before the chunk
+        for (int64_t i = 0; i < T_; ++i) {
+          const int64_t t = t0 + i;
+          const Vec<T> x = Vec<T>::loadu(up + b * su_b + t * su_l + d0, w);
+          Vec<T> dt = Vec<T>::loadu(dp + b * sd_b + t * sd_l + d0, w) + bias;
+          if (use_softplus) {
+            sig[i] = sigmoid(dt);
+            dt = softplus(dt);
+          }
+          dts[i] = dt;
+          xs[i] = x;
+          const Vec<T> dtu = dt * x;
+          for (int64_t n = 0; n < N; ++n) {
+            const Vec<T> a = (dt * Av[n]).exp();
+            as[i * N + n] = a;
+            hs[(i + 1) * N + n] = at::vec::fmadd(a, hs[i * N + n], dtu * Vec<T>(Bs.at(b, t, n)));
+          }
+        }
+        // adjoint: g_t = gy_t C_t + a_{t+1} g_{t+1}
+        for (int64_t i = T_ - 1; i >= 0; --i) {
+          const int64_t t = t0 + i;
+          Vec<T> gy = Vec<T>::loadu(gp + b * sg_b + t * sg_l + d0, w);
+          const Vec<T> dt = dts[i], x = xs[i], dtu = dt * x;
+          if (zp) {  // through the gate: gz = gout * y * silu'(z), then gy = gout * silu(z)
+            const Vec<T> z = Vec<T>::loadu(zp + (b * L + t) * Dm + d0, w), sz = sigmoid(z);
+            Vec<T> y = Dv * x;
+            for (int64_t n = 0; n < N; ++n) y = at::vec::fmadd(hs[(i + 1) * N + n], Vec<T>(Cs.at(b, t, n)), y);
+            (gy * y * sz * (Vec<T>(T(1)) + z * (Vec<T>(T(1)) - sz))).store(gzp + (b * L + t) * Dm + d0, w);
+            gy = gy * z * sz;
+          }
+          Vec<T> SB(T(0)), Sdt(T(0));
+          T* gBt = gBrow + t * N * W;
+          T* gCt = gCrow + t * N * W;
+          for (int64_t n = 0; n < N; ++n) {
+            const Vec<T> gn = at::vec::fmadd(gy, Vec<T>(Cs.at(b, t, n)), g[n]);
+            accumulate(gCt + n * W, gy * hs[(i + 1) * N + n]);
+            accumulate(gBt + n * W, gn * dtu);
+            SB = at::vec::fmadd(gn, Vec<T>(Bs.at(b, t, n)), SB);
+            const Vec<T> a = as[i * N + n];
+            const Vec<T> M = gn * hs[i * N + n] * a;  // dL/da_t * a_t
+            Sdt = at::vec::fmadd(M, Av[n], Sdt);
+            gA[n] = at::vec::fmadd(M, dt, gA[n]);
+            g[n] = a * gn;
+          }
+          gD = at::vec::fmadd(gy, x, gD);
+          Vec<T> gdt = at::vec::fmadd(x, SB, Sdt);
+          if (use_softplus) gdt = gdt * sig[i];
+          gbias = gbias + gdt;
+          at::vec::fmadd(dt, SB, Dv * gy).store(gup + (b * L + t) * Dm + d0, w);
+          gdt.store(gdp + (b * L + t) * Dm + d0, w);
+        }
+      }
+      for (int64_t n = 0; n < N; ++n) accumulate(gAp + (tid * N + n) * Dm + d0, gA[n], w);
+      accumulate(gDp + tid * Dm + d0, gD, w);
+      accumulate(gbp + tid * Dm + d0, gbias, w);
+    }
+  });
+}
+
+// A single channel has no meaningful stride (contiguous() may leave any value there).
+bool unit_channel_stride(const Tensor& x) { return x.size(2) == 1 || x.stride(2) == 1; }
+
+void check_scan_inputs(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
+                       const Tensor& Cm, const c10::optional<Tensor>& D, const c10::optional<Tensor>& z,
+                       const c10::optional<Tensor>& bias) {
+  TORCH_CHECK(u.device().is_cpu(), "mswelu CPU scan: tensors must be on the CPU");
+  TORCH_CHECK(u.dim() == 3 && delta.sizes() == u.sizes(), "u and delta must be (batch, length, channels)");
+  TORCH_CHECK(unit_channel_stride(u) && unit_channel_stride(delta), "u and delta need a unit channel stride");
+  TORCH_CHECK(At.dim() == 2 && At.size(1) == u.size(2) && At.is_contiguous(), "A must be (N, channels), contiguous");
+  for (const Tensor* m : {&Bm, &Cm}) {
+    TORCH_CHECK(m->dim() == 3 && m->size(0) == u.size(0) && m->size(1) == u.size(1) && m->size(2) == At.size(0),
+                "B and C must be (batch, length, N)");
+  }
+  for (const Tensor* t : {&delta, &At, &Bm, &Cm}) {
+    TORCH_CHECK(t->scalar_type() == u.scalar_type(), "the CPU scan takes one dtype for every input");
+  }
+  if (z.has_value()) {
+    TORCH_CHECK(z->sizes() == u.sizes() && z->is_contiguous() && z->scalar_type() == u.scalar_type(),
+                "z must be contiguous (batch, length, channels) in u's dtype");
+  }
+  for (const auto* t : {&D, &bias}) {
+    if (t->has_value()) {
+      TORCH_CHECK((*t)->dim() == 1 && (*t)->size(0) == u.size(2) && (*t)->is_contiguous() &&
+                      (*t)->scalar_type() == u.scalar_type(),
+                  "D and the delta bias must be contiguous (channels,) in u's dtype");
+    }
+  }
+}
+
+ScanShape scan_shape(const Tensor& u, const Tensor& At, int64_t chunk, int64_t lanes) {
+  TORCH_CHECK(chunk >= 1, "chunk must be >= 1");
+  ScanShape s{u.size(0), u.size(1), u.size(2), At.size(0), chunk, 0, 0};
+  s.nchunks = (s.length + chunk - 1) / chunk;
+  s.nblocks = (s.channels + lanes - 1) / lanes;
+  return s;
+}
+
+template <typename T>
+const T* optional_ptr(const c10::optional<Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+// -> (out (batch, length, channels), last state (batch, N, channels), chunk-start states
+//     (batch, nchunks, N, channels))
+std::vector<Tensor> selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
+                                       const Tensor& Cm, const c10::optional<Tensor>& D,
+                                       const c10::optional<Tensor>& z, const c10::optional<Tensor>& bias,
+                                       bool use_softplus, int64_t chunk) {
+  check_scan_inputs(u, delta, At, Bm, Cm, D, z, bias);
+  std::vector<Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "mswelu_selective_scan_fwd", [&] {
+    const ScanShape s = scan_shape(u, At, chunk, Vec<scalar_t>::size());
+    Tensor out = at::empty({s.batch, s.length, s.channels}, u.options());
+    Tensor last = at::empty({s.batch, s.nstate, s.channels}, u.options());
+    Tensor states = at::empty({s.batch, s.nchunks, s.nstate, s.channels}, u.options());
+    scan_forward_impl<scalar_t>(u, delta, At, Bm, Cm, optional_ptr<scalar_t>(D), optional_ptr<scalar_t>(z),
+                                optional_ptr<scalar_t>(bias), use_softplus, s, out, last, states);
+    result = {out, last, states};
+  });
+  return result;
+}
+
+// -> (du, ddelta (batch, length, channels), dA^T (N, channels), dB, dC (batch, length, N), dD, dz, dbias)
+std::vector<Tensor> selective_scan_bwd(const Tensor& gout, const Tensor& u, const Tensor& delta, const Tensor& At,
+                                       const Tensor& Bm, const Tensor& Cm, const c10::optional<Tensor>& D,
+                                       const c10::optional<Tensor>& z, const c10::optional<Tensor>& bias,
+                                       const Tensor& states, bool use_softplus, int64_t chunk) {
+  check_scan_inputs(u, delta, At, Bm, Cm, D, z, bias);
+  TORCH_CHECK(gout.sizes() == u.sizes() && unit_channel_stride(gout) && gout.scalar_type() == u.scalar_type(),
+              "gout must be like u");
+  TORCH_CHECK(states.is_contiguous() && states.scalar_type() == u.scalar_type(), "states must be contiguous");
+  std::vector<Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "mswelu_selective_scan_bwd", [&] {
+    constexpr int64_t W = Vec<scalar_t>::size();
+    const ScanShape s = scan_shape(u, At, chunk, W);
+    TORCH_CHECK(states.dim() == 4 && states.size(0) == s.batch && states.size(1) == s.nchunks &&
+                    states.size(2) == s.nstate && states.size(3) == s.channels,
+                "states do not match the inputs (another chunk size?)");
+    const int64_t threads = at::get_num_threads();
+    const auto opt = u.options();
+    Tensor gu = at::empty({s.batch, s.length, s.channels}, opt);
+    Tensor gdelta = at::empty({s.batch, s.length, s.channels}, opt);
+    Tensor gz = z.has_value() ? at::empty({s.batch, s.length, s.channels}, opt) : Tensor();
+    Tensor gA_part = at::zeros({threads, s.nstate, s.channels}, opt);
+    Tensor gD_part = at::zeros({threads, s.channels}, opt);
+    Tensor gbias_part = at::zeros({threads, s.channels}, opt);
+    Tensor gB_part = at::zeros({threads, s.batch, s.length, s.nstate, W}, opt);
+    Tensor gC_part = at::zeros({threads, s.batch, s.length, s.nstate, W}, opt);
+    scan_backward_impl<scalar_t>(gout, u, delta, At, Bm, Cm, optional_ptr<scalar_t>(D), optional_ptr<scalar_t>(z),
+                                 optional_ptr<scalar_t>(bias), states, use_softplus, s, gu, gdelta,
+                                 z.has_value() ? gz.data_ptr<scalar_t>() : nullptr, gA_part, gD_part, gbias_part,
+                                 gB_part, gC_part);
+    result = {gu,
+              gdelta,
+              gA_part.sum(0),
+              gB_part.sum({0, 4}),
+              gC_part.sum({0, 4}),
+              D.has_value() ? gD_part.sum(0) : Tensor(),
+              gz,
+              bias.has_value() ? gbias_part.sum(0) : Tensor()};
+  });
+  return result;
+}
+
+// ------------------------------------------------------------------------------------------ SWELU
+
+// z -> compute-type vector (zero-filled past count)
+template <typename scalar_t, typename opmath_t>
+inline Vec<opmath_t> load_op(const scalar_t* p, int64_t count) {
+  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+    return Vec<opmath_t>::loadu(p, count);
+  } else {
+    opmath_t buf[Vec<opmath_t>::size()] = {};
+    for (int64_t i = 0; i < count; ++i) buf[i] = static_cast<opmath_t>(p[i]);
+    return Vec<opmath_t>::loadu(buf);
+  }
+}
+
+template <typename scalar_t, typename opmath_t>
+inline void store_op(scalar_t* p, const Vec<opmath_t>& v, int64_t count) {
+  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+    v.store(p, count);
+  } else {
+    opmath_t buf[Vec<opmath_t>::size()];
+    v.store(buf);
+    for (int64_t i = 0; i < count; ++i) p[i] = static_cast<scalar_t>(buf[i]);
+  }
+}
+
+template <typename T>
+inline Vec<T> sign_of(const Vec<T>& z) {
+  const Vec<T> one(T(1)), zero(T(0));
+  return Vec<T>::blendv(zero, one, z > zero) - Vec<T>::blendv(zero, one, z < zero);
+}
+
+constexpr int64_t kSweluGrain = 1 << 14;
+
+Tensor swelu_fwd(const Tensor& z, double k, double lam) {
+  TORCH_CHECK(z.device().is_cpu() && z.is_contiguous(), "mswelu CPU SWELU: z must be a contiguous CPU tensor");
+  Tensor y = at::empty_like(z);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, z.scalar_type(), "mswelu_swelu_fwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    constexpr int64_t W = Vec<op_t>::size();
+    const scalar_t* zp = z.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    const Vec<op_t> kv(static_cast<op_t>(k)), lamv(static_cast<op_t>(lam));
+    at::parallel_for(0, z.numel(), kSweluGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; i += W) {
+        const int64_t count = std::min(W, end - i);
+        const Vec<op_t> zv = load_op<scalar_t, op_t>(zp + i, count);
+        const Vec<op_t> p = (zv.abs().log() * kv).exp();  // |z|^k: 0 at z = 0, inf at |z| = inf
+        store_op<scalar_t, op_t>(yp + i, sign_of(zv) * p.neg().expm1().neg() * lamv, count);
+      }
+    });
+  });
+  return y;
+}
+
+// -> (dz, dk, dlam): dk and dlam summed over every element (0-dim, compute dtype)
+std::vector<Tensor> swelu_bwd(const Tensor& z, const Tensor& g, double k, double lam, double zero_eps,
+                              bool need_k, bool need_lam) {
+  TORCH_CHECK(z.device().is_cpu() && z.is_contiguous() && g.is_contiguous() && g.sizes() == z.sizes() &&
+                  g.scalar_type() == z.scalar_type(),
+              "mswelu CPU SWELU: z and the gradient must be contiguous CPU tensors of one shape and dtype");
+  Tensor gz = at::empty_like(z);
+  std::vector<Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, z.scalar_type(), "mswelu_swelu_bwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    constexpr int64_t W = Vec<op_t>::size();
+    const scalar_t* zp = z.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* gzp = gz.data_ptr<scalar_t>();
+    const op_t eps = static_cast<op_t>(zero_eps);
+    // the mean slope over [0, eps], used inside the zero cell (swelu.py explains why)
+    const op_t chord = -std::expm1(-std::exp(static_cast<op_t>(k) * std::log(eps))) / eps;
+    // half-precision gradients saturate at the dtype's largest finite value
+    constexpr bool reduced = !std::is_same_v<scalar_t, op_t>;
+    const op_t out_max = reduced ? static_cast<op_t>(std::numeric_limits<scalar_t>::max())
+                                 : std::numeric_limits<op_t>::infinity();
+    const Vec<op_t> kv(static_cast<op_t>(k)), lamv(static_cast<op_t>(lam)), epsv(eps), chordv(chord),
+        zero(op_t(0)), tiny(std::numeric_limits<op_t>::min()), big(std::numeric_limits<op_t>::max()),
+        maxv(out_max);
+    const int64_t threads = at::get_num_threads();
+    std::vector<op_t> part_k(threads, op_t(0)), part_lam(threads, op_t(0));
+    at::parallel_for(0, z.numel(), kSweluGrain, [&](int64_t begin, int64_t end) {
+      Vec<op_t> acc_k(op_t(0)), acc_lam(op_t(0));
+      for (int64_t i = begin; i < end; i += W) {
+        const int64_t count = std::min(W, end - i);
+        const Vec<op_t> zv = load_op<scalar_t, op_t>(zp + i, count);
+        const Vec<op_t> gv = load_op<scalar_t, op_t>(gp + i, count);
+        const Vec<op_t> a = zv.abs();
+        const Vec<op_t> p = (a.log() * kv).exp();
+        const Vec<op_t> e = p.neg().exp();
+        // p * e, exactly 0 where exp(-p) underflowed (huge |z|, inf): no inf * 0
+        const Vec<op_t> pe = Vec<op_t>::blendv(p * e, zero, e == zero);
+        const Vec<op_t> glam = gv * lamv;
+        const Vec<op_t> slope = Vec<op_t>::blendv(pe / at::vec::maximum(a, epsv) * kv, chordv, a < epsv);
+        Vec<op_t> dz = slope * glam;
+        if constexpr (reduced) dz = at::vec::clamp(dz, maxv.neg(), maxv);
+        store_op<scalar_t, op_t>(gzp + i, dz, count);
+        const Vec<op_t> sgn = sign_of(zv);
+        if (need_k) acc_k = acc_k + at::vec::clamp(a, tiny, big).log() * pe * sgn * glam;
+        if (need_lam) acc_lam = acc_lam - p.neg().expm1() * sgn * gv;
+      }
+      const int64_t tid = at::get_thread_num();
+      op_t lanes[W];
+      acc_k.store(lanes);
+      for (int64_t j = 0; j < W; ++j) part_k[tid] += lanes[j];
+      acc_lam.store(lanes);
+      for (int64_t j = 0; j < W; ++j) part_lam[tid] += lanes[j];
+    });
+    op_t dk = 0, dlam = 0;
+    for (int64_t t = 0; t < threads; ++t) {
+      dk += part_k[t];
+      dlam += part_lam[t];
+    }
+    const auto opts = z.options().dtype(c10::CppTypeToScalarType<op_t>::value);
+    result = {gz, at::scalar_tensor(dk, opts), at::scalar_tensor(dlam, opts)};
+  });
+  return result;
+}
+
+// ------------------------------------------------------------------------------------ cross-entropy
+
+// One chunk of the fused LM head + loss (lm_loss.py): for each row r of logits (rows, V), the loss
+// logsumexp(x_r) - x_r[t_r] (0 where t_r == ignore_index), and, when `grad`, the row overwritten in its own
+// dtype by scale * (softmax(x_r) - onehot(t_r)) (zeros for an ignored row): the gradient of
+// scale * sum_r loss_r. Three passes over a row (max, sum of exponentials, gradient) that stays in cache,
+// in fp32 (fp64 for fp64), instead of a dozen passes over the whole chunk in fp32.
+// exp for logits of dtype T: for bf16 / half logits (8 or 11 significant bits) ATen's faster exp_u20
+// (about 20 fp32 ulps, as its own softmax uses) is far below their rounding; full precision otherwise.
+template <typename T, typename V>
+inline V exp_for(const V& x) {
+  if constexpr (std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>) {
+    return x.exp_u20();
+  } else {
+    return x.exp();
+  }
+}
+
+Tensor cross_entropy_rows_(Tensor& logits, const Tensor& targets, double scale, int64_t ignore_index,
+                           bool grad) {
+  TORCH_CHECK(logits.device().is_cpu() && logits.dim() == 2 && logits.is_contiguous(),
+              "mswelu CPU cross-entropy: logits must be a contiguous (rows, vocab) CPU tensor");
+  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0) && targets.is_contiguous() &&
+                  targets.scalar_type() == at::kLong,
+              "mswelu CPU cross-entropy: targets must be contiguous int64 (rows,)");
+  const int64_t rows = logits.size(0), V = logits.size(1);
+  const int64_t* tp = targets.data_ptr<int64_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK(tp[r] == ignore_index || (tp[r] >= 0 && tp[r] < V), "target ", tp[r], " is out of range for ",
+                V, " classes");
+  }
+  Tensor loss;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "mswelu_cross_entropy", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    constexpr int64_t W = Vec<op_t>::size();
+    loss = at::empty({rows}, logits.options().dtype(c10::CppTypeToScalarType<op_t>::value));
+    op_t* lp = loss.data_ptr<op_t>();
+    scalar_t* xp = logits.data_ptr<scalar_t>();
+    const int64_t full = V - V % W;  // whole vectors; the tail is done one element at a time
+    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        scalar_t* x = xp + r * V;
+        if (tp[r] == ignore_index) {
+          lp[r] = op_t(0);
+          if (grad) std::fill(x, x + V, scalar_t(0));
+          continue;
+        }
+        Vec<op_t> vmax(-std::numeric_limits<op_t>::infinity());
+        for (int64_t i = 0; i < full; i += W) vmax = at::vec::maximum(vmax, load_op<scalar_t, op_t>(x + i, W));
+        op_t lanes[W];
+        vmax.store(lanes);
+        op_t top = *std::max_element(lanes, lanes + W);
+        for (int64_t i = full; i < V; ++i) top = std::max(top, static_cast<op_t>(x[i]));
+        const Vec<op_t> topv(top);
+        Vec<op_t> vsum(op_t(0));
+        for (int64_t i = 0; i < full; i += W) vsum = vsum + exp_for<scalar_t>(load_op<scalar_t, op_t>(x + i, W) - topv);
+        vsum.store(lanes);
+        op_t sum = std::accumulate(lanes, lanes + W, op_t(0));
+        for (int64_t i = full; i < V; ++i) sum += std::exp(static_cast<op_t>(x[i]) - top);
+        const op_t lse = top + std::log(sum);
+        lp[r] = lse - static_cast<op_t>(x[tp[r]]);
+        if (!grad) continue;
+        const op_t s = static_cast<op_t>(scale);
+        const Vec<op_t> lsev(lse), sv(s);
+        for (int64_t i = 0; i < full; i += W) {
+          store_op<scalar_t, op_t>(x + i, exp_for<scalar_t>(load_op<scalar_t, op_t>(x + i, W) - lsev) * sv, W);
+        }
+        for (int64_t i = full; i < V; ++i) x[i] = static_cast<scalar_t>(std::exp(static_cast<op_t>(x[i]) - lse) * s);
+        x[tp[r]] = static_cast<scalar_t>(static_cast<op_t>(x[tp[r]]) - s);
+      }
+    });
+  });
+  return loss;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("selective_scan_fwd", &selective_scan_fwd, "Mamba-1 selective scan, forward (CPU)");
+  m.def("selective_scan_bwd", &selective_scan_bwd, "Mamba-1 selective scan, backward (CPU)");
+  m.def("swelu_fwd", &swelu_fwd, "SWELU with scalar k and lam, forward (CPU)");
+  m.def("swelu_bwd", &swelu_bwd, "SWELU with scalar k and lam, backward (CPU)");
+  m.def("cross_entropy_rows_", &cross_entropy_rows_,
+        "Cross-entropy per row of a logits chunk; optionally overwrites it with the gradient (CPU)");
+  m.def("vector_lanes", [] { return Vec<float>::size(); }, "fp32 lanes of a vector in this build");
+}

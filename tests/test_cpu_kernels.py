@@ -1,0 +1,211 @@
+"""mswelu's compiled CPU kernels (mswelu/ops/csrc/cpu_kernels.cpp) against their PyTorch references,
+finite differences, and the fallback where they cannot be built."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from test_selective_scan import leaves, make_args, naive_scan
+
+from mswelu.ops import cpu_kernels
+from mswelu.ops.selective_scan import selective_scan
+from mswelu.ops.swelu import ZERO_EPS, resolve_impl, swelu
+
+pytestmark = pytest.mark.skipif(
+    not cpu_kernels.available()[0], reason="no C++ toolchain to build the kernels"
+)
+
+
+def scan_both(args, **kw):
+    """(kernel, torch) results of the same scan: (out, last, gradients of every input)."""
+    results = []
+    for impl in ("cpu", "torch"):
+        out, last = selective_scan(**args, return_last_state=True, impl=impl, **kw)
+        grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+        results.append((out, last, torch.autograd.grad(out, leaves(args), grad_out)))
+    return results
+
+
+# Channel counts around the vector width (16 fp32 lanes with AVX-512, 8 with AVX2): partial vectors.
+@pytest.mark.parametrize("d", [1, 5, 16, 21, 37])
+@pytest.mark.parametrize("options", ["all", "bare", "gate-only"])
+def test_scan_kernel_matches_naive_loop_and_torch_path(d, options):
+    full = options == "all"
+    args = make_args(b=3, d=d, length=23, n=4, z=options != "bare", D=full, bias=full)
+    (out, last, grads), (t_out, t_last, t_grads) = scan_both(args, delta_softplus=full, chunk_size=8)
+    naive_out, naive_last = naive_scan(*(args[k] for k in ("u", "delta", "A", "B", "C", "D", "z")),
+                                       args["delta_bias"], full)  # fmt: skip
+    # fp32 recurrences summed in different orders: differences scale with the largest value.
+    torch.testing.assert_close(out.double(), naive_out, rtol=1e-4, atol=1e-5 * naive_out.abs().max().item())
+    torch.testing.assert_close(
+        last.double(), naive_last, rtol=1e-4, atol=1e-5 * naive_last.abs().max().item()
+    )
+    torch.testing.assert_close(out, t_out, rtol=1e-5, atol=1e-5 * t_out.abs().max().item())
+    for g, tg in zip(grads, t_grads, strict=True):
+        torch.testing.assert_close(g, tg, rtol=1e-4, atol=1e-5 * tg.abs().max().item())
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_scan_kernel_gradcheck_float64(chunk):
+    args = make_args(b=2, d=19, length=9, n=3, dtype=torch.float64)
+
+    def f(*xs):
+        kw = dict(zip([k for k, v in args.items() if v is not None], xs, strict=True))
+        return selective_scan(**kw, delta_softplus=True, chunk_size=chunk, impl="cpu")
+
+    assert torch.autograd.gradcheck(f, leaves(args))
+
+
+def test_scan_kernel_takes_strided_B_C_and_low_precision_inputs():
+    """B and C as slices of the mixer's x_proj output (not contiguous), and bf16 inputs under autocast:
+    computed in fp32, the same numbers as the PyTorch path."""
+    args = make_args(b=2, d=24, length=13, n=4, z=False)
+    wide = torch.randn(2, 13, 11)
+    args["B"] = wide[..., 1:5].transpose(1, 2).requires_grad_()
+    args["C"] = wide[..., 6:10].transpose(1, 2).requires_grad_()
+    args = {
+        k: (v.detach().clone().requires_grad_() if v is not None and not v.is_leaf else v)
+        for k, v in args.items()
+    }
+    (out, last, grads), (t_out, _, t_grads) = scan_both(args, delta_softplus=True)
+    torch.testing.assert_close(out, t_out, rtol=1e-5, atol=1e-6)
+    for g, tg in zip(grads, t_grads, strict=True):
+        torch.testing.assert_close(g, tg, rtol=1e-4, atol=1e-5)
+    low = {k: (None if v is None else v.detach().bfloat16().requires_grad_()) for k, v in args.items()}
+    (out, last, grads), (t_out, t_last, t_grads) = scan_both(low, delta_softplus=True)
+    assert out.dtype == torch.bfloat16 and last.dtype == torch.float32
+    torch.testing.assert_close(out, t_out, rtol=1e-2, atol=1e-2)
+    for g, tg in zip(grads, t_grads, strict=True):
+        assert g.dtype == tg.dtype
+        torch.testing.assert_close(g.float(), tg.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_scan_kernel_is_deterministic_and_thread_count_changes_only_rounding():
+    args = make_args(b=4, d=40, length=30, n=5)
+    first = scan_both(args, delta_softplus=True)[0]
+    again = scan_both(args, delta_softplus=True)[0]
+    for a, b in zip([first[0], *first[2]], [again[0], *again[2]], strict=True):
+        assert torch.equal(a, b)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = scan_both(args, delta_softplus=True)[0]
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip([first[0], *first[2]], [single[0], *single[2]], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_scan_kernel_bad_arguments():
+    args = make_args(length=4)
+    with pytest.raises(ValueError, match="impl='cpu' needs CPU tensors and input-dependent"):
+        selective_scan(
+            args["u"], args["delta"], args["A"], torch.randn(args["A"].shape), args["C"], impl="cpu"
+        )
+    with pytest.raises(ValueError, match="unknown impl 'fast'"):
+        selective_scan(**args, impl="fast")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("k", [0.05, 0.6, 1.0, 2.5])
+def test_swelu_kernel_matches_closed_form(dtype, k):
+    special = [0.0, -0.0, 1e-30, 1e-8, -ZERO_EPS / 2, 1e30, float("inf"), -float("inf")]
+    z = torch.cat([torch.tensor(special), torch.randn(997) * 3]).to(dtype)
+    g = torch.randn(z.shape).to(dtype)
+    results = []
+    for impl in ("cpu", "torch"):
+        zr = z.clone().requires_grad_()
+        kt = torch.tensor(k, dtype=torch.promote_types(dtype, torch.float32), requires_grad=True)
+        lt = torch.tensor(1.3, dtype=kt.dtype, requires_grad=True)
+        y = swelu(zr, kt, lt, impl=impl)
+        y.backward(g)
+        results.append((y, zr.grad, kt.grad, lt.grad))
+    exact = dtype == torch.float64
+    for ours, ref in zip(*results, strict=True):
+        assert ours.dtype == ref.dtype and torch.isfinite(ours).all()
+        tol = (
+            {"rtol": 1e-12, "atol": 1e-12}
+            if exact
+            else {"rtol": 1e-2 if dtype.itemsize == 2 else 1e-5, "atol": 1e-5}
+        )
+        torch.testing.assert_close(ours.double(), ref.double(), **tol)
+
+
+def test_swelu_kernel_gradcheck_float64_with_zeros():
+    z = torch.tensor([0.0, 1e-30, -0.37, 0.8, -1.5, 2.5, 4.0], dtype=torch.float64, requires_grad=True)
+    k = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    lam = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: swelu(*a, impl="cpu"), (z, k, lam), eps=ZERO_EPS, atol=1e-5, rtol=1e-3
+    )
+
+
+def test_swelu_auto_and_forced_impl():
+    z = torch.randn(4, 3)
+    assert resolve_impl("auto", z, torch.tensor(1.0), None) == "cpu"
+    assert resolve_impl("auto", z, torch.ones(3), None) == "torch"  # per-channel k: the closed form
+    with pytest.raises(ValueError, match="impl='cpu' takes CPU tensors with scalar k"):
+        swelu(z, torch.ones(3), impl="cpu")
+
+
+def test_model_training_step_equals_pytorch_path(monkeypatch):
+    """A tiny MambaSWELU model: the loss and every parameter's gradient with the kernels equal the pure
+    PyTorch path's."""
+    from mswelu import MambaSWELUConfig, MambaSWELUForCausalLM
+
+    torch.manual_seed(0)
+    model = MambaSWELUForCausalLM(
+        MambaSWELUConfig.from_preset("tiny", vocab_size=97, mixer_k_sharing="separate")
+    )
+    ids = torch.randint(0, 97, (3, 20))
+    runs = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv(cpu_kernels.ENV_VAR, flag)
+        model.zero_grad()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        runs.append(
+            (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        )
+    (loss, grads), (t_loss, t_grads) = runs
+    torch.testing.assert_close(loss, t_loss, rtol=1e-6, atol=1e-6)
+    assert grads.keys() == t_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(
+            g, t_grads[name], rtol=1e-4, atol=1e-6 + 1e-4 * t_grads[name].abs().max().item(), msg=name
+        )
+
+
+def test_unbuildable_kernels_fall_back_with_one_warning(monkeypatch):
+    """No compiler: auto runs the PyTorch code (same numbers) after one RuntimeWarning that says why;
+    forcing the kernel raises with the reason; MSWELU_CPU_KERNELS=0 falls back silently."""
+    monkeypatch.setattr(cpu_kernels, "_build", lambda: (None, "CalledProcessError: c++ not found"))
+    cpu_kernels._warn_fallback_once.cache_clear()
+    args = make_args(length=6)
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built .*c\\+\\+ not found"):
+            out = selective_scan(**args, delta_softplus=True)
+            y = swelu(args["u"], 0.7)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once per process
+            selective_scan(**args, delta_softplus=True)
+        with pytest.raises(RuntimeError, match="not available: CalledProcessError: c\\+\\+ not found"):
+            selective_scan(**args, impl="cpu")
+        monkeypatch.setenv(cpu_kernels.ENV_VAR, "0")
+        cpu_kernels._warn_fallback_once.cache_clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            selective_scan(**args, delta_softplus=True)
+    finally:
+        cpu_kernels._warn_fallback_once.cache_clear()
+    torch.testing.assert_close(out, selective_scan(**args, delta_softplus=True, impl="torch"))
+    torch.testing.assert_close(y, swelu(args["u"], 0.7, impl="torch"))
+
+
+def test_describe_command(capsys):
+    assert cpu_kernels.main() == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["available"] is True and info["fp32_lanes"] in (4, 8, 16)
