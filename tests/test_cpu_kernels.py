@@ -209,3 +209,28 @@ def test_describe_command(capsys):
     assert cpu_kernels.main() == 0
     info = json.loads(capsys.readouterr().out)
     assert info["available"] is True and info["fp32_lanes"] in (4, 8, 16)
+
+
+@pytest.mark.parametrize("layout", ["slice of wider rows", "sliced length", "transposed", "0-dim"])
+def test_swelu_kernel_reads_strided_layouts(layout):
+    """The mixer hands SWELU views: half of in_proj's output (rows with a stride of their own) and the
+    conv output cut to length. The kernel reads them in place; a layout it cannot read is copied first.
+    Values and all gradients equal the PyTorch path's on the same view."""
+    base = torch.randn(3, 7, 10, dtype=torch.float64)
+    view = {
+        "slice of wider rows": lambda t: t[..., 5:],
+        "sliced length": lambda t: t[..., :6],
+        "transposed": lambda t: t.transpose(1, 2),
+        "0-dim": lambda t: t[0, 0, 0],
+    }[layout]
+    results = []
+    for impl in ("cpu", "torch"):
+        b = base.clone().requires_grad_()
+        k = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+        lam = torch.tensor(1.2, dtype=torch.float64, requires_grad=True)
+        z = view(b)
+        y = swelu(z, k, lam, impl=impl)
+        grad = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
+        results.append((y, *torch.autograd.grad(y, (b, k, lam), grad)))
+    for ours, ref in zip(*results, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)

@@ -6,7 +6,9 @@ Every approach computes the same Mamba-1 scan, forward + backward (gradients w.r
 B, C, D and the delta bias), from the same (b, d, l) inputs at B=2, L=256, d_inner=1536, N=16,
 fp32, ``torch.set_num_threads(2)``:
 
-- ``mswelu``: :func:`mswelu.ops.selective_scan.selective_scan` (chunked, analytic backward);
+- ``mswelu``: :func:`mswelu.ops.selective_scan.selective_scan` as a model runs it (``impl="auto"``: the
+  compiled CPU kernel of :mod:`mswelu.ops.cpu_kernels` where it is built);
+- ``mswelu_torch``: the same with ``impl="torch"`` (chunked PyTorch code, analytic backward);
 - ``transformers_loop``: the recurrent branch of ``transformers.models.mamba.modeling_mamba.
   mamba_selective_scan`` (what ``MambaMixer`` runs without kernels), reproduced line by line:
   discretise the whole sequence, then a Python loop indexing ``[:, :, index]``, plain autograd;
@@ -44,7 +46,7 @@ from torch import Tensor
 
 from mswelu.ops.selective_scan import selective_scan
 
-APPROACHES = ("mswelu", "transformers_loop", "mambapy_pscan")
+APPROACHES = ("mswelu", "mswelu_torch", "transformers_loop", "mambapy_pscan")
 
 
 def make_inputs(b: int, d: int, length: int, n: int, seed: int = 0) -> dict[str, Tensor]:
@@ -65,6 +67,10 @@ def make_inputs(b: int, d: int, length: int, n: int, seed: int = 0) -> dict[str,
 
 def scan_mswelu(u, delta, A, B, C, D, delta_bias) -> Tensor:
     return selective_scan(u, delta, A, B, C, D, delta_bias=delta_bias, delta_softplus=True)
+
+
+def scan_mswelu_torch(u, delta, A, B, C, D, delta_bias) -> Tensor:
+    return selective_scan(u, delta, A, B, C, D, delta_bias=delta_bias, delta_softplus=True, impl="torch")
 
 
 def scan_transformers_loop(u, delta, A, B, C, D, delta_bias) -> Tensor:
@@ -110,6 +116,7 @@ def scan_mambapy_pscan(u, delta, A, B, C, D, delta_bias) -> Tensor:
 
 FUNCTIONS: dict[str, Callable[..., Tensor]] = {
     "mswelu": scan_mswelu,
+    "mswelu_torch": scan_mswelu_torch,
     "transformers_loop": scan_transformers_loop,
     "mambapy_pscan": scan_mambapy_pscan,
 }
@@ -191,7 +198,7 @@ def check_agreement(shape: tuple[int, int, int, int]) -> dict[str, float]:
     grad_out = torch.randn(b, d, length, generator=torch.Generator().manual_seed(2))
     ref_out, ref_grads = fwd_bwd("transformers_loop", inputs, grad_out)
     diffs = {}
-    for name in ("mswelu", "mambapy_pscan"):
+    for name in ("mswelu", "mswelu_torch", "mambapy_pscan"):
         out, grads = fwd_bwd(name, inputs, grad_out)
         worst = 0.0
         for x, y in zip([out, *grads], [ref_out, *ref_grads], strict=True):

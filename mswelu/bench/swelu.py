@@ -8,6 +8,7 @@ bf16), with a learnable scalar k, forward + backward (gradients w.r.t. z and k) 
 
 - ``reference``: :func:`mswelu.ops.swelu.swelu_reference`, plain autograd on the formula;
 - ``fused``: :func:`mswelu.ops.swelu.swelu` with ``impl="torch"`` (eager closed form);
+- ``cpu``: the compiled CPU kernel (``impl="cpu"``, :mod:`mswelu.ops.cpu_kernels`; CPU, where it is built);
 - ``compiled``: the same with the elementwise math under ``torch.compile`` (CPU default; compile
   time reported separately and excluded from the timing);
 - ``triton``: the fused Triton kernels (CUDA with triton installed).
@@ -32,6 +33,7 @@ from collections.abc import Callable
 
 import torch
 
+from mswelu.ops import cpu_kernels
 from mswelu.ops.swelu import swelu, swelu_reference, triton_available
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -43,6 +45,8 @@ def variants(device: torch.device, compile_cpu: bool) -> dict[str, Callable]:
         "reference": swelu_reference,
         "fused": lambda z, k: swelu(z, k, impl="torch"),
     }
+    if device.type == "cpu" and cpu_kernels.available()[0]:
+        out["cpu"] = lambda z, k: swelu(z, k, impl="cpu")
     if device.type == "cpu" and compile_cpu:
         out["compiled"] = lambda z, k: swelu(z, k, impl="compiled")
     if device.type == "cuda" and triton_available():

@@ -31,8 +31,8 @@ For each path:
   the same process at the same thread count (a square matmul, best of 5);
 - ``components``: the share of one profiled step (``torch.profiler``, self CPU time of every op) spent in
   the selective scan (forward and its backward), SWELU (forward and backward), the LM head + loss (every
-  op whose inputs have the vocabulary as a dimension: the head's matmuls, the softmax and loss, the tied
-  embedding's gradient; the fused head's kernel runs inside ``_LinearCrossEntropy``), the
+  op whose inputs have the vocabulary as their last dimension: the head's matmuls, the softmax and loss;
+  the fused head's Function with everything under it; the embedding and its gradient), the
   other matmuls, the optimizer (clipping and step), and everything else. (The head is recognised by the
   vocabulary size, so a ``--vocab-size`` equal to a hidden width of the preset would blur the split.)
 
@@ -75,6 +75,8 @@ def _build(
     from mswelu.optim import build_optimizer
 
     torch.manual_seed(0)
+    if vocab_size <= 50256:  # GPT-2's end-of-text id does not exist: any id will do on random tokens
+        overrides = {"eos_token_id": vocab_size - 1, **overrides}
     model = build_model(preset, vocab_size, seq_len, **overrides)
     return model.train(), build_optimizer(model, "adamw", lr=1e-3, fused=fused_adamw)
 
@@ -163,7 +165,7 @@ def components(
             kind = "swelu"
         elif _OPTIMIZER in ancestors:
             kind = "optimizer"
-        elif any(vocab_size in shape for shape in (event.input_shapes or []) if isinstance(shape, list)):
+        elif _is_head(event, ancestors, vocab_size):
             kind = "head_and_loss"
         elif event.name in MATMUL_OPS:
             kind = "matmul"
@@ -172,6 +174,15 @@ def components(
         totals[kind] += event.self_cpu_time_total
     whole = sum(totals.values()) or 1.0
     return {k: v / whole for k, v in totals.items()}
+
+
+def _is_head(event: Any, ancestors: list[str], vocab_size: int) -> bool:
+    """The fused head + loss (its Function and everything under it), the embedding, or an op on a tensor
+    whose last dimension is the vocabulary (the logits, their gradient, the head's matmuls)."""
+    if any("_LinearCrossEntropy" in a for a in [event.name, *ancestors]) or "embedding" in event.name:
+        return True
+    shapes = [s for s in (event.input_shapes or []) if isinstance(s, list) and s]
+    return any(s[-1] == vocab_size for s in shapes)
 
 
 def run(

@@ -139,8 +139,10 @@ class MambaMixer(nn.Module):
 
     def _forward_torch(self, hidden_states: Tensor, want_states: bool = False):
         seqlen = hidden_states.shape[1]
-        xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2 d_inner, L)
-        x, z = xz.chunk(2, dim=1)
+        # x and z stay views of in_proj's (B, L, 2 d_inner) output: the conv takes x as (B, d_inner, L); the
+        # gate is applied in (B, L, d_inner), the layout the scan returns and out_proj reads (no copies)
+        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
+        x = x.transpose(1, 2)  # (B, d_inner, L)
         x_conv = self.conv1d(x)[..., :seqlen]  # causal: keep the first L outputs of the padded conv
         x_act = self.act_conv(x_conv)
         x_dbl = self.x_proj(x_act.transpose(1, 2))  # (B, L, dt_rank + 2N)
@@ -160,8 +162,7 @@ class MambaMixer(nn.Module):
             return_last_state=want_states,
         )
         y, last_state = res if want_states else (res, None)
-        y = y * self.act_gate(z)
-        out = self.out_proj(y.transpose(1, 2))
+        out = self.out_proj(y.transpose(1, 2) * self.act_gate(z))
         if not want_states:
             return out, None, None
         conv_state = F.pad(x, (self.d_conv - seqlen, 0))  # last d_conv inputs, zero-padded on the left

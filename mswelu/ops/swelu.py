@@ -321,7 +321,8 @@ class _SWELUFunction(torch.autograd.Function):
         if impl == "triton":
             return _triton_forward(z, k, lam)
         if impl == "cpu":
-            return cpu_kernels.load().swelu_fwd(z.contiguous(), float(k), 1.0 if lam is None else float(lam))
+            y = cpu_kernels.load().swelu_fwd(_rows(z), float(k), 1.0 if lam is None else float(lam))
+            return y.view(z.shape)
         cdt = _compute_dtype(z.dtype)
         fwd = _compiled()[0] if impl == "compiled" else _forward_math
         y = fwd(z.to(cdt), k.to(cdt), None if lam is None else lam.to(cdt))
@@ -337,18 +338,16 @@ class _SWELUFunction(torch.autograd.Function):
             gz, gk, glam = _triton_backward(z, k, lam, grad_out, need_k, need_lam)
         elif ctx.impl == "cpu":
             gz, gk, glam = cpu_kernels.load().swelu_bwd(
-                z.contiguous(),
-                grad_out.to(z.dtype).contiguous(),
+                _rows(z),
+                _rows(grad_out.to(z.dtype)),
                 float(k),
                 1.0 if lam is None else float(lam),
                 ZERO_EPS,
                 need_k,
                 need_lam,
             )
-            gk, glam = (
-                gk.reshape(k.shape),
-                None if lam is None else glam.reshape(lam.shape),
-            )  # 1-element k, lam
+            gz = gz.view(z.shape)
+            gk, glam = gk.reshape(k.shape), None if lam is None else glam.reshape(lam.shape)  # 1-element k, lam
         else:
             cdt = _compute_dtype(z.dtype)
             bwd = _compiled()[1] if ctx.impl == "compiled" else _backward_math
@@ -367,6 +366,19 @@ class _SWELUFunction(torch.autograd.Function):
             _reduce_to(glam, lam) if need_lam else None,
             None,
         )
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as (rows, last dim) for the CPU kernel: a view where the last dimension has unit stride and
+    the others merge into rows (a slice of a wider tensor, e.g. half of the mixer's in_proj output), else
+    a contiguous copy."""
+    cols = x.size(-1) if x.dim() else 1
+    if x.dim() and (x.stride(-1) == 1 or cols == 1):
+        try:
+            return x.view(-1, cols)
+        except RuntimeError:  # rows that do not merge into one stride
+            pass
+    return x.contiguous().view(-1, cols)
 
 
 def _as_tensor(value: torch.Tensor | float, z: torch.Tensor, name: str) -> torch.Tensor:

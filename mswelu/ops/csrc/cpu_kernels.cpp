@@ -369,40 +369,62 @@ inline Vec<T> sign_of(const Vec<T>& z) {
 
 constexpr int64_t kSweluGrain = 1 << 14;
 
+// SWELU takes z as (rows, cols) with unit column stride and any row stride (a slice of a wider tensor, as
+// the mixer's conv output and gate are) and returns contiguous (rows, cols) results.
+void check_rows(const Tensor& x, const char* what) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && (x.size(1) <= 1 || x.stride(1) == 1), "mswelu CPU SWELU: ",
+              what, " must be a (rows, cols) CPU tensor with unit column stride");
+}
+
+// Runs f(row pointer offset into z, row pointer offset into the output, count) over every row in pieces of
+// about kSweluGrain elements, in parallel.
+template <typename F>
+void for_rows(const Tensor& z, const F& f) {
+  const int64_t rows = z.size(0), cols = z.size(1), zs = z.stride(0);
+  if (rows == 0 || cols == 0) return;
+  const int64_t grain_rows = std::max<int64_t>(1, kSweluGrain / cols);
+  at::parallel_for(0, rows, grain_rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) f(r * zs, r * cols, cols);
+  });
+}
+
 Tensor swelu_fwd(const Tensor& z, double k, double lam) {
-  TORCH_CHECK(z.device().is_cpu() && z.is_contiguous(), "mswelu CPU SWELU: z must be a contiguous CPU tensor");
-  Tensor y = at::empty_like(z);
+  check_rows(z, "z");
+  Tensor y = at::empty(z.sizes(), z.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, z.scalar_type(), "mswelu_swelu_fwd", [&] {
     using op_t = at::opmath_type<scalar_t>;
     constexpr int64_t W = Vec<op_t>::size();
     const scalar_t* zp = z.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
     const Vec<op_t> kv(static_cast<op_t>(k)), lamv(static_cast<op_t>(lam));
-    at::parallel_for(0, z.numel(), kSweluGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; i += W) {
-        const int64_t count = std::min(W, end - i);
-        const Vec<op_t> zv = load_op<scalar_t, op_t>(zp + i, count);
+    for_rows(z, [&](int64_t zoff, int64_t yoff, int64_t n) {
+      for (int64_t i = 0; i < n; i += W) {
+        const int64_t count = std::min(W, n - i);
+        const Vec<op_t> zv = load_op<scalar_t, op_t>(zp + zoff + i, count);
         const Vec<op_t> p = (zv.abs().log() * kv).exp();  // |z|^k: 0 at z = 0, inf at |z| = inf
-        store_op<scalar_t, op_t>(yp + i, sign_of(zv) * p.neg().expm1().neg() * lamv, count);
+        store_op<scalar_t, op_t>(yp + yoff + i, sign_of(zv) * p.neg().expm1().neg() * lamv, count);
       }
     });
   });
   return y;
 }
 
-// -> (dz, dk, dlam): dk and dlam summed over every element (0-dim, compute dtype)
+// -> (dz, dk, dlam): dk and dlam summed over every element (0-dim, compute dtype). g is (rows, cols) like z,
+// with a row stride of its own.
 std::vector<Tensor> swelu_bwd(const Tensor& z, const Tensor& g, double k, double lam, double zero_eps,
                               bool need_k, bool need_lam) {
-  TORCH_CHECK(z.device().is_cpu() && z.is_contiguous() && g.is_contiguous() && g.sizes() == z.sizes() &&
-                  g.scalar_type() == z.scalar_type(),
-              "mswelu CPU SWELU: z and the gradient must be contiguous CPU tensors of one shape and dtype");
-  Tensor gz = at::empty_like(z);
+  check_rows(z, "z");
+  check_rows(g, "the gradient");
+  TORCH_CHECK(g.sizes() == z.sizes() && g.scalar_type() == z.scalar_type(),
+              "mswelu CPU SWELU: z and the gradient must have one shape and dtype");
+  Tensor gz = at::empty(z.sizes(), z.options());
   std::vector<Tensor> result;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, z.scalar_type(), "mswelu_swelu_bwd", [&] {
     using op_t = at::opmath_type<scalar_t>;
     constexpr int64_t W = Vec<op_t>::size();
     const scalar_t* zp = z.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
+    const int64_t gs = g.size(0) > 0 ? g.stride(0) : 0;
     scalar_t* gzp = gz.data_ptr<scalar_t>();
     const op_t eps = static_cast<op_t>(zero_eps);
     // the mean slope over [0, eps], used inside the zero cell (swelu.py explains why)
@@ -412,18 +434,23 @@ std::vector<Tensor> swelu_bwd(const Tensor& z, const Tensor& g, double k, double
     const op_t out_max = reduced ? static_cast<op_t>(std::numeric_limits<scalar_t>::max())
                                  : std::numeric_limits<op_t>::infinity();
     const Vec<op_t> kv(static_cast<op_t>(k)), lamv(static_cast<op_t>(lam)), epsv(eps), chordv(chord),
-        zero(op_t(0)), tiny(std::numeric_limits<op_t>::min()), big(std::numeric_limits<op_t>::max()),
-        maxv(out_max);
+        zero(op_t(0)), maxv(out_max);
+    // log(clamp(|z|, tiny, max)) as a clamp of log|z|: log is monotonic, so one log serves both uses
+    const Vec<op_t> log_tiny(std::log(std::numeric_limits<op_t>::min())),
+        log_big(std::log(std::numeric_limits<op_t>::max()));
     const int64_t threads = at::get_num_threads();
     std::vector<op_t> part_k(threads, op_t(0)), part_lam(threads, op_t(0));
-    at::parallel_for(0, z.numel(), kSweluGrain, [&](int64_t begin, int64_t end) {
+    const int64_t cols = z.size(1);
+    for_rows(z, [&](int64_t zoff, int64_t off, int64_t n) {
+      const int64_t goff = (off / std::max<int64_t>(cols, 1)) * gs;
       Vec<op_t> acc_k(op_t(0)), acc_lam(op_t(0));
-      for (int64_t i = begin; i < end; i += W) {
-        const int64_t count = std::min(W, end - i);
-        const Vec<op_t> zv = load_op<scalar_t, op_t>(zp + i, count);
-        const Vec<op_t> gv = load_op<scalar_t, op_t>(gp + i, count);
+      for (int64_t i = 0; i < n; i += W) {
+        const int64_t count = std::min(W, n - i);
+        const Vec<op_t> zv = load_op<scalar_t, op_t>(zp + zoff + i, count);
+        const Vec<op_t> gv = load_op<scalar_t, op_t>(gp + goff + i, count);
         const Vec<op_t> a = zv.abs();
-        const Vec<op_t> p = (a.log() * kv).exp();
+        const Vec<op_t> la = a.log();
+        const Vec<op_t> p = (la * kv).exp();
         const Vec<op_t> e = p.neg().exp();
         // p * e, exactly 0 where exp(-p) underflowed (huge |z|, inf): no inf * 0
         const Vec<op_t> pe = Vec<op_t>::blendv(p * e, zero, e == zero);
@@ -431,9 +458,9 @@ std::vector<Tensor> swelu_bwd(const Tensor& z, const Tensor& g, double k, double
         const Vec<op_t> slope = Vec<op_t>::blendv(pe / at::vec::maximum(a, epsv) * kv, chordv, a < epsv);
         Vec<op_t> dz = slope * glam;
         if constexpr (reduced) dz = at::vec::clamp(dz, maxv.neg(), maxv);
-        store_op<scalar_t, op_t>(gzp + i, dz, count);
+        store_op<scalar_t, op_t>(gzp + off + i, dz, count);
         const Vec<op_t> sgn = sign_of(zv);
-        if (need_k) acc_k = acc_k + at::vec::clamp(a, tiny, big).log() * pe * sgn * glam;
+        if (need_k) acc_k = acc_k + at::vec::clamp(la, log_tiny, log_big) * pe * sgn * glam;
         if (need_lam) acc_lam = acc_lam - p.neg().expm1() * sgn * gv;
       }
       const int64_t tid = at::get_thread_num();
