@@ -230,7 +230,8 @@ def test_benchmark_json_output(capsys):
     assert bench.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["benchmark"] == "scan"
-    assert set(report["results"]) == {"mswelu", "transformers_loop", "mambapy_pscan"}
+    assert set(report["results"]) == {"mswelu", "mswelu_torch", "transformers_loop", "mambapy_pscan"}
     assert report["results"]["mswelu"]["max_rel_diff_vs_transformers_loop"] < 1e-4
+    assert report["results"]["mswelu_torch"]["max_rel_diff_vs_transformers_loop"] < 1e-4
     assert report["results"]["mambapy_pscan"]["max_rel_diff_vs_transformers_loop"] < 1e-4
     assert report["ratios"]["speedup_vs_mambapy_pscan"] > 0

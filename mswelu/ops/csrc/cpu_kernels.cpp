@@ -29,6 +29,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -72,11 +73,36 @@ Strided3<T> strided3(const Tensor& x) {
 
 // ------------------------------------------------------------------------------------ selective scan
 
+// N state vectors: a fixed array (registers, unrolled loops) for the usual state sizes, else a vector.
+template <typename T, int NS>
+struct StateVecs {
+  std::array<Vec<T>, NS> v;
+  explicit StateVecs(int64_t) {}
+  Vec<T>& operator[](int64_t i) { return v[i]; }
+};
+template <typename T>
+struct StateVecs<T, 0> {
+  std::vector<Vec<T>> v;
+  explicit StateVecs(int64_t n) : v(n) {}
+  Vec<T>& operator[](int64_t i) { return v[i]; }
+};
+
+// f(std::integral_constant<int, N>) for N in {4, 8, 16}, f(integral_constant<int, 0>) (any N) otherwise
+template <typename F>
+void dispatch_nstate(int64_t n, const F& f) {
+  switch (n) {
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    default: f(std::integral_constant<int, 0>{});
+  }
+}
+
 struct ScanShape {
   int64_t batch, length, channels, nstate, chunk, nchunks, nblocks;
 };
 
-template <typename T>
+template <typename T, int NS>
 void scan_forward_impl(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
                        const Tensor& Cm, const T* Dp, const T* zp, const T* biasp, bool use_softplus,
                        const ScanShape& s, Tensor& out, Tensor& last, Tensor& states) {
@@ -89,10 +115,10 @@ void scan_forward_impl(const Tensor& u, const Tensor& delta, const Tensor& At, c
   T* outp = out.data_ptr<T>();
   T* lastp = last.data_ptr<T>();
   T* statesp = states.data_ptr<T>();
-  const int64_t N = s.nstate, L = s.length, Dm = s.channels;
+  const int64_t N = NS > 0 ? NS : s.nstate, L = s.length, Dm = s.channels;
 
   at::parallel_for(0, s.batch * s.nblocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Vec<T>> h(N), Av(N);
+    StateVecs<T, NS> h(N), Av(N);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / s.nblocks, d0 = (item % s.nblocks) * W, w = std::min(W, Dm - d0);
       for (int64_t n = 0; n < N; ++n) {
@@ -127,7 +153,7 @@ void scan_forward_impl(const Tensor& u, const Tensor& delta, const Tensor& At, c
   });
 }
 
-template <typename T>
+template <typename T, int NS>
 void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta, const Tensor& At,
                         const Tensor& Bm, const Tensor& Cm, const T* Dp, const T* zp, const T* biasp,
                         const Tensor& states, bool use_softplus, const ScanShape& s, Tensor& gu, Tensor& gdelta,
@@ -149,11 +175,11 @@ void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta
   T* gbp = gbias_part.data_ptr<T>();
   T* gBp = gB_part.data_ptr<T>();
   T* gCp = gC_part.data_ptr<T>();
-  const int64_t N = s.nstate, L = s.length, Dm = s.channels, K = s.chunk;
+  const int64_t N = NS > 0 ? NS : s.nstate, L = s.length, Dm = s.channels, K = s.chunk;
 
   at::parallel_for(0, s.batch * s.nblocks, 1, [&](int64_t begin, int64_t end) {
     const int64_t tid = at::get_thread_num();
-    std::vector<Vec<T>> Av(N), g(N), gA(N);
+    StateVecs<T, NS> Av(N), g(N), gA(N);
     std::vector<Vec<T>> hs((K + 1) * N), as(K * N), dts(K), xs(K), sig(K);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / s.nblocks, d0 = (item % s.nblocks) * W, w = std::min(W, Dm - d0);
@@ -287,8 +313,11 @@ std::vector<Tensor> selective_scan_fwd(const Tensor& u, const Tensor& delta, con
     Tensor out = at::empty({s.batch, s.length, s.channels}, u.options());
     Tensor last = at::empty({s.batch, s.nstate, s.channels}, u.options());
     Tensor states = at::empty({s.batch, s.nchunks, s.nstate, s.channels}, u.options());
-    scan_forward_impl<scalar_t>(u, delta, At, Bm, Cm, optional_ptr<scalar_t>(D), optional_ptr<scalar_t>(z),
-                                optional_ptr<scalar_t>(bias), use_softplus, s, out, last, states);
+    dispatch_nstate(s.nstate, [&](auto ns) {
+      scan_forward_impl<scalar_t, decltype(ns)::value>(u, delta, At, Bm, Cm, optional_ptr<scalar_t>(D),
+                                                       optional_ptr<scalar_t>(z), optional_ptr<scalar_t>(bias),
+                                                       use_softplus, s, out, last, states);
+    });
     result = {out, last, states};
   });
   return result;
@@ -320,10 +349,12 @@ std::vector<Tensor> selective_scan_bwd(const Tensor& gout, const Tensor& u, cons
     Tensor gbias_part = at::zeros({threads, s.channels}, opt);
     Tensor gB_part = at::zeros({threads, s.batch, s.length, s.nstate, W}, opt);
     Tensor gC_part = at::zeros({threads, s.batch, s.length, s.nstate, W}, opt);
-    scan_backward_impl<scalar_t>(gout, u, delta, At, Bm, Cm, optional_ptr<scalar_t>(D), optional_ptr<scalar_t>(z),
-                                 optional_ptr<scalar_t>(bias), states, use_softplus, s, gu, gdelta,
-                                 z.has_value() ? gz.data_ptr<scalar_t>() : nullptr, gA_part, gD_part, gbias_part,
-                                 gB_part, gC_part);
+    dispatch_nstate(s.nstate, [&](auto ns) {
+      scan_backward_impl<scalar_t, decltype(ns)::value>(
+          gout, u, delta, At, Bm, Cm, optional_ptr<scalar_t>(D), optional_ptr<scalar_t>(z),
+          optional_ptr<scalar_t>(bias), states, use_softplus, s, gu, gdelta,
+          z.has_value() ? gz.data_ptr<scalar_t>() : nullptr, gA_part, gD_part, gbias_part, gB_part, gC_part);
+    });
     result = {gu,
               gdelta,
               gA_part.sum(0),
