@@ -31,8 +31,9 @@ For each path:
   the same process at the same thread count (a square matmul, best of 5);
 - ``components``: the share of one profiled step (``torch.profiler``, self CPU time of every op) spent in
   the selective scan (forward and its backward), SWELU (forward and backward), the LM head + loss (every
-  op whose inputs have the vocabulary as their last dimension: the head's matmuls, the softmax and loss;
-  the fused head's Function with everything under it; the embedding and its gradient), the
+  op with an input whose last dimension is the vocabulary, or a matrix whose first is: the head's matmuls,
+  the softmax and loss; the fused head's Function with everything under it; the embedding and its
+  gradient), the
   other matmuls, the optimizer (clipping and step), and everything else. (The head is recognised by the
   vocabulary size, so a ``--vocab-size`` equal to a hidden width of the preset would blur the split.)
 
@@ -165,7 +166,7 @@ def components(
             kind = "swelu"
         elif _OPTIMIZER in ancestors:
             kind = "optimizer"
-        elif _is_head(event, ancestors, vocab_size):
+        elif _is_head(event, ancestors, vocab_size, window.numel() - window.size(0)):
             kind = "head_and_loss"
         elif event.name in MATMUL_OPS:
             kind = "matmul"
@@ -176,13 +177,15 @@ def components(
     return {k: v / whole for k, v in totals.items()}
 
 
-def _is_head(event: Any, ancestors: list[str], vocab_size: int) -> bool:
+def _is_head(event: Any, ancestors: list[str], vocab_size: int, tokens: int) -> bool:
     """The fused head + loss (its Function and everything under it), the embedding, or an op on a tensor
-    whose last dimension is the vocabulary (the logits, their gradient, the head's matmuls)."""
+    whose last dimension is the vocabulary (the logits, their gradient, the head's matmuls) or whose first
+    is (the weight and its gradient; not when the vocabulary equals the batch's token count, where the
+    flattened activations have that shape too)."""
     if any("_LinearCrossEntropy" in a for a in [event.name, *ancestors]) or "embedding" in event.name:
         return True
     shapes = [s for s in (event.input_shapes or []) if isinstance(s, list) and s]
-    return any(s[-1] == vocab_size for s in shapes)
+    return any(s[-1] == vocab_size or (s[0] == vocab_size != tokens and len(s) == 2) for s in shapes)
 
 
 def run(

@@ -347,7 +347,8 @@ class _SWELUFunction(torch.autograd.Function):
                 need_lam,
             )
             gz = gz.view(z.shape)
-            gk, glam = gk.reshape(k.shape), None if lam is None else glam.reshape(lam.shape)  # 1-element k, lam
+            # k and lam have one element each
+            gk, glam = gk.reshape(k.shape), None if lam is None else glam.reshape(lam.shape)
         else:
             cdt = _compute_dtype(z.dtype)
             bwd = _compiled()[1] if ctx.impl == "compiled" else _backward_math
