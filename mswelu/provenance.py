@@ -93,10 +93,4 @@ def provenance() -> dict[str, Any]:
             info["device"] = f"cuda: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
         else:
             info["device"] = f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-            from mswelu.ops import cpu_kernels
-
-            ok, why = cpu_kernels.available()
-            info["cpu_kernels"] = (
-                f"in use ({cpu_kernels.describe()['capability']})" if ok else f"not used: {why}"
-            )
     return info

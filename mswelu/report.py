@@ -36,6 +36,19 @@ __all__ = [
     "write_index",
 ]
 
+
+def _cpu_kernels_used() -> dict[str, str]:
+    """Whether this CPU machine runs the scan, SWELU and the loss with mswelu's compiled kernels."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {}
+    from mswelu.ops import cpu_kernels
+
+    ok, why = cpu_kernels.available()
+    return {"cpu_kernels": f"in use ({cpu_kernels.describe()['capability']})" if ok else f"not used: {why}"}
+
+
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SECRET_PARTS = {"token", "secret", "key", "password", "passwd", "pwd", "apikey", "credential", "credentials"}
 _SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,})$")
@@ -184,6 +197,7 @@ class Report:
         self.metrics: dict[str, Any] = {}
         self._sections: list[str] = []
         self.provenance = provenance()  # versions, git commit, device: what produced these numbers
+        self.provenance.update(_cpu_kernels_used())
         self._live: dict[str, dict[str, Any]] = {}  # run -> its newest train and eval figures
         self._live_written = 0.0
         self._figure_count = 0
