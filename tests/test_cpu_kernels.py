@@ -234,3 +234,24 @@ def test_swelu_kernel_reads_strided_layouts(layout):
         results.append((y, *torch.autograd.grad(y, (b, k, lam), grad)))
     for ours, ref in zip(*results, strict=True):
         torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_waited_for(tmp_path, monkeypatch):
+    """A build killed half-way leaves torch's lock file behind; torch would wait for it forever."""
+    import os
+    import time
+
+    import torch.utils.cpp_extension as ext
+
+    monkeypatch.setattr(ext, "_get_build_directory", lambda name, verbose=False: str(tmp_path))
+    lock = tmp_path / "lock"
+    lock.touch()
+    old = time.time() - cpu_kernels.STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    cpu_kernels._clear_stale_lock("x")
+    assert not lock.exists()
+    lock.touch()  # fresh: waited for, and removed only once older than the limit
+    monkeypatch.setattr(cpu_kernels, "STALE_LOCK_SECONDS", 2)
+    start = time.time()
+    cpu_kernels._clear_stale_lock("x")
+    assert not lock.exists() and 1.0 <= time.time() - start < 10

@@ -80,12 +80,39 @@ def _is_built(name: str) -> bool:
         return False
 
 
+#: a build lock older than this was left by a build that was killed (a build takes about a minute)
+STALE_LOCK_SECONDS = 300
+
+
+def _clear_stale_lock(name: str) -> None:
+    """torch's extension builder waits, without a time limit, for the lock file of a build in progress; a
+    build killed half-way (Ctrl-C, a killed job) leaves it behind and every later run would hang. Wait for
+    a fresh lock to go; remove one older than :data:`STALE_LOCK_SECONDS`, saying so."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+        while lock.exists():
+            age = time.time() - lock.stat().st_mtime
+            if age > STALE_LOCK_SECONDS:
+                log(
+                    f"removing a stale build lock ({age:.0f} s old, from an interrupted build): {lock}",
+                    source="mswelu",
+                )
+                lock.unlink(missing_ok=True)
+                break
+            time.sleep(1.0)
+    except OSError:
+        pass  # the builder reports what is wrong with its folder
+
+
 @functools.lru_cache(maxsize=1)
 def _build() -> tuple[ModuleType | None, str]:
     """(module, "") or (None, why); built or loaded once per process."""
     capability = _capability()
     name = _name(capability)
     cflags, ldflags = _build_flags(capability)
+    _clear_stale_lock(name)
     if not _is_built(name):
         log(f"building the CPU kernels for {capability} (once: about a minute)", source="mswelu")
     start = time.perf_counter()
