@@ -30,7 +30,7 @@ import torch
 
 from mswelu.progress import log
 
-__all__ = ["ENV_VAR", "available", "describe", "enabled", "load", "warn_fallback"]
+__all__ = ["ENV_VAR", "available", "describe", "enabled", "load", "usable", "warn_fallback"]
 
 ENV_VAR = "MSWELU_CPU_KERNELS"
 SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
@@ -147,6 +147,15 @@ def available() -> tuple[bool, str]:
     return module is not None, why
 
 
+def usable() -> bool:
+    """:func:`available`, for callers choosing an implementation: False also warns (once) that the
+    PyTorch code runs instead."""
+    ok, _ = available()
+    if not ok:
+        warn_fallback()
+    return ok
+
+
 def load() -> ModuleType:
     """The extension module (whatever ``MSWELU_CPU_KERNELS`` says: an explicit request); RuntimeError
     saying why where it cannot be built."""
@@ -168,11 +177,11 @@ def _warn_fallback_once() -> None:
     _, why = _build()
     if why:
         warnings.warn(
-            f"mswelu: the CPU kernels could not be built ({why}); running the pure-PyTorch scan and SWELU, "
-            "which compute the same numbers several times more slowly. A C++ compiler and ninja are needed "
-            f"(set {ENV_VAR}=0 to silence this).",
+            f"mswelu: the CPU kernels could not be built ({why}); running the pure-PyTorch scan, SWELU and "
+            "loss, which compute the same numbers several times more slowly. A C++ compiler and ninja are "
+            f"needed (set {ENV_VAR}=0 to silence this).",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the op that chose the PyTorch code (via usable)
         )
 
 

@@ -78,7 +78,7 @@ def linear_cross_entropy(
     grad_on = torch.is_grad_enabled()  # (inside the Function's forward it is always off)
     wants = (grad_on and hidden.requires_grad, grad_on and weight.requires_grad)
     flat = hidden.reshape(-1, hidden.size(-1))
-    kernel = device == "cpu" and _cpu_kernel_available()
+    kernel = device == "cpu" and cpu_kernels.usable()
     # the kernel keeps a chunk's logits in the matmul dtype; the PyTorch path makes an fp32 copy
     logits_dtype = mm_dtype if kernel else torch.promote_types(mm_dtype, torch.float32)
     if chunk_rows is None:
@@ -86,13 +86,6 @@ def linear_cross_entropy(
     return _LinearCrossEntropy.apply(
         flat, weight, targets.reshape(-1), ignore_index, chunk_rows, mm_dtype, wants, kernel
     )
-
-
-def _cpu_kernel_available() -> bool:
-    ok, _ = cpu_kernels.available()
-    if not ok:
-        cpu_kernels.warn_fallback()
-    return ok
 
 
 def _equal_chunks(rows: int, max_rows: int) -> int:
@@ -125,7 +118,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_hidden, grad_weight = ctx.saved_tensors
         want_hidden, want_weight = ctx.wants
-        if bool(grad_out == 1):  # the usual case: skip two full passes over the gradients
+        # the usual case on a CPU: skip two full passes over the gradients (on a GPU, reading the value
+        # back would stall the stream, so the multiply stays)
+        if grad_out.device.type == "cpu" and bool(grad_out == 1):
             return (grad_hidden if want_hidden else None), (grad_weight if want_weight else None), *[None] * 6
         gh = grad_hidden * grad_out if want_hidden else None
         gw = grad_weight * grad_out if want_weight else None

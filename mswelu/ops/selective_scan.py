@@ -386,12 +386,7 @@ def _resolve_impl(impl: str, u: Tensor, B: Tensor, C: Tensor) -> str:
             )
         cpu_kernels.load()  # raises, saying why, where the kernels cannot be built
         return "cpu"
-    if not fits:
-        return "torch"
-    ok, _ = cpu_kernels.available()
-    if not ok:
-        cpu_kernels.warn_fallback()
-    return "cpu" if ok else "torch"
+    return "cpu" if fits and cpu_kernels.usable() else "torch"
 
 
 def selective_scan(

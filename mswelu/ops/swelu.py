@@ -181,13 +181,6 @@ def _cpu_ok(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> bool:
     return z.device.type == "cpu" and k.numel() == 1 and (lam is None or lam.numel() == 1)
 
 
-def _cpu_kernels_built() -> bool:
-    ok, _ = cpu_kernels.available()
-    if not ok:
-        cpu_kernels.warn_fallback()
-    return ok
-
-
 @functools.lru_cache(maxsize=1)
 def _triton_kernels() -> tuple[Callable, Callable]:
     """Build the Triton kernels on first use (importing triton costs ~1 s and is optional).
@@ -410,7 +403,7 @@ def resolve_impl(impl: str, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor 
     if impl == "auto":
         if z.is_cuda:
             return "triton" if _triton_ok(z, k, lam) else "torch"
-        return "cpu" if _cpu_ok(z, k, lam) and _cpu_kernels_built() else "torch"
+        return "cpu" if _cpu_ok(z, k, lam) and cpu_kernels.usable() else "torch"
     if impl == "cpu":
         if not _cpu_ok(z, k, lam):
             raise ValueError(
