@@ -133,6 +133,24 @@ def test_swelu_kernel_matches_closed_form(dtype, k):
         )
         torch.testing.assert_close(ours.double(), ref.double(), **tol)
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_swelu_kernel_propagates_nan_like_the_reference(dtype):
+    """Half-precision z takes a faster exp that does not carry NaN by itself: a NaN input still gives NaN
+    in y, dz, dk and dlam, and the other elements are untouched, as in the PyTorch code."""
+    z = torch.tensor([float("nan"), 0.7, -1.9, 0.0, float("inf")] + [0.3] * 20).to(dtype)
+    results = []
+    for impl in ("cpu", "torch"):
+        zr = z.clone().requires_grad_()
+        k, lam = torch.tensor(1.3, requires_grad=True), torch.tensor(1.1, requires_grad=True)
+        y = swelu(zr, k, lam, impl=impl)
+        y.sum().backward()
+        results.append((y, zr.grad, k.grad, lam.grad))
+    for ours, ref in zip(*results, strict=True):
+        assert torch.equal(torch.isnan(ours), torch.isnan(ref))
+    assert torch.isnan(results[0][0][0]) and torch.isnan(results[0][1][0]) and torch.isnan(results[0][2])
+    torch.testing.assert_close(results[0][0][1:], results[1][0][1:], rtol=1e-2, atol=1e-5)
+
+
 
 def test_swelu_kernel_gradcheck_float64_with_zeros():
     z = torch.tensor([0.0, 1e-30, -0.37, 0.8, -1.5, 2.5, 4.0], dtype=torch.float64, requires_grad=True)
