@@ -133,6 +133,7 @@ def test_swelu_kernel_matches_closed_form(dtype, k):
         )
         torch.testing.assert_close(ours.double(), ref.double(), **tol)
 
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_swelu_kernel_propagates_nan_like_the_reference(dtype):
     """Half-precision z takes a faster exp that does not carry NaN by itself: a NaN input still gives NaN
@@ -149,7 +150,6 @@ def test_swelu_kernel_propagates_nan_like_the_reference(dtype):
         assert torch.equal(torch.isnan(ours), torch.isnan(ref))
     assert torch.isnan(results[0][0][0]) and torch.isnan(results[0][1][0]) and torch.isnan(results[0][2])
     torch.testing.assert_close(results[0][0][1:], results[1][0][1:], rtol=1e-2, atol=1e-5)
-
 
 
 def test_swelu_kernel_gradcheck_float64_with_zeros():
