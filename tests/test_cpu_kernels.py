@@ -83,6 +83,35 @@ def test_scan_kernel_takes_strided_B_C_and_low_precision_inputs():
         torch.testing.assert_close(g.float(), tg.float(), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("gate", [False, True])
+def test_scan_kernel_bf16_io_equals_fp32_kernel_rounded(gate):
+    """u and delta in bf16 (the mixer under autocast; A, B, C, D in fp32) are read by the kernel as they
+    are: y, du and ddelta equal the fp32 kernel's on the same values rounded to bf16, every other gradient
+    is the fp32 kernel's exactly (channel counts around the vector width exercise the tails)."""
+    for d in (16, 37):
+        args = make_args(b=2, d=d, length=19, n=4, z=gate)
+        low = {
+            k: (
+                None
+                if v is None
+                else (v.detach().bfloat16() if k in ("u", "delta") else v.detach()).requires_grad_()
+            )
+            for k, v in args.items()
+        }
+        up = {k: (None if v is None else v.detach().float().requires_grad_()) for k, v in low.items()}
+        grad_out = torch.linspace(-1, 1, 2 * d * 19).reshape(2, d, 19).bfloat16()
+        results = []
+        for a in (low, up):
+            out = selective_scan(**a, delta_softplus=True, impl="cpu", chunk_size=8)
+            results.append((out, torch.autograd.grad(out, leaves(a), grad_out.to(out.dtype))))
+        (out, grads), (f_out, f_grads) = results
+        assert out.dtype == torch.bfloat16
+        assert torch.equal(out, f_out.bfloat16())
+        for name, g, fg in zip([k for k, v in low.items() if v is not None], grads, f_grads, strict=True):
+            assert g.dtype == low[name].dtype, name
+            assert torch.equal(g, fg.to(g.dtype)), name
+
+
 def test_scan_kernel_is_deterministic_and_thread_count_changes_only_rounding():
     args = make_args(b=4, d=40, length=30, n=5)
     first = scan_both(args, delta_softplus=True)[0]

@@ -322,17 +322,20 @@ def _chunk_states(H: Tensor, a: Tensor, h0: Tensor, dt: Tensor, dtu: Tensor, A: 
 class CpuSelectiveScanFn(torch.autograd.Function):
     """:class:`SelectiveScanFn`'s computation by the compiled CPU kernel (:mod:`mswelu.ops.cpu_kernels`).
 
-    The kernel takes (b, l, d) layouts with unit channel stride (the mixer's dt already is one); the
-    inputs are converted once to the compute dtype and saved as converted, with the chunk-start states.
+    The kernel takes (b, l, d) layouts with unit channel stride (the mixer's dt already is one). u and
+    delta in bf16 (the mixer under bf16 autocast) go in as they are, and y, du and ddelta come back in bf16:
+    the kernel reads and rounds them itself. Other inputs are converted once to the compute dtype and saved
+    as converted, with the chunk-start states.
     """
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
         ct = _compute_dtype(u)
+        io = torch.bfloat16 if u.dtype == delta.dtype == torch.bfloat16 else ct
         with _no_autocast(u.device.type):
             args = (
-                _channels_last(u, ct),
-                _channels_last(delta, ct),
+                _channels_last(u, io),
+                _channels_last(delta, io),
                 A.detach().to(ct).t().contiguous(),  # (n, d)
                 B.detach().to(ct).transpose(1, 2),  # (b, l, n), any strides
                 C.detach().to(ct).transpose(1, 2),

@@ -17,6 +17,9 @@
 //   An optional gate z multiplies the output by silu(z), as mamba_ssm's kernel does.
 //   Layouts: u, delta and gout (and z) are (batch, length, channels) with unit channel stride; B and C are
 //   (batch, length, N) with any strides; A comes transposed, (N, channels).
+//   Dtypes: fp32 or fp64 throughout; or u, delta, gout and the outputs y, du, ddelta in bf16 (what the
+//   mixer has under bf16 autocast) with everything else, the state and the arithmetic in fp32: the same
+//   numbers as converting them to fp32 first and rounding the results, without the copies.
 //
 // SWELU: lam * sign(z) * (1 - exp(-|z|^k)) with scalar k and lam, computed in fp32 (fp64 for fp64 z)
 //   from z of any floating dtype, with the closed-form backward and the guards of swelu.py.
@@ -73,6 +76,28 @@ Strided3<T> strided3(const Tensor& x) {
   return {x.data_ptr<T>(), x.stride(0), x.stride(1), x.stride(2)};
 }
 
+// p[0:count] -> compute-type vector, zero-filled past count. Half-precision inputs are converted by ATen's
+// vector conversions (one instruction a vector on AVX-512 / AVX2), not one element at a time.
+template <typename scalar_t, typename opmath_t>
+inline Vec<opmath_t> load_op(const scalar_t* p, int64_t count) {
+  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+    return Vec<opmath_t>::loadu(p, count);
+  } else {
+    static_assert(Vec<scalar_t>::size() == 2 * Vec<opmath_t>::size());
+    return std::get<0>(at::vec::convert_to_float<scalar_t>(Vec<scalar_t>::loadu(p, count)));
+  }
+}
+
+// v[0:count] -> p[0:count], rounded to nearest even for half-precision outputs
+template <typename scalar_t, typename opmath_t>
+inline void store_op(scalar_t* p, const Vec<opmath_t>& v, int64_t count) {
+  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+    v.store(p, count);
+  } else {
+    at::vec::convert_from_float<scalar_t>(v, v).store(p, count);
+  }
+}
+
 // ------------------------------------------------------------------------------------ selective scan
 
 // N state vectors: a fixed array (registers, unrolled loops) for the usual state sizes, else a vector.
@@ -104,17 +129,17 @@ struct ScanShape {
   int64_t batch, length, channels, nstate, chunk, nchunks, nblocks;
 };
 
-template <typename T, int NS>
+template <typename IO, int NS, typename T = at::opmath_type<IO>>
 void scan_forward_impl(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
                        const Tensor& Cm, const T* Dp, const T* zp, const T* biasp, bool use_softplus,
                        const ScanShape& s, Tensor& out, Tensor& last, Tensor& states) {
   constexpr int64_t W = Vec<T>::size();
-  const T* up = u.data_ptr<T>();
-  const T* dp = delta.data_ptr<T>();
+  const IO* up = u.data_ptr<IO>();
+  const IO* dp = delta.data_ptr<IO>();
   const T* Ap = At.data_ptr<T>();
   const auto Bs = strided3<T>(Bm), Cs = strided3<T>(Cm);
   const int64_t su_b = u.stride(0), su_l = u.stride(1), sd_b = delta.stride(0), sd_l = delta.stride(1);
-  T* outp = out.data_ptr<T>();
+  IO* outp = out.data_ptr<IO>();
   T* lastp = last.data_ptr<T>();
   T* statesp = states.data_ptr<T>();
   const int64_t N = NS > 0 ? NS : s.nstate, L = s.length, Dm = s.channels;
@@ -134,8 +159,8 @@ void scan_forward_impl(const Tensor& u, const Tensor& delta, const Tensor& At, c
           T* st = statesp + ((b * s.nchunks + t / s.chunk) * N) * Dm + d0;
           for (int64_t n = 0; n < N; ++n) h[n].store(st + n * Dm, w);
         }
-        const Vec<T> x = Vec<T>::loadu(up + b * su_b + t * su_l + d0, w);
-        Vec<T> dt = Vec<T>::loadu(dp + b * sd_b + t * sd_l + d0, w) + bias;
+        const Vec<T> x = load_op<IO, T>(up + b * su_b + t * su_l + d0, w);
+        Vec<T> dt = load_op<IO, T>(dp + b * sd_b + t * sd_l + d0, w) + bias;
         if (use_softplus) dt = softplus(dt);
         const Vec<T> dtu = dt * x;
         Vec<T> y(T(0));
@@ -148,30 +173,30 @@ void scan_forward_impl(const Tensor& u, const Tensor& delta, const Tensor& At, c
           const Vec<T> z = Vec<T>::loadu(zp + (b * L + t) * Dm + d0, w);
           y = y * z * sigmoid(z);
         }
-        y.store(outp + (b * L + t) * Dm + d0, w);
+        store_op<IO, T>(outp + (b * L + t) * Dm + d0, y, w);
       }
       for (int64_t n = 0; n < N; ++n) h[n].store(lastp + (b * N + n) * Dm + d0, w);
     }
   });
 }
 
-template <typename T, int NS>
+template <typename IO, int NS, typename T = at::opmath_type<IO>>
 void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta, const Tensor& At,
                         const Tensor& Bm, const Tensor& Cm, const T* Dp, const T* zp, const T* biasp,
                         const Tensor& states, bool use_softplus, const ScanShape& s, Tensor& gu, Tensor& gdelta,
                         T* gzp, Tensor& gA_part, Tensor& gD_part, Tensor& gbias_part, Tensor& gB_part,
                         Tensor& gC_part) {
   constexpr int64_t W = Vec<T>::size();
-  const T* gp = gout.data_ptr<T>();
-  const T* up = u.data_ptr<T>();
-  const T* dp = delta.data_ptr<T>();
+  const IO* gp = gout.data_ptr<IO>();
+  const IO* up = u.data_ptr<IO>();
+  const IO* dp = delta.data_ptr<IO>();
   const T* Ap = At.data_ptr<T>();
   const T* statesp = states.data_ptr<T>();
   const auto Bs = strided3<T>(Bm), Cs = strided3<T>(Cm);
   const int64_t su_b = u.stride(0), su_l = u.stride(1), sd_b = delta.stride(0), sd_l = delta.stride(1);
   const int64_t sg_b = gout.stride(0), sg_l = gout.stride(1);
-  T* gup = gu.data_ptr<T>();
-  T* gdp = gdelta.data_ptr<T>();
+  IO* gup = gu.data_ptr<IO>();
+  IO* gdp = gdelta.data_ptr<IO>();
   T* gAp = gA_part.data_ptr<T>();
   T* gDp = gD_part.data_ptr<T>();
   T* gbp = gbias_part.data_ptr<T>();
@@ -203,8 +228,8 @@ void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta
         // recompute the chunk: hs[i+1] = h_{t0+i}, hs[0] = the state before the chunk
         for (int64_t i = 0; i < T_; ++i) {
           const int64_t t = t0 + i;
-          const Vec<T> x = Vec<T>::loadu(up + b * su_b + t * su_l + d0, w);
-          Vec<T> dt = Vec<T>::loadu(dp + b * sd_b + t * sd_l + d0, w) + bias;
+          const Vec<T> x = load_op<IO, T>(up + b * su_b + t * su_l + d0, w);
+          Vec<T> dt = load_op<IO, T>(dp + b * sd_b + t * sd_l + d0, w) + bias;
           if (use_softplus) {
             sig[i] = sigmoid(dt);
             dt = softplus(dt);
@@ -221,7 +246,7 @@ void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta
         // adjoint: g_t = gy_t C_t + a_{t+1} g_{t+1}
         for (int64_t i = T_ - 1; i >= 0; --i) {
           const int64_t t = t0 + i;
-          Vec<T> gy = Vec<T>::loadu(gp + b * sg_b + t * sg_l + d0, w);
+          Vec<T> gy = load_op<IO, T>(gp + b * sg_b + t * sg_l + d0, w);
           const Vec<T> dt = dts[i], x = xs[i], dtu = dt * x;
           if (zp) {  // through the gate: gz = gout * y * silu'(z), then gy = gout * silu(z)
             const Vec<T> z = Vec<T>::loadu(zp + (b * L + t) * Dm + d0, w), sz = sigmoid(z);
@@ -248,8 +273,8 @@ void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta
           Vec<T> gdt = at::vec::fmadd(x, SB, Sdt);
           if (use_softplus) gdt = gdt * sig[i];
           gbias = gbias + gdt;
-          at::vec::fmadd(dt, SB, Dv * gy).store(gup + (b * L + t) * Dm + d0, w);
-          gdt.store(gdp + (b * L + t) * Dm + d0, w);
+          store_op<IO, T>(gup + (b * L + t) * Dm + d0, at::vec::fmadd(dt, SB, Dv * gy), w);
+          store_op<IO, T>(gdp + (b * L + t) * Dm + d0, gdt, w);
         }
       }
       for (int64_t n = 0; n < N; ++n) accumulate(gAp + (tid * N + n) * Dm + d0, gA[n], w);
@@ -257,6 +282,11 @@ void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta
       accumulate(gbp + tid * Dm + d0, gbias, w);
     }
   });
+}
+
+// fp32 for bf16 inputs, else the inputs' own dtype
+c10::ScalarType compute_dtype(const Tensor& u) {
+  return u.scalar_type() == at::kBFloat16 ? at::kFloat : u.scalar_type();
 }
 
 // A single channel has no meaningful stride (contiguous() may leave any value there).
@@ -273,18 +303,21 @@ void check_scan_inputs(const Tensor& u, const Tensor& delta, const Tensor& At, c
     TORCH_CHECK(m->dim() == 3 && m->size(0) == u.size(0) && m->size(1) == u.size(1) && m->size(2) == At.size(0),
                 "B and C must be (batch, length, N)");
   }
-  for (const Tensor* t : {&delta, &At, &Bm, &Cm}) {
-    TORCH_CHECK(t->scalar_type() == u.scalar_type(), "the CPU scan takes one dtype for every input");
+  // u and delta (and gout) in one dtype, fp32, fp64 or bf16; everything else in the compute dtype
+  const auto ct = compute_dtype(u);
+  TORCH_CHECK(delta.scalar_type() == u.scalar_type(), "u and delta must have one dtype");
+  for (const Tensor* t : {&At, &Bm, &Cm}) {
+    TORCH_CHECK(t->scalar_type() == ct, "A, B and C must be in the compute dtype (", ct, ")");
   }
   if (z.has_value()) {
-    TORCH_CHECK(z->sizes() == u.sizes() && z->is_contiguous() && z->scalar_type() == u.scalar_type(),
-                "z must be contiguous (batch, length, channels) in u's dtype");
+    TORCH_CHECK(z->sizes() == u.sizes() && z->is_contiguous() && z->scalar_type() == ct,
+                "z must be contiguous (batch, length, channels) in the compute dtype");
   }
   for (const auto* t : {&D, &bias}) {
     if (t->has_value()) {
       TORCH_CHECK((*t)->dim() == 1 && (*t)->size(0) == u.size(2) && (*t)->is_contiguous() &&
-                      (*t)->scalar_type() == u.scalar_type(),
-                  "D and the delta bias must be contiguous (channels,) in u's dtype");
+                      (*t)->scalar_type() == ct,
+                  "D and the delta bias must be contiguous (channels,) in the compute dtype");
     }
   }
 }
@@ -310,14 +343,16 @@ std::vector<Tensor> selective_scan_fwd(const Tensor& u, const Tensor& delta, con
                                        bool use_softplus, int64_t chunk) {
   check_scan_inputs(u, delta, At, Bm, Cm, D, z, bias);
   std::vector<Tensor> result;
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "mswelu_selective_scan_fwd", [&] {
-    const ScanShape s = scan_shape(u, At, chunk, Vec<scalar_t>::size());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, u.scalar_type(), "mswelu_selective_scan_fwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    const ScanShape s = scan_shape(u, At, chunk, Vec<op_t>::size());
+    const auto opt = u.options().dtype(compute_dtype(u));
     Tensor out = at::empty({s.batch, s.length, s.channels}, u.options());
-    Tensor last = at::empty({s.batch, s.nstate, s.channels}, u.options());
-    Tensor states = at::empty({s.batch, s.nchunks, s.nstate, s.channels}, u.options());
+    Tensor last = at::empty({s.batch, s.nstate, s.channels}, opt);
+    Tensor states = at::empty({s.batch, s.nchunks, s.nstate, s.channels}, opt);
     dispatch_nstate(s.nstate, [&](auto ns) {
-      scan_forward_impl<scalar_t, decltype(ns)::value>(u, delta, At, Bm, Cm, optional_ptr<scalar_t>(D),
-                                                       optional_ptr<scalar_t>(z), optional_ptr<scalar_t>(bias),
+      scan_forward_impl<scalar_t, decltype(ns)::value>(u, delta, At, Bm, Cm, optional_ptr<op_t>(D),
+                                                       optional_ptr<op_t>(z), optional_ptr<op_t>(bias),
                                                        use_softplus, s, out, last, states);
     });
     result = {out, last, states};
@@ -333,18 +368,20 @@ std::vector<Tensor> selective_scan_bwd(const Tensor& gout, const Tensor& u, cons
   check_scan_inputs(u, delta, At, Bm, Cm, D, z, bias);
   TORCH_CHECK(gout.sizes() == u.sizes() && unit_channel_stride(gout) && gout.scalar_type() == u.scalar_type(),
               "gout must be like u");
-  TORCH_CHECK(states.is_contiguous() && states.scalar_type() == u.scalar_type(), "states must be contiguous");
+  TORCH_CHECK(states.is_contiguous() && states.scalar_type() == compute_dtype(u),
+              "states must be contiguous, in the compute dtype");
   std::vector<Tensor> result;
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "mswelu_selective_scan_bwd", [&] {
-    constexpr int64_t W = Vec<scalar_t>::size();
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, u.scalar_type(), "mswelu_selective_scan_bwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    constexpr int64_t W = Vec<op_t>::size();
     const ScanShape s = scan_shape(u, At, chunk, W);
     TORCH_CHECK(states.dim() == 4 && states.size(0) == s.batch && states.size(1) == s.nchunks &&
                     states.size(2) == s.nstate && states.size(3) == s.channels,
                 "states do not match the inputs (another chunk size?)");
     const int64_t threads = at::get_num_threads();
-    const auto opt = u.options();
-    Tensor gu = at::empty({s.batch, s.length, s.channels}, opt);
-    Tensor gdelta = at::empty({s.batch, s.length, s.channels}, opt);
+    const auto opt = u.options().dtype(compute_dtype(u));
+    Tensor gu = at::empty({s.batch, s.length, s.channels}, u.options());
+    Tensor gdelta = at::empty({s.batch, s.length, s.channels}, u.options());
     Tensor gz = z.has_value() ? at::empty({s.batch, s.length, s.channels}, opt) : Tensor();
     Tensor gA_part = at::zeros({threads, s.nstate, s.channels}, opt);
     Tensor gD_part = at::zeros({threads, s.channels}, opt);
@@ -353,9 +390,9 @@ std::vector<Tensor> selective_scan_bwd(const Tensor& gout, const Tensor& u, cons
     Tensor gC_part = at::zeros({threads, s.batch, s.length, s.nstate, W}, opt);
     dispatch_nstate(s.nstate, [&](auto ns) {
       scan_backward_impl<scalar_t, decltype(ns)::value>(
-          gout, u, delta, At, Bm, Cm, optional_ptr<scalar_t>(D), optional_ptr<scalar_t>(z),
-          optional_ptr<scalar_t>(bias), states, use_softplus, s, gu, gdelta,
-          z.has_value() ? gz.data_ptr<scalar_t>() : nullptr, gA_part, gD_part, gbias_part, gB_part, gC_part);
+          gout, u, delta, At, Bm, Cm, optional_ptr<op_t>(D), optional_ptr<op_t>(z), optional_ptr<op_t>(bias),
+          states, use_softplus, s, gu, gdelta, z.has_value() ? gz.data_ptr<op_t>() : nullptr, gA_part, gD_part,
+          gbias_part, gB_part, gC_part);
     });
     result = {gu,
               gdelta,
@@ -370,28 +407,6 @@ std::vector<Tensor> selective_scan_bwd(const Tensor& gout, const Tensor& u, cons
 }
 
 // ------------------------------------------------------------------------------------------ SWELU
-
-// p[0:count] -> compute-type vector, zero-filled past count. Half-precision inputs are converted by ATen's
-// vector conversions (one instruction a vector on AVX-512 / AVX2), not one element at a time.
-template <typename scalar_t, typename opmath_t>
-inline Vec<opmath_t> load_op(const scalar_t* p, int64_t count) {
-  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
-    return Vec<opmath_t>::loadu(p, count);
-  } else {
-    static_assert(Vec<scalar_t>::size() == 2 * Vec<opmath_t>::size());
-    return std::get<0>(at::vec::convert_to_float<scalar_t>(Vec<scalar_t>::loadu(p, count)));
-  }
-}
-
-// v[0:count] -> p[0:count], rounded to nearest even for half-precision outputs
-template <typename scalar_t, typename opmath_t>
-inline void store_op(scalar_t* p, const Vec<opmath_t>& v, int64_t count) {
-  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
-    v.store(p, count);
-  } else {
-    at::vec::convert_from_float<scalar_t>(v, v).store(p, count);
-  }
-}
 
 template <typename T>
 inline Vec<T> sign_of(const Vec<T>& z) {
