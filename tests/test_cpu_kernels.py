@@ -11,6 +11,7 @@ import torch
 from test_selective_scan import leaves, make_args, naive_scan
 
 from mswelu.ops import cpu_kernels
+from mswelu.ops.causal_conv import causal_conv1d
 from mswelu.ops.selective_scan import selective_scan
 from mswelu.ops.swelu import ZERO_EPS, resolve_impl, swelu
 
@@ -302,3 +303,88 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_waited_for(tmp_path, monk
     start = time.time()
     cpu_kernels._clear_stale_lock("x")
     assert not lock.exists() and 1.0 <= time.time() - start < 10
+
+
+# ------------------------------------------------------------------------------- causal conv1d
+
+
+def conv_inputs(b, d, length, width, dtype=torch.float32, seed=0):
+    """x as the mixer has it: a transposed view of half of a (b, length, 2d) tensor; weight, bias."""
+    g = torch.Generator().manual_seed(seed)
+    ct = torch.float64 if dtype == torch.float64 else torch.float32
+    wide = torch.randn(b, length, 2 * d, generator=g, dtype=torch.float64).to(dtype)
+    x = wide[..., :d].transpose(1, 2)
+    w = torch.randn(d, width, generator=g, dtype=torch.float64).to(ct)
+    bias = torch.randn(d, generator=g, dtype=torch.float64).to(ct)
+    return x, w, bias
+
+
+def conv_run(x, w, bias, impl, grad_dtype=None):
+    """(y, dx, dw, dbias) for one impl, with a fixed output gradient."""
+    leaves_ = [t.detach().clone().requires_grad_() for t in (x, w, bias)]
+    y = causal_conv1d(*leaves_, impl=impl)
+    g = torch.linspace(-1, 1, y.numel(), dtype=torch.float64).reshape(y.shape).to(grad_dtype or y.dtype)
+    g = g.to(y.dtype)  # values representable in grad_dtype
+    return (y, *torch.autograd.grad(y, leaves_, g))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("d", "length", "width"), [(37, 19, 4), (16, 3, 4), (5, 11, 2), (64, 9, 1), (3, 6, 8)]
+)
+def test_conv_kernel_matches_conv1d(dtype, d, length, width):
+    """Values and every gradient equal F.conv1d's (channel counts around the vector width, lengths shorter
+    than the kernel, widths 1 to the kernel's limit); y comes back channels-last."""
+    x, w, bias = conv_inputs(2, d, length, width, dtype)
+    ours, ref = conv_run(x, w, bias, "cpu"), conv_run(x, w, bias, "torch")
+    assert ours[0].shape == (2, d, length) and ours[0].transpose(1, 2).is_contiguous()
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    for a, b in zip(ours, ref, strict=True):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_conv_kernel_gradcheck_float64():
+    x, w, bias = conv_inputs(2, 5, 7, 4, torch.float64)
+    inputs = [t.detach().clone().requires_grad_() for t in (x.contiguous(), w, bias)]
+    assert torch.autograd.gradcheck(lambda *a: causal_conv1d(*a, impl="cpu"), inputs)
+
+
+def test_conv_kernel_bf16_equals_fp32_kernel_rounded():
+    """bf16 x (the mixer under autocast) is read as it is: y and dx are the fp32 kernel's on the same
+    values, rounded to bf16; dw and dbias (fp32, like the weights) are the fp32 kernel's exactly."""
+    x, w, bias = conv_inputs(3, 37, 21, 4, torch.bfloat16)
+    ours = conv_run(x, w, bias, "cpu")
+    up = conv_run(x.float(), w, bias, "cpu", grad_dtype=torch.bfloat16)
+    assert [t.dtype for t in ours] == [torch.bfloat16, torch.bfloat16, torch.float32, torch.float32]
+    for a, b in zip(ours, up, strict=True):
+        assert torch.equal(a, b.to(a.dtype))
+    # and F.conv1d under autocast (which also rounds the weight to bf16) agrees to bf16 rounding
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = conv_run(x, w, bias, "torch")
+    torch.testing.assert_close(ours[0].float(), ref[0].float(), rtol=2e-2, atol=3e-2)
+
+
+def test_conv_kernel_thread_count_changes_only_rounding():
+    x, w, bias = conv_inputs(4, 40, 30, 4)
+    first = conv_run(x, w, bias, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(first, conv_run(x, w, bias, "cpu"), strict=True))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = conv_run(x, w, bias, "cpu")
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(first, single, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_impl_choice_and_bad_arguments():
+    x, w, bias = conv_inputs(1, 4, 5, 9)  # wider than the kernel's limit: auto takes F.conv1d
+    torch.testing.assert_close(causal_conv1d(x, w, bias), causal_conv1d(x, w, bias, impl="torch"))
+    with pytest.raises(ValueError, match="width of at most 8"):
+        causal_conv1d(x, w, bias, impl="cpu")
+    with pytest.raises(ValueError, match="unknown impl"):
+        causal_conv1d(x, w[:, :4], bias, impl="fast")
+    with pytest.raises(ValueError, match=r"weight \(channels, width\)"):
+        causal_conv1d(x, w[:3, :4], bias)

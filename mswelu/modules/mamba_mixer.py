@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from mswelu.ops import mamba_kernels
 from mswelu.ops.backends import resolve_backend
+from mswelu.ops.causal_conv import causal_conv1d
 from mswelu.ops.mamba_kernels import MixerWeights
 from mswelu.ops.selective_scan import selective_scan
 
@@ -139,12 +140,13 @@ class MambaMixer(nn.Module):
 
     def _forward_torch(self, hidden_states: Tensor, want_states: bool = False):
         seqlen = hidden_states.shape[1]
-        # x and z stay views of in_proj's (B, L, 2 d_inner) output: the conv takes x as (B, d_inner, L); the
-        # gate is applied in (B, L, d_inner), the layout the scan returns and out_proj reads (no copies)
+        # x and z stay views of in_proj's (B, L, 2 d_inner) output; the gate is applied in (B, L, d_inner),
+        # the layout the scan returns and out_proj reads. On a CPU the conv kernel reads x in that layout and
+        # returns x_conv channels-last too, so the activation, x_proj and the scan take it without copies.
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
         x = x.transpose(1, 2)  # (B, d_inner, L)
-        x_conv = self.conv1d(x)[..., :seqlen]  # causal: keep the first L outputs of the padded conv
-        x_act = self.act_conv(x_conv)
+        x_conv = causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
+        x_act = self.act_conv(x_conv.transpose(1, 2)).transpose(1, 2)  # elementwise, in x_conv's layout
         x_dbl = self.x_proj(x_act.transpose(1, 2))  # (B, L, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, d_inner, L), bias added in the scan

@@ -1,11 +1,11 @@
-// CPU kernels for the three places where a Mamba-SWELU training step spends its elementwise time:
-// the selective scan (forward and backward), SWELU (forward and backward) and the cross-entropy of the
-// fused LM head + loss.
+// CPU kernels for the places where a Mamba-SWELU training step spends its non-matmul time: the selective
+// scan, the mixer's depthwise causal convolution (channels-last, so that the mixer needs no transposed
+// copies), SWELU (each forward and backward) and the cross-entropy of the fused LM head + loss.
 //
-// Both are written with ATen's Vectorized<T> (AVX-512, AVX2 or the generic fallback, chosen by the build
+// All are written with ATen's Vectorized<T> (AVX-512, AVX2 or the generic fallback, chosen by the build
 // flags that mswelu/ops/cpu_kernels.py passes) and run in parallel over torch's threads (at::parallel_for).
-// Their references are the pure-PyTorch code in mswelu/ops/selective_scan.py, swelu.py and lm_loss.py;
-// tests/test_cpu_kernels.py holds them to it (values and every gradient, fp32 and fp64).
+// Their references are the pure-PyTorch code in mswelu/ops/selective_scan.py, causal_conv.py, swelu.py and
+// lm_loss.py; tests/test_cpu_kernels.py holds them to it (values and every gradient, fp32 and fp64).
 //
 // Selective scan (Mamba-1 with input-dependent B and C; the recurrence is in selective_scan.py):
 //   one work item is one batch row and W consecutive channels (W = the lanes of a vector), so the state
@@ -20,6 +20,9 @@
 //   Dtypes: fp32 or fp64 throughout; or u, delta, gout and the outputs y, du, ddelta in bf16 (what the
 //   mixer has under bf16 autocast) with everything else, the state and the arithmetic in fp32: the same
 //   numbers as converting them to fp32 first and rounding the results, without the copies.
+//
+// Causal conv1d: y[b, t, c] = bias[c] + sum_j w[c, j] x[b, t - K + 1 + j, c], channels-last (x a slice of
+//   in_proj's output), x and y in x's dtype (bf16 under autocast), weights and arithmetic in fp32.
 //
 // SWELU: lam * sign(z) * (1 - exp(-|z|^k)) with scalar k and lam, computed in fp32 (fp64 for fp64 z)
 //   from z of any floating dtype, with the closed-form backward and the guards of swelu.py.
@@ -406,6 +409,128 @@ std::vector<Tensor> selective_scan_bwd(const Tensor& gout, const Tensor& u, cons
   return result;
 }
 
+// ------------------------------------------------------------------------------- causal conv1d
+
+// The mixer's depthwise causal convolution over time, channels-last: x (batch, length, channels) with unit
+// channel stride and any batch / time strides (a slice of in_proj's output), the weight transposed to
+// (K, channels) and the bias (channels,) in the compute dtype; y (batch, length, channels) contiguous in x's
+// dtype:  y[b, t, c] = bias[c] + sum_j w[c, j] * x[b, t - (K - 1) + j, c], with x = 0 before t = 0.
+// One work item is one batch row and W channels (as in the scan); the last K inputs stay in registers.
+constexpr int64_t kMaxConvWidth = 8;
+
+void check_conv_inputs(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3 && unit_channel_stride(x),
+              "mswelu CPU conv: x must be a (batch, length, channels) CPU tensor with unit channel stride");
+  const auto ct = compute_dtype(x);
+  TORCH_CHECK(wt.dim() == 2 && wt.size(1) == x.size(2) && wt.is_contiguous() && wt.scalar_type() == ct,
+              "mswelu CPU conv: the weight must be (K, channels), contiguous, in the compute dtype");
+  TORCH_CHECK(wt.size(0) >= 1 && wt.size(0) <= kMaxConvWidth, "mswelu CPU conv: width must be in [1, ",
+              kMaxConvWidth, "], got ", wt.size(0));
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(2) && bias->is_contiguous() &&
+                    bias->scalar_type() == ct,
+                "mswelu CPU conv: the bias must be contiguous (channels,) in the compute dtype");
+  }
+}
+
+Tensor causal_conv1d_fwd(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias) {
+  check_conv_inputs(x, wt, bias);
+  Tensor y = at::empty(x.sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_fwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    constexpr int64_t W = Vec<op_t>::size();
+    const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = wt.size(0), blocks = (Dm + W - 1) / W;
+    const int64_t sb = x.stride(0), sl = x.stride(1);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    const op_t* wp = wt.data_ptr<op_t>();
+    const op_t* bp = optional_ptr<op_t>(bias);
+    at::parallel_for(0, nb * blocks, 1, [&](int64_t begin, int64_t end) {
+      std::array<Vec<op_t>, kMaxConvWidth> wv, xs;  // xs[j] = x[t - (K - 1) + j]
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / blocks, d0 = (item % blocks) * W, w = std::min(W, Dm - d0);
+        for (int64_t j = 0; j < K; ++j) {
+          wv[j] = Vec<op_t>::loadu(wp + j * Dm + d0, w);
+          xs[j] = Vec<op_t>(op_t(0));
+        }
+        const Vec<op_t> bv = bp ? Vec<op_t>::loadu(bp + d0, w) : Vec<op_t>(op_t(0));
+        for (int64_t t = 0; t < L; ++t) {
+          for (int64_t j = 0; j + 1 < K; ++j) xs[j] = xs[j + 1];
+          xs[K - 1] = load_op<scalar_t, op_t>(xp + b * sb + t * sl + d0, w);
+          Vec<op_t> acc = bv;
+          for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], xs[j], acc);
+          store_op<scalar_t, op_t>(yp + (b * L + t) * Dm + d0, acc, w);
+        }
+      }
+    });
+  });
+  return y;
+}
+
+// -> (dx (batch, length, channels) in x's dtype, dw^T (K, channels), dbias (channels,) or undefined), with
+// gy like x (unit channel stride). dx[s] = sum_j w[j] gy[s + K - 1 - j] is produced K - 1 steps behind the
+// walk over t that accumulates dw and dbias; per-thread partial sums, added up in a fixed order.
+std::vector<Tensor> causal_conv1d_bwd(const Tensor& gy, const Tensor& x, const Tensor& wt,
+                                      const c10::optional<Tensor>& bias) {
+  check_conv_inputs(x, wt, bias);
+  TORCH_CHECK(gy.sizes() == x.sizes() && unit_channel_stride(gy) && gy.scalar_type() == x.scalar_type(),
+              "mswelu CPU conv: the output gradient must be like x");
+  std::vector<Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_bwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    constexpr int64_t W = Vec<op_t>::size();
+    const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = wt.size(0), blocks = (Dm + W - 1) / W;
+    const int64_t sb = x.stride(0), sl = x.stride(1), gb = gy.stride(0), gl = gy.stride(1);
+    const int64_t threads = at::get_num_threads();
+    Tensor gx = at::empty(x.sizes(), x.options());
+    Tensor gw_part = at::zeros({threads, K, Dm}, wt.options());
+    Tensor gb_part = at::zeros({threads, Dm}, wt.options());
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gp = gy.data_ptr<scalar_t>();
+    scalar_t* gxp = gx.data_ptr<scalar_t>();
+    const op_t* wp = wt.data_ptr<op_t>();
+    op_t* gwp = gw_part.data_ptr<op_t>();
+    op_t* gbp = gb_part.data_ptr<op_t>();
+    at::parallel_for(0, nb * blocks, 1, [&](int64_t begin, int64_t end) {
+      const int64_t tid = at::get_thread_num();
+      // xs[j] = x[t - (K - 1) + j], gs[j] = gy[t - (K - 1) + j]
+      std::array<Vec<op_t>, kMaxConvWidth> wv, xs, gs, gw;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / blocks, d0 = (item % blocks) * W, w = std::min(W, Dm - d0);
+        for (int64_t j = 0; j < K; ++j) {
+          wv[j] = Vec<op_t>::loadu(wp + j * Dm + d0, w);
+          xs[j] = gs[j] = gw[j] = Vec<op_t>(op_t(0));
+        }
+        Vec<op_t> gbias(op_t(0));
+        for (int64_t t = 0; t < L + K - 1; ++t) {
+          for (int64_t j = 0; j + 1 < K; ++j) {
+            xs[j] = xs[j + 1];
+            gs[j] = gs[j + 1];
+          }
+          if (t < L) {
+            xs[K - 1] = load_op<scalar_t, op_t>(xp + b * sb + t * sl + d0, w);
+            gs[K - 1] = load_op<scalar_t, op_t>(gp + b * gb + t * gl + d0, w);
+            for (int64_t j = 0; j < K; ++j) gw[j] = at::vec::fmadd(gs[K - 1], xs[j], gw[j]);
+            gbias = gbias + gs[K - 1];
+          } else {
+            gs[K - 1] = Vec<op_t>(op_t(0));
+          }
+          const int64_t s = t - (K - 1);  // dx[s] needs gy[s .. s + K - 1] = gs[0 .. K - 1]
+          if (s >= 0) {
+            Vec<op_t> acc(op_t(0));
+            for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], gs[K - 1 - j], acc);
+            store_op<scalar_t, op_t>(gxp + (b * L + s) * Dm + d0, acc, w);
+          }
+        }
+        for (int64_t j = 0; j < K; ++j) accumulate(gwp + (tid * K + j) * Dm + d0, gw[j], w);
+        accumulate(gbp + tid * Dm + d0, gbias, w);
+      }
+    });
+    result = {gx, gw_part.sum(0), bias.has_value() ? gb_part.sum(0) : Tensor()};
+  });
+  return result;
+}
+
 // ------------------------------------------------------------------------------------------ SWELU
 
 template <typename T>
@@ -644,6 +769,8 @@ Tensor cross_entropy_rows_(Tensor& logits, const Tensor& targets, double scale, 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("selective_scan_fwd", &selective_scan_fwd, "Mamba-1 selective scan, forward (CPU)");
   m.def("selective_scan_bwd", &selective_scan_bwd, "Mamba-1 selective scan, backward (CPU)");
+  m.def("causal_conv1d_fwd", &causal_conv1d_fwd, "Depthwise causal conv1d, channels-last, forward (CPU)");
+  m.def("causal_conv1d_bwd", &causal_conv1d_bwd, "Depthwise causal conv1d, channels-last, backward (CPU)");
   m.def("swelu_fwd", &swelu_fwd, "SWELU with scalar k and lam, forward (CPU)");
   m.def("swelu_bwd", &swelu_bwd, "SWELU with scalar k and lam, backward (CPU)");
   m.def("cross_entropy_rows_", &cross_entropy_rows_,
