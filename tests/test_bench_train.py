@@ -23,7 +23,7 @@ def test_training_benchmark_reports_consistent_figures() -> None:
         # every labelled part is found: the scan (forward label and autograd's backward node), the head
         # (ops with the vocabulary as a dimension) and the optimizer
         assert shares["scan"] > 0 and shares["head_and_loss"] > 0 and shares["optimizer"] > 0
-        assert shares["swelu"] > 0
+        assert shares["swelu"] > 0 and shares["conv"] > 0
 
 
 def test_cli_json(capsys) -> None:

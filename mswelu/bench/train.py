@@ -7,11 +7,11 @@ A step is the trainer's step: forward, the next-token loss, backward, gradient c
 optimizer step with the project's AdamW routing, on random tokens (the speed does not depend on the
 data). The paths, each measured in the same run on the same model:
 
-- ``fp32-logits``: fp32, full logits, then the loss, the pure-PyTorch scan and SWELU, and AdamW's
+- ``fp32-logits``: fp32, full logits, then the loss, the pure-PyTorch scan and SWELU, F.conv1d, and AdamW's
   per-tensor loop (the path before the speed-ups; the reference);
 - ``fp32``: fp32 with the fused head + loss (:func:`mswelu.ops.lm_loss.linear_cross_entropy`), the
-  compiled CPU kernels for the scan, SWELU and the head's softmax (:mod:`mswelu.ops.cpu_kernels`) and
-  torch's fused AdamW, as the trainer runs with ``dtype="fp32"``;
+  compiled CPU kernels for the scan, the causal conv, SWELU and the head's softmax
+  (:mod:`mswelu.ops.cpu_kernels`) and torch's fused AdamW, as the trainer runs with ``dtype="fp32"``;
 - ``bf16-torch``: bf16 autocast (fp32 master weights, scan and loss in fp32) with the fused head and fused
   AdamW, the kernels turned off (``MSWELU_CPU_KERNELS=0``): what the kernels add on top of bf16;
 - ``bf16``: ``bf16-torch`` with the kernels, as the trainer runs with ``dtype="bf16"`` (and ``auto`` on a
@@ -30,7 +30,8 @@ For each path:
   weight once, the tied head counted once), and its share of the fp32 and bf16 matmul peaks, measured in
   the same process at the same thread count (a square matmul, best of 5);
 - ``components``: the share of one profiled step (``torch.profiler``, self CPU time of every op) spent in
-  the selective scan (forward and its backward), SWELU (forward and backward), the LM head + loss (every
+  the selective scan (forward and its backward), SWELU (forward and backward), the mixer's causal conv
+  (the CPU kernel or F.conv1d, forward and backward), the LM head + loss (every
   op with an input whose last dimension is the vocabulary, or a matrix whose first is: the head's matmuls,
   the softmax and loss; the fused head's Function with everything under it; the embedding and its
   gradient), the
@@ -151,7 +152,8 @@ def components(
 
     with _labelled_scan(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         _step(model, optimizer, window, path)
-    totals = {"scan": 0.0, "swelu": 0.0, "head_and_loss": 0.0, "matmul": 0.0, "optimizer": 0.0, "other": 0.0}
+    kinds = ("scan", "swelu", "conv", "head_and_loss", "matmul", "optimizer", "other")
+    totals = dict.fromkeys(kinds, 0.0)
     for event in prof.events():
         if event.name in (_SCAN, _OPTIMIZER):
             continue  # labels: their time is their children's
@@ -164,6 +166,8 @@ def components(
             kind = "scan"
         elif any("_SWELUFunction" in a for a in [event.name, *ancestors]):
             kind = "swelu"
+        elif any("CausalConv1d" in a or "convolution" in a for a in [event.name, *ancestors]):
+            kind = "conv"
         elif _OPTIMIZER in ancestors:
             kind = "optimizer"
         elif _is_head(event, ancestors, vocab_size, window.numel() - window.size(0)):

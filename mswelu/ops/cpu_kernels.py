@@ -1,11 +1,14 @@
-"""mswelu's compiled CPU kernels (``ops/csrc/cpu_kernels.cpp``): the selective scan and SWELU.
+"""mswelu's compiled CPU kernels (``ops/csrc/cpu_kernels.cpp``): the selective scan, the mixer's causal
+conv, SWELU and the fused LM head's cross-entropy.
 
-On a CPU these two are most of a small Mamba-SWELU model's training step in pure PyTorch: the scan is a
-sequential recurrence over (batch, channels, state) that PyTorch runs as many small ops, and SWELU's
+On a CPU the scan and SWELU are most of a small Mamba-SWELU model's training step in pure PyTorch: the scan
+is a sequential recurrence over (batch, channels, state) that PyTorch runs as many small ops, and SWELU's
 closed form is a dozen elementwise passes. The kernels do each in one pass with the state in registers,
 vectorised with ATen's ``Vectorized`` for the instruction set this CPU has (AVX-512, AVX2, else generic)
-and parallel over torch's threads. Their references are :mod:`mswelu.ops.selective_scan` and
-:mod:`mswelu.ops.swelu`, which call them (``impl="auto"``) and which the tests hold them to.
+and parallel over torch's threads; they read bf16 activations (autocast) without converting copies, and
+the conv works channels-last so that the mixer makes no transposing copies. Their references are
+:mod:`mswelu.ops.selective_scan`, :mod:`mswelu.ops.causal_conv`, :mod:`mswelu.ops.swelu` and
+:mod:`mswelu.ops.lm_loss`, which call them (``impl="auto"``) and which the tests hold them to.
 
 The extension is built on first use with :func:`torch.utils.cpp_extension.load` (a C++ compiler and
 ``ninja``; about a minute once, then cached in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``).
