@@ -330,11 +330,13 @@ def conv_run(x, w, bias, impl, grad_dtype=None):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
-    ("d", "length", "width"), [(37, 19, 4), (16, 3, 4), (5, 11, 2), (64, 9, 1), (3, 6, 8)]
+    ("d", "length", "width"),
+    [(37, 19, 4), (16, 3, 4), (5, 11, 2), (64, 9, 1), (3, 6, 8), (20, 150, 4), (17, 130, 3)],
 )
 def test_conv_kernel_matches_conv1d(dtype, d, length, width):
     """Values and every gradient equal F.conv1d's (channel counts around the vector width, lengths shorter
-    than the kernel, widths 1 to the kernel's limit); y comes back channels-last."""
+    than the kernel and across the kernel's blocks of 64 time steps, widths 1 to the kernel's limit); y
+    comes back channels-last."""
     x, w, bias = conv_inputs(2, d, length, width, dtype)
     ours, ref = conv_run(x, w, bias, "cpu"), conv_run(x, w, bias, "torch")
     assert ours[0].shape == (2, d, length) and ours[0].transpose(1, 2).is_contiguous()

@@ -415,7 +415,6 @@ std::vector<Tensor> selective_scan_bwd(const Tensor& gout, const Tensor& u, cons
 // channel stride and any batch / time strides (a slice of in_proj's output), the weight transposed to
 // (K, channels) and the bias (channels,) in the compute dtype; y (batch, length, channels) contiguous in x's
 // dtype:  y[b, t, c] = bias[c] + sum_j w[c, j] * x[b, t - (K - 1) + j, c], with x = 0 before t = 0.
-// One work item is one batch row and W channels (as in the scan); the last K inputs stay in registers.
 constexpr int64_t kMaxConvWidth = 8;
 
 void check_conv_inputs(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias) {
@@ -433,102 +432,137 @@ void check_conv_inputs(const Tensor& x, const Tensor& wt, const c10::optional<Te
   }
 }
 
+// f(std::integral_constant<int, K>) for the usual width 4, f(integral_constant<int, 0>) (any width) otherwise
+template <typename F>
+void dispatch_width(int64_t k, const F& f) {
+  if (k == 4) {
+    f(std::integral_constant<int, 4>{});
+  } else {
+    f(std::integral_constant<int, 0>{});
+  }
+}
+
+// One work item: one batch row and kConvRows consecutive time steps, all channels (a vector of W channels
+// at a time, walking the item's rows with the last K inputs in registers): the rows stay in cache while
+// every channel block reads them, and each thread reads whole cache lines.
+constexpr int64_t kConvRows = 64;
+
+template <typename IO, int KS, typename T = at::opmath_type<IO>>
+void conv_forward_impl(const Tensor& x, const Tensor& wt, const T* bp, Tensor& y) {
+  constexpr int64_t W = Vec<T>::size();
+  const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
+  const int64_t tblocks = (L + kConvRows - 1) / kConvRows, sb = x.stride(0), sl = x.stride(1);
+  const IO* xp = x.data_ptr<IO>();
+  IO* yp = y.data_ptr<IO>();
+  const T* wp = wt.data_ptr<T>();
+  at::parallel_for(0, nb * tblocks, 1, [&](int64_t begin, int64_t end) {
+    std::array<Vec<T>, kMaxConvWidth> wv, xs;  // xs[j] = x[t - (K - 1) + j]
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / tblocks, t0 = (item % tblocks) * kConvRows, t1 = std::min(L, t0 + kConvRows);
+      for (int64_t d0 = 0; d0 < Dm; d0 += W) {
+        const int64_t w = std::min(W, Dm - d0);
+        for (int64_t j = 0; j < K; ++j) {
+          wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
+          // the K - 1 inputs before the block, in xs[1..K-1] (the first step shifts them down)
+          const int64_t t = t0 - K + j;
+          xs[j] = (j >= 1 && t >= 0) ? load_op<IO, T>(xp + b * sb + t * sl + d0, w) : Vec<T>(T(0));
+        }
+        const Vec<T> bv = bp ? Vec<T>::loadu(bp + d0, w) : Vec<T>(T(0));
+        for (int64_t t = t0; t < t1; ++t) {
+          for (int64_t j = 0; j + 1 < K; ++j) xs[j] = xs[j + 1];
+          xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
+          Vec<T> acc = bv;
+          for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], xs[j], acc);
+          store_op<IO, T>(yp + (b * L + t) * Dm + d0, acc, w);
+        }
+      }
+    }
+  });
+}
+
+// dx[s] = sum_j w[j] gy[s + K - 1 - j]; dw[j] = sum_t gy[t] x[t - (K - 1) + j]; dbias = sum_t gy[t]. Per
+// item and channel block the sums over its rows stay in registers; they go into per-thread partial sums
+// that the caller adds up in a fixed order.
+template <typename IO, int KS, typename T = at::opmath_type<IO>>
+void conv_backward_impl(const Tensor& gy, const Tensor& x, const Tensor& wt, Tensor& gx, Tensor& gw_part,
+                        Tensor& gb_part) {
+  constexpr int64_t W = Vec<T>::size();
+  const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
+  const int64_t tblocks = (L + kConvRows - 1) / kConvRows;
+  const int64_t sb = x.stride(0), sl = x.stride(1), gb = gy.stride(0), gl = gy.stride(1);
+  const IO* xp = x.data_ptr<IO>();
+  const IO* gp = gy.data_ptr<IO>();
+  IO* gxp = gx.data_ptr<IO>();
+  const T* wp = wt.data_ptr<T>();
+  T* gwp = gw_part.data_ptr<T>();
+  T* gbp = gb_part.data_ptr<T>();
+  at::parallel_for(0, nb * tblocks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t tid = at::get_thread_num();
+    // xs[j] = x[t - (K - 1) + j]; gs[j] = gy[t + j] (the output gradients dx[t] reads)
+    std::array<Vec<T>, kMaxConvWidth> wv, xs, gs, gw;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / tblocks, t0 = (item % tblocks) * kConvRows, t1 = std::min(L, t0 + kConvRows);
+      for (int64_t d0 = 0; d0 < Dm; d0 += W) {
+        const int64_t w = std::min(W, Dm - d0);
+        for (int64_t j = 0; j < K; ++j) {
+          wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
+          gw[j] = Vec<T>(T(0));
+          const int64_t tx = t0 - K + j, tg = t0 + j - 1;  // one step behind: the first step shifts them
+          xs[j] = (j >= 1 && tx >= 0) ? load_op<IO, T>(xp + b * sb + tx * sl + d0, w) : Vec<T>(T(0));
+          gs[j] = (j >= 1 && tg < L) ? load_op<IO, T>(gp + b * gb + tg * gl + d0, w) : Vec<T>(T(0));
+        }
+        Vec<T> gbias(T(0));
+        for (int64_t t = t0; t < t1; ++t) {
+          for (int64_t j = 0; j + 1 < K; ++j) {
+            xs[j] = xs[j + 1];
+            gs[j] = gs[j + 1];
+          }
+          xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
+          const int64_t ahead = t + K - 1;
+          gs[K - 1] = ahead < L ? load_op<IO, T>(gp + b * gb + ahead * gl + d0, w) : Vec<T>(T(0));
+          const Vec<T> g = gs[0];  // gy[t]
+          for (int64_t j = 0; j < K; ++j) gw[j] = at::vec::fmadd(g, xs[j], gw[j]);
+          gbias = gbias + g;
+          Vec<T> acc(T(0));
+          for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], gs[K - 1 - j], acc);
+          store_op<IO, T>(gxp + (b * L + t) * Dm + d0, acc, w);
+        }
+        for (int64_t j = 0; j < K; ++j) accumulate(gwp + (tid * K + j) * Dm + d0, gw[j], w);
+        accumulate(gbp + tid * Dm + d0, gbias, w);
+      }
+    }
+  });
+}
+
 Tensor causal_conv1d_fwd(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias) {
   check_conv_inputs(x, wt, bias);
   Tensor y = at::empty(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_fwd", [&] {
     using op_t = at::opmath_type<scalar_t>;
-    constexpr int64_t W = Vec<op_t>::size();
-    const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = wt.size(0), blocks = (Dm + W - 1) / W;
-    const int64_t sb = x.stride(0), sl = x.stride(1);
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* yp = y.data_ptr<scalar_t>();
-    const op_t* wp = wt.data_ptr<op_t>();
-    const op_t* bp = optional_ptr<op_t>(bias);
-    at::parallel_for(0, nb * blocks, 1, [&](int64_t begin, int64_t end) {
-      std::array<Vec<op_t>, kMaxConvWidth> wv, xs;  // xs[j] = x[t - (K - 1) + j]
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t b = item / blocks, d0 = (item % blocks) * W, w = std::min(W, Dm - d0);
-        for (int64_t j = 0; j < K; ++j) {
-          wv[j] = Vec<op_t>::loadu(wp + j * Dm + d0, w);
-          xs[j] = Vec<op_t>(op_t(0));
-        }
-        const Vec<op_t> bv = bp ? Vec<op_t>::loadu(bp + d0, w) : Vec<op_t>(op_t(0));
-        for (int64_t t = 0; t < L; ++t) {
-          for (int64_t j = 0; j + 1 < K; ++j) xs[j] = xs[j + 1];
-          xs[K - 1] = load_op<scalar_t, op_t>(xp + b * sb + t * sl + d0, w);
-          Vec<op_t> acc = bv;
-          for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], xs[j], acc);
-          store_op<scalar_t, op_t>(yp + (b * L + t) * Dm + d0, acc, w);
-        }
-      }
+    dispatch_width(wt.size(0), [&](auto ks) {
+      conv_forward_impl<scalar_t, decltype(ks)::value>(x, wt, optional_ptr<op_t>(bias), y);
     });
   });
   return y;
 }
 
 // -> (dx (batch, length, channels) in x's dtype, dw^T (K, channels), dbias (channels,) or undefined), with
-// gy like x (unit channel stride). dx[s] = sum_j w[j] gy[s + K - 1 - j] is produced K - 1 steps behind the
-// walk over t that accumulates dw and dbias; per-thread partial sums, added up in a fixed order.
+// gy like x (unit channel stride).
 std::vector<Tensor> causal_conv1d_bwd(const Tensor& gy, const Tensor& x, const Tensor& wt,
                                       const c10::optional<Tensor>& bias) {
   check_conv_inputs(x, wt, bias);
   TORCH_CHECK(gy.sizes() == x.sizes() && unit_channel_stride(gy) && gy.scalar_type() == x.scalar_type(),
               "mswelu CPU conv: the output gradient must be like x");
-  std::vector<Tensor> result;
+  const int64_t threads = at::get_num_threads();
+  Tensor gx = at::empty(x.sizes(), x.options());
+  Tensor gw_part = at::zeros({threads, wt.size(0), x.size(2)}, wt.options());
+  Tensor gb_part = at::zeros({threads, x.size(2)}, wt.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_bwd", [&] {
-    using op_t = at::opmath_type<scalar_t>;
-    constexpr int64_t W = Vec<op_t>::size();
-    const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = wt.size(0), blocks = (Dm + W - 1) / W;
-    const int64_t sb = x.stride(0), sl = x.stride(1), gb = gy.stride(0), gl = gy.stride(1);
-    const int64_t threads = at::get_num_threads();
-    Tensor gx = at::empty(x.sizes(), x.options());
-    Tensor gw_part = at::zeros({threads, K, Dm}, wt.options());
-    Tensor gb_part = at::zeros({threads, Dm}, wt.options());
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* gp = gy.data_ptr<scalar_t>();
-    scalar_t* gxp = gx.data_ptr<scalar_t>();
-    const op_t* wp = wt.data_ptr<op_t>();
-    op_t* gwp = gw_part.data_ptr<op_t>();
-    op_t* gbp = gb_part.data_ptr<op_t>();
-    at::parallel_for(0, nb * blocks, 1, [&](int64_t begin, int64_t end) {
-      const int64_t tid = at::get_thread_num();
-      // xs[j] = x[t - (K - 1) + j], gs[j] = gy[t - (K - 1) + j]
-      std::array<Vec<op_t>, kMaxConvWidth> wv, xs, gs, gw;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t b = item / blocks, d0 = (item % blocks) * W, w = std::min(W, Dm - d0);
-        for (int64_t j = 0; j < K; ++j) {
-          wv[j] = Vec<op_t>::loadu(wp + j * Dm + d0, w);
-          xs[j] = gs[j] = gw[j] = Vec<op_t>(op_t(0));
-        }
-        Vec<op_t> gbias(op_t(0));
-        for (int64_t t = 0; t < L + K - 1; ++t) {
-          for (int64_t j = 0; j + 1 < K; ++j) {
-            xs[j] = xs[j + 1];
-            gs[j] = gs[j + 1];
-          }
-          if (t < L) {
-            xs[K - 1] = load_op<scalar_t, op_t>(xp + b * sb + t * sl + d0, w);
-            gs[K - 1] = load_op<scalar_t, op_t>(gp + b * gb + t * gl + d0, w);
-            for (int64_t j = 0; j < K; ++j) gw[j] = at::vec::fmadd(gs[K - 1], xs[j], gw[j]);
-            gbias = gbias + gs[K - 1];
-          } else {
-            gs[K - 1] = Vec<op_t>(op_t(0));
-          }
-          const int64_t s = t - (K - 1);  // dx[s] needs gy[s .. s + K - 1] = gs[0 .. K - 1]
-          if (s >= 0) {
-            Vec<op_t> acc(op_t(0));
-            for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], gs[K - 1 - j], acc);
-            store_op<scalar_t, op_t>(gxp + (b * L + s) * Dm + d0, acc, w);
-          }
-        }
-        for (int64_t j = 0; j < K; ++j) accumulate(gwp + (tid * K + j) * Dm + d0, gw[j], w);
-        accumulate(gbp + tid * Dm + d0, gbias, w);
-      }
+    dispatch_width(wt.size(0), [&](auto ks) {
+      conv_backward_impl<scalar_t, decltype(ks)::value>(gy, x, wt, gx, gw_part, gb_part);
     });
-    result = {gx, gw_part.sum(0), bias.has_value() ? gb_part.sum(0) : Tensor()};
   });
-  return result;
+  return {gx, gw_part.sum(0), bias.has_value() ? gb_part.sum(0) : Tensor()};
 }
 
 // ------------------------------------------------------------------------------------------ SWELU
