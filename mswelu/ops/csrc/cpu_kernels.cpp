@@ -447,35 +447,42 @@ void dispatch_width(int64_t k, const F& f) {
 // every channel block reads them, and each thread reads whole cache lines.
 constexpr int64_t kConvRows = 64;
 
+// f(b, t0, t1, d0, w) for every work item (batch row b, time steps [t0, t1)) and each of its channel blocks
+// [d0, d0 + w), in parallel over the work items.
+template <int64_t W, typename F>
+void for_conv_blocks(int64_t nb, int64_t L, int64_t Dm, const F& f) {
+  const int64_t tblocks = (L + kConvRows - 1) / kConvRows;
+  at::parallel_for(0, nb * tblocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / tblocks, t0 = (item % tblocks) * kConvRows, t1 = std::min(L, t0 + kConvRows);
+      for (int64_t d0 = 0; d0 < Dm; d0 += W) f(b, t0, t1, d0, std::min(W, Dm - d0));
+    }
+  });
+}
+
 template <typename IO, int KS, typename T = at::opmath_type<IO>>
 void conv_forward_impl(const Tensor& x, const Tensor& wt, const T* bp, Tensor& y) {
   constexpr int64_t W = Vec<T>::size();
   const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
-  const int64_t tblocks = (L + kConvRows - 1) / kConvRows, sb = x.stride(0), sl = x.stride(1);
+  const int64_t sb = x.stride(0), sl = x.stride(1);
   const IO* xp = x.data_ptr<IO>();
   IO* yp = y.data_ptr<IO>();
   const T* wp = wt.data_ptr<T>();
-  at::parallel_for(0, nb * tblocks, 1, [&](int64_t begin, int64_t end) {
+  for_conv_blocks<W>(nb, L, Dm, [&](int64_t b, int64_t t0, int64_t t1, int64_t d0, int64_t w) {
     std::array<Vec<T>, kMaxConvWidth> wv, xs;  // xs[j] = x[t - (K - 1) + j]
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / tblocks, t0 = (item % tblocks) * kConvRows, t1 = std::min(L, t0 + kConvRows);
-      for (int64_t d0 = 0; d0 < Dm; d0 += W) {
-        const int64_t w = std::min(W, Dm - d0);
-        for (int64_t j = 0; j < K; ++j) {
-          wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
-          // the K - 1 inputs before the block, in xs[1..K-1] (the first step shifts them down)
-          const int64_t t = t0 - K + j;
-          xs[j] = (j >= 1 && t >= 0) ? load_op<IO, T>(xp + b * sb + t * sl + d0, w) : Vec<T>(T(0));
-        }
-        const Vec<T> bv = bp ? Vec<T>::loadu(bp + d0, w) : Vec<T>(T(0));
-        for (int64_t t = t0; t < t1; ++t) {
-          for (int64_t j = 0; j + 1 < K; ++j) xs[j] = xs[j + 1];
-          xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
-          Vec<T> acc = bv;
-          for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], xs[j], acc);
-          store_op<IO, T>(yp + (b * L + t) * Dm + d0, acc, w);
-        }
-      }
+    for (int64_t j = 0; j < K; ++j) {
+      wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
+      // the K - 1 inputs before the block, in xs[1..K-1] (the first step shifts them down)
+      const int64_t t = t0 - K + j;
+      xs[j] = (j >= 1 && t >= 0) ? load_op<IO, T>(xp + b * sb + t * sl + d0, w) : Vec<T>(T(0));
+    }
+    const Vec<T> bv = bp ? Vec<T>::loadu(bp + d0, w) : Vec<T>(T(0));
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t j = 0; j + 1 < K; ++j) xs[j] = xs[j + 1];
+      xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
+      Vec<T> acc = bv;
+      for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], xs[j], acc);
+      store_op<IO, T>(yp + (b * L + t) * Dm + d0, acc, w);
     }
   });
 }
@@ -488,7 +495,6 @@ void conv_backward_impl(const Tensor& gy, const Tensor& x, const Tensor& wt, Ten
                         Tensor& gb_part) {
   constexpr int64_t W = Vec<T>::size();
   const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
-  const int64_t tblocks = (L + kConvRows - 1) / kConvRows;
   const int64_t sb = x.stride(0), sl = x.stride(1), gb = gy.stride(0), gl = gy.stride(1);
   const IO* xp = x.data_ptr<IO>();
   const IO* gp = gy.data_ptr<IO>();
@@ -496,41 +502,35 @@ void conv_backward_impl(const Tensor& gy, const Tensor& x, const Tensor& wt, Ten
   const T* wp = wt.data_ptr<T>();
   T* gwp = gw_part.data_ptr<T>();
   T* gbp = gb_part.data_ptr<T>();
-  at::parallel_for(0, nb * tblocks, 1, [&](int64_t begin, int64_t end) {
+  for_conv_blocks<W>(nb, L, Dm, [&](int64_t b, int64_t t0, int64_t t1, int64_t d0, int64_t w) {
     const int64_t tid = at::get_thread_num();
     // xs[j] = x[t - (K - 1) + j]; gs[j] = gy[t + j] (the output gradients dx[t] reads)
     std::array<Vec<T>, kMaxConvWidth> wv, xs, gs, gw;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / tblocks, t0 = (item % tblocks) * kConvRows, t1 = std::min(L, t0 + kConvRows);
-      for (int64_t d0 = 0; d0 < Dm; d0 += W) {
-        const int64_t w = std::min(W, Dm - d0);
-        for (int64_t j = 0; j < K; ++j) {
-          wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
-          gw[j] = Vec<T>(T(0));
-          const int64_t tx = t0 - K + j, tg = t0 + j - 1;  // one step behind: the first step shifts them
-          xs[j] = (j >= 1 && tx >= 0) ? load_op<IO, T>(xp + b * sb + tx * sl + d0, w) : Vec<T>(T(0));
-          gs[j] = (j >= 1 && tg < L) ? load_op<IO, T>(gp + b * gb + tg * gl + d0, w) : Vec<T>(T(0));
-        }
-        Vec<T> gbias(T(0));
-        for (int64_t t = t0; t < t1; ++t) {
-          for (int64_t j = 0; j + 1 < K; ++j) {
-            xs[j] = xs[j + 1];
-            gs[j] = gs[j + 1];
-          }
-          xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
-          const int64_t ahead = t + K - 1;
-          gs[K - 1] = ahead < L ? load_op<IO, T>(gp + b * gb + ahead * gl + d0, w) : Vec<T>(T(0));
-          const Vec<T> g = gs[0];  // gy[t]
-          for (int64_t j = 0; j < K; ++j) gw[j] = at::vec::fmadd(g, xs[j], gw[j]);
-          gbias = gbias + g;
-          Vec<T> acc(T(0));
-          for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], gs[K - 1 - j], acc);
-          store_op<IO, T>(gxp + (b * L + t) * Dm + d0, acc, w);
-        }
-        for (int64_t j = 0; j < K; ++j) accumulate(gwp + (tid * K + j) * Dm + d0, gw[j], w);
-        accumulate(gbp + tid * Dm + d0, gbias, w);
-      }
+    for (int64_t j = 0; j < K; ++j) {
+      wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
+      gw[j] = Vec<T>(T(0));
+      const int64_t tx = t0 - K + j, tg = t0 + j - 1;  // one step behind: the first step shifts them
+      xs[j] = (j >= 1 && tx >= 0) ? load_op<IO, T>(xp + b * sb + tx * sl + d0, w) : Vec<T>(T(0));
+      gs[j] = (j >= 1 && tg < L) ? load_op<IO, T>(gp + b * gb + tg * gl + d0, w) : Vec<T>(T(0));
     }
+    Vec<T> gbias(T(0));
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t j = 0; j + 1 < K; ++j) {
+        xs[j] = xs[j + 1];
+        gs[j] = gs[j + 1];
+      }
+      xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
+      const int64_t ahead = t + K - 1;
+      gs[K - 1] = ahead < L ? load_op<IO, T>(gp + b * gb + ahead * gl + d0, w) : Vec<T>(T(0));
+      const Vec<T> g = gs[0];  // gy[t]
+      for (int64_t j = 0; j < K; ++j) gw[j] = at::vec::fmadd(g, xs[j], gw[j]);
+      gbias = gbias + g;
+      Vec<T> acc(T(0));
+      for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], gs[K - 1 - j], acc);
+      store_op<IO, T>(gxp + (b * L + t) * Dm + d0, acc, w);
+    }
+    for (int64_t j = 0; j < K; ++j) accumulate(gwp + (tid * K + j) * Dm + d0, gw[j], w);
+    accumulate(gbp + tid * Dm + d0, gbias, w);
   });
 }
 
