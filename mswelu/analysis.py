@@ -1,8 +1,8 @@
 """Analysis of training runs: metrics tables, k trajectories and tables, activation shapes, seed statistics
 and the check of the seed documents' claims.
 
-Everything here is a pure function over ``metrics.jsonl`` records (dicts) or pandas DataFrames, except
-:func:`k_gradients`, which runs one backward pass; notebooks only call these and plot.
+Everything here is a pure function over ``metrics.jsonl`` records (dicts) or pandas DataFrames (the one
+backward pass, |dL/dk|, is :mod:`mswelu.shape_gradients`); notebooks only call these and plot.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mswelu import stats
-from mswelu.modules import activations
+from mswelu.modules import activations as activations_registry
 
 __all__ = [
     "SEED_CLAIMS",
@@ -29,7 +29,6 @@ __all__ = [
     "eval_frame",
     "final_k_table",
     "k_deviation",
-    "k_gradients",
     "k_layer_tables",
     "k_slot_summary",
     "k_slot_trajectories",
@@ -262,60 +261,24 @@ def k_slot_trajectories(k: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- activation shapes
 def activation_curves(
-    k_values: Mapping[str, Any], z: Sequence[float] | np.ndarray | None = None, include_silu: bool = True
+    values: Mapping[str, Any],
+    z: Sequence[float] | np.ndarray | None = None,
+    include_silu: bool = True,
+    activations: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """The learned activation of every slot evaluated on ``z`` (default 401 points in [-4, 4]):
-    index z, one column per activation (plus ``silu``)."""
+    """The learned activation of every slot evaluated on ``z`` (default 401 points in [-4, 4]): index z, one
+    column per slot (plus ``silu``). ``values`` maps a slot to its shape values (``{"k": .., "lambda": ..}``,
+    ``{"beta": ..}``, or a bare k); ``activations`` maps a slot to its activation kind (a run's
+    ``slots[name].activation``; default ``swelu``, what runs before slot records held)."""
     z = np.linspace(-4.0, 4.0, 401) if z is None else np.asarray(z, dtype=np.float64)
     cols: dict[str, np.ndarray] = {}
-    for name, value in k_values.items():
-        cols[str(name)] = activations.curve("swelu", z, value)
+    for name, value in values.items():
+        kind = (activations or {}).get(str(name)) or "swelu"
+        shape = dict(value) if isinstance(value, Mapping) else {"k": float(value)}
+        cols[str(name)] = activations_registry.curve(kind, z, shape)
     if include_silu:
-        cols["silu"] = activations.curve("silu", z)
+        cols["silu"] = activations_registry.curve("silu", z)
     return pd.DataFrame(cols, index=pd.Index(z, name="z"))
-
-
-def k_gradients(model: Any, input_ids: Any) -> dict[str, float]:
-    """|dL/dk| for every SWELU with a learnable k, from one forward/backward on ``input_ids`` (B, L+1)
-    with the trainer's loss (next-token cross-entropy on ``x = w[:, :-1]``, ``y = w[:, 1:]``).
-
-    Gradients are taken with respect to the effective k (the chain rule through ``k_raw`` is undone), so
-    they are comparable across parametrisations. Names are the model's ``swelu_slots()`` names (those of
-    the logged k) when it has them, else module paths. The model's existing
-    ``.grad`` fields are left untouched.
-    """
-    import torch
-
-    from mswelu.models import lm_loss
-    from mswelu.modules.swelu import swelu_modules
-    from mswelu.ops.lm_loss import split_window
-
-    slots = model.swelu_slots() if hasattr(model, "swelu_slots") else swelu_modules(model)
-    mods = [
-        (n, m)
-        for n, m in slots
-        if isinstance(getattr(m, "k_raw", None), torch.nn.Parameter) and m.k_raw.requires_grad
-    ]
-    if not mods:
-        return {}
-    was_training = model.training
-    model.eval()
-    try:
-        x, y = split_window(input_ids)
-        loss = lm_loss(model, x, y)
-        raw = [m.k_raw for _, m in mods]
-        grads = torch.autograd.grad(loss, raw, allow_unused=True)
-        out = {}
-        for (name, m), g in zip(mods, grads, strict=True):
-            if g is None:
-                out[name] = 0.0
-                continue
-            with torch.enable_grad():  # dk/dk_raw through the module's own parametrisation
-                dk = torch.autograd.grad(m.k.sum(), m.k_raw)[0]
-            out[name] = float(g.abs().sum()) / max(float(dk.abs().sum()), 1e-12)
-        return out
-    finally:
-        model.train(was_training)
 
 
 # --------------------------------------------------------------------------- seeds
@@ -635,7 +598,7 @@ def architecture_claims() -> pd.DataFrame:
     cfg = MambaSWELUConfig.for_run("seed-124m", 50257, 1024)
     n_params = parameter_count(cfg)
     with torch.device("meta"):
-        n_k = MambaSWELUForCausalLM(cfg).num_k(learnable_only=True)
+        n_k = MambaSWELUForCausalLM(cfg).num_shape_slots(learnable_only=True)
     claimed_p, claimed_k = SEED_CLAIMS["parameters"], SEED_CLAIMS["learnable_k"]
     close = abs(n_params - claimed_p) <= 0.01 * claimed_p
     scale = "the seed-124m architecture as specified (counted, not trained)"

@@ -30,20 +30,20 @@ True parameter counts (tied head counted once) and k counts of the presets:
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
+from mswelu.errors import unknown_choice
 from mswelu.modules.activations import ACTIVATIONS
+from mswelu.modules.mixers import layer_mixers, pattern_letters, sequence_mixers
+from mswelu.modules.mixers.common import K_SHARING
+from mswelu.modules.norms import NORMS
 from mswelu.ops.backends import BACKENDS
 
-NORMS = ("layernorm", "rmsnorm")
 POS_EMBEDDINGS = ("learned", "none")
-K_SHARING = ("shared", "separate")
 INIT_SCHEMES = ("gpt2", "mamba")
-LAYER_PATTERN_RE = re.compile(r"^[MA]+$")
 
 # Preset values are overrides of the dataclass defaults (which are the seed-124m architecture).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -98,7 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}: expected one of {allowed}")
+        raise ValueError(unknown_choice(name, value, allowed))
 
 
 @strict(accept_kwargs=True)
@@ -108,7 +108,9 @@ class MambaSWELUConfig(PretrainedConfig):
     Args:
         vocab_size: token vocabulary (rounded up to ``pad_vocab_size_multiple``).
         d_model: width of the residual stream.
-        layer_pattern: one letter per block: ``M`` a Mamba block, ``A`` causal self-attention.
+        layer_pattern: one letter per block: ``M`` a block of the sequence mixer ``mixer``, ``A`` causal
+            self-attention (:data:`mswelu.modules.mixers.MIXERS`).
+        mixer: the sequence mixer of the ``M`` blocks: ``mamba1`` (the default) or another registered one.
         d_state: SSM state size N per channel.
         d_conv: causal convolution width.
         expand: ``d_inner = expand * d_model``.
@@ -150,6 +152,7 @@ class MambaSWELUConfig(PretrainedConfig):
     vocab_size: int = 50257
     d_model: int = 1024
     layer_pattern: str = "MMMMMM"
+    mixer: str = "mamba1"
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
@@ -196,15 +199,21 @@ class MambaSWELUConfig(PretrainedConfig):
 
     def _validate(self) -> None:
         _check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        _check_choice("mixer", self.mixer, sequence_mixers())
         _check_choice("norm", self.norm, NORMS)
         _check_choice("pos_embedding", self.pos_embedding, POS_EMBEDDINGS)
         _check_choice("mixer_k_sharing", self.mixer_k_sharing, K_SHARING)
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("init_scheme", self.init_scheme, INIT_SCHEMES)
-        if not isinstance(self.layer_pattern, str) or not LAYER_PATTERN_RE.match(self.layer_pattern):
+        letters = pattern_letters()
+        if (
+            not isinstance(self.layer_pattern, str)
+            or not self.layer_pattern
+            or set(self.layer_pattern) - set(letters)
+        ):
             raise ValueError(
-                f"invalid layer_pattern {self.layer_pattern!r}: use a non-empty string of 'M' (Mamba block) "
-                "and 'A' (causal self-attention block), e.g. 'MMMMMM' or 'MAMA'"
+                f"invalid layer_pattern {self.layer_pattern!r}: use a non-empty string of {letters} ('M': a "
+                "block of the config's mixer, 'A': causal self-attention), e.g. 'MMMMMM' or 'MAMA'"
             )
         for name in (
             "vocab_size",
@@ -241,6 +250,16 @@ class MambaSWELUConfig(PretrainedConfig):
             raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
         if self.initializer_range <= 0:
             raise ValueError(f"initializer_range must be > 0, got {self.initializer_range}")
+
+    def layer_mixers(self) -> list[str]:
+        """The mixer of each block (``mamba1``, ``attention``, ...), in order."""
+        return layer_mixers(self.layer_pattern, self.mixer)
+
+    def shape_overrides(self) -> tuple[dict[str, float], dict[str, bool]]:
+        """The activations' shape settings this config makes (initial values and learnability by shape
+        parameter name): ``k_init`` and ``learnable_lambda`` (an activation without k or lambda ignores
+        them)."""
+        return {"k": float(self.k_init)}, {"lambda": bool(self.learnable_lambda)}
 
     @property
     def n_layer(self) -> int:

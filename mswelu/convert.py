@@ -84,8 +84,10 @@ def _check_reference(config: MambaSWELUConfig) -> None:
         for k, v in _reference_arch().items()
         if k not in ("init_scheme", "pad_vocab_size_multiple") and getattr(config, k) != v
     ]
-    if set(config.layer_pattern) != {"M"}:
-        problems.append(f"layer_pattern={config.layer_pattern!r} (need only 'M')")
+    if set(config.layer_mixers()) != {"mamba1"}:
+        problems.append(
+            f"layer_pattern={config.layer_pattern!r} with mixer={config.mixer!r} (need only mamba1 blocks)"
+        )
     if problems:
         raise ValueError("model is not the reference Mamba-1 architecture: " + ", ".join(problems))
 

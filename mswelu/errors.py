@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["with_nearest"]
+__all__ = ["unknown_choice", "with_nearest"]
 
 
 def with_nearest(unknown: Iterable[str], known: Iterable[str]) -> str:
@@ -16,3 +16,9 @@ def with_nearest(unknown: Iterable[str], known: Iterable[str]) -> str:
         close = difflib.get_close_matches(name, known, 1)
         parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
     return ", ".join(parts)
+
+
+def unknown_choice(what: str, value: object, choices: Iterable[str]) -> str:
+    """``unknown norm 'rms' (did you mean 'rmsnorm'?): expected one of ('layernorm', 'rmsnorm')``."""
+    choices = tuple(choices)
+    return f"unknown {what} {with_nearest([str(value)], choices)}: expected one of {choices}"

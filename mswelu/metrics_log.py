@@ -4,6 +4,7 @@ scalars in TensorBoard. Only rank 0 holds one."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from mswelu.progress import log
@@ -17,8 +18,13 @@ _SCALARS = ("loss", "grad_norm", "tokens_per_s", "val_loss", "val_ppl", "val_bpb
 class MetricsLog:
     """Append records to a run's metrics (truncated to ``resume_step`` when resuming)."""
 
-    def __init__(self, run: RunWriter, resume_step: int | None, tensorboard: bool) -> None:
+    def __init__(
+        self, run: RunWriter, resume_step: int | None, tensorboard: bool, shape_scalars: Iterable[str] = ()
+    ) -> None:
+        """``shape_scalars``: the activation shape parameters that learn (``k``, ``beta``, ...): their
+        per-slot tables go to TensorBoard as ``<param>/<slot>`` (frozen ones would draw flat lines)."""
         self.file = run.open_metrics(resume_step)
+        self.shape_scalars = tuple(shape_scalars)
         self.tb: Any = None
         if tensorboard:
             try:
@@ -37,12 +43,10 @@ class MetricsLog:
         for key in _SCALARS:
             if record.get(key) is not None:
                 self.tb.add_scalar(f"{'val' if key.startswith('val') else 'train'}/{key}", record[key], step)
-        for group, values in (("lr", record.get("lr")), ("k", record.get("k"))):
-            for name, value in (values or {}).items():
+        for group in ("lr", *self.shape_scalars):
+            values = record.get(group)
+            for name, value in values.items() if isinstance(values, dict) else ():
                 self.tb.add_scalar(f"{group}/{name}", value, step)
-        if any(v != 1.0 for v in (record.get("lambda") or {}).values()):
-            for name, lam in record["lambda"].items():
-                self.tb.add_scalar(f"lambda/{name}", lam, step)
 
     def close(self) -> None:
         self.file.close()

@@ -1,27 +1,28 @@
-"""MambaSWELUForCausalLM: the seed architecture with a real Mamba-1 mixer, as a Hugging Face model.
+"""MambaSWELUForCausalLM: the seed architecture with real state-space mixers, as a Hugging Face model.
 
 Layout (``backbone`` is :class:`MambaSWELUModel`)::
 
     backbone.embeddings (+ backbone.pos_embeddings)  -> dropout
-    backbone.blocks[i]:  M: x + dropout(post_act(mixer(norm(x))))
-                         A: x + dropout(attn(norm(x)))  [+ x + dropout(mlp(norm2(x)))]
+    backbone.blocks[i]:  a block of the mixer its ``layer_pattern`` letter names (``modules/mixers``),
+                         e.g. M: x + dropout(post_act(mixer(norm(x))))
+                              A: x + dropout(attn(norm(x)))  [+ x + dropout(mlp(norm2(x)))]
     backbone.norm_f
     backbone.dense[j]:   fc -> act (-> dropout between layers), d -> h1 -> h2 -> d; replaces the
                          hidden state as in the seeds, or is added to it with ``dense_residual=True``
     lm_head              tied to backbone.embeddings by default
 
-Generation keeps a :class:`MambaSWELUCache`: per Mamba layer a conv state and an SSM state (O(1)
-per token), per attention layer its keys and values. ``generate`` (HF GenerationMixin) creates it
-on the first forward and passes it back under the cache name of the installed transformers (``cache``
-from 5.24 on, ``cache_params`` before: see :mod:`mswelu.hf_compat`).
+Generation keeps a :class:`MambaSWELUCache`: one state per block, owned by the block (a Mamba layer's
+conv and SSM states, O(1) per token; an attention layer's keys and values). ``generate`` (HF
+GenerationMixin) creates it on the first forward and passes it back under the cache name of the installed
+transformers (``cache`` from 5.24 on, ``cache_params`` before: see :mod:`mswelu.hf_compat`).
 
 Init (``init_scheme``): ``gpt2`` draws every Linear/Embedding from N(0, initializer_range) and the
 projections that write into the residual stream (mixer out_proj, attention out_proj, MLP fc_out)
 from N(0, initializer_range / sqrt(n_residual)); ``mamba`` is mamba-ssm's ``_init_weights``
 (embedding N(0, 0.02), Linear biases zeroed, out_proj kaiming-uniform / sqrt(n_residual), other
-Linear weights keep PyTorch's default). Both leave the mixer's own Mamba-1 init alone: dt_proj
-(weight and the ``_no_reinit`` bias), conv1d, A_log and D are never re-initialised (the seed
-code's init routine zeroed dt_proj.bias).
+Linear weights keep PyTorch's default). Both leave the mixers' own init alone: Mamba's dt (dt_proj with
+its ``_no_reinit`` bias, or dt_bias), conv1d, A_log and D are never re-initialised (the seed code's init
+routine zeroed dt_proj.bias).
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ from transformers import initialization as init
 from transformers.models.mamba.modeling_mamba import MambaCausalLMOutput
 
 from mswelu.configuration import MambaSWELUConfig
+from mswelu.errors import unknown_choice
 from mswelu.hf_compat import CACHE_NAMES, pick_cache
-from mswelu.modules.activations import make_activation
-from mswelu.modules.attention import MLP, CausalSelfAttention
-from mswelu.modules.mamba_mixer import MambaMixer
-from mswelu.modules.swelu import SWELU
+from mswelu.modules.activations import effective_shape, spec_of
+from mswelu.modules.activations import shape_values as activation_shape_values
+from mswelu.modules.mixers import MIXERS, build_block, mixer_spec
+from mswelu.modules.mixers.common import activation_for, norm_for
+from mswelu.modules.norms import RMSNorm
+from mswelu.modules.slots import ShapeSlot
 from mswelu.ops.backends import BACKENDS, resolve_backend
 from mswelu.ops.lm_loss import linear_cross_entropy, next_token_loss
 
@@ -56,33 +60,9 @@ __all__ = [
 ]
 
 
-class RMSNorm(nn.Module):
-    """RMSNorm as in Mamba / transformers' MambaRMSNorm (fp32 statistics, weight applied in input dtype)."""
-
-    def __init__(self, hidden_size: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
-
-
-def _norm(config: MambaSWELUConfig) -> nn.Module:
-    if config.norm == "rmsnorm":
-        return RMSNorm(config.d_model, eps=config.layer_norm_epsilon)
-    return nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
-
-
-def _act(config: MambaSWELUConfig) -> nn.Module:
-    return make_activation(config.activation, k_init=config.k_init, learnable_lambda=config.learnable_lambda)
-
-
 class MambaSWELUCache:
-    """Decoding state: Mamba conv/SSM states and attention keys/values per layer, and the offset.
+    """Decoding state: one dict of tensors per block, owned and filled by the block (a Mamba block's conv and
+    SSM states, an attention block's keys and values), and the number of tokens seen.
 
     Not a ``transformers.Cache``: it holds recurrent states, which HF's cache classes model per
     architecture. It offers what ``generate`` touches (``get_seq_length``, ``reorder_cache``,
@@ -93,19 +73,14 @@ class MambaSWELUCache:
 
     def __init__(self, config: MambaSWELUConfig) -> None:
         self.layer_pattern = config.layer_pattern
-        n = config.n_layer
-        self.conv_states: list[torch.Tensor | None] = [None] * n
-        self.ssm_states: list[torch.Tensor | None] = [None] * n
-        self.kv: list[list[torch.Tensor | None]] = [[None, None] for _ in range(n)]
+        self.states: list[dict[str, torch.Tensor]] = [{} for _ in range(config.n_layer)]
         self.seqlen_offset = 0
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seqlen_offset
 
     def _map(self, fn) -> None:
-        self.conv_states = [None if t is None else fn(t) for t in self.conv_states]
-        self.ssm_states = [None if t is None else fn(t) for t in self.ssm_states]
-        self.kv = [[None if t is None else fn(t) for t in pair] for pair in self.kv]
+        self.states = [{k: None if t is None else fn(t) for k, t in state.items()} for state in self.states]
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Select batch rows (beam search)."""
@@ -124,82 +99,6 @@ class MambaSWELUCausalLMOutput(MambaCausalLMOutput):
     """
 
 
-class MambaBlock(nn.Module):
-    """``x + dropout(post_act(mixer(norm(x))))``; the seeds' LayerNorm -> Mamba -> SWELU -> residual."""
-
-    def __init__(self, config: MambaSWELUConfig, layer_idx: int) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.norm = _norm(config)
-        if config.mixer_k_sharing == "shared":
-            act_conv = act_gate = _act(config)
-        else:
-            act_conv, act_gate = _act(config), _act(config)
-        self.mixer = MambaMixer(
-            config.d_model,
-            d_state=config.d_state,
-            d_conv=config.d_conv,
-            expand=config.expand,
-            dt_rank=config.dt_rank,
-            dt_min=config.dt_min,
-            dt_max=config.dt_max,
-            dt_init_floor=config.dt_init_floor,
-            conv_bias=config.conv_bias,
-            bias=config.proj_bias,
-            act_conv=act_conv,
-            act_gate=act_gate,
-            backend=config.backend,
-            layer_idx=layer_idx,
-        )
-        self.mixer.out_proj._residual_out = True
-        if act_conv is act_gate and any(True for _ in act_conv.parameters()):  # the shared k, saved once
-            self._tied_weights_keys = {
-                f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, _ in act_conv.named_parameters()
-            }
-        self.post_act = _act(config) if config.post_mixer_act else nn.Identity()
-        self.drop = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor, cache: MambaSWELUCache | None = None) -> torch.Tensor:
-        h = self.norm(x)
-        i = self.layer_idx
-        if cache is None:
-            y = self.mixer(h)
-        elif cache.conv_states[i] is None:  # prefill from an empty state
-            y, cache.conv_states[i], cache.ssm_states[i] = self.mixer.forward_with_states(h)
-        else:  # continue from the state, one token at a time (O(1) each)
-            conv, ssm = cache.conv_states[i], cache.ssm_states[i]
-            y = torch.cat([self.mixer.step(h[:, t : t + 1], conv, ssm) for t in range(h.shape[1])], dim=1)
-        return x + self.drop(self.post_act(y))
-
-
-class AttentionBlock(nn.Module):
-    """Pre-norm causal self-attention, plus an MLP (``attn_mlp_expand`` > 0) for the channel mixing
-    that a Mamba block performs through its gate and projections."""
-
-    def __init__(self, config: MambaSWELUConfig, layer_idx: int) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.norm = _norm(config)
-        self.attn = CausalSelfAttention(
-            config.d_model, config.n_head, bias=config.proj_bias, dropout=config.dropout
-        )
-        self.attn.out_proj._residual_out = True
-        self.drop = nn.Dropout(config.dropout)
-        if config.attn_mlp_expand > 0:
-            self.norm2 = _norm(config)
-            self.mlp = MLP(config.d_model, config.attn_mlp_expand, _act(config), bias=config.proj_bias)
-            self.mlp.fc_out._residual_out = True
-        else:
-            self.norm2 = self.mlp = None
-
-    def forward(self, x: torch.Tensor, cache: MambaSWELUCache | None = None) -> torch.Tensor:
-        kv = cache.kv[self.layer_idx] if cache is not None else None
-        x = x + self.drop(self.attn(self.norm(x), kv_cache=kv))
-        if self.mlp is not None:
-            x = x + self.drop(self.mlp(self.norm2(x)))
-        return x
-
-
 class DenseLayer(nn.Module):
     """One layer of the seeds' dense stack: Linear then activation."""
 
@@ -216,25 +115,32 @@ class MambaSWELUPreTrainedModel(PreTrainedModel):
     config_class = MambaSWELUConfig
     config: MambaSWELUConfig
     base_model_prefix = "backbone"
-    _no_split_modules = ["MambaBlock", "AttentionBlock"]
+    _no_split_modules = [m.block.__name__ for m in MIXERS.values()]
     _is_stateful = True
     supports_gradient_checkpointing = False
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
-        """HF's tied keys plus ``mixer.act_gate.* -> mixer.act_conv.*`` where one SWELU serves both
-        in-mixer slots (so safetensors saves it once and loading restores the sharing)."""
+        """HF's tied keys plus a block's ``tied_activation_keys`` (``mixer.act_gate.* -> mixer.act_conv.*``
+        where one activation module serves both in-mixer slots: safetensors saves it once and loading
+        restores the sharing)."""
         tied = super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
         if not all_submodels:
-            for name, module in self.named_modules():
-                if isinstance(module, MambaMixer) and module.act_conv is module.act_gate:
-                    for pname, _ in module.act_conv.named_parameters():
-                        tied[f"{name}.act_gate.{pname}"] = f"{name}.act_conv.{pname}"
+            prefix, blocks = self._blocks()
+            for i, block in enumerate(blocks):
+                keys = getattr(block, "tied_activation_keys", None)
+                if callable(keys):
+                    tied.update({f"{prefix}{i}.{k}": f"{prefix}{i}.{v}" for k, v in keys().items()})
         return tied
 
+    def _blocks(self) -> tuple[str, nn.ModuleList]:
+        """(the blocks' state-dict prefix, the blocks) of this model or its backbone."""
+        if isinstance(getattr(self, "backbone", None), nn.Module):
+            return "backbone.blocks.", self.backbone.blocks
+        return "blocks.", self.blocks
+
     def _n_residual(self) -> int:
-        c = self.config
-        n_attn = c.layer_pattern.count("A")
-        return c.layer_pattern.count("M") + n_attn * (2 if c.attn_mlp_expand > 0 else 1)
+        """Projections writing into the residual stream, over all blocks (for the scaled init)."""
+        return sum(block.residual_writes for block in self._blocks()[1])
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -260,7 +166,8 @@ class MambaSWELUPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
-        # MambaMixer (A_log, D, conv1d) and SWELU (k_raw, lambda_raw) keep their constructors' init.
+        # The mixers' own parameters (A_log, D, conv1d, dt) and the activations' shape parameters keep their
+        # constructors' init.
 
 
 class MambaSWELUModel(MambaSWELUPreTrainedModel):
@@ -276,15 +183,12 @@ class MambaSWELUModel(MambaSWELUPreTrainedModel):
         )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            [
-                MambaBlock(config, i) if kind == "M" else AttentionBlock(config, i)
-                for i, kind in enumerate(config.layer_pattern)
-            ]
+            [build_block(config, i, mixer) for i, mixer in enumerate(config.layer_mixers())]
         )
-        self.norm_f = _norm(config)
+        self.norm_f = norm_for(config)
         sizes = (config.d_model, *config.dense_sizes, config.d_model) if config.dense_sizes else ()
         self.dense = nn.ModuleList(
-            [DenseLayer(a, b, _act(config)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+            [DenseLayer(a, b, activation_for(config)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
         )
         self.dense_drop = nn.Dropout(config.dropout)
         self.post_init()
@@ -324,8 +228,8 @@ class MambaSWELUModel(MambaSWELUPreTrainedModel):
             x = x + self.pos_embeddings(pos)
         x = self.drop(x)
         hidden = [x] if output_hidden_states else None
-        for block in self.blocks:
-            x = block(x, cache)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache.states[i] if cache is not None else None)
             if hidden is not None:
                 hidden.append(x)
         x = self.norm_f(x)
@@ -458,47 +362,52 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         return out if return_dict is not False else out.to_tuple()
 
     # ---------------------------------------------------------------- research helpers
-    def swelu_slots(self) -> list[tuple[str, SWELU]]:
-        """Every SWELU with a readable name, in layer order; a shared in-mixer SWELU appears once as
-        ``blocks.i.mixer.act``, separate ones as ``blocks.i.mixer.act_conv`` / ``act_gate``."""
-        slots: list[tuple[str, nn.Module]] = []
+    def shape_slots(self) -> list[ShapeSlot]:
+        """Every activation with shape parameters (SWELU's k, Swish's beta, ...) as a :class:`ShapeSlot`
+        record (name, group, layer, slot, activation, its module), in layer order. A shared in-mixer
+        activation appears once as ``blocks.i.mixer.act``, separate ones as ``blocks.i.mixer.act_conv`` /
+        ``act_gate``; then ``blocks.i.post_act``, ``blocks.i.mlp.act`` and ``dense.j.act``."""
+        found: list[tuple[str, nn.Module, str, int | None, str, str]] = []
         for i, block in enumerate(self.backbone.blocks):
-            if isinstance(block, MambaBlock):
-                mixer = block.mixer
-                if mixer.act_conv is mixer.act_gate:
-                    slots.append((f"blocks.{i}.mixer.act", mixer.act_conv))
-                else:
-                    slots += [
-                        (f"blocks.{i}.mixer.act_conv", mixer.act_conv),
-                        (f"blocks.{i}.mixer.act_gate", mixer.act_gate),
-                    ]
-                slots.append((f"blocks.{i}.post_act", block.post_act))
-            elif block.mlp is not None:
-                slots.append((f"blocks.{i}.mlp.act", block.mlp.act))
-        slots += [(f"dense.{j}.act", layer.act) for j, layer in enumerate(self.backbone.dense)]
-        return [(name, m) for name, m in slots if isinstance(m, SWELU)]
+            for path, module, group, slot in block.activation_slots():
+                found.append((f"blocks.{i}.{path}", module, group, i, slot, block.mixer_name))
+        for j, layer in enumerate(self.backbone.dense):
+            found.append((f"dense.{j}.act", layer.act, "dense", j, "", ""))
+        slots = []
+        for name, module, group, layer, slot, mixer in found:
+            spec = spec_of(module)
+            if spec is None or not spec.params:
+                continue
+            with torch.enable_grad():  # a value that learns is a function of a parameter that does
+                learn = tuple(p for p, v in effective_shape(module).items() if v.requires_grad)
+            slots.append(
+                ShapeSlot(name, group, layer, slot, spec.name, spec.param_names(), learn, mixer, module)
+            )
+        return slots
 
-    def swelu_values(self) -> dict[str, dict[str, float]]:
-        """``{name: {"k": k, "lambda": lam}}`` of every SWELU (effective values), in layer order."""
-        return {name: m.values() for name, m in self.swelu_slots()}
+    def shape_values(self) -> dict[str, dict[str, float]]:
+        """``{slot name: {param: value}}`` of every shape slot (effective values), in layer order."""
+        return {s.name: activation_shape_values(s.module) for s in self.shape_slots()}
 
-    def num_k(self, learnable_only: bool = False) -> int:
-        """Number of SWELU k values (frozen ones included unless ``learnable_only``)."""
-        return sum(1 for _, m in self.swelu_slots() if m.learnable_k or not learnable_only)
+    def num_shape_slots(self, learnable_only: bool = False) -> int:
+        """Number of activation slots with shape parameters (with ``learnable_only``: those that learn)."""
+        return sum(1 for s in self.shape_slots() if s.learnable or not learnable_only)
 
     def backend_in_use(self, device: torch.device | str | None = None) -> str:
-        """``"cuda"`` or ``"torch"``: the mixer path a forward on ``device`` (default: the model's) takes."""
+        """``"cuda"`` or ``"torch"``: the path the model's sequence mixer takes on ``device`` (default: the
+        model's)."""
         probe = torch.empty(0, device=device if device is not None else self.device)
-        return resolve_backend(self.config.backend, probe)
+        available = mixer_spec(self.config.mixer).kernels_available
+        return resolve_backend(self.config.backend, probe, available) if available else "torch"
 
     def set_backend(self, backend: str) -> None:
         """Switch every mixer (and the config) to ``backend`` in ("auto", "torch", "cuda")."""
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
+            raise ValueError(unknown_choice("backend", backend, BACKENDS))
         self.config.backend = backend
-        for block in self.backbone.blocks:
-            if isinstance(block, MambaBlock):
-                block.mixer.backend = backend
+        for module in self.modules():
+            if module is not self and hasattr(module, "backend"):
+                module.backend = backend
 
 
 def parameter_count(config: MambaSWELUConfig) -> int:

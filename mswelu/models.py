@@ -2,7 +2,7 @@
 baselines sized to one of them (``gpt2:small``, ``pythia:small``; :mod:`mswelu.baselines`).
 
 Every model answers ``model(input_ids=...).logits`` and saves with ``save_pretrained``; only ours has
-activation shape parameters (``swelu_values()``).
+activation shape parameters (``shape_values()``, ``shape_slots()``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from mswelu.baselines import BASELINES, DEFAULT_REFERENCE, build_baseline
 from mswelu.configuration import PRESETS, MambaSWELUConfig
 from mswelu.errors import with_nearest
+from mswelu.modules.mixers import mixer_spec
 from mswelu.ops.lm_loss import next_token_loss
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "max_context",
     "parse_model_name",
     "preset_parameter_count",
+    "shape_slots",
     "shape_values",
     "unwrap",
 ]
@@ -134,7 +136,8 @@ def max_context(model: Any) -> int | None:
     """Longest sequence the model accepts (learned positions / a Transformer's context), None if unbounded."""
     cfg = model.config
     if getattr(cfg, "model_type", "") == "mamba_swelu":
-        if getattr(cfg, "pos_embedding", "none") == "learned" or "A" in getattr(cfg, "layer_pattern", ""):
+        bounded = any(mixer_spec(m).bounded_context for m in cfg.layer_mixers())
+        if getattr(cfg, "pos_embedding", "none") == "learned" or bounded:
             return int(cfg.max_position_embeddings)
         return None
     for name in ("n_positions", "max_position_embeddings"):
@@ -151,11 +154,22 @@ def config_of(model: nn.Module) -> dict[str, Any] | None:
     return json.loads(json.dumps(config.to_dict(), default=str))
 
 
-def shape_values(model: nn.Module) -> tuple[dict[str, float], dict[str, float]]:
-    """({slot: k}, {slot: lambda}) of every SWELU of one of our models (``swelu_values``); empty for
-    models without activation shape parameters (the Transformer baselines)."""
-    values = getattr(unwrap(model), "swelu_values", None)
+def shape_values(model: nn.Module) -> dict[str, dict[str, float]]:
+    """``{param: {slot: value}}`` of every activation shape parameter of one of our models (``k``, ``lambda``,
+    ``beta``, ...: the tables the metrics log and the summary record); empty for models without them (the
+    Transformer baselines)."""
+    values = getattr(unwrap(model), "shape_values", None)
     if not callable(values):
-        return {}, {}
-    v = values()
-    return {n: float(x["k"]) for n, x in v.items()}, {n: float(x.get("lambda", 1.0)) for n, x in v.items()}
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for slot, params in values().items():
+        for param, value in params.items():
+            out.setdefault(param, {})[slot] = float(value)
+    return out
+
+
+def shape_slots(model: nn.Module) -> list[dict[str, Any]]:
+    """The model's activation slots with shape parameters as plain records (:class:`ShapeSlot` dicts: name,
+    group, layer, slot, activation, params, learnable, mixer), what a run's ``config.json`` keeps."""
+    slots = getattr(unwrap(model), "shape_slots", None)
+    return [s.to_dict() for s in slots()] if callable(slots) else []

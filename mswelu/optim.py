@@ -2,8 +2,8 @@
 
 Routing rules (one place, so the report, the tests and the trainer agree), first match wins:
 
-1. Activation shape parameters (SWELU ``k_raw`` / ``lambda_raw``, as
-   :func:`mswelu.modules.activations.shape_parameters` finds them): own group ``swelu``, AdamW, no weight
+1. Activation shape parameters (SWELU's k and lambda, Swish's beta, as
+   :func:`mswelu.modules.activations.shape_parameters` finds them): own group ``shape``, AdamW, no weight
    decay (decay would pull k towards 0, which is what the seed runs did), lr scaled by ``k_lr_scale``.
 2. Embeddings (every ``nn.Embedding``, learned positional tables, hence the LM head when it is tied):
    AdamW, no decay.
@@ -38,12 +38,14 @@ from torch import nn
 from mswelu.modules.activations import shape_parameters
 
 OPTIMIZERS = ("adamw", "muon")
+#: the optimizer group of activation shape parameters ("swelu" in checkpoints written before "shape")
+SHAPE_GROUPS = ("shape", "swelu")
 _POS_EMBED_HINTS = ("pos_emb", "wpe", "position_embedding", "pos_embedding", "embed_positions")
 
 
 @dataclass(frozen=True)
 class ParamRoute:
-    """Where one parameter goes: ``optimizer`` in {adamw, muon}, ``group`` in {decay, no_decay, swelu,
+    """Where one parameter goes: ``optimizer`` in {adamw, muon}, ``group`` in {decay, no_decay, shape,
     muon}, and why."""
 
     name: str
@@ -85,7 +87,7 @@ def route_parameters(model: nn.Module, optimizer_name: str = "adamw") -> list[Pa
             continue
         leaf = name.rsplit(".", 1)[-1]
         if id(p) in shape_ids:
-            r = ("adamw", "swelu", "SWELU shape parameter: no decay, own lr scale")
+            r = ("adamw", "shape", "activation shape parameter: no decay, own lr scale")
         elif id(p) in emb_ids:
             r = ("adamw", "no_decay", "embedding table (tied LM head included)")
         elif getattr(p, "_no_weight_decay", False) or leaf in ("A_log", "D"):
@@ -179,16 +181,16 @@ def build_optimizer(
     if k_lr_scale <= 0:
         raise ValueError(f"k_lr_scale must be > 0, got {k_lr_scale}")
     routes = route_parameters(model, name)
-    by_group: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "swelu": [], "muon": []}
+    by_group: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "shape": [], "muon": []}
     for r in routes:
         by_group[r.group].append(r.param)
     groups = [
         {"params": by_group["decay"], "weight_decay": weight_decay, "name": "decay", "base_lr": lr, "lr": lr},
         {"params": by_group["no_decay"], "weight_decay": 0.0, "name": "no_decay", "base_lr": lr, "lr": lr},
         {
-            "params": by_group["swelu"],
+            "params": by_group["shape"],
             "weight_decay": 0.0,
-            "name": "swelu",
+            "name": "shape",
             "base_lr": lr * k_lr_scale,
             "lr": lr * k_lr_scale,
         },
@@ -224,6 +226,7 @@ def set_hyperparameters(
     """Set every group's ``base_lr`` and weight decay as :func:`build_optimizer` would for these values
     (a resumed run takes the current config's, not the checkpoint's)."""
     for group in optimizer.param_groups:
-        group["base_lr"] = lr * (k_lr_scale if group.get("name") == "swelu" else 1.0)
+        shape = group.get("name") in SHAPE_GROUPS
+        group["base_lr"] = lr * (k_lr_scale if shape else 1.0)
         if group.get("name") in ("decay", "muon"):
             group["weight_decay"] = weight_decay

@@ -27,6 +27,8 @@ import pandas as pd
 from mswelu import analysis
 from mswelu import checkpoint as ckpt
 from mswelu.fs import LOCK_NAME, FolderLock, atomic_write_json, atomic_write_text, fsync_dir
+from mswelu.modules.activations import shape_param_names
+from mswelu.modules.slots import ShapeSlot, slot_records
 from mswelu.paths import runs_dir
 from mswelu.progress import log
 
@@ -228,8 +230,36 @@ class RunData:
 
     @property
     def k(self) -> pd.DataFrame:
-        """k per logged step, one column per activation."""
-        return analysis.k_trajectories(self.records)
+        """k per logged step, one column per activation (:meth:`shape` of ``"k"``)."""
+        return self.shape("k")
+
+    def shape(self, param: str = "k") -> pd.DataFrame:
+        """One shape parameter (``k``, ``beta``, ``lambda``, ...) per logged step, one column per slot."""
+        return analysis.k_trajectories(self.records, key=param)
+
+    def shape_params(self) -> list[str]:
+        """The shape parameters this run logged, those that learned first (``["k", "lambda"]`` for SWELU)."""
+        learned = [p for slot in self.slots.values() for p in slot.learnable]
+        logged = [
+            p
+            for p in shape_param_names()
+            if any(isinstance(r.get(p), Mapping) and r[p] for r in self.records)
+        ]
+        return list(dict.fromkeys([*[p for p in learned if p in logged], *logged]))
+
+    @property
+    def slots(self) -> dict[str, ShapeSlot]:
+        """Where each logged shape value sits (:class:`ShapeSlot` by slot name): the run's own records, or
+        for a run from before them, read from the names it logged."""
+        names = {
+            n
+            for r in self.records[-1:]
+            for p in shape_param_names()
+            if isinstance(r.get(p), Mapping)
+            for n in r[p]
+        }
+        names |= {n for p in shape_param_names() for n in ((self.summary or {}).get(p) or {})}
+        return slot_records(self.config.get("_shape_slots"), sorted(names))
 
     @property
     def model_dir(self) -> Path | None:
@@ -239,14 +269,19 @@ class RunData:
         except ValueError:
             return None
 
-    def final_k(self) -> dict[str, float]:
-        """The last k of every activation: from the summary if it has them, else the last logged step."""
+    def final_shape(self, param: str = "k") -> dict[str, float]:
+        """The last value of one shape parameter per slot: from the summary if it has them, else the last
+        logged step."""
         if self.summary:
-            val = self.summary.get("k")
+            val = self.summary.get(param)
             if isinstance(val, Mapping) and val:
-                return {n: float(v["k"]) if isinstance(v, Mapping) else float(v) for n, v in val.items()}
-        traj = self.k
+                return {n: float(v[param]) if isinstance(v, Mapping) else float(v) for n, v in val.items()}
+        traj = self.shape(param)
         return {} if traj.empty else {str(c): float(v) for c, v in traj.iloc[-1].items()}
+
+    def final_k(self) -> dict[str, float]:
+        """The last k of every slot (:meth:`final_shape` of ``"k"``)."""
+        return self.final_shape("k")
 
     def final_metrics(self) -> dict[str, Any]:
         """Key figures for reports: final train/val loss, val bpb, tokens, tokens/s, steps."""

@@ -267,7 +267,7 @@ class TrainConfig:
         """The config as run, for ``config.json`` and checkpoints: every field, the derived values
         (``_``-prefixed: batch arithmetic, parameters, device, data fingerprint, code version) and the
         model's own config (what rebuilds it from a checkpoint)."""
-        from mswelu.models import config_of, count_parameters
+        from mswelu.models import config_of, count_parameters, shape_slots
         from mswelu.provenance import code_version
 
         d = self.to_dict()
@@ -284,6 +284,7 @@ class TrainConfig:
             "code_version": code_version(),
             "model_config": config_of(model),
             "baseline": getattr(model, "baseline_info", None),
+            "shape_slots": shape_slots(model) or None,  # where each logged shape value sits
         }
         d.update({f"_{k}": v for k, v in derived.items() if v is not None})
         return d

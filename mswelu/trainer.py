@@ -95,7 +95,8 @@ class Trainer:
         if info.is_main:
             self.run_dir.write_config(self.record)
             resumed = self.step if plan.resume_from is not None else None
-            self.log = MetricsLog(self.run_dir, resumed, cfg.tensorboard)
+            learned = {p for slot in self.record.get("_shape_slots") or () for p in slot["learnable"]}
+            self.log = MetricsLog(self.run_dir, resumed, cfg.tensorboard, shape_scalars=learned)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -260,13 +261,15 @@ class Trainer:
             )
 
     def _log_step(self, last: dict[str, Any], rate: float | None) -> None:
-        ks, lams = shape_values(self.raw_model)
         record = {
             "step": self.step,
             "tokens": self.tokens,
             **{k: last[k] for k in ("loss", "lr", "grad_norm")},
         }
-        record.update(tokens_per_s=rate, nonfinite_skipped=self.nonfinite_total, k=ks, **{"lambda": lams})
+        # every activation shape parameter as a table {slot: value} under its name (k, lambda, beta, ...)
+        record.update(
+            tokens_per_s=rate, nonfinite_skipped=self.nonfinite_total, **shape_values(self.raw_model)
+        )
         self._record(record)
         self.progress.step(self.step, last["loss"], rate)
 
@@ -281,7 +284,6 @@ class Trainer:
     ) -> dict[str, Any]:
         """``summary.json``: the run's identity (from the config record) and its final figures."""
         c = self.record
-        ks, lams = shape_values(self.raw_model)
         summary = {"run_dir": str(self.out), "run_name": self.out.name}
         summary.update({k: c[k] for k in ("preset", "activation", "optimizer", "seed")})
         summary.update(
@@ -291,14 +293,14 @@ class Trainer:
             steps=self.step, tokens=self.tokens, parameters=self.n_params, train_loss=last.get("loss")
         )
         summary.update({k: self.last_val.get(k) for k in ("val_loss", "val_ppl", "val_bpb")})
-        summary.update(tokens_per_s=rate, k=ks, nonfinite_skipped=self.nonfinite_total, wall_time_s=wall)
+        summary.update(tokens_per_s=rate, nonfinite_skipped=self.nonfinite_total, wall_time_s=wall)
         summary.update(
             interrupted=interrupted,
             stop_reason=self.stop.reason,
             device=str(self.device),
             autocast="bf16" if self.autocast_dtype is not None else None,  # what dtype="auto" chose
         )
-        summary.update(is_main=self.info.is_main, baseline=c.get("_baseline"), **{"lambda": lams})
+        summary.update(is_main=self.info.is_main, baseline=c.get("_baseline"), **shape_values(self.raw_model))
         if self.info.is_main:
             self.run_dir.write_summary(summary)
         return summary

@@ -783,14 +783,15 @@ def ensure_run(run: str | os.PathLike[str] | None = None) -> Path:
 
 
 def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) -> dict[str, float]:
-    """|dL/dk| per SWELU of the run's saved model on the first validation batch of the run's data."""
-    from mswelu.analysis import k_gradients
+    """|dL/d(value)| of each slot's first learnable shape parameter (k for SWELU, beta for Swish) of the
+    run's saved model, on the first validation batch of the run's data (:mod:`mswelu.shape_gradients`)."""
     from mswelu.data import TokenLoader
     from mswelu.models import max_context
     from mswelu.runs import load_model
+    from mswelu.shape_gradients import shape_gradients
 
     model, _ = load_model(run.path)
-    if not hasattr(model, "swelu_slots"):
+    if not hasattr(model, "shape_slots"):
         return {}
     data = run.config.get("data")
     if not data:
@@ -801,7 +802,7 @@ def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) ->
     seq_len = min(seq_len, limit - 1) if limit else seq_len
     loader = TokenLoader(data, split="val", batch_size=batch_size, seq_len=seq_len, mode="sequential")
     batch = next(iter(loader.iter_eval_batches(max_batches=1)))
-    return k_gradients(model, batch)
+    return {slot: next(iter(g.values())) for slot, g in shape_gradients(model, batch).items() if g}
 
 
 # --------------------------------------------------------------------------- launching (notebook 03)

@@ -40,3 +40,24 @@ def embedded_data():
     from mswelu.data import default_dataset
 
     return default_dataset(max_tokens=60_000)
+
+
+@pytest.fixture
+def tiny_train_config(embedded_data) -> dict:
+    """A ``TrainConfig`` dict that trains the ``tiny`` preset for a few steps on the embedded data in a
+    second (add ``out``)."""
+    return dict(
+        preset="tiny",
+        data=str(embedded_data),
+        max_steps=8,
+        batch_size=4,
+        seq_len=16,
+        lr=1e-2,
+        warmup=2,
+        eval_every=4,
+        eval_batches=1,
+        log_every=1,
+        ckpt_every=0,
+        progress=False,
+        tensorboard=False,
+    )

@@ -224,7 +224,9 @@ def test_claims_check_worse_swelu_is_refuted():
     assert conv["verdict"] == "refuted" and "never reached" in conv["why"]
 
 
-def test_k_gradients_match_finite_differences():
+def test_shape_gradients_match_finite_differences():
+    from mswelu.shape_gradients import shape_gradients
+
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 
@@ -233,11 +235,11 @@ def test_k_gradients_match_finite_differences():
     torch.manual_seed(0)
     model = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("tiny", vocab_size=64)).double()
     with torch.no_grad():  # move k away from the init so each slot differs
-        for i, (_, m) in enumerate(model.swelu_slots()):
+        for i, m in enumerate(s.module for s in model.shape_slots()):
             m.k_raw.add_(0.1 * i - 0.3)
     ids = torch.randint(0, 64, (2, 17))
-    grads = A.k_gradients(model, ids)
-    assert list(grads) == list(model.swelu_values())
+    grads = {n: g["k"] for n, g in shape_gradients(model, ids).items()}
+    assert list(grads) == list(model.shape_values())
     assert all(p.grad is None for p in model.parameters())
 
     def loss():  # the model casts logits to fp32; finite differences need float64 all through
@@ -247,7 +249,7 @@ def test_k_gradients_match_finite_differences():
 
     model.eval()
     h = 1e-5
-    for name, m in model.swelu_slots():
+    for name, m in ((s.name, s.module) for s in model.shape_slots()):
         with torch.no_grad():
             m.k_raw.add_(h)
             up = loss()

@@ -19,6 +19,7 @@ import torch
 from kernel_refs import bind_refs, refs_installed, upstream_mamba
 from torch import nn
 
+from mswelu.modules.activations import ACTIVATIONS, make_activation
 from mswelu.modules.mamba_mixer import MambaMixer
 from mswelu.modules.swelu import SWELU
 from mswelu.ops import mamba_kernels
@@ -250,13 +251,18 @@ def test_unsupported_activation_is_rejected_naming_it(refs, slot: str) -> None:
 
 
 @pytest.mark.parametrize("slot", ["act_conv", "act_gate"])
-def test_a_registered_activation_runs_on_the_kernel_path(refs, slot: str) -> None:
-    """GELU (added to the registry in a few lines) goes through the kernel path and matches PyTorch."""
+@pytest.mark.parametrize("name", [n for n, spec in ACTIVATIONS.items() if spec.elementwise])
+def test_every_registered_activation_runs_on_the_kernel_path(refs, slot: str, name: str) -> None:
+    """Each elementwise activation of the registry (SWELU, Swish-beta, GELU, ...) goes through the kernel
+    path and matches PyTorch, values and every gradient (its shape parameters included)."""
     mixer = make_mixer("silu")
-    setattr(mixer, slot, nn.GELU())
-    x = torch.randn(2, 6, D_MODEL)
-    ref = mixer._forward_torch(x)[0]
-    torch.testing.assert_close(mixer.forward_cuda(x), ref, rtol=1e-4, atol=1e-5)
+    init = {p.name: p.init * 0.8 for p in ACTIVATIONS[name].params}  # away from SiLU-like defaults
+    setattr(mixer, slot, make_activation(name, init=init))
+    x, g = inputs()
+    want_out, want = run(mixer, mixer, x, g)
+    got_out, got = run(mixer, lambda h: mixer.forward_cuda(h, fuse_silu=False), x, g)
+    assert_close_scaled(got_out, want_out, FP32, "output")
+    assert_grads_close(got, want, FP32_GRAD)
 
 
 def test_unsupported_shapes_are_rejected(refs) -> None:

@@ -13,7 +13,7 @@ LAYERS = [
     ["paths", "fs", "progress", "hf_compat", "stats", "distributed", "provenance", "stop", "errors"],
     ["ops"],
     ["modules"],
-    ["configuration", "modeling", "convert", "baselines", "models", "data", "analysis"],
+    ["configuration", "modeling", "convert", "baselines", "models", "data", "analysis", "shape_gradients"],
     ["optim", "schedule", "checkpoint", "train_config", "variants", "evaluation"],
     ["runs", "resume", "preflight", "metrics_log"],
     ["trainer", "train", "launch", "generate"],

@@ -56,7 +56,7 @@ def test_presets_build_with_the_expected_parameter_count(name: str) -> None:
     with torch.device("meta"):  # sizes only: no memory, no init time
         model = MambaSWELUForCausalLM(cfg)
     n = sum(p.numel() for p in model.parameters())
-    print(f"{name}: {n:,} parameters, {model.num_k()} k")
+    print(f"{name}: {n:,} parameters, {model.num_shape_slots()} k")
     assert n == expected_params(cfg)
 
 
@@ -74,26 +74,26 @@ def test_true_sizes_of_the_seed_and_reference_presets() -> None:
 def test_seed_preset_has_fifteen_k_in_layer_order() -> None:
     with torch.device("meta"):
         model = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("seed-124m"))
-    names = [n for n, _ in model.swelu_slots()]
+    names = [s.name for s in model.shape_slots()]
     expected = [s for i in range(6) for s in (f"blocks.{i}.mixer.act", f"blocks.{i}.post_act")]
     expected += ["dense.0.act", "dense.1.act", "dense.2.act"]
     assert names == expected
-    assert model.num_k() == 15
+    assert model.num_shape_slots() == 15
 
 
 def test_k_counts_follow_sharing_and_activation() -> None:
-    assert tiny().num_k() == 2 * 2 + 3
+    assert tiny().num_shape_slots() == 2 * 2 + 3
     sep = tiny(mixer_k_sharing="separate")
-    assert sep.num_k() == 3 * 2 + 3
+    assert sep.num_shape_slots() == 3 * 2 + 3
     mixer = sep.backbone.blocks[0].mixer
     assert mixer.act_conv is not mixer.act_gate
-    assert tiny(activation="silu").num_k() == 0
+    assert tiny(activation="silu").num_shape_slots() == 0
     fixed = tiny(activation="swelu-fixed", k_init=1.5)
-    assert fixed.num_k() == 7 and fixed.num_k(learnable_only=True) == 0
-    values = fixed.swelu_values()
+    assert fixed.num_shape_slots() == 7 and fixed.num_shape_slots(learnable_only=True) == 0
+    values = fixed.shape_values()
     assert all(v["k"] == pytest.approx(1.5) and v["lambda"] == 1.0 for v in values.values())
     hybrid = tiny(layer_pattern="MA")
-    assert [n for n, _ in hybrid.swelu_slots()][:3] == [
+    assert [s.name for s in hybrid.shape_slots()][:3] == [
         "blocks.0.mixer.act",
         "blocks.0.post_act",
         "blocks.1.mlp.act",
@@ -104,7 +104,8 @@ def test_every_k_gets_a_gradient() -> None:
     model = tiny(layer_pattern="MA", learnable_lambda=True).train()
     x = torch.randint(0, VOCAB, (2, 16))
     model(x, labels=x).loss.backward()
-    for name, m in model.swelu_slots():
+    for slot in model.shape_slots():
+        name, m = slot.name, slot.module
         assert m.k_raw.grad is not None and torch.isfinite(m.k_raw.grad).all() and m.k_raw.grad != 0, name
         assert m.lambda_raw.grad is not None and m.lambda_raw.grad != 0, name
 
@@ -165,16 +166,10 @@ def test_decoding_state_is_constant_size_for_mamba_layers() -> None:
     model = tiny()
     x = torch.randint(0, VOCAB, (1, 5))
     out = model(x, use_cache=True)
-    sizes = [
-        (c.shape, s.shape)
-        for c, s in zip(output_cache(out).conv_states, output_cache(out).ssm_states, strict=True)
-    ]
+    sizes = [(st["conv"].shape, st["ssm"].shape) for st in output_cache(out).states]
     for _ in range(20):
         out = model(x[:, :1], cache=output_cache(out), use_cache=True)
-    after = [
-        (c.shape, s.shape)
-        for c, s in zip(output_cache(out).conv_states, output_cache(out).ssm_states, strict=True)
-    ]
+    after = [(st["conv"].shape, st["ssm"].shape) for st in output_cache(out).states]
     assert sizes == after == [((1, 128, 4), (1, 128, 16))] * 2
 
 
@@ -222,7 +217,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, sharing: str) -> None:
     x = torch.randint(0, VOCAB, (2, 10))
     assert torch.equal(model(x).logits, loaded(x).logits)
     assert loaded.lm_head.weight is loaded.backbone.embeddings.weight
-    assert loaded.swelu_values() == model.swelu_values()
+    assert loaded.shape_values() == model.shape_values()
     mixer = loaded.backbone.blocks[0].mixer
     assert (mixer.act_conv is mixer.act_gate) == (sharing == "shared")
     auto = AutoModelForCausalLM.from_pretrained(tmp_path)

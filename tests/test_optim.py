@@ -118,8 +118,8 @@ def test_weight_decay_applies_only_to_decay_groups() -> None:
     toy = _Toy()
     opt = build_optimizer(toy, "adamw", lr=0.1, weight_decay=0.5, k_lr_scale=3.0)
     names = {g["name"] for g in opt.param_groups}
-    assert names == {"decay", "no_decay", "swelu"}
-    swelu = next(g for g in opt.param_groups if g["name"] == "swelu")
+    assert names == {"decay", "no_decay", "shape"}
+    swelu = next(g for g in opt.param_groups if g["name"] == "shape")
     assert swelu["lr"] == pytest.approx(0.3) and swelu["weight_decay"] == 0.0
     before = {n: p.detach().clone() for n, p in toy.named_parameters()}
     for p in toy.parameters():

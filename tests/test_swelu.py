@@ -353,7 +353,7 @@ def test_k_gradient_flows_through_softplus() -> None:
 
 
 def test_frozen_k_gets_no_grad_but_is_reported() -> None:
-    m = make_activation("swelu-fixed", k_init=0.4)
+    m = make_activation("swelu-fixed", init={"k": 0.4})
     assert isinstance(m, SWELU) and not m.learnable_k
     z = torch.randn(8, requires_grad=True)
     m(z).sum().backward()
@@ -390,11 +390,11 @@ def test_module_rejects_bad_arguments() -> None:
 
 def test_make_activation_kinds_and_error() -> None:
     assert isinstance(make_activation("silu"), nn.SiLU)
-    learn = make_activation("swelu", k_init=0.8, learnable_lambda=True)
+    learn = make_activation("swelu", init={"k": 0.8}, learnable={"lambda": True})
     assert isinstance(learn, SWELU) and learn.learnable_k and learn.learnable_lambda
     assert abs(learn.k.item() - 0.8) < 1e-7
     assert isinstance(make_activation("gelu"), nn.GELU)
-    with pytest.raises(ValueError, match=r"swelu.*swelu-fixed.*silu"):
+    with pytest.raises(ValueError, match=r"expected one of .*'swelu'.*'swelu-fixed'"):
         make_activation("relu6")
 
 

@@ -120,15 +120,15 @@ def test_metrics_checkpoints_and_final_model(embedded_run: tuple[dict, Path]) ->
 
     summary, out = embedded_run
     model = MambaSWELUForCausalLM.from_pretrained(out / "final")
-    slots = list(model.swelu_values())
+    slots = list(model.shape_values())
     assert len(slots) == 7  # tiny: 2 blocks x (mixer + post-mixer) + 3 dense
     train_lines, val_lines = read_metrics(out)
     for r in train_lines:
         assert list(r["k"]) == slots and list(r["lambda"]) == slots  # every k, every step logged
         assert r["tokens"] == r["step"] * 4 * 32
-        assert set(r["lr"]) == {"decay", "no_decay", "swelu"}
+        assert set(r["lr"]) == {"decay", "no_decay", "shape"}
         assert r["grad_norm"] > 0 and r["tokens_per_s"] > 0
-    assert train_lines[-1]["k"] == pytest.approx({n: v["k"] for n, v in model.swelu_values().items()})
+    assert train_lines[-1]["k"] == pytest.approx({n: v["k"] for n, v in model.shape_values().items()})
     assert any(k != 1.0 for k in train_lines[-1]["k"].values())  # k is learned
     for r in val_lines:
         assert r["val_ppl"] == pytest.approx(math.exp(r["val_loss"]))
@@ -478,7 +478,7 @@ def test_baselines_match_reference_size_and_train(byte_data: Path, tmp_path: Pat
     summary = train(
         tiny_cfg(byte_data, tmp_path / kind, preset=f"{kind}:tiny", max_steps=2, eval_every=0, ckpt_every=0)
     )
-    assert summary["k"] == {} and summary["baseline"]["kind"] == kind
+    assert not {"k", "lambda", "beta"} & set(summary) and summary["baseline"]["kind"] == kind  # no shape values
     assert math.isfinite(summary["val_loss"])
     logits = build_model(f"{kind}:tiny", 257, 32)(torch.randint(0, 257, (2, 32))).logits
     assert logits.shape == (2, 32, 257)

@@ -27,18 +27,18 @@ def test_reference_mamba_is_matched_within_two_percent(preset: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("variant", "swelu_slots", "learnable"),
+    ("variant", "n_slots", "learnable"),
     [("mamba", 0, False), ("mamba-swelu", 3, True), ("mamba-swelu-fixed", 3, False)],
 )
-def test_reference_family_puts_the_activation_in_the_mixer_only(variant, swelu_slots, learnable) -> None:
+def test_reference_family_puts_the_activation_in_the_mixer_only(variant, n_slots, learnable) -> None:
     o = variant_overrides(variant, "tiny")
     model = build_model("tiny", 512, 64, activation=o["activation"], **o["model"])
     cfg = model.config
     assert cfg.post_mixer_act is False and tuple(cfg.dense_sizes) == () and cfg.layer_pattern == "MMM"
-    slots = model.swelu_slots()
-    assert len(slots) == swelu_slots and all(name.split(".")[2] == "mixer" for name, _ in slots)
+    slots = [(s.name, s.module) for s in model.shape_slots()]
+    assert len(slots) == n_slots and all(s.group == "in-mixer" for s in model.shape_slots())
     assert all(isinstance(m, SWELU) and m.k_raw.requires_grad is learnable for _, m in slots)
-    if swelu_slots:
+    if n_slots:
         assert all(float(m.k.detach()) == pytest.approx(1.0) for _, m in slots)
     x = torch.randint(0, 512, (2, 9))
     assert model(input_ids=x).logits.shape == (2, 9, 512)

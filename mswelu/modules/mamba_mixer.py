@@ -268,6 +268,20 @@ class MambaMixer(nn.Module):
             hidden_states, conv_state, ssm_state, self.weights(), act_conv, act_gate
         )
 
+    # ------------------------------------------------------------------ activation slots
+    def activation_slots(self) -> list[tuple[str, nn.Module, str]]:
+        """``[(name, module, slot)]`` of the in-mixer activations: one ``act`` when a single module serves
+        both slots, else ``act_conv`` (slot ``conv``) and ``act_gate`` (slot ``gate``)."""
+        if self.act_conv is self.act_gate:
+            return [("act", self.act_conv, "")]
+        return [("act_conv", self.act_conv, "conv"), ("act_gate", self.act_gate, "gate")]
+
+    def tied_activation_keys(self) -> dict[str, str]:
+        """``act_gate.* -> act_conv.*`` when one module serves both slots (saved once, sharing restored)."""
+        if self.act_conv is not self.act_gate:
+            return {}
+        return {f"act_gate.{n}": f"act_conv.{n}" for n, _ in self.act_conv.named_parameters()}
+
     # ------------------------------------------------------------------ helpers
     def _check_input(self, hidden_states: Tensor) -> None:
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:

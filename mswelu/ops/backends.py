@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,9 +36,8 @@ def import_kernels() -> dict[str, Any]:
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update
     except Exception as exc:  # ImportError, or an undefined-symbol OSError from a mismatched build
         raise RuntimeError(
-            "the CUDA kernel path needs the mamba-ssm and causal-conv1d kernels (selective_scan_cuda, "
-            f"causal_conv1d_cuda), which do not import: {type(exc).__name__}: {exc}. Install them "
-            "(README, 'GPU') or use backend='torch'"
+            "the mamba-ssm and causal-conv1d kernels (selective_scan_cuda, causal_conv1d_cuda) do not "
+            f"import: {type(exc).__name__}: {exc}. Install them (README, 'GPU') or use backend='torch'"
         ) from exc
     return {
         "selective_scan_fn": selective_scan_fn,
@@ -53,8 +53,7 @@ def kernels_available() -> tuple[bool, str]:
     try:
         import_kernels()
     except RuntimeError as exc:
-        cause = exc.__cause__ or exc
-        return False, f"{type(cause).__name__}: {cause}"
+        return False, str(exc)
     return True, ""
 
 
@@ -67,19 +66,18 @@ def requested_backend(config_value: str = "auto") -> str:
     return value
 
 
-def resolve_backend(config_value: str, tensor: torch.Tensor) -> str:
-    """``"cuda"`` or ``"torch"`` for a forward on ``tensor``; forcing ``cuda`` where it cannot run raises."""
+def resolve_backend(
+    config_value: str, tensor: torch.Tensor, available: Callable[[], tuple[bool, str]] | None = None
+) -> str:
+    """``"cuda"`` or ``"torch"`` for a forward on ``tensor``; forcing ``cuda`` where it cannot run raises.
+    ``available`` is the mixer's kernel probe (default: Mamba-1's, :func:`kernels_available`)."""
     want = requested_backend(config_value)
     if want == "torch":
         return "torch"
-    ok, why = kernels_available()
+    ok, why = (available or kernels_available)()
     if want == "cuda":
         if not ok:
-            raise RuntimeError(
-                "backend 'cuda' was forced but the mamba-ssm / causal-conv1d kernels "
-                f"(selective_scan_cuda, causal_conv1d_cuda) do not import ({why}); install them "
-                f"(README, 'GPU') or use backend='torch' / unset {ENV_VAR}"
-            )
+            raise RuntimeError(f"backend 'cuda' was forced but {why} (or unset {ENV_VAR})")
         if not tensor.is_cuda:
             raise RuntimeError(
                 f"backend 'cuda' was forced but the input is on {tensor.device}: the kernels need a GPU "

@@ -1,0 +1,42 @@
+"""Fixed activations without shape parameters: SiLU (Mamba's own) and GELU (the Transformer MLP's)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from torch import nn
+
+from mswelu.modules.activations.registry import Activation, register
+
+
+def _silu_curve(z: np.ndarray, values: object = None) -> np.ndarray:
+    return z / (1.0 + np.exp(-z))
+
+
+def _gelu_curve(z: np.ndarray, values: object = None) -> np.ndarray:
+    return 0.5 * z * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+
+
+SILU = register(
+    Activation(
+        "silu",
+        lambda init, learnable: nn.SiLU(),
+        nn.SiLU,
+        params=(),
+        elementwise=True,
+        curve=_silu_curve,
+        description="z sigmoid(z), Mamba's own activation",
+    )
+)
+GELU = register(
+    Activation(
+        "gelu",
+        lambda init, learnable: nn.GELU(),
+        nn.GELU,
+        params=(),
+        elementwise=True,
+        curve=_gelu_curve,
+        description="z Phi(z), the Transformer MLP's activation",
+    )
+)

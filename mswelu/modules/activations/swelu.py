@@ -1,0 +1,51 @@
+"""SWELU in the registry: ``lambda sign(z) (1 - exp(-|z|^k))`` with learnable k (and an optional learnable
+scale lambda, off by default); the module is :class:`mswelu.modules.swelu.SWELU`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from torch import Tensor
+
+from mswelu.modules.activations.registry import Activation, ShapeParam, register
+from mswelu.modules.swelu import K_MIN, SWELU
+
+
+def _build(init: Mapping[str, float], learnable: Mapping[str, bool]) -> SWELU:
+    return SWELU(
+        k_init=init["k"],
+        learnable_k=learnable["k"],
+        learnable_lambda=learnable["lambda"],
+        lambda_init=init["lambda"],
+    )
+
+
+def _curve(z: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
+    k, lam = values["k"], values["lambda"]
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    return lam * np.sign(z) * -np.expm1(-(np.abs(z) ** k))
+
+
+def _values(module: SWELU) -> dict[str, Tensor]:
+    return {"k": module.k, "lambda": module.lam}
+
+
+SPEC = register(
+    Activation(
+        "swelu",
+        _build,
+        SWELU,
+        params=(
+            ShapeParam("k", 1.0, learnable=True, constraint=f"k = {K_MIN} + softplus(k_raw)"),
+            ShapeParam(
+                "lambda", 1.0, learnable=False, constraint="lambda = softplus(lambda_raw) when learnable"
+            ),
+        ),
+        elementwise=True,
+        curve=_curve,
+        values=_values,
+        description="sign(z) (1 - exp(-|z|^k)), k learnable",
+    )
+)

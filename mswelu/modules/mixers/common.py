@@ -1,0 +1,39 @@
+"""What every block builds the same way from the model config: its norm and its activations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from mswelu.modules.activations import make_activation
+from mswelu.modules.norms import make_norm
+
+__all__ = ["activation_for", "activation_parameter_count", "mixer_activations", "norm_for"]
+
+#: ``mixer_k_sharing``: one activation module for both in-mixer slots, or one each
+K_SHARING = ("shared", "separate")
+
+
+def activation_for(config: Any) -> nn.Module:
+    """A new module of the config's activation with its shape settings (``config.shape_overrides()``)."""
+    init, learnable = config.shape_overrides()
+    return make_activation(config.activation, init, learnable)
+
+
+def activation_parameter_count(config: Any) -> int:
+    """Parameters of one :func:`activation_for` module (0 for SiLU, 1 for SWELU's k, ...)."""
+    return sum(p.numel() for p in activation_for(config).parameters())
+
+
+def mixer_activations(config: Any) -> tuple[nn.Module, nn.Module]:
+    """The two in-mixer slots (after the conv, on the gate): one shared module (the same object twice) or
+    two, as ``config.mixer_k_sharing`` says."""
+    if config.mixer_k_sharing == "shared":
+        act = activation_for(config)
+        return act, act
+    return activation_for(config), activation_for(config)
+
+
+def norm_for(config: Any) -> nn.Module:
+    return make_norm(config.norm, config.d_model, eps=config.layer_norm_epsilon)
