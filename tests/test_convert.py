@@ -31,7 +31,8 @@ def _ids() -> torch.Tensor:
 
 def test_from_hf_mamba_gives_equal_logits(hf_model) -> None:
     ours = from_hf_mamba(hf_model).eval()
-    assert ours.config.layer_pattern == "MM" and ours.config.activation == "silu" and ours.num_shape_slots() == 0
+    assert ours.config.layer_pattern == "MM" and ours.config.activation == "silu"
+    assert ours.num_shape_slots() == 0
     x = _ids()
     torch.testing.assert_close(ours(x).logits, hf_model(x).logits, rtol=1e-5, atol=1e-5)
     # the recurrent paths agree too: HF's cached generation vs ours

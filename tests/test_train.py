@@ -478,7 +478,7 @@ def test_baselines_match_reference_size_and_train(byte_data: Path, tmp_path: Pat
     summary = train(
         tiny_cfg(byte_data, tmp_path / kind, preset=f"{kind}:tiny", max_steps=2, eval_every=0, ckpt_every=0)
     )
-    assert not {"k", "lambda", "beta"} & set(summary) and summary["baseline"]["kind"] == kind  # no shape values
+    assert not {"k", "lambda", "beta"} & set(summary) and summary["baseline"]["kind"] == kind
     assert math.isfinite(summary["val_loss"])
     logits = build_model(f"{kind}:tiny", 257, 32)(torch.randint(0, 257, (2, 32))).logits
     assert logits.shape == (2, 32, 257)
