@@ -6,7 +6,12 @@ Layout of one checkpoint, ``<run>/checkpoints/step_0000100/``:
 - ``optimizer.pt``        optimizer state (tensors and plain values only: loads with ``weights_only=True``)
 - ``trainer_state.json``  step, tokens, schedule, every RNG state, every rank's loader state, counters
 - ``config.json``         the resolved TrainConfig
-- ``manifest.json``       written last: size and sha256 of every file above
+- ``manifest.json``       written last: size and sha256 of every file above, and the ``format``
+
+That is the ``full`` format (one process, or DDP: rank 0 writes). Under FSDP a checkpoint is ``sharded``
+(:mod:`mswelu.sharded_checkpoint`): ``dcp/`` holds the weights and optimizer state as PyTorch distributed
+checkpoint files, each rank writing its own shards, in place of ``model.safetensors`` and ``optimizer.pt``;
+the other files and the atomic write are the same.
 
 A checkpoint is written into ``checkpoints/.tmp-step_XXXXXXX-<pid>/``, every file fsync'ed, the manifest
 written, the folder renamed into place and the parent fsync'ed. A killed writer therefore leaves either the
@@ -37,6 +42,8 @@ FORMAT_VERSION = 1
 CKPT_RE = re.compile(r"^step_(\d{7,})$")
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("model.safetensors", "optimizer.pt", "trainer_state.json", "config.json")
+#: the files each checkpoint format must list in its manifest
+FORMATS = {"full": REQUIRED_FILES, "sharded": ("dcp/.metadata", "trainer_state.json", "config.json")}
 
 
 class CheckpointError(ValueError):
@@ -137,7 +144,10 @@ def verify_checkpoint(path: str | Path, check_hash: bool = True) -> dict[str, An
         files = manifest["files"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} has an unreadable {MANIFEST}: {exc}") from exc
-    for name in REQUIRED_FILES:
+    fmt = manifest.get("format", "full")
+    if fmt not in FORMATS:
+        raise CheckpointError(f"checkpoint {path} has an unknown format {fmt!r}")
+    for name in FORMATS[fmt]:
         if name not in files:
             raise CheckpointError(f"checkpoint {path} manifest lists no {name}")
     for name, info in files.items():
@@ -198,14 +208,7 @@ def save_checkpoint(
     tmp = ckpt_dir / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    need = _estimated_bytes(model, optimizer)
-    free = shutil.disk_usage(ckpt_dir).free
-    if free < need:
-        raise DiskFullError(
-            f"not enough disk space for checkpoint step {step}: about {need / 2**20:.0f} MiB needed, "
-            f"{free / 2**20:.0f} MiB free in {ckpt_dir}; free some space and resume (--resume auto): the "
-            "earlier checkpoints are intact"
-        )
+    check_room(ckpt_dir, step, _estimated_bytes(model, optimizer))
     tmp.mkdir()
     try:
         _write_files(tmp, step, model, optimizer, trainer_state, config)
@@ -218,6 +221,13 @@ def save_checkpoint(
                 "(--resume auto)"
             ) from exc
         raise
+    return publish(tmp, final, keep)
+
+
+def publish(tmp: Path, final: Path, keep: int | None) -> Path:
+    """Rename a complete temporary checkpoint folder into place (swapping out an earlier one of the same
+    step), fsync the parent, prune to the newest ``keep``."""
+    ckpt_dir = final.parent
     if final.exists():  # re-saving a step (e.g. a stop right after a periodic save): swap atomically-ish
         old = ckpt_dir / f".old-{final.name}-{os.getpid()}"
         os.rename(final, old)
@@ -229,6 +239,17 @@ def save_checkpoint(
     if keep is not None and keep > 0:
         prune_checkpoints(ckpt_dir, keep)
     return final
+
+
+def check_room(ckpt_dir: Path, step: int, need: int) -> None:
+    """DiskFullError before a checkpoint of about ``need`` bytes is started without room for it."""
+    free = shutil.disk_usage(ckpt_dir).free
+    if free < need:
+        raise DiskFullError(
+            f"not enough disk space for checkpoint step {step}: about {need / 2**20:.0f} MiB needed, "
+            f"{free / 2**20:.0f} MiB free in {ckpt_dir}; free some space and resume (--resume auto): the "
+            "earlier checkpoints are intact"
+        )
 
 
 def _estimated_bytes(model: nn.Module, optimizer: Any) -> int:
@@ -276,21 +297,38 @@ def _write_files(
     state = {"format_version": FORMAT_VERSION, "step": step, **trainer_state}
     (tmp / "trainer_state.json").write_text(json.dumps(to_portable(state)))
     (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    write_manifest(tmp, step, trainer_state.get("tokens"), REQUIRED_FILES, "full")
+
+
+def write_manifest(folder: Path, step: int, tokens: Any, names: Any, fmt: str) -> None:
+    """fsync every file of ``names`` (paths relative to ``folder``), then write the manifest listing their
+    sizes and sha256 (last: a checkpoint without it is incomplete) and fsync the folder."""
     files = {}
-    for name in REQUIRED_FILES:
-        fsync_file(tmp / name)
-        files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+    for name in names:
+        fsync_file(folder / name)
+        files[name] = {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
     manifest = {
         "format_version": FORMAT_VERSION,
+        "format": fmt,
         "step": step,
-        "tokens": trainer_state.get("tokens"),
+        "tokens": tokens,
         "files": files,
     }
-    with open(tmp / MANIFEST, "w") as f:
+    with open(folder / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
-    fsync_dir(tmp)
+    for sub in {(folder / n).parent for n in names}:
+        fsync_dir(sub)
+    fsync_dir(folder)
+
+
+def checkpoint_format(path: str | Path) -> str:
+    """``"full"`` or ``"sharded"``, from the manifest (``full`` when it predates the field)."""
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text()).get("format", "full")
+    except (OSError, json.JSONDecodeError):
+        return "full"
 
 
 def prune_checkpoints(ckpt_dir: str | Path, keep: int) -> list[Path]:

@@ -72,8 +72,14 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
 
 
 def cleanup() -> None:
+    """Leave the process group. A barrier first: a rank tearing gloo down while another still has FSDP's
+    asynchronous collectives in flight aborts the process ("terminate called without an active exception",
+    seen with torch 2.13 on CPU)."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mswelu import distributed as du
+from mswelu import parallel
 from mswelu.models import lm_loss
 from mswelu.ops.lm_loss import split_window
 from mswelu.progress import log
@@ -83,6 +84,7 @@ def evaluate(
     device = info.device
     lengths, calibration = table
     total = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, tokens, bytes
+    mine = 0
     for window in loader.iter_eval_batches(sample=sample):
         x, y = split_window(window.to(device))
         with autocast():
@@ -91,6 +93,14 @@ def evaluate(
         total[0] += float(loss) * n
         total[1] += n
         total[2] += float(lengths[y.cpu()].sum()) * calibration
+        mine += 1
+    if info.enabled and parallel.is_fsdp(model):
+        # a sharded forward is collective: a rank with one batch fewer runs one more, discarded
+        batches = math.ceil(len(loader.eval_windows(seq_len, sample)) / batch_size)
+        pad_x, pad_y = split_window(torch.zeros(1, seq_len + 1, dtype=torch.long, device=device))
+        for _ in range(math.ceil(batches / info.world_size) - mine):
+            with autocast():
+                lm_loss(model, pad_x, pad_y)
     model.train(was_training)
     total = du.all_reduce_sum(total, info)
     val_loss = float(total[0] / total[1])

@@ -117,7 +117,7 @@ class MambaSWELUPreTrainedModel(PreTrainedModel):
     base_model_prefix = "backbone"
     _no_split_modules = [m.block.__name__ for m in MIXERS.values()]
     _is_stateful = True
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True  # per block: gradient_checkpointing_enable()
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
         """HF's tied keys plus a block's ``tied_activation_keys`` (``mixer.act_gate.* -> mixer.act_conv.*``
@@ -191,6 +191,7 @@ class MambaSWELUModel(MambaSWELUPreTrainedModel):
             [DenseLayer(a, b, activation_for(config)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
         )
         self.dense_drop = nn.Dropout(config.dropout)
+        self.gradient_checkpointing = False  # set by gradient_checkpointing_enable(): recompute each block
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -228,8 +229,14 @@ class MambaSWELUModel(MambaSWELUPreTrainedModel):
             x = x + self.pos_embeddings(pos)
         x = self.drop(x)
         hidden = [x] if output_hidden_states else None
+        recompute = (
+            self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
+        )
         for i, block in enumerate(self.blocks):
-            x = block(x, cache.states[i] if cache is not None else None)
+            if recompute:  # keep only the block's input; rerun it in the backward
+                x = self._gradient_checkpointing_func(block.__call__, x, None)
+            else:
+                x = block(x, cache.states[i] if cache is not None else None)
             if hidden is not None:
                 hidden.append(x)
         x = self.norm_f(x)

@@ -158,6 +158,48 @@ class HybridOptimizer:
         return "HybridOptimizer(\n" + "\n".join(f"  {opt!r}" for opt in self.optimizers) + "\n)"
 
 
+class GatheredMuon(torch.optim.Muon):
+    """``torch.optim.Muon`` for FSDP-sharded matrices: the same update, with the orthogonalisation on the
+    whole matrix.
+
+    Muon's momentum, Nesterov blend, weight decay and step are elementwise, so they run on this rank's shard
+    as they are. Newton-Schulz is not: run on a shard it would orthogonalise a block of rows, a different
+    update (measured: ~1e-3 off one-process training after one step). So each update is all-gathered,
+    orthogonalised whole (every rank computes the same result) and this rank keeps its rows. Plain
+    (unsharded) parameters take torch's own path.
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        from torch.distributed.tensor import DTensor, distribute_tensor
+        from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
+
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd, momentum = float(group["lr"]), group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                whole = update.full_tensor() if isinstance(update, DTensor) else update
+                ortho = _zeropower_via_newtonschulz(
+                    whole, group["ns_coefficients"], group["ns_steps"], group["eps"]
+                )
+                if isinstance(p, DTensor):  # this rank's rows of the whole result (no communication)
+                    ortho = distribute_tensor(ortho, p.device_mesh, p.placements, src_data_rank=None)
+                p.mul_(1 - lr * wd)
+                p.add_(ortho, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))
+        return loss
+
+
 def build_optimizer(
     model: nn.Module,
     name: str = "adamw",
@@ -203,8 +245,9 @@ def build_optimizer(
         fused = len(kinds) == 1 and kinds <= {"cpu", "cuda"}
     opts: list[torch.optim.Optimizer] = []
     if by_group["muon"]:
+        sharded = any(type(p).__name__ == "DTensor" for p in by_group["muon"])
         opts.append(
-            torch.optim.Muon(
+            (GatheredMuon if sharded else torch.optim.Muon)(
                 [{"params": by_group["muon"], "name": "muon", "base_lr": lr, "lr": lr}],
                 lr=lr,
                 weight_decay=weight_decay,

@@ -11,7 +11,9 @@ from typing import Any
 
 from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
+from mswelu import parallel
 from mswelu.runs import CHECKPOINTS
+from mswelu.sharded_checkpoint import load_sharded, save_sharded
 from mswelu.train_config import NUMERIC_CHANGES, RESUMABLE_CHANGES
 
 __all__ = ["check_compatible", "find_resume", "restore", "save"]
@@ -63,10 +65,12 @@ def check_compatible(path: Path, config: dict[str, Any], world_size: int, meta: 
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
         raise ValueError(f"cannot resume from {path}: incompatible config ({lines})")
     old_world = old.get("_world_size", 1)
-    if old_world != world_size:
+    resharding = ckpt.checkpoint_format(path) == "sharded" or config.get("parallel") == "fsdp"
+    if old_world != world_size and not resharding:
         raise ValueError(
             f"cannot resume from {path}: it was written by {old_world} process(es), this run has "
-            f"{world_size} (the loader positions are per rank)"
+            f"{world_size}; DDP checkpoints resume on the same number of processes (an FSDP checkpoint, "
+            "parallel='fsdp', loads on any)"
         )
     return [k for k in NUMERIC_CHANGES if k in old and _norm(old[k]) != _norm(config.get(k))]
 
@@ -95,26 +99,52 @@ def save(
     the schedule, and every rank's RNG and loader positions. Collective under DDP: every rank calls it."""
     local = {"rng": ckpt.rng_state(), "loaders": [ld.state_dict() for ld in loaders]}
     ranks = du.all_gather(local, info)
+    state = {k: v for k, v in counters.items() if k != "step"}
+    state.update(world_size=info.world_size, ranks=ranks, schedule=schedule.state_dict())
+    if parallel.is_fsdp(model):  # every rank writes its shards
+        save_sharded(folder, counters["step"], model, optimizer.optimizers, state, config, keep, info)
+        return
     if info.is_main:
-        state = {k: v for k, v in counters.items() if k != "step"}
-        state.update(world_size=info.world_size, ranks=ranks, schedule=schedule.state_dict())
         ckpt.save_checkpoint(folder, counters["step"], model, optimizer, state, config, keep=keep)
     du.barrier(info)
 
 
-def restore(path: Path, model: Any, optimizer: Any, loaders: list[Any], info: du.DistInfo) -> dict[str, Any]:
+def restore(
+    path: Path,
+    model: Any,
+    optimizer: Any,
+    loaders: list[Any],
+    info: du.DistInfo,
+    preloaded: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Load a checkpoint into ``model``, ``optimizer`` and this rank's ``loaders`` and RNGs; return its
-    counters (step, tokens, nonfinite_total, last_val)."""
-    state = ckpt.load_checkpoint(path, model, optimizer, map_location=info.device)
-    if len(state["ranks"]) != info.world_size:
-        raise ValueError(
-            f"checkpoint {path} holds {len(state['ranks'])} rank states, this run has {info.world_size}"
-        )
-    mine = state["ranks"][info.rank]
-    if len(mine["loaders"]) != len(loaders):
-        raise ValueError(f"checkpoint {path} was written with a different gradient accumulation")
-    for loader, st in zip(loaders, mine["loaders"], strict=True):
-        loader.load_state_dict(st)
+    counters (step, tokens, nonfinite_total, last_val). ``preloaded``: the trainer state of a checkpoint whose
+    weights and optimizer state were already loaded (a full checkpoint read before FSDP sharding).
+
+    On the number of processes it was written with, every rank continues exactly where it stopped. On
+    another (sharded checkpoints, or FSDP), the data still continue exactly (a step's global batch does not
+    depend on how it is split over ranks), and each rank takes the RNG state of the old rank of its number
+    (or the last): only dropout masks, if any, differ from an uninterrupted run."""
+    if preloaded is not None:
+        state = preloaded
+    elif ckpt.checkpoint_format(path) == "sharded":
+        state = load_sharded(path, model, optimizer.optimizers)
+    else:
+        state = ckpt.load_checkpoint(path, model, optimizer, map_location=info.device)
+    ranks = state["ranks"]
+    if len(ranks) == info.world_size and len(ranks[info.rank]["loaders"]) == len(loaders):
+        mine = ranks[info.rank]
+        for loader, st in zip(loaders, mine["loaders"], strict=True):
+            loader.load_state_dict(st)
+    else:
+        if ckpt.checkpoint_format(path) != "sharded" and preloaded is None and len(ranks) != info.world_size:
+            raise ValueError(
+                f"checkpoint {path} holds {len(ranks)} rank states, this run has {info.world_size}"
+            )
+        mine = ranks[min(info.rank, len(ranks) - 1)]
+        step = int(ranks[0]["loaders"][0]["step"])  # the same on every loader: batches are global
+        for loader in loaders:
+            loader.load_state_dict({"step": step, "fingerprint": ranks[0]["loaders"][0].get("fingerprint")})
     ckpt.set_rng_state(mine["rng"])
     return {
         "step": int(state["step"]),

@@ -447,7 +447,12 @@ def _from_checkpoint(folder: Path, device: str) -> Any:
         raise ValueError(f"checkpoint {folder} records no model config; it cannot be loaded as a model")
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **model_cfg))
     try:
-        ckpt.load_checkpoint(folder, model)
+        if ckpt.checkpoint_format(folder) == "sharded":  # an FSDP run's: DCP shards, read whole here
+            from mswelu.sharded_checkpoint import load_sharded
+
+            load_sharded(folder, model, None)
+        else:
+            ckpt.load_checkpoint(folder, model)
     except ckpt.CheckpointError as exc:
         raise ValueError(str(exc)) from exc
     return model.to(device).eval()

@@ -23,7 +23,7 @@ from mswelu.fs import DiskFullError, explain_os_error
 from mswelu.modules.activations import ACTIVATIONS
 from mswelu.optim import OPTIMIZERS
 from mswelu.schedule import SCHEDULES
-from mswelu.train_config import DEVICES, DTYPES, STRATEGIES, TrainConfig
+from mswelu.train_config import DEVICES, DTYPES, FSDP_PARAM_DTYPES, PARALLEL, TrainConfig
 from mswelu.trainer import Trainer
 
 __all__ = ["TrainConfig", "build_parser", "config_from_args", "main", "train"]
@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "device": DEVICES,
         "dtype": DTYPES,
         "activation": tuple(ACTIVATIONS),
-        "strategy": STRATEGIES,
+        "parallel": PARALLEL,
+        "fsdp_param_dtype": FSDP_PARAM_DTYPES,
     }
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")

@@ -25,11 +25,14 @@ from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
 from mswelu.schedule import SCHEDULES
 
-__all__ = ["DEVICES", "DTYPES", "NUMERIC_CHANGES", "RESUMABLE_CHANGES", "STRATEGIES", "TrainConfig"]
+__all__ = ["DEVICES", "DTYPES", "NUMERIC_CHANGES", "PARALLEL", "RESUMABLE_CHANGES", "TrainConfig"]
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bf16", "fp32")
-STRATEGIES = ("ddp",)
+PARALLEL = ("ddp", "fsdp")  # mswelu.parallel: a full replica per rank, or FSDP2 shards
+FSDP_PARAM_DTYPES = ("fp32", "bf16")
+#: keys of configs written before a rename, and their new names
+RENAMED = {"strategy": "parallel"}
 
 # Fields whose change on resume alters the numbers from here on (allowed, reported as a warning).
 NUMERIC_CHANGES = (
@@ -45,6 +48,7 @@ NUMERIC_CHANGES = (
     "k_lr_scale",
     "muon_momentum",
     "dtype",
+    "fsdp_param_dtype",
     "max_steps",
     "max_tokens",
 )
@@ -64,6 +68,9 @@ RESUMABLE_CHANGES = frozenset(NUMERIC_CHANGES) | {
     "max_consecutive_nonfinite",
     "device",
     "compile",
+    "parallel",
+    "cpu_offload",
+    "activation_checkpointing",
     "run_name",
     "out",
     "data",
@@ -145,7 +152,13 @@ class TrainConfig:
         compile: ``torch.compile`` the model.
         dtype: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | ``bf16`` |
             ``fp32``.
-        strategy: data-parallel strategy under torchrun.
+        parallel: how the model is spread over the processes of ``torchrun``: ``ddp`` (a full replica per
+            rank) or ``fsdp`` (FSDP2: weights, gradients and optimizer state sharded; :mod:`mswelu.parallel`).
+        fsdp_param_dtype: ``fsdp``: the dtype blocks are gathered in for compute (``fp32``, with bf16
+            autocast as the run's dtype says; or ``bf16``: half the traffic, A_log and dt rounded).
+        cpu_offload: ``fsdp``: keep the sharded parameters, gradients and optimizer state in host memory.
+        activation_checkpointing: recompute each block's activations in the backward instead of keeping
+            them (less memory, about a third more compute).
         model: overrides of the model config (``MambaSWELUConfig`` fields, or the baseline's).
         max_consecutive_nonfinite: non-finite steps in a row (each skipped) before the run stops.
         progress: progress bar and lines.
@@ -186,7 +199,10 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     dtype: str = "auto"
-    strategy: str = "ddp"
+    parallel: str = "ddp"
+    fsdp_param_dtype: str = "fp32"
+    cpu_offload: bool = False
+    activation_checkpointing: bool = False
     model: dict[str, Any] = field(default_factory=dict)
     max_consecutive_nonfinite: int = 10
     progress: bool = True
@@ -204,6 +220,7 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise ValueError(f"a training config must be a mapping, got {type(d).__name__}")
         known = cls.field_names()
+        d = {RENAMED.get(k, k): v for k, v in d.items()}
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise ValueError(f"unknown training config keys {with_nearest(unknown, known)}; known: {known}")
@@ -349,7 +366,8 @@ class TrainConfig:
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
         choice("dtype", DTYPES)
-        choice("strategy", STRATEGIES)
+        choice("parallel", PARALLEL)
+        choice("fsdp_param_dtype", FSDP_PARAM_DTYPES)
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}: expected one of {DEVICES} or cuda:N")
         if self.activation is not None:
@@ -379,6 +397,27 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 self._at_least(name, 1)
         self.grad_accum(world_size)
+        self._check_parallel(world_size)
+
+    def _check_parallel(self, world_size: int) -> None:
+        """Combinations the parallel modes do not support, refused before anything is written."""
+        if self.parallel == "fsdp":
+            if world_size < 2:
+                raise ValueError(
+                    "parallel='fsdp' shards the model over the processes of torchrun, but this run has "
+                    "one process: start it with `torchrun --nproc_per_node N -m mswelu.train ...` (N >= 2), "
+                    "or use parallel='ddp' (a single process needs no sharding)"
+                )
+            if self.compile:
+                raise ValueError(
+                    "compile=True is not supported with parallel='fsdp' yet: leave one of them out"
+                )
+        else:
+            for name, off in (("cpu_offload", False), ("fsdp_param_dtype", "fp32")):
+                if getattr(self, name) != off:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} needs parallel='fsdp' (got {self.parallel!r})"
+                    )
 
     def _at_least(self, name: str, minimum: int) -> None:
         if getattr(self, name) < minimum:

@@ -29,7 +29,7 @@ from torch import nn
 
 from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
-from mswelu import evaluation, progress, resume
+from mswelu import evaluation, parallel, progress, resume, sharded_checkpoint
 from mswelu.metrics_log import MetricsLog
 from mswelu.models import build_model, count_parameters, lm_loss, shape_values
 from mswelu.ops.lm_loss import split_window
@@ -70,16 +70,32 @@ class Trainer:
         du.barrier(info)
 
         ckpt.seed_everything(cfg.seed)
-        model = build_model(cfg.preset, plan.model_vocab, cfg.seq_len, cfg.activation, **plan.model_overrides)
-        self.raw_model = model.to(self.device)
+        model = self._build_model().to(self.device)
+        if cfg.activation_checkpointing:
+            enable = (
+                getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            )
+            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.raw_model = model
         self.n_params = count_parameters(self.raw_model)
         self._emit("model", {"model": self.raw_model})
+        sharding = cfg.parallel == "fsdp" and info.enabled
+        full_state = None  # a one-process (full) checkpoint resumed under FSDP: read before sharding
+        if sharding and plan.resume_from is not None and ckpt.checkpoint_format(plan.resume_from) == "full":
+            plain = build_optimizer(self.raw_model, cfg.optimizer, **cfg.optimizer_kwargs())
+            full_state = sharded_checkpoint.full_to_sharded(plan.resume_from, self.raw_model, plain)
+        if sharding:  # fully_shard changes the model in place: raw_model, eval_model and model are one object
+            self.raw_model = parallel.wrap(model, info, "fsdp", cfg.fsdp_param_dtype, cfg.cpu_offload)
         self.optimizer = build_optimizer(self.raw_model, cfg.optimizer, **cfg.optimizer_kwargs())
+        if full_state is not None:
+            sharded_checkpoint.apply_full_optimizer_state(
+                self.raw_model, self.optimizer.optimizers, full_state[0]
+            )
         self.schedule = LRSchedule(
             self.optimizer, self.total_steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, cfg.decay_fraction
         )
         self.eval_model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
-        self.model = du.wrap_ddp(self.eval_model, info)
+        self.model = self.eval_model if sharding else parallel.wrap(self.eval_model, info, "ddp")
         self.loaders = TokenLoader.for_micro_steps(
             plan.data, self.micro, cfg.seq_len, cfg.seed, info.rank, info.world_size, self.accum
         )
@@ -89,7 +105,7 @@ class Trainer:
         self.step = self.tokens = self.nonfinite_total = self.nonfinite_run = 0
         self.last_val: dict[str, Any] = {}
         if plan.resume_from is not None:
-            self._restore(plan.resume_from)
+            self._restore(plan.resume_from, preloaded=None if full_state is None else full_state[1])
         # config.json, also stored in every checkpoint: every field, derived values and the model's config
         self.record = cfg.record(info.world_size, plan.data, self.out, plan.meta, self.raw_model, self.device)
         if info.is_main:
@@ -107,8 +123,13 @@ class Trainer:
         parts = (self.raw_model, self.optimizer, self.loaders, self.schedule)
         resume.save(self.run_dir.checkpoints, counters, *parts, self.record, keep, self.info)
 
-    def _restore(self, path: Path) -> None:
-        counters = resume.restore(path, self.raw_model, self.optimizer, self.loaders, self.info)
+    def _build_model(self) -> nn.Module:
+        """The run's model, freshly initialised (seeded by the caller)."""
+        cfg, plan = self.cfg, self.plan
+        return build_model(cfg.preset, plan.model_vocab, cfg.seq_len, cfg.activation, **plan.model_overrides)
+
+    def _restore(self, path: Path, preloaded: dict[str, Any] | None = None) -> None:
+        counters = resume.restore(path, self.raw_model, self.optimizer, self.loaders, self.info, preloaded)
         self.step, self.tokens = counters["step"], counters["tokens"]
         self.nonfinite_total, self.last_val = counters["nonfinite_total"], counters["last_val"]
         set_hyperparameters(self.optimizer, self.cfg.lr, self.cfg.weight_decay, self.cfg.k_lr_scale)
@@ -133,15 +154,19 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for i, loader in enumerate(self.loaders):
             window = next(loader).to(self.device, non_blocking=True)
-            last = i == self.accum - 1  # DDP syncs gradients on the last micro-step only
-            with contextlib.nullcontext() if (last or not self.info.enabled) else self.model.no_sync():
+            last = i == self.accum - 1  # gradients are synchronised on the last micro-step only
+            with parallel.grad_sync(self.model, last or not self.info.enabled):
                 loss = self.loss_on(self.model, window) / self.accum
                 loss.backward()
             loss_sum += loss.detach()
         loss_value = float(du.all_reduce_mean(loss_sum, self.info))
+        parallel.sync_replicated_grads(self.raw_model, self.info)
         params = [p for p in self.raw_model.parameters() if p.grad is not None]
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if parallel.is_fsdp(self.raw_model):  # sharded and replicated gradients: one global norm
+            grad_norm = parallel.clip_grad_norm(params, max_norm)
+        else:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
         lrs = {}
         if finite:
@@ -239,11 +264,25 @@ class Trainer:
         self.save()
         if not interrupted:
             self._eval_and_log(whole_split=True)
-            if info.is_main:
-                self.run_dir.save_final(self.raw_model)
+            self._save_final()
             du.barrier(info)
         rate = (self.tokens - start_tokens) / train_time if train_time > 0 else None
         return self._summary(last, interrupted, time.perf_counter() - wall0, rate)
+
+    def _save_final(self) -> None:
+        """``final/`` (``save_pretrained``) on rank 0; under FSDP the shards are gathered into a fresh
+        unsharded copy first (collective), so ``final/`` is the same folder whatever the parallel mode."""
+        model = self.raw_model
+        if parallel.is_fsdp(model):
+            state = parallel.full_state_dict(model)
+            if not self.info.is_main:
+                return
+            with torch.device("meta"):
+                model = self._build_model()
+            model.load_state_dict(state, assign=True)
+            model.tie_weights()
+        if self.info.is_main:
+            self.run_dir.save_final(model)
 
     def _skipped(self, last: dict[str, Any]) -> None:
         if self.info.is_main:

@@ -61,3 +61,47 @@ def tiny_train_config(embedded_data) -> dict:
         progress=False,
         tensorboard=False,
     )
+
+
+def write_byte_dataset(folder, n_tokens: int = 60_000, val_fraction: float = 0.1):
+    """A prepared dataset (the data package's format) whose tokens are the UTF-8 bytes of stdlib sources
+    (vocabulary 257): no tokenizer, no corpus download, the same bytes on every machine."""
+    import argparse
+    import json
+    import textwrap
+    from pathlib import Path
+
+    import numpy as np
+
+    folder = Path(folder)
+    text = (Path(argparse.__file__).read_bytes() + Path(textwrap.__file__).read_bytes()) * 2
+    tokens = np.frombuffer(text[:n_tokens], dtype=np.uint8).astype(np.uint16)
+    n_val = int(len(tokens) * val_fraction)
+    splits = {"train": tokens[:-n_val], "val": tokens[-n_val:]}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arr in splits.items():
+        arr.tofile(folder / f"{name}.bin")
+    meta = {
+        "version": 1,
+        "tokenizer": "bytes",
+        "vocab_size": 257,
+        "eos_id": 256,
+        "dtype": "uint16",
+        "splits": {
+            n: {"tokens": len(a), "documents": 1, "bytes": len(a), "max_token_id": int(a.max())}
+            for n, a in splits.items()
+        },
+        "source": "test-bytes",
+        "seed": 0,
+        "val_fraction": val_fraction,
+        "max_tokens": n_tokens,
+        "fingerprint": "test-bytes-v1",
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def byte_dataset(tmp_path_factory):
+    """:func:`write_byte_dataset`, once per test session."""
+    return write_byte_dataset(tmp_path_factory.mktemp("bytes") / "data")

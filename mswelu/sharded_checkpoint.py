@@ -1,0 +1,156 @@
+"""Sharded checkpoints for FSDP runs: PyTorch distributed checkpointing (DCP), atomic in our sense.
+
+Each rank writes its own shards of the weights and optimizer state (``torch.distributed.checkpoint.save``
+with the state dicts of ``get_state_dict``: keyed by parameter name, so they load into any sharding). The
+checkpoint is assembled in a temporary folder; rank 0 adds ``trainer_state.json`` (every rank's RNG and
+loader state, counters) and ``config.json``, writes the manifest last (size and sha256 of every file, the
+DCP shards included) and renames the folder into place: a complete checkpoint or none. Every rank must see
+the same folder (one machine, or a shared file system across nodes, as DCP itself assumes).
+
+Loading reshards: a checkpoint written by N ranks loads into M ranks, or into a plain one-process model
+(DCP needs no process group for that), since the files hold whole tensors cut into named pieces. A ``full``
+checkpoint (one process or DDP) loads into an FSDP model through :func:`full_to_sharded`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mswelu import checkpoint as ckpt
+from mswelu import distributed as du
+from mswelu.fs import DiskFullError
+
+__all__ = ["apply_full_optimizer_state", "full_to_sharded", "load_sharded", "save_sharded"]
+
+DCP_DIR = "dcp"
+
+
+def _state_dicts(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> tuple[dict, dict]:
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    return get_state_dict(model, optimizers)
+
+
+def save_sharded(
+    ckpt_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    trainer_state: dict[str, Any],
+    config: dict[str, Any],
+    keep: int | None,
+    info: du.DistInfo,
+) -> Path:
+    """Write ``ckpt_dir/step_XXXXXXX`` from every rank (collective: all ranks call it with the same
+    arguments; ``trainer_state`` matters on rank 0 only)."""
+    import torch.distributed.checkpoint as dcp
+
+    final = ckpt_dir / ckpt.checkpoint_name(step)
+    tmp = ckpt_dir / f".tmp-{final.name}-{du.broadcast_object(os.getpid(), info)}"
+    error = None
+    if info.is_main:
+        try:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            ckpt.check_room(ckpt_dir, step, _estimated_bytes(model, optimizers, info.world_size))
+            tmp.mkdir()
+        except (OSError, DiskFullError) as exc:
+            error = exc
+    error = du.broadcast_object(error, info)
+    if error is not None:
+        raise error
+    model_sd, optim_sd = _state_dicts(model, optimizers)
+    try:
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / DCP_DIR))
+        du.barrier(info)
+        if info.is_main:
+            state = {"format_version": ckpt.FORMAT_VERSION, "step": step, **trainer_state}
+            (tmp / "trainer_state.json").write_text(json.dumps(ckpt.to_portable(state)))
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+            names = [f"{DCP_DIR}/{p.name}" for p in sorted((tmp / DCP_DIR).iterdir()) if p.is_file()]
+            ckpt.write_manifest(
+                tmp,
+                step,
+                trainer_state.get("tokens"),
+                [*names, "trainer_state.json", "config.json"],
+                "sharded",
+            )
+            ckpt.publish(tmp, final, keep)
+    except BaseException:
+        if info.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    du.barrier(info)
+    return final
+
+
+def _estimated_bytes(model: nn.Module, optimizers: list[torch.optim.Optimizer], world_size: int) -> int:
+    """Whole-model weights plus optimizer state (every rank writes its share to the same folder)."""
+    from torch.distributed.tensor import DTensor
+
+    def whole(t: torch.Tensor) -> int:
+        n = math.prod(t.shape) if isinstance(t, DTensor) else t.numel()
+        return n * t.element_size()
+
+    weights = sum(whole(p) for p in model.parameters())
+    state = sum(
+        whole(t) for opt in optimizers for s in opt.state.values() for t in s.values() if torch.is_tensor(t)
+    )
+    return int((weights + state) * 1.05) + (1 << 20)
+
+
+def load_sharded(
+    path: Path, model: nn.Module, optimizers: list[torch.optim.Optimizer] | None
+) -> dict[str, Any]:
+    """Load a sharded checkpoint into ``model`` (FSDP, DDP or plain) and ``optimizers`` (None: weights
+    only); every rank of a distributed run calls it. Returns the trainer state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
+
+    ckpt.verify_checkpoint(path)
+    if optimizers is None:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        model_sd = get_model_state_dict(model)
+        dcp.load({"model": model_sd}, checkpoint_id=str(path / DCP_DIR))
+        set_model_state_dict(model, model_sd)
+    else:
+        model_sd, optim_sd = _state_dicts(model, optimizers)
+        try:
+            dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path / DCP_DIR))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} does not fit the model or optimizer: {exc}"
+            ) from exc
+        set_state_dict(model, optimizers, model_state_dict=model_sd, optim_state_dict=optim_sd)
+    return ckpt.from_portable(json.loads((path / "trainer_state.json").read_text()))
+
+
+def full_to_sharded(
+    path: Path, raw_model: nn.Module, plain_optimizer: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a ``full`` checkpoint into the still-unsharded ``raw_model`` and a throwaway optimizer of the
+    same kind (``plain_optimizer``, built on it), and return (the optimizer state keyed by parameter name,
+    the trainer state): what :func:`apply_full_optimizer_state` puts into the sharded optimizer."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    state = ckpt.load_checkpoint(path, raw_model, plain_optimizer)
+    return get_optimizer_state_dict(raw_model, plain_optimizer.optimizers), state
+
+
+def apply_full_optimizer_state(
+    model: nn.Module, optimizers: list[torch.optim.Optimizer], state: dict
+) -> None:
+    """Shard a whole (parameter-name keyed) optimizer state into the optimizers of a sharded model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizers, state, options=StateDictOptions(full_state_dict=True))
