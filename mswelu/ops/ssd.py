@@ -28,9 +28,13 @@ inside: the function picks its own dtypes.
 
 The chunk size does not change the result (the algorithm is exact for any chunk size, up to rounding), so
 on a CPU it is an implementation detail: :data:`DEFAULT_CHUNK_SIZE` is the fastest measured at the
-``mamba2-130m`` shape (``python -m mswelu.bench mamba2 --chunk-sweep``). Gradients come from autograd
-over the chunked computation: its saved tensors are the (Q x Q) decay and score matrices per chunk and the
-chunk-start states, a few MB a layer; see the bench's note for why no custom backward.
+``mamba2-130m`` shape (``python -m mswelu.bench mamba2 --chunk-sizes 32 64 128 256`` times others).
+
+Gradients: :class:`ChunkedSSDFn` has an analytic backward. It keeps the inputs, the state at each chunk's
+start, the decay matrices and ``C @ state``, and recomputes the rest. Measured at the ``mamba2-130m`` mixer
+shape (2 x 512 tokens, bf16 autocast, one thread), against plain autograd over the same chunked
+computation: a stack's peak memory grows by 87 instead of 130 MiB a layer, for about 10% more SSD time
+(3% of the mixer's).
 """
 
 from __future__ import annotations
@@ -41,10 +45,14 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ssd_chunk_scan", "ssd_ref"]
 
 DEFAULT_CHUNK_SIZE = 64
+# Decay factors below exp(-80) ~ 2e-35 are taken as 0: torch.exp is several times slower on a CPU where its
+# result underflows (long decays of fast heads), and such factors change no fp32 sum.
+_LOG_TINY = -80.0
 _NO_LIMIT = (0.0, math.inf)
 
 
@@ -171,77 +179,185 @@ def ssd_chunk_scan(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     with _no_autocast(x.device.type):
         ct = _compute_dtype(x)
-        mm = torch.bfloat16 if x.dtype == torch.bfloat16 else ct
         dt = discretize_dt(dt, dt_bias, dt_softplus, dt_limit, ct)
-        y, final = _chunked(x, dt, A.to(ct), B, C, initial_states, min(chunk, x.shape[1]), ct, mm)
-        if D is not None:
-            y = y + _d_skip(x.to(ct), D.to(ct))
-        out = y.to(x.dtype)
+        D = None if D is None else (D[:, None] if D.dim() == 1 else D).to(ct)  # (h, 1) or (h, p)
+        out, final = ChunkedSSDFn.apply(x, dt, A.to(ct), B, C, D, initial_states, min(chunk, x.shape[1]))
     return (out, final) if return_final_states else out
 
 
-def _chunked(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    initial_states: Tensor | None,
-    Q: int,
-    ct: torch.dtype,
-    mm: torch.dtype,
-) -> tuple[Tensor, Tensor]:
-    """y (b, l, h, p) in ``ct`` without the D term, and the final state (b, h, p, n) in ``ct``.
+class _Chunks:
+    """The inputs cut into c chunks of Q steps (the last padded with dt = 0, which neither decays nor adds
+    to the state), and what forward and backward both derive from them. k = h / g heads per group.
 
-    Shapes: c chunks of Q steps (the last padded with dt = 0, which neither decays nor adds to the state),
-    k = h / g heads per group. States are kept as (n, k * p) per group and chunk: the layout in which
-    ``C @ state`` and ``B^T @ x`` are single matmuls over all heads of the group.
+    Layouts: ``x`` (b, c, Q, h, p) as given; ``xdt`` (b, c, Q, h, p) and ``acum`` (b, c, Q, h) in the
+    compute dtype ``ct``; ``Bc``, ``Cc`` (b, c, g, Q, n) in the matmul dtype ``mm``; ``L`` (b, c, g, k, Q, Q)
+    = exp(acum_t - acum_s) for s <= t, else 0; ``scores`` (b, c, g, Q, Q) = C_t . B_s, shared by the group's
+    heads. States are (n, k p) per group and chunk: the layout in which ``C @ state`` and ``B^T @ x`` are
+    one matmul over the group's heads.
     """
-    b, length, h, p = x.shape
-    g, n = B.shape[2:]
-    k = h // g
-    c = -(-length // Q)
-    pad = c * Q - length
-    xdt = x.to(ct) * dt[..., None]  # (b, l, h, p)
-    if pad:
-        xdt = F.pad(xdt, (0, 0, 0, 0, 0, pad))
-        dt = F.pad(dt, (0, 0, 0, pad))
-        B = F.pad(B, (0, 0, 0, 0, 0, pad))
-        C = F.pad(C, (0, 0, 0, 0, 0, pad))
-    acum = (dt * A).view(b, c, Q, h).cumsum(2)  # (b, c, Q, h): log-decay from the chunk's start
-    Bc = B.to(mm).view(b, c, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
-    Cc = C.to(mm).view(b, c, Q, g, n).transpose(2, 3)
 
-    # 1. within each chunk: y_t += sum_{s<=t} (C_t . B_s) exp(acum_t - acum_s) dt_s x_s
-    a_h = acum.permute(0, 1, 3, 2)  # (b, c, h, Q)
-    causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
-    seg = (a_h[..., :, None] - a_h[..., None, :]).masked_fill(~causal, -math.inf)  # exp(-inf) = 0 above
-    scores = (Cc @ Bc.transpose(-1, -2)).to(ct)  # (b, c, g, Q, Q), shared by the group's heads
-    M = (scores[:, :, :, None] * seg.exp().view(b, c, g, k, Q, Q)).to(mm)  # (b, c, g, k, Q, Q)
-    x_heads = xdt.view(b, c, Q, g, k, p).permute(0, 1, 3, 4, 2, 5).to(mm)  # (b, c, g, k, Q, p)
-    y = (M @ x_heads).to(ct)  # (b, c, g, k, Q, p)
+    def __init__(
+        self, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, Q: int, L: Tensor | None = None
+    ) -> None:
+        b, length, h, p = x.shape
+        g, n = B.shape[2:]
+        c = -(-length // Q)
+        self.shape = (b, c, Q, h, p, g, h // g, n)
+        self.length = length
+        self.ct = dt.dtype
+        self.mm = torch.bfloat16 if x.dtype == torch.bfloat16 else self.ct
+        self.x = self.chunked(x)
+        self.dt = self.chunked(dt)
+        self.xdt = self.x.to(self.ct) * self.dt[..., None]
+        self.acum = (self.dt * A).cumsum(2)  # log-decay from the chunk's start
+        self.Bc = self.chunked(B).transpose(2, 3).to(self.mm, memory_format=torch.contiguous_format)
+        self.Cc = self.chunked(C).transpose(2, 3).to(self.mm, memory_format=torch.contiguous_format)
+        if L is None:
+            a_h = self.acum.unflatten(-1, (g, h // g)).permute(0, 1, 3, 4, 2)  # (b, c, g, k, Q)
+            causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
+            seg = (a_h[..., :, None] - a_h[..., None, :]).masked_fill_(~causal, -math.inf)
+            L = seg.masked_fill_(seg < _LOG_TINY, -math.inf).exp_()
+        self.L = L
+        self.scores = (self.Cc @ self.Bc.transpose(-1, -2)).to(self.ct)
 
-    # 2. each chunk's own end state: sum_s exp(acum_end - acum_s) dt_s x_s B_s^T, as (n, k p) per group
-    to_end = (acum[:, :, -1:] - acum).exp()  # (b, c, Q, h)
-    x_to_end = (xdt.view(b, c, Q, h, p) * to_end[..., None]).view(b, c, Q, g, k * p).transpose(2, 3)
-    local = (Bc.transpose(-1, -2) @ x_to_end.to(mm)).to(ct)  # (b, c, g, n, k p)
+    def chunked(self, t: Tensor) -> Tensor:
+        """(b, l, ...) -> (b, c, Q, ...), zero-padded at the end."""
+        b, c, Q = self.shape[:3]
+        if c * Q != self.length:
+            t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, c * Q - self.length))
+        return t.view(b, c, Q, *t.shape[2:])
 
-    # 3. hand the state from chunk to chunk (c steps): start_{i+1} = exp(acum_end_i) start_i + local_i
-    chunk_decay = acum[:, :, -1].exp().view(b, c, g, 1, k, 1)
-    if initial_states is None:
-        state = x.new_zeros(b, g, n, k, p, dtype=ct)
-    else:  # (b, h, p, n) -> (b, g, n, k, p)
-        state = initial_states.to(ct).view(b, g, k, p, n).permute(0, 1, 4, 2, 3)
-    starts = []
-    for decay_i, local_i in zip(chunk_decay.unbind(1), local.view(b, c, g, n, k, p).unbind(1), strict=True):
-        starts.append(state)
-        state = decay_i * state + local_i
-    start = torch.stack(starts, dim=1).view(b, c, g, n, k * p)
+    def unpad(self, t: Tensor) -> Tensor:
+        """(b, c, Q, ...) -> (b, l, ...)."""
+        return t.flatten(1, 2)[:, : self.length]
 
-    # 4. the start state's contribution: y_t += exp(acum_t) C_t start
-    y_off = (Cc @ start.to(mm)).to(ct).view(b, c, g, Q, k, p)  # (b, c, g, Q, k, p)
-    decay_in = acum.exp().view(b, c, Q, g, k).permute(0, 1, 3, 2, 4)[..., None]  # (b, c, g, Q, k, 1)
-    y = y.permute(0, 1, 4, 2, 3, 5) + (y_off * decay_in).permute(0, 1, 3, 2, 4, 5)  # (b, c, Q, g, k, p)
-    y = y.reshape(b, c * Q, h, p)[:, :length]
-    final = state.permute(0, 1, 3, 4, 2).reshape(b, h, p, n)
-    return y, final
+    def grouped(self, t: Tensor) -> Tensor:
+        """(b, c, Q, h, p) -> (b, c, g, Q, k p), contiguous, in the matmul dtype."""
+        b, c, Q, h, p, g, k, n = self.shape
+        return t.view(b, c, Q, g, k * p).transpose(2, 3).to(self.mm, memory_format=torch.contiguous_format)
+
+    def heads(self, t: Tensor) -> Tensor:
+        """(b, c, Q, h, p) -> (b, c, g, k, Q, p), contiguous, in the matmul dtype."""
+        b, c, Q, h, p, g, k, n = self.shape
+        return (
+            t.unflatten(3, (g, k))
+            .permute(0, 1, 3, 4, 2, 5)
+            .to(self.mm, memory_format=torch.contiguous_format)
+        )
+
+    def from_heads(self, t: Tensor) -> Tensor:
+        """(b, c, g, k, Q, p) -> (b, c, Q, h, p), a view."""
+        return t.permute(0, 1, 4, 2, 3, 5).flatten(3, 4)
+
+    def from_group(self, t: Tensor) -> Tensor:
+        """(b, c, g, Q, k p) -> (b, c, Q, g, k, p), a view (flatten(3, 4) gives (b, c, Q, h, p))."""
+        b, c, Q, h, p, g, k, n = self.shape
+        return t.unflatten(-1, (k, p)).transpose(2, 3)
+
+    def states(self, t: Tensor) -> Tensor:
+        """(b, c, g, n, k, p) states -> (b, c, g, n, k p) in the matmul dtype."""
+        return t.flatten(-2).to(self.mm)
+
+
+class ChunkedSSDFn(torch.autograd.Function):
+    """y = SSD(x, dt, A, B, C) + D x by chunks, and the final state, with an analytic backward.
+
+    Takes dt already discretised (softplus, bias and clamp stay with autograd) in the compute dtype.
+    Saves the inputs, the (b, c, g, n, k, p) state at each chunk's start, ``L`` and ``C @ start``; backward
+    recomputes the rest. Arguments: (x, dt, A, B, C, D as (h, 1) or (h, p) or None, initial_states or None,
+    Q); returns (y in x's dtype, final state (b, h, p, n) in the compute dtype).
+    """
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, initial_states, Q):
+        t = _Chunks(x, dt, A, B, C, Q)
+        b, c, Q, h, p, g, k, n = t.shape
+        # 1. within each chunk: y_t = sum_{s<=t} (C_t . B_s) exp(acum_t - acum_s) dt_s x_s
+        M = (t.scores[:, :, :, None] * t.L).to(t.mm)
+        y_diag = t.from_heads(M @ t.heads(t.xdt))
+        # 2. each chunk's own end state sum_s exp(acum_end - acum_s) dt_s B_s x_s^T, then the states handed
+        # from chunk to chunk: start_{i+1} = exp(acum_end_i) start_i + local_i (start_c is the final state)
+        to_end = (t.acum[:, :, -1:] - t.acum).exp_()  # (b, c, Q, h)
+        local = (t.Bc.transpose(-1, -2) @ t.grouped(t.xdt * to_end[..., None])).unflatten(-1, (k, p)).to(t.ct)
+        decay = t.acum[:, :, -1].exp().view(b, c, g, 1, k, 1)
+        start = x.new_empty(b, c + 1, g, n, k, p, dtype=t.ct)
+        if initial_states is None:
+            start[:, 0] = 0
+        else:  # (b, h, p, n) -> (b, g, n, k, p)
+            start[:, 0] = initial_states.view(b, g, k, p, n).permute(0, 1, 4, 2, 3)
+        for i in range(c):
+            torch.addcmul(local[:, i], decay[:, i], start[:, i], out=start[:, i + 1])
+        # 3. the start state's part: y_t += exp(acum_t) C_t start
+        C_start = t.Cc @ t.states(start[:, :c])  # (b, c, g, Q, k p)
+        y = (t.from_group(C_start.to(t.ct)).flatten(3, 4) * t.acum.exp()[..., None]).add_(y_diag.to(t.ct))
+        if D is not None:
+            y.addcmul_(t.x.to(t.ct), D)
+        final = start[:, c].permute(0, 1, 3, 4, 2).reshape(b, h, p, n)
+        ctx.save_for_backward(x, dt, A, B, C, D, start[:, :c], t.L, C_start)
+        ctx.Q, ctx.has_initial = Q, initial_states is not None
+        return t.unpad(y).to(x.dtype), final
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy, gfinal):
+        x, dt, A, B, C, D, start, L, C_start = ctx.saved_tensors
+        t = _Chunks(x, dt, A, B, C, ctx.Q, L)
+        b, c, Q, h, p, g, k, n = t.shape
+        gy = t.chunked(gy.to(t.ct))  # (b, c, Q, h, p)
+        # 3. y_t += exp(acum_t) C_t start: gradients of start, C and acum
+        e_acum = t.acum.exp()
+        gy_off = t.grouped(gy * e_acum[..., None])  # (b, c, g, Q, k p)
+        start_mm = t.states(start)
+        g_start = (t.Cc.transpose(-1, -2) @ gy_off).unflatten(-1, (k, p)).to(t.ct)  # (b, c, g, n, k, p)
+        gC = (gy_off @ start_mm.transpose(-1, -2)).to(t.ct)  # (b, c, g, Q, n)
+        C_start = t.from_group(C_start.to(t.ct)).flatten(3, 4)  # (b, c, Q, h, p)
+        g_acum = (gy * C_start).sum(-1).mul_(e_acum)  # (b, c, Q, h)
+        # 2. the states handed on, in reverse: G_i = dLoss/d start_{i+1}, g_local_i = G_i
+        decay = t.acum[:, :, -1].exp().view(b, c, g, 1, k, 1)
+        G = start.new_zeros(b, g, n, k, p)
+        if gfinal is not None:
+            G.copy_(gfinal.view(b, g, k, p, n).permute(0, 1, 4, 2, 3))
+        g_local = torch.empty_like(start, dtype=t.mm)
+        g_decay = start.new_empty(b, c, g, 1, k, 1)
+        for i in reversed(range(c)):
+            g_local[:, i] = G
+            g_decay[:, i] = (G * start[:, i]).sum((2, 4), keepdim=True)
+            G = torch.addcmul(g_start[:, i], decay[:, i], G)
+        g_initial = G.permute(0, 1, 3, 4, 2).reshape(b, h, p, n) if ctx.has_initial else None
+        g_acum[:, :, -1] += g_decay.mul_(decay).view(b, c, h)
+        # ... and each chunk's own end state: local = B^T (x dt exp(acum_end - acum))
+        to_end = (t.acum[:, :, -1:] - t.acum).exp_()
+        g_local = g_local.flatten(-2)
+        g_xend = t.from_group((t.Bc @ g_local).to(t.ct)).flatten(3, 4)  # (b, c, Q, h, p)
+        gB = (t.grouped(t.xdt * to_end[..., None]) @ g_local.transpose(-1, -2)).to(t.ct)  # (b, c, g, Q, n)
+        g_xdt = g_xend * to_end[..., None]
+        u = (g_xdt * t.xdt).sum(-1)  # dLoss/d to_end * to_end: d/d acum_end, and minus d/d acum
+        g_acum -= u
+        g_acum[:, :, -1] += u.sum(2)
+        # 1. within each chunk: y = (scores * L) @ xdt per head
+        gy_h = t.heads(gy)
+        M = (t.scores[:, :, :, None] * t.L).to(t.mm)
+        g_xdt += t.from_heads((M.transpose(-1, -2) @ gy_h).to(t.ct))
+        gML = (gy_h @ t.heads(t.xdt).transpose(-1, -2)).to(t.ct).mul_(t.L)  # dLoss/dM * L
+        g_scores = gML.sum(3).to(t.mm)  # (b, c, g, Q, Q)
+        gC += (g_scores @ t.Bc).to(t.ct)
+        gB += (g_scores.transpose(-1, -2) @ t.Cc).to(t.ct)
+        g_seg = gML.mul_(t.scores[:, :, :, None])  # d/d(acum_t - acum_s)
+        g_acum += (g_seg.sum(-1) - g_seg.sum(-2)).permute(0, 1, 4, 2, 3).flatten(3)
+        # acum = cumsum(dt A); xdt = x dt; y += x D
+        g_a = g_acum.flip(2).cumsum(2).flip(2)
+        x32 = t.x.to(t.ct)
+        g_dt = (g_xdt * x32).sum(-1).addcmul_(g_a, A)
+        g_A = (g_a * t.dt).sum((0, 1, 2))
+        g_x = g_xdt.mul_(t.dt[..., None])
+        g_D = None
+        if D is not None:
+            g_x.addcmul_(gy, D)
+            g_D = (gy * x32).sum((0, 1, 2))
+            g_D = g_D.sum(-1, keepdim=True) if D.shape[-1] == 1 else g_D
+
+        def back(grad: Tensor, like: Tensor) -> Tensor:  # (b, c, Q, ...) -> (b, l, ...) in like's dtype
+            return t.unpad(grad).to(like.dtype)
+
+        gB, gC = back(gB.transpose(2, 3), B), back(gC.transpose(2, 3), C)
+        return back(g_x, x), back(g_dt, dt), g_A.to(A.dtype), gB, gC, g_D, g_initial, None
