@@ -192,7 +192,11 @@ def mamba2_mixer_fn(
     conv_dim, d_conv = w.conv_weight.shape[0], w.conv_weight.shape[-1]
     zxbcdt = F.linear(hidden_states, w.in_proj_weight, w.in_proj_bias)
     z, xBC, dt = torch.split(zxbcdt, [d_inner, conv_dim, nheads], dim=-1)
-    xBC = xBC.transpose(1, 2)  # (B, conv_dim, L), channels-last as the conv kernel accepts it
+    # (B, conv_dim, L), channels-last. causal_conv1d reads that layout in place only when the channel count
+    # and the strides are multiples of 8 (its TORCH_CHECKs); otherwise it needs L contiguous.
+    xBC = xBC.transpose(1, 2)
+    if not (conv_dim % 8 == 0 and xBC.stride(0) % 8 == 0 and xBC.stride(2) % 8 == 0):
+        xBC = xBC.contiguous()
     conv_state = None
     if return_states:  # the last d_conv inputs of the conv (zero-padded when the prompt is shorter)
         conv_state = F.pad(xBC.detach(), (d_conv - seqlen, 0)).contiguous()
