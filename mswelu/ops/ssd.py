@@ -189,11 +189,13 @@ class _Chunks:
     """The inputs cut into c chunks of Q steps (the last padded with dt = 0, which neither decays nor adds
     to the state), and what forward and backward both derive from them. k = h / g heads per group.
 
-    Layouts: ``x`` (b, c, Q, h, p) as given; ``xdt`` (b, c, Q, h, p) and ``acum`` (b, c, Q, h) in the
-    compute dtype ``ct``; ``Bc``, ``Cc`` (b, c, g, Q, n) in the matmul dtype ``mm``; ``L`` (b, c, g, k, Q, Q)
-    = exp(acum_t - acum_s) for s <= t, else 0; ``scores`` (b, c, g, Q, Q) = C_t . B_s, shared by the group's
-    heads. States are (n, k p) per group and chunk: the layout in which ``C @ state`` and ``B^T @ x`` are
-    one matmul over the group's heads.
+    Layouts: ``x`` (b, c, Q, h, p) in the matmul dtype ``mm``; ``dt``, ``acum`` (the log-decay from the
+    chunk's start) and ``to_end`` (the decay to the chunk's end) (b, c, Q, h) in the compute dtype ``ct``;
+    ``Bc``, ``Cc`` (b, c, g, Q, n) in ``mm``; ``L`` (b, c, g, k, Q, Q) = exp(acum_t - acum_s) for s <= t,
+    else 0, and ``scores`` (b, c, g, Q, Q) = C_t . B_s (shared by the group's heads) in ``ct``. States are
+    (n, k p) per group and chunk: the layout in which ``C @ state`` and ``B^T @ x`` are one matmul over the
+    group's heads. dt multiplies x only inside matmul operands (folded into the diagonal block's columns and
+    into the end-state weights), so no (b, l, h, p) tensor of dt x is ever made.
     """
 
     def __init__(
@@ -206,10 +208,10 @@ class _Chunks:
         self.length = length
         self.ct = dt.dtype
         self.mm = torch.bfloat16 if x.dtype == torch.bfloat16 else self.ct
-        self.x = self.chunked(x)
+        self.x = self.chunked(x).to(self.mm)
         self.dt = self.chunked(dt)
-        self.xdt = self.x.to(self.ct) * self.dt[..., None]
-        self.acum = (self.dt * A).cumsum(2)  # log-decay from the chunk's start
+        self.acum = (self.dt * A).cumsum(2)
+        self.to_end = (self.acum[:, :, -1:] - self.acum).exp()
         self.Bc = self.chunked(B).transpose(2, 3).to(self.mm, memory_format=torch.contiguous_format)
         self.Cc = self.chunked(C).transpose(2, 3).to(self.mm, memory_format=torch.contiguous_format)
         if L is None:
@@ -231,6 +233,20 @@ class _Chunks:
         """(b, c, Q, ...) -> (b, l, ...)."""
         return t.flatten(1, 2)[:, : self.length]
 
+    def dt_columns(self) -> Tensor:
+        """dt as (b, c, g, k, 1, Q): the factor of the diagonal block's column s."""
+        b, c, Q, h, p, g, k, n = self.shape
+        return self.dt.unflatten(-1, (g, k)).permute(0, 1, 3, 4, 2)[..., None, :]
+
+    def diagonal_block(self) -> Tensor:
+        """M[t, s] = (C_t . B_s) exp(acum_t - acum_s) dt_s per head: (b, c, g, k, Q, Q), matmul dtype."""
+        return (self.scores[:, :, :, None] * self.L * self.dt_columns()).to(self.mm)
+
+    def x_to_end(self) -> Tensor:
+        """x_s dt_s exp(acum_end - acum_s), grouped (b, c, g, Q, k p) in the matmul dtype: B^T of it is the
+        chunk's own end state."""
+        return self.grouped(self.x * (self.dt * self.to_end).to(self.mm)[..., None])
+
     def grouped(self, t: Tensor) -> Tensor:
         """(b, c, Q, h, p) -> (b, c, g, Q, k p), contiguous, in the matmul dtype."""
         b, c, Q, h, p, g, k, n = self.shape
@@ -246,13 +262,17 @@ class _Chunks:
         )
 
     def from_heads(self, t: Tensor) -> Tensor:
-        """(b, c, g, k, Q, p) -> (b, c, Q, h, p), a view."""
-        return t.permute(0, 1, 4, 2, 3, 5).flatten(3, 4)
+        """(b, c, g, k, Q, p) -> (b, c, Q, h, p) in the compute dtype."""
+        return t.permute(0, 1, 4, 2, 3, 5).flatten(3, 4).to(self.ct)
 
     def from_group(self, t: Tensor) -> Tensor:
-        """(b, c, g, Q, k p) -> (b, c, Q, g, k, p), a view (flatten(3, 4) gives (b, c, Q, h, p))."""
+        """(b, c, g, Q, k p) -> (b, c, Q, h, p) in the compute dtype."""
         b, c, Q, h, p, g, k, n = self.shape
-        return t.unflatten(-1, (k, p)).transpose(2, 3)
+        return t.unflatten(-1, (k, p)).transpose(2, 3).flatten(3, 4).to(self.ct)
+
+    def per_head(self, t: Tensor) -> Tensor:
+        """(b, c, g, k, Q) -> (b, c, Q, h)."""
+        return t.permute(0, 1, 4, 2, 3).flatten(3)
 
     def states(self, t: Tensor) -> Tensor:
         """(b, c, g, n, k, p) states -> (b, c, g, n, k p) in the matmul dtype."""
@@ -273,12 +293,10 @@ class ChunkedSSDFn(torch.autograd.Function):
         t = _Chunks(x, dt, A, B, C, Q)
         b, c, Q, h, p, g, k, n = t.shape
         # 1. within each chunk: y_t = sum_{s<=t} (C_t . B_s) exp(acum_t - acum_s) dt_s x_s
-        M = (t.scores[:, :, :, None] * t.L).to(t.mm)
-        y_diag = t.from_heads(M @ t.heads(t.xdt))
+        y_diag = t.diagonal_block() @ t.heads(t.x)
         # 2. each chunk's own end state sum_s exp(acum_end - acum_s) dt_s B_s x_s^T, then the states handed
         # from chunk to chunk: start_{i+1} = exp(acum_end_i) start_i + local_i (start_c is the final state)
-        to_end = (t.acum[:, :, -1:] - t.acum).exp_()  # (b, c, Q, h)
-        local = (t.Bc.transpose(-1, -2) @ t.grouped(t.xdt * to_end[..., None])).unflatten(-1, (k, p)).to(t.ct)
+        local = (t.Bc.transpose(-1, -2) @ t.x_to_end()).unflatten(-1, (k, p)).to(t.ct)
         decay = t.acum[:, :, -1].exp().view(b, c, g, 1, k, 1)
         start = x.new_empty(b, c + 1, g, n, k, p, dtype=t.ct)
         if initial_states is None:
@@ -289,7 +307,7 @@ class ChunkedSSDFn(torch.autograd.Function):
             torch.addcmul(local[:, i], decay[:, i], start[:, i], out=start[:, i + 1])
         # 3. the start state's part: y_t += exp(acum_t) C_t start
         C_start = t.Cc @ t.states(start[:, :c])  # (b, c, g, Q, k p)
-        y = (t.from_group(C_start.to(t.ct)).flatten(3, 4) * t.acum.exp()[..., None]).add_(y_diag.to(t.ct))
+        y = (t.from_group(C_start) * t.acum.exp()[..., None]).add_(t.from_heads(y_diag))  # C_start is saved
         if D is not None:
             y.addcmul_(t.x.to(t.ct), D)
         final = start[:, c].permute(0, 1, 3, 4, 2).reshape(b, h, p, n)
@@ -304,14 +322,14 @@ class ChunkedSSDFn(torch.autograd.Function):
         t = _Chunks(x, dt, A, B, C, ctx.Q, L)
         b, c, Q, h, p, g, k, n = t.shape
         gy = t.chunked(gy.to(t.ct))  # (b, c, Q, h, p)
+        gy_mm = gy.to(t.mm)
         # 3. y_t += exp(acum_t) C_t start: gradients of start, C and acum
         e_acum = t.acum.exp()
-        gy_off = t.grouped(gy * e_acum[..., None])  # (b, c, g, Q, k p)
+        gy_off = t.grouped(gy_mm * e_acum.to(t.mm)[..., None])  # (b, c, g, Q, k p)
         start_mm = t.states(start)
         g_start = (t.Cc.transpose(-1, -2) @ gy_off).unflatten(-1, (k, p)).to(t.ct)  # (b, c, g, n, k, p)
         gC = (gy_off @ start_mm.transpose(-1, -2)).to(t.ct)  # (b, c, g, Q, n)
-        C_start = t.from_group(C_start.to(t.ct)).flatten(3, 4)  # (b, c, Q, h, p)
-        g_acum = (gy * C_start).sum(-1).mul_(e_acum)  # (b, c, Q, h)
+        g_acum = (gy * t.from_group(C_start)).sum(-1).mul_(e_acum)  # (b, c, Q, h)
         # 2. the states handed on, in reverse: G_i = dLoss/d start_{i+1}, g_local_i = G_i
         decay = t.acum[:, :, -1].exp().view(b, c, g, 1, k, 1)
         G = start.new_zeros(b, g, n, k, p)
@@ -325,31 +343,34 @@ class ChunkedSSDFn(torch.autograd.Function):
             G = torch.addcmul(g_start[:, i], decay[:, i], G)
         g_initial = G.permute(0, 1, 3, 4, 2).reshape(b, h, p, n) if ctx.has_initial else None
         g_acum[:, :, -1] += g_decay.mul_(decay).view(b, c, h)
-        # ... and each chunk's own end state: local = B^T (x dt exp(acum_end - acum))
-        to_end = (t.acum[:, :, -1:] - t.acum).exp_()
+        # ... and each chunk's own end state: local = B^T (x w) with w = dt exp(acum_end - acum)
         g_local = g_local.flatten(-2)
-        g_xend = t.from_group((t.Bc @ g_local).to(t.ct)).flatten(3, 4)  # (b, c, Q, h, p)
-        gB = (t.grouped(t.xdt * to_end[..., None]) @ g_local.transpose(-1, -2)).to(t.ct)  # (b, c, g, Q, n)
-        g_xdt = g_xend * to_end[..., None]
-        u = (g_xdt * t.xdt).sum(-1)  # dLoss/d to_end * to_end: d/d acum_end, and minus d/d acum
+        g_xw = t.from_group(t.Bc @ g_local)  # (b, c, Q, h, p)
+        gB = (t.x_to_end() @ g_local.transpose(-1, -2)).to(t.ct)  # (b, c, g, Q, n)
+        x32 = t.x.to(t.ct)
+        g_w = (g_xw * x32).sum(-1)  # (b, c, Q, h)
+        w = t.dt * t.to_end
+        g_x = g_xw.mul_(w[..., None])
+        g_dt = g_w * t.to_end
+        u = g_w.mul_(w)  # d/d acum_end, and minus d/d acum
         g_acum -= u
         g_acum[:, :, -1] += u.sum(2)
-        # 1. within each chunk: y = (scores * L) @ xdt per head
-        gy_h = t.heads(gy)
-        M = (t.scores[:, :, :, None] * t.L).to(t.mm)
-        g_xdt += t.from_heads((M.transpose(-1, -2) @ gy_h).to(t.ct))
-        gML = (gy_h @ t.heads(t.xdt).transpose(-1, -2)).to(t.ct).mul_(t.L)  # dLoss/dM * L
-        g_scores = gML.sum(3).to(t.mm)  # (b, c, g, Q, Q)
+        # 1. within each chunk: y = M @ x per head, M = scores * L * dt_columns
+        gy_h = t.heads(gy_mm)
+        g_x += t.from_heads(t.diagonal_block().transpose(-1, -2) @ gy_h)
+        gM_L = (gy_h @ t.heads(t.x).transpose(-1, -2)).to(t.ct).mul_(t.L)  # dLoss/dM * L
+        dt_cols = t.dt_columns()
+        g_scores = (gM_L * dt_cols).sum(3).to(t.mm)  # (b, c, g, Q, Q)
         gC += (g_scores @ t.Bc).to(t.ct)
         gB += (g_scores.transpose(-1, -2) @ t.Cc).to(t.ct)
-        g_seg = gML.mul_(t.scores[:, :, :, None])  # d/d(acum_t - acum_s)
-        g_acum += (g_seg.sum(-1) - g_seg.sum(-2)).permute(0, 1, 4, 2, 3).flatten(3)
-        # acum = cumsum(dt A); xdt = x dt; y += x D
+        g_seg = gM_L.mul_(t.scores[:, :, :, None])  # dLoss/dM * L * scores: d/d dt_s, once times dt_s ...
+        g_dt += t.per_head(g_seg.sum(-2))
+        g_seg.mul_(dt_cols)  # ... d/d(acum_t - acum_s)
+        g_acum += t.per_head(g_seg.sum(-1) - g_seg.sum(-2))
+        # acum = cumsum(dt A); y += x D
         g_a = g_acum.flip(2).cumsum(2).flip(2)
-        x32 = t.x.to(t.ct)
-        g_dt = (g_xdt * x32).sum(-1).addcmul_(g_a, A)
+        g_dt.addcmul_(g_a, A)
         g_A = (g_a * t.dt).sum((0, 1, 2))
-        g_x = g_xdt.mul_(t.dt[..., None])
         g_D = None
         if D is not None:
             g_x.addcmul_(gy, D)
