@@ -1,10 +1,11 @@
 """Mamba-2 benchmark on CPU: our Mamba2Mixer stack vs transformers' Mamba2ForCausalLM torch path.
 
 ``python -m mswelu.bench mamba2 [--json] [--layers 2] [--batch 2] [--seq-len 512] [--repeats 3]
-[--threads 2] [--modes fp32 bf16] [--chunk-sizes 64] [--no-memory] [--no-ssd] [--keep-denormals]``
+[--threads 2] [--modes fp32 bf16] [--chunk-sizes 64] [--d-model 768] [--no-memory] [--no-ssd]
+[--keep-denormals]``
 
 What it measures, at the ``mamba2-130m`` mixer shape (d_model 768, d_state 128, headdim 64, expand 2,
-n_groups 1, chunk 256, d_conv 4; SiLU in both activation slots):
+n_groups 1, chunk 256, d_conv 4; SiLU in both activation slots; ``--d-model`` only for quick checks):
 
 - ``stack``: forward + backward (gradients of mean(out^2) w.r.t. the input and every parameter) through
   ``--layers`` pre-norm residual blocks, ``x + mixer(RMSNorm(x))``. transformers' side is the block list
@@ -65,7 +66,7 @@ class _Block(nn.Module):
         return x + self.mixer(self.norm(x))
 
 
-def build_stacks(layers: int, seed: int = 0) -> dict[str, nn.Module]:
+def build_stacks(layers: int, shape: dict[str, int], seed: int = 0) -> dict[str, nn.Module]:
     """``{"mswelu": ours, "transformers": theirs}``, the same weights, training mode."""
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
@@ -73,7 +74,7 @@ def build_stacks(layers: int, seed: int = 0) -> dict[str, nn.Module]:
     from mswelu.modules.mamba2_mixer import Mamba2Mixer
 
     torch.manual_seed(seed)
-    s = SHAPE
+    s = shape
     config = Mamba2Config(
         vocab_size=16, hidden_size=s["d_model"], state_size=s["d_state"], head_dim=s["headdim"],
         num_heads=s["expand"] * s["d_model"] // s["headdim"], expand=s["expand"], n_groups=s["n_groups"],
@@ -113,13 +114,13 @@ def _step(stack: nn.Module, x: torch.Tensor, mode: str) -> float:
     return float(loss.detach())
 
 
-def _inputs(batch: int, seq_len: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(batch, seq_len, SHAPE["d_model"], generator=torch.Generator().manual_seed(seed))
+def _inputs(batch: int, seq_len: int, d_model: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, seq_len, d_model, generator=torch.Generator().manual_seed(seed))
 
 
-def check_agreement(stacks: dict[str, nn.Module]) -> float:
+def check_agreement(stacks: dict[str, nn.Module], d_model: int) -> float:
     """Largest relative difference of the two stacks' outputs (fp32, a short input): they must agree."""
-    x = _inputs(2, 80)
+    x = _inputs(2, 80, d_model)
     with torch.no_grad():
         ours, theirs = (stacks[name](x) for name in ("mswelu", "transformers"))
     diff = ((ours - theirs).abs().max() / theirs.abs().max()).item()
@@ -149,15 +150,17 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def _peak_child(name: str, mode: str, layers: int, batch: int, seq_len: int, threads: int, flush: bool):
+def _peak_child(
+    name: str, mode: str, layers: int, shape: dict, batch: int, seq_len: int, threads: int, flush: bool
+) -> tuple[float, str]:
     """Runs in a fresh process: extra peak RSS (MiB) of one forward + backward of one stack."""
     import resource
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush)
-    stack = build_stacks(layers)[name]
-    _step(stack, _inputs(1, 8), mode)  # lazy init and the parameter gradients, outside the measurement
-    x = _inputs(batch, seq_len)
+    stack = build_stacks(layers, shape)[name]
+    _step(stack, _inputs(1, 8, shape["d_model"]), mode)  # lazy init, parameter gradients: not measured
+    x = _inputs(batch, seq_len, shape["d_model"])
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
@@ -175,25 +178,27 @@ def peak_memory(*args: Any) -> tuple[float, str]:
         return pool.submit(_peak_child, *args).result()
 
 
-def time_ssd(batch: int, seq_len: int, mode: str, chunk_sizes: list[int], repeats: int) -> dict[str, float]:
+def time_ssd(
+    shape: dict, batch: int, seq_len: int, mode: str, chunk_sizes: list[int], repeats: int
+) -> dict[str, float]:
     """Best-of-``repeats`` seconds of the SSD alone, ours at each chunk size and transformers' at 256."""
     from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
 
     from mswelu.ops.ssd import ssd_chunk_scan
 
     g = torch.Generator().manual_seed(2)
-    h, p, n = SHAPE["expand"] * SHAPE["d_model"] // SHAPE["headdim"], SHAPE["headdim"], SHAPE["d_state"]
+    h, p, n = shape["expand"] * shape["d_model"] // shape["headdim"], shape["headdim"], shape["d_state"]
     dtype = torch.bfloat16 if mode == "bf16" else torch.float32
     x = torch.randn(batch, seq_len, h, p, generator=g).to(dtype)
     dt = (torch.randn(batch, seq_len, h, generator=g) * 0.5).to(dtype)
-    B, C = (torch.randn(batch, seq_len, SHAPE["n_groups"], n, generator=g).to(dtype) for _ in range(2))
+    B, C = (torch.randn(batch, seq_len, shape["n_groups"], n, generator=g).to(dtype) for _ in range(2))
     A = -torch.arange(1.0, h + 1)
     D, dt_bias = torch.ones(h), torch.log(torch.expm1(torch.full((h,), 0.01)))
     leaves = [t.requires_grad_() for t in (x, dt, B, C, A, D, dt_bias)]
     kw = {"D": D, "dt_bias": dt_bias, "dt_softplus": True}
     fns = {f"mswelu_chunk{q}": (lambda q=q: ssd_chunk_scan(x, dt, A, B, C, q, **kw)) for q in chunk_sizes}
-    fns[f"transformers_chunk{SHAPE['chunk_size']}"] = lambda: mamba2_chunk_scan(
-        x, dt, A, B, C, SHAPE["chunk_size"], **kw
+    fns[f"transformers_chunk{shape['chunk_size']}"] = lambda: mamba2_chunk_scan(
+        x, dt, A, B, C, shape["chunk_size"], **kw
     )
 
     def fwd_bwd(fn) -> None:
@@ -223,15 +228,17 @@ def run(
     memory: bool = True,
     ssd: bool = True,
     flush_denormal: bool = True,
+    d_model: int = SHAPE["d_model"],
 ) -> dict:
     """The benchmark (see the module docstring); restores the thread count and the denormal mode."""
+    shape = {**SHAPE, "d_model": d_model}
     old_threads = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
         flushed = torch.set_flush_denormal(flush_denormal) and flush_denormal
-        stacks = build_stacks(layers)
-        agreement = check_agreement(stacks)
-        x = _inputs(batch, seq_len)
+        stacks = build_stacks(layers, shape)
+        agreement = check_agreement(stacks, d_model)
+        x = _inputs(batch, seq_len, d_model)
         stack_results: dict[str, dict] = {}
         for mode in modes:
             seconds = time_stacks(stacks, x, mode, repeats)
@@ -241,12 +248,14 @@ def run(
             res["speedup"] = seconds["transformers"] / seconds["mswelu"]
             if memory:
                 for name in stacks:
-                    peak, method = peak_memory(name, mode, layers, batch, seq_len, threads, flush_denormal)
+                    peak, method = peak_memory(
+                        name, mode, layers, shape, batch, seq_len, threads, flush_denormal
+                    )
                     res[name].update(peak_mib=peak, memory_method=method)
                 res["peak_memory_ratio"] = res["mswelu"]["peak_mib"] / res["transformers"]["peak_mib"]
             stack_results[mode] = res
         ssd_results = (
-            {m: time_ssd(batch, seq_len, m, list(chunk_sizes), repeats) for m in modes} if ssd else {}
+            {m: time_ssd(shape, batch, seq_len, m, list(chunk_sizes), repeats) for m in modes} if ssd else {}
         )
     finally:
         torch.set_flush_denormal(False)
@@ -254,7 +263,7 @@ def run(
     return {
         "benchmark": "mamba2",
         "config": {
-            **SHAPE,
+            **shape,
             "layers": layers,
             "batch": batch,
             "seq_len": seq_len,
@@ -280,15 +289,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--chunk-sizes", type=int, nargs="+", default=[64], help="our SSD chunk sizes to time")
+    p.add_argument("--d-model", type=int, default=SHAPE["d_model"], help="a multiple of 32 (quick checks)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
     p.add_argument("--no-ssd", action="store_true", help="skip the SSD-alone timing")
     p.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats to zero")
     args = p.parse_args(argv)
-    for name in ("layers", "batch", "seq_len", "repeats", "threads"):
+    for name in ("layers", "batch", "seq_len", "repeats", "threads", "d_model"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if min(args.chunk_sizes) < 1:
         p.error("--chunk-sizes must be >= 1")
+    if args.d_model % 32:
+        p.error("--d-model must be a multiple of 32 (expand 2, headdim 64)")
     out = run(
         layers=args.layers,
         batch=args.batch,
@@ -300,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         memory=not args.no_memory,
         ssd=not args.no_ssd,
         flush_denormal=not args.keep_denormals,
+        d_model=args.d_model,
     )
     if args.json:
         print(json.dumps(out))
