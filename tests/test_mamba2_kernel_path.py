@@ -10,13 +10,18 @@ included) must equal the PyTorch mixer within the upstream kernel-vs-reference t
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import math
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from kernel_refs import load_refs
+from kernel_refs import load_refs, refs_installed
 from torch import nn
 
 from mswelu.modules.mamba2_mixer import Mamba2Mixer
@@ -30,6 +35,8 @@ FP32_GRAD = {"rtol": 3e-3, "atol": 1e-2}
 BF16 = {"rtol": 3e-2, "atol": 5e-2}
 BF16_GRAD = {"rtol": 1e-1, "atol": 1e-1}
 KINDS = ("silu", "swelu-shared", "swelu-separate")
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -287,6 +294,54 @@ def test_package_kernels_refuse_cpu_tensors(refs, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(mamba2_kernels, "_package_fns", {id(mamba2_kernels.mamba_chunk_scan_combined)})
     with pytest.raises(ValueError, match="need tensors on a GPU"):
         make_mixer("silu").forward_cuda(torch.randn(1, 4, D_MODEL))
+
+
+# ----------------------------------------------------------------------------- real Triton kernels
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="optional dependency triton is not installed")
+@pytest.mark.skipif(INTERPRETING, reason="this is the child run")
+def test_triton_kernels_in_the_kernel_path_under_interpreter() -> None:
+    """``TRITON_INTERPRET=1`` must be set before triton is imported: run the check in a child."""
+    if not refs_installed():
+        pytest.skip("upstream mamba-ssm / causal-conv1d packages are not installed")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted"]
+    result = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(__file__)
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    summary = [line for line in result.stdout.splitlines() if line.strip()][-1]
+    assert "1 passed" in summary and "skipped" not in summary, summary
+
+
+@pytest.mark.skipif(not (HAVE_TRITON and INTERPRETING), reason="runs in the TRITON_INTERPRET child")
+def test_interpreted_upstream_state_update_and_gated_norm_kernels(refs, monkeypatch) -> None:
+    """The kernel path with two of mamba-ssm's real Triton kernels instead of references: the per-head
+    ``selective_state_update`` (A, D, dt and the zero dt_bias as stride-0 views: its tie_hdim branch) and
+    the fused SiLU-gated ``rmsnorm_fn`` (forward and backward). (Its chunk scan needs a GPU driver even
+    when interpreted.)"""
+    from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
+    from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+
+    # the upstream wrappers enter torch.cuda.device(x.device.index) (None for CPU tensors), and the norm's
+    # backward sizes its grid by the GPU's multiprocessor count
+    monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda d: SimpleNamespace(multi_processor_count=4)
+    )
+    monkeypatch.setattr(mamba2_kernels, "selective_state_update", selective_state_update)
+    monkeypatch.setattr(mamba2_kernels, "rmsnorm_fn", rmsnorm_fn)
+    mixer = make_mixer("silu", dt_limit=(0.05, 1.5))
+    x, g = inputs()
+    want_out, want = run(mixer, mixer, x, g)
+    got_out, got = run(mixer, lambda h: mixer.forward_cuda(h), x, g)
+    assert_close_scaled(got_out, want_out, FP32, "output")
+    assert_grads_close(got, want, FP32_GRAD)
+    with torch.no_grad():
+        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
+        steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)]
+    assert_close_scaled(torch.cat(steps, dim=1), want_out, FP32, "decoding")
 
 
 # ----------------------------------------------------------------------------- real kernels
