@@ -18,13 +18,14 @@ Why chunks: within a chunk of ``Q`` steps the recurrence unrolls into a masked "
 head is handed on. Every term is then a matmul: ``C B^T`` per group (Q x Q), that matrix times x per head,
 the chunk's end state ``B^T (decayed x)`` and the start state's contribution ``C state``. The heads of one
 group share B and C, so the state terms run as one (Q, n) x (n, heads_per_group * p) matmul per group and
-chunk, in x's own memory layout. A CPU does these matmuls several times faster than the recurrence's
-elementwise work, and in bf16 faster still.
+chunk, in x's own memory layout. Matmuls are what a CPU runs near its peak (in bf16 faster still), where
+the recurrence is elementwise work on a (p, n) state per head and step.
 
 Precision: dt, its cumulative sums, every decay and the states handed between chunks are fp32 (fp64 for
 fp64 input, so that gradcheck can check the backward); the matmul operands are bf16 when x is bf16 (the
-CPU's bf16 matmuls accumulate in fp32 and round their output once), fp32 otherwise. Autocast is turned off
-inside: the function picks its own dtypes.
+CPU's bf16 matmuls accumulate in fp32 and round their output once; a product that only feeds a matmul,
+such as x times its step and decay, is formed in bf16), fp32 otherwise, and y is summed in fp32. Autocast
+is turned off inside: the function picks its own dtypes.
 
 The chunk size does not change the result (the algorithm is exact for any chunk size, up to rounding), so
 on a CPU it is an implementation detail: :data:`DEFAULT_CHUNK_SIZE` is the fastest measured at the
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "ssd_chunk_scan", "ssd_ref"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "ChunkedSSDFn", "discretize_dt", "ssd_chunk_scan", "ssd_ref"]
 
 DEFAULT_CHUNK_SIZE = 64
 # Decay factors below exp(-80) ~ 2e-35 are taken as 0: torch.exp is several times slower on a CPU where its
