@@ -13,4 +13,5 @@ BENCHMARKS = {
     "gpu": "mswelu.bench.gpu",
     "train": "mswelu.bench.train",
     "dtype": "mswelu.bench.dtype",
+    "mamba2": "mswelu.bench.mamba2",
 }
