@@ -111,10 +111,14 @@ class MambaSWELUConfig(PretrainedConfig):
         layer_pattern: one letter per block: ``M`` a block of the sequence mixer ``mixer``, ``A`` causal
             self-attention (:data:`mswelu.modules.mixers.MIXERS`).
         mixer: the sequence mixer of the ``M`` blocks: ``mamba1`` (the default) or another registered one.
-        d_state: SSM state size N per channel.
+        d_state: SSM state size N per channel (Mamba-1) or per head (Mamba-2).
         d_conv: causal convolution width.
         expand: ``d_inner = expand * d_model``.
-        dt_rank: rank of the timestep projection; ``"auto"`` = ceil(d_model / 16).
+        headdim: Mamba-2: channels per head (``nheads = d_inner / headdim``).
+        n_groups: Mamba-2: groups sharing B and C (and the gated norm's groups).
+        chunk_size: Mamba-2: the GPU kernel's chunk length (the CPU scan picks its own; results agree).
+        dt_limit: Mamba-2: the range the timestep is clamped to (``time_step_limit``).
+        dt_rank: Mamba-1: rank of the timestep projection; ``"auto"`` = ceil(d_model / 16).
         dt_min: smallest initial timestep (log-uniform init between ``dt_min`` and ``dt_max``).
         dt_max: largest initial timestep.
         dt_init_floor: floor of the initial timesteps.
@@ -155,6 +159,10 @@ class MambaSWELUConfig(PretrainedConfig):
     mixer: str = "mamba1"
     d_state: int = 16
     d_conv: int = 4
+    headdim: int = 64
+    n_groups: int = 1
+    chunk_size: int = 256
+    dt_limit: list[float] | tuple[float, ...] = (0.0, math.inf)
     expand: int = 2
     dt_rank: str | int = "auto"
     dt_min: float = 1e-3
@@ -189,6 +197,7 @@ class MambaSWELUConfig(PretrainedConfig):
     def __post_init__(self, **kwargs: Any) -> None:
         if isinstance(self.dense_sizes, list):
             self.dense_sizes = tuple(self.dense_sizes)
+        self.dt_limit = tuple(float(v) for v in self.dt_limit)
         if self.pad_vocab_size_multiple < 1:
             raise ValueError(f"pad_vocab_size_multiple must be >= 1, got {self.pad_vocab_size_multiple}")
         if self.vocab_size % self.pad_vocab_size_multiple:
@@ -227,6 +236,18 @@ class MambaSWELUConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if "mamba2" in self.layer_mixers():
+            for name in ("headdim", "n_groups", "chunk_size"):
+                value = getattr(self, name)
+                if not isinstance(value, int) or value <= 0:
+                    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if self.d_inner % self.headdim or (self.d_inner // self.headdim) % self.n_groups:
+                raise ValueError(
+                    f"Mamba-2 needs headdim ({self.headdim}) to divide d_inner = expand * d_model = "
+                    f"{self.d_inner} and n_groups ({self.n_groups}) to divide the heads it makes"
+                )
+            if len(self.dt_limit) != 2 or not 0 <= self.dt_limit[0] < self.dt_limit[1]:
+                raise ValueError(f"dt_limit must be (low, high) with 0 <= low < high, got {self.dt_limit!r}")
         if self.dt_rank != "auto" and (not isinstance(self.dt_rank, int) or self.dt_rank <= 0):
             raise ValueError(f"dt_rank must be 'auto' or a positive integer, got {self.dt_rank!r}")
         if "A" in self.layer_pattern and self.d_model % self.n_head:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mswelu.modules.gated_rms_norm import GatedRMSNorm
+from mswelu.modules.mixer_slots import InMixerActivations
 from mswelu.ops import mamba2_kernels
 from mswelu.ops.backends import resolve_backend
 from mswelu.ops.causal_conv import causal_conv1d
@@ -43,7 +44,7 @@ from mswelu.ops.ssd import discretize_dt, ssd_chunk_scan
 __all__ = ["Mamba2Mixer"]
 
 
-class Mamba2Mixer(nn.Module):
+class Mamba2Mixer(InMixerActivations, nn.Module):
     """Mamba-2 mixer: (B, L, d_model) -> (B, L, d_model); see the module docstring for the layout."""
 
     def __init__(
@@ -152,7 +153,7 @@ class Mamba2Mixer(nn.Module):
         self._check_input(hidden_states)
         if inference_params is not None:
             return self._forward_cached(hidden_states, inference_params)
-        if resolve_backend(self.backend, hidden_states) == "cuda":
+        if resolve_backend(self.backend, hidden_states, mamba2_kernels.kernels_available) == "cuda":
             return self.forward_cuda(hidden_states)
         return self._forward_torch(hidden_states)[0]
 
@@ -160,7 +161,7 @@ class Mamba2Mixer(nn.Module):
         """Prefill: (out, conv_state (B, conv_dim, d_conv), ssm_state (B, nheads, headdim, N) fp32) after the
         end. The states continue exactly where :meth:`step` would have left them after the same tokens."""
         self._check_input(hidden_states)
-        if resolve_backend(self.backend, hidden_states) == "cuda":
+        if resolve_backend(self.backend, hidden_states, mamba2_kernels.kernels_available) == "cuda":
             return self.forward_cuda(hidden_states, return_states=True)
         return self._forward_torch(hidden_states, want_states=True)
 
@@ -213,7 +214,7 @@ class Mamba2Mixer(nn.Module):
         self._check_input(hidden_states)
         if hidden_states.shape[1] != 1:
             raise ValueError(f"step takes one token at a time, got length {hidden_states.shape[1]}")
-        if resolve_backend(self.backend, hidden_states) == "cuda":
+        if resolve_backend(self.backend, hidden_states, mamba2_kernels.kernels_available) == "cuda":
             return self.step_cuda(hidden_states, conv_state, ssm_state)
         dtype = hidden_states.dtype
         batch = hidden_states.shape[0]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mswelu.modules.mixer_slots import InMixerActivations
 from mswelu.ops import mamba_kernels
 from mswelu.ops.backends import resolve_backend
 from mswelu.ops.causal_conv import causal_conv1d
@@ -34,7 +35,7 @@ from mswelu.ops.selective_scan import selective_scan
 __all__ = ["MambaMixer"]
 
 
-class MambaMixer(nn.Module):
+class MambaMixer(InMixerActivations, nn.Module):
     """Mamba-1 mixer: (B, L, d_model) -> (B, L, d_model); see the module docstring for the layout."""
 
     def __init__(
@@ -267,20 +268,6 @@ class MambaMixer(nn.Module):
         return mamba_kernels.mamba_step_fn(
             hidden_states, conv_state, ssm_state, self.weights(), act_conv, act_gate
         )
-
-    # ------------------------------------------------------------------ activation slots
-    def activation_slots(self) -> list[tuple[str, nn.Module, str]]:
-        """``[(name, module, slot)]`` of the in-mixer activations: one ``act`` when a single module serves
-        both slots, else ``act_conv`` (slot ``conv``) and ``act_gate`` (slot ``gate``)."""
-        if self.act_conv is self.act_gate:
-            return [("act", self.act_conv, "")]
-        return [("act_conv", self.act_conv, "conv"), ("act_gate", self.act_gate, "gate")]
-
-    def tied_activation_keys(self) -> dict[str, str]:
-        """``act_gate.* -> act_conv.*`` when one module serves both slots (saved once, sharing restored)."""
-        if self.act_conv is not self.act_gate:
-            return {}
-        return {f"act_gate.{n}": f"act_conv.{n}" for n, _ in self.act_conv.named_parameters()}
 
     # ------------------------------------------------------------------ helpers
     def _check_input(self, hidden_states: Tensor) -> None:

@@ -25,6 +25,7 @@ shapes do not determine; :class:`mswelu.modules.mamba2_mixer.Mamba2Mixer` passes
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -100,6 +101,17 @@ def import_mamba2_kernels() -> dict[str, Any]:
             + ". Install them (README, 'GPU') or use backend='torch'"
         )
     return found
+
+
+@functools.lru_cache(maxsize=1)
+def kernels_available() -> tuple[bool, str]:
+    """(True, "") when the Mamba-2 kernel path can import everything it calls, else (False, why); probed
+    once (what :func:`mswelu.ops.backends.resolve_backend` asks for a Mamba-2 mixer)."""
+    try:
+        import_mamba2_kernels()
+    except RuntimeError as exc:
+        return False, str(exc)
+    return True, ""
 
 
 def _kernels() -> SimpleNamespace:

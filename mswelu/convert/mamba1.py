@@ -16,7 +16,6 @@ A converted model can then be switched to SWELU only by re-building it (the SiLU
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from transformers import MambaConfig, MambaForCausalLM
 
 from mswelu.configuration import MambaSWELUConfig
+from mswelu.convert.common import load_strict, reference_arch, rename_layers
 from mswelu.modeling import MambaSWELUForCausalLM
 
 __all__ = [
@@ -36,27 +36,12 @@ __all__ = [
 ]
 
 
-def _reference_arch(**overrides: Any) -> dict[str, Any]:
-    """Config fields that make our model the reference Mamba-1 LM."""
-    arch = {
-        "activation": "silu",
-        "post_mixer_act": False,
-        "dense_sizes": (),
-        "pos_embedding": "none",
-        "norm": "rmsnorm",
-        "init_scheme": "mamba",
-        "pad_vocab_size_multiple": 1,
-    }
-    arch.update(overrides)
-    return arch
-
-
 def config_from_hf_mamba(hf_config: MambaConfig) -> MambaSWELUConfig:
     """Our config for the architecture of a transformers ``MambaConfig``."""
     if hf_config.hidden_act != "silu":
         raise ValueError(f"only hidden_act='silu' Mamba models convert, got {hf_config.hidden_act!r}")
     return MambaSWELUConfig(
-        **_reference_arch(
+        **reference_arch(
             vocab_size=hf_config.vocab_size,
             d_model=hf_config.hidden_size,
             layer_pattern="M" * hf_config.num_hidden_layers,
@@ -81,7 +66,7 @@ def config_from_hf_mamba(hf_config: MambaConfig) -> MambaSWELUConfig:
 def _check_reference(config: MambaSWELUConfig) -> None:
     problems = [
         f"{k}={getattr(config, k)!r} (need {v!r})"
-        for k, v in _reference_arch().items()
+        for k, v in reference_arch().items()
         if k not in ("init_scheme", "pad_vocab_size_multiple") and getattr(config, k) != v
     ]
     if set(config.layer_mixers()) != {"mamba1"}:
@@ -90,33 +75,6 @@ def _check_reference(config: MambaSWELUConfig) -> None:
         )
     if problems:
         raise ValueError("model is not the reference Mamba-1 architecture: " + ", ".join(problems))
-
-
-def _load(model: MambaSWELUForCausalLM, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load; the tied head may be absent from the source."""
-    if model.config.tie_word_embeddings:
-        state_dict = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}
-    result = model.load_state_dict(state_dict, strict=False)
-    missing = [
-        k for k in result.missing_keys if not (k == "lm_head.weight" and model.config.tie_word_embeddings)
-    ]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"{source} weights do not fit: missing {missing}, unexpected {list(result.unexpected_keys)}"
-        )
-
-
-def _rename(state_dict: dict[str, torch.Tensor], src: str, dst: str, embedding: tuple[str, str]):
-    out = {}
-    pattern = re.compile(rf"^backbone\.{src}\.(\d+)\.(norm\.weight|mixer\..+)$")
-    for key, value in state_dict.items():
-        m = pattern.match(key)
-        if m:
-            key = f"backbone.{dst}.{m.group(1)}.{m.group(2)}"
-        elif key == f"backbone.{embedding[0]}.weight":
-            key = f"backbone.{embedding[1]}.weight"
-        out[key] = value
-    return out
 
 
 def from_hf_mamba(
@@ -131,7 +89,11 @@ def from_hf_mamba(
             raise ValueError("from_hf_mamba: pass hf_config together with a state dict")
         state_dict = hf_model_or_state_dict
     model = MambaSWELUForCausalLM(config_from_hf_mamba(hf_config))
-    _load(model, _rename(state_dict, "layers", "blocks", ("embeddings", "embeddings")), "transformers Mamba")
+    load_strict(
+        model,
+        rename_layers(state_dict, "layers", "blocks", ("embeddings", "embeddings")),
+        "transformers Mamba",
+    )
     return model.to(next(iter(state_dict.values())).dtype)
 
 
@@ -160,7 +122,7 @@ def to_hf_mamba(model: MambaSWELUForCausalLM) -> MambaForCausalLM:
         pad_token_id=c.pad_token_id,
     )
     hf = MambaForCausalLM(hf_config)
-    state_dict = _rename(model.state_dict(), "blocks", "layers", ("embeddings", "embeddings"))
+    state_dict = rename_layers(model.state_dict(), "blocks", "layers", ("embeddings", "embeddings"))
     result = hf.load_state_dict(state_dict, strict=False)
     missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and c.tie_word_embeddings)]
     if missing or result.unexpected_keys:
@@ -184,7 +146,7 @@ def config_from_mamba_ssm(cfg: dict[str, Any]) -> MambaSWELUConfig:
         raise ValueError("mamba-ssm checkpoints with an MLP (d_intermediate > 0) do not convert")
     d_model = int(cfg["d_model"])
     return MambaSWELUConfig(
-        **_reference_arch(
+        **reference_arch(
             vocab_size=int(cfg["vocab_size"]),
             pad_vocab_size_multiple=int(cfg.get("pad_vocab_size_multiple", 8)),
             d_model=d_model,
@@ -212,13 +174,16 @@ def from_mamba_ssm(
         config = config_from_mamba_ssm(config)
     _check_reference(config)
     model = MambaSWELUForCausalLM(config)
-    _load(model, _rename(state_dict, "layers", "blocks", ("embedding", "embeddings")), "mamba-ssm")
+    load_strict(
+        model, rename_layers(state_dict, "layers", "blocks", ("embedding", "embeddings")), "mamba-ssm"
+    )
     return model
 
 
 def load_mamba_ssm_checkpoint(path: str | Path) -> MambaSWELUForCausalLM:
-    """Load a downloaded state-spaces/mamba-* folder (``config.json`` + ``pytorch_model.bin`` or
-    ``model.safetensors``), e.g. ``huggingface-cli download state-spaces/mamba-130m``."""
+    """Load a downloaded state-spaces/mamba-* or mamba2-* folder (``config.json`` + ``pytorch_model.bin`` or
+    ``model.safetensors``), e.g. ``hf download state-spaces/mamba2-130m``; Mamba-1 or Mamba-2, mamba-ssm
+    or transformers format, as the folder says."""
     path = Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
@@ -233,5 +198,15 @@ def load_mamba_ssm_checkpoint(path: str | Path) -> MambaSWELUForCausalLM:
     else:
         raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}")
     if "backbone.embeddings.weight" in state_dict:  # a transformers-format (*-hf) checkpoint
+        if cfg.get("model_type") == "mamba2":
+            from transformers import Mamba2Config
+
+            from mswelu.convert.mamba2 import from_hf_mamba2
+
+            return from_hf_mamba2(state_dict, Mamba2Config(**cfg))
         return from_hf_mamba(state_dict, MambaConfig(**cfg))
+    if (cfg.get("ssm_cfg") or {}).get("layer") == "Mamba2":
+        from mswelu.convert.mamba2 import from_mamba_ssm2
+
+        return from_mamba_ssm2(state_dict, cfg)
     return from_mamba_ssm(state_dict, cfg)
