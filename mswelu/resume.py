@@ -12,7 +12,7 @@ from typing import Any
 from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
 from mswelu.runs import CHECKPOINTS
-from mswelu.train_config import NUMERIC_CHANGES, RESUMABLE_CHANGES
+from mswelu.train_config import NUMERIC_CHANGES, RESUMABLE_CHANGES, changed_settings
 
 __all__ = ["check_compatible", "find_resume", "restore", "save"]
 
@@ -54,13 +54,9 @@ def check_compatible(path: Path, config: dict[str, Any], world_size: int, meta: 
             f"the data folder now holds {meta['fingerprint']!r}"
         )
     old = ckpt.read_checkpoint_config(path)
-    diffs = {
-        k: (old.get(k), v)
-        for k, v in config.items()
-        if k not in RESUMABLE_CHANGES and k in old and _norm(old.get(k)) != _norm(v)
-    }
+    diffs = changed_settings(old, config, ignore=RESUMABLE_CHANGES)
     if diffs:
-        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
+        lines = ", ".join(f"{k}: checkpoint {old[k]!r} vs now {config[k]!r}" for k in diffs)
         raise ValueError(f"cannot resume from {path}: incompatible config ({lines})")
     old_world = old.get("_world_size", 1)
     if old_world != world_size:
@@ -68,16 +64,8 @@ def check_compatible(path: Path, config: dict[str, Any], world_size: int, meta: 
             f"cannot resume from {path}: it was written by {old_world} process(es), this run has "
             f"{world_size} (the loader positions are per rank)"
         )
-    return [k for k in NUMERIC_CHANGES if k in old and _norm(old[k]) != _norm(config.get(k))]
-
-
-def _norm(value: Any) -> Any:
-    """Tuples as lists, recursively, so configs read back from JSON compare equal."""
-    if isinstance(value, tuple | list):
-        return [_norm(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _norm(v) for k, v in value.items()}
-    return value
+    numeric = {k: config.get(k) for k in NUMERIC_CHANGES}
+    return changed_settings(old, numeric)
 
 
 def save(
