@@ -16,6 +16,7 @@ from mswelu.data.shards import (
     document_lengths,
     load_meta,
     prepare,
+    split_documents,
     tokenizer_name,
     verify_dataset,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "load_meta",
     "prepare",
     "resolve_source",
+    "split_documents",
     "summary_rows",
     "tokenizer_name",
     "verify_dataset",
