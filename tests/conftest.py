@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,3 +41,32 @@ def embedded_data():
     from mswelu.data import default_dataset
 
     return default_dataset(max_tokens=60_000)
+
+
+def _tiny_config(data: Path, out: Path, **overrides: object) -> dict:
+    """The tiny training config the tests share: the ``tiny`` preset on ``data`` into ``out``, 6 steps of
+    4 x 16 tokens, every step logged, evaluations and checkpoints every 3 steps, no progress bars;
+    ``overrides`` on top."""
+    cfg = dict(
+        preset="tiny",
+        data=str(data),
+        out=str(out),
+        max_steps=6,
+        batch_size=4,
+        seq_len=16,
+        lr=3e-3,
+        warmup=2,
+        eval_every=3,
+        eval_batches=1,
+        log_every=1,
+        ckpt_every=3,
+        progress=False,
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """``tiny_config(data, out, **overrides)``: see :func:`_tiny_config`."""
+    return _tiny_config
