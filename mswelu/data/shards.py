@@ -42,7 +42,6 @@ from mswelu.data.tokenizer import (
     get_tokenizer,
     train_bpe,
 )
-from mswelu.errors import check_choice
 from mswelu.paths import cache_dir, data_dir
 
 FORMAT_VERSION = 1
@@ -549,27 +548,3 @@ def default_dataset(max_tokens: int | None = None, progress: bool = False, token
     out = dataset_dir("default", max_tokens, tokenizer)
     prepare("default", out=out, tokenizer=tokenizer, max_tokens=max_tokens, progress=progress)
     return out
-
-
-def document_lengths(path: str | Path, split: str = "train") -> np.ndarray:
-    """Token count of each document in a split (EOS included), read from the shard's EOS positions."""
-    meta = check_shards(path)
-    check_choice("split", split, sorted(meta["splits"]))
-    data = (
-        np.memmap(Path(path) / f"{split}.bin", dtype=meta["dtype"], mode="r")
-        if meta["splits"][split]["tokens"]
-        else np.zeros(0, dtype=meta["dtype"])
-    )
-    ends = np.flatnonzero(data == meta["eos_id"])
-    return np.diff(np.concatenate([[-1], ends])).astype(np.int64)
-
-
-def split_documents(path: str | Path, split: str = "val") -> set[bytes]:
-    """Each document of a split (its tokens, end-of-text excluded, as bytes): to tell whether splits of
-    one corpus and tokenizer share a document."""
-    meta = load_meta(path)
-    check_choice("split", split, sorted(meta["splits"]))
-    ids = np.fromfile(Path(path) / f"{split}.bin", dtype=meta["dtype"])
-    ends = np.flatnonzero(ids == meta["eos_id"])
-    starts = np.concatenate([[0], ends + 1])[: len(ends)]
-    return {ids[s:e].tobytes() for s, e in zip(starts, ends, strict=True)}
