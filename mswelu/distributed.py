@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mswelu.errors import unknown_choice
+
 T = TypeVar("T")
 
 
@@ -42,7 +44,7 @@ class DistInfo:
 def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto`` -> this rank's CUDA device if one exists, else CPU; ``cuda`` without a GPU -> ValueError."""
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}: expected auto, cpu, cuda or cuda:N")
+        raise ValueError(unknown_choice("device", device, ("auto", "cpu", "cuda", "cuda:N")))
     if device == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():

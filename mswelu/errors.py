@@ -1,24 +1,38 @@
-"""Wording shared by the errors a user reads."""
+"""Wording shared by the errors a user reads, and the one error a notebook shows as a single line."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["unknown_choice", "with_nearest"]
+__all__ = ["RunRefused", "check_choice", "unknown_choice", "with_nearest"]
 
 
-def with_nearest(unknown: Iterable[str], known: Iterable[str]) -> str:
+class RunRefused(ValueError):
+    """A run name that holds other work, refused before anything was written; the message says why and
+    what to do instead. Notebooks show it as one line, not a traceback (``mswelu.workbook.start``)."""
+
+
+def with_nearest(unknown: Iterable[Any], known: Iterable[Any]) -> str:
     """``'d_modle' (did you mean 'd_model'?), 'foo'``: each unknown name with the closest known one."""
-    known = list(known)
+    names = [k for k in known if isinstance(k, str)]
     parts = []
     for name in unknown:
-        close = difflib.get_close_matches(name, known, 1)
+        close = difflib.get_close_matches(name, names, 1) if isinstance(name, str) else []
         parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
     return ", ".join(parts)
 
 
-def unknown_choice(what: str, value: object, choices: Iterable[str]) -> str:
-    """``unknown norm 'rms' (did you mean 'rmsnorm'?): expected one of ('layernorm', 'rmsnorm')``."""
-    choices = tuple(choices)
-    return f"unknown {what} {with_nearest([str(value)], choices)}: expected one of {choices}"
+def unknown_choice(what: str, value: Any, known: Iterable[Any]) -> str:
+    """``unknown optimizer 'adamm' (did you mean 'adamw'?): expected one of adamw, muon``: the message
+    for a ``value`` of ``what`` that is none of ``known``."""
+    known = list(known)
+    return f"unknown {what} {with_nearest([value], known)}: expected one of {', '.join(map(str, known))}"
+
+
+def check_choice(what: str, value: Any, known: Iterable[Any]) -> None:
+    """ValueError with :func:`unknown_choice`'s message unless ``value`` is one of ``known``."""
+    known = list(known)
+    if value not in known:
+        raise ValueError(unknown_choice(what, value, known))

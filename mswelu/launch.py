@@ -30,8 +30,11 @@ from typing import Any
 import yaml
 
 from mswelu import progress
+from mswelu.errors import check_choice
+from mswelu.paths import project_root, runs_dir
+from mswelu.run_names import run_name
 from mswelu.runs import METRICS, SUMMARY
-from mswelu.train_config import TrainConfig
+from mswelu.train_config import TrainConfig, merge_overrides
 
 #: How several runs are launched (see :func:`launch`).
 MODES = ("auto", "single", "ddp", "independent")
@@ -40,8 +43,7 @@ MODES = ("auto", "single", "ddp", "independent")
 def resolve_mode(mode: str, n_gpus: int, n_runs: int) -> str:
     """The concrete mode: ``auto`` is ``independent`` with >= 2 GPUs and >= 2 runs, ``ddp`` with >= 2
     GPUs and one run, else ``single``; any other mode is checked and returned."""
-    if mode not in MODES:
-        raise ValueError(f"unknown launch mode {mode!r}: expected one of {MODES}")
+    check_choice("launch mode", mode, MODES)
     if mode != "auto":
         return mode
     return ("independent" if n_runs > 1 else "ddp") if n_gpus >= 2 else "single"
@@ -68,18 +70,18 @@ class RunHandle:
         return None if self.proc is None else self.proc.poll()
 
 
-def _suffix(variant: dict[str, Any]) -> str:
+def _variant_name(stem: str, variant: dict[str, Any]) -> str:
+    """``stem`` and what ``variant`` changes (``<key>-<value>`` per setting, model settings included, the
+    seed as ``s<seed>``): the run name of one of several variants."""
     parts = []
     for k, v in variant.items():
-        if k in ("out", "run_name"):
+        if k in ("out", "run_name", "seed"):
             continue
-        if k == "seed":
-            parts.append(f"s{v}")
-        elif isinstance(v, dict):
+        if isinstance(v, dict):
             parts.extend(f"{a}-{b}" for a, b in v.items())
         else:
             parts.append(f"{k}-{v}")
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts))
+    return run_name(stem, re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts)), seed=variant.get("seed"))
 
 
 def expand_variants(
@@ -90,8 +92,6 @@ def expand_variants(
 ) -> list[TrainConfig]:
     """One validated TrainConfig per run: ``variants`` (overrides of ``base``; ``model`` dicts are merged),
     crossed with ``seeds`` when both are given. Each gets its own run name and folder under ``out_root``."""
-    from mswelu.paths import runs_dir
-
     base_cfg = TrainConfig.coerce(base or {})
     variants = [dict(v) for v in (variants or [{}])]
     if seeds is not None:
@@ -104,12 +104,9 @@ def expand_variants(
     stem = base_cfg.run_name or (Path(base_cfg.out).name if base_cfg.out else None)
     cfgs, names = [], set()
     for v in variants:
-        suffix = _suffix(v) if len(variants) > 1 else ""
-        d = base_cfg.to_dict()
-        d.update({k: val for k, val in v.items() if k != "model"})
-        d["model"] = {**(d.get("model") or {}), **v.get("model", {})}
-        cfg = TrainConfig.from_dict(d)
-        name = v.get("run_name") or "-".join(p for p in (stem or cfg.default_run_name(), suffix) if p)
+        cfg = TrainConfig.from_dict(merge_overrides(base_cfg.to_dict(), v))
+        stem_v = stem or cfg.default_run_name()
+        name = v.get("run_name") or (_variant_name(stem_v, v) if len(variants) > 1 else stem_v)
         if name in names:
             raise ValueError(f"two variants map to the run name {name!r}; give them distinct run_name values")
         names.add(name)
@@ -347,8 +344,6 @@ def launch(
     - ``auto``: ``independent`` with >= 2 GPUs and >= 2 runs, ``ddp`` with >= 2 GPUs and one run,
       else ``single``.
     """
-    from mswelu.paths import project_root
-
     resolve_mode(mode, 0, 1)  # a bad mode fails before the configs are built
     cfgs = expand_variants(base, variants, seeds, out_root)
     gpus = _gpu_count() if n_gpus is None else int(n_gpus)

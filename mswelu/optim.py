@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mswelu.errors import check_choice
 from mswelu.modules.activations import shape_parameters
 
 OPTIMIZERS = ("adamw", "muon")
@@ -76,8 +77,7 @@ def _embedding_ids(model: nn.Module) -> tuple[set[int], set[int]]:
 def route_parameters(model: nn.Module, optimizer_name: str = "adamw") -> list[ParamRoute]:
     """Apply the routing rules (module docstring) to every trainable parameter, in registration order.
     Tied parameters appear once (``named_parameters`` deduplicates)."""
-    if optimizer_name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer_name!r}: expected one of {OPTIMIZERS}")
+    check_choice("optimizer", optimizer_name, OPTIMIZERS)
     muon = optimizer_name == "muon"
     emb_ids, out_ids = _embedding_ids(model)
     shape_ids = {id(p) for _, p in shape_parameters(model)}
@@ -214,8 +214,7 @@ def build_optimizer(
     """The optimizer for ``model``: ``adamw`` (one AdamW, three groups) or ``muon`` (Muon on hidden
     matrices + AdamW on the rest). Always returned as a :class:`HybridOptimizer` so that checkpoints and
     the trainer handle both the same way. Every group carries ``name`` and ``base_lr``."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}: expected one of {OPTIMIZERS}")
+    check_choice("optimizer", name, OPTIMIZERS)
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     if weight_decay < 0:

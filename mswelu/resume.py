@@ -14,7 +14,7 @@ from mswelu import distributed as du
 from mswelu import parallel
 from mswelu.runs import CHECKPOINTS
 from mswelu.sharded_checkpoint import load_sharded, save_sharded
-from mswelu.train_config import NUMERIC_CHANGES, RESUMABLE_CHANGES
+from mswelu.train_config import NUMERIC_CHANGES, RESUMABLE_CHANGES, changed_settings
 
 __all__ = ["check_compatible", "find_resume", "restore", "save"]
 
@@ -56,13 +56,9 @@ def check_compatible(path: Path, config: dict[str, Any], world_size: int, meta: 
             f"the data folder now holds {meta['fingerprint']!r}"
         )
     old = ckpt.read_checkpoint_config(path)
-    diffs = {
-        k: (old.get(k), v)
-        for k, v in config.items()
-        if k not in RESUMABLE_CHANGES and k in old and _norm(old.get(k)) != _norm(v)
-    }
+    diffs = changed_settings(old, config, ignore=RESUMABLE_CHANGES)
     if diffs:
-        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
+        lines = ", ".join(f"{k}: checkpoint {old[k]!r} vs now {config[k]!r}" for k in diffs)
         raise ValueError(f"cannot resume from {path}: incompatible config ({lines})")
     old_world = old.get("_world_size", 1)
     resharding = ckpt.checkpoint_format(path) == "sharded" or config.get("parallel") == "fsdp"
@@ -72,16 +68,8 @@ def check_compatible(path: Path, config: dict[str, Any], world_size: int, meta: 
             f"{world_size}; DDP checkpoints resume on the same number of processes (an FSDP checkpoint, "
             "parallel='fsdp', loads on any)"
         )
-    return [k for k in NUMERIC_CHANGES if k in old and _norm(old[k]) != _norm(config.get(k))]
-
-
-def _norm(value: Any) -> Any:
-    """Tuples as lists, recursively, so configs read back from JSON compare equal."""
-    if isinstance(value, tuple | list):
-        return [_norm(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _norm(v) for k, v in value.items()}
-    return value
+    numeric = {k: config.get(k) for k in NUMERIC_CHANGES}
+    return changed_settings(old, numeric)
 
 
 def save(

@@ -6,6 +6,8 @@
     <run>/checkpoints/step_XXXXXXX/   atomic checkpoints (:mod:`mswelu.checkpoint`)
     <run>/final/             the trained model (``save_pretrained``), written atomically at the end
     <run>/summary.json       the run's final figures, written last
+    <run>/notebook.ipynb     the executed notebook of its first finished execution (notebook 03 under
+                             papermill), so that a later execution's output path cannot lose it
 
 Nothing else in the package spells these names. The model of a run is ``final/``, or else the weights of
 its newest complete checkpoint (an interrupted run), built from the model config recorded with them.
@@ -37,11 +39,13 @@ __all__ = [
     "CONFIG",
     "FINAL",
     "METRICS",
+    "NOTEBOOK",
     "SUMMARY",
     "RunData",
     "RunLock",
     "RunWriter",
     "last_written",
+    "keep_notebook",
     "list_runs",
     "load_model",
     "load_run",
@@ -58,6 +62,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 FINAL = "final"
 CHECKPOINTS = "checkpoints"
+NOTEBOOK = "notebook.ipynb"
 TENSORBOARD = "tb"
 _MARKERS = (CONFIG, METRICS, CHECKPOINTS, SUMMARY)
 
@@ -219,6 +224,14 @@ class RunData:
         return self.path.name
 
     @property
+    def status(self) -> str:
+        """``complete``, ``interrupted`` (checkpointed; the same command continues it) or ``running`` (no
+        summary yet: training now, or stopped without one: its checkpoints say how far it got)."""
+        if not self.summary:
+            return "running"
+        return "interrupted" if self.summary.get("interrupted") else "complete"
+
+    @property
     def train(self) -> pd.DataFrame:
         """Training steps (step, tokens, loss, lr, grad_norm, tokens_per_s)."""
         return analysis.train_frame(self.records)
@@ -319,6 +332,17 @@ def load_run(path: str | os.PathLike[str]) -> RunData:
         summary=read_json(path / SUMMARY),
         records=read_jsonl(path / METRICS),
     )
+
+
+def keep_notebook(path: str | os.PathLike[str], notebook: str | os.PathLike[str]) -> Path | None:
+    """Copy ``notebook`` (an executed notebook file) into the run folder ``path`` as its
+    :data:`NOTEBOOK`, unless it holds one already (the execution that finished it first is kept; a
+    retrained run starts from an empty folder); returns the copy, or None where one was kept before."""
+    target = Path(path) / NOTEBOOK
+    if target.exists():
+        return None
+    atomic_write_text(target, Path(notebook).read_text(encoding="utf-8"))
+    return target
 
 
 def last_written(path: Path) -> float:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from mswelu.errors import check_choice
+
 SCHEDULES = ("cosine", "wsd", "constant")
 
 
@@ -32,8 +34,7 @@ def lr_factor(
     - ``constant``: 1 after warmup.
     Past ``total_steps`` the factor stays at its final value.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}: expected one of {SCHEDULES}")
+    check_choice("schedule", schedule, SCHEDULES)
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     if warmup < 0:

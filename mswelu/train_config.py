@@ -12,20 +12,32 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mswelu.errors import with_nearest
+from mswelu.baselines import BASELINES
+from mswelu.errors import check_choice, unknown_choice, with_nearest
 from mswelu.modules.activations import ACTIVATIONS
 from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
+from mswelu.run_names import run_name
 from mswelu.schedule import SCHEDULES
 
-__all__ = ["DEVICES", "DTYPES", "NUMERIC_CHANGES", "PARALLEL", "RESUMABLE_CHANGES", "TrainConfig"]
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "NUMERIC_CHANGES",
+    "PARALLEL",
+    "RESUMABLE_CHANGES",
+    "RUNTIME_SETTINGS",
+    "TrainConfig",
+    "changed_settings",
+    "merge_overrides",
+]
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bf16", "fp32")
@@ -75,6 +87,41 @@ RESUMABLE_CHANGES = frozenset(NUMERIC_CHANGES) | {
     "out",
     "data",
 }
+# Fields that say how and where a run runs, not what it computes: a finished run that differs from a
+# config only in these is that config's run (notebooks reuse it).
+RUNTIME_SETTINGS = frozenset(
+    {"progress", "tensorboard", "overwrite", "resume", "out", "run_name", "data", "device"}
+)
+
+
+def changed_settings(
+    recorded: Mapping[str, Any], wanted: Mapping[str, Any], ignore: Collection[str] = ()
+) -> list[str]:
+    """The settings of ``wanted`` (a TrainConfig dict) whose value differs from the one ``recorded`` (a
+    run's or a checkpoint's ``config.json``) holds, in ``wanted``'s order, ``ignore`` aside. Values
+    compare as JSON holds them (tuples as lists); a setting ``recorded`` lacks (written before it
+    existed) is not a change. The one comparison behind a resume's check and a notebook's reuse."""
+    return [
+        k
+        for k, v in wanted.items()
+        if k not in ignore and k in recorded and _as_json(recorded[k]) != _as_json(v)
+    ]
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def merge_overrides(
+    base: Mapping[str, Any], overrides: Mapping[str, Any], replace_model: bool = False
+) -> dict[str, Any]:
+    """``base`` (a TrainConfig dict) with ``overrides`` on top, their ``model`` settings merged over the
+    base's (the override's win), or, with ``replace_model``, instead of them (a variant on another
+    architecture, whose model settings the base's do not describe)."""
+    model = dict(overrides.get("model") or {})
+    if not replace_model:
+        model = {**(base.get("model") or {}), **model}
+    return {**base, **{k: v for k, v in overrides.items() if k != "model"}, "model": model}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -267,9 +314,10 @@ class TrainConfig:
 
     # ---------------------------------------------------------------------------------- derived
     def default_run_name(self) -> str:
-        act = self.activation or ("" if ":" in self.preset or self.preset in ("gpt2", "pythia") else "preset")
-        parts = [self.preset.replace(":", "-"), act, self.optimizer, f"s{self.seed}"]
-        return "-".join(p for p in parts if p)
+        """``<preset>-<activation>-<optimizer>-s<seed>`` (a Transformer baseline names no activation)."""
+        baseline = ":" in self.preset or self.preset in BASELINES
+        act = self.activation or ("" if baseline else "preset")
+        return run_name(self.preset.replace(":", "-"), act, self.optimizer, seed=self.seed)
 
     def resolved_run_name(self) -> str:
         return self.run_name or (Path(self.out).name if self.out else self.default_run_name())
@@ -359,8 +407,7 @@ class TrainConfig:
         self._check_types()
 
         def choice(name: str, allowed: Sequence[str]) -> None:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}: expected one of {tuple(allowed)}")
+            check_choice(name, getattr(self, name), allowed)
 
         parse_model_name(self.preset)
         choice("optimizer", OPTIMIZERS)
@@ -369,7 +416,7 @@ class TrainConfig:
         choice("parallel", PARALLEL)
         choice("fsdp_param_dtype", FSDP_PARAM_DTYPES)
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}: expected one of {DEVICES} or cuda:N")
+            raise ValueError(unknown_choice("device", self.device, [*DEVICES, "cuda:N"]))
         if self.activation is not None:
             choice("activation", tuple(ACTIVATIONS))
         for name in ("lr", "eps"):

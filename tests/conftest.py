@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,66 +43,30 @@ def embedded_data():
     return default_dataset(max_tokens=60_000)
 
 
-@pytest.fixture
-def tiny_train_config(embedded_data) -> dict:
-    """A ``TrainConfig`` dict that trains the ``tiny`` preset for a few steps on the embedded data in a
-    second (add ``out``)."""
-    return dict(
+def _tiny_config(data: Path, out: Path, **overrides: object) -> dict:
+    """The tiny training config the tests share: the ``tiny`` preset on ``data`` into ``out``, 6 steps of
+    4 x 16 tokens, every step logged, evaluations and checkpoints every 3 steps, no progress bars;
+    ``overrides`` on top."""
+    cfg = dict(
         preset="tiny",
-        data=str(embedded_data),
-        max_steps=8,
+        data=str(data),
+        out=str(out),
+        max_steps=6,
         batch_size=4,
         seq_len=16,
-        lr=1e-2,
+        lr=3e-3,
         warmup=2,
-        eval_every=4,
+        eval_every=3,
         eval_batches=1,
         log_every=1,
-        ckpt_every=0,
+        ckpt_every=3,
         progress=False,
-        tensorboard=False,
     )
-
-
-def write_byte_dataset(folder, n_tokens: int = 60_000, val_fraction: float = 0.1):
-    """A prepared dataset (the data package's format) whose tokens are the UTF-8 bytes of stdlib sources
-    (vocabulary 257): no tokenizer, no corpus download, the same bytes on every machine."""
-    import argparse
-    import json
-    import textwrap
-    from pathlib import Path
-
-    import numpy as np
-
-    folder = Path(folder)
-    text = (Path(argparse.__file__).read_bytes() + Path(textwrap.__file__).read_bytes()) * 2
-    tokens = np.frombuffer(text[:n_tokens], dtype=np.uint8).astype(np.uint16)
-    n_val = int(len(tokens) * val_fraction)
-    splits = {"train": tokens[:-n_val], "val": tokens[-n_val:]}
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, arr in splits.items():
-        arr.tofile(folder / f"{name}.bin")
-    meta = {
-        "version": 1,
-        "tokenizer": "bytes",
-        "vocab_size": 257,
-        "eos_id": 256,
-        "dtype": "uint16",
-        "splits": {
-            n: {"tokens": len(a), "documents": 1, "bytes": len(a), "max_token_id": int(a.max())}
-            for n, a in splits.items()
-        },
-        "source": "test-bytes",
-        "seed": 0,
-        "val_fraction": val_fraction,
-        "max_tokens": n_tokens,
-        "fingerprint": "test-bytes-v1",
-    }
-    (folder / "meta.json").write_text(json.dumps(meta))
-    return folder
+    cfg.update(overrides)
+    return cfg
 
 
 @pytest.fixture(scope="session")
-def byte_dataset(tmp_path_factory):
-    """:func:`write_byte_dataset`, once per test session."""
-    return write_byte_dataset(tmp_path_factory.mktemp("bytes") / "data")
+def tiny_config():
+    """``tiny_config(data, out, **overrides)``: see :func:`_tiny_config`."""
+    return _tiny_config

@@ -45,22 +45,8 @@ def _byte_dataset(folder: Path, n_tokens: int = 40_000) -> Path:
     return folder
 
 
-def _cfg(data: Path, out: Path) -> dict:
-    return dict(
-        preset="tiny",
-        data=str(data),
-        out=str(out),
-        max_steps=3,
-        batch_size=4,
-        seq_len=16,
-        lr=3e-3,
-        warmup=1,
-        eval_every=3,
-        eval_batches=2,
-        log_every=1,
-        ckpt_every=0,
-        progress=False,
-    )
+# This module's runs: three steps, one evaluation of two batches at the end, no checkpoints.
+_SHORT = dict(max_steps=3, warmup=1, eval_batches=2, ckpt_every=0)
 
 
 def _lines(run: Path) -> list[dict]:
@@ -68,11 +54,11 @@ def _lines(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
+def test_two_process_ddp_equals_one_process(tiny_config, tmp_path: Path) -> None:
     data = _byte_dataset(tmp_path / "data")
-    one = train(_cfg(data, tmp_path / "one"))
+    one = train(tiny_config(data, tmp_path / "one", **_SHORT))
     config = tmp_path / "two.yaml"
-    config.write_text(yaml.safe_dump(_cfg(data, tmp_path / "two")))
+    config.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "two", **_SHORT)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -137,11 +123,11 @@ def test_expand_variants_names_and_merges(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_independent_runs_side_by_side_and_failures_are_loud(tmp_path: Path) -> None:
+def test_independent_runs_side_by_side_and_failures_are_loud(tiny_config, tmp_path: Path) -> None:
     from mswelu.launch import launch
 
     data = _byte_dataset(tmp_path / "data")
-    base = {**_cfg(data, tmp_path / "runs" / "indep"), "max_steps": 2, "eval_every": 0}
+    base = {**tiny_config(data, tmp_path / "runs" / "indep", **_SHORT), "max_steps": 2, "eval_every": 0}
     results = launch("independent", base=base, seeds=[0, 1], n_gpus=0, poll_s=0.5, progress=False)
     assert [r["run_name"] for r in results] == ["indep-s0", "indep-s1"]
     assert all(r["returncode"] == 0 and r["steps"] == 2 for r in results)
@@ -162,11 +148,11 @@ def test_independent_runs_side_by_side_and_failures_are_loud(tmp_path: Path) -> 
         )
 
 
-def test_auto_mode_without_gpus_runs_in_process(tmp_path: Path) -> None:
+def test_auto_mode_without_gpus_runs_in_process(tiny_config, tmp_path: Path) -> None:
     from mswelu.launch import launch
 
     data = _byte_dataset(tmp_path / "data")
-    base = {**_cfg(data, tmp_path / "runs" / "auto"), "max_steps": 1, "eval_every": 0}
+    base = {**tiny_config(data, tmp_path / "runs" / "auto", **_SHORT), "max_steps": 1, "eval_every": 0}
     results = launch("auto", base=base, seeds=[3, 4], n_gpus=0, progress=False)
     assert [(r["run_name"], r["seed"], r["steps"]) for r in results] == [("auto-s3", 3, 1), ("auto-s4", 4, 1)]
     with pytest.raises(ValueError, match="unknown launch mode"):

@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_train import write_byte_dataset
 
 from mswelu.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def byte_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_byte_dataset(tmp_path_factory.mktemp("bytes") / "data")
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> dict:

@@ -10,7 +10,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mswelu"
 
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
-    ["paths", "fs", "progress", "hf_compat", "stats", "distributed", "provenance", "stop", "errors"],
+    [
+        "paths",
+        "fs",
+        "progress",
+        "hf_compat",
+        "stats",
+        "distributed",
+        "provenance",
+        "stop",
+        "errors",
+        "run_names",
+    ],
     ["ops"],
     ["modules"],
     ["configuration", "modeling", "convert", "baselines", "models", "data", "analysis", "shape_gradients"],

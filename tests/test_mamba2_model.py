@@ -1,7 +1,7 @@
-"""Mamba-2 in the model: equal to transformers' ``Mamba2ForCausalLM`` through ``from_hf_mamba2`` (logits, loss,
-every gradient, the round trip, greedy ``generate``), with ``n_groups`` > 1 and a length that is not a multiple
-of ``chunk_size``; O(1) decoding through ``generate()`` for Mamba-2 and a Mamba-2 / attention hybrid; every
-activation in its slots; closed-form parameter counts."""
+"""Mamba-2 in the model: equal to transformers' ``Mamba2ForCausalLM`` through ``from_hf_mamba2`` (logits,
+loss, every gradient, the round trip, greedy ``generate``), with ``n_groups`` > 1 and a length that is not a
+multiple of ``chunk_size``; O(1) decoding through ``generate()`` for Mamba-2 and a Mamba-2 / attention
+hybrid; every activation in its slots."""
 
 from __future__ import annotations
 
@@ -115,7 +115,9 @@ def test_generate_decodes_one_token_per_step_and_equals_recomputation(pattern: s
 @pytest.mark.parametrize("activation", ["swelu", "swelu-fixed", "swish", "silu"])
 @pytest.mark.parametrize("sharing", ["shared", "separate"])
 def test_every_activation_in_the_mamba2_slots_trains(activation: str, sharing: str) -> None:
-    model = _tiny(activation=activation, mixer_k_sharing=sharing, post_mixer_act=False, dense_sizes=()).train()
+    model = _tiny(
+        activation=activation, mixer_k_sharing=sharing, post_mixer_act=False, dense_sizes=()
+    ).train()
     x = torch.randint(0, 512, (2, 17))
     model(x, labels=x).loss.backward()
     slots = model.shape_slots()

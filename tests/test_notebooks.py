@@ -126,6 +126,64 @@ def test_03_train(trained):
     assert "Training runs" in index and index.count("nbtest-train") >= 2  # its report and its run folder
 
 
+def test_03_keeps_the_executed_notebook_in_the_run_folder(trained):
+    """papermill's output file is replaced by any later execution to the same path; the run folder keeps
+    the executed notebook of the run that finished it (every cell before the keeping one, with outputs)."""
+    kept = nbformat.read(_home() / "runs" / "nbtest-train" / "notebook.ipynb", as_version=4)
+    assert kept.metadata["papermill"]["parameters"]["run_name"] == "nbtest-train"
+    checked = [c for c in kept.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    assert checked and all(c.outputs for c in checked)
+
+
+def test_a_refused_rerun_changes_nothing_and_says_so_in_one_line(trained, workdir):
+    """Notebook 03 again under a finished run's name with other settings, to the same output notebook: the
+    run is refused before anything is written. Its report folder stays byte for byte as it was, its executed
+    notebook stays recoverable from the run folder, and the refusal is one line, in the output notebook and
+    on the terminal (papermill's own traceback then ends with that line, not with the cell's traceback)."""
+    report = _home() / "reports" / "nbtest-train"
+    before = {p: p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()}
+    kept = _home() / "runs" / "nbtest-train" / "notebook.ipynb"
+    kept_before = kept.read_bytes()
+    index_before = (_home() / "reports" / "index.html").read_bytes()
+    out = workdir / "out-03_train.ipynb"  # the finished run's output notebook: papermill replaces it
+    parameters = {
+        "run_name": "nbtest-train",
+        "profile": "nbval",
+        "max_steps": 6,
+        "batch_size": 2,
+        "seq_len": 32,
+        "samples": 1,
+        "lr": 1e-2,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(NOTEBOOKS / "03_train.ipynb"), str(out), "-k", "mswelu"]
+        + ["--cwd", str(workdir), "--no-progress-bar", "-y", json.dumps(parameters)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert {p: p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()} == before
+    assert kept.read_bytes() == kept_before
+    assert (_home() / "reports" / "index.html").read_bytes() == index_before
+    terminal = (proc.stdout + proc.stderr).strip().splitlines()
+    said = [ln for ln in terminal if ln.startswith("error: ")]
+    assert said == [
+        "error: run_name 'nbtest-train' already holds a run (settings differ: lr); nothing was changed: pick "
+        "another run_name, or pass overwrite=True to replace it (its executed notebook: "
+        "runs/nbtest-train/notebook.ipynb)"
+    ], terminal
+    assert terminal[-1] == f"RunRefused: {said[0].removeprefix('error: ')}"
+    assert not any(ln.startswith("Cell In[") for ln in terminal), terminal
+    errors = [
+        o
+        for c in nbformat.read(out, as_version=4).cells
+        for o in c.get("outputs", [])
+        if o.output_type == "error"
+    ]
+    assert len(errors) == 1 and errors[0].traceback == [terminal[-1]]
+
+
 def test_03_headless_run_shows_progress_in_the_terminal(trained):
     """papermill captures cell output into the notebook; the trainer's progress lines still reach the
     terminal: one per log interval (log_every 2 of 6 steps, plus the first) and one per evaluation (at 20%

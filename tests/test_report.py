@@ -231,3 +231,41 @@ def test_a_failing_rerun_keeps_the_previous_complete_report(tmp_path):
     # a failed report is not "previous": the next rerun keeps the last complete one
     Report("main", "03_train.ipynb", {}, root=tmp_path, register_hook=False)
     assert (folder / "report.previous.html").read_text() == page
+
+
+def test_a_deferred_report_writes_nothing_until_its_first_content(tmp_path):
+    Report("main", "03_train.ipynb", {"lr": 1e-3}, root=tmp_path, register_hook=False).finish(
+        {"val_loss": 6.6}
+    )
+    folder = tmp_path / "main"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    index = (tmp_path / "index.html").read_bytes()
+    rerun = Report("main", "03_train.ipynb", {"lr": 2e-3}, root=tmp_path, register_hook=False, defer=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert (tmp_path / "index.html").read_bytes() == index and not rerun.opened
+    rerun.update_params({"max_steps": 5})  # the run was accepted: from here on it is this run's report
+    assert rerun.opened and load_report_state(folder)["status"] == "running"
+    assert (folder / "report.previous.html").read_bytes() == before["report.html"]
+
+
+def test_a_refusal_before_the_report_is_written_leaves_the_folder_as_it_was(tmp_path):
+    """The IPython hook: a cell that raises RunRefused before a deferred report was written changes
+    nothing; any other error (or a refusal after it was written) marks the report failed as usual."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from mswelu.errors import RunRefused
+
+    Report("kept", "03_train.ipynb", {}, root=tmp_path, register_hook=False).finish({"val_loss": 1.0})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()}
+    shell = InteractiveShell.instance()
+    try:
+        shell.user_ns["RunRefused"] = RunRefused
+        refused = Report("kept", "03_train.ipynb", {}, root=tmp_path, defer=True)
+        assert not shell.run_cell("raise RunRefused('run_name kept already holds a run')").success
+        assert {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()} == before
+        assert not refused.opened
+        failing = Report("other", "03_train.ipynb", {}, root=tmp_path, defer=True)
+        shell.run_cell("raise ValueError('bad preset')")
+        assert failing.status == "failed" and "bad preset" in (tmp_path / "other" / "report.html").read_text()
+    finally:
+        InteractiveShell.clear_instance()

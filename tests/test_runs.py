@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import _stop_at, tiny_cfg, write_byte_dataset
+from test_train import _stop_at, write_byte_dataset
 
 from mswelu import generate as G
 from mswelu import runs
@@ -17,10 +17,10 @@ from mswelu.train import train
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def interrupted(tiny_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = write_byte_dataset(tmp_path_factory.mktemp("bytes") / "data")
     out = tmp_path_factory.mktemp("runs") / "stopped"
-    summary = train(tiny_cfg(data, out, max_steps=6), callbacks=[_stop_at(3)])
+    summary = train(tiny_config(data, out, max_steps=6), callbacks=[_stop_at(3)])
     assert summary["interrupted"] and not (out / "final").exists()
     return out
 
@@ -65,19 +65,20 @@ def test_broken_final_falls_back_to_the_checkpoint(interrupted: Path, tmp_path: 
     assert "cannot be loaded" in capsys.readouterr().err
 
 
-def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path: Path) -> None:
+def test_a_second_writer_stops_at_once_naming_the_holder(tiny_config, tmp_path: Path) -> None:
     from mswelu.fs import FolderLock
 
     data = write_byte_dataset(tmp_path / "data")
     out = tmp_path / "busy"
     with FolderLock(out, "run folder"):
         with pytest.raises(ValueError, match=r"busy is being written by pid \d+ on .* since"):
-            train(tiny_cfg(data, out, max_steps=2))
-    summary = train(tiny_cfg(data, out, max_steps=2))  # released: the folder (only the lock in it) is usable
+            train(tiny_config(data, out, max_steps=2))
+    # released: the folder (only the lock in it) is usable
+    summary = train(tiny_config(data, out, max_steps=2))
     assert summary["steps"] == 2
 
 
-def test_a_dead_writer_leaves_no_lock_in_the_way(tmp_path: Path) -> None:
+def test_a_dead_writer_leaves_no_lock_in_the_way(tiny_config, tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -86,23 +87,25 @@ def test_a_dead_writer_leaves_no_lock_in_the_way(tmp_path: Path) -> None:
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     assert (out / ".lock").is_file()
     data = write_byte_dataset(tmp_path / "data")
-    assert train(tiny_cfg(data, out, max_steps=2))["steps"] == 2
+    assert train(tiny_config(data, out, max_steps=2))["steps"] == 2
 
 
-def test_a_refused_run_leaves_no_folder_behind(tmp_path: Path) -> None:
+def test_a_refused_run_leaves_no_folder_behind(tiny_config, tmp_path: Path) -> None:
     data = write_byte_dataset(tmp_path / "data")
     out = tmp_path / "never"
     with pytest.raises(ValueError, match="unknown model setting.*'d_modle' \\(did you mean 'd_model'\\?\\)"):
-        train(tiny_cfg(data, out, model={"d_modle": 32}))
+        train(tiny_config(data, out, model={"d_modle": 32}))
     assert not out.exists()
 
 
-def test_notebook_03_never_replaces_a_run_it_was_not_asked_to(tmp_path: Path, monkeypatch) -> None:
+def test_notebook_03_never_replaces_a_run_it_was_not_asked_to(
+    tiny_config, tmp_path: Path, monkeypatch
+) -> None:
     """Rerunning notebook 03's plan under one run_name: the same settings reuse the finished run, an
     interrupted one is continued, other settings are refused (nothing changed), overwrite=True retrains."""
     monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
     data = write_byte_dataset(tmp_path / "data")
-    base = {k: v for k, v in tiny_cfg(data, tmp_path / "unused").items() if k not in ("out", "run_name")}
+    base = {k: v for k, v in tiny_config(data, tmp_path / "unused").items() if k not in ("out", "run_name")}
 
     def execute(**kw):
         plan = wb.plan_launch({**base, **kw.pop("cfg", {})}, "main", launch="single", visible_gpus=0, **kw)
@@ -121,7 +124,7 @@ def test_notebook_03_never_replaces_a_run_it_was_not_asked_to(tmp_path: Path, mo
     replaced = execute(cfg={"lr": 1e-3}, overwrite=True)
     assert not replaced.reused and replaced.config["lr"] == 1e-3
     # an interrupted run of the same settings is continued from its checkpoint, not restarted
-    stopped = train({**tiny_cfg(data, tmp_path / "runs" / "cont", max_steps=6)}, callbacks=[_stop_at(3)])
+    stopped = train({**tiny_config(data, tmp_path / "runs" / "cont", max_steps=6)}, callbacks=[_stop_at(3)])
     assert stopped["interrupted"]
     plan = wb.plan_launch({**base, "max_steps": 6}, "cont", launch="single", visible_gpus=0)
     assert wb.run_decision(plan[0]["config"]) == "resume"
@@ -131,9 +134,9 @@ def test_notebook_03_never_replaces_a_run_it_was_not_asked_to(tmp_path: Path, mo
     )
 
 
-def test_notebook_05_runs_are_reused_continued_or_refused_too(tmp_path: Path) -> None:
+def test_notebook_05_runs_are_reused_continued_or_refused_too(tiny_config, tmp_path: Path) -> None:
     data = write_byte_dataset(tmp_path / "data")
-    cfg = tiny_cfg(data, tmp_path / "v-swelu-s0")
+    cfg = tiny_config(data, tmp_path / "v-swelu-s0")
     first = wb.train_or_load(cfg)
     assert not first.reused and wb.train_or_load(cfg).reused
     with pytest.raises(ValueError, match="settings differ: max_steps"):

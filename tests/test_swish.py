@@ -49,12 +49,14 @@ def test_beta_is_positive_and_shapes_interpolate_line_and_relu() -> None:
 
 
 @pytest.mark.slow
-def test_a_tiny_swish_run_learns_and_logs_beta(tmp_path, tiny_train_config) -> None:
+def test_a_tiny_swish_run_learns_and_logs_beta(tmp_path, tiny_config, embedded_data) -> None:
     from mswelu.runs import load_run
     from mswelu.train import train
 
     out = tmp_path / "swish"
-    summary = train({**tiny_train_config, "activation": "swish", "out": str(out), "tensorboard": True})
+    summary = train(
+        tiny_config(embedded_data, out, activation="swish", max_steps=8, lr=1e-2, tensorboard=True)
+    )
     assert summary["interrupted"] is False
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]

@@ -64,26 +64,6 @@ def byte_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_byte_dataset(tmp_path_factory.mktemp("bytes") / "data")
 
 
-def tiny_cfg(data: Path, out: Path, **kw: object) -> dict:
-    cfg = dict(
-        preset="tiny",
-        data=str(data),
-        out=str(out),
-        max_steps=6,
-        batch_size=4,
-        seq_len=16,
-        lr=3e-3,
-        warmup=2,
-        eval_every=3,
-        eval_batches=1,
-        log_every=1,
-        ckpt_every=3,
-        progress=False,
-    )
-    cfg.update(kw)
-    return cfg
-
-
 def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return [r for r in lines if "loss" in r], [r for r in lines if "val_loss" in r]
@@ -91,13 +71,13 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
 
 # ----------------------------------------------------------------------------------------- learning
 @pytest.fixture(scope="module")
-def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+def embedded_run(tiny_config, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     from mswelu.data import default_dataset
 
     data = default_dataset(max_tokens=60_000)
     out = tmp_path_factory.mktemp("runs") / "embedded"
     summary = train(
-        tiny_cfg(data, out, max_steps=24, seq_len=32, lr=4e-3, warmup=3, eval_every=12, ckpt_every=12)
+        tiny_config(data, out, max_steps=24, seq_len=32, lr=4e-3, warmup=3, eval_every=12, ckpt_every=12)
     )
     return summary, out
 
@@ -191,12 +171,14 @@ def _stop_at(step: int):
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_reproduces_uninterrupted_run_exactly(byte_data: Path, tmp_path: Path, optimizer: str) -> None:
-    train(tiny_cfg(byte_data, tmp_path / "full", optimizer=optimizer))
-    part = train(tiny_cfg(byte_data, tmp_path / "split", optimizer=optimizer), callbacks=[_stop_at(2)])
+def test_resume_reproduces_uninterrupted_run_exactly(
+    tiny_config, byte_data: Path, tmp_path: Path, optimizer: str
+) -> None:
+    train(tiny_config(byte_data, tmp_path / "full", optimizer=optimizer))
+    part = train(tiny_config(byte_data, tmp_path / "split", optimizer=optimizer), callbacks=[_stop_at(2)])
     assert part["interrupted"] and part["steps"] == 2
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "split" / "checkpoints")] == ["step_0000002"]
-    rest = train(tiny_cfg(byte_data, tmp_path / "split", optimizer=optimizer, resume="auto"))
+    rest = train(tiny_config(byte_data, tmp_path / "split", optimizer=optimizer, resume="auto"))
     assert rest["steps"] == 6 and not rest["interrupted"]
     a, va = read_metrics(tmp_path / "full")
     b, vb = read_metrics(tmp_path / "split")
@@ -209,9 +191,11 @@ def test_resume_reproduces_uninterrupted_run_exactly(byte_data: Path, tmp_path: 
     assert wa == (tmp_path / "split" / "final" / "model.safetensors").read_bytes()
 
 
-def test_killed_run_resumes_from_previous_complete_checkpoint(byte_data: Path, tmp_path: Path) -> None:
+def test_killed_run_resumes_from_previous_complete_checkpoint(
+    tiny_config, byte_data: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    train(tiny_cfg(byte_data, out, max_steps=4, ckpt_every=2))
+    train(tiny_config(byte_data, out, max_steps=4, ckpt_every=2))
     ckdir = out / "checkpoints"
     good = ckdir / "step_0000004"
     # what a kill can leave: a newer checkpoint cut short, one never finished, a writer's temporary
@@ -227,8 +211,8 @@ def test_killed_run_resumes_from_previous_complete_checkpoint(byte_data: Path, t
     found, skipped = ckpt.latest_checkpoint(ckdir)
     assert found == good and {p.name for p, _ in skipped} == {"step_0000006", "step_0000008"}
     with pytest.raises(ValueError, match="cannot resume"):  # naming the broken one explicitly: clear error
-        train(tiny_cfg(byte_data, out, max_steps=6, resume=str(cut)))
-    summary = train(tiny_cfg(byte_data, out, max_steps=6, ckpt_every=2, resume="auto"))
+        train(tiny_config(byte_data, out, max_steps=6, resume=str(cut)))
+    summary = train(tiny_config(byte_data, out, max_steps=6, ckpt_every=2, resume="auto"))
     assert summary["steps"] == 6
     steps = [r["step"] for r in read_metrics(out)[0]]
     assert steps == [1, 2, 3, 4, 5, 6]  # no step logged twice
@@ -308,20 +292,24 @@ def _nan_logits(steps: set[int] | None):
     return cb
 
 
-def test_non_finite_steps_are_skipped_and_counted(byte_data: Path, tmp_path: Path) -> None:
+def test_non_finite_steps_are_skipped_and_counted(tiny_config, byte_data: Path, tmp_path: Path) -> None:
     summary = train(
-        tiny_cfg(byte_data, tmp_path / "nan", max_steps=5, eval_every=0), callbacks=[_nan_logits({1, 2})]
+        tiny_config(byte_data, tmp_path / "nan", max_steps=5, eval_every=0), callbacks=[_nan_logits({1, 2})]
     )
     assert summary["steps"] == 5 and summary["nonfinite_skipped"] == 2
     lines, _ = read_metrics(tmp_path / "nan")
     assert all(math.isfinite(r["loss"]) for r in lines) and lines[-1]["nonfinite_skipped"] == 2
 
 
-def test_too_many_non_finite_steps_stop_with_clear_error(byte_data: Path, tmp_path: Path) -> None:
+def test_too_many_non_finite_steps_stop_with_clear_error(
+    tiny_config, byte_data: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "nan2"
     with pytest.raises(FloatingPointError, match="3 consecutive non-finite"):
         train(
-            tiny_cfg(byte_data, out, max_steps=10, max_consecutive_nonfinite=3, ckpt_every=2, eval_every=0),
+            tiny_config(
+                byte_data, out, max_steps=10, max_consecutive_nonfinite=3, ckpt_every=2, eval_every=0
+            ),
             callbacks=[_nan_logits(set(range(2, 100)))],
         )
     found, _ = ckpt.latest_checkpoint(out / "checkpoints")
@@ -357,47 +345,49 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
         ({"device": "tpu"}, "unknown device"),
     ],
 )
-def test_bad_config_fails_before_any_work(byte_data: Path, tmp_path: Path, changes: dict, match: str) -> None:
+def test_bad_config_fails_before_any_work(
+    tiny_config, byte_data: Path, tmp_path: Path, changes: dict, match: str
+) -> None:
     out = tmp_path / "never"
     with pytest.raises(ValueError, match=match):
-        train(tiny_cfg(byte_data, out, **changes))
+        train(tiny_config(byte_data, out, **changes))
     assert not out.exists()
 
 
-def test_unknown_config_key_and_missing_data(byte_data: Path, tmp_path: Path) -> None:
+def test_unknown_config_key_and_missing_data(tiny_config, byte_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown training config keys"):
         TrainConfig.from_dict({"learning_rate": 1e-3})
     with pytest.raises(ValueError, match="does not exist"):
-        train(tiny_cfg(tmp_path / "no-data", tmp_path / "never"))
+        train(tiny_config(tmp_path / "no-data", tmp_path / "never"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="not a prepared dataset"):
-        train(tiny_cfg(tmp_path / "empty", tmp_path / "never"))
+        train(tiny_config(tmp_path / "empty", tmp_path / "never"))
     assert not (tmp_path / "never").exists()
 
 
-def test_existing_run_is_never_overwritten_by_mistake(byte_data: Path, tmp_path: Path) -> None:
+def test_existing_run_is_never_overwritten_by_mistake(tiny_config, byte_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    train(tiny_cfg(byte_data, out, max_steps=2, ckpt_every=0, eval_every=0))
+    train(tiny_config(byte_data, out, max_steps=2, ckpt_every=0, eval_every=0))
     before = _snapshot(out)
     with pytest.raises(ValueError, match="exists and is not empty"):
-        train(tiny_cfg(byte_data, out, max_steps=2))
+        train(tiny_config(byte_data, out, max_steps=2))
     with pytest.raises(ValueError, match="incompatible config.*seq_len"):
-        train(tiny_cfg(byte_data, out, max_steps=4, seq_len=32, resume="auto"))
+        train(tiny_config(byte_data, out, max_steps=4, seq_len=32, resume="auto"))
     with pytest.raises(ValueError, match="incompatible config.*optimizer"):
-        train(tiny_cfg(byte_data, out, max_steps=4, optimizer="muon", resume="auto"))
+        train(tiny_config(byte_data, out, max_steps=4, optimizer="muon", resume="auto"))
     other = write_byte_dataset(tmp_path / "other-data", n_tokens=30_000)
     meta = json.loads((other / "meta.json").read_text())
     (other / "meta.json").write_text(json.dumps({**meta, "fingerprint": "another-corpus"}))
     with pytest.raises(ValueError, match="fingerprint"):
-        train(tiny_cfg(other, out, max_steps=4, resume="auto"))
+        train(tiny_config(other, out, max_steps=4, resume="auto"))
     bad = out / "checkpoints" / "step_0000002" / "optimizer.pt"
     good_bytes = bad.read_bytes()
     bad.write_bytes(good_bytes[:-1] + bytes([good_bytes[-1] ^ 1]))
     with pytest.raises(ValueError, match="no usable checkpoint.*sha256"):
-        train(tiny_cfg(byte_data, out, max_steps=4, resume="auto"))
+        train(tiny_config(byte_data, out, max_steps=4, resume="auto"))
     bad.write_bytes(good_bytes)
     assert _snapshot(out) == before
-    summary = train(tiny_cfg(byte_data, out, max_steps=3, overwrite=True, ckpt_every=0, eval_every=0))
+    summary = train(tiny_config(byte_data, out, max_steps=3, overwrite=True, ckpt_every=0, eval_every=0))
     assert summary["steps"] == 3 and [r["step"] for r in read_metrics(out)[0]] == [1, 2, 3]
 
 
@@ -432,6 +422,35 @@ def test_config_roundtrip_and_cli_overrides(tmp_path: Path) -> None:
     assert cli.replace(batch_size=8, seq_len=10).total_steps() == 63  # ceil(5000 / 80)
 
 
+def test_one_comparison_of_settings_serves_resume_and_reuse() -> None:
+    from mswelu.train_config import RESUMABLE_CHANGES, RUNTIME_SETTINGS, changed_settings
+
+    recorded = TrainConfig(preset="tiny", lr=1e-3, betas=(0.8, 0.9)).to_dict()  # as config.json holds it
+    recorded["betas"] = list(recorded["betas"])
+    wanted = TrainConfig(preset="tiny", lr=2e-3, betas=(0.8, 0.9), seq_len=64, progress=False).to_dict()
+    assert changed_settings(recorded, wanted) == ["seq_len", "lr", "progress"]  # a tuple equals its list
+    assert changed_settings(recorded, wanted, ignore=RESUMABLE_CHANGES) == ["seq_len"]
+    assert changed_settings(recorded, wanted, ignore=RUNTIME_SETTINGS) == ["seq_len", "lr"]
+    assert changed_settings({"lr": 2e-3}, wanted) == []  # a setting the record lacks is no change
+
+
+def test_model_overrides_merge_over_the_base_or_replace_it() -> None:
+    from mswelu.train_config import merge_overrides
+
+    base = {"preset": "small", "lr": 1e-3, "model": {"d_state": 4, "dense_residual": True}}
+    over = {"activation": "silu", "model": {"d_state": 8}}
+    assert merge_overrides(base, over) == {
+        "preset": "small",
+        "lr": 1e-3,
+        "activation": "silu",
+        "model": {"d_state": 8, "dense_residual": True},
+    }
+    assert merge_overrides(base, {"preset": "gpt2:small"}, replace_model=True)["model"] == {}
+    assert merge_overrides({"preset": "tiny"}, {"model": None}) == {"preset": "tiny", "model": {}}
+    assert TrainConfig(preset="gpt2:small").default_run_name() == "gpt2-small-adamw-s0"
+    assert TrainConfig(preset="pythia", seed=3).default_run_name() == "pythia-adamw-s3"  # a registered family
+
+
 def test_grad_accum_and_tokens_per_step() -> None:
     cfg = TrainConfig(batch_size=32, micro_batch_size=4, seq_len=128)
     assert cfg.grad_accum(1) == 8 and cfg.grad_accum(2) == 4 and cfg.grad_accum(8) == 1
@@ -445,11 +464,11 @@ def test_cli_reports_config_errors(capsys: pytest.CaptureFixture) -> None:
     assert "unknown optimizer" in capsys.readouterr().err
 
 
-def test_grad_accumulation_matches_one_big_batch(byte_data: Path, tmp_path: Path) -> None:
+def test_grad_accumulation_matches_one_big_batch(tiny_config, byte_data: Path, tmp_path: Path) -> None:
     """micro 2 x accum 2 = the same global batch as micro 4: same losses up to float summation order."""
-    a = train(tiny_cfg(byte_data, tmp_path / "a", max_steps=3, eval_every=0, ckpt_every=0))
+    a = train(tiny_config(byte_data, tmp_path / "a", max_steps=3, eval_every=0, ckpt_every=0))
     b = train(
-        tiny_cfg(byte_data, tmp_path / "b", max_steps=3, eval_every=0, ckpt_every=0, micro_batch_size=2)
+        tiny_config(byte_data, tmp_path / "b", max_steps=3, eval_every=0, ckpt_every=0, micro_batch_size=2)
     )
     assert b["grad_accum"] == 2 and a["tokens"] == b["tokens"]
     la = [r["loss"] for r in read_metrics(tmp_path / "a")[0]]
@@ -459,7 +478,9 @@ def test_grad_accumulation_matches_one_big_batch(byte_data: Path, tmp_path: Path
 
 # ----------------------------------------------------------------------------------------- baselines
 @pytest.mark.parametrize("kind", ["gpt2", "pythia"])
-def test_baselines_match_reference_size_and_train(byte_data: Path, tmp_path: Path, kind: str) -> None:
+def test_baselines_match_reference_size_and_train(
+    tiny_config, byte_data: Path, tmp_path: Path, kind: str
+) -> None:
     from mswelu.baselines import transformer_parameter_count
     from mswelu.models import build_model, count_parameters, preset_parameter_count
 
@@ -476,7 +497,9 @@ def test_baselines_match_reference_size_and_train(byte_data: Path, tmp_path: Pat
     with pytest.raises(ValueError, match="mswelu presets only"):
         build_model(kind, 257, 32, activation="silu")
     summary = train(
-        tiny_cfg(byte_data, tmp_path / kind, preset=f"{kind}:tiny", max_steps=2, eval_every=0, ckpt_every=0)
+        tiny_config(
+            byte_data, tmp_path / kind, preset=f"{kind}:tiny", max_steps=2, eval_every=0, ckpt_every=0
+        )
     )
     assert not {"k", "lambda", "beta"} & set(summary) and summary["baseline"]["kind"] == kind
     assert math.isfinite(summary["val_loss"])
@@ -498,7 +521,9 @@ def test_the_readme_example_config_is_valid() -> None:
     assert cfg.preset == "small" and cfg.model == {"dense_residual": True} and cfg.lr == 1e-3
 
 
-def test_a_stop_request_is_honoured_while_steps_are_being_skipped(byte_data: Path, tmp_path: Path) -> None:
+def test_a_stop_request_is_honoured_while_steps_are_being_skipped(
+    tiny_config, byte_data: Path, tmp_path: Path
+) -> None:
     """Every step non-finite (each skipped): SIGTERM / a stop request still ends the run with a
     checkpoint, instead of being ignored until max_consecutive_nonfinite."""
     stop = {"n": 0}
@@ -511,7 +536,7 @@ def test_a_stop_request_is_honoured_while_steps_are_being_skipped(byte_data: Pat
 
     out = tmp_path / "nan-stop"
     summary = train(
-        tiny_cfg(byte_data, out, max_steps=5, max_consecutive_nonfinite=50),
+        tiny_config(byte_data, out, max_steps=5, max_consecutive_nonfinite=50),
         callbacks=[_nan_logits(None), request],
     )
     assert summary["interrupted"] and summary["stop_reason"] == "SIGTERM" and summary["steps"] == 0

@@ -54,13 +54,13 @@ def test_seed_architecture_pair_differs_only_in_the_dense_residual() -> None:
     )
 
 
-def test_reference_family_trains_through_run_variants(tmp_path, monkeypatch) -> None:
-    from test_train import tiny_cfg, write_byte_dataset
+def test_reference_family_trains_through_run_variants(tiny_config, tmp_path, monkeypatch) -> None:
+    from test_train import write_byte_dataset
 
     from mswelu import workbook as wb
 
     monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
-    base = tiny_cfg(write_byte_dataset(tmp_path / "data"), tmp_path / "unused", max_steps=3)
+    base = tiny_config(write_byte_dataset(tmp_path / "data"), tmp_path / "unused", max_steps=3)
     base.pop("out")
     results, _, runs = wb.run_variants(base, ["mamba", "mamba-swelu"], [0], prefix="ref")
     by = results.set_index("variant")
@@ -72,26 +72,25 @@ def test_reference_family_trains_through_run_variants(tmp_path, monkeypatch) -> 
 
 def test_the_tuning_split_never_holds_a_reported_validation_document(embedded_data) -> None:
     from mswelu import workbook as wb
-    from mswelu.data import load_meta
+    from mswelu.data import load_meta, split_documents
 
     tune = Path(wb.tuning_data(embedded_data))
     reported, tuning = load_meta(embedded_data), load_meta(tune)
     assert tune != Path(embedded_data) and tuning["tokenizer"] == reported["tokenizer"]
     assert tuning["seed"] != reported["seed"] and tuning["source"] == reported["source"]
-    assert not wb._documents(Path(embedded_data), reported) & wb._documents(tune, tuning)
+    assert not split_documents(Path(embedded_data)) & split_documents(tune)
     stamp = (tune / "val.bin").stat().st_mtime_ns
     assert wb.tuning_data(embedded_data) == str(tune) and (tune / "val.bin").stat().st_mtime_ns == stamp
 
 
 def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins(
-    embedded_data, tmp_path, monkeypatch
+    tiny_config, embedded_data, tmp_path, monkeypatch
 ) -> None:
-    from test_train import tiny_cfg
-
     from mswelu import workbook as wb
+    from mswelu.workbook import compare
 
     monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
-    base = tiny_cfg(embedded_data, tmp_path / "unused", max_steps=3, ckpt_every=0, eval_every=0)
+    base = tiny_config(embedded_data, tmp_path / "unused", max_steps=3, ckpt_every=0, eval_every=0)
     base.pop("out")
     real = wb.train_or_load
 
@@ -100,7 +99,7 @@ def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins
             raise FloatingPointError("stopping: 10 consecutive non-finite steps")
         return real(cfg, reuse=reuse)
 
-    monkeypatch.setattr(wb, "train_or_load", diverging_at_lr_one)
+    monkeypatch.setattr(compare, "train_or_load", diverging_at_lr_one)
     table, chosen = wb.lr_sweep(base, ["swelu", "silu"], [1e-3, 1e-2, 1.0], prefix="sw")
     assert sorted(table.groupby("variant").lr.apply(list).to_dict().items()) == [
         ("silu", [1e-3, 1e-2, 1.0]),

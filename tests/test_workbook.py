@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from mswelu import workbook as wb
+from mswelu.workbook import prologue
 
 
 def _write_run(path, steps=4, k_move=0.01, loss_fall=True, final=True):
@@ -162,21 +163,16 @@ def test_format_samples_shows_whitespace_and_no_reprs():
 
 @pytest.mark.slow
 def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
-    embedded_data, tmp_path, monkeypatch
+    tiny_config, embedded_data, tmp_path, monkeypatch
 ):
-    cfg = dict(
-        preset="tiny",
-        data=str(embedded_data),
-        out=str(tmp_path / "r"),
+    cfg = tiny_config(
+        embedded_data,
+        tmp_path / "r",
         max_steps=2,
         batch_size=2,
-        seq_len=16,
         warmup=1,
         eval_every=0,
-        eval_batches=1,
-        log_every=1,
         ckpt_every=0,
-        progress=False,
         tensorboard=False,
     )
     first = wb.train_or_load(cfg)
@@ -267,7 +263,7 @@ def test_a_misspelt_parameter_stops_the_notebook_with_the_nearest_name():
         wb.check_parameters("04_k_analysis.ipynb", {**namespace, "grad_batchsize": 2})
     with pytest.raises(ValueError, match="unknown parameter"):
         wb.start("04_k_analysis.ipynb", {**namespace, "presett": "small"}, check=True)
-    assert not wb._fresh_kernel()  # outside a kernel (pytest): the automatic check stays off
+    assert not prologue._fresh_kernel()  # outside a kernel (pytest): the automatic check stays off
 
 
 def test_a_stopped_run_stops_the_comparison_instead_of_counting_as_a_result(monkeypatch, tmp_path):
@@ -277,3 +273,54 @@ def test_a_stopped_run_stops_the_comparison_instead_of_counting_as_a_result(monk
     cfg = {"preset": "tiny", "out": str(tmp_path / "r"), "max_steps": 10, "progress": False}
     with pytest.raises(KeyboardInterrupt, match="stopped at step 3 .*again to resume"):
         wb.train_or_load(cfg)
+
+
+def test_a_refusal_shows_as_one_line_in_a_notebook(monkeypatch, tmp_path, capsys):
+    """After the prologue, a cell that raises RunRefused shows its message as one line, not a traceback
+    (papermill's error cell and its exception then end with that line); other errors keep theirs."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from mswelu.errors import RunRefused
+
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    shell = InteractiveShell.instance()
+    try:
+        wb.start("03_train.ipynb", {"run_name": "r"}, check=False, defer=True)
+        shell.user_ns["RunRefused"] = RunRefused
+        capsys.readouterr()
+        result = shell.run_cell("def plan():\n    raise RunRefused('run_name r already holds a run')\nplan()")
+        assert isinstance(result.error_in_exec, RunRefused)
+        assert capsys.readouterr().out.strip().splitlines() == ["RunRefused: run_name r already holds a run"]
+        assert not (tmp_path / "reports" / "r").exists()  # refused: the deferred report never written
+        shell.run_cell("def plan():\n    raise ValueError('other')\nplan()")
+        assert "Traceback" in capsys.readouterr().out
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_run_names_are_built_and_read_back_in_one_place():
+    assert wb.run_name("cmp", "swelu-fixed", seed=2) == "cmp-swelu-fixed-s2"
+    assert wb.run_name("st", "tune", "silu", lr=1e-5) == "st-tune-silu-lr1e-05"
+    assert wb.run_name("main", None, "") == "main"
+    for name in ("cmp-swelu-fixed-s2", "st-tune-silu-lr1e-05", "st-tune-silu-lr0.001", "main", "a-s1x"):
+        stem, lr, seed = wb.parse_run_name(name)
+        assert wb.run_name(stem, lr=lr, seed=seed) == name
+    assert wb.parse_run_name("st-swelu-s10") == ("st-swelu", None, 10)
+    assert wb.parse_run_name("st-tune-silu-lr1e-05") == ("st-tune-silu", 1e-5, None)
+    with pytest.raises(ValueError):
+        wb.run_name(None)
+
+
+def test_a_mistyped_choice_names_the_nearest_one():
+    with pytest.raises(
+        ValueError, match=r"unknown profile 'nbvall' \(did you mean 'nbval'\?\): expected one of"
+    ):
+        wb.resolve_profile("nbvall")
+    with pytest.raises(
+        ValueError, match=r"unknown launch mode 'indepedent' \(did you mean 'independent'\?\)"
+    ):
+        wb.plan_launch({"preset": "tiny"}, "x", launch="indepedent", visible_gpus=0)
+    from mswelu.train_config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamm' \(did you mean 'adamw'\?\)"):
+        TrainConfig(preset="tiny", optimizer="adamm").validate()

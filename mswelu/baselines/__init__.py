@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from mswelu.baselines import gpt2, pythia
+from mswelu.errors import check_choice
 
 __all__ = [
     "BASELINES",
@@ -34,8 +35,7 @@ DEFAULT_REFERENCE = "small"
 
 
 def _family(kind: str) -> ModuleType:
-    if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r}: expected one of {tuple(BASELINES)}")
+    check_choice("baseline", kind, BASELINES)
     return BASELINES[kind]
 
 

@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from mswelu.bench import BENCHMARKS
+from mswelu.errors import unknown_choice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(BENCHMARKS)
         print(f"usage: python -m mswelu.bench {{{known}}} [--json] [options]", file=sys.stderr)
         if argv and argv[0] not in ("-h", "--help"):
-            print(f"unknown benchmark {argv[0]!r}; expected one of: {known}", file=sys.stderr)
+            print(unknown_choice("benchmark", argv[0], BENCHMARKS), file=sys.stderr)
             return 2
         return 0
     module = importlib.import_module(BENCHMARKS[argv[0]])

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mswelu.errors import unknown_choice
+
 #: model key -> (short name, description)
 MODELS: dict[str, tuple[str, str]] = {
     "a": ("mamba_ssm", "mamba-ssm MambaLMHeadModel 24x768 SiLU, fused path"),
@@ -148,7 +150,7 @@ def build(key: str, device: torch.device, compile_ours: bool) -> Built:
         model = GPT2LMHeadModel(config).to(device)
         compiled = torch.compile(model)
         return Built(model, config.vocab_size, lambda ids: compiled(ids).logits)
-    raise ValueError(f"unknown model {key!r}: expected one of {sorted(MODELS)}")
+    raise ValueError(unknown_choice("model", key, sorted(MODELS)))
 
 
 def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -265,7 +267,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--warmup must be >= 0")
     names = [v[0] for v in MODELS.values()]
     if args.profile is not None and args.profile not in MODELS and args.profile not in names:
-        p.error(f"--profile takes one of {','.join(MODELS)} (or its name), got {args.profile!r}")
+        p.error(f"--profile: {unknown_choice('profile', args.profile, [*MODELS, *names])}")
     return args
 
 

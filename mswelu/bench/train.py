@@ -53,6 +53,8 @@ from typing import Any
 
 import torch
 
+from mswelu.errors import with_nearest
+
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv", "aten::dot"}
 _SCAN = "mswelu::selective_scan"
 _OPTIMIZER = "mswelu::optimizer"
@@ -222,9 +224,11 @@ def run(
         "matmul_peak_gflops": peaks,
         "paths": {},
     }
-    for path in paths:
-        if path not in PATHS:
-            raise ValueError(f"unknown path {path!r}: expected some of {', '.join(PATHS)}")
+    unknown = [path for path in paths if path not in PATHS]
+    if unknown:
+        raise ValueError(
+            f"unknown path(s) {with_nearest(unknown, PATHS)}: expected some of {', '.join(PATHS)}"
+        )
     kernels_ok, why_not = cpu_kernels.available()
     for path in paths:
         if PATHS[path][2] and not kernels_ok:

@@ -1,19 +1,20 @@
 """Data pipeline: offline GPT-2 tokenizer, default corpus, local / Hub sources, token shards, loader.
 
 Modules: ``tokenizer`` (GPT-2 offline, HF, a corpus BPE: ``bpe:N``), ``sources`` (default corpus, local
-files, Hub streams), ``shards`` (``prepare``, ``meta.json``, checks), ``loader`` (``TokenLoader``).
+files, Hub streams), ``shards`` (``prepare``, ``meta.json``, checks), ``documents`` (a split's documents
+read back), ``loader`` (``TokenLoader``).
 
 ``prepare(...)`` writes ``train.bin`` / ``val.bin`` / ``meta.json``; ``TokenLoader`` reads them back
 as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.
 """
 
+from mswelu.data.documents import document_lengths, split_documents
 from mswelu.data.loader import TokenLoader, iter_eval_batches
 from mswelu.data.shards import (
     check_shards,
     dataset_dir,
     dataset_tokenizer,
     default_dataset,
-    document_lengths,
     load_meta,
     prepare,
     tokenizer_name,
@@ -35,6 +36,7 @@ __all__ = [
     "load_meta",
     "prepare",
     "resolve_source",
+    "split_documents",
     "summary_rows",
     "tokenizer_name",
     "verify_dataset",

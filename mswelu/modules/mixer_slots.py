@@ -1,5 +1,5 @@
-"""The two activation slots a Mamba mixer has (after the causal conv, ``act_conv``; on the gate, ``act_gate``),
-as every Mamba mixer reports and saves them."""
+"""The two activation slots a Mamba mixer has (after the causal conv, ``act_conv``; on the gate,
+``act_gate``), as every Mamba mixer reports and saves them."""
 
 from __future__ import annotations
 

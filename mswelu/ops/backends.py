@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from mswelu.errors import unknown_choice
 from mswelu.ops import cpu_kernels
 
 BACKENDS = ("auto", "torch", "cuda")
@@ -62,7 +63,7 @@ def requested_backend(config_value: str = "auto") -> str:
     value = os.environ.get(ENV_VAR, "").strip().lower() or config_value
     if value not in BACKENDS:
         source = f"environment variable {ENV_VAR}" if os.environ.get(ENV_VAR, "").strip() else "backend"
-        raise ValueError(f"unknown {source} value {value!r}: expected one of {BACKENDS}")
+        raise ValueError(unknown_choice(f"{source} value", value, BACKENDS))
     return value
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mswelu.errors import unknown_choice
 from mswelu.ops import cpu_kernels
 
 __all__ = ["CONV_IMPLS", "causal_conv1d", "causal_conv1d_ref"]
@@ -42,7 +43,7 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, impl: s
     CPU tensors where it is built, else F.conv1d), ``"cpu"`` (the kernel, or an error saying why not) or
     ``"torch"``."""
     if impl not in CONV_IMPLS:
-        raise ValueError(f"causal_conv1d: unknown impl {impl!r}: expected one of {CONV_IMPLS}")
+        raise ValueError(f"causal_conv1d: {unknown_choice('impl', impl, CONV_IMPLS)}")
     if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
         raise ValueError(
             f"causal_conv1d: x must be (batch, channels, length) and weight (channels, width), got "

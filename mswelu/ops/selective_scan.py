@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mswelu.errors import unknown_choice
 from mswelu.ops import cpu_kernels
 
 __all__ = ["selective_scan", "selective_scan_ref", "SelectiveScanFn", "DEFAULT_CHUNK_SIZE", "SCAN_IMPLS"]
@@ -378,7 +379,7 @@ def _channels_last(x: Tensor, dtype: torch.dtype) -> Tensor:
 def _resolve_impl(impl: str, u: Tensor, B: Tensor, C: Tensor) -> str:
     """``"cpu"`` or ``"torch"`` for these inputs; ``impl="cpu"`` where the kernel cannot run raises."""
     if impl not in SCAN_IMPLS:
-        raise ValueError(f"selective_scan: unknown impl {impl!r}: expected one of {SCAN_IMPLS}")
+        raise ValueError(f"selective_scan: {unknown_choice('impl', impl, SCAN_IMPLS)}")
     if impl == "torch":
         return "torch"
     fits = u.device.type == "cpu" and B.dim() == 3 and C.dim() == 3

@@ -52,6 +52,7 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
+from mswelu.errors import unknown_choice
 from mswelu.ops import cpu_kernels
 
 ZERO_EPS = 1e-6
@@ -399,7 +400,7 @@ def resolve_impl(impl: str, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor 
     if impl == "auto":
         impl = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
     if impl not in IMPLS:
-        raise ValueError(f"swelu: unknown impl {impl!r}: expected one of {IMPLS}")
+        raise ValueError(f"swelu: {unknown_choice('impl', impl, IMPLS)}")
     if impl == "auto":
         if z.is_cuda:
             return "triton" if _triton_ok(z, k, lam) else "torch"

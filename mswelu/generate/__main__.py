@@ -1,0 +1,6 @@
+"""``python -m mswelu.generate``: see :mod:`mswelu.generate.cli`."""
+
+from mswelu.generate.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""The HTML every report and index page is made of: one stylesheet, one number format, one table.
+
+Everything put into a page is escaped unless it is :class:`Html` (markup this module or its caller built
+from escaped parts: links, status badges).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = ["CSS", "Html", "badge", "captioned", "document", "fmt", "markdown_to_html", "now", "table"]
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em}.meta{color:#666;font-size:.9em}
+.status{display:inline-block;padding:.15em .6em;border-radius:.4em;color:#fff;font-weight:600}
+.status-running{background:#b7791f}.status-complete{background:#2f855a}.status-failed{background:#c53030}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}
+img{max-width:100%;height:auto;border:1px solid #eee}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
+pre.error{background:#fff5f5;border-left:4px solid #c53030}
+figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
+details{margin:1em 0}summary{cursor:pointer;font-weight:600}
+"""
+
+
+class Html(str):
+    """Markup that goes into a page as it is (built from escaped parts); any other text is escaped."""
+
+
+def now() -> str:
+    """The time stamps pages show: ``2026-12-04 20:25:31 UTC``."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt(value: Any) -> str:
+    """A value as pages show it: counts with thousands separators, other floats to 4 significant digits
+    (scientific when very large or small), None and non-finite numbers as ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        if value.is_integer() and abs(value) >= 1e4:  # a count that pandas turned into a float
+            return f"{int(value):,}"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, Html) else html.escape(fmt(value))
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Html:
+    """A table with a header row: every cell :func:`fmt`-ed and escaped, :class:`Html` cells as they are."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return Html(f"<table><tr>{head}</tr>{body}</table>")
+
+
+def captioned(content: str, caption: str | None) -> Html:
+    """A section of a report: ``content`` (markup) under a bold caption."""
+    cap = f"<p><b>{html.escape(caption)}</b></p>" if caption else ""
+    return Html(f"<section>{cap}{content}</section>")
+
+
+def badge(status: str, css: str | None = None) -> Html:
+    """A coloured status label (``running``, ``complete``, ``failed``; ``css`` picks another colour)."""
+    return Html(f'<span class="status status-{html.escape(css or status)}">{html.escape(status)}</span>')
+
+
+def document(title: str, body: str) -> str:
+    """A whole self-contained page: ``title`` (escaped) and ``body`` (markup) with the stylesheet."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def markdown_to_html(text: str) -> str:
+    """Markdown with raw HTML escaped (mistune ships with nbconvert); plain escaped text as a fallback."""
+    try:
+        import mistune  # optional: the fallback below works without it
+
+        md = mistune.create_markdown(escape=True, plugins=["table", "strikethrough"])
+        return str(md(text))
+    except Exception:  # pragma: no cover - mistune missing or broken
+        return f"<pre>{html.escape(text)}</pre>"

@@ -1,0 +1,48 @@
+"""How run folders are named, built and read back in one place.
+
+A run name is a stem of ``-``-joined parts, then ``-lr<lr>`` for a learning-rate sweep's run, then
+``-s<seed>`` for one seed of several: ``main``, ``main-s3`` (``launch=independent``), ``cmp-silu`` (a
+variant), ``study-mamba-swelu-s0`` (notebook 05), ``study-tune-silu-lr0.001`` (its sweep),
+``small-swelu-adamw-s0`` (a config without a name). :func:`parse_run_name` reads the lr and the seed
+back; the stem's own parts are not split again (a variant may hold ``-``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+__all__ = ["RunName", "parse_run_name", "run_name"]
+
+_SEED = re.compile(r"^(?P<rest>.+)-s(?P<seed>\d+)$")
+_LR = re.compile(r"^(?P<rest>.+)-lr(?P<lr>\d[\d.]*(?:e[+-]?\d+)?)$")
+
+
+class RunName(NamedTuple):
+    """A run name read back: the stem, and the lr and seed it ends with (None where it does not)."""
+
+    stem: str
+    lr: float | None = None
+    seed: int | None = None
+
+
+def run_name(*parts: object, lr: float | None = None, seed: int | None = None) -> str:
+    """The parts that are not None or empty joined by ``-``, then ``lr<lr:g>`` and ``s<seed>``."""
+    words = [str(p) for p in parts if p is not None and str(p) != ""]
+    if lr is not None:
+        words.append(f"lr{float(lr):g}")
+    if seed is not None:
+        words.append(f"s{int(seed)}")
+    if not words:
+        raise ValueError("a run name needs at least one part")
+    return "-".join(words)
+
+
+def parse_run_name(name: str) -> RunName:
+    """The stem, lr and seed of ``name`` (the inverse of :func:`run_name`)."""
+    seed = lr = None
+    if m := _SEED.match(name):
+        name, seed = m["rest"], int(m["seed"])
+    if m := _LR.match(name):
+        name, lr = m["rest"], float(m["lr"])
+    return RunName(name, lr, seed)

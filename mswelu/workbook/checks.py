@@ -1,0 +1,103 @@
+"""What the analysis notebooks check and start from: a smoke run's sanity checks, the run to analyse
+(trained on the spot when there is none), and the gradient reaching each k."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mswelu.data import TokenLoader, default_dataset
+from mswelu.models import max_context
+from mswelu.runs import RunData, load_model, load_run, newest_run, resolve_run
+from mswelu.shape_gradients import shape_gradients
+from mswelu.workbook.profiles import data_for, resolve_profile
+from mswelu.workbook.reuse import as_run, train_or_load
+
+__all__ = ["ensure_run", "k_gradients_for_run", "shape_gradients_for_run", "smoke_checks"]
+
+#: the smoke run :func:`ensure_run` trains when there is no run to analyse
+SMOKE_RUN = "smoke-auto"
+
+
+def smoke_checks(run: RunData, expect_k: bool = True) -> dict[str, Any]:
+    """Sanity checks of a short run; raises AssertionError naming what is off.
+
+    Losses finite, the loss fell, tokens = steps x tokens per step, a validation loss exists and (for
+    SWELU models) every learnable k moved from its init."""
+    tr, ev = run.train, run.eval
+    s = run.summary or {}
+    problems = []
+    if tr.empty:
+        problems.append("no training steps logged")
+    else:
+        if not np.isfinite(tr.loss).all():
+            problems.append("non-finite training loss")
+        if not tr.loss.iloc[-1] < tr.loss.iloc[0]:
+            problems.append(f"loss did not fall ({tr.loss.iloc[0]:.4f} -> {tr.loss.iloc[-1]:.4f})")
+    if ev.empty or not np.isfinite(ev.val_loss).all():
+        problems.append("no finite validation loss")
+    if (
+        s.get("tokens_per_step")
+        and s.get("steps") is not None
+        and s["tokens"] != s["steps"] * s["tokens_per_step"]
+    ):
+        problems.append(f"tokens {s['tokens']} != steps {s['steps']} x {s['tokens_per_step']}")
+    k = run.k
+    moved = 0
+    if expect_k:
+        if k.empty:
+            problems.append("no k values logged")
+        else:
+            moved = int(((k.iloc[-1] - 1.0).abs() > 1e-6).sum())
+            if moved == 0:
+                problems.append("no k moved from its init")
+    if problems:
+        raise AssertionError("smoke run failed: " + "; ".join(problems))
+    return {
+        "steps": int(tr.step.iloc[-1]),
+        "tokens": int(tr.tokens.iloc[-1]),
+        "num_k": int(k.shape[1]),
+        "k_moved": moved,
+        "loss_fell": True,
+    }
+
+
+def ensure_run(run: str | os.PathLike[str] | None = None) -> Path:
+    """The run to analyse: ``run`` (a path, or a name under ``runs/``), else the newest run with a saved
+    model, else a fresh smoke run (profile ``nbval``) trained now into ``runs/smoke-auto``."""
+    if run is not None:
+        path = resolve_run(run)
+        load_run(path)  # raises a clear ValueError when it is not a run
+        return path
+    found = newest_run(require_model=True)
+    if found is not None:
+        return found
+    settings = resolve_profile("nbval")
+    tokenizer = settings.pop("tokenizer")
+    data = data_for(None, settings["preset"], tokenizer)
+    return train_or_load(as_run(settings, SMOKE_RUN, data=data, progress=False, tensorboard=False)).path
+
+
+def shape_gradients_for_run(
+    run: RunData, batch_size: int = 4, seq_len: int = 32
+) -> dict[str, dict[str, float]]:
+    """``{slot: {param: |dL/dparam|}}`` of the run's saved model for every learnable shape parameter (k,
+    beta, ...), on the first validation batch of the run's data (:mod:`mswelu.shape_gradients`)."""
+    model, _ = load_model(run.path)
+    if not hasattr(model, "shape_slots"):
+        return {}
+    data = run.config.get("data") or default_dataset()
+    limit = max_context(model)
+    seq_len = min(seq_len, limit - 1) if limit else seq_len
+    loader = TokenLoader(data, split="val", batch_size=batch_size, seq_len=seq_len, mode="sequential")
+    batch = next(iter(loader.iter_eval_batches(max_batches=1)))
+    return shape_gradients(model, batch)
+
+
+def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) -> dict[str, float]:
+    """|dL/d(value)| of each slot's first learnable shape parameter (k for SWELU, beta for Swish)."""
+    grads = shape_gradients_for_run(run, batch_size, seq_len)
+    return {slot: next(iter(g.values())) for slot, g in grads.items() if g}

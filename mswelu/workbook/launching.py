@@ -1,0 +1,101 @@
+"""Notebook 03's launches: a plan (one entry per process group, with what happens to its run folder)
+and its execution through :func:`mswelu.launch.launch`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+import mswelu.launch
+from mswelu.run_names import run_name as build_run_name
+from mswelu.runs import RunData, load_run
+from mswelu.workbook.compare import variant_config
+from mswelu.workbook.reuse import as_run, run_decision
+
+__all__ = ["execute_plan", "plan_launch"]
+
+
+def plan_launch(
+    base: dict[str, Any],
+    run_name: str,
+    launch: str = "auto",
+    n_gpus: int | None = None,
+    variants: Sequence[str] | None = None,
+    visible_gpus: int | None = None,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """What notebook 03 will train: one entry per process group with its name, launch mode, GPUs,
+    TrainConfig dict and ``decision`` (what :func:`run_decision` does with its run folder: a run name
+    that holds other work is refused here, before anything is written); ``overwrite`` lets it replace
+    earlier runs of the same names. ``independent`` gives each of ``n_gpus`` GPUs its own model (seeds
+    ``seed + i``); ``ddp`` trains one model on ``n_gpus`` GPUs; ``auto`` follows
+    :func:`mswelu.launch.resolve_mode` for each planned model (``ddp`` with two or more GPUs, else
+    ``single``)."""
+    mswelu.launch.resolve_mode(launch, 0, 1)  # a bad mode fails first
+    if visible_gpus is None:
+        visible_gpus = torch.cuda.device_count()
+    n = visible_gpus if n_gpus is None else int(n_gpus)
+    launch = mswelu.launch.resolve_mode(launch, n, n_runs=1)
+    if launch in ("ddp", "independent") and not 1 <= n <= visible_gpus:
+        raise ValueError(f"launch={launch!r} needs 1..{visible_gpus} GPUs (visible), got n_gpus={n}")
+    plan = []
+    for variant in list(variants) if variants else [None]:
+        name = build_run_name(run_name, variant)
+        cfg = as_run(base if variant is None else variant_config(base, variant), name, overwrite=overwrite)
+        if launch == "independent":  # the seeds' "6 independent models": one per GPU, seeds seed..seed+n-1
+            for i in range(n):
+                seed_i = int(cfg.get("seed", 0)) + i
+                sub = build_run_name(name, seed=seed_i)
+                sub_cfg = as_run(cfg, sub, seed=seed_i, progress=False)
+                plan.append({"name": sub, "group": name, "launch": launch, "gpus": [i], "config": sub_cfg})
+        else:
+            gpus = list(range(n)) if launch == "ddp" else []
+            plan.append({"name": name, "group": name, "launch": launch, "gpus": gpus, "config": cfg})
+    for entry in plan:
+        entry["decision"] = run_decision(entry["config"])
+    return plan
+
+
+def execute_plan(
+    plan: Sequence[dict[str, Any]], on_metrics: Callable[[str, dict[str, Any]], None] | None = None
+) -> dict[str, RunData]:
+    """Run a :func:`plan_launch` plan through :func:`mswelu.launch.launch`, each run as :func:`run_decision`
+    says now (trained, continued from its checkpoint, or reused): single entries in this process one after
+    the other, ``ddp`` entries as torchrun jobs, the ``independent`` runs of one variant all at once (one GPU
+    each). ``on_metrics(run_name, record)`` sees each metrics record as it is written (e.g.
+    ``report.live``). Raises if any run fails."""
+    decisions = {e["name"]: run_decision(e["config"]) for e in plan}  # refuse before anything trains
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in plan:
+        if decisions[entry["name"]] == "resume":
+            entry = {**entry, "config": {**entry["config"], "resume": "auto"}}
+        if decisions[entry["name"]] != "reuse":
+            groups.setdefault((entry["launch"], entry["group"]), []).append(entry)
+    for (mode, _), entries in groups.items():
+        if mode == "independent":
+            variants = [
+                {"seed": e["config"]["seed"], "run_name": e["name"], "out": e["config"]["out"]}
+                for e in entries
+            ]
+            mswelu.launch.launch(
+                "independent",
+                base=entries[0]["config"],
+                variants=variants,
+                n_gpus=len(entries),
+                on_metrics=on_metrics,
+            )
+        else:
+            for e in entries:
+                mswelu.launch.launch(
+                    mode,
+                    base=e["config"],
+                    n_gpus=len(e["gpus"]) if mode == "ddp" else None,
+                    on_metrics=on_metrics,
+                )
+    runs: dict[str, RunData] = {}
+    for e in plan:
+        runs[e["name"]] = load_run(e["config"]["out"])
+        runs[e["name"]].reused = decisions[e["name"]] == "reuse"
+    return runs

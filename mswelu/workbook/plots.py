@@ -1,0 +1,183 @@
+"""The notebooks' figures: loss, throughput, k trajectories, learned activation shapes, a study's k over
+seeds and a comparison's curves. Every figure colours the activation slots from one table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from mswelu import analysis
+from mswelu.runs import RunData
+
+__all__ = [
+    "SLOT_COLOURS",
+    "plot_activation_shapes",
+    "plot_k_trajectories",
+    "plot_loss",
+    "plot_study_k",
+    "plot_tokens_per_s",
+    "plot_variant_curves",
+]
+
+#: Each slot group's colour (one line per group) and a colormap of the same hue (one line per slot,
+#: shaded by depth); a group not listed is drawn as "other".
+SLOT_COLOURS: dict[str, tuple[str, str]] = {
+    "in-mixer": ("C0", "Blues"),
+    "post-mixer": ("C2", "Greens"),
+    "dense": ("C1", "Oranges"),
+    "attention": ("C4", "Purples"),
+    "other": ("C7", "Greys"),
+}
+
+
+def _slot_colour(group: str, shade: float | None = None) -> Any:
+    """``group``'s colour, or with ``shade`` (0..1) a shade of its colormap."""
+    colour, cmap = SLOT_COLOURS.get(group, SLOT_COLOURS["other"])
+    return colour if shade is None else plt.get_cmap(cmap)(shade)
+
+
+def _figure_and_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """``ax`` and its figure, or a new figure of ``figsize`` when ``ax`` is None (every plot helper takes
+    an optional ``ax`` so notebooks can put several plots side by side)."""
+    if ax is None:
+        return plt.subplots(figsize=figsize)
+    return ax.figure, ax
+
+
+def _finish(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, **legend: Any) -> Any:
+    """Labels, grid and (where something is labelled) a legend; the figure laid out."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**legend)
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss(
+    runs: Mapping[str, RunData] | RunData,
+    x: str = "tokens",
+    val: bool = True,
+    smooth: int = 1,
+    ax: Any = None,
+    title: str | None = None,
+) -> Any:
+    """Training loss (and validation loss, dashed, with markers) against ``x`` ("tokens" or "step")."""
+    if isinstance(runs, RunData):
+        runs = {runs.name: runs}
+    fig, ax = _figure_and_axes(ax, (7, 4))
+    for i, (label, run) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        tr = run.train
+        if not tr.empty:
+            y = tr.loss.rolling(max(1, smooth), min_periods=1).mean()
+            ax.plot(tr[x], y, color=color, lw=1.2, label=f"{label} train")
+        ev = run.eval
+        if val and not ev.empty:
+            ax.plot(ev[x], ev.val_loss, color=color, ls="--", marker="o", ms=3, label=f"{label} val")
+    return _finish(fig, ax, x, "cross-entropy (nats/token)", title or "loss", fontsize=8)
+
+
+def plot_k_trajectories(k: pd.DataFrame, ax: Any = None, title: str = "SWELU k during training") -> Any:
+    """One line per activation; colour by group (in-mixer, post-mixer, dense), shade by depth."""
+    fig, ax = _figure_and_axes(ax, (7, 4))
+    groups: dict[str, list[str]] = {}
+    for col in k.columns:
+        groups.setdefault(analysis.classify_k(col)[0], []).append(col)
+    for group, cols in groups.items():
+        for j, col in enumerate(cols):
+            shade = 0.45 + 0.5 * (j + 1) / (len(cols) + 1)
+            ax.plot(k.index, k[col], color=_slot_colour(group, shade), lw=1.2, label=col)
+    ax.axhline(1.0, color="k", lw=0.6, ls=":")
+    return _finish(fig, ax, "step", "k", title, fontsize=7, ncol=2 if len(k.columns) > 8 else 1)
+
+
+def plot_study_k(runs_by_variant: Mapping[str, Mapping[int, RunData]]) -> Any:
+    """One panel per variant: k per step averaged over layers per slot type, one line per seed, with the
+    seeds' claimed final range per slot type as a band of the same colour."""
+    variants = [v for v, runs in runs_by_variant.items() if runs]
+    fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(5 * max(1, len(variants)), 4), squeeze=False)
+    for ax, variant in zip(axes[0], variants, strict=False):
+        shown: set[str] = set()
+        for _, run in sorted(runs_by_variant[variant].items()):
+            slots = analysis.k_slot_trajectories(run.k)
+            for group in slots.columns:
+                label = group if group not in shown else None
+                ax.plot(slots.index, slots[group], color=_slot_colour(group), lw=1.2, label=label)
+                shown.add(group)
+        for group in shown:
+            lo, hi = analysis.SEED_CLAIMS["k_ranges"].get(group, (None, None))
+            if lo is not None:
+                ax.axhspan(lo, hi, color=_slot_colour(group), alpha=0.12)
+        ax.axhline(1.0, color="k", lw=0.6, ls=":")
+        ax.set(
+            xlabel="step",
+            ylabel="mean k over layers",
+            title=f"{variant} ({len(runs_by_variant[variant])} seeds)",
+        )
+        ax.grid(alpha=0.3)
+        if shown:
+            ax.legend(fontsize=8, title="slot (band: seeds' claim)", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_activation_shapes(
+    k_values: Mapping[str, Any],
+    z: Sequence[float] | None = None,
+    ax: Any = None,
+    title: str = "learned activations vs SiLU",
+) -> Any:
+    """Each learned SWELU over z (colour by group as in :func:`plot_k_trajectories`) with SiLU in black."""
+    curves = analysis.activation_curves(k_values, z)
+    fig, ax = _figure_and_axes(ax, (7, 4))
+    names = [c for c in curves.columns if c != "silu"]
+    for j, col in enumerate(names):
+        group = analysis.classify_k(col)[0]
+        k = k_values[col]["k"] if isinstance(k_values[col], Mapping) else k_values[col]
+        ax.plot(
+            curves.index,
+            curves[col],
+            color=_slot_colour(group, 0.5 + 0.4 * (j + 1) / (len(names) + 1)),
+            lw=1.1,
+            label=f"{col} (k={float(k):.2f})",
+        )
+    ax.plot(curves.index, curves["silu"], color="k", lw=1.8, label="SiLU")
+    ax.axhline(0, color="k", lw=0.4)
+    ax.axvline(0, color="k", lw=0.4)
+    return _finish(fig, ax, "z", "activation(z)", title, fontsize=7, ncol=2 if len(names) > 8 else 1)
+
+
+def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> Any:
+    """Training throughput per logged step."""
+    if isinstance(runs, RunData):
+        runs = {runs.name: runs}
+    fig, ax = _figure_and_axes(ax, (7, 3))
+    for i, (label, run) in enumerate(runs.items()):
+        tr = run.train
+        if not tr.empty:
+            ax.plot(tr.step, tr.tokens_per_s, color=f"C{i % 10}", lw=1, label=label)
+    return _finish(fig, ax, "step", "tokens/s", "throughput", fontsize=8)
+
+
+def plot_variant_curves(curves: pd.DataFrame, results: pd.DataFrame) -> Any:
+    """Notebook 05's figure: validation loss against tokens per variant (mean over seeds, band min-max)
+    beside each variant's training tokens/s."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4))
+    for i, (variant, part) in enumerate(curves.groupby("variant", sort=False)):
+        band = part.groupby("tokens").val_loss.agg(["mean", "min", "max"])
+        axes[0].plot(band.index, band["mean"], color=f"C{i}", marker="o", ms=3, label=variant)
+        axes[0].fill_between(band.index, band["min"], band["max"], color=f"C{i}", alpha=0.2)
+    axes[0].set(xlabel="tokens", ylabel="val loss", title="validation loss (band: min-max over seeds)")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    results.boxplot(column="tokens_per_s", by="variant", ax=axes[1])
+    axes[1].set(title="training tokens/s", xlabel="", ylabel="tokens/s")
+    fig.suptitle("")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,170 @@
+"""What the notebooks train: the profiles of notebook 03, the data a preset gets, and the settings of
+notebook 02's smoke run and notebook 05's comparison (TrainConfig dicts, built here, not in the cells)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mswelu.data import default_dataset
+from mswelu.errors import check_choice
+from mswelu.workbook.reuse import as_run
+
+__all__ = [
+    "PROFILES",
+    "SMOKE_DATA_TOKENS",
+    "comparison_config",
+    "data_for",
+    "resolve_profile",
+    "smoke_config",
+]
+
+# Notebook profiles: "nbval" is the default of every notebook (seconds on a 2-core CPU, so that
+# `pytest --nbval-lax` can run it); "cpu-10min" is the README's main job on a machine without a GPU: the
+# `small` shape with the dense stack's residual, on the embedded corpus with a 4,096-token BPE trained on its
+# training split, tuned for the lowest validation bits per byte after ten minutes on 2 cores (the sweep:
+# benchmarks/results/cpu-10min-sweep.md); "gpu" is the seeds' architecture, a starting point for GPUs.
+PROFILES: dict[str, dict[str, Any]] = {
+    "nbval": {
+        "preset": "tiny",
+        "tokenizer": "gpt2",
+        "max_steps": 12,
+        "batch_size": 4,
+        "seq_len": 32,
+        "lr": 3e-3,
+        "warmup": 2,
+        "eval_every": 6,
+        "eval_batches": 2,
+        "log_every": 2,
+        "ckpt_every": 0,
+    },
+    "cpu-10min": {
+        "preset": "small",
+        "tokenizer": "bpe:4096",
+        "model": {"dense_residual": True, "d_state": 4},
+        "optimizer": "muon",
+        "max_steps": 950,
+        "batch_size": 16,
+        "seq_len": 256,
+        "lr": 1.3e-2,
+        "weight_decay": 0.5,
+        "min_lr_ratio": 0.0,
+        "warmup": 30,
+        "eval_every": 100,
+        "eval_batches": 4,
+        "log_every": 5,
+        "ckpt_every": 100,
+    },
+    "gpu": {
+        "preset": "seed-124m",
+        "tokenizer": "gpt2",
+        "max_steps": 5000,
+        "batch_size": 16,
+        "seq_len": 1024,
+        "lr": 6e-4,
+        "warmup": 200,
+        "eval_every": 500,
+        "eval_batches": 20,
+        "log_every": 20,
+        "ckpt_every": 1000,
+    },
+}
+
+# The embedded corpus for `tiny` runs (smoke tests, the notebooks' defaults): a capped slice, so that the
+# final evaluation over the whole validation split takes a second, not half a minute. Scores of tiny
+# models are never compared with anything; every other preset gets the whole corpus.
+SMOKE_DATA_TOKENS = 200_000
+
+
+def data_for(data: str | os.PathLike[str] | None, preset: str | None, tokenizer: str = "gpt2") -> str:
+    """``data``, or the embedded corpus prepared for ``preset`` with ``tokenizer`` (``gpt2`` or a corpus
+    BPE ``bpe:N``): all of it, or a slice of :data:`SMOKE_DATA_TOKENS` tokens for the ``tiny`` preset (and
+    baselines sized to it)."""
+    if data is not None:
+        return str(data)
+    tiny = preset is not None and str(preset).split(":")[-1] == "tiny"
+    return str(default_dataset(max_tokens=SMOKE_DATA_TOKENS if tiny else None, tokenizer=tokenizer))
+
+
+def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
+    """A profile's settings with every non-None override applied on top: training settings (a
+    :class:`TrainConfig` dict, ``model`` overrides included) and ``tokenizer``, the embedded corpus'
+    tokenizer for :func:`data_for` (take it out before building the config)."""
+    check_choice("profile", profile, PROFILES)
+    out = dict(PROFILES[profile])
+    out.update({k: v for k, v in overrides.items() if v is not None})
+    return out
+
+
+def smoke_config(
+    run_name: str,
+    *,
+    preset: str,
+    activation: str | None,
+    data: str | os.PathLike[str],
+    max_steps: int,
+    batch_size: int,
+    seq_len: int,
+    lr: float,
+    seed: int,
+    device: str,
+) -> dict[str, Any]:
+    """Notebook 02's run: every step logged, two evaluations, no checkpoints, replacing an earlier smoke
+    run of this name (a smoke run is a check, never a result to keep)."""
+    settings = {
+        "preset": preset,
+        "activation": activation,
+        "data": str(data),
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "lr": lr,
+        "warmup": max(1, max_steps // 10),
+        "seed": seed,
+        "eval_every": max(1, max_steps // 2),
+        "eval_batches": 2,
+        "log_every": 1,
+        "ckpt_every": 0,
+        "device": device,
+        "overwrite": True,
+        "tensorboard": False,
+        "progress": False,
+    }
+    return as_run(settings, run_name)
+
+
+def comparison_config(
+    *,
+    preset: str,
+    data: str | os.PathLike[str],
+    max_steps: int,
+    batch_size: int,
+    seq_len: int,
+    lr: float,
+    optimizer: str,
+    model: dict[str, Any],
+    ckpt_every: int,
+    device: str,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """Notebook 05's base for every variant and seed: the same data, tokens, optimizer and schedule,
+    four evaluations, every step logged (the variants and seeds are filled in by ``run_variants``)."""
+    return {
+        "preset": preset,
+        "data": str(data),
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "lr": lr,
+        "optimizer": optimizer,
+        "model": model,
+        "warmup": max(1, max_steps // 10),
+        "eval_every": max(1, max_steps // 4),
+        "eval_batches": 4,
+        "log_every": 1,
+        "ckpt_every": ckpt_every,
+        "device": device,
+        "tensorboard": False,
+        "progress": False,
+        "overwrite": overwrite,
+    }

@@ -1,0 +1,212 @@
+"""Every notebook's first and last steps: the prologue (parameters checked, the run's report, refusals
+shown as one line), deterministic outputs for checked cells, and keeping the executed notebook."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from IPython import get_ipython
+from transformers.utils import logging as hf_logging
+
+from mswelu import runs
+from mswelu.errors import RunRefused, with_nearest
+from mswelu.paths import reports_dir
+from mswelu.progress import in_kernel, say
+from mswelu.report import Report
+
+__all__ = [
+    "STUDIES",
+    "check_parameters",
+    "format_samples",
+    "keep_executed_notebook",
+    "notebook_parameters",
+    "papermill_output",
+    "rounded",
+    "start",
+]
+
+# Names in a notebook's namespace that are never its parameters: IPython's, and the paths papermill
+# injects with --inject-paths.
+_NOT_PARAMETERS = {
+    "In",
+    "Out",
+    "get_ipython",
+    "exit",
+    "quit",
+    "open",
+    "PAPERMILL_INPUT_PATH",
+    "PAPERMILL_OUTPUT_PATH",
+}
+_NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"  # the checkout's, beside the package
+
+#: the folder of ``reports/`` whose reports are committed: a study's (see ``notebooks/studies/``)
+STUDIES = "studies"
+
+
+def _plain_names(namespace: Mapping[str, Any]) -> list[str]:
+    """Names holding plain values (what a parameters cell or papermill's injected cell sets)."""
+    plain = (str, int, float, bool, list, dict, tuple, type(None))
+    return [
+        n
+        for n, v in namespace.items()
+        if not n.startswith("_") and n not in _NOT_PARAMETERS and isinstance(v, plain)
+    ]
+
+
+def _declared(notebook: str) -> list[str] | None:
+    """The names ``notebook``'s parameters cell declares (read with papermill from the checkout's
+    ``notebooks/``), or None where that file is not found."""
+    path = _NOTEBOOKS / notebook
+    if not path.is_file():
+        return None
+    import papermill  # a second to import: only where a notebook's parameters are read
+
+    return list(papermill.inspect_notebook(str(path)))
+
+
+def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``notebook``'s parameters in ``namespace`` (a notebook's ``globals()``): the names its
+    parameters cell declares, or, where the notebook file is not found, every plain value defined so far."""
+    names = _declared(notebook)
+    return {
+        n: namespace[n] for n in (names if names is not None else _plain_names(namespace)) if n in namespace
+    }
+
+
+def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> None:
+    """ValueError for values set in ``namespace`` that ``notebook`` does not declare (a misspelt
+    ``papermill -p presett small`` would otherwise run the default and report "complete"). Meant for the
+    start of a run, when only the parameters cell and papermill's injected cell have run."""
+    declared = _declared(notebook)
+    if declared is None:
+        return
+    unknown = [n for n in _plain_names(namespace) if n not in declared]
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {with_nearest(unknown, declared)} for {notebook}; it takes: "
+            f"{', '.join(declared)}"
+        )
+
+
+def _fresh_kernel() -> bool:
+    """True in a kernel that has run at most three cells, this one included (the parameters cell,
+    papermill's injected cell, the prologue): the start of a run, before the user defined anything."""
+    shell = get_ipython()
+    history = shell.user_ns.get("In") if shell is not None else None
+    return isinstance(history, list) and len(history) - 1 <= 3  # In[0] is ""
+
+
+def _show_refusal(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+    """IPython's handler of :class:`RunRefused`: the message as one line in the notebook (papermill's
+    error cell and its exception end with it) and on the terminal that started the kernel."""
+    line = f"{etype.__name__}: {value}"
+    if in_kernel():
+        say(f"error: {value}")
+    shell._showtraceback(etype, value, [line])  # the frontends' display hook (a kernel: the error reply)
+    return [line]
+
+
+def start(
+    notebook: str, namespace: Mapping[str, Any], check: bool | None = None, defer: bool = False
+) -> Report:
+    """Every notebook's prologue: the parameters checked (``check``; by default at the start of a
+    kernel's run, see :func:`check_parameters`), Hugging Face's progress bars off (tqdm's missing-widgets
+    warning is silenced by ``import mswelu``), a refused run (:class:`mswelu.errors.RunRefused`) shown as
+    one line, and the run's :class:`mswelu.report.Report` with the notebook's parameters. ``namespace`` is
+    the notebook's ``globals()``; its ``run_name`` names the report, in ``reports/studies/`` when its
+    ``study`` is true (a study's report is committed). ``defer`` writes the report only with its first
+    content, so that a run refused before then leaves an earlier report of that name as it was."""
+    if check if check is not None else _fresh_kernel():
+        check_parameters(notebook, namespace)
+    hf_logging.disable_progress_bar()
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc((RunRefused,), _show_refusal)
+    root = reports_dir() / STUDIES if namespace.get("study") else None
+    params = notebook_parameters(notebook, namespace)
+    return Report(namespace["run_name"], notebook, params, root=root, defer=defer)
+
+
+def rounded(value: Any, digits: int = 2) -> Any:
+    """Round floats (recursively) so that checked notebook outputs do not depend on the last bits."""
+    if isinstance(value, Mapping):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(rounded(v, digits) for v in value)
+    if isinstance(value, float):
+        return round(value, digits) if math.isfinite(value) else value
+    return value
+
+
+def format_samples(prompts: Sequence[str], texts: Sequence[str], max_newlines: int = 2) -> str:
+    """Prompt + continuation pairs as plain text for a notebook or report, one block each under a
+    ``--- sample N ---`` line, with whitespace made visible: a run of more than ``max_newlines`` newlines
+    becomes ``[N newlines]`` and a continuation of nothing but whitespace says so (a greedy model that
+    emits only newlines would otherwise show a large blank box)."""
+    if len(prompts) != len(texts):
+        raise ValueError(f"{len(prompts)} prompts but {len(texts)} continuations")
+    limit = max(1, int(max_newlines))
+
+    def shown(text: str) -> str:
+        if text and not text.strip():
+            return f"[{len(text)} whitespace characters: {text.count(chr(10))} newlines]"
+        return re.sub(f"\n{{{limit + 1},}}", lambda m: f"\n[{len(m.group())} newlines]\n", text)
+
+    pairs = enumerate(zip(prompts, texts, strict=True), 1)
+    blocks = [f"--- sample {i} ---\n{p}{shown(t)}" for i, (p, t) in pairs]
+    return "\n\n".join(blocks)
+
+
+# --------------------------------------------------------------------------- the executed notebook
+def _papermill_arguments(argv: Sequence[str]) -> list[str] | None:
+    """The arguments after ``papermill`` (``papermill ...``, ``python -m papermill ...``), or None."""
+    for i, arg in enumerate(argv):
+        if Path(arg).name == "papermill":
+            return list(argv[i + 1 :])
+        if arg == "-m" and i + 1 < len(argv) and argv[i + 1] == "papermill":
+            return list(argv[i + 2 :])
+    return None
+
+
+def papermill_output() -> Path | None:
+    """The notebook file that the papermill command line which started this kernel writes (saved after
+    every cell), or None in any other kernel (JupyterLab, nbval, papermill called from Python)."""
+    try:
+        import psutil  # installed with IPython; absent on a few platforms
+    except ImportError:
+        return None
+    try:
+        parent = psutil.Process(os.getppid())
+        argv, cwd = parent.cmdline(), parent.cwd()
+    except psutil.Error:
+        return None
+    args = _papermill_arguments(argv)
+    if args is None:
+        return None
+    from papermill.cli import papermill as papermill_command  # papermill's own reading of its options
+
+    output = papermill_command.make_context("papermill", args, resilient_parsing=True).params["output_path"]
+    path = Path(cwd, output) if output else None
+    try:
+        written = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
+    except (OSError, ValueError):
+        return None
+    return path if written.get("metadata", {}).get("papermill", {}).get("output_path") == output else None
+
+
+def keep_executed_notebook(runs_by_name: Mapping[str, runs.RunData]) -> list[Path]:
+    """Keep the executed notebook (papermill's output, as saved after the previous cell) in each run
+    folder of ``runs_by_name`` that holds none yet (:data:`mswelu.runs.NOTEBOOK`): a later execution
+    under the same output path (a refused rerun included) replaces papermill's file, never this copy.
+    Returns the copies written; none outside a papermill command line."""
+    source = papermill_output()
+    if source is None:
+        return []
+    kept = (runs.keep_notebook(run.path, source) for run in runs_by_name.values())
+    return [path for path in kept if path is not None]

@@ -1,0 +1,107 @@
+"""What a notebook does with a run name that already holds a run: reuse a finished run of the same
+settings, data and code, continue an interrupted one, or refuse (nothing changed) unless asked to
+overwrite. The settings are compared as a resume compares them (:func:`mswelu.train_config.changed_settings`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import mswelu.data
+import mswelu.provenance
+import mswelu.train
+from mswelu.errors import RunRefused
+from mswelu.paths import display_path, runs_dir
+from mswelu.runs import CONFIG, FINAL, NOTEBOOK, SUMMARY, RunData, is_empty, load_run, read_json
+from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
+
+__all__ = ["as_run", "reusable", "run_decision", "train_or_load"]
+
+
+def as_run(cfg: dict[str, Any], name: str, **settings: Any) -> dict[str, Any]:
+    """``cfg`` (a TrainConfig dict) as the run ``name`` under ``runs/``, with ``settings`` on top."""
+    return {**cfg, **settings, "run_name": name, "out": str(runs_dir() / name)}
+
+
+def reusable(cfg: dict[str, Any], out: Path) -> str | None:
+    """None when ``out`` holds a finished run of exactly ``cfg``: every setting (runtime switches such as
+    progress bars aside), a dataset with the same fingerprint (not merely the same path) and the same
+    package code (:func:`mswelu.provenance.code_version`); else why it cannot be reused."""
+    summary = read_json(out / SUMMARY)
+    if summary is None or not (out / FINAL).is_dir():
+        return "no finished run there"
+    if summary.get("interrupted"):
+        return "the run there was interrupted"
+    why = _differs(cfg, out)
+    if why:
+        return why
+    if (read_json(out / CONFIG) or {}).get("_code_version") != mswelu.provenance.code_version():
+        return "trained by other code"
+    return None
+
+
+def _differs(cfg: dict[str, Any], out: Path) -> str | None:
+    """Why the run in ``out`` is not a run of ``cfg``'s settings on ``cfg``'s data, or None."""
+    tc = TrainConfig.coerce(dict(cfg))
+    old = read_json(out / CONFIG)
+    if not old:
+        return f"its {CONFIG} is missing or unreadable"
+    changed = sorted(changed_settings(old, tc.to_dict(), ignore=RUNTIME_SETTINGS))
+    if changed:
+        return f"settings differ: {', '.join(changed)}"
+    if tc.data is None:
+        return None
+    if old.get("_data_fingerprint") != mswelu.data.load_meta(tc.data).get("fingerprint"):
+        return "trained on other data"
+    return None
+
+
+def run_decision(cfg: dict[str, Any]) -> str:
+    """What notebook 03 does with ``cfg``'s run folder, never replacing work it was not asked to:
+    ``"train"`` (empty folder, or ``overwrite=True``), ``"reuse"`` (a finished run of these settings, data
+    and code), ``"resume"`` (an unfinished run of these settings and data: continued from its newest
+    checkpoint). A folder holding anything else is a :class:`mswelu.errors.RunRefused` naming the
+    difference (and where that run's executed notebook is kept)."""
+    tc = TrainConfig.coerce(dict(cfg))
+    out = tc.out_dir()
+    if is_empty(out) or tc.overwrite:
+        return "train"
+    if reusable(cfg, out) is None:
+        return "reuse"
+    finished = (read_json(out / SUMMARY) or {}).get("interrupted") is False and (out / FINAL).is_dir()
+    why = _differs(cfg, out) or ("trained by other code" if finished else None)
+    if why is None:
+        return "resume"
+    kept = f" (its executed notebook: {display_path(out / NOTEBOOK)})" if (out / NOTEBOOK).is_file() else ""
+    raise RunRefused(
+        f"run_name {out.name!r} already holds a run ({why}); nothing was changed: pick another run_name, "
+        f"or pass overwrite=True to replace it{kept}"
+    )
+
+
+def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
+    """The run of ``cfg`` (a TrainConfig dict), as :func:`run_decision` decides: a finished run of exactly
+    these settings, data and code is loaded (``run.reused``), an interrupted one continued, an empty folder
+    trained; a folder holding another run is refused unless ``cfg`` says ``overwrite``. ``reuse=False``
+    retrains even a matching run (replacing it). A run stopped by Ctrl-C / SIGTERM (checkpointed) raises
+    KeyboardInterrupt instead of returning: a comparison must not go on with a half-trained model, and the
+    same call again resumes it."""
+    tc = TrainConfig.coerce(dict(cfg))
+    decision = run_decision(cfg) if reuse else "train"
+    if decision == "reuse":
+        run = load_run(tc.out_dir())
+        run.reused = True
+        return run
+    if decision == "resume":
+        tc = dataclasses.replace(tc, resume="auto")
+    elif not reuse:
+        tc = dataclasses.replace(tc, overwrite=True)
+    summary = mswelu.train.train(tc)
+    if summary.get("interrupted"):
+        raise KeyboardInterrupt(
+            f"run {tc.out_dir().name} stopped at step {summary.get('steps')} (checkpoint written): run "
+            "the same cell or command again to resume it"
+        )
+    return load_run(tc.out_dir())
