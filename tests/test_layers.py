@@ -10,13 +10,24 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mswelu"
 
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
-    ["paths", "fs", "progress", "hf_compat", "stats", "distributed", "provenance", "stop", "errors"],
+    [
+        "paths",
+        "fs",
+        "progress",
+        "hf_compat",
+        "stats",
+        "distributed",
+        "provenance",
+        "stop",
+        "errors",
+        "devices",
+    ],
     ["ops"],
     ["modules"],
     ["configuration", "modeling", "convert", "baselines", "models", "data", "analysis", "shape_gradients"],
-    ["optim", "schedule", "checkpoint", "train_config", "variants", "evaluation"],
-    ["runs", "resume", "preflight", "metrics_log"],
-    ["trainer", "train", "launch", "generate"],
+    ["optim", "schedule", "checkpoint", "train_config", "variants", "evaluation", "trackers"],
+    ["runs", "resume", "preflight", "metrics_log", "hub", "run_index"],
+    ["trainer", "train", "launch", "generate", "monitor", "evaluate"],
     ["report", "workbook", "bench", "__init__"],
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
