@@ -126,9 +126,16 @@ def model_card(
         if ours
         else f"A `{mc.get('model_type')}` baseline (`{record.get('preset')}`) trained with mswelu."
     )
+    needs = (
+        "Loading it needs the `mswelu` package (`pip install mswelu`): `import mswelu` registers the model "
+        "type with transformers, no remote code is run."
+        if ours
+        else "A standard transformers model: it loads without mswelu."
+    )
     load = (
-        "```python\nimport mswelu  # registers the model with transformers' Auto classes\n"
-        "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline\n\n"
+        "```python\n"
+        + ("import mswelu  # registers the model with transformers' Auto classes\n" if ours else "")
+        + "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline\n\n"
         'model = AutoModelForCausalLM.from_pretrained("final")\n'
         'tokenizer = AutoTokenizer.from_pretrained("final")\n'
         'generate = pipeline("text-generation", model="final")\n'
@@ -189,9 +196,7 @@ def model_card(
     config_yaml = yaml.safe_dump(train_cfg, sort_keys=False)
     return (
         f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# {name}\n\n{what}\n\n"
-        "Loading it needs the `mswelu` package (`pip install mswelu`): `import mswelu` registers the model "
-        "type with transformers, no remote code is run.\n\n"
-        f"{load}\n\n## Architecture\n\n{arch}\n\n## Data\n\n{data}\n\n## Training\n\n{train}\n\n"
+        f"{needs}\n\n{load}\n\n## Architecture\n\n{arch}\n\n## Data\n\n{data}\n\n## Training\n\n{train}\n\n"
         f"## Results\n\n{results}\n\n## Activation shape parameters, per slot\n\n"
         f"{_shape_table(record, figures.get('shape') or {})}\n\n"
         f"## How it was made\n\n```bash\n{command or launch_command()}\n```\n\n"

@@ -27,7 +27,7 @@ import pandas as pd
 
 from mswelu.paths import runs_dir
 from mswelu.progress import format_duration
-from mswelu.run_index import runs_info
+from mswelu.run_index import print_out, runs_info
 
 __all__ = ["device_frame", "device_summary", "format_devices", "format_run", "main", "plot_devices"]
 
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --watch takes seconds > 0, got {args.watch}", file=sys.stderr)
         return 2
     if args.watch is None:
-        print(render(root, args.running))
+        print_out(render(root, args.running))
         return 0
     clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
     try:

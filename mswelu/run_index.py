@@ -188,13 +188,17 @@ def run_info(path: str | os.PathLike[str], root: str | os.PathLike[str] | None =
         "newest_checkpoint": checkpoint,
         "newest_checkpoint_step": checkpoint_step,
         "size_bytes": folder_size(path),
-        "updated": max(
-            (p.stat().st_mtime for p in (path / METRICS, path / CONFIG) if p.exists()), default=None
+        "updated": _when(
+            max((p.stat().st_mtime for p in (path / METRICS, path / CONFIG) if p.exists()), default=None)
         ),
         "device": devices[-1]["device"] if devices else None,
         "tasks": {t: s.get("acc", s.get("acc_norm")) for t, s in (tasks.get("tasks") or {}).items()},
         "trackers": sorted(read_json(path / TRACKER_STATE) or {}),
     }
+
+
+def _when(stamp: float | None) -> str | None:
+    return None if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
 def runs_info(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -204,6 +208,14 @@ def runs_info(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]
 
 
 # --------------------------------------------------------------------------- command line
+def print_out(text: str) -> None:
+    """Print for a command line whose reader may stop early (``| head``): no traceback then."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more reaches the pipe
+
+
 def format_size(n: int | None) -> str:
     if n is None:
         return "-"
@@ -245,9 +257,8 @@ def _table(infos: Sequence[dict[str, Any]]) -> str:
         for i in infos
     ]
     widths = [max(len(str(c)) for c in col) for col in zip(cols, *rows, strict=False)]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [cols, *rows]
-    )
+    lines = ("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [cols, *rows])
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _show(info: dict[str, Any]) -> str:
@@ -280,15 +291,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"no folder {root}")
             infos = runs_info(root)
             if args.json:
-                print(json.dumps(infos, indent=2))
+                print_out(json.dumps(infos, indent=2))
             else:
-                print(_table(infos) if infos else f"no runs under {root}")
+                print_out(_table(infos) if infos else f"no runs under {root}")
         else:
             path = resolve_run(args.name)
             if not (path / CONFIG).is_file() and not (path / METRICS).is_file():
                 raise ValueError(f"{path} is not a run folder (no {CONFIG} or {METRICS})")
             info = run_info(path, path.parent)
-            print(json.dumps(info, indent=2) if args.json else _show(info))
+            print_out(json.dumps(info, indent=2) if args.json else _show(info))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -103,7 +103,10 @@ class Trainer:
         if info.is_main:
             self.run_dir.write_config(self.record)
             if cfg.monitor_interval() > 0:
-                self.sampler = DeviceSampler(cfg.monitor_interval()).start()
+                try:
+                    self.sampler = DeviceSampler(cfg.monitor_interval()).start()
+                except ImportError as exc:  # psutil is a dependency; a broken install loses the figures only
+                    progress.log(f"no device figures: {exc} (pip install psutil)")
 
     def _open_log(self) -> None:
         resumed = self.step if self.plan.resume_from is not None else None
