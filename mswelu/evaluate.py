@@ -191,16 +191,16 @@ def run_tasks(
     """Run lm-eval ``tasks`` on a run's model and save the scores in ``<run>/tasks.json``; returns lm-eval's
     results (with ``samples`` when ``log_samples``). Local tasks (:data:`LOCAL_TASKS`) are built from the
     run's dataset unless ``include`` names a folder of task YAMLs; any other task needs the Hub."""
-    _need_lm_eval()
-    import torch
-
-    path = runs.resolve_run(run, require_model=True)
     tasks = [t.strip() for t in tasks if t.strip()]
     if not tasks:
         raise ValueError("no tasks given: e.g. --tasks lambada_openai,hellaswag or mswelu_lastword")
     misspelt = [t for t in tasks if t.startswith("mswelu_") and t not in LOCAL_TASKS]
     if misspelt:
         raise ValueError(f"unknown local task {with_nearest(misspelt, LOCAL_TASKS)}: expected {LOCAL_TASKS}")
+    _need_lm_eval()
+    import torch
+
+    path = runs.resolve_run(run, require_model=True)
     local = [t for t in tasks if t in LOCAL_TASKS]
     if local and include is None:
         data = (runs.read_json(path / runs.CONFIG) or {}).get("data")
