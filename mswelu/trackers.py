@@ -234,12 +234,22 @@ class TrackioTracker(Tracker):
     def finish(self, summary: Mapping[str, Any], files: Sequence[Path], failed: bool = False) -> None:
         with contextlib.redirect_stdout(sys.stderr):
             _trackio_files(self.trackio, self.run, self.run_name, files)
-            self.run.finish()
+            _trackio_finish(self.trackio, self.run)
 
     def state(self) -> dict[str, Any]:
         from trackio.utils import TRACKIO_DIR
 
         return {"project": self.project, "name": self.run_name, "dir": str(TRACKIO_DIR)}
+
+
+def _trackio_finish(trackio: Any, run: Any) -> None:
+    """Finish ``run``; when it is trackio's current run, through ``trackio.finish`` so that trackio's own
+    exit handler does not finish it (and say so) a second time."""
+    current = getattr(getattr(trackio, "context_vars", None), "current_run", None)
+    if current is not None and current.get() is run:
+        trackio.finish()
+    else:
+        run.finish()
 
 
 def _trackio_files(trackio: Any, run: Any, run_name: str, files: Sequence[Path]) -> None:
@@ -336,7 +346,7 @@ def attach_files(state_path: Path, run_dir: Path, files: Sequence[Path]) -> list
                 with contextlib.redirect_stdout(sys.stderr):
                     run = trackio.init(project=info["project"], name=info["name"], resume="must", embed=False)
                     _trackio_files(trackio, run, run_dir.name, files)
-                    run.finish()
+                    _trackio_finish(trackio, run)
             else:
                 continue
         except Exception as exc:  # noqa: BLE001 - the files stay in the run folder either way

@@ -4,6 +4,7 @@ store read back against ``metrics.jsonl``, and the one-line failures before trai
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,14 @@ def test_trackio_local_store_holds_the_losses_of_metrics_jsonl(tmp_path, tiny_tr
     assert any("device/cpu_percent" in r for r in logs)
     assert SQLiteStorage.get_run_config("mswelu", out.name)["preset"] == "tiny"
     assert json.loads((out / "trackers.json").read_text())["trackio"]["name"] == out.name
+    # the end of the run and a report written later are kept as files in trackio's store
+    from mswelu.fs import sha256_file
+    from mswelu.metrics_log import attach_to_trackers
+
+    report = tmp_path / "report.html"
+    report.write_text("<html>trackio report</html>")
+    assert attach_to_trackers(out, [report]) == ["trackio"]
+    blobs = Path(os.environ["TRACKIO_DIR"]) / "artifacts" / "mswelu" / "blobs" / "sha256"
+    for f in (report, out / "summary.json", out / "final" / "README.md"):
+        digest = sha256_file(f)
+        assert (blobs / digest[:2] / digest).is_file(), f.name
