@@ -177,6 +177,7 @@ def model_card(
                 f"{record.get('optimizer')}, lr {record.get('lr')}, {record.get('schedule')} schedule",
             ),
             ("seed", record.get("seed")),
+            ("processes", record.get("_world_size")),
             ("device", record.get("_device")),
         ]
     )
