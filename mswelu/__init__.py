@@ -2,12 +2,21 @@
 
 Public names are imported lazily so that ``import mswelu`` stays cheap and never fails on a
 machine without the optional GPU kernels.
+
+``import mswelu`` also makes the model type ``mamba_swelu`` known to transformers' Auto classes, so a run's
+``final/`` loads with ``AutoConfig`` / ``AutoModelForCausalLM`` / ``pipeline`` like any Hub model. The
+registration waits until transformers' Auto modules are imported (an import hook), so ``import mswelu``
+itself imports neither transformers nor torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import sys
 import warnings
+from types import ModuleType
 from typing import Any
 
 __version__ = "0.1.0"
@@ -32,3 +41,63 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'mswelu' has no attribute {name!r}")
+
+
+# ------------------------------------------------------------------ Auto-class registration
+_AUTO_CONFIG = "transformers.models.auto.configuration_auto"
+_AUTO_MODEL = "transformers.models.auto.modeling_auto"
+
+
+def _register(name: str, module: ModuleType) -> None:
+    """Once transformers' Auto module ``name`` has run: add ``mamba_swelu`` to it. The model class
+    registers itself when :mod:`mswelu.modeling` is imported (a module that is mid-import, because it
+    is the one importing transformers, finishes that itself)."""
+    try:
+        if name == _AUTO_CONFIG:
+            from mswelu.configuration import MambaSWELUConfig
+
+            module.AutoConfig.register(MambaSWELUConfig.model_type, MambaSWELUConfig, exist_ok=True)
+        else:
+            importlib.import_module("mswelu.modeling")
+    except Exception as exc:  # noqa: BLE001 - never break transformers' own import
+        warnings.warn(f"mswelu could not register its model with transformers: {exc!r}", stacklevel=2)
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, inner: importlib.abc.Loader, name: str) -> None:
+        self.inner, self.name = inner, name
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.inner.exec_module(module)
+        _register(self.name, module)
+
+
+class _AutoHook(importlib.abc.MetaPathFinder):
+    """Finds transformers' two Auto modules through the other finders and runs :func:`_register` after
+    each has executed."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in (_AUTO_CONFIG, _AUTO_MODEL):
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _Loader(spec.loader, name)
+                return spec
+        return None
+
+
+def _install_auto_registration() -> None:
+    if not any(isinstance(f, _AutoHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AutoHook())
+    for name in (_AUTO_CONFIG, _AUTO_MODEL):  # transformers was imported before mswelu
+        if name in sys.modules:
+            _register(name, sys.modules[name])
+
+
+_install_auto_registration()

@@ -1,54 +1,100 @@
-"""The training metrics log: one JSON line per record in ``metrics.jsonl`` and, optionally, the same
-scalars in TensorBoard. Only rank 0 holds one."""
+"""The training metrics log: one JSON line per record in ``metrics.jsonl`` and the same scalars in every
+tracker the run names (TensorBoard by default; wandb, trackio: :mod:`mswelu.trackers`). Only rank 0 holds
+one.
+
+Records: a training step (``loss``, ``lr``, ``grad_norm``, ``tokens_per_s``, one table per shape parameter),
+an evaluation (``val_loss``, ``val_bpb``, ...), or a device sample (``time`` and a ``device`` table:
+:mod:`mswelu.devices`), each with ``step`` and ``tokens``. Writes hold a lock, so records from other
+threads never interleave with the loop's.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from mswelu import trackers as tr
 from mswelu.progress import log
 from mswelu.runs import RunWriter
 
-__all__ = ["MetricsLog"]
-
-_SCALARS = ("loss", "grad_norm", "tokens_per_s", "val_loss", "val_ppl", "val_bpb")
+__all__ = ["MetricsLog", "attach_to_trackers"]
 
 
 class MetricsLog:
-    """Append records to a run's metrics (truncated to ``resume_step`` when resuming)."""
+    """Append records to a run's metrics (truncated to ``resume_step`` when resuming) and its trackers."""
 
     def __init__(
-        self, run: RunWriter, resume_step: int | None, tensorboard: bool, shape_scalars: Iterable[str] = ()
+        self,
+        run: RunWriter,
+        resume_step: int | None,
+        trackers: Sequence[str] | bool = (),
+        shape_scalars: Iterable[str] = (),
+        config: Mapping[str, Any] | None = None,
     ) -> None:
-        """``shape_scalars``: the activation shape parameters that learn (``k``, ``beta``, ...): their
-        per-slot tables go to TensorBoard as ``<param>/<slot>`` (frozen ones would draw flat lines)."""
-        self.file = run.open_metrics(resume_step)
+        """``trackers``: tracker names (``True`` / ``False``: TensorBoard or none, the older form);
+        ``shape_scalars``: the activation shape parameters that learn (``k``, ``beta``, ...): their per-slot
+        tables go to the trackers as ``<param>/<slot>`` (frozen ones would draw flat lines); ``config``:
+        the run's config record, for the trackers that keep one. A tracker that cannot start raises
+        ValueError before the metrics file is touched."""
+        if isinstance(trackers, bool):
+            trackers = ("tensorboard",) if trackers else ()
+        self.run = run
         self.shape_scalars = tuple(shape_scalars)
-        self.tb: Any = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:  # a declared dependency; keep training without it
-                log(f"TensorBoard disabled ({exc})")
-            else:
-                self.tb = SummaryWriter(str(run.tensorboard), purge_step=resume_step)
+        self._lock = threading.Lock()
+        self.trackers = tr.open_trackers(
+            list(trackers),
+            run_dir=run.path,
+            tensorboard_dir=run.tensorboard,
+            state_path=run.tracker_state,
+            config=dict(config or {}),
+            resume_step=resume_step,
+        )
+        self.file = run.open_metrics(resume_step)
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is None:
-            return
-        step = record["step"]
-        for key in _SCALARS:
-            if record.get(key) is not None:
-                self.tb.add_scalar(f"{'val' if key.startswith('val') else 'train'}/{key}", record[key], step)
-        for group in ("lr", *self.shape_scalars):
-            values = record.get(group)
-            for name, value in values.items() if isinstance(values, dict) else ():
-                self.tb.add_scalar(f"{group}/{name}", value, step)
+        with self._lock:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+            if self.trackers:
+                values = tr.scalars(record, self.shape_scalars)
+                if values:
+                    self._to_trackers(values, int(record["step"]))
 
-    def close(self) -> None:
+    def write_device(self, samples: Iterable[Mapping[str, Any]], step: int, tokens: int) -> None:
+        """Device samples (:meth:`mswelu.devices.DeviceSampler.drain`) as records at ``step``."""
+        for s in samples:
+            figures = {k: v for k, v in s.items() if k != "time"}
+            self.write({"step": step, "tokens": tokens, "time": s.get("time"), "device": figures})
+
+    def _to_trackers(self, values: dict[str, float], step: int) -> None:
+        for t in list(self.trackers):
+            try:
+                t.log(values, step)
+            except Exception as exc:  # noqa: BLE001 - a tracker must never stop the run
+                log(f"tracker {t.name} failed ({type(exc).__name__}: {exc}); it is off from now on")
+                self.trackers.remove(t)
+
+    def close(self, summary: Mapping[str, Any] | None = None, failed: bool = False) -> None:
+        """Finish every tracker (with the run's final figures and its summary, config and model card as
+        files), then close the metrics file."""
+        files = [p for p in self.run.tracked_files() if p.is_file()]
+        for t in self.trackers:
+            try:
+                t.finish(summary or {}, files, failed=failed)
+            except Exception as exc:  # noqa: BLE001
+                log(f"tracker {t.name} did not finish cleanly ({type(exc).__name__}: {exc})")
+        self.trackers = []
         self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+
+
+def attach_to_trackers(run_dir: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Add ``files`` (a notebook's ``report.html``, ``metrics.json``) to the wandb / trackio runs of the run
+    in ``run_dir``; returns the trackers that got them (none when the run used neither)."""
+    run = RunWriter(run_dir)
+    if not run.tracker_state.is_file():
+        return []
+    return tr.attach_files(run.tracker_state, run.path, [Path(f) for f in files])

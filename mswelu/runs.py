@@ -3,11 +3,15 @@
     <run>/config.json        the resolved TrainConfig (plus ``_``-prefixed derived values), written at start
     <run>/metrics.jsonl      one record per logged step / evaluation (truncated to the resumed step on resume)
     <run>/tb/                TensorBoard events (optional)
+    <run>/wandb/             the wandb run (``trackers: [wandb]``; ``offline-run-*`` under WANDB_MODE=offline)
+    <run>/trackers.json      how to reopen the run's wandb / trackio runs (:mod:`mswelu.trackers`)
     <run>/checkpoints/step_XXXXXXX/   atomic checkpoints (:mod:`mswelu.checkpoint`)
-    <run>/final/             the trained model (``save_pretrained``), written atomically at the end
+    <run>/final/             the trained model (``save_pretrained``, tokenizer, generation config, model
+                             card: loads with ``AutoModelForCausalLM``), written atomically at the end
     <run>/summary.json       the run's final figures, written last
     <run>/notebook.ipynb     the executed notebook of its first finished execution (notebook 03 under
                              papermill), so that a later execution's output path cannot lose it
+    <run>/tasks.json         downstream task scores (``python -m mswelu.evaluate tasks``), any time after
 
 Nothing else in the package spells these names. The model of a run is ``final/``, or else the weights of
 its newest complete checkpoint (an interrupted run), built from the model config recorded with them.
@@ -19,7 +23,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -64,6 +68,10 @@ FINAL = "final"
 CHECKPOINTS = "checkpoints"
 NOTEBOOK = "notebook.ipynb"
 TENSORBOARD = "tb"
+WANDB = "wandb"
+TRACKER_STATE = "trackers.json"
+TASK_SCORES = "tasks.json"
+MODEL_CARD = "README.md"  # inside final/
 _MARKERS = (CONFIG, METRICS, CHECKPOINTS, SUMMARY)
 
 
@@ -118,6 +126,14 @@ class RunWriter:
     def tensorboard(self) -> Path:
         return self.path / TENSORBOARD
 
+    @property
+    def tracker_state(self) -> Path:
+        return self.path / TRACKER_STATE
+
+    def tracked_files(self) -> list[Path]:
+        """The files a tracker keeps with the run at its end: summary, config, the model card."""
+        return [self.path / SUMMARY, self.path / CONFIG, self.path / FINAL / MODEL_CARD]
+
     def prepare(self, clear: bool = False) -> None:
         """Create the folder; with ``clear`` (``overwrite``) remove its old contents first."""
         if clear:
@@ -156,8 +172,9 @@ class RunWriter:
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, dict(summary))
 
-    def save_final(self, model: Any) -> Path:
-        """``model.save_pretrained`` into ``final/`` through a temporary folder and a rename."""
+    def save_final(self, model: Any, extra: Callable[[Path], None] | None = None) -> Path:
+        """``model.save_pretrained`` into ``final/`` through a temporary folder and a rename;
+        ``extra(folder)`` adds files (tokenizer, model card: :mod:`mswelu.hub`) before the rename."""
         from mswelu.hf_compat import quiet_progress_bars
 
         if not ckpt.all_finite(model):
@@ -168,6 +185,8 @@ class RunWriter:
         try:
             with quiet_progress_bars():
                 model.save_pretrained(str(tmp))
+            if extra is not None:
+                extra(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -494,3 +513,9 @@ def tokenizer_name(path: str | os.PathLike[str]) -> str:
 
             return dataset_tokenizer_name(data, read_json(Path(data) / "meta.json") or {})
     return "gpt2"
+
+
+if __name__ == "__main__":  # python -m mswelu.runs list|show: the command line lives in mswelu.run_index
+    import runpy
+
+    runpy.run_module("mswelu.run_index", run_name="__main__", alter_sys=True)

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL", **helps)
         elif f.name in ints:
             p.add_argument(flag, type=_optional(int), **helps)
+        elif f.name == "monitor_every":  # seconds, None by default
+            p.add_argument(flag, type=_optional(float), **helps)
         elif isinstance(default, int):
             p.add_argument(flag, type=int, **helps)
         elif isinstance(default, float):

@@ -26,6 +26,7 @@ from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
 from mswelu.run_names import run_name
 from mswelu.schedule import SCHEDULES
+from mswelu.trackers import check_trackers, parse_trackers
 
 __all__ = [
     "DEVICES",
@@ -77,6 +78,8 @@ RESUMABLE_CHANGES = frozenset(NUMERIC_CHANGES) | {
     "overwrite",
     "progress",
     "tensorboard",
+    "trackers",
+    "monitor_every",
     "max_consecutive_nonfinite",
     "device",
     "compile",
@@ -209,7 +212,15 @@ class TrainConfig:
         model: overrides of the model config (``MambaSWELUConfig`` fields, or the baseline's).
         max_consecutive_nonfinite: non-finite steps in a row (each skipped) before the run stops.
         progress: progress bar and lines.
-        tensorboard: also log to ``<run>/tb``.
+        tensorboard: also log to ``<run>/tb`` (the older switch, read only while ``trackers`` is None:
+            ``[tensorboard]``, or none with ``tensorboard: false``).
+        trackers: where the scalars go besides ``metrics.jsonl``: any of ``tensorboard``, ``wandb``,
+            ``trackio`` (a list, or ``"tensorboard,wandb"``); None = TensorBoard (see ``tensorboard``);
+            when set, it alone decides.
+            Keys come from the environment only (:mod:`mswelu.trackers`).
+        monitor_every: seconds between device samples (process CPU and memory, GPU utilisation, memory,
+            temperature, power: :mod:`mswelu.devices`) in ``metrics.jsonl`` and the trackers; None = 10,
+            0 = none. A run also records one sample when its loop ends.
     """
 
     preset: str = "small"
@@ -254,6 +265,8 @@ class TrainConfig:
     max_consecutive_nonfinite: int = 10
     progress: bool = True
     tensorboard: bool = True
+    trackers: tuple[str, ...] | None = None
+    monitor_every: float | None = None
 
     # ---------------------------------------------------------------------------------- conversion
     @classmethod
@@ -276,6 +289,10 @@ class TrainConfig:
             d["betas"] = tuple(d["betas"])
         if isinstance(d.get("eval_fractions"), list):
             d["eval_fractions"] = tuple(d["eval_fractions"])
+        if isinstance(d.get("trackers"), str):  # "tensorboard,wandb": a CLI flag or a notebook parameter
+            d["trackers"] = tuple(t.strip() for t in d["trackers"].split(",") if t.strip())
+        elif isinstance(d.get("trackers"), list):
+            d["trackers"] = tuple(d["trackers"])
         if d.get("model") is None:
             d["model"] = {}
         return cls(**d)
@@ -304,6 +321,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         d["eval_fractions"] = list(self.eval_fractions)
+        if self.trackers is not None:
+            d["trackers"] = list(self.trackers)
         return d
 
     def to_yaml(self) -> str:
@@ -353,6 +372,16 @@ class TrainConfig:
         }
         d.update({f"_{k}": v for k, v in derived.items() if v is not None})
         return d
+
+    def resolved_trackers(self) -> tuple[str, ...]:
+        """The trackers this run logs to: ``trackers``, or TensorBoard unless ``tensorboard`` is false."""
+        if self.trackers is None:
+            return ("tensorboard",) if self.tensorboard else ()
+        return parse_trackers(self.trackers)
+
+    def monitor_interval(self) -> float:
+        """Seconds between device samples; 0 = none."""
+        return 10.0 if self.monitor_every is None else float(self.monitor_every)
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`mswelu.optim.build_optimizer` besides model and name."""
@@ -438,6 +467,11 @@ class TrainConfig:
             self._at_least(name, 0)
         if not all(0 < f < 1 for f in self.eval_fractions):
             raise ValueError(f"eval_fractions must be numbers in (0, 1), got {self.eval_fractions!r}")
+        if self.monitor_every is not None and not self.monitor_every >= 0:
+            raise ValueError(
+                f"monitor_every must be >= 0 seconds (0: no device samples), got {self.monitor_every}"
+            )
+        check_trackers(self.resolved_trackers())  # installed, and wandb has a key (or is offline)
         if self.max_steps is None and self.max_tokens is None:
             raise ValueError("set max_steps or max_tokens (the training budget)")
         for name in ("max_steps", "max_tokens", "micro_batch_size"):
@@ -491,6 +525,7 @@ _KIND_WORDS = {
     "None": "null",
     "tuple[float, float]": "a list of two numbers",
     "tuple[float, ...]": "a list of numbers",
+    "tuple[str, ...]": "a list of names",
     "dict[str, Any]": "a mapping",
 }
 
@@ -508,6 +543,8 @@ def _is_kind(value: Any, kind: str) -> bool:
         return _is_number(value)
     if kind == "str":
         return isinstance(value, str | Path)
+    if kind == "tuple[str, ...]":
+        return isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)
     if kind.startswith("tuple["):
         return isinstance(value, tuple | list) and all(_is_number(v) for v in value)
     if kind.startswith("dict["):

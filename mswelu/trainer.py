@@ -12,7 +12,12 @@
    counted per optimizer step over all ranks: ``batch_size x seq_len``;
 4. metrics (:mod:`mswelu.metrics_log`, rank 0), validation (:mod:`mswelu.evaluation`), checkpoints;
    SIGINT/SIGTERM finish the current step, checkpoint and return (``interrupted=True``);
-5. at the end: a final checkpoint, validation over the whole split, ``final/``, ``summary.json``.
+5. at the end: a final checkpoint, validation over the whole split, ``final/`` (with the tokenizer, the
+   generation config and a model card: :mod:`mswelu.hub`), ``summary.json``.
+
+Rank 0 also samples the devices on a background thread every ``monitor_every`` seconds
+(:mod:`mswelu.devices`); the loop writes the samples with its next record, so only the training thread
+writes ``metrics.jsonl`` and the trackers.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from torch import nn
 
 from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
-from mswelu import evaluation, parallel, progress, resume, sharded_checkpoint
+from mswelu import evaluation, hub, parallel, progress, resume, sharded_checkpoint
+from mswelu.devices import DeviceSampler
 from mswelu.metrics_log import MetricsLog
 from mswelu.models import build_model, count_parameters, lm_loss, shape_values
 from mswelu.ops.lm_loss import split_window
@@ -49,6 +55,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.stop = StopRequest()
         self.log: MetricsLog | None = None
+        self.sampler: DeviceSampler | None = None
 
     # ------------------------------------------------------------------------------------ set-up
     def _setup(self, info: du.DistInfo, plan: RunPlan) -> None:
@@ -108,11 +115,20 @@ class Trainer:
             self._restore(plan.resume_from, preloaded=None if full_state is None else full_state[1])
         # config.json, also stored in every checkpoint: every field, derived values and the model's config
         self.record = cfg.record(info.world_size, plan.data, self.out, plan.meta, self.raw_model, self.device)
+        du.run_on_main(self._open_log, info)  # a tracker that cannot start stops every rank
         if info.is_main:
             self.run_dir.write_config(self.record)
-            resumed = self.step if plan.resume_from is not None else None
-            learned = {p for slot in self.record.get("_shape_slots") or () for p in slot["learnable"]}
-            self.log = MetricsLog(self.run_dir, resumed, cfg.tensorboard, shape_scalars=learned)
+            if cfg.monitor_interval() > 0:
+                try:
+                    self.sampler = DeviceSampler(cfg.monitor_interval()).start()
+                except ImportError as exc:  # psutil is a dependency; a broken install loses the figures only
+                    progress.log(f"no device figures: {exc} (pip install psutil)")
+
+    def _open_log(self) -> None:
+        resumed = self.step if self.plan.resume_from is not None else None
+        learned = {p for slot in self.record.get("_shape_slots") or () for p in slot["learnable"]}
+        trackers = self.cfg.resolved_trackers()
+        self.log = MetricsLog(self.run_dir, resumed, trackers, shape_scalars=learned, config=self.record)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -200,8 +216,27 @@ class Trainer:
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.log is not None:
+            self._write_device_samples()
             self.log.write(record)
             self._emit("log", record)
+
+    def _write_device_samples(self) -> None:
+        """The device samples taken since the last record, at the current step (``"device"`` events)."""
+        if self.log is None or self.sampler is None:
+            return
+        samples = self.sampler.drain()
+        self.log.write_device(samples, self.step, self.tokens)
+        for s in samples:
+            self._emit("device", {"step": self.step, **s})
+
+    def _close_log(self, summary: dict[str, Any] | None) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+            self._write_device_samples()
+            self.sampler = None
+        if self.log is not None:
+            self.log.close(summary, failed=summary is None)
+            self.log = None
 
     # ------------------------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
@@ -212,13 +247,18 @@ class Trainer:
             self.cfg.validate(info.world_size)
             du.run_on_main(lambda: lock.acquire() and None, info)  # one writer per run folder
             plan = du.run_on_main(lambda: plan_run(self.cfg, info.world_size), info)
-            self._setup(info, plan)
+            try:
+                self._setup(info, plan)
+            except BaseException:
+                self._close_log(None)
+                raise
             with self.stop:
+                summary = None
                 try:
-                    return self._loop()
+                    summary = self._loop()
+                    return summary
                 finally:
-                    if self.log is not None:
-                        self.log.close()
+                    self._close_log(summary)
         finally:
             lock.release()
             if started_pg and info.enabled:
@@ -261,6 +301,8 @@ class Trainer:
                     self.save()
         finally:
             self.progress.close()
+        if self.sampler is not None:
+            self.sampler.sample()  # every run, however short, records its devices at least once
         self.save()
         if not interrupted:
             self._eval_and_log(whole_split=True)
@@ -282,7 +324,17 @@ class Trainer:
             model.load_state_dict(state, assign=True)
             model.tie_weights()
         if self.info.is_main:
-            self.run_dir.save_final(model)
+            self.run_dir.save_final(model, extra=lambda folder: self._hub_files(folder, model))
+
+    def _hub_files(self, folder: Path, model: nn.Module) -> None:
+        """Tokenizer, generation config and model card for ``final/`` (:mod:`mswelu.hub`)."""
+        from mswelu.data import tokenizer_name
+        from mswelu.models import max_context
+
+        figures = {**self.last_val, "steps": self.step, "tokens": self.tokens}
+        figures.update(shape=shape_values(model), context=max_context(model) or self.cfg.seq_len)
+        name = tokenizer_name(self.plan.data, self.plan.meta)
+        hub.write_hub_files(folder, model, name, self.record, figures, self.plan.meta)
 
     def _skipped(self, last: dict[str, Any]) -> None:
         if self.info.is_main:

@@ -295,6 +295,44 @@ def _nonfinite_stop(tmp: Path):
     return command, lambda: False
 
 
+def _wandb_without_key(tmp: Path):
+    """wandb named while online (WANDB_MODE unset) with no WANDB_API_KEY and no ~/.netrc entry."""
+    import os
+
+    data = write_byte_dataset(tmp / "data")
+    netrc = tmp / "netrc"
+    netrc.write_text("")
+
+    def command() -> int:
+        saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_API_KEY", "NETRC")}
+        os.environ.pop("WANDB_MODE", None)
+        os.environ.pop("WANDB_API_KEY", None)
+        os.environ["NETRC"] = str(netrc)
+        try:
+            return _train(_tiny(data, tmp / "run", "--trackers", "tensorboard,wandb"))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return command, lambda: (tmp / "run").exists()  # nothing may be written
+
+
+def _runs_show_missing(tmp: Path):
+    from mswelu.run_index import main
+
+    return (lambda: main(["show", str(tmp / "nope")])), lambda: False
+
+
+def _misspelt_task(tmp: Path):
+    from mswelu.evaluate import main
+
+    _, out = _finished_run(tmp)
+    return (lambda: main(["tasks", "--run", str(out), "--tasks", "mswelu_lastwrod"])), _unchanged(out)
+
+
 CASES = [
     Case(
         "lost",
@@ -451,6 +489,16 @@ CASES = [
         "cannot be loaded (SafetensorError); using the newest checkpoint",
     ),
     Case("generate", "--top-p 3", _bad_top_p, "error", "top_p must be in (0, 1]"),
+    Case(
+        "trackers",
+        "a misspelt tracker (--trackers wandbb)",
+        _train_case("--trackers", "wandbb", fresh=True),
+        "error",
+        "did you mean 'wandb'",
+    ),
+    Case("trackers", "wandb online without an API key", _wandb_without_key, "error", "tracker 'wandb'"),
+    Case("runs", "runs show of a run that does not exist", _runs_show_missing, "error", "no run"),
+    Case("evaluate", "a misspelt local task", _misspelt_task, "error", "did you mean 'mswelu_lastword'"),
 ]
 
 

@@ -14,6 +14,19 @@ if "MSWELU_HOME" not in os.environ:
     _home = tempfile.mkdtemp(prefix="mswelu-test-home-")
     os.environ["MSWELU_HOME"] = _home  # inherited by notebook kernels that nbval / papermill start
 
+# Trackers write where the test session says: trackio's local store (read when trackio is imported), wandb's
+# settings, cache and artifact staging; no test ever reaches a tracker's server (wandb runs offline).
+_trackers_home = tempfile.mkdtemp(prefix="mswelu-test-trackers-")
+for _var, _sub in (
+    ("TRACKIO_DIR", "trackio"),
+    ("WANDB_CONFIG_DIR", "wandb-config"),
+    ("WANDB_CACHE_DIR", "wandb-cache"),
+    ("WANDB_DATA_DIR", "wandb-data"),
+):
+    os.environ.setdefault(_var, os.path.join(_trackers_home, _sub))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
 # dtype="auto" takes bf16 on CPUs with native bf16 (mswelu.train_config.cpu_has_native_bf16): pin the tests
 # (and the notebook kernels they start) to fp32 so that their numbers do not depend on the CPU model;
 # tests of the bf16 path ask for it by name.
@@ -70,3 +83,32 @@ def _tiny_config(data: Path, out: Path, **overrides: object) -> dict:
 def tiny_config():
     """``tiny_config(data, out, **overrides)``: see :func:`_tiny_config`."""
     return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(embedded_data, tmp_path_factory):
+    """A finished ``tiny`` run on the embedded data (GPT-2's tokenizer), trained once per session: its folder
+    (``final/`` with the tokenizer, generation config and model card)."""
+    from mswelu.train import train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "tiny"
+    cfg = dict(
+        preset="tiny",
+        data=str(embedded_data),
+        max_steps=12,
+        batch_size=4,
+        seq_len=32,
+        lr=1e-2,
+        warmup=2,
+        eval_every=6,
+        eval_batches=1,
+        log_every=1,
+        ckpt_every=6,
+        progress=False,
+        tensorboard=False,
+        monitor_every=0,
+        out=str(out),
+    )
+    summary = train(cfg)
+    assert summary["interrupted"] is False
+    return out

@@ -21,6 +21,7 @@ LAYERS = [
         "stop",
         "errors",
         "run_names",
+        "devices",
     ],
     ["ops"],
     ["modules"],
@@ -34,9 +35,10 @@ LAYERS = [
         "evaluation",
         "parallel",
         "sharded_checkpoint",
+        "trackers",
     ],
-    ["runs", "resume", "preflight", "metrics_log"],
-    ["trainer", "train", "launch", "generate"],
+    ["runs", "resume", "preflight", "metrics_log", "hub", "run_index"],
+    ["trainer", "train", "launch", "generate", "monitor", "evaluate"],
     ["report", "workbook", "bench", "__init__"],
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
