@@ -112,3 +112,12 @@ def tiny_run(embedded_data, tmp_path_factory):
     summary = train(cfg)
     assert summary["interrupted"] is False
     return out
+
+
+@pytest.fixture
+def tiny_train_config(tiny_config, embedded_data) -> dict:
+    """:func:`_tiny_config` on the embedded data for 8 steps at lr 1e-2, no checkpoints and no TensorBoard,
+    without ``out`` (the test adds it)."""
+    cfg = tiny_config(embedded_data, "-", max_steps=8, lr=1e-2, eval_every=4, ckpt_every=0, tensorboard=False)
+    del cfg["out"]
+    return cfg
