@@ -232,8 +232,11 @@ def plot_loss(
     return fig
 
 
-def plot_k_trajectories(k: pd.DataFrame, ax: Any = None, title: str = "SWELU k during training") -> Any:
-    """One line per activation; colour by group (in-mixer, post-mixer, dense), shade by depth."""
+def plot_k_trajectories(
+    k: pd.DataFrame, ax: Any = None, title: str = "SWELU k during training", slots: Any = None
+) -> Any:
+    """One line per activation; colour by group (in-mixer, post-mixer, dense: from ``slots``, the run's
+    slot records; None for a run from before them), shade by depth."""
     import matplotlib.pyplot as plt
 
     fig, ax = _figure_and_axes(ax, (7, 4))
@@ -245,8 +248,9 @@ def plot_k_trajectories(k: pd.DataFrame, ax: Any = None, title: str = "SWELU k d
         "other": "Greys",
     }
     groups: dict[str, list[str]] = {}
+    group_of = analysis.slot_groups(list(k.columns), slots)
     for col in k.columns:
-        groups.setdefault(analysis.classify_k(col)[0], []).append(col)
+        groups.setdefault(group_of[str(col)], []).append(col)
     for group, cols in groups.items():
         cmap = plt.get_cmap(cmaps.get(group, "Greys"))
         for j, col in enumerate(cols):
@@ -276,13 +280,13 @@ def plot_study_k(runs_by_variant: Mapping[str, Mapping[int, RunData]]) -> Any:
     for ax, variant in zip(axes[0], variants, strict=False):
         shown: set[str] = set()
         for _, run in sorted(runs_by_variant[variant].items()):
-            slots = analysis.k_slot_trajectories(run.k)
+            slots = analysis.shape_group_trajectories(run.k, run.slots)
             for group in slots.columns:
                 label = group if group not in shown else None
                 ax.plot(slots.index, slots[group], color=_K_COLOURS.get(group, "C7"), lw=1.2, label=label)
                 shown.add(group)
         for group in shown:
-            lo, hi = analysis.SEED_CLAIMS["k_ranges"].get(group, (None, None))
+            lo, hi = analysis.SEED_K_RANGES.get(group, (None, None))
             if lo is not None:
                 ax.axhspan(lo, hi, color=_K_COLOURS.get(group, "C7"), alpha=0.12)
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
@@ -303,16 +307,18 @@ def plot_activation_shapes(
     z: Sequence[float] | None = None,
     ax: Any = None,
     title: str = "learned activations vs SiLU",
+    slots: Any = None,
 ) -> Any:
     """Each learned SWELU over z (colour by group as in :func:`plot_k_trajectories`) with SiLU in black."""
     import matplotlib.pyplot as plt
 
-    curves = analysis.activation_curves(k_values, z)
+    curves = analysis.activation_curves(k_values, slots, z)
+    group_of = analysis.slot_groups(list(k_values), slots)
     fig, ax = _figure_and_axes(ax, (7, 4))
     cmaps = {"in-mixer": "Blues", "post-mixer": "Greens", "dense": "Oranges"}
     names = [c for c in curves.columns if c != "silu"]
     for j, col in enumerate(names):
-        group = analysis.classify_k(col)[0]
+        group = group_of[col]
         cmap = plt.get_cmap(cmaps.get(group, "Greys"))
         k = k_values[col]["k"] if isinstance(k_values[col], Mapping) else k_values[col]
         ax.plot(

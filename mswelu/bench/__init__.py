@@ -13,4 +13,5 @@ BENCHMARKS = {
     "gpu": "mswelu.bench.gpu",
     "train": "mswelu.bench.train",
     "dtype": "mswelu.bench.dtype",
+    "throughput": "mswelu.bench.throughput",
 }
