@@ -343,6 +343,21 @@ def test_study_bootstrap_resamples_the_same_units_for_every_run():
     gain = A.paired_bootstrap_gain(units, "b", "a", n_boot=500)
     assert gain.mean == pytest.approx(0.02, abs=0.002) and gain.hi - gain.lo < 0.01
     assert gain.hi - gain.lo < (table.loc["a", "hi"] - table.loc["a", "lo"]) / table.loc["a", "bpb"]
+    # beside the interval over seeds, per variant
+    per_run = units.groupby(["variant", "seed"]).sum(numeric_only=True)
+    runs = pd.DataFrame(
+        [
+            {"variant": v, "seed": s, "val_bpb": r.loss / r.bytes / math.log(2)}
+            for (v, s), r in per_run.iterrows()
+        ]
+    )
+    both = A.bpb_intervals(runs, units, n_boot=500).set_index("variant")
+    assert both.loc["a", "val_bpb"] == pytest.approx(table.loc["a", "bpb"])
+    assert (
+        both.loc["a", "text lo"] == pytest.approx(table.loc["a", "lo"])
+        and both.loc["a", "text units"] == "30 documents"
+    )
+    assert both.loc["a", "seed lo"] < both.loc["a", "val_bpb"] < both.loc["a", "seed hi"]
 
 
 def test_shape_gradients_match_finite_differences():

@@ -21,6 +21,7 @@ from mswelu.analysis.bootstrap import (
     MIN_DOCUMENTS,
     bootstrap_bpb,
     bootstrap_units,
+    bpb_intervals,
     paired_bootstrap_gain,
     study_bootstrap,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "architecture_counts",
     "bootstrap_bpb",
     "bootstrap_units",
+    "bpb_intervals",
     "budget_pairs",
     "equal_compute_table",
     "eval_frame",

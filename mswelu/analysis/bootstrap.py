@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mswelu.stats import Interval
+from mswelu.stats import Interval, t_interval
 
 __all__ = [
     "BLOCKS",
     "MIN_DOCUMENTS",
     "UNIT_COLUMNS",
     "bootstrap_bpb",
+    "bpb_intervals",
     "bootstrap_units",
     "paired_bootstrap_gain",
     "study_bootstrap",
@@ -136,3 +137,28 @@ def paired_bootstrap_gain(
     p = loss.sum(1) / nbytes.sum(1) / _LN2
     point = (p[rows_b].mean() - p[rows_o].mean()) / p[rows_b].mean()
     return _percentile((b - o) / b, float(point), level, loss.shape[1])
+
+
+def bpb_intervals(
+    runs: pd.DataFrame, units: pd.DataFrame | None, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """Per variant, the two uncertainties of its val bpb side by side: the t interval over seeds (the text
+    fixed) and the text bootstrap (the seeds fixed; NaN without units), with the units' number and kind."""
+    boot = study_bootstrap(units, n_boot, level, seed).set_index("variant") if units is not None else None
+    rows = []
+    for variant, part in runs.groupby("variant", sort=False):
+        iv = t_interval(part["val_bpb"].to_numpy(float), level)
+        b = boot.loc[variant] if boot is not None and variant in boot.index else None
+        rows.append(
+            {
+                "variant": variant,
+                "val_bpb": iv.mean,
+                "seeds": iv.n,
+                "seed lo": iv.lo,
+                "seed hi": iv.hi,
+                "text lo": float(b["lo"]) if b is not None else math.nan,
+                "text hi": float(b["hi"]) if b is not None else math.nan,
+                "text units": f"{int(b['units'])} {b['kind']}s" if b is not None else "",
+            }
+        )
+    return pd.DataFrame(rows)
