@@ -72,6 +72,8 @@ COLUMNS = [
     "scale",
     "inputs",
 ]
+#: the caveat of every figure read off a curve before its end
+_ONE_SCHEDULE = "read off one cosine run's curve, not runs trained to that budget"
 _TEST_WORDS = {
     "at_least": "at least",
     "at_most": "at most",
@@ -169,7 +171,8 @@ class _Row:
             )
             ok = pairs.dropna(subset=["ours", "base"])
             gains = {int(s): (b - o) / b for s, o, b in zip(ok.seed, ok.ours, ok.base, strict=True)}
-            what = f"at equal {'wall-clock time' if c.view == 'time' else 'model FLOPs'} ({source} tokens/s)"
+            view = "wall-clock time" if c.view == "time" else "model FLOPs"
+            what = f"at equal {view} ({source} tokens/s; {_ONE_SCHEDULE})"
             self.inputs["budgets"] = pairs.to_dict("records")
             if not gains:
                 notes = "; ".join(sorted(set(pairs.note.dropna()) - {""})) or "no curves"
@@ -195,6 +198,7 @@ class _Row:
         scope = str(ok.scope.iloc[0])
         self._what = (
             f"fewer tokens to each seed's own {self.base} final {c.value} ({scope} evaluations), paired"
+            f" ({_ONE_SCHEDULE})"
         )
         self.inputs["values"] = {int(s): float(v) for s, v in zip(ok.seed, ok.speedup, strict=True)}
         return stats.Sample.of(ok.speedup.to_numpy(float))
