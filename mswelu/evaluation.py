@@ -4,6 +4,12 @@ Scored: every window of the val split, or ``sample`` windows spread evenly over 
 time and for every run with the same ``seq_len``, however the batch is split over ranks. Bits per byte
 are the scored tokens' summed loss / ln 2 / the UTF-8 bytes those tokens stand for (a per-token lookup,
 :func:`byte_table`).
+
+With ``per_document`` (the trainer's final whole-split evaluation) the same pass also sums loss, tokens and
+bytes per document of the split (documents end at the data's end-of-text token; a target token belongs to
+the document it continues) and per evaluation window, from per-token losses
+(:func:`mswelu.models.token_losses`): what the text bootstrap of :mod:`mswelu.analysis.bootstrap` resamples.
+Its figures then come from those sums, so they add up exactly to the reported loss.
 """
 
 from __future__ import annotations
@@ -20,11 +26,11 @@ from torch import nn
 
 from mswelu import distributed as du
 from mswelu import parallel
-from mswelu.models import lm_loss
+from mswelu.models import lm_loss, token_losses
 from mswelu.ops.lm_loss import split_window
 from mswelu.progress import log
 
-__all__ = ["Evaluator", "byte_table", "evaluate"]
+__all__ = ["Evaluator", "byte_table", "document_index", "evaluate"]
 
 
 def byte_table(data: Path, meta: dict[str, Any], announce: bool = True) -> tuple[torch.Tensor, float]:
@@ -55,6 +61,16 @@ def byte_table(data: Path, meta: dict[str, Any], announce: bool = True) -> tuple
     return lengths, calibration
 
 
+def document_index(data: Path, meta: dict[str, Any]) -> np.ndarray:
+    """The document of every token position of the val split (int64): the number of end-of-text tokens
+    before it, so that a document's closing end-of-text token is scored as part of it."""
+    from mswelu.data import TokenLoader
+
+    ids = np.asarray(TokenLoader(data, "val", batch_size=1, seq_len=1, mode="sequential").data)
+    ends = ids[:-1] == int(meta["eos_id"])
+    return np.concatenate([[0], np.cumsum(ends, dtype=np.int64)])
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -65,9 +81,12 @@ def evaluate(
     batch_size: int,
     sample: int | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    documents: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """``val_loss``, ``val_ppl``, ``val_bpb``, ``val_tokens`` and ``val_scope`` ("whole split" or
-    "sample") of ``model`` on the val split of ``data``; collective under DDP (every rank calls it)."""
+    "sample") of ``model`` on the val split of ``data``; collective under DDP (every rank calls it). With
+    ``documents`` (:func:`document_index`) also ``documents`` and ``windows``: ``{"loss", "tokens",
+    "bytes"}`` lists per document and per evaluation window."""
     from mswelu.data import TokenLoader
 
     was_training = model.training
@@ -85,26 +104,50 @@ def evaluate(
     lengths, calibration = table
     total = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, tokens, bytes
     mine = 0
-    for window in loader.iter_eval_batches(sample=sample):
+    chosen = loader.eval_windows(seq_len, sample)
+    if documents is not None:  # per document and per window: loss sum, tokens, bytes
+        per_doc = torch.zeros(int(documents[-1]) + 1, 3, dtype=torch.float64)
+        per_window = torch.zeros(len(chosen), 3, dtype=torch.float64)
+    # the loader's order: global batch i holds windows [i * batch_size, (i + 1) * batch_size) of `chosen`,
+    # and this rank yields the batches i = rank, rank + world_size, ...
+    batches = range(info.rank, math.ceil(len(chosen) / batch_size), info.world_size)
+    for i, window in zip(batches, loader.iter_eval_batches(sample=sample), strict=True):
         x, y = split_window(window.to(device))
-        with autocast():
-            loss = lm_loss(model, x, y)
         n = y.numel()
-        total[0] += float(loss) * n
+        nbytes = lengths[y.cpu()].double() * calibration
+        if documents is None:
+            with autocast():
+                loss = lm_loss(model, x, y)
+            total[0] += float(loss) * n
+        else:
+            with autocast():
+                tok = token_losses(model, x, y).double().cpu()
+            total[0] += float(tok.sum())
+            rows = slice(i * batch_size, i * batch_size + y.size(0))
+            positions = chosen[rows][:, None] * seq_len + 1 + np.arange(y.size(1))  # the targets' positions
+            doc = torch.from_numpy(documents[positions].reshape(-1))
+            per_doc.index_add_(
+                0,
+                doc,
+                torch.stack([tok.reshape(-1), torch.ones(n, dtype=torch.float64), nbytes.reshape(-1)], dim=1),
+            )
+            per_window[rows] = torch.stack(
+                [tok.sum(1), torch.full((y.size(0),), float(y.size(1)), dtype=torch.float64), nbytes.sum(1)],
+                dim=1,
+            )
         total[1] += n
-        total[2] += float(lengths[y.cpu()].sum()) * calibration
+        total[2] += float(nbytes.sum())
         mine += 1
     if info.enabled and parallel.is_fsdp(model):
         # a sharded forward is collective: a rank with one batch fewer runs one more, discarded
-        batches = math.ceil(len(loader.eval_windows(seq_len, sample)) / batch_size)
         pad_x, pad_y = split_window(torch.zeros(1, seq_len + 1, dtype=torch.long, device=device))
-        for _ in range(math.ceil(batches / info.world_size) - mine):
+        for _ in range(math.ceil(len(chosen) / batch_size / info.world_size) - mine):
             with autocast():
                 lm_loss(model, pad_x, pad_y)
     model.train(was_training)
     total = du.all_reduce_sum(total, info)
     val_loss = float(total[0] / total[1])
-    return {
+    out = {
         "val_loss": val_loss,
         "val_ppl": math.exp(min(val_loss, 700.0)),
         "val_bpb": float(total[0] / total[2] / math.log(2)) if total[2] > 0 else None,
@@ -113,6 +156,15 @@ def evaluate(
         if sample is not None and sample < len(loader.eval_windows())
         else "whole split",
     }
+    if documents is not None:
+        for key, sums in (("documents", per_doc), ("windows", per_window)):
+            sums = du.all_reduce_sum(sums.to(device), info).cpu()
+            out[key] = {
+                "loss": sums[:, 0].tolist(),
+                "tokens": sums[:, 1].long().tolist(),
+                "bytes": sums[:, 2].tolist(),
+            }
+    return out
 
 
 class Evaluator:
@@ -130,10 +182,15 @@ class Evaluator:
         self.data, self.meta, self.seq_len, self.info, self.autocast = data, meta, seq_len, info, autocast
         self.batch_size = max(batch_size, 1024 // seq_len)  # no gradients: at least 1024 tokens a batch
         self.table: tuple[torch.Tensor, float] | None = None
+        self.documents: np.ndarray | None = None
 
-    def __call__(self, model: nn.Module, sample: int | None = None) -> dict[str, Any]:
+    def __call__(
+        self, model: nn.Module, sample: int | None = None, per_document: bool = False
+    ) -> dict[str, Any]:
         if self.table is None:
             self.table = byte_table(self.data, self.meta, announce=self.info.is_main)
+        if per_document and self.documents is None:
+            self.documents = document_index(self.data, self.meta)
         return evaluate(
             model,
             self.data,
@@ -143,4 +200,5 @@ class Evaluator:
             self.batch_size,
             sample=sample,
             autocast=self.autocast,
+            documents=self.documents if per_document else None,
         )

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mswelu.baselines import BASELINES, DEFAULT_REFERENCE, build_baseline
 from mswelu.configuration import PRESETS, MambaSWELUConfig
 from mswelu.errors import with_nearest
 from mswelu.modules.mixers import mixer_spec
-from mswelu.ops.lm_loss import next_token_loss
+from mswelu.ops.lm_loss import CHUNK_BYTES, next_token_loss
 
 __all__ = [
     "build_model",
@@ -29,6 +31,7 @@ __all__ = [
     "preset_parameter_count",
     "shape_slots",
     "shape_values",
+    "token_losses",
     "unwrap",
 ]
 
@@ -53,6 +56,38 @@ def lm_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     if isinstance(unwrap(model), MambaSWELUForCausalLM):
         return model(input_ids=inputs, targets=targets).loss
     return next_token_loss(model(input_ids=inputs).logits, targets)
+
+
+@torch.no_grad()
+def token_losses(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-token next-token cross-entropy (nats, fp32, the shape of ``targets``), for the final evaluation's
+    per-document sums (:mod:`mswelu.evaluation`). Our models: one pass of the backbone, then the LM head and
+    the loss a chunk of tokens at a time (at most :data:`~mswelu.ops.lm_loss.CHUNK_BYTES` of fp32 logits;
+    the head runs in the autocast dtype as the fused loss's does); others: from their logits, a few rows at a
+    time. No gradients."""
+    from mswelu.modeling import MambaSWELUForCausalLM
+
+    bare = unwrap(model)
+    vocab = int(bare.config.vocab_size)
+    if isinstance(bare, MambaSWELUForCausalLM):
+        hidden, _ = bare.backbone(input_ids=inputs)
+        flat, tgt = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1).to(torch.long)
+        rows = max(1, CHUNK_BYTES // (4 * vocab))
+        out = [
+            F.cross_entropy(bare.lm_head(flat[i : i + rows]).float(), tgt[i : i + rows], reduction="none")
+            for i in range(0, flat.size(0), rows)
+        ]
+        return torch.cat(out).view(targets.shape)
+    rows = max(1, CHUNK_BYTES // (4 * vocab * max(1, inputs.size(1))))
+    out = []
+    for i in range(0, inputs.size(0), rows):
+        logits = model(input_ids=inputs[i : i + rows]).logits.float()
+        out.append(
+            F.cross_entropy(
+                logits.reshape(-1, vocab), targets[i : i + rows].reshape(-1).long(), reduction="none"
+            )
+        )
+    return torch.cat(out).view(targets.shape)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -12,6 +12,8 @@
     <run>/notebook.ipynb     the executed notebook of its first finished execution (notebook 03 under
                              papermill), so that a later execution's output path cannot lose it
     <run>/tasks.json         downstream task scores (``python -m mswelu.evaluate tasks``), any time after
+    <run>/eval_documents.json  the final whole-split evaluation per document and per window (loss sum,
+                             tokens, bytes: the text bootstrap's units), written with the final evaluation
 
 Nothing else in the package spells these names. The model of a run is ``final/``, or else the weights of
 its newest complete checkpoint (an interrupted run), built from the model config recorded with them.
@@ -41,6 +43,7 @@ from mswelu.progress import log
 __all__ = [
     "CHECKPOINTS",
     "CONFIG",
+    "DOCUMENTS",
     "FINAL",
     "METRICS",
     "NOTEBOOK",
@@ -64,6 +67,7 @@ __all__ = [
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+DOCUMENTS = "eval_documents.json"
 FINAL = "final"
 CHECKPOINTS = "checkpoints"
 NOTEBOOK = "notebook.ipynb"
@@ -172,6 +176,13 @@ class RunWriter:
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, dict(summary))
 
+    def write_documents(self, step: int, tokens: int, result: Mapping[str, Any]) -> None:
+        """The final evaluation's sums per document and per window (:data:`DOCUMENTS`)."""
+        keep = ("val_loss", "val_bpb", "val_tokens", "val_scope", "documents", "windows")
+        atomic_write_json(
+            self.path / DOCUMENTS, {"step": step, "tokens": tokens, **{k: result[k] for k in keep}}
+        )
+
     def save_final(self, model: Any, extra: Callable[[Path], None] | None = None) -> Path:
         """``model.save_pretrained`` into ``final/`` through a temporary folder and a rename;
         ``extra(folder)`` adds files (tokenizer, model card: :mod:`mswelu.hub`) before the rename."""
@@ -267,7 +278,7 @@ class RunData:
 
     def shape(self, param: str = "k") -> pd.DataFrame:
         """One shape parameter (``k``, ``beta``, ``lambda``, ...) per logged step, one column per slot."""
-        return analysis.k_trajectories(self.records, key=param)
+        return analysis.shape_trajectories(self.records, param)
 
     def shape_params(self) -> list[str]:
         """The shape parameters this run logged, those that learned first (``["k", "lambda"]`` for SWELU)."""
@@ -292,6 +303,12 @@ class RunData:
         }
         names |= {n for p in shape_param_names() for n in ((self.summary or {}).get(p) or {})}
         return slot_records(self.config.get("_shape_slots"), sorted(names))
+
+    @property
+    def documents(self) -> dict[str, Any] | None:
+        """The final evaluation per document and per window (``eval_documents.json``), or None for a run
+        written before it existed (or not finished)."""
+        return read_json(self.path / DOCUMENTS)
 
     @property
     def model_dir(self) -> Path | None:

@@ -198,12 +198,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss_value, "grad_norm": grad_norm, "lr": lrs, "finite": finite}
 
-    def evaluate(self, whole_split: bool = False) -> dict[str, Any]:
+    def evaluate(self, whole_split: bool = False, per_document: bool = False) -> dict[str, Any]:
         """Validation on the whole split (``whole_split`` or ``eval_batches=0``), else on ``eval_batches x
-        batch_size`` windows spread over it (see :mod:`mswelu.evaluation`)."""
+        batch_size`` windows spread over it (see :mod:`mswelu.evaluation`); ``per_document`` adds the sums
+        per document and window."""
         cfg = self.cfg
         sample = None if whole_split or not cfg.eval_batches else cfg.eval_batches * cfg.batch_size
-        self.last_val = self.evaluator(self.eval_model, sample=sample)
+        self.last_val = self.evaluator(self.eval_model, sample=sample, per_document=per_document)
         return self.last_val
 
     def request_stop(self, reason: str = "request") -> None:
@@ -365,7 +366,13 @@ class Trainer:
         self.progress.step(self.step, last["loss"], rate)
 
     def _eval_and_log(self, whole_split: bool = False) -> None:
-        result = self.evaluate(whole_split=whole_split)
+        result = self.evaluate(
+            whole_split=whole_split, per_document=whole_split
+        )  # the final one: per document
+        if whole_split and self.info.is_main:
+            self.run_dir.write_documents(self.step, self.tokens, result)
+        result = {k: v for k, v in result.items() if k not in ("documents", "windows")}
+        self.last_val = result
         self._emit("eval", {"step": self.step, **result})
         self._record({"step": self.step, "tokens": self.tokens, **result})
         self.progress.eval(self.step, result["val_loss"], result["val_bpb"])

@@ -25,7 +25,17 @@ LAYERS = [
     ],
     ["ops"],
     ["modules"],
-    ["configuration", "modeling", "convert", "baselines", "models", "data", "analysis", "shape_gradients"],
+    [
+        "configuration",
+        "modeling",
+        "convert",
+        "baselines",
+        "models",
+        "flops",
+        "data",
+        "analysis",
+        "shape_gradients",
+    ],
     [
         "optim",
         "schedule",

@@ -294,10 +294,21 @@ def compared(workdir) -> dict:
 def test_05_baselines(compared):
     m = compared["metrics"]
     assert m["models"] == 6 and m["tokens"] == 3 * 2 * 16
-    assert set(m["claims"].values()) <= {"supported", "refuted", "inconclusive"}
-    assert len(m["claims"]) == 9 and set(m["claims"].values()) == {"inconclusive"}  # far too short to judge
-    # no fixed-k runs: that claim cannot be judged
-    assert m["claims"]["learnable k 17% better than fixed k"] == "inconclusive"
+    # two seeds: nothing is decided; the premises and treatments that fail say "not tested"
+    assert len(m["claims"]) == 9 and set(m["claims"].values()) <= {"inconclusive", "not tested"}
+    assert m["claims"]['loss 4.6 "at 20%" of training'] == "not tested"  # not SlimPajama
+    # no fixed-k runs, and k barely moved in 3 steps: that claim cannot be judged
+    assert m["claims"]["learnable k 17% better than fixed k"] in ("inconclusive", "not tested")
+    # the study's data and its rows, recomputable from the file alone
+    from mswelu import analysis
+
+    again = analysis.recompute(compared)
+    assert dict(zip(again.claim, again.verdict, strict=True)) == m["claims"]
+    assert {(r["variant"], r["seed"]) for r in m["study"]["runs"]} == {
+        (v, s) for v in ("swelu", "silu", "gpt2") for s in (0, 1)
+    }
+    assert {r["scope"] for r in m["study"]["curves"]} == {"sample", "whole split"}
+    assert {r["param"] for r in m["study"]["shapes"] if r["variant"] == "swelu"} >= {"k"}
     assert {"swelu_val_loss", "silu_val_loss", "gpt2_val_loss"} <= set(m)
     # every model's final figures, the per-variant table, the sweep and the claims' reasons
     assert len(m["runs"]) == 6 and all(r["val_bpb"] > 0 and r["wall_time_s"] > 0 for r in m["runs"])

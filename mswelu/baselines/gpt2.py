@@ -17,6 +17,17 @@ def parameter_count(d: int, n_layer: int, vocab_size: int, n_ctx: int, tied: boo
     return n + (0 if tied else vocab_size * d)
 
 
+def flops_per_token(config: Any, seq_len: int, causal: bool = True) -> float:
+    """Forward model FLOPs per token of a built model's config: per block the q/k/v/out projections, the
+    scores and weighted sum over the context (causal: (seq_len + 1) / 2 keys on average) and the MLP, then
+    the LM head; 2 per multiply-add (see :mod:`mswelu.flops`)."""
+    d, n_layer = config.n_embd, config.n_layer
+    ff = getattr(config, "n_inner", None) or 4 * d
+    ctx = (seq_len + 1) / 2 if causal else seq_len
+    block = 2 * 4 * d * d + 4 * d * ctx + 2 * 2 * d * ff
+    return float(n_layer * block + 2 * d * config.vocab_size)
+
+
 def config_keys() -> set[str]:
     """Every key of the family's config (what ``model`` overrides may set)."""
     from transformers import GPT2Config

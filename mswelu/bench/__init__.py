@@ -14,4 +14,5 @@ BENCHMARKS = {
     "train": "mswelu.bench.train",
     "dtype": "mswelu.bench.dtype",
     "mamba2": "mswelu.bench.mamba2",
+    "throughput": "mswelu.bench.throughput",
 }

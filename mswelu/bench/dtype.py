@@ -1,7 +1,7 @@
 """Does bf16 autocast train the same model as fp32 on this CPU? Real training runs, paired by seed.
 
 ``python -m mswelu.bench dtype [--preset small] [--tokenizer bpe:4096] [--steps 60] [--batch-size 8]
-[--seq-len 256] [--lr 2e-3] [--optimizer adamw] [--seeds 0,1,2] [--set dense_residual=true] [--json]
+[--seq-len 256] [--lr 2e-3] [--optimizer adamw] [--seeds 0,1,2,3,4] [--set dense_residual=true] [--json]
 [--out FILE]``
 
 For every seed the trainer runs twice on the embedded corpus, identical but for ``dtype`` (``fp32``,
@@ -13,8 +13,9 @@ its end (and at the fractions in ``--eval-at``), in its own dtype. Reported:
 - the noise floor: the seed-to-seed standard deviation of the fp32 final losses;
 - ``equal``: true when the interval of the difference contains 0 (no systematic effect of bf16 is
   detectable) and its mean is within +/- the noise floor (bf16 moves the result by less than changing
-  the seed does). This is not an equivalence proof: with 3 seeds the interval is wide (t = 4.30), and a
-  bias smaller than its half-width is not ruled out; more ``--seeds`` narrow it. (This measurement is
+  the seed does). This is not an equivalence proof: with 3 seeds the interval is wide (t = 4.30; the
+  default 5 seeds, :data:`mswelu.stats.DEFAULT_SEEDS`: t = 2.78), and a bias smaller than its half-width is
+  not ruled out; more ``--seeds`` narrow it. (This measurement is
   why ``dtype="auto"`` uses bf16 on CPUs with native bf16: :func:`mswelu.train_config.cpu_has_native_bf16`;
   ``benchmarks/results/`` holds the committed runs.)
 
@@ -35,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from mswelu.stats import DEFAULT_SEEDS
+
 DTYPES = ("fp32", "bf16")
 
 
@@ -52,7 +55,7 @@ def run(
     batch_size: int = 8,
     seq_len: int = 256,
     lr: float = 2e-3,
-    seeds: tuple[int, ...] = (0, 1, 2),
+    seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS)),
     model: dict[str, Any] | None = None,
     eval_at: tuple[float, ...] = (0.5,),
     optimizer: str = "adamw",
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--optimizer", default="adamw", help="adamw | muon")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default=",".join(str(s) for s in range(DEFAULT_SEEDS)))
     p.add_argument("--eval-at", default="0.5", help="comma-separated fractions of training (besides the end)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
     p.add_argument("--json", action="store_true")

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from mswelu import analysis
+from mswelu.modules.slots import slot_records
 from mswelu.runs import RunData
 
 __all__ = [
@@ -83,69 +84,88 @@ def plot_loss(
     return _finish(fig, ax, x, "cross-entropy (nats/token)", title or "loss", fontsize=8)
 
 
-def plot_k_trajectories(k: pd.DataFrame, ax: Any = None, title: str = "SWELU k during training") -> Any:
-    """One line per activation; colour by group (in-mixer, post-mixer, dense), shade by depth."""
+def plot_k_trajectories(
+    k: pd.DataFrame,
+    ax: Any = None,
+    title: str | None = None,
+    slots: Mapping[str, Any] | None = None,
+    param: str = "k",
+) -> Any:
+    """One line per slot of a shape parameter per logged step (a run's ``run.shape(param)``; ``k`` by
+    default, ``beta`` for Swish); colour by slot group (from ``slots``, the run's ``run.slots``; a run
+    from before slot records: read from the names), shade by depth."""
     fig, ax = _figure_and_axes(ax, (7, 4))
+    group_of = analysis.slot_groups([str(c) for c in k.columns], slots)
     groups: dict[str, list[str]] = {}
     for col in k.columns:
-        groups.setdefault(analysis.classify_k(col)[0], []).append(col)
+        groups.setdefault(group_of[str(col)], []).append(col)
     for group, cols in groups.items():
         for j, col in enumerate(cols):
             shade = 0.45 + 0.5 * (j + 1) / (len(cols) + 1)
             ax.plot(k.index, k[col], color=_slot_colour(group, shade), lw=1.2, label=col)
-    ax.axhline(1.0, color="k", lw=0.6, ls=":")
-    return _finish(fig, ax, "step", "k", title, fontsize=7, ncol=2 if len(k.columns) > 8 else 1)
+    if len(k.columns):
+        records = slot_records([r.to_dict() for r in (slots or {}).values()], [str(c) for c in k.columns])
+        init = {analysis.initial_value(records[str(c)], param) for c in k.columns}
+        for value in init:
+            ax.axhline(value, color="k", lw=0.6, ls=":")
+    title = title or f"{param} during training"
+    return _finish(fig, ax, "step", param, title, fontsize=7, ncol=2 if len(k.columns) > 8 else 1)
 
 
-def plot_study_k(runs_by_variant: Mapping[str, Mapping[int, RunData]]) -> Any:
-    """One panel per variant: k per step averaged over layers per slot type, one line per seed, with the
-    seeds' claimed final range per slot type as a band of the same colour."""
+def plot_study_k(runs_by_variant: Mapping[str, Mapping[int, RunData]], param: str = "k") -> Any:
+    """One panel per variant: ``param`` per step averaged over layers per slot group, one line per seed, with
+    the seeds' claimed final k range per slot group as a band of the same colour."""
     variants = [v for v, runs in runs_by_variant.items() if runs]
     fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(5 * max(1, len(variants)), 4), squeeze=False)
     for ax, variant in zip(axes[0], variants, strict=False):
         shown: set[str] = set()
         for _, run in sorted(runs_by_variant[variant].items()):
-            slots = analysis.k_slot_trajectories(run.k)
-            for group in slots.columns:
+            groups = analysis.shape_group_trajectories(run.shape(param), run.slots)
+            for group in groups.columns:
                 label = group if group not in shown else None
-                ax.plot(slots.index, slots[group], color=_slot_colour(group), lw=1.2, label=label)
+                ax.plot(groups.index, groups[group], color=_slot_colour(group), lw=1.2, label=label)
                 shown.add(group)
-        for group in shown:
-            lo, hi = analysis.SEED_CLAIMS["k_ranges"].get(group, (None, None))
+        for group in shown if param == "k" else ():
+            lo, hi = analysis.SEED_K_RANGES.get(group, (None, None))
             if lo is not None:
                 ax.axhspan(lo, hi, color=_slot_colour(group), alpha=0.12)
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set(
             xlabel="step",
-            ylabel="mean k over layers",
+            ylabel=f"mean {param} over layers",
             title=f"{variant} ({len(runs_by_variant[variant])} seeds)",
         )
         ax.grid(alpha=0.3)
         if shown:
-            ax.legend(fontsize=8, title="slot (band: seeds' claim)", title_fontsize=8)
+            band = " (band: seeds' claim)" if param == "k" else ""
+            ax.legend(fontsize=8, title=f"slot{band}", title_fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_activation_shapes(
-    k_values: Mapping[str, Any],
+    values: Mapping[str, Any],
     z: Sequence[float] | None = None,
     ax: Any = None,
     title: str = "learned activations vs SiLU",
+    slots: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Each learned SWELU over z (colour by group as in :func:`plot_k_trajectories`) with SiLU in black."""
-    curves = analysis.activation_curves(k_values, z)
+    """Each slot's learned activation over z (SWELU at its k, Swish at its beta, ...; the kind from
+    ``slots``), coloured by group as in :func:`plot_k_trajectories`, with SiLU in black. ``values`` maps a
+    slot to its shape values (``{"k": ..}``, ``{"beta": ..}``) or a bare k."""
+    curves = analysis.activation_curves(values, slots, z)
+    group_of = analysis.slot_groups(list(values), slots)
     fig, ax = _figure_and_axes(ax, (7, 4))
     names = [c for c in curves.columns if c != "silu"]
     for j, col in enumerate(names):
-        group = analysis.classify_k(col)[0]
-        k = k_values[col]["k"] if isinstance(k_values[col], Mapping) else k_values[col]
+        shape = values[col] if isinstance(values[col], Mapping) else {"k": values[col]}
+        shown = ", ".join(f"{p}={float(v):.2f}" for p, v in shape.items() if p != "lambda" or float(v) != 1.0)
         ax.plot(
             curves.index,
             curves[col],
-            color=_slot_colour(group, 0.5 + 0.4 * (j + 1) / (len(names) + 1)),
+            color=_slot_colour(group_of[col], 0.5 + 0.4 * (j + 1) / (len(names) + 1)),
             lw=1.1,
-            label=f"{col} (k={float(k):.2f})",
+            label=f"{col} ({shown})",
         )
     ax.plot(curves.index, curves["silu"], color="k", lw=1.8, label="SiLU")
     ax.axhline(0, color="k", lw=0.4)

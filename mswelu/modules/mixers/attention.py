@@ -53,6 +53,16 @@ class AttentionBlock(nn.Module):
             count += activation_parameter_count(config)
         return count
 
+    @classmethod
+    def flops_per_token(cls, config: Any, seq_len: int, causal: bool = True) -> float:
+        """q, k, v and out projections, the scores and the weighted sum over the context (causal: a query
+        at position t sees t + 1 keys, (seq_len + 1) / 2 on average; ``causal=False`` counts seq_len, the
+        convention of MFU figures), and the MLP; 2 FLOPs per multiply-add."""
+        d = config.d_model
+        ctx = (seq_len + 1) / 2 if causal else seq_len
+        mlp = 2 * 2 * d * config.attn_mlp_expand * d
+        return float(2 * 4 * d * d + 4 * d * ctx + mlp)
+
     def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         kv = None if state is None else [state.get("k"), state.get("v")]
         x = x + self.drop(self.attn(self.norm(x), kv_cache=kv))

@@ -46,6 +46,14 @@ class Mamba1Block(SSMBlock):
         count += di * n + di  # A_log, D
         return count + d * di + d * bias  # out_proj
 
+    @staticmethod
+    def mixer_flops_per_token(config: Any, seq_len: int) -> float:
+        """in_proj, depthwise conv, x_proj, dt_proj, out_proj (2 per multiply-add) and the selective scan:
+        8 per channel and state (exp(delta A), delta B u, the state update, C h) plus the D skip."""
+        d, n, di, r = config.d_model, config.d_state, config.d_inner, config.resolved_dt_rank
+        matmuls = 2 * d * 2 * di + 2 * di * config.d_conv + 2 * di * (r + 2 * n) + 2 * r * di + 2 * di * d
+        return float(matmuls + 8 * di * n + 2 * di)
+
 
 MAMBA1 = register_mixer(
     Mixer(

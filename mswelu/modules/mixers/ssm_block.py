@@ -26,8 +26,8 @@ __all__ = ["SSMBlock"]
 
 
 class SSMBlock(nn.Module):
-    """``x + dropout(post_act(mixer(norm(x))))``; subclasses implement :meth:`build_mixer` and
-    :meth:`mixer_parameter_count`."""
+    """``x + dropout(post_act(mixer(norm(x))))``; subclasses implement :meth:`build_mixer`,
+    :meth:`mixer_parameter_count` and :meth:`mixer_flops_per_token`."""
 
     residual_writes: ClassVar[int] = 1
     mixer_name: ClassVar[str] = ""
@@ -54,6 +54,17 @@ class SSMBlock(nn.Module):
     def mixer_parameter_count(config: Any) -> int:
         """The mixer's own weights (activations not included)."""
         raise NotImplementedError
+
+    @staticmethod
+    def mixer_flops_per_token(config: Any, seq_len: int) -> float:
+        """Forward FLOPs of the mixer per token (matmuls, conv and scan; see :mod:`mswelu.flops`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def flops_per_token(cls, config: Any, seq_len: int) -> float:
+        """Forward model FLOPs per token of the block: its mixer's (norms and activations are elementwise
+        and not counted, see :mod:`mswelu.flops`)."""
+        return float(cls.mixer_flops_per_token(config, seq_len))
 
     @classmethod
     def parameter_count(cls, config: Any) -> int:

@@ -1,0 +1,278 @@
+"""A claim is a spec: what it compares, the claimed effect and its test, the scale at which it is
+comparable, the premises and the treatment it needs, and the view it uses.
+:func:`mswelu.analysis.verdicts.evaluate_claims` is the one evaluator that turns specs and a study's data
+into rows.
+
+Adding a claim is one :class:`Claim` in a list (e.g. the next study's "shape vs learning" rows:
+``Claim("learnable Swish-beta better than SiLU", ..., measure="gain", test="at_least", effect=0.0,
+ours="mamba-swish", base="mamba", moved=SHAPE_MOVED, param="beta")``); nothing else changes.
+
+The judgement calls, stated once (each spec's ``note`` repeats the one it uses):
+
+- **Comparable scale**: a claim made at P parameters and T tokens is comparable when the study's models
+  have at least :data:`COMPARABLE_FRACTION` of both (a factor of two either way is the same scale in
+  scaling-law terms; three orders of magnitude is not).
+- **The treatment happened**: a claim about what learning a shape does is judged only if the learnable
+  parameter moved, on average over the learnable slots and seeds, by at least :data:`SHAPE_MOVED` = 0.1
+  from its initial value. At |k - 1| = 0.1 SWELU's curve differs from k = 1 by at most 0.026 (its output
+  range is (-1, 1)); the seeds report a mean deviation of 0.39 (a difference of up to 0.24). Below the
+  threshold the learnable and the fixed model are nearly the same function by construction.
+- **"Comparable to GPT-2"**: two-sided equivalence within +-5% loss (TOST), not a one-sided bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from mswelu.analysis.shapes import SEED_K_RANGES
+from mswelu.stats import TESTS
+
+__all__ = [
+    "COMPARABLE_FRACTION",
+    "COMPUTE_CLAIMS",
+    "COUNT_CLAIMS",
+    "DEFAULT_COMPARE",
+    "MEASURES",
+    "SEED_CLAIMS",
+    "SEED_PARAMETERS",
+    "SEED_TOKENS",
+    "SHAPE_MOVED",
+    "Claim",
+    "resolve",
+]
+
+#: what the seeds' runs really saw: 757,500 micro-batches x 4 x 1024 tokens (not the 12.4B they state)
+SEED_TOKENS = 757_500 * 4 * 1024
+#: the seeds' stated model size
+SEED_PARAMETERS = 124_000_000
+#: a study is at a claim's scale when its models reach this fraction of the claim's tokens and parameters
+COMPARABLE_FRACTION = 0.5
+#: the smallest mean |value - init| of a learnable shape parameter for its claim to count as tested
+SHAPE_MOVED = 0.1
+#: what a measure reads: a paired relative gain of ``value`` (``(base - ours) / base``, positive = ours
+#: lower), paired convergence (fewer tokens to the baseline's own final loss), ``value`` at a fraction of
+#: training, the mean final shape value of a slot group, the mean |shape - init|, or an exact count
+MEASURES = ("gain", "convergence", "loss_at", "shape", "shape_moved", "count")
+#: the roles the seed claims name, mapped to variants; the reference pair answers the workbook's question
+#: (``shapes``: the variant whose k the seeds' k tables are compared with: the seed architecture's)
+DEFAULT_COMPARE = {
+    "swelu": "mamba-swelu",
+    "silu": "mamba",
+    "fixed": "mamba-swelu-fixed",
+    "transformer": "gpt2",
+    "shapes": "swelu",
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim to judge.
+
+    Attributes:
+        name: the row's label.
+        says: what the source says, in its words.
+        measure: one of :data:`MEASURES`.
+        test: one of :data:`mswelu.stats.TESTS` (at_least, at_most, range, equivalent, not_worse).
+        effect: the claimed effect: a bound, a ``(lo, hi)`` range, or the margin of an equivalence /
+            non-inferiority test; relative for gains and convergence (0.22 = 22%), in units otherwise.
+        ours, base: the variants compared (a role of the study's ``compare``, or a variant name); ``base``
+            only for gains and convergence.
+        value: the figure compared (``val_loss``, ``val_bpb``).
+        view: ``tokens`` (equal training tokens), ``time`` (equal wall-clock at the side-by-side measured
+            tokens/s) or ``flops`` (equal model FLOPs); the seeds' claims are per step: tokens.
+        fraction: ``loss_at``: the fraction of training the value is read at.
+        param, group: the shape parameter and slot group (``""``: every slot) of shape measures and of the
+            treatment check.
+        scale_params, scale_tokens: the scale the claim was made at (0: any scale).
+        moved: the treatment check: ``ours``' learnable ``param`` (in ``group``) must have moved at least
+            this much on average (0: no check).
+        requires: premises on the study's context, ``(key, value)`` pairs (``("tokenizer", "gpt2")``); a
+            context value must contain the required text.
+        count: ``count`` measures: the key of the counted quantity.
+        note: how the spec reads the claim where that took a judgement.
+    """
+
+    name: str
+    says: str
+    measure: str
+    test: str
+    effect: float | tuple[float, float]
+    ours: str = "swelu"
+    base: str = ""
+    value: str = "val_loss"
+    view: str = "tokens"
+    fraction: float = 1.0
+    param: str = "k"
+    group: str = ""
+    scale_params: float = 0.0
+    scale_tokens: float = 0.0
+    moved: float = 0.0
+    requires: tuple[tuple[str, str], ...] = ()
+    count: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.measure not in MEASURES:
+            raise ValueError(
+                f"unknown measure {self.measure!r} in claim {self.name!r}: expected one of {MEASURES}"
+            )
+        if self.test not in TESTS:
+            raise ValueError(f"unknown test {self.test!r} in claim {self.name!r}: expected one of {TESTS}")
+        if self.view not in ("tokens", "time", "flops"):
+            raise ValueError(f"unknown view {self.view!r} in claim {self.name!r}: tokens, time or flops")
+        if self.measure in ("gain", "convergence") and not self.base:
+            raise ValueError(f"claim {self.name!r} compares two variants: give base")
+        if isinstance(self.effect, list):
+            object.__setattr__(self, "effect", tuple(self.effect))
+        object.__setattr__(self, "requires", tuple(tuple(r) for r in self.requires))
+
+    @property
+    def relative(self) -> bool:
+        """Whether the effect is a relative one (printed in %)."""
+        return self.measure in ("gain", "convergence")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["effect"] = list(self.effect) if isinstance(self.effect, tuple) else self.effect
+        d["requires"] = [list(r) for r in self.requires]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Claim:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if isinstance(kw.get("effect"), list):
+            kw["effect"] = tuple(kw["effect"])
+        kw["requires"] = tuple(tuple(r) for r in kw.get("requires") or ())
+        return cls(**kw)
+
+
+def resolve(role: str, compare: Mapping[str, str] | None) -> str:
+    """The variant a claim's role names in a study (a name that is no role is a variant name)."""
+    return str((compare or {}).get(role, role)) if role else ""
+
+
+_SCALE = {"scale_params": SEED_PARAMETERS, "scale_tokens": SEED_TOKENS}
+_MOVED_NOTE = (
+    f"judged only if the learnable k moved >= {SHAPE_MOVED} from init on average (the seeds report 0.39)"
+)
+_K_CLAIMS = tuple(
+    Claim(
+        f"{g} k end at {lo:.2f}-{hi:.2f}",
+        f"final {g} k {lo:.2f}-{hi:.2f} (over layers)",
+        "shape",
+        "range",
+        (lo, hi),
+        ours="shapes",
+        group=g,
+        moved=SHAPE_MOVED,
+        note=_MOVED_NOTE + "; the range is the seeds' table's, over layers",
+        **_SCALE,
+    )
+    for g, (lo, hi) in SEED_K_RANGES.items()
+)
+
+#: the seed documents' claims about trained models, as specs
+SEED_CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "SWELU 22% better than SiLU",
+        "22% lower loss",
+        "gain",
+        "at_least",
+        0.22,
+        ours="swelu",
+        base="silu",
+        **_SCALE,
+    ),
+    Claim(
+        "learnable k 17% better than fixed k",
+        "17% lower loss",
+        "gain",
+        "at_least",
+        0.17,
+        ours="swelu",
+        base="fixed",
+        moved=SHAPE_MOVED,
+        note=_MOVED_NOTE,
+        **_SCALE,
+    ),
+    Claim(
+        'loss 4.6 "at 20%" of training',
+        "train loss 4.6 at 20% (SlimPajama, GPT-2 tokenizer)",
+        "loss_at",
+        "at_most",
+        4.6,
+        ours="swelu",
+        fraction=0.2,
+        requires=(("data", "slimpajama"), ("tokenizer", "gpt2")),
+        note="a loss compares only on the same data and tokenizer",
+        **_SCALE,
+    ),
+    Claim(
+        "30-40% faster convergence than SiLU",
+        "30%-40% fewer tokens to a given loss",
+        "convergence",
+        "range",
+        (0.30, 0.40),
+        ours="swelu",
+        base="silu",
+        note="the target is each seed's own SiLU run's final loss, at the scope of that evaluation",
+        **_SCALE,
+    ),
+    Claim(
+        "comparable to GPT-2",
+        "on par with a GPT-2 of the same size",
+        "gain",
+        "equivalent",
+        0.05,
+        ours="swelu",
+        base="transformer",
+        note="read as: within +-5% loss of GPT-2, two-sided (TOST); better by more than 5% is not 'on par'",
+        **_SCALE,
+    ),
+    *_K_CLAIMS,
+    Claim(
+        "k move 0.39 from init on average",
+        "mean |k - 1| = 0.39",
+        "shape_moved",
+        "range",
+        (0.39 * 0.75, 0.39 * 1.25),
+        ours="shapes",
+        note="'0.39' judged as 0.29-0.49 (+-25%)",
+        **_SCALE,
+    ),
+)
+
+#: the seeds' counts, checked on the architecture they specify (no training, no interval)
+COUNT_CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "124M parameters",
+        "124M parameters",
+        "count",
+        "range",
+        (SEED_PARAMETERS * 0.99, SEED_PARAMETERS * 1.01),
+        count="parameters",
+        note="within 1% of the stated count",
+    ),
+    Claim("15 learnable k", "15 learnable k", "count", "range", (15.0, 15.0), count="learnable_k"),
+)
+
+#: the main pair at equal compute (issue 27: practitioners compare at equal time or FLOPs; the seeds'
+#: claims are per step and stay at equal tokens): is learnable SWELU better than SiLU at all, at equal
+#: wall-clock time (the tokens/s measured side by side) and at equal model FLOPs?
+COMPUTE_CLAIMS: tuple[Claim, ...] = tuple(
+    Claim(
+        f"SWELU better than SiLU at equal {what}",
+        "(not a seed claim: the same pair at equal compute)",
+        "gain",
+        "at_least",
+        0.0,
+        ours="swelu",
+        base="silu",
+        view=view,
+        note="any improvement counts; the row's MDE says what the study could resolve",
+    )
+    for view, what in (("time", "wall-clock time"), ("flops", "model FLOPs"))
+)

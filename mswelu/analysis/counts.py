@@ -1,0 +1,30 @@
+"""The seeds' counts (124M parameters, 15 learnable k) on the architecture they specify: counted on the
+``seed-124m`` preset with the real Mamba-1 mixer (GPT-2 vocabulary, context 1024), no training, and judged by
+the same evaluator as every other claim (:data:`~mswelu.analysis.claims.COUNT_CLAIMS`)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mswelu.analysis.claims import COUNT_CLAIMS
+from mswelu.analysis.verdicts import evaluate_claims
+
+__all__ = ["architecture_claims", "architecture_counts"]
+
+
+def architecture_counts() -> dict[str, float]:
+    """``{"parameters": ..., "learnable_k": ...}`` of ``seed-124m`` as specified (tied head counted once)."""
+    import torch
+
+    from mswelu.configuration import MambaSWELUConfig
+    from mswelu.modeling import MambaSWELUForCausalLM, parameter_count
+
+    cfg = MambaSWELUConfig.for_run("seed-124m", 50257, 1024)
+    with torch.device("meta"):
+        n_k = MambaSWELUForCausalLM(cfg).num_shape_slots(learnable_only=True)
+    return {"parameters": float(parameter_count(cfg)), "learnable_k": float(n_k)}
+
+
+def architecture_claims() -> pd.DataFrame:
+    """The count claims judged on :func:`architecture_counts` (rows with the claims table's columns)."""
+    return evaluate_claims(COUNT_CLAIMS, counts=architecture_counts())

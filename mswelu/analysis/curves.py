@@ -1,0 +1,200 @@
+"""Reading comparisons off evaluation curves: paired convergence ("fewer tokens to the same loss") and the
+equal-compute views (loss at equal wall-clock time and at equal model FLOPs beside loss at equal tokens).
+
+Rules (issue 27):
+
+- **One scope.** A crossing or an interpolated loss uses evaluations of one scope only (``"whole split"``, or
+  the same sampled windows throughout: :func:`~mswelu.analysis.frames.scope_curve`); by default the scope of
+  the baseline's final evaluation. Evaluations of another scope are other measurements and are never mixed.
+- **Paired targets.** Each seed's target is its own baseline run's final loss at that scope, so the
+  baseline always reaches it (at its last evaluation, or earlier).
+- **Censoring, flagged.** A run that never reaches the target within its curve gives a bound, not a value:
+  ours never reaching it gives an *upper* bound on the speed-up; a crossing before the first evaluation of
+  the scope, a *lower* bound; a baseline that never reaches a given (not its own) target, a lower bound too.
+  The verdict keeps a bound only where its direction cannot overturn it
+  (:func:`mswelu.analysis.verdicts.evaluate_claims`).
+- **A caveat that stays.** Points read off one run's curve are not the losses of runs trained to those
+  budgets (a cosine schedule anneals only at its end); the views compare like with like, but the numbers are
+  those of one schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from mswelu.analysis.frames import loss_at, scope_curve, tokens_to_reach
+
+__all__ = [
+    "CURVE_COLUMNS",
+    "VIEWS",
+    "budget_pairs",
+    "equal_compute_table",
+    "final_scope",
+    "paired_convergence",
+]
+
+#: a study's curves: one row per evaluation of one model
+CURVE_COLUMNS = ["variant", "seed", "step", "tokens", "val_loss", "val_bpb", "scope"]
+#: the views a comparison can take: equal training tokens, equal wall-clock time, equal model FLOPs
+VIEWS = ("tokens", "time", "flops")
+
+
+def final_scope(curve: pd.DataFrame) -> str | None:
+    """The scope of a curve's last evaluation (its final one)."""
+    if curve.empty or "scope" not in curve.columns:
+        return None
+    last = curve.sort_values(["tokens", "step"]).iloc[-1]["scope"]
+    return None if last is None or (isinstance(last, float) and math.isnan(last)) else str(last)
+
+
+def _curve(curves: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:
+    return curves[(curves.variant == variant) & (curves.seed == seed)]
+
+
+def paired_convergence(
+    curves: pd.DataFrame,
+    ours: str,
+    base: str,
+    value: str = "val_loss",
+    scope: str | None = "auto",
+    target: float | None = None,
+) -> pd.DataFrame:
+    """Per seed both variants have: the target (the baseline's final ``value`` at the scope, or ``target``),
+    the tokens each needs to reach it, the speed-up ``1 - tokens_ours / tokens_base`` and its ``bound``:
+    ``""`` (a value), ``"upper"`` / ``"lower"`` (censored: the true speed-up is at most / at least this), or
+    ``"unknown"`` (both censored: NaN). ``scope="auto"``: the scope of the baseline's final evaluation."""
+    cols = ["seed", "scope", "evals", "target", "tokens_ours", "tokens_base", "speedup", "bound", "note"]
+    rows = []
+    seeds = sorted(
+        set(curves.loc[curves.variant == ours, "seed"]) & set(curves.loc[curves.variant == base, "seed"])
+    )
+    for seed in seeds:
+        b_all, o_all = _curve(curves, base, seed), _curve(curves, ours, seed)
+        s = final_scope(b_all) if scope == "auto" else scope
+        b, o = scope_curve(b_all, s), scope_curve(o_all, s)
+        b, o = b.dropna(subset=[value]), o.dropna(subset=[value])
+        if b.empty or o.empty:
+            rows.append(
+                [seed, s, 0, math.nan, math.nan, math.nan, math.nan, "unknown", f"no {s} evaluations"]
+            )
+            continue
+        goal = float(b[value].iloc[-1]) if target is None else float(target)
+        t_b, t_o = tokens_to_reach(b, goal, y=value), tokens_to_reach(o, goal, y=value)
+        notes, bounds = [], set()
+        for name, c, t in ((ours, o, t_o), (base, b, t_b)):
+            first, end = float(c.tokens.iloc[0]), float(c.tokens.iloc[-1])
+            if not math.isfinite(t):  # right-censored: it needs more than its run
+                bounds.add("upper" if c is o else "lower")
+                notes.append(f"{name} never reached {goal:.4f} within {end:.4g} tokens")
+            elif t <= first and float(c[value].iloc[0]) <= goal:  # left-censored: at or before its first eval
+                bounds.add("lower" if c is o else "upper")
+                notes.append(
+                    f"{name} was at {goal:.4f} or below at its first {s} evaluation ({first:.4g} tokens)"
+                )
+        t_o = t_o if math.isfinite(t_o) else float(o.tokens.iloc[-1])
+        t_b = t_b if math.isfinite(t_b) else float(b.tokens.iloc[-1])
+        bound = "unknown" if len(bounds) == 2 else (bounds.pop() if bounds else "")
+        speedup = 1.0 - t_o / t_b if bound != "unknown" and t_b > 0 else math.nan
+        rows.append([seed, s, min(len(o), len(b)), goal, t_o, t_b, speedup, bound, "; ".join(notes)])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _axis(view: str, variant: str, throughput: Mapping[str, float], flops: Mapping[str, float]) -> float:
+    """Units of the view per training token of ``variant`` (seconds or FLOPs per token); NaN if unknown."""
+    if view == "tokens":
+        return 1.0
+    if view == "time":
+        tps = float(throughput.get(variant, math.nan))
+        return 1.0 / tps if tps > 0 else math.nan
+    if view == "flops":
+        return float(flops.get(variant, math.nan))
+    raise ValueError(f"unknown view {view!r}: expected one of {VIEWS}")
+
+
+def budget_pairs(
+    curves: pd.DataFrame,
+    ours: str,
+    base: str,
+    view: str,
+    throughput: Mapping[str, float],
+    flops: Mapping[str, float],
+    value: str = "val_loss",
+) -> pd.DataFrame:
+    """Per seed: both variants' ``value`` at the same budget of the view (the smaller of the two runs'
+    budgets, read on curves of the final evaluation's scope; the run with the larger budget is read at an
+    earlier evaluation, interpolated; NaN where its curve at that scope does not reach back that far)."""
+    cols = ["seed", "scope", "budget", "ours", "base", "note"]
+    a_o, a_b = _axis(view, ours, throughput, flops), _axis(view, base, throughput, flops)
+    rows = []
+    seeds = sorted(
+        set(curves.loc[curves.variant == ours, "seed"]) & set(curves.loc[curves.variant == base, "seed"])
+    )
+    for seed in seeds:
+        o_all, b_all = _curve(curves, ours, seed), _curve(curves, base, seed)
+        s = final_scope(b_all)
+        o, b = scope_curve(o_all, s).dropna(subset=[value]), scope_curve(b_all, s).dropna(subset=[value])
+        if o.empty or b.empty or not (math.isfinite(a_o) and math.isfinite(a_b)):
+            why = f"no {s} evaluations" if o.empty or b.empty else f"no {view} per token for both variants"
+            rows.append([seed, s, math.nan, math.nan, math.nan, why])
+            continue
+        budget = min(float(o.tokens.iloc[-1]) * a_o, float(b.tokens.iloc[-1]) * a_b)
+        v_o, v_b = loss_at(o, budget / a_o, y=value), loss_at(b, budget / a_b, y=value)
+        note = "" if math.isfinite(v_o) and math.isfinite(v_b) else f"the {s} curve does not reach the budget"
+        rows.append([seed, s, budget, v_o, v_b, note])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def equal_compute_table(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    throughput: Mapping[str, float],
+    flops: Mapping[str, float],
+    value: str = "val_loss",
+    reference: str | None = None,
+) -> pd.DataFrame:
+    """One row per variant: training tokens/s (measured side by side) and relative to ``reference``,
+    training FLOPs per token, the study's token budget in seconds and FLOPs, and the mean over seeds of
+    ``value`` at equal tokens (final), at the common time budget and at the common FLOPs budget (the
+    smallest budget of any variant; NaN where a curve of the final scope does not reach back to it)."""
+    variants = list(dict.fromkeys(runs.variant))
+    reference = reference or (variants[0] if variants else None)
+    tokens = runs.groupby("variant", sort=False).tokens.max()
+    rows = []
+    budgets = {
+        view: min(
+            (float(tokens[v]) * _axis(view, v, throughput, flops) for v in variants),
+            default=math.nan,
+        )
+        for view in ("time", "flops")
+    }
+    for v in variants:
+        at = {}
+        for view in ("time", "flops"):
+            axis = _axis(view, v, throughput, flops)
+            vals = []
+            for seed in sorted(set(runs.loc[runs.variant == v, "seed"])):
+                c = _curve(curves, v, seed)
+                c = scope_curve(c, final_scope(c)).dropna(subset=[value])
+                vals.append(loss_at(c, budgets[view] / axis, y=value) if math.isfinite(axis) else math.nan)
+            at[view] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
+        tps = float(throughput.get(v, math.nan))
+        ref = float(throughput.get(reference, math.nan)) if reference else math.nan
+        rows.append(
+            {
+                "variant": v,
+                "tokens/s": tps,
+                f"tokens/s vs {reference}": tps / ref if ref > 0 else math.nan,
+                "training FLOPs/token": float(flops.get(v, math.nan)),
+                "tokens": float(tokens[v]),
+                "seconds": float(tokens[v]) / tps if tps > 0 else math.nan,
+                "FLOPs": float(tokens[v]) * float(flops.get(v, math.nan)),
+                f"{value} at equal tokens": float(runs.loc[runs.variant == v, value].mean()),
+                f"{value} at equal time": at["time"],
+                f"{value} at equal FLOPs": at["flops"],
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,175 @@
+"""Whether each variant's learning-rate sweep brackets its optimum, and how to extend the grid when it does
+not.
+
+A best lr at the edge of the grid says the variant might do better beyond it, and a comparison between two
+variants is then partly a comparison of how well each grid happened to fit it. The rule: when a variant's
+best lr (lowest final tuning loss; a diverged run never wins) is the grid's largest (smallest) lr, try
+``best * factor`` (``best / factor``) next, until the best lr has a tried neighbour on both sides (a
+diverged neighbour counts: divergence brackets from above), or the bound is reached.
+
+The bound (a judgement, documented here): at most :data:`MAX_EXTENSIONS` = 3 extensions per direction beyond
+the original grid (a factor of 8 at ``factor`` 2) and never outside :data:`LR_BOUNDS`. Each extension costs
+one tuning run per variant; a grid still at its edge after three doublings was centred badly, and a larger
+sweep should be planned rather than walked. Rows that depend on a variant whose optimum is still at an edge
+become inconclusive (:mod:`mswelu.analysis.verdicts`) unless their verdict survives one more grid step, judged
+by :attr:`LrStatus.sensitivity`: under a loss that is convex in log(lr) near its minimum, the next step in the
+same direction improves the loss by at most the last step's improvement.
+
+The lead's loop (notebook 05): ``while todo := extend_lr_grid(sweep, grid): run todo; add its rows to
+sweep``; then ``lr_status(sweep, grid)`` goes into the study's ``metrics.json`` and the verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "FACTOR",
+    "LR_BOUNDS",
+    "MAX_EXTENSIONS",
+    "SWEEP_COLUMNS",
+    "LrStatus",
+    "extend_lr_grid",
+    "lr_status",
+]
+
+#: each extension multiplies (divides) the grid's edge lr by this
+FACTOR = 2.0
+#: extensions per direction beyond the original grid (see the module docstring)
+MAX_EXTENSIONS = 3
+#: no lr is proposed outside this range
+LR_BOUNDS = (1e-6, 1.0)
+#: the columns of a sweep table (one row per variant x lr)
+SWEEP_COLUMNS = ["variant", "lr", "tune_val_loss", "diverged", "run"]
+
+
+@dataclass(frozen=True)
+class LrStatus:
+    """One variant's sweep, read: ``lr`` the best; ``edge`` ``""`` (bracketed), ``"high"`` or ``"low"``
+    (the best is the largest / smallest lr tried); ``sensitivity`` the relative improvement of the tuning
+    loss over the last grid step towards that edge (0 when bracketed); ``next_lr`` the lr to try next
+    (None when bracketed or at the bound); ``reason`` in words."""
+
+    variant: str
+    lr: float
+    tried: tuple[float, ...]
+    edge: str
+    sensitivity: float
+    next_lr: float | None
+    reason: str
+
+    @property
+    def interior(self) -> bool:
+        return self.edge == ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tried": list(self.tried), "interior": self.interior}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LrStatus:
+        return cls(
+            str(d["variant"]),
+            float(d["lr"]),
+            tuple(float(x) for x in d.get("tried") or ()),
+            str(d.get("edge") or ""),
+            float(d.get("sensitivity") or 0.0),
+            None if d.get("next_lr") is None else float(d["next_lr"]),
+            str(d.get("reason") or ""),
+        )
+
+
+def _extensions(tried: Sequence[float], grid: Sequence[float], up: bool) -> int:
+    edge = max(grid) if up else min(grid)
+    return sum(1 for lr in tried if (lr > edge * (1 + 1e-9) if up else lr < edge * (1 - 1e-9)))
+
+
+def _status(
+    variant: str,
+    part: pd.DataFrame,
+    grid: Sequence[float],
+    factor: float,
+    max_extensions: int,
+    bounds: tuple[float, float],
+) -> LrStatus:
+    tried = tuple(sorted({float(x) for x in part.lr}))
+    ok = part[~part.diverged.astype(bool) & part.tune_val_loss.map(lambda v: math.isfinite(float(v)))]
+    lo_bound, hi_bound = bounds
+    if ok.empty:  # every lr diverged: go down
+        nxt = min(tried) / factor
+        room = _extensions(tried, grid, up=False) < max_extensions and nxt >= lo_bound
+        return LrStatus(
+            variant,
+            math.nan,
+            tried,
+            "low",
+            math.inf,
+            nxt if room else None,
+            f"every lr of {list(tried)} diverged" + ("" if room else "; the downward bound is reached"),
+        )
+    ordered = ok.sort_values(["tune_val_loss", "lr"])
+    best = float(ordered.lr.iloc[0])
+    best_loss = float(ordered.tune_val_loss.iloc[0])
+    higher = [x for x in tried if x > best * (1 + 1e-9)]
+    lower = [x for x in tried if x < best * (1 - 1e-9)]
+    if higher and lower:
+        return LrStatus(variant, best, tried, "", 0.0, None, f"best lr {best:g} has tried lrs on both sides")
+    up = not higher
+    edge = "high" if up else "low"
+    finite = ok.set_index("lr").tune_val_loss.astype(float)
+    neighbours = [x for x in (lower if up else higher) if x in finite.index]
+    neighbour = (max(neighbours) if up else min(neighbours)) if neighbours else None
+    sens = (
+        max(0.0, (float(finite[neighbour]) - best_loss) / float(finite[neighbour]))
+        if neighbour is not None
+        else math.inf
+    )
+    nxt = best * factor if up else best / factor
+    room = _extensions(tried, grid, up) < max_extensions and lo_bound <= nxt <= hi_bound
+    where = "largest" if up else "smallest"
+    reason = f"best lr {best:g} is the {where} tried ({', '.join(f'{x:g}' for x in tried)})"
+    if not room:
+        reason += (
+            f"; the extension bound is reached ({max_extensions} x {factor:g} beyond the grid, {bounds})"
+        )
+    return LrStatus(variant, best, tried, edge, sens, nxt if room else None, reason)
+
+
+def lr_status(
+    sweep: pd.DataFrame,
+    grid: Sequence[float] | None = None,
+    factor: float = FACTOR,
+    max_extensions: int = MAX_EXTENSIONS,
+    bounds: tuple[float, float] = LR_BOUNDS,
+) -> dict[str, LrStatus]:
+    """Each variant's :class:`LrStatus` from a sweep table (:data:`SWEEP_COLUMNS`); ``grid`` is the original
+    grid the extensions are counted from (default: every lr tried counts as original)."""
+    missing = {"variant", "lr", "tune_val_loss"} - set(sweep.columns)
+    if missing:
+        raise ValueError(f"a sweep needs columns {sorted(missing)}; has {list(sweep.columns)}")
+    sweep = sweep.assign(diverged=sweep.get("diverged", False))
+    out = {}
+    for variant, part in sweep.groupby("variant", sort=False):
+        g = list(grid) if grid else sorted({float(x) for x in part.lr})
+        out[str(variant)] = _status(str(variant), part, g, factor, max_extensions, bounds)
+    return out
+
+
+def extend_lr_grid(
+    sweep: pd.DataFrame,
+    grid: Sequence[float] | None = None,
+    factor: float = FACTOR,
+    max_extensions: int = MAX_EXTENSIONS,
+    bounds: tuple[float, float] = LR_BOUNDS,
+) -> dict[str, list[float]]:
+    """The lrs still to run, per variant (only those that need one): one step beyond an edge optimum, up to
+    the bound. Empty when every variant's optimum is bracketed or its bound is reached."""
+    return {
+        v: [s.next_lr]
+        for v, s in lr_status(sweep, grid, factor, max_extensions, bounds).items()
+        if s.next_lr is not None
+    }
