@@ -52,6 +52,18 @@ class Mamba2Block(SSMBlock):
         count += 3 * heads + di  # dt_bias, A_log, D; the gated norm's weight
         return count + d * di + d * bias  # out_proj
 
+    @staticmethod
+    def mixer_flops_per_token(config: Any, seq_len: int) -> float:
+        """in_proj, depthwise conv, out_proj (2 per multiply-add) and the scan in its recurrent form: 6 per
+        channel and state (dt x B, the per-head decay and add, C h) plus the D skip. The chunked algorithm
+        does extra arithmetic within chunks to run as matmuls; that is the algorithm's, not the model's, and
+        is not counted (as for Mamba-1's scan, see :mod:`mswelu.flops`)."""
+        d, n, di, g = config.d_model, config.d_state, config.d_inner, config.n_groups
+        conv_dim = di + 2 * g * n
+        width = di + conv_dim + di // config.headdim
+        matmuls = 2 * d * width + 2 * conv_dim * config.d_conv + 2 * di * d
+        return float(matmuls + 6 * di * n + 2 * di)
+
 
 MAMBA2 = register_mixer(
     Mixer(
