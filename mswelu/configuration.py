@@ -8,7 +8,11 @@ activation, no dense stack), which converts to and from ``transformers.MambaForC
 
 Activation slots (all follow ``activation``):
 - in each Mamba mixer, after the causal conv and on the gate: one shared module by default
-  (``mixer_k_sharing="shared"``, the reading under which the seeds count 15 k), or one each;
+  (``mixer_k_sharing="shared"``, the reading under which the seeds count 15 k), or one each. Mamba-2
+  (``mixer="mamba2"``) has the same two slots: after the conv, on x, B and C together (as upstream; an
+  activation bounded to (-1, 1) such as SWELU therefore bounds B and C as well), and on the gate inside the
+  gated RMSNorm; the same option and the same default apply, so a Mamba-1 and a Mamba-2 model of one config
+  have the same number of k;
 - after each mixer, before the residual add (``post_mixer_act``);
 - after each of the 3 dense layers;
 - in the MLP of an attention block (``attn_mlp_expand > 0``).
@@ -17,14 +21,7 @@ An ``A`` block is pre-norm causal self-attention plus, by default, a pre-norm ML
 a Mamba block mixes channels itself (gate + projections, ~6.3 d^2 weights), attention alone does
 not (4 d^2), so attention + MLP(expand 2) (8 d^2) is the closer like-for-like hybrid layer.
 
-True parameter counts (tied head counted once) and k counts of the presets:
-
-    preset        params        k   embeddings  positions  blocks      dense
-    seed-124m     100,917,263   15  51,463,168  1,048,576  40,009,740  8,393,731
-    mamba-130m    129,135,360    0  38,615,040  -          90,519,552  -
-    small          15,210,507   11  12,865,792     65,536   1,753,096    525,571
-    hybrid-small   15,384,585    9  12,865,792     65,536   1,927,174    525,571
-    tiny              139,719    7      32,768      8,192      65,540     33,091   (vocab 512)
+The named shapes (``from_preset``) and their true parameter counts: :mod:`mswelu.presets`.
 """
 
 from __future__ import annotations
@@ -41,59 +38,10 @@ from mswelu.modules.mixers import layer_mixers, pattern_letters, sequence_mixers
 from mswelu.modules.mixers.common import K_SHARING
 from mswelu.modules.norms import NORMS
 from mswelu.ops.backends import BACKENDS
+from mswelu.presets import PRESETS
 
 POS_EMBEDDINGS = ("learned", "none")
 INIT_SCHEMES = ("gpt2", "mamba")
-
-# Preset values are overrides of the dataclass defaults (which are the seed-124m architecture).
-PRESETS: dict[str, dict[str, Any]] = {
-    # The seed architecture. True size: 100,917,263 parameters with the real Mamba-1 mixer
-    # (the seeds' "124M" is the count of their conv+gate fallback, which had no SSM at all).
-    "seed-124m": {},
-    # state-spaces/mamba-130m: 24 x 768, vocab 50277 padded to 50280, RMSNorm pre-norm residual.
-    "mamba-130m": {
-        "vocab_size": 50277,
-        "pad_vocab_size_multiple": 8,
-        "d_model": 768,
-        "layer_pattern": "M" * 24,
-        "activation": "silu",
-        "post_mixer_act": False,
-        "dense_sizes": (),
-        "pos_embedding": "none",
-        "max_position_embeddings": 2048,
-        "norm": "rmsnorm",
-        "init_scheme": "mamba",
-        "eos_token_id": 0,
-        "bos_token_id": 0,
-        "pad_token_id": 0,
-    },
-    # Trains visibly in minutes on 2 CPU cores (GPT-2 vocab: the embedding is most of the weights).
-    "small": {
-        "d_model": 256,
-        "layer_pattern": "MMMM",
-        "dense_sizes": (512, 512),
-        "max_position_embeddings": 256,
-        "n_head": 4,
-    },
-    # Attention/Mamba hybrid at the size of ``small`` (the seeds' hybrid study).
-    "hybrid-small": {
-        "d_model": 256,
-        "layer_pattern": "MAMA",
-        "dense_sizes": (512, 512),
-        "max_position_embeddings": 256,
-        "n_head": 4,
-    },
-    # For tests: builds and runs in milliseconds; override vocab_size as needed.
-    "tiny": {
-        "vocab_size": 512,
-        "d_model": 64,
-        "layer_pattern": "MM",
-        "dense_sizes": (128, 128),
-        "max_position_embeddings": 128,
-        "n_head": 4,
-        "eos_token_id": 0,
-    },
-}
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -43,8 +43,8 @@ from mswelu.hf_compat import CACHE_NAMES, pick_cache
 from mswelu.modules.activations import effective_shape, spec_of
 from mswelu.modules.activations import shape_values as activation_shape_values
 from mswelu.modules.mixers import MIXERS, build_block, mixer_spec
-from mswelu.modules.mixers.common import activation_for, norm_for
-from mswelu.modules.norms import RMSNorm
+from mswelu.modules.mixers.common import activation_for, activation_parameter_count, norm_for
+from mswelu.modules.norms import RMSNorm, norm_parameter_count
 from mswelu.modules.slots import ShapeSlot
 from mswelu.ops.backends import BACKENDS, resolve_backend
 from mswelu.ops.lm_loss import linear_cross_entropy, next_token_loss
@@ -56,6 +56,7 @@ __all__ = [
     "MambaSWELUModel",
     "MambaSWELUPreTrainedModel",
     "RMSNorm",
+    "closed_form_parameter_count",
     "parameter_count",
 ]
 
@@ -415,6 +416,24 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         for module in self.modules():
             if module is not self and hasattr(module, "backend"):
                 module.backend = backend
+
+
+def closed_form_parameter_count(config: MambaSWELUConfig) -> int:
+    """:func:`parameter_count` without building anything: embeddings, positions, every block's own closed form
+    (its mixer's ``parameter_count``), the final norm, the dense stack and an untied head (what the planner
+    counts for models too large to build)."""
+    d = config.d_model
+    count = config.vocab_size * d
+    if config.pos_embedding == "learned":
+        count += config.max_position_embeddings * d
+    count += sum(mixer_spec(m).block.parameter_count(config) for m in config.layer_mixers())
+    count += norm_parameter_count(config.norm, d)
+    sizes = (d, *config.dense_sizes, d) if config.dense_sizes else ()
+    count += sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    count += len(sizes[1:]) * activation_parameter_count(config)
+    if not config.tie_word_embeddings:
+        count += config.vocab_size * d
+    return count
 
 
 def parameter_count(config: MambaSWELUConfig) -> int:

@@ -27,6 +27,7 @@ LAYERS = [
     ["modules"],
     [
         "configuration",
+        "presets",
         "modeling",
         "convert",
         "baselines",
@@ -48,7 +49,7 @@ LAYERS = [
         "trackers",
     ],
     ["runs", "resume", "preflight", "metrics_log", "hub", "run_index"],
-    ["trainer", "train", "launch", "generate", "monitor", "evaluate"],
+    ["trainer", "train", "launch", "generate", "monitor", "evaluate", "plan"],
     ["report", "workbook", "bench", "__init__"],
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}

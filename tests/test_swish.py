@@ -28,7 +28,7 @@ def test_beta_gradient_matches_finite_differences() -> None:
     module = Swish(beta_init=1.3).double()
     (module(z) ** 2).sum().backward()
     beta = float(module.beta.detach())
-    dbeta_draw = float(torch.sigmoid(module.beta_raw))
+    dbeta_draw = float(torch.sigmoid(module.beta_raw.detach()))
     h = 1e-6
 
     def loss(b: float) -> float:

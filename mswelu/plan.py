@@ -1,0 +1,436 @@
+"""What fits on which GPUs, before a run starts (``python -m mswelu.plan --preset P --gpus N
+--gpu-memory 24GB``).
+
+Per GPU it prints the parameters, gradients and optimizer state (exact: counted from the model's parameter
+shapes built on the meta device, sharded as FSDP2 shards them: dim 0 in ``ceil(rows / N)`` pieces, 0-dim
+shape parameters replicated), the activation memory per sequence (an estimate, with and without activation
+checkpointing), the largest micro-batch that fits with a safety margin, the gradient accumulation a target
+global batch needs, the tokens per optimizer step, and the exact ``torchrun`` command. It recommends DDP when
+a whole replica fits with at least one sequence per GPU, else FSDP2, else FSDP2 with activation checkpointing,
+then with CPU offload, and says why.
+
+The activation estimate counts the tensors each block keeps for its backward under bf16 autocast with the
+GPU kernels (fp32 residual stream, bf16 projections, fp32 scan inputs), the LM head's fused loss and the
+embedding; ``--measure`` checks it on this machine's CPU path for the preset (every tensor autograd saves for
+the backward of a training step), as ``tests/test_plan.py`` does for small presets (Mamba-1 and hybrid
+shapes: within 20%; Mamba-2: the CPU scan keeps fp32 copies, up to 1.5x the estimate). Memory sizes:
+``24GB``, ``24GiB`` and ``24`` all mean 24 GiB (what ``nvidia-smi`` reports in MiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from mswelu.models import build_model, parse_model_name
+from mswelu.optim import route_parameters
+
+__all__ = ["Plan", "activation_bytes", "main", "make_plan", "measure_activation_bytes", "state_bytes"]
+
+GiB = 2**30
+#: held back on every GPU: the CUDA context, the allocator's fragmentation and NCCL buffers
+RESERVED = 1.5 * GiB
+#: the share of the rest a plan leaves free
+MARGIN = 0.10
+
+
+def parse_memory(text: str | float) -> float:
+    """``24GB`` / ``24GiB`` / ``24`` -> bytes (GiB), ``512MB`` -> 512 MiB."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*(gib|gb|g|mib|mb|m)?\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"cannot read the memory size {text!r}: write e.g. 24GB or 80GiB")
+    unit = m.group(2) or "gib"
+    return float(m.group(1)) * (2**20 if unit.startswith("m") else GiB)
+
+
+# ------------------------------------------------------------------------------------------ state bytes
+def _meta_model(preset: str, vocab_size: int | None, seq_len: int, model: dict[str, Any]) -> torch.nn.Module:
+    from mswelu.configuration import PRESETS
+
+    base, ref = parse_model_name(preset)
+    vocab = vocab_size or PRESETS[ref or base].get("vocab_size", 50257)
+    with torch.device("meta"):
+        return build_model(preset, vocab, seq_len, **model)
+
+
+def _shard_numel(shape: torch.Size, world: int) -> int:
+    """Elements of rank 0's FSDP2 shard of a parameter (dim 0 in ``ceil(rows / world)`` pieces; a 0-dim
+    parameter stays whole on every rank)."""
+    if len(shape) == 0:
+        return 1
+    rows = math.ceil(shape[0] / world)
+    return min(rows, shape[0]) * math.prod(shape[1:])
+
+
+def state_bytes(model: torch.nn.Module, world: int, parallel: str, optimizer: str) -> dict[str, int]:
+    """Bytes per GPU (the largest rank, rank 0) of the fp32 parameters, their gradients and the optimizer
+    state (AdamW: exp_avg, exp_avg_sq and a 0-dim fp32 step per tensor; Muon: one momentum buffer), with the
+    whole model on every rank (``ddp``, or one process) or sharded (``fsdp``)."""
+    routes = route_parameters(model, optimizer)
+    sharded = parallel == "fsdp" and world > 1
+    params = grads = opt = 0
+    for r in routes:
+        n = _shard_numel(r.param.shape, world) if sharded else r.param.numel()
+        params += 4 * n
+        grads += 4 * n
+        opt += 4 * n if r.optimizer == "muon" else 8 * n + 4
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    params += 4 * frozen  # frozen shape parameters (k of a -fixed activation): 0-dim, whole
+    return {"params": params, "grads": grads, "optimizer": opt}
+
+
+# ------------------------------------------------------------------------------------------ activations
+def activation_bytes(
+    config: Any, seq_len: int, bf16: bool = True, checkpointing: bool = False
+) -> dict[str, float]:
+    """Estimated bytes a training step keeps for the backward, per sequence of ``seq_len`` tokens, by part
+    (``blocks``, ``head``, ``embedding``, ``total``), for one of our model configs (None -> 0 for baselines,
+    which ``make_plan`` estimates from their width instead). With ``checkpointing`` each block keeps only its
+    input, and one block's activations exist again while it is recomputed."""
+    s = 2 if bf16 else 4  # bytes of an autocast tensor
+    d = config.d_model
+    per_block = []
+    for mixer in config.layer_mixers():
+        if mixer == "attention":
+            h = config.attn_mlp_expand * d
+            attn = (
+                (4 + s) * d + 3 * d * s + d * s + d * s + 4 * config.n_head / max(1, d) * d
+            )  # qkv, out, lse
+            mlp = ((4 + s) * d + d * s + 2 * h * s) if h else 0
+            per_block.append(attn + mlp)
+            continue
+        di, n = config.d_inner, config.d_state
+        post = d * 4 if config.post_mixer_act else 0
+        if mixer == "mamba2":
+            conv_dim = di + 2 * config.n_groups * n
+            width = di + conv_dim + di // config.headdim
+            tokens = (4 + s) * d + width * s + 2 * conv_dim * s + conv_dim * 4 + 2 * di * 4 + 2 * di * s
+            tokens += 4 * di * n / 64  # the chunk-boundary states (chunks of 64)
+        else:
+            r = config.resolved_dt_rank
+            tokens = (4 + s) * d + 2 * di * s + 2 * di * s + (r + 2 * n) * s + 2 * di * 4 + 3 * di * s
+        per_block.append(tokens + post)
+    block_tokens = sum(per_block)
+    if checkpointing:
+        block_tokens = 4 * d * len(per_block) + max(per_block, default=0)
+    dense = 0.0
+    if config.dense_sizes:
+        h1, h2 = config.dense_sizes
+        dense = (d + h1 + h2) * s + (h1 + h2 + d) * 4
+    head = d * s + 8  # the hidden state the fused loss recomputes from, and the log-sum-exp
+    embedding = 4 * d
+    out = {"blocks": block_tokens * seq_len, "dense": dense * seq_len, "head": head * seq_len}
+    out["embedding"] = embedding * seq_len
+    out["total"] = sum(out.values())
+    return out
+
+
+def measure_activation_bytes(
+    preset: str, seq_len: int, batch: int = 2, model: dict[str, Any] | None = None, bf16: bool = False
+) -> float:
+    """Measured bytes per sequence that a training step of ``preset`` keeps for its backward on this
+    machine's CPU path: every tensor autograd saves during the forward (``saved_tensors_hooks``, the custom
+    kernels' saves included), each storage once, parameters excluded, divided by the batch."""
+    from mswelu.models import lm_loss
+    from mswelu.ops.lm_loss import split_window
+
+    torch.manual_seed(0)
+    net = build_model(preset, 512, seq_len, **(model or {}))
+    weights = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+        return t
+
+    x, y = split_window(torch.randint(0, 512, (batch, seq_len + 1)))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        loss = lm_loss(net, x, y)
+    loss.backward()
+    return sum(seen.values()) / batch
+
+
+# ------------------------------------------------------------------------------------------ the plan
+@dataclass
+class Plan:
+    """A plan for one preset on ``gpus`` GPUs of ``gpu_memory`` bytes (see :func:`make_plan`)."""
+
+    preset: str
+    parameters: int
+    gpus: int
+    nodes: int
+    gpu_memory: float
+    seq_len: int
+    optimizer: str
+    parallel: str
+    activation_checkpointing: bool
+    cpu_offload: bool
+    state: dict[str, int]
+    working: float
+    activations_per_sequence: float
+    activations_per_sequence_checkpointed: float
+    micro_batch: int
+    grad_accum: int
+    global_batch: int
+    tokens_per_step: int
+    fits: bool
+    why: str
+    command: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _fit(budget: float, fixed: float, per_seq: float) -> int:
+    free = budget - fixed
+    return max(0, int(free // per_seq)) if per_seq > 0 else 0
+
+
+def make_plan(
+    preset: str,
+    gpus: int,
+    gpu_memory: float,
+    seq_len: int | None = None,
+    parallel: str = "auto",
+    global_batch_tokens: int = 524_288,
+    optimizer: str = "adamw",
+    bf16: bool = True,
+    nodes: int = 1,
+    vocab_size: int | None = None,
+    model: dict[str, Any] | None = None,
+) -> Plan:
+    """The plan (see the module docstring). ``parallel``: ``auto`` (the recommendation), ``ddp`` or
+    ``fsdp`` (then the plan says whether that choice fits). ``gpus`` per node, ``nodes`` nodes."""
+    from mswelu.configuration import PRESETS, MambaSWELUConfig
+
+    if gpus < 1 or nodes < 1:
+        raise ValueError(f"need at least one GPU and one node, got gpus={gpus}, nodes={nodes}")
+    base, ref = parse_model_name(preset)
+    shape = PRESETS[ref or base]
+    seq_len = int(seq_len or shape.get("max_position_embeddings", 1024))
+    meta = _meta_model(preset, vocab_size, seq_len, model or {})
+    n_params = sum(p.numel() for p in {id(p): p for p in meta.parameters()}.values())
+    world = gpus * nodes
+    config = meta.config if ref is None else MambaSWELUConfig.for_run(ref, meta.config.vocab_size, seq_len)
+    act = activation_bytes(config, seq_len, bf16)["total"]
+    act_ckpt = activation_bytes(config, seq_len, bf16, checkpointing=True)["total"]
+    if ref is not None:  # a Transformer baseline: full logits in fp32 instead of the fused loss
+        act += seq_len * meta.config.vocab_size * 4
+        act_ckpt += seq_len * meta.config.vocab_size * 4
+    budget = gpu_memory * (1 - MARGIN) - RESERVED
+    blocks = [b for b in getattr(getattr(meta, "backbone", None), "blocks", [])]
+    largest_block = max((sum(p.numel() for p in b.parameters()) for b in blocks), default=n_params)
+
+    def option(mode: str, ckpt: bool, offload: bool) -> tuple[dict[str, int], float, int]:
+        st = state_bytes(meta, world, mode, optimizer)
+        held = 0 if offload else sum(st.values())
+        # FSDP: two blocks whole at a time (this one and the prefetched next) and their fp32 gradients
+        # before the reduce-scatter; DDP: the gradient buckets (a second copy of the gradients)
+        working = 2 * largest_block * (4 + 4) if mode == "fsdp" and world > 1 else st["grads"]
+        per_seq = act_ckpt if ckpt else act
+        return st, working, _fit(budget, held + working, per_seq)
+
+    choices = [("ddp", False, False), ("fsdp", False, False), ("fsdp", True, False), ("fsdp", True, True)]
+    if parallel != "auto":
+        choices = [c for c in choices if c[0] == parallel]
+    if world == 1:
+        choices = [c for c in choices if c[0] == "ddp"] + [("ddp", True, False)]
+    chosen, notes = None, []
+    for mode, ckpt, offload in choices:
+        st, working, micro = option(mode, ckpt, offload)
+        if micro >= 1:
+            chosen = (mode, ckpt, offload, st, working, micro)
+            break
+        notes.append(
+            f"{mode}{' + activation checkpointing' if ckpt else ''}{' + CPU offload' if offload else ''}: "
+            "does not fit"
+        )
+    fits = chosen is not None
+    if chosen is None:
+        mode, ckpt, offload = choices[-1]
+        st, working, micro = option(mode, ckpt, offload)
+        chosen = (mode, ckpt, offload, st, working, 0)
+    mode, ckpt, offload, st, working, micro = chosen
+    seqs = max(1, math.ceil(global_batch_tokens / seq_len))  # the target global batch, in sequences
+    if fits:  # the fewest accumulation steps, then the micro-batch that comes closest to the target
+        accum = math.ceil(seqs / (micro * world))
+        micro = math.ceil(seqs / (accum * world))
+        if mode == "fsdp" and not ckpt and not offload:
+            alt = option("fsdp", True, False)[2]
+            if alt > micro:
+                notes.append(
+                    f"with activation checkpointing up to {alt} sequences per GPU fit (about a third more "
+                    "compute per step, fewer accumulation steps)"
+                )
+    else:
+        accum = 0
+    global_batch = micro * accum * world
+    why = _why(mode, ckpt, offload, fits, st, working, act, budget, world)
+    command = _command(preset, mode, ckpt, offload, gpus, nodes, seq_len, global_batch, micro, optimizer)
+    return Plan(
+        preset=preset,
+        parameters=n_params,
+        gpus=gpus,
+        nodes=nodes,
+        gpu_memory=gpu_memory,
+        seq_len=seq_len,
+        optimizer=optimizer,
+        parallel=mode,
+        activation_checkpointing=ckpt,
+        cpu_offload=offload,
+        state=st,
+        working=working,
+        activations_per_sequence=act,
+        activations_per_sequence_checkpointed=act_ckpt,
+        micro_batch=micro,
+        grad_accum=accum,
+        global_batch=global_batch,
+        tokens_per_step=global_batch * seq_len,
+        fits=fits,
+        why=why,
+        command=command,
+        notes=notes,
+    )
+
+
+def _gib(x: float) -> str:
+    return f"{x / GiB:.2f} GiB"
+
+
+def _why(mode, ckpt, offload, fits, st, working, act, budget, world) -> str:
+    whole = sum(st.values())
+    if not fits:
+        return (
+            f"even sharded over {world} GPUs with activation checkpointing and CPU offload one sequence does "
+            f"not fit in {_gib(budget)} usable per GPU: use more or larger GPUs, or a shorter seq_len"
+        )
+    if mode == "ddp":
+        return (
+            f"a whole replica ({_gib(whole)} of weights, gradients, optimizer state) fits beside the "
+            "activations"
+        )
+    reason = (
+        f"a whole replica does not fit with one sequence per GPU; sharded over {world} GPUs it is "
+        f"{_gib(whole)}"
+    )
+    if ckpt:
+        reason += ", and only with activation checkpointing do the activations fit"
+    if offload:
+        reason += "; the sharded state goes to host memory (CPU offload: the optimizer steps on the CPU)"
+    return reason
+
+
+def _command(preset, mode, ckpt, offload, gpus, nodes, seq_len, global_batch, micro, optimizer) -> str:
+    if nodes > 1:
+        launcher = (
+            f"torchrun --nnodes {nodes} --nproc_per_node {gpus} --rdzv-backend c10d "
+            "--rdzv-endpoint $MASTER_HOST:29500 --rdzv-id mswelu"
+        )
+    else:
+        launcher = f"torchrun --standalone --nproc_per_node {gpus}"
+    if nodes * gpus == 1:
+        launcher = "python"
+    args = f"-m mswelu.train --preset {preset} --seq-len {seq_len} --batch-size {max(1, global_batch)}"
+    args += f" --micro-batch-size {max(1, micro)} --optimizer {optimizer}"
+    if nodes * gpus > 1:
+        args += f" --parallel {mode}"
+    if ckpt:
+        args += " --activation-checkpointing true"
+    if offload:
+        args += " --cpu-offload true"
+    return f"{launcher} {args} --data data/<your dataset>"
+
+
+def render(plan: Plan) -> str:
+    """The plan as the text ``python -m mswelu.plan`` prints."""
+    st = plan.state
+    lines = [
+        f"{plan.preset}: {plan.parameters:,} parameters; {plan.nodes} x {plan.gpus} GPUs of "
+        f"{_gib(plan.gpu_memory)}, "
+        f"seq_len {plan.seq_len}, {plan.optimizer}",
+        "per GPU (exact, fp32 master weights):",
+        f"  parameters {_gib(st['params'])}, gradients {_gib(st['grads'])}, "
+        f"optimizer state {_gib(st['optimizer'])}"
+        + (" (in host memory: CPU offload)" if plan.cpu_offload else ""),
+        f"  working memory {_gib(plan.working)} "
+        f"({'two blocks gathered' if plan.parallel == 'fsdp' else 'DDP buckets'})",
+        "activations per sequence (estimate, bf16 autocast):",
+        f"  {_gib(plan.activations_per_sequence)} without, "
+        f"{_gib(plan.activations_per_sequence_checkpointed)} with "
+        "activation checkpointing",
+    ]
+    if plan.fits:
+        lines += [
+            f"plan: {plan.parallel}"
+            + (" + activation checkpointing" if plan.activation_checkpointing else "")
+            + (" + CPU offload" if plan.cpu_offload else ""),
+            f"  micro-batch {plan.micro_batch} sequences per GPU (the largest that fits with a "
+            f"{MARGIN:.0%} margin and {_gib(RESERVED)} reserved), gradient accumulation {plan.grad_accum}, "
+            f"global batch {plan.global_batch} sequences = {plan.tokens_per_step:,} tokens per step",
+            f"  why: {plan.why}",
+            "command:",
+            f"  {plan.command}",
+        ]
+    else:
+        lines += [f"does not fit: {plan.why}"]
+    lines += [f"  ({note})" for note in plan.notes]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mswelu.plan", description=__doc__.split("\n")[0])
+    p.add_argument("--preset", help="a preset (mswelu.PRESETS) or a baseline such as gpt2:seed-124m")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs per node")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpu-memory", default="24GB", help="memory of one GPU, e.g. 24GB, 80GiB")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--parallel", default="auto", choices=("auto", "ddp", "fsdp"))
+    p.add_argument("--global-batch-tokens", type=int, default=524_288)
+    p.add_argument("--optimizer", default="adamw", choices=("adamw", "muon"))
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
+    p.add_argument("--measure", action="store_true", help="also measure activations on this CPU (slow)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if not args.preset:
+        p.error("--preset is required")
+    try:
+        plan = make_plan(
+            args.preset,
+            args.gpus,
+            parse_memory(args.gpu_memory),
+            args.seq_len,
+            args.parallel,
+            args.global_batch_tokens,
+            args.optimizer,
+            args.dtype == "bf16",
+            args.nodes,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.measure:
+        from mswelu.configuration import MambaSWELUConfig
+
+        measured = measure_activation_bytes(args.preset, plan.seq_len)
+        config = MambaSWELUConfig.for_run(args.preset, 512, plan.seq_len)
+        fp32 = activation_bytes(config, plan.seq_len, bf16=False)["total"]
+        plan.notes.append(
+            f"measured on this CPU (fp32, the CPU path): {_gib(measured)} per sequence; the fp32 estimate "
+            f"is {_gib(fp32)}"
+        )
+    print(json.dumps(asdict(plan), indent=2) if args.json else render(plan))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Every preset's true parameter count: a real build (on the meta device) equals the closed form and the
+figure the presets module states; the seeds' large shapes are among them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from mswelu import presets
+from mswelu.configuration import PRESETS, MambaSWELUConfig
+from mswelu.modeling import MambaSWELUForCausalLM, closed_form_parameter_count
+
+STATED = {
+    m.group(1): int(m.group(2).replace(",", ""))
+    for m in re.finditer(r"^\s{4}(\S+)\s+([\d,]+)\s+\d+", presets.__doc__, re.M)
+}
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_count_is_stated_and_closed_form(name: str) -> None:
+    config = MambaSWELUConfig.from_preset(name)
+    with torch.device("meta"):
+        model = MambaSWELUForCausalLM(config)
+    built = sum(p.numel() for p in model.parameters())
+    assert closed_form_parameter_count(config) == built
+    assert STATED[name] == built, f"presets.py states {STATED.get(name)} for {name}, the build has {built}"
+
+
+def test_the_seeds_large_shapes() -> None:
+    big = MambaSWELUConfig.from_preset("mamba-1.4b")
+    assert (big.d_model, big.n_layer, big.vocab_size) == (2048, 48, 50280)
+    hybrid = MambaSWELUConfig.from_preset("seed004-hybrid")
+    assert (
+        hybrid.layer_mixers() == ["attention", "mamba1"] * 8 and hybrid.d_state == 48 and hybrid.n_head == 16
+    )
+    assert closed_form_parameter_count(hybrid) < 0.25e9  # the seed's "~1B" does not follow from its shape
+    two = MambaSWELUConfig.from_preset("mamba2-1.3b")
+    assert set(two.layer_mixers()) == {"mamba2"} and two.d_inner // two.headdim == 64
