@@ -306,7 +306,13 @@ def _report_record(
     if "val_loss" in record:
         progress.say(
             progress.format_eval(
-                h.name, int(record["step"]), total, record["val_loss"], record.get("val_bpb")
+                h.name,
+                int(record["step"]),
+                total,
+                record["val_loss"],
+                record.get("val_bpb"),
+                record.get("val_scope"),
+                record.get("val_tokens"),
             ),
             bar,
         )

@@ -19,7 +19,7 @@ from typing import Any
 
 from mswelu import trackers as tr
 from mswelu.progress import log
-from mswelu.runs import RunWriter
+from mswelu.runs import METRICS, RunWriter, read_jsonl
 
 __all__ = ["MetricsLog", "attach_to_trackers"]
 
@@ -54,6 +54,12 @@ class MetricsLog:
             resume_step=resume_step,
         )
         self.file = run.open_metrics(resume_step)
+        self.dropped_torn_line = run.dropped_torn_line  # the resumed log ended in a torn line (a crash)
+
+    def logged_steps(self) -> set[int]:
+        """Steps of the training records in the log (after a resume's truncation)."""
+        self.file.flush()
+        return {int(r["step"]) for r in read_jsonl(self.run.path / METRICS) if "loss" in r and "step" in r}
 
     def write(self, record: dict[str, Any]) -> None:
         with self._lock:
@@ -77,6 +83,12 @@ class MetricsLog:
             except Exception as exc:  # noqa: BLE001 - a tracker must never stop the run
                 log(f"tracker {t.name} failed ({type(exc).__name__}: {exc}); it is off from now on")
                 self.trackers.remove(t)
+
+    def sync(self) -> None:
+        """Make every record written so far durable (before a checkpoint: a crash can then tear only a
+        record of a later step, which the resumed run logs again)."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
 
     def close(self, summary: Mapping[str, Any] | None = None, failed: bool = False) -> None:
         """Finish every tracker (with the run's final figures and its summary, config and model card as

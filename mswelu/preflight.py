@@ -16,7 +16,7 @@ from mswelu.configuration import PRESETS, MambaSWELUConfig
 from mswelu.models import check_overrides, parse_model_name
 from mswelu.progress import log
 from mswelu.resume import check_compatible, find_resume
-from mswelu.runs import CHECKPOINTS, is_empty, looks_like_run
+from mswelu.runs import CHECKPOINTS, FINAL, SUMMARY, is_empty, looks_like_run, read_json
 from mswelu.train_config import TrainConfig
 
 __all__ = ["RunPlan", "plan_run"]
@@ -35,6 +35,7 @@ class RunPlan:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # newer checkpoints that are unusable
     clear: bool = False  # overwrite: remove the folder's old contents first
     changed: list[str] = field(default_factory=list)  # settings changed on resume that alter the numbers
+    finished: dict[str, Any] | None = None  # the summary of a finished run asked to resume: nothing to do
 
 
 def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
@@ -84,6 +85,11 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     if out.exists() and not out.is_dir():
         raise ValueError(f"run folder {out} exists and is not a folder")
     plan = RunPlan(data=data, meta=meta, out=out, model_vocab=model_vocab, model_overrides=overrides)
+    if cfg.resume and cfg.overwrite:
+        raise ValueError(
+            "resume and overwrite contradict each other: resume continues the run in the folder, overwrite "
+            "replaces it; pass one of them"
+        )
     if cfg.resume:
         plan.resume_from, plan.skipped = find_resume(cfg.resume, out)
         for path, why in plan.skipped:
@@ -92,6 +98,7 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
             plan.changed = check_compatible(plan.resume_from, cfg.to_dict(), world_size, meta)
             if plan.changed:
                 log(f"resuming with changed {plan.changed}: the run will differ from an uninterrupted one")
+            plan.finished = _finished(plan.resume_from, cfg, out)
     nonempty = not is_empty(out)
     if nonempty and plan.resume_from is None:
         if cfg.resume == "auto" and not plan.skipped and not (out / CHECKPOINTS).exists():
@@ -111,3 +118,19 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     if cfg.resume == "auto" and plan.resume_from is None:
         log(f"resume='auto': {out} holds no checkpoint yet; starting fresh there")
     return plan
+
+
+def _finished(checkpoint: Path, cfg: TrainConfig, out: Path) -> dict[str, Any] | None:
+    """The summary of the finished run in ``out`` when ``checkpoint`` is its last step (resuming it has
+    nothing to do); None when steps remain, or the final evaluation / ``final/`` / summary still has to be
+    written (a run killed after its last step). ValueError for a checkpoint past this run's last step."""
+    step = int(read_json(checkpoint / "trainer_state.json")["step"])
+    total = cfg.total_steps()
+    if step > total:
+        raise ValueError(
+            f"cannot resume from {checkpoint}: it is at step {step}, past this run's last step {total} "
+            "(max_steps / max_tokens): raise the budget, or resume from an earlier checkpoint"
+        )
+    summary = read_json(out / SUMMARY)
+    done = summary is not None and summary.get("interrupted") is False and summary.get("steps") == step
+    return summary if step == total and done and (out / FINAL).is_dir() else None

@@ -83,7 +83,8 @@ def save(
     keep: int | None,
     info: du.DistInfo,
 ) -> None:
-    """Checkpoint ``counters`` (step, tokens, nonfinite_total, last_val) with the weights, the optimizer,
+    """Checkpoint ``counters`` (step, tokens, nonfinite_total, last_val, last_train, the time spent so far)
+    with the weights, the optimizer,
     the schedule, and every rank's RNG and loader positions. Collective under DDP: every rank calls it."""
     local = {"rng": ckpt.rng_state(), "loaders": [ld.state_dict() for ld in loaders]}
     ranks = du.all_gather(local, info)
@@ -139,4 +140,8 @@ def restore(
         "tokens": int(state["tokens"]),
         "nonfinite_total": int(state.get("nonfinite_total", 0)),
         "last_val": dict(state.get("last_val") or {}),
+        "last_train": dict(state.get("last_train") or {}),
+        "train_time_s": float(state.get("train_time_s") or 0.0),
+        "wall_time_s": float(state.get("wall_time_s") or 0.0),
+        "trained_tokens": int(state.get("trained_tokens") or 0),
     }

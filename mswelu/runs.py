@@ -121,6 +121,7 @@ class RunWriter:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.dropped_torn_line = False  # set by open_metrics: the resumed log ended in a torn line
 
     @property
     def checkpoints(self) -> Path:
@@ -163,11 +164,16 @@ class RunWriter:
         atomic_write_json(self.path / CONFIG, dict(config))
 
     def open_metrics(self, resume_step: int | None) -> IO[str]:
-        """The metrics file to append to: on resume, without the records logged after ``resume_step``
-        (they will be logged again); otherwise a new, empty one."""
+        """The metrics file to append to: on resume, without the records logged after ``resume_step`` and
+        without a final evaluation (they will be logged again); otherwise a new, empty one."""
         path = self.path / METRICS
+        self.dropped_torn_line = False
         if resume_step is not None and path.exists():
-            kept = [r for r in read_jsonl(path) if r.get("step", 0) <= resume_step]
+            records, self.dropped_torn_line = read_jsonl(path, report_torn=True)
+            if self.dropped_torn_line:
+                log(f"{path} ended with a torn line (a crash while it was written): dropped")
+            # an earlier sitting's final evaluation is redone by the run that finishes
+            kept = [r for r in records if r.get("step", 0) <= resume_step and not r.get("final")]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         elif path.exists():
             path.unlink()
@@ -209,14 +215,14 @@ class RunWriter:
 
 
 # --------------------------------------------------------------------------- reading
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a truncated last line (a run still writing) is skipped, a corrupt
-    line elsewhere raises ``ValueError`` naming it."""
+def read_jsonl(path: str | os.PathLike[str], report_torn: bool = False) -> Any:
+    """Records of a JSON-lines file; a truncated last line (a run still writing, or a crash mid-write) is
+    skipped, a corrupt line elsewhere raises ``ValueError`` naming it. With ``report_torn``: (records,
+    whether a torn last line was skipped)."""
     path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
+    out: list[dict[str, Any]] = []
+    torn = False
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -224,9 +230,10 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             out.append(json.loads(line))
         except json.JSONDecodeError as exc:
             if i == len(lines) - 1:
+                torn = True
                 break
             raise ValueError(f"{path}:{i + 1}: not valid JSON ({exc})") from exc
-    return out
+    return (out, torn) if report_torn else out
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.finishing = False  # set once training is complete: the final evaluation and final/ follow
         self._previous: dict[int, Any] = {}
 
     def request(self, reason: str) -> None:
@@ -27,7 +28,13 @@ class StopRequest:
         if self.reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.reason = signal.Signals(signum).name
-        log(f"{self.reason} received: finishing this step, writing a checkpoint, then stopping")
+        if self.finishing:
+            log(
+                f"{self.reason} received: training is complete; finishing the final evaluation and final/ "
+                "(a second Ctrl-C stops at once; --resume auto then finishes them)"
+            )
+        else:
+            log(f"{self.reason} received: finishing this step, writing a checkpoint, then stopping")
 
     def __enter__(self) -> StopRequest:
         """Install the handlers (only the main thread can; elsewhere only :meth:`request` stops)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +58,17 @@ def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _numbers(text: str) -> tuple[float, ...]:
+    """``0.2``, ``0.2,0.5``, ``[0.2, 0.5]`` or ``none`` (no extra evaluations) as a tuple of numbers."""
+    body = text.strip().strip("[]()").strip()
+    if body.lower() in ("", "none", "null"):
+        return ()
+    try:
+        return tuple(float(part) for part in re.split(r"[,\s]+", body) if part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers such as 0.2 or 0.2,0.5, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags mirror :class:`TrainConfig` fields (``--max-steps`` for ``max_steps``); given flags win over
     ``--config``; ``--set KEY=VALUE`` (YAML value) overrides the model config."""
@@ -95,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL", **helps)
         elif f.name in ints:
             p.add_argument(flag, type=_optional(int), **helps)
+        elif f.name == "eval_fractions":
+            p.add_argument(flag, type=_numbers, metavar="F[,F...]", help="fractions of the run, default 0.2")
         elif f.name == "monitor_every":  # seconds, None by default
             p.add_argument(flag, type=_optional(float), **helps)
         elif isinstance(default, int):

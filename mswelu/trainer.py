@@ -111,6 +111,8 @@ class Trainer:
         )
         self.step = self.tokens = self.nonfinite_total = self.nonfinite_run = 0
         self.last_val: dict[str, Any] = {}
+        self.last_train: dict[str, Any] = {}  # the last training record logged (kept in checkpoints)
+        self.spent = {"train_time_s": 0.0, "wall_time_s": 0.0, "trained_tokens": 0}  # over every sitting
         if plan.resume_from is not None:
             self._restore(plan.resume_from, preloaded=None if full_state is None else full_state[1])
         # config.json, also stored in every checkpoint: every field, derived values and the model's config
@@ -129,12 +131,19 @@ class Trainer:
         learned = {p for slot in self.record.get("_shape_slots") or () for p in slot["learnable"]}
         trackers = self.cfg.resolved_trackers()
         self.log = MetricsLog(self.run_dir, resumed, trackers, shape_scalars=learned, config=self.record)
+        if resumed is not None and self.last_train and self.log.dropped_torn_line:
+            steps = self.log.logged_steps()
+            if self.last_train["step"] not in steps:  # the torn line was the checkpoint's own step
+                self.log.write(self.last_train)
+                progress.log(f"the step-{self.last_train['step']} record restored from the checkpoint")
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
         """Checkpoint the current step (collective under DDP: every rank must call it)."""
         counters = {"step": self.step, "tokens": self.tokens, "nonfinite_total": self.nonfinite_total}
-        counters["last_val"] = self.last_val
+        counters.update(last_val=self.last_val, last_train=self.last_train, **self._spent_now())
+        if self.log is not None:
+            self.log.sync()
         keep = self.cfg.keep_checkpoints or None
         parts = (self.raw_model, self.optimizer, self.loaders, self.schedule)
         resume.save(self.run_dir.checkpoints, counters, *parts, self.record, keep, self.info)
@@ -148,6 +157,8 @@ class Trainer:
         counters = resume.restore(path, self.raw_model, self.optimizer, self.loaders, self.info, preloaded)
         self.step, self.tokens = counters["step"], counters["tokens"]
         self.nonfinite_total, self.last_val = counters["nonfinite_total"], counters["last_val"]
+        self.last_train = counters["last_train"]
+        self.spent = {k: counters[k] for k in ("train_time_s", "wall_time_s", "trained_tokens")}
         set_hyperparameters(self.optimizer, self.cfg.lr, self.cfg.weight_decay, self.cfg.k_lr_scale)
         if self.info.is_main:
             progress.log(f"resumed from {path} at step {self.step} ({self.tokens} tokens)")
@@ -241,6 +252,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
+        self.cfg.validate()  # types and choices first: the output folder and the device depend on them
         started_pg = not (torch.distributed.is_available() and torch.distributed.is_initialized())
         info = du.setup(self.cfg.device)
         lock = RunLock(self.cfg.out_dir())
@@ -248,6 +260,15 @@ class Trainer:
             self.cfg.validate(info.world_size)
             du.run_on_main(lambda: lock.acquire() and None, info)  # one writer per run folder
             plan = du.run_on_main(lambda: plan_run(self.cfg, info.world_size), info)
+            if plan.finished is not None:
+                if info.is_main:
+                    progress.log(
+                        f"{plan.out.name} is already finished ({plan.finished['steps']} of "
+                        f"{plan.finished['steps']} steps, final/ and summary.json written): nothing was "
+                        "changed. To train further raise max_steps (the schedule then changes); to start "
+                        "over pass overwrite"
+                    )
+                return plan.finished
             try:
                 self._setup(info, plan)
             except BaseException:
@@ -304,13 +325,24 @@ class Trainer:
             self.progress.close()
         if self.sampler is not None:
             self.sampler.sample()  # every run, however short, records its devices at least once
+        self._sitting = (train_time, time.perf_counter() - wall0, self.tokens - start_tokens)
         self.save()
         if not interrupted:
-            self._eval_and_log(whole_split=True)
+            self.stop.finishing = True
+            self._eval_and_log(final=True)
             self._save_final()
             du.barrier(info)
-        rate = (self.tokens - start_tokens) / train_time if train_time > 0 else None
-        return self._summary(last, interrupted, time.perf_counter() - wall0, rate)
+        self._sitting = (train_time, time.perf_counter() - wall0, self.tokens - start_tokens)
+        return self._summary(interrupted)
+
+    def _spent_now(self) -> dict[str, float]:
+        """Training time, wall time and tokens trained over every sitting of the run, this one included."""
+        train, wall, tokens = getattr(self, "_sitting", (0.0, 0.0, 0))
+        return {
+            "train_time_s": self.spent["train_time_s"] + train,
+            "wall_time_s": self.spent["wall_time_s"] + wall,
+            "trained_tokens": self.spent["trained_tokens"] + tokens,
+        }
 
     def _save_final(self) -> None:
         """``final/`` (``save_pretrained``) on rank 0; under FSDP the shards are gathered into a fresh
@@ -362,25 +394,31 @@ class Trainer:
         record.update(
             tokens_per_s=rate, nonfinite_skipped=self.nonfinite_total, **shape_values(self.raw_model)
         )
+        self.last_train = record
         self._record(record)
         self.progress.step(self.step, last["loss"], rate)
 
-    def _eval_and_log(self, whole_split: bool = False) -> None:
-        result = self.evaluate(
-            whole_split=whole_split, per_document=whole_split
-        )  # the final one: per document
-        if whole_split and self.info.is_main:
+    def _eval_and_log(self, final: bool = False) -> None:
+        """An evaluation, logged; the ``final`` one scores the whole split, per document too, and is marked
+        so (a resumed run that finishes redoes it, and drops an earlier sitting's)."""
+        result = self.evaluate(whole_split=final, per_document=final)
+        if final and self.info.is_main:
             self.run_dir.write_documents(self.step, self.tokens, result)
         result = {k: v for k, v in result.items() if k not in ("documents", "windows")}
         self.last_val = result
         self._emit("eval", {"step": self.step, **result})
-        self._record({"step": self.step, "tokens": self.tokens, **result})
-        self.progress.eval(self.step, result["val_loss"], result["val_bpb"])
+        self._record(
+            {"step": self.step, "tokens": self.tokens, **result, **({"final": True} if final else {})}
+        )
+        scope, scored = result.get("val_scope"), result.get("val_tokens")
+        self.progress.eval(self.step, result["val_loss"], result["val_bpb"], scope, scored)
 
-    def _summary(
-        self, last: dict[str, Any], interrupted: bool, wall: float, rate: float | None
-    ) -> dict[str, Any]:
-        """``summary.json``: the run's identity (from the config record) and its final figures."""
+    def _summary(self, interrupted: bool) -> dict[str, Any]:
+        """``summary.json``: the run's identity (from the config record) and its final figures. Times and
+        tokens/s cover every sitting of a resumed run (training time only for tokens/s)."""
+        spent = self._spent_now()
+        rate = spent["trained_tokens"] / spent["train_time_s"] if spent["train_time_s"] > 0 else None
+        wall = spent["wall_time_s"]
         c = self.record
         summary = {"run_dir": str(self.out), "run_name": self.out.name}
         summary.update({k: c[k] for k in ("preset", "activation", "optimizer", "seed")})
@@ -388,10 +426,14 @@ class Trainer:
             {k: c[f"_{k}"] for k in ("total_steps", "tokens_per_step", "world_size", "grad_accum")}
         )
         summary.update(
-            steps=self.step, tokens=self.tokens, parameters=self.n_params, train_loss=last.get("loss")
+            steps=self.step,
+            tokens=self.tokens,
+            parameters=self.n_params,
+            train_loss=self.last_train.get("loss"),
         )
         summary.update({k: self.last_val.get(k) for k in ("val_loss", "val_ppl", "val_bpb")})
         summary.update(tokens_per_s=rate, nonfinite_skipped=self.nonfinite_total, wall_time_s=wall)
+        summary.update(train_time_s=spent["train_time_s"])
         summary.update(
             interrupted=interrupted,
             stop_reason=self.stop.reason,

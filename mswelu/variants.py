@@ -7,11 +7,15 @@ preset), and ``hybrid`` puts attention in every second block. ``swelu-residual``
 with the dense stack's residual (the seed's last SWELU bounds the head's input to (-1, 1); this measures
 that bound apart from the activation).
 
-The reference Mamba-1 family isolates the workbook's question, the activation inside the mixer:
-``mamba`` is the base preset's blocks with SiLU in the mixer only (no post-mixer activation, no dense
-stack), ``mamba-swelu`` the same with learnable SWELU in the mixer's slots, ``mamba-swelu-fixed`` with
-SWELU fixed at ``k_init`` (1.0 by default). Without the dense stack they get the depth whose parameter
-count is closest to the base preset's (:func:`matched_depth`; within 2% for our presets).
+The reference families isolate the workbook's question, the activation inside the mixer. One family per
+registered sequence mixer (:data:`mswelu.modules.mixers.MIXERS`), named after it (Mamba-1 keeps its first
+name, ``mamba``): ``mamba`` is the base preset's blocks with SiLU in the mixer only (no post-mixer activation,
+no dense stack), ``mamba-<activation>`` the same with another registered activation in the mixer's slots
+(``mamba-swelu``: learnable SWELU, ``mamba-swelu-fixed``: SWELU at ``k_init``, ``mamba-swish``: learnable
+Swish-beta, SiLU at init); likewise ``mamba2``, ``mamba2-swelu``, ... with Mamba-2 blocks, whose own shape
+settings (:data:`MIXER_SETTINGS`: a state of 64 per head of 64 channels, as the ``mamba2-small`` preset) win
+over the base's. Without the dense stack each family gets the depth whose parameter count is closest to the
+base preset's (:func:`matched_depth`; within a few percent for our presets).
 
 Data, tokens, optimizer, schedule and learning rate are never part of a variant: they stay the base
 config's.
@@ -24,12 +28,16 @@ from typing import Any
 
 from mswelu.baselines import BASELINES
 from mswelu.configuration import PRESETS
+from mswelu.errors import unknown_choice
 from mswelu.modules.activations import ACTIVATIONS
+from mswelu.modules.mixers import sequence_mixers
 
 __all__ = ["VARIANTS", "hybrid_pattern", "matched_depth", "variant_overrides"]
 
-#: the reference Mamba-1 block: the activation in the mixer only
+#: the reference block: the activation in the mixer only
 MAMBA_REFERENCE = {"post_mixer_act": False, "dense_sizes": ()}
+#: a mixer's own shape settings in its reference family (the base preset's apply to the rest)
+MIXER_SETTINGS: dict[str, dict[str, Any]] = {"mamba2": {"d_state": 64, "headdim": 64}}
 
 
 def hybrid_pattern(layer_pattern: str) -> str:
@@ -70,12 +78,21 @@ def matched_depth(preset: str, **model: Any) -> int:
     return min(gap, key=lambda n: (gap[n], n))
 
 
-def _mamba_reference(activation: str) -> Callable[[str], dict[str, Any]]:
+def _reference(mixer: str, activation: str) -> Callable[[str], dict[str, Any]]:
     def overrides(preset: str) -> dict[str, Any]:
-        depth = matched_depth(preset, **MAMBA_REFERENCE)
-        return {"activation": activation, "model": {**MAMBA_REFERENCE, "layer_pattern": "M" * depth}}
+        model = {**MAMBA_REFERENCE, "mixer": mixer, **MIXER_SETTINGS.get(mixer, {})}
+        depth = matched_depth(preset, **model)
+        return {"activation": activation, "model": {**model, "layer_pattern": "M" * depth}}
 
     return overrides
+
+
+def _family(mixer: str) -> dict[str, Callable[[str], dict[str, Any]]]:
+    """``<mixer>`` (SiLU) and ``<mixer>-<activation>`` for every other registered activation."""
+    stem = "mamba" if mixer == "mamba1" else mixer
+    out = {stem: _reference(mixer, "silu")}
+    out.update({f"{stem}-{name}": _reference(mixer, name) for name in ACTIVATIONS if name != "silu"})
+    return out
 
 
 VARIANTS: dict[str, Callable[[str], dict[str, Any]]] = {
@@ -83,16 +100,15 @@ VARIANTS: dict[str, Callable[[str], dict[str, Any]]] = {
     **{name: _baseline(name) for name in BASELINES},
     "hybrid": _hybrid,
     "swelu-residual": lambda preset: {"activation": "swelu", "model": {"dense_residual": True}},
-    "mamba": _mamba_reference("silu"),
-    "mamba-swelu": _mamba_reference("swelu"),
-    "mamba-swelu-fixed": _mamba_reference("swelu-fixed"),
 }
+for _mixer in sequence_mixers():
+    VARIANTS.update(_family(_mixer))
 
 
 def variant_overrides(variant: str, preset: str) -> dict[str, Any]:
     """TrainConfig overrides that turn a base config on ``preset`` into ``variant`` (see :data:`VARIANTS`)."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: expected one of {tuple(VARIANTS)}")
+        raise ValueError(unknown_choice("variant", variant, VARIANTS))
     if preset not in PRESETS:
-        raise ValueError(f"variants apply to one of our presets {sorted(PRESETS)}, got {preset!r}")
+        raise ValueError(f"variants apply to one of our presets: {unknown_choice('preset', preset, PRESETS)}")
     return VARIANTS[variant](preset)

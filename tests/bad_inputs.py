@@ -333,6 +333,66 @@ def _misspelt_task(tmp: Path):
     return (lambda: main(["tasks", "--run", str(out), "--tasks", "mswelu_lastwrod"])), _unchanged(out)
 
 
+def _yaml_config(text: str) -> Callable[[Path], tuple[Callable[[], int], Callable[[], bool]]]:
+    """A config file with ``text`` on top of a valid tiny config that names no output folder."""
+
+    def setup(tmp: Path):
+        data = write_byte_dataset(tmp / "data")
+        cfg = tmp / "run.yaml"
+        cfg.write_text(f"preset: tiny\ndata: {data}\nmax_steps: 2\nbatch_size: 2\nseq_len: 16\n{text}")
+        before = sorted(p.name for p in tmp.iterdir())
+        return (
+            lambda: _train(["--config", str(cfg)])
+        ), lambda: sorted(p.name for p in tmp.iterdir()) != before
+
+    return setup
+
+
+def _killed_after_last_step(
+    tear: str | None = None,
+) -> Callable[[Path], tuple[Callable[[], int], Callable[[], bool]]]:
+    """A finished run as a kill after its last checkpoint leaves it: no final/, no summary; with ``tear``,
+    the metrics log also ends in a torn line (``"eval"``: the final evaluation's record; ``"step"``: the
+    last step's record, the final evaluation's line never written)."""
+
+    def setup(tmp: Path):
+        data, out = _finished_run(tmp)
+        shutil.rmtree(out / "final")
+        (out / "summary.json").unlink()
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        if tear == "eval":
+            lines[-1] = lines[-1][: len(lines[-1]) // 2]
+        elif tear == "step":  # the log ends inside the last step's record
+            last = max(i for i, x in enumerate(lines) if "loss" in json.loads(x))
+            lines = lines[: last + 1]
+            lines[-1] = lines[-1][: len(lines[-1]) // 2]
+        (out / "metrics.jsonl").write_text("\n".join(lines))
+        return (lambda: _train(_tiny(data, out, "--resume", "auto"))), lambda: False
+
+    return setup
+
+
+def _sigterm_in_final_evaluation(tmp: Path):
+    import os
+    import signal
+
+    from mswelu.train import train
+
+    data = write_byte_dataset(tmp / "data")
+    cfg = {"preset": "tiny", "data": str(data), "out": str(tmp / "run"), "max_steps": 2, "batch_size": 2}
+    cfg.update(seq_len=16, eval_every=0, ckpt_every=0, progress=False, tensorboard=False)
+
+    def kill_in_final(event, trainer, info):
+        if event == "eval" and trainer.stop.finishing:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def command() -> int:
+        summary = train(cfg, callbacks=[kill_in_final])
+        return 130 if summary.get("interrupted") else 0
+
+    return command, lambda: False
+
+
 CASES = [
     Case(
         "lost",
@@ -499,6 +559,57 @@ CASES = [
     Case("trackers", "wandb online without an API key", _wandb_without_key, "error", "tracker 'wandb'"),
     Case("runs", "runs show of a run that does not exist", _runs_show_missing, "error", "no run"),
     Case("evaluate", "a misspelt local task", _misspelt_task, "error", "did you mean 'mswelu_lastword'"),
+    Case(
+        "resume",
+        "--resume auto on a finished run",
+        _train_case("--resume", "auto"),
+        "recovers",
+        "is already finished",
+    ),
+    Case(
+        "resume",
+        "--resume auto after a kill between the last checkpoint and the summary",
+        _killed_after_last_step(),
+        "recovers",
+        "resumed from",
+    ),
+    Case(
+        "resume",
+        "--resume auto with a torn last line in metrics.jsonl",
+        _killed_after_last_step("step"),
+        "recovers",
+        "restored from the checkpoint",
+    ),
+    Case(
+        "resume",
+        "--resume with --max-steps below the checkpoint's step",
+        _train_case("--resume", "auto", "--max-steps", "1"),
+        "error",
+        "past this run's last step",
+    ),
+    Case(
+        "resume",
+        "--overwrite together with --resume auto",
+        _train_case("--resume", "auto", "--overwrite"),
+        "error",
+        "contradict",
+    ),
+    Case("config", "out: 5 (a number) in a config file", _yaml_config("out: 5\n"), "error", "out must be"),
+    Case(
+        "config",
+        "run_name: [a, b] in a config file",
+        _yaml_config("run_name: [a, b]\n"),
+        "error",
+        "run_name must be",
+    ),
+    Case("config", "device: 5 in a config file", _yaml_config("device: 5\n"), "error", "device must be"),
+    Case(
+        "faults",
+        "SIGTERM during the final evaluation",
+        _sigterm_in_final_evaluation,
+        "recovers",
+        "training is complete; finishing the final evaluation",
+    ),
 ]
 
 

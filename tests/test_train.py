@@ -9,6 +9,7 @@ corpus from ``mswelu.data.default_dataset``.
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import os
 import signal
@@ -584,3 +585,31 @@ def test_dtype_benchmark_pairs_runs_by_seed(monkeypatch: pytest.MonkeyPatch) -> 
     assert [x["autocast"] for x in r["runs"]] == [None, "bf16", None, "bf16"]  # what each run really used
     with pytest.raises(ValueError, match="at least 2 seeds"):
         bench.run("tiny", "gpt2", steps=2, seeds=(0,))
+
+
+def test_a_run_killed_after_its_last_step_finishes_its_record_on_resume(
+    tiny_config, byte_data: Path, tmp_path: Path
+) -> None:
+    """A kill between the last checkpoint and the summary: the resumed run trains nothing, writes the final
+    evaluation once, and its summary carries the figures of the run (not nulls from an empty sitting)."""
+    out = tmp_path / "run"
+    first = train(tiny_config(byte_data, out, ckpt_every=0))
+    shutil.rmtree(out / "final")
+    (out / "summary.json").unlink()
+    again = train(tiny_config(byte_data, out, ckpt_every=0, resume="auto"))
+    assert again["steps"] == first["steps"] and again["train_loss"] == pytest.approx(first["train_loss"])
+    assert again["tokens_per_s"] == pytest.approx(first["tokens_per_s"]) and again["wall_time_s"] > 0
+    assert again["val_loss"] == pytest.approx(first["val_loss"])
+    finals = [r for r in read_metrics(out)[1] if r.get("val_scope") == "whole split" and r["step"] == 6]
+    assert len(finals) == 1 and (out / "final").is_dir()
+    # a finished run asked to resume is left as it is
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert train(tiny_config(byte_data, out, ckpt_every=0, resume="auto"))["steps"] == 6
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+@pytest.mark.parametrize(
+    ("text", "want"), [("0.5", (0.5,)), ("0.2,0.5", (0.2, 0.5)), ("[0.2, 0.8]", (0.2, 0.8)), ("none", ())]
+)
+def test_eval_fractions_from_the_command_line(text: str, want: tuple) -> None:
+    assert config_from_args(["--eval-fractions", text]).eval_fractions == want
