@@ -9,9 +9,9 @@ corpus from ``mswelu.data.default_dataset``.
 from __future__ import annotations
 
 import json
-import shutil
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
