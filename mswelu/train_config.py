@@ -12,7 +12,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,13 @@ from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
 from mswelu.run_names import run_name
 from mswelu.schedule import SCHEDULES
+from mswelu.settings_policy import (
+    NUMERIC_CHANGES,
+    RESUMABLE_CHANGES,
+    RUNTIME_SETTINGS,
+    changed_settings,
+    merge_overrides,
+)
 from mswelu.trackers import check_trackers, parse_trackers
 
 __all__ = [
@@ -46,85 +53,6 @@ PARALLEL = ("ddp", "fsdp")  # mswelu.parallel: a full replica per rank, or FSDP2
 FSDP_PARAM_DTYPES = ("fp32", "bf16")
 #: keys of configs written before a rename, and their new names
 RENAMED = {"strategy": "parallel"}
-
-# Fields whose change on resume alters the numbers from here on (allowed, reported as a warning).
-NUMERIC_CHANGES = (
-    "lr",
-    "min_lr_ratio",
-    "weight_decay",
-    "betas",
-    "eps",
-    "grad_clip",
-    "schedule",
-    "warmup",
-    "decay_fraction",
-    "k_lr_scale",
-    "muon_momentum",
-    "dtype",
-    "fsdp_param_dtype",
-    "max_steps",
-    "max_tokens",
-)
-# Fields that may change between a run and its resumption (they do not change what was computed so far,
-# nor what the checkpoint holds). Every other field must match the checkpoint's config.
-RESUMABLE_CHANGES = frozenset(NUMERIC_CHANGES) | {
-    "eval_every",
-    "eval_batches",
-    "eval_fractions",
-    "log_every",
-    "ckpt_every",
-    "keep_checkpoints",
-    "resume",
-    "overwrite",
-    "progress",
-    "tensorboard",
-    "trackers",
-    "monitor_every",
-    "max_consecutive_nonfinite",
-    "device",
-    "compile",
-    "parallel",
-    "cpu_offload",
-    "activation_checkpointing",
-    "run_name",
-    "out",
-    "data",
-}
-# Fields that say how and where a run runs, not what it computes: a finished run that differs from a
-# config only in these is that config's run (notebooks reuse it).
-RUNTIME_SETTINGS = frozenset(
-    {"progress", "tensorboard", "overwrite", "resume", "out", "run_name", "data", "device"}
-)
-
-
-def changed_settings(
-    recorded: Mapping[str, Any], wanted: Mapping[str, Any], ignore: Collection[str] = ()
-) -> list[str]:
-    """The settings of ``wanted`` (a TrainConfig dict) whose value differs from the one ``recorded`` (a
-    run's or a checkpoint's ``config.json``) holds, in ``wanted``'s order, ``ignore`` aside. Values
-    compare as JSON holds them (tuples as lists); a setting ``recorded`` lacks (written before it
-    existed) is not a change. The one comparison behind a resume's check and a notebook's reuse."""
-    return [
-        k
-        for k, v in wanted.items()
-        if k not in ignore and k in recorded and _as_json(recorded[k]) != _as_json(v)
-    ]
-
-
-def _as_json(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def merge_overrides(
-    base: Mapping[str, Any], overrides: Mapping[str, Any], replace_model: bool = False
-) -> dict[str, Any]:
-    """``base`` (a TrainConfig dict) with ``overrides`` on top, their ``model`` settings merged over the
-    base's (the override's win), or, with ``replace_model``, instead of them (a variant on another
-    architecture, whose model settings the base's do not describe)."""
-    model = dict(overrides.get("model") or {})
-    if not replace_model:
-        model = {**(base.get("model") or {}), **model}
-    return {**base, **{k: v for k, v in overrides.items() if k != "model"}, "model": model}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -353,6 +281,7 @@ class TrainConfig:
         model's own config (what rebuilds it from a checkpoint)."""
         from mswelu.models import config_of, count_parameters, shape_slots
         from mswelu.provenance import code_version
+        from mswelu.training_code import training_code
 
         d = self.to_dict()
         d.update(data=str(data), out=str(out), run_name=Path(out).name)
@@ -369,6 +298,7 @@ class TrainConfig:
             "model_config": config_of(model),
             "baseline": getattr(model, "baseline_info", None),
             "shape_slots": shape_slots(model) or None,  # where each logged shape value sits
+            "training_code": training_code(self.to_dict()),  # the files its numbers depend on (reuse)
         }
         d.update({f"_{k}": v for k, v in derived.items() if v is not None})
         return d

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mswelu import workbook as wb
+from mswelu.analysis import CLAIM_SETS
 from mswelu.variants import VARIANTS
 
 STUDIES = sorted((Path(__file__).parents[1] / "notebooks" / "studies").glob("*.yaml"))
@@ -24,9 +25,10 @@ def test_study_is_a_parameter_set_of_notebook_05(path: Path) -> None:
     wb.check_parameters("05_baselines.ipynb", params)  # a misspelt name would raise
     assert params["study"] is True and params["run_name"] == path.stem
     assert set(params["variants"]) <= set(VARIANTS)
-    assert set(params["compare"]) == {"swelu", "silu", "fixed", "transformer"}
+    assert set(params["compare"]) <= {"swelu", "silu", "fixed", "transformer", "shapes"}
     assert set(params["compare"].values()) <= set(params["variants"])
     assert len(params["seeds"]) >= 3 and len(params["lr_grid"]) >= 2
+    assert set(params.get("claims", [])) <= set(CLAIM_SETS)
     assert params["ckpt_every"] > 0  # an interrupted study resumes its unfinished runs
 
 

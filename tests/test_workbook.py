@@ -189,8 +189,14 @@ def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
     monkeypatch.setattr(mswelu.data, "load_meta", lambda p: {**real_meta(p), "fingerprint": "other"})
     assert wb.reusable(cfg, tmp_path / "r") == "trained on other data"
     monkeypatch.setattr(mswelu.data, "load_meta", real_meta)
-    monkeypatch.setattr(mswelu.provenance, "code_version", lambda: "0000")
-    assert wb.reusable(cfg, tmp_path / "r") == "trained by other code"
+    import mswelu.workbook.reuse as reuse
+
+    real_code = reuse.training_code
+    monkeypatch.setattr(reuse, "training_code", lambda c: {**real_code(c), "files": {"trainer.py": "edited"}})
+    assert wb.reusable(cfg, tmp_path / "r").startswith("trained by other code (")
+    monkeypatch.setattr(reuse, "training_code", real_code)
+    monkeypatch.setattr(mswelu.provenance, "code_version", lambda: "0000")  # code off the training path
+    assert wb.reusable(cfg, tmp_path / "r") is None
 
 
 def test_notebook_parameters_are_the_declared_ones():

@@ -26,6 +26,7 @@ from mswelu.analysis.bootstrap import (
     study_bootstrap,
 )
 from mswelu.analysis.claims import (
+    CLAIM_SETS,
     COMPARABLE_FRACTION,
     COMPUTE_CLAIMS,
     COUNT_CLAIMS,
@@ -34,7 +35,10 @@ from mswelu.analysis.claims import (
     SEED_PARAMETERS,
     SEED_TOKENS,
     SHAPE_MOVED,
+    SHAPE_VS_LEARNING,
     Claim,
+    claim_set,
+    pair_claims,
 )
 from mswelu.analysis.counts import architecture_claims, architecture_counts
 from mswelu.analysis.curves import VIEWS, budget_pairs, equal_compute_table, paired_convergence
@@ -69,6 +73,7 @@ from mswelu.analysis.verdicts import COLUMNS, VERDICTS, evaluate_claims, recompu
 __all__ = [
     "COLUMNS",
     "COMPARABLE_FRACTION",
+    "CLAIM_SETS",
     "COMPUTE_CLAIMS",
     "COUNT_CLAIMS",
     "DEFAULT_COMPARE",
@@ -83,6 +88,9 @@ __all__ = [
     "VERDICTS",
     "VIEWS",
     "Claim",
+    "SHAPE_VS_LEARNING",
+    "claim_set",
+    "pair_claims",
     "LrStatus",
     "StudyData",
     "activation_curves",

@@ -172,9 +172,11 @@ def study_data(
         if run is None:
             continue
         shapes += shapes_of(r.variant, r.seed, run)
-        docs = getattr(run, "documents", None)
-        if docs:
-            u = bootstrap_units(docs.get("documents"), docs.get("windows"))
+        u = getattr(run, "units", None)  # a ledger record keeps its units; a run folder its documents
+        if u is None:
+            docs = getattr(run, "documents", None)
+            u = bootstrap_units(docs.get("documents"), docs.get("windows")) if docs else None
+        if u is not None and not u.empty:
             units.append(u.assign(variant=r.variant, seed=int(r.seed)))
     curve_df = curves.rename(columns={"val_scope": "scope"}) if curves is not None else pd.DataFrame()
     sweep_df = sweep if sweep is not None else _frame([], SWEEP_COLUMNS)

@@ -5,7 +5,9 @@
 - ``plots``: the figures, with one colour table for the activation slots;
 - ``profiles``: notebook 03's profiles, the data a preset gets, notebooks 02 and 05's settings;
 - ``reuse``: what a rerun does with a run name that holds a run (reuse, resume, or refuse);
-- ``compare``: notebook 05's variants x seeds, the lr sweep on a tuning split, a study's runs;
+- ``compare``: notebook 05's variants x seeds, the bracketing lr sweep on a tuning split, the side-by-side
+  throughput, a study's runs;
+- ``ledger``: a study's committed records of its runs (reused across sittings and machines);
 - ``checks``: smoke checks, the run to analyse, the gradient reaching each k;
 - ``launching``: notebook 03's launch plans and their execution.
 
@@ -17,13 +19,23 @@ from mswelu.run_names import parse_run_name, run_name
 from mswelu.runs import RunData, list_runs, load_run, newest_run, read_jsonl
 from mswelu.variants import VARIANTS, hybrid_pattern, variant_overrides
 from mswelu.workbook.checks import ensure_run, k_gradients_for_run, shape_gradients_for_run, smoke_checks
-from mswelu.workbook.compare import lr_sweep, run_variants, study_runs, tuning_data, variant_config
+from mswelu.workbook.compare import (
+    bracketed_lr_sweep,
+    lr_sweep,
+    run_variants,
+    side_by_side_throughput,
+    study_runs,
+    tuning_data,
+    variant_config,
+)
 from mswelu.workbook.launching import execute_plan, plan_launch
+from mswelu.workbook.ledger import Ledger, Record, study_ledger
 from mswelu.workbook.plots import (
     SLOT_COLOURS,
     plot_activation_shapes,
     plot_k_trajectories,
     plot_loss,
+    plot_lr_sweep,
     plot_study_k,
     plot_tokens_per_s,
     plot_variant_curves,
@@ -54,7 +66,10 @@ __all__ = [
     "STUDIES",
     "VARIANTS",
     "RunData",
+    "Ledger",
+    "Record",
     "as_run",
+    "bracketed_lr_sweep",
     "check_parameters",
     "comparison_config",
     "data_for",
@@ -64,6 +79,8 @@ __all__ = [
     "hybrid_pattern",
     "k_gradients_for_run",
     "shape_gradients_for_run",
+    "side_by_side_throughput",
+    "study_ledger",
     "keep_executed_notebook",
     "list_runs",
     "load_run",
@@ -75,6 +92,7 @@ __all__ = [
     "plot_activation_shapes",
     "plot_k_trajectories",
     "plot_loss",
+    "plot_lr_sweep",
     "plot_study_k",
     "plot_tokens_per_s",
     "plot_variant_curves",

@@ -3,6 +3,7 @@ won in the same sweep on a tuning split, and a study's runs read back by variant
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -11,15 +12,27 @@ from typing import Any
 
 import pandas as pd
 
+from mswelu import analysis
+from mswelu.analysis.tuning import LrStatus
 from mswelu.data import load_meta, prepare, split_documents, tokenizer_name
 from mswelu.paths import runs_dir
+from mswelu.progress import log
 from mswelu.run_names import parse_run_name, run_name
 from mswelu.runs import SUMMARY, RunData, list_runs, load_run
 from mswelu.train_config import TrainConfig, merge_overrides
 from mswelu.variants import variant_overrides
+from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key
 from mswelu.workbook.reuse import as_run, train_or_load
 
-__all__ = ["lr_sweep", "run_variants", "study_runs", "tuning_data", "variant_config"]
+__all__ = [
+    "bracketed_lr_sweep",
+    "lr_sweep",
+    "run_variants",
+    "side_by_side_throughput",
+    "study_runs",
+    "tuning_data",
+    "variant_config",
+]
 
 
 def variant_config(base: dict[str, Any], variant: str) -> dict[str, Any]:
@@ -30,6 +43,26 @@ def variant_config(base: dict[str, Any], variant: str) -> dict[str, Any]:
     return merge_overrides(base, over, replace_model="preset" in over)
 
 
+def _run_or_record(
+    cfg: dict[str, Any], name: str, variant: str, seed: int, kind: str, reuse: bool, ledger: Ledger | None
+) -> RunData | Record:
+    """The finished run of ``cfg``: from ``ledger`` when it holds a record of exactly this run (settings,
+    data, training-path code), else trained (or reused from ``runs/``) and recorded there."""
+    if ledger is not None and reuse:
+        record, why = ledger.lookup(name, cfg)
+        if record is not None:
+            return record
+        if why is not None:
+            log(f"{name}: its ledger record is not used ({why}); training it", source="mswelu.workbook")
+    run = train_or_load(cfg, reuse=reuse)
+    if ledger is None:
+        return run
+    path = ledger.write(Record.from_run(run, variant, seed, kind, run_key(cfg)))
+    record = Record.from_dict(json.loads(path.read_text()))  # what a later sitting will read: the same
+    record.reused = bool(run.reused)
+    return record
+
+
 def run_variants(
     base: dict[str, Any],
     variants: Sequence[str],
@@ -37,12 +70,14 @@ def run_variants(
     prefix: str,
     reuse: bool = True,
     lrs: Mapping[str, float] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, RunData]]:
+    ledger: Ledger | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, RunData | Record]]:
     """Train (or load) every variant x seed on the same data and token budget, each variant at its lr in
-    ``lrs`` (from :func:`lr_sweep`; else ``base``'s).
+    ``lrs`` (from :func:`bracketed_lr_sweep`; else ``base``'s). With a study's ``ledger`` every model comes
+    from its record (written now for a run trained now), so a study's figures are its records' alone.
 
     Returns (results: one row per model with variant, seed, lr, val_loss, val_bpb, tokens, tokens_per_s,
-    params, wall_time_s (of its last sitting), run, reused; curves: long-form eval curves; runs by name)."""
+    params, wall_time_s, run, reused; curves: long-form eval curves; runs (or records) by name)."""
     if not variants or not seeds:
         raise ValueError("need at least one variant and one seed")
     rows, curves, runs = [], [], {}
@@ -52,7 +87,7 @@ def run_variants(
             cfg = as_run(variant_config(base, variant), name, seed=int(seed))
             if lrs is not None:
                 cfg["lr"] = float(lrs[variant])
-            run = train_or_load(cfg, reuse=reuse)
+            run = _run_or_record(cfg, name, variant, int(seed), "run", reuse, ledger)
             runs[name] = run
             m = run.final_metrics()
             rows.append(
@@ -74,11 +109,8 @@ def run_variants(
             ev = run.eval
             if not ev.empty:
                 curves.append(ev.assign(variant=variant, seed=int(seed)))
-    curve_df = (
-        pd.concat(curves, ignore_index=True)
-        if curves
-        else pd.DataFrame(columns=["step", "tokens", "val_loss", "val_ppl", "val_bpb", "variant", "seed"])
-    )
+    columns = ["step", "tokens", "val_loss", "val_ppl", "val_bpb", "val_scope", "variant", "seed"]
+    curve_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=columns)
     return pd.DataFrame(rows), curve_df, runs
 
 
@@ -118,11 +150,13 @@ def lr_sweep(
     prefix: str,
     seed: int = 0,
     reuse: bool = True,
+    ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """The same learning-rate grid and budget for every variant, scored on :func:`tuning_data` (never
     the reported validation split). Returns (one row per variant x lr: variant, lr, tune_val_loss,
-    diverged, run; the chosen lr per variant: the lowest final tuning loss, a diverged run never wins).
-    With one lr in the grid that lr is every variant's choice (no sweep: the rows still show its loss)."""
+    diverged, run; the chosen lr per variant: the lowest final tuning loss, a diverged run never wins;
+    a variant all of whose lrs diverged gets none). See :func:`bracketed_lr_sweep` for the grid that
+    extends until each optimum is bracketed."""
     if not lrs or any(not isinstance(x, (int, float)) or x <= 0 for x in lrs):
         raise ValueError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
     tune = tuning_data(base["data"])
@@ -132,7 +166,9 @@ def lr_sweep(
             name = run_name(prefix, "tune", variant, lr=lr)
             cfg = as_run(variant_config(base, variant), name, data=tune, lr=float(lr), seed=int(seed))
             try:
-                loss = float(train_or_load(cfg, reuse=reuse).final_metrics()["final_val_loss"])
+                run = _run_or_record(cfg, name, variant, int(seed), "sweep", reuse, ledger)
+                loss = run.final_metrics()["final_val_loss"]
+                loss = math.inf if loss is None else float(loss)
             except FloatingPointError:  # the trainer stops a run whose steps keep going non-finite
                 loss = math.inf
             diverged = not math.isfinite(loss)
@@ -142,10 +178,58 @@ def lr_sweep(
     chosen = {}
     for variant, part in table.groupby("variant", sort=False):
         ok = part[~part.diverged]
-        if ok.empty:
-            raise ValueError(f"every lr of {list(lrs)} diverged for {variant!r}: extend the grid downwards")
-        chosen[str(variant)] = float(ok.sort_values(["tune_val_loss", "lr"]).lr.iloc[0])
+        if not ok.empty:
+            chosen[str(variant)] = float(ok.sort_values(["tune_val_loss", "lr"]).lr.iloc[0])
     return table, chosen
+
+
+def bracketed_lr_sweep(
+    base: dict[str, Any],
+    variants: Sequence[str],
+    grid: Sequence[float],
+    prefix: str,
+    seed: int = 0,
+    reuse: bool = True,
+    ledger: Ledger | None = None,
+) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
+    """:func:`lr_sweep` on ``grid``, then, for every variant whose best lr sits at an edge of what it tried,
+    one more lr beyond that edge (x2 or /2), until each optimum has tried neighbours on both sides or the
+    bound of :mod:`mswelu.analysis.tuning` is reached. Returns (every sweep point; each variant's
+    :class:`~mswelu.analysis.tuning.LrStatus`: its lr, and whether it is bracketed and why not)."""
+    sweep, _ = lr_sweep(base, variants, grid, prefix, seed, reuse, ledger)
+    while todo := analysis.extend_lr_grid(sweep, grid):
+        for variant, more in todo.items():
+            rows, _ = lr_sweep(base, [variant], more, prefix, seed, reuse, ledger)
+            sweep = pd.concat([sweep, rows], ignore_index=True)
+    status = analysis.lr_status(sweep, grid)
+    failed = [v for v, s in status.items() if not math.isfinite(s.lr)]
+    if failed:
+        raise ValueError(
+            f"every lr tried diverged for {failed} ({', '.join(f'{x:g}' for x in status[failed[0]].tried)}) "
+            "down to the sweep's bound: lower the grid"
+        )
+    return sweep, status
+
+
+def side_by_side_throughput(
+    base: dict[str, Any], variants: Sequence[str], ledger: Ledger | None = None, rounds: int = 5
+) -> pd.DataFrame:
+    """Every variant's training tokens/s measured in this process, interleaved round by round at the study's
+    shape (:func:`mswelu.bench.throughput.measure_throughput`), and its model FLOPs per token: the
+    equal-compute view's inputs. A study reuses the measurement its ledger holds for the same variants,
+    shapes and code."""
+    from mswelu.bench.throughput import measure_throughput
+
+    configs = {v: {**variant_config(base, v), "seed": 0} for v in variants}
+    keys = {v: speed_key(cfg) for v, cfg in configs.items()}
+    if ledger is not None:
+        saved = ledger.throughput(keys)
+        if saved is not None:
+            return saved
+    table = measure_throughput(configs, int(load_meta(base["data"])["vocab_size"]), rounds=rounds)
+    if ledger is not None:
+        ledger.write_throughput(keys, table)
+    return table
 
 
 def study_runs(study: str, variant: str) -> dict[int, RunData]:

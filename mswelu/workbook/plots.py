@@ -18,6 +18,7 @@ __all__ = [
     "plot_activation_shapes",
     "plot_k_trajectories",
     "plot_loss",
+    "plot_lr_sweep",
     "plot_study_k",
     "plot_tokens_per_s",
     "plot_variant_curves",
@@ -201,3 +202,27 @@ def plot_variant_curves(curves: pd.DataFrame, results: pd.DataFrame) -> Any:
     fig.suptitle("")
     fig.tight_layout()
     return fig
+
+
+def plot_lr_sweep(sweep: pd.DataFrame, status: Mapping[str, Any] | None = None, ax: Any = None) -> Any:
+    """Each variant's final tuning loss against lr (log scale), its chosen lr circled, and a variant whose
+    optimum is not bracketed (still at an edge of what it tried) marked in the legend; diverged points are
+    drawn at the top as crosses."""
+    fig, ax = _figure_and_axes(ax, (7, 4))
+    finite = sweep[~sweep.diverged.astype(bool)]
+    top = float(finite.tune_val_loss.max()) if not finite.empty else 1.0
+    for i, (variant, part) in enumerate(sweep.groupby("variant", sort=False)):
+        part = part.sort_values("lr")
+        ok = part[~part.diverged.astype(bool)]
+        s = (status or {}).get(variant)
+        label = variant if s is None or s.interior else f"{variant} (at the {s.edge} edge)"
+        ax.plot(ok.lr, ok.tune_val_loss, marker="o", ms=4, color=f"C{i % 10}", label=label)
+        bad = part[part.diverged.astype(bool)]
+        ax.scatter(bad.lr, [top] * len(bad), marker="x", color=f"C{i % 10}")
+        if s is not None and s.lr == s.lr:
+            chosen = ok[ok.lr == s.lr]
+            ax.scatter(chosen.lr, chosen.tune_val_loss, s=120, facecolors="none", edgecolors=f"C{i % 10}")
+    ax.set_xscale("log")
+    return _finish(
+        fig, ax, "learning rate", "final loss on the tuning split", "lr sweep per variant", fontsize=8
+    )

@@ -146,9 +146,12 @@ def comparison_config(
     ckpt_every: int,
     device: str,
     overwrite: bool,
+    evaluations: int = 10,
 ) -> dict[str, Any]:
     """Notebook 05's base for every variant and seed: the same data, tokens, optimizer and schedule,
-    four evaluations, every step logged (the variants and seeds are filled in by ``run_variants``)."""
+    ``evaluations`` evaluations of the whole validation split spread over the run (one scope throughout, so
+    the paired convergence and equal-time figures read crossings off comparable points), every step logged
+    (the variants and seeds are filled in by ``run_variants``)."""
     return {
         "preset": preset,
         "data": str(data),
@@ -159,8 +162,8 @@ def comparison_config(
         "optimizer": optimizer,
         "model": model,
         "warmup": max(1, max_steps // 10),
-        "eval_every": max(1, max_steps // 4),
-        "eval_batches": 4,
+        "eval_every": max(1, max_steps // max(1, evaluations)),
+        "eval_batches": 0,
         "log_every": 1,
         "ckpt_every": ckpt_every,
         "device": device,

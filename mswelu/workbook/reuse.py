@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import mswelu.data
-import mswelu.provenance
 import mswelu.train
 from mswelu.errors import RunRefused
 from mswelu.paths import display_path, runs_dir
 from mswelu.runs import CONFIG, FINAL, NOTEBOOK, SUMMARY, RunData, is_empty, load_run, read_json
 from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
+from mswelu.training_code import changed_files, training_code
 
 __all__ = ["as_run", "reusable", "run_decision", "train_or_load"]
 
@@ -28,7 +28,8 @@ def as_run(cfg: dict[str, Any], name: str, **settings: Any) -> dict[str, Any]:
 def reusable(cfg: dict[str, Any], out: Path) -> str | None:
     """None when ``out`` holds a finished run of exactly ``cfg``: every setting (runtime switches such as
     progress bars aside), a dataset with the same fingerprint (not merely the same path) and the same
-    package code (:func:`mswelu.provenance.code_version`); else why it cannot be reused."""
+    code on its training path (:mod:`mswelu.training_code`: a change to notebooks or reports does not count);
+    else why it cannot be reused."""
     summary = read_json(out / SUMMARY)
     if summary is None or not (out / FINAL).is_dir():
         return "no finished run there"
@@ -37,8 +38,10 @@ def reusable(cfg: dict[str, Any], out: Path) -> str | None:
     why = _differs(cfg, out)
     if why:
         return why
-    if (read_json(out / CONFIG) or {}).get("_code_version") != mswelu.provenance.code_version():
-        return "trained by other code"
+    recorded = (read_json(out / CONFIG) or {}).get("_training_code")
+    changed = changed_files(recorded, training_code(TrainConfig.coerce(dict(cfg)).to_dict()))
+    if changed:
+        return f"trained by other code ({', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''} changed)"
     return None
 
 

@@ -1,0 +1,92 @@
+"""Which settings of a run may differ from another's, and how: what a resume may change (and which of
+those change the numbers from there on), which settings say only how and where a run runs (a notebook
+reuses a finished run that differs in those alone), the one comparison of recorded settings with wanted
+ones, and the one merge of a variant's overrides into a base config."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from typing import Any
+
+__all__ = ["NUMERIC_CHANGES", "RESUMABLE_CHANGES", "RUNTIME_SETTINGS", "changed_settings", "merge_overrides"]
+
+# Fields whose change on resume alters the numbers from here on (allowed, reported as a warning).
+NUMERIC_CHANGES = (
+    "lr",
+    "min_lr_ratio",
+    "weight_decay",
+    "betas",
+    "eps",
+    "grad_clip",
+    "schedule",
+    "warmup",
+    "decay_fraction",
+    "k_lr_scale",
+    "muon_momentum",
+    "dtype",
+    "fsdp_param_dtype",
+    "max_steps",
+    "max_tokens",
+)
+# Fields that may change between a run and its resumption (they do not change what was computed so far,
+# nor what the checkpoint holds). Every other field must match the checkpoint's config.
+RESUMABLE_CHANGES = frozenset(NUMERIC_CHANGES) | {
+    "eval_every",
+    "eval_batches",
+    "eval_fractions",
+    "log_every",
+    "ckpt_every",
+    "keep_checkpoints",
+    "resume",
+    "overwrite",
+    "progress",
+    "tensorboard",
+    "trackers",
+    "monitor_every",
+    "max_consecutive_nonfinite",
+    "device",
+    "compile",
+    "parallel",
+    "cpu_offload",
+    "activation_checkpointing",
+    "run_name",
+    "out",
+    "data",
+}
+# Fields that say how and where a run runs, not what it computes: a finished run that differs from a
+# config only in these is that config's run (notebooks reuse it).
+RUNTIME_SETTINGS = frozenset(
+    {"progress", "tensorboard", "overwrite", "resume", "out", "run_name", "data", "device"}
+    | {"trackers", "monitor_every", "ckpt_every", "keep_checkpoints"}  # where it is logged and kept, not what
+)
+
+
+def changed_settings(
+    recorded: Mapping[str, Any], wanted: Mapping[str, Any], ignore: Collection[str] = ()
+) -> list[str]:
+    """The settings of ``wanted`` (a TrainConfig dict) whose value differs from the one ``recorded`` (a
+    run's or a checkpoint's ``config.json``) holds, in ``wanted``'s order, ``ignore`` aside. Values
+    compare as JSON holds them (tuples as lists); a setting ``recorded`` lacks (written before it
+    existed) is not a change. The one comparison behind a resume's check and a notebook's reuse."""
+    return [
+        k
+        for k, v in wanted.items()
+        if k not in ignore and k in recorded and _as_json(recorded[k]) != _as_json(v)
+    ]
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def merge_overrides(
+    base: Mapping[str, Any], overrides: Mapping[str, Any], replace_model: bool = False
+) -> dict[str, Any]:
+    """``base`` (a TrainConfig dict) with ``overrides`` on top, their ``model`` settings merged over the
+    base's (the override's win), or, with ``replace_model``, instead of them (a variant on another
+    architecture, whose model settings the base's do not describe)."""
+    model = dict(overrides.get("model") or {})
+    if not replace_model:
+        model = {**(base.get("model") or {}), **model}
+    return {**base, **{k: v for k, v in overrides.items() if k != "model"}, "model": model}

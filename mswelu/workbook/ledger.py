@@ -1,0 +1,273 @@
+"""A study's results ledger: one small committed record per finished run (and sweep point), so that a study
+can span sittings and machines and its report can be rebuilt from the records alone.
+
+A record lives in ``reports/studies/<study>/runs/<run name>.json`` and holds:
+
+- its **key**: the run's settings (a TrainConfig dict, runtime switches aside), the fingerprint of its data,
+  and the digest of the code on its training path (:mod:`mswelu.training_code`, with each file's hash, so a
+  stale record says which files changed);
+- its evaluation curve (every evaluation, with its scope) and final whole-split figures (loss, bits per byte,
+  tokens scored), its training loss, tokens, parameters, tokens/s, wall and training time;
+- its shape slots (records of where each value sits) and final shape values, and their values at every
+  evaluation;
+- the bootstrap units of its final evaluation (documents or stretches of windows: loss, tokens, bytes).
+
+Beside them, ``throughput.json`` keeps the side-by-side tokens/s measurement of the study's variants with
+the key of each (settings that shape a step's speed and training-path code), reused while they match.
+
+A rerun reuses a record whose key matches the run it would train, and trains only what is missing (the run
+folders under ``runs/`` stay local, as always). A record whose settings, data or training-path code differ
+is not used, and :meth:`Ledger.lookup` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mswelu.analysis.bootstrap import bootstrap_units
+from mswelu.data import load_meta
+from mswelu.fs import atomic_write_json
+from mswelu.modules.slots import ShapeSlot, slot_records
+from mswelu.runs import RunData
+from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
+from mswelu.training_code import changed_files, training_code
+
+__all__ = ["FORMAT", "Ledger", "Record", "run_key", "speed_key", "study_ledger"]
+
+FORMAT = 1
+
+
+def _round(x: Any, digits: int = 7) -> Any:
+    """Floats to ``digits`` significant digits, recursively (records stay small and diff well)."""
+    if isinstance(x, float):
+        return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+    if isinstance(x, Mapping):
+        return {str(k): _round(v, digits) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_round(v, digits) for v in x]
+    return x
+
+
+#: settings that do not change a step's speed (left out of a throughput measurement's key)
+_NOT_SPEED = (
+    "lr",
+    "seed",
+    "max_steps",
+    "max_tokens",
+    "warmup",
+    "eval_every",
+    "eval_batches",
+    "eval_fractions",
+)
+
+
+def speed_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a run's key that shapes a training step's speed: settings (lr, seed, budget and
+    evaluations aside) and training-path code."""
+    key = run_key(cfg)
+    settings = {k: v for k, v in key["settings"].items() if k not in _NOT_SPEED}
+    return {"settings": settings, "code": key["code"]["digest"]}
+
+
+def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The key of a run of ``cfg`` (a TrainConfig dict with its ``data``): settings, data fingerprint and
+    training-path code."""
+    tc = TrainConfig.coerce(dict(cfg))
+    settings = {k: v for k, v in json.loads(json.dumps(tc.to_dict())).items() if k not in RUNTIME_SETTINGS}
+    fingerprint = load_meta(tc.data).get("fingerprint") if tc.data else None
+    return {"settings": settings, "data_fingerprint": fingerprint, "code": training_code(tc.to_dict())}
+
+
+@dataclass
+class Record:
+    """One finished run as its ledger record holds it; offers what a study reads from a run
+    (``final_metrics``, ``eval``, ``slots``, ``shape_params``, ``final_shape``, ``units``)."""
+
+    name: str
+    variant: str
+    seed: int
+    kind: str  # "run" or "sweep"
+    key: dict[str, Any]
+    final: dict[str, Any]
+    curve: list[dict[str, Any]]
+    slot_list: list[dict[str, Any]] = field(default_factory=list)
+    shapes: dict[str, dict[str, float]] = field(default_factory=dict)  # param -> slot -> final value
+    trajectory: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # param -> step -> ...
+    unit_rows: list[dict[str, Any]] = field(default_factory=list)
+    reused: bool = True
+
+    # -------------------------------------------------------------------------------- as a run
+    def final_metrics(self) -> dict[str, Any]:
+        keys = ("steps", "tokens", "final_train_loss", "final_val_loss", "val_bpb", "tokens_per_s")
+        out = {k: self.final.get(k) for k in keys}
+        out.update({k: self.final[k] for k in ("wall_time_s", "params") if self.final.get(k) is not None})
+        return out
+
+    @property
+    def eval(self) -> pd.DataFrame:
+        return pd.DataFrame(self.curve, columns=["step", "tokens", "val_loss", "val_bpb", "val_scope"])
+
+    @property
+    def slots(self) -> dict[str, ShapeSlot]:
+        return slot_records(self.slot_list, [])
+
+    def shape_params(self) -> list[str]:
+        return list(self.shapes)
+
+    def final_shape(self, param: str = "k") -> dict[str, float]:
+        return dict(self.shapes.get(param) or {})
+
+    def shape(self, param: str = "k") -> pd.DataFrame:
+        rows = self.trajectory.get(param) or {}
+        return pd.DataFrame.from_dict({int(s): v for s, v in rows.items()}, orient="index").sort_index()
+
+    @property
+    def units(self) -> pd.DataFrame:
+        return pd.DataFrame(self.unit_rows)
+
+    # -------------------------------------------------------------------------------- file
+    def to_dict(self) -> dict[str, Any]:
+        return _round(
+            {
+                "format": FORMAT,
+                "name": self.name,
+                "variant": self.variant,
+                "seed": self.seed,
+                "kind": self.kind,
+                "key": self.key,
+                "final": self.final,
+                "curve": self.curve,
+                "slots": self.slot_list,
+                "shapes": self.shapes,
+                "trajectory": self.trajectory,
+                "units": self.unit_rows,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Record:
+        if int(d.get("format", 0)) != FORMAT:
+            raise ValueError(f"ledger record {d.get('name')!r} has format {d.get('format')!r}, not {FORMAT}")
+        return cls(
+            name=str(d["name"]),
+            variant=str(d["variant"]),
+            seed=int(d["seed"]),
+            kind=str(d["kind"]),
+            key=dict(d["key"]),
+            final=dict(d["final"]),
+            curve=list(d.get("curve") or []),
+            slot_list=list(d.get("slots") or []),
+            shapes=dict(d.get("shapes") or {}),
+            trajectory=dict(d.get("trajectory") or {}),
+            unit_rows=list(d.get("units") or []),
+        )
+
+    @classmethod
+    def from_run(cls, run: RunData, variant: str, seed: int, kind: str, key: dict[str, Any]) -> Record:
+        """The record of a finished run folder."""
+        m = run.final_metrics()
+        summary = run.summary or {}
+        final = {**m, "train_time_s": summary.get("train_time_s")}
+        ev = run.eval
+        evals = [r for r in run.records if r.get("val_loss") is not None]
+        curve = [
+            {k: r.get(k) for k in ("step", "tokens", "val_loss", "val_bpb", "val_scope", "val_tokens")}
+            for r in evals
+        ]
+        final.update(val_tokens=evals[-1].get("val_tokens") if evals else None)
+        final.update(val_scope=evals[-1].get("val_scope") if evals else None)
+        eval_steps = {int(s) for s in ev.step} if not ev.empty else set()
+        params = run.shape_params()
+        trajectory = {}
+        for p in params:
+            traj = run.shape(p)
+            kept = traj[traj.index.isin(eval_steps)] if not traj.empty else traj
+            trajectory[p] = {str(step): dict(row) for step, row in kept.iterrows()}
+        docs = run.documents or {}
+        units = bootstrap_units(docs.get("documents"), docs.get("windows")) if docs else pd.DataFrame()
+        return cls(
+            name=run.name,
+            variant=variant,
+            seed=int(seed),
+            kind=kind,
+            key=key,
+            final=final,
+            curve=curve,
+            slot_list=[s.to_dict() for s in run.slots.values()],
+            shapes={p: run.final_shape(p) for p in params},
+            trajectory=trajectory,
+            unit_rows=units.to_dict("records"),
+            reused=False,
+        )
+
+
+class Ledger:
+    """The records of one study (``folder``: ``reports/studies/<study>/runs``)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def records(self) -> dict[str, Record]:
+        """Every record, by run name."""
+        if not self.folder.is_dir():
+            return {}
+        return {
+            p.stem: Record.from_dict(json.loads(p.read_text())) for p in sorted(self.folder.glob("*.json"))
+        }
+
+    def lookup(self, name: str, cfg: Mapping[str, Any]) -> tuple[Record | None, str | None]:
+        """(the record of run ``name`` if its key matches ``cfg``'s, why not otherwise); (None, None) when
+        there is no record."""
+        path = self.path(name)
+        if not path.is_file():
+            return None, None
+        record = Record.from_dict(json.loads(path.read_text()))
+        want = run_key(cfg)
+        changed = changed_settings(record.key["settings"], want["settings"])
+        missing = sorted(set(want["settings"]) - set(record.key["settings"]))
+        if changed or missing:
+            return None, f"settings differ: {', '.join(changed + missing)}"
+        if record.key.get("data_fingerprint") != want["data_fingerprint"]:
+            return None, "other data"
+        files = changed_files(record.key.get("code"), want["code"])
+        if files:
+            return None, f"training code changed: {', '.join(files)}"
+        return record, None
+
+    def throughput(self, keys: Mapping[str, Any]) -> pd.DataFrame | None:
+        """The side-by-side throughput measured for exactly these variants (``keys``: variant -> the part of
+        its key that shapes speed), or None."""
+        path = self.folder.parent / "throughput.json"
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        return pd.DataFrame(saved["table"]) if _round(dict(keys)) == saved.get("keys") else None
+
+    def write_throughput(self, keys: Mapping[str, Any], table: pd.DataFrame) -> Path:
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        path = self.folder.parent / "throughput.json"
+        rows = json.loads(table.to_json(orient="records"))
+        atomic_write_json(path, _round({"keys": dict(keys), "table": rows}))
+        return path
+
+    def write(self, record: Record) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path(record.name), record.to_dict())
+        return self.path(record.name)
+
+
+def study_ledger(study: str) -> Ledger:
+    """The ledger of the committed study ``study`` (``reports/studies/<study>/runs``)."""
+    from mswelu.paths import reports_dir
+
+    return Ledger(reports_dir() / "studies" / study / "runs")

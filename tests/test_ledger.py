@@ -1,0 +1,82 @@
+"""A study's ledger: a finished run's record holds what its report needs, a rerun without any run folder
+(a fresh clone) rebuilds the same results from the records without training, and a change on the training
+path invalidates exactly the records whose runs that file is on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from mswelu import workbook as wb
+from mswelu.workbook import compare as C
+from mswelu.workbook import ledger as L
+
+
+@pytest.fixture
+def base(tiny_config, embedded_data, tmp_path, monkeypatch) -> dict:
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    cfg = tiny_config(embedded_data, tmp_path / "unused", max_steps=4, eval_every=2, eval_batches=0)
+    cfg.pop("out")
+    return cfg
+
+
+def test_records_rebuild_a_comparison_without_training(base, tmp_path, monkeypatch) -> None:
+    ledger = L.Ledger(tmp_path / "study" / "runs")
+    first, curves, runs = wb.run_variants(base, ["mamba", "mamba2"], [0, 1], prefix="led", ledger=ledger)
+    files = sorted(p.name for p in ledger.folder.glob("*.json"))
+    assert files == [f"led-{v}-s{s}.json" for v in ("mamba", "mamba2") for s in (0, 1)]
+    assert sum(p.stat().st_size for p in ledger.folder.glob("*.json")) < 60_000  # small text
+    record = ledger.records()["led-mamba2-s1"]
+    assert record.key["settings"]["seed"] == 1 and record.key["code"]["digest"]
+    assert "modules/mamba2_mixer.py" in record.key["code"]["files"]
+    assert record.final["val_scope"] == "whole split" and len(record.curve) >= 2
+    assert not record.units.empty and record.shapes == {}  # SiLU: no shape values
+    # a fresh clone: no run folders; nothing may train
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.setattr(
+        C, "train_or_load", lambda *a, **k: pytest.fail("trained instead of reusing a record")
+    )
+    again, again_curves, again_runs = wb.run_variants(
+        base, ["mamba", "mamba2"], [0, 1], prefix="led", ledger=ledger
+    )
+    cols = ["variant", "seed", "val_loss", "val_bpb", "tokens", "params"]
+    assert again[cols].to_dict("records") == first[cols].to_dict("records")
+    assert again_curves[["step", "val_loss"]].equals(curves[["step", "val_loss"]])
+    assert all(r.reused for r in again_runs.values())
+
+
+def test_a_training_path_change_invalidates_exactly_the_runs_it_is_on(base, tmp_path, monkeypatch) -> None:
+    ledger = L.Ledger(tmp_path / "study" / "runs")
+    wb.run_variants(base, ["mamba", "mamba2"], [0], prefix="inv", ledger=ledger)
+    real = L.training_code
+
+    def edited(config):  # as if modules/mamba2_mixer.py had changed
+        code = real(config)
+        if "modules/mamba2_mixer.py" in code["files"]:
+            code = {"digest": "changed", "files": {**code["files"], "modules/mamba2_mixer.py": "edited"}}
+        return code
+
+    monkeypatch.setattr(L, "training_code", edited)
+    for variant, stale in (("mamba", False), ("mamba2", True)):
+        name = f"inv-{variant}-s0"
+        cfg = wb.as_run(wb.variant_config(base, variant), name, seed=0)
+        record, why = ledger.lookup(name, cfg)
+        assert (record is None) == stale
+        assert (why == "training code changed: modules/mamba2_mixer.py") if stale else why is None
+    other = wb.as_run({**wb.variant_config(base, "mamba"), "lr": 0.5}, "inv-mamba-s0", seed=0)
+    assert ledger.lookup("inv-mamba-s0", other) == (None, "settings differ: lr")
+
+
+def test_side_by_side_throughput_is_recorded_and_reused(base, tmp_path, monkeypatch) -> None:
+    ledger = L.Ledger(tmp_path / "study" / "runs")
+    table = wb.side_by_side_throughput(base, ["mamba", "mamba-swelu"], ledger=ledger, rounds=1)
+    assert set(table.variant) == {"mamba", "mamba-swelu"} and (table.tokens_per_s > 0).all()
+    saved = json.loads((tmp_path / "study" / "throughput.json").read_text())
+    assert set(saved["keys"]) == {"mamba", "mamba-swelu"}
+    import mswelu.bench.throughput as T
+
+    monkeypatch.setattr(T, "measure_throughput", lambda *a, **k: pytest.fail("measured again"))
+    again = wb.side_by_side_throughput(base, ["mamba", "mamba-swelu"], ledger=ledger, rounds=1)
+    assert list(again.variant) == list(table.variant)
