@@ -37,7 +37,7 @@ from mswelu.runs import METRICS, SUMMARY
 from mswelu.train_config import TrainConfig, merge_overrides
 
 #: How several runs are launched (see :func:`launch`).
-MODES = ("auto", "single", "ddp", "independent")
+MODES = ("auto", "single", "ddp", "fsdp", "independent")
 
 
 def resolve_mode(mode: str, n_gpus: int, n_runs: int) -> str:
@@ -342,7 +342,8 @@ def launch(
     record)`` sees every metrics record as it is written (e.g. a notebook's live report).
 
     - ``single``: one after another in this process (``train``);
-    - ``ddp``: each run as one ``torchrun --nproc_per_node N`` job, N = ``n_gpus`` GPUs, or ``n_procs``
+    - ``ddp`` / ``fsdp``: each run as one ``torchrun --nproc_per_node N`` job (``fsdp``: with
+      ``parallel="fsdp"``, the model sharded over the N processes), N = ``n_gpus`` GPUs, or ``n_procs``
       CPU processes (gloo) when there is no GPU;
     - ``independent``: all runs at once as separate processes; on GPUs one per device
       (``CUDA_VISIBLE_DEVICES``), queued when there are more runs than GPUs; on CPU ``n_procs`` at a
@@ -382,10 +383,11 @@ def launch(
     cwd = project_root()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("MSWELU_HOME", str(cwd))
-    if mode == "ddp":
+    if mode in ("ddp", "fsdp"):  # one torchrun job per run; fsdp shards the model over its processes
         nproc = gpus if gpus >= 1 else int(n_procs or 2)
         if nproc < 1:
-            raise ValueError("ddp needs at least one process")
+            raise ValueError(f"{mode} needs at least one process")
+        cfgs = [c.replace(parallel=mode) for c in cfgs]
         child_env = dict(env)
         if gpus == 0:
             child_env["CUDA_VISIBLE_DEVICES"] = ""

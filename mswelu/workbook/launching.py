@@ -30,7 +30,8 @@ def plan_launch(
     TrainConfig dict and ``decision`` (what :func:`run_decision` does with its run folder: a run name
     that holds other work is refused here, before anything is written); ``overwrite`` lets it replace
     earlier runs of the same names. ``independent`` gives each of ``n_gpus`` GPUs its own model (seeds
-    ``seed + i``); ``ddp`` trains one model on ``n_gpus`` GPUs; ``auto`` follows
+    ``seed + i``); ``ddp`` trains one model on ``n_gpus`` GPUs (``fsdp`` too, sharded over them: the
+    models that do not fit one GPU, see ``python -m mswelu.plan``); ``auto`` follows
     :func:`mswelu.launch.resolve_mode` for each planned model (``ddp`` with two or more GPUs, else
     ``single``)."""
     mswelu.launch.resolve_mode(launch, 0, 1)  # a bad mode fails first
@@ -38,7 +39,7 @@ def plan_launch(
         visible_gpus = torch.cuda.device_count()
     n = visible_gpus if n_gpus is None else int(n_gpus)
     launch = mswelu.launch.resolve_mode(launch, n, n_runs=1)
-    if launch in ("ddp", "independent") and not 1 <= n <= visible_gpus:
+    if launch in ("ddp", "fsdp", "independent") and not 1 <= n <= visible_gpus:
         raise ValueError(f"launch={launch!r} needs 1..{visible_gpus} GPUs (visible), got n_gpus={n}")
     plan = []
     for variant in list(variants) if variants else [None]:
@@ -51,7 +52,7 @@ def plan_launch(
                 sub_cfg = as_run(cfg, sub, seed=seed_i, progress=False)
                 plan.append({"name": sub, "group": name, "launch": launch, "gpus": [i], "config": sub_cfg})
         else:
-            gpus = list(range(n)) if launch == "ddp" else []
+            gpus = list(range(n)) if launch in ("ddp", "fsdp") else []
             plan.append({"name": name, "group": name, "launch": launch, "gpus": gpus, "config": cfg})
     for entry in plan:
         entry["decision"] = run_decision(entry["config"])
@@ -91,7 +92,7 @@ def execute_plan(
                 mswelu.launch.launch(
                     mode,
                     base=e["config"],
-                    n_gpus=len(e["gpus"]) if mode == "ddp" else None,
+                    n_gpus=len(e["gpus"]) if mode in ("ddp", "fsdp") else None,
                     on_metrics=on_metrics,
                 )
     runs: dict[str, RunData] = {}

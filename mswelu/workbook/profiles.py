@@ -89,10 +89,17 @@ def data_for(data: str | os.PathLike[str] | None, preset: str | None, tokenizer:
 def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
     """A profile's settings with every non-None override applied on top: training settings (a
     :class:`TrainConfig` dict, ``model`` overrides included) and ``tokenizer``, the embedded corpus'
-    tokenizer for :func:`data_for` (take it out before building the config)."""
+    tokenizer for :func:`data_for` (take it out before building the config). ``mixer`` (e.g. ``mamba2``)
+    swaps the sequence mixer of the profile's model, with that mixer's own shape settings
+    (:data:`mswelu.variants.MIXER_SETTINGS`)."""
     check_choice("profile", profile, PROFILES)
+    mixer = overrides.pop("mixer", None)
     out = dict(PROFILES[profile])
     out.update({k: v for k, v in overrides.items() if v is not None})
+    if mixer is not None:  # another sequence mixer, with its own shape settings over the profile's
+        from mswelu.variants import MIXER_SETTINGS
+
+        out["model"] = {**(out.get("model") or {}), "mixer": mixer, **MIXER_SETTINGS.get(mixer, {})}
     return out
 
 
