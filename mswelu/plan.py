@@ -275,7 +275,7 @@ def make_plan(
     else:
         accum = 0
     global_batch = micro * accum * world
-    why = _why(mode, ckpt, offload, fits, st, working, act, budget, world)
+    why = _why(mode, ckpt, offload, fits, st, act, budget, world, asked=parallel != "auto")
     command = _command(preset, mode, ckpt, offload, gpus, nodes, seq_len, global_batch, micro, optimizer)
     return Plan(
         preset=preset,
@@ -307,8 +307,13 @@ def _gib(x: float) -> str:
     return f"{x / GiB:.2f} GiB"
 
 
-def _why(mode, ckpt, offload, fits, st, working, act, budget, world) -> str:
+def _why(mode, ckpt, offload, fits, st, act, budget, world, asked: bool) -> str:
     whole = sum(st.values())
+    if not fits and asked:
+        return (
+            f"{mode} as asked does not fit one sequence in {_gib(budget)} usable per GPU "
+            "(--parallel auto tries every mode)"
+        )
     if not fits:
         return (
             f"even sharded over {world} GPUs with activation checkpointing and CPU offload one sequence does "
@@ -320,7 +325,9 @@ def _why(mode, ckpt, offload, fits, st, working, act, budget, world) -> str:
             "activations"
         )
     reason = (
-        f"a whole replica does not fit with one sequence per GPU; sharded over {world} GPUs it is "
+        f"asked for (--parallel fsdp); sharded over {world} GPUs the state is {_gib(whole)} per GPU"
+        if asked
+        else f"a whole replica does not fit with one sequence per GPU; sharded over {world} GPUs it is "
         f"{_gib(whole)}"
     )
     if ckpt:

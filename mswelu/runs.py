@@ -335,6 +335,14 @@ class RunData:
         traj = self.shape(param)
         return {} if traj.empty else {str(c): float(v) for c, v in traj.iloc[-1].items()}
 
+    def final_shape_values(self) -> dict[str, dict[str, float]]:
+        """``{slot: {param: value}}``: every shape parameter's last value, slot by slot (for curves)."""
+        out: dict[str, dict[str, float]] = {}
+        for param in self.shape_params():
+            for slot, value in self.final_shape(param).items():
+                out.setdefault(slot, {})[param] = value
+        return out
+
     def final_k(self) -> dict[str, float]:
         """The last k of every slot (:meth:`final_shape` of ``"k"``)."""
         return self.final_shape("k")

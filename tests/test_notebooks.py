@@ -344,8 +344,8 @@ def test_05_baselines(compared):
 
 
 def test_04_on_a_study(compared, workdir):
-    """04 with ``study``: the k of a comparison's SWELU runs over its seeds, per slot type; the report goes
-    where a study's are committed."""
+    """04 with ``study``: the k of a comparison's SWELU runs over its seeds, per slot type, and how far it
+    moved as training went on; the report goes where a study's are committed."""
     m = _execute(
         "04_k_analysis.ipynb",
         workdir,
@@ -355,12 +355,44 @@ def test_04_on_a_study(compared, workdir):
         grad_batch_size=2,
         grad_seq_len=16,
     )["metrics"]
-    assert m["analysed_run"] == "nbtest-base-swelu-s0" and m["study"] == "nbtest-base"
-    rows = {r["group"]: r for r in m["study_k"]}
+    assert m["analysed_run"] == "nbtest-base-swelu-s0" and m["study"] == "nbtest-base" and m["param"] == "k"
+    rows = {r["group"]: r for r in m["study_shapes"]["swelu/k"]}
     assert set(rows) == {"in-mixer", "post-mixer", "dense"}
     assert all(r["variant"] == "swelu" and r["seeds"] == 2 for r in rows.values())
     assert all(r["k min"] <= r["k mean"] <= r["k max"] for r in rows.values())
     assert rows["dense"]["seeds claim"] == "1.56-1.90"
+
+
+def test_04_plots_a_learned_swish_beta(workdir):
+    """A Swish-beta run: notebook 04 finds beta as the run's learnable shape parameter and analyses it."""
+    from mswelu.train import train
+
+    data = str(_home() / "data")  # prepared by the earlier notebooks of this module
+    from mswelu.workbook import data_for
+
+    summary = train(
+        dict(
+            preset="tiny",
+            activation="swish",
+            data=data_for(None, "tiny"),
+            max_steps=8,
+            batch_size=4,
+            seq_len=16,
+            lr=1e-2,
+            warmup=1,
+            eval_every=4,
+            eval_batches=1,
+            ckpt_every=0,
+            progress=False,
+            tensorboard=False,
+            out=str(_home() / "runs" / "nbtest-swish"),
+        )
+    )
+    assert data and summary["beta"]
+    m = _execute("04_k_analysis.ipynb", workdir, run_name="nbtest-swish-k", run="nbtest-swish")["metrics"]
+    assert m["param"] == "beta" and m["count"] == 7 and m["max_abs_deviation"] > 0
+    html = (_home() / "reports" / "nbtest-swish-k" / "report.html").read_text()
+    assert "beta per logged step" in html and "learned activation shapes" in html
 
 
 def test_failing_cell_fails_papermill_and_the_report(workdir):

@@ -27,6 +27,7 @@ __all__ = [
     "final_shape_table",
     "initial_value",
     "k_layer_tables",
+    "movement_trend",
     "shape_deviation",
     "shape_group_trajectories",
     "shape_slot_summary",
@@ -229,3 +230,23 @@ def activation_curves(
     if include_silu:
         cols["silu"] = registry.curve("silu", z)
     return pd.DataFrame(cols, index=pd.Index(z, name="z"))
+
+
+def movement_trend(
+    trajectories: Mapping[Any, pd.DataFrame], slots: Mapping[str, ShapeSlot] | None, param: str = "k"
+) -> pd.DataFrame:
+    """How far ``param`` moved from its initial value as training went on, per slot group: index step, one
+    column per group, the mean over slots and seeds of |value - init|; ``trajectories`` is seed -> a run's
+    ``shape(param)`` (steps x slots), ``slots`` the variant's slot records."""
+    frames = []
+    for traj in trajectories.values():
+        if traj.empty:
+            continue
+        records = _slots({str(c): None for c in traj.columns}, slots)
+        init = {str(c): initial_value(records[str(c)], param) for c in traj.columns}
+        dev = (traj - pd.Series(init)).abs()
+        groups = [records[str(c)].group for c in traj.columns]
+        frames.append(dev.T.groupby(groups, sort=False).mean().T)
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames).groupby(level=0).mean().sort_index()

@@ -21,7 +21,7 @@ from mswelu.run_names import parse_run_name, run_name
 from mswelu.runs import SUMMARY, RunData, list_runs, load_run
 from mswelu.train_config import TrainConfig, merge_overrides
 from mswelu.variants import variant_overrides
-from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key
+from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key, study_ledger
 from mswelu.workbook.reuse import as_run, train_or_load
 
 __all__ = [
@@ -232,19 +232,24 @@ def side_by_side_throughput(
     return table
 
 
-def study_runs(study: str, variant: str) -> dict[int, RunData]:
+def study_runs(study: str, variant: str) -> dict[int, RunData | Record]:
     """The finished runs of one variant of a study (notebook 05's ``<run_name>-<variant>-s<seed>``), by
-    seed. A ValueError when there are none (the study has not run here, or not that variant)."""
+    seed: the run folders under ``runs/`` or, where there are none (a fresh clone), the study's committed
+    ledger records. A ValueError when there are neither (the study has not run, or not that variant)."""
     stem = run_name(study, variant)
-    found = {}
+    found: dict[int, RunData | Record] = {}
     for path in list_runs():
         name = parse_run_name(path.name)
         if path.parent == runs_dir() and (name.stem, name.lr) == (stem, None) and name.seed is not None:
             if (path / SUMMARY).is_file():
                 found[name.seed] = load_run(path)
     if not found:
+        for record in study_ledger(study).records().values():
+            if record.kind == "run" and record.variant == variant:
+                found[record.seed] = record
+    if not found:
         raise ValueError(
-            f"no finished runs of variant {variant!r} of study {study!r} in {runs_dir()}: run the study "
-            f"first (notebooks/studies/{study}.yaml)"
+            f"no finished runs of variant {variant!r} of study {study!r} in {runs_dir()} nor records in "
+            f"{study_ledger(study).folder}: run the study first (notebooks/studies/{study}.yaml)"
         )
     return dict(sorted(found.items()))

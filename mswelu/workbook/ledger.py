@@ -124,6 +124,20 @@ class Record:
     def final_shape(self, param: str = "k") -> dict[str, float]:
         return dict(self.shapes.get(param) or {})
 
+    def final_shape_values(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for param, values in self.shapes.items():
+            for slot, value in values.items():
+                out.setdefault(slot, {})[param] = value
+        return out
+
+    def final_k(self) -> dict[str, float]:
+        return self.final_shape("k")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.key.get("settings") or {})
+
     def shape(self, param: str = "k") -> pd.DataFrame:
         rows = self.trajectory.get(param) or {}
         return pd.DataFrame.from_dict({int(s): v for s, v in rows.items()}, orient="index").sort_index()
