@@ -1,12 +1,14 @@
-"""Wording shared by the errors a user reads, and the one error a notebook shows as a single line."""
+"""Wording shared by the errors a user reads, and the one error a notebook shows as a single line; help
+texts made plain (a docstring's reST markup is for readers of the code, not of ``--help``)."""
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["RunRefused", "check_choice", "unknown_choice", "with_nearest"]
+__all__ = ["RunRefused", "check_choice", "plain_text", "unknown_choice", "with_nearest"]
 
 
 class RunRefused(ValueError):
@@ -36,3 +38,14 @@ def check_choice(what: str, value: Any, known: Iterable[Any]) -> None:
     known = list(known)
     if value not in known:
         raise ValueError(unknown_choice(what, value, known))
+
+
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(text: str) -> str:
+    """A docstring as a command's ``--help`` shows it: reST roles (``:func:`decode```) become their target's
+    name (``decode``; ``~a.b`` gives ``b``) and double-backquoted literals lose their backquotes."""
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return _LITERAL.sub(r"\1", text)

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from mswelu.errors import plain_text
 from mswelu.models import build_model, parse_model_name
 from mswelu.optim import route_parameters
 
@@ -388,7 +389,9 @@ def render(plan: Plan) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mswelu.plan", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.plan", description=plain_text(__doc__.split("\n\n")[0])
+    )
     p.add_argument("--preset", help="a preset (mswelu.PRESETS) or a baseline such as gpt2:seed-124m")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per node")
     p.add_argument("--nodes", type=int, default=1)

@@ -46,6 +46,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mswelu.errors import plain_text
+
 GOAL = 3.0
 SHAPE = {
     "d_model": 768,
@@ -287,7 +289,9 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mswelu.bench mamba2", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.bench mamba2", description=plain_text(__doc__.split("\n")[0])
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch", type=int, default=2)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import torch
 
+from mswelu.errors import plain_text
 from mswelu.ops import cpu_kernels
 from mswelu.ops.swelu import swelu, swelu_reference, triton_available
 
@@ -162,7 +163,9 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mswelu.bench swelu", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mswelu.bench swelu", description=plain_text(__doc__.split("\n")[0])
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(

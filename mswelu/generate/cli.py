@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mswelu.errors import with_nearest
+from mswelu.errors import plain_text, with_nearest
 from mswelu.generate.decoding import (
     DECODE_MODES,
     SamplingConfig,
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The options of ``python -m mswelu.generate``."""
     p = argparse.ArgumentParser(
         prog="python -m mswelu.generate",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run", default=None, help="run folder or saved model folder (default: newest run)")
