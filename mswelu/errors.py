@@ -3,12 +3,13 @@ texts made plain (a docstring's reST markup is for readers of the code, not of `
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["RunRefused", "check_choice", "plain_text", "unknown_choice", "with_nearest"]
+__all__ = ["RunRefused", "check_choice", "choice", "plain_text", "unknown_choice", "with_nearest"]
 
 
 class RunRefused(ValueError):
@@ -38,6 +39,20 @@ def check_choice(what: str, value: Any, known: Iterable[Any]) -> None:
     known = list(known)
     if value not in known:
         raise ValueError(unknown_choice(what, value, known))
+
+
+def choice(what: str, known: Iterable[Any]) -> Any:
+    """An argparse ``type`` that accepts one of ``known`` and otherwise says :func:`unknown_choice`'s line
+    (argparse's own ``choices`` lists them without the nearest one). Pair it with ``metavar``."""
+    known = list(known)
+
+    def parse(value: str) -> str:
+        if value not in known:
+            raise argparse.ArgumentTypeError(unknown_choice(what, value, known))
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
 
 
 _ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")

@@ -34,6 +34,7 @@ import pandas as pd
 
 from mswelu import analysis
 from mswelu import checkpoint as ckpt
+from mswelu.errors import with_nearest
 from mswelu.fs import LOCK_NAME, FolderLock, atomic_write_json, atomic_write_text, fsync_dir
 from mswelu.modules.activations import shape_param_names
 from mswelu.modules.slots import ShapeSlot, slot_records
@@ -432,7 +433,8 @@ def resolve_run(run: str | os.PathLike[str] | None, require_model: bool = False)
             if names
             else f"there are no {what} yet: train one first (notebook 03 or python -m mswelu.train)"
         )
-        raise ValueError(f"no run {str(run)!r}: neither a folder nor a run under {runs_dir()}; {known}")
+        where = f"neither a folder nor a run under {runs_dir()}"
+        raise ValueError(f"no run {with_nearest([str(run)], names)}: {where}; {known}")
     return path
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from mswelu.baselines import BASELINES
 from mswelu.configuration import PRESETS
+from mswelu.errors import unknown_choice
 from mswelu.modules.activations import ACTIVATIONS
 
 __all__ = ["VARIANTS", "hybrid_pattern", "matched_depth", "variant_overrides"]
@@ -92,7 +93,7 @@ VARIANTS: dict[str, Callable[[str], dict[str, Any]]] = {
 def variant_overrides(variant: str, preset: str) -> dict[str, Any]:
     """TrainConfig overrides that turn a base config on ``preset`` into ``variant`` (see :data:`VARIANTS`)."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: expected one of {tuple(VARIANTS)}")
+        raise ValueError(unknown_choice("variant", variant, VARIANTS))
     if preset not in PRESETS:
         raise ValueError(f"variants apply to one of our presets {sorted(PRESETS)}, got {preset!r}")
     return VARIANTS[variant](preset)

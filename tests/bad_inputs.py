@@ -499,6 +499,14 @@ CASES = [
     Case("trackers", "wandb online without an API key", _wandb_without_key, "error", "tracker 'wandb'"),
     Case("runs", "runs show of a run that does not exist", _runs_show_missing, "error", "no run"),
     Case("evaluate", "a misspelt local task", _misspelt_task, "error", "did you mean 'mswelu_lastword'"),
+    # issue 33: what a new user still trips over
+    Case(
+        "config",
+        "a misspelt preset (--preset tinny)",
+        _train_case("--preset", "tinny", fresh=True),
+        "error",
+        "did you mean 'tiny'",
+    ),
 ]
 
 

@@ -9,7 +9,7 @@ import sys
 from mswelu.data import check_shards, load_meta, prepare, summary_rows
 from mswelu.data.shards import output_dir
 from mswelu.data.sources import HF_PRESETS
-from mswelu.errors import plain_text
+from mswelu.errors import choice, plain_text
 from mswelu.fs import explain_os_error
 from mswelu.paths import display_path
 
@@ -40,7 +40,8 @@ def _build_parser() -> argparse.ArgumentParser:
     pp.add_argument(
         "--txt-sample-by",
         default="document",
-        choices=("document", "paragraph", "line"),
+        type=choice("--txt-sample-by value", ("document", "paragraph", "line")),
+        metavar="{document,paragraph,line}",
         help="what one document is in .txt files",
     )
     pp.add_argument("--force", action="store_true", help="rebuild even when the settings match")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mswelu.errors import plain_text, with_nearest
+from mswelu.errors import choice, plain_text, with_nearest
 from mswelu.generate.decoding import (
     DECODE_MODES,
     SamplingConfig,
@@ -220,7 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", "--max-new-tokens", type=int, default=100, dest="tokens")
     p.add_argument("--seed", type=int, default=None, help="sampler seed (default: random)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--mode", choices=DECODE_MODES, default="recurrent")
+    p.add_argument(
+        "--mode",
+        type=choice("decode mode", DECODE_MODES),
+        default="recurrent",
+        metavar="{" + ",".join(DECODE_MODES) + "}",
+    )
     p.add_argument(
         "--bench",
         action="store_true",
