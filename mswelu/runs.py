@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import pandas as pd
 from mswelu import analysis
 from mswelu import checkpoint as ckpt
 from mswelu.errors import with_nearest
-from mswelu.fs import LOCK_NAME, FolderLock, atomic_write_json, atomic_write_text, fsync_dir
+from mswelu.fs import LOCK_NAME, FolderLock, atomic_write_json, atomic_write_text, fsync_dir, leftovers
 from mswelu.modules.activations import shape_param_names
 from mswelu.modules.slots import ShapeSlot, slot_records
 from mswelu.paths import runs_dir
@@ -140,10 +141,23 @@ class RunWriter:
         return [self.path / SUMMARY, self.path / CONFIG, self.path / FINAL / MODEL_CARD]
 
     def prepare(self, clear: bool = False) -> None:
-        """Create the folder; with ``clear`` (``overwrite``) remove its old contents first."""
+        """Create the folder; with ``clear`` (``overwrite``) remove its old contents first. Leftovers of a
+        writer killed mid-write (partial checkpoints, a partial ``final/``) are cleaned up, saying so."""
         if clear:
             self.clear()
         self.path.mkdir(parents=True, exist_ok=True)
+        self.clean_leftovers()
+
+    def clean_leftovers(self) -> list[str]:
+        """Remove, in one notice, what writers that died mid-write left (:func:`ckpt.clean_leftovers`, and
+        a ``.tmp-final-<pid>`` never completed); only those names, only where their process is gone."""
+        done = ckpt.clean_leftovers(self.checkpoints)
+        for p, _ in leftovers(self.path, re.compile(r"\.tmp-final-(?P<pid>\d+)")):
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name}")
+        if done:
+            log(f"{self.path}: cleaned up after a writer that was killed ({'; '.join(done)})")
+        return done
 
     def clear(self) -> None:
         """Remove the folder's contents (``overwrite``), all but the writer's lock; refuses a folder that

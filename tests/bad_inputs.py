@@ -333,6 +333,65 @@ def _misspelt_task(tmp: Path):
     return (lambda: main(["tasks", "--run", str(out), "--tasks", "mswelu_lastwrod"])), _unchanged(out)
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has ended (a killed writer's, as far as its leftovers can tell)."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _killed_prepare(moved_aside: bool):
+    """A dataset whose ``prepare --force`` was killed while writing shards (a partial ``.NAME.tmp-*``), or,
+    ``moved_aside``, between its two renames (the dataset itself in ``.NAME.old-*``); then a plain rerun."""
+
+    def setup(tmp: Path):
+        src = _corpus(tmp)
+        out = tmp / "ds"
+        argv = [
+            "prepare",
+            "--source",
+            str(src),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--txt-sample-by",
+            "paragraph",
+        ]
+        assert _data(argv) == 0
+        before = _snapshot(out)
+        pid = _dead_pid()
+        partial = tmp / f".ds.tmp-{pid}-0123abcd"
+        partial.mkdir()
+        (partial / "train.bin").write_bytes(b"\0" * 100)
+        if moved_aside:
+            (out / ".verified.json").unlink(missing_ok=True)
+            out.rename(tmp / f".ds.old-{pid}-4567cdef")
+        return (lambda: _data(argv)), (lambda: not out.is_dir() or _snapshot(out) != before)
+
+    return setup
+
+
+def _killed_checkpoint_write(tmp: Path):
+    """A run killed after its step-2 checkpoint while writing step 4 (a partial ``.tmp-step_*``), with an
+    ``.old-step_*`` of a re-saved step and a partial ``.tmp-final-*`` of another killed writer; resumed."""
+    data = write_byte_dataset(tmp / "data")
+    out = tmp / "run"
+    argv = _tiny(data, out, "--max-steps", "4", "--ckpt-every", "2")
+    assert _train(argv) == 0
+    ckpts = out / "checkpoints"
+    for gone in (out / "summary.json", out / "final", ckpts / "step_0000004"):
+        shutil.rmtree(gone) if gone.is_dir() else gone.unlink()
+    pid = _dead_pid()
+    (ckpts / f".tmp-step_0000004-{pid}").mkdir()
+    (ckpts / f".tmp-step_0000004-{pid}" / "model.safetensors").write_bytes(b"partial")
+    shutil.copytree(ckpts / "step_0000002", ckpts / f".old-step_0000002-{pid}")
+    (out / f".tmp-final-{pid}").mkdir()
+    step2 = _unchanged(ckpts / "step_0000002")
+    return (lambda: _train([*argv, "--resume", "auto"])), step2
+
+
 CASES = [
     Case(
         "lost",
@@ -506,6 +565,27 @@ CASES = [
         _train_case("--preset", "tinny", fresh=True),
         "error",
         "did you mean 'tiny'",
+    ),
+    Case(
+        "faults",
+        "data prepare after a prepare --force killed while writing shards",
+        _killed_prepare(moved_aside=False),
+        "recovers",
+        "cleaned up after a prepare that was killed (removed .ds.tmp-",
+    ),
+    Case(
+        "faults",
+        "data prepare after a prepare --force killed between its renames",
+        _killed_prepare(moved_aside=True),
+        "recovers",
+        "put ds back from .ds.old-",
+    ),
+    Case(
+        "faults",
+        "a resume after a checkpoint write was killed",
+        _killed_checkpoint_write,
+        "recovers",
+        "cleaned up after a writer that was killed (",
     ),
 ]
 
