@@ -214,7 +214,7 @@ def save_checkpoint(
         _write_files(tmp, step, model, optimizer, trainer_state, config)
     except BaseException as exc:  # leave nothing half-written behind
         shutil.rmtree(tmp, ignore_errors=True)
-        if _is_disk_full(exc):
+        if is_disk_full(exc):
             raise DiskFullError(
                 f"the disk filled up while writing checkpoint step {step} in {ckpt_dir}; the partial "
                 "checkpoint was removed and the earlier ones are intact: free some space and resume "
@@ -272,7 +272,7 @@ def _tensors(obj: Any) -> Any:
             yield from _tensors(v)
 
 
-def _is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException) -> bool:
     """ENOSPC, or torch's "unexpected pos" / "file write failed" that a full disk produces."""
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:

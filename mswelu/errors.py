@@ -9,12 +9,25 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["RunRefused", "check_choice", "choice", "plain_text", "unknown_choice", "with_nearest"]
+__all__ = [
+    "ParameterError",
+    "RunRefused",
+    "check_choice",
+    "choice",
+    "plain_text",
+    "unknown_choice",
+    "with_nearest",
+]
 
 
 class RunRefused(ValueError):
     """A run name that holds other work, refused before anything was written; the message says why and
     what to do instead. Notebooks show it as one line, not a traceback (``mswelu.workbook.start``)."""
+
+
+class ParameterError(RunRefused):
+    """A notebook parameter that cannot be right (an unknown name, a single value where a list belongs),
+    refused at the start of the run before anything ran; shown as one line like every refusal."""
 
 
 def with_nearest(unknown: Iterable[Any], known: Iterable[Any]) -> str:

@@ -157,6 +157,8 @@ class FolderLock:
             import fcntl
         except ImportError:
             return self
+        if self.folder.exists() and not self.folder.is_dir():  # mkdir would say only "File exists"
+            raise ValueError(f"{self.what} {self.folder} exists and is not a folder: choose another path")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -36,7 +36,15 @@ import pandas as pd
 from mswelu import analysis
 from mswelu import checkpoint as ckpt
 from mswelu.errors import with_nearest
-from mswelu.fs import LOCK_NAME, FolderLock, atomic_write_json, atomic_write_text, fsync_dir, leftovers
+from mswelu.fs import (
+    LOCK_NAME,
+    DiskFullError,
+    FolderLock,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    leftovers,
+)
 from mswelu.modules.activations import shape_param_names
 from mswelu.modules.slots import ShapeSlot, slot_records
 from mswelu.paths import runs_dir
@@ -213,8 +221,14 @@ class RunWriter:
                 model.save_pretrained(str(tmp))
             if extra is not None:
                 extra(tmp)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if ckpt.is_disk_full(exc):
+                raise DiskFullError(
+                    f"the disk filled up while writing {final} (the finished model); the partial copy was "
+                    f"removed and the checkpoints are intact: free some space, then resume (--resume auto, "
+                    f"or run the same notebook again) to write it"
+                ) from exc
             raise
         if final.exists():
             shutil.rmtree(final)

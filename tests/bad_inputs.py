@@ -392,6 +392,34 @@ def _killed_checkpoint_write(tmp: Path):
     return (lambda: _train([*argv, "--resume", "auto"])), step2
 
 
+def _out_is_a_file(tmp: Path):
+    data = write_byte_dataset(tmp / "data")
+    (tmp / "afile").write_text("x")
+    return (lambda: _train(_tiny(data, tmp / "afile"))), lambda: (tmp / "afile").read_text() != "x"
+
+
+def _disk_full_writing_final(tmp: Path):
+    """The disk fills up while ``final/`` is written (save_pretrained fails with ENOSPC, naming no file)."""
+    from mswelu.modeling import MambaSWELUForCausalLM
+
+    data = write_byte_dataset(tmp / "data")
+    out = tmp / "run"
+
+    def command() -> int:
+        real = MambaSWELUForCausalLM.save_pretrained
+
+        def full(self, *args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        MambaSWELUForCausalLM.save_pretrained = full
+        try:
+            return _train(_tiny(data, out, "--ckpt-every", "2"))
+        finally:
+            MambaSWELUForCausalLM.save_pretrained = real
+
+    return command, lambda: not (out / "checkpoints" / "step_0000002").is_dir()
+
+
 CASES = [
     Case(
         "lost",
@@ -586,6 +614,29 @@ CASES = [
         _killed_checkpoint_write,
         "recovers",
         "cleaned up after a writer that was killed (",
+    ),
+    Case("faults", "--out naming an existing file", _out_is_a_file, "error", "exists and is not a folder"),
+    Case(
+        "faults",
+        "the disk fills up while final/ is written",
+        _disk_full_writing_final,
+        "error",
+        "final (the finished model); the partial copy was removed and the checkpoints are intact: free some "
+        "space, then resume (--resume auto",
+    ),
+    Case(
+        "config",
+        "lr: 1e-3 unquoted in YAML (a string to PyYAML)",
+        _yaml_over_run("lr: 1e-3\n"),
+        "error",
+        "YAML reads 1e-3 as a string (a float needs a dot there: write 1.0e-3)",
+    ),
+    Case(
+        "config",
+        "a key given twice in a YAML config",
+        _yaml_over_run("max_steps: 3\n"),
+        "error",
+        "gives 'max_steps' twice (lines 4 and 7): keep one",
     ),
 ]
 

@@ -324,3 +324,23 @@ def test_a_mistyped_choice_names_the_nearest_one():
 
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamm' \(did you mean 'adamw'\?\)"):
         TrainConfig(preset="tiny", optimizer="adamm").validate()
+
+
+def test_a_single_value_where_a_list_belongs_stops_the_notebook_at_once():
+    """``-p prompts "ROMEO:"`` / ``-y "variants: swelu"`` give a string: it must stop the run in the
+    prologue with the form to use, before a model is trained or text generated (not "unknown variant 's'"
+    or "6 prompts but 1 continuations" after the work)."""
+    from mswelu.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"""prompts must be a list, e.g. -y 'prompts: \["ROMEO:"\]'"""):
+        wb.check_parameters("06_generation.ipynb", {"run_name": "g", "prompts": "ROMEO:"})
+    with pytest.raises(ParameterError, match=r"variants must be a list, e.g. -y 'variants: \[swelu\]'"):
+        wb.check_parameters("05_baselines.ipynb", {"run_name": "b", "variants": "swelu"})
+    with pytest.raises(ParameterError, match=r"seeds must be a list, e.g. -y 'seeds: \[3\]'"):
+        wb.check_parameters("05_baselines.ipynb", {"run_name": "b", "seeds": 3})
+    with pytest.raises(ParameterError, match="compare must be a mapping"):
+        wb.check_parameters("05_baselines.ipynb", {"run_name": "b", "compare": "swelu"})
+    wb.check_parameters("06_generation.ipynb", {"run_name": "g", "prompts": ["ROMEO:"], "run": None})
+    # notebook 03's variants default to None: the plan refuses a string before anything is written
+    with pytest.raises(ParameterError, match=r"variants must be a list"):
+        wb.plan_launch({}, "x", variants="swelu")

@@ -42,6 +42,7 @@ from mswelu.workbook.prologue import (
     format_samples,
     keep_executed_notebook,
     notebook_parameters,
+    require_list,
     rounded,
     start,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "plot_variant_curves",
     "read_jsonl",
     "resolve_profile",
+    "require_list",
     "reusable",
     "rounded",
     "run_decision",

@@ -17,6 +17,7 @@ from mswelu.run_names import parse_run_name, run_name
 from mswelu.runs import SUMMARY, RunData, list_runs, load_run
 from mswelu.train_config import TrainConfig, merge_overrides
 from mswelu.variants import variant_overrides
+from mswelu.workbook.prologue import require_list
 from mswelu.workbook.reuse import as_run, train_or_load
 
 __all__ = ["lr_sweep", "run_variants", "study_runs", "tuning_data", "variant_config"]
@@ -43,6 +44,8 @@ def run_variants(
 
     Returns (results: one row per model with variant, seed, lr, val_loss, val_bpb, tokens, tokens_per_s,
     params, wall_time_s (of its last sitting), run, reused; curves: long-form eval curves; runs by name)."""
+    require_list("variants", variants)
+    require_list("seeds", seeds)
     if not variants or not seeds:
         raise ValueError("need at least one variant and one seed")
     rows, curves, runs = [], [], {}
@@ -123,6 +126,8 @@ def lr_sweep(
     the reported validation split). Returns (one row per variant x lr: variant, lr, tune_val_loss,
     diverged, run; the chosen lr per variant: the lowest final tuning loss, a diverged run never wins).
     With one lr in the grid that lr is every variant's choice (no sweep: the rows still show its loss)."""
+    require_list("variants", variants)
+    require_list("lr_grid", lrs)
     if not lrs or any(not isinstance(x, (int, float)) or x <= 0 for x in lrs):
         raise ValueError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
     tune = tuning_data(base["data"])

@@ -3,6 +3,7 @@ shown as one line), deterministic outputs for checked cells, and keeping the exe
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from IPython import get_ipython
 from transformers.utils import logging as hf_logging
 
 from mswelu import runs
-from mswelu.errors import RunRefused, with_nearest
+from mswelu.errors import ParameterError, RunRefused, with_nearest
 from mswelu.paths import reports_dir
 from mswelu.progress import in_kernel, say
 from mswelu.report import Report
@@ -27,6 +28,7 @@ __all__ = [
     "keep_executed_notebook",
     "notebook_parameters",
     "papermill_output",
+    "require_list",
     "rounded",
     "start",
 ]
@@ -59,15 +61,54 @@ def _plain_names(namespace: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _declared(notebook: str) -> list[str] | None:
-    """The names ``notebook``'s parameters cell declares (read with papermill from the checkout's
-    ``notebooks/``), or None where that file is not found."""
+def _declared_defaults(notebook: str) -> dict[str, str] | None:
+    """The names ``notebook``'s parameters cell declares with their defaults as written (read with
+    papermill from the checkout's ``notebooks/``), or None where that file is not found."""
     path = _NOTEBOOKS / notebook
     if not path.is_file():
         return None
     import papermill  # a second to import: only where a notebook's parameters are read
 
-    return list(papermill.inspect_notebook(str(path)))
+    return {name: str(p["default"]) for name, p in papermill.inspect_notebook(str(path)).items()}
+
+
+def _declared(notebook: str) -> list[str] | None:
+    """The names ``notebook``'s parameters cell declares, or None where that file is not found."""
+    defaults = _declared_defaults(notebook)
+    return None if defaults is None else list(defaults)
+
+
+def _example(value: Any) -> str:
+    """``value`` as YAML inside a flow list: bare where it is a plain word, else quoted."""
+    text = str(value)
+    return text if re.fullmatch(r"[A-Za-z0-9_.+/-]+", text) else json.dumps(text)
+
+
+def require_list(name: str, value: Any) -> None:
+    """:class:`ParameterError` unless ``value`` (the notebook parameter ``name``) is a list or None:
+    ``papermill -p variants swelu`` gives the string "swelu", which would be read letter by letter."""
+    if value is None or isinstance(value, (list, tuple)):
+        return
+    raise ParameterError(
+        f"{name} must be a list, e.g. -y '{name}: [{_example(value)}]', not the single value {value!r}"
+    )
+
+
+def _check_kinds(defaults: Mapping[str, str], namespace: Mapping[str, Any]) -> None:
+    """A parameter whose default is a list (a mapping) must be given as one: a string where a list belongs
+    would otherwise fail late, after work was done, or be read letter by letter."""
+    for name, written in defaults.items():
+        if name not in namespace:
+            continue
+        try:
+            default = ast.literal_eval(written)
+        except (ValueError, SyntaxError):
+            continue
+        value = namespace[name]
+        if isinstance(default, (list, tuple)):
+            require_list(name, value)
+        elif isinstance(default, dict) and not (value is None or isinstance(value, Mapping)):
+            raise ParameterError(f"{name} must be a mapping, e.g. -y '{name}: {{key: value}}', not {value!r}")
 
 
 def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,18 +121,22 @@ def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str
 
 
 def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> None:
-    """ValueError for values set in ``namespace`` that ``notebook`` does not declare (a misspelt
-    ``papermill -p presett small`` would otherwise run the default and report "complete"). Meant for the
-    start of a run, when only the parameters cell and papermill's injected cell have run."""
-    declared = _declared(notebook)
-    if declared is None:
+    """:class:`ParameterError` (a ValueError) for values set in ``namespace`` that ``notebook`` does not
+    declare (a misspelt ``papermill -p presett small`` would otherwise run the default and report
+    "complete"), and for a single value where the declared default is a list or a mapping (``-p prompts
+    "ROMEO:"``). Meant for the start of a run, when only the parameters cell and papermill's injected cell
+    have run."""
+    defaults = _declared_defaults(notebook)
+    if defaults is None:
         return
+    declared = list(defaults)
     unknown = [n for n in _plain_names(namespace) if n not in declared]
     if unknown:
-        raise ValueError(
+        raise ParameterError(
             f"unknown parameter(s) {with_nearest(unknown, declared)} for {notebook}; it takes: "
             f"{', '.join(declared)}"
         )
+    _check_kinds(defaults, namespace)
 
 
 def _fresh_kernel() -> bool:
@@ -122,12 +167,12 @@ def start(
     the notebook's ``globals()``; its ``run_name`` names the report, in ``reports/studies/`` when its
     ``study`` is true (a study's report is committed). ``defer`` writes the report only with its first
     content, so that a run refused before then leaves an earlier report of that name as it was."""
+    shell = get_ipython()
+    if shell is not None:  # first: a parameter refused below is one line too
+        shell.set_custom_exc((RunRefused,), _show_refusal)
     if check if check is not None else _fresh_kernel():
         check_parameters(notebook, namespace)
     hf_logging.disable_progress_bar()
-    shell = get_ipython()
-    if shell is not None:
-        shell.set_custom_exc((RunRefused,), _show_refusal)
     root = reports_dir() / STUDIES if namespace.get("study") else None
     params = notebook_parameters(notebook, namespace)
     return Report(namespace["run_name"], notebook, params, root=root, defer=defer)
