@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import types
 
 import matplotlib.pyplot as plt
 import pytest
@@ -163,7 +164,7 @@ def test_format_samples_shows_whitespace_and_no_reprs():
 
 @pytest.mark.slow
 def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
-    tiny_config, embedded_data, tmp_path, monkeypatch
+    tiny_config, embedded_data, tmp_path, monkeypatch, capsys
 ):
     cfg = tiny_config(
         embedded_data,
@@ -178,8 +179,16 @@ def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
     first = wb.train_or_load(cfg)
     assert not first.reused
     stamp = (tmp_path / "r" / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+    report = types.SimpleNamespace(html_path=tmp_path / "reports" / "mine" / "report.html")
+    monkeypatch.setattr(prologue, "_CURRENT", [report])  # the notebook's report, as wb.start records it
     again = wb.train_or_load(cfg)
     assert again.reused and (tmp_path / "r" / "summary.json").stat().st_mtime_ns == stamp
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "reusing" in ln]
+    assert said == [
+        f"reusing the finished run 'r' ({tmp_path / 'r'}: same settings, data and code, nothing to train); "
+        f"report: {tmp_path / 'reports' / 'mine' / 'report.html'}"
+    ]
     assert wb.reusable({**cfg, "lr": 1e-2}, tmp_path / "r") == "settings differ: lr"
     assert wb.reusable({**cfg, "progress": True}, tmp_path / "r") is None  # a runtime switch only
     import mswelu.data

@@ -39,6 +39,7 @@ from mswelu.workbook.profiles import (
 from mswelu.workbook.prologue import (
     STUDIES,
     check_parameters,
+    current_report,
     format_samples,
     keep_executed_notebook,
     notebook_parameters,
@@ -46,7 +47,7 @@ from mswelu.workbook.prologue import (
     rounded,
     start,
 )
-from mswelu.workbook.reuse import as_run, reusable, run_decision, train_or_load
+from mswelu.workbook.reuse import announce_reuse, as_run, reusable, run_decision, train_or_load
 
 __all__ = [
     "PROFILES",
@@ -55,9 +56,11 @@ __all__ = [
     "STUDIES",
     "VARIANTS",
     "RunData",
+    "announce_reuse",
     "as_run",
     "check_parameters",
     "comparison_config",
+    "current_report",
     "data_for",
     "ensure_run",
     "execute_plan",

@@ -13,7 +13,7 @@ from mswelu.run_names import run_name as build_run_name
 from mswelu.runs import RunData, load_run
 from mswelu.workbook.compare import variant_config
 from mswelu.workbook.prologue import require_list
-from mswelu.workbook.reuse import as_run, run_decision
+from mswelu.workbook.reuse import announce_reuse, as_run, run_decision
 
 __all__ = ["execute_plan", "plan_launch"]
 
@@ -100,4 +100,6 @@ def execute_plan(
     for e in plan:
         runs[e["name"]] = load_run(e["config"]["out"])
         runs[e["name"]].reused = decisions[e["name"]] == "reuse"
+        if runs[e["name"]].reused:
+            announce_reuse(e["config"]["out"])
     return runs

@@ -24,6 +24,7 @@ from mswelu.report import Report
 __all__ = [
     "STUDIES",
     "check_parameters",
+    "current_report",
     "format_samples",
     "keep_executed_notebook",
     "notebook_parameters",
@@ -175,7 +176,17 @@ def start(
     hf_logging.disable_progress_bar()
     root = reports_dir() / STUDIES if namespace.get("study") else None
     params = notebook_parameters(notebook, namespace)
-    return Report(namespace["run_name"], notebook, params, root=root, defer=defer)
+    report = Report(namespace["run_name"], notebook, params, root=root, defer=defer)
+    _CURRENT[:] = [report]
+    return report
+
+
+_CURRENT: list[Report] = []  # the report of the notebook run in this kernel (start() sets it)
+
+
+def current_report() -> Report | None:
+    """The report :func:`start` made for this kernel's notebook run, or None (plain Python, tests)."""
+    return _CURRENT[0] if _CURRENT else None
 
 
 def rounded(value: Any, digits: int = 2) -> Any:
