@@ -269,3 +269,24 @@ def test_a_refusal_before_the_report_is_written_leaves_the_folder_as_it_was(tmp_
         assert failing.status == "failed" and "bad preset" in (tmp_path / "other" / "report.html").read_text()
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_the_index_of_every_run_lists_the_committed_studies(tmp_path, monkeypatch):
+    """``reports/index.html`` links every study under ``reports/studies/`` (not only their own index), and a
+    study finishing refreshes it."""
+    import mswelu.report.index as index_module
+
+    monkeypatch.setattr(index_module, "reports_dir", lambda: tmp_path)
+    Report("main", "03_train.ipynb", {}, root=tmp_path, register_hook=False).finish({"val_bpb": 1.78})
+    studies = tmp_path / "studies"
+    study = Report("study-a", "05_baselines.ipynb", {}, root=studies, register_hook=False)
+    page = (tmp_path / "index.html").read_text()
+    assert (
+        '<a href="studies/study-a/report.html">study-a</a>' in page and "running" in page.split("Studies")[1]
+    )
+    study.finish({})
+    page = (tmp_path / "index.html").read_text()
+    assert "<h2>Studies</h2>" in page and '<a href="studies/index.html">' in page
+    assert page.index('href="main/report.html"') < page.index("<h2>Studies</h2>")
+    assert "complete" in page.split("<h2>Studies</h2>")[1]
+    assert (studies / "index.html").is_file() and "Studies" not in (studies / "index.html").read_text()

@@ -14,7 +14,15 @@ Modules: ``markup`` (the stylesheet, the number format, the one table), ``page``
 ``index`` (:func:`write_index`).
 """
 
-from mswelu.report.index import INDEX_COLUMNS, load_report_state, write_index
+from mswelu.report.index import INDEX_COLUMNS, STUDIES, load_report_state, write_index
 from mswelu.report.page import STATUSES, Report, sanitize_params
 
-__all__ = ["INDEX_COLUMNS", "STATUSES", "Report", "load_report_state", "sanitize_params", "write_index"]
+__all__ = [
+    "INDEX_COLUMNS",
+    "STATUSES",
+    "STUDIES",
+    "Report",
+    "load_report_state",
+    "sanitize_params",
+    "write_index",
+]

@@ -20,6 +20,7 @@ from mswelu.errors import ParameterError, RunRefused, with_nearest
 from mswelu.paths import reports_dir
 from mswelu.progress import in_kernel, say
 from mswelu.report import Report
+from mswelu.report.index import STUDIES
 
 __all__ = [
     "STUDIES",
@@ -47,9 +48,6 @@ _NOT_PARAMETERS = {
     "PAPERMILL_OUTPUT_PATH",
 }
 _NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"  # the checkout's, beside the package
-
-#: the folder of ``reports/`` whose reports are committed: a study's (see ``notebooks/studies/``)
-STUDIES = "studies"
 
 
 def _plain_names(namespace: Mapping[str, Any]) -> list[str]:
