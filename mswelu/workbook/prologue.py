@@ -15,7 +15,7 @@ from typing import Any
 from IPython import get_ipython
 from transformers.utils import logging as hf_logging
 
-from mswelu import runs
+from mswelu import progress, runs
 from mswelu.errors import ParameterError, RunRefused, with_nearest
 from mswelu.paths import reports_dir
 from mswelu.progress import in_kernel, say
@@ -29,6 +29,7 @@ __all__ = [
     "format_samples",
     "keep_executed_notebook",
     "notebook_parameters",
+    "papermill_options",
     "papermill_output",
     "require_list",
     "rounded",
@@ -169,6 +170,7 @@ def start(
     shell = get_ipython()
     if shell is not None:  # first: a parameter refused below is one line too
         shell.set_custom_exc((RunRefused,), _show_refusal)
+        _follow_papermill_bar(shell)
     if check if check is not None else _fresh_kernel():
         check_parameters(notebook, namespace)
     hf_logging.disable_progress_bar()
@@ -185,6 +187,22 @@ _CURRENT: list[Report] = []  # the report of the notebook run in this kernel (st
 def current_report() -> Report | None:
     """The report :func:`start` made for this kernel's notebook run, or None (plain Python, tests)."""
     return _CURRENT[0] if _CURRENT else None
+
+
+def _bar_redrawn(*_: Any) -> None:
+    progress.after_bar()
+
+
+def _follow_papermill_bar(shell: Any) -> None:
+    """Under a papermill command line that draws its progress bar (the default), every cell starts with
+    the cursor at the end of that bar on the terminal: the cell's first progress line must start a line of
+    its own (:func:`mswelu.progress.after_bar`), not be glued to ``5/12 [00:10<00:18, 2.58s/cell]``."""
+    found = _papermill_parent()
+    if found is None or not found[0]["progress_bar"]:
+        return
+    if _bar_redrawn not in shell.events.callbacks.get("pre_run_cell", []):
+        shell.events.register("pre_run_cell", _bar_redrawn)
+    progress.after_bar()  # this cell, the prologue's, started after the bar too
 
 
 def rounded(value: Any, digits: int = 2) -> Any:
@@ -228,9 +246,23 @@ def _papermill_arguments(argv: Sequence[str]) -> list[str] | None:
     return None
 
 
-def papermill_output() -> Path | None:
-    """The notebook file that the papermill command line which started this kernel writes (saved after
-    every cell), or None in any other kernel (JupyterLab, nbval, papermill called from Python)."""
+def papermill_options(argv: Sequence[str]) -> dict[str, Any] | None:
+    """The options of a papermill command line (``argv``, as papermill itself reads them: ``output_path``,
+    ``progress_bar`` resolved as papermill resolves it, ...), or None where ``argv`` is no papermill
+    command."""
+    args = _papermill_arguments(argv)
+    if args is None:
+        return None
+    from papermill.cli import papermill as papermill_command  # papermill's own reading of its options
+
+    options = dict(papermill_command.make_context("papermill", args, resilient_parsing=True).params)
+    if options.get("progress_bar") is None:  # papermill's own default: a bar unless it logs the output
+        options["progress_bar"] = not options.get("log_output")
+    return options
+
+
+def _papermill_parent() -> tuple[dict[str, Any], str] | None:
+    """(options, working folder) of the papermill command line that started this kernel, or None."""
     try:
         import psutil  # installed with IPython; absent on a few platforms
     except ImportError:
@@ -240,13 +272,18 @@ def papermill_output() -> Path | None:
         argv, cwd = parent.cmdline(), parent.cwd()
     except psutil.Error:
         return None
-    args = _papermill_arguments(argv)
-    if args is None:
-        return None
-    from papermill.cli import papermill as papermill_command  # papermill's own reading of its options
+    options = papermill_options(argv)
+    return None if options is None else (options, cwd)
 
-    output = papermill_command.make_context("papermill", args, resilient_parsing=True).params["output_path"]
-    path = Path(cwd, output) if output else None
+
+def papermill_output() -> Path | None:
+    """The notebook file that the papermill command line which started this kernel writes (saved after
+    every cell), or None in any other kernel (JupyterLab, nbval, papermill called from Python)."""
+    found = _papermill_parent()
+    if found is None:
+        return None
+    output = found[0].get("output_path")
+    path = Path(found[1], output) if output else None
     try:
         written = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
     except (OSError, ValueError):
