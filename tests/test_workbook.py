@@ -353,3 +353,29 @@ def test_a_single_value_where_a_list_belongs_stops_the_notebook_at_once():
     # notebook 03's variants default to None: the plan refuses a string before anything is written
     with pytest.raises(ParameterError, match=r"variants must be a list"):
         wb.plan_launch({}, "x", variants="swelu")
+
+
+def test_the_variant_figure_shows_each_mean_with_its_interval_best_first():
+    import pandas as pd
+
+    results = pd.DataFrame(
+        {
+            "variant": ["mamba-swelu-fixed"] * 3 + ["gpt2"] * 3 + ["one"],
+            "val_bpb": [2.13, 2.14, 2.12, 2.28, 2.27, 2.29, 2.5],
+            "tokens_per_s": [2400.0, 2500.0, 2450.0, 6200.0, 6300.0, 6250.0, 100.0],
+        }
+    )
+    fig = wb.plot_variant_bpb(results)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[::-1] == ["mamba-swelu-fixed", "gpt2", "one"]  # best (lowest) at the top
+    bars = [c for c in ax.containers if c.__class__.__name__ == "ErrorbarContainer"]
+    assert len(bars) == 2  # one interval per variant with two or more seeds
+    assert "one seed: no interval" in ax.get_title()
+    curves = pd.DataFrame(
+        {"variant": ["gpt2", "one"], "seed": [0, 0], "tokens": [10, 10], "val_loss": [5.0, 6.0]}
+    )
+    throughput = wb.plot_variant_curves(curves, results).axes[1]
+    names = [t.get_text() for t in throughput.get_yticklabels()]
+    assert names[::-1] == ["gpt2", "mamba-swelu-fixed", "one"]  # names on the y axis, fastest first
+    plt.close("all")

@@ -28,6 +28,16 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
 pre.error{background:#fff5f5;border-left:4px solid #c53030}
 figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
 details{margin:1em 0}summary{cursor:pointer;font-weight:600}
+div.frame{overflow-x:auto}table.frame td{vertical-align:top}
+table.frame .name{text-align:left;white-space:nowrap}table.frame .text{text-align:left;min-width:6em}
+table.frame .num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+.verdict{display:inline-block;padding:.1em .5em;border-radius:.4em;color:#fff;font-weight:600;
+white-space:nowrap}
+.verdict-supported{background:#2f855a}.verdict-refuted{background:#c53030}
+.verdict-not-reproduced{background:#c05621}.verdict-not-tested,.verdict-other{background:#718096}
+.verdict-inconclusive{background:#cbd5e0;color:#1a202c}
+.caveat{background:#fffbea;border-left:4px solid #d69e2e;padding:.4em .8em;font-size:.9em;margin:.6em 0}
+.caveat ol{margin:.3em 0}
 """
 
 
@@ -41,12 +51,12 @@ def now() -> str:
 
 
 def fmt(value: Any) -> str:
-    """A value as pages show it: counts with thousands separators, other floats to 4 significant digits
-    (scientific when very large or small), None and non-finite numbers as ``-``."""
+    """A value as pages show it: booleans as yes / no, counts with thousands separators, other floats to 4
+    significant digits (scientific when very large or small), None and non-finite numbers as ``-``."""
     if value is None:
         return "-"
-    if isinstance(value, bool):
-        return str(value)
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):

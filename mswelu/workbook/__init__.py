@@ -26,6 +26,7 @@ from mswelu.workbook.plots import (
     plot_loss,
     plot_study_k,
     plot_tokens_per_s,
+    plot_variant_bpb,
     plot_variant_curves,
 )
 from mswelu.workbook.profiles import (
@@ -81,6 +82,7 @@ __all__ = [
     "plot_loss",
     "plot_study_k",
     "plot_tokens_per_s",
+    "plot_variant_bpb",
     "plot_variant_curves",
     "read_jsonl",
     "resolve_profile",
