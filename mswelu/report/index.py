@@ -81,7 +81,7 @@ def _training_runs_table(runs_root: Path) -> str:
         return ""
     return (
         f'<h2>Training runs</h2><p class="meta">{len(rows)} run folder(s) under runs/, from notebooks '
-        f"or the command line</p>{table(_RUN_COLUMNS, rows)}"
+        f"or the command line</p>{table(_RUN_COLUMNS, rows, by_column=True)}"
     )
 
 
@@ -114,7 +114,7 @@ def _studies_table(root: Path) -> str:
     return (
         f'<h2>Studies</h2><p class="meta">{len(rows)} committed stud{"y" if len(rows) == 1 else "ies"} '
         f'under reports/{STUDIES}/ (<a href="{STUDIES}/index.html">their own index</a>)</p>'
-        f"{table(('study', 'status', 'notebook', *INDEX_COLUMNS, 'date'), rows)}"
+        f"{table(('study', 'status', 'notebook', *INDEX_COLUMNS, 'date'), rows, by_column=True)}"
     )
 
 
@@ -132,7 +132,7 @@ def write_index(
     rows = _report_rows(root)
     body = (
         f'<h1>mswelu runs</h1><p class="meta">{len(rows)} report(s), newest first; generated {now()}</p>'
-        f"{table(('run', 'status', 'notebook', *INDEX_COLUMNS, 'date'), rows)}"
+        f"{table(('run', 'status', 'notebook', *INDEX_COLUMNS, 'date'), rows, by_column=True)}"
         f"{_studies_table(root)}"
         f"{_training_runs_table(Path(runs_root)) if runs_root is not None else ''}"
     )

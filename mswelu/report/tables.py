@@ -6,14 +6,12 @@ each caveat said once above it instead of in every row."""
 from __future__ import annotations
 
 import html
-import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
-from mswelu.report.markup import Html, fmt
+from mswelu.report.markup import Html, _is_number, _missing, format_column
 
 __all__ = [
     "COLUMN_NAMES",
@@ -79,62 +77,6 @@ def readable_name(name: Any) -> str:
     if text.endswith("_s"):
         text = text[:-2] + " (s)"
     return text.replace("_", " ")
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not _is_bool(value)
-
-
-def _decimals(values: Sequence[float]) -> int:
-    """One number of decimals for a column: enough for about four significant digits of its typical value
-    (three below 1), no more than the values need (``0.004, 0.008`` stay ``0.004``), at most six."""
-    typical = float(pd.Series([abs(v) for v in values if v != 0] or [0.0]).median())
-    if typical >= 1000:
-        return 0
-    wanted = (4 if typical >= 1 else 3) - 1 - math.floor(math.log10(typical)) if typical > 0 else 0
-    wanted = min(6, max(0, wanted))
-    for d in range(wanted + 1):
-        if all(abs(v - round(v, d)) <= 1e-9 * max(1.0, abs(v)) for v in values):
-            return d
-    return wanted
-
-
-def format_column(values: Sequence[Any]) -> list[str]:
-    """A column's cells as a report shows them: booleans as ``yes`` / ``no``; whole numbers with thousands
-    separators; other numbers with one number of decimals for the whole column (:func:`_decimals`),
-    separators from 1,000 up; missing values as ``-``; anything else as text."""
-    values = list(values)
-    present = [v for v in values if not _missing(v)]
-    if present and all(_is_bool(v) for v in present):
-        return ["-" if _missing(v) else ("yes" if v else "no") for v in values]
-    if present and all(_is_number(v) for v in present):
-        numbers_ = [float(v) for v in present]
-        finite = [v for v in numbers_ if math.isfinite(v)]
-        if all(v == round(v) for v in finite):
-            shown = {i: f"{int(v):,}" for i, v in enumerate(numbers_) if math.isfinite(v)}
-        else:
-            d = _decimals(finite)
-            shown = {i: f"{v:,.{d}f}" for i, v in enumerate(numbers_) if math.isfinite(v)}
-        out, k = [], 0
-        for v in values:
-            if _missing(v):
-                out.append("-")
-            else:
-                out.append(shown.get(k, "-"))
-                k += 1
-        return out
-    return [
-        "-" if _missing(v) else v if isinstance(v, Html) else fmt(v) if _is_number(v) else str(v)
-        for v in values
-    ]
 
 
 def _with_index(frame: Any) -> pd.DataFrame:
