@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from mswelu.fs import DiskFullError, fsync_dir, fsync_file, sha256_file
+from mswelu.fs import DiskFullError, fsync_dir, fsync_file, leftovers, pid_alive, sha256_file
 from mswelu.models import unwrap
 
 FORMAT_VERSION = 1
@@ -214,7 +214,7 @@ def save_checkpoint(
         _write_files(tmp, step, model, optimizer, trainer_state, config)
     except BaseException as exc:  # leave nothing half-written behind
         shutil.rmtree(tmp, ignore_errors=True)
-        if _is_disk_full(exc):
+        if is_disk_full(exc):
             raise DiskFullError(
                 f"the disk filled up while writing checkpoint step {step} in {ckpt_dir}; the partial "
                 "checkpoint was removed and the earlier ones are intact: free some space and resume "
@@ -272,7 +272,7 @@ def _tensors(obj: Any) -> Any:
             yield from _tensors(v)
 
 
-def _is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException) -> bool:
     """ENOSPC, or torch's "unexpected pos" / "file write failed" that a full disk produces."""
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -347,20 +347,34 @@ def prune_checkpoints(ckpt_dir: str | Path, keep: int) -> list[Path]:
             removed.append(p)
     for p in ckpt_dir.glob(".tmp-step_*"):
         pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_LEFTOVER = re.compile(r"\.(?P<kind>tmp|old)-(?P<step>step_\d+)-(?P<pid>\d+)")
+
+
+def clean_leftovers(ckpt_dir: str | Path) -> list[str]:
+    """Clean up after checkpoint writers that died mid-write (a kill, a power cut): a ``.tmp-step_*-<pid>``
+    folder never became a checkpoint and is removed; an ``.old-step_*-<pid>`` folder is the earlier copy of
+    a step being saved again, removed where the new copy is in place and put back where it is not. Only
+    folders of exactly these names whose writer process is gone are touched. Returns what was done, one
+    phrase per folder."""
+    ckpt_dir = Path(ckpt_dir)
+    done: list[str] = []
+    for p, m in leftovers(ckpt_dir, _LEFTOVER):
+        final = ckpt_dir / m["step"]
+        if m["kind"] == "old" and not final.exists() and (p / MANIFEST).is_file():
+            os.rename(p, final)
+            done.append(f"put {final.name} back from {p.name}")
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name}")
+    if done:
+        fsync_dir(ckpt_dir)
+    return done
 
 
 def load_checkpoint(

@@ -251,7 +251,7 @@ class MambaSWELUConfig(PretrainedConfig):
     def from_preset(cls, name: str, **overrides: Any) -> MambaSWELUConfig:
         """A config from one of :data:`PRESETS`, with keyword overrides (e.g. ``activation="silu"``)."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
+            raise ValueError(unknown_choice("preset", name, sorted(PRESETS)))
         return cls(**{**PRESETS[name], **overrides})
 
     @classmethod
@@ -261,7 +261,7 @@ class MambaSWELUConfig(PretrainedConfig):
         """The config a training run of ``preset`` uses: the run's vocabulary, a context of at least
         ``max_seq_len``, the run's activation, then ``overrides``."""
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
+            raise ValueError(unknown_choice("preset", preset, sorted(PRESETS)))
         pos = {**PRESETS[preset], **overrides}.get("max_position_embeddings", 1024)
         kwargs: dict[str, Any] = {
             "vocab_size": vocab_size,

@@ -1,17 +1,33 @@
-"""Wording shared by the errors a user reads, and the one error a notebook shows as a single line."""
+"""Wording shared by the errors a user reads, and the one error a notebook shows as a single line; help
+texts made plain (a docstring's reST markup is for readers of the code, not of ``--help``)."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
+import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["RunRefused", "check_choice", "unknown_choice", "with_nearest"]
+__all__ = [
+    "ParameterError",
+    "RunRefused",
+    "check_choice",
+    "choice",
+    "plain_text",
+    "unknown_choice",
+    "with_nearest",
+]
 
 
 class RunRefused(ValueError):
     """A run name that holds other work, refused before anything was written; the message says why and
     what to do instead. Notebooks show it as one line, not a traceback (``mswelu.workbook.start``)."""
+
+
+class ParameterError(RunRefused):
+    """A notebook parameter that cannot be right (an unknown name, a single value where a list belongs),
+    refused at the start of the run before anything ran; shown as one line like every refusal."""
 
 
 def with_nearest(unknown: Iterable[Any], known: Iterable[Any]) -> str:
@@ -36,3 +52,28 @@ def check_choice(what: str, value: Any, known: Iterable[Any]) -> None:
     known = list(known)
     if value not in known:
         raise ValueError(unknown_choice(what, value, known))
+
+
+def choice(what: str, known: Iterable[Any]) -> Any:
+    """An argparse ``type`` that accepts one of ``known`` and otherwise says :func:`unknown_choice`'s line
+    (argparse's own ``choices`` lists them without the nearest one). Pair it with ``metavar``."""
+    known = list(known)
+
+    def parse(value: str) -> str:
+        if value not in known:
+            raise argparse.ArgumentTypeError(unknown_choice(what, value, known))
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(text: str) -> str:
+    """A docstring as a command's ``--help`` shows it: reST roles (``:func:`decode```) become their target's
+    name (``decode``; ``~a.b`` gives ``b``) and double-backquoted literals lose their backquotes."""
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return _LITERAL.sub(r"\1", text)

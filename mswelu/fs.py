@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ __all__ = [
     "atomic_write_text",
     "fsync_dir",
     "fsync_file",
+    "leftovers",
+    "pid_alive",
     "sha256_file",
 ]
 
@@ -86,6 +89,34 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one we may not signal counts as alive): a temporary
+    folder named after a dead writer's pid is a leftover that is safe to clean up."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def leftovers(folder: str | os.PathLike[str], pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:
+    """The folders in ``folder`` whose names fully match ``pattern`` (with a group ``pid``, the writer's
+    process) and whose writer is gone: temporary folders a killed writer left, safe to clean up."""
+    folder = Path(folder)
+    found: list[tuple[Path, re.Match[str]]] = []
+    if not folder.is_dir():
+        return found
+    for p in sorted(folder.iterdir()):
+        m = pattern.fullmatch(p.name)
+        if m and p.is_dir() and not p.is_symlink():
+            pid = int(m.group("pid"))
+            if pid != os.getpid() and not pid_alive(pid):
+                found.append((p, m))
+    return found
+
+
 class DiskFullError(OSError):
     """A write failed, or would fail, for lack of disk space (the message says what was kept)."""
 
@@ -126,6 +157,8 @@ class FolderLock:
             import fcntl
         except ImportError:
             return self
+        if self.folder.exists() and not self.folder.is_dir():  # mkdir would say only "File exists"
+            raise ValueError(f"{self.what} {self.folder} exists and is not a folder: choose another path")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

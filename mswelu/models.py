@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from mswelu.baselines import BASELINES, DEFAULT_REFERENCE, build_baseline
 from mswelu.configuration import PRESETS, MambaSWELUConfig
-from mswelu.errors import with_nearest
+from mswelu.errors import unknown_choice, with_nearest
 from mswelu.modules.mixers import mixer_spec
 from mswelu.ops.lm_loss import CHUNK_BYTES, next_token_loss
 
@@ -104,16 +104,15 @@ def parse_model_name(name: str) -> tuple[str, str | None]:
     if base in BASELINES:
         ref = ref or DEFAULT_REFERENCE
         if ref not in PRESETS:
-            raise ValueError(
-                f"unknown reference preset {ref!r} in {name!r}: expected one of {sorted(PRESETS)}"
-            )
+            raise ValueError(f"{unknown_choice('reference preset', ref, sorted(PRESETS))} (in {name!r})")
         return base, ref
     if ref:
-        raise ValueError(f"unknown baseline {base!r} in {name!r}: expected one of {tuple(BASELINES)}")
+        raise ValueError(f"{unknown_choice('baseline', base, BASELINES)} (in {name!r})")
     if name not in PRESETS:
+        known = [*sorted(PRESETS), *BASELINES]
         raise ValueError(
-            f"unknown preset {name!r}: expected one of {sorted(PRESETS)} or a baseline "
-            f"{[b + '[:preset]' for b in BASELINES]}"
+            f"unknown preset {with_nearest([name], known)}: expected one of {', '.join(sorted(PRESETS))} "
+            f"or a baseline {', '.join(b + '[:preset]' for b in BASELINES)}"
         )
     return name, None
 

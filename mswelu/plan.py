@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from mswelu.errors import choice, plain_text
 from mswelu.models import build_model, parse_model_name
 from mswelu.optim import route_parameters
 
@@ -395,16 +396,25 @@ def render(plan: Plan) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mswelu.plan", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.plan", description=plain_text(__doc__.split("\n\n")[0])
+    )
     p.add_argument("--preset", help="a preset (mswelu.PRESETS) or a baseline such as gpt2:seed-124m")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per node")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpu-memory", default="24GB", help="memory of one GPU, e.g. 24GB, 80GiB")
     p.add_argument("--seq-len", type=int)
-    p.add_argument("--parallel", default="auto", choices=("auto", "ddp", "fsdp"))
+    p.add_argument(
+        "--parallel",
+        default="auto",
+        type=choice("parallel", ("auto", "ddp", "fsdp")),
+        metavar="{auto,ddp,fsdp}",
+    )
     p.add_argument("--global-batch-tokens", type=int, default=524_288)
-    p.add_argument("--optimizer", default="adamw", choices=("adamw", "muon"))
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
+    p.add_argument(
+        "--optimizer", default="adamw", type=choice("optimizer", ("adamw", "muon")), metavar="{adamw,muon}"
+    )
+    p.add_argument("--dtype", default="bf16", type=choice("dtype", ("bf16", "fp32")), metavar="{bf16,fp32}")
     p.add_argument("--measure", action="store_true", help="also measure activations on this CPU (slow)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

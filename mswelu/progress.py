@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["format_duration", "format_eval", "format_step", "in_kernel", "say"]
+__all__ = ["after_bar", "format_duration", "format_eval", "format_step", "in_kernel", "say"]
 
 
 def in_kernel() -> bool:
@@ -40,12 +40,24 @@ def log(message: str, source: str = "mswelu.train") -> None:
     print(f"[{source}] {message}", file=sys.stderr, flush=True)
 
 
+_AFTER_BAR = [False]  # the launching terminal's cursor sits at the end of another program's progress bar
+
+
+def after_bar() -> None:
+    """Say that another program's progress bar (papermill's, redrawn as each cell starts) ends the
+    launching terminal's current line: the next progress line begins with a newline instead of being glued
+    to it. ``mswelu.workbook.start`` calls it at every cell of a papermill run that draws its bar."""
+    _AFTER_BAR[0] = True
+
+
 def say(text: str, bar: Any = None) -> None:
     """Write one progress line to the launching terminal (see the module docstring)."""
     if not _enabled():
         return
     line = text.rstrip("\n") + "\n"
     if in_kernel():
+        if _AFTER_BAR[0]:
+            line, _AFTER_BAR[0] = "\n" + line, False
         try:  # ipykernel captures fd 2 into the notebook and hands out the launcher's copy here
             fd = sys.stderr.fileno()
         except (OSError, ValueError, AttributeError):  # not captured (e.g. under pytest): fd 2 is it

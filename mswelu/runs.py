@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,16 @@ import pandas as pd
 
 from mswelu import analysis
 from mswelu import checkpoint as ckpt
-from mswelu.fs import LOCK_NAME, FolderLock, atomic_write_json, atomic_write_text, fsync_dir
+from mswelu.errors import with_nearest
+from mswelu.fs import (
+    LOCK_NAME,
+    DiskFullError,
+    FolderLock,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    leftovers,
+)
 from mswelu.modules.activations import shape_param_names
 from mswelu.modules.slots import ShapeSlot, slot_records
 from mswelu.paths import runs_dir
@@ -140,10 +150,23 @@ class RunWriter:
         return [self.path / SUMMARY, self.path / CONFIG, self.path / FINAL / MODEL_CARD]
 
     def prepare(self, clear: bool = False) -> None:
-        """Create the folder; with ``clear`` (``overwrite``) remove its old contents first."""
+        """Create the folder; with ``clear`` (``overwrite``) remove its old contents first. Leftovers of a
+        writer killed mid-write (partial checkpoints, a partial ``final/``) are cleaned up, saying so."""
         if clear:
             self.clear()
         self.path.mkdir(parents=True, exist_ok=True)
+        self.clean_leftovers()
+
+    def clean_leftovers(self) -> list[str]:
+        """Remove, in one notice, what writers that died mid-write left (:func:`ckpt.clean_leftovers`, and
+        a ``.tmp-final-<pid>`` never completed); only those names, only where their process is gone."""
+        done = ckpt.clean_leftovers(self.checkpoints)
+        for p, _ in leftovers(self.path, re.compile(r"\.tmp-final-(?P<pid>\d+)")):
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name}")
+        if done:
+            log(f"{self.path}: cleaned up after a writer that was killed ({'; '.join(done)})")
+        return done
 
     def clear(self) -> None:
         """Remove the folder's contents (``overwrite``), all but the writer's lock; refuses a folder that
@@ -204,8 +227,14 @@ class RunWriter:
                 model.save_pretrained(str(tmp))
             if extra is not None:
                 extra(tmp)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if ckpt.is_disk_full(exc):
+                raise DiskFullError(
+                    f"the disk filled up while writing {final} (the finished model); the partial copy was "
+                    f"removed and the checkpoints are intact: free some space, then resume (--resume auto, "
+                    f"or run the same notebook again) to write it"
+                ) from exc
             raise
         if final.exists():
             shutil.rmtree(final)
@@ -447,7 +476,8 @@ def resolve_run(run: str | os.PathLike[str] | None, require_model: bool = False)
             if names
             else f"there are no {what} yet: train one first (notebook 03 or python -m mswelu.train)"
         )
-        raise ValueError(f"no run {str(run)!r}: neither a folder nor a run under {runs_dir()}; {known}")
+        where = f"neither a folder nor a run under {runs_dir()}"
+        raise ValueError(f"no run {with_nearest([str(run)], names)}: {where}; {known}")
     return path
 
 

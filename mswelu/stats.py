@@ -27,6 +27,8 @@ import numpy as np
 from scipy import optimize as _optimize
 from scipy import stats as _scipy_stats
 
+from mswelu.errors import unknown_choice
+
 __all__ = [
     "ALPHA",
     "DEFAULT_SEEDS",
@@ -209,7 +211,7 @@ class Decision:
 
 def _bounds(test: str, effect: float | tuple[float, float]) -> tuple[float, float]:
     if test not in TESTS:
-        raise ValueError(f"unknown test {test!r}: expected one of {TESTS}")
+        raise ValueError(unknown_choice("test", test, TESTS))
     if test == "range":
         if not isinstance(effect, (tuple, list)) or len(effect) != 2 or effect[0] > effect[1]:
             raise ValueError(f"a range claim needs (lo, hi) with lo <= hi, got {effect!r}")

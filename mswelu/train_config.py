@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from mswelu.baselines import BASELINES
+from mswelu.config_files import read_config_file, yaml_number_hint
 from mswelu.errors import check_choice, unknown_choice, with_nearest
 from mswelu.modules.activations import ACTIVATIONS
 from mswelu.optim import OPTIMIZERS
@@ -228,17 +229,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
         """YAML (``.yaml``/``.yml``) or JSON file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise ValueError(
-                f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                f"{' '.join(str(exc).split())}"
-            ) from exc
+        data = read_config_file(path)
         return cls.from_dict(data or {})
 
     @classmethod
@@ -444,7 +435,8 @@ class TrainConfig:
                 continue
             if not any(_is_kind(value, k) for k in kinds):
                 want = " or ".join(_KIND_WORDS.get(k, k) for k in kinds)
-                raise ValueError(f"{f.name} must be {want}, got {value!r} ({type(value).__name__})")
+                got = f"{value!r} ({type(value).__name__}){yaml_number_hint(value)}"
+                raise ValueError(f"{f.name} must be {want}, got {got}")
 
 
 _KIND_WORDS = {

@@ -345,6 +345,44 @@ def _yaml_config(text: str) -> Callable[[Path], tuple[Callable[[], int], Callabl
             lambda: _train(["--config", str(cfg)])
         ), lambda: sorted(p.name for p in tmp.iterdir()) != before
 
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (a killed writer's, as far as its leftovers can tell)."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _killed_prepare(moved_aside: bool):
+    """A dataset whose ``prepare --force`` was killed while writing shards (a partial ``.NAME.tmp-*``), or,
+    ``moved_aside``, between its two renames (the dataset itself in ``.NAME.old-*``); then a plain rerun."""
+
+    def setup(tmp: Path):
+        src = _corpus(tmp)
+        out = tmp / "ds"
+        argv = [
+            "prepare",
+            "--source",
+            str(src),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--txt-sample-by",
+            "paragraph",
+        ]
+        assert _data(argv) == 0
+        before = _snapshot(out)
+        pid = _dead_pid()
+        partial = tmp / f".ds.tmp-{pid}-0123abcd"
+        partial.mkdir()
+        (partial / "train.bin").write_bytes(b"\0" * 100)
+        if moved_aside:
+            (out / ".verified.json").unlink(missing_ok=True)
+            out.rename(tmp / f".ds.old-{pid}-4567cdef")
+        return (lambda: _data(argv)), (lambda: not out.is_dir() or _snapshot(out) != before)
+
     return setup
 
 
@@ -391,6 +429,53 @@ def _sigterm_in_final_evaluation(tmp: Path):
         return 130 if summary.get("interrupted") else 0
 
     return command, lambda: False
+
+
+def _killed_checkpoint_write(tmp: Path):
+    """A run killed after its step-2 checkpoint while writing step 4 (a partial ``.tmp-step_*``), with an
+    ``.old-step_*`` of a re-saved step and a partial ``.tmp-final-*`` of another killed writer; resumed."""
+    data = write_byte_dataset(tmp / "data")
+    out = tmp / "run"
+    argv = _tiny(data, out, "--max-steps", "4", "--ckpt-every", "2")
+    assert _train(argv) == 0
+    ckpts = out / "checkpoints"
+    for gone in (out / "summary.json", out / "final", ckpts / "step_0000004"):
+        shutil.rmtree(gone) if gone.is_dir() else gone.unlink()
+    pid = _dead_pid()
+    (ckpts / f".tmp-step_0000004-{pid}").mkdir()
+    (ckpts / f".tmp-step_0000004-{pid}" / "model.safetensors").write_bytes(b"partial")
+    shutil.copytree(ckpts / "step_0000002", ckpts / f".old-step_0000002-{pid}")
+    (out / f".tmp-final-{pid}").mkdir()
+    step2 = _unchanged(ckpts / "step_0000002")
+    return (lambda: _train([*argv, "--resume", "auto"])), step2
+
+
+def _out_is_a_file(tmp: Path):
+    data = write_byte_dataset(tmp / "data")
+    (tmp / "afile").write_text("x")
+    return (lambda: _train(_tiny(data, tmp / "afile"))), lambda: (tmp / "afile").read_text() != "x"
+
+
+def _disk_full_writing_final(tmp: Path):
+    """The disk fills up while ``final/`` is written (save_pretrained fails with ENOSPC, naming no file)."""
+    from mswelu.modeling import MambaSWELUForCausalLM
+
+    data = write_byte_dataset(tmp / "data")
+    out = tmp / "run"
+
+    def command() -> int:
+        real = MambaSWELUForCausalLM.save_pretrained
+
+        def full(self, *args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        MambaSWELUForCausalLM.save_pretrained = full
+        try:
+            return _train(_tiny(data, out, "--ckpt-every", "2"))
+        finally:
+            MambaSWELUForCausalLM.save_pretrained = real
+
+    return command, lambda: not (out / "checkpoints" / "step_0000002").is_dir()
 
 
 CASES = [
@@ -609,6 +694,58 @@ CASES = [
         _sigterm_in_final_evaluation,
         "recovers",
         "training is complete; finishing the final evaluation",
+    ),
+    # issue 33: what a new user still trips over
+    Case(
+        "config",
+        "a misspelt preset (--preset tinny)",
+        _train_case("--preset", "tinny", fresh=True),
+        "error",
+        "did you mean 'tiny'",
+    ),
+    Case(
+        "faults",
+        "data prepare after a prepare --force killed while writing shards",
+        _killed_prepare(moved_aside=False),
+        "recovers",
+        "cleaned up after a prepare that was killed (removed .ds.tmp-",
+    ),
+    Case(
+        "faults",
+        "data prepare after a prepare --force killed between its renames",
+        _killed_prepare(moved_aside=True),
+        "recovers",
+        "put ds back from .ds.old-",
+    ),
+    Case(
+        "faults",
+        "a resume after a checkpoint write was killed",
+        _killed_checkpoint_write,
+        "recovers",
+        "cleaned up after a writer that was killed (",
+    ),
+    Case("faults", "--out naming an existing file", _out_is_a_file, "error", "exists and is not a folder"),
+    Case(
+        "faults",
+        "the disk fills up while final/ is written",
+        _disk_full_writing_final,
+        "error",
+        "final (the finished model); the partial copy was removed and the checkpoints are intact: free some "
+        "space, then resume (--resume auto",
+    ),
+    Case(
+        "config",
+        "lr: 1e-3 unquoted in YAML (a string to PyYAML)",
+        _yaml_over_run("lr: 1e-3\n"),
+        "error",
+        "YAML reads 1e-3 as a string (a float needs a dot there: write 1.0e-3)",
+    ),
+    Case(
+        "config",
+        "a key given twice in a YAML config",
+        _yaml_over_run("max_steps: 3\n"),
+        "error",
+        "gives 'max_steps' twice (lines 4 and 7): keep one",
     ),
 ]
 

@@ -192,3 +192,36 @@ def test_a_disk_that_fills_up_mid_save_leaves_no_debris(tmp_path: Path, monkeypa
     with pytest.raises(ValueError, match="other"):  # not a disk problem: raised as it is, still no debris
         _save(tmp_path, 3, model, opt)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [good.name]
+
+
+def test_leftovers_of_dead_writers_only_are_cleaned(tmp_path):
+    """``.tmp-step_*`` / ``.old-step_*`` of a dead writer go (an old copy whose step is missing is put
+    back); a live writer's folders and names that are not ours stay."""
+    import subprocess
+    import sys
+
+    from mswelu.checkpoint import clean_leftovers
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ck = tmp_path / "checkpoints"
+        for name in (
+            f".tmp-step_0000004-{done.pid}",
+            f".old-step_0000002-{done.pid}",  # step_0000002 exists: removed
+            f".old-step_0000003-{done.pid}",  # step_0000003 missing: put back
+            f".tmp-step_0000006-{live.pid}",  # its writer lives: kept
+            f".tmp-mine-{done.pid}",  # not a name we write: kept
+            "step_0000002",
+        ):
+            (ck / name).mkdir(parents=True)
+        (ck / f".old-step_0000003-{done.pid}" / "manifest.json").write_text("{}")
+        notes = clean_leftovers(ck)
+        assert sorted(p.name for p in ck.iterdir()) == sorted(
+            ["step_0000002", "step_0000003", f".tmp-step_0000006-{live.pid}", f".tmp-mine-{done.pid}"]
+        )
+        assert len(notes) == 3 and any("put step_0000003 back" in n for n in notes)
+    finally:
+        live.kill()
+        live.wait()

@@ -248,10 +248,11 @@ def test_load_model_and_cli(tiny_model, tmp_path, capsys, monkeypatch):
     )
     out = json.loads(capsys.readouterr().out)
     assert [o["prompt"] for o in out] == ["ab", "cde"]
-    assert G.main(["--run", str(run), "--bench", "--tokens", "8", "--json"]) == 0
+    assert G.main(["--run", str(run), "--bench", "--tokens", "8", "--repeats", "2", "--json"]) == 0
     bench = json.loads(capsys.readouterr().out)
     assert {r["mode"] for r in bench["results"]} == {"recurrent", "recompute"}
-    assert all(r["same_tokens"] for r in bench["results"])
+    assert all(r["same_tokens"] and r["repeats"] == 2 for r in bench["results"])
+    assert "8 new tokens after a prompt of 8 tokens, batch 1" in bench["measured"]
     monkeypatch.setattr("builtins.input", lambda _: "/quit")
     assert G.main(["--run", str(run)]) == 0
     assert G.main(["--run", str(tmp_path / "nope")]) == 2
@@ -292,3 +293,44 @@ def tiny_gpt2():
 
     torch.manual_seed(0)
     return build_baseline("gpt2", "tiny", vocab_size=257, max_seq_len=64, n_embd=32, n_layer=2).eval()
+
+
+def test_decode_speed_warms_up_and_reports_the_median(monkeypatch):
+    """Every mode is decoded once untimed, then timed ``repeats`` times alternating with the other mode;
+    tokens/s come from the median time, and each row says what was measured."""
+    from mswelu.generate import decoding
+
+    calls: list[str] = []
+    durations = {"recurrent": iter([9.0, 1.0, 2.0]), "recompute": iter([4.0, 5.0, 100.0])}
+    clock = {"now": 0.0, "mode": None}
+
+    def fake_decode(model, ids, cfg, mode="recurrent", **kw):
+        calls.append(mode)
+        if len(calls) > 2:  # the warm-up (one per mode) is not timed
+            clock["now"] += next(durations[mode])
+        return torch.cat([ids, torch.zeros(ids.size(0), cfg.max_new_tokens, dtype=ids.dtype)], 1)
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            return clock["now"]
+
+    monkeypatch.setattr(decoding, "decode", fake_decode)
+    monkeypatch.setattr(decoding, "time", FakeTime)
+    rows = decoding.decode_speed(
+        None, torch.zeros(2, 3, dtype=torch.long), new_tokens=10, repeats=3, warmup=1
+    )
+    assert calls == ["recurrent", "recompute"] * 4
+    rec, full = rows
+    assert (rec["seconds"], rec["seconds_min"], rec["seconds_max"]) == (2.0, 1.0, 9.0)
+    assert full["seconds"] == 5.0 and rec["tokens_per_s"] == 20 / 2.0 and full["tokens_per_s"] == 20 / 5.0
+    assert {k: rec[k] for k in ("batch", "prompt_len", "new_tokens", "warmup", "repeats")} == {
+        "batch": 2,
+        "prompt_len": 3,
+        "new_tokens": 10,
+        "warmup": 1,
+        "repeats": 3,
+    }
+    text = decoding.describe_benchmark(rows)
+    assert "10 new tokens after a prompt of 3 tokens, batch 2" in text and "median of 3 timed runs" in text
+    assert "1 warm-up run per mode" in text

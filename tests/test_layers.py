@@ -15,6 +15,7 @@ LAYERS = [
         "fs",
         "progress",
         "hf_compat",
+        "config_files",
         "stats",
         "distributed",
         "provenance",

@@ -274,6 +274,24 @@ def test_a_misspelt_papermill_parameter_fails_the_run(workdir):
     assert not (_home() / "runs" / "nbtest-typo").exists()
 
 
+def test_a_single_value_where_a_list_belongs_fails_at_once(workdir):
+    """``-p prompts "ROMEO:"`` gives notebook 06 a string: the prologue refuses it in one line, before a
+    model is loaded or trained and before the report is written."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(NOTEBOOKS / "06_generation.ipynb"), str(workdir / "p.ipynb")]
+        + ["-k", "mswelu", "--cwd", str(workdir), "--no-progress-bar"]
+        + ["-p", "prompts", "ROMEO:", "-p", "run_name", "nbtest-prompts"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    terminal = (proc.stdout + proc.stderr).strip().splitlines()
+    said = """prompts must be a list, e.g. -y 'prompts: ["ROMEO:"]', not the single value 'ROMEO:'"""
+    assert terminal[-1] == f"ParameterError: {said}", terminal[-5:]
+    assert not (_home() / "reports" / "nbtest-prompts").exists()
+
+
 @pytest.fixture(scope="module")
 def compared(workdir) -> dict:
     """One tiny comparison through notebook 05 (two seeds of swelu, silu and gpt2, the claims on that trio)

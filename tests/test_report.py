@@ -269,3 +269,87 @@ def test_a_refusal_before_the_report_is_written_leaves_the_folder_as_it_was(tmp_
         assert failing.status == "failed" and "bad preset" in (tmp_path / "other" / "report.html").read_text()
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_the_index_of_every_run_lists_the_committed_studies(tmp_path, monkeypatch):
+    """``reports/index.html`` links every study under ``reports/studies/`` (not only their own index), and a
+    study finishing refreshes it."""
+    import mswelu.report.index as index_module
+
+    monkeypatch.setattr(index_module, "reports_dir", lambda: tmp_path)
+    Report("main", "03_train.ipynb", {}, root=tmp_path, register_hook=False).finish({"val_bpb": 1.78})
+    studies = tmp_path / "studies"
+    study = Report("study-a", "05_baselines.ipynb", {}, root=studies, register_hook=False)
+    page = (tmp_path / "index.html").read_text()
+    assert (
+        '<a href="studies/study-a/report.html">study-a</a>' in page and "running" in page.split("Studies")[1]
+    )
+    study.finish({})
+    page = (tmp_path / "index.html").read_text()
+    assert "<h2>Studies</h2>" in page and '<a href="studies/index.html">' in page
+    assert page.index('href="main/report.html"') < page.index("<h2>Studies</h2>")
+    assert "complete" in page.split("<h2>Studies</h2>")[1]
+    assert (studies / "index.html").is_file() and "Studies" not in (studies / "index.html").read_text()
+
+
+def test_tables_read_as_a_reader_wants(tmp_path):
+    """Readable headers, the same decimals down a column, separators on every large number, yes / no for
+    booleans, run names on one line: not a dump of a data frame."""
+    from mswelu.report import format_column, readable_name
+
+    results = pd.DataFrame(
+        {
+            "run": ["study-mamba-swelu-fixed-s0", "study-gpt2-s0"],
+            "lr": [0.004, 0.008],
+            "final_train_loss": [4.44216680, 4.5],
+            "val_bpb seed sd": [0.007697, 0.01197],
+            "tokens": [409600, 409600],
+            "tokens_per_s": [2553.41, 12130.9],
+            "wall_time_s": [179.342, 92.5],
+            "reused": [True, False],
+        }
+    ).set_index("run")
+    rep = Report("run-tables", "05_baselines.ipynb", root=tmp_path, register_hook=False)
+    rep.add_table(results, caption="every model")
+    page = (tmp_path / "run-tables" / "report.html").read_text()
+    start = page.index('<table class="frame">')
+    table = page[start : page.index("</table>", start)]
+    for header in ("run", "lr", "final train loss", "val bpb seed sd", "tokens/s", "wall time (s)", "reused"):
+        assert f">{header}</th>" in table
+    assert "final_train_loss" not in table and "True" not in table and "False" not in table
+    assert '<td class="name">study-mamba-swelu-fixed-s0</td>' in table  # one line (CSS: nowrap)
+    assert ">0.004<" in table and ">4.442<" in table and ">4.500<" in table  # same decimals down a column
+    assert ">0.00770<" in table and ">0.01197<" in table and "0.007697" not in table
+    assert ">409,600<" in table and ">2,553<" in table and ">12,131<" in table
+    assert ">yes<" in table and ">no<" in table
+    assert readable_name("wall_time_s") == "wall time (s)" and readable_name("tokens_per_s") == "tokens/s"
+    assert format_column([1.5, None, float("nan")]) == ["1.5", "-", "-"]  # no more digits than it needs
+    assert format_column([3, 1_234_567]) == ["3", "1,234,567"]
+
+
+def test_the_claims_table_has_verdict_badges_and_says_a_caveat_once(tmp_path):
+    scale = "claimed at 124M params, 3.1B tokens (25 tokens/param); comparable from 50% of both"
+    claims = pd.DataFrame(
+        {
+            "claim": ["SWELU 22% better than SiLU", "comparable to GPT-2", "k move 0.39"],
+            "seed says": ["22% lower loss", "on par", "mean |k - 1| = 0.39"],
+            "measured": ["+1.56% [+0.91%, +2.21%]", "+6.3%", "0.059"],
+            "verdict": ["refuted", "supported", "not reproduced at this scale"],
+            "why": ["below", "within", "below the scale"],
+            "p": [0.001, 0.02, 0.3],
+            "scale": [scale] * 3,
+        }
+    )
+    rep = Report("run-claims", "05_baselines.ipynb", root=tmp_path, register_hook=False)
+    rep.add_verdicts(claims, caption="seed claims vs this run")
+    page = (tmp_path / "run-claims" / "report.html").read_text()
+    assert page.count(scale) == 1 and "Caveat (every row):" in page
+    assert '<span class="verdict verdict-refuted">refuted</span>' in page
+    assert '<span class="verdict verdict-supported">supported</span>' in page
+    assert '<span class="verdict verdict-not-reproduced">not reproduced at this scale</span>' in page
+    assert "3 claim(s): 1 refuted, 1 supported, 1 not reproduced at this scale" in page
+    assert ">p</th>" not in page  # the reader's columns only
+    two = claims.assign(scale=[scale, scale, "any scale (a count)"])
+    rep.add_verdicts(two.set_index("claim"))
+    page = (tmp_path / "run-claims" / "report.html").read_text()
+    assert "<li>any scale (a count)</li>" in page and ">[2]</td>" in page and ">[1]</td>" in page

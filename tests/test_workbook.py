@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import types
 
 import matplotlib.pyplot as plt
 import pytest
@@ -163,7 +164,7 @@ def test_format_samples_shows_whitespace_and_no_reprs():
 
 @pytest.mark.slow
 def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
-    tiny_config, embedded_data, tmp_path, monkeypatch
+    tiny_config, embedded_data, tmp_path, monkeypatch, capsys
 ):
     cfg = tiny_config(
         embedded_data,
@@ -178,8 +179,16 @@ def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
     first = wb.train_or_load(cfg)
     assert not first.reused
     stamp = (tmp_path / "r" / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+    report = types.SimpleNamespace(html_path=tmp_path / "reports" / "mine" / "report.html")
+    monkeypatch.setattr(prologue, "_CURRENT", [report])  # the notebook's report, as wb.start records it
     again = wb.train_or_load(cfg)
     assert again.reused and (tmp_path / "r" / "summary.json").stat().st_mtime_ns == stamp
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "reusing" in ln]
+    assert said == [
+        f"reusing the finished run 'r' ({tmp_path / 'r'}: same settings, data and code, nothing to train); "
+        f"report: {tmp_path / 'reports' / 'mine' / 'report.html'}"
+    ]
     assert wb.reusable({**cfg, "lr": 1e-2}, tmp_path / "r") == "settings differ: lr"
     assert wb.reusable({**cfg, "progress": True}, tmp_path / "r") is None  # a runtime switch only
     import mswelu.data
@@ -330,3 +339,49 @@ def test_a_mistyped_choice_names_the_nearest_one():
 
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamm' \(did you mean 'adamw'\?\)"):
         TrainConfig(preset="tiny", optimizer="adamm").validate()
+
+
+def test_a_single_value_where_a_list_belongs_stops_the_notebook_at_once():
+    """``-p prompts "ROMEO:"`` / ``-y "variants: swelu"`` give a string: it must stop the run in the
+    prologue with the form to use, before a model is trained or text generated (not "unknown variant 's'"
+    or "6 prompts but 1 continuations" after the work)."""
+    from mswelu.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"""prompts must be a list, e.g. -y 'prompts: \["ROMEO:"\]'"""):
+        wb.check_parameters("06_generation.ipynb", {"run_name": "g", "prompts": "ROMEO:"})
+    with pytest.raises(ParameterError, match=r"variants must be a list, e.g. -y 'variants: \[swelu\]'"):
+        wb.check_parameters("05_baselines.ipynb", {"run_name": "b", "variants": "swelu"})
+    with pytest.raises(ParameterError, match=r"seeds must be a list, e.g. -y 'seeds: \[3\]'"):
+        wb.check_parameters("05_baselines.ipynb", {"run_name": "b", "seeds": 3})
+    with pytest.raises(ParameterError, match="compare must be a mapping"):
+        wb.check_parameters("05_baselines.ipynb", {"run_name": "b", "compare": "swelu"})
+    wb.check_parameters("06_generation.ipynb", {"run_name": "g", "prompts": ["ROMEO:"], "run": None})
+    # notebook 03's variants default to None: the plan refuses a string before anything is written
+    with pytest.raises(ParameterError, match=r"variants must be a list"):
+        wb.plan_launch({}, "x", variants="swelu")
+
+
+def test_the_variant_figure_shows_each_mean_with_its_interval_best_first():
+    import pandas as pd
+
+    results = pd.DataFrame(
+        {
+            "variant": ["mamba-swelu-fixed"] * 3 + ["gpt2"] * 3 + ["one"],
+            "val_bpb": [2.13, 2.14, 2.12, 2.28, 2.27, 2.29, 2.5],
+            "tokens_per_s": [2400.0, 2500.0, 2450.0, 6200.0, 6300.0, 6250.0, 100.0],
+        }
+    )
+    fig = wb.plot_variant_bpb(results)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[::-1] == ["mamba-swelu-fixed", "gpt2", "one"]  # best (lowest) at the top
+    bars = [c for c in ax.containers if c.__class__.__name__ == "ErrorbarContainer"]
+    assert len(bars) == 2  # one interval per variant with two or more seeds
+    assert "one seed: no interval" in ax.get_title()
+    curves = pd.DataFrame(
+        {"variant": ["gpt2", "one"], "seed": [0, 0], "tokens": [10, 10], "val_loss": [5.0, 6.0]}
+    )
+    throughput = wb.plot_variant_curves(curves, results).axes[1]
+    names = [t.get_text() for t in throughput.get_yticklabels()]
+    assert names[::-1] == ["gpt2", "mamba-swelu-fixed", "one"]  # names on the y axis, fastest first
+    plt.close("all")

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from mswelu.analysis.shapes import SEED_K_RANGES
+from mswelu.errors import unknown_choice
 from mswelu.stats import TESTS
 
 __all__ = [
@@ -119,13 +120,13 @@ class Claim:
 
     def __post_init__(self) -> None:
         if self.measure not in MEASURES:
-            raise ValueError(
-                f"unknown measure {self.measure!r} in claim {self.name!r}: expected one of {MEASURES}"
-            )
+            raise ValueError(f"{unknown_choice('measure', self.measure, MEASURES)} (claim {self.name!r})")
         if self.test not in TESTS:
-            raise ValueError(f"unknown test {self.test!r} in claim {self.name!r}: expected one of {TESTS}")
+            raise ValueError(f"{unknown_choice('test', self.test, TESTS)} (claim {self.name!r})")
         if self.view not in ("tokens", "time", "flops"):
-            raise ValueError(f"unknown view {self.view!r} in claim {self.name!r}: tokens, time or flops")
+            raise ValueError(
+                f"{unknown_choice('view', self.view, ('tokens', 'time', 'flops'))} (claim {self.name!r})"
+            )
         if self.measure in ("gain", "convergence") and not self.base:
             raise ValueError(f"claim {self.name!r} compares two variants: give base")
         if isinstance(self.effect, list):

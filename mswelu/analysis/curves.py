@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mswelu.analysis.frames import loss_at, scope_curve, tokens_to_reach
+from mswelu.errors import unknown_choice
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -112,7 +113,7 @@ def _axis(view: str, variant: str, throughput: Mapping[str, float], flops: Mappi
         return 1.0 / tps if tps > 0 else math.nan
     if view == "flops":
         return float(flops.get(variant, math.nan))
-    raise ValueError(f"unknown view {view!r}: expected one of {VIEWS}")
+    raise ValueError(unknown_choice("view", view, VIEWS))
 
 
 def budget_pairs(

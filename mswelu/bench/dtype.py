@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from mswelu.errors import plain_text
 from mswelu.stats import DEFAULT_SEEDS
 
 DTYPES = ("fp32", "bf16")
@@ -173,7 +174,7 @@ def _print(r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m mswelu.bench dtype",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default="small")

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mswelu.errors import unknown_choice
+from mswelu.errors import plain_text, unknown_choice
 
 #: model key -> (short name, description)
 MODELS: dict[str, tuple[str, str]] = {
@@ -240,7 +240,9 @@ def profile_table(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mswelu.bench gpu", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.bench gpu", description=plain_text(__doc__.split("\n")[0])
+    )
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.add_argument("--only", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (default: all)")
     p.add_argument("--batch-size", type=int, default=8)

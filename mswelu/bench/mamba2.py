@@ -46,6 +46,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mswelu.errors import choice, plain_text
+
 GOAL = 3.0
 SHAPE = {
     "d_model": 768,
@@ -287,14 +289,22 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mswelu.bench mamba2", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.bench mamba2", description=plain_text(__doc__.split("\n")[0])
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        type=choice("mode", MODES),
+        default=list(MODES),
+        metavar="{" + ",".join(MODES) + "}",
+    )
     p.add_argument("--chunk-sizes", type=int, nargs="+", default=[64], help="our SSD chunk sizes to time")
     p.add_argument("--d-model", type=int, default=SHAPE["d_model"], help="a multiple of 32 (quick checks)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")

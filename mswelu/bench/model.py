@@ -36,6 +36,7 @@ from transformers import MambaForCausalLM
 
 from mswelu.configuration import MambaSWELUConfig
 from mswelu.convert import to_hf_mamba
+from mswelu.errors import plain_text
 from mswelu.modeling import MambaSWELUForCausalLM
 
 GOAL = 1.5
@@ -142,7 +143,9 @@ def _run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mswelu.bench model", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mswelu.bench model", description=plain_text(__doc__.split("\n")[0])
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--d-model", type=int, default=256)

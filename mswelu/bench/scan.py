@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mswelu.errors import plain_text
 from mswelu.ops.selective_scan import selective_scan
 
 APPROACHES = ("mswelu", "mswelu_torch", "transformers_loop", "mambapy_pscan")
@@ -208,7 +209,9 @@ def check_agreement(shape: tuple[int, int, int, int]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mswelu.bench scan", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.bench scan", description=plain_text(__doc__.split("\n")[0])
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--repeats", type=int, default=7, help="timed runs of the fast approaches (best kept)")
     p.add_argument("--slow-repeats", type=int, default=1, help="timed runs of the transformers loop")

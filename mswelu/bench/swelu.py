@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import torch
 
+from mswelu.errors import choice, plain_text
 from mswelu.ops import cpu_kernels
 from mswelu.ops.swelu import swelu, swelu_reference, triton_available
 
@@ -162,14 +163,22 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mswelu.bench swelu", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mswelu.bench swelu", description=plain_text(__doc__.split("\n")[0])
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--device", default="auto", type=choice("device", ("auto", "cpu", "cuda")), metavar="{auto,cpu,cuda}"
+    )
     parser.add_argument(
         "--shape", type=int, nargs="+", default=None, help="activation shape (default per device)"
     )
     parser.add_argument(
-        "--dtype", default=None, choices=tuple(DTYPES), help="default float32 CPU, bfloat16 CUDA"
+        "--dtype",
+        default=None,
+        type=choice("dtype", DTYPES),
+        metavar="{" + ",".join(DTYPES) + "}",
+        help="default float32 CPU, bfloat16 CUDA",
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

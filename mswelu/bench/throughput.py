@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mswelu.errors import plain_text
+
 __all__ = ["main", "measure_throughput"]
 
 
@@ -138,7 +140,7 @@ def measure_throughput(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mswelu.bench throughput", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mswelu.bench throughput", description=plain_text(__doc__))
     p.add_argument("--variants", default="mamba,mamba-swelu,mamba-swelu-fixed")
     p.add_argument("--preset", default="small")
     p.add_argument("--batch-size", type=int, default=16)

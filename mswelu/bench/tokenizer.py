@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mswelu.errors import plain_text
+
 GOAL = 0.8
 
 
@@ -143,7 +145,7 @@ def run(repeats: int = 3, text_path: str | None = None, batch_size: int = 8, seq
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mswelu.bench tokenizer",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")

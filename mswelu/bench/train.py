@@ -53,7 +53,7 @@ from typing import Any
 
 import torch
 
-from mswelu.errors import with_nearest
+from mswelu.errors import plain_text, with_nearest
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv", "aten::dot"}
 _SCAN = "mswelu::selective_scan"
@@ -290,7 +290,7 @@ def _overrides(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m mswelu.bench train",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default="small")

@@ -9,12 +9,13 @@ import sys
 from mswelu.data import check_shards, load_meta, prepare, summary_rows
 from mswelu.data.shards import output_dir
 from mswelu.data.sources import HF_PRESETS
+from mswelu.errors import choice, plain_text
 from mswelu.fs import explain_os_error
 from mswelu.paths import display_path
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mswelu.data", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mswelu.data", description=plain_text(__doc__))
     sub = p.add_subparsers(dest="command", required=True)
     pp = sub.add_parser("prepare", help="tokenize a source into train.bin / val.bin / meta.json")
     pp.add_argument(
@@ -39,7 +40,8 @@ def _build_parser() -> argparse.ArgumentParser:
     pp.add_argument(
         "--txt-sample-by",
         default="document",
-        choices=("document", "paragraph", "line"),
+        type=choice("--txt-sample-by value", ("document", "paragraph", "line")),
+        metavar="{document,paragraph,line}",
         help="what one document is in .txt files",
     )
     pp.add_argument("--force", action="store_true", help="rebuild even when the settings match")

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 import uuid
@@ -42,6 +43,7 @@ from mswelu.data.tokenizer import (
     get_tokenizer,
     train_bpe,
 )
+from mswelu.fs import leftovers
 from mswelu.paths import cache_dir, data_dir
 
 FORMAT_VERSION = 1
@@ -319,16 +321,31 @@ def _validate(val_fraction: float, max_tokens: int | None, seed: int) -> None:
         raise ValueError(f"seed must be an integer, got {seed!r}")
 
 
+def _leftover_pattern(out: Path) -> re.Pattern[str]:
+    """``.NAME.tmp-<pid>-<hex>`` (a build in progress) and ``.NAME.old-<pid>-<hex>`` (the dataset a build
+    was swapping out), as :func:`_build` names them."""
+    return re.compile(rf"\.{re.escape(out.name)}\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{{8}}")
+
+
 def _clean_stale(out: Path) -> None:
-    """Remove temporary folders of interrupted runs (their process is gone)."""
-    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, PermissionError, IndexError):
-            continue
+    """Clean up after a ``prepare`` that was killed (its process is gone): remove its partial build; put
+    back the dataset it had moved aside where the new one never arrived, else remove that old copy. Says
+    what it did in one line."""
+    done = []
+    for p, m in leftovers(out.parent, _leftover_pattern(out)):
+        if m["kind"] == "old" and not out.exists() and (p / "meta.json").is_file():
+            os.rename(p, out)
+            done.append(f"put {out.name} back from {p.name}")
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name}")
+    if done:
+        from mswelu.progress import log
+
+        log(
+            f"{out.parent}: cleaned up after a prepare that was killed ({'; '.join(done)})",
+            source="mswelu.data",
+        )
 
 
 @contextmanager
@@ -415,6 +432,9 @@ def prepare(
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a folder")
+    if leftovers(out.parent, _leftover_pattern(out)):  # a killed build's shards, or the dataset it moved
+        with _exclusive(out):
+            _clean_stale(out)
     meta = None if force else _reusable(out, fingerprint)
     if meta is not None:
         return meta

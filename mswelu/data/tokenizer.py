@@ -14,9 +14,11 @@ document is encoded as plain characters, so only the separator the pipeline appe
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import os
+import re
 import socket
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -290,6 +292,18 @@ def check_hub(timeout: float = 3.0) -> None:
         ) from None
 
 
+def _nearest_builtin(name: str) -> str | None:
+    """The built-in tokenizer a misspelt name probably meant (``gtp2`` -> ``gpt2``, ``bpe4096`` ->
+    ``bpe:4096``), or None. Only a hint: a Hub name close to them (``gpt2-medium``) is still tried."""
+    if "/" in name:
+        return None
+    m = re.fullmatch(r"bpe[-_ =]?(\d+)", name.strip(), re.IGNORECASE)
+    if m:
+        return f"bpe:{m.group(1)}"
+    close = difflib.get_close_matches(name.lower(), ["gpt2"], 1)
+    return close[0] if close and name != close[0] else None
+
+
 def _load_auto_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -299,12 +313,19 @@ def _load_auto_tokenizer(name: str) -> Any:
         pass
     if Path(name).expanduser().exists():
         raise ValueError(f"{name!r} exists locally but is not a tokenizer folder transformers can load")
-    check_hub()
+    nearest = _nearest_builtin(name)
+    hint = f" (did you mean {nearest!r}?)" if nearest else ""
+    try:
+        check_hub()
+    except ValueError as exc:
+        if nearest:
+            raise ValueError(f"unknown tokenizer {name!r}{hint}: not built in, and {exc}") from None
+        raise
     token = os.environ.get("HF_TOKEN") or None
     try:
         return AutoTokenizer.from_pretrained(name, token=token, split_special_tokens=True)
     except Exception as exc:
-        raise ValueError(f"unknown tokenizer {name!r}: {type(exc).__name__}: {exc}") from None
+        raise ValueError(f"unknown tokenizer {name!r}{hint}: {type(exc).__name__}: {exc}") from None
 
 
 def get_tokenizer(name: str = "gpt2") -> Tokenizer:

@@ -4,6 +4,7 @@ decoding benchmark.
     python -m mswelu.generate --run runs/main          # interactive: /temp /top_p /top_k /tokens /help /quit
     python -m mswelu.generate --run runs/main --prompt "ROMEO:" --prompt "To be" --tokens 80
     python -m mswelu.generate --run runs/main --bench  # recurrent vs recompute tokens/s
+    python -m mswelu.generate --run runs/main --bench --bench-batch 4 --tokens 64 --repeats 9
 
 Decoding is recurrent (one token per step through the model's state) unless --mode recompute (the whole
 sequence again at every step: slower, the same tokens).
@@ -23,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mswelu.errors import with_nearest
+from mswelu.errors import choice, plain_text, with_nearest
 from mswelu.generate.decoding import (
     DECODE_MODES,
     SamplingConfig,
     decode_benchmark,
+    describe_benchmark,
     generate_text,
     load_model,
     max_context,
@@ -202,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The options of ``python -m mswelu.generate``."""
     p = argparse.ArgumentParser(
         prog="python -m mswelu.generate",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run", default=None, help="run folder or saved model folder (default: newest run)")
@@ -218,8 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", "--max-new-tokens", type=int, default=100, dest="tokens")
     p.add_argument("--seed", type=int, default=None, help="sampler seed (default: random)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--mode", choices=DECODE_MODES, default="recurrent")
-    p.add_argument("--bench", action="store_true", help="compare recurrent vs recompute decoding speed")
+    p.add_argument(
+        "--mode",
+        type=choice("decode mode", DECODE_MODES),
+        default="recurrent",
+        metavar="{" + ",".join(DECODE_MODES) + "}",
+    )
+    p.add_argument(
+        "--bench",
+        action="store_true",
+        help="compare recurrent vs recompute decoding speed (greedy, --tokens new tokens after an 8-token "
+        "prompt; one warm-up run per mode, then the median of --repeats timed runs)",
+    )
+    p.add_argument("--bench-batch", type=int, default=1, help="rows decoded together by --bench (default 1)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per mode for --bench (default 5)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     return p
 
@@ -234,12 +248,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.bench:
-        rows = decode_benchmark(model, tokenizer, args.tokens)
+        if args.bench_batch < 1 or args.repeats < 1:
+            print("error: --bench-batch and --repeats must be at least 1", file=sys.stderr)
+            return 2
+        rows = decode_benchmark(
+            model, tokenizer, args.tokens, batch_size=args.bench_batch, repeats=args.repeats
+        )
         if args.json:
-            print(json.dumps({"model": str(model_dir), "results": rows}))
+            print(
+                json.dumps({"model": str(model_dir), "measured": describe_benchmark(rows), "results": rows})
+            )
         else:
+            print(f"model: {model_dir}\n{describe_benchmark(rows)} ({args.device})")
             for r in rows:
-                print(f"{r['mode']:>10}: {r['tokens_per_s']:8.1f} tokens/s  same tokens: {r['same_tokens']}")
+                spread = f"{r['seconds_min']:.3f}-{r['seconds_max']:.3f} s"
+                same = "yes" if r["same_tokens"] else "NO"
+                print(
+                    f"{r['mode']:>10}: {r['tokens_per_s']:8.1f} tokens/s  (median {r['seconds']:.3f} s, "
+                    f"range {spread})  same tokens: {same}"
+                )
         return 0
     if args.prompt:
         try:

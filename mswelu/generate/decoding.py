@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "decode",
     "decode_benchmark",
     "decode_speed",
+    "describe_benchmark",
     "generate_text",
     "load_model",
     "max_context",
@@ -225,33 +227,52 @@ def decode_speed(
     prompt_ids: torch.Tensor,
     new_tokens: int = 64,
     modes: Sequence[str] = DECODE_MODES,
-    repeats: int = 1,
+    repeats: int = 5,
+    warmup: int = 1,
 ) -> list[dict[str, Any]]:
-    """Greedy decoding of ``new_tokens`` in each mode: tokens/s (best of ``repeats``, generated tokens over
-    all rows) and whether every mode produced the same tokens (they must: same model, greedy)."""
-    cfg = SamplingConfig(temperature=0.0, max_new_tokens=new_tokens)
-    rows, outputs = [], {}
+    """Greedy decoding of ``new_tokens`` in each mode: tokens/s from the median of ``repeats`` timed runs
+    (generated tokens over all rows), after ``warmup`` untimed runs of every mode, and whether every mode
+    produced the same tokens (they must: same model, greedy).
+
+    The first call of a mode pays for one-off work (kernels built or loaded, allocator growth, caches), so
+    one timing alone can rank the modes the wrong way round; the timed runs alternate between the modes so
+    that a machine growing busier or quieter affects them alike. Each row says what was measured
+    (``batch``, ``prompt_len``, ``new_tokens``, ``warmup``, ``repeats``) and the spread (``seconds_min``,
+    ``seconds_max``)."""
     for mode in modes:
-        best = math.inf
-        for _ in range(max(1, repeats)):
+        check_choice("decode mode", mode, DECODE_MODES)
+    repeats, warmup = max(1, int(repeats)), max(0, int(warmup))
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=new_tokens)
+    outputs: dict[str, torch.Tensor] = {}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(warmup):
+        for mode in modes:
+            outputs[mode] = decode(model, prompt_ids, cfg, mode=mode)
+    for _ in range(repeats):
+        for mode in modes:
             t0 = time.perf_counter()
-            out = decode(model, prompt_ids, cfg, mode=mode)
-            best = min(best, time.perf_counter() - t0)
-        outputs[mode] = out
-        n = prompt_ids.size(0) * new_tokens
+            outputs[mode] = decode(model, prompt_ids, cfg, mode=mode)
+            times[mode].append(time.perf_counter() - t0)
+    n = prompt_ids.size(0) * new_tokens
+    first = outputs[modes[0]]
+    rows = []
+    for mode in modes:
+        median = statistics.median(times[mode])
         rows.append(
             {
                 "mode": mode,
                 "batch": prompt_ids.size(0),
                 "prompt_len": prompt_ids.size(1),
                 "new_tokens": new_tokens,
-                "seconds": best,
-                "tokens_per_s": n / best,
+                "warmup": warmup,
+                "repeats": repeats,
+                "seconds": median,
+                "seconds_min": min(times[mode]),
+                "seconds_max": max(times[mode]),
+                "tokens_per_s": n / median if median > 0 else math.inf,
+                "same_tokens": bool(torch.equal(outputs[mode], first)),
             }
         )
-    first = next(iter(outputs.values()))
-    for row in rows:
-        row["same_tokens"] = bool(torch.equal(outputs[row["mode"]], first))
     return rows
 
 
@@ -262,13 +283,30 @@ def decode_benchmark(
     batch_size: int = 1,
     prompt: str = "The ",
     prompt_tokens: int = 8,
+    repeats: int = 5,
+    warmup: int = 1,
 ) -> list[dict[str, Any]]:
     """:func:`decode_speed` on ``batch_size`` rows of ``prompt``'s first token repeated ``prompt_tokens``
     times, ``new_tokens`` capped at the model's context: what ``generate --bench`` and notebook 06 time."""
     prompt_ids = torch.tensor([tokenizer.encode(prompt)[:1] * prompt_tokens] * batch_size, dtype=torch.long)
     limit = max_context(model)
     n = min(new_tokens, limit - prompt_ids.size(1)) if limit else new_tokens
-    return decode_speed(model, prompt_ids, new_tokens=n)
+    return decode_speed(model, prompt_ids, new_tokens=n, repeats=repeats, warmup=warmup)
+
+
+def describe_benchmark(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What :func:`decode_speed` measured, in words (a speed means little without it): ``greedy decoding of
+    32 new tokens after a prompt of 4 tokens, batch 4 (128 tokens per run); 1 warm-up run per mode, median
+    of 5 timed runs per mode``."""
+    if not rows:
+        return "no decoding measured"
+    r = rows[0]
+    warm = f"{r['warmup']} warm-up run{'s' if r['warmup'] != 1 else ''} per mode"
+    return (
+        f"greedy decoding of {r['new_tokens']} new tokens after a prompt of {r['prompt_len']} tokens, "
+        f"batch {r['batch']} ({r['batch'] * r['new_tokens']} tokens per run); {warm}, "
+        f"median of {r['repeats']} timed run{'s' if r['repeats'] != 1 else ''} per mode"
+    )
 
 
 # --------------------------------------------------------------------------- loading

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mswelu.errors import unknown_choice
 from mswelu.ops.swelu import IMPLS, swelu
 
 K_MIN = 0.05
@@ -95,7 +96,7 @@ class SWELU(nn.Module):
         if not (math.isfinite(lambda_init) and lambda_init > 0):
             raise ValueError(f"SWELU: lambda_init must be finite and > 0, got {lambda_init}")
         if impl not in IMPLS:
-            raise ValueError(f"SWELU: unknown impl {impl!r}: expected one of {IMPLS}")
+            raise ValueError(f"SWELU: {unknown_choice('impl', impl, IMPLS)}")
         self.k_min = float(k_min)
         self.learnable_lambda = bool(learnable_lambda)
         self.lambda_init = float(lambda_init)

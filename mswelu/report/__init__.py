@@ -10,11 +10,34 @@ run never leaves a report that looks finished. ``finish(metrics)`` writes status
 Everything put into the HTML is escaped; figures are embedded as base64 PNG; parameters whose name looks
 like a credential are dropped.
 
-Modules: ``markup`` (the stylesheet, the number format, the one table), ``page`` (:class:`Report`),
-``index`` (:func:`write_index`).
+Modules: ``markup`` (the stylesheet, the number format, the one table), ``tables`` (data frames as a reader
+takes them in: readable headers, one number format per column, the claims table with verdict badges and its
+caveats once), ``page`` (:class:`Report`), ``index`` (:func:`write_index`).
 """
 
-from mswelu.report.index import INDEX_COLUMNS, load_report_state, write_index
+from mswelu.report.index import INDEX_COLUMNS, STUDIES, load_report_state, write_index
 from mswelu.report.page import STATUSES, Report, sanitize_params
+from mswelu.report.tables import (
+    format_column,
+    readable_name,
+    readable_table,
+    table_html,
+    verdict_badge,
+    verdicts_html,
+)
 
-__all__ = ["INDEX_COLUMNS", "STATUSES", "Report", "load_report_state", "sanitize_params", "write_index"]
+__all__ = [
+    "INDEX_COLUMNS",
+    "STATUSES",
+    "STUDIES",
+    "Report",
+    "format_column",
+    "load_report_state",
+    "readable_name",
+    "readable_table",
+    "sanitize_params",
+    "table_html",
+    "verdict_badge",
+    "verdicts_html",
+    "write_index",
+]

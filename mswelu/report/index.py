@@ -1,5 +1,5 @@
-"""``reports/index.html``: every report with its status and key figures, then every training run folder
-(read through :mod:`mswelu.runs`, from notebooks or the command line)."""
+"""``reports/index.html``: every report with its status and key figures, the committed studies, then every
+training run folder (read through :mod:`mswelu.runs`, from notebooks or the command line)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mswelu.fs import atomic_write_text
 from mswelu.paths import reports_dir, runs_dir
 from mswelu.report.markup import Html, badge, document, now, table
 
-__all__ = ["INDEX_COLUMNS", "load_report_state", "write_index"]
+__all__ = ["INDEX_COLUMNS", "STUDIES", "load_report_state", "write_index"]
 
 # Key figures shown in the index, with the metric names that may carry them (first present wins).
 INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -25,6 +25,8 @@ INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
     "tokens": ("tokens", "total_tokens"),
     "tokens/s": ("tokens_per_s", "tok_per_s"),
 }
+#: the folder of ``reports/`` whose reports are committed: a study's (see ``notebooks/studies/``)
+STUDIES = "studies"
 _RUN_COLUMNS = ("run", "status", "preset", "activation", "steps", "tokens", "val loss", "val bpb", "date")
 
 
@@ -79,20 +81,13 @@ def _training_runs_table(runs_root: Path) -> str:
         return ""
     return (
         f'<h2>Training runs</h2><p class="meta">{len(rows)} run folder(s) under runs/, from notebooks '
-        f"or the command line</p>{table(_RUN_COLUMNS, rows)}"
+        f"or the command line</p>{table(_RUN_COLUMNS, rows, by_column=True)}"
     )
 
 
-def write_index(
-    root: str | os.PathLike[str] | None = None, runs_root: str | os.PathLike[str] | None = None
-) -> Path:
-    """Regenerate ``<reports>/index.html``: every report with its status and key figures, then every
-    training run folder under ``runs_root`` (default: ``runs/`` for the project's reports folder, none
-    for another one, e.g. the studies')."""
-    root = Path(root) if root is not None else reports_dir()
-    if runs_root is None and root == reports_dir():
-        runs_root = runs_dir()
-    root.mkdir(parents=True, exist_ok=True)
+def _report_rows(root: Path, prefix: str = "") -> list[tuple[Any, ...]]:
+    """One row per report folder under ``root``, newest first: a link (``prefix`` + its name), its status,
+    notebook, key figures (:data:`INDEX_COLUMNS`) and date."""
     found = []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         state = load_report_state(run_dir)
@@ -102,13 +97,46 @@ def write_index(
     found.sort(key=lambda r: r[0], reverse=True)
     rows = []
     for date, name, state, metrics in found:
-        link = Html(f'<a href="{html.escape(name, quote=True)}/report.html">{html.escape(name)}</a>')
+        href = html.escape(f"{prefix}{name}/report.html", quote=True)
+        link = Html(f'<a href="{href}">{html.escape(name)}</a>')
         figures = [_key_figure(metrics, names) for names in INDEX_COLUMNS.values()]
         status = badge(str(state.get("status", "?")))
         rows.append((link, status, str(state.get("notebook", "")), *figures, date))
+    return rows
+
+
+def _studies_table(root: Path) -> str:
+    """The committed studies (``<root>/studies/*``), linked, for the index of every run."""
+    folder = root / STUDIES
+    rows = _report_rows(folder, f"{STUDIES}/") if folder.is_dir() else []
+    if not rows:
+        return ""
+    return (
+        f'<h2>Studies</h2><p class="meta">{len(rows)} committed stud{"y" if len(rows) == 1 else "ies"} '
+        f'under reports/{STUDIES}/ (<a href="{STUDIES}/index.html">their own index</a>)</p>'
+        f"{table(('study', 'status', 'notebook', *INDEX_COLUMNS, 'date'), rows, by_column=True)}"
+    )
+
+
+def write_index(
+    root: str | os.PathLike[str] | None = None, runs_root: str | os.PathLike[str] | None = None
+) -> Path:
+    """Regenerate ``<reports>/index.html``: every report with its status and key figures, the committed
+    studies (``studies/``), then every training run folder under ``runs_root`` (default: ``runs/`` for the
+    project's reports folder, none for another one). Writing the studies' own index refreshes the
+    project's too, which lists them."""
+    root = Path(root) if root is not None else reports_dir()
+    if runs_root is None and root == reports_dir():
+        runs_root = runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    rows = _report_rows(root)
     body = (
         f'<h1>mswelu runs</h1><p class="meta">{len(rows)} report(s), newest first; generated {now()}</p>'
-        f"{table(('run', 'status', 'notebook', *INDEX_COLUMNS, 'date'), rows)}"
+        f"{table(('run', 'status', 'notebook', *INDEX_COLUMNS, 'date'), rows, by_column=True)}"
+        f"{_studies_table(root)}"
         f"{_training_runs_table(Path(runs_root)) if runs_root is not None else ''}"
     )
-    return atomic_write_text(root / "index.html", document("mswelu runs", body))
+    written = atomic_write_text(root / "index.html", document("mswelu runs", body))
+    if root.name == STUDIES and root.parent == reports_dir():
+        write_index(root.parent)
+    return written

@@ -9,10 +9,24 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["CSS", "Html", "badge", "captioned", "document", "fmt", "markdown_to_html", "now", "table"]
+import pandas as pd
+
+__all__ = [
+    "CSS",
+    "Html",
+    "badge",
+    "captioned",
+    "document",
+    "fmt",
+    "format_column",
+    "markdown_to_html",
+    "now",
+    "table",
+]
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -28,6 +42,16 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
 pre.error{background:#fff5f5;border-left:4px solid #c53030}
 figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
 details{margin:1em 0}summary{cursor:pointer;font-weight:600}
+div.frame{overflow-x:auto}table.frame td{vertical-align:top}
+table.frame .name{text-align:left;white-space:nowrap}table.frame .text{text-align:left;min-width:6em}
+table.frame .num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+.verdict{display:inline-block;padding:.1em .5em;border-radius:.4em;color:#fff;font-weight:600;
+white-space:nowrap}
+.verdict-supported{background:#2f855a}.verdict-refuted{background:#c53030}
+.verdict-not-reproduced{background:#c05621}.verdict-not-tested,.verdict-other{background:#718096}
+.verdict-inconclusive{background:#cbd5e0;color:#1a202c}
+.caveat{background:#fffbea;border-left:4px solid #d69e2e;padding:.4em .8em;font-size:.9em;margin:.6em 0}
+.caveat ol{margin:.3em 0}
 """
 
 
@@ -41,31 +65,92 @@ def now() -> str:
 
 
 def fmt(value: Any) -> str:
-    """A value as pages show it: counts with thousands separators, other floats to 4 significant digits
-    (scientific when very large or small), None and non-finite numbers as ``-``."""
+    """A value as pages show it: booleans as yes / no, counts with thousands separators, other floats to 4
+    significant digits (scientific when very large or small), None and non-finite numbers as ``-``."""
     if value is None:
         return "-"
-    if isinstance(value, bool):
-        return str(value)
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
         if not math.isfinite(value):
             return "-"
-        if value.is_integer() and abs(value) >= 1e4:  # a count that pandas turned into a float
-            return f"{int(value):,}"
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        if 1000 <= abs(value) < 1e15:  # counts and rates: whole, with separators like every count
+            return f"{value:,.0f}"
+        if value != 0 and abs(value) < 1e-3:
             return f"{value:.3e}"
         return f"{value:.4g}"
     return str(value)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not _is_bool(value)
+
+
+def _decimals(values: Sequence[float]) -> int:
+    """One number of decimals for a column: enough for about four significant digits of its typical value
+    (three below 1), no more than the values need (``0.004, 0.008`` stay ``0.004``), at most six."""
+    typical = float(pd.Series([abs(v) for v in values if v != 0] or [0.0]).median())
+    if typical >= 1000:
+        return 0
+    wanted = (4 if typical >= 1 else 3) - 1 - math.floor(math.log10(typical)) if typical > 0 else 0
+    wanted = min(6, max(0, wanted))
+    for d in range(wanted + 1):
+        if all(abs(v - round(v, d)) <= 1e-9 * max(1.0, abs(v)) for v in values):
+            return d
+    return wanted
+
+
+def format_column(values: Sequence[Any]) -> list[str]:
+    """A column's cells as a report shows them: booleans as ``yes`` / ``no``; whole numbers with thousands
+    separators; other numbers with one number of decimals for the whole column (:func:`_decimals`),
+    separators from 1,000 up; missing values as ``-``; anything else as text."""
+    values = list(values)
+    present = [v for v in values if not _missing(v)]
+    if present and all(_is_bool(v) for v in present):
+        return ["-" if _missing(v) else ("yes" if v else "no") for v in values]
+    if present and all(_is_number(v) for v in present):
+        numbers_ = [float(v) for v in present]
+        finite = [v for v in numbers_ if math.isfinite(v)]
+        if all(v == round(v) for v in finite):
+            shown = {i: f"{int(v):,}" for i, v in enumerate(numbers_) if math.isfinite(v)}
+        else:
+            d = _decimals(finite)
+            shown = {i: f"{v:,.{d}f}" for i, v in enumerate(numbers_) if math.isfinite(v)}
+        out, k = [], 0
+        for v in values:
+            if _missing(v):
+                out.append("-")
+            else:
+                out.append(shown.get(k, "-"))
+                k += 1
+        return out
+    return [
+        "-" if _missing(v) else v if isinstance(v, Html) else fmt(v) if _is_number(v) else str(v)
+        for v in values
+    ]
 
 
 def _cell(value: Any) -> str:
     return value if isinstance(value, Html) else html.escape(fmt(value))
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Html:
-    """A table with a header row: every cell :func:`fmt`-ed and escaped, :class:`Html` cells as they are."""
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], by_column: bool = False) -> Html:
+    """A table with a header row: every cell :func:`fmt`-ed (a column of like values, ``by_column``:
+    :func:`format_column`-ed) and escaped, :class:`Html` cells as they are."""
+    rows = [list(row) for row in rows]
+    if by_column and rows:
+        columns_shown = [format_column(col) for col in zip(*rows, strict=True)]
+        rows = [list(row) for row in zip(*columns_shown, strict=True)]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     return Html(f"<table><tr>{head}</tr>{body}</table>")

@@ -24,7 +24,8 @@ from mswelu.ops import cpu_kernels
 from mswelu.paths import reports_dir
 from mswelu.provenance import provenance
 from mswelu.report.index import write_index
-from mswelu.report.markup import badge, captioned, document, fmt, markdown_to_html, now, table
+from mswelu.report.markup import badge, captioned, document, markdown_to_html, now, table
+from mswelu.report.tables import table_html, verdicts_html
 
 __all__ = ["STATUSES", "Report", "sanitize_params"]
 
@@ -187,19 +188,20 @@ class Report:
         self._write()
 
     def add_table(self, df: Any, caption: str | None = None) -> None:
-        """Add a pandas DataFrame (or anything ``pd.DataFrame`` accepts) as an escaped HTML table, every
-        number in the format of :meth:`add_metrics` (counts with separators, other floats to 4 digits)."""
-        frame = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
-        shown = frame.astype(object).map(
-            lambda v: (
-                "-"
-                if v is None or (isinstance(v, float) and v != v)
-                else fmt(v)
-                if isinstance(v, (int, float))
-                else v
-            )
-        )
-        self._sections.append(captioned(shown.to_html(escape=True, border=0, na_rep="-"), caption))
+        """Add a pandas DataFrame (or anything ``pd.DataFrame`` accepts) as an escaped HTML table a reader
+        can take in (:func:`mswelu.report.tables.table_html`): readable column names, one number format
+        per column, yes / no for booleans, the names in the first column on one line."""
+        self._sections.append(captioned(table_html(df), caption))
+        self._write()
+
+    def add_verdicts(self, claims: Any, caption: str | None = None) -> None:
+        """Add a claims table (:func:`mswelu.analysis.evaluate_claims` rows, or
+        :func:`~mswelu.analysis.architecture_claims`): a count of the verdicts, each caveat once above the
+        table, claim, what the seeds say, what it compares, the measurement, a badge per verdict, why."""
+        frame = claims if isinstance(claims, pd.DataFrame) else pd.DataFrame(claims)
+        if "claim" not in frame.columns and frame.index.name == "claim":
+            frame = frame.reset_index()
+        self._sections.append(captioned(verdicts_html(frame), caption))
         self._write()
 
     def add_metrics(self, metrics: dict[str, Any], caption: str | None = None) -> None:

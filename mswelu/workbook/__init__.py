@@ -38,6 +38,7 @@ from mswelu.workbook.plots import (
     plot_lr_sweep,
     plot_study_k,
     plot_tokens_per_s,
+    plot_variant_bpb,
     plot_variant_curves,
 )
 from mswelu.workbook.profiles import (
@@ -51,13 +52,15 @@ from mswelu.workbook.profiles import (
 from mswelu.workbook.prologue import (
     STUDIES,
     check_parameters,
+    current_report,
     format_samples,
     keep_executed_notebook,
     notebook_parameters,
+    require_list,
     rounded,
     start,
 )
-from mswelu.workbook.reuse import as_run, reusable, run_decision, train_or_load
+from mswelu.workbook.reuse import announce_reuse, as_run, reusable, run_decision, train_or_load
 
 __all__ = [
     "PROFILES",
@@ -68,10 +71,12 @@ __all__ = [
     "RunData",
     "Ledger",
     "Record",
+    "announce_reuse",
     "as_run",
     "bracketed_lr_sweep",
     "check_parameters",
     "comparison_config",
+    "current_report",
     "data_for",
     "ensure_run",
     "execute_plan",
@@ -95,9 +100,11 @@ __all__ = [
     "plot_lr_sweep",
     "plot_study_k",
     "plot_tokens_per_s",
+    "plot_variant_bpb",
     "plot_variant_curves",
     "read_jsonl",
     "resolve_profile",
+    "require_list",
     "reusable",
     "rounded",
     "run_decision",

@@ -22,6 +22,7 @@ from mswelu.runs import SUMMARY, RunData, list_runs, load_run
 from mswelu.train_config import TrainConfig, merge_overrides
 from mswelu.variants import variant_overrides
 from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key, study_ledger
+from mswelu.workbook.prologue import require_list
 from mswelu.workbook.reuse import as_run, train_or_load
 
 __all__ = [
@@ -78,6 +79,8 @@ def run_variants(
 
     Returns (results: one row per model with variant, seed, lr, val_loss, val_bpb, tokens, tokens_per_s,
     params, wall_time_s, run, reused; curves: long-form eval curves; runs (or records) by name)."""
+    require_list("variants", variants)
+    require_list("seeds", seeds)
     if not variants or not seeds:
         raise ValueError("need at least one variant and one seed")
     rows, curves, runs = [], [], {}
@@ -155,8 +158,11 @@ def lr_sweep(
     """The same learning-rate grid and budget for every variant, scored on :func:`tuning_data` (never
     the reported validation split). Returns (one row per variant x lr: variant, lr, tune_val_loss,
     diverged, run; the chosen lr per variant: the lowest final tuning loss, a diverged run never wins;
-    a variant all of whose lrs diverged gets none). See :func:`bracketed_lr_sweep` for the grid that
+    a variant all of whose lrs diverged gets none; with one lr in the grid that lr is every variant's
+    choice, the rows still showing its loss). See :func:`bracketed_lr_sweep` for the grid that
     extends until each optimum is bracketed."""
+    require_list("variants", variants)
+    require_list("lr_grid", lrs)
     if not lrs or any(not isinstance(x, (int, float)) or x <= 0 for x in lrs):
         raise ValueError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
     tune = tuning_data(base["data"])

@@ -12,7 +12,8 @@ import mswelu.launch
 from mswelu.run_names import run_name as build_run_name
 from mswelu.runs import RunData, load_run
 from mswelu.workbook.compare import variant_config
-from mswelu.workbook.reuse import as_run, run_decision
+from mswelu.workbook.prologue import require_list
+from mswelu.workbook.reuse import announce_reuse, as_run, run_decision
 
 __all__ = ["execute_plan", "plan_launch"]
 
@@ -35,6 +36,7 @@ def plan_launch(
     :func:`mswelu.launch.resolve_mode` for each planned model (``ddp`` with two or more GPUs, else
     ``single``)."""
     mswelu.launch.resolve_mode(launch, 0, 1)  # a bad mode fails first
+    require_list("variants", variants)  # -p variants swelu: a string, not a list of one
     if visible_gpus is None:
         visible_gpus = torch.cuda.device_count()
     n = visible_gpus if n_gpus is None else int(n_gpus)
@@ -99,4 +101,6 @@ def execute_plan(
     for e in plan:
         runs[e["name"]] = load_run(e["config"]["out"])
         runs[e["name"]].reused = decisions[e["name"]] == "reuse"
+        if runs[e["name"]].reused:
+            announce_reuse(e["config"]["out"])
     return runs

@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from mswelu import analysis
+from mswelu import analysis, stats
 from mswelu.modules.slots import slot_records
 from mswelu.runs import RunData
 
@@ -21,6 +21,7 @@ __all__ = [
     "plot_lr_sweep",
     "plot_study_k",
     "plot_tokens_per_s",
+    "plot_variant_bpb",
     "plot_variant_curves",
 ]
 
@@ -197,9 +198,66 @@ def plot_variant_curves(curves: pd.DataFrame, results: pd.DataFrame) -> Any:
     axes[0].set(xlabel="tokens", ylabel="val loss", title="validation loss (band: min-max over seeds)")
     axes[0].legend(fontsize=8)
     axes[0].grid(alpha=0.3)
-    results.boxplot(column="tokens_per_s", by="variant", ax=axes[1])
-    axes[1].set(title="training tokens/s", xlabel="", ylabel="tokens/s")
-    fig.suptitle("")
+    _per_variant(results, "tokens_per_s", axes[1], interval=False, higher_better=True)
+    axes[1].set(title="training tokens/s (dots: seeds; bar: mean)", xlabel="tokens/s")
+    fig.tight_layout()
+    return fig
+
+
+def _per_variant(
+    results: pd.DataFrame,
+    value: str,
+    ax: Any,
+    interval: bool,
+    level: float = 0.95,
+    higher_better: bool = False,
+) -> list[str]:
+    """One row per variant (names on the y axis, where long names never overlap), the best mean at the
+    top: each seed's value as a dot, the mean as a bar, with ``interval`` the mean's Student-t interval.
+    Returns the variants in the order drawn, top first."""
+    stats_of = {
+        v: stats.t_interval(part[value].astype(float).to_numpy(), level)
+        for v, part in results.groupby("variant", sort=False)
+    }
+    order = sorted(stats_of, key=lambda v: stats_of[v].mean, reverse=higher_better)
+    colour = {v: f"C{i % 10}" for i, v in enumerate(results["variant"].drop_duplicates())}
+    for row, variant in enumerate(reversed(order)):
+        iv = stats_of[variant]
+        seeds = results.loc[results["variant"] == variant, value].astype(float)
+        ax.scatter(seeds, [row] * len(seeds), color=colour[variant], s=14, alpha=0.6, zorder=3)
+        if interval and iv.n >= 2:
+            ax.errorbar(
+                iv.mean, row, xerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="none", ecolor="k", capsize=4
+            )
+        ax.plot([iv.mean, iv.mean], [row - 0.3, row + 0.3], color="k", lw=2, zorder=4)
+    ax.set_yticks(range(len(order)), list(reversed(order)))
+    ax.set_ylim(-0.6, len(order) - 0.4)
+    ax.grid(alpha=0.3, axis="x")
+    return order
+
+
+def plot_variant_bpb(
+    results: pd.DataFrame,
+    value: str = "val_bpb",
+    level: float = 0.95,
+    ax: Any = None,
+    title: str | None = None,
+) -> Any:
+    """The study's headline figure: every variant's ``value`` (validation bits per byte) as its mean over
+    seeds with the mean's Student-t interval (``level``), each seed a dot, best at the top; variant names
+    on the y axis. ``results``: one row per model with ``variant`` and ``value`` (notebook 05's)."""
+    if "variant" not in results.columns or value not in results.columns:
+        raise ValueError(f"results needs 'variant' and {value!r} columns; has {list(results.columns)}")
+    n = results["variant"].nunique()
+    fig, ax = _figure_and_axes(ax, (7, 0.9 + 0.45 * n))
+    _per_variant(results, value, ax, interval=True, level=level)
+    seeds = results.groupby("variant").size()
+    few = " (one seed: no interval)" if (seeds < 2).any() else ""
+    label = "val bits per byte (lower is better)" if value == "val_bpb" else value.replace("_", " ")
+    ax.set_xlabel(label)
+    ax.set_title(
+        title or f"{label.split(' (')[0]}: mean and {level:.0%} t interval over seeds; dots: seeds{few}"
+    )
     fig.tight_layout()
     return fig
 

@@ -3,6 +3,7 @@ shown as one line), deterministic outputs for checked cells, and keeping the exe
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -14,19 +15,23 @@ from typing import Any
 from IPython import get_ipython
 from transformers.utils import logging as hf_logging
 
-from mswelu import runs
-from mswelu.errors import RunRefused, with_nearest
+from mswelu import progress, runs
+from mswelu.errors import ParameterError, RunRefused, with_nearest
 from mswelu.paths import reports_dir
 from mswelu.progress import in_kernel, say
 from mswelu.report import Report
+from mswelu.report.index import STUDIES
 
 __all__ = [
     "STUDIES",
     "check_parameters",
+    "current_report",
     "format_samples",
     "keep_executed_notebook",
     "notebook_parameters",
+    "papermill_options",
     "papermill_output",
+    "require_list",
     "rounded",
     "start",
 ]
@@ -45,9 +50,6 @@ _NOT_PARAMETERS = {
 }
 _NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"  # the checkout's, beside the package
 
-#: the folder of ``reports/`` whose reports are committed: a study's (see ``notebooks/studies/``)
-STUDIES = "studies"
-
 
 def _plain_names(namespace: Mapping[str, Any]) -> list[str]:
     """Names holding plain values (what a parameters cell or papermill's injected cell sets)."""
@@ -59,15 +61,54 @@ def _plain_names(namespace: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _declared(notebook: str) -> list[str] | None:
-    """The names ``notebook``'s parameters cell declares (read with papermill from the checkout's
-    ``notebooks/``), or None where that file is not found."""
+def _declared_defaults(notebook: str) -> dict[str, str] | None:
+    """The names ``notebook``'s parameters cell declares with their defaults as written (read with
+    papermill from the checkout's ``notebooks/``), or None where that file is not found."""
     path = _NOTEBOOKS / notebook
     if not path.is_file():
         return None
     import papermill  # a second to import: only where a notebook's parameters are read
 
-    return list(papermill.inspect_notebook(str(path)))
+    return {name: str(p["default"]) for name, p in papermill.inspect_notebook(str(path)).items()}
+
+
+def _declared(notebook: str) -> list[str] | None:
+    """The names ``notebook``'s parameters cell declares, or None where that file is not found."""
+    defaults = _declared_defaults(notebook)
+    return None if defaults is None else list(defaults)
+
+
+def _example(value: Any) -> str:
+    """``value`` as YAML inside a flow list: bare where it is a plain word, else quoted."""
+    text = str(value)
+    return text if re.fullmatch(r"[A-Za-z0-9_.+/-]+", text) else json.dumps(text)
+
+
+def require_list(name: str, value: Any) -> None:
+    """:class:`ParameterError` unless ``value`` (the notebook parameter ``name``) is a list or None:
+    ``papermill -p variants swelu`` gives the string "swelu", which would be read letter by letter."""
+    if value is None or isinstance(value, (list, tuple)):
+        return
+    raise ParameterError(
+        f"{name} must be a list, e.g. -y '{name}: [{_example(value)}]', not the single value {value!r}"
+    )
+
+
+def _check_kinds(defaults: Mapping[str, str], namespace: Mapping[str, Any]) -> None:
+    """A parameter whose default is a list (a mapping) must be given as one: a string where a list belongs
+    would otherwise fail late, after work was done, or be read letter by letter."""
+    for name, written in defaults.items():
+        if name not in namespace:
+            continue
+        try:
+            default = ast.literal_eval(written)
+        except (ValueError, SyntaxError):
+            continue
+        value = namespace[name]
+        if isinstance(default, (list, tuple)):
+            require_list(name, value)
+        elif isinstance(default, dict) and not (value is None or isinstance(value, Mapping)):
+            raise ParameterError(f"{name} must be a mapping, e.g. -y '{name}: {{key: value}}', not {value!r}")
 
 
 def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,18 +121,22 @@ def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str
 
 
 def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> None:
-    """ValueError for values set in ``namespace`` that ``notebook`` does not declare (a misspelt
-    ``papermill -p presett small`` would otherwise run the default and report "complete"). Meant for the
-    start of a run, when only the parameters cell and papermill's injected cell have run."""
-    declared = _declared(notebook)
-    if declared is None:
+    """:class:`ParameterError` (a ValueError) for values set in ``namespace`` that ``notebook`` does not
+    declare (a misspelt ``papermill -p presett small`` would otherwise run the default and report
+    "complete"), and for a single value where the declared default is a list or a mapping (``-p prompts
+    "ROMEO:"``). Meant for the start of a run, when only the parameters cell and papermill's injected cell
+    have run."""
+    defaults = _declared_defaults(notebook)
+    if defaults is None:
         return
+    declared = list(defaults)
     unknown = [n for n in _plain_names(namespace) if n not in declared]
     if unknown:
-        raise ValueError(
+        raise ParameterError(
             f"unknown parameter(s) {with_nearest(unknown, declared)} for {notebook}; it takes: "
             f"{', '.join(declared)}"
         )
+    _check_kinds(defaults, namespace)
 
 
 def _fresh_kernel() -> bool:
@@ -122,15 +167,42 @@ def start(
     the notebook's ``globals()``; its ``run_name`` names the report, in ``reports/studies/`` when its
     ``study`` is true (a study's report is committed). ``defer`` writes the report only with its first
     content, so that a run refused before then leaves an earlier report of that name as it was."""
+    shell = get_ipython()
+    if shell is not None:  # first: a parameter refused below is one line too
+        shell.set_custom_exc((RunRefused,), _show_refusal)
+        _follow_papermill_bar(shell)
     if check if check is not None else _fresh_kernel():
         check_parameters(notebook, namespace)
     hf_logging.disable_progress_bar()
-    shell = get_ipython()
-    if shell is not None:
-        shell.set_custom_exc((RunRefused,), _show_refusal)
     root = reports_dir() / STUDIES if namespace.get("study") else None
     params = notebook_parameters(notebook, namespace)
-    return Report(namespace["run_name"], notebook, params, root=root, defer=defer)
+    report = Report(namespace["run_name"], notebook, params, root=root, defer=defer)
+    _CURRENT[:] = [report]
+    return report
+
+
+_CURRENT: list[Report] = []  # the report of the notebook run in this kernel (start() sets it)
+
+
+def current_report() -> Report | None:
+    """The report :func:`start` made for this kernel's notebook run, or None (plain Python, tests)."""
+    return _CURRENT[0] if _CURRENT else None
+
+
+def _bar_redrawn(*_: Any) -> None:
+    progress.after_bar()
+
+
+def _follow_papermill_bar(shell: Any) -> None:
+    """Under a papermill command line that draws its progress bar (the default), every cell starts with
+    the cursor at the end of that bar on the terminal: the cell's first progress line must start a line of
+    its own (:func:`mswelu.progress.after_bar`), not be glued to ``5/12 [00:10<00:18, 2.58s/cell]``."""
+    found = _papermill_parent()
+    if found is None or not found[0]["progress_bar"]:
+        return
+    if _bar_redrawn not in shell.events.callbacks.get("pre_run_cell", []):
+        shell.events.register("pre_run_cell", _bar_redrawn)
+    progress.after_bar()  # this cell, the prologue's, started after the bar too
 
 
 def rounded(value: Any, digits: int = 2) -> Any:
@@ -174,9 +246,23 @@ def _papermill_arguments(argv: Sequence[str]) -> list[str] | None:
     return None
 
 
-def papermill_output() -> Path | None:
-    """The notebook file that the papermill command line which started this kernel writes (saved after
-    every cell), or None in any other kernel (JupyterLab, nbval, papermill called from Python)."""
+def papermill_options(argv: Sequence[str]) -> dict[str, Any] | None:
+    """The options of a papermill command line (``argv``, as papermill itself reads them: ``output_path``,
+    ``progress_bar`` resolved as papermill resolves it, ...), or None where ``argv`` is no papermill
+    command."""
+    args = _papermill_arguments(argv)
+    if args is None:
+        return None
+    from papermill.cli import papermill as papermill_command  # papermill's own reading of its options
+
+    options = dict(papermill_command.make_context("papermill", args, resilient_parsing=True).params)
+    if options.get("progress_bar") is None:  # papermill's own default: a bar unless it logs the output
+        options["progress_bar"] = not options.get("log_output")
+    return options
+
+
+def _papermill_parent() -> tuple[dict[str, Any], str] | None:
+    """(options, working folder) of the papermill command line that started this kernel, or None."""
     try:
         import psutil  # installed with IPython; absent on a few platforms
     except ImportError:
@@ -186,13 +272,18 @@ def papermill_output() -> Path | None:
         argv, cwd = parent.cmdline(), parent.cwd()
     except psutil.Error:
         return None
-    args = _papermill_arguments(argv)
-    if args is None:
-        return None
-    from papermill.cli import papermill as papermill_command  # papermill's own reading of its options
+    options = papermill_options(argv)
+    return None if options is None else (options, cwd)
 
-    output = papermill_command.make_context("papermill", args, resilient_parsing=True).params["output_path"]
-    path = Path(cwd, output) if output else None
+
+def papermill_output() -> Path | None:
+    """The notebook file that the papermill command line which started this kernel writes (saved after
+    every cell), or None in any other kernel (JupyterLab, nbval, papermill called from Python)."""
+    found = _papermill_parent()
+    if found is None:
+        return None
+    output = found[0].get("output_path")
+    path = Path(found[1], output) if output else None
     try:
         written = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
     except (OSError, ValueError):

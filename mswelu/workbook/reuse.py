@@ -6,6 +6,7 @@ overwrite. The settings are compared as a resume compares them (:func:`mswelu.tr
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,13 @@ import mswelu.data
 import mswelu.train
 from mswelu.errors import RunRefused
 from mswelu.paths import display_path, runs_dir
+from mswelu.progress import in_kernel, say
 from mswelu.runs import CONFIG, FINAL, NOTEBOOK, SUMMARY, RunData, is_empty, load_run, read_json
 from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
 from mswelu.training_code import changed_files, training_code
+from mswelu.workbook.prologue import current_report
 
-__all__ = ["as_run", "reusable", "run_decision", "train_or_load"]
+__all__ = ["announce_reuse", "as_run", "reusable", "run_decision", "train_or_load"]
 
 
 def as_run(cfg: dict[str, Any], name: str, **settings: Any) -> dict[str, Any]:
@@ -84,6 +87,22 @@ def run_decision(cfg: dict[str, Any]) -> str:
     )
 
 
+def announce_reuse(out: str | os.PathLike[str]) -> str:
+    """One line, on the terminal that started the notebook and in the notebook: the finished run in
+    ``out`` is reused (same settings, data and code: nothing is trained), and where this run's report is.
+    Returns the line."""
+    report = current_report()
+    where = f"; report: {display_path(report.html_path)}" if report is not None else ""
+    line = (
+        f"reusing the finished run {Path(out).name!r} ({display_path(out)}: same settings, data and code, "
+        f"nothing to train){where}"
+    )
+    say(line)
+    if in_kernel():  # say() went to the terminal; the notebook shows it too
+        print(line)
+    return line
+
+
 def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
     """The run of ``cfg`` (a TrainConfig dict), as :func:`run_decision` decides: a finished run of exactly
     these settings, data and code is loaded (``run.reused``), an interrupted one continued, an empty folder
@@ -96,6 +115,7 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
     if decision == "reuse":
         run = load_run(tc.out_dir())
         run.reused = True
+        announce_reuse(run.path)
         return run
     if decision == "resume":
         tc = dataclasses.replace(tc, resume="auto")

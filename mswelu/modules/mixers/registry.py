@@ -93,7 +93,7 @@ def layer_mixers(layer_pattern: str, mixer: str) -> list[str]:
         elif letter in by_letter:
             out.append(by_letter[letter])
         else:
-            raise ValueError(f"unknown layer-pattern letter {letter!r}: expected one of {pattern_letters()}")
+            raise ValueError(unknown_choice("layer-pattern letter", letter, pattern_letters()))
     return out
 
 

@@ -1,0 +1,79 @@
+"""Reading a config file a user wrote (YAML or JSON), with the mistakes YAML hides made into errors: a key
+given twice (PyYAML keeps the last one without a word) and a number YAML reads as a string."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["read_config_file", "yaml_number_hint"]
+
+
+class _DuplicateKey(ValueError):
+    """A key given twice in one mapping of a config file."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: an earlier line the
+    user forgot about would otherwise lose silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in lines:
+                    raise _DuplicateKey(f"gives {key!r} twice (lines {lines[key]} and {line}): keep one")
+                lines[key] = line
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(f"gives {key!r} twice: keep one")
+        seen[key] = value
+    return seen
+
+
+def read_config_file(path: str | os.PathLike[str]) -> Any:
+    """The content of a YAML (``.yaml``/``.yml``) or JSON file; a ValueError of one line for a missing file,
+    invalid syntax, or a key given twice in one mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            return json.loads(text, object_pairs_hook=_unique_json_keys)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as exc:
+        raise ValueError(f"config file {path} {exc}") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(
+            f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+            f"{' '.join(str(exc).split())}"
+        ) from exc
+
+
+def yaml_number_hint(value: Any) -> str:
+    """``": YAML reads 1e-3 as a string (...: write 1.0e-3)"`` for a string that is a number in exponent
+    form without a dot (PyYAML follows YAML 1.1, where that is not a float), else ``""``: the tail of the
+    error that rejects it as a number."""
+    if not isinstance(value, str) or "e" not in value.lower():
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    mantissa, _, exponent = value.lower().partition("e")
+    dotted = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
+    return f": YAML reads {value} as a string (a float needs a dot there: write {dotted})"
