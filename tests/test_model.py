@@ -33,7 +33,11 @@ def expected_params(c: MambaSWELUConfig) -> int:
     d, di, n, r = c.d_model, c.expand * c.d_model, c.d_state, math.ceil(c.d_model / 16)
     norm = 2 * d if c.norm == "layernorm" else d
     swelu = 1 + int(c.learnable_lambda) if c.activation != "silu" else 0
-    mixer = 2 * di * d + di * c.d_conv + di + (r + 2 * n) * di + di * r + di + di * n + di + d * di
+    if c.mixer == "mamba2":  # in_proj to z, x, B, C (n_groups each) and one dt per head; conv over x, B, C
+        heads, xbc = di // c.headdim, di + 2 * c.n_groups * n
+        mixer = d * (di + xbc + heads) + xbc * (c.d_conv + 1) + 3 * heads + di + di * d
+    else:  # in_proj to x and z; conv over x; x_proj to dt rank, B, C; dt_proj; A_log; D; out_proj
+        mixer = 2 * di * d + di * c.d_conv + di + (r + 2 * n) * di + di * r + di + di * n + di + d * di
     mixer += swelu * (1 if c.mixer_k_sharing == "shared" else 2)
     m_block = norm + mixer + (swelu if c.post_mixer_act else 0)
     a_block = norm + 4 * d * d
