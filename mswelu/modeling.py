@@ -28,6 +28,7 @@ routine zeroed dt_proj.bias).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,11 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.models.mamba.modeling_mamba import MambaCausalLMOutput
+from transformers.utils import ModelOutput
 
 from mswelu.configuration import MambaSWELUConfig
 from mswelu.errors import unknown_choice
-from mswelu.hf_compat import CACHE_NAMES, pick_cache
+from mswelu.hf_compat import CACHE_NAMES, CACHE_RENAMED, pick_cache
 from mswelu.modules.activations import effective_shape, spec_of
 from mswelu.modules.activations import shape_values as activation_shape_values
 from mswelu.modules.mixers import MIXERS, build_block, mixer_spec
@@ -91,13 +92,27 @@ class MambaSWELUCache:
         self._map(lambda t: t.repeat_interleave(repeats, dim=0))
 
 
-class MambaSWELUCausalLMOutput(MambaCausalLMOutput):
+@dataclass
+class MambaSWELUCausalLMOutput(ModelOutput):
     """``loss`` (with labels), ``logits`` (B, L, vocab) fp32, the cache, ``hidden_states``.
 
-    The fields of transformers' own Mamba output, so the cache field has the name ``generate`` expects on
-    the installed release (``cache`` from 5.24 on, ``cache_params`` before); read it with
-    :func:`mswelu.hf_compat.output_cache`. Build it positionally: the cache's keyword differs by release.
+    The cache travels in the field ``generate`` reads on the installed release (``cache`` from transformers
+    5.24 on, ``cache_params`` before; the other stays None): build it with :func:`_output`, read it with
+    :func:`mswelu.hf_compat.output_cache`. Our own class rather than transformers' Mamba output, so that
+    importing this module never imports a transformers model (``import mswelu`` registers this one while
+    transformers may be mid-way through importing its own).
     """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: Any = None
+    cache_params: Any = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def _output(loss: Any, logits: Any, cache: Any, hidden_states: Any) -> MambaSWELUCausalLMOutput:
+    field = "cache" if CACHE_RENAMED else "cache_params"
+    return MambaSWELUCausalLMOutput(loss=loss, logits=logits, hidden_states=hidden_states, **{field: cache})
 
 
 class DenseLayer(nn.Module):
@@ -357,7 +372,7 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
             if labels is not None or logits_to_keep:
                 raise ValueError("targets replaces labels and logits: pass one of them")
             loss = linear_cross_entropy(hidden, self.lm_head.weight, targets)
-            out = MambaSWELUCausalLMOutput(loss, None, cache, all_hidden)
+            out = _output(loss, None, cache, all_hidden)
             return out if return_dict is not False else out.to_tuple()
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
@@ -366,7 +381,7 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         if labels is not None:  # shift the labels (not the logits: no copy of the big tensor)
             shifted = F.pad(labels[:, 1:].to(logits.device), (0, 1), value=-100)
             loss = next_token_loss(logits, shifted)
-        out = MambaSWELUCausalLMOutput(loss, logits, cache, all_hidden)
+        out = _output(loss, logits, cache, all_hidden)
         return out if return_dict is not False else out.to_tuple()
 
     # ---------------------------------------------------------------- research helpers
