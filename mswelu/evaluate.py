@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mswelu import runs
+from mswelu import run_model, runs
 from mswelu.errors import with_nearest
 from mswelu.fs import atomic_write_json, atomic_write_text
 from mswelu.paths import cache_dir
@@ -175,7 +175,7 @@ def _tokenizer_for(model_dir: Path, model: Any) -> Any:
 
     if (model_dir / "tokenizer.json").is_file() or (model_dir / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(model_dir))
-    return hf_tokenizer(runs.tokenizer_name(model_dir))
+    return hf_tokenizer(run_model.tokenizer_name(model_dir))
 
 
 def run_tasks(
@@ -223,7 +223,7 @@ def run_tasks(
         known = list(manager.all_tasks)
         raise ValueError(f"unknown task {with_nearest(unknown, known)} (lm-eval knows {len(known)} tasks)")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    model, model_dir = runs.load_model(path, device=dev)
+    model, model_dir = run_model.load_model(path, device=dev)
     lm = HFLM(
         pretrained=model, tokenizer=_tokenizer_for(model_dir, model), backend="causal", batch_size=batch_size
     )

@@ -36,6 +36,7 @@ CORE = (
     "configuration.py",
     "presets.py",
     "data/loader.py",
+    "data/dataset_checks.py",
     "data/shards.py",
     "data/tokenizer.py",
     "data/sources.py",

@@ -153,7 +153,7 @@ def test_cli_prepares_a_corpus_bpe(tmp_path: Path, capsys) -> None:
 
 def test_a_run_on_corpus_bpe_data_generates_with_it(bpe_data, tmp_path: Path) -> None:
     """Trainer, evaluation (exact bytes: no calibration) and generate all take the dataset's tokenizer."""
-    from mswelu import runs
+    from mswelu import run_model
     from mswelu.evaluation import byte_table
     from mswelu.generate import SamplingConfig, generate_text, load_model
     from mswelu.train import train
@@ -180,7 +180,7 @@ def test_a_run_on_corpus_bpe_data_generates_with_it(bpe_data, tmp_path: Path) ->
         }
     )
     assert np.isfinite(summary["val_bpb"])
-    assert runs.tokenizer_name(run) == str(out / "tokenizer.json")
+    assert run_model.tokenizer_name(run) == str(out / "tokenizer.json")
     model, tok, _ = load_model(run)
     assert tok.vocab_size == meta["vocab_size"] and model.config.eos_token_id == 0
     prompt = words[0]

@@ -16,7 +16,7 @@ import torch
 from mswelu.data import get_tokenizer
 from mswelu.generate import SamplingConfig, decode, generate_text
 from mswelu.hub import hf_tokenizer
-from mswelu.runs import load_model
+from mswelu.run_model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n  Café — naïve 'quotes' 123."

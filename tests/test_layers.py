@@ -51,7 +51,7 @@ LAYERS = [
         "trackers",
         "training_code",
     ],
-    ["runs", "resume", "preflight", "metrics_log", "hub", "run_index"],
+    ["runs", "run_model", "resume", "preflight", "metrics_log", "hub", "run_index"],
     ["trainer", "train", "launch", "generate", "monitor", "evaluate", "plan"],
     ["report", "workbook", "bench", "__init__"],
 ]

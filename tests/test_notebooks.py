@@ -86,17 +86,25 @@ def trained(workdir) -> dict:
     """One tiny training through notebook 03 from the papermill command line, shared by the tests of 04
     and 06; ``terminal`` is what that command printed."""
     log: list[str] = []
-    metrics = _execute(
-        "03_train.ipynb",
-        workdir,
-        cli_log=log,
-        run_name="nbtest-train",
-        profile="nbval",
-        max_steps=6,
-        batch_size=2,
-        seq_len=32,
-        samples=1,
-    )
+    mode = os.environ.get("WANDB_MODE")
+    os.environ["WANDB_MODE"] = "offline"  # the papermill child inherits it: no network, no key
+    try:
+        metrics = _execute(
+            "03_train.ipynb",
+            workdir,
+            cli_log=log,
+            run_name="nbtest-train",
+            profile="nbval",
+            max_steps=6,
+            batch_size=2,
+            seq_len=32,
+            samples=1,
+            trackers=["tensorboard", "wandb"],
+            tasks=["mswelu_lastword"],
+            task_limit=4,
+        )
+    finally:
+        os.environ.pop("WANDB_MODE") if mode is None else os.environ.update(WANDB_MODE=mode)
     return {**metrics, "terminal": log[0]}
 
 
@@ -124,6 +132,29 @@ def test_03_train(trained):
     assert (run / "final" / "config.json").is_file() and (run / "metrics.jsonl").is_file()
     index = (_home() / "reports" / "index.html").read_text()
     assert "Training runs" in index and index.count("nbtest-train") >= 2  # its report and its run folder
+
+
+def test_03_reports_devices_and_tasks_and_joins_the_tracker_run(trained, workdir):
+    """The report's device panel (sampled during training), the lm-eval scores of the final model (one
+    local task, 4 documents) in the report and metrics.json, and the finished report added to the run's
+    wandb run (offline: a second offline folder of the same run id holding it)."""
+    from tracker_files import wandb_artifact_files
+
+    m = trained["metrics"]
+    assert m["device"]["nbtest-train"]["rss_gb"] > 0 and m["device"]["nbtest-train"]["cpu_percent"] >= 0
+    lastword = m["tasks"]["nbtest-train/mswelu_lastword"]
+    assert lastword["n"] == 4 and 0 <= lastword["acc"] <= 1
+    page = (_home() / "reports" / "nbtest-train" / "report.html").read_text()
+    assert "devices during training (nbtest-train)" in page and "downstream tasks (lm-eval-harness)" in page
+    run = _home() / "runs" / "nbtest-train"
+    scores = json.loads((run / "tasks.json").read_text())["tasks"]
+    assert scores["mswelu_lastword"]["acc"] == lastword["acc"]
+    state = json.loads((run / "trackers.json").read_text())
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(p.name.endswith(state["wandb"]["id"]) for p in offline)
+    attached = [sorted(wandb_artifact_files(p)) for p in offline]
+    assert ["metrics.json", "report.html"] in attached
+    assert "report added to the wandb run of nbtest-train" in (workdir / "out-03_train.ipynb").read_text()
 
 
 def test_03_keeps_the_executed_notebook_in_the_run_folder(trained):

@@ -180,10 +180,21 @@ def test_live_metrics_shown_while_running_then_dropped(tmp_path):
         "run-live", "03_train.ipynb", {"preset": None, "max_steps": None}, root=tmp_path, register_hook=False
     )
     rep.live("main", {"step": 5, "tokens": 5120, "loss": 6.54321, "tokens_per_s": 640.2})
+    rep.live(
+        "main", {"step": 6, "time": 9.0, "device": {"cpu_percent": 187.5, "rss_gb": 0.75, "gpu0_temp_c": 60}}
+    )
     rep.live("main", {"step": 5, "tokens": 5120, "val_loss": 7.25, "val_bpb": 2.9})  # eval: written at once
     page = (tmp_path / "run-live" / "report.html").read_text()
     row = re.search(r"<tr><td>main</td>.*?</tr>", page).group(0)
-    for shown in ("5,120", "6.543", "640.2", "7.25", "2.9"):
+    for shown in (
+        "5,120",
+        "6.543",
+        "640.2",
+        "7.25",
+        "2.9",
+        "187.5",
+        "0.75",
+    ):  # a device sample keeps the loss
         assert shown in row
     rep.update_params({"preset": "small", "max_steps": 300, "lr": None})
     rep.finish({})

@@ -11,7 +11,7 @@ import torch
 from test_train import _stop_at, write_byte_dataset
 
 from mswelu import generate as G
-from mswelu import runs
+from mswelu import run_model, runs
 from mswelu import workbook as wb
 from mswelu.train import train
 
@@ -28,7 +28,7 @@ def interrupted(tiny_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_interrupted_run_loads_from_its_newest_checkpoint(interrupted: Path) -> None:
     kind, source = runs.model_source(interrupted)
     assert kind == "checkpoint" and source.name == "step_0000003"
-    model, model_dir = runs.load_model(interrupted)
+    model, model_dir = run_model.load_model(interrupted)
     assert model_dir == source
     from safetensors.torch import load_file
 
@@ -55,12 +55,12 @@ def test_run_without_a_model_says_so(interrupted: Path, tmp_path: Path) -> None:
 def test_broken_final_falls_back_to_the_checkpoint(interrupted: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     shutil.copytree(interrupted, run)
-    model, _ = runs.load_model(run)
+    model, _ = run_model.load_model(run)
     model.save_pretrained(run / "final")
-    assert runs.load_model(run)[1] == run / "final"
+    assert run_model.load_model(run)[1] == run / "final"
     with open(run / "final" / "model.safetensors", "r+b") as f:
         f.truncate(64)
-    _, model_dir = runs.load_model(run)
+    _, model_dir = run_model.load_model(run)
     assert model_dir.name == "step_0000003"
     assert "cannot be loaded" in capsys.readouterr().err
 

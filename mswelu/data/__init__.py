@@ -1,25 +1,17 @@
 """Data pipeline: offline GPT-2 tokenizer, default corpus, local / Hub sources, token shards, loader.
 
 Modules: ``tokenizer`` (GPT-2 offline, HF, a corpus BPE: ``bpe:N``), ``sources`` (default corpus, local
-files, Hub streams), ``shards`` (``prepare``, ``meta.json``, checks), ``documents`` (a split's documents
+files, Hub streams), ``shards`` (``prepare``: the shards and ``meta.json``), ``dataset_checks`` (``meta.json`` read, shards checked against it), ``documents`` (a split's documents
 read back), ``loader`` (``TokenLoader``).
 
 ``prepare(...)`` writes ``train.bin`` / ``val.bin`` / ``meta.json``; ``TokenLoader`` reads them back
 as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.
 """
 
+from mswelu.data.dataset_checks import check_shards, load_meta, verify_dataset
 from mswelu.data.documents import document_lengths, split_documents
 from mswelu.data.loader import TokenLoader, iter_eval_batches
-from mswelu.data.shards import (
-    check_shards,
-    dataset_dir,
-    dataset_tokenizer,
-    default_dataset,
-    load_meta,
-    prepare,
-    tokenizer_name,
-    verify_dataset,
-)
+from mswelu.data.shards import dataset_dir, dataset_tokenizer, default_dataset, prepare, tokenizer_name
 from mswelu.data.sources import HF_PRESETS, resolve_source
 from mswelu.data.tokenizer import get_tokenizer
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mswelu.data.shards import check_shards, load_meta
+from mswelu.data.dataset_checks import check_shards, load_meta
 from mswelu.errors import check_choice
 
 __all__ = ["document_lengths", "split_documents"]

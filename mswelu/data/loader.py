@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mswelu.data.shards import check_shards, load_meta
+from mswelu.data.dataset_checks import check_shards, load_meta
 from mswelu.errors import check_choice, unknown_choice
 
 MODES = ("random", "sequential")

@@ -35,6 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mswelu.data.dataset_checks import (
+    TOKENIZER_FILE,
+    VERIFIED_FILE,
+    check_shards,
+    load_meta,
+    token_dtype,
+    verify_dataset,
+)
 from mswelu.data.sources import Document, Source, ensure_reachable, iter_documents, resolve_source
 from mswelu.data.tokenizer import (
     BPE_TRAIN_CHARS,
@@ -43,11 +51,10 @@ from mswelu.data.tokenizer import (
     get_tokenizer,
     train_bpe,
 )
-from mswelu.fs import leftovers
+from mswelu.fs import leftovers, sha256_file
 from mswelu.paths import cache_dir, data_dir
 
 FORMAT_VERSION = 1
-TOKENIZER_FILE = "tokenizer.json"  # a corpus BPE lives in its dataset folder under this name
 SPLITS = ("train", "val")
 _BATCH_CHARS = 1 << 20  # tokenize ~1 MB of text per encode_batch call
 
@@ -56,110 +63,6 @@ def doc_hash(key: str, seed: int) -> float:
     """Seeded, order-independent position of a document in [0, 1) (decides its split)."""
     h = hashlib.blake2b(key.encode("utf-8"), digest_size=8, person=f"mswelu{seed}"[:16].encode())
     return int.from_bytes(h.digest(), "little") / 2.0**64
-
-
-def token_dtype(vocab_size: int) -> str:
-    return "uint16" if vocab_size <= 2**16 else "uint32"
-
-
-def load_meta(path: str | Path) -> dict:
-    """Read ``meta.json`` of a prepared folder (ValueError when the folder is not a complete dataset)."""
-    folder = Path(path).expanduser()
-    meta_path = folder / "meta.json"
-    if not meta_path.is_file():
-        raise ValueError(
-            f"{folder} is not a prepared dataset (no meta.json); run `python -m mswelu.data prepare`"
-        )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{meta_path} is not valid JSON ({exc}); {_REBUILD}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path} does not hold a JSON object; {_REBUILD}")
-    for key in ("tokenizer", "vocab_size", "eos_id", "dtype", "splits"):
-        if key not in meta:
-            raise ValueError(f"{meta_path} lacks the key {key!r}; {_REBUILD}")
-    if meta["dtype"] != token_dtype(int(meta["vocab_size"])):
-        raise ValueError(
-            f"{meta_path} says dtype {meta['dtype']!r}, but a vocabulary of {meta['vocab_size']} is stored "
-            f"as {token_dtype(int(meta['vocab_size']))!r}; {_REBUILD}"
-        )
-    return meta
-
-
-_REBUILD = "prepare the dataset again (python -m mswelu.data prepare ... --force, or notebook 01)"
-_VERIFIED = ".verified.json"
-
-
-def verify_dataset(path: str | Path, meta: dict | None = None) -> dict:
-    """The dataset's meta after checking every shard against it: its size, its sha256 (when meta.json
-    records one) and its token range (no id above ``max_token_id`` nor outside the vocabulary); a
-    ValueError says which file is wrong and how to rebuild. Shards unchanged since their last
-    verification (same size and modification time, recorded in ``.verified.json``) are not read again."""
-    folder = Path(path).expanduser()
-    meta = check_shards(folder, meta)
-    try:
-        seen = json.loads((folder / _VERIFIED).read_text())
-    except (OSError, ValueError):
-        seen = {}
-    stamps = {}
-    for split, counts in meta["splits"].items():
-        shard = folder / f"{split}.bin"
-        st = shard.stat()
-        stamp = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": counts.get("sha256")}
-        stamps[split] = stamp
-        if seen.get(split) == stamp:
-            continue
-        if counts.get("sha256") and _sha256(shard) != counts["sha256"]:
-            raise ValueError(
-                f"{shard} does not match the sha256 in meta.json: it was changed or corrupted; {_REBUILD}"
-            )
-        tokens = np.memmap(shard, dtype=meta["dtype"], mode="r") if counts["tokens"] else np.zeros(0)
-        top = int(tokens.max()) if tokens.size else -1
-        limit = min(int(counts.get("max_token_id", meta["vocab_size"] - 1)), int(meta["vocab_size"]) - 1)
-        if top > limit:
-            what = "the vocabulary" if top >= meta["vocab_size"] else "the largest id meta.json records"
-            raise ValueError(
-                f"{shard} holds token id {top}, above {what} ({limit}): the file is corrupted or from "
-                f"another dataset; {_REBUILD}"
-            )
-    trained = meta.get("trained_tokenizer")
-    if trained:
-        tok_file = folder / TOKENIZER_FILE
-        if not tok_file.is_file() or _sha256(tok_file) != trained.get("sha256"):
-            what = "missing" if not tok_file.is_file() else "changed or corrupted"
-            raise ValueError(f"{tok_file}, the dataset's own tokenizer, is {what}; {_REBUILD}")
-    try:
-        from mswelu.fs import atomic_write_text  # concurrent runs on one dataset each write it whole
-
-        atomic_write_text(folder / _VERIFIED, json.dumps(stamps))
-    except OSError:
-        pass  # a read-only dataset is verified again next time
-    return meta
-
-
-def _sha256(path: Path) -> str:
-    from mswelu.fs import sha256_file
-
-    return sha256_file(path)
-
-
-def check_shards(path: str | Path, meta: dict | None = None) -> dict:
-    """Raise ValueError when a shard's size does not match meta.json (truncated or foreign file)."""
-    folder = Path(path).expanduser()
-    meta = meta if meta is not None else load_meta(folder)
-    itemsize = np.dtype(meta["dtype"]).itemsize
-    for split, counts in meta["splits"].items():
-        shard = folder / f"{split}.bin"
-        expected = counts["tokens"] * itemsize
-        actual = shard.stat().st_size if shard.is_file() else -1
-        if actual != expected:
-            raise ValueError(
-                f"{shard} is {'missing' if actual < 0 else f'{actual} bytes'} but meta.json says "
-                f"{counts['tokens']} {meta['dtype']} tokens ({expected} bytes): the shard is truncated or "
-                "stale; prepare the dataset again"
-            )
-    return meta
 
 
 def _val_threshold(source: Source, docs: Iterator[Document], val_fraction: float, seed: int) -> float:
@@ -460,9 +363,9 @@ def _build(
     if out.exists():
         # shards without a meta.json are somebody else's files, not a dataset of ours to replace
         ours = (
-            {"meta.json", "train.bin", "val.bin", TOKENIZER_FILE, _VERIFIED}
+            {"meta.json", "train.bin", "val.bin", TOKENIZER_FILE, VERIFIED_FILE}
             if (out / "meta.json").is_file()
-            else {_VERIFIED}
+            else {VERIFIED_FILE}
         )
         strangers = sorted(p.name for p in out.iterdir() if p.name not in ours)
         if strangers:
@@ -486,7 +389,7 @@ def _build(
                 "spec": settings["tokenizer"],
                 "trained_on": f"the train split only, at most {BPE_TRAIN_CHARS:,} characters",
                 "seconds": round(time.time() - t0, 3),
-                "sha256": _sha256(tmp / TOKENIZER_FILE),
+                "sha256": sha256_file(tmp / TOKENIZER_FILE),
             }
         counts = _write_shards(
             tmp, src, tok, float(val_fraction), max_tokens, int(seed), text_field, txt_sample_by, progress
@@ -515,7 +418,7 @@ def _build(
         if trained:
             meta["trained_tokenizer"] = trained
         for split, c in counts.items():
-            c["sha256"] = _sha256(tmp / f"{split}.bin")
+            c["sha256"] = sha256_file(tmp / f"{split}.bin")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:

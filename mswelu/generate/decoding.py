@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 import mswelu.data
-from mswelu import runs
+from mswelu import run_model, runs
 from mswelu.errors import check_choice
 from mswelu.hf_compat import cache_kwarg, output_cache
 from mswelu.models import max_context
@@ -315,5 +315,5 @@ def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -
     interrupted run), a run name under ``runs/``, or a saved model folder. ``run=None`` takes the newest
     run with a model."""
     path = runs.resolve_run(run, require_model=True)
-    model, model_dir = runs.load_model(path, device=device)
-    return model, mswelu.data.get_tokenizer(runs.tokenizer_name(model_dir)), model_dir
+    model, model_dir = run_model.load_model(path, device=device)
+    return model, mswelu.data.get_tokenizer(run_model.tokenizer_name(model_dir)), model_dir

@@ -229,6 +229,10 @@ class Report:
         """Show a run's newest metrics while the report is "running" (pass as ``on_metrics`` to
         :func:`mswelu.workbook.execute_plan`); written at most every 2 s, evaluations at once."""
         figures = self._live.setdefault(str(run), {})
+        if isinstance(record.get("device"), dict):  # a device sample: its figures, the losses kept
+            shown = ("cpu_percent", "rss_gb", "_util", "_mem_used_gb")
+            figures["device"] = {k: v for k, v in record["device"].items() if k.endswith(shown)}
+            return
         keys = ("val_loss", "val_bpb") if "val_loss" in record else ("loss", "tokens_per_s")
         figures.update({"step": record.get("step"), "tokens": record.get("tokens"), "updated": now()})
         figures.update({k: record.get(k) for k in keys})
@@ -334,8 +338,12 @@ class Report:
         finished = f" &middot; finished {html.escape(self.finished_at)}" if self.finished_at else ""
         live = ""
         if self.status == "running" and self._live:
-            rows = [(run, *(fig.get(c) for c in _LIVE_COLUMNS)) for run, fig in self._live.items()]
-            live = f"<h2>Latest metrics</h2>{table(('run', *_LIVE_COLUMNS), rows)}"
+            device = list(dict.fromkeys(k for fig in self._live.values() for k in fig.get("device", {})))
+            rows = [
+                (run, *(fig.get(c) for c in _LIVE_COLUMNS), *(fig.get("device", {}).get(k) for k in device))
+                for run, fig in self._live.items()
+            ]
+            live = f"<h2>Latest metrics</h2>{table(('run', *_LIVE_COLUMNS, *device), rows)}"
         previous = ""
         if self.previous:
             previous = ' &middot; <a href="report.previous.html">the previous complete report</a>'

@@ -9,7 +9,8 @@
   throughput, a study's runs;
 - ``ledger``: a study's committed records of its runs (reused across sittings and machines);
 - ``checks``: smoke checks, the run to analyse, the gradient reaching each k;
-- ``launching``: notebook 03's launch plans and their execution.
+- ``launching``: notebook 03's launch plans and their execution;
+- ``tasks``: downstream task scores of a notebook's runs (lm-eval, each task once per run).
 
 Runs are read through :mod:`mswelu.runs` (re-exported here: ``wb.load_run``, ``wb.RunData``, ...).
 """
@@ -61,6 +62,7 @@ from mswelu.workbook.prologue import (
     start,
 )
 from mswelu.workbook.reuse import announce_reuse, as_run, reusable, run_decision, train_or_load
+from mswelu.workbook.tasks import task_scores
 
 __all__ = [
     "PROFILES",
@@ -114,6 +116,7 @@ __all__ = [
     "smoke_checks",
     "smoke_config",
     "start",
+    "task_scores",
     "study_runs",
     "train_or_load",
     "tuning_data",

@@ -11,7 +11,8 @@ import numpy as np
 
 from mswelu.data import TokenLoader, default_dataset
 from mswelu.models import max_context
-from mswelu.runs import RunData, load_model, load_run, newest_run, resolve_run
+from mswelu.run_model import load_model
+from mswelu.runs import RunData, load_run, newest_run, resolve_run
 from mswelu.shape_gradients import shape_gradients
 from mswelu.workbook.profiles import data_for, resolve_profile
 from mswelu.workbook.reuse import as_run, train_or_load

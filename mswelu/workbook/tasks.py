@@ -1,0 +1,44 @@
+"""Downstream task scores of a notebook's runs (lm-eval-harness, through :mod:`mswelu.evaluate`).
+
+A notebook given ``tasks`` runs them on each run's final model, once: a task already scored with the same
+``limit`` (by an earlier execution, or by ``python -m mswelu.evaluate tasks``) is read from the run's
+``tasks.json`` rather than evaluated again. Without ``tasks`` the table shows whatever scores the runs
+already have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from mswelu.runs import RunData
+
+__all__ = ["task_scores"]
+
+_METRICS = ("acc", "acc_norm", "perplexity", "word_perplexity", "n")
+
+
+def task_scores(
+    runs: Mapping[str, RunData],
+    tasks: Sequence[str] = (),
+    limit: int | float | None = None,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """One row per run and task (index ``run``, ``task``) with lm-eval's main metrics (``acc``,
+    ``acc_norm``, ``perplexity``, ..., ``n`` documents scored); empty when no run has scores."""
+    from mswelu import evaluate
+
+    rows: list[dict[str, Any]] = []
+    for name, run in runs.items():
+        scored = evaluate.read_task_scores(run.path)
+        todo = [t for t in tasks if t not in scored or scored[t].get("limit") != limit]
+        if todo:
+            evaluate.run_tasks(run.path, todo, limit=limit, batch_size=batch_size)
+            scored = evaluate.read_task_scores(run.path)
+        for task, metrics in scored.items():
+            rows.append({"run": name, "task": task, **{m: metrics[m] for m in _METRICS if m in metrics}})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).set_index(["run", "task"])
