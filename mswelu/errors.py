@@ -30,6 +30,11 @@ class ParameterError(RunRefused):
     refused at the start of the run before anything ran; shown as one line like every refusal."""
 
 
+class RunInterrupted(RuntimeError):
+    """A training stopped by Ctrl-C or SIGTERM after writing its checkpoint: the notebook stops there, its
+    report says "interrupted" (not "failed") and how to continue, shown as one line."""
+
+
 def with_nearest(unknown: Iterable[Any], known: Iterable[Any]) -> str:
     """``'d_modle' (did you mean 'd_model'?), 'foo'``: each unknown name with the closest known one."""
     names = [k for k in known if isinstance(k, str)]

@@ -224,7 +224,8 @@ def test_03_headless_run_shows_progress_in_the_terminal(trained):
     evals = [ln for ln in lines if "eval at step" in ln]
     assert [ln.split(" step ")[1].split()[0] for ln in steps] == ["1/6", "2/6", "4/6", "6/6"], lines
     assert all("loss " in ln and "tok/s" in ln for ln in steps)
-    assert [ln.split("eval at step ")[1].split(":")[0] for ln in evals] == ["1/6", "6/6"], lines  # 20%, end
+    assert [ln.split("eval at step ")[1].split(" (")[0] for ln in evals] == ["1/6", "6/6"], lines  # 20%, end
+    assert "(sampled windows," in evals[0] and "(whole split," in evals[1]  # what each scored
     assert all("val loss" in ln and "bits/byte" in ln for ln in evals), lines
 
 
@@ -442,6 +443,39 @@ def test_04_plots_a_learned_swish_beta(workdir):
     assert m["param"] == "beta" and m["count"] == 7 and m["max_abs_deviation"] > 0
     html = (_home() / "reports" / "nbtest-swish-k" / "report.html").read_text()
     assert "beta per logged step" in html and "learned activation shapes" in html
+
+
+def test_ctrl_c_of_03_under_papermill_leaves_an_interrupted_report_and_the_rerun_resumes(workdir):
+    """Ctrl-C in the terminal of a headless notebook 03: the training checkpoints and stops, the report says
+    "interrupted" and how to continue (not "running", not "failed"), the terminal says so in one line; the
+    same command then resumes from the checkpoint and the report is complete."""
+    import signal
+
+    params = dict(
+        run_name="nbtest-ctrlc", profile="nbval", max_steps=300, batch_size=2, seq_len=32, samples=1
+    )
+    cmd = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "03_train.ipynb"), str(workdir / "ctrlc.ipynb")]
+    cmd += ["-k", "mswelu", "--cwd", str(workdir), "-y", json.dumps(params)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "nbtest-ctrlc] step" in line:
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C sends papermill, which interrupts the kernel
+            break
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "interrupted: training interrupted (nbtest-ctrlc at step" in rest
+    report = _home() / "reports" / "nbtest-ctrlc"
+    assert json.loads((report / "report.json").read_text())["status"] == "interrupted"
+    assert "run the same command again to continue" in (report / "report.html").read_text()
+    assert not (report / "metrics.json").exists()
+    stopped = json.loads((_home() / "runs" / "nbtest-ctrlc" / "summary.json").read_text())
+    assert stopped["interrupted"] and stopped["steps"] < 300
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    steps = re.findall(r"nbtest-ctrlc\] step +(\d+)/300", again.stdout + again.stderr)
+    assert steps and int(steps[0]) > stopped["steps"]  # continued from the checkpoint, not from step 1
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["metrics"]["steps"] == 300
 
 
 def test_failing_cell_fails_papermill_and_the_report(workdir):

@@ -364,3 +364,20 @@ def test_the_claims_table_has_verdict_badges_and_says_a_caveat_once(tmp_path):
     rep.add_verdicts(two.set_index("claim"))
     page = (tmp_path / "run-claims" / "report.html").read_text()
     assert "<li>any scale (a count)</li>" in page and ">[2]</td>" in page and ">[1]</td>" in page
+
+
+def test_a_table_indexed_by_two_levels_shows_each_as_a_column(tmp_path):
+    """A frame indexed by (run, task) or (variant, group): one column per level, named, then the values."""
+    scores = pd.DataFrame(
+        [
+            {"run": "a", "task": "mswelu_lastword", "acc": 0.25},
+            {"run": "a", "task": "mswelu_choice", "acc": 0.5},
+        ]
+    ).set_index(["run", "task"])
+    rep = Report("run-levels", "03_train.ipynb", root=tmp_path, register_hook=False)
+    rep.add_table(scores, caption="downstream tasks")
+    rep.add_table(scores.rename_axis([None, None]), caption="unnamed levels")
+    page = (tmp_path / "run-levels" / "report.html").read_text()
+    assert ">run</th>" in page and ">task</th>" in page and ">acc</th>" in page
+    assert ">level 0</th>" in page and ">level 1</th>" in page
+    assert ">mswelu_choice<" in page and ">0.50<" in page

@@ -1,8 +1,9 @@
 """Data pipeline: offline GPT-2 tokenizer, default corpus, local / Hub sources, token shards, loader.
 
 Modules: ``tokenizer`` (GPT-2 offline, HF, a corpus BPE: ``bpe:N``), ``sources`` (default corpus, local
-files, Hub streams), ``shards`` (``prepare``: the shards and ``meta.json``), ``dataset_checks`` (``meta.json`` read, shards checked against it), ``documents`` (a split's documents
-read back), ``loader`` (``TokenLoader``).
+files, Hub streams), ``shards`` (``prepare``: the shards and ``meta.json``), ``dataset_checks`` (``meta.json``
+read, the shards checked against it), ``documents`` (a split's documents read back), ``loader``
+(``TokenLoader``).
 
 ``prepare(...)`` writes ``train.bin`` / ``val.bin`` / ``meta.json``; ``TokenLoader`` reads them back
 as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.

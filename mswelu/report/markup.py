@@ -33,7 +33,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 padding:0 1em;color:#222;line-height:1.45}
 h1{margin-bottom:.2em}.meta{color:#666;font-size:.9em}
 .status{display:inline-block;padding:.15em .6em;border-radius:.4em;color:#fff;font-weight:600}
-.status-running{background:#b7791f}.status-complete{background:#2f855a}.status-failed{background:#c53030}
+.status-running{background:#b7791f}.status-complete{background:#2f855a}.status-failed{background:#c53030}.status-interrupted{background:#6b46c1}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f4f4f4}
 td:first-child,th:first-child{text-align:left}

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from IPython import get_ipython
 
-from mswelu.errors import RunRefused
+from mswelu.errors import RunInterrupted, RunRefused
 from mswelu.fs import atomic_write_text
 from mswelu.ops import cpu_kernels
 from mswelu.paths import reports_dir
@@ -279,6 +279,18 @@ class Report:
         self._write()
         write_index(self.root)
 
+    def interrupted(self, message: str) -> None:
+        """Mark the run interrupted (Ctrl-C / SIGTERM after a checkpoint): ``message`` says where it stopped
+        and how to continue; the figures so far stay, no ``metrics.json`` (the run did not finish)."""
+        self.open()
+        self.status = "interrupted"
+        self.error = message
+        self.finished_at = now()
+        self.metrics_path.unlink(missing_ok=True)
+        self._write()
+        write_index(self.root)
+        self._unregister_hook()
+
     # ------------------------------------------------------------------ IPython
     def _register_hook(self) -> None:
         ip = get_ipython()
@@ -306,6 +318,9 @@ class Report:
             return
         if isinstance(err, RunRefused) and not self.opened:
             return  # refused before the report was written: the earlier one stays as it was
+        if isinstance(err, RunInterrupted):
+            self.interrupted(str(err))
+            return
         self.fail(err)
 
     # ------------------------------------------------------------------ output
@@ -330,7 +345,9 @@ class Report:
         """The full HTML document for the current state."""
         params = table(("name", "value"), [(k, json.dumps(v)) for k, v in self.params.items()])
         error = ""
-        if self.error:
+        if self.error and self.status == "interrupted":
+            error = f"<h2>Interrupted</h2><p>{html.escape(self.error)}</p>"
+        elif self.error:
             error = (
                 "<h2>Error</h2><p>A cell raised; the run stopped here.</p>"
                 f'<pre class="error">{html.escape(self.error)}</pre>'

@@ -83,9 +83,13 @@ def _with_index(frame: Any) -> pd.DataFrame:
     """``frame`` as a DataFrame whose meaningful index (named, or not 0..n-1) is its first column."""
     df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
     plain = isinstance(df.index, pd.RangeIndex) and df.index.name is None and df.index.start == 0
-    if not plain:
-        name = df.index.name if df.index.name is not None else ""
-        df = df.reset_index(names=name if name not in df.columns else f"{name} ")
+    if not plain:  # one column per index level (a MultiIndex: run and task, variant and group, ...)
+        names = [
+            n if n is not None else ("" if df.index.nlevels == 1 else f"level {i}")
+            for i, n in enumerate(df.index.names)
+        ]
+        names = [n if n not in df.columns else f"{n} " for n in names]
+        df = df.reset_index(names=names if df.index.nlevels > 1 else names[0])
     return df
 
 

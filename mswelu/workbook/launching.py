@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 import mswelu.launch
+from mswelu.errors import RunInterrupted
 from mswelu.run_names import run_name as build_run_name
 from mswelu.runs import RunData, load_run
 from mswelu.workbook.compare import variant_config
@@ -82,20 +83,24 @@ def execute_plan(
                 {"seed": e["config"]["seed"], "run_name": e["name"], "out": e["config"]["out"]}
                 for e in entries
             ]
-            mswelu.launch.launch(
-                "independent",
-                base=entries[0]["config"],
-                variants=variants,
-                n_gpus=len(entries),
-                on_metrics=on_metrics,
+            _stop_if_interrupted(
+                mswelu.launch.launch(
+                    "independent",
+                    base=entries[0]["config"],
+                    variants=variants,
+                    n_gpus=len(entries),
+                    on_metrics=on_metrics,
+                )
             )
         else:
             for e in entries:
-                mswelu.launch.launch(
-                    mode,
-                    base=e["config"],
-                    n_gpus=len(e["gpus"]) if mode in ("ddp", "fsdp") else None,
-                    on_metrics=on_metrics,
+                _stop_if_interrupted(
+                    mswelu.launch.launch(
+                        mode,
+                        base=e["config"],
+                        n_gpus=len(e["gpus"]) if mode in ("ddp", "fsdp") else None,
+                        on_metrics=on_metrics,
+                    )
                 )
     runs: dict[str, RunData] = {}
     for e in plan:
@@ -104,3 +109,17 @@ def execute_plan(
         if runs[e["name"]].reused:
             announce_reuse(e["config"]["out"])
     return runs
+
+
+def _stop_if_interrupted(summaries: Sequence[dict[str, Any]]) -> None:
+    """Raise :class:`RunInterrupted` (the report says "interrupted", the notebook stops) when a training was
+    stopped by Ctrl-C or SIGTERM; its checkpoint is written and the same command continues it."""
+    stopped = [s for s in summaries if s.get("interrupted")]
+    if stopped:
+        where = ", ".join(
+            f"{s.get('run_name')} at step {s.get('steps')}/{s.get('total_steps')}" for s in stopped
+        )
+        raise RunInterrupted(
+            f"training interrupted ({where}) after writing a checkpoint; run the same command again to "
+            "continue from it"
+        )

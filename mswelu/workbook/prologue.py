@@ -16,7 +16,7 @@ from IPython import get_ipython
 from transformers.utils import logging as hf_logging
 
 from mswelu import progress, runs
-from mswelu.errors import ParameterError, RunRefused, with_nearest
+from mswelu.errors import ParameterError, RunInterrupted, RunRefused, with_nearest
 from mswelu.paths import reports_dir
 from mswelu.progress import in_kernel, say
 from mswelu.report import Report
@@ -148,11 +148,12 @@ def _fresh_kernel() -> bool:
 
 
 def _show_refusal(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
-    """IPython's handler of :class:`RunRefused`: the message as one line in the notebook (papermill's
-    error cell and its exception end with it) and on the terminal that started the kernel."""
+    """IPython's handler of :class:`RunRefused` and :class:`RunInterrupted`: the message as one line in the
+    notebook (papermill's error cell and its exception end with it) and on the terminal that started the
+    kernel."""
     line = f"{etype.__name__}: {value}"
     if in_kernel():
-        say(f"error: {value}")
+        say(f"{'interrupted' if isinstance(value, RunInterrupted) else 'error'}: {value}")
     shell._showtraceback(etype, value, [line])  # the frontends' display hook (a kernel: the error reply)
     return [line]
 
@@ -169,7 +170,7 @@ def start(
     content, so that a run refused before then leaves an earlier report of that name as it was."""
     shell = get_ipython()
     if shell is not None:  # first: a parameter refused below is one line too
-        shell.set_custom_exc((RunRefused,), _show_refusal)
+        shell.set_custom_exc((RunRefused, RunInterrupted), _show_refusal)
         _follow_papermill_bar(shell)
     if check if check is not None else _fresh_kernel():
         check_parameters(notebook, namespace)
