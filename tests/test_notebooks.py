@@ -234,6 +234,30 @@ def test_02_smoke(workdir):
     assert m["steps"] == 5 and m["tokens"] == 5 * 2 * 32 and m["loss_fell"] is True and m["k_moved"] == 7
 
 
+def test_02_smoke_checks_what_learns_in_the_activation_it_was_given(workdir):
+    """Swish: its learnable beta is what must move (SiLU: nothing learnable, nothing expected)."""
+    m = _execute(
+        "02_smoke_run.ipynb",
+        workdir,
+        run_name="nbtest-smoke-swish",
+        max_steps=5,
+        batch_size=2,
+        activation="swish",
+    )["metrics"]
+    assert m["num_k"] == 7 and m["k_moved"] == 7
+    page = (_home() / "reports" / "nbtest-smoke-swish" / "report.html").read_text()
+    assert "loss, beta and throughput" in page
+    m = _execute(
+        "02_smoke_run.ipynb",
+        workdir,
+        run_name="nbtest-smoke-silu",
+        max_steps=5,
+        batch_size=2,
+        activation="silu",
+    )["metrics"]
+    assert m["num_k"] == 0 and m["loss_fell"] is True
+
+
 def test_04_k_analysis(trained, workdir):
     run = str(_home() / "runs" / "nbtest-train")
     m = _execute(

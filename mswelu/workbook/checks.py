@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mswelu import analysis
 from mswelu.data import TokenLoader, default_dataset
 from mswelu.models import max_context
 from mswelu.run_model import load_model
@@ -23,11 +24,14 @@ __all__ = ["ensure_run", "k_gradients_for_run", "shape_gradients_for_run", "smok
 SMOKE_RUN = "smoke-auto"
 
 
-def smoke_checks(run: RunData, expect_k: bool = True) -> dict[str, Any]:
+def smoke_checks(run: RunData, expect_k: bool | None = None) -> dict[str, Any]:
     """Sanity checks of a short run; raises AssertionError naming what is off.
 
-    Losses finite, the loss fell, tokens = steps x tokens per step, a validation loss exists and (for
-    SWELU models) every learnable k moved from its init."""
+    Losses finite, the loss fell, tokens = steps x tokens per step, a validation loss exists and every
+    learnable shape parameter (SWELU's k, Swish's beta, ...; read from the run's slot records) moved from
+    its initial value. ``expect_k`` None: expect that exactly when the run has learnable shape parameters;
+    False: do not check it; True: the run must have some. ``num_k`` / ``k_moved`` count them over every
+    learnable parameter, slot by slot."""
     tr, ev = run.train, run.eval
     s = run.summary or {}
     problems = []
@@ -46,21 +50,28 @@ def smoke_checks(run: RunData, expect_k: bool = True) -> dict[str, Any]:
         and s["tokens"] != s["steps"] * s["tokens_per_step"]
     ):
         problems.append(f"tokens {s['tokens']} != steps {s['steps']} x {s['tokens_per_step']}")
-    k = run.k
-    moved = 0
-    if expect_k:
-        if k.empty:
-            problems.append("no k values logged")
-        else:
-            moved = int(((k.iloc[-1] - 1.0).abs() > 1e-6).sum())
-            if moved == 0:
-                problems.append("no k moved from its init")
+    learnable = list(dict.fromkeys(p for slot in run.slots.values() for p in slot.learnable))
+    recorded = bool(learnable)  # a run from before the slot records: every logged shape value counts
+    learnable = learnable or run.shape_params()
+    count = moved = 0
+    for param in learnable:
+        logged = run.shape(param)  # every slot logged per step; the last step's values
+        last = {} if logged.empty else {str(c): float(v) for c, v in logged.iloc[-1].items()}
+        table = analysis.final_shape_table(last, run.slots, param)
+        table = table[table.learnable] if recorded else table
+        count += len(table)
+        moved += int((table.deviation.abs() > 1e-6).sum())
+    expect = bool(learnable) if expect_k is None else expect_k
+    if expect and count == 0:
+        problems.append("no learnable shape parameter (k, beta, ...) logged")
+    elif expect and moved == 0:
+        problems.append(f"no learnable shape parameter moved from its init ({', '.join(learnable)})")
     if problems:
         raise AssertionError("smoke run failed: " + "; ".join(problems))
     return {
         "steps": int(tr.step.iloc[-1]),
         "tokens": int(tr.tokens.iloc[-1]),
-        "num_k": int(k.shape[1]),
+        "num_k": count,
         "k_moved": moved,
         "loss_fell": True,
     }
