@@ -92,7 +92,7 @@ def test_smoke_checks(tmp_path):
     assert ok == {"steps": 4, "tokens": 256, "num_k": 2, "k_moved": 1, "loss_fell": True}
     with pytest.raises(AssertionError, match="loss did not fall"):
         wb.smoke_checks(wb.load_run(_write_run(tmp_path / "flat", loss_fall=False)))
-    with pytest.raises(AssertionError, match="no learnable shape parameter moved from its init \(k\)"):
+    with pytest.raises(AssertionError, match=r"no learnable shape parameter moved from its init \(k\)"):
         wb.smoke_checks(wb.load_run(_write_run(tmp_path / "still", k_move=0.0)))
     assert wb.smoke_checks(wb.load_run(tmp_path / "still"), expect_k=False)["loss_fell"]
 

@@ -12,6 +12,7 @@ transformers' ``Mamba2Mixer`` and mamba-ssm's ``Mamba2`` (``in_proj``, ``conv1d`
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -81,6 +82,27 @@ def _check_reference(config: MambaSWELUConfig) -> None:
         raise ValueError("model is not the reference Mamba-2 architecture: " + ", ".join(problems))
 
 
+def hf_norm_is_grouped() -> bool:
+    """Whether the installed transformers' Mamba-2 normalises the gated output group by group, as mamba-ssm
+    and this package do. Older releases (5.4, for one) normalise over all groups at once, which is the same
+    only with ``n_groups`` 1."""
+    from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated
+
+    return "group_size" in inspect.signature(MambaRMSNormGated.__init__).parameters
+
+
+def _check_groups(n_groups: int) -> None:
+    if n_groups > 1 and not hf_norm_is_grouped():
+        import transformers
+
+        raise ValueError(
+            f"n_groups={n_groups}: transformers {transformers.__version__}'s Mamba2 normalises the gated "
+            "output over all groups at once, mamba-ssm and mswelu group by group, so the two models would not "
+            "compute the same thing; upgrade transformers (its newer releases normalise per group) or use "
+            "n_groups=1"
+        )
+
+
 def from_hf_mamba2(
     hf_model_or_state_dict: Mamba2ForCausalLM | dict[str, torch.Tensor], hf_config: Mamba2Config | None = None
 ) -> MambaSWELUForCausalLM:
@@ -92,6 +114,7 @@ def from_hf_mamba2(
         if hf_config is None:
             raise ValueError("from_hf_mamba2: pass hf_config together with a state dict")
         state_dict = hf_model_or_state_dict
+    _check_groups(int(hf_config.n_groups))
     model = MambaSWELUForCausalLM(config_from_hf_mamba2(hf_config))
     names = rename_layers(state_dict, "layers", "blocks", ("embeddings", "embeddings"))
     load_strict(model, names, "transformers Mamba2")
@@ -102,6 +125,7 @@ def to_hf_mamba2(model: MambaSWELUForCausalLM) -> Mamba2ForCausalLM:
     """A transformers ``Mamba2ForCausalLM`` with our weights (the reference Mamba-2 arrangement, SiLU)."""
     c = model.config
     _check_reference(c)
+    _check_groups(c.n_groups)
     hf_config = Mamba2Config(
         vocab_size=c.vocab_size,
         hidden_size=c.d_model,
