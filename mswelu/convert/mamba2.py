@@ -98,7 +98,7 @@ def _check_groups(n_groups: int) -> None:
         raise ValueError(
             f"n_groups={n_groups}: transformers {transformers.__version__}'s Mamba2 normalises the gated "
             "output over all groups at once, mamba-ssm and mswelu group by group, so the two models would "
-            "not compute the same thing; upgrade transformers (its newer releases normalise per group) or use "
+            "not compute the same thing; upgrade transformers (newer releases normalise per group) or use "
             "n_groups=1"
         )
 
