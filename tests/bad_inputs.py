@@ -345,6 +345,8 @@ def _yaml_config(text: str) -> Callable[[Path], tuple[Callable[[], int], Callabl
             lambda: _train(["--config", str(cfg)])
         ), lambda: sorted(p.name for p in tmp.iterdir()) != before
 
+    return setup
+
 
 def _dead_pid() -> int:
     """The pid of a process that has ended (a killed writer's, as far as its leftovers can tell)."""

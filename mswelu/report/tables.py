@@ -60,7 +60,17 @@ VERDICT_BADGES = {
     "inconclusive": "inconclusive",
 }
 _CAVEAT_COLUMNS = ("scale", "caveat")
-_VERDICT_SHOWN = ("claim", "seed says", "compares", "view", "measured", "verdict", "p (Holm)", "MDE (80%)", "why")
+_VERDICT_SHOWN = (
+    "claim",
+    "seed says",
+    "compares",
+    "view",
+    "measured",
+    "verdict",
+    "p (Holm)",
+    "MDE (80%)",
+    "why",
+)
 
 
 def readable_name(name: Any) -> str:

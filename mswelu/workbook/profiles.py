@@ -86,6 +86,22 @@ def data_for(data: str | os.PathLike[str] | None, preset: str | None, tokenizer:
     return str(default_dataset(max_tokens=SMOKE_DATA_TOKENS if tiny else None, tokenizer=tokenizer))
 
 
+def data_label(data: str | os.PathLike[str] | None) -> str:
+    """What a study's claims compare data by (a claim may require, e.g., SlimPajama): the embedded corpus'
+    description for it (``data`` None, or a folder prepared from it), else the folder's recorded source, else
+    the path as given. Never a machine's own path for the embedded corpus, so a committed report has none."""
+    from mswelu.analysis.reader import EMBEDDED
+    from mswelu.data import load_meta
+
+    if data is None:
+        return EMBEDDED
+    try:
+        source = str(load_meta(data).get("source") or data)
+    except ValueError:  # not prepared here (a fresh clone rebuilding a study from its records)
+        return str(data)
+    return EMBEDDED if source == "default" else source
+
+
 def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
     """A profile's settings with every non-None override applied on top: training settings (a
     :class:`TrainConfig` dict, ``model`` overrides included) and ``tokenizer``, the embedded corpus'
