@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from mswelu import workbook as wb
+from mswelu.errors import RunInterrupted
 from mswelu.workbook import prologue
 
 
@@ -286,7 +287,7 @@ def test_a_stopped_run_stops_the_comparison_instead_of_counting_as_a_result(monk
 
     monkeypatch.setattr(mswelu.train, "train", lambda cfg: {"interrupted": True, "steps": 3})
     cfg = {"preset": "tiny", "out": str(tmp_path / "r"), "max_steps": 10, "progress": False}
-    with pytest.raises(KeyboardInterrupt, match="stopped at step 3 .*again to resume"):
+    with pytest.raises(RunInterrupted, match="stopped at step 3 .*again to resume"):
         wb.train_or_load(cfg)
 
 

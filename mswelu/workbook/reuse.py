@@ -12,7 +12,7 @@ from typing import Any
 
 import mswelu.data
 import mswelu.train
-from mswelu.errors import RunRefused
+from mswelu.errors import RunInterrupted, RunRefused
 from mswelu.paths import display_path, runs_dir
 from mswelu.progress import in_kernel, say
 from mswelu.runs import CONFIG, FINAL, NOTEBOOK, SUMMARY, RunData, is_empty, load_run, read_json
@@ -108,8 +108,9 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
     these settings, data and code is loaded (``run.reused``), an interrupted one continued, an empty folder
     trained; a folder holding another run is refused unless ``cfg`` says ``overwrite``. ``reuse=False``
     retrains even a matching run (replacing it). A run stopped by Ctrl-C / SIGTERM (checkpointed) raises
-    KeyboardInterrupt instead of returning: a comparison must not go on with a half-trained model, and the
-    same call again resumes it."""
+    :class:`~mswelu.errors.RunInterrupted` instead of returning (the notebook stops there with one line and
+    its report says "interrupted"): a comparison must not go on with a half-trained model, and the same call
+    again resumes it."""
     tc = TrainConfig.coerce(dict(cfg))
     decision = run_decision(cfg) if reuse else "train"
     if decision == "reuse":
@@ -123,7 +124,7 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
         tc = dataclasses.replace(tc, overwrite=True)
     summary = mswelu.train.train(tc)
     if summary.get("interrupted"):
-        raise KeyboardInterrupt(
+        raise RunInterrupted(
             f"run {tc.out_dir().name} stopped at step {summary.get('steps')} (checkpoint written): run "
             "the same cell or command again to resume it"
         )
