@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from mswelu.analysis.schema import StudyData
 from mswelu.analysis.tuning import LrStatus
 from mswelu.data import load_meta, prepare, split_documents, tokenizer_name
 from mswelu.paths import runs_dir
-from mswelu.progress import log
+from mswelu.progress import log, say
 from mswelu.run_names import parse_run_name, run_name
 from mswelu.runs import SUMMARY, RunData, list_runs, load_run
 from mswelu.train_config import TrainConfig, merge_overrides
@@ -56,16 +57,29 @@ def _run_or_record(
     if ledger is not None and reuse:
         record, why = ledger.lookup(name, cfg)
         if record is not None:
+            _announce(name, record, "from the study's record")
             return record
         if why is not None:
             log(f"{name}: its ledger record is not used ({why}); training it", source="mswelu.workbook")
     run = train_or_load(cfg, reuse=reuse)
+    if not run.reused:  # a reused run has said so (announce_reuse)
+        _announce(name, run, "trained")
     if ledger is None:
         return run
     path = ledger.write(Record.from_run(run, variant, seed, kind, run_key(cfg)))
     record = Record.from_dict(json.loads(path.read_text()))  # what a later sitting will read: the same
     record.reused = bool(run.reused)
     return record
+
+
+def _announce(name: str, run: RunData | Record, how: str) -> None:
+    """One line per model on the terminal that started the notebook (a study runs for hours with its
+    trainings' own progress off): which model, how it was obtained, its final figures."""
+    m = run.final_metrics()
+    bpb, wall = m.get("val_bpb"), m.get("wall_time_s")
+    figures = f"val {bpb:.4f} bits/byte" if isinstance(bpb, (int, float)) else "no val figure"
+    took = f" in {wall:,.0f} s" if how == "trained" and isinstance(wall, (int, float)) else ""
+    say(f"[{time.strftime('%H:%M:%S')} {name}] {how}{took}: {m.get('steps')} steps, {figures}")
 
 
 def run_variants(
