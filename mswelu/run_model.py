@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mswelu import checkpoint as ckpt
+from mswelu.distributed import resolve_device
 from mswelu.progress import log
 from mswelu.runs import CHECKPOINTS, CONFIG, model_source, read_json
 
@@ -19,6 +20,7 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, 
     """(model in eval mode, the folder it came from) of a run or saved model folder (see
     :func:`mswelu.runs.model_source`). A ``final/`` that does not load falls back to the newest checkpoint,
     saying so."""
+    device = str(resolve_device(device))  # a device that cannot be used is the error, not the model
     path = Path(path)
     kind, source = model_source(path)
     if kind in ("final", "model"):

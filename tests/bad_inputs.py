@@ -252,7 +252,10 @@ def _generate_case(kind: str):
             with open(out / "final" / "model.safetensors", "r+b") as f:
                 f.truncate(64)
         target = str(out) if kind != "missing" else str(tmp / "nope")
-        return (lambda: _generate(["--run", target, "--prompt", "ROMEO:", "--tokens", "4"])), lambda: False
+        device = ["--device", "cuda"] if kind == "cuda" else []
+        return (
+            lambda: _generate(["--run", target, "--prompt", "ROMEO:", "--tokens", "4", *device])
+        ), lambda: False
 
     return setup
 
@@ -636,6 +639,13 @@ CASES = [
         "cannot be loaded (SafetensorError); using the newest checkpoint",
     ),
     Case("generate", "--top-p 3", _bad_top_p, "error", "top_p must be in (0, 1]"),
+    Case(  # issue 33 item 14: it blamed final/ and fell back to a checkpoint, then a traceback
+        "generate",
+        "--device cuda on a machine without CUDA",
+        _generate_case("cuda"),
+        "error",
+        "device 'cuda' requested but CUDA is not available",
+    ),
     Case(
         "trackers",
         "a misspelt tracker (--trackers wandbb)",
