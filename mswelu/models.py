@@ -7,7 +7,9 @@ activation shape parameters (``shape_values()``, ``shape_slots()``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -70,13 +72,14 @@ def token_losses(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     bare = unwrap(model)
     vocab = int(bare.config.vocab_size)
     if isinstance(bare, MambaSWELUForCausalLM):
-        hidden, _ = bare.backbone(input_ids=inputs)
-        flat, tgt = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1).to(torch.long)
-        rows = max(1, CHUNK_BYTES // (4 * vocab))
-        out = [
-            F.cross_entropy(bare.lm_head(flat[i : i + rows]).float(), tgt[i : i + rows], reduction="none")
-            for i in range(0, flat.size(0), rows)
-        ]
+        with _root_unsharded(bare):  # the backbone and head are called directly, not through forward
+            hidden, _ = bare.backbone(input_ids=inputs)
+            flat, tgt = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1).to(torch.long)
+            rows = max(1, CHUNK_BYTES // (4 * vocab))
+            out = [
+                F.cross_entropy(bare.lm_head(flat[i : i + rows]).float(), tgt[i : i + rows], reduction="none")
+                for i in range(0, flat.size(0), rows)
+            ]
         return torch.cat(out).view(targets.shape)
     rows = max(1, CHUNK_BYTES // (4 * vocab * max(1, inputs.size(1))))
     out = []
@@ -88,6 +91,22 @@ def token_losses(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
             )
         )
     return torch.cat(out).view(targets.shape)
+
+
+@contextlib.contextmanager
+def _root_unsharded(model: nn.Module) -> Iterator[None]:
+    """Under FSDP2, the root's own parameters (embeddings, final norm, dense stack, tied head) gathered while
+    its submodules are called directly (the blocks gather themselves in their own hooks); else nothing."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -252,7 +253,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
-        self.cfg.validate()  # types and choices first: the output folder and the device depend on them
+        # types and choices first (the output folder and the device depend on them), for the number of
+        # processes torchrun started (the process group is joined only below)
+        self.cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
         started_pg = not (torch.distributed.is_available() and torch.distributed.is_initialized())
         info = du.setup(self.cfg.device)
         lock = RunLock(self.cfg.out_dir())
