@@ -122,3 +122,27 @@ def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins
     assert table.diverged.all() and "swelu" not in chosen  # (bracketed_lr_sweep then lowers or refuses)
     with pytest.raises(ValueError, match="lrs must be"):
         wb.lr_sweep(base, ["swelu"], [], prefix="sw")
+
+
+def test_bracketed_sweep_lowers_a_diverged_grid_to_its_bound_then_refuses(
+    tiny_config, embedded_data, tmp_path, monkeypatch
+) -> None:
+    """Every lr of a variant diverging: the sweep tries /2 three more times (the bound of
+    mswelu.analysis.tuning), then stops with one line naming the variant and every lr it tried."""
+    from mswelu import workbook as wb
+    from mswelu.workbook import compare
+
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    base = tiny_config(embedded_data, tmp_path / "unused", max_steps=3, ckpt_every=0, eval_every=0)
+    base.pop("out")
+    tried = []
+
+    def always_diverging(cfg, reuse=True):
+        tried.append(cfg["lr"])
+        raise FloatingPointError("stopping: 10 consecutive non-finite steps")
+
+    monkeypatch.setattr(compare, "train_or_load", always_diverging)
+    refused = r"every lr tried diverged for \['swelu'\] \(0\.1, 0\.2, 0\.4, 0\.8\) down to the sweep's bound"
+    with pytest.raises(ValueError, match=refused):
+        wb.bracketed_lr_sweep(base, ["swelu"], [0.8], prefix="sw")
+    assert tried == [0.8, 0.4, 0.2, 0.1]
