@@ -88,6 +88,7 @@ def test_the_committed_study_rebuilds_from_its_records_alone() -> None:
     judged give the committed table again, row by row."""
     from pathlib import Path
 
+    import numpy as np
     import pandas as pd
 
     from mswelu import analysis
@@ -100,6 +101,11 @@ def test_the_committed_study_rebuilds_from_its_records_alone() -> None:
     table = pd.DataFrame(committed["study"]["rows"])
     assert len(data.runs) == 40 and data.runs.tokens.min() >= 1_000_000
     assert list(rows.claim) == list(table.claim) and list(rows.verdict) == list(table.verdict)
-    for col in ("measured", "why", "p", "MDE (80%)"):
-        assert rows[col].astype(str).tolist() == table[col].astype(str).tolist(), col
+    for col in ("measured", "why"):
+        assert rows[col].fillna("").tolist() == table[col].fillna("").tolist(), col
+    # not judged: NaN in the table, null in the file; the records keep 7 significant digits (tokens/s of the
+    # equal-time rows), so the rebuilt p-values agree to about 1e-5 of themselves
+    for col in ("p", "p (Holm)", "MDE (80%)"):
+        got, want = pd.to_numeric(rows[col]).to_numpy(float), pd.to_numeric(table[col]).to_numpy(float)
+        assert np.allclose(got, want, rtol=1e-4, atol=0, equal_nan=True), col
     assert {row["claim"]: row["verdict"] for _, row in table.iterrows()} == committed["claims"]
