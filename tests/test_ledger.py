@@ -109,3 +109,19 @@ def test_the_committed_study_rebuilds_from_its_records_alone() -> None:
         got, want = pd.to_numeric(rows[col]).to_numpy(float), pd.to_numeric(table[col]).to_numpy(float)
         assert np.allclose(got, want, rtol=1e-4, atol=0, equal_nan=True), col
     assert {row["claim"]: row["verdict"] for _, row in table.iterrows()} == committed["claims"]
+
+
+def test_a_records_data_key_is_what_the_data_hold_not_where(embedded_data, tmp_path) -> None:
+    """Two clones of a study key their data alike (a dataset's own fingerprint may name a path); other
+    tokens do not."""
+    data_content = L.data_content
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(embedded_data, moved)
+    meta = json.loads((moved / "meta.json").read_text())
+    meta.update(tokenizer="/another/machine/tokenizer.json", fingerprint="0123456789abcdef")
+    (moved / "meta.json").write_text(json.dumps(meta))
+    assert data_content(moved) == data_content(embedded_data)
+    meta["splits"]["val"]["sha256"] = "0" * 64
+    (moved / "meta.json").write_text(json.dumps(meta))
+    assert data_content(moved) != data_content(embedded_data)

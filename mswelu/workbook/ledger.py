@@ -3,7 +3,8 @@ can span sittings and machines and its report can be rebuilt from the records al
 
 A record lives in ``reports/studies/<study>/runs/<run name>.json`` and holds:
 
-- its **key**: the run's settings (a TrainConfig dict, runtime switches aside), the fingerprint of its data,
+- its **key**: the run's settings (a TrainConfig dict, runtime switches aside), what its data are
+  (:func:`data_content`: the tokenized splits' sha256, bytes and vocabulary, never a machine's path),
   and the digest of the code on its training path (:mod:`mswelu.training_code`, with each file's hash, so a
   stale record says which files changed);
 - its evaluation curve (every evaluation, with its scope) and final whole-split figures (loss, bits per byte,
@@ -22,6 +23,7 @@ is not used, and :meth:`Ledger.lookup` says why.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -39,7 +41,7 @@ from mswelu.runs import RunData
 from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
 from mswelu.training_code import changed_files, training_code
 
-__all__ = ["FORMAT", "Ledger", "Record", "run_key", "speed_key", "study_ledger"]
+__all__ = ["FORMAT", "Ledger", "Record", "data_content", "run_key", "speed_key", "study_ledger"]
 
 FORMAT = 1
 
@@ -81,8 +83,26 @@ def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
     training-path code."""
     tc = TrainConfig.coerce(dict(cfg))
     settings = {k: v for k, v in json.loads(json.dumps(tc.to_dict())).items() if k not in RUNTIME_SETTINGS}
-    fingerprint = load_meta(tc.data).get("fingerprint") if tc.data else None
+    fingerprint = data_content(tc.data) if tc.data else None
     return {"settings": settings, "data_fingerprint": fingerprint, "code": training_code(tc.to_dict())}
+
+
+def data_content(data: str | Path) -> str:
+    """What a prepared dataset holds, wherever it lies: the sha256 and bytes of each tokenized split, its
+    vocabulary, end-of-document id and token type. A dataset's own ``fingerprint`` hashes the settings it was
+    built with, and a tuning split built from another dataset names that dataset's tokenizer by its path, so
+    it differs between two clones of the same study; this does not."""
+    meta = load_meta(data)
+    splits = {
+        name: {"sha256": s.get("sha256"), "bytes": s.get("bytes")} for name, s in meta["splits"].items()
+    }
+    doc = {
+        "splits": splits,
+        "vocab_size": meta.get("vocab_size"),
+        "eos_id": meta.get("eos_id"),
+        "dtype": meta.get("dtype"),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
