@@ -1,0 +1,181 @@
+"""Keep a study's ledger records valid through a change that moves or rewrites training-path code without
+changing what training computes (a refactor), with a recorded proof.
+
+A record is reused only while the digest of its training path (:mod:`mswelu.training_code`) is unchanged,
+so a refactor of those files would make every committed record stale and a rerun of the study would retrain
+hours of runs that would come out bit for bit the same. Instead:
+
+1. before the change, with the old code: ``fingerprint`` trains every variant of the study a few steps (the
+   study's own settings at a small batch, on the embedded corpus, in fp32 and bf16) and writes the exact
+   losses and a hash of the final weights;
+2. after it, ``apply`` computes the same with the new code and, only if every variant's fingerprint is
+   identical, re-keys the records (and ``throughput.json``) to the new training-path digests and appends the
+   proof (both fingerprints, the digests, the machine) to ``reports/studies/<study>/migrations.json``.
+
+A change that alters training (a different loss at any step, any weight bit) is refused: that study must
+be rerun. ``tests/test_ledger.py`` recomputes the latest proof on the current code.
+
+    # old code (a checkout of the commit before the change) on PYTHONPATH, this file run as a script:
+    PYTHONPATH=../old python mswelu/workbook/migrate.py fingerprint --study activations-cpu --out old.json
+    python -m mswelu.workbook.migrate apply --study activations-cpu --proof old.json
+
+This module imports nothing of mswelu at module level and only the entry points every version has
+(``mswelu.train.train``, ``mswelu.data.default_dataset``) in :func:`fingerprint`, so it runs against old code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FINGERPRINT", "apply", "fingerprint", "machine", "study_fingerprint"]
+
+#: how a fingerprint trains: the study's settings with these overrides (small, fast, every step logged)
+FINGERPRINT = {"max_steps": 4, "batch_size": 4, "seq_len": 64, "warmup": 1, "dtypes": ["fp32", "bf16"]}
+_DATA_TOKENS = 40_000
+_TOKENIZER = "bpe:4096"
+
+
+def machine() -> dict[str, Any]:
+    """What a fingerprint's bits depend on besides the code: a proof is checked only where these match."""
+    import torch
+
+    return {
+        "machine": platform.machine(),
+        "torch": torch.__version__.split("+")[0],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def fingerprint(settings: Mapping[str, Any], data: str | Path, dtype: str) -> dict[str, Any]:
+    """Train ``settings`` (a TrainConfig dict) :data:`FINGERPRINT` steps on ``data`` in ``dtype``: the exact
+    training losses (as float hex) and a hash of the final weights."""
+    from mswelu.train import train
+
+    cfg = dict(settings)
+    cfg.update({k: v for k, v in FINGERPRINT.items() if k != "dtypes"})
+    cfg.update(eval_every=0, eval_batches=1, ckpt_every=0, progress=False, dtype=dtype, data=str(data))
+    cfg.update(out=tempfile.mkdtemp(prefix="mswelu-fingerprint-"), trackers=[])
+    run = Path(train(cfg)["run_dir"])
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    losses = [float(r["loss"]).hex() for r in records if "loss" in r and r.get("kind", "train") == "train"]
+    weights = hashlib.sha256((run / "final" / "model.safetensors").read_bytes()).hexdigest()[:16]
+    return {"losses": losses, "weights": weights}
+
+
+def _ledger_folder(study: str) -> Path:
+    """The committed study's folder in the checkout that holds this file (no import: see the docstring)."""
+    return Path(__file__).resolve().parents[2] / "reports" / "studies" / study
+
+
+def _variant_settings(study: str) -> dict[str, dict[str, Any]]:
+    """Each variant's settings, from its first trained run's record (seed aside, the variant's runs share a
+    training path)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted((_ledger_folder(study) / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("kind") == "run" and record["variant"] not in out:
+            out[record["variant"]] = dict(record["key"]["settings"])
+    if not out:
+        raise SystemExit(f"error: study {study!r} has no ledger records under {_ledger_folder(study)}/runs")
+    return out
+
+
+def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict[str, Any]:
+    """The fingerprint of every variant of ``study`` in every dtype of :data:`FINGERPRINT` on this code."""
+    from mswelu.data import default_dataset
+
+    data = default_dataset(max_tokens=_DATA_TOKENS, tokenizer=_TOKENIZER)
+    settings = _variant_settings(study)
+    out = {}
+    for variant in variants or sorted(settings):
+        for dtype in FINGERPRINT["dtypes"]:
+            out[f"{variant}/{dtype}"] = fingerprint(settings[variant], data, dtype)
+    return {"study": study, "machine": machine(), "fingerprint": out}
+
+
+def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
+    """Re-key ``study``'s records to the current training-path code if its fingerprint equals ``proof``'s
+    (made with the old code on this machine); append the proof to ``migrations.json`` and return its path."""
+    from mswelu.fs import atomic_write_json
+    from mswelu.training_code import training_code
+
+    if proof.get("study") != study:
+        raise SystemExit(f"error: the proof is of study {proof.get('study')!r}, not {study!r}")
+    if proof.get("machine") != machine():
+        raise SystemExit(
+            f"error: the proof was made on {proof.get('machine')}, this is {machine()}: make both here"
+        )
+    now = study_fingerprint(study)
+    differ = sorted(k for k in proof["fingerprint"] if proof["fingerprint"][k] != now["fingerprint"].get(k))
+    differ += sorted(set(now["fingerprint"]) - set(proof["fingerprint"]))
+    if differ:
+        raise SystemExit(
+            f"error: training is not bit-identical for {', '.join(differ)}: the records cannot be migrated; "
+            f"rerun the study instead"
+        )
+    folder = _ledger_folder(study)
+    old, new = {}, {}
+    for path in sorted((folder / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        code = training_code(record["key"]["settings"])
+        old.setdefault(record["variant"], record["key"]["code"]["digest"])
+        new[record["variant"]] = code["digest"]
+        record["key"]["code"] = code
+        atomic_write_json(path, record)
+    throughput = folder / "throughput.json"
+    if throughput.is_file():
+        saved = json.loads(throughput.read_text())
+        for variant, key in saved.get("keys", {}).items():
+            key["code"] = new.get(variant, key["code"])
+        atomic_write_json(throughput, saved)
+    log = folder / "migrations.json"
+    entries = json.loads(log.read_text()) if log.is_file() else []
+    entries.append(
+        {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "why": why,
+            "machine": now["machine"],
+            "steps": FINGERPRINT,
+            "from": old,
+            "to": new,
+            "fingerprint": now["fingerprint"],
+        }
+    )
+    atomic_write_json(log, entries)
+    return log
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m mswelu.workbook.migrate", description=__doc__.split("\n\n")[0]
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fingerprint", help="write this code's fingerprint of a study's variants")
+    f.add_argument("--study", required=True)
+    f.add_argument("--out", required=True)
+    a = sub.add_parser("apply", help="re-key a study's records if this code's fingerprint equals the proof's")
+    a.add_argument("--study", required=True)
+    a.add_argument("--proof", required=True, help="the fingerprint file the old code wrote")
+    a.add_argument("--why", required=True, help="what changed (recorded with the proof)")
+    args = p.parse_args(argv)
+    if args.command == "fingerprint":
+        Path(args.out).write_text(json.dumps(study_fingerprint(args.study), indent=1) + "\n")
+        print(f"wrote {args.out}")
+    else:
+        print(
+            f"records re-keyed; proof appended to {apply(args.study, json.loads(Path(args.proof).read_text()), args.why)}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
