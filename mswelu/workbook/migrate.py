@@ -171,9 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(study_fingerprint(args.study), indent=1) + "\n")
         print(f"wrote {args.out}")
     else:
-        print(
-            f"records re-keyed; proof appended to {apply(args.study, json.loads(Path(args.proof).read_text()), args.why)}"
-        )
+        log = apply(args.study, json.loads(Path(args.proof).read_text()), args.why)
+        print(f"records re-keyed; proof appended to {log}")
     return 0
 
 
