@@ -1,0 +1,109 @@
+"""The committed studies' records stay valid through refactors: each is keyed by the current training-path
+code (so a fresh clone's rerun trains nothing), a migration re-keys records only on an identical
+fingerprint, and the latest recorded proof still holds on this code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mswelu.training_code import training_code
+from mswelu.workbook import migrate
+
+STUDIES = Path(__file__).resolve().parents[1] / "reports" / "studies"
+LEDGERS = sorted(p.parent for p in STUDIES.glob("*/runs") if any(p.glob("*.json")))
+
+
+@pytest.mark.parametrize("study", LEDGERS, ids=lambda p: p.name)
+def test_every_committed_record_is_keyed_by_the_current_training_code(study: Path) -> None:
+    stale = []
+    for path in sorted((study / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["key"]["code"]["digest"] != training_code(record["key"]["settings"])["digest"]:
+            stale.append(path.name)
+    assert not stale, (
+        f"{len(stale)} records of {study.name} name training code that is gone ({stale[:3]} ...), so "
+        "a rerun of the study would retrain them: if training is bit-identical, re-key them with "
+        "`python -m mswelu.workbook.migrate` (its docstring says how); otherwise rerun the study"
+    )
+
+
+@pytest.mark.parametrize("study", LEDGERS, ids=lambda p: p.name)
+def test_the_throughput_is_keyed_by_the_current_training_code(study: Path) -> None:
+    saved = json.loads((study / "throughput.json").read_text())
+    digests = {}
+    for path in sorted((study / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        digests.setdefault(record["variant"], record["key"]["code"]["digest"])
+    assert {v: k["code"] for v, k in saved["keys"].items()} == {v: digests[v] for v in saved["keys"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "study", [p for p in LEDGERS if (p / "migrations.json").is_file()], ids=lambda p: p.name
+)
+def test_the_latest_migration_proof_holds_on_this_code(study: Path) -> None:
+    """Training each variant a few steps on today's code gives the very losses and weights recorded when the
+    records were last re-keyed (with the code before that change): the proof is checked, not just stored."""
+    latest = json.loads((study / "migrations.json").read_text())[-1]
+    if latest["machine"] != migrate.machine():
+        pytest.skip(f"the proof's bits are of {latest['machine']}, this is {migrate.machine()}")
+    now = migrate.study_fingerprint(study.name)
+    assert now["fingerprint"] == latest["fingerprint"]
+    assert latest["to"] == {
+        json.loads(p.read_text())["variant"]: json.loads(p.read_text())["key"]["code"]["digest"]
+        for p in sorted((study / "runs").glob("*.json"))
+    }
+
+
+def _fake_study(tmp_path: Path, monkeypatch) -> Path:
+    folder = tmp_path / "studies" / "s"
+    (folder / "runs").mkdir(parents=True)
+    settings = {"preset": "small", "seq_len": 64, "activation": "silu", "model": {"d_state": 4}}
+    for seed in (0, 1):
+        record = {
+            "name": f"s-mamba-s{seed}",
+            "variant": "mamba",
+            "seed": seed,
+            "kind": "run",
+            "key": {"settings": settings, "code": {"digest": "old", "files": {}}},
+        }
+        (folder / "runs" / f"s-mamba-s{seed}.json").write_text(json.dumps(record))
+    (folder / "throughput.json").write_text(json.dumps({"keys": {"mamba": {"settings": {}, "code": "old"}}}))
+    monkeypatch.setattr(migrate, "_ledger_folder", lambda study: folder)
+    return folder
+
+
+def test_apply_refuses_a_proof_that_differs_and_changes_nothing(tmp_path: Path, monkeypatch) -> None:
+    folder = _fake_study(tmp_path, monkeypatch)
+    before = {p.name: p.read_bytes() for p in folder.rglob("*.json")}
+    here = {"mamba/fp32": {"losses": ["0x1.0p+3"], "weights": "a"}}
+    monkeypatch.setattr(
+        migrate, "study_fingerprint", lambda s: {"machine": migrate.machine(), "fingerprint": here}
+    )
+    proof = {
+        "study": "s",
+        "machine": migrate.machine(),
+        "fingerprint": {"mamba/fp32": {"losses": ["0x1.1p+3"], "weights": "a"}},
+    }
+    with pytest.raises(SystemExit, match="not bit-identical for mamba/fp32"):
+        migrate.apply("s", proof, "test")
+    assert {p.name: p.read_bytes() for p in folder.rglob("*.json")} == before
+
+
+def test_apply_rekeys_the_records_and_logs_the_proof(tmp_path: Path, monkeypatch) -> None:
+    folder = _fake_study(tmp_path, monkeypatch)
+    same = {"mamba/fp32": {"losses": ["0x1.0p+3"], "weights": "a"}}
+    monkeypatch.setattr(
+        migrate, "study_fingerprint", lambda s: {"machine": migrate.machine(), "fingerprint": same}
+    )
+    migrate.apply("s", {"study": "s", "machine": migrate.machine(), "fingerprint": same}, "moved files")
+    digest = training_code(json.loads((folder / "runs" / "s-mamba-s0.json").read_text())["key"]["settings"])
+    for path in (folder / "runs").glob("*.json"):
+        assert json.loads(path.read_text())["key"]["code"] == digest
+    assert json.loads((folder / "throughput.json").read_text())["keys"]["mamba"]["code"] == digest["digest"]
+    log = json.loads((folder / "migrations.json").read_text())
+    assert [e["why"] for e in log] == ["moved files"]
+    assert log[0]["from"] == {"mamba": "old"} and log[0]["to"] == {"mamba": digest["digest"]}
