@@ -39,7 +39,14 @@ from typing import Any
 __all__ = ["FINGERPRINT", "apply", "fingerprint", "machine", "study_fingerprint"]
 
 #: how a fingerprint trains: the study's settings with these overrides (small, fast, every step logged)
-FINGERPRINT = {"max_steps": 4, "batch_size": 4, "seq_len": 64, "warmup": 1, "dtypes": ["fp32", "bf16"]}
+FINGERPRINT = {
+    "max_steps": 4,
+    "batch_size": 4,
+    "seq_len": 64,
+    "warmup": 1,
+    "dtypes": ["fp32", "bf16"],
+    "threads": 1,
+}
 _DATA_TOKENS = 40_000
 _TOKENIZER = "bpe:4096"
 
@@ -61,7 +68,7 @@ def fingerprint(settings: Mapping[str, Any], data: str | Path, dtype: str) -> di
     from mswelu.train import train
 
     cfg = dict(settings)
-    cfg.update({k: v for k, v in FINGERPRINT.items() if k != "dtypes"})
+    cfg.update({k: v for k, v in FINGERPRINT.items() if k not in ("dtypes", "threads")})
     cfg.update(eval_every=0, eval_batches=1, ckpt_every=0, progress=False, dtype=dtype, data=str(data))
     cfg.update(out=tempfile.mkdtemp(prefix="mswelu-fingerprint-"), trackers=[])
     run = Path(train(cfg)["run_dir"])
@@ -90,15 +97,23 @@ def _variant_settings(study: str) -> dict[str, dict[str, Any]]:
 
 
 def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict[str, Any]:
-    """The fingerprint of every variant of ``study`` in every dtype of :data:`FINGERPRINT` on this code."""
+    """The fingerprint of every variant of ``study`` in every dtype of :data:`FINGERPRINT` on this code, on
+    one thread (a reduction split over threads sums in another order, so bits depend on the thread count)."""
+    import torch
+
     from mswelu.data import default_dataset
 
     data = default_dataset(max_tokens=_DATA_TOKENS, tokenizer=_TOKENIZER)
     settings = _variant_settings(study)
     out = {}
-    for variant in variants or sorted(settings):
-        for dtype in FINGERPRINT["dtypes"]:
-            out[f"{variant}/{dtype}"] = fingerprint(settings[variant], data, dtype)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(FINGERPRINT["threads"])
+    try:
+        for variant in variants or sorted(settings):
+            for dtype in FINGERPRINT["dtypes"]:
+                out[f"{variant}/{dtype}"] = fingerprint(settings[variant], data, dtype)
+    finally:
+        torch.set_num_threads(threads)
     return {"study": study, "machine": machine(), "fingerprint": out}
 
 
