@@ -12,6 +12,9 @@ import pytest
 from mswelu import workbook as wb
 from mswelu.workbook import compare as C
 from mswelu.workbook import ledger as L
+from mswelu.workbook.compare import variant_config
+from mswelu.workbook.reuse import as_run
+from mswelu.workbook.study import study_from_records
 
 
 @pytest.fixture
@@ -61,11 +64,11 @@ def test_a_training_path_change_invalidates_exactly_the_runs_it_is_on(base, tmp_
     monkeypatch.setattr(L, "training_code", edited)
     for variant, stale in (("mamba", False), ("mamba2", True)):
         name = f"inv-{variant}-s0"
-        cfg = wb.as_run(wb.variant_config(base, variant), name, seed=0)
+        cfg = as_run(variant_config(base, variant), name, seed=0)
         record, why = ledger.lookup(name, cfg)
         assert (record is None) == stale
         assert (why == "training code changed: modules/mamba2_mixer.py") if stale else why is None
-    other = wb.as_run({**wb.variant_config(base, "mamba"), "lr": 0.5}, "inv-mamba-s0", seed=0)
+    other = as_run({**variant_config(base, "mamba"), "lr": 0.5}, "inv-mamba-s0", seed=0)
     assert ledger.lookup("inv-mamba-s0", other) == (None, "settings differ: lr")
 
 
@@ -95,7 +98,7 @@ def test_the_committed_study_rebuilds_from_its_records_alone() -> None:
 
     root = Path(__file__).resolve().parent.parent
     study = "activations-cpu"
-    data, claims = wb.study_from_records(study, root=root)
+    data, claims = study_from_records(study, root=root)
     rows = analysis.evaluate_claims(claims, data)
     committed = json.loads((root / "reports" / "studies" / study / "metrics.json").read_text())["metrics"]
     table = pd.DataFrame(committed["study"]["rows"])
