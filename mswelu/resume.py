@@ -23,6 +23,10 @@ __all__ = ["TrainState", "check_compatible", "find_resume", "restore", "save"]
 SPENT = ("train_time_s", "wall_time_s", "trained_tokens")
 
 
+def _nothing_spent() -> dict[str, float]:
+    return {"train_time_s": 0.0, "wall_time_s": 0.0, "trained_tokens": 0}
+
+
 @dataclass
 class TrainState:
     """Where a run stands: what :func:`save` writes beside the weights and the optimizer, and
@@ -38,8 +42,8 @@ class TrainState:
     nonfinite_run: int = 0
     last_val: dict[str, Any] = field(default_factory=dict)
     last_train: dict[str, Any] = field(default_factory=dict)  # the last training record logged
-    earlier: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SPENT, 0))
-    sitting: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SPENT, 0))
+    earlier: dict[str, float] = field(default_factory=_nothing_spent)
+    sitting: dict[str, float] = field(default_factory=_nothing_spent)
 
     def spent(self) -> dict[str, float]:
         """Training time, wall time and tokens trained over every sitting, this one included."""

@@ -68,6 +68,64 @@ class RunSetup:
     n_params: int
 
 
+def build_run_model(cfg: TrainConfig, plan: RunPlan) -> nn.Module:
+    """The run's model, freshly initialised (seeded by the caller)."""
+    return build_model(cfg.preset, plan.model_vocab, cfg.seq_len, cfg.activation, **plan.model_overrides)
+
+
+def build_setup(
+    cfg: TrainConfig, info: du.DistInfo, plan: RunPlan, emit: Callable[..., None], autocast: Callable[[], Any]
+) -> tuple[RunSetup, TrainState]:
+    """A sitting's :class:`RunSetup`, built in the order a seeded run's numbers depend on (seed, model,
+    optimizer, schedule, loaders), and its :class:`~mswelu.resume.TrainState`: fresh, or restored with the
+    weights, optimizer, RNGs and loader positions from ``plan.resume_from``."""
+    run_dir, state = RunWriter(plan.out), TrainState()
+    accum, micro = cfg.grad_accum(info.world_size), cfg.micro(info.world_size)
+    if info.device.type == "cpu":
+        # The scan's backward produces subnormal floats (exp(delta * A) of long decays), which x86 CPUs
+        # process many times slower; flushing them left a 12-step `small` run's loss bit-identical
+        # (`python -m mswelu.bench model --keep-denormals` shows the effect).
+        torch.set_flush_denormal(True)
+    dtype = torch.bfloat16 if cfg.uses_bf16(info.device.type) else None  # autocast
+    if info.is_main:
+        run_dir.prepare(clear=plan.clear)
+    du.barrier(info)
+
+    ckpt.seed_everything(cfg.seed)
+    built = build_run_model(cfg, plan).to(info.device)
+    if cfg.activation_checkpointing:  # recompute each block in the backward
+        built.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    n_params = count_parameters(built)
+    emit("model", {"model": built})
+    sharding = cfg.parallel == "fsdp" and info.enabled
+    full_state = None  # a one-process (full) checkpoint resumed under FSDP: read before sharding
+    if sharding and plan.resume_from is not None and ckpt.checkpoint_format(plan.resume_from) == "full":
+        plain = build_optimizer(built, cfg.optimizer, **cfg.optimizer_kwargs())
+        full_state = sharded_checkpoint.full_to_sharded(plan.resume_from, built, plain)
+    models = parallel.handles(built, info, cfg.parallel, cfg.compile, cfg.fsdp_param_dtype, cfg.cpu_offload)
+    optimizer = build_optimizer(models.built, cfg.optimizer, **cfg.optimizer_kwargs())
+    if full_state is not None:
+        sharded_checkpoint.apply_full_optimizer_state(models.built, optimizer.optimizers, full_state[0])
+    schedule = LRSchedule(
+        optimizer, cfg.total_steps(), cfg.warmup, cfg.schedule, cfg.min_lr_ratio, cfg.decay_fraction
+    )
+    loaders = TokenLoader.for_micro_steps(
+        plan.data, micro, cfg.seq_len, cfg.seed, info.rank, info.world_size, accum
+    )
+    evaluator = evaluation.Evaluator(plan.data, plan.meta, cfg.seq_len, micro, info, autocast)
+    if plan.resume_from is not None:
+        preloaded = None if full_state is None else full_state[1]
+        state = resume.restore(plan.resume_from, models.built, optimizer, loaders, info, preloaded)
+        set_hyperparameters(optimizer, cfg.lr, cfg.weight_decay, cfg.k_lr_scale)
+        if info.is_main:
+            progress.log(f"resumed from {plan.resume_from} at step {state.step} ({state.tokens} tokens)")
+    record = cfg.record(info.world_size, plan.data, plan.out, plan.meta, models.built, info.device)
+    setup = RunSetup(
+        info, plan, run_dir, models, optimizer, schedule, loaders, evaluator, dtype, record, n_params
+    )
+    return setup, state
+
+
 class Trainer:
     """One training run; see the module docstring. ``callbacks``: ``cb(event, trainer, info)``.
 
@@ -86,74 +144,19 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ set-up
     def _setup(self, info: du.DistInfo, plan: RunPlan) -> None:
-        cfg = self.cfg
-        run_dir = RunWriter(plan.out)
-        accum, micro = cfg.grad_accum(info.world_size), cfg.micro(info.world_size)
-        if info.device.type == "cpu":
-            # The scan's backward produces subnormal floats (exp(delta * A) of long decays), which x86 CPUs
-            # process many times slower; flushing them left a 12-step `small` run's loss bit-identical
-            # (`python -m mswelu.bench model --keep-denormals` shows the effect).
-            torch.set_flush_denormal(True)
-        dtype = torch.bfloat16 if cfg.uses_bf16(info.device.type) else None  # autocast
-        if info.is_main:
-            run_dir.prepare(clear=plan.clear)
-        du.barrier(info)
-
-        ckpt.seed_everything(cfg.seed)
-        built = self._build_model(plan).to(info.device)
-        if cfg.activation_checkpointing:
-            enable = (
-                getattr(built, "activation_checkpointing_enable", None) or built.gradient_checkpointing_enable
-            )
-            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        n_params = count_parameters(built)
-        self._emit("model", {"model": built})
-        sharding = cfg.parallel == "fsdp" and info.enabled
-        full_state = None  # a one-process (full) checkpoint resumed under FSDP: read before sharding
-        if sharding and plan.resume_from is not None and ckpt.checkpoint_format(plan.resume_from) == "full":
-            plain = build_optimizer(built, cfg.optimizer, **cfg.optimizer_kwargs())
-            full_state = sharded_checkpoint.full_to_sharded(plan.resume_from, built, plain)
-        models = parallel.handles(
-            built, info, cfg.parallel, cfg.compile, cfg.fsdp_param_dtype, cfg.cpu_offload
-        )
-        optimizer = build_optimizer(models.built, cfg.optimizer, **cfg.optimizer_kwargs())
-        if full_state is not None:
-            sharded_checkpoint.apply_full_optimizer_state(models.built, optimizer.optimizers, full_state[0])
-        schedule = LRSchedule(
-            optimizer, cfg.total_steps(), cfg.warmup, cfg.schedule, cfg.min_lr_ratio, cfg.decay_fraction
-        )
-        loaders = TokenLoader.for_micro_steps(
-            plan.data, micro, cfg.seq_len, cfg.seed, info.rank, info.world_size, accum
-        )
-        evaluator = evaluation.Evaluator(plan.data, plan.meta, cfg.seq_len, micro, info, self._autocast)
-        if plan.resume_from is not None:
-            preloaded = None if full_state is None else full_state[1]
-            self.state = resume.restore(plan.resume_from, models.built, optimizer, loaders, info, preloaded)
-            set_hyperparameters(optimizer, cfg.lr, cfg.weight_decay, cfg.k_lr_scale)
-            if info.is_main:
-                progress.log(
-                    f"resumed from {plan.resume_from} at step {self.state.step} ({self.state.tokens} tokens)"
-                )
-        record = cfg.record(info.world_size, plan.data, plan.out, plan.meta, models.built, info.device)
-        self.setup = RunSetup(
-            info, plan, run_dir, models, optimizer, schedule, loaders, evaluator, dtype, record, n_params
-        )
+        self.setup, self.state = build_setup(self.cfg, info, plan, self._emit, self._autocast)
         du.run_on_main(self._open_log, info)  # a tracker that cannot start stops every rank
         if info.is_main:
-            run_dir.write_config(record)
-            if cfg.monitor_interval() > 0:
-                self.log.sample_devices(cfg.monitor_interval(), lambda sample: self._emit("device", sample))
+            self.setup.run_dir.write_config(self.setup.record)
+            if self.cfg.monitor_interval() > 0:
+                emit = self._emit
+                self.log.sample_devices(self.cfg.monitor_interval(), lambda sample: emit("device", sample))
 
     def _open_log(self) -> None:
         s = self.setup
         resumed = self.state.step if s.plan.resume_from is not None else None
         trackers = self.cfg.resolved_trackers()
         self.log = MetricsLog.for_run(s.run_dir, s.record, trackers, resumed, self.state.last_train)
-
-    def _build_model(self, plan: RunPlan) -> nn.Module:
-        """The run's model, freshly initialised (seeded by the caller)."""
-        cfg = self.cfg
-        return build_model(cfg.preset, plan.model_vocab, cfg.seq_len, cfg.activation, **plan.model_overrides)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -330,7 +333,7 @@ class Trainer:
         """``final/`` (``save_pretrained``) on rank 0; under FSDP the shards are gathered into a fresh
         unsharded copy first (collective), so ``final/`` is the same folder whatever the parallel mode."""
         s, state = self.setup, self.state
-        model = parallel.unsharded(s.models.built, lambda: self._build_model(s.plan), s.info.is_main)
+        model = parallel.unsharded(s.models.built, lambda: build_run_model(self.cfg, s.plan), s.info.is_main)
         if s.info.is_main:
             figures = {**state.last_val, "steps": state.step, "tokens": state.tokens}
             args = (s.plan.data, s.plan.meta, s.record, figures, self.cfg.seq_len)
@@ -359,12 +362,9 @@ class Trainer:
             "tokens": state.tokens,
             **{k: last[k] for k in ("loss", "lr", "grad_norm")},
         }
+        record.update(tokens_per_s=rate, nonfinite_skipped=state.nonfinite_total)
         # every activation shape parameter as a table {slot: value} under its name (k, lambda, beta, ...)
-        record.update(
-            tokens_per_s=rate,
-            nonfinite_skipped=state.nonfinite_total,
-            **shape_values(self.setup.models.built),
-        )
+        record.update(shape_values(self.setup.models.built))
         state.last_train = record
         self._record(record)
         self.progress.step(state.step, last["loss"], rate)
