@@ -128,3 +128,30 @@ def test_a_records_data_key_is_what_the_data_hold_not_where(embedded_data, tmp_p
     meta["splits"]["val"]["sha256"] = "0" * 64
     (moved / "meta.json").write_text(json.dumps(meta))
     assert data_content(moved) != data_content(embedded_data)
+
+
+def test_the_committed_studys_metrics_come_from_the_one_assembly() -> None:
+    """Notebook 05 and the rebuild from records share :func:`assemble_study`: the rebuilt study's
+    ``metrics.json`` figures (the lr and the seeds' summary per variant, the counts, the verdicts) are the
+    committed ones."""
+    from pathlib import Path
+
+    from mswelu.workbook.study import rebuild_study
+
+    root = Path(__file__).resolve().parent.parent
+    study = rebuild_study("activations-cpu", root=root)
+    judged, counts = study.judge()
+    got = study.metrics(judged, counts)
+    want = json.loads((root / "reports" / "studies" / "activations-cpu" / "metrics.json").read_text())[
+        "metrics"
+    ]
+    assert got["lr"] == want["lr"] and got["counts"] == want["counts"] and got["claims"] == want["claims"]
+    assert list(study.table.index) == list(want["variants"])
+    for variant, figures in want["variants"].items():
+        mine = got["variants"][variant]
+        assert {k: mine[k] for k in ("params", "seeds", "lr")} == {
+            k: figures[k] for k in ("params", "seeds", "lr")
+        }
+        for k in ("val_bpb_mean", "val_bpb_sd", "val_loss_mean", "val_loss_sd"):
+            assert mine[k] == pytest.approx(figures[k], rel=1e-6), (variant, k)
+    assert got["study"]["context"] == want["study"]["context"]
