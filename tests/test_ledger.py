@@ -98,7 +98,8 @@ def test_the_committed_study_rebuilds_from_its_records_alone() -> None:
 
     root = Path(__file__).resolve().parent.parent
     study = "activations-cpu"
-    data, claims = study_from_records(study, root=root)
+    rebuilt = study_from_records(study, root=root)
+    data, claims = rebuilt.data, rebuilt.claims
     rows = analysis.evaluate_claims(claims, data)
     committed = json.loads((root / "reports" / "studies" / study / "metrics.json").read_text())["metrics"]
     table = pd.DataFrame(committed["study"]["rows"])
@@ -136,10 +137,8 @@ def test_the_committed_studys_metrics_come_from_the_one_assembly() -> None:
     committed ones."""
     from pathlib import Path
 
-    from mswelu.workbook.study import rebuild_study
-
     root = Path(__file__).resolve().parent.parent
-    study = rebuild_study("activations-cpu", root=root)
+    study = study_from_records("activations-cpu", root=root)
     judged, counts = study.judge()
     got = study.metrics(judged, counts)
     want = json.loads((root / "reports" / "studies" / "activations-cpu" / "metrics.json").read_text())[

@@ -130,21 +130,12 @@ def _results_table(
     )
 
 
-def study_from_records(
-    study: str, root: str | os.PathLike[str] | None = None
-) -> tuple[StudyData, tuple[Claim, ...]]:
+def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -> Study:
     """A committed study rebuilt from its committed files alone, as a fresh clone has them: its parameters
     (``notebooks/studies/<study>.yaml``), every model and sweep point from its ledger records, the speeds
-    from its ``throughput.json``; no run folder, no dataset, no training. Returns the study's data and the
-    claims notebook 05 judged, so that ``analysis.evaluate_claims(claims, data)`` gives its table again.
-    ``root``: the checkout (default: the project root). A ValueError names a record the study needs and its
-    ledger lacks."""
-    built = rebuild_study(study, root)
-    return built.data, built.claims
-
-
-def rebuild_study(study: str, root: str | os.PathLike[str] | None = None) -> Study:
-    """The :class:`Study` of :func:`study_from_records`."""
+    from its ``throughput.json``; no run folder, no dataset, no training. ``study.judge()`` then gives the
+    table notebook 05 judged, and ``study.metrics`` its ``metrics.json`` figures. ``root``: the checkout
+    (default: the project root). A ValueError names a record the study needs and its ledger lacks."""
     import yaml
 
     from mswelu.paths import project_root
