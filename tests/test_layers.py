@@ -188,3 +188,20 @@ def test_the_notebook_rule_sees_a_lower_import(tmp_path: Path) -> None:
     ]
     (tmp_path / "x.ipynb").write_text(json.dumps({"cells": cells}))
     assert _notebook_imports(tmp_path / "x.ipynb") == {"workbook", "paths"}
+
+
+def test_the_workbook_facade_exports_what_the_notebooks_use_and_nothing_else() -> None:
+    """``wb.<name>`` in every notebook's code resolves, and every name the facade exports is used by one."""
+    import json
+    import re
+
+    from mswelu import workbook as wb
+
+    used = set()
+    for notebook in sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(notebook.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                used |= set(re.findall(r"\bwb\.([A-Za-z_]\w*)", "".join(cell["source"])))
+    assert not sorted(used - set(wb.__all__)), "used by a notebook, not exported"
+    assert not sorted(set(wb.__all__) - used), "exported, used by no notebook"
+    assert all(hasattr(wb, name) for name in wb.__all__)

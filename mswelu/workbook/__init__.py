@@ -37,8 +37,8 @@ from mswelu.workbook.plots import (
     plot_variant_bpb,
     plot_variant_curves,
 )
-from mswelu.workbook.profiles import comparison_config, data_for, data_label, resolve_profile, smoke_config
-from mswelu.workbook.prologue import format_samples, keep_executed_notebook, start
+from mswelu.workbook.profiles import comparison_config, data_for, resolve_profile, smoke_config
+from mswelu.workbook.prologue import format_samples, keep_executed_notebook, notebook_parameters, start
 from mswelu.workbook.study import assemble_study
 from mswelu.workbook.tasks import task_scores
 
@@ -48,7 +48,6 @@ __all__ = [
     "bracketed_lr_sweep",
     "comparison_config",
     "data_for",
-    "data_label",
     "display_path",
     "ensure_run",
     "execute_plan",
