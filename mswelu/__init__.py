@@ -3,10 +3,10 @@
 Public names are imported lazily so that ``import mswelu`` stays cheap and never fails on a
 machine without the optional GPU kernels.
 
-``import mswelu`` also makes the model type ``mamba_swelu`` known to transformers' Auto classes, so a run's
-``final/`` loads with ``AutoConfig`` / ``AutoModelForCausalLM`` / ``pipeline`` like any Hub model. The
-registration waits until transformers' Auto modules are imported (an import hook), so ``import mswelu``
-itself imports neither transformers nor torch.
+``import mswelu`` also makes the model type ``mamba_swelu`` known to transformers' Auto classes, whichever of
+the two is imported first, so a run's ``final/`` loads with ``AutoConfig`` / ``AutoModelForCausalLM`` /
+``pipeline`` like any Hub model. This is the only registration; it waits until transformers' Auto modules
+are imported (an import hook), so ``import mswelu`` itself imports neither transformers nor torch.
 """
 
 from __future__ import annotations
@@ -44,26 +44,31 @@ def __getattr__(name: str) -> Any:
 
 
 # ------------------------------------------------------------------ Auto-class registration
+# The one place ``mamba_swelu`` is registered with transformers (``modeling.py`` registers nothing itself):
+# after transformers' Auto module has run (an import hook), or at once when it ran before ``import mswelu``.
 _AUTO_CONFIG = "transformers.models.auto.configuration_auto"
 _AUTO_MODEL = "transformers.models.auto.modeling_auto"
 
 
 def _register(name: str, module: ModuleType) -> None:
-    """Once transformers' Auto module ``name`` has run: add ``mamba_swelu`` to it. The model class
-    registers itself when :mod:`mswelu.modeling` is imported (a module that is mid-import, because it
-    is the one importing transformers, finishes that itself)."""
+    """Add ``mamba_swelu`` to transformers' Auto module ``name`` (``AutoConfig``, or
+    ``AutoModelForCausalLM``: the model's module is imported then, and with it torch)."""
     try:
-        if name == _AUTO_CONFIG:
-            from mswelu.configuration import MambaSWELUConfig
+        from mswelu.configuration import MambaSWELUConfig
 
+        if name == _AUTO_CONFIG:
             module.AutoConfig.register(MambaSWELUConfig.model_type, MambaSWELUConfig, exist_ok=True)
         else:
-            importlib.import_module("mswelu.modeling")
+            from mswelu.modeling import MambaSWELUForCausalLM
+
+            module.AutoModelForCausalLM.register(MambaSWELUConfig, MambaSWELUForCausalLM, exist_ok=True)
     except Exception as exc:  # noqa: BLE001 - never break transformers' own import
         warnings.warn(f"mswelu could not register its model with transformers: {exc!r}", stacklevel=2)
 
 
 class _Loader(importlib.abc.Loader):
+    """Runs an Auto module with its own loader, then :func:`_register`."""
+
     def __init__(self, inner: importlib.abc.Loader, name: str) -> None:
         self.inner, self.name = inner, name
 
@@ -76,28 +81,23 @@ class _Loader(importlib.abc.Loader):
 
 
 class _AutoHook(importlib.abc.MetaPathFinder):
-    """Finds transformers' two Auto modules through the other finders and runs :func:`_register` after
-    each has executed."""
+    """Finds transformers' two Auto modules through the other finders and gives them a :class:`_Loader`."""
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if name not in (_AUTO_CONFIG, _AUTO_MODEL):
             return None
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
+            spec = (
+                None if finder is self else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            )
             if spec is not None and spec.loader is not None:
                 spec.loader = _Loader(spec.loader, name)
                 return spec
         return None
 
 
-def _install_auto_registration() -> None:
-    if not any(isinstance(f, _AutoHook) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AutoHook())
-    for name in (_AUTO_CONFIG, _AUTO_MODEL):  # transformers was imported before mswelu
-        if name in sys.modules:
-            _register(name, sys.modules[name])
-
-
-_install_auto_registration()
+if not any(isinstance(f, _AutoHook) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AutoHook())
+for _name in (_AUTO_CONFIG, _AUTO_MODEL):  # transformers was imported before mswelu
+    if _name in sys.modules:
+        _register(_name, sys.modules[_name])

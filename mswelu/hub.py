@@ -25,7 +25,7 @@ from mswelu.data.tokenizer import GPT2_EOS, gpt2_vocab_files
 from mswelu.progress import log
 from mswelu.runs import MODEL_CARD
 
-__all__ = ["hf_tokenizer", "launch_command", "model_card", "write_hub_files"]
+__all__ = ["hf_tokenizer", "launch_command", "model_card", "write_final_files", "write_hub_files"]
 
 
 def hf_tokenizer(name: str, model_max_length: int | None = None) -> Any:
@@ -250,3 +250,21 @@ def write_hub_files(
     )
     gen.save_pretrained(str(folder))
     (folder / MODEL_CARD).write_text(model_card(record, figures, tokenizer, meta, command), encoding="utf-8")
+
+
+def write_final_files(
+    folder: Path,
+    model: Any,
+    data: Path,
+    meta: Mapping[str, Any],
+    record: Mapping[str, Any],
+    figures: Mapping[str, Any],
+    seq_len: int,
+) -> None:
+    """:func:`write_hub_files` for a run's ``final/``: the tokenizer its ``data`` were prepared with, and the
+    model's shape values and context (``seq_len`` for a model without a limit) added to ``figures``."""
+    from mswelu.data import tokenizer_name
+    from mswelu.models import max_context, shape_values
+
+    figures = {**figures, "shape": shape_values(model), "context": max_context(model) or seq_len}
+    write_hub_files(folder, model, tokenizer_name(data, meta), record, figures, meta)

@@ -362,7 +362,7 @@ def launch(
 
         def forward_logs(event: str, trainer: Any, info: dict[str, Any]) -> None:
             if event == "log" and on_metrics is not None:
-                on_metrics(trainer.out.name, info)
+                on_metrics(trainer.setup.plan.out.name, info)
 
         return [
             {

@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mswelu import trackers as tr
+from mswelu.devices import DeviceSampler
 from mswelu.progress import log
 from mswelu.runs import METRICS, RunWriter, read_jsonl
 
-__all__ = ["MetricsLog", "attach_to_trackers"]
+__all__ = ["MetricsLog", "attach_to_trackers", "run_summary"]
 
 
 class MetricsLog:
@@ -55,6 +56,37 @@ class MetricsLog:
         )
         self.file = run.open_metrics(resume_step)
         self.dropped_torn_line = run.dropped_torn_line  # the resumed log ended in a torn line (a crash)
+        self.sampler: DeviceSampler | None = None
+        self.on_sample: Callable[[dict[str, Any]], None] = lambda sample: None
+
+    def sample_devices(self, every: float, on_sample: Callable[[dict[str, Any]], None]) -> None:
+        """Sample the devices every ``every`` seconds on a background thread (:mod:`mswelu.devices`); the
+        samples are written before the next record, at its step, and each is passed to ``on_sample``."""
+        try:
+            self.sampler = DeviceSampler(every).start()
+        except ImportError as exc:  # psutil is a dependency; a broken install loses the figures only
+            log(f"no device figures: {exc} (pip install psutil)")
+        self.on_sample = on_sample
+
+    @classmethod
+    def for_run(
+        cls,
+        run: RunWriter,
+        record: Mapping[str, Any],
+        trackers: Sequence[str],
+        resume_step: int | None,
+        last_train: Mapping[str, Any],
+    ) -> MetricsLog:
+        """The log of a training run whose config record is ``record`` (its learnable shape parameters go to
+        the trackers), resumed at ``resume_step`` (None: a fresh run). When a crash tore the last line and
+        that was the checkpoint's own training record, ``last_train``, it is written again."""
+        learned = {p for slot in record.get("_shape_slots") or () for p in slot["learnable"]}
+        metrics = cls(run, resume_step, trackers, shape_scalars=learned, config=record)
+        if resume_step is not None and last_train and metrics.dropped_torn_line:
+            if last_train["step"] not in metrics.logged_steps():
+                metrics.write(dict(last_train))
+                log(f"the step-{last_train['step']} record restored from the checkpoint")
+        return metrics
 
     def logged_steps(self) -> set[int]:
         """Steps of the training records in the log (after a resume's truncation)."""
@@ -62,6 +94,11 @@ class MetricsLog:
         return {int(r["step"]) for r in read_jsonl(self.run.path / METRICS) if "loss" in r and "step" in r}
 
     def write(self, record: dict[str, Any]) -> None:
+        """``record`` (with ``step`` and ``tokens``), after the device samples taken since the last one."""
+        self._write_device_samples(record["step"], record.get("tokens"))
+        self._append(record)
+
+    def _append(self, record: dict[str, Any]) -> None:
         with self._lock:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
@@ -74,7 +111,15 @@ class MetricsLog:
         """Device samples (:meth:`mswelu.devices.DeviceSampler.drain`) as records at ``step``."""
         for s in samples:
             figures = {k: v for k, v in s.items() if k != "time"}
-            self.write({"step": step, "tokens": tokens, "time": s.get("time"), "device": figures})
+            self._append({"step": step, "tokens": tokens, "time": s.get("time"), "device": figures})
+
+    def _write_device_samples(self, step: int, tokens: int | None) -> None:
+        if self.sampler is None:
+            return
+        samples = self.sampler.drain()
+        self.write_device(samples, step, tokens)
+        for sample in samples:
+            self.on_sample({"step": step, **sample})
 
     def _to_trackers(self, values: dict[str, float], step: int) -> None:
         for t in list(self.trackers):
@@ -90,9 +135,15 @@ class MetricsLog:
         self.file.flush()
         os.fsync(self.file.fileno())
 
-    def close(self, summary: Mapping[str, Any] | None = None, failed: bool = False) -> None:
-        """Finish every tracker (with the run's final figures and its summary, config and model card as
-        files), then close the metrics file."""
+    def close(
+        self, summary: Mapping[str, Any] | None = None, failed: bool = False, at: tuple[int, int] = (0, 0)
+    ) -> None:
+        """Write the last device samples at step and tokens ``at``; finish every tracker (with the run's final
+        figures and its summary, config and model card as files), then close the metrics file."""
+        if self.sampler is not None:
+            self.sampler.stop()
+            self._write_device_samples(*at)
+            self.sampler = None
         files = [p for p in self.run.tracked_files() if p.is_file()]
         for t in self.trackers:
             try:
@@ -110,3 +161,29 @@ def attach_to_trackers(run_dir: str | os.PathLike[str], files: Sequence[str | os
     if not run.tracker_state.is_file():
         return []
     return tr.attach_files(run.tracker_state, run.path, [Path(f) for f in files])
+
+
+def run_summary(
+    record: Mapping[str, Any],
+    figures: Mapping[str, Any],
+    spent: Mapping[str, float],
+    last_val: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``summary.json`` of a run: its identity (from the config ``record``), ``figures`` (``run_dir``,
+    ``run_name``, then steps, tokens, losses, ... in the order given) and the time ``spent`` over every
+    sitting (tokens/s from training time only)."""
+    train_s = spent["train_time_s"]
+    summary = {k: figures[k] for k in ("run_dir", "run_name")}
+    summary.update({k: record[k] for k in ("preset", "activation", "optimizer", "seed")})
+    summary.update(
+        {k: record[f"_{k}"] for k in ("total_steps", "tokens_per_step", "world_size", "grad_accum")}
+    )
+    summary.update({k: figures[k] for k in ("steps", "tokens", "parameters", "train_loss")})
+    summary.update({k: last_val.get(k) for k in ("val_loss", "val_ppl", "val_bpb")})
+    summary.update(tokens_per_s=spent["trained_tokens"] / train_s if train_s > 0 else None)
+    summary.update(nonfinite_skipped=figures["nonfinite_skipped"], wall_time_s=spent["wall_time_s"])
+    summary.update(train_time_s=train_s)
+    rest = {k: v for k, v in figures.items() if k not in summary and k != "shape"}
+    summary.update(rest)
+    summary.update(baseline=record.get("_baseline"), **figures["shape"])
+    return summary

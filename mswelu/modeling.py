@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -48,7 +48,7 @@ from mswelu.modules.mixers.common import activation_for, activation_parameter_co
 from mswelu.modules.norms import RMSNorm, norm_parameter_count
 from mswelu.modules.slots import ShapeSlot
 from mswelu.ops.backends import BACKENDS, resolve_backend
-from mswelu.ops.lm_loss import linear_cross_entropy, next_token_loss
+from mswelu.ops.lm_loss import linear_cross_entropy
 
 __all__ = [
     "MambaSWELUCache",
@@ -74,7 +74,6 @@ class MambaSWELUCache:
     is_compileable = False
 
     def __init__(self, config: MambaSWELUConfig) -> None:
-        self.layer_pattern = config.layer_pattern
         self.states: list[dict[str, torch.Tensor]] = [{} for _ in range(config.n_layer)]
         self.seqlen_offset = 0
 
@@ -136,16 +135,17 @@ class MambaSWELUPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True  # per block: gradient_checkpointing_enable()
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
-        """HF's tied keys plus a block's ``tied_activation_keys`` (``mixer.act_gate.* -> mixer.act_conv.*``
-        where one activation module serves both in-mixer slots: safetensors saves it once and loading
-        restores the sharing)."""
+        """HF's tied keys plus each block's own ``_tied_weights_keys`` (``mixer.act_gate.* ->
+        mixer.act_conv.*`` where one activation module serves both in-mixer slots, declared by the block
+        alone): transformers reads a plain module's keys when saving (safetensors saves the shared tensor
+        once) but only a ``PreTrainedModel``'s when tying, so they are added here and loading restores the
+        sharing."""
         tied = super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
         if not all_submodels:
             prefix, blocks = self._blocks()
             for i, block in enumerate(blocks):
-                keys = getattr(block, "tied_activation_keys", None)
-                if callable(keys):
-                    tied.update({f"{prefix}{i}.{k}": f"{prefix}{i}.{v}" for k, v in keys().items()})
+                keys = getattr(block, "_tied_weights_keys", None) or {}
+                tied.update({f"{prefix}{i}.{k}": f"{prefix}{i}.{v}" for k, v in keys.items()})
         return tied
 
     def _blocks(self) -> tuple[str, nn.ModuleList]:
@@ -325,7 +325,7 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
-        targets: torch.LongTensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         cache: MambaSWELUCache | None = None,
@@ -334,25 +334,30 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = True,
         logits_to_keep: int = 0,
-        **kwargs: Any,
+        cache_params: MambaSWELUCache | None = None,
+        past_key_values: MambaSWELUCache | None = None,
     ) -> MambaSWELUCausalLMOutput | tuple:
-        """Logits (fp32) for every position; ``labels`` (usually ``input_ids``) are shifted here, once.
-
-        ``targets`` (B, L), already aligned with ``input_ids`` (the trainer's ``w[:, 1:]``), returns the
-        loss alone (``logits`` None), computed by the fused head + loss
-        (:func:`mswelu.ops.lm_loss.linear_cross_entropy`): the same number without the full logits.
+        """Logits (fp32) for every position, and the mean next-token loss when given targets, in the Hugging
+        Face convention: ``labels`` (B, L), usually ``input_ids``, are shifted here, once (the last position
+        is not scored); ``shift_labels`` (B, L) are already aligned with ``input_ids`` (the trainer's
+        ``w[:, 1:]``) and return the loss alone (``logits`` None: the full logits are never materialised).
+        Either way the loss is one computation, the fused head + loss
+        (:func:`mswelu.ops.lm_loss.linear_cross_entropy`).
 
         With ``use_cache=True`` (or a ``cache``) the returned cache continues the sequence: pass it back
         with the next token(s) as ``cache`` (the older names ``cache_params`` and ``past_key_values`` are
         accepted too). ``attention_mask`` must be all ones (no padding support: batch prompts of equal
-        length). ``cache_position`` is accepted for HF compatibility and checked against the cache.
+        length). ``cache_position`` is accepted for HF compatibility and checked against the cache. Any other
+        keyword is a TypeError (a misspelt argument is never ignored).
         """
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             raise ValueError(
                 "attention_mask with padding is not supported (Mamba states would absorb pad tokens): "
                 "use prompts of equal length, or generate one prompt at a time"
             )
-        cache = pick_cache(cache=cache, **{n: kwargs.pop(n, None) for n in CACHE_NAMES[1:]})
+        if labels is not None and shift_labels is not None:
+            raise ValueError("pass labels (shifted here) or shift_labels (already aligned), not both")
+        cache = pick_cache(cache=cache, cache_params=cache_params, past_key_values=past_key_values)
         if cache is not None and not isinstance(cache, MambaSWELUCache):
             raise ValueError(f"the cache must be a MambaSWELUCache, got {type(cache).__name__}")
         if cache is None and use_cache:
@@ -368,19 +373,15 @@ class MambaSWELUForCausalLM(MambaSWELUPreTrainedModel, GenerationMixin):
             cache=cache,
             output_hidden_states=bool(output_hidden_states),
         )
-        if targets is not None:
-            if labels is not None or logits_to_keep:
-                raise ValueError("targets replaces labels and logits: pass one of them")
-            loss = linear_cross_entropy(hidden, self.lm_head.weight, targets)
-            out = _output(loss, None, cache, all_hidden)
-            return out if return_dict is not False else out.to_tuple()
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden).float()
-        loss = None
-        if labels is not None:  # shift the labels (not the logits: no copy of the big tensor)
-            shifted = F.pad(labels[:, 1:].to(logits.device), (0, 1), value=-100)
-            loss = next_token_loss(logits, shifted)
+        if labels is not None:  # shift the labels (not the hidden states: no copy of the big tensor)
+            shift_labels = F.pad(labels[:, 1:].to(hidden.device), (0, 1), value=-100)
+        loss = (
+            None if shift_labels is None else linear_cross_entropy(hidden, self.lm_head.weight, shift_labels)
+        )
+        logits = None
+        if labels is not None or shift_labels is None:
+            kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+            logits = self.lm_head(kept).float()
         out = _output(loss, logits, cache, all_hidden)
         return out if return_dict is not False else out.to_tuple()
 
@@ -456,7 +457,3 @@ def parameter_count(config: MambaSWELUConfig) -> int:
     with torch.device("meta"):
         model = MambaSWELUForCausalLM(config)
     return sum(p.numel() for p in model.parameters())
-
-
-AutoConfig.register(MambaSWELUConfig.model_type, MambaSWELUConfig, exist_ok=True)
-AutoModelForCausalLM.register(MambaSWELUConfig, MambaSWELUForCausalLM, exist_ok=True)

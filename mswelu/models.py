@@ -56,7 +56,7 @@ def lm_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     from mswelu.modeling import MambaSWELUForCausalLM
 
     if isinstance(unwrap(model), MambaSWELUForCausalLM):
-        return model(input_ids=inputs, targets=targets).loss
+        return model(input_ids=inputs, shift_labels=targets).loss
     return next_token_loss(model(input_ids=inputs).logits, targets)
 
 

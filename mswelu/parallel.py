@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,12 +36,16 @@ from mswelu import distributed as du
 __all__ = [
     "FSDP_PARAM_DTYPES",
     "PARALLEL",
+    "ModelHandles",
     "clip_grad_norm",
+    "clip_gradients",
     "full_state_dict",
     "grad_sync",
+    "handles",
     "is_fsdp",
     "replicated_parameters",
     "sync_replicated_grads",
+    "unsharded",
     "wrap",
 ]
 
@@ -92,6 +97,38 @@ def wrap(
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
     return model
+
+
+@dataclass(frozen=True)
+class ModelHandles:
+    """The run's model under three handles, and the one rule for which is used where:
+
+    ============  ===============================================  ===========================================
+    handle        what it is                                       used for
+    ============  ===============================================  ===========================================
+    ``built``     the module as built (under FSDP: sharded in      the optimizer, gradient sync and clipping,
+                  place, so the same object)                       checkpoints, ``final/``, shape values, the
+                                                                   parameter count, the config record
+    ``compiled``  ``torch.compile(built)`` with ``compile``,       evaluation
+                  else ``built``
+    ``training``  ``compiled`` in DDP (several processes,          the training forward and backward
+                  ``parallel="ddp"``), else ``compiled``
+    ============  ===============================================  ===========================================
+    """
+
+    built: nn.Module
+    compiled: nn.Module
+    training: nn.Module
+
+
+def handles(
+    model: nn.Module, info: du.DistInfo, parallel: str, compile: bool, param_dtype: str, cpu_offload: bool
+) -> ModelHandles:
+    """The :class:`ModelHandles` of a run's freshly built ``model`` (sharded in place under ``fsdp``)."""
+    sharding = parallel == "fsdp" and info.enabled
+    built = wrap(model, info, "fsdp", param_dtype, cpu_offload) if sharding else model
+    compiled = torch.compile(built) if compile else built
+    return ModelHandles(built, compiled, compiled if sharding else wrap(compiled, info, "ddp"))
 
 
 def _blocks(model: nn.Module) -> Iterator[nn.Module]:
@@ -180,3 +217,27 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor] | None:
 
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return sd or None
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> float:
+    """The global gradient norm of ``model`` (FSDP's sharded and replicated gradients: one norm over all),
+    the gradients scaled so that it is at most ``max_norm``."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if is_fsdp(model):
+        return clip_grad_norm(params, max_norm)
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+
+def unsharded(model: nn.Module, build: Any, is_main: bool) -> nn.Module | None:
+    """``model`` itself without FSDP; under FSDP a fresh unsharded copy (``build()`` on the meta device, then
+    the gathered weights) on rank 0 and None elsewhere (collective: every rank calls it)."""
+    if not is_fsdp(model):
+        return model
+    state = full_state_dict(model)
+    if not is_main:
+        return None
+    with torch.device("meta"):
+        model = build()
+    model.load_state_dict(state, assign=True)
+    model.tie_weights()
+    return model

@@ -37,6 +37,15 @@ class RunPlan:
     changed: list[str] = field(default_factory=list)  # settings changed on resume that alter the numbers
     finished: dict[str, Any] | None = None  # the summary of a finished run asked to resume: nothing to do
 
+    def finished_notice(self) -> str:
+        """What a rerun of a finished run says (it changes nothing)."""
+        steps = self.finished["steps"]
+        return (
+            f"{self.out.name} is already finished ({steps} of {steps} steps, final/ and summary.json "
+            "written): nothing was changed. To train further raise max_steps (the schedule then changes); "
+            "to start over pass overwrite"
+        )
+
 
 def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     """The plan for ``cfg``, or a ValueError saying what is wrong. Reads files, writes none; notices

@@ -1,11 +1,12 @@
 """Continuing a run: which checkpoint to resume from, whether it fits the current config, and the
-trainer state a checkpoint carries besides weights and optimizer (tokens, schedule, every RNG, every
-rank's loader positions, counters).
+trainer state a checkpoint carries besides weights and optimizer (:class:`TrainState`: step, tokens,
+counters, the last records; with the schedule, every RNG and every rank's loader positions).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,58 @@ from mswelu.runs import CHECKPOINTS
 from mswelu.sharded_checkpoint import load_sharded, save_sharded
 from mswelu.train_config import NUMERIC_CHANGES, RESUMABLE_CHANGES, changed_settings
 
-__all__ = ["check_compatible", "find_resume", "restore", "save"]
+__all__ = ["TrainState", "check_compatible", "find_resume", "restore", "save"]
+
+#: the time and tokens a run has spent, summed over its sittings
+SPENT = ("train_time_s", "wall_time_s", "trained_tokens")
+
+
+def _nothing_spent() -> dict[str, float]:
+    return {"train_time_s": 0.0, "wall_time_s": 0.0, "trained_tokens": 0}
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: what :func:`save` writes beside the weights and the optimizer, and
+    :func:`restore` reads back (a fresh run starts from ``TrainState()``).
+
+    ``earlier``: the time and tokens of the run's previous sittings (:data:`SPENT`); ``sitting``: this
+    sitting's so far (the loop updates it); ``nonfinite_run``: skipped steps in a row (not saved: a
+    checkpoint is written after a good step only)."""
+
+    step: int = 0
+    tokens: int = 0
+    nonfinite_total: int = 0
+    nonfinite_run: int = 0
+    last_val: dict[str, Any] = field(default_factory=dict)
+    last_train: dict[str, Any] = field(default_factory=dict)  # the last training record logged
+    earlier: dict[str, float] = field(default_factory=_nothing_spent)
+    sitting: dict[str, float] = field(default_factory=_nothing_spent)
+
+    def spent(self) -> dict[str, float]:
+        """Training time, wall time and tokens trained over every sitting, this one included."""
+        return {k: self.earlier[k] + self.sitting[k] for k in SPENT}
+
+    def saved(self) -> dict[str, Any]:
+        """The checkpoint's counters (``trainer_state.json`` with the ranks' RNGs and loaders)."""
+        out = {"step": self.step, "tokens": self.tokens, "nonfinite_total": self.nonfinite_total}
+        return {**out, "last_val": self.last_val, "last_train": self.last_train, **self.spent()}
+
+    @classmethod
+    def from_saved(cls, state: dict[str, Any]) -> TrainState:
+        """The state a checkpoint's ``trainer_state.json`` holds (older ones lack the later counters)."""
+        return cls(
+            step=int(state["step"]),
+            tokens=int(state["tokens"]),
+            nonfinite_total=int(state.get("nonfinite_total", 0)),
+            last_val=dict(state.get("last_val") or {}),
+            last_train=dict(state.get("last_train") or {}),
+            earlier={
+                "train_time_s": float(state.get("train_time_s") or 0.0),
+                "wall_time_s": float(state.get("wall_time_s") or 0.0),
+                "trained_tokens": int(state.get("trained_tokens") or 0),
+            },
+        )
 
 
 def find_resume(resume: str, out: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
@@ -74,7 +126,7 @@ def check_compatible(path: Path, config: dict[str, Any], world_size: int, meta: 
 
 def save(
     folder: Path,
-    counters: dict[str, Any],
+    train_state: TrainState,
     model: Any,
     optimizer: Any,
     loaders: list[Any],
@@ -83,11 +135,11 @@ def save(
     keep: int | None,
     info: du.DistInfo,
 ) -> None:
-    """Checkpoint ``counters`` (step, tokens, nonfinite_total, last_val, last_train, the time spent so far)
-    with the weights, the optimizer,
-    the schedule, and every rank's RNG and loader positions. Collective under DDP: every rank calls it."""
+    """Checkpoint ``train_state`` with the weights, the optimizer, the schedule, and every rank's RNG and
+    loader positions. Collective under DDP: every rank calls it."""
     local = {"rng": ckpt.rng_state(), "loaders": [ld.state_dict() for ld in loaders]}
     ranks = du.all_gather(local, info)
+    counters = train_state.saved()
     state = {k: v for k, v in counters.items() if k != "step"}
     state.update(world_size=info.world_size, ranks=ranks, schedule=schedule.state_dict())
     if parallel.is_fsdp(model):  # every rank writes its shards
@@ -105,9 +157,9 @@ def restore(
     loaders: list[Any],
     info: du.DistInfo,
     preloaded: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> TrainState:
     """Load a checkpoint into ``model``, ``optimizer`` and this rank's ``loaders`` and RNGs; return its
-    counters (step, tokens, nonfinite_total, last_val). ``preloaded``: the trainer state of a checkpoint whose
+    :class:`TrainState`. ``preloaded``: the trainer state of a checkpoint whose
     weights and optimizer state were already loaded (a full checkpoint read before FSDP sharding).
 
     On the number of processes it was written with, every rank continues exactly where it stopped. On
@@ -135,13 +187,4 @@ def restore(
         for loader in loaders:
             loader.load_state_dict({"step": step, "fingerprint": ranks[0]["loaders"][0].get("fingerprint")})
     ckpt.set_rng_state(mine["rng"])
-    return {
-        "step": int(state["step"]),
-        "tokens": int(state["tokens"]),
-        "nonfinite_total": int(state.get("nonfinite_total", 0)),
-        "last_val": dict(state.get("last_val") or {}),
-        "last_train": dict(state.get("last_train") or {}),
-        "train_time_s": float(state.get("train_time_s") or 0.0),
-        "wall_time_s": float(state.get("wall_time_s") or 0.0),
-        "trained_tokens": int(state.get("trained_tokens") or 0),
-    }
+    return TrainState.from_saved(state)

@@ -5,7 +5,8 @@
 1. the plan (:func:`mswelu.preflight.plan_run`), before anything is written; rank 0 checks, every rank
    raises the same ``ValueError``;
 2. build model (seeded), optimizer (:mod:`mswelu.optim`), schedule (:mod:`mswelu.schedule`), loaders; restore
-   the checkpoint (weights, optimizer, step, tokens, every RNG, every rank's loader position);
+   the checkpoint (weights, optimizer, the :class:`~mswelu.resume.TrainState`, every RNG, every rank's loader
+   position);
 3. loop: ``grad_accum`` micro-batches (DDP gradient sync on the last only), loss averaged over the global
    batch, gradient norm measured and clipped, lr set from the step, optimizer step. A non-finite loss or
    gradient skips the update (counted; ``max_consecutive_nonfinite`` in a row stops the run). Tokens are
@@ -27,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,139 +37,142 @@ from torch import nn
 from mswelu import checkpoint as ckpt
 from mswelu import distributed as du
 from mswelu import evaluation, hub, parallel, progress, resume, sharded_checkpoint
-from mswelu.devices import DeviceSampler
-from mswelu.metrics_log import MetricsLog
+from mswelu.data import TokenLoader
+from mswelu.metrics_log import MetricsLog, run_summary
 from mswelu.models import build_model, count_parameters, lm_loss, shape_values
 from mswelu.ops.lm_loss import split_window
 from mswelu.optim import build_optimizer, set_hyperparameters
 from mswelu.preflight import RunPlan, plan_run
+from mswelu.resume import TrainState
 from mswelu.runs import RunLock, RunWriter
 from mswelu.schedule import LRSchedule
 from mswelu.stop import StopRequest
 from mswelu.train_config import TrainConfig
 
 
+@dataclass(frozen=True)
+class RunSetup:
+    """What :meth:`Trainer.run` builds once per sitting; none of it changes while the loop runs (the
+    progress lives in :class:`~mswelu.resume.TrainState`)."""
+
+    info: du.DistInfo
+    plan: RunPlan
+    run_dir: RunWriter
+    models: parallel.ModelHandles  # which handle is used where: see there
+    optimizer: Any
+    schedule: LRSchedule
+    loaders: list[TokenLoader]
+    evaluator: evaluation.Evaluator
+    autocast_dtype: torch.dtype | None
+    record: dict[str, Any]  # config.json (every field, derived values, the model's config)
+    n_params: int
+
+
+def build_run_model(cfg: TrainConfig, plan: RunPlan) -> nn.Module:
+    """The run's model, freshly initialised (seeded by the caller)."""
+    return build_model(cfg.preset, plan.model_vocab, cfg.seq_len, cfg.activation, **plan.model_overrides)
+
+
+def build_setup(
+    cfg: TrainConfig, info: du.DistInfo, plan: RunPlan, emit: Callable[..., None], autocast: Callable[[], Any]
+) -> tuple[RunSetup, TrainState]:
+    """A sitting's :class:`RunSetup`, built in the order a seeded run's numbers depend on (seed, model,
+    optimizer, schedule, loaders), and its :class:`~mswelu.resume.TrainState`: fresh, or restored with the
+    weights, optimizer, RNGs and loader positions from ``plan.resume_from``."""
+    run_dir, state = RunWriter(plan.out), TrainState()
+    accum, micro = cfg.grad_accum(info.world_size), cfg.micro(info.world_size)
+    if info.device.type == "cpu":
+        # The scan's backward produces subnormal floats (exp(delta * A) of long decays), which x86 CPUs
+        # process many times slower; flushing them left a 12-step `small` run's loss bit-identical
+        # (`python -m mswelu.bench model --keep-denormals` shows the effect).
+        torch.set_flush_denormal(True)
+    dtype = torch.bfloat16 if cfg.uses_bf16(info.device.type) else None  # autocast
+    if info.is_main:
+        run_dir.prepare(clear=plan.clear)
+    du.barrier(info)
+
+    ckpt.seed_everything(cfg.seed)
+    built = build_run_model(cfg, plan).to(info.device)
+    if cfg.activation_checkpointing:  # recompute each block in the backward
+        built.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    n_params = count_parameters(built)
+    emit("model", {"model": built})
+    sharding = cfg.parallel == "fsdp" and info.enabled
+    full_state = None  # a one-process (full) checkpoint resumed under FSDP: read before sharding
+    if sharding and plan.resume_from is not None and ckpt.checkpoint_format(plan.resume_from) == "full":
+        plain = build_optimizer(built, cfg.optimizer, **cfg.optimizer_kwargs())
+        full_state = sharded_checkpoint.full_to_sharded(plan.resume_from, built, plain)
+    models = parallel.handles(built, info, cfg.parallel, cfg.compile, cfg.fsdp_param_dtype, cfg.cpu_offload)
+    optimizer = build_optimizer(models.built, cfg.optimizer, **cfg.optimizer_kwargs())
+    if full_state is not None:
+        sharded_checkpoint.apply_full_optimizer_state(models.built, optimizer.optimizers, full_state[0])
+    schedule = LRSchedule(
+        optimizer, cfg.total_steps(), cfg.warmup, cfg.schedule, cfg.min_lr_ratio, cfg.decay_fraction
+    )
+    loaders = TokenLoader.for_micro_steps(
+        plan.data, micro, cfg.seq_len, cfg.seed, info.rank, info.world_size, accum
+    )
+    evaluator = evaluation.Evaluator(plan.data, plan.meta, cfg.seq_len, micro, info, autocast)
+    if plan.resume_from is not None:
+        preloaded = None if full_state is None else full_state[1]
+        state = resume.restore(plan.resume_from, models.built, optimizer, loaders, info, preloaded)
+        set_hyperparameters(optimizer, cfg.lr, cfg.weight_decay, cfg.k_lr_scale)
+        if info.is_main:
+            progress.log(f"resumed from {plan.resume_from} at step {state.step} ({state.tokens} tokens)")
+    record = cfg.record(info.world_size, plan.data, plan.out, plan.meta, models.built, info.device)
+    setup = RunSetup(
+        info, plan, run_dir, models, optimizer, schedule, loaders, evaluator, dtype, record, n_params
+    )
+    return setup, state
+
+
 class Trainer:
-    """One training run; see the module docstring. ``callbacks``: ``cb(event, trainer, info)``."""
+    """One training run; see the module docstring. ``callbacks``: ``cb(event, trainer, info)``.
+
+    ``state`` (:class:`~mswelu.resume.TrainState`) is where the run stands, saved and restored as one with
+    each checkpoint; ``setup`` (:class:`RunSetup`) what a sitting builds; ``log`` is rank 0's metrics log
+    (with its device sampler) while the run is open."""
 
     def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callable[..., Any]] = ()) -> None:
         self.cfg = cfg
         self.callbacks = list(callbacks)
         self.stop = StopRequest()
+        self.state = TrainState()
+        self.setup: RunSetup | None = None
         self.log: MetricsLog | None = None
-        self.sampler: DeviceSampler | None = None
+        self.progress: progress.RunProgress | None = None
 
     # ------------------------------------------------------------------------------------ set-up
     def _setup(self, info: du.DistInfo, plan: RunPlan) -> None:
-        from mswelu.data import TokenLoader
-
-        cfg = self.cfg
-        self.info, self.plan, self.out, self.device = info, plan, plan.out, info.device
-        self.run_dir = RunWriter(plan.out)
-        self.accum, self.micro = cfg.grad_accum(info.world_size), cfg.micro(info.world_size)
-        self.total_steps, self.tokens_per_step = cfg.total_steps(), cfg.tokens_per_step()
-        if self.device.type == "cpu":
-            # The scan's backward produces subnormal floats (exp(delta * A) of long decays), which x86 CPUs
-            # process many times slower; flushing them left a 12-step `small` run's loss bit-identical
-            # (`python -m mswelu.bench model --keep-denormals` shows the effect).
-            torch.set_flush_denormal(True)
-        self.autocast_dtype = torch.bfloat16 if cfg.uses_bf16(self.device.type) else None
-        if info.is_main:
-            self.run_dir.prepare(clear=plan.clear)
-        du.barrier(info)
-
-        ckpt.seed_everything(cfg.seed)
-        model = self._build_model().to(self.device)
-        if cfg.activation_checkpointing:
-            enable = (
-                getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-            )
-            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.raw_model = model
-        self.n_params = count_parameters(self.raw_model)
-        self._emit("model", {"model": self.raw_model})
-        sharding = cfg.parallel == "fsdp" and info.enabled
-        full_state = None  # a one-process (full) checkpoint resumed under FSDP: read before sharding
-        if sharding and plan.resume_from is not None and ckpt.checkpoint_format(plan.resume_from) == "full":
-            plain = build_optimizer(self.raw_model, cfg.optimizer, **cfg.optimizer_kwargs())
-            full_state = sharded_checkpoint.full_to_sharded(plan.resume_from, self.raw_model, plain)
-        if sharding:  # fully_shard changes the model in place: raw_model, eval_model and model are one object
-            self.raw_model = parallel.wrap(model, info, "fsdp", cfg.fsdp_param_dtype, cfg.cpu_offload)
-        self.optimizer = build_optimizer(self.raw_model, cfg.optimizer, **cfg.optimizer_kwargs())
-        if full_state is not None:
-            sharded_checkpoint.apply_full_optimizer_state(
-                self.raw_model, self.optimizer.optimizers, full_state[0]
-            )
-        self.schedule = LRSchedule(
-            self.optimizer, self.total_steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, cfg.decay_fraction
-        )
-        self.eval_model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
-        self.model = self.eval_model if sharding else parallel.wrap(self.eval_model, info, "ddp")
-        self.loaders = TokenLoader.for_micro_steps(
-            plan.data, self.micro, cfg.seq_len, cfg.seed, info.rank, info.world_size, self.accum
-        )
-        self.evaluator = evaluation.Evaluator(
-            plan.data, plan.meta, cfg.seq_len, self.micro, info, self._autocast
-        )
-        self.step = self.tokens = self.nonfinite_total = self.nonfinite_run = 0
-        self.last_val: dict[str, Any] = {}
-        self.last_train: dict[str, Any] = {}  # the last training record logged (kept in checkpoints)
-        self.spent = {"train_time_s": 0.0, "wall_time_s": 0.0, "trained_tokens": 0}  # over every sitting
-        if plan.resume_from is not None:
-            self._restore(plan.resume_from, preloaded=None if full_state is None else full_state[1])
-        # config.json, also stored in every checkpoint: every field, derived values and the model's config
-        self.record = cfg.record(info.world_size, plan.data, self.out, plan.meta, self.raw_model, self.device)
+        self.setup, self.state = build_setup(self.cfg, info, plan, self._emit, self._autocast)
         du.run_on_main(self._open_log, info)  # a tracker that cannot start stops every rank
         if info.is_main:
-            self.run_dir.write_config(self.record)
-            if cfg.monitor_interval() > 0:
-                try:
-                    self.sampler = DeviceSampler(cfg.monitor_interval()).start()
-                except ImportError as exc:  # psutil is a dependency; a broken install loses the figures only
-                    progress.log(f"no device figures: {exc} (pip install psutil)")
+            self.setup.run_dir.write_config(self.setup.record)
+            if self.cfg.monitor_interval() > 0:
+                emit = self._emit
+                self.log.sample_devices(self.cfg.monitor_interval(), lambda sample: emit("device", sample))
 
     def _open_log(self) -> None:
-        resumed = self.step if self.plan.resume_from is not None else None
-        learned = {p for slot in self.record.get("_shape_slots") or () for p in slot["learnable"]}
+        s = self.setup
+        resumed = self.state.step if s.plan.resume_from is not None else None
         trackers = self.cfg.resolved_trackers()
-        self.log = MetricsLog(self.run_dir, resumed, trackers, shape_scalars=learned, config=self.record)
-        if resumed is not None and self.last_train and self.log.dropped_torn_line:
-            steps = self.log.logged_steps()
-            if self.last_train["step"] not in steps:  # the torn line was the checkpoint's own step
-                self.log.write(self.last_train)
-                progress.log(f"the step-{self.last_train['step']} record restored from the checkpoint")
+        self.log = MetricsLog.for_run(s.run_dir, s.record, trackers, resumed, self.state.last_train)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
         """Checkpoint the current step (collective under DDP: every rank must call it)."""
-        counters = {"step": self.step, "tokens": self.tokens, "nonfinite_total": self.nonfinite_total}
-        counters.update(last_val=self.last_val, last_train=self.last_train, **self._spent_now())
+        s = self.setup
         if self.log is not None:
             self.log.sync()
         keep = self.cfg.keep_checkpoints or None
-        parts = (self.raw_model, self.optimizer, self.loaders, self.schedule)
-        resume.save(self.run_dir.checkpoints, counters, *parts, self.record, keep, self.info)
-
-    def _build_model(self) -> nn.Module:
-        """The run's model, freshly initialised (seeded by the caller)."""
-        cfg, plan = self.cfg, self.plan
-        return build_model(cfg.preset, plan.model_vocab, cfg.seq_len, cfg.activation, **plan.model_overrides)
-
-    def _restore(self, path: Path, preloaded: dict[str, Any] | None = None) -> None:
-        counters = resume.restore(path, self.raw_model, self.optimizer, self.loaders, self.info, preloaded)
-        self.step, self.tokens = counters["step"], counters["tokens"]
-        self.nonfinite_total, self.last_val = counters["nonfinite_total"], counters["last_val"]
-        self.last_train = counters["last_train"]
-        self.spent = {k: counters[k] for k in ("train_time_s", "wall_time_s", "trained_tokens")}
-        set_hyperparameters(self.optimizer, self.cfg.lr, self.cfg.weight_decay, self.cfg.k_lr_scale)
-        if self.info.is_main:
-            progress.log(f"resumed from {path} at step {self.step} ({self.tokens} tokens)")
+        parts = (s.models.built, s.optimizer, s.loaders, s.schedule)
+        resume.save(s.run_dir.checkpoints, self.state, *parts, s.record, keep, s.info)
 
     # ------------------------------------------------------------------------------------ steps
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
+        if self.setup is None or self.setup.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return torch.autocast(self.setup.info.device.type, dtype=self.setup.autocast_dtype)
 
     def loss_on(self, model: nn.Module, window: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy (nats) of ``model`` on a ``(B, L+1)`` window."""
@@ -178,36 +182,35 @@ class Trainer:
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (or a skipped one). Returns what it measured."""
-        self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        for i, loader in enumerate(self.loaders):
-            window = next(loader).to(self.device, non_blocking=True)
-            last = i == self.accum - 1  # gradients are synchronised on the last micro-step only
-            with parallel.grad_sync(self.model, last or not self.info.enabled):
-                loss = self.loss_on(self.model, window) / self.accum
+        s, state = self.setup, self.state
+        model, accum, info = s.models.training, len(s.loaders), s.info
+        model.train()
+        loss_sum = torch.zeros((), device=info.device)
+        for i, loader in enumerate(s.loaders):
+            window = next(loader).to(info.device, non_blocking=True)
+            last = i == accum - 1  # gradients are synchronised on the last micro-step only
+            with parallel.grad_sync(model, last or not info.enabled):
+                loss = self.loss_on(model, window) / accum
                 loss.backward()
             loss_sum += loss.detach()
-        loss_value = float(du.all_reduce_mean(loss_sum, self.info))
-        parallel.sync_replicated_grads(self.raw_model, self.info)
-        params = [p for p in self.raw_model.parameters() if p.grad is not None]
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        if parallel.is_fsdp(self.raw_model):  # sharded and replicated gradients: one global norm
-            grad_norm = parallel.clip_grad_norm(params, max_norm)
-        else:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        loss_value = float(du.all_reduce_mean(loss_sum, info))
+        parallel.sync_replicated_grads(s.models.built, info)
+        grad_norm = parallel.clip_gradients(
+            s.models.built, self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        )
         finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
         lrs = {}
         if finite:
-            self.schedule.apply(self.step)
-            lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-            self.optimizer.step()
-            self.step += 1
-            self.tokens += self.tokens_per_step
-            self.nonfinite_run = 0
+            s.schedule.apply(state.step)
+            lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(s.optimizer.param_groups)}
+            s.optimizer.step()
+            state.step += 1
+            state.tokens += self.cfg.tokens_per_step()
+            state.nonfinite_run = 0
         else:
-            self.nonfinite_total += 1
-            self.nonfinite_run += 1
-        self.optimizer.zero_grad(set_to_none=True)
+            state.nonfinite_total += 1
+            state.nonfinite_run += 1
+        s.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss_value, "grad_norm": grad_norm, "lr": lrs, "finite": finite}
 
     def evaluate(self, whole_split: bool = False, per_document: bool = False) -> dict[str, Any]:
@@ -216,8 +219,8 @@ class Trainer:
         per document and window."""
         cfg = self.cfg
         sample = None if whole_split or not cfg.eval_batches else cfg.eval_batches * cfg.batch_size
-        self.last_val = self.evaluator(self.eval_model, sample=sample, per_document=per_document)
-        return self.last_val
+        self.state.last_val = self.setup.evaluator(self.setup.models.compiled, sample, per_document)
+        return self.state.last_val
 
     def request_stop(self, reason: str = "request") -> None:
         """Stop after the current step with a checkpoint (what SIGINT/SIGTERM do)."""
@@ -229,26 +232,12 @@ class Trainer:
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.log is not None:
-            self._write_device_samples()
             self.log.write(record)
             self._emit("log", record)
 
-    def _write_device_samples(self) -> None:
-        """The device samples taken since the last record, at the current step (``"device"`` events)."""
-        if self.log is None or self.sampler is None:
-            return
-        samples = self.sampler.drain()
-        self.log.write_device(samples, self.step, self.tokens)
-        for s in samples:
-            self._emit("device", {"step": self.step, **s})
-
     def _close_log(self, summary: dict[str, Any] | None) -> None:
-        if self.sampler is not None:
-            self.sampler.stop()
-            self._write_device_samples()
-            self.sampler = None
         if self.log is not None:
-            self.log.close(summary, failed=summary is None)
+            self.log.close(summary, failed=summary is None, at=(self.state.step, self.state.tokens))
             self.log = None
 
     # ------------------------------------------------------------------------------------ main loop
@@ -265,12 +254,7 @@ class Trainer:
             plan = du.run_on_main(lambda: plan_run(self.cfg, info.world_size), info)
             if plan.finished is not None:
                 if info.is_main:
-                    progress.log(
-                        f"{plan.out.name} is already finished ({plan.finished['steps']} of "
-                        f"{plan.finished['steps']} steps, final/ and summary.json written): nothing was "
-                        "changed. To train further raise max_steps (the schedule then changes); to start "
-                        "over pass overwrite"
-                    )
+                    progress.log(plan.finished_notice())
                 return plan.finished
             try:
                 self._setup(info, plan)
@@ -290,32 +274,39 @@ class Trainer:
                 du.cleanup()
 
     def _due(self, every: int, extra: set[int] = frozenset()) -> bool:
-        return self.step < self.total_steps and ((every and self.step % every == 0) or self.step in extra)
+        step = self.state.step
+        return step < self.cfg.total_steps() and ((every and step % every == 0) or step in extra)
 
     def _loop(self) -> dict[str, Any]:
-        cfg, info = self.cfg, self.info
-        start_step, start_tokens, wall0 = self.step, self.tokens, time.perf_counter()
-        train_time = 0.0
-        fraction_steps = {max(1, round(f * self.total_steps)) for f in cfg.eval_fractions}
-        last: dict[str, Any] = {}
+        cfg, info, state = self.cfg, self.setup.info, self.state
+        total = cfg.total_steps()
+        start_step, start_tokens, wall0 = state.step, state.tokens, time.perf_counter()
+        fraction_steps = {max(1, round(f * total)) for f in cfg.eval_fractions}
         interrupted = False
         self.progress = progress.RunProgress(
-            self.out.name, self.total_steps, self.step, info.is_main and cfg.progress
+            self.setup.plan.out.name, total, state.step, info.is_main and cfg.progress
         )
+
+        def measure_sitting() -> None:
+            state.sitting.update(
+                wall_time_s=time.perf_counter() - wall0, trained_tokens=state.tokens - start_tokens
+            )
+
         try:
-            while self.step < self.total_steps:
+            while state.step < total:
                 t0 = time.perf_counter()
                 last = self.train_step()
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
+                if info.device.type == "cuda":
+                    torch.cuda.synchronize(info.device)
                 dt = time.perf_counter() - t0
-                train_time += dt
-                self._emit("step", {"step": self.step, **last})
+                state.sitting["train_time_s"] += dt
+                measure_sitting()
+                self._emit("step", {"step": state.step, **last})
                 if not last["finite"]:
                     self._skipped(last)
                 else:
-                    self.progress.advance(self.tokens_per_step, dt)
-                    if self.step % cfg.log_every == 0 or self.step in (self.total_steps, start_step + 1):
+                    self.progress.advance(cfg.tokens_per_step(), dt)
+                    if state.step % cfg.log_every == 0 or state.step in (total, start_step + 1):
                         self._log_step(last, self.progress.interval_rate())
                     if self._due(cfg.eval_every, fraction_steps):
                         self._eval_and_log()
@@ -326,124 +317,84 @@ class Trainer:
                     self.save()
         finally:
             self.progress.close()
-        if self.sampler is not None:
-            self.sampler.sample()  # every run, however short, records its devices at least once
-        self._sitting = (train_time, time.perf_counter() - wall0, self.tokens - start_tokens)
+        if self.log is not None and self.log.sampler is not None:
+            self.log.sampler.sample()  # every run, however short, records its devices at least once
+        measure_sitting()
         self.save()
         if not interrupted:
             self.stop.finishing = True
             self._eval_and_log(final=True)
             self._save_final()
             du.barrier(info)
-        self._sitting = (train_time, time.perf_counter() - wall0, self.tokens - start_tokens)
+        measure_sitting()
         return self._summary(interrupted)
-
-    def _spent_now(self) -> dict[str, float]:
-        """Training time, wall time and tokens trained over every sitting of the run, this one included."""
-        train, wall, tokens = getattr(self, "_sitting", (0.0, 0.0, 0))
-        return {
-            "train_time_s": self.spent["train_time_s"] + train,
-            "wall_time_s": self.spent["wall_time_s"] + wall,
-            "trained_tokens": self.spent["trained_tokens"] + tokens,
-        }
 
     def _save_final(self) -> None:
         """``final/`` (``save_pretrained``) on rank 0; under FSDP the shards are gathered into a fresh
         unsharded copy first (collective), so ``final/`` is the same folder whatever the parallel mode."""
-        model = self.raw_model
-        if parallel.is_fsdp(model):
-            state = parallel.full_state_dict(model)
-            if not self.info.is_main:
-                return
-            with torch.device("meta"):
-                model = self._build_model()
-            model.load_state_dict(state, assign=True)
-            model.tie_weights()
-        if self.info.is_main:
-            self.run_dir.save_final(model, extra=lambda folder: self._hub_files(folder, model))
-
-    def _hub_files(self, folder: Path, model: nn.Module) -> None:
-        """Tokenizer, generation config and model card for ``final/`` (:mod:`mswelu.hub`)."""
-        from mswelu.data import tokenizer_name
-        from mswelu.models import max_context
-
-        figures = {**self.last_val, "steps": self.step, "tokens": self.tokens}
-        figures.update(shape=shape_values(model), context=max_context(model) or self.cfg.seq_len)
-        name = tokenizer_name(self.plan.data, self.plan.meta)
-        hub.write_hub_files(folder, model, name, self.record, figures, self.plan.meta)
+        s, state = self.setup, self.state
+        model = parallel.unsharded(s.models.built, lambda: build_run_model(self.cfg, s.plan), s.info.is_main)
+        if s.info.is_main:
+            figures = {**state.last_val, "steps": state.step, "tokens": state.tokens}
+            args = (s.plan.data, s.plan.meta, s.record, figures, self.cfg.seq_len)
+            s.run_dir.save_final(model, extra=lambda folder: hub.write_final_files(folder, model, *args))
 
     def _skipped(self, last: dict[str, Any]) -> None:
-        if self.info.is_main:
+        state = self.state
+        if self.setup.info.is_main:
             progress.log(
                 f"non-finite loss {last['loss']} or gradient norm {last['grad_norm']} at step "
-                f"{self.step + 1}: update skipped ({self.nonfinite_run} in a row, "
-                f"{self.nonfinite_total} in total)"
+                f"{state.step + 1}: update skipped ({state.nonfinite_run} in a row, "
+                f"{state.nonfinite_total} in total)"
             )
-        if self.nonfinite_run >= self.cfg.max_consecutive_nonfinite:
-            found, _ = ckpt.latest_checkpoint(self.run_dir.checkpoints, check_hash=False)
+        if state.nonfinite_run >= self.cfg.max_consecutive_nonfinite:
+            found, _ = ckpt.latest_checkpoint(self.setup.run_dir.checkpoints, check_hash=False)
             where = f"the last good checkpoint is {found}" if found else "no checkpoint was written yet"
             raise FloatingPointError(
-                f"stopping: {self.nonfinite_run} consecutive non-finite steps (max_consecutive_nonfinite="
+                f"stopping: {state.nonfinite_run} consecutive non-finite steps (max_consecutive_nonfinite="
                 f"{self.cfg.max_consecutive_nonfinite}); {where}; lower lr or check the data"
             )
 
     def _log_step(self, last: dict[str, Any], rate: float | None) -> None:
+        state = self.state
         record = {
-            "step": self.step,
-            "tokens": self.tokens,
+            "step": state.step,
+            "tokens": state.tokens,
             **{k: last[k] for k in ("loss", "lr", "grad_norm")},
         }
+        record.update(tokens_per_s=rate, nonfinite_skipped=state.nonfinite_total)
         # every activation shape parameter as a table {slot: value} under its name (k, lambda, beta, ...)
-        record.update(
-            tokens_per_s=rate, nonfinite_skipped=self.nonfinite_total, **shape_values(self.raw_model)
-        )
-        self.last_train = record
+        record.update(shape_values(self.setup.models.built))
+        state.last_train = record
         self._record(record)
-        self.progress.step(self.step, last["loss"], rate)
+        self.progress.step(state.step, last["loss"], rate)
 
     def _eval_and_log(self, final: bool = False) -> None:
         """An evaluation, logged; the ``final`` one scores the whole split, per document too, and is marked
         so (a resumed run that finishes redoes it, and drops an earlier sitting's)."""
+        state = self.state
         result = self.evaluate(whole_split=final, per_document=final)
-        if final and self.info.is_main:
-            self.run_dir.write_documents(self.step, self.tokens, result)
+        if final and self.setup.info.is_main:
+            self.setup.run_dir.write_documents(state.step, state.tokens, result)
         result = {k: v for k, v in result.items() if k not in ("documents", "windows")}
-        self.last_val = result
-        self._emit("eval", {"step": self.step, **result})
+        state.last_val = result
+        self._emit("eval", {"step": state.step, **result})
         self._record(
-            {"step": self.step, "tokens": self.tokens, **result, **({"final": True} if final else {})}
+            {"step": state.step, "tokens": state.tokens, **result, **({"final": True} if final else {})}
         )
         scope, scored = result.get("val_scope"), result.get("val_tokens")
-        self.progress.eval(self.step, result["val_loss"], result["val_bpb"], scope, scored)
+        self.progress.eval(state.step, result["val_loss"], result["val_bpb"], scope, scored)
 
     def _summary(self, interrupted: bool) -> dict[str, Any]:
-        """``summary.json``: the run's identity (from the config record) and its final figures. Times and
-        tokens/s cover every sitting of a resumed run (training time only for tokens/s)."""
-        spent = self._spent_now()
-        rate = spent["trained_tokens"] / spent["train_time_s"] if spent["train_time_s"] > 0 else None
-        wall = spent["wall_time_s"]
-        c = self.record
-        summary = {"run_dir": str(self.out), "run_name": self.out.name}
-        summary.update({k: c[k] for k in ("preset", "activation", "optimizer", "seed")})
-        summary.update(
-            {k: c[f"_{k}"] for k in ("total_steps", "tokens_per_step", "world_size", "grad_accum")}
-        )
-        summary.update(
-            steps=self.step,
-            tokens=self.tokens,
-            parameters=self.n_params,
-            train_loss=self.last_train.get("loss"),
-        )
-        summary.update({k: self.last_val.get(k) for k in ("val_loss", "val_ppl", "val_bpb")})
-        summary.update(tokens_per_s=rate, nonfinite_skipped=self.nonfinite_total, wall_time_s=wall)
-        summary.update(train_time_s=spent["train_time_s"])
-        summary.update(
-            interrupted=interrupted,
-            stop_reason=self.stop.reason,
-            device=str(self.device),
-            autocast="bf16" if self.autocast_dtype is not None else None,  # what dtype="auto" chose
-        )
-        summary.update(is_main=self.info.is_main, baseline=c.get("_baseline"), **shape_values(self.raw_model))
-        if self.info.is_main:
-            self.run_dir.write_summary(summary)
+        """``summary.json`` (:func:`mswelu.metrics_log.run_summary`); rank 0 writes it."""
+        s, state = self.setup, self.state
+        figures = {"run_dir": str(s.plan.out), "run_name": s.plan.out.name, "steps": state.step}
+        figures.update(tokens=state.tokens, parameters=s.n_params, train_loss=state.last_train.get("loss"))
+        figures.update(nonfinite_skipped=state.nonfinite_total, interrupted=interrupted)
+        figures.update(stop_reason=self.stop.reason, device=str(s.info.device))
+        figures.update(autocast="bf16" if s.autocast_dtype is not None else None)  # what dtype="auto" chose
+        figures.update(is_main=s.info.is_main, shape=shape_values(s.models.built))
+        summary = run_summary(s.record, figures, state.spent(), state.last_val)
+        if s.info.is_main:
+            s.run_dir.write_summary(summary)
         return summary

@@ -225,3 +225,23 @@ def test_leftovers_of_dead_writers_only_are_cleaned(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_the_train_state_is_saved_and_restored_as_one() -> None:
+    """What a checkpoint's trainer_state.json carries of the run's progress comes back as one TrainState: the
+    counters and records as they were, this sitting's time and tokens added to the earlier sittings', the
+    skipped-in-a-row count cleared (a checkpoint follows a good step)."""
+    from mswelu.resume import TrainState
+
+    fresh = TrainState()
+    assert (fresh.step, fresh.tokens, fresh.last_val, fresh.spent()["trained_tokens"]) == (0, 0, {}, 0)
+    state = TrainState(step=7, tokens=896, nonfinite_total=2, nonfinite_run=1, last_val={"val_loss": 3.5})
+    state.last_train = {"step": 7, "loss": 3.9}
+    state.earlier.update(train_time_s=10.0, wall_time_s=12.0, trained_tokens=512)
+    state.sitting.update(train_time_s=1.5, wall_time_s=2.0, trained_tokens=384)
+    saved = json.loads(json.dumps(state.saved()))  # as the checkpoint's JSON holds it
+    back = TrainState.from_saved(saved)
+    assert (back.step, back.tokens, back.nonfinite_total, back.nonfinite_run) == (7, 896, 2, 0)
+    assert back.last_val == state.last_val and back.last_train == state.last_train
+    assert back.earlier == {"train_time_s": 11.5, "wall_time_s": 14.0, "trained_tokens": 896}
+    assert back.spent() == state.spent() and back.sitting["trained_tokens"] == 0

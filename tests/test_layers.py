@@ -141,3 +141,67 @@ def test_the_check_sees_a_cycle(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
     graph = _imports()
     assert graph["mswelu.a"] == {"mswelu.b"} and graph["mswelu.b"] == {"mswelu.a"}
+
+
+#: what a notebook may import from the package: the workbook facade (``wb``), the reports, the layer-6 entry
+#: points, and the two packages that are notebooks' subjects (data preparation, a study's statistics)
+NOTEBOOK_IMPORTS = {"workbook", "report", "data", "analysis", *LAYERS[6]}
+
+
+def _notebook_imports(notebook: Path) -> set[str]:
+    """The package units (``workbook``, ``data``, ...) the code cells of ``notebook`` import."""
+    import json
+
+    units = set()
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mswelu":
+                if node.module == "mswelu":  # ``from mswelu import workbook as wb``
+                    units.update(a.name for a in node.names)
+                else:
+                    units.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                units.update(a.name.split(".")[1] for a in node.names if a.name.startswith("mswelu."))
+    return units
+
+
+def test_notebooks_import_only_the_workbook_reports_their_subjects_and_entry_points() -> None:
+    """ARCHITECTURE.md's rule for notebooks: anything else goes through ``mswelu.workbook``."""
+    notebooks = sorted((PACKAGE.parent / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    wrong = {nb.name: sorted(_notebook_imports(nb) - NOTEBOOK_IMPORTS) for nb in notebooks}
+    assert not {k: v for k, v in wrong.items() if v}, wrong
+
+
+def test_the_notebook_rule_sees_a_lower_import(tmp_path: Path) -> None:
+    """The parser itself: a module below the workbook imported in a code cell is reported."""
+    import json
+
+    cells = [
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "from mswelu import workbook as wb\n"]},
+        {"cell_type": "code", "source": ["def f():\n", "    from mswelu.paths import display_path\n"]},
+        {"cell_type": "markdown", "source": ["from mswelu import fs"]},
+    ]
+    (tmp_path / "x.ipynb").write_text(json.dumps({"cells": cells}))
+    assert _notebook_imports(tmp_path / "x.ipynb") == {"workbook", "paths"}
+
+
+def test_the_workbook_facade_exports_what_the_notebooks_use_and_nothing_else() -> None:
+    """``wb.<name>`` in every notebook's code resolves, and every name the facade exports is used by one."""
+    import json
+    import re
+
+    from mswelu import workbook as wb
+
+    used = set()
+    for notebook in sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(notebook.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                used |= set(re.findall(r"\bwb\.([A-Za-z_]\w*)", "".join(cell["source"])))
+    assert not sorted(used - set(wb.__all__)), "used by a notebook, not exported"
+    assert not sorted(set(wb.__all__) - used), "exported, used by no notebook"
+    assert all(hasattr(wb, name) for name in wb.__all__)

@@ -12,6 +12,9 @@ import pytest
 from mswelu import workbook as wb
 from mswelu.workbook import compare as C
 from mswelu.workbook import ledger as L
+from mswelu.workbook.compare import variant_config
+from mswelu.workbook.reuse import as_run
+from mswelu.workbook.study import study_from_records
 
 
 @pytest.fixture
@@ -61,11 +64,11 @@ def test_a_training_path_change_invalidates_exactly_the_runs_it_is_on(base, tmp_
     monkeypatch.setattr(L, "training_code", edited)
     for variant, stale in (("mamba", False), ("mamba2", True)):
         name = f"inv-{variant}-s0"
-        cfg = wb.as_run(wb.variant_config(base, variant), name, seed=0)
+        cfg = as_run(variant_config(base, variant), name, seed=0)
         record, why = ledger.lookup(name, cfg)
         assert (record is None) == stale
         assert (why == "training code changed: modules/mamba2_mixer.py") if stale else why is None
-    other = wb.as_run({**wb.variant_config(base, "mamba"), "lr": 0.5}, "inv-mamba-s0", seed=0)
+    other = as_run({**variant_config(base, "mamba"), "lr": 0.5}, "inv-mamba-s0", seed=0)
     assert ledger.lookup("inv-mamba-s0", other) == (None, "settings differ: lr")
 
 
@@ -95,7 +98,8 @@ def test_the_committed_study_rebuilds_from_its_records_alone() -> None:
 
     root = Path(__file__).resolve().parent.parent
     study = "activations-cpu"
-    data, claims = wb.study_from_records(study, root=root)
+    rebuilt = study_from_records(study, root=root)
+    data, claims = rebuilt.data, rebuilt.claims
     rows = analysis.evaluate_claims(claims, data)
     committed = json.loads((root / "reports" / "studies" / study / "metrics.json").read_text())["metrics"]
     table = pd.DataFrame(committed["study"]["rows"])
@@ -125,3 +129,28 @@ def test_a_records_data_key_is_what_the_data_hold_not_where(embedded_data, tmp_p
     meta["splits"]["val"]["sha256"] = "0" * 64
     (moved / "meta.json").write_text(json.dumps(meta))
     assert data_content(moved) != data_content(embedded_data)
+
+
+def test_the_committed_studys_metrics_come_from_the_one_assembly() -> None:
+    """Notebook 05 and the rebuild from records share :func:`assemble_study`: the rebuilt study's
+    ``metrics.json`` figures (the lr and the seeds' summary per variant, the counts, the verdicts) are the
+    committed ones."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    study = study_from_records("activations-cpu", root=root)
+    judged, counts = study.judge()
+    got = study.metrics(judged, counts)
+    want = json.loads((root / "reports" / "studies" / "activations-cpu" / "metrics.json").read_text())[
+        "metrics"
+    ]
+    assert got["lr"] == want["lr"] and got["counts"] == want["counts"] and got["claims"] == want["claims"]
+    assert list(study.table.index) == list(want["variants"])
+    for variant, figures in want["variants"].items():
+        mine = got["variants"][variant]
+        assert {k: mine[k] for k in ("params", "seeds", "lr")} == {
+            k: figures[k] for k in ("params", "seeds", "lr")
+        }
+        for k in ("val_bpb_mean", "val_bpb_sd", "val_loss_mean", "val_loss_sd"):
+            assert mine[k] == pytest.approx(figures[k], rel=1e-6), (variant, k)
+    assert got["study"]["context"] == want["study"]["context"]

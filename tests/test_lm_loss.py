@@ -101,7 +101,7 @@ def test_default_chunks_over_a_large_vocabulary(dtype) -> None:
         torch.testing.assert_close(ours, ref, **tol)
 
 
-def test_model_targets_give_the_logits_loss_and_its_gradients() -> None:
+def test_model_shift_labels_give_the_logits_loss_and_its_gradients() -> None:
     torch.manual_seed(0)
     cfg = MambaSWELUConfig(vocab_size=97, d_model=32, n_layers=2, d_state=4, max_seq_len=16)
     model = MambaSWELUForCausalLM(cfg).double()
@@ -109,12 +109,19 @@ def test_model_targets_give_the_logits_loss_and_its_gradients() -> None:
     x, y = split_window(window)
     plain = next_token_loss(model(input_ids=x).logits, y)
     plain_grads = torch.autograd.grad(plain, list(model.parameters()))
-    out = model(input_ids=x, targets=y)
+    out = model(input_ids=x, shift_labels=y)
     assert out.logits is None
     fused_grads = torch.autograd.grad(lm_loss(model, x, y), list(model.parameters()))
     # (the model's logits are fp32 by contract; the fused path stays fp64 here: compare at fp32 precision)
     torch.testing.assert_close(out.loss.float(), plain, rtol=1e-6, atol=1e-6)
     for a, b in zip(fused_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
-    with pytest.raises(ValueError, match="targets replaces labels"):
-        model(input_ids=x, targets=y, labels=x)
+    # labels (shifted in the model: the last position unscored) are the same loss on a window one longer
+    labelled = model(input_ids=window, labels=window)
+    torch.testing.assert_close(
+        labelled.loss.float(), next_token_loss(labelled.logits[:, :-1], y), rtol=1e-6, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="not both"):
+        model(input_ids=x, shift_labels=y, labels=x)
+    with pytest.raises(TypeError, match="targets"):
+        model(input_ids=x, targets=y)  # a misspelt or retired keyword is an error, never ignored

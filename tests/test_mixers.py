@@ -111,9 +111,6 @@ class _ConvBlock(SSMBlock):
         def activation_slots(self):
             return [("act_conv", self.act_conv, "conv"), ("act_gate", self.act_gate, "gate")]
 
-        def tied_activation_keys(self):
-            return {}
-
     @staticmethod
     def build_mixer(config, layer_idx, act_conv, act_gate):
         return _ConvBlock._Mixer(config.d_model, act_conv, act_gate)

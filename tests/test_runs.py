@@ -14,6 +14,8 @@ from mswelu import generate as G
 from mswelu import run_model, runs
 from mswelu import workbook as wb
 from mswelu.train import train
+from mswelu.workbook.checks import k_gradients_for_run
+from mswelu.workbook.reuse import run_decision, train_or_load
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def test_interrupted_run_loads_from_its_newest_checkpoint(interrupted: Path) -> 
     ids = G.decode(model, torch.tensor([[1, 2]]), G.SamplingConfig(temperature=0, max_new_tokens=4))
     assert ids.shape == (1, 6)
     assert wb.load_run(interrupted).model_dir == source
-    assert wb.k_gradients_for_run(wb.load_run(interrupted), batch_size=2, seq_len=8)
+    assert k_gradients_for_run(wb.load_run(interrupted), batch_size=2, seq_len=8)
 
 
 def test_run_without_a_model_says_so(interrupted: Path, tmp_path: Path) -> None:
@@ -127,7 +129,7 @@ def test_notebook_03_never_replaces_a_run_it_was_not_asked_to(
     stopped = train({**tiny_config(data, tmp_path / "runs" / "cont", max_steps=6)}, callbacks=[_stop_at(3)])
     assert stopped["interrupted"]
     plan = wb.plan_launch({**base, "max_steps": 6}, "cont", launch="single", visible_gpus=0)
-    assert wb.run_decision(plan[0]["config"]) == "resume"
+    assert run_decision(plan[0]["config"]) == "resume"
     done = wb.execute_plan(plan)["cont"]
     assert done.summary["steps"] == 6 and [r["step"] for r in done.train.to_dict("records")] == list(
         range(1, 7)
@@ -137,9 +139,9 @@ def test_notebook_03_never_replaces_a_run_it_was_not_asked_to(
 def test_notebook_05_runs_are_reused_continued_or_refused_too(tiny_config, tmp_path: Path) -> None:
     data = write_byte_dataset(tmp_path / "data")
     cfg = tiny_config(data, tmp_path / "v-swelu-s0")
-    first = wb.train_or_load(cfg)
-    assert not first.reused and wb.train_or_load(cfg).reused
+    first = train_or_load(cfg)
+    assert not first.reused and train_or_load(cfg).reused
     with pytest.raises(ValueError, match="settings differ: max_steps"):
-        wb.train_or_load({**cfg, "max_steps": 4})
-    assert wb.train_or_load({**cfg, "max_steps": 4, "overwrite": True}).summary["steps"] == 4
-    assert not wb.train_or_load({**cfg, "max_steps": 4}, reuse=False).reused  # retrain on request
+        train_or_load({**cfg, "max_steps": 4})
+    assert train_or_load({**cfg, "max_steps": 4, "overwrite": True}).summary["steps"] == 4
+    assert not train_or_load({**cfg, "max_steps": 4}, reuse=False).reused  # retrain on request

@@ -11,6 +11,7 @@ import yaml
 from mswelu import workbook as wb
 from mswelu.analysis import CLAIM_SETS
 from mswelu.variants import VARIANTS
+from mswelu.workbook.prologue import check_parameters
 
 STUDIES = sorted((Path(__file__).parents[1] / "notebooks" / "studies").glob("*.yaml"))
 
@@ -22,7 +23,7 @@ def test_there_is_a_study() -> None:
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_study_is_a_parameter_set_of_notebook_05(path: Path) -> None:
     params = yaml.safe_load(path.read_text())
-    wb.check_parameters("05_baselines.ipynb", params)  # a misspelt name would raise
+    check_parameters("05_baselines.ipynb", params)  # a misspelt name would raise
     assert params["study"] is True and params["run_name"] == path.stem
     assert set(params["variants"]) <= set(VARIANTS)
     assert set(params["compare"]) <= {"swelu", "silu", "fixed", "transformer", "shapes"}
@@ -34,7 +35,7 @@ def test_study_is_a_parameter_set_of_notebook_05(path: Path) -> None:
 
 def test_misspelt_study_parameter_is_refused() -> None:
     with pytest.raises(ValueError, match="seeds"):
-        wb.check_parameters("05_baselines.ipynb", {"seedz": [0, 1, 2]})
+        check_parameters("05_baselines.ipynb", {"seedz": [0, 1, 2]})
 
 
 def test_a_study_reports_under_reports_studies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

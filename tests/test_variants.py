@@ -9,7 +9,9 @@ import torch
 
 from mswelu.models import build_model, count_parameters, preset_parameter_count
 from mswelu.modules.swelu import SWELU
+from mswelu.paths import runs_dir
 from mswelu.variants import matched_depth, variant_overrides
+from mswelu.workbook.compare import lr_sweep, tuning_data
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "seed-124m"])
@@ -71,16 +73,15 @@ def test_reference_family_trains_through_run_variants(tiny_config, tmp_path, mon
 
 
 def test_the_tuning_split_never_holds_a_reported_validation_document(embedded_data) -> None:
-    from mswelu import workbook as wb
     from mswelu.data import load_meta, split_documents
 
-    tune = Path(wb.tuning_data(embedded_data))
+    tune = Path(tuning_data(embedded_data))
     reported, tuning = load_meta(embedded_data), load_meta(tune)
     assert tune != Path(embedded_data) and tuning["tokenizer"] == reported["tokenizer"]
     assert tuning["seed"] != reported["seed"] and tuning["source"] == reported["source"]
     assert not split_documents(Path(embedded_data)) & split_documents(tune)
     stamp = (tune / "val.bin").stat().st_mtime_ns
-    assert wb.tuning_data(embedded_data) == str(tune) and (tune / "val.bin").stat().st_mtime_ns == stamp
+    assert tuning_data(embedded_data) == str(tune) and (tune / "val.bin").stat().st_mtime_ns == stamp
 
 
 def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins(
@@ -92,7 +93,7 @@ def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins
     monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
     base = tiny_config(embedded_data, tmp_path / "unused", max_steps=3, ckpt_every=0, eval_every=0)
     base.pop("out")
-    real = wb.train_or_load
+    real = compare.train_or_load
 
     def diverging_at_lr_one(cfg, reuse=True):
         if cfg["lr"] == 1.0:
@@ -100,7 +101,7 @@ def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins
         return real(cfg, reuse=reuse)
 
     monkeypatch.setattr(compare, "train_or_load", diverging_at_lr_one)
-    table, chosen = wb.lr_sweep(base, ["swelu", "silu"], [1e-3, 1e-2, 1.0], prefix="sw")
+    table, chosen = lr_sweep(base, ["swelu", "silu"], [1e-3, 1e-2, 1.0], prefix="sw")
     assert sorted(table.groupby("variant").lr.apply(list).to_dict().items()) == [
         ("silu", [1e-3, 1e-2, 1.0]),
         ("swelu", [1e-3, 1e-2, 1.0]),
@@ -113,15 +114,15 @@ def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins
     for variant, part in table.groupby("variant"):
         ok = part[~part.diverged]
         assert chosen[variant] == ok.lr[ok.tune_val_loss.idxmin()]
-    tune = wb.tuning_data(embedded_data)
-    assert wb.load_run(Path(wb.runs_dir()) / "sw-tune-swelu-lr0.001").config["data"] == tune
+    tune = tuning_data(embedded_data)
+    assert wb.load_run(Path(runs_dir()) / "sw-tune-swelu-lr0.001").config["data"] == tune
     results, _, _ = wb.run_variants(base, ["swelu", "silu"], [0], prefix="sw", lrs=chosen)
     assert results.set_index("variant").lr.to_dict() == chosen
     assert results.run.tolist() == ["sw-swelu-s0", "sw-silu-s0"]
-    table, chosen = wb.lr_sweep(base, ["swelu"], [1.0], prefix="sw")  # every lr diverged: no choice
+    table, chosen = lr_sweep(base, ["swelu"], [1.0], prefix="sw")  # every lr diverged: no choice
     assert table.diverged.all() and "swelu" not in chosen  # (bracketed_lr_sweep then lowers or refuses)
     with pytest.raises(ValueError, match="lrs must be"):
-        wb.lr_sweep(base, ["swelu"], [], prefix="sw")
+        lr_sweep(base, ["swelu"], [], prefix="sw")
 
 
 def test_bracketed_sweep_lowers_a_diverged_grid_to_its_bound_then_refuses(

@@ -12,7 +12,13 @@ import pytest
 
 from mswelu import workbook as wb
 from mswelu.errors import RunInterrupted
+from mswelu.run_names import parse_run_name
+from mswelu.runs import list_runs, newest_run, read_jsonl
+from mswelu.variants import hybrid_pattern, variant_overrides
 from mswelu.workbook import prologue
+from mswelu.workbook.profiles import PROFILES
+from mswelu.workbook.prologue import check_parameters, notebook_parameters, rounded
+from mswelu.workbook.reuse import reusable, train_or_load
 
 
 def _write_run(path, steps=4, k_move=0.01, loss_fall=True, final=True):
@@ -56,11 +62,11 @@ def _write_run(path, steps=4, k_move=0.01, loss_fall=True, final=True):
 def test_read_jsonl_skips_truncated_tail_only(tmp_path):
     p = tmp_path / "m.jsonl"
     p.write_text('{"a": 1}\n\n{"a": 2}\n{"a"')
-    assert wb.read_jsonl(p) == [{"a": 1}, {"a": 2}]
+    assert read_jsonl(p) == [{"a": 1}, {"a": 2}]
     p.write_text('{"a": 1}\nnot json\n{"a": 2}\n')
     with pytest.raises(ValueError, match=":2:"):
-        wb.read_jsonl(p)
-    assert wb.read_jsonl(tmp_path / "missing") == []
+        read_jsonl(p)
+    assert read_jsonl(tmp_path / "missing") == []
 
 
 def test_load_run_and_final_metrics(tmp_path):
@@ -83,9 +89,9 @@ def test_newest_run_and_require_model(tmp_path):
     b = _write_run(tmp_path / "b", final=False)
     later = time.time() + 10
     os.utime(b / "summary.json", (later, later))
-    assert wb.newest_run(tmp_path) == b
-    assert wb.newest_run(tmp_path, require_model=True) == a
-    assert wb.list_runs(tmp_path / "missing") == [] and wb.newest_run(tmp_path / "missing") is None
+    assert newest_run(tmp_path) == b
+    assert newest_run(tmp_path, require_model=True) == a
+    assert list_runs(tmp_path / "missing") == [] and newest_run(tmp_path / "missing") is None
 
 
 def test_smoke_checks(tmp_path):
@@ -100,19 +106,19 @@ def test_smoke_checks(tmp_path):
 
 def test_profiles_and_variants():
     s = wb.resolve_profile("nbval", max_steps=3, lr=None)
-    assert s["max_steps"] == 3 and s["lr"] == wb.PROFILES["nbval"]["lr"] and s["preset"] == "tiny"
+    assert s["max_steps"] == 3 and s["lr"] == PROFILES["nbval"]["lr"] and s["preset"] == "tiny"
     main = wb.resolve_profile("cpu-10min")
     assert main["preset"] == "small" and main["tokenizer"] == "bpe:4096" and main["model"]["dense_residual"]
-    assert all(p["tokenizer"] in ("gpt2", "bpe:4096") for p in wb.PROFILES.values())  # notebook 03 pops it
+    assert all(p["tokenizer"] in ("gpt2", "bpe:4096") for p in PROFILES.values())  # notebook 03 pops it
     with pytest.raises(ValueError):
         wb.resolve_profile("huge")
-    assert wb.variant_overrides("silu", "small") == {"activation": "silu"}
-    assert wb.variant_overrides("gpt2", "small")["preset"] == "gpt2:small"
-    assert wb.variant_overrides("pythia", "tiny")["preset"] == "pythia:tiny"
-    assert wb.variant_overrides("hybrid", "small")["model"] == {"layer_pattern": "MAMA"}
-    assert wb.hybrid_pattern("MMMMMM") == "MAMAMA"
+    assert variant_overrides("silu", "small") == {"activation": "silu"}
+    assert variant_overrides("gpt2", "small")["preset"] == "gpt2:small"
+    assert variant_overrides("pythia", "tiny")["preset"] == "pythia:tiny"
+    assert variant_overrides("hybrid", "small")["model"] == {"layer_pattern": "MAMA"}
+    assert hybrid_pattern("MMMMMM") == "MAMAMA"
     with pytest.raises(ValueError):
-        wb.variant_overrides("relu", "small")
+        variant_overrides("relu", "small")
 
 
 def test_plan_launch_modes():
@@ -139,7 +145,7 @@ def test_plan_launch_modes():
 
 
 def test_rounded():
-    assert wb.rounded({"a": 1.23456, "b": [2.5551, "x"], "c": 3}, 2) == {"a": 1.23, "b": [2.56, "x"], "c": 3}
+    assert rounded({"a": 1.23456, "b": [2.5551, "x"], "c": 3}, 2) == {"a": 1.23, "b": [2.56, "x"], "c": 3}
 
 
 def test_plots_return_figures(tmp_path):
@@ -177,36 +183,36 @@ def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
         ckpt_every=0,
         tensorboard=False,
     )
-    first = wb.train_or_load(cfg)
+    first = train_or_load(cfg)
     assert not first.reused
     stamp = (tmp_path / "r" / "summary.json").stat().st_mtime_ns
     capsys.readouterr()
     report = types.SimpleNamespace(html_path=tmp_path / "reports" / "mine" / "report.html")
     monkeypatch.setattr(prologue, "_CURRENT", [report])  # the notebook's report, as wb.start records it
-    again = wb.train_or_load(cfg)
+    again = train_or_load(cfg)
     assert again.reused and (tmp_path / "r" / "summary.json").stat().st_mtime_ns == stamp
     said = [ln for ln in capsys.readouterr().err.splitlines() if "reusing" in ln]
     assert said == [
         f"reusing the finished run 'r' ({tmp_path / 'r'}: same settings, data and code, nothing to train); "
         f"report: {tmp_path / 'reports' / 'mine' / 'report.html'}"
     ]
-    assert wb.reusable({**cfg, "lr": 1e-2}, tmp_path / "r") == "settings differ: lr"
-    assert wb.reusable({**cfg, "progress": True}, tmp_path / "r") is None  # a runtime switch only
+    assert reusable({**cfg, "lr": 1e-2}, tmp_path / "r") == "settings differ: lr"
+    assert reusable({**cfg, "progress": True}, tmp_path / "r") is None  # a runtime switch only
     import mswelu.data
     import mswelu.provenance
 
     real_meta = mswelu.data.load_meta
     monkeypatch.setattr(mswelu.data, "load_meta", lambda p: {**real_meta(p), "fingerprint": "other"})
-    assert wb.reusable(cfg, tmp_path / "r") == "trained on other data"
+    assert reusable(cfg, tmp_path / "r") == "trained on other data"
     monkeypatch.setattr(mswelu.data, "load_meta", real_meta)
     import mswelu.workbook.reuse as reuse
 
     real_code = reuse.training_code
     monkeypatch.setattr(reuse, "training_code", lambda c: {**real_code(c), "files": {"trainer.py": "edited"}})
-    assert wb.reusable(cfg, tmp_path / "r").startswith("trained by other code (")
+    assert reusable(cfg, tmp_path / "r").startswith("trained by other code (")
     monkeypatch.setattr(reuse, "training_code", real_code)
     monkeypatch.setattr(mswelu.provenance, "code_version", lambda: "0000")  # code off the training path
-    assert wb.reusable(cfg, tmp_path / "r") is None
+    assert reusable(cfg, tmp_path / "r") is None
 
 
 def test_notebook_parameters_are_the_declared_ones():
@@ -221,10 +227,10 @@ def test_notebook_parameters_are_the_declared_ones():
         "pd": object(),
         "table": {"a": 1},
     }
-    params = wb.notebook_parameters("04_k_analysis.ipynb", namespace)
+    params = notebook_parameters("04_k_analysis.ipynb", namespace)
     assert params == {"run": None, "run_name": "r", "grad_batch_size": 8, "grad_seq_len": 32, "k_init": 1.0}
     # a notebook copied out of the checkout: the plain values defined so far
-    other = wb.notebook_parameters("copied.ipynb", {"run_name": "x", "In": [], "_": 1, "n": 2, "f": len})
+    other = notebook_parameters("copied.ipynb", {"run_name": "x", "In": [], "_": 1, "n": 2, "f": len})
     assert other == {"run_name": "x", "n": 2}
 
 
@@ -272,11 +278,11 @@ def test_plot_variant_curves_draws_each_variant():
 
 def test_a_misspelt_parameter_stops_the_notebook_with_the_nearest_name():
     namespace = {"run_name": "r", "run": None, "grad_batch_size": 8, "grad_seq_len": 32, "k_init": 1.0}
-    wb.check_parameters("04_k_analysis.ipynb", namespace)  # the declared ones only: fine
+    check_parameters("04_k_analysis.ipynb", namespace)  # the declared ones only: fine
     with pytest.raises(
         ValueError, match=r"unknown parameter\(s\) 'grad_batchsize' \(did you mean 'grad_batch_size'\?\)"
     ):
-        wb.check_parameters("04_k_analysis.ipynb", {**namespace, "grad_batchsize": 2})
+        check_parameters("04_k_analysis.ipynb", {**namespace, "grad_batchsize": 2})
     with pytest.raises(ValueError, match="unknown parameter"):
         wb.start("04_k_analysis.ipynb", {**namespace, "presett": "small"}, check=True)
     assert not prologue._fresh_kernel()  # outside a kernel (pytest): the automatic check stays off
@@ -288,7 +294,7 @@ def test_a_stopped_run_stops_the_comparison_instead_of_counting_as_a_result(monk
     monkeypatch.setattr(mswelu.train, "train", lambda cfg: {"interrupted": True, "steps": 3})
     cfg = {"preset": "tiny", "out": str(tmp_path / "r"), "max_steps": 10, "progress": False}
     with pytest.raises(RunInterrupted, match="stopped at step 3 .*again to resume"):
-        wb.train_or_load(cfg)
+        train_or_load(cfg)
 
 
 def test_a_refusal_shows_as_one_line_in_a_notebook(monkeypatch, tmp_path, capsys):
@@ -319,10 +325,10 @@ def test_run_names_are_built_and_read_back_in_one_place():
     assert wb.run_name("st", "tune", "silu", lr=1e-5) == "st-tune-silu-lr1e-05"
     assert wb.run_name("main", None, "") == "main"
     for name in ("cmp-swelu-fixed-s2", "st-tune-silu-lr1e-05", "st-tune-silu-lr0.001", "main", "a-s1x"):
-        stem, lr, seed = wb.parse_run_name(name)
+        stem, lr, seed = parse_run_name(name)
         assert wb.run_name(stem, lr=lr, seed=seed) == name
-    assert wb.parse_run_name("st-swelu-s10") == ("st-swelu", None, 10)
-    assert wb.parse_run_name("st-tune-silu-lr1e-05") == ("st-tune-silu", 1e-5, None)
+    assert parse_run_name("st-swelu-s10") == ("st-swelu", None, 10)
+    assert parse_run_name("st-tune-silu-lr1e-05") == ("st-tune-silu", 1e-5, None)
     with pytest.raises(ValueError):
         wb.run_name(None)
 
@@ -349,14 +355,14 @@ def test_a_single_value_where_a_list_belongs_stops_the_notebook_at_once():
     from mswelu.errors import ParameterError
 
     with pytest.raises(ParameterError, match=r"""prompts must be a list, e.g. -y 'prompts: \["ROMEO:"\]'"""):
-        wb.check_parameters("06_generation.ipynb", {"run_name": "g", "prompts": "ROMEO:"})
+        check_parameters("06_generation.ipynb", {"run_name": "g", "prompts": "ROMEO:"})
     with pytest.raises(ParameterError, match=r"variants must be a list, e.g. -y 'variants: \[swelu\]'"):
-        wb.check_parameters("05_baselines.ipynb", {"run_name": "b", "variants": "swelu"})
+        check_parameters("05_baselines.ipynb", {"run_name": "b", "variants": "swelu"})
     with pytest.raises(ParameterError, match=r"seeds must be a list, e.g. -y 'seeds: \[3\]'"):
-        wb.check_parameters("05_baselines.ipynb", {"run_name": "b", "seeds": 3})
+        check_parameters("05_baselines.ipynb", {"run_name": "b", "seeds": 3})
     with pytest.raises(ParameterError, match="compare must be a mapping"):
-        wb.check_parameters("05_baselines.ipynb", {"run_name": "b", "compare": "swelu"})
-    wb.check_parameters("06_generation.ipynb", {"run_name": "g", "prompts": ["ROMEO:"], "run": None})
+        check_parameters("05_baselines.ipynb", {"run_name": "b", "compare": "swelu"})
+    check_parameters("06_generation.ipynb", {"run_name": "g", "prompts": ["ROMEO:"], "run": None})
     # notebook 03's variants default to None: the plan refuses a string before anything is written
     with pytest.raises(ParameterError, match=r"variants must be a list"):
         wb.plan_launch({}, "x", variants="swelu")

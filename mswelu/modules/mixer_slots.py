@@ -20,9 +20,3 @@ class InMixerActivations:
         if self.act_conv is self.act_gate:
             return [("act", self.act_conv, "")]
         return [("act_conv", self.act_conv, "conv"), ("act_gate", self.act_gate, "gate")]
-
-    def tied_activation_keys(self) -> dict[str, str]:
-        """``act_gate.* -> act_conv.*`` when one module serves both slots (saved once, sharing restored)."""
-        if self.act_conv is not self.act_gate:
-            return {}
-        return {f"act_gate.{n}": f"act_conv.{n}" for n, _ in self.act_conv.named_parameters()}

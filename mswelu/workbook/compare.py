@@ -14,8 +14,6 @@ from typing import Any
 import pandas as pd
 
 from mswelu import analysis
-from mswelu.analysis.claims import Claim
-from mswelu.analysis.schema import StudyData
 from mswelu.analysis.tuning import LrStatus
 from mswelu.data import load_meta, prepare, split_documents, tokenizer_name
 from mswelu.paths import runs_dir
@@ -25,7 +23,6 @@ from mswelu.runs import SUMMARY, RunData, list_runs, load_run
 from mswelu.train_config import TrainConfig, merge_overrides
 from mswelu.variants import variant_overrides
 from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key, study_ledger
-from mswelu.workbook.profiles import data_label
 from mswelu.workbook.prologue import require_list
 from mswelu.workbook.reuse import as_run, train_or_load
 
@@ -34,7 +31,6 @@ __all__ = [
     "lr_sweep",
     "run_variants",
     "side_by_side_throughput",
-    "study_from_records",
     "study_runs",
     "tuning_data",
     "variant_config",
@@ -298,58 +294,3 @@ def study_runs(study: str, variant: str) -> dict[int, RunData | Record]:
             f"{study_ledger(study).folder}: run the study first (notebooks/studies/{study}.yaml)"
         )
     return dict(sorted(found.items()))
-
-
-def study_from_records(
-    study: str, root: str | os.PathLike[str] | None = None
-) -> tuple[StudyData, tuple[Claim, ...]]:
-    """A committed study rebuilt from its committed files alone, as a fresh clone has them: its parameters
-    (``notebooks/studies/<study>.yaml``), every model and sweep point from its ledger records, the speeds
-    from its ``throughput.json``; no run folder, no dataset, no training. Returns the study's data and the
-    claims notebook 05 judged, so that ``analysis.evaluate_claims(claims, data)`` gives its table again.
-    ``root``: the checkout (default: the project root). A ValueError names a record the study needs and its
-    ledger lacks."""
-    import yaml
-
-    from mswelu.paths import project_root
-
-    root = Path(root) if root is not None else project_root()
-    params = yaml.safe_load((root / "notebooks" / "studies" / f"{study}.yaml").read_text())
-    ledger = Ledger(root / "reports" / "studies" / study / "runs")
-    records = ledger.records()
-    rows, curves, runs = [], [], {}
-    for variant in params["variants"]:
-        for seed in params["seeds"]:
-            name = run_name(study, variant, seed=seed)
-            if name not in records:
-                raise ValueError(f"study {study!r} has no record of {name} in {ledger.folder}")
-            record = runs[name] = records[name]
-            rows.append(_result_row(record, variant, int(seed), float(record.config["lr"]), name))
-            if not record.eval.empty:
-                curves.append(record.eval.assign(variant=variant, seed=int(seed)))
-    sweep = [
-        _sweep_row(r, r.variant, float(r.config["lr"]), name)
-        for name, r in records.items()
-        if r.kind == "sweep"
-    ]
-    saved = json.loads((ledger.folder.parent / "throughput.json").read_text())
-    throughput = pd.DataFrame(saved["table"])[["variant", "tokens_per_s", "flops_per_token"]]
-    lr_grid = list(params.get("lr_grid") or [])
-    context = dict(
-        name=study,
-        data=data_label(params.get("data")),
-        tokenizer=params.get("tokenizer", "gpt2"),
-        seq_len=params["seq_len"],
-        batch_size=params["batch_size"],
-        max_steps=params["max_steps"],
-        seeds=list(params["seeds"]),
-        lr_grid=lr_grid,
-        compare={"shapes": "swelu", **params.get("compare", {})},
-    )
-    sweep_frame = pd.DataFrame(sweep) if sweep else None
-    data = analysis.study_data(
-        pd.DataFrame(rows), _curve_frame(curves), runs, context, sweep_frame, throughput
-    )
-    if sweep_frame is not None:
-        data.lr = analysis.lr_status(sweep_frame, lr_grid)
-    return data, analysis.claim_set(params.get("claims") or ["seed", "compute"])

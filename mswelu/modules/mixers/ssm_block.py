@@ -39,7 +39,7 @@ class SSMBlock(nn.Module):
         act_conv, act_gate = mixer_activations(config)
         self.mixer = self.build_mixer(config, layer_idx, act_conv, act_gate)
         self.mixer.out_proj._residual_out = True
-        if act_conv is act_gate and any(True for _ in act_conv.parameters()):  # the shared k, saved once
+        if act_conv is act_gate and any(True for _ in act_conv.parameters()):  # the shared k: the one tie
             self._tied_weights_keys = {
                 f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, _ in act_conv.named_parameters()
             }
@@ -95,7 +95,3 @@ class SSMBlock(nn.Module):
             for path, module, slot in self.mixer.activation_slots()
         ]
         return [*slots, ("post_act", self.post_act, "post-mixer", "")]
-
-    def tied_activation_keys(self) -> dict[str, str]:
-        """``{alias: owner}`` of parameters one shared in-mixer activation holds under both slot names."""
-        return {f"mixer.{k}": f"mixer.{v}" for k, v in self.mixer.tied_activation_keys().items()}

@@ -1,0 +1,166 @@
+"""A comparison study assembled from its pieces, in one place: notebook 05 after its runs, and a committed
+study rebuilt from its records alone (:func:`study_from_records`) both call :func:`assemble_study`, so the
+two give the same context, results table, verdicts and ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mswelu import analysis
+from mswelu.analysis.claims import Claim
+from mswelu.analysis.schema import StudyData
+from mswelu.run_names import run_name
+from mswelu.workbook.compare import _curve_frame, _result_row, _sweep_row
+from mswelu.workbook.ledger import Ledger
+from mswelu.workbook.profiles import data_label
+
+__all__ = ["Study", "assemble_study", "study_from_records"]
+
+
+@dataclass
+class Study:
+    """A comparison: its :class:`~mswelu.analysis.schema.StudyData`, the claims it judges, each variant's
+    seeds aggregated (``summary``), the results table and the lr each variant trained at."""
+
+    data: StudyData
+    claims: tuple[Claim, ...]
+    summary: pd.DataFrame
+    table: pd.DataFrame
+    lr: dict[str, float] = field(default_factory=dict)
+
+    def judge(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(the claims judged on the study, the seeds' counts checked on the architecture they specify)."""
+        return analysis.evaluate_claims(self.claims, self.data), analysis.architecture_claims()
+
+    def compute_table(self) -> pd.DataFrame:
+        """Equal tokens, equal wall-clock time and equal model FLOPs, against the ``silu`` role."""
+        d = self.data
+        reference = d.context["compare"]["silu"]
+        return analysis.equal_compute_table(
+            d.runs, d.curves, *d.tokens_per_s()[:1], d.flops_per_token(), reference=reference
+        )
+
+    def metrics(self, judged: pd.DataFrame, counts: pd.DataFrame) -> dict[str, Any]:
+        """The ``metrics`` of the study's ``metrics.json`` (:func:`mswelu.analysis.study_metrics`, the counts'
+        verdicts, the lrs and a summary per variant)."""
+        metrics = analysis.study_metrics(self.data, judged, self.claims)
+        variants = {
+            v: {
+                "params": int(r.params_mean),
+                "seeds": int(r.n),
+                "lr": self.lr[v],
+                "val_bpb_mean": r.val_bpb_mean,
+                "val_bpb_sd": r.val_bpb_std,
+                "val_loss_mean": r.val_loss_mean,
+                "val_loss_sd": r.val_loss_std,
+            }
+            for v, r in self.summary.iterrows()
+        }
+        counted = dict(zip(counts.claim, counts.verdict, strict=True))
+        metrics.update({"counts": counted, "lr": self.lr, "variants": variants})
+        return metrics
+
+
+def assemble_study(
+    name: str,
+    params: Mapping[str, Any],
+    results: pd.DataFrame,
+    curves: pd.DataFrame,
+    runs: Mapping[str, Any],
+    lrs: Mapping[str, float],
+    sweep: pd.DataFrame | None,
+    throughput: pd.DataFrame,
+) -> Study:
+    """The :class:`Study` named ``name`` from notebook 05's parameters (``params``: ``data``, ``tokenizer``,
+    ``seq_len``, ``batch_size``, ``max_steps``, ``seeds``, ``lr_grid``, ``compare``, ``claims``), its
+    ``results``, ``curves`` and ``runs`` (:func:`~mswelu.workbook.compare.run_variants` or ledger records),
+    the lr each variant trained at, the sweep and the side-by-side ``throughput``."""
+    context = dict(
+        name=name,
+        data=data_label(params.get("data")),
+        tokenizer=params.get("tokenizer", "gpt2"),
+        seq_len=params["seq_len"],
+        batch_size=params["batch_size"],
+        max_steps=params["max_steps"],
+        seeds=list(params["seeds"]),
+        lr_grid=list(params.get("lr_grid") or []),
+        compare={"shapes": "swelu", **params.get("compare", {})},
+    )
+    speed = throughput[["variant", "tokens_per_s", "flops_per_token"]]
+    data = analysis.study_data(results, curves, runs, context, sweep, speed)
+    summary = analysis.aggregate_seeds(results, values=("val_loss", "val_bpb", "params"))
+    claims = analysis.claim_set(params.get("claims") or ["seed", "compute"])
+    return Study(data, claims, summary, _results_table(data, summary, speed, lrs), dict(lrs))
+
+
+def _results_table(
+    data: StudyData, summary: pd.DataFrame, speed: pd.DataFrame, lrs: Mapping[str, float]
+) -> pd.DataFrame:
+    """One row per variant: val bpb (mean ± sd), the seed and text intervals, size, side-by-side speed, lr."""
+    intervals = analysis.bpb_intervals(data.runs, data.units).set_index("variant")
+    speed = speed.set_index("variant")
+    return pd.DataFrame(
+        {
+            "val bpb": [
+                analysis.mean_spread(m, s)
+                for m, s in zip(summary.val_bpb_mean, summary.val_bpb_std, strict=True)
+            ],
+            "seed 95% CI": [f"[{r['seed lo']:.3f}, {r['seed hi']:.3f}]" for _, r in intervals.iterrows()],
+            "text 95% CI": [
+                f"[{r['text lo']:.3f}, {r['text hi']:.3f}] ({r['text units']})" if r["text units"] else ""
+                for _, r in intervals.iterrows()
+            ],
+            "params (M)": (summary.params_mean / 1e6).round(2),
+            "tokens/s (side by side)": speed.tokens_per_s.round(0),
+            "GFLOP/token": (speed.flops_per_token / 1e9).round(4),
+            "lr": pd.Series(dict(lrs)),
+            "lr bracketed": pd.Series(
+                {v: "yes" if s.interior else f"no ({s.reason})" for v, s in data.lr.items()}
+            ),
+            "seeds": summary.n,
+        },
+        index=summary.index,
+    )
+
+
+def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -> Study:
+    """A committed study rebuilt from its committed files alone, as a fresh clone has them: its parameters
+    (``notebooks/studies/<study>.yaml``), every model and sweep point from its ledger records, the speeds
+    from its ``throughput.json``; no run folder, no dataset, no training. ``study.judge()`` then gives the
+    table notebook 05 judged, and ``study.metrics`` its ``metrics.json`` figures. ``root``: the checkout
+    (default: the project root). A ValueError names a record the study needs and its ledger lacks."""
+    import yaml
+
+    from mswelu.paths import project_root
+
+    root = Path(root) if root is not None else project_root()
+    params = yaml.safe_load((root / "notebooks" / "studies" / f"{study}.yaml").read_text())
+    ledger = Ledger(root / "reports" / "studies" / study / "runs")
+    records = ledger.records()
+    rows, curves, runs, lrs = [], [], {}, {}
+    for variant in params["variants"]:
+        for seed in params["seeds"]:
+            name = run_name(study, variant, seed=seed)
+            if name not in records:
+                raise ValueError(f"study {study!r} has no record of {name} in {ledger.folder}")
+            record = runs[name] = records[name]
+            lrs[variant] = float(record.config["lr"])
+            rows.append(_result_row(record, variant, int(seed), lrs[variant], name))
+            if not record.eval.empty:
+                curves.append(record.eval.assign(variant=variant, seed=int(seed)))
+    sweep = [
+        _sweep_row(r, r.variant, float(r.config["lr"]), n) for n, r in records.items() if r.kind == "sweep"
+    ]
+    saved = json.loads((ledger.folder.parent / "throughput.json").read_text())
+    throughput = pd.DataFrame(saved["table"])
+    sweep_frame = pd.DataFrame(sweep) if sweep else None
+    return assemble_study(
+        study, params, pd.DataFrame(rows), _curve_frame(curves), runs, lrs, sweep_frame, throughput
+    )
