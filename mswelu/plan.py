@@ -9,7 +9,8 @@ global batch needs, the tokens per optimizer step, and the exact ``torchrun`` co
 a whole replica fits with at least one sequence per GPU, else FSDP2, else FSDP2 with activation checkpointing,
 then with CPU offload, and says why.
 
-The activation estimate counts the tensors each block keeps for its backward under bf16 autocast with the
+The activation estimate counts the tensors each block keeps for its backward (each block class declares its
+own, ``activation_bytes``; the plan names no mixer) under bf16 autocast with the
 GPU kernels (fp32 residual stream, bf16 projections, fp32 scan inputs), the LM head's fused loss and the
 embedding; ``--measure`` checks it on this machine's CPU path for the preset (every tensor autograd saves for
 the backward of a training step), as ``tests/test_plan.py`` does for small presets (Mamba-1 and hybrid
@@ -33,6 +34,7 @@ import torch
 
 from mswelu.errors import choice, plain_text
 from mswelu.models import build_model, parse_model_name
+from mswelu.modules.mixers import mixer_spec
 from mswelu.optim import route_parameters
 
 __all__ = ["Plan", "activation_bytes", "main", "make_plan", "measure_activation_bytes", "state_bytes"]
@@ -95,31 +97,12 @@ def activation_bytes(
 ) -> dict[str, float]:
     """Estimated bytes a training step keeps for the backward, per sequence of ``seq_len`` tokens, by part
     (``blocks``, ``head``, ``embedding``, ``total``), for one of our model configs (None -> 0 for baselines,
-    which ``make_plan`` estimates from their width instead). With ``checkpointing`` each block keeps only its
+    which ``make_plan`` estimates from their width instead); each block's share is its own declaration
+    (``activation_bytes`` of its mixer's block class). With ``checkpointing`` each block keeps only its
     input, and one block's activations exist again while it is recomputed."""
     s = 2 if bf16 else 4  # bytes of an autocast tensor
     d = config.d_model
-    per_block = []
-    for mixer in config.layer_mixers():
-        if mixer == "attention":
-            h = config.attn_mlp_expand * d
-            attn = (
-                (4 + s) * d + 3 * d * s + d * s + d * s + 4 * config.n_head / max(1, d) * d
-            )  # qkv, out, lse
-            mlp = ((4 + s) * d + d * s + 2 * h * s) if h else 0
-            per_block.append(attn + mlp)
-            continue
-        di, n = config.d_inner, config.d_state
-        post = d * 4 if config.post_mixer_act else 0
-        if mixer == "mamba2":
-            conv_dim = di + 2 * config.n_groups * n
-            width = di + conv_dim + di // config.headdim
-            tokens = (4 + s) * d + width * s + 2 * conv_dim * s + conv_dim * 4 + 2 * di * 4 + 2 * di * s
-            tokens += 4 * di * n / 64  # the chunk-boundary states (chunks of 64)
-        else:
-            r = config.resolved_dt_rank
-            tokens = (4 + s) * d + 2 * di * s + 2 * di * s + (r + 2 * n) * s + 2 * di * 4 + 3 * di * s
-        per_block.append(tokens + post)
+    per_block = [mixer_spec(m).block.activation_bytes(config, s) for m in config.layer_mixers()]
     block_tokens = sum(per_block)
     if checkpointing:
         block_tokens = 4 * d * len(per_block) + max(per_block, default=0)
