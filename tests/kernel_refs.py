@@ -145,7 +145,9 @@ def upstream_mamba(monkeypatch: pytest.MonkeyPatch, **kwargs) -> object:
     return ns.Mamba(use_fast_path=False, **kwargs)
 
 
-def decode_on_kernels(mixer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decode_on_kernels(
+    mixer: torch.nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decoding on a mixer's kernel path: the first token through the prefill, every later one through the
     step kernels; (outputs, conv_state, ssm_state after the last token)."""
     out, conv_state, ssm_state = mixer.forward_cuda(x[:, :1], return_states=True)

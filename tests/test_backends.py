@@ -111,7 +111,7 @@ def _pretend_kernels(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     real_forward, real_step = mamba_kernels.mixer_fn, mamba_kernels.step_fn
 
     def forward(*args, **kwargs):
-        calls["forward_with_states" if (args[4:5] or [kwargs.get("return_states")])[0] else "forward"] += 1
+        calls["forward_with_states" if (args[3:4] or [kwargs.get("return_states")])[0] else "forward"] += 1
         return real_forward(*args, **kwargs)
 
     def step(*args, **kwargs):

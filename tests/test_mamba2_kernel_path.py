@@ -289,7 +289,7 @@ def test_missing_kernels_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_package_kernels_refuse_cpu_tensors(refs, monkeypatch: pytest.MonkeyPatch) -> None:
     """Entry points that came from the packages need GPU tensors: a clear error, not a Triton crash."""
-    monkeypatch.setattr(mamba2_kernels, "_package_fns", {id(mamba2_kernels.mamba_chunk_scan_combined)})
+    monkeypatch.setattr(mamba2_kernels.KERNELS, "package_fns", {id(mamba2_kernels.mamba_chunk_scan_combined)})
     with pytest.raises(ValueError, match="need tensors on a GPU"):
         make_mixer("silu").forward_cuda(torch.randn(1, 4, D_MODEL))
 

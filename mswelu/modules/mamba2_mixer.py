@@ -37,7 +37,6 @@ from mswelu.modules.gated_rms_norm import GatedRMSNorm
 from mswelu.modules.ssm_mixer import SSMMixer, check_positive_ints, softplus_inverse_dt
 from mswelu.ops import mamba2_kernels
 from mswelu.ops.causal_conv import causal_conv1d
-from mswelu.ops.mamba2_kernels import Mamba2Weights
 from mswelu.ops.ssd import discretize_dt, ssd_chunk_scan
 
 __all__ = ["Mamba2Mixer"]
@@ -52,66 +51,42 @@ class Mamba2Mixer(SSMMixer):
         self,
         d_model: int,
         d_state: int = 128,
-        d_conv: int = 4,
-        expand: int = 2,
+        *,
         headdim: int = 64,
         n_groups: int = 1,
         chunk_size: int = 256,
-        dt_min: float = 1e-3,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
         dt_limit: tuple[float, float] = (0.0, math.inf),
-        conv_bias: bool = True,
-        bias: bool = False,
         norm_eps: float = 1e-5,
-        act_conv: nn.Module | None = None,
-        act_gate: nn.Module | None = None,
-        backend: str = "auto",
-        layer_idx: int | None = None,
+        **shared: Any,
     ) -> None:
-        self.check_settings(
-            d_model=d_model,
-            d_state=d_state,
-            d_conv=d_conv,
-            expand=expand,
-            dt_min=dt_min,
-            dt_max=dt_max,
-            dt_init_floor=dt_init_floor,
-            headdim=headdim,
-            n_groups=n_groups,
-            chunk_size=chunk_size,
-            dt_limit=dt_limit,
-            norm_eps=norm_eps,
-        )
-        super().__init__(d_model, d_state, d_conv, expand, backend, layer_idx)
+        """``shared``: the settings of :class:`~mswelu.modules.ssm_mixer.SSMMixer` (d_conv, expand, the dt
+        init, biases, activations, backend, layer_idx)."""
+        own = {"headdim": headdim, "n_groups": n_groups, "chunk_size": chunk_size, "dt_limit": dt_limit}
+        super().__init__(d_model, d_state, norm_eps=norm_eps, **own, **shared)
         d_inner = self.d_inner
-        nheads = d_inner // headdim
         self.headdim = headdim
-        self.nheads = nheads
+        self.nheads = nheads = d_inner // headdim
         self.n_groups = n_groups
         self.chunk_size = chunk_size
         self.dt_limit = (float(dt_limit[0]), float(dt_limit[1]))
         self.conv_dim = d_inner + 2 * n_groups * d_state
         self._xbc_sizes = [d_inner, n_groups * d_state, n_groups * d_state]  # x, B, C within xBC
-
-        self.in_proj = nn.Linear(d_model, d_inner + self.conv_dim + nheads, bias=bias)
-        self.conv1d = nn.Conv1d(
-            self.conv_dim,
-            self.conv_dim,
-            kernel_size=d_conv,
-            groups=self.conv_dim,
-            padding=d_conv - 1,
-            bias=conv_bias,
-        )
-        self._set_activations(act_conv, act_gate)
         self.dt_bias = nn.Parameter(torch.empty(nheads))
         self.A_log = nn.Parameter(torch.empty(nheads))
         self.D = nn.Parameter(torch.empty(nheads))
         self.norm = GatedRMSNorm(d_inner, group_size=d_inner // n_groups, eps=norm_eps)
-        self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=self.in_proj.bias is not None)
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
-        self.reset_ssm_parameters(dt_min, dt_max, dt_init_floor)
+        self.reset_ssm_parameters(**self.dt_init)
+
+    @classmethod
+    def input_widths(
+        cls, *, d_model: int, d_state: int, expand: float, headdim: int, n_groups: int, **_: Any
+    ) -> tuple[int, int]:
+        d_inner = int(expand * d_model)
+        conv_dim = d_inner + 2 * n_groups * d_state  # x, B, C
+        return d_inner + conv_dim + d_inner // headdim, conv_dim  # in_proj: z, xBC, dt
 
     @classmethod
     def check_settings(
@@ -192,25 +167,6 @@ class Mamba2Mixer(SSMMixer):
         y = (ssm_state @ C[..., None]).squeeze(-1) + self.D.float()[:, None] * x  # (B, nheads, headdim)
         y = y.to(xBC.dtype).view(batch, self.d_inner)
         return self.out_proj(self.norm(y, z, self.act_gate)).unsqueeze(1)
-
-    def weights(self) -> Mamba2Weights:
-        """This mixer's tensors and settings, as :mod:`mswelu.ops.mamba2_kernels` takes them."""
-        return Mamba2Weights(
-            self.in_proj.weight,
-            self.in_proj.bias,
-            self.conv1d.weight,
-            self.conv1d.bias,
-            self.dt_bias,
-            self.A_log,
-            self.D,
-            self.norm.weight,
-            self.out_proj.weight,
-            self.out_proj.bias,
-            n_groups=self.n_groups,
-            chunk_size=self.chunk_size,
-            dt_limit=self.dt_limit,
-            norm_eps=self.norm.eps,
-        )
 
     def _settings_repr(self) -> str:
         return (

@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from mswelu.modules.ssm_mixer import SSMMixer, softplus_inverse_dt
 from mswelu.ops import mamba_kernels
 from mswelu.ops.causal_conv import causal_conv1d
-from mswelu.ops.mamba_kernels import MixerWeights
 from mswelu.ops.selective_scan import selective_scan
 
 __all__ = ["MambaMixer"]
@@ -42,53 +41,26 @@ class MambaMixer(SSMMixer):
     kernels = mamba_kernels
 
     def __init__(
-        self,
-        d_model: int,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        dt_rank: int | str = "auto",
-        dt_min: float = 1e-3,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
-        conv_bias: bool = True,
-        bias: bool = False,
-        act_conv: nn.Module | None = None,
-        act_gate: nn.Module | None = None,
-        backend: str = "auto",
-        layer_idx: int | None = None,
+        self, d_model: int, d_state: int = 16, *, dt_rank: int | str = "auto", **shared: Any
     ) -> None:
-        self.check_settings(
-            d_model=d_model,
-            d_state=d_state,
-            d_conv=d_conv,
-            expand=expand,
-            dt_min=dt_min,
-            dt_max=dt_max,
-            dt_init_floor=dt_init_floor,
-            dt_rank=dt_rank,
-        )
-        super().__init__(d_model, d_state, d_conv, expand, backend, layer_idx)
+        """``shared``: the settings of :class:`~mswelu.modules.ssm_mixer.SSMMixer` (d_conv, expand, the dt
+        init, biases, activations, backend, layer_idx)."""
+        super().__init__(d_model, d_state, dt_rank=dt_rank, **shared)
         self.dt_rank = dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
-        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
-        self.conv1d = nn.Conv1d(
-            self.d_inner,
-            self.d_inner,
-            kernel_size=d_conv,
-            groups=self.d_inner,
-            padding=d_conv - 1,
-            bias=conv_bias,
-        )
-        self._set_activations(act_conv, act_gate)
         self.x_proj = nn.Linear(self.d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, self.d_inner, bias=True)
         self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
         self.D = nn.Parameter(torch.empty(self.d_inner))
-        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=self.in_proj.bias is not None)
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
         self.dt_proj.bias._no_reinit = True
-        self.reset_ssm_parameters(dt_min, dt_max, dt_init_floor)
+        self.reset_ssm_parameters(**self.dt_init)
+
+    @classmethod
+    def input_widths(cls, *, d_model: int, expand: float, **_: Any) -> tuple[int, int]:
+        d_inner = int(expand * d_model)
+        return 2 * d_inner, d_inner  # in_proj: x, z
 
     @classmethod
     def check_settings(cls, *, dt_rank: int | str = "auto", **shared: Any) -> None:
@@ -151,22 +123,6 @@ class MambaMixer(SSMMixer):
         y = (ssm_state @ C.float()[..., None]).squeeze(-1) + self.D.float() * x.float()
         y = y.to(dtype) * self.act_gate(z)
         return self.out_proj(y).unsqueeze(1)
-
-    def weights(self) -> MixerWeights:
-        """This mixer's tensors, as the kernel functions of :mod:`mswelu.ops.mamba_kernels` take them."""
-        return MixerWeights(
-            self.in_proj.weight,
-            self.in_proj.bias,
-            self.conv1d.weight,
-            self.conv1d.bias,
-            self.x_proj.weight,
-            self.dt_proj.weight,
-            self.dt_proj.bias,
-            self.A_log,
-            self.D,
-            self.out_proj.weight,
-            self.out_proj.bias,
-        )
 
     def _settings_repr(self) -> str:
         return f"dt_rank={self.dt_rank}, "

@@ -10,8 +10,8 @@ PyTorch path and a kernel path. A subclass writes its math:
   ``want_states``; they continue exactly where :meth:`step` would have left them after the same tokens);
 - ``_step_torch(hidden_states, conv_state, ssm_state)``: one token, both states updated in place;
 - for a kernel path (optional): ``kernels``, a module with ``kernels_available()``, ``mixer_fn(hidden_states,
-  weights, act_conv, act_gate, return_states)`` and ``step_fn(hidden_states, conv_state, ssm_state, weights,
-  act_conv, act_gate)``, and ``weights()``, what those take.
+  weights, (act_conv, act_gate), return_states)``, ``step_fn(hidden_states, conv_state, ssm_state, weights,
+  (act_conv, act_gate))`` and ``Weights``, the named tuple of tensors they take (:meth:`weights` fills it).
 
 Decoding (what :class:`~mswelu.modules.mixers.ssm_block.SSMBlock` and the model's cache use): ``forward(h,
 state)`` with a dict ``state``: empty, it runs the prompt and fills ``state["conv"]`` and ``state["ssm"]``;
@@ -59,10 +59,32 @@ class SSMMixer(nn.Module):
     act_gate: nn.Module
 
     def __init__(
-        self, d_model: int, d_state: int, d_conv: int, expand: float, backend: str, layer_idx: int | None
+        self,
+        d_model: int,
+        d_state: int,
+        d_conv: int = 4,
+        expand: float = 2,
+        *,
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        act_conv: nn.Module | None = None,
+        act_gate: nn.Module | None = None,
+        backend: str = "auto",
+        layer_idx: int | None = None,
+        **own: Any,
     ) -> None:
-        """The shared sizes; the subclass calls :meth:`check_settings` with all its settings first."""
+        """The shared settings (``own``: the subclass's), checked (:meth:`check_settings`); then ``in_proj``
+        (d_model -> in_width), the depthwise causal ``conv1d`` over the conv's channels
+        (:meth:`input_widths`) and the two activation slots (SiLU, Mamba's own, where None), in the order
+        every Mamba registers them. The subclass adds its own parameters, then calls
+        ``reset_ssm_parameters(**self.dt_init)``."""
         super().__init__()
+        sizes = {"d_model": d_model, "d_state": d_state, "d_conv": d_conv, "expand": expand, **own}
+        self.dt_init = {"dt_min": dt_min, "dt_max": dt_max, "dt_init_floor": dt_init_floor}
+        self.check_settings(**sizes, **self.dt_init)
         self.d_model = d_model
         self.d_state = d_state
         self.d_conv = d_conv
@@ -70,6 +92,13 @@ class SSMMixer(nn.Module):
         self.d_inner = int(expand * d_model)
         self.backend = backend
         self.layer_idx = layer_idx
+        in_width, channels = self.input_widths(**sizes)
+        self.in_proj = nn.Linear(d_model, in_width, bias=bias)
+        self.conv1d = nn.Conv1d(
+            channels, channels, kernel_size=d_conv, groups=channels, padding=d_conv - 1, bias=conv_bias
+        )
+        self.act_conv = act_conv if act_conv is not None else nn.SiLU()
+        self.act_gate = act_gate if act_gate is not None else nn.SiLU()
 
     @classmethod
     def check_settings(
@@ -81,7 +110,6 @@ class SSMMixer(nn.Module):
         expand: float,
         dt_min: float,
         dt_max: float,
-        dt_init_floor: float,
         **own: Any,
     ) -> None:
         """A ValueError naming the first bad setting; a subclass checks its own settings (``own``) too. The
@@ -92,13 +120,14 @@ class SSMMixer(nn.Module):
             raise ValueError(f"expand must be > 0 (d_inner = expand * d_model >= 1), got {expand!r}")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        if dt_init_floor < 0:
-            raise ValueError(f"dt_init_floor must be >= 0, got {dt_init_floor}")
+        if own.get("dt_init_floor", 0) < 0:
+            raise ValueError(f"dt_init_floor must be >= 0, got {own['dt_init_floor']}")
 
-    def _set_activations(self, act_conv: nn.Module | None, act_gate: nn.Module | None) -> None:
-        """The two slots (SiLU, Mamba's own, where None)."""
-        self.act_conv = act_conv if act_conv is not None else nn.SiLU()
-        self.act_gate = act_gate if act_gate is not None else nn.SiLU()
+    @classmethod
+    def input_widths(cls, **settings: Any) -> tuple[int, int]:
+        """``(in_width, conv_channels)`` for these settings: ``in_proj``'s output rows, the conv's (and
+        ``act_conv``'s) channels."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ the subclass's math
     def _forward_torch(self, hidden_states: Tensor, want_states: bool = False) -> tuple[Any, Any, Any]:
@@ -108,8 +137,17 @@ class SSMMixer(nn.Module):
         raise NotImplementedError
 
     def weights(self) -> Any:
-        """This mixer's tensors (and settings), as its kernel functions take them."""
-        raise NotImplementedError
+        """This mixer's tensors and settings as its kernel functions take them (``kernels.Weights``): each
+        field read off the mixer by name, an attribute (``A_log``, ``n_groups``) or a submodule's
+        (``in_proj_weight``: ``in_proj.weight``, ``norm_eps``: ``norm.eps``)."""
+        fields = []
+        for name in self.kernels.Weights._fields:
+            if hasattr(self, name):
+                fields.append(getattr(self, name))
+            else:
+                module, attr = name.rsplit("_", 1)
+                fields.append(getattr(getattr(self, module), attr))
+        return self.kernels.Weights(*fields)
 
     # ------------------------------------------------------------------ forward and decoding
     def forward(self, hidden_states: Tensor, state: dict[str, Tensor] | None = None) -> Tensor:
@@ -185,15 +223,16 @@ class SSMMixer(nn.Module):
     def forward_cuda(self, hidden_states: Tensor, fuse_silu: bool = True, return_states: bool = False) -> Any:
         """The forward (or, with ``return_states``, the prefill) on the CUDA kernels; ``fuse_silu=False`` runs
         SiLU as a separate module (tests check both routes)."""
-        act_conv, act_gate = self._kernel_acts(fuse_silu)
-        return self.kernels.mixer_fn(hidden_states, self.weights(), act_conv, act_gate, return_states)
+        return self.kernels.mixer_fn(
+            hidden_states, self.weights(), self._kernel_acts(fuse_silu), return_states
+        )
 
     def step_cuda(
         self, hidden_states: Tensor, conv_state: Tensor, ssm_state: Tensor, fuse_silu: bool = True
     ) -> Tensor:
         """One decoding step on the CUDA kernels; updates both states in place."""
-        act_conv, act_gate = self._kernel_acts(fuse_silu)
-        return self.kernels.step_fn(hidden_states, conv_state, ssm_state, self.weights(), act_conv, act_gate)
+        acts = self._kernel_acts(fuse_silu)
+        return self.kernels.step_fn(hidden_states, conv_state, ssm_state, self.weights(), acts)
 
     # ------------------------------------------------------------------ slots, checks, repr
     def activation_slots(self) -> list[tuple[str, nn.Module, str]]:

@@ -20,53 +20,39 @@ dt is discretised here in fp32 and handed to the kernel with a zero bias and no 
 The five entry points are module-level names, resolved from the installed packages on first use by
 :func:`mswelu.ops.backends.import_kernels` (the one probe; what this module shares with Mamba-1's is
 :mod:`mswelu.ops.ssm_kernels`); tests bind the packages' pure-PyTorch references (same signatures) to them
-to run exactly this code on CPU. :class:`Mamba2Weights` names a mixer's tensors and the settings their
+to run exactly this code on CPU. :class:`Weights` names a mixer's tensors and the settings their
 shapes do not determine; :class:`mswelu.modules.mamba2_mixer.Mamba2Mixer` passes its own.
 """
 
 from __future__ import annotations
 
-import functools
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mswelu.ops import backends
+from mswelu.ops import ssm_kernels
 from mswelu.ops.gated_norm import gated_rms_norm
 from mswelu.ops.ssd import discretize_dt
-from mswelu.ops.ssm_kernels import (
-    Activation,
-    bind_entry_points,
-    check_step,
-    check_support,
-    conv_forward,
-    conv_step,
-)
+from mswelu.ops.ssm_kernels import SILU, Activation, Activations, Output
 
-# The five kernel entry points. ``None`` = resolve from the installed packages on first use;
-# tests assign reference functions here.
-causal_conv1d_fn: Any = None
-causal_conv1d_update: Any = None
-mamba_chunk_scan_combined: Any = None
-selective_state_update: Any = None
-rmsnorm_fn: Any = None
-
-_package_fns: set[int] = set()  # ids of entry points loaded from the packages (they need GPU tensors)
+#: the five entry points of ``backends.KERNEL_SOURCES["Mamba-2"]``, module-level names that are None until the
+#: first call binds them from the packages (tests bind the packages' references to them instead)
+KERNELS = ssm_kernels.KernelPath("Mamba-2", globals())
 #: whether this kernel path can import what it calls (``() -> (ok, why)``, probed once)
-kernels_available = functools.partial(backends.kernels_available, "Mamba-2")
+kernels_available = KERNELS.available
 
 
-class Mamba2Weights(NamedTuple):
+class Weights(NamedTuple):
     """The tensors of one Mamba-2 mixer (mamba-ssm / transformers names and shapes; biases may be None)
     and the settings their shapes do not determine."""
 
     in_proj_weight: Tensor  # (2 d_inner + 2 n_groups N + nheads, d_model): [z, x, B, C, dt]
     in_proj_bias: Tensor | None
-    conv_weight: Tensor  # (d_inner + 2 n_groups N, 1, d_conv)
-    conv_bias: Tensor | None
+    conv1d_weight: Tensor  # (d_inner + 2 n_groups N, 1, d_conv)
+    conv1d_bias: Tensor | None
     dt_bias: Tensor  # (nheads,)
     A_log: Tensor  # (nheads,)
     D: Tensor  # (nheads,)
@@ -79,25 +65,15 @@ class Mamba2Weights(NamedTuple):
     norm_eps: float
 
 
-def _kernels(w: Mamba2Weights, hidden_states: Tensor) -> SimpleNamespace:
-    """The entry points, once the kernels are known to support these weights on this input (a ValueError
-    naming the problem otherwise)."""
-    k = bind_entry_points(globals(), "Mamba-2", _package_fns)
-    check_support(k, _package_fns, hidden_states, w.in_proj_weight, w.conv_weight.shape[-1])
-    return k
-
-
-def _sizes(w: Mamba2Weights) -> tuple[int, int, int, int]:
+def _sizes(w: Weights) -> tuple[int, int, int, int]:
     """(d_inner, nheads, headdim, d_state) from the tensors' shapes and ``n_groups``."""
     d_inner = w.out_proj_weight.shape[1]
     nheads = w.A_log.shape[0]
-    d_state = (w.conv_weight.shape[0] - d_inner) // (2 * w.n_groups)
+    d_state = (w.conv1d_weight.shape[0] - d_inner) // (2 * w.n_groups)
     return d_inner, nheads, d_inner // nheads, d_state
 
 
-def _gate_and_project(
-    k: SimpleNamespace, w: Mamba2Weights, y: Tensor, z: Tensor, act_gate: Activation
-) -> Tensor:
+def _gate_and_project(k: SimpleNamespace, w: Weights, y: Tensor, z: Tensor, act_gate: Activation) -> Tensor:
     """out_proj(weight * rmsnorm_groups(y * act_gate(z))), with the fused Triton norm for ``"silu"``."""
     group_size = y.shape[-1] // w.n_groups
     if act_gate == "silu":
@@ -110,19 +86,16 @@ def _gate_and_project(
 
 
 def mixer_fn(
-    hidden_states: Tensor,
-    w: Mamba2Weights,
-    act_conv: Activation = "silu",
-    act_gate: Activation = "silu",
-    return_states: bool = False,
-) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+    hidden_states: Tensor, w: Weights, acts: Activations = SILU, return_states: bool = False
+) -> Output:
     """Mixer forward ``(B, L, d_model) -> (B, L, d_model)`` on the kernels. With ``return_states`` (prefill):
     ``(out, conv_state (B, conv_dim, d_conv), ssm_state (B, nheads, headdim, N) fp32)`` after the last token,
     ready for :func:`step_fn`."""
-    k = _kernels(w, hidden_states)
+    act_conv, act_gate = acts
+    k = KERNELS.bind(hidden_states, w.in_proj_weight, w.conv1d_weight.shape[-1])
     batch, seqlen, _ = hidden_states.shape
     d_inner, nheads, headdim, d_state = _sizes(w)
-    conv_dim = w.conv_weight.shape[0]
+    conv_dim = w.conv1d_weight.shape[0]
     zxbcdt = F.linear(hidden_states, w.in_proj_weight, w.in_proj_bias)
     z, xBC, dt = torch.split(zxbcdt, [d_inner, conv_dim, nheads], dim=-1)
     # (B, conv_dim, L), channels-last. causal_conv1d reads that layout in place only when the channel count
@@ -130,7 +103,9 @@ def mixer_fn(
     xBC = xBC.transpose(1, 2)
     if not (conv_dim % 8 == 0 and xBC.stride(0) % 8 == 0 and xBC.stride(2) % 8 == 0):
         xBC = xBC.contiguous()
-    xBC, conv_state = conv_forward(k, xBC, w.conv_weight, w.conv_bias, act_conv, return_states)
+    xBC, conv_state = ssm_kernels.conv_forward(
+        k, xBC, w.conv1d_weight, w.conv1d_bias, act_conv, return_states
+    )
     xBC = xBC.transpose(1, 2)
     x, B, C = torch.split(xBC, [d_inner, w.n_groups * d_state, w.n_groups * d_state], dim=-1)
     y = k.mamba_chunk_scan_combined(
@@ -147,32 +122,24 @@ def mixer_fn(
         dt_limit=w.dt_limit,
         return_final_states=return_states,
     )
-    ssm_state = None
-    if return_states:
-        y, ssm_state = y
+    y, ssm_state = y if return_states else (y, None)
     out = _gate_and_project(k, w, y.reshape(batch, seqlen, d_inner), z, act_gate)
-    if return_states:
-        return out, conv_state, ssm_state.detach().float()
-    return out
+    return ssm_kernels.with_states(out, conv_state, ssm_state)
 
 
 def step_fn(
-    hidden_states: Tensor,
-    conv_state: Tensor,
-    ssm_state: Tensor,
-    w: Mamba2Weights,
-    act_conv: Activation = "silu",
-    act_gate: Activation = "silu",
+    hidden_states: Tensor, conv_state: Tensor, ssm_state: Tensor, w: Weights, acts: Activations = SILU
 ) -> Tensor:
     """One decoding step ``(B, 1, d_model) -> (B, 1, d_model)``; updates both states in place."""
-    k = _kernels(w, hidden_states)
+    k = KERNELS.bind(hidden_states, w.in_proj_weight, w.conv1d_weight.shape[-1])
+    act_conv, act_gate = acts
     batch = hidden_states.shape[0]
     d_inner, nheads, headdim, d_state = _sizes(w)
-    conv_dim = w.conv_weight.shape[0]
-    check_step(
+    conv_dim = w.conv1d_weight.shape[0]
+    ssm_kernels.check_step(
         hidden_states,
         {
-            "conv_state": (conv_state, (batch, conv_dim, w.conv_weight.shape[-1])),
+            "conv_state": (conv_state, (batch, conv_dim, w.conv1d_weight.shape[-1])),
             "ssm_state": (ssm_state, (batch, nheads, headdim, d_state)),
         },
     )
@@ -181,7 +148,7 @@ def step_fn(
         [d_inner, conv_dim, nheads],
         dim=-1,
     )
-    xBC = conv_step(k, xBC, conv_state, w.conv_weight, w.conv_bias, act_conv)
+    xBC = ssm_kernels.conv_step(k, xBC, conv_state, w.conv1d_weight, w.conv1d_bias, act_conv)
     x, B, C = torch.split(xBC, [d_inner, w.n_groups * d_state, w.n_groups * d_state], dim=-1)
     dt = discretize_dt(dt, w.dt_bias, True, w.dt_limit)  # fp32, clamped as in the forward
     y = k.selective_state_update(

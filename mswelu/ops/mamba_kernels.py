@@ -10,7 +10,7 @@ SWELU cannot go through it. These functions use the unfused kernels instead:
 
 and for decoding ``causal_conv1d_update(activation=None)`` and ``selective_state_update(z=None)``. An
 activation passed as the string ``"silu"`` goes into the kernels' own fused SiLU option instead (the same
-function, one memory pass less; rounded once rather than twice in bf16). :class:`MixerWeights` names the
+function, one memory pass less; rounded once rather than twice in bf16). :class:`Weights` names the
 tensors; :class:`mswelu.modules.mamba_mixer.MambaMixer` passes its own.
 
 The kernel packages are imported on first use (:func:`mswelu.ops.backends.import_kernels`, the one
@@ -21,43 +21,29 @@ on CPU.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mswelu.ops import backends
-from mswelu.ops.ssm_kernels import (
-    Activation,
-    apply_activation,
-    bind_entry_points,
-    check_step,
-    check_support,
-    conv_forward,
-    conv_step,
-)
+from mswelu.ops import ssm_kernels
+from mswelu.ops.ssm_kernels import SILU, Activations, Output
 
-# The four kernel entry points. ``None`` = resolve from the installed packages on first use;
-# tests assign the upstream reference functions here.
-selective_scan_fn: Any = None
-causal_conv1d_fn: Any = None
-causal_conv1d_update: Any = None
-selective_state_update: Any = None
-
-_package_fns: set[int] = set()  # ids of entry points loaded from the packages (they need GPU tensors)
+#: the four entry points of ``backends.KERNEL_SOURCES["Mamba-1"]``, module-level names that are None until the
+#: first call binds them from the packages (tests bind the packages' references to them instead)
+KERNELS = ssm_kernels.KernelPath("Mamba-1", globals())
 #: whether this kernel path can import what it calls (``() -> (ok, why)``, probed once)
-kernels_available = functools.partial(backends.kernels_available, "Mamba-1")
+kernels_available = KERNELS.available
 
 
-class MixerWeights(NamedTuple):
+class Weights(NamedTuple):
     """The tensors of one Mamba-1 mixer (mamba-ssm names and shapes; biases may be None)."""
 
     in_proj_weight: Tensor  # (2 d_inner, d_model)
     in_proj_bias: Tensor | None
-    conv_weight: Tensor  # (d_inner, 1, d_conv)
-    conv_bias: Tensor | None
+    conv1d_weight: Tensor  # (d_inner, 1, d_conv)
+    conv1d_bias: Tensor | None
     x_proj_weight: Tensor  # (dt_rank + 2 N, d_inner)
     dt_proj_weight: Tensor  # (d_inner, dt_rank)
     dt_proj_bias: Tensor  # (d_inner,)
@@ -67,11 +53,10 @@ class MixerWeights(NamedTuple):
     out_proj_bias: Tensor | None
 
 
-def _kernels(w: MixerWeights, hidden_states: Tensor) -> Any:
+def _kernels(w: Weights, hidden_states: Tensor) -> Any:
     """The entry points, once the kernels are known to support these weights on this input (a ValueError
     naming the problem otherwise)."""
-    k = bind_entry_points(globals(), "Mamba-1", _package_fns)
-    check_support(k, _package_fns, hidden_states, w.in_proj_weight, w.conv_weight.shape[-1])
+    k = KERNELS.bind(hidden_states, w.in_proj_weight, w.conv1d_weight.shape[-1])
     if w.A_log.shape[1] > 256:
         raise ValueError(
             f"selective_scan supports d_state <= 256, got {w.A_log.shape[1]}; use backend='torch'"
@@ -79,7 +64,7 @@ def _kernels(w: MixerWeights, hidden_states: Tensor) -> Any:
     return k
 
 
-def _scan_inputs(w: MixerWeights, x: Tensor, seqlen: int) -> tuple[Tensor, Tensor, Tensor]:
+def _scan_inputs(w: Weights, x: Tensor, seqlen: int) -> tuple[Tensor, Tensor, Tensor]:
     """x_proj and dt_proj (weight only: the bias goes into the kernel's fp32 softplus)."""
     dt_rank, d_state = w.dt_proj_weight.shape[1], w.A_log.shape[1]
     x_dbl = F.linear(x.transpose(1, 2).reshape(-1, x.shape[1]), w.x_proj_weight, None)  # (B*L, dt_rank + 2N)
@@ -92,15 +77,12 @@ def _scan_inputs(w: MixerWeights, x: Tensor, seqlen: int) -> tuple[Tensor, Tenso
 
 
 def mixer_fn(
-    hidden_states: Tensor,
-    w: MixerWeights,
-    act_conv: Activation = "silu",
-    act_gate: Activation = "silu",
-    return_states: bool = False,
-) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+    hidden_states: Tensor, w: Weights, acts: Activations = SILU, return_states: bool = False
+) -> Output:
     """Mixer forward ``(B, L, d_model) -> (B, L, d_model)`` on the CUDA kernels. With ``return_states``
     (prefill): ``(out, conv_state (B, d_inner, d_conv), ssm_state (B, d_inner, N) fp32)`` after the last
     token, ready for :func:`step_fn`."""
+    act_conv, act_gate = acts
     k = _kernels(w, hidden_states)
     batch, seqlen, d_model = hidden_states.shape
     # One matmul for x and z, written as (B, 2*d_inner, L) with L fastest (as mamba-ssm does).
@@ -109,7 +91,7 @@ def mixer_fn(
     if w.in_proj_bias is not None:
         xz = xz + w.in_proj_bias.to(xz.dtype)[:, None]
     x, z = xz.chunk(2, dim=1)
-    x, conv_state = conv_forward(k, x, w.conv_weight, w.conv_bias, act_conv, return_states)
+    x, conv_state = ssm_kernels.conv_forward(k, x, w.conv1d_weight, w.conv1d_bias, act_conv, return_states)
     dt, B, C = _scan_inputs(w, x, seqlen)
     A = -torch.exp(w.A_log.float())  # (d_inner, N), fp32
     gate_silu = act_gate == "silu"
@@ -125,37 +107,30 @@ def mixer_fn(
         delta_softplus=True,
         return_last_state=return_states,
     )
-    ssm_state = None
-    if return_states:
-        y, ssm_state = y
+    y, ssm_state = y if return_states else (y, None)
     if not gate_silu:
-        y = y * apply_activation(act_gate, z)
-    out = F.linear(y.transpose(1, 2), w.out_proj_weight, w.out_proj_bias)
-    if return_states:
-        return out, conv_state, ssm_state.detach().float()
-    return out
+        y = y * ssm_kernels.apply_activation(act_gate, z)
+    return ssm_kernels.with_states(
+        F.linear(y.transpose(1, 2), w.out_proj_weight, w.out_proj_bias), conv_state, ssm_state
+    )
 
 
 def step_fn(
-    hidden_states: Tensor,
-    conv_state: Tensor,
-    ssm_state: Tensor,
-    w: MixerWeights,
-    act_conv: Activation = "silu",
-    act_gate: Activation = "silu",
+    hidden_states: Tensor, conv_state: Tensor, ssm_state: Tensor, w: Weights, acts: Activations = SILU
 ) -> Tensor:
     """One decoding step ``(B, 1, d_model) -> (B, 1, d_model)``; updates both states in place."""
     k = _kernels(w, hidden_states)
+    act_conv, act_gate = acts
     batch, d_inner = hidden_states.shape[0], w.in_proj_weight.shape[0] // 2
-    check_step(
+    ssm_kernels.check_step(
         hidden_states,
         {
-            "conv_state": (conv_state, (batch, d_inner, w.conv_weight.shape[-1])),
+            "conv_state": (conv_state, (batch, d_inner, w.conv1d_weight.shape[-1])),
             "ssm_state": (ssm_state, (batch, d_inner, w.A_log.shape[1])),
         },
     )
     x, z = F.linear(hidden_states.squeeze(1), w.in_proj_weight, w.in_proj_bias).chunk(2, dim=-1)
-    x = conv_step(k, x, conv_state, w.conv_weight, w.conv_bias, act_conv)
+    x = ssm_kernels.conv_step(k, x, conv_state, w.conv1d_weight, w.conv1d_bias, act_conv)
     dt_rank, d_state = w.dt_proj_weight.shape[1], w.A_log.shape[1]
     dt, B, C = torch.split(F.linear(x, w.x_proj_weight, None), [dt_rank, d_state, d_state], dim=-1)
     dt = F.linear(dt, w.dt_proj_weight)  # bias added inside the kernel, in fp32
@@ -174,5 +149,5 @@ def step_fn(
         dt_softplus=True,
     )
     if not gate_silu:
-        y = y * apply_activation(act_gate, z)
+        y = y * ssm_kernels.apply_activation(act_gate, z)
     return F.linear(y, w.out_proj_weight, w.out_proj_bias).unsqueeze(1)

@@ -2,8 +2,8 @@
 :mod:`mswelu.ops.mamba2_kernels` for Mamba-2): binding their entry points, the checks before a kernel runs,
 and the causal conv with an activation slot after it, in the forward and in the decoding step.
 
-A kernel module keeps its entry points as module-level names (``None`` until first use);
-:func:`bind_entry_points` fills the unset ones from the installed packages
+A kernel module keeps its entry points as module-level names (``None`` until first use) through a
+:class:`KernelPath`, which fills the unset ones from the installed packages
 (:func:`mswelu.ops.backends.import_kernels`, the one probe), so tests can bind the packages' pure-PyTorch
 references to the same names and run the same code on CPU.
 """
@@ -22,13 +22,16 @@ from mswelu.ops import backends
 
 __all__ = [
     "KERNEL_DTYPES",
+    "SILU",
     "Activation",
+    "Activations",
+    "KernelPath",
+    "Output",
     "apply_activation",
-    "bind_entry_points",
     "check_step",
-    "check_support",
     "conv_forward",
     "conv_step",
+    "with_states",
 ]
 
 #: dtypes the kernels are built for (mamba-ssm and causal-conv1d: fp32, fp16, bf16)
@@ -36,28 +39,51 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 #: An activation: a callable on tensors, or ``"silu"`` for the kernels' fused SiLU.
 Activation = Callable[[Tensor], Tensor] | str
+#: the two slots' activations, ``(act_conv, act_gate)``
+Activations = tuple[Activation, Activation]
+#: both slots SiLU, fused into the kernels
+SILU: Activations = ("silu", "silu")
+#: a kernel forward's result: the output, or with its states ``(out, conv_state, ssm_state)``
+Output = Tensor | tuple[Tensor, Tensor, Tensor]
 
 
-def bind_entry_points(namespace: dict[str, Any], path: str, package_fns: set[int]) -> SimpleNamespace:
-    """The entry points of kernel path ``path`` (``backends.KERNEL_SOURCES``), read from ``namespace`` (a
-    kernel module's globals); the unset ones are imported from the packages and remembered in ``package_fns``
-    (the ids of functions that need GPU tensors)."""
-    names = backends.KERNEL_SOURCES[path]
-    if any(namespace[name] is None for name in names):
-        found = backends.import_kernels(path)
-        for name in names:
-            if namespace[name] is None:
-                namespace[name] = found[name]
-        package_fns.update(map(id, found.values()))
-    return SimpleNamespace(**{name: namespace[name] for name in names})
+class KernelPath:
+    """The entry points of kernel path ``path`` (``backends.KERNEL_SOURCES[path]``), held as module-level
+    names of its kernel module (``namespace``: that module's globals), None until first use."""
+
+    def __init__(self, path: str, namespace: dict[str, Any]) -> None:
+        self.path = path
+        self.namespace = namespace
+        self.package_fns: set[int] = set()  # ids of entry points loaded from the packages (need GPU tensors)
+        namespace.update(dict.fromkeys(backends.KERNEL_SOURCES[path]))
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this path can import what it calls: ``(ok, why)``, probed once."""
+        return backends.kernels_available(self.path)
+
+    def bind(self, hidden_states: Tensor, weight: Tensor, d_conv: int) -> SimpleNamespace:
+        """The entry points (the unset ones imported from the packages), once the kernels are known to run a
+        mixer whose ``in_proj`` weight is ``weight`` on this input: a ``ValueError`` naming the problem (its
+        shape, the dtypes, mixed dtypes without autocast, the conv width, CPU tensors for entry points from
+        the packages) otherwise. The activations must be elementwise: the mixer checks that."""
+        names = backends.KERNEL_SOURCES[self.path]
+        if any(self.namespace[name] is None for name in names):
+            found = backends.import_kernels(self.path)
+            for name in names:
+                if self.namespace[name] is None:
+                    self.namespace[name] = found[name]
+            self.package_fns.update(map(id, found.values()))
+        k = SimpleNamespace(**{name: self.namespace[name] for name in names})
+        _check_support(hidden_states, weight, d_conv)
+        if not hidden_states.is_cuda and any(id(fn) in self.package_fns for fn in vars(k).values()):
+            raise ValueError(
+                f"the kernels need tensors on a GPU, got hidden_states on {hidden_states.device}; "
+                "move the model to 'cuda' or use backend='torch'"
+            )
+        return k
 
 
-def check_support(
-    k: SimpleNamespace, package_fns: set[int], hidden_states: Tensor, weight: Tensor, d_conv: int
-) -> None:
-    """A ``ValueError`` naming the problem if the kernels cannot run a mixer whose ``in_proj`` weight is
-    ``weight`` on this input: its shape, the dtypes, mixed dtypes without autocast, the conv width, CPU
-    tensors for entry points from the packages. (The activations must be elementwise: the mixer checks.)"""
+def _check_support(hidden_states: Tensor, weight: Tensor, d_conv: int) -> None:
     d_model = weight.shape[1]
     if hidden_states.dim() != 3 or hidden_states.shape[-1] != d_model:
         raise ValueError(
@@ -76,11 +102,6 @@ def check_support(
         )
     if not 2 <= d_conv <= 4:
         raise ValueError(f"causal_conv1d supports d_conv between 2 and 4, got {d_conv}; use backend='torch'")
-    if not hidden_states.is_cuda and any(id(fn) in package_fns for fn in vars(k).values()):
-        raise ValueError(
-            f"the kernels need tensors on a GPU, got hidden_states on {hidden_states.device}; "
-            "move the model to 'cuda' or use backend='torch'"
-        )
 
 
 def check_step(hidden_states: Tensor, states: dict[str, tuple[Tensor, tuple[int, ...]]]) -> None:
@@ -125,3 +146,9 @@ def conv_step(
         x.to(conv_state.dtype), conv_state, weight.squeeze(1), bias, "silu" if silu else None
     ).to(x.dtype)
     return out if silu else apply_activation(act, out)
+
+
+def with_states(out: Tensor, conv_state: Tensor | None, ssm_state: Tensor | None) -> Output:
+    """A kernel forward's result: ``out``, or with the prefill's states ``(out, conv_state, ssm_state fp32)``
+    when it kept them (``ssm_state`` not None)."""
+    return out if ssm_state is None else (out, conv_state, ssm_state.detach().float())

@@ -21,10 +21,6 @@ class Mamba1Block(SSMBlock):
         return {"dt_rank": config.dt_rank}
 
     @staticmethod
-    def widths(config: Any) -> tuple[int, int]:
-        return 2 * config.d_inner, config.d_inner  # in_proj: x, z
-
-    @staticmethod
     def own_parameter_count(config: Any) -> int:
         n, di, r = config.d_state, config.d_inner, config.resolved_dt_rank
         return (r + 2 * n) * di + di * r + di + di * n + di  # x_proj, dt_proj (+ bias), A_log, D

@@ -29,12 +29,6 @@ class Mamba2Block(SSMBlock):
         }
 
     @staticmethod
-    def widths(config: Any) -> tuple[int, int]:
-        di = config.d_inner
-        conv_dim = di + 2 * config.n_groups * config.d_state  # x, B, C
-        return di + conv_dim + di // config.headdim, conv_dim  # in_proj: z, xBC, dt
-
-    @staticmethod
     def own_parameter_count(config: Any) -> int:
         return 3 * (config.d_inner // config.headdim) + config.d_inner  # dt_bias, A_log, D; the norm's weight
 

@@ -5,8 +5,8 @@ The mixer is a :class:`~mswelu.modules.ssm_mixer.SSMMixer` (Mamba-1's, Mamba-2's
 ``in_proj`` (``d_model -> in_width``), a depthwise causal conv over ``conv_channels`` channels followed by
 ``act_conv``, its state-space part, a gate ``act_gate`` over ``d_inner`` channels and an ``out_proj``
 (``d_inner -> d_model``). A subclass of :class:`SSMBlock` names the mixer class, the config fields it reads
-beyond the shared ones (:meth:`mixer_settings`), its two widths, and the parameters, FLOPs and saved
-activations of its own part; what every state-space block shares (projections, conv, norm, activations,
+beyond the shared ones (:meth:`mixer_settings`), and the parameters, FLOPs and saved activations of its own
+part; what every state-space block shares (projections, conv, norm, activations,
 their counts, the decoding) is here.
 """
 
@@ -59,12 +59,6 @@ class SSMBlock(nn.Module):
         return {}
 
     @staticmethod
-    def widths(config: Any) -> tuple[int, int]:
-        """``(in_width, conv_channels)``: ``in_proj``'s output rows and the conv's (and ``act_conv``'s)
-        channels."""
-        raise NotImplementedError
-
-    @staticmethod
     def own_parameter_count(config: Any) -> int:
         """Parameters of the mixer beyond ``in_proj``, the conv and ``out_proj``."""
         raise NotImplementedError
@@ -102,6 +96,12 @@ class SSMBlock(nn.Module):
     def build_mixer(cls, config: Any, layer_idx: int, act_conv: nn.Module, act_gate: nn.Module) -> nn.Module:
         settings = {**cls.shared_settings(config), **cls.mixer_settings(config)}
         return cls.mixer_class(**settings, act_conv=act_conv, act_gate=act_gate, layer_idx=layer_idx)
+
+    @classmethod
+    def widths(cls, config: Any) -> tuple[int, int]:
+        """``(in_width, conv_channels)``: ``in_proj``'s output rows and the conv's (and ``act_conv``'s)
+        channels, as the mixer class computes them."""
+        return cls.mixer_class.input_widths(**cls.shared_settings(config), **cls.mixer_settings(config))
 
     @classmethod
     def check_config(cls, config: Any) -> None:
