@@ -39,13 +39,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from typing import Any
 
 import torch
 from torch import nn
 
+from mswelu.bench.memory import extra_peak_mib, in_fresh_process
 from mswelu.errors import choice, plain_text
 
 GOAL = 3.0
@@ -150,40 +149,20 @@ def time_stacks(stacks: dict[str, nn.Module], x: torch.Tensor, mode: str, repeat
     return best
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _peak_child(
     name: str, mode: str, layers: int, shape: dict, batch: int, seq_len: int, threads: int, flush: bool
 ) -> tuple[float, str]:
     """Runs in a fresh process: extra peak RSS (MiB) of one forward + backward of one stack."""
-    import resource
-
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush)
     stack = build_stacks(layers, shape)[name]
     _step(stack, _inputs(1, 8, shape["d_model"]), mode)  # lazy init, parameter gradients: not measured
     x = _inputs(batch, seq_len, shape["d_model"])
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        before = _status_kib("VmRSS")
-        _step(stack, x, mode)
-        return (_status_kib("VmHWM") - before) / 1024, "VmHWM after clear_refs"
-    except OSError:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        _step(stack, x, mode)
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, "ru_maxrss"
+    return extra_peak_mib(lambda: _step(stack, x, mode))
 
 
 def peak_memory(*args: Any) -> tuple[float, str]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_peak_child, *args).result()
+    return in_fresh_process(_peak_child, *args)
 
 
 def time_ssd(

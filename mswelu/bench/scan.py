@@ -37,13 +37,12 @@ import json
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mswelu.bench.memory import extra_peak_mib, in_fresh_process
 from mswelu.errors import plain_text
 from mswelu.ops.selective_scan import selective_scan
 
@@ -156,18 +155,8 @@ def saved_mib(name: str, inputs: dict[str, Tensor]) -> float:
     return sum(seen.values()) / 2**20
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _peak_child(name: str, shape: tuple[int, int, int, int], threads: int) -> tuple[float, str]:
     """Runs in a fresh process: extra peak RSS (MiB) of one forward + backward of ``name``."""
-    import resource
-
     torch.set_num_threads(threads)
     b, d, length, n = shape
     small = make_inputs(1, 8, 8, 4)
@@ -175,21 +164,11 @@ def _peak_child(name: str, shape: tuple[int, int, int, int], threads: int) -> tu
     del small
     inputs = make_inputs(b, d, length, n)
     grad_out = torch.ones(b, d, length)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        before = _status_kib("VmRSS")
-        fwd_bwd(name, inputs, grad_out)
-        return (_status_kib("VmHWM") - before) / 1024, "VmHWM after clear_refs"
-    except OSError:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fwd_bwd(name, inputs, grad_out)
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, "ru_maxrss"
+    return extra_peak_mib(lambda: fwd_bwd(name, inputs, grad_out))
 
 
 def peak_memory(name: str, shape: tuple[int, int, int, int], threads: int) -> tuple[float, str]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_peak_child, name, shape, threads).result()
+    return in_fresh_process(_peak_child, name, shape, threads)
 
 
 def check_agreement(shape: tuple[int, int, int, int]) -> dict[str, float]:
