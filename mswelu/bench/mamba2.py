@@ -36,7 +36,6 @@ Subnormal floats are flushed (``torch.set_flush_denormal(True)``, as the trainer
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any
@@ -44,8 +43,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from mswelu.bench import bench_parser
 from mswelu.bench.memory import extra_peak_mib, in_fresh_process
-from mswelu.errors import choice, plain_text
+from mswelu.errors import choice
 
 GOAL = 3.0
 SHAPE = {
@@ -268,15 +268,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m mswelu.bench mamba2", description=plain_text(__doc__.split("\n")[0])
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object only")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p = bench_parser("mamba2", __doc__, layers=2, batch=2, seq_len=512, repeats=3, threads=2)
     p.add_argument(
         "--modes",
         nargs="+",

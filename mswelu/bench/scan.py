@@ -32,7 +32,6 @@ independent view of the same question: bytes of the distinct tensors autograd ke
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -42,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mswelu.bench import bench_parser
 from mswelu.bench.memory import extra_peak_mib, in_fresh_process
-from mswelu.errors import plain_text
 from mswelu.ops.selective_scan import selective_scan
 
 APPROACHES = ("mswelu", "mswelu_torch", "transformers_loop", "mambapy_pscan")
@@ -188,17 +187,9 @@ def check_agreement(shape: tuple[int, int, int, int]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m mswelu.bench scan", description=plain_text(__doc__.split("\n")[0])
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = bench_parser("scan", __doc__, threads=2, batch=2, length=256, d_inner=1536, d_state=16)
     p.add_argument("--repeats", type=int, default=7, help="timed runs of the fast approaches (best kept)")
     p.add_argument("--slow-repeats", type=int, default=1, help="timed runs of the transformers loop")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--length", type=int, default=256)
-    p.add_argument("--d-inner", type=int, default=1536)
-    p.add_argument("--d-state", type=int, default=16)
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
     args = p.parse_args(argv)
     if min(args.repeats, args.slow_repeats, args.threads, args.batch, args.length, args.d_inner) < 1:
