@@ -22,13 +22,13 @@ from mswelu.configuration import MambaSWELUConfig
 from mswelu.flops import config_flops
 from mswelu.hf_compat import output_cache
 from mswelu.modeling import MambaSWELUForCausalLM, parameter_count
-from mswelu.models import lm_loss
+from mswelu.models import activation_bytes, lm_loss, measure_activation_bytes
 from mswelu.modules.activations import activation_flops, make_activation
 from mswelu.modules.mixers import MIXERS
 from mswelu.modules.mixers.registry import Mixer, register_mixer
 from mswelu.modules.mixers.ssm_block import SSMBlock
 from mswelu.modules.ssm_mixer import SSMMixer
-from mswelu.plan import GiB, activation_bytes, make_plan, measure_activation_bytes
+from mswelu.plan import GiB, make_plan
 
 L = 16
 
