@@ -74,7 +74,6 @@ class MambaSWELUCache:
     is_compileable = False
 
     def __init__(self, config: MambaSWELUConfig) -> None:
-        self.layer_pattern = config.layer_pattern
         self.states: list[dict[str, torch.Tensor]] = [{} for _ in range(config.n_layer)]
         self.seqlen_offset = 0
 

@@ -97,7 +97,7 @@ def _undeclared(config, seq_len):
 def test_a_mixer_without_a_count_is_an_error(monkeypatch):
     from mswelu.modules.mixers.mamba1 import Mamba1Block
 
-    monkeypatch.setattr(Mamba1Block, "mixer_flops_per_token", staticmethod(_undeclared))
+    monkeypatch.setattr(Mamba1Block, "own_flops_per_token", staticmethod(_undeclared))
     model = build_model("tiny", 512, L, eos_token_id=511)
     with pytest.raises(ValueError, match="declares no FLOPs per token"):
         config_flops(model.config, L)
