@@ -205,17 +205,18 @@ def time_ssd(
 
 
 def run(
+    *,
+    d_model: int = SHAPE["d_model"],
     layers: int = 2,
+    modes: tuple[str, ...] = MODES,
     batch: int = 2,
     seq_len: int = 512,
+    chunk_sizes: tuple[int, ...] = (64,),
     repeats: int = 3,
     threads: int = 2,
-    modes: tuple[str, ...] = MODES,
-    chunk_sizes: tuple[int, ...] = (64,),
     memory: bool = True,
     ssd: bool = True,
     flush_denormal: bool = True,
-    d_model: int = SHAPE["d_model"],
 ) -> dict:
     """The benchmark (see the module docstring); restores the thread count and the denormal mode."""
     shape = {**SHAPE, "d_model": d_model}
@@ -267,6 +268,36 @@ def run(
     }
 
 
+def _text(out: dict[str, Any]) -> list[str]:
+    """The lines ``main`` prints without ``--json``."""
+    lines = []
+    cfg = out["config"]
+    lines.append(
+        f"Mamba-2 mixer stack fwd+bwd: {cfg['layers']} x (RMSNorm + mixer + residual) at mamba2-130m shape "
+        f"(d_model {cfg['d_model']}, N {cfg['d_state']}, headdim {cfg['headdim']}), B={cfg['batch']} "
+        f"L={cfg['seq_len']}, {cfg['threads']} threads, flush denormals {cfg['flush_denormal']}; "
+        f"outputs agree to {cfg['max_rel_diff_fp32']:.1e}"
+    )
+    for mode, res in out["stack"].items():
+        for name in ("mswelu", "transformers"):
+            r = res[name]
+            peak = f", peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""
+            cpu = f"(CPU {r['cpu_seconds']:.3f} s)"
+            lines.append(
+                f"  {mode:5s} {name:13s} {r['seconds']:7.3f} s {cpu}  {r['tokens_per_s']:8.0f} tokens/s{peak}"
+            )
+        memory = f", peak memory {res['peak_memory_ratio']:.2f}x" if "peak_memory_ratio" in res else ""
+        goal = "met" if out["goal"]["met"][mode] else "NOT met"
+        lines.append(
+            f"  {mode:5s} speedup {res['speedup']:.2f}x (goal >= {GOAL}x: {goal}; in CPU time "
+            f"{res['cpu_speedup']:.2f}x){memory}"
+        )
+    for mode, res in out["ssd"].items():
+        cells = "  ".join(f"{name} {s * 1e3:.1f} ms" for name, s in res.items())
+        lines.append(f"  {mode:5s} SSD alone: {cells}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser("mamba2", __doc__, layers=2, batch=2, seq_len=512, repeats=3, threads=2)
     p.add_argument(
@@ -290,45 +321,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.d_model % 32:
         p.error("--d-model must be a multiple of 32 (expand 2, headdim 64)")
     out = run(
+        d_model=args.d_model,
         layers=args.layers,
+        modes=tuple(args.modes),
         batch=args.batch,
         seq_len=args.seq_len,
+        chunk_sizes=tuple(args.chunk_sizes),
         repeats=args.repeats,
         threads=args.threads,
-        modes=tuple(args.modes),
-        chunk_sizes=tuple(args.chunk_sizes),
         memory=not args.no_memory,
         ssd=not args.no_ssd,
         flush_denormal=not args.keep_denormals,
-        d_model=args.d_model,
     )
-    if args.json:
-        print(json.dumps(out))
-        return 0
-    cfg = out["config"]
-    print(
-        f"Mamba-2 mixer stack fwd+bwd: {cfg['layers']} x (RMSNorm + mixer + residual) at mamba2-130m shape "
-        f"(d_model {cfg['d_model']}, N {cfg['d_state']}, headdim {cfg['headdim']}), B={cfg['batch']} "
-        f"L={cfg['seq_len']}, {cfg['threads']} threads, flush denormals {cfg['flush_denormal']}; "
-        f"outputs agree to {cfg['max_rel_diff_fp32']:.1e}"
-    )
-    for mode, res in out["stack"].items():
-        for name in ("mswelu", "transformers"):
-            r = res[name]
-            peak = f", peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""
-            cpu = f"(CPU {r['cpu_seconds']:.3f} s)"
-            print(
-                f"  {mode:5s} {name:13s} {r['seconds']:7.3f} s {cpu}  {r['tokens_per_s']:8.0f} tokens/s{peak}"
-            )
-        memory = f", peak memory {res['peak_memory_ratio']:.2f}x" if "peak_memory_ratio" in res else ""
-        goal = "met" if out["goal"]["met"][mode] else "NOT met"
-        print(
-            f"  {mode:5s} speedup {res['speedup']:.2f}x (goal >= {GOAL}x: {goal}; in CPU time "
-            f"{res['cpu_speedup']:.2f}x){memory}"
-        )
-    for mode, res in out["ssd"].items():
-        cells = "  ".join(f"{name} {s * 1e3:.1f} ms" for name, s in res.items())
-        print(f"  {mode:5s} SSD alone: {cells}")
+    print(json.dumps(out) if args.json else "\n".join(_text(out)))
     return 0
 
 

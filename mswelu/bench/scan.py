@@ -36,6 +36,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -186,6 +187,25 @@ def check_agreement(shape: tuple[int, int, int, int]) -> dict[str, float]:
     return diffs
 
 
+def _text(report: dict[str, Any]) -> list[str]:
+    """The lines ``main`` prints without ``--json``."""
+    results, ratios, lines = report["results"], report["ratios"], []
+    cfg = report["config"]
+    lines.append(
+        f"selective scan fwd+bwd  B={cfg['batch']} L={cfg['length']} d_inner={cfg['d_inner']} "
+        f"N={cfg['d_state']} fp32, {cfg['threads']} threads"
+    )
+    lines.append(f"{'approach':<20}{'seconds':>10}{'peak MiB':>11}{'saved MiB':>11}{'max rel diff':>14}")
+    for name, r in results.items():
+        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+        diff = r.get("max_rel_diff_vs_transformers_loop")
+        diff_s = "(ref)" if diff is None else f"{diff:.1e}"
+        lines.append(f"{name:<20}{r['seconds']:>10.3f}{peak:>11}{r['saved_mib']:>11.1f}{diff_s:>14}")
+    for key, value in ratios.items():
+        lines.append(f"{key:<40}{'-' if value is None else f'{value:.3f}'}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser("scan", __doc__, threads=2, batch=2, length=256, d_inner=1536, d_state=16)
     p.add_argument("--repeats", type=int, default=7, help="timed runs of the fast approaches (best kept)")
@@ -242,22 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "ratios": ratios,
     }
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    cfg = report["config"]
-    print(
-        f"selective scan fwd+bwd  B={cfg['batch']} L={cfg['length']} d_inner={cfg['d_inner']} "
-        f"N={cfg['d_state']} fp32, {cfg['threads']} threads"
-    )
-    print(f"{'approach':<20}{'seconds':>10}{'peak MiB':>11}{'saved MiB':>11}{'max rel diff':>14}")
-    for name, r in results.items():
-        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
-        diff = r.get("max_rel_diff_vs_transformers_loop")
-        diff_s = "(ref)" if diff is None else f"{diff:.1e}"
-        print(f"{name:<20}{r['seconds']:>10.3f}{peak:>11}{r['saved_mib']:>11.1f}{diff_s:>14}")
-    for key, value in ratios.items():
-        print(f"{key:<40}{'-' if value is None else f'{value:.3f}'}")
+    print(json.dumps(report) if args.json else "\n".join(_text(report)))
     return 0
 
 
