@@ -60,8 +60,8 @@ class MambaSWELUConfig(PretrainedConfig):
             self-attention (:data:`mswelu.modules.mixers.MIXERS`).
         mixer: the sequence mixer of the ``M`` blocks: ``mamba1`` (the default) or another registered one.
             The fields below up to ``conv_bias`` and ``n_head`` / ``attn_mlp_expand`` are mixers' settings:
-            each registered mixer names the ones it reads (``Mixer.settings``) and checks them itself
-            (its block's ``check_config``); they stay flat fields so saved ``config.json`` files load.
+            each registered mixer's block reads the ones it uses and checks them itself (``check_config``,
+            the mixer's own checks); they stay flat fields so that saved ``config.json`` files load.
         d_state: SSM state size N per channel (Mamba-1) or per head (Mamba-2).
         d_conv: causal convolution width.
         expand: ``d_inner = expand * d_model``.

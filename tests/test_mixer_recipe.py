@@ -95,7 +95,7 @@ class DiagonalBlock(SSMBlock):
 @pytest.fixture
 def diagonal(monkeypatch: pytest.MonkeyPatch) -> Mixer:
     """The mixer registered for one test (the registry is restored afterwards)."""
-    spec = Mixer("diagonal", "M", DiagonalBlock, "diagonal linear recurrence", settings=("d_state", "d_conv"))
+    spec = Mixer("diagonal", "M", DiagonalBlock, "diagonal linear recurrence")
     monkeypatch.setitem(MIXERS, "diagonal", spec)  # what register_mixer(spec) does, undone after the test
     return spec
 

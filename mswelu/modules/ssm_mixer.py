@@ -110,6 +110,7 @@ class SSMMixer(nn.Module):
         expand: float,
         dt_min: float,
         dt_max: float,
+        dt_init_floor: float,
         **own: Any,
     ) -> None:
         """A ValueError naming the first bad setting; a subclass checks its own settings (``own``) too. The
@@ -120,8 +121,8 @@ class SSMMixer(nn.Module):
             raise ValueError(f"expand must be > 0 (d_inner = expand * d_model >= 1), got {expand!r}")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        if own.get("dt_init_floor", 0) < 0:
-            raise ValueError(f"dt_init_floor must be >= 0, got {own['dt_init_floor']}")
+        if dt_init_floor < 0:
+            raise ValueError(f"dt_init_floor must be >= 0, got {dt_init_floor}")
 
     @classmethod
     def input_widths(cls, **settings: Any) -> tuple[int, int]:

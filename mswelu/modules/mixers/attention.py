@@ -100,6 +100,5 @@ ATTENTION = register_mixer(
         AttentionBlock,
         description="causal multi-head self-attention (+ MLP), the A blocks of a hybrid",
         bounded_context=True,
-        settings=("n_head", "attn_mlp_expand"),
     )
 )

@@ -47,6 +47,5 @@ MAMBA1 = register_mixer(
         Mamba1Block,
         description="Mamba-1 selective SSM (Gu & Dao 2023): conv -> act -> selective scan -> y * act(z)",
         kernels_available=kernels_available,
-        settings=("d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init_floor", "conv_bias"),
     )
 )

@@ -55,18 +55,5 @@ MAMBA2 = register_mixer(
         Mamba2Block,
         description="Mamba-2 SSD (Dao & Gu 2024): conv -> act on x, B, C -> SSD -> norm(y * act(z))",
         kernels_available=kernels_available,
-        settings=(
-            "d_state",
-            "d_conv",
-            "expand",
-            "headdim",
-            "n_groups",
-            "chunk_size",
-            "dt_limit",
-            "dt_min",
-            "dt_max",
-            "dt_init_floor",
-            "conv_bias",
-        ),
     )
 )

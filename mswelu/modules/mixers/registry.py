@@ -53,8 +53,6 @@ class Mixer:
         bounded_context: its context is limited to ``max_position_embeddings`` (attention's is).
         kernels_available: ``() -> (ok, why)``: whether its CUDA kernel path can import what it calls; None
             for a mixer without one.
-        settings: the config fields it reads (its block checks them: ``check_config``); the config holds
-            every registered mixer's fields so that saved ``config.json`` files keep loading.
     """
 
     name: str
@@ -63,7 +61,6 @@ class Mixer:
     description: str = ""
     bounded_context: bool = False
     kernels_available: Callable[[], tuple[bool, str]] | None = None
-    settings: tuple[str, ...] = ()
 
 
 MIXERS: dict[str, Mixer] = {}
