@@ -92,11 +92,11 @@ class Mamba2Mixer(SSMMixer):
     def check_settings(
         cls,
         *,
-        headdim: int = 64,
-        n_groups: int = 1,
-        chunk_size: int = 256,
-        dt_limit: tuple[float, float] = (0.0, math.inf),
-        norm_eps: float = 1e-5,
+        headdim: int,
+        n_groups: int,
+        chunk_size: int,
+        dt_limit: tuple[float, float],
+        norm_eps: float,
         **shared: Any,
     ) -> None:
         super().check_settings(**shared)
