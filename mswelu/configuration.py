@@ -34,7 +34,7 @@ from transformers import PretrainedConfig
 
 from mswelu.errors import unknown_choice
 from mswelu.modules.activations import ACTIVATIONS
-from mswelu.modules.mixers import layer_mixers, pattern_letters, sequence_mixers
+from mswelu.modules.mixers import layer_mixers, mixer_spec, pattern_letters, sequence_mixers
 from mswelu.modules.mixers.common import K_SHARING
 from mswelu.modules.norms import NORMS
 from mswelu.ops.backends import BACKENDS
@@ -59,6 +59,9 @@ class MambaSWELUConfig(PretrainedConfig):
         layer_pattern: one letter per block: ``M`` a block of the sequence mixer ``mixer``, ``A`` causal
             self-attention (:data:`mswelu.modules.mixers.MIXERS`).
         mixer: the sequence mixer of the ``M`` blocks: ``mamba1`` (the default) or another registered one.
+            The fields below up to ``conv_bias`` and ``n_head`` / ``attn_mlp_expand`` are mixers' settings:
+            each registered mixer's block reads the ones it uses and checks them itself (``check_config``,
+            the mixer's own checks); they stay flat fields so that saved ``config.json`` files load.
         d_state: SSM state size N per channel (Mamba-1) or per head (Mamba-2).
         d_conv: causal convolution width.
         expand: ``d_inner = expand * d_model``.
@@ -172,38 +175,12 @@ class MambaSWELUConfig(PretrainedConfig):
                 f"invalid layer_pattern {self.layer_pattern!r}: use a non-empty string of {letters} ('M': a "
                 "block of the config's mixer, 'A': causal self-attention), e.g. 'MMMMMM' or 'MAMA'"
             )
-        for name in (
-            "vocab_size",
-            "d_model",
-            "d_state",
-            "d_conv",
-            "expand",
-            "n_head",
-            "max_position_embeddings",
-        ):
+        for name in ("vocab_size", "d_model", "expand", "n_head", "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if "mamba2" in self.layer_mixers():
-            for name in ("headdim", "n_groups", "chunk_size"):
-                value = getattr(self, name)
-                if not isinstance(value, int) or value <= 0:
-                    raise ValueError(f"{name} must be a positive integer, got {value!r}")
-            if self.d_inner % self.headdim or (self.d_inner // self.headdim) % self.n_groups:
-                raise ValueError(
-                    f"Mamba-2 needs headdim ({self.headdim}) to divide d_inner = expand * d_model = "
-                    f"{self.d_inner} and n_groups ({self.n_groups}) to divide the heads it makes"
-                )
-            if len(self.dt_limit) != 2 or not 0 <= self.dt_limit[0] < self.dt_limit[1]:
-                raise ValueError(f"dt_limit must be (low, high) with 0 <= low < high, got {self.dt_limit!r}")
-        if self.dt_rank != "auto" and (not isinstance(self.dt_rank, int) or self.dt_rank <= 0):
-            raise ValueError(f"dt_rank must be 'auto' or a positive integer, got {self.dt_rank!r}")
-        if "A" in self.layer_pattern and self.d_model % self.n_head:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}) for attention blocks"
-            )
-        if self.attn_mlp_expand < 0:
-            raise ValueError(f"attn_mlp_expand must be >= 0, got {self.attn_mlp_expand}")
+        for mixer in dict.fromkeys(self.layer_mixers()):  # each mixer checks the settings it reads
+            mixer_spec(mixer).block.check_config(self)
         if any(not isinstance(h, int) or h <= 0 for h in self.dense_sizes):
             raise ValueError(f"dense_sizes must be positive integers, got {self.dense_sizes!r}")
         if len(self.dense_sizes) not in (0, 2):
@@ -215,8 +192,6 @@ class MambaSWELUConfig(PretrainedConfig):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.k_init <= 0:
             raise ValueError(f"k_init must be > 0, got {self.k_init}")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
         if self.initializer_range <= 0:
             raise ValueError(f"initializer_range must be > 0, got {self.initializer_range}")
 

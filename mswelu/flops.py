@@ -1,17 +1,22 @@
 """Model FLOPs per token: the work a model's forward pass needs, counted from its config, for comparisons at
 equal compute (:mod:`mswelu.analysis.curves`) and for MFU.
 
-Convention (the one MFU figures use, made explicit): 2 FLOPs per multiply-add of every matmul (projections,
-the dense stack, the LM head, attention's scores and weighted sum), plus the work a mixer does per element of
-its state (Mamba-1's selective scan: 8 per channel and state); elementwise work (norms, activations, residual
-adds, the gate, the softmax) is not counted, since it is memory-bound and small in FLOPs. A causal attention
-query at position t attends t + 1 keys: (seq_len + 1) / 2 on average. Training is 3x the forward (the
-backward's two matmuls per forward matmul); the gradients of shape parameters are elementwise.
+Convention (the one MFU figures use, made explicit, with the activations added): 2 FLOPs per multiply-add of
+every matmul (projections, the dense stack, the LM head, attention's scores and weighted sum), plus the work a
+mixer does per element of its state (Mamba-1's selective scan: 8 per channel and state), plus every
+activation's work per element as its spec declares it (:class:`~mswelu.modules.activations.ActivationFlops`:
+1 FLOP per add, multiply, divide, compare, abs or sign; ``TRANSCENDENTAL_FLOPS`` = 10 per exp, expm1, log, pow
+or erf), so that SWELU's pow and expm1 and its k-gradient, SiLU's sigmoid and Swish-beta's beta count. Other
+elementwise work (norms, residual adds, the gate product, the softmax) is not counted. A causal attention
+query at position t attends t + 1 keys: (seq_len + 1) / 2 on average. Training is 3x the matmuls (the
+backward's two matmuls per forward matmul) plus each activation's forward, backward and the gradients of its
+learnable shape parameters.
 
-Each part declares its own count: a mixer's block class ``flops_per_token(config, seq_len)`` (beside its
-``parameter_count``; :class:`~mswelu.modules.mixers.ssm_block.SSMBlock` subclasses implement
-``mixer_flops_per_token``), a baseline family's module ``flops_per_token(config, seq_len)``. A new mixer that
-declares none gets a clear error here, not a silent zero.
+Each part declares its own count: a mixer's block class ``flops_per_token(config, seq_len)`` (``{"forward",
+"training"}``, beside its ``parameter_count``; :class:`~mswelu.modules.mixers.ssm_block.SSMBlock` subclasses
+declare their own part, ``own_flops_per_token``), a baseline family's module ``flops_per_token(config,
+seq_len)`` (matmuls only: training is 3x). A new mixer that declares none gets a clear error here, not a
+silent zero.
 """
 
 from __future__ import annotations
@@ -24,43 +29,44 @@ from mswelu.baselines import BASELINES
 from mswelu.configuration import MambaSWELUConfig
 from mswelu.models import unwrap
 from mswelu.modules.mixers import mixer_spec
+from mswelu.modules.mixers.common import TRAINING_FACTOR, block_flops
 
 __all__ = ["TRAINING_FACTOR", "config_flops", "model_flops_per_token"]
 
-#: training FLOPs per forward FLOP (forward + backward of every matmul)
-TRAINING_FACTOR = 3.0
 #: a baseline family by the ``model_type`` of its transformers config
 _FAMILY = {"gpt2": "gpt2", "gpt_neox": "pythia"}
 
 
 def config_flops(config: MambaSWELUConfig, seq_len: int) -> dict[str, float]:
-    """Forward FLOPs per token of one of our models, by part: ``mixers`` (every block), ``dense``, ``head``,
-    and ``forward`` / ``training`` (3x) in all."""
-    mixers = 0.0
+    """FLOPs per token of one of our models, by part: ``mixers`` (every block, forward), ``dense`` (the dense
+    stack with its three activations, forward), ``head``, and ``forward`` / ``training`` in all."""
+    parts = []
     for name in config.layer_mixers():
-        block = mixer_spec(name).block
-        count = getattr(block, "flops_per_token", None)
+        count = getattr(mixer_spec(name).block, "flops_per_token", None)
         try:
-            value = float(count(config, seq_len)) if count is not None else None
+            parts.append(count(config, seq_len) if count is not None else None)
         except NotImplementedError:
-            value = None
-        if value is None:
+            parts.append(None)
+        if parts[-1] is None:
             raise ValueError(
                 f"mixer {name!r} declares no FLOPs per token: give its block flops_per_token(config, "
-                "seq_len) (an SSMBlock subclass: mixer_flops_per_token)"
+                "seq_len) (an SSMBlock subclass: own_flops_per_token)"
             )
-        mixers += value
     d = config.d_model
     h = tuple(config.dense_sizes)
-    dense = 2.0 * (d * h[0] + h[0] * h[1] + h[1] * d) if h else 0.0
+    dense = block_flops(config, 2.0 * (d * h[0] + h[0] * h[1] + h[1] * d), h[0] + h[1] + d) if h else None
     head = 2.0 * d * config.vocab_size
-    forward = mixers + dense + head
+    mixers = sum(p["forward"] for p in parts)
+    forward = mixers + (dense["forward"] if dense else 0.0) + head
+    training = (
+        sum(p["training"] for p in parts) + (dense["training"] if dense else 0.0) + TRAINING_FACTOR * head
+    )
     return {
         "mixers": mixers,
-        "dense": dense,
+        "dense": dense["forward"] if dense else 0.0,
         "head": head,
         "forward": forward,
-        "training": TRAINING_FACTOR * forward,
+        "training": training,
     }
 
 

@@ -23,12 +23,14 @@ from mswelu.modules.mixers import mixer_spec
 from mswelu.ops.lm_loss import CHUNK_BYTES, next_token_loss
 
 __all__ = [
+    "activation_bytes",
     "build_model",
     "check_overrides",
     "config_of",
     "count_parameters",
     "lm_loss",
     "max_context",
+    "measure_activation_bytes",
     "parse_model_name",
     "preset_parameter_count",
     "shape_slots",
@@ -226,3 +228,56 @@ def shape_slots(model: nn.Module) -> list[dict[str, Any]]:
     group, layer, slot, activation, params, learnable, mixer), what a run's ``config.json`` keeps."""
     slots = getattr(unwrap(model), "shape_slots", None)
     return [s.to_dict() for s in slots()] if callable(slots) else []
+
+
+def activation_bytes(
+    config: Any, seq_len: int, bf16: bool = True, checkpointing: bool = False
+) -> dict[str, float]:
+    """Estimated bytes a training step keeps for the backward, per sequence of ``seq_len`` tokens, by part
+    (``blocks``, ``dense``, ``head``, ``embedding``, ``total``), for one of our model configs (a baseline's
+    is its reference run's plus its full logits: :mod:`mswelu.plan`); each block's share is its own
+    declaration (``activation_bytes`` of its mixer's block class). With ``checkpointing`` each block keeps
+    only its input, and one block's activations exist again while it is recomputed."""
+    s = 2 if bf16 else 4  # bytes of an autocast tensor
+    d = config.d_model
+    per_block = [mixer_spec(m).block.activation_bytes(config, s) for m in config.layer_mixers()]
+    block_tokens = sum(per_block)
+    if checkpointing:
+        block_tokens = 4 * d * len(per_block) + max(per_block, default=0)
+    dense = 0.0
+    if config.dense_sizes:
+        h1, h2 = config.dense_sizes
+        dense = (d + h1 + h2) * s + (h1 + h2 + d) * 4
+    head = d * s + 8  # the hidden state the fused loss recomputes from, and the log-sum-exp
+    embedding = 4 * d
+    out = {"blocks": block_tokens * seq_len, "dense": dense * seq_len, "head": head * seq_len}
+    out["embedding"] = embedding * seq_len
+    out["total"] = sum(out.values())
+    return out
+
+
+def measure_activation_bytes(
+    preset: str, seq_len: int, batch: int = 2, model: dict[str, Any] | None = None, bf16: bool = False
+) -> float:
+    """Measured bytes per sequence that a training step of ``preset`` keeps for its backward on this
+    machine's CPU path: every tensor autograd saves during the forward (``saved_tensors_hooks``, the custom
+    kernels' saves included), each storage once, parameters excluded, divided by the batch."""
+    from mswelu.ops.lm_loss import split_window
+
+    torch.manual_seed(0)
+    net = build_model(preset, 512, seq_len, **(model or {}))
+    weights = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+        return t
+
+    x, y = split_window(torch.randint(0, 512, (batch, seq_len + 1)))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        loss = lm_loss(net, x, y)
+    loss.backward()
+    return sum(seen.values()) / batch

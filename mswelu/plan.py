@@ -9,18 +9,19 @@ global batch needs, the tokens per optimizer step, and the exact ``torchrun`` co
 a whole replica fits with at least one sequence per GPU, else FSDP2, else FSDP2 with activation checkpointing,
 then with CPU offload, and says why.
 
-The activation estimate counts the tensors each block keeps for its backward under bf16 autocast with the
-GPU kernels (fp32 residual stream, bf16 projections, fp32 scan inputs), the LM head's fused loss and the
-embedding; ``--measure`` checks it on this machine's CPU path for the preset (every tensor autograd saves for
-the backward of a training step), as ``tests/test_plan.py`` does for small presets (Mamba-1 and hybrid
-shapes: within 20%; Mamba-2: the CPU scan keeps fp32 copies, up to 1.5x the estimate). Memory sizes:
+The activation estimate (:func:`mswelu.models.activation_bytes`: each block class declares its own; the plan
+names no mixer) counts the tensors each block keeps for its backward under bf16 autocast with the GPU kernels
+(fp32 residual stream, bf16 projections, fp32 scan inputs), the LM head's fused loss and the embedding;
+``--measure`` checks it on this machine's CPU path for the preset (every tensor autograd saves for the
+backward of a training step: :func:`mswelu.models.measure_activation_bytes`), as ``tests/test_plan.py`` does
+for small presets (Mamba-1 and hybrid shapes: within 20%; Mamba-2: the CPU scan keeps fp32 copies, up to 1.5x
+the estimate). Memory sizes:
 ``24GB``, ``24GiB`` and ``24`` all mean 24 GiB (what ``nvidia-smi`` reports in MiB).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import re
@@ -32,16 +33,18 @@ from typing import Any
 import torch
 
 from mswelu.errors import choice, plain_text
-from mswelu.models import build_model, parse_model_name
+from mswelu.models import activation_bytes, build_model, measure_activation_bytes, parse_model_name
 from mswelu.optim import route_parameters
 
-__all__ = ["Plan", "activation_bytes", "main", "make_plan", "measure_activation_bytes", "state_bytes"]
+__all__ = ["Plan", "main", "make_plan", "state_bytes"]
 
 GiB = 2**30
 #: held back on every GPU: the CUDA context, the allocator's fragmentation and NCCL buffers
 RESERVED = 1.5 * GiB
 #: the share of the rest a plan leaves free
 MARGIN = 0.10
+PARALLEL = ("auto", "ddp", "fsdp")
+OPTIMIZERS = ("adamw", "muon")
 
 
 def parse_memory(text: str | float) -> float:
@@ -87,80 +90,6 @@ def state_bytes(model: torch.nn.Module, world: int, parallel: str, optimizer: st
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     params += 4 * frozen  # frozen shape parameters (k of a -fixed activation): 0-dim, whole
     return {"params": params, "grads": grads, "optimizer": opt}
-
-
-# ------------------------------------------------------------------------------------------ activations
-def activation_bytes(
-    config: Any, seq_len: int, bf16: bool = True, checkpointing: bool = False
-) -> dict[str, float]:
-    """Estimated bytes a training step keeps for the backward, per sequence of ``seq_len`` tokens, by part
-    (``blocks``, ``head``, ``embedding``, ``total``), for one of our model configs (None -> 0 for baselines,
-    which ``make_plan`` estimates from their width instead). With ``checkpointing`` each block keeps only its
-    input, and one block's activations exist again while it is recomputed."""
-    s = 2 if bf16 else 4  # bytes of an autocast tensor
-    d = config.d_model
-    per_block = []
-    for mixer in config.layer_mixers():
-        if mixer == "attention":
-            h = config.attn_mlp_expand * d
-            attn = (
-                (4 + s) * d + 3 * d * s + d * s + d * s + 4 * config.n_head / max(1, d) * d
-            )  # qkv, out, lse
-            mlp = ((4 + s) * d + d * s + 2 * h * s) if h else 0
-            per_block.append(attn + mlp)
-            continue
-        di, n = config.d_inner, config.d_state
-        post = d * 4 if config.post_mixer_act else 0
-        if mixer == "mamba2":
-            conv_dim = di + 2 * config.n_groups * n
-            width = di + conv_dim + di // config.headdim
-            tokens = (4 + s) * d + width * s + 2 * conv_dim * s + conv_dim * 4 + 2 * di * 4 + 2 * di * s
-            tokens += 4 * di * n / 64  # the chunk-boundary states (chunks of 64)
-        else:
-            r = config.resolved_dt_rank
-            tokens = (4 + s) * d + 2 * di * s + 2 * di * s + (r + 2 * n) * s + 2 * di * 4 + 3 * di * s
-        per_block.append(tokens + post)
-    block_tokens = sum(per_block)
-    if checkpointing:
-        block_tokens = 4 * d * len(per_block) + max(per_block, default=0)
-    dense = 0.0
-    if config.dense_sizes:
-        h1, h2 = config.dense_sizes
-        dense = (d + h1 + h2) * s + (h1 + h2 + d) * 4
-    head = d * s + 8  # the hidden state the fused loss recomputes from, and the log-sum-exp
-    embedding = 4 * d
-    out = {"blocks": block_tokens * seq_len, "dense": dense * seq_len, "head": head * seq_len}
-    out["embedding"] = embedding * seq_len
-    out["total"] = sum(out.values())
-    return out
-
-
-def measure_activation_bytes(
-    preset: str, seq_len: int, batch: int = 2, model: dict[str, Any] | None = None, bf16: bool = False
-) -> float:
-    """Measured bytes per sequence that a training step of ``preset`` keeps for its backward on this
-    machine's CPU path: every tensor autograd saves during the forward (``saved_tensors_hooks``, the custom
-    kernels' saves included), each storage once, parameters excluded, divided by the batch."""
-    from mswelu.models import lm_loss
-    from mswelu.ops.lm_loss import split_window
-
-    torch.manual_seed(0)
-    net = build_model(preset, 512, seq_len, **(model or {}))
-    weights = {p.untyped_storage().data_ptr() for p in net.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
-        return t
-
-    x, y = split_window(torch.randint(0, 512, (batch, seq_len + 1)))
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        loss = lm_loss(net, x, y)
-    loss.backward()
-    return sum(seen.values()) / batch
 
 
 # ------------------------------------------------------------------------------------------ the plan
@@ -404,15 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpu-memory", default="24GB", help="memory of one GPU, e.g. 24GB, 80GiB")
     p.add_argument("--seq-len", type=int)
-    p.add_argument(
-        "--parallel",
-        default="auto",
-        type=choice("parallel", ("auto", "ddp", "fsdp")),
-        metavar="{auto,ddp,fsdp}",
-    )
+    p.add_argument("--parallel", default="auto", type=choice("parallel", PARALLEL), metavar="{auto,ddp,fsdp}")
     p.add_argument("--global-batch-tokens", type=int, default=524_288)
     p.add_argument(
-        "--optimizer", default="adamw", type=choice("optimizer", ("adamw", "muon")), metavar="{adamw,muon}"
+        "--optimizer", default="adamw", type=choice("optimizer", OPTIMIZERS), metavar="{adamw,muon}"
     )
     p.add_argument("--dtype", default="bf16", type=choice("dtype", ("bf16", "fp32")), metavar="{bf16,fp32}")
     p.add_argument("--measure", action="store_true", help="also measure activations on this CPU (slow)")
@@ -421,17 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.preset:
         p.error("--preset is required")
     try:
-        plan = make_plan(
-            args.preset,
-            args.gpus,
-            parse_memory(args.gpu_memory),
-            args.seq_len,
-            args.parallel,
-            args.global_batch_tokens,
-            args.optimizer,
-            args.dtype == "bf16",
-            args.nodes,
-        )
+        memory = parse_memory(args.gpu_memory)
+        options = (args.parallel, args.global_batch_tokens, args.optimizer, args.dtype == "bf16", args.nodes)
+        plan = make_plan(args.preset, args.gpus, memory, args.seq_len, *options)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -143,3 +143,13 @@ def upstream_mamba(monkeypatch: pytest.MonkeyPatch, **kwargs) -> object:
     for name in ("selective_scan_fn", "causal_conv1d_fn", "causal_conv1d_update", "selective_state_update"):
         monkeypatch.setattr(ns, name, getattr(refs, name))
     return ns.Mamba(use_fast_path=False, **kwargs)
+
+
+def decode_on_kernels(
+    mixer: torch.nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decoding on a mixer's kernel path: the first token through the prefill, every later one through the
+    step kernels; (outputs, conv_state, ssm_state after the last token)."""
+    out, conv_state, ssm_state = mixer.forward_cuda(x[:, :1], return_states=True)
+    steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(1, x.shape[1])]
+    return torch.cat([out, *steps], dim=1), conv_state, ssm_state

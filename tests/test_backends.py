@@ -15,7 +15,7 @@ from kernel_refs import bind_refs, load_refs, refs_installed
 
 from mswelu.configuration import MambaSWELUConfig
 from mswelu.modeling import MambaSWELUForCausalLM
-from mswelu.modules import mamba_mixer
+from mswelu.modules import ssm_mixer
 from mswelu.modules.mamba_mixer import MambaMixer
 from mswelu.modules.swelu import SWELU
 from mswelu.ops import backends, mamba_kernels
@@ -106,20 +106,20 @@ def test_mixer_forced_cuda_raises_and_auto_runs_torch(monkeypatch: pytest.Monkey
 def _pretend_kernels(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Route the mixer to the kernel path on CPU (references bound) and count the calls."""
     bind_refs(monkeypatch)
-    monkeypatch.setattr(mamba_mixer, "resolve_backend", lambda config_value, tensor: "cuda")
+    monkeypatch.setattr(ssm_mixer, "resolve_backend", lambda config_value, tensor, probe: "cuda")
     calls = {"forward": 0, "forward_with_states": 0, "step": 0}
-    real_forward, real_step = mamba_kernels.mamba_mixer_fn, mamba_kernels.mamba_step_fn
+    real_forward, real_step = mamba_kernels.mixer_fn, mamba_kernels.step_fn
 
     def forward(*args, **kwargs):
-        calls["forward_with_states" if (args[4:5] or [kwargs.get("return_states")])[0] else "forward"] += 1
+        calls["forward_with_states" if (args[3:4] or [kwargs.get("return_states")])[0] else "forward"] += 1
         return real_forward(*args, **kwargs)
 
     def step(*args, **kwargs):
         calls["step"] += 1
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(mamba_kernels, "mamba_mixer_fn", forward)
-    monkeypatch.setattr(mamba_kernels, "mamba_step_fn", step)
+    monkeypatch.setattr(mamba_kernels, "mixer_fn", forward)
+    monkeypatch.setattr(mamba_kernels, "step_fn", step)
     return calls
 
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 import torch
-from kernel_refs import bind_refs, refs_installed, upstream_mamba
+from kernel_refs import bind_refs, decode_on_kernels, refs_installed, upstream_mamba
 from torch import nn
 
 from mswelu.modules.activations import ACTIVATIONS, make_activation
@@ -135,12 +135,11 @@ def test_silu_matches_upstream_mamba_module(refs, monkeypatch: pytest.MonkeyPatc
     x, _ = inputs()
     with torch.no_grad():
         assert_close_scaled(mixer.forward_cuda(x), upstream(x), FP32)
-        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
+        ours, conv_state, ssm_state = decode_on_kernels(mixer, x[:, :4])
         up_conv, up_ssm = upstream.allocate_inference_cache(BATCH, SEQLEN)
         for t in range(4):
-            ours = mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state)
             theirs, _, _ = upstream.step(x[:, t : t + 1], up_conv, up_ssm)
-            assert_close_scaled(ours, theirs, FP32)
+            assert_close_scaled(ours[:, t : t + 1], theirs, FP32)
         assert_close_scaled(ssm_state, up_ssm.float(), FP32)
 
 
@@ -159,10 +158,8 @@ def test_decoding_steps_match_full_forward(refs, kind: str) -> None:
         _, want_conv, want_ssm = mixer.forward_with_states(x)
         assert_close_scaled(conv_state, want_conv, FP32)
         assert_close_scaled(ssm_state, want_ssm, FP32)
-        # decoding from empty states, every token through the step kernels
-        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)]
-        assert_close_scaled(torch.cat(steps, dim=1), full, FP32)
+        # decoding from the first token on, every later token through the step kernels
+        assert_close_scaled(decode_on_kernels(mixer, x)[0], full, FP32)
 
 
 def test_prefill_shorter_than_conv_width(refs) -> None:
@@ -199,11 +196,7 @@ def test_bf16_parameters_forward_and_step(refs) -> None:
         mixer = mixer.to(torch.bfloat16)
         xb = x.to(torch.bfloat16)
         got = mixer.forward_cuda(xb)
-        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = torch.cat(
-            [mixer.step_cuda(xb[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)],
-            dim=1,
-        )
+        steps = decode_on_kernels(mixer, xb)[0]
     assert got.dtype == steps.dtype == torch.bfloat16
     assert_close_scaled(got.float(), want, BF16)
     assert_close_scaled(steps.float(), want, BF16)
@@ -271,7 +264,7 @@ def test_unsupported_shapes_are_rejected(refs) -> None:
     mixer = make_mixer("silu")
     with pytest.raises(ValueError, match="d_model=16"):
         mixer.forward_cuda(torch.randn(1, 4, D_MODEL + 1))
-    conv_state, ssm_state = mixer.allocate_inference_cache(1)
+    _, conv_state, ssm_state = mixer.forward_cuda(torch.randn(1, 3, D_MODEL), return_states=True)
     with pytest.raises(ValueError, match="one token"):
         mixer.step_cuda(torch.randn(1, 2, D_MODEL), conv_state, ssm_state)
     with pytest.raises(ValueError, match="ssm_state has shape"):
@@ -337,18 +330,14 @@ def test_interpreted_triton_swelu_and_upstream_state_update_kernel(refs, monkeyp
     assert_close_scaled(got_out, want_out, FP32, "output")
     assert_grads_close(got, want, FP32_GRAD)
     with torch.no_grad():
-        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(6)]
-        assert_close_scaled(torch.cat(steps, dim=1), want_out[:, :6], FP32)
+        assert_close_scaled(decode_on_kernels(mixer, x[:, :6])[0], want_out[:, :6], FP32)
 
 
 # ----------------------------------------------------------------------------- real CUDA kernels
 
 
 def _gpu_kernels() -> bool:
-    from mswelu.ops.backends import kernels_available
-
-    return torch.cuda.is_available() and kernels_available()[0]
+    return torch.cuda.is_available() and mamba_kernels.kernels_available()[0]
 
 
 @pytest.mark.skipif(not _gpu_kernels(), reason="needs a GPU with the mamba-ssm / causal-conv1d kernels")
@@ -363,8 +352,7 @@ def test_real_kernels_on_gpu_match_torch_path(kind: str, autocast: bool) -> None
         want_out, want = run(mixer, mixer, x, g)
         got_out, got = run(mixer, lambda h: mixer.forward_cuda(h), x, g)
         with torch.no_grad():
-            conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-            steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)]
+            steps = decode_on_kernels(mixer, x)[0]
     assert_close_scaled(got_out, want_out, tol, "output")
     assert_grads_close(got, want, grad_tol)
-    assert_close_scaled(torch.cat(steps, dim=1), want_out, tol, "decoding")
+    assert_close_scaled(steps, want_out, tol, "decoding")

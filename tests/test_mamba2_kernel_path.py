@@ -21,12 +21,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from kernel_refs import load_refs, refs_installed
+from kernel_refs import decode_on_kernels, load_refs, refs_installed
 from torch import nn
 
 from mswelu.modules.mamba2_mixer import Mamba2Mixer
 from mswelu.modules.swelu import SWELU
-from mswelu.ops import mamba2_kernels
+from mswelu.ops import backends, mamba2_kernels
 
 D_MODEL, D_STATE, HEADDIM, CHUNK = 16, 8, 4, 8  # d_inner 32, 8 heads
 BATCH, SEQLEN = 2, 13  # 13: not a multiple of the kernel's chunk size
@@ -230,9 +230,7 @@ def test_decoding_steps_match_the_full_forward(refs, kind: str, dt_limit) -> Non
         _, want_conv, want_ssm = mixer.forward_with_states(x)
         assert_close_scaled(conv_state, want_conv, FP32)
         assert_close_scaled(ssm_state, want_ssm, FP32)
-        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)]
-        assert_close_scaled(torch.cat(steps, dim=1), full, FP32)
+        assert_close_scaled(decode_on_kernels(mixer, x)[0], full, FP32)
 
 
 @pytest.mark.parametrize("kind", ["silu", "swelu-separate"])
@@ -270,7 +268,7 @@ def test_unsupported_settings_are_rejected_naming_them(refs) -> None:
     with pytest.raises(ValueError, match="act_gate is Softmax"):
         mixer.forward_cuda(torch.randn(1, 4, D_MODEL))
     mixer = make_mixer("silu")
-    conv_state, ssm_state = mixer.allocate_inference_cache(1)
+    _, conv_state, ssm_state = mixer.forward_cuda(torch.randn(1, 3, D_MODEL), return_states=True)
     with pytest.raises(ValueError, match="one token"):
         mixer.step_cuda(torch.randn(1, 2, D_MODEL), conv_state, ssm_state)
     with pytest.raises(ValueError, match="ssm_state has shape"):
@@ -291,7 +289,7 @@ def test_missing_kernels_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_package_kernels_refuse_cpu_tensors(refs, monkeypatch: pytest.MonkeyPatch) -> None:
     """Entry points that came from the packages need GPU tensors: a clear error, not a Triton crash."""
-    monkeypatch.setattr(mamba2_kernels, "_package_fns", {id(mamba2_kernels.mamba_chunk_scan_combined)})
+    monkeypatch.setattr(mamba2_kernels.KERNELS, "package_fns", {id(mamba2_kernels.mamba_chunk_scan_combined)})
     with pytest.raises(ValueError, match="need tensors on a GPU"):
         make_mixer("silu").forward_cuda(torch.randn(1, 4, D_MODEL))
 
@@ -339,9 +337,8 @@ def test_interpreted_upstream_state_update_and_gated_norm_kernels(refs, monkeypa
     assert_close_scaled(got_out, want_out, FP32, "output")
     assert_grads_close(got, want, FP32_GRAD)
     with torch.no_grad():
-        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)]
-    assert_close_scaled(torch.cat(steps, dim=1), want_out, FP32, "decoding")
+        steps = decode_on_kernels(mixer, x)[0]
+    assert_close_scaled(steps, want_out, FP32, "decoding")
 
 
 # ----------------------------------------------------------------------------- real kernels
@@ -351,7 +348,7 @@ def _gpu_kernels() -> bool:
     if not torch.cuda.is_available():
         return False
     try:
-        mamba2_kernels.import_mamba2_kernels()
+        backends.import_kernels("Mamba-2")
     except RuntimeError:
         return False
     return True
@@ -369,8 +366,7 @@ def test_real_kernels_on_gpu_match_torch_path(kind: str, autocast: bool) -> None
         want_out, want = run(mixer, mixer, x, g)
         got_out, got = run(mixer, lambda h: mixer.forward_cuda(h), x, g)
         with torch.no_grad():
-            conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-            steps = [mixer.step_cuda(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)]
+            steps = decode_on_kernels(mixer, x)[0]
     assert_close_scaled(got_out, want_out, tol, "output")
     assert_grads_close(got, want, grad_tol)
-    assert_close_scaled(torch.cat(steps, dim=1), want_out, tol, "decoding")
+    assert_close_scaled(steps, want_out, tol, "decoding")

@@ -4,7 +4,6 @@ activation slots (shared or separate SWELU) and bad input."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -156,9 +155,9 @@ def test_decoding_equals_the_full_forward(acts: str, n_groups: int) -> None:
         _, want_conv, want_ssm = mixer.forward_with_states(x)
         torch.testing.assert_close(conv_state, want_conv)
         torch.testing.assert_close(ssm_state, want_ssm, rtol=1e-5, atol=1e-5)
-        # and from empty states, every token a step
-        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH)
-        steps = [mixer.step(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)]
+        # and from an empty decoding state, one token at a time
+        state = {}
+        steps = [mixer(x[:, t : t + 1], state) for t in range(SEQLEN)]
         torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
@@ -177,23 +176,24 @@ def test_decoding_under_bf16_autocast() -> None:
     x, _ = inputs()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         full = mixer(x)
-        conv_state, ssm_state = mixer.allocate_inference_cache(BATCH, dtype=torch.bfloat16)
-        steps = torch.cat([mixer.step(x[:, t : t + 1], conv_state, ssm_state) for t in range(SEQLEN)], dim=1)
-    assert full.dtype == steps.dtype == torch.bfloat16 and ssm_state.dtype == torch.float32
+        state = {}
+        steps = torch.cat([mixer(x[:, t : t + 1], state) for t in range(SEQLEN)], dim=1)
+    assert full.dtype == steps.dtype == state["conv"].dtype == torch.bfloat16
+    assert state["ssm"].dtype == torch.float32
     assert rel_err(steps.float(), full.float()) < 3e-2
 
 
-def test_mamba_ssm_style_inference_params() -> None:
+def test_decoding_state_protocol() -> None:
+    """The model's cache protocol: an empty dict takes the prompt, a filled one continues (any length)."""
     mixer = make_mixer(layer_idx=3)
     x, _ = inputs()
-    params = SimpleNamespace(key_value_memory_dict={}, seqlen_offset=0)
+    state = {}
     with torch.no_grad():
         full = mixer(x)
-        outs = [mixer(x[:, :4], inference_params=params)]
-        for t in range(4, SEQLEN):
-            params.seqlen_offset = t
-            outs.append(mixer(x[:, t : t + 1], inference_params=params))
-    assert set(params.key_value_memory_dict) == {3}
+        outs = [mixer(x[:, :4], state)]
+        assert set(state) == {"conv", "ssm"}
+        outs += [mixer(x[:, t : t + 1], state) for t in range(4, SEQLEN - 2)]
+        outs.append(mixer(x[:, SEQLEN - 2 :], state))  # two tokens at once: stepped one at a time
     torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
@@ -289,6 +289,6 @@ def test_bad_input_is_named() -> None:
         mixer(torch.randn(1, 4, D_MODEL + 1))
     with pytest.raises(ValueError, match="at least one token"):
         mixer(torch.randn(1, 0, D_MODEL))
-    conv_state, ssm_state = mixer.allocate_inference_cache(1)
+    _, conv_state, ssm_state = mixer.forward_with_states(torch.randn(1, 3, D_MODEL))
     with pytest.raises(ValueError, match="one token at a time"):
         mixer.step(torch.randn(1, 2, D_MODEL), conv_state, ssm_state)

@@ -4,14 +4,13 @@ MambaMixer, recurrent decoding, causality and custom (SWELU) activations."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mswelu.modules import mamba_mixer as mixer_module
+from mswelu.modules import ssm_mixer
 from mswelu.modules.activations import make_activation
 from mswelu.modules.mamba_mixer import MambaMixer
 from mswelu.modules.swelu import SWELU
@@ -55,6 +54,11 @@ def randomize_ssm(m: MambaMixer) -> MambaMixer:
         m.D.add_(torch.randn_like(m.D) * 0.5)
         m.dt_proj.bias.add_(torch.randn_like(m.dt_proj.bias))
     return m
+
+
+def zero_states(m: MambaMixer, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """States of the right shapes for calls whose kernels are stubbed out or that fail before reading them."""
+    return torch.zeros(batch, m.d_inner, m.d_conv), torch.zeros(batch, m.d_inner, m.d_state)
 
 
 def test_parameter_names_and_shapes():
@@ -148,10 +152,11 @@ def test_step_decoding_equals_forward(kind):
     h = torch.randn(3, 9, D_MODEL)
     with torch.no_grad():
         full = m(h)
-        conv_state, ssm_state = m.allocate_inference_cache(3)
+        state = {}  # the decoding API: the first token fills it, each next one continues from it
+        steps = torch.cat([m(h[:, t : t + 1], state) for t in range(9)], dim=1)
+        conv_state, ssm_state = state["conv"], state["ssm"]
         assert conv_state.shape == (3, m.d_inner, D_CONV) and ssm_state.shape == (3, m.d_inner, D_STATE)
         assert ssm_state.dtype == torch.float32
-        steps = torch.cat([m.step(h[:, t : t + 1], conv_state, ssm_state) for t in range(9)], dim=1)
     torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-6)
 
 
@@ -162,27 +167,28 @@ def test_prefill_states_then_steps_equal_forward(prefix):
     with torch.no_grad():
         full = m(h)
         out, conv_state, ssm_state = m.forward_with_states(h[:, :prefix])
-        # the same states as stepping through the prefix token by token
-        conv_ref, ssm_ref = m.allocate_inference_cache(2)
+        # the same states as decoding the prefix token by token
+        ref = {}
         for t in range(prefix):
-            m.step(h[:, t : t + 1], conv_ref, ssm_ref)
-        torch.testing.assert_close(conv_state, conv_ref, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(ssm_state, ssm_ref, rtol=1e-5, atol=1e-6)
+            m(h[:, t : t + 1], ref)
+        torch.testing.assert_close(conv_state, ref["conv"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ssm_state, ref["ssm"], rtol=1e-5, atol=1e-6)
         rest = [m.step(h[:, t : t + 1], conv_state, ssm_state) for t in range(prefix, 12)]
     torch.testing.assert_close(torch.cat([out, *rest], dim=1), full, rtol=1e-5, atol=1e-6)
 
 
-def test_inference_params_protocol():
+def test_decoding_state_protocol():
+    """The model's cache protocol: an empty dict takes the prompt, a filled one continues (any length)."""
     m = MambaMixer(D_MODEL, d_state=D_STATE, layer_idx=3)
-    h = torch.randn(2, 7, D_MODEL)
-    params = SimpleNamespace(key_value_memory_dict={}, seqlen_offset=0)
+    h = torch.randn(2, 9, D_MODEL)
+    state = {}
     with torch.no_grad():
         full = m(h)
-        outs = [m(h[:, :5], inference_params=params)]
-        assert 3 in params.key_value_memory_dict
+        outs = [m(h[:, :5], state)]
+        assert set(state) == {"conv", "ssm"}
         for t in (5, 6):
-            params.seqlen_offset = t
-            outs.append(m(h[:, t : t + 1], inference_params=params))
+            outs.append(m(h[:, t : t + 1], state))
+        outs.append(m(h[:, 7:], state))  # two tokens at once: stepped one at a time
     torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-5, atol=1e-6)
 
 
@@ -222,11 +228,11 @@ def test_backend_dispatch(monkeypatch):
     m = MambaMixer(D_MODEL, d_state=D_STATE)
     h = torch.randn(1, 4, D_MODEL)
     calls = []
-    monkeypatch.setattr(mixer_module, "resolve_backend", lambda value, t: "cuda")
-    monkeypatch.setattr(mamba_kernels, "mamba_mixer_fn", lambda x, w, *acts: calls.append("fwd") or x)
-    monkeypatch.setattr(mamba_kernels, "mamba_step_fn", lambda x, c, s, w, *acts: calls.append("step") or x)
+    monkeypatch.setattr(ssm_mixer, "resolve_backend", lambda value, t, probe: "cuda")
+    monkeypatch.setattr(mamba_kernels, "mixer_fn", lambda x, w, *acts: calls.append("fwd") or x)
+    monkeypatch.setattr(mamba_kernels, "step_fn", lambda x, c, s, w, *acts: calls.append("step") or x)
     m(h)
-    m.step(h[:, :1], *m.allocate_inference_cache(1))
+    m.step(h[:, :1], *zero_states(m, 1))
     assert calls == ["fwd", "step"]
     monkeypatch.undo()
     m.backend = "cuda"  # forced, on a CPU tensor: a clear error, not a silent fallback
@@ -253,7 +259,7 @@ def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match="batch, length"):
         m(torch.randn(5, D_MODEL))
     with pytest.raises(ValueError, match="one token"):
-        m.step(torch.randn(1, 2, D_MODEL), *m.allocate_inference_cache(1))
+        m.step(torch.randn(1, 2, D_MODEL), *zero_states(m, 1))
 
 
 def test_bfloat16_weights_run_forward_backward_and_decoding():
@@ -270,7 +276,7 @@ def test_bfloat16_weights_run_forward_backward_and_decoding():
     out.float().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad.float()).all() for p in m16.parameters())
     with torch.no_grad():
-        conv_state, ssm_state = m16.allocate_inference_cache(2)
-        assert conv_state.dtype == torch.bfloat16 and ssm_state.dtype == torch.float32
-        steps = torch.cat([m16.step(h[:, t : t + 1].bfloat16(), conv_state, ssm_state) for t in range(10)], 1)
+        state = {}
+        steps = torch.cat([m16(h[:, t : t + 1].bfloat16(), state) for t in range(10)], 1)
+        assert state["conv"].dtype == torch.bfloat16 and state["ssm"].dtype == torch.float32
     torch.testing.assert_close(steps.float(), ref, rtol=0, atol=3e-2 * ref.abs().max().item())

@@ -1,6 +1,7 @@
-"""The mixer registry: every registered mixer's closed-form parameter count equals a real build, the model
-names no mixer kind, nothing outside the SWELU files names SWELU's internals, and a new mixer is one
-registration (a test registers one and trains it)."""
+"""The mixer registry: every registered mixer's closed-form parameter count equals a real build, its settings
+are checked by its registration (the mixer's own checks, through the config), the model and the memory plan
+name no mixer kind, nothing outside the SWELU files names SWELU's internals. A new mixer defined and
+registered inside a test: ``tests/test_mixer_recipe.py``."""
 
 from __future__ import annotations
 
@@ -9,14 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
 from mswelu.configuration import MambaSWELUConfig
-from mswelu.modeling import MambaSWELUForCausalLM, parameter_count
-from mswelu.modules.mixers import MIXERS, mixer_spec, register_mixer
-from mswelu.modules.mixers.registry import Mixer
-from mswelu.modules.mixers.ssm_block import SSMBlock
+from mswelu.modules.mixers import MIXERS, mixer_spec
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mswelu"
 
@@ -62,9 +58,31 @@ def _code(path: Path) -> tuple[set[str], set[str], ast.Module]:
     return strings, names, tree
 
 
-def test_modeling_names_no_mixer_kind() -> None:
-    """No mixer name as a string, no mixer class as a name in ``modeling.py``'s code (prose aside)."""
-    strings, names, _ = _code(PACKAGE / "modeling.py")
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"mixer": "mamba2", "headdim": 48}, r"headdim \(48\) must divide d_inner"),
+        ({"mixer": "mamba2", "headdim": 16, "n_groups": 3}, r"n_groups \(3\) must divide nheads"),
+        ({"mixer": "mamba2", "dt_limit": (1.0, 0.5)}, "dt_limit must be"),
+        ({"mixer": "mamba1", "dt_rank": 0}, "dt_rank must be 'auto' or an integer >= 1"),
+        ({"mixer": "mamba1", "d_state": 0}, "d_state must be an integer >= 1"),
+        ({"mixer": "mamba1", "dt_min": 0.5, "dt_max": 0.1}, "need 0 < dt_min <= dt_max"),
+        ({"layer_pattern": "MA", "n_head": 5}, r"divisible by n_head \(5\)"),
+    ],
+)
+def test_a_mixers_settings_are_checked_by_its_registration(settings: dict, message: str) -> None:
+    """The config asks each mixer it uses (``check_config``), which runs the mixer's own checks."""
+    with pytest.raises(ValueError, match=message):
+        MambaSWELUConfig.from_preset("tiny", **settings)
+    unused = {k: v for k, v in settings.items() if k not in ("mixer", "layer_pattern")}
+    if "headdim" in unused or "dt_limit" in unused:  # Mamba-2's settings mean nothing to a Mamba-1 model
+        MambaSWELUConfig.from_preset("tiny", mixer="mamba1", **unused)
+
+
+@pytest.mark.parametrize("module", ["modeling.py", "plan.py"])
+def test_model_and_plan_name_no_mixer_kind(module: str) -> None:
+    """No mixer name as a string, no mixer class as a name in the module's code (prose aside)."""
+    strings, names, _ = _code(PACKAGE / module)
     for mixer in MIXERS:
         assert not any(re.search(rf"\b{mixer}\b", text) for text in strings), mixer
     for cls in (
@@ -88,54 +106,3 @@ def test_nothing_outside_the_swelu_files_names_its_internals() -> None:
         for call in ast.walk(tree):
             if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "isinstance":
                 assert not any(isinstance(n, ast.Name) and n.id == "SWELU" for n in ast.walk(call)), path
-
-
-class _ConvBlock(SSMBlock):
-    """A toy sequence mixer for the test: a causal depthwise conv with a gate (no state-space part)."""
-
-    mixer_name = "toyconv"
-
-    class _Mixer(nn.Module):
-        def __init__(self, d: int, act_conv: nn.Module, act_gate: nn.Module) -> None:
-            super().__init__()
-            self.in_proj = nn.Linear(d, 2 * d, bias=False)
-            self.conv = nn.Conv1d(d, d, 3, groups=d, padding=2)
-            self.out_proj = nn.Linear(d, d, bias=False)
-            self.act_conv, self.act_gate = act_conv, act_gate
-
-        def forward(self, h: torch.Tensor) -> torch.Tensor:
-            x, z = self.in_proj(h).chunk(2, -1)
-            x = self.conv(x.transpose(1, 2))[..., : h.shape[1]].transpose(1, 2)
-            return self.out_proj(self.act_conv(x) * self.act_gate(z))
-
-        def activation_slots(self):
-            return [("act_conv", self.act_conv, "conv"), ("act_gate", self.act_gate, "gate")]
-
-    @staticmethod
-    def build_mixer(config, layer_idx, act_conv, act_gate):
-        return _ConvBlock._Mixer(config.d_model, act_conv, act_gate)
-
-    @staticmethod
-    def mixer_parameter_count(config) -> int:
-        d = config.d_model
-        return 2 * d * d + 3 * d + d + d * d
-
-    @staticmethod
-    def mixer_flops_per_token(config, seq_len: int) -> float:
-        d = config.d_model
-        return float(2 * d * 2 * d + 2 * 3 * d + 2 * d * d)
-
-
-def test_a_new_mixer_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(MIXERS, "toyconv", Mixer("toyconv", "M", _ConvBlock, "test mixer"))
-    with pytest.raises(ValueError, match="already registered"):
-        register_mixer(MIXERS["toyconv"])
-    config = MambaSWELUConfig.from_preset("tiny", mixer="toyconv", mixer_k_sharing="separate")
-    model = MambaSWELUForCausalLM(config)
-    assert parameter_count(config) == sum(p.numel() for p in model.parameters())
-    ids = torch.randint(0, 512, (2, 9))
-    model(ids, labels=ids).loss.backward()
-    slots = [s for s in model.shape_slots() if s.group == "in-mixer"]
-    assert [s.slot for s in slots] == ["conv", "gate"] * 2 and {s.mixer for s in slots} == {"toyconv"}
-    with pytest.raises(ValueError, match="unknown mixer 'mamba3'"):
-        MambaSWELUConfig.from_preset("tiny", mixer="mamba3")

@@ -304,7 +304,7 @@ def test_backend_reporting() -> None:
         ({"layer_pattern": ""}, "invalid layer_pattern"),
         ({"layer_pattern": "MA", "d_model": 60, "n_head": 16}, "divisible by n_head"),
         ({"d_model": 0}, "d_model must be a positive"),
-        ({"d_state": -1}, "d_state must be a positive"),
+        ({"d_state": -1}, "d_state must be an integer >= 1"),  # the mixer's own check
         ({"dense_sizes": (8, 8, 8)}, "dense_sizes"),
         ({"dropout": 1.5}, "dropout"),
     ],

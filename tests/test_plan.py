@@ -1,6 +1,6 @@
 """The planner: its parameter, gradient and optimizer bytes equal real tensors (one process, and rank 0 of a
-2-process FSDP run), its activation estimate is within a factor of two of the memory a CPU training step
-measurably keeps, and it plans the seeds' large shapes on 6 x 24 GB."""
+2-process FSDP run), its activation estimate (the blocks' own declarations) is within a factor of two of the
+memory a CPU training step measurably keeps, and it plans the seeds' large shapes on 6 x 24 GB."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 
 from mswelu import plan as P
 from mswelu.configuration import MambaSWELUConfig
-from mswelu.models import build_model
+from mswelu.models import activation_bytes, build_model, measure_activation_bytes
+from mswelu.modules.mixers import mixer_spec
 from mswelu.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,10 +73,14 @@ def test_sharded_state_bytes_equal_rank_zero_of_a_real_fsdp_run(optimizer: str) 
 def test_activation_estimate_is_within_a_factor_of_two_of_a_measurement(preset: str, bf16: bool) -> None:
     """Measured: every tensor a CPU training step saves for its backward."""
     config = MambaSWELUConfig.for_run(preset, 512, 64)
-    measured = P.measure_activation_bytes(preset, 64, bf16=bf16)
-    estimate = P.activation_bytes(config, 64, bf16=bf16)["total"]
+    measured = measure_activation_bytes(preset, 64, bf16=bf16)
+    estimate = activation_bytes(config, 64, bf16=bf16)["total"]
     assert 0.5 <= measured / estimate <= 2.0, (measured, estimate)
-    assert P.activation_bytes(config, 64, bf16=bf16, checkpointing=True)["total"] < estimate
+    assert activation_bytes(config, 64, bf16=bf16, checkpointing=True)["total"] < estimate
+    # the blocks' share is what each block class declares (the plan names no mixer)
+    s = 2 if bf16 else 4
+    declared = sum(mixer_spec(m).block.activation_bytes(config, s) for m in config.layer_mixers())
+    assert activation_bytes(config, 64, bf16=bf16)["blocks"] == 64 * declared
 
 
 @pytest.mark.parametrize(

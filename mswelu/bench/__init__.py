@@ -5,6 +5,10 @@ Run ``python -m mswelu.bench NAME [--json]`` with NAME one of :data:`BENCHMARKS`
 
 from __future__ import annotations
 
+import argparse
+
+from mswelu.errors import plain_text
+
 BENCHMARKS = {
     "scan": "mswelu.bench.scan",
     "model": "mswelu.bench.model",
@@ -16,3 +20,15 @@ BENCHMARKS = {
     "mamba2": "mswelu.bench.mamba2",
     "throughput": "mswelu.bench.throughput",
 }
+
+
+def bench_parser(name: str, doc: str, **sizes: int) -> argparse.ArgumentParser:
+    """The parser of ``python -m mswelu.bench NAME``: its description (the first line of ``doc``), ``--json``
+    and an integer option per size, with its default (``seq_len=512``: ``--seq-len``, default 512)."""
+    p = argparse.ArgumentParser(
+        prog=f"python -m mswelu.bench {name}", description=plain_text(doc.split("\n")[0])
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object only")
+    for key, default in sizes.items():
+        p.add_argument(f"--{key.replace('_', '-')}", type=int, default=default)
+    return p

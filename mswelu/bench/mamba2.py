@@ -36,17 +36,16 @@ Subnormal floats are flushed (``torch.set_flush_denormal(True)``, as the trainer
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from typing import Any
 
 import torch
 from torch import nn
 
-from mswelu.errors import choice, plain_text
+from mswelu.bench import bench_parser
+from mswelu.bench.memory import extra_peak_mib, in_fresh_process
+from mswelu.errors import choice
 
 GOAL = 3.0
 SHAPE = {
@@ -150,40 +149,20 @@ def time_stacks(stacks: dict[str, nn.Module], x: torch.Tensor, mode: str, repeat
     return best
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _peak_child(
     name: str, mode: str, layers: int, shape: dict, batch: int, seq_len: int, threads: int, flush: bool
 ) -> tuple[float, str]:
     """Runs in a fresh process: extra peak RSS (MiB) of one forward + backward of one stack."""
-    import resource
-
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush)
     stack = build_stacks(layers, shape)[name]
     _step(stack, _inputs(1, 8, shape["d_model"]), mode)  # lazy init, parameter gradients: not measured
     x = _inputs(batch, seq_len, shape["d_model"])
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        before = _status_kib("VmRSS")
-        _step(stack, x, mode)
-        return (_status_kib("VmHWM") - before) / 1024, "VmHWM after clear_refs"
-    except OSError:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        _step(stack, x, mode)
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, "ru_maxrss"
+    return extra_peak_mib(lambda: _step(stack, x, mode))
 
 
 def peak_memory(*args: Any) -> tuple[float, str]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_peak_child, *args).result()
+    return in_fresh_process(_peak_child, *args)
 
 
 def time_ssd(
@@ -226,17 +205,18 @@ def time_ssd(
 
 
 def run(
+    *,
+    d_model: int = SHAPE["d_model"],
     layers: int = 2,
+    modes: tuple[str, ...] = MODES,
     batch: int = 2,
     seq_len: int = 512,
+    chunk_sizes: tuple[int, ...] = (64,),
     repeats: int = 3,
     threads: int = 2,
-    modes: tuple[str, ...] = MODES,
-    chunk_sizes: tuple[int, ...] = (64,),
     memory: bool = True,
     ssd: bool = True,
     flush_denormal: bool = True,
-    d_model: int = SHAPE["d_model"],
 ) -> dict:
     """The benchmark (see the module docstring); restores the thread count and the denormal mode."""
     shape = {**SHAPE, "d_model": d_model}
@@ -288,16 +268,38 @@ def run(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m mswelu.bench mamba2", description=plain_text(__doc__.split("\n")[0])
+def _text(out: dict[str, Any]) -> list[str]:
+    """The lines ``main`` prints without ``--json``."""
+    lines = []
+    cfg = out["config"]
+    lines.append(
+        f"Mamba-2 mixer stack fwd+bwd: {cfg['layers']} x (RMSNorm + mixer + residual) at mamba2-130m shape "
+        f"(d_model {cfg['d_model']}, N {cfg['d_state']}, headdim {cfg['headdim']}), B={cfg['batch']} "
+        f"L={cfg['seq_len']}, {cfg['threads']} threads, flush denormals {cfg['flush_denormal']}; "
+        f"outputs agree to {cfg['max_rel_diff_fp32']:.1e}"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object only")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    for mode, res in out["stack"].items():
+        for name in ("mswelu", "transformers"):
+            r = res[name]
+            peak = f", peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""
+            cpu = f"(CPU {r['cpu_seconds']:.3f} s)"
+            lines.append(
+                f"  {mode:5s} {name:13s} {r['seconds']:7.3f} s {cpu}  {r['tokens_per_s']:8.0f} tokens/s{peak}"
+            )
+        memory = f", peak memory {res['peak_memory_ratio']:.2f}x" if "peak_memory_ratio" in res else ""
+        goal = "met" if out["goal"]["met"][mode] else "NOT met"
+        lines.append(
+            f"  {mode:5s} speedup {res['speedup']:.2f}x (goal >= {GOAL}x: {goal}; in CPU time "
+            f"{res['cpu_speedup']:.2f}x){memory}"
+        )
+    for mode, res in out["ssd"].items():
+        cells = "  ".join(f"{name} {s * 1e3:.1f} ms" for name, s in res.items())
+        lines.append(f"  {mode:5s} SSD alone: {cells}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = bench_parser("mamba2", __doc__, layers=2, batch=2, seq_len=512, repeats=3, threads=2)
     p.add_argument(
         "--modes",
         nargs="+",
@@ -319,45 +321,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.d_model % 32:
         p.error("--d-model must be a multiple of 32 (expand 2, headdim 64)")
     out = run(
+        d_model=args.d_model,
         layers=args.layers,
+        modes=tuple(args.modes),
         batch=args.batch,
         seq_len=args.seq_len,
+        chunk_sizes=tuple(args.chunk_sizes),
         repeats=args.repeats,
         threads=args.threads,
-        modes=tuple(args.modes),
-        chunk_sizes=tuple(args.chunk_sizes),
         memory=not args.no_memory,
         ssd=not args.no_ssd,
         flush_denormal=not args.keep_denormals,
-        d_model=args.d_model,
     )
-    if args.json:
-        print(json.dumps(out))
-        return 0
-    cfg = out["config"]
-    print(
-        f"Mamba-2 mixer stack fwd+bwd: {cfg['layers']} x (RMSNorm + mixer + residual) at mamba2-130m shape "
-        f"(d_model {cfg['d_model']}, N {cfg['d_state']}, headdim {cfg['headdim']}), B={cfg['batch']} "
-        f"L={cfg['seq_len']}, {cfg['threads']} threads, flush denormals {cfg['flush_denormal']}; "
-        f"outputs agree to {cfg['max_rel_diff_fp32']:.1e}"
-    )
-    for mode, res in out["stack"].items():
-        for name in ("mswelu", "transformers"):
-            r = res[name]
-            peak = f", peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""
-            cpu = f"(CPU {r['cpu_seconds']:.3f} s)"
-            print(
-                f"  {mode:5s} {name:13s} {r['seconds']:7.3f} s {cpu}  {r['tokens_per_s']:8.0f} tokens/s{peak}"
-            )
-        memory = f", peak memory {res['peak_memory_ratio']:.2f}x" if "peak_memory_ratio" in res else ""
-        goal = "met" if out["goal"]["met"][mode] else "NOT met"
-        print(
-            f"  {mode:5s} speedup {res['speedup']:.2f}x (goal >= {GOAL}x: {goal}; in CPU time "
-            f"{res['cpu_speedup']:.2f}x){memory}"
-        )
-    for mode, res in out["ssd"].items():
-        cells = "  ".join(f"{name} {s * 1e3:.1f} ms" for name, s in res.items())
-        print(f"  {mode:5s} SSD alone: {cells}")
+    print(json.dumps(out) if args.json else "\n".join(_text(out)))
     return 0
 
 

@@ -26,7 +26,6 @@ for training) unless ``--keep-denormals`` is given, and restores the default aft
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any
@@ -34,9 +33,9 @@ from typing import Any
 import torch
 from transformers import MambaForCausalLM
 
+from mswelu.bench import bench_parser
 from mswelu.configuration import MambaSWELUConfig
 from mswelu.convert import to_hf_mamba
-from mswelu.errors import plain_text
 from mswelu.modeling import MambaSWELUForCausalLM
 
 GOAL = 1.5
@@ -143,18 +142,8 @@ def _run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mswelu.bench model", description=plain_text(__doc__.split("\n")[0])
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--vocab-size", type=int, default=50280)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--slow-repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    sizes = {"layers": 4, "d_model": 256, "seq_len": 256, "batch": 4, "vocab_size": 50280, "repeats": 3}
+    parser = bench_parser("model", __doc__, **sizes, slow_repeats=1, threads=2)
     parser.add_argument("--no-slow", action="store_true", help="skip the slow loop (diagnostics only)")
     parser.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats to zero")
     args = parser.parse_args(argv)

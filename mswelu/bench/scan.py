@@ -32,19 +32,18 @@ independent view of the same question: bytes of the distinct tensors autograd ke
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mswelu.errors import plain_text
+from mswelu.bench import bench_parser
+from mswelu.bench.memory import extra_peak_mib, in_fresh_process
 from mswelu.ops.selective_scan import selective_scan
 
 APPROACHES = ("mswelu", "mswelu_torch", "transformers_loop", "mambapy_pscan")
@@ -156,18 +155,8 @@ def saved_mib(name: str, inputs: dict[str, Tensor]) -> float:
     return sum(seen.values()) / 2**20
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _peak_child(name: str, shape: tuple[int, int, int, int], threads: int) -> tuple[float, str]:
     """Runs in a fresh process: extra peak RSS (MiB) of one forward + backward of ``name``."""
-    import resource
-
     torch.set_num_threads(threads)
     b, d, length, n = shape
     small = make_inputs(1, 8, 8, 4)
@@ -175,21 +164,11 @@ def _peak_child(name: str, shape: tuple[int, int, int, int], threads: int) -> tu
     del small
     inputs = make_inputs(b, d, length, n)
     grad_out = torch.ones(b, d, length)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        before = _status_kib("VmRSS")
-        fwd_bwd(name, inputs, grad_out)
-        return (_status_kib("VmHWM") - before) / 1024, "VmHWM after clear_refs"
-    except OSError:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fwd_bwd(name, inputs, grad_out)
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, "ru_maxrss"
+    return extra_peak_mib(lambda: fwd_bwd(name, inputs, grad_out))
 
 
 def peak_memory(name: str, shape: tuple[int, int, int, int], threads: int) -> tuple[float, str]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_peak_child, name, shape, threads).result()
+    return in_fresh_process(_peak_child, name, shape, threads)
 
 
 def check_agreement(shape: tuple[int, int, int, int]) -> dict[str, float]:
@@ -208,18 +187,29 @@ def check_agreement(shape: tuple[int, int, int, int]) -> dict[str, float]:
     return diffs
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m mswelu.bench scan", description=plain_text(__doc__.split("\n")[0])
+def _text(report: dict[str, Any]) -> list[str]:
+    """The lines ``main`` prints without ``--json``."""
+    results, ratios, lines = report["results"], report["ratios"], []
+    cfg = report["config"]
+    lines.append(
+        f"selective scan fwd+bwd  B={cfg['batch']} L={cfg['length']} d_inner={cfg['d_inner']} "
+        f"N={cfg['d_state']} fp32, {cfg['threads']} threads"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    lines.append(f"{'approach':<20}{'seconds':>10}{'peak MiB':>11}{'saved MiB':>11}{'max rel diff':>14}")
+    for name, r in results.items():
+        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+        diff = r.get("max_rel_diff_vs_transformers_loop")
+        diff_s = "(ref)" if diff is None else f"{diff:.1e}"
+        lines.append(f"{name:<20}{r['seconds']:>10.3f}{peak:>11}{r['saved_mib']:>11.1f}{diff_s:>14}")
+    for key, value in ratios.items():
+        lines.append(f"{key:<40}{'-' if value is None else f'{value:.3f}'}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = bench_parser("scan", __doc__, threads=2, batch=2, length=256, d_inner=1536, d_state=16)
     p.add_argument("--repeats", type=int, default=7, help="timed runs of the fast approaches (best kept)")
     p.add_argument("--slow-repeats", type=int, default=1, help="timed runs of the transformers loop")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--length", type=int, default=256)
-    p.add_argument("--d-inner", type=int, default=1536)
-    p.add_argument("--d-state", type=int, default=16)
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
     args = p.parse_args(argv)
     if min(args.repeats, args.slow_repeats, args.threads, args.batch, args.length, args.d_inner) < 1:
@@ -272,22 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "ratios": ratios,
     }
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    cfg = report["config"]
-    print(
-        f"selective scan fwd+bwd  B={cfg['batch']} L={cfg['length']} d_inner={cfg['d_inner']} "
-        f"N={cfg['d_state']} fp32, {cfg['threads']} threads"
-    )
-    print(f"{'approach':<20}{'seconds':>10}{'peak MiB':>11}{'saved MiB':>11}{'max rel diff':>14}")
-    for name, r in results.items():
-        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
-        diff = r.get("max_rel_diff_vs_transformers_loop")
-        diff_s = "(ref)" if diff is None else f"{diff:.1e}"
-        print(f"{name:<20}{r['seconds']:>10.3f}{peak:>11}{r['saved_mib']:>11.1f}{diff_s:>14}")
-    for key, value in ratios.items():
-        print(f"{key:<40}{'-' if value is None else f'{value:.3f}'}")
+    print(json.dumps(report) if args.json else "\n".join(_text(report)))
     return 0
 
 

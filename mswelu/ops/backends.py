@@ -1,7 +1,8 @@
 """Choosing between the CUDA kernels (mamba-ssm / causal-conv1d) and the pure-PyTorch path.
 
-Nothing here imports the kernel packages at module import time: a CPU-only machine must be able
-to import every part of mswelu. The probe runs once, on first use.
+Every kernel path's entry points are listed here (:data:`KERNEL_SOURCES`), with the one probe that imports
+them (:func:`import_kernels`, :func:`kernels_available`). Nothing here imports the kernel packages at module
+import time: a CPU-only machine must be able to import every part of mswelu. A probe runs once, on first use.
 
 ``python -m mswelu.ops.backends`` prints what is installed, which backend a forward would use, and
 whether mswelu's own CPU kernels (:mod:`mswelu.ops.cpu_kernels`) are built.
@@ -10,6 +11,7 @@ whether mswelu's own CPU kernels (:mod:`mswelu.ops.cpu_kernels`) are built.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -24,35 +26,65 @@ BACKENDS = ("auto", "torch", "cuda")
 ENV_VAR = "MSWELU_BACKEND"
 
 
-def import_kernels() -> dict[str, Any]:
-    """The four kernel entry points of mamba-ssm / causal-conv1d by name (``selective_scan_fn``,
-    ``causal_conv1d_fn``, ``causal_conv1d_update``, ``selective_state_update``); RuntimeError saying what
-    is missing otherwise. The compiled extensions are imported by name: the Python wrappers of both
-    packages import without them in some situations and would fail only when called."""
-    try:
-        import causal_conv1d_cuda  # noqa: F401
-        import selective_scan_cuda  # noqa: F401
-        from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
-    except Exception as exc:  # ImportError, or an undefined-symbol OSError from a mismatched build
+#: each kernel path's entry points: name -> (module, attribute, compiled extension it needs, or None)
+KERNEL_SOURCES: dict[str, dict[str, tuple[str, str, str | None]]] = {
+    "Mamba-1": {
+        "selective_scan_fn": (
+            "mamba_ssm.ops.selective_scan_interface",
+            "selective_scan_fn",
+            "selective_scan_cuda",
+        ),
+        "causal_conv1d_fn": ("causal_conv1d", "causal_conv1d_fn", "causal_conv1d_cuda"),
+        "causal_conv1d_update": ("causal_conv1d", "causal_conv1d_update", "causal_conv1d_cuda"),
+        "selective_state_update": (
+            "mamba_ssm.ops.triton.selective_state_update",
+            "selective_state_update",
+            None,
+        ),
+    },
+    "Mamba-2": {
+        "causal_conv1d_fn": ("causal_conv1d", "causal_conv1d_fn", "causal_conv1d_cuda"),
+        "causal_conv1d_update": ("causal_conv1d", "causal_conv1d_update", "causal_conv1d_cuda"),
+        "mamba_chunk_scan_combined": ("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined", None),
+        "selective_state_update": (
+            "mamba_ssm.ops.triton.selective_state_update",
+            "selective_state_update",
+            None,
+        ),
+        "rmsnorm_fn": ("mamba_ssm.ops.triton.layernorm_gated", "rmsnorm_fn", None),
+    },
+}
+
+
+def import_kernels(path: str = "Mamba-1") -> dict[str, Any]:
+    """The entry points of kernel path ``path`` (:data:`KERNEL_SOURCES`) by name, from the installed
+    packages; a RuntimeError naming each one that does not import, and why, otherwise. A compiled extension
+    is imported by name first: the Python wrappers import without it in some situations and would fail only
+    when called."""
+    sources = KERNEL_SOURCES[path]
+    found, missing = {}, []
+    for name, (module, attr, compiled) in sources.items():
+        try:
+            if compiled is not None:
+                importlib.import_module(compiled)
+            found[name] = getattr(importlib.import_module(module), attr)
+        except Exception as exc:  # ImportError, or an undefined-symbol OSError from a mismatched build
+            missing.append(f"{name} (from {module}: {type(exc).__name__}: {exc})")
+    if missing:
+        compiled = ", ".join(dict.fromkeys(c for _, _, c in sources.values() if c))
         raise RuntimeError(
-            "the mamba-ssm and causal-conv1d kernels (selective_scan_cuda, causal_conv1d_cuda) do not "
-            f"import: {type(exc).__name__}: {exc}. Install them (README, 'GPU') or use backend='torch'"
-        ) from exc
-    return {
-        "selective_scan_fn": selective_scan_fn,
-        "causal_conv1d_fn": causal_conv1d_fn,
-        "causal_conv1d_update": causal_conv1d_update,
-        "selective_state_update": selective_state_update,
-    }
+            f"the {path} kernel path needs the mamba-ssm and causal-conv1d kernels ({compiled}); these "
+            f"kernels do not import: {'; '.join(missing)}. Install them (README, 'GPU') or use "
+            "backend='torch'"
+        )
+    return found
 
 
-@functools.lru_cache(maxsize=1)
-def kernels_available() -> tuple[bool, str]:
-    """(True, "") when the kernel path can import everything it calls, else (False, why); probed once."""
+@functools.cache
+def kernels_available(path: str = "Mamba-1") -> tuple[bool, str]:
+    """(True, "") when kernel path ``path`` can import everything it calls, else (False, why); probed once."""
     try:
-        import_kernels()
+        import_kernels(path)
     except RuntimeError as exc:
         return False, str(exc)
     return True, ""
@@ -97,6 +129,7 @@ def describe(config_value: str = "auto") -> dict[str, Any]:
         "requested": None,
         "kernels_available": ok,
         "kernels_error": why or None,
+        "kernel_paths": {path: kernels_available(path)[0] for path in KERNEL_SOURCES},
         "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "device": str(device),
         "backend": None,

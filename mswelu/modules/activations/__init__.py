@@ -9,8 +9,11 @@ this way.
 from mswelu.modules.activations import pointwise, swelu, swish  # noqa: F401  (they register themselves)
 from mswelu.modules.activations.registry import (
     ACTIVATIONS,
+    TRANSCENDENTAL_FLOPS,
     Activation,
+    ActivationFlops,
     ShapeParam,
+    activation_flops,
     curve,
     effective_shape,
     make_activation,
@@ -23,8 +26,11 @@ from mswelu.modules.activations.registry import (
 
 __all__ = [
     "ACTIVATIONS",
+    "TRANSCENDENTAL_FLOPS",
     "Activation",
+    "ActivationFlops",
     "ShapeParam",
+    "activation_flops",
     "curve",
     "effective_shape",
     "make_activation",

@@ -25,8 +25,11 @@ from mswelu.errors import unknown_choice
 
 __all__ = [
     "ACTIVATIONS",
+    "TRANSCENDENTAL_FLOPS",
     "Activation",
+    "ActivationFlops",
     "ShapeParam",
+    "activation_flops",
     "curve",
     "effective_shape",
     "make_activation",
@@ -59,6 +62,33 @@ class ShapeParam:
     frozen: bool = False
 
 
+#: FLOPs one transcendental function (exp, expm1, log, pow, erf) counts for: about the multiply-adds of
+#: the range reduction and polynomial a vectorised implementation evaluates (a convention, not a measurement)
+TRANSCENDENTAL_FLOPS = 10
+
+
+@dataclass(frozen=True)
+class ActivationFlops:
+    """The work of an activation per element, by its formula (intermediate values reused): 1 FLOP per add,
+    multiply, divide, compare, abs or sign, :data:`TRANSCENDENTAL_FLOPS` per transcendental function.
+
+    Attributes:
+        forward: the forward pass.
+        backward: the gradient with respect to the input (the backward recomputes from the saved input).
+        shape: per shape parameter name, its gradient's work per element (its reduction included), counted
+            when that parameter learns.
+    """
+
+    forward: float
+    backward: float
+    shape: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    @staticmethod
+    def ops(basic: int, transcendental: int = 0) -> float:
+        """FLOPs of ``basic`` elementary operations and ``transcendental`` transcendental functions."""
+        return float(basic + TRANSCENDENTAL_FLOPS * transcendental)
+
+
 @dataclass(frozen=True)
 class Activation:
     """One activation kind.
@@ -74,6 +104,8 @@ class Activation:
         values: ``values(module) -> {param: tensor}``: the effective shape values of a module, as 0-dim
             tensors differentiable with respect to the module's parameters.
         description: one line for docs and reports.
+        flops: its work per element (:class:`ActivationFlops`, for :mod:`mswelu.flops`); None: not declared
+            (counting a model's FLOPs with it is then an error).
     """
 
     name: str
@@ -84,6 +116,7 @@ class Activation:
     curve: Callable[[np.ndarray, Mapping[str, float]], np.ndarray]
     values: Callable[[nn.Module], dict[str, Tensor]] = lambda module: {}
     description: str = ""
+    flops: ActivationFlops | None = None
 
     @property
     def learnable(self) -> bool:
@@ -183,6 +216,20 @@ def shape_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
             if id(p) not in seen:
                 seen.add(id(p))
                 yield (f"{mname}.{pname}" if mname else pname), p
+
+
+def activation_flops(module: nn.Module) -> tuple[float, float]:
+    """``(forward, training)`` FLOPs per element of an activation module: its forward, and forward +
+    backward + the gradient of each shape parameter that learns in the module (its value needs a gradient)."""
+    spec = spec_of(module)
+    if spec is None or spec.flops is None:
+        name = spec.name if spec is not None else type(module).__name__
+        raise ValueError(f"activation {name!r} declares no FLOPs: give its spec flops=ActivationFlops(...)")
+    cost = spec.flops
+    with torch.enable_grad():
+        learning = {name for name, value in spec.values(module).items() if value.requires_grad}
+    shape = sum(v for name, v in cost.shape.items() if name in learning)
+    return cost.forward, cost.forward + cost.backward + shape
 
 
 def shape_param_names() -> tuple[str, ...]:

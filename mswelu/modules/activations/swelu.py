@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from torch import Tensor
 
-from mswelu.modules.activations.registry import Activation, ShapeParam, register
+from mswelu.modules.activations.registry import Activation, ActivationFlops, ShapeParam, register
 from mswelu.modules.swelu import K_MIN, SWELU
 
 
@@ -47,5 +47,14 @@ SPEC = register(
         curve=_curve,
         values=_values,
         description="sign(z) (1 - exp(-|z|^k)), k learnable",
+        # forward: abs, two negations, sign, product; pow, expm1. d/dz = k |z|^k e^-|z|^k / |z|: abs, product,
+        # quotient, times k, times the incoming gradient, the zero-cell compare; pow, exp. d/dk = sign(z)
+        # |z|^k e^-|z|^k ln|z|: three products, sign, the sum over elements; log. d/dlambda: sign, product,
+        # negation, sum; expm1.
+        flops=ActivationFlops(
+            ActivationFlops.ops(5, 2),
+            ActivationFlops.ops(6, 2),
+            {"k": ActivationFlops.ops(5, 1), "lambda": ActivationFlops.ops(4, 1)},
+        ),
     )
 )

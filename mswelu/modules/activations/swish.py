@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mswelu.modules.activations.registry import Activation, ShapeParam, register
+from mswelu.modules.activations.registry import Activation, ActivationFlops, ShapeParam, register
 
 
 class Swish(nn.Module):
@@ -60,5 +60,11 @@ SPEC = register(
         curve=_curve,
         values=lambda module: {"beta": module.beta},
         description="z sigmoid(beta z), beta learnable from 1 (SiLU at init)",
+        # forward: beta z, negation, 1 + e, quotient, product; exp. d/dz = s + beta z s (1 - s): SiLU's
+        # backward (sigmoid recomputed) and the product by beta; exp. d/dbeta = z^2 s (1 - s): four
+        # products, a subtraction, the sum over elements (s reused).
+        flops=ActivationFlops(
+            ActivationFlops.ops(5, 1), ActivationFlops.ops(9, 1), {"beta": ActivationFlops.ops(6)}
+        ),
     )
 )

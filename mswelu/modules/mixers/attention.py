@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mswelu.modules.attention import MLP, CausalSelfAttention
-from mswelu.modules.mixers.common import activation_for, activation_parameter_count, norm_for
+from mswelu.modules.mixers.common import activation_for, activation_parameter_count, block_flops, norm_for
 from mswelu.modules.mixers.registry import Mixer, register_mixer
 from mswelu.modules.norms import norm_parameter_count
 
@@ -54,14 +54,31 @@ class AttentionBlock(nn.Module):
         return count
 
     @classmethod
-    def flops_per_token(cls, config: Any, seq_len: int, causal: bool = True) -> float:
+    def flops_per_token(cls, config: Any, seq_len: int, causal: bool = True) -> dict[str, float]:
         """q, k, v and out projections, the scores and the weighted sum over the context (causal: a query
         at position t sees t + 1 keys, (seq_len + 1) / 2 on average; ``causal=False`` counts seq_len, the
-        convention of MFU figures), and the MLP; 2 FLOPs per multiply-add."""
-        d = config.d_model
+        convention of MFU figures), and the MLP with its activation; 2 FLOPs per multiply-add."""
+        d, h = config.d_model, config.attn_mlp_expand * config.d_model
         ctx = (seq_len + 1) / 2 if causal else seq_len
-        mlp = 2 * 2 * d * config.attn_mlp_expand * d
-        return float(2 * 4 * d * d + 4 * d * ctx + mlp)
+        return block_flops(config, float(2 * 4 * d * d + 4 * d * ctx + 2 * 2 * d * h), h)
+
+    @classmethod
+    def activation_bytes(cls, config: Any, autocast_bytes: int) -> float:
+        """The fp32 input and normed input, q, k, v, the attention output and out_proj's input, the
+        log-sum-exp per head; with the MLP its input, normed input, fc_out's input and the hidden layer."""
+        s, d, h = autocast_bytes, config.d_model, config.attn_mlp_expand * config.d_model
+        attn = (4 + s) * d + 3 * d * s + d * s + d * s + 4 * config.n_head / max(1, d) * d
+        return attn + (((4 + s) * d + d * s + 2 * h * s) if h else 0)
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        if config.d_model % config.n_head:
+            raise ValueError(
+                f"d_model ({config.d_model}) must be divisible by n_head ({config.n_head}) for attention "
+                "blocks"
+            )
+        if config.attn_mlp_expand < 0:
+            raise ValueError(f"attn_mlp_expand must be >= 0, got {config.attn_mlp_expand}")
 
     def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         kv = None if state is None else [state.get("k"), state.get("v")]

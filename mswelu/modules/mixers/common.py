@@ -1,4 +1,5 @@
-"""What every block builds the same way from the model config: its norm and its activations."""
+"""What every block builds the same way from the model config: its norm and its activations, and the count of
+its FLOPs with the activations' work in it."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ from typing import Any
 
 from torch import nn
 
-from mswelu.modules.activations import make_activation
+from mswelu.modules.activations import activation_flops, make_activation
 from mswelu.modules.norms import make_norm
 
-__all__ = ["activation_for", "activation_parameter_count", "mixer_activations", "norm_for"]
+__all__ = [
+    "TRAINING_FACTOR",
+    "activation_for",
+    "activation_parameter_count",
+    "block_flops",
+    "mixer_activations",
+    "norm_for",
+]
 
 #: ``mixer_k_sharing``: one activation module for both in-mixer slots, or one each
 K_SHARING = ("shared", "separate")
+#: training FLOPs per forward FLOP of a matmul (the forward and the backward's two matmuls)
+TRAINING_FACTOR = 3.0
 
 
 def activation_for(config: Any) -> nn.Module:
@@ -37,3 +47,15 @@ def mixer_activations(config: Any) -> tuple[nn.Module, nn.Module]:
 
 def norm_for(config: Any) -> nn.Module:
     return make_norm(config.norm, config.d_model, eps=config.layer_norm_epsilon)
+
+
+def block_flops(config: Any, matmuls: float, activation_elements: int) -> dict[str, float]:
+    """``{"forward", "training"}`` FLOPs per token of a part whose matmul (and scan) work is ``matmuls`` and
+    whose activations see ``activation_elements`` values per token: the matmuls once forward and
+    :data:`TRAINING_FACTOR` times in training, plus the config's activation at its declared cost per element
+    (forward; forward + backward + its learnable shape gradients in training: :func:`activation_flops`)."""
+    forward, training = activation_flops(activation_for(config))
+    return {
+        "forward": matmuls + forward * activation_elements,
+        "training": TRAINING_FACTOR * matmuls + training * activation_elements,
+    }

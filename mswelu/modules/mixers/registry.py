@@ -11,7 +11,14 @@ at a time), the names of its weights, its activation slots and its closed-form p
   cache), an empty dict (prefill: fill it) or a filled dict (continue from it);
 - ``activation_slots()``: ``[(path, module, group, slot)]``, ``path`` relative to the block;
 - ``residual_writes``: how many projections write into the residual stream (for the scaled init);
-- ``parameter_count(config)`` (a classmethod): its parameters in closed form.
+- classmethods of the config: ``parameter_count(config)`` (its parameters in closed form),
+  ``flops_per_token(config, seq_len)`` (``{"forward", "training"}``, its activations' work included:
+  :func:`~mswelu.modules.mixers.common.block_flops`), ``activation_bytes(config, autocast_bytes)`` (what a
+  training step keeps per token for its backward, the estimate :mod:`mswelu.plan` uses) and
+  ``check_config(config)`` (a ValueError naming a bad setting of the ones it reads).
+
+A state-space mixer's block subclasses :class:`~mswelu.modules.mixers.ssm_block.SSMBlock`, which implements
+all of that from a few declarations.
 
 In ``layer_pattern`` a letter stands for a mixer: ``M`` for the config's ``mixer`` (any mixer registered with
 letter ``M``), other letters (``A``: attention) for the one mixer registered with them.

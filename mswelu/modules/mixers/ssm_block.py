@@ -1,10 +1,13 @@
 """The pre-norm block around a state-space mixer: ``x + dropout(post_act(mixer(norm(x))))`` (the seeds'
 LayerNorm -> Mamba -> SWELU -> residual), with O(1)-per-token decoding from the mixer's own states.
 
-A state-space mixer module (Mamba-1's :class:`~mswelu.modules.mamba_mixer.MambaMixer`, Mamba-2's) offers
-``forward``, ``forward_with_states`` (prefill: the output and the conv and SSM states after the last token),
-``step`` (one token, states updated in place), ``activation_slots()`` and an ``out_proj``; a subclass of
-:class:`SSMBlock` says how to build it from the config and how many parameters it has.
+The mixer is a :class:`~mswelu.modules.ssm_mixer.SSMMixer` (Mamba-1's, Mamba-2's, or a new one): an
+``in_proj`` (``d_model -> in_width``), a depthwise causal conv over ``conv_channels`` channels followed by
+``act_conv``, its state-space part, a gate ``act_gate`` over ``d_inner`` channels and an ``out_proj``
+(``d_inner -> d_model``). A subclass of :class:`SSMBlock` names the mixer class, the config fields it reads
+beyond the shared ones (:meth:`mixer_settings`), and the parameters, FLOPs and saved activations of its own
+part; what every state-space block shares (projections, conv, norm, activations,
+their counts, the decoding) is here.
 """
 
 from __future__ import annotations
@@ -17,20 +20,23 @@ from torch import nn
 from mswelu.modules.mixers.common import (
     activation_for,
     activation_parameter_count,
+    block_flops,
     mixer_activations,
     norm_for,
 )
 from mswelu.modules.norms import norm_parameter_count
+from mswelu.modules.ssm_mixer import SSMMixer
 
 __all__ = ["SSMBlock"]
 
 
 class SSMBlock(nn.Module):
-    """``x + dropout(post_act(mixer(norm(x))))``; subclasses implement :meth:`build_mixer`,
-    :meth:`mixer_parameter_count` and :meth:`mixer_flops_per_token`."""
+    """``x + dropout(post_act(mixer(norm(x))))``; see the module docstring for what a subclass declares."""
 
     residual_writes: ClassVar[int] = 1
     mixer_name: ClassVar[str] = ""
+    #: the mixer module it builds
+    mixer_class: ClassVar[type[SSMMixer]]
 
     def __init__(self, config: Any, layer_idx: int) -> None:
         super().__init__()
@@ -46,25 +52,94 @@ class SSMBlock(nn.Module):
         self.post_act = activation_for(config) if config.post_mixer_act else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
 
+    # ------------------------------------------------------------------ what a subclass declares
     @staticmethod
-    def build_mixer(config: Any, layer_idx: int, act_conv: nn.Module, act_gate: nn.Module) -> nn.Module:
+    def mixer_settings(config: Any) -> dict[str, Any]:
+        """The mixer's own constructor arguments from the config (beyond :meth:`shared_settings`)."""
+        return {}
+
+    @staticmethod
+    def own_parameter_count(config: Any) -> int:
+        """Parameters of the mixer beyond ``in_proj``, the conv and ``out_proj``."""
         raise NotImplementedError
 
     @staticmethod
-    def mixer_parameter_count(config: Any) -> int:
-        """The mixer's own weights (activations not included)."""
+    def own_flops_per_token(config: Any, seq_len: int) -> float:
+        """Forward FLOPs of the mixer per token beyond ``in_proj``, the conv and ``out_proj`` (its state-space
+        part; 2 per multiply-add, see :mod:`mswelu.flops`)."""
         raise NotImplementedError
 
     @staticmethod
-    def mixer_flops_per_token(config: Any, seq_len: int) -> float:
-        """Forward FLOPs of the mixer per token (matmuls, conv and scan; see :mod:`mswelu.flops`)."""
+    def own_activation_bytes(config: Any, autocast_bytes: int) -> float:
+        """Bytes per token the mixer keeps for the backward beyond the block's input and normed input (the
+        activations of :mod:`mswelu.plan`; ``autocast_bytes`` is 2 under bf16 autocast, else 4)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ built from those
+    @staticmethod
+    def shared_settings(config: Any) -> dict[str, Any]:
+        """The constructor arguments every state-space mixer takes from the config."""
+        return {
+            "d_model": config.d_model,
+            "d_state": config.d_state,
+            "d_conv": config.d_conv,
+            "expand": config.expand,
+            "dt_min": config.dt_min,
+            "dt_max": config.dt_max,
+            "dt_init_floor": config.dt_init_floor,
+            "conv_bias": config.conv_bias,
+            "bias": config.proj_bias,
+            "backend": config.backend,
+        }
 
     @classmethod
-    def flops_per_token(cls, config: Any, seq_len: int) -> float:
-        """Forward model FLOPs per token of the block: its mixer's (norms and activations are elementwise
-        and not counted, see :mod:`mswelu.flops`)."""
-        return float(cls.mixer_flops_per_token(config, seq_len))
+    def build_mixer(cls, config: Any, layer_idx: int, act_conv: nn.Module, act_gate: nn.Module) -> nn.Module:
+        settings = {**cls.shared_settings(config), **cls.mixer_settings(config)}
+        return cls.mixer_class(**settings, act_conv=act_conv, act_gate=act_gate, layer_idx=layer_idx)
+
+    @classmethod
+    def widths(cls, config: Any) -> tuple[int, int]:
+        """``(in_width, conv_channels)``: ``in_proj``'s output rows and the conv's (and ``act_conv``'s)
+        channels, as the mixer class computes them."""
+        return cls.mixer_class.input_widths(**cls.shared_settings(config), **cls.mixer_settings(config))
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """The mixer's own checks of these settings (a ValueError naming the setting), without building it."""
+        cls.mixer_class.check_settings(**cls.shared_settings(config), **cls.mixer_settings(config))
+
+    @classmethod
+    def mixer_parameter_count(cls, config: Any) -> int:
+        """The mixer's own weights (activations not included)."""
+        d, di, bias = config.d_model, config.d_inner, int(config.proj_bias)
+        in_width, channels = cls.widths(config)
+        io = in_width * (d + bias) + channels * (config.d_conv + int(config.conv_bias)) + d * di + d * bias
+        return io + cls.own_parameter_count(config)
+
+    @classmethod
+    def mixer_flops_per_token(cls, config: Any, seq_len: int) -> float:
+        """Forward FLOPs of the mixer per token without its activations: in_proj, depthwise conv, out_proj and
+        its own part."""
+        in_width, channels = cls.widths(config)
+        io = (
+            2 * config.d_model * in_width + 2 * channels * config.d_conv + 2 * config.d_inner * config.d_model
+        )
+        return float(io + cls.own_flops_per_token(config, seq_len))
+
+    @classmethod
+    def flops_per_token(cls, config: Any, seq_len: int) -> dict[str, float]:
+        """Forward and training FLOPs per token of the block: its mixer's and its activations' (``act_conv``
+        on the conv's channels, ``act_gate`` on d_inner, ``post_act`` on d_model)."""
+        elements = cls.widths(config)[1] + config.d_inner + (config.d_model if config.post_mixer_act else 0)
+        return block_flops(config, cls.mixer_flops_per_token(config, seq_len), elements)
+
+    @classmethod
+    def activation_bytes(cls, config: Any, autocast_bytes: int) -> float:
+        """Bytes per token a training step keeps for this block's backward: the fp32 input and the normed
+        input, the mixer's, and the post-mixer activation's fp32 input."""
+        d = config.d_model
+        post = 4 * d if config.post_mixer_act else 0
+        return (4 + autocast_bytes) * d + cls.own_activation_bytes(config, autocast_bytes) + post
 
     @classmethod
     def parameter_count(cls, config: Any) -> int:
@@ -78,16 +153,10 @@ class SSMBlock(nn.Module):
             + post
         )
 
+    # ------------------------------------------------------------------ the module
     def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        h = self.norm(x)
-        if state is None:
-            y = self.mixer(h)
-        elif not state:  # prefill from an empty state
-            y, state["conv"], state["ssm"] = self.mixer.forward_with_states(h)
-        else:  # continue from the state, one token at a time (O(1) each)
-            conv, ssm = state["conv"], state["ssm"]
-            y = torch.cat([self.mixer.step(h[:, t : t + 1], conv, ssm) for t in range(h.shape[1])], dim=1)
-        return x + self.drop(self.post_act(y))
+        """``state``: None, or the block's decoding state (the mixer's: see :meth:`SSMMixer.forward`)."""
+        return x + self.drop(self.post_act(self.mixer(self.norm(x), state)))
 
     def activation_slots(self) -> list[tuple[str, nn.Module, str, str]]:
         slots = [
