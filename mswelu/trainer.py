@@ -405,7 +405,7 @@ class Trainer:
         """An evaluation, logged; the ``final`` one scores the whole split, per document too, and is marked
         so (a resumed run that finishes redoes it, and drops an earlier sitting's)."""
         result = self.evaluate(whole_split=final, per_document=final)
-        if final and self.info.is_main:
+        if final and self.info.is_main and "documents" in result:  # (a task's evaluation has none)
             self.run_dir.write_documents(self.step, self.tokens, result)
         result = {k: v for k, v in result.items() if k not in ("documents", "windows")}
         self.last_val = result
