@@ -34,6 +34,7 @@ from transformers import PretrainedConfig
 
 from mswelu.errors import unknown_choice
 from mswelu.modules.activations import ACTIVATIONS
+from mswelu.modules.mamba_mixer import CONV_MODES
 from mswelu.modules.mixers import layer_mixers, pattern_letters, sequence_mixers
 from mswelu.modules.mixers.common import K_SHARING
 from mswelu.modules.norms import NORMS
@@ -71,6 +72,10 @@ class MambaSWELUConfig(PretrainedConfig):
         dt_max: largest initial timestep.
         dt_init_floor: floor of the initial timesteps.
         conv_bias: bias in the causal convolution.
+        conv_mode: Mamba-1's causal convolution: ``learned`` (the default), ``ones`` (its weights fixed to
+            one and frozen: a symmetric sum of the last ``d_conv`` tokens) or ``residual`` (its input added
+            to its output, before the activation): the two controls of "Achilles' heel of Mamba" (Chen et
+            al. 2025) that remove the conv's asymmetric fusion of tokens.
         proj_bias: biases in the in/out projections (and attention / MLP projections).
         n_head: attention heads of ``A`` blocks.
         attn_mlp_expand: MLP expansion after attention in ``A`` blocks; 0 = no MLP.
@@ -117,6 +122,7 @@ class MambaSWELUConfig(PretrainedConfig):
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
     conv_bias: bool = True
+    conv_mode: str = "learned"
     proj_bias: bool = False
     n_head: int = 16
     attn_mlp_expand: int = 2
@@ -196,6 +202,10 @@ class MambaSWELUConfig(PretrainedConfig):
                 )
             if len(self.dt_limit) != 2 or not 0 <= self.dt_limit[0] < self.dt_limit[1]:
                 raise ValueError(f"dt_limit must be (low, high) with 0 <= low < high, got {self.dt_limit!r}")
+        if self.conv_mode not in CONV_MODES:
+            raise ValueError(unknown_choice("conv_mode", self.conv_mode, CONV_MODES))
+        if self.conv_mode != "learned" and "mamba1" not in self.layer_mixers():
+            raise ValueError(f"conv_mode={self.conv_mode!r} applies to Mamba-1 blocks; this model has none")
         if self.dt_rank != "auto" and (not isinstance(self.dt_rank, int) or self.dt_rank <= 0):
             raise ValueError(f"dt_rank must be 'auto' or a positive integer, got {self.dt_rank!r}")
         if "A" in self.layer_pattern and self.d_model % self.n_head:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mswelu.errors import check_choice
 from mswelu.modules.mixer_slots import InMixerActivations
 from mswelu.ops import mamba_kernels
 from mswelu.ops.backends import resolve_backend
@@ -33,6 +34,12 @@ from mswelu.ops.mamba_kernels import MixerWeights
 from mswelu.ops.selective_scan import selective_scan
 
 __all__ = ["MambaMixer"]
+
+
+#: what Mamba-1's causal conv is (the controls of "Achilles' heel of Mamba", Chen et al. 2025): ``learned``
+#: (Mamba's), ``ones`` (weights fixed to one and frozen), ``residual`` (``conv(x) + x``, before the
+#: activation)
+CONV_MODES = ("learned", "ones", "residual")
 
 
 class MambaMixer(InMixerActivations, nn.Module):
@@ -54,8 +61,10 @@ class MambaMixer(InMixerActivations, nn.Module):
         act_gate: nn.Module | None = None,
         backend: str = "auto",
         layer_idx: int | None = None,
+        conv_mode: str = "learned",
     ) -> None:
         super().__init__()
+        check_choice("conv_mode", conv_mode, CONV_MODES)
         for name, value, low in (("d_model", d_model, 1), ("d_state", d_state, 1), ("d_conv", d_conv, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -87,6 +96,10 @@ class MambaMixer(InMixerActivations, nn.Module):
             padding=d_conv - 1,
             bias=conv_bias,
         )
+        self.conv_mode = conv_mode
+        if conv_mode == "ones":  # a fixed, order-blind sum of the last d_conv tokens (the bias still learns)
+            self.conv1d.weight.data.fill_(1.0)
+            self.conv1d.weight.requires_grad_(False)
         self.act_conv = act_conv if act_conv is not None else nn.SiLU()
         self.act_gate = act_gate if act_gate is not None else nn.SiLU()
         self.x_proj = nn.Linear(self.d_inner, dt_rank + 2 * d_state, bias=False)
@@ -125,9 +138,13 @@ class MambaMixer(InMixerActivations, nn.Module):
         self._check_input(hidden_states)
         if inference_params is not None:
             return self._forward_cached(hidden_states, inference_params)
-        if resolve_backend(self.backend, hidden_states) == "cuda":
+        if self._kernel_path(hidden_states):
             return self.forward_cuda(hidden_states)
         return self._forward_torch(hidden_states)[0]
+
+    def _kernel_path(self, hidden_states: Tensor) -> bool:
+        """Whether this call runs on the CUDA kernels (``conv_mode="residual"`` has none: PyTorch ops)."""
+        return self.conv_mode != "residual" and resolve_backend(self.backend, hidden_states) == "cuda"
 
     def forward_with_states(self, hidden_states: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Prefill: (out, conv_state (B, d_inner, d_conv), ssm_state (B, d_inner, N) fp32) after the end.
@@ -135,7 +152,7 @@ class MambaMixer(InMixerActivations, nn.Module):
         The states continue exactly where :meth:`step` would have left them after the same tokens.
         """
         self._check_input(hidden_states)
-        if resolve_backend(self.backend, hidden_states) == "cuda":
+        if self._kernel_path(hidden_states):
             return self.forward_cuda(hidden_states, return_states=True)
         return self._forward_torch(hidden_states, want_states=True)
 
@@ -147,6 +164,8 @@ class MambaMixer(InMixerActivations, nn.Module):
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
         x = x.transpose(1, 2)  # (B, d_inner, L)
         x_conv = causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
+        if self.conv_mode == "residual":
+            x_conv = x_conv + x
         x_act = self.act_conv(x_conv.transpose(1, 2)).transpose(1, 2)  # elementwise, in x_conv's layout
         x_dbl = self.x_proj(x_act.transpose(1, 2))  # (B, L, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
@@ -187,7 +206,7 @@ class MambaMixer(InMixerActivations, nn.Module):
         self._check_input(hidden_states)
         if hidden_states.shape[1] != 1:
             raise ValueError(f"step takes one token at a time, got length {hidden_states.shape[1]}")
-        if resolve_backend(self.backend, hidden_states) == "cuda":
+        if self._kernel_path(hidden_states):
             return self.step_cuda(hidden_states, conv_state, ssm_state)
         dtype = hidden_states.dtype
         xz = self.in_proj(hidden_states.squeeze(1))  # (B, 2 d_inner)
@@ -197,6 +216,8 @@ class MambaMixer(InMixerActivations, nn.Module):
         x = (conv_state * self.conv1d.weight.squeeze(1).to(conv_state.dtype)).sum(-1)
         if self.conv1d.bias is not None:
             x = x + self.conv1d.bias.to(x.dtype)
+        if self.conv_mode == "residual":
+            x = x + conv_state[:, :, -1]  # the current token's conv input
         x = self.act_conv(x.to(dtype))
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus((dt @ self.dt_proj.weight.t()).float() + self.dt_proj.bias.float())  # fp32
@@ -283,4 +304,5 @@ class MambaMixer(InMixerActivations, nn.Module):
         return (
             f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, d_conv={self.d_conv}, "
             f"dt_rank={self.dt_rank}, shared_act={self.act_conv is self.act_gate}, backend={self.backend!r}"
+            + (f", conv_mode={self.conv_mode!r}" if self.conv_mode != "learned" else "")
         )

@@ -33,6 +33,7 @@ class Mamba1Block(SSMBlock):
             act_gate=act_gate,
             backend=config.backend,
             layer_idx=layer_idx,
+            conv_mode=config.conv_mode,
         )
 
     @staticmethod
