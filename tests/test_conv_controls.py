@@ -84,3 +84,13 @@ def test_variants_and_config_checks():
         MambaSWELUConfig.from_preset("tiny", conv_mode="one")
     with pytest.raises(ValueError, match="Mamba-1 blocks"):
         MambaSWELUConfig.from_preset("mamba2-tiny", conv_mode="residual")
+
+
+def test_a_control_does_not_convert_to_the_reference_mamba():
+    from mswelu.convert.mamba1 import _check_reference
+    from mswelu.presets import PRESETS
+
+    ref = {**PRESETS["mamba-130m"], "d_model": 32, "layer_pattern": "MM", "vocab_size": 64}
+    _check_reference(MambaSWELUConfig(**ref))
+    with pytest.raises(ValueError, match="conv_mode='ones'"):
+        _check_reference(MambaSWELUConfig(**ref, conv_mode="ones"))

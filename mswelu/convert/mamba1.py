@@ -69,6 +69,8 @@ def _check_reference(config: MambaSWELUConfig) -> None:
         for k, v in reference_arch().items()
         if k not in ("init_scheme", "pad_vocab_size_multiple") and getattr(config, k) != v
     ]
+    if config.conv_mode != "learned":  # transformers' and mamba-ssm's Mamba have the learned conv only
+        problems.append(f"conv_mode={config.conv_mode!r} (need 'learned')")
     if set(config.layer_mixers()) != {"mamba1"}:
         problems.append(
             f"layer_pattern={config.layer_pattern!r} with mixer={config.mixer!r} (need only mamba1 blocks)"
