@@ -151,6 +151,9 @@ def test_batches_are_a_function_of_seed_step_and_row(name):
     assert not torch.equal(a, source.train_batch(seed=1, step=6, rows=range(0, 6)))
     test = torch.cat(list(source.test_batches(4, sample=8)))
     np.testing.assert_array_equal(test, torch.cat(list(source.test_batches(3, sample=8))))
+    tune = TaskSource(f"{source.text}&eval=tune")
+    assert tune.fingerprint != source.fingerprint
+    assert not torch.equal(torch.cat(list(tune.test_batches(4, sample=8))), test)
 
 
 def test_batches_are_inputs_and_targets_ignored_off_the_answers():
@@ -192,6 +195,7 @@ def test_source_strings():
         ("task:mqar?test=0", "test"),
         ("task:mqar?pairs=2&pairs=3", "twice"),
         ("task:inverse_matching?negatives=odd", "negatives"),
+        ("task:mqar?eval=val", "eval"),
     ]:
         with pytest.raises(ValueError, match=says):
             TaskSource(bad)

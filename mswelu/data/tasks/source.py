@@ -1,4 +1,5 @@
-"""A task as a data source: ``task:<name>?level=<level>&<knob>=<value>&test=<examples>`` in a run's ``data``.
+"""A task as a data source: ``task:<name>?level=<level>&<knob>=<value>&test=<examples>`` in a run's ``data``
+(``&eval=tune``: scored on a tuning set, drawn apart from the test set, for lr sweeps).
 
 :class:`TaskSource` parses it (unknown tasks, levels and knobs are one clear line), resolves its knobs
 (the level's values, then the named knobs) and makes batches. A batch is an int64 tensor of shape
@@ -30,9 +31,10 @@ __all__ = ["TASK_PREFIX", "TaskLoader", "TaskSource", "is_task_source"]
 
 TASK_PREFIX = "task:"
 #: source options that are not task knobs
-SOURCE_OPTIONS = ("level", "test")
+SOURCE_OPTIONS = ("level", "test", "eval")
+EVAL_SETS = ("test", "tune")
 DEFAULT_TEST_EXAMPLES = 512
-_TRAIN, _TEST = 1, 2  # generator salts: train and test draws never share a stream
+_TRAIN, _TEST, _TUNE = 1, 2, 3  # generator salts: train, test and tuning draws never share a stream
 
 
 def is_task_source(data: Any) -> bool:
@@ -59,6 +61,9 @@ class TaskSource:
         if not test.isdigit() or int(test) < 1:
             raise ValueError(f"task source {text!r}: test must be a positive integer, got {test!r}")
         self.test_examples = int(test)
+        self.eval_set = options.pop("eval", "test")
+        if self.eval_set not in EVAL_SETS:
+            raise ValueError(f"task source {text!r}: eval must be one of {', '.join(EVAL_SETS)}")
         self.knobs = self.task.resolve(self.level, **options)
         self.vocab_size = int(self.task.vocab_size(self.knobs))
         self.seq_len = int(self.task.seq_len(self.knobs))
@@ -71,6 +76,8 @@ class TaskSource:
     def fingerprint(self) -> str:
         """What the examples depend on: the task, its knobs and the test set's size (not the spelling)."""
         ident = {"task": self.task.name, "knobs": self.knobs, "test": self.test_examples}
+        if self.eval_set != "test":
+            ident["eval"] = self.eval_set
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def meta(self) -> dict[str, Any]:
@@ -106,11 +113,13 @@ class TaskSource:
         return self.pairs([self._example([_TRAIN, int(seed), int(step), r], "train") for r in rows])
 
     def test_batches(self, batch_size: int, sample: int | None = None) -> Iterator[torch.Tensor]:
-        """The test set (its first ``sample`` examples when given) in batches of ``batch_size``."""
+        """The test set (its first ``sample`` examples when given) in batches of ``batch_size``; with
+        ``eval=tune`` a tuning set of the same size and distribution, drawn apart."""
         count = self.test_examples if sample is None else min(int(sample), self.test_examples)
+        salt = _TUNE if self.eval_set == "tune" else _TEST
         for start in range(0, count, batch_size):
             rows = range(start, min(start + batch_size, count))
-            yield self.pairs([self._example([_TEST, r], "test") for r in rows])
+            yield self.pairs([self._example([salt, r], "test") for r in rows])
 
     def __repr__(self) -> str:
         return f"TaskSource({self.text!r})"
