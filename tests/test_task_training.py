@@ -82,7 +82,8 @@ def test_a_task_run_logs_its_accuracy_and_resumes_exactly(tmp_path: Path):
     config = json.loads((tmp_path / "full" / "config.json").read_text())
     assert config["data"] == INDUCTION and config["_data_fingerprint"] == TaskSource(INDUCTION).fingerprint
     assert "data/tasks/induction_heads.py" in config["_training_code"]["files"]
-    assert (tmp_path / "full" / "final" / "model.safetensors").is_file()
+    final = tmp_path / "full" / "final"
+    assert (final / "model.safetensors").is_file() and not (final / "tokenizer.json").exists()  # ids only
     # another task setting does not resume this run
     other = "task:induction_heads?level=easy&seq_len=32"
     with pytest.raises(ValueError, match="fingerprint"):
