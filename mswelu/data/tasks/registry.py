@@ -23,7 +23,7 @@ import numpy as np
 
 from mswelu.errors import unknown_choice, with_nearest
 
-__all__ = ["IGNORE", "SPLITS", "TASKS", "Example", "Task", "register_task", "task_spec"]
+__all__ = ["IGNORE", "SPLITS", "TASKS", "Example", "Task", "need", "register_task", "task_spec"]
 
 #: the target of a position that is not scored (the loss's ``ignore_index``)
 IGNORE = -100

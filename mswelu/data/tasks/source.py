@@ -30,8 +30,7 @@ from mswelu.data.tasks.registry import IGNORE, Example, task_spec
 __all__ = ["TASK_PREFIX", "TaskLoader", "TaskSource", "is_task_source"]
 
 TASK_PREFIX = "task:"
-#: source options that are not task knobs
-SOURCE_OPTIONS = ("level", "test", "eval")
+#: what a source's evaluations score (``eval=``): the reported test set, or the tuning set of lr sweeps
 EVAL_SETS = ("test", "tune")
 DEFAULT_TEST_EXAMPLES = 512
 _TRAIN, _TEST, _TUNE = 1, 2, 3  # generator salts: train, test and tuning draws never share a stream
