@@ -74,6 +74,10 @@ class MambaSWELUConfig(PretrainedConfig):
         dt_max: largest initial timestep.
         dt_init_floor: floor of the initial timesteps.
         conv_bias: bias in the causal convolution.
+        conv_mode: Mamba-1's causal convolution: ``learned`` (the default), ``ones`` (its weights fixed to
+            one and frozen: a symmetric sum of the last ``d_conv`` tokens) or ``residual`` (its input added
+            to its output, before the activation): the two controls of "Achilles' heel of Mamba" (Chen et
+            al. 2025) that remove the conv's asymmetric fusion of tokens.
         proj_bias: biases in the in/out projections (and attention / MLP projections).
         n_head: attention heads of ``A`` blocks.
         attn_mlp_expand: MLP expansion after attention in ``A`` blocks; 0 = no MLP.
@@ -120,6 +124,7 @@ class MambaSWELUConfig(PretrainedConfig):
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
     conv_bias: bool = True
+    conv_mode: str = "learned"
     proj_bias: bool = False
     n_head: int = 16
     attn_mlp_expand: int = 2
@@ -181,6 +186,8 @@ class MambaSWELUConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for mixer in dict.fromkeys(self.layer_mixers()):  # each mixer checks the settings it reads
             mixer_spec(mixer).block.check_config(self)
+        if self.conv_mode != "learned" and "mamba1" not in self.layer_mixers():
+            raise ValueError(f"conv_mode={self.conv_mode!r} applies to Mamba-1 blocks; this model has none")
         if any(not isinstance(h, int) or h <= 0 for h in self.dense_sizes):
             raise ValueError(f"dense_sizes must be positive integers, got {self.dense_sizes!r}")
         if len(self.dense_sizes) not in (0, 2):

@@ -30,7 +30,7 @@ from mswelu.models import lm_loss, token_losses
 from mswelu.ops.lm_loss import split_window
 from mswelu.progress import log
 
-__all__ = ["Evaluator", "byte_table", "document_index", "evaluate"]
+__all__ = ["Evaluator", "byte_table", "document_index", "evaluate", "evaluate_task"]
 
 
 def byte_table(data: Path, meta: dict[str, Any], announce: bool = True) -> tuple[torch.Tensor, float]:
@@ -167,8 +167,60 @@ def evaluate(
     return out
 
 
+@torch.no_grad()
+def evaluate_task(
+    model: nn.Module,
+    source: Any,
+    info: du.DistInfo,
+    batch_size: int,
+    sample: int | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> dict[str, Any]:
+    """A synthetic task's test set (:class:`mswelu.data.tasks.TaskSource`, its first ``sample`` examples
+    when given): ``val_loss`` / ``val_ppl`` over the answers only, ``val_accuracy`` (exact match of the
+    most likely token at each answer), ``val_tokens`` (answers scored), ``val_scope``; ``val_bpb`` is None
+    (task tokens stand for no text). Collective under DDP: rank ``r`` scores batches ``r, r + world, ...``."""
+    from mswelu.data.tasks import IGNORE
+
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(3, dtype=torch.float64, device=info.device)  # loss sum, answers, correct
+    mine = 0
+    for i, batch in enumerate(source.test_batches(batch_size, sample)):
+        if i % info.world_size != info.rank:
+            continue
+        mine += 1
+        x, y = split_window(batch.to(info.device))
+        with autocast():
+            logits = model(input_ids=x).logits
+        scored = y != IGNORE
+        loss = torch.nn.functional.cross_entropy(logits[scored].float(), y[scored], reduction="sum")
+        total += torch.stack(
+            [loss.double(), scored.sum().double(), (logits[scored].argmax(-1) == y[scored]).sum().double()]
+        )
+    if info.enabled and parallel.is_fsdp(model):
+        # a sharded forward is collective: a rank with one batch fewer runs one more, discarded
+        count = source.test_examples if sample is None else min(int(sample), source.test_examples)
+        pad = torch.zeros(1, source.seq_len, dtype=torch.long, device=info.device)
+        for _ in range(math.ceil(math.ceil(count / batch_size) / info.world_size) - mine):
+            with autocast():
+                model(input_ids=pad)
+    model.train(was_training)
+    total = du.all_reduce_sum(total, info)
+    val_loss = float(total[0] / total[1])
+    return {
+        "val_loss": val_loss,
+        "val_ppl": math.exp(min(val_loss, 700.0)),
+        "val_bpb": None,
+        "val_tokens": int(total[1]),
+        "val_scope": "sample" if sample is not None and sample < source.test_examples else "whole split",
+        "val_accuracy": float(total[2] / total[1]),
+    }
+
+
 class Evaluator:
-    """:func:`evaluate` on one run's data and settings; the byte table is built on first use."""
+    """:func:`evaluate` on one run's data and settings; the byte table is built on first use. A task
+    source (``task:...``) is scored by :func:`evaluate_task` (no per-document sums)."""
 
     def __init__(
         self,
@@ -183,10 +235,15 @@ class Evaluator:
         self.batch_size = max(batch_size, 1024 // seq_len)  # no gradients: at least 1024 tokens a batch
         self.table: tuple[torch.Tensor, float] | None = None
         self.documents: np.ndarray | None = None
+        from mswelu.data.tasks import TaskSource, is_task_source
+
+        self.task = TaskSource(str(data)) if is_task_source(str(data)) else None
 
     def __call__(
         self, model: nn.Module, sample: int | None = None, per_document: bool = False
     ) -> dict[str, Any]:
+        if self.task is not None:
+            return evaluate_task(model, self.task, self.info, self.batch_size, sample, self.autocast)
         if self.table is None:
             self.table = byte_table(self.data, self.meta, announce=self.info.is_main)
         if per_document and self.documents is None:

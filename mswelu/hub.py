@@ -35,6 +35,8 @@ def hf_tokenizer(name: str, model_max_length: int | None = None) -> Any:
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     extra = {"model_max_length": model_max_length} if model_max_length else {}
+    if name.startswith("task:"):  # mswelu.data.tasks: the ids of a synthetic task stand for no text
+        raise ValueError(f"{name} is a synthetic task, whose token ids have no tokenizer")
     if name == "gpt2":
         enc, merges = gpt2_vocab_files()
         tok = Tokenizer(models.BPE.from_file(str(enc), str(merges)))

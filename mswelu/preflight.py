@@ -8,6 +8,7 @@ replaced only with ``overwrite=True`` (and only if it looks like a run folder), 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ __all__ = ["RunPlan", "plan_run"]
 class RunPlan:
     """What :func:`plan_run` found: where to write, what to read, what to resume."""
 
-    data: Path
+    data: Path | str  # a prepared dataset folder, or a task source (``task:...``)
     meta: dict[str, Any]
     out: Path
     model_vocab: int
@@ -51,7 +52,16 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     """The plan for ``cfg``, or a ValueError saying what is wrong. Reads files, writes none; notices
     (checkpoints skipped, settings changed on resume) go to stderr. Run on one rank only."""
     from mswelu.data import TokenLoader, default_dataset, verify_dataset
+    from mswelu.data.tasks import TaskSource, is_task_source
 
+    if is_task_source(cfg.data):
+        task = TaskSource(cfg.data)
+        if cfg.seq_len != task.seq_len:
+            raise ValueError(
+                f"data {cfg.data!r} makes examples of {task.seq_len} input tokens; set seq_len={task.seq_len}"
+            )
+        vocab = int(cfg.model.get("vocab_size", task.vocab_size))
+        return _plan_output(cfg, world_size, cfg.data, task.meta(), vocab)
     if cfg.data is None:
         data = Path(default_dataset())
     else:
@@ -73,6 +83,24 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     TokenLoader(data, "val", batch_size=1, seq_len=cfg.seq_len, mode="sequential")
     model_vocab = int(cfg.model.get("vocab_size", meta["vocab_size"]))
     probe.check_vocab(model_vocab)
+    return _plan_output(cfg, world_size, data, meta, model_vocab, probe.check_vocab)
+
+
+def _plan_output(
+    cfg: TrainConfig,
+    world_size: int,
+    data: Path | str,
+    meta: dict[str, Any],
+    model_vocab: int,
+    check_vocab: Callable[[int], None] | None = None,
+) -> RunPlan:
+    """The model config's checks, the run folder's policy and the checkpoint to resume, for the data
+    ``data`` (a prepared folder, or a task source string) described by ``meta``."""
+    if model_vocab < int(meta["vocab_size"]):
+        raise ValueError(
+            f"the data use {meta['vocab_size']} token ids, which do not fit a model with "
+            f"vocab_size={model_vocab}"
+        )
     base, ref = parse_model_name(cfg.preset)
     check_overrides(cfg.preset, cfg.model)
     overrides = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
@@ -80,7 +108,8 @@ def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
     overrides = {"eos_token_id": eos, **({} if ref is None else {"bos_token_id": eos}), **overrides}
     if ref is None:  # build the model config now: bad overrides fail before any work
         mcfg = MambaSWELUConfig.for_run(base, model_vocab, cfg.seq_len, cfg.activation, **overrides)
-        probe.check_vocab(mcfg.vocab_size)
+        if check_vocab is not None:
+            check_vocab(mcfg.vocab_size)
         table = {**PRESETS[base], **overrides}.get("max_position_embeddings", 1024)
         if mcfg.pos_embedding == "learned" and table < cfg.seq_len:
             log(

@@ -3,9 +3,9 @@
 Every tracker gets the same scalars, named as TensorBoard has always shown them (:func:`scalars`):
 ``train/loss``, ``train/grad_norm``, ``train/tokens_per_s``, ``lr/<group>``, ``<param>/<slot>`` for every
 shape parameter that learns (``k/blocks.0.mixer.act``), ``val/val_loss``, ``val/val_ppl``, ``val/val_bpb``
-and ``device/<figure>`` (:mod:`mswelu.devices`); wandb and trackio also get the run's config at the start,
-and at the end its ``summary.json``, ``config.json`` and model card as a file artifact (the notebook's HTML
-report can follow with :func:`attach_files`).
+(``val/val_accuracy`` for a run on a synthetic task) and ``device/<figure>`` (:mod:`mswelu.devices`); wandb
+and trackio also get the run's config at the start, and at the end its ``summary.json``, ``config.json`` and
+model card as a file artifact (the notebook's HTML report can follow with :func:`attach_files`).
 
 Credentials come from the environment only (``WANDB_API_KEY``, or a ``wandb login`` entry in ``~/.netrc``);
 ``WANDB_MODE=offline`` writes the run under ``<run>/wandb/offline-run-*`` for ``wandb sync`` to upload
@@ -53,7 +53,7 @@ TRACKERS: dict[str, tuple[str, str | None]] = {
 }
 DEFAULT_PROJECT = "mswelu"
 _TRAIN_SCALARS = ("loss", "grad_norm", "tokens_per_s")
-_VAL_SCALARS = ("val_loss", "val_ppl", "val_bpb")
+_VAL_SCALARS = ("val_loss", "val_ppl", "val_bpb", "val_accuracy")
 
 
 def parse_trackers(value: str | Iterable[str] | None) -> tuple[str, ...]:

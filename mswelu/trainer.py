@@ -374,7 +374,7 @@ class Trainer:
         so (a resumed run that finishes redoes it, and drops an earlier sitting's)."""
         state = self.state
         result = self.evaluate(whole_split=final, per_document=final)
-        if final and self.setup.info.is_main:
+        if final and self.setup.info.is_main and "documents" in result:  # (a task's evaluation has none)
             self.setup.run_dir.write_documents(state.step, state.tokens, result)
         result = {k: v for k, v in result.items() if k not in ("documents", "windows")}
         state.last_val = result

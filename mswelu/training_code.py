@@ -110,10 +110,21 @@ def _entry_points(config: Mapping[str, Any]) -> set[str]:
     return {f for f in files if f is not None}
 
 
+def _task_files(config: Mapping[str, Any]) -> set[str]:
+    """For a run on a synthetic task (``data: task:...``): the task package's registry and source and the
+    task's own file; nothing for a text run."""
+    from mswelu.data.tasks import TaskSource, is_task_source
+
+    if not is_task_source(config.get("data")):
+        return set()
+    task = TaskSource(str(config["data"])).task
+    return {"data/tasks/registry.py", "data/tasks/source.py", _rel(inspect.getsourcefile(task.sample))}
+
+
 def training_code(config: Mapping[str, Any]) -> dict[str, Any]:
     """``{"digest": sha256, "files": {path: sha256}}`` of the training path of a run of ``config`` (a
     TrainConfig dict; see the module docstring)."""
-    files = sorted(set(CORE) | _closure(_entry_points(config)))
+    files = sorted(set(CORE) | _closure(_entry_points(config)) | _task_files(config))
     hashes = {f: hashlib.sha256((PACKAGE / f).read_bytes()).hexdigest()[:16] for f in files}
     digest = hashlib.sha256("".join(f"{f}:{h}\n" for f, h in hashes.items()).encode()).hexdigest()[:16]
     return {"digest": digest, "files": hashes}

@@ -17,6 +17,9 @@ settings (:data:`MIXER_SETTINGS`: a state of 64 per head of 64 channels, as the 
 over the base's. Without the dense stack each family gets the depth whose parameter count is closest to the
 base preset's (:func:`matched_depth`; within a few percent for our presets).
 
+``mamba-conv1`` and ``mamba-convres`` are ``mamba`` with its causal conv's weights fixed to one, or with a
+residual around the conv (``conv_mode``): the controls of the synthetic probes (notebook 07).
+
 Data, tokens, optimizer, schedule and learning rate are never part of a variant: they stay the base
 config's.
 """
@@ -103,6 +106,21 @@ VARIANTS: dict[str, Callable[[str], dict[str, Any]]] = {
 }
 for _mixer in sequence_mixers():
     VARIANTS.update(_family(_mixer))
+
+
+def _conv_control(mode: str) -> Callable[[str], dict[str, Any]]:
+    """``mamba`` with another causal conv (``conv_mode``, one of ``mamba_mixer.CONV_MODES``)."""
+
+    def overrides(preset: str) -> dict[str, Any]:
+        out = _reference("mamba1", "silu")(preset)
+        return {**out, "model": {**out["model"], "conv_mode": mode}}
+
+    return overrides
+
+
+#: the controls of "Achilles' heel of Mamba" (Chen et al. 2025): conv weights fixed to one, a residual
+#: around the conv (the activation's effect on the conv's asymmetry is measured against these fixes)
+VARIANTS.update({"mamba-conv1": _conv_control("ones"), "mamba-convres": _conv_control("residual")})
 
 
 def variant_overrides(variant: str, preset: str) -> dict[str, Any]:

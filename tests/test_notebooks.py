@@ -539,3 +539,44 @@ def test_failing_cell_fails_papermill_and_the_report(workdir):
     assert "status-failed" in page and "no-such-preset" in page and "Traceback" in page
     assert not (report / "metrics.json").exists()
     assert json.loads((report / "report.json").read_text())["status"] == "failed"
+
+
+def test_07_probes(workdir):
+    """Notebook 07 on one task at two levels, two variants (Mamba and its conv-ones control) and two seeds,
+    with an lr grid: the sweep runs on the tuning set and the claims are judged."""
+    m = _execute(
+        "07_probes.ipynb",
+        workdir,
+        run_name="nbtest-probes",
+        tasks={"inverse_matching": ["easy", "medium"]},
+        variants=["mamba", "mamba-conv1"],
+        seeds=[0, 1],
+        max_steps=3,
+        batch_size=4,
+        lr_grid=[1e-3, 3e-3],
+        test_examples=16,
+        hypotheses=[
+            {
+                "name": "H",
+                "says": "the control helps",
+                "ours": "mamba-conv1",
+                "base": "mamba",
+                "tasks": ["inverse_matching", "mqar"],
+                "test": "at_least",
+                "effect": 0.0,
+            }
+        ],
+    )["metrics"]
+    assert m["models"] == 8 and m["tokens"] == 3 * 4 * 14  # the medium level's examples: 14 inputs
+    assert set(m["accuracy"]) == {
+        f"{v}@inverse_matching:{lv}" for v in ("mamba", "mamba-conv1") for lv in ("easy", "medium")
+    }
+    assert all(0 <= a <= 1 for a in m["accuracy"].values()) and set(m["seeds"].values()) == {2}
+    assert set(m["claims"]) == {"H · inverse_matching easy", "H · inverse_matching medium"}  # mqar: not run
+    verdicts = {"inconclusive", "supported", "refuted", "not reproduced at this scale"}
+    assert set(m["claims"].values()) <= verdicts
+    for status in m["lr"].values():  # the grid, extended where an optimum sat at its edge
+        assert status["tried"][:2] == [1e-3, 3e-3]
+    runs = sorted(p.name for p in (_home() / "runs").glob("nbtest-probes-*"))
+    assert "nbtest-probes-inversematching-easy-mamba-conv1-s1" in runs
+    assert any(n.startswith("nbtest-probes-tune-inversematching-easy-mamba-lr") for n in runs)

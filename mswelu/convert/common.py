@@ -72,6 +72,8 @@ def check_reference(config: MambaSWELUConfig, mixer: str) -> None:
         for k, v in reference_arch(mixer=mixer).items()
         if k not in ("init_scheme", "pad_vocab_size_multiple") and getattr(config, k) != v
     ]
+    if config.conv_mode != "learned":  # transformers' and mamba-ssm's Mambas have the learned conv only
+        problems.append(f"conv_mode={config.conv_mode!r} (need 'learned')")
     if set(config.layer_mixers()) != {mixer}:
         problems.append(
             f"layer_pattern={config.layer_pattern!r} with mixer={config.mixer!r} (need only {mixer} blocks)"

@@ -20,7 +20,12 @@ def token_dtype(vocab_size: int) -> str:
 
 
 def load_meta(path: str | Path) -> dict:
-    """Read ``meta.json`` of a prepared folder (ValueError when the folder is not a complete dataset)."""
+    """Read ``meta.json`` of a prepared folder (ValueError when the folder is not a complete dataset); a
+    synthetic task's source (``task:...``) has its meta made, not read (:meth:`TaskSource.meta`)."""
+    from mswelu.data.tasks.source import TaskSource, is_task_source
+
+    if is_task_source(path):
+        return TaskSource(str(path)).meta()
     folder = Path(path).expanduser()
     meta_path = folder / "meta.json"
     if not meta_path.is_file():

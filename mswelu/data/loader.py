@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from mswelu.data.dataset_checks import check_shards, load_meta
 from mswelu.errors import check_choice, unknown_choice
+
+if TYPE_CHECKING:
+    from mswelu.data.tasks.source import TaskLoader
 
 MODES = ("random", "sequential")
 
@@ -49,10 +53,15 @@ class TokenLoader(IterableDataset):
         rank: int,
         world_size: int,
         accum: int,
-    ) -> list[TokenLoader]:
+    ) -> list[TokenLoader] | list[TaskLoader]:
         """One training loader per micro-step of an optimizer step, each as if it were its own rank among
         ``world_size x accum``: the windows of a step are one draw of ``batch_size`` windows however the
-        batch is split (1 process x accum 2 == 2 processes == 1 process with one big batch)."""
+        batch is split (1 process x accum 2 == 2 processes == 1 process with one big batch). A task source
+        (``task:...``, :mod:`mswelu.data.tasks`) gets its :class:`~mswelu.data.tasks.TaskLoader` s."""
+        from mswelu.data.tasks.source import TaskLoader, TaskSource, is_task_source
+
+        if is_task_source(path):
+            return TaskLoader.for_micro_steps(TaskSource(path), micro_batch, seed, rank, world_size, accum)
         return [
             cls(
                 path,

@@ -27,12 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mswelu.errors import check_choice
 from mswelu.modules.ssm_mixer import SSMMixer, softplus_inverse_dt
 from mswelu.ops import mamba_kernels
 from mswelu.ops.causal_conv import causal_conv1d
 from mswelu.ops.selective_scan import selective_scan
 
-__all__ = ["MambaMixer"]
+__all__ = ["CONV_MODES", "MambaMixer"]
+
+#: what Mamba-1's causal conv is (the controls of "Achilles' heel of Mamba", Chen et al. 2025): ``learned``
+#: (Mamba's), ``ones`` (weights fixed to one and frozen), ``residual`` (``conv(x) + x``, before the
+#: activation)
+CONV_MODES = ("learned", "ones", "residual")
 
 
 class MambaMixer(SSMMixer):
@@ -41,12 +47,22 @@ class MambaMixer(SSMMixer):
     kernels = mamba_kernels
 
     def __init__(
-        self, d_model: int, d_state: int = 16, *, dt_rank: int | str = "auto", **shared: Any
+        self,
+        d_model: int,
+        d_state: int = 16,
+        *,
+        dt_rank: int | str = "auto",
+        conv_mode: str = "learned",
+        **shared: Any,
     ) -> None:
         """``shared``: the settings of :class:`~mswelu.modules.ssm_mixer.SSMMixer` (d_conv, expand, the dt
-        init, biases, activations, backend, layer_idx)."""
-        super().__init__(d_model, d_state, dt_rank=dt_rank, **shared)
+        init, biases, activations, backend, layer_idx); ``conv_mode``: one of :data:`CONV_MODES`."""
+        super().__init__(d_model, d_state, dt_rank=dt_rank, conv_mode=conv_mode, **shared)
         self.dt_rank = dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.conv_mode = conv_mode
+        if conv_mode == "ones":  # a fixed, order-blind sum of the last d_conv tokens (the bias still learns)
+            self.conv1d.weight.data.fill_(1.0)
+            self.conv1d.weight.requires_grad_(False)
         self.x_proj = nn.Linear(self.d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, self.d_inner, bias=True)
         self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
@@ -63,8 +79,9 @@ class MambaMixer(SSMMixer):
         return 2 * d_inner, d_inner  # in_proj: x, z
 
     @classmethod
-    def check_settings(cls, *, dt_rank: int | str = "auto", **shared: Any) -> None:
+    def check_settings(cls, *, dt_rank: int | str = "auto", conv_mode: str = "learned", **shared: Any) -> None:
         super().check_settings(**shared)
+        check_choice("conv_mode", conv_mode, CONV_MODES)
         if dt_rank != "auto" and (not isinstance(dt_rank, int) or isinstance(dt_rank, bool) or dt_rank < 1):
             raise ValueError(f"dt_rank must be 'auto' or an integer >= 1, got {dt_rank!r}")
 
@@ -87,6 +104,8 @@ class MambaMixer(SSMMixer):
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
         x = x.transpose(1, 2)  # (B, d_inner, L)
         x_conv = causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
+        if self.conv_mode == "residual":
+            x_conv = x_conv + x
         x_act = self.act_conv(x_conv.transpose(1, 2)).transpose(1, 2)  # elementwise, in x_conv's layout
         x_dbl = self.x_proj(x_act.transpose(1, 2))  # (B, L, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
@@ -125,4 +144,5 @@ class MambaMixer(SSMMixer):
         return self.out_proj(y).unsqueeze(1)
 
     def _settings_repr(self) -> str:
-        return f"dt_rank={self.dt_rank}, "
+        mode = f"conv_mode={self.conv_mode!r}, " if self.conv_mode != "learned" else ""
+        return f"dt_rank={self.dt_rank}, {mode}"

@@ -57,6 +57,8 @@ class SSMMixer(nn.Module):
     kernels: ClassVar[ModuleType | None] = None
     act_conv: nn.Module
     act_gate: nn.Module
+    #: what the causal conv is (:data:`CONV_MODES`); a mixer that supports the controls sets it
+    conv_mode: str = "learned"
 
     def __init__(
         self,
@@ -196,10 +198,15 @@ class SSMMixer(nn.Module):
         out = (conv_state * self.conv1d.weight.squeeze(1).to(conv_state.dtype)).sum(-1)
         if self.conv1d.bias is not None:
             out = out + self.conv1d.bias.to(out.dtype)
+        if self.conv_mode == "residual":
+            out = out + conv_state[:, :, -1]  # the current token's conv input
         return self.act_conv(out.to(dtype))
 
     # ------------------------------------------------------------------ the kernel path
     def _on_kernels(self, hidden_states: Tensor) -> bool:
+        """Whether this call runs on the CUDA kernels (``conv_mode="residual"`` has none: PyTorch ops)."""
+        if self.conv_mode == "residual":
+            return False
         probe = self.kernels.kernels_available if self.kernels is not None else lambda: (False, "no kernels")
         return resolve_backend(self.backend, hidden_states, probe) == "cuda"
 

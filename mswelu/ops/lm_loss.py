@@ -37,9 +37,15 @@ CHUNK_BYTES = 64 * 2**20
 
 
 def split_window(window: Tensor) -> tuple[Tensor, Tensor]:
-    """(inputs, targets) of a (B, L+1) token window."""
+    """(inputs, targets) of a (B, L+1) token window; of a (B, 2, L) batch of a synthetic task
+    (:mod:`mswelu.data.tasks`), its inputs and targets as they are (``-100`` where not scored)."""
+    if window.dim() == 3 and window.size(1) == 2:
+        return window[:, 0], window[:, 1]
     if window.dim() != 2 or window.size(1) < 2:
-        raise ValueError(f"a token window must be (batch, length+1 >= 2), got shape {tuple(window.shape)}")
+        raise ValueError(
+            f"a token window must be (batch, length+1 >= 2) or a task's (batch, 2, length), got shape "
+            f"{tuple(window.shape)}"
+        )
     return window[:, :-1], window[:, 1:]
 
 

@@ -18,7 +18,7 @@ class Mamba1Block(SSMBlock):
 
     @staticmethod
     def mixer_settings(config: Any) -> dict[str, Any]:
-        return {"dt_rank": config.dt_rank}
+        return {"dt_rank": config.dt_rank, "conv_mode": config.conv_mode}
 
     @staticmethod
     def own_parameter_count(config: Any) -> int:

@@ -1,0 +1,247 @@
+"""Notebook 07's synthetic probes: every task x difficulty level x variant x seed trained by the real
+trainer (a task is a data source, :mod:`mswelu.data.tasks`), the lr bracketed per task and variant on a
+tuning set, the final and per-evaluation accuracies read back, and the hypotheses judged by the one
+verdict evaluator (:func:`mswelu.analysis.evaluate_claims`).
+
+Accuracy enters the evaluator as an *error rate* (``val_error = 1 - val_accuracy``, lower is better), so a
+``gain`` claim reads the relative error reduction paired by seed, ``(error_base - error_ours) /
+error_base``; each task and level is a row of its own (the variants are named ``<variant>@<task>:<level>``
+in the study data), and Holm runs over every tested row together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from mswelu import analysis, stats
+from mswelu.analysis.claims import Claim
+from mswelu.analysis.schema import StudyData
+from mswelu.analysis.tuning import LrStatus
+from mswelu.data.tasks import TaskSource
+from mswelu.run_names import run_name
+from mswelu.workbook.compare import variant_config
+from mswelu.workbook.prologue import require_list
+from mswelu.workbook.reuse import as_run, train_or_load
+
+__all__ = [
+    "plot_accuracy_by_level",
+    "plot_accuracy_curves",
+    "probe_claims",
+    "probe_config",
+    "probe_lr_sweep",
+    "probe_study",
+    "run_probes",
+    "unit",
+]
+
+
+def unit(variant: str, task: str, level: str) -> str:
+    """The name of one variant on one task and level in the study data the claims read."""
+    return f"{variant}@{task}:{level}"
+
+
+def probe_config(
+    base: dict[str, Any], task: str, level: str, variant: str, test_examples: int, tune: bool = False
+) -> dict[str, Any]:
+    """``base`` (a TrainConfig dict on one of our presets) as ``variant`` trained on ``task`` at ``level``:
+    the task's source as data, its sequence length; ``tune``: scored on the tuning set."""
+    text = f"task:{task}?level={level}&test={int(test_examples)}" + ("&eval=tune" if tune else "")
+    source = TaskSource(text)
+    return {**variant_config(base, variant), "data": source.text, "seq_len": source.seq_len}
+
+
+def _accuracies(run: Any) -> list[dict[str, Any]]:
+    """Every evaluation of a run on a task: step, tokens, val_loss, val_accuracy (the final one last)."""
+    rows = [r for r in run.records if r.get("val_accuracy") is not None]
+    keep = ("step", "tokens", "val_loss", "val_accuracy")
+    return list({int(r["step"]): {k: r.get(k) for k in keep} for r in rows}.values())
+
+
+def _train(cfg: dict[str, Any], reuse: bool) -> tuple[Any, list[dict[str, Any]]]:
+    run = train_or_load(cfg, reuse=reuse)
+    evals = _accuracies(run)
+    if not evals:
+        raise ValueError(f"run {cfg['run_name']} logged no accuracy: is its data a task?")
+    return run, evals
+
+
+def run_probes(
+    base: dict[str, Any],
+    tasks: Mapping[str, Sequence[str]],
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    prefix: str,
+    test_examples: int = 512,
+    lrs: Mapping[str, float] | None = None,
+    reuse: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train (or reuse) every task x level (``tasks``: levels by task) x variant x seed on the same token
+    budget; each at its lr in ``lrs`` (keyed by :func:`unit` of variant and task, level ``"*"``), else
+    ``base``'s. Returns (results: one row per model with task, level, variant, seed, lr, val_accuracy,
+    val_error, val_loss, params, tokens, run; curves: every evaluation of every model)."""
+    require_list("variants", variants)
+    require_list("seeds", seeds)
+    rows, curves = [], []
+    for task, levels in tasks.items():
+        require_list(f"levels of {task}", levels)
+        for level in levels:
+            for variant in variants:
+                for seed in seeds:
+                    name = run_name(prefix, task.replace("_", ""), level, variant, seed=int(seed))
+                    one = probe_config(base, task, level, variant, test_examples)
+                    cfg = as_run(one, name, seed=int(seed))
+                    if lrs is not None:
+                        cfg["lr"] = float(lrs[unit(variant, task, "*")])
+                    run, evals = _train(cfg, reuse)
+                    m = run.final_metrics()
+                    ids = {"task": task, "level": level, "variant": variant, "seed": int(seed)}
+                    final = evals[-1]
+                    rows.append(
+                        {
+                            **ids,
+                            "lr": float(cfg.get("lr", base.get("lr", math.nan))),
+                            "val_accuracy": final["val_accuracy"],
+                            "val_error": 1.0 - final["val_accuracy"],
+                            "val_loss": final["val_loss"],
+                            "params": m.get("params"),
+                            "tokens": m.get("tokens"),
+                            "run": name,
+                        }
+                    )
+                    curves += [{**ids, **e} for e in evals]
+    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def probe_lr_sweep(
+    base: dict[str, Any],
+    tasks: Mapping[str, str],
+    variants: Sequence[str],
+    grid: Sequence[float],
+    prefix: str,
+    test_examples: int = 512,
+    seed: int = 0,
+    reuse: bool = True,
+) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
+    """One seed per lr for every variant on each task at one level (``tasks``: the level by task), scored by
+    the answers' loss on the task's tuning set (never the reported test set); an optimum at an edge of what
+    was tried gets the next lr beyond it (:func:`mswelu.analysis.extend_lr_grid`), as notebook 05's sweep.
+    Returns (every point; the :class:`LrStatus` of each :func:`unit` of variant and task, level ``"*"``)."""
+    require_list("lr_grid", grid)
+    rows: list[dict[str, Any]] = []
+
+    def point(task: str, variant: str, lr: float) -> None:
+        level = tasks[task]
+        name = run_name(f"{prefix}-tune", task.replace("_", ""), level, variant, lr=lr)
+        cfg = as_run(probe_config(base, task, level, variant, test_examples, tune=True), name, seed=seed)
+        _, evals = _train({**cfg, "lr": float(lr)}, reuse)
+        loss = evals[-1]["val_loss"]
+        loss = math.inf if loss is None or not math.isfinite(loss) else float(loss)
+        key = unit(variant, task, "*")
+        rows.append({"variant": key, "lr": float(lr), "tune_val_loss": loss, "diverged": math.isinf(loss)})
+
+    for task in tasks:
+        for variant in variants:
+            for lr in grid:
+                point(task, variant, lr)
+    while todo := analysis.extend_lr_grid(pd.DataFrame(rows), grid):
+        for key, more in todo.items():
+            variant, task = key.split("@")[0], key.split("@")[1].split(":")[0]
+            for lr in more:
+                point(task, variant, lr)
+    sweep = pd.DataFrame(rows)
+    return sweep, analysis.lr_status(sweep, grid)
+
+
+def probe_study(
+    results: pd.DataFrame, context: Mapping[str, Any], lr: Mapping[str, LrStatus] | None = None
+) -> StudyData:
+    """The study data the claims read: one "variant" per variant, task and level (:func:`unit`), with its
+    seeds' error rates; ``lr``: each variant's sweep status, applied to every level of its task."""
+    triples = list(zip(results.variant, results.task, results.level, strict=True))
+    runs = results.assign(variant=[unit(v, t, lv) for v, t, lv in triples])
+    status = {}
+    for v, t, lv in triples:
+        if lr and unit(v, t, "*") in lr:
+            status[unit(v, t, lv)] = lr[unit(v, t, "*")]
+    return StudyData(context=dict(context), runs=runs, lr=status)
+
+
+def probe_claims(
+    hypotheses: Sequence[Mapping[str, Any]], tasks: Mapping[str, Sequence[str]], results: pd.DataFrame
+) -> list[Claim]:
+    """One claim per hypothesis, task (of those it names that were run) and level: ``ours`` against ``base``
+    on the error rate, with its ``test`` and ``effect`` (a relative error reduction; a margin for
+    ``equivalent``); the scale stated is the models' own (their parameters and training tokens)."""
+    params = float(results.params.max()) if len(results) else 0.0
+    tokens = float(results.tokens.max()) if len(results) else 0.0
+    claims = []
+    for h in hypotheses:
+        for task in [t for t in h["tasks"] if t in tasks]:
+            for level in tasks[task]:
+                claims.append(
+                    Claim(
+                        name=f"{h['name']} · {task} {level}",
+                        says=h["says"],
+                        measure="gain",
+                        test=h["test"],
+                        effect=h["effect"],
+                        ours=unit(h["ours"], task, level),
+                        base=unit(h["base"], task, level),
+                        value="val_error",
+                        scale_params=params,
+                        scale_tokens=tokens,
+                        note="error rate = 1 - exact-match accuracy on the answers; relative reduction",
+                    )
+                )
+    return claims
+
+
+def _axes(count: int, height: float) -> tuple[Any, Any]:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, count, figsize=(4.5 * count, height), squeeze=False)
+    return fig, axes[0]
+
+
+def plot_accuracy_by_level(results: pd.DataFrame, tasks: Mapping[str, Sequence[str]]) -> Any:
+    """Accuracy against difficulty, one panel per task: every seed a dot, each variant's mean with its 95%
+    t interval over seeds."""
+    fig, axes = _axes(len(tasks), 3.4)
+    variants = list(dict.fromkeys(results.variant))
+    for ax, (task, levels) in zip(axes, tasks.items(), strict=True):
+        part = results[results.task == task]
+        for i, variant in enumerate(variants):
+            rows = part[part.variant == variant]
+            shift = (i - (len(variants) - 1) / 2) * 0.08
+            xs = [list(levels).index(lv) + shift for lv in rows.level]
+            ax.scatter(xs, rows.val_accuracy, s=12, alpha=0.6, color=f"C{i}")
+            ivs = [stats.t_interval(rows[rows.level == lv].val_accuracy.to_numpy(float)) for lv in levels]
+            lo = [iv.mean - iv.lo if math.isfinite(iv.lo) else 0.0 for iv in ivs]
+            hi = [iv.hi - iv.mean if math.isfinite(iv.hi) else 0.0 for iv in ivs]
+            xs = [j + shift for j in range(len(levels))]
+            ax.errorbar(xs, [iv.mean for iv in ivs], yerr=[lo, hi], color=f"C{i}", label=variant, capsize=3)
+        ax.set_xticks(range(len(levels)), list(levels))
+        ax.set(title=task, xlabel="difficulty level", ylabel="accuracy", ylim=(-0.02, 1.02))
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_curves(curves: pd.DataFrame, tasks: Mapping[str, Sequence[str]]) -> Any:
+    """Learning curves, one panel per task: each model's accuracy at every evaluation, coloured by variant
+    (one line per level and seed)."""
+    fig, axes = _axes(len(tasks), 3.2)
+    variants = list(dict.fromkeys(curves.variant))
+    for ax, task in zip(axes, tasks, strict=True):
+        part = curves[curves.task == task]
+        for i, variant in enumerate(variants):
+            for j, (_, c) in enumerate(part[part.variant == variant].groupby(["level", "seed"], sort=False)):
+                ax.plot(c.tokens, c.val_accuracy, color=f"C{i}", alpha=0.5, label=variant if j == 0 else None)
+        ax.set(title=task, xlabel="training tokens", ylabel="accuracy", ylim=(-0.02, 1.02))
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
