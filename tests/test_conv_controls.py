@@ -57,8 +57,8 @@ def test_decoding_matches_the_whole_sequence(mode):
     m = mixer(mode)
     h = torch.randn(2, 7, D_MODEL)
     full = m(h)
-    conv_state, ssm_state = m.allocate_inference_cache(2, dtype=h.dtype)
-    steps = [m.step(h[:, t : t + 1], conv_state, ssm_state) for t in range(7)]
+    state: dict = {}  # the model's decoding API: the first token fills the states, the rest continue them
+    steps = [m(h[:, t : t + 1], state) for t in range(7)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
@@ -67,7 +67,7 @@ def test_ones_stays_one_through_training_steps():
     opt = build_optimizer(model, "adamw", lr=1e-2, weight_decay=0.1)
     x = torch.randint(0, 32, (2, 16))
     for _ in range(2):
-        model(input_ids=x[:, :-1], targets=x[:, 1:]).loss.backward()
+        model(input_ids=x[:, :-1], shift_labels=x[:, 1:]).loss.backward()
         opt.step()
         opt.zero_grad()
     convs = [m.conv1d.weight for m in model.modules() if isinstance(m, MambaMixer)]
@@ -87,10 +87,10 @@ def test_variants_and_config_checks():
 
 
 def test_a_control_does_not_convert_to_the_reference_mamba():
-    from mswelu.convert.mamba1 import _check_reference
+    from mswelu.convert.common import check_reference
     from mswelu.presets import PRESETS
 
     ref = {**PRESETS["mamba-130m"], "d_model": 32, "layer_pattern": "MM", "vocab_size": 64}
-    _check_reference(MambaSWELUConfig(**ref))
+    check_reference(MambaSWELUConfig(**ref), "mamba1")
     with pytest.raises(ValueError, match="conv_mode='ones'"):
-        _check_reference(MambaSWELUConfig(**ref, conv_mode="ones"))
+        check_reference(MambaSWELUConfig(**ref, conv_mode="ones"), "mamba1")

@@ -79,7 +79,9 @@ class MambaMixer(SSMMixer):
         return 2 * d_inner, d_inner  # in_proj: x, z
 
     @classmethod
-    def check_settings(cls, *, dt_rank: int | str = "auto", conv_mode: str = "learned", **shared: Any) -> None:
+    def check_settings(
+        cls, *, dt_rank: int | str = "auto", conv_mode: str = "learned", **shared: Any
+    ) -> None:
         super().check_settings(**shared)
         check_choice("conv_mode", conv_mode, CONV_MODES)
         if dt_rank != "auto" and (not isinstance(dt_rank, int) or isinstance(dt_rank, bool) or dt_rank < 1):
