@@ -70,17 +70,25 @@ def _split_rule(
     folds: int | None = None,
     fold: int | None = None,
 ) -> Callable[[Document], bool]:
-    """Whether a document belongs to validation (:mod:`mswelu.data.splits`' rule)."""
-    rule = validation_rule(
-        lambda: (d.key for d in iter_documents(source, text_field, txt_sample_by)),
-        source.finite,
-        val_fraction,
-        seed,
-        source.description,
-        folds,
-        fold,
-    )
-    return lambda d: rule(d.key)
+    """Whether a document belongs to validation (:mod:`mswelu.data.splits`' rule), worked out when the first
+    document asks (a finite source's rule reads every document)."""
+    rule: Callable[[str], bool] | None = None
+
+    def in_val(doc: Document) -> bool:
+        nonlocal rule
+        if rule is None:
+            rule = validation_rule(
+                lambda: (d.key for d in iter_documents(source, text_field, txt_sample_by)),
+                source.finite,
+                val_fraction,
+                seed,
+                source.description,
+                folds,
+                fold,
+            )
+        return rule(doc.key)
+
+    return in_val
 
 
 def _train_texts(
