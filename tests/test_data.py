@@ -15,8 +15,8 @@ import pytest
 
 from mswelu.data import check_shards, document_lengths, get_tokenizer, load_meta, prepare, resolve_source
 from mswelu.data.__main__ import main as cli
-from mswelu.data.shards import doc_hash
 from mswelu.data.sources import shakespeare_works
+from mswelu.data.splits import doc_hash
 
 WORDS = (
     "the king queen sword crown night day love death rose honour fool storm sea 'tis thou art "
@@ -234,13 +234,14 @@ def test_stream_split_rule(tmp_path: Path) -> None:
     """Streams (length unknown) send a document to validation when its seeded hash is below val_fraction."""
     from dataclasses import replace
 
-    from mswelu.data.shards import _write_shards
+    from mswelu.data.shards import _split_rule, _write_shards
 
     docs = make_docs(200, seed=9)
     stream = replace(resolve_source(str(write_corpus(tmp_path / "c", docs, "jsonl"))), finite=False)
     (tmp_path / "out").mkdir()
+    in_val = _split_rule(stream, 0.25, 7, "text", "document")
     counts = _write_shards(
-        tmp_path / "out", stream, get_tokenizer(), 0.25, None, 7, "text", "document", False
+        tmp_path / "out", stream, get_tokenizer(), in_val, 0.25, None, "text", "document", False
     )
     (tmp_path / "out" / "meta.json").write_text(
         json.dumps(

@@ -1,18 +1,27 @@
 """Data pipeline: offline GPT-2 tokenizer, default corpus, local / Hub sources, token shards, loader.
 
 Modules: ``tokenizer`` (GPT-2 offline, HF, a corpus BPE: ``bpe:N``), ``sources`` (default corpus, local
-files, Hub streams), ``shards`` (``prepare``: the shards and ``meta.json``), ``dataset_checks`` (``meta.json``
-read, the shards checked against it), ``documents`` (a split's documents read back), ``loader``
-(``TokenLoader``).
+files, Hub streams), ``pycode`` (the code corpus), ``sdists`` (pinned PyPI sdists), ``splits`` (validation
+split and folds), ``shards`` (``prepare``: the shards and ``meta.json``), ``datasets`` (prepared folders by
+settings), ``dataset_checks`` (``meta.json`` read, the shards checked against it), ``documents`` (a
+split's documents read back), ``loader`` (``TokenLoader``).
 
 ``prepare(...)`` writes ``train.bin`` / ``val.bin`` / ``meta.json``; ``TokenLoader`` reads them back
 as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.
 """
 
 from mswelu.data.dataset_checks import check_shards, load_meta, verify_dataset
+from mswelu.data.datasets import (
+    dataset_dir,
+    dataset_from_settings,
+    dataset_tokenizer,
+    default_dataset,
+    prepared_dataset,
+    tokenizer_name,
+)
 from mswelu.data.documents import document_lengths, split_documents
 from mswelu.data.loader import TokenLoader, iter_eval_batches
-from mswelu.data.shards import dataset_dir, dataset_tokenizer, default_dataset, prepare, tokenizer_name
+from mswelu.data.shards import prepare
 from mswelu.data.sources import HF_PRESETS, resolve_source
 from mswelu.data.tokenizer import get_tokenizer
 
@@ -21,6 +30,7 @@ __all__ = [
     "TokenLoader",
     "check_shards",
     "dataset_dir",
+    "dataset_from_settings",
     "dataset_tokenizer",
     "default_dataset",
     "document_lengths",
@@ -28,6 +38,7 @@ __all__ = [
     "iter_eval_batches",
     "load_meta",
     "prepare",
+    "prepared_dataset",
     "resolve_source",
     "split_documents",
     "summary_rows",

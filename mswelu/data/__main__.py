@@ -21,7 +21,8 @@ def _build_parser() -> argparse.ArgumentParser:
     pp.add_argument(
         "--source",
         default="default",
-        help=f"'default' (Shakespeare, offline), a preset ({', '.join(HF_PRESETS)}), a local "
+        help="'default' (Shakespeare, offline), 'pycode' (Python code and docs from pinned PyPI sdists), "
+        f"a preset ({', '.join(HF_PRESETS)}), a local "
         ".txt/.jsonl/.parquet file, folder or glob, or a Hub dataset owner/name[:config]",
     )
     pp.add_argument("--out", default=None, help="output folder (default: data/<source-name>)")
@@ -34,6 +35,18 @@ def _build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--val-fraction", type=float, default=0.05)
     pp.add_argument("--max-tokens", type=int, default=None)
     pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="K disjoint validation folds of val-fraction each (with --fold; default: the plain split)",
+    )
+    pp.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="which fold: 1..K, or 0 for the scheme's tuning split (disjoint from every fold's validation)",
+    )
     pp.add_argument(
         "--text-field", default="text", help="field/column holding the text (jsonl, parquet, Hub)"
     )
@@ -57,9 +70,11 @@ def _print_summary(meta: dict) -> None:
         f"tokenizer {meta['tokenizer']} (vocab {meta['vocab_size']}, eos {meta['eos_id']}, {meta['dtype']})"
     )
     print(f"source    {meta.get('source_description', meta.get('source'))}")
+    fold = meta.get("fold")
     print(
         f"seed {meta.get('seed')}  val_fraction {meta.get('val_fraction')}  "
         f"max_tokens {meta.get('max_tokens')}"
+        + (f"  fold {fold['fold']} of {fold['folds']} ({fold['role']})" if fold else "")
     )
     print(f"{'split':<6} {'documents':>10} {'tokens':>12} {'bytes':>12} {'bytes/token':>12}")
     for r in summary_rows(meta):
@@ -73,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "prepare":
+            out = args.out
+            if out is None and args.folds is not None:  # a fold never replaces the plain split's folder
+                plain = output_dir(args.source)
+                out = plain.with_name(f"{plain.name}-fold{args.fold}of{args.folds}")
             meta = prepare(
                 args.source,
-                out=args.out,
+                out=out,
                 tokenizer=args.tokenizer,
                 val_fraction=args.val_fraction,
                 max_tokens=args.max_tokens,
@@ -84,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress,
                 txt_sample_by=args.txt_sample_by,
                 force=args.force,
+                folds=args.folds,
+                fold=args.fold,
             )
             _print_summary(meta)
-            print(f"dataset   {display_path(output_dir(args.source, args.out))}  (use it with --data)")
+            print(f"dataset   {display_path(output_dir(args.source, out))}  (use it with --data)")
         else:
             meta = check_shards(args.path, load_meta(args.path))
             if args.json:

@@ -9,7 +9,9 @@ Validation is chosen by document and seeded, never by position, so no document s
 each document's key (the work name for the default corpus, the text otherwise; identical texts thus
 share a split) is hashed with the seed to a number u in [0, 1). Finite sources (default corpus,
 local files) put the ``max(1, round(val_fraction * n))`` documents with the smallest u in
-validation; streams put a document there when ``u < val_fraction``.
+validation; streams put a document there when ``u < val_fraction``. Folds (``folds``/``fold``) take
+other blocks of the same order as validation, disjoint from each other and from the tuning split
+(:mod:`mswelu.data.splits`).
 
 ``max_tokens`` caps the total: validation gets ``ceil(max_tokens * val_fraction)`` tokens and train
 the rest; the document crossing a split's cap is cut (and still ends with EOS).
@@ -39,11 +41,11 @@ from mswelu.data.dataset_checks import (
     TOKENIZER_FILE,
     VERIFIED_FILE,
     check_shards,
-    load_meta,
     token_dtype,
     verify_dataset,
 )
 from mswelu.data.sources import Document, Source, ensure_reachable, iter_documents, resolve_source
+from mswelu.data.splits import check_folds, fold_record, validation_rule
 from mswelu.data.tokenizer import (
     BPE_TRAIN_CHARS,
     Tokenizer,
@@ -59,46 +61,41 @@ SPLITS = ("train", "val")
 _BATCH_CHARS = 1 << 20  # tokenize ~1 MB of text per encode_batch call
 
 
-def doc_hash(key: str, seed: int) -> float:
-    """Seeded, order-independent position of a document in [0, 1) (decides its split)."""
-    h = hashlib.blake2b(key.encode("utf-8"), digest_size=8, person=f"mswelu{seed}"[:16].encode())
-    return int.from_bytes(h.digest(), "little") / 2.0**64
-
-
-def _val_threshold(source: Source, docs: Iterator[Document], val_fraction: float, seed: int) -> float:
-    """Finite sources: the u below which (inclusive) exactly the chosen validation documents lie."""
-    if val_fraction == 0:
-        return -1.0
-    hashes = np.fromiter((doc_hash(d.key, seed) for d in docs), dtype=np.float64)
-    if len(hashes) == 0:
-        raise ValueError(f"empty corpus: {source.description} holds no non-blank documents")
-    k = max(1, round(val_fraction * len(hashes)))
-    if k >= len(hashes):
-        raise ValueError(
-            f"{source.description} has {len(hashes)} document(s): too few for a validation split of "
-            f"{val_fraction} by document (use more documents, or txt_sample_by='paragraph' for one big .txt)"
-        )
-    return float(np.partition(hashes, k - 1)[k - 1])
-
-
 def _split_rule(
-    source: Source, val_fraction: float, seed: int, text_field: str, txt_sample_by: str
+    source: Source,
+    val_fraction: float,
+    seed: int,
+    text_field: str,
+    txt_sample_by: str,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> Callable[[Document], bool]:
-    """Whether a document belongs to validation (the module docstring's rule)."""
-    if source.finite:
-        threshold = _val_threshold(
-            source, iter_documents(source, text_field, txt_sample_by), val_fraction, seed
-        )
-        return lambda d: doc_hash(d.key, seed) <= threshold
-    return lambda d: doc_hash(d.key, seed) < val_fraction
+    """Whether a document belongs to validation (:mod:`mswelu.data.splits`' rule), worked out when the first
+    document asks (a finite source's rule reads every document)."""
+    rule: Callable[[str], bool] | None = None
+
+    def in_val(doc: Document) -> bool:
+        nonlocal rule
+        if rule is None:
+            rule = validation_rule(
+                lambda: (d.key for d in iter_documents(source, text_field, txt_sample_by)),
+                source.finite,
+                val_fraction,
+                seed,
+                source.description,
+                folds,
+                fold,
+            )
+        return rule(doc.key)
+
+    return in_val
 
 
 def _train_texts(
-    source: Source, val_fraction: float, seed: int, text_field: str, txt_sample_by: str
+    source: Source, in_val: Callable[[Document], bool], text_field: str, txt_sample_by: str
 ) -> Iterator[str]:
     """Texts of the training split only (validation never shapes the tokenizer), up to
     ``BPE_TRAIN_CHARS`` characters."""
-    in_val = _split_rule(source, val_fraction, seed, text_field, txt_sample_by)
     chars = 0
     for doc in iter_documents(source, text_field, txt_sample_by):
         if in_val(doc):
@@ -126,16 +123,15 @@ def _write_shards(
     folder: Path,
     source: Source,
     tok: Tokenizer,
+    in_val: Callable[[Document], bool],
     val_fraction: float,
     max_tokens: int | None,
-    seed: int,
     text_field: str,
     txt_sample_by: str,
     progress: bool,
 ) -> dict:
     tqdm = _progress_bar()
     dtype = np.dtype(token_dtype(tok.vocab_size))
-    in_val = _split_rule(source, val_fraction, seed, text_field, txt_sample_by)
     budget = {"train": math.inf, "val": math.inf}
     if max_tokens is not None:
         budget["val"] = math.ceil(max_tokens * val_fraction) if val_fraction > 0 else 0
@@ -306,12 +302,17 @@ def prepare(
     progress: bool = True,
     txt_sample_by: str = "document",
     force: bool = False,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> dict:
     """Tokenize ``source`` into ``out`` (default ``data_dir()/<source-name>``) and return its meta.
 
-    Reuses an existing folder prepared with the same settings unless ``force``.
+    ``folds``/``fold``: fold ``fold`` of ``folds`` disjoint validation folds, 0 the scheme's tuning split
+    (:mod:`mswelu.data.splits`); None, the plain split. Reuses an existing folder prepared with the same
+    settings unless ``force``.
     """
     _validate(val_fraction, max_tokens, seed)
+    check_folds(folds, fold)
     src = resolve_source(source)
     ensure_reachable(src)
     bpe_size = bpe_vocab_size(tokenizer)
@@ -328,6 +329,8 @@ def prepare(
         "text_field": text_field,
         "txt_sample_by": txt_sample_by,
     }
+    if folds is not None:  # only then: the plain split's fingerprint stays what it always was
+        settings.update(folds=int(folds), fold=int(fold))  # type: ignore[arg-type]
     if bpe_size:
         import tokenizers  # its trainer's version decides the merges
 
@@ -380,9 +383,12 @@ def _build(
     tmp.mkdir()
     try:
         t0 = time.time()
+        in_val = _split_rule(
+            src, val_fraction, seed, text_field, txt_sample_by, settings.get("folds"), settings.get("fold")
+        )
         trained = None
         if tok is None:
-            texts = _train_texts(src, float(val_fraction), int(seed), text_field, txt_sample_by)
+            texts = _train_texts(src, in_val, text_field, txt_sample_by)
             tok = train_bpe(texts, int(settings["vocab_size"]), tmp / TOKENIZER_FILE)
             trained = {
                 "kind": "byte-level BPE (Hugging Face tokenizers, GPT-2 split pattern)",
@@ -392,7 +398,7 @@ def _build(
                 "sha256": sha256_file(tmp / TOKENIZER_FILE),
             }
         counts = _write_shards(
-            tmp, src, tok, float(val_fraction), max_tokens, int(seed), text_field, txt_sample_by, progress
+            tmp, src, tok, in_val, float(val_fraction), max_tokens, text_field, txt_sample_by, progress
         )
         meta = {
             "version": FORMAT_VERSION,
@@ -417,6 +423,9 @@ def _build(
         }
         if trained:
             meta["trained_tokenizer"] = trained
+        fold = fold_record(settings.get("folds"), settings.get("fold"))
+        if fold:
+            meta["fold"] = fold
         for split, c in counts.items():
             c["sha256"] = sha256_file(tmp / f"{split}.bin")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -437,37 +446,3 @@ def _build(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def tokenizer_name(path: str | Path, meta: dict | None = None) -> str:
-    """The name ``get_tokenizer`` loads for a prepared dataset: its meta's tokenizer, with a corpus BPE
-    (recorded as ``tokenizer.json``) resolved to the file inside the dataset folder."""
-    meta = meta if meta is not None else load_meta(path)
-    name = str(meta.get("tokenizer") or "gpt2")
-    return str(Path(path).expanduser() / name) if name == TOKENIZER_FILE else name
-
-
-def dataset_tokenizer(path: str | Path, meta: dict | None = None) -> Tokenizer:
-    """The tokenizer a prepared dataset was tokenized with (GPT-2, a named one, or its own corpus BPE)."""
-    return get_tokenizer(tokenizer_name(path, meta))
-
-
-def dataset_dir(source: str = "default", max_tokens: int | None = None, tokenizer: str = "gpt2") -> Path:
-    """``data_dir()/<source-name>[-<tokenizer>][-<max_tokens>]``: capped builds and other tokenizers get
-    their own folder (``-bpeN`` for a corpus BPE, ``-tok<hash>`` for any other than GPT-2's), so a quick
-    capped run (a notebook's default) never replaces a full build of the source."""
-    name = resolve_source(source).name
-    bpe = bpe_vocab_size(tokenizer)
-    if bpe:
-        name += f"-bpe{bpe}"
-    elif tokenizer != "gpt2":
-        name += f"-tok{hashlib.sha1(tokenizer.encode()).hexdigest()[:8]}"
-    return data_dir() / (name if max_tokens is None else f"{name}-{int(max_tokens)}")
-
-
-def default_dataset(max_tokens: int | None = None, progress: bool = False, tokenizer: str = "gpt2") -> Path:
-    """Prepare (or reuse) the embedded default corpus with GPT-2 tokens (or a corpus BPE, ``bpe:N``) and
-    return its folder."""
-    out = dataset_dir("default", max_tokens, tokenizer)
-    prepare("default", out=out, tokenizer=tokenizer, max_tokens=max_tokens, progress=progress)
-    return out

