@@ -22,7 +22,6 @@ NUMERIC_CHANGES = (
     "schedule",
     "warmup",
     "decay_fraction",
-    "k_lr_scale",
     "muon_momentum",
     "dtype",
     "fsdp_param_dtype",

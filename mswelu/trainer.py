@@ -160,7 +160,7 @@ class Trainer:
         self.nonfinite_total, self.last_val = counters["nonfinite_total"], counters["last_val"]
         self.last_train = counters["last_train"]
         self.spent = {k: counters[k] for k in ("train_time_s", "wall_time_s", "trained_tokens")}
-        set_hyperparameters(self.optimizer, self.cfg.lr, self.cfg.weight_decay, self.cfg.k_lr_scale)
+        set_hyperparameters(self.optimizer, self.cfg.lr, self.cfg.weight_decay)
         if self.info.is_main:
             progress.log(f"resumed from {path} at step {self.step} ({self.tokens} tokens)")
 

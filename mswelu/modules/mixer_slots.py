@@ -22,7 +22,9 @@ class InMixerActivations:
         return [("act_conv", self.act_conv, "conv"), ("act_gate", self.act_gate, "gate")]
 
     def tied_activation_keys(self) -> dict[str, str]:
-        """``act_gate.* -> act_conv.*`` when one module serves both slots (saved once, sharing restored)."""
-        if self.act_conv is not self.act_gate:
-            return {}
-        return {f"act_gate.{n}": f"act_conv.{n}" for n, _ in self.act_conv.named_parameters()}
+        """``act_gate.* -> act_conv.*`` for each parameter both slots hold (one module serving both, or a
+        ``shared`` shape parameter of two): saved once, sharing restored."""
+        conv = dict(self.act_conv.named_parameters())
+        return {
+            f"act_gate.{n}": f"act_conv.{n}" for n, p in self.act_gate.named_parameters() if conv.get(n) is p
+        }

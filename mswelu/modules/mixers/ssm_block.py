@@ -17,6 +17,7 @@ from torch import nn
 from mswelu.modules.mixers.common import (
     activation_for,
     activation_parameter_count,
+    mixer_activation_parameter_count,
     mixer_activations,
     norm_for,
 )
@@ -69,7 +70,7 @@ class SSMBlock(nn.Module):
     @classmethod
     def parameter_count(cls, config: Any) -> int:
         n_act = activation_parameter_count(config)
-        in_mixer = n_act * (1 if config.mixer_k_sharing == "shared" else 2)
+        in_mixer = mixer_activation_parameter_count(config)
         post = n_act if config.post_mixer_act else 0
         return (
             norm_parameter_count(config.norm, config.d_model)
