@@ -20,12 +20,10 @@ import yaml
 
 from mswelu.baselines import BASELINES
 from mswelu.config_files import read_config_file, yaml_number_hint
-from mswelu.configuration import MambaSWELUConfig
 from mswelu.errors import check_choice, unknown_choice, with_nearest
-from mswelu.modules.activations import ACTIVATIONS, OLD_SHAPE_SETTINGS, migrate_shape_settings
+from mswelu.modules.activations import ACTIVATIONS
 from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
-from mswelu.presets import PRESETS
 from mswelu.run_names import run_name
 from mswelu.schedule import SCHEDULES
 from mswelu.settings_policy import (
@@ -34,6 +32,7 @@ from mswelu.settings_policy import (
     RUNTIME_SETTINGS,
     changed_settings,
     merge_overrides,
+    migrate_train_settings,
 )
 from mswelu.trackers import check_trackers, parse_trackers
 
@@ -54,27 +53,6 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bf16", "fp32")
 PARALLEL = ("ddp", "fsdp")  # mswelu.parallel: a full replica per rank, or FSDP2 shards
 FSDP_PARAM_DTYPES = ("fp32", "bf16")
-
-
-def migrate_train_settings(d: dict[str, Any]) -> dict[str, Any]:
-    """A TrainConfig dict written by older code, in today's names: ``strategy`` is ``parallel``, and the flat
-    activation settings (``k_lr_scale`` here, ``k_init`` / ``learnable_lambda`` / ``mixer_k_sharing`` in
-    ``model``) become ``model.shape`` entries of the activation the run builds
-    (:func:`~mswelu.modules.activations.migrate_shape_settings`, the one migration of those names). Old run
-    folders' ``config.json``, YAML files, notebook parameters and the ledger's records all come through
-    here; a current dict comes back unchanged."""
-    d = {("parallel" if k == "strategy" else k): v for k, v in d.items()}
-    model = d.get("model") if isinstance(d.get("model"), dict) else {}
-    old = {k: d.pop(k) for k in OLD_SHAPE_SETTINGS if k in d}
-    if not old and not set(OLD_SHAPE_SETTINGS) & set(model):
-        return d
-    base, ref = str(d.get("preset", "small")).partition(":")[::2]
-    baseline = bool(ref) or base in BASELINES
-    activation = None if baseline else model.get("activation") or d.get("activation")
-    if activation is None and not baseline:
-        activation = PRESETS.get(base, {}).get("activation", MambaSWELUConfig.activation)
-    d["model"] = migrate_shape_settings({**old, **model}, activation)
-    return d
 
 
 def cpu_has_native_bf16() -> bool:
