@@ -22,6 +22,7 @@ __all__ = [
     "changed_settings",
     "merge_overrides",
     "migrate_train_settings",
+    "run_activation",
 ]
 
 # Fields whose change on resume alters the numbers from here on (allowed, reported as a warning).
@@ -102,13 +103,22 @@ def migrate_train_settings(d: dict[str, Any]) -> dict[str, Any]:
     old = {k: d.pop(k) for k in OLD_SHAPE_SETTINGS if k in d}
     if not old and not set(OLD_SHAPE_SETTINGS) & set(model):
         return d
-    base, ref = str(d.get("preset", "small")).partition(":")[::2]
-    baseline = bool(ref) or base in BASELINES
-    activation = None if baseline else model.get("activation") or d.get("activation")
-    if activation is None and not baseline:
-        activation = PRESETS.get(base, {}).get("activation", MambaSWELUConfig.activation)
-    d["model"] = migrate_shape_settings({**old, **model}, activation)
+    d["model"] = migrate_shape_settings({**old, **model}, run_activation(d))
     return d
+
+
+def run_activation(d: Mapping[str, Any]) -> str | None:
+    """The activation a TrainConfig dict's model puts in its slots (its ``model``'s, else its own, else its
+    preset's), or None for a Transformer baseline."""
+    base, ref = str(d.get("preset", "small")).partition(":")[::2]
+    if ref or base in BASELINES:
+        return None
+    model = d.get("model") if isinstance(d.get("model"), dict) else {}
+    return (
+        model.get("activation")
+        or d.get("activation")
+        or PRESETS.get(base, {}).get("activation", MambaSWELUConfig.activation)
+    )
 
 
 def _as_json(value: Any) -> Any:

@@ -21,7 +21,7 @@ import yaml
 from mswelu.baselines import BASELINES
 from mswelu.config_files import read_config_file, yaml_number_hint
 from mswelu.errors import check_choice, unknown_choice, with_nearest
-from mswelu.modules.activations import ACTIVATIONS
+from mswelu.modules.activations import ACTIVATIONS, resolve_shape
 from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
 from mswelu.run_names import run_name
@@ -33,6 +33,7 @@ from mswelu.settings_policy import (
     changed_settings,
     merge_overrides,
     migrate_train_settings,
+    run_activation,
 )
 from mswelu.trackers import check_trackers, parse_trackers
 
@@ -367,6 +368,8 @@ class TrainConfig:
             raise ValueError(unknown_choice("device", self.device, [*DEVICES, "cuda:N"]))
         if self.activation is not None:
             choice("activation", tuple(ACTIVATIONS))
+        if self.model.get("shape") is not None and run_activation(self.to_dict()) is not None:
+            resolve_shape(run_activation(self.to_dict()), self.model["shape"])  # before any work starts
         for name in ("lr", "eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -234,9 +234,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, sharing: str) -> None:
     assert loaded.shape_values() == model.shape_values()
     mixer = loaded.backbone.blocks[0].mixer
     assert (mixer.act_conv is mixer.act_gate) == (sharing == "shared")
-    assert (mixer.act_conv.lambda_raw is mixer.act_gate.lambda_raw) == (
-        sharing != "separate"
-    )
+    assert (mixer.act_conv.lambda_raw is mixer.act_gate.lambda_raw) == (sharing != "separate")
     auto = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert isinstance(auto, MambaSWELUForCausalLM)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), MambaSWELUConfig)
