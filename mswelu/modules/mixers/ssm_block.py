@@ -40,10 +40,8 @@ class SSMBlock(nn.Module):
         act_conv, act_gate = mixer_activations(config)
         self.mixer = self.build_mixer(config, layer_idx, act_conv, act_gate)
         self.mixer.out_proj._residual_out = True
-        if act_conv is act_gate and any(True for _ in act_conv.parameters()):  # the shared k, saved once
-            self._tied_weights_keys = {
-                f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, _ in act_conv.named_parameters()
-            }
+        if self.tied_activation_keys():  # a shape parameter both in-mixer slots hold, saved once
+            self._tied_weights_keys = self.tied_activation_keys()
         self.post_act = activation_for(config) if config.post_mixer_act else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
 
