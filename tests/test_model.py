@@ -144,7 +144,7 @@ def test_causality(pattern: str) -> None:
 # ----------------------------------------------------------------------------- recurrent decoding
 @pytest.mark.parametrize("pattern", ["MM", "AA", "MAM"])
 def test_recurrent_decoding_reproduces_the_full_forward(pattern: str) -> None:
-    model = tiny(layer_pattern=pattern, mixer_k_sharing="separate")
+    model = tiny(layer_pattern=pattern, shape={"k": {"sharing": "separate"}})
     perturb(model)
     x = torch.randint(0, VOCAB, (2, 14))
     full = model(x).logits
