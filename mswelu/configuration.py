@@ -6,12 +6,12 @@ stack ``d -> 2048 -> 2048 -> d`` with an activation after each layer, and a tied
 ``mamba-130m`` is the reference Mamba-1 language model (RMSNorm, no positions, no post-mixer
 activation, no dense stack), which converts to and from ``transformers.MambaForCausalLM``.
 
-Activation slots (all follow ``activation``):
-- in each Mamba mixer, after the causal conv and on the gate: one shared module by default
-  (``mixer_k_sharing="shared"``, the reading under which the seeds count 15 k), or one each. Mamba-2
+Activation slots (all follow ``activation``, with its shape parameters' settings in ``shape``):
+- in each Mamba mixer, after the causal conv and on the gate: one shared module by default (every shape
+  parameter's ``sharing`` ``shared``, the reading under which the seeds count 15 k), or one each. Mamba-2
   (``mixer="mamba2"``) has the same two slots: after the conv, on x, B and C together (as upstream; an
   activation bounded to (-1, 1) such as SWELU therefore bounds B and C as well), and on the gate inside the
-  gated RMSNorm; the same option and the same default apply, so a Mamba-1 and a Mamba-2 model of one config
+  gated RMSNorm; the same settings and the same default apply, so a Mamba-1 and a Mamba-2 model of one config
   have the same number of k;
 - after each mixer, before the residual add (``post_mixer_act``);
 - after each of the 3 dense layers;
@@ -33,9 +33,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
 from mswelu.errors import unknown_choice
-from mswelu.modules.activations import ACTIVATIONS
+from mswelu.modules.activations import ACTIVATIONS, ShapeSetting, migrate_shape_settings, resolve_shape
 from mswelu.modules.mixers import layer_mixers, mixer_spec, pattern_letters, sequence_mixers
-from mswelu.modules.mixers.common import K_SHARING
 from mswelu.modules.norms import NORMS
 from mswelu.ops.backends import BACKENDS
 from mswelu.presets import PRESETS
@@ -82,10 +81,11 @@ class MambaSWELUConfig(PretrainedConfig):
         n_head: attention heads of ``A`` blocks.
         attn_mlp_expand: MLP expansion after attention in ``A`` blocks; 0 = no MLP.
         activation: the activation of every slot, one of ``mswelu.ACTIVATIONS``.
-        k_init: initial SWELU k.
-        learnable_lambda: SWELU also learns an output scale.
-        mixer_k_sharing: ``shared``: one activation module for both in-mixer slots (the seeds' 15 k);
-            ``separate``: one each.
+        shape: settings of the activation's shape parameters, by name: ``{k: {init: 0.8, learnable: true,
+            lr_scale: 2.0, sharing: separate}}``, each optional (``sharing``: ``shared``, one value for both
+            in-mixer slots, the seeds' 15 k; ``separate``: one each); checked against what the activation
+            registered (:mod:`mswelu.modules.activations.settings`). Configs that still say ``k_init``,
+            ``learnable_lambda``, ``mixer_k_sharing`` or ``k_lr_scale`` are migrated on load.
         post_mixer_act: an activation after each mixer, before the residual add.
         dense_sizes: hidden sizes ``(h1, h2)`` of the dense stack d -> h1 -> h2 -> d; ``()`` = none.
         dense_residual: add the dense stack's output to the hidden state instead of replacing it.
@@ -129,9 +129,7 @@ class MambaSWELUConfig(PretrainedConfig):
     n_head: int = 16
     attn_mlp_expand: int = 2
     activation: str = "swelu"
-    k_init: float = 1.0
-    learnable_lambda: bool = False
-    mixer_k_sharing: str = "shared"
+    shape: dict[str, Any] | None = None
     post_mixer_act: bool = True
     dense_sizes: list[int] | tuple[int, ...] = (2048, 2048)
     dense_residual: bool = False
@@ -151,6 +149,9 @@ class MambaSWELUConfig(PretrainedConfig):
     pad_token_id: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
+        migrated = migrate_shape_settings({**kwargs, "shape": self.shape or {}}, self.activation)
+        self.shape = migrated.pop("shape")
+        kwargs = migrated
         if isinstance(self.dense_sizes, list):
             self.dense_sizes = tuple(self.dense_sizes)
         self.dt_limit = tuple(float(v) for v in self.dt_limit)
@@ -167,7 +168,7 @@ class MambaSWELUConfig(PretrainedConfig):
         _check_choice("mixer", self.mixer, sequence_mixers())
         _check_choice("norm", self.norm, NORMS)
         _check_choice("pos_embedding", self.pos_embedding, POS_EMBEDDINGS)
-        _check_choice("mixer_k_sharing", self.mixer_k_sharing, K_SHARING)
+        self.shape_settings()
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("init_scheme", self.init_scheme, INIT_SCHEMES)
         letters = pattern_letters()
@@ -197,8 +198,6 @@ class MambaSWELUConfig(PretrainedConfig):
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.k_init <= 0:
-            raise ValueError(f"k_init must be > 0, got {self.k_init}")
         if self.initializer_range <= 0:
             raise ValueError(f"initializer_range must be > 0, got {self.initializer_range}")
 
@@ -206,11 +205,10 @@ class MambaSWELUConfig(PretrainedConfig):
         """The mixer of each block (``mamba1``, ``attention``, ...), in order."""
         return layer_mixers(self.layer_pattern, self.mixer)
 
-    def shape_overrides(self) -> tuple[dict[str, float], dict[str, bool]]:
-        """The activations' shape settings this config makes (initial values and learnability by shape
-        parameter name): ``k_init`` and ``learnable_lambda`` (an activation without k or lambda ignores
-        them)."""
-        return {"k": float(self.k_init)}, {"lambda": bool(self.learnable_lambda)}
+    def shape_settings(self) -> dict[str, ShapeSetting]:
+        """Every shape parameter of the activation with its settings resolved (``shape`` over the registered
+        defaults); ValueError for a parameter the activation lacks or a bad setting."""
+        return resolve_shape(self.activation, self.shape)
 
     @property
     def n_layer(self) -> int:

@@ -4,7 +4,8 @@ Routing rules (one place, so the report, the tests and the trainer agree), first
 
 1. Activation shape parameters (SWELU's k and lambda, Swish's beta, as
    :func:`mswelu.modules.activations.shape_parameters` finds them): own group ``shape``, AdamW, no weight
-   decay (decay would pull k towards 0, which is what the seed runs did), lr scaled by ``k_lr_scale``.
+   decay (decay would pull k towards 0, which is what the seed runs did), lr scaled by each parameter's
+   ``lr_scale`` setting (the model config's ``shape``; one ``shape`` group per distinct scale).
 2. Embeddings (every ``nn.Embedding``, learned positional tables, hence the LM head when it is tied):
    AdamW, no decay.
 3. Parameters flagged ``_no_weight_decay`` (Mamba's ``A_log`` and ``D``) and any ``A_log`` / ``D`` by
@@ -39,21 +40,20 @@ from mswelu.errors import check_choice
 from mswelu.modules.activations import shape_parameters
 
 OPTIMIZERS = ("adamw", "muon")
-#: the optimizer group of activation shape parameters ("swelu" in checkpoints written before "shape")
-SHAPE_GROUPS = ("shape", "swelu")
 _POS_EMBED_HINTS = ("pos_emb", "wpe", "position_embedding", "pos_embedding", "embed_positions")
 
 
 @dataclass(frozen=True)
 class ParamRoute:
     """Where one parameter goes: ``optimizer`` in {adamw, muon}, ``group`` in {decay, no_decay, shape,
-    muon}, and why."""
+    muon}, why, and its lr as a multiple of the run's (an activation shape parameter's ``lr_scale``)."""
 
     name: str
     param: nn.Parameter
     optimizer: str
     group: str
     reason: str
+    lr_scale: float = 1.0
 
 
 def _embedding_ids(model: nn.Module) -> tuple[set[int], set[int]]:
@@ -80,15 +80,20 @@ def route_parameters(model: nn.Module, optimizer_name: str = "adamw") -> list[Pa
     check_choice("optimizer", optimizer_name, OPTIMIZERS)
     muon = optimizer_name == "muon"
     emb_ids, out_ids = _embedding_ids(model)
-    shape_ids = {id(p) for _, p in shape_parameters(model)}
+    shape_scales = {id(p): scale for _, p, scale in shape_parameters(model)}
     routes = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         leaf = name.rsplit(".", 1)[-1]
-        if id(p) in shape_ids:
-            r = ("adamw", "shape", "activation shape parameter: no decay, own lr scale")
-        elif id(p) in emb_ids:
+        if id(p) in shape_scales:
+            routes.append(
+                ParamRoute(
+                    name, p, "adamw", "shape", "activation shape parameter: no decay", shape_scales[id(p)]
+                )
+            )
+            continue
+        if id(p) in emb_ids:
             r = ("adamw", "no_decay", "embedding table (tied LM head included)")
         elif getattr(p, "_no_weight_decay", False) or leaf in ("A_log", "D"):
             r = ("adamw", "no_decay", "flagged _no_weight_decay (A_log / D)")
@@ -123,8 +128,16 @@ class HybridOptimizer:
     keeps a ``name``), ``step``, ``zero_grad``, ``state_dict`` / ``load_state_dict``.
     """
 
-    def __init__(self, optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    def __init__(
+        self, optimizers: Iterable[torch.optim.Optimizer], lr_scales: dict[int, float] | None = None
+    ) -> None:
         self.optimizers = list(optimizers)
+        self.lr_scales = dict(lr_scales or {})  # id(parameter) -> its lr scale, where not 1
+
+    def lr_scale(self, group: dict[str, Any]) -> float:
+        """The lr scale of a group's parameters (one per group, 1 outside the ``shape`` groups): read off the
+        parameters, so it holds after a checkpoint's groups are loaded."""
+        return self.lr_scales.get(id(group["params"][0]), 1.0) if group["params"] else 1.0
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -207,35 +220,32 @@ def build_optimizer(
     weight_decay: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
-    k_lr_scale: float = 1.0,
     muon_momentum: float = 0.95,
     fused: bool | None = None,
 ) -> HybridOptimizer:
-    """The optimizer for ``model``: ``adamw`` (one AdamW, three groups) or ``muon`` (Muon on hidden
-    matrices + AdamW on the rest). Always returned as a :class:`HybridOptimizer` so that checkpoints and
-    the trainer handle both the same way. Every group carries ``name`` and ``base_lr``."""
+    """The optimizer for ``model``: ``adamw`` (one AdamW: decay, no_decay and one ``shape`` group per lr
+    scale) or ``muon`` (Muon on hidden matrices + AdamW on the rest). Always returned as a
+    :class:`HybridOptimizer` so that checkpoints and the trainer handle both the same way. Every group
+    carries ``name`` and ``base_lr``."""
     check_choice("optimizer", name, OPTIMIZERS)
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if k_lr_scale <= 0:
-        raise ValueError(f"k_lr_scale must be > 0, got {k_lr_scale}")
     routes = route_parameters(model, name)
-    by_group: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "shape": [], "muon": []}
+    by_group: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "muon": []}
+    shape: dict[float, list[nn.Parameter]] = {}
     for r in routes:
-        by_group[r.group].append(r.param)
+        (shape.setdefault(r.lr_scale, []) if r.group == "shape" else by_group[r.group]).append(r.param)
     groups = [
         {"params": by_group["decay"], "weight_decay": weight_decay, "name": "decay", "base_lr": lr, "lr": lr},
         {"params": by_group["no_decay"], "weight_decay": 0.0, "name": "no_decay", "base_lr": lr, "lr": lr},
-        {
-            "params": by_group["shape"],
-            "weight_decay": 0.0,
-            "name": "shape",
-            "base_lr": lr * k_lr_scale,
-            "lr": lr * k_lr_scale,
-        },
     ]
+    for scale, params in shape.items():
+        label = "shape" if len(shape) == 1 else f"shape x{scale:g}"
+        groups.append(
+            {"params": params, "weight_decay": 0.0, "name": label, "base_lr": lr * scale, "lr": lr * scale}
+        )
     groups = [g for g in groups if g["params"]]
     if fused is None:
         # torch's fused AdamW (one kernel for every tensor: ~8x the per-tensor loop on a CPU) where every
@@ -259,16 +269,14 @@ def build_optimizer(
         opts.append(torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None))
     if not opts:
         raise ValueError("the model has no trainable parameters")
-    return HybridOptimizer(opts)
+    scales = {id(r.param): r.lr_scale for r in routes if r.lr_scale != 1.0}
+    return HybridOptimizer(opts, scales)
 
 
-def set_hyperparameters(
-    optimizer: HybridOptimizer, lr: float, weight_decay: float, k_lr_scale: float
-) -> None:
+def set_hyperparameters(optimizer: HybridOptimizer, lr: float, weight_decay: float) -> None:
     """Set every group's ``base_lr`` and weight decay as :func:`build_optimizer` would for these values
     (a resumed run takes the current config's, not the checkpoint's)."""
     for group in optimizer.param_groups:
-        shape = group.get("name") in SHAPE_GROUPS
-        group["base_lr"] = lr * (k_lr_scale if shape else 1.0)
+        group["base_lr"] = lr * optimizer.lr_scale(group)
         if group.get("name") in ("decay", "muon"):
             group["weight_decay"] = weight_decay

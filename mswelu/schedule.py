@@ -1,7 +1,7 @@
 """Learning-rate schedules: linear warmup, then cosine decay or warmup-stable-decay (WSD).
 
 The schedule is a pure function of the optimizer step, so resuming needs no scheduler state beyond the
-step itself, and every parameter group keeps its own base lr (e.g. the SWELU group's ``k_lr_scale``):
+step itself, and every parameter group keeps its own base lr (e.g. a ``shape`` group's ``lr_scale``):
 the trainer sets ``group["lr"] = group["base_lr"] * lr_factor(step)`` before each update.
 """
 

@@ -1,7 +1,8 @@
 """Which settings of a run may differ from another's, and how: what a resume may change (and which of
 those change the numbers from there on), which settings say only how and where a run runs (a notebook
 reuses a finished run that differs in those alone), the one comparison of recorded settings with wanted
-ones, and the one merge of a variant's overrides into a base config."""
+ones (read in today's names: the one migration of older settings), and the one merge of a variant's overrides
+into a base config."""
 
 from __future__ import annotations
 
@@ -9,7 +10,20 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
-__all__ = ["NUMERIC_CHANGES", "RESUMABLE_CHANGES", "RUNTIME_SETTINGS", "changed_settings", "merge_overrides"]
+from mswelu.baselines import BASELINES
+from mswelu.configuration import MambaSWELUConfig
+from mswelu.modules.activations import OLD_SHAPE_SETTINGS, migrate_shape_settings
+from mswelu.presets import PRESETS
+
+__all__ = [
+    "NUMERIC_CHANGES",
+    "RESUMABLE_CHANGES",
+    "RUNTIME_SETTINGS",
+    "changed_settings",
+    "merge_overrides",
+    "migrate_train_settings",
+    "run_activation",
+]
 
 # Fields whose change on resume alters the numbers from here on (allowed, reported as a warning).
 NUMERIC_CHANGES = (
@@ -22,7 +36,6 @@ NUMERIC_CHANGES = (
     "schedule",
     "warmup",
     "decay_fraction",
-    "k_lr_scale",
     "muon_momentum",
     "dtype",
     "fsdp_param_dtype",
@@ -68,12 +81,44 @@ def changed_settings(
     """The settings of ``wanted`` (a TrainConfig dict) whose value differs from the one ``recorded`` (a
     run's or a checkpoint's ``config.json``) holds, in ``wanted``'s order, ``ignore`` aside. Values
     compare as JSON holds them (tuples as lists); a setting ``recorded`` lacks (written before it
-    existed) is not a change. The one comparison behind a resume's check and a notebook's reuse."""
+    existed) is not a change; ``recorded`` is read in today's names first (:func:`migrate_train_settings`).
+    The one comparison behind a resume's check, a notebook's reuse and the ledger's lookup."""
+    recorded = migrate_train_settings(dict(recorded))
     return [
         k
         for k, v in wanted.items()
         if k not in ignore and k in recorded and _as_json(recorded[k]) != _as_json(v)
     ]
+
+
+def migrate_train_settings(d: dict[str, Any]) -> dict[str, Any]:
+    """A TrainConfig dict written by older code, in today's names: ``strategy`` is ``parallel``, and the flat
+    activation settings (``k_lr_scale`` here, ``k_init`` / ``learnable_lambda`` / ``mixer_k_sharing`` in
+    ``model``) become ``model.shape`` entries of the activation the run builds
+    (:func:`~mswelu.modules.activations.migrate_shape_settings`, the one migration of those names). Old run
+    folders' ``config.json``, YAML files, notebook parameters and the ledger's records all come through
+    here; a current dict comes back unchanged."""
+    d = {("parallel" if k == "strategy" else k): v for k, v in d.items()}
+    model = d.get("model") if isinstance(d.get("model"), dict) else {}
+    old = {k: d.pop(k) for k in OLD_SHAPE_SETTINGS if k in d}
+    if not old and not set(OLD_SHAPE_SETTINGS) & set(model):
+        return d
+    d["model"] = migrate_shape_settings({**old, **model}, run_activation(d))
+    return d
+
+
+def run_activation(d: Mapping[str, Any]) -> str | None:
+    """The activation a TrainConfig dict's model puts in its slots (its ``model``'s, else its own, else its
+    preset's), or None for a Transformer baseline."""
+    base, ref = str(d.get("preset", "small")).partition(":")[::2]
+    if ref or base in BASELINES:
+        return None
+    model = d.get("model") if isinstance(d.get("model"), dict) else {}
+    return (
+        model.get("activation")
+        or d.get("activation")
+        or PRESETS.get(base, {}).get("activation", MambaSWELUConfig.activation)
+    )
 
 
 def _as_json(value: Any) -> Any:

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                 dest="model_set",
                 action="append",
                 metavar="KEY=VALUE",
-                help="model config override, e.g. --set d_model=512 --set layer_pattern=MAMA",
+                help="model config override, e.g. --set d_model=512 --set layer_pattern=MAMA; a dotted key "
+                "sets one entry of a mapping: --set shape.k.init=0.8",
             )
         elif f.name == "betas":
             p.add_argument(flag, nargs=2, type=float, metavar=("BETA1", "BETA2"), help="default 0.9 0.95")
@@ -120,22 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_model_set(items: Sequence[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items (values read as YAML) as a dict of model config overrides."""
-    model: dict[str, Any] = {}
+def parse_model_set(items: Sequence[str], model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items (values read as YAML) over ``model`` (a config file's model settings), as a
+    dict of model config overrides; a dotted key sets one entry of a mapping (``--set shape.k.init=0.8``)."""
+    model = json.loads(json.dumps(model or {}))  # a deep copy: the file's mappings are not changed
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        model[key.strip()] = yaml.safe_load(value)
+        *path, leaf = key.strip().split(".")
+        target = model
+        for part in path:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[leaf] = yaml.safe_load(value)
     return model
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     args = vars(build_parser().parse_args(argv))
     base = TrainConfig.from_file(args.pop("config")).to_dict() if "config" in args else {}
-    model = dict(base.get("model") or {})
-    model.update(parse_model_set(args.pop("model_set", None) or []))
+    model = parse_model_set(args.pop("model_set", None) or [], base.get("model"))
     base.update(args)
     base["model"] = model
     return TrainConfig.from_dict(base)

@@ -21,7 +21,7 @@ import yaml
 from mswelu.baselines import BASELINES
 from mswelu.config_files import read_config_file, yaml_number_hint
 from mswelu.errors import check_choice, unknown_choice, with_nearest
-from mswelu.modules.activations import ACTIVATIONS
+from mswelu.modules.activations import ACTIVATIONS, resolve_shape
 from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
 from mswelu.run_names import run_name
@@ -32,6 +32,8 @@ from mswelu.settings_policy import (
     RUNTIME_SETTINGS,
     changed_settings,
     merge_overrides,
+    migrate_train_settings,
+    run_activation,
 )
 from mswelu.trackers import check_trackers, parse_trackers
 
@@ -45,14 +47,13 @@ __all__ = [
     "TrainConfig",
     "changed_settings",
     "merge_overrides",
+    "migrate_train_settings",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bf16", "fp32")
 PARALLEL = ("ddp", "fsdp")  # mswelu.parallel: a full replica per rank, or FSDP2 shards
 FSDP_PARAM_DTYPES = ("fp32", "bf16")
-#: keys of configs written before a rename, and their new names
-RENAMED = {"strategy": "parallel"}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -113,7 +114,6 @@ class TrainConfig:
         schedule: ``cosine`` | ``wsd`` | ``constant``.
         warmup: linear warm-up steps.
         decay_fraction: wsd only: fraction of the steps in the final decay.
-        k_lr_scale: lr multiplier of the activation shape parameters (SWELU k, lambda).
         muon_momentum: Muon's momentum.
         seed: model init and data order.
         eval_every: steps between evaluations on a spread sample of the validation split; 0 = at the end only.
@@ -137,7 +137,9 @@ class TrainConfig:
         cpu_offload: ``fsdp``: keep the sharded parameters, gradients and optimizer state in host memory.
         activation_checkpointing: recompute each block's activations in the backward instead of keeping
             them (less memory, about a third more compute).
-        model: overrides of the model config (``MambaSWELUConfig`` fields, or the baseline's).
+        model: overrides of the model config (``MambaSWELUConfig`` fields, or the baseline's); the
+            activation's shape parameters are set there, per parameter (``shape: {k: {init: 0.8,
+            learnable: true, lr_scale: 2.0, sharing: separate}}``).
         max_consecutive_nonfinite: non-finite steps in a row (each skipped) before the run stops.
         progress: progress bar and lines.
         tensorboard: also log to ``<run>/tb`` (the older switch, read only while ``trackers`` is None:
@@ -170,7 +172,6 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup: int = 100
     decay_fraction: float = 0.2
-    k_lr_scale: float = 1.0
     muon_momentum: float = 0.95
     seed: int = 0
     eval_every: int = 200
@@ -208,7 +209,7 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise ValueError(f"a training config must be a mapping, got {type(d).__name__}")
         known = cls.field_names()
-        d = {RENAMED.get(k, k): v for k, v in d.items()}
+        d = migrate_train_settings(d)
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise ValueError(f"unknown training config keys {with_nearest(unknown, known)}; known: {known}")
@@ -310,7 +311,6 @@ class TrainConfig:
             "weight_decay": self.weight_decay,
             "betas": tuple(self.betas),
             "eps": self.eps,
-            "k_lr_scale": self.k_lr_scale,
             "muon_momentum": self.muon_momentum,
         }
 
@@ -368,6 +368,8 @@ class TrainConfig:
             raise ValueError(unknown_choice("device", self.device, [*DEVICES, "cuda:N"]))
         if self.activation is not None:
             choice("activation", tuple(ACTIVATIONS))
+        if self.model.get("shape") is not None and run_activation(self.to_dict()) is not None:
+            resolve_shape(run_activation(self.to_dict()), self.model["shape"])  # before any work starts
         for name in ("lr", "eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -377,8 +379,6 @@ class TrainConfig:
         for name in ("min_lr_ratio", "decay_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not self.k_lr_scale > 0:
-            raise ValueError(f"k_lr_scale must be > 0, got {self.k_lr_scale}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         for name in ("batch_size", "seq_len", "log_every", "max_consecutive_nonfinite"):

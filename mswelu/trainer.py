@@ -116,7 +116,7 @@ def build_setup(
     if plan.resume_from is not None:
         preloaded = None if full_state is None else full_state[1]
         state = resume.restore(plan.resume_from, models.built, optimizer, loaders, info, preloaded)
-        set_hyperparameters(optimizer, cfg.lr, cfg.weight_decay, cfg.k_lr_scale)
+        set_hyperparameters(optimizer, cfg.lr, cfg.weight_decay)
         if info.is_main:
             progress.log(f"resumed from {plan.resume_from} at step {state.step} ({state.tokens} tokens)")
     record = cfg.record(info.world_size, plan.data, plan.out, plan.meta, models.built, info.device)

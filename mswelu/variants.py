@@ -11,11 +11,12 @@ The reference families isolate the workbook's question, the activation inside th
 registered sequence mixer (:data:`mswelu.modules.mixers.MIXERS`), named after it (Mamba-1 keeps its first
 name, ``mamba``): ``mamba`` is the base preset's blocks with SiLU in the mixer only (no post-mixer activation,
 no dense stack), ``mamba-<activation>`` the same with another registered activation in the mixer's slots
-(``mamba-swelu``: learnable SWELU, ``mamba-swelu-fixed``: SWELU at ``k_init``, ``mamba-swish``: learnable
-Swish-beta, SiLU at init); likewise ``mamba2``, ``mamba2-swelu``, ... with Mamba-2 blocks, whose own shape
-settings (:data:`MIXER_SETTINGS`: a state of 64 per head of 64 channels, as the ``mamba2-small`` preset) win
-over the base's. Without the dense stack each family gets the depth whose parameter count is closest to the
-base preset's (:func:`matched_depth`; within a few percent for our presets).
+(``mamba-swelu``: learnable SWELU, ``mamba-swelu-fixed``: SWELU with k frozen at its initial value,
+``mamba-swish``: learnable Swish-beta, SiLU at init); likewise ``mamba2``, ``mamba2-swelu``, ... with
+Mamba-2 blocks, whose own shape settings (:data:`MIXER_SETTINGS`: a state of 64 per head of 64 channels, as
+the ``mamba2-small`` preset) win over the base's. Without the dense stack each family gets the depth whose
+parameter count is closest to the base preset's (:func:`matched_depth`; within a few percent for our
+presets).
 
 ``mamba-conv1`` and ``mamba-convres`` are ``mamba`` with its causal conv's weights fixed to one, or with a
 residual around the conv (``conv_mode``): the controls of the synthetic probes (notebook 07).

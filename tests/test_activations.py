@@ -27,9 +27,13 @@ def _off_init(name: str) -> dict[str, float]:
     return {p.name: p.init * 0.7 for p in ACTIVATIONS[name].params}
 
 
+def _shape(init: dict[str, float]) -> dict[str, dict[str, float]]:
+    return {name: {"init": value} for name, value in init.items()}
+
+
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_curve_is_the_module_function(name: str) -> None:
-    module = make_activation(name, init=_off_init(name))
+    module = make_activation(name, _shape(_off_init(name)))
     z = np.linspace(-5, 5, 201)
     with torch.no_grad():
         got = module(torch.tensor(z, dtype=torch.float64)).numpy()
@@ -57,7 +61,7 @@ def test_learnability_is_the_specs(name: str) -> None:
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_shape_parameters_go_to_their_own_group(name: str) -> None:
     module = torch.nn.Sequential(torch.nn.Linear(4, 4), make_activation(name))
-    shape = dict(shape_parameters(module))
+    shape = {pname: p for pname, p, _ in shape_parameters(module)}
     assert bool(shape) == bool(ACTIVATIONS[name].params)
     routes = {r.name: r.group for r in route_parameters(module)}
     for pname, p in shape.items():
@@ -90,13 +94,31 @@ def test_shape_param_names_cover_every_spec() -> None:
     assert {"k", "lambda", "beta"} <= set(names)
 
 
-def test_overrides_that_name_no_parameter_are_ignored_and_frozen_stays_frozen() -> None:
-    silu = make_activation("silu", init={"k": 0.3}, learnable={"lambda": True})
-    assert shape_values(silu) == {} and not list(silu.parameters())
-    fixed = make_activation("swelu-fixed", init={"k": 1.5}, learnable={"k": True, "lambda": True})
+def test_settings_are_checked_against_what_the_activation_registered() -> None:
+    """A parameter the activation lacks, an unknown setting or a bad value is one line naming the nearest
+    name; a frozen parameter cannot be made learnable; an initial value and a switched-on parameter land."""
+    with pytest.raises(
+        ValueError, match=r"unknown shape parameter 'k' of activation 'silu' \(its shape parameters: none\)"
+    ):
+        make_activation("silu", {"k": {"init": 0.3}})
+    with pytest.raises(ValueError, match="'lamda' \\(did you mean 'lambda'\\?\\) of activation 'swelu'"):
+        make_activation("swelu", {"lamda": {"learnable": True}})
+    with pytest.raises(ValueError, match="'lr_scal' \\(did you mean 'lr_scale'\\?\\) of shape.k"):
+        make_activation("swelu", {"k": {"lr_scal": 2.0}})
+    with pytest.raises(ValueError, match="shape.k is frozen in 'swelu-fixed': use 'swelu'"):
+        make_activation("swelu-fixed", {"k": {"learnable": True}})
+    for bad, match in (
+        ({"init": "1"}, "init must be a finite number"),
+        ({"learnable": "yes"}, "learnable must be true or false"),
+        ({"lr_scale": 0}, "lr_scale must be a number > 0"),
+        ({"sharing": "some"}, "unknown sharing 'some'"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            make_activation("swish", {"beta": bad})
+    fixed = make_activation("swelu-fixed", {"k": {"init": 1.5}, "lambda": {"learnable": True, "init": 1.2}})
     with torch.enable_grad():
         learns = {p for p, v in effective_shape(fixed).items() if v.requires_grad}
-    assert learns == {"lambda"} and shape_values(fixed)["k"] == pytest.approx(1.5)
+    assert learns == {"lambda"} and shape_values(fixed) == pytest.approx({"k": 1.5, "lambda": 1.2})
 
 
 def test_unknown_activation_suggests_the_nearest_name() -> None:

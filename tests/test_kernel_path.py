@@ -250,7 +250,7 @@ def test_every_registered_activation_runs_on_the_kernel_path(refs, slot: str, na
     path and matches PyTorch, values and every gradient (its shape parameters included)."""
     mixer = make_mixer("silu")
     init = {p.name: p.init * 0.8 for p in ACTIVATIONS[name].params}  # away from SiLU-like defaults
-    setattr(mixer, slot, make_activation(name, init=init))
+    setattr(mixer, slot, make_activation(name, {n: {"init": v} for n, v in init.items()}))
     x, g = inputs()
     want_out, want = run(mixer, mixer, x, g)
     got_out, got = run(mixer, lambda h: mixer.forward_cuda(h, fuse_silu=False), x, g)

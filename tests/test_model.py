@@ -32,13 +32,16 @@ def expected_params(c: MambaSWELUConfig) -> int:
     """Parameter count from the architecture, written out independently of the model code."""
     d, di, n, r = c.d_model, c.expand * c.d_model, c.d_state, math.ceil(c.d_model / 16)
     norm = 2 * d if c.norm == "layernorm" else d
-    swelu = 1 + int(c.learnable_lambda) if c.activation != "silu" else 0
+    settings = c.shape_settings()
+    swelu = sum(s.learnable or name == "k" for name, s in settings.items())  # k_raw is kept when frozen
     if c.mixer == "mamba2":  # in_proj to z, x, B, C (n_groups each) and one dt per head; conv over x, B, C
         heads, xbc = di // c.headdim, di + 2 * c.n_groups * n
         mixer = d * (di + xbc + heads) + xbc * (c.d_conv + 1) + 3 * heads + di + di * d
     else:  # in_proj to x and z; conv over x; x_proj to dt rank, B, C; dt_proj; A_log; D; out_proj
         mixer = 2 * di * d + di * c.d_conv + di + (r + 2 * n) * di + di * r + di + di * n + di + d * di
-    mixer += swelu * (1 if c.mixer_k_sharing == "shared" else 2)
+    mixer += sum(
+        (s.learnable or name == "k") * (1 if s.sharing == "shared" else 2) for name, s in settings.items()
+    )
     m_block = norm + mixer + (swelu if c.post_mixer_act else 0)
     a_block = norm + 4 * d * d
     if c.attn_mlp_expand:
@@ -87,12 +90,12 @@ def test_seed_preset_has_fifteen_k_in_layer_order() -> None:
 
 def test_k_counts_follow_sharing_and_activation() -> None:
     assert tiny().num_shape_slots() == 2 * 2 + 3
-    sep = tiny(mixer_k_sharing="separate")
+    sep = tiny(shape={"k": {"sharing": "separate"}, "lambda": {"sharing": "separate"}})
     assert sep.num_shape_slots() == 3 * 2 + 3
     mixer = sep.backbone.blocks[0].mixer
     assert mixer.act_conv is not mixer.act_gate
     assert tiny(activation="silu").num_shape_slots() == 0
-    fixed = tiny(activation="swelu-fixed", k_init=1.5)
+    fixed = tiny(activation="swelu-fixed", shape={"k": {"init": 1.5}})
     assert fixed.num_shape_slots() == 7 and fixed.num_shape_slots(learnable_only=True) == 0
     values = fixed.shape_values()
     assert all(v["k"] == pytest.approx(1.5) and v["lambda"] == 1.0 for v in values.values())
@@ -105,7 +108,7 @@ def test_k_counts_follow_sharing_and_activation() -> None:
 
 
 def test_every_k_gets_a_gradient() -> None:
-    model = tiny(layer_pattern="MA", learnable_lambda=True).train()
+    model = tiny(layer_pattern="MA", shape={"lambda": {"learnable": True}}).train()
     x = torch.randint(0, VOCAB, (2, 16))
     model(x, labels=x).loss.backward()
     for slot in model.shape_slots():
@@ -141,7 +144,7 @@ def test_causality(pattern: str) -> None:
 # ----------------------------------------------------------------------------- recurrent decoding
 @pytest.mark.parametrize("pattern", ["MM", "AA", "MAM"])
 def test_recurrent_decoding_reproduces_the_full_forward(pattern: str) -> None:
-    model = tiny(layer_pattern=pattern, mixer_k_sharing="separate")
+    model = tiny(layer_pattern=pattern, shape={"k": {"sharing": "separate"}})
     perturb(model)
     x = torch.randint(0, VOCAB, (2, 14))
     full = model(x).logits
@@ -211,9 +214,16 @@ def test_sampling_generate() -> None:
 
 
 # ----------------------------------------------------------------------------- save / load
-@pytest.mark.parametrize("sharing", ["shared", "separate"])
+@pytest.mark.parametrize("sharing", ["shared", "separate", "mixed"])
 def test_save_load_round_trip_is_bit_exact(tmp_path, sharing: str) -> None:
-    model = tiny(layer_pattern="MA", mixer_k_sharing=sharing, learnable_lambda=True)
+    """Saved and loaded bit-exact, the sharing restored: one module for both in-mixer slots, one each, or
+    one each with a shared lambda (one tensor in both)."""
+    k_sharing = "separate" if sharing == "mixed" else sharing
+    shape = {
+        "k": {"sharing": k_sharing},
+        "lambda": {"learnable": True, "sharing": "shared" if sharing == "mixed" else sharing},
+    }
+    model = tiny(layer_pattern="MA", shape=shape)
     perturb(model)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
@@ -224,6 +234,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, sharing: str) -> None:
     assert loaded.shape_values() == model.shape_values()
     mixer = loaded.backbone.blocks[0].mixer
     assert (mixer.act_conv is mixer.act_gate) == (sharing == "shared")
+    assert (mixer.act_conv.lambda_raw is mixer.act_gate.lambda_raw) == (sharing != "separate")
     auto = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert isinstance(auto, MambaSWELUForCausalLM)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), MambaSWELUConfig)
@@ -298,7 +309,8 @@ def test_backend_reporting() -> None:
         ({"activation": "relu"}, "unknown activation"),
         ({"norm": "batchnorm"}, "unknown norm"),
         ({"pos_embedding": "rope"}, "unknown pos_embedding"),
-        ({"mixer_k_sharing": "some"}, "unknown mixer_k_sharing"),
+        ({"shape": {"k": {"sharing": "some"}}}, "unknown sharing"),
+        ({"shape": {"kk": {"init": 2.0}}}, "unknown shape parameter 'kk' \\(did you mean 'k'\\?\\)"),
         ({"backend": "tpu"}, "unknown backend"),
         ({"layer_pattern": "MXA"}, "invalid layer_pattern"),
         ({"layer_pattern": ""}, "invalid layer_pattern"),

@@ -10,8 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from mswelu.modules.swelu import SWELU
-from mswelu.optim import HybridOptimizer, build_optimizer, param_groups_report, route_parameters
+from mswelu.modules.activations import make_activation
+from mswelu.optim import (
+    HybridOptimizer,
+    build_optimizer,
+    param_groups_report,
+    route_parameters,
+    set_hyperparameters,
+)
 from mswelu.schedule import LRSchedule, lr_curve, lr_factor
 
 # Where every parameter kind of the seed architecture must go: (optimizer under "muon", decays?).
@@ -80,7 +86,7 @@ def test_tied_lm_head_counts_once_and_is_not_decayed(seed_model: nn.Module) -> N
 class _Toy(nn.Module):
     """Stand-in with every kind of parameter the rules distinguish."""
 
-    def __init__(self) -> None:
+    def __init__(self, shape: dict | None = None) -> None:
         super().__init__()
         self.emb = nn.Embedding(11, 6)
         self.proj = nn.Linear(6, 6, bias=True)
@@ -88,7 +94,8 @@ class _Toy(nn.Module):
         self.conv = nn.Conv1d(6, 6, 3, groups=6)
         self.A_log = nn.Parameter(torch.zeros(6, 4))
         self.head = nn.Linear(6, 11, bias=False)  # untied
-        self.act = SWELU(k_init=0.5)  # its k_raw: an activation shape parameter
+        # its k_raw: an activation shape parameter
+        self.act = make_activation("swelu", {"k": {"init": 0.5}, **(shape or {})})
 
     def get_output_embeddings(self) -> nn.Module:
         return self.head
@@ -113,10 +120,10 @@ def test_untied_head_stays_on_adamw_and_groups() -> None:
 
 def test_weight_decay_applies_only_to_decay_groups() -> None:
     """With zero gradients, AdamW's update is pure decoupled decay: p <- p (1 - lr wd). Groups without
-    decay must not move at all; k gets its own lr (k_lr_scale) and no decay."""
+    decay must not move at all; k gets its own lr (its lr_scale setting) and no decay."""
     torch.manual_seed(0)
-    toy = _Toy()
-    opt = build_optimizer(toy, "adamw", lr=0.1, weight_decay=0.5, k_lr_scale=3.0)
+    toy = _Toy({"k": {"init": 0.5, "lr_scale": 3.0}})
+    opt = build_optimizer(toy, "adamw", lr=0.1, weight_decay=0.5)
     names = {g["name"] for g in opt.param_groups}
     assert names == {"decay", "no_decay", "shape"}
     swelu = next(g for g in opt.param_groups if g["name"] == "shape")
@@ -180,12 +187,30 @@ def test_hybrid_state_dict_roundtrip() -> None:
         ({"lr": 0.0}, "lr must be > 0"),
         ({"lr": -1e-3}, "lr must be > 0"),
         ({"weight_decay": -0.1}, "weight_decay"),
-        ({"k_lr_scale": 0.0}, "k_lr_scale"),
     ],
 )
 def test_build_optimizer_rejects_bad_values(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_optimizer(_Toy(), **kwargs)
+
+
+def test_each_shape_parameter_gets_its_lr_scale_and_keeps_it_after_a_resume() -> None:
+    """Two shape parameters with different lr scales: one ``shape`` group each, at lr x scale; after a
+    checkpoint's groups are loaded (as a resume does), set_hyperparameters gives each its scale again."""
+    toy = _Toy({"k": {"init": 0.5, "lr_scale": 2.0}, "lambda": {"learnable": True, "lr_scale": 0.25}})
+    opt = build_optimizer(toy, "adamw", lr=0.1)
+    shape = {g["name"]: g for g in opt.param_groups if g["name"].startswith("shape")}
+    assert {n: (g["base_lr"], len(g["params"])) for n, g in shape.items()} == {
+        "shape x2": (pytest.approx(0.2), 1),
+        "shape x0.25": (pytest.approx(0.025), 1),
+    }
+    assert shape["shape x2"]["params"][0] is toy.act.k_raw
+    state = copy.deepcopy(opt.state_dict())
+    opt2 = build_optimizer(toy, "adamw", lr=0.1)
+    opt2.load_state_dict(state)
+    set_hyperparameters(opt2, lr=1.0, weight_decay=0.0)
+    got = {g["name"]: g["base_lr"] for g in opt2.param_groups}
+    assert got == {"decay": 1.0, "no_decay": 1.0, "shape x2": 2.0, "shape x0.25": 0.25}
 
 
 # ----------------------------------------------------------------------------------------- schedules
@@ -211,8 +236,8 @@ def test_wsd_schedule_formula() -> None:
 
 
 def test_schedule_applies_to_every_group_with_own_base_lr() -> None:
-    toy = _Toy()
-    opt = build_optimizer(toy, "muon", lr=1.0, k_lr_scale=0.5)
+    toy = _Toy({"k": {"init": 0.5, "lr_scale": 0.5}})
+    opt = build_optimizer(toy, "muon", lr=1.0)
     sched = LRSchedule(opt, total_steps=20, warmup=4, schedule="cosine", min_lr_ratio=0.1)
     lrs = sched.apply(1)
     for g, lr in zip(opt.param_groups, lrs, strict=True):

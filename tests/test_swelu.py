@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mswelu.modules.activations import make_activation
-from mswelu.modules.swelu import K_MIN, SWELU, swelu_modules
+from mswelu.modules.activations import make_activation, shape_values
+from mswelu.modules.swelu import K_MIN, SWELU
 from mswelu.ops.swelu import ZERO_EPS, swelu, swelu_reference
 
 # every test here runs with the compiled CPU kernels and with the pure-PyTorch code (conftest)
@@ -353,12 +353,12 @@ def test_k_gradient_flows_through_softplus() -> None:
 
 
 def test_frozen_k_gets_no_grad_but_is_reported() -> None:
-    m = make_activation("swelu-fixed", init={"k": 0.4})
+    m = make_activation("swelu-fixed", {"k": {"init": 0.4}})
     assert isinstance(m, SWELU) and not m.learnable_k
     z = torch.randn(8, requires_grad=True)
     m(z).sum().backward()
     assert m.k_raw.grad is None and z.grad is not None
-    assert abs(m.values()["k"] - 0.4) < 1e-7
+    assert abs(shape_values(m)["k"] - 0.4) < 1e-7
     assert "k=0.4" in repr(m) and "k_raw" in m.state_dict()
 
 
@@ -390,20 +390,9 @@ def test_module_rejects_bad_arguments() -> None:
 
 def test_make_activation_kinds_and_error() -> None:
     assert isinstance(make_activation("silu"), nn.SiLU)
-    learn = make_activation("swelu", init={"k": 0.8}, learnable={"lambda": True})
+    learn = make_activation("swelu", {"k": {"init": 0.8}, "lambda": {"learnable": True}})
     assert isinstance(learn, SWELU) and learn.learnable_k and learn.learnable_lambda
     assert abs(learn.k.item() - 0.8) < 1e-7
     assert isinstance(make_activation("gelu"), nn.GELU)
     with pytest.raises(ValueError, match=r"expected one of .*swelu, swelu-fixed"):
         make_activation("relu6")
-
-
-def test_swelu_modules_order_and_dedup() -> None:
-    shared = SWELU(k_init=0.5)
-    model = nn.Sequential(
-        nn.Linear(2, 2), SWELU(k_init=0.9), nn.Sequential(shared, nn.Linear(2, 2), shared), nn.SiLU(), SWELU()
-    )
-    found = swelu_modules(model)
-    assert [name for name, _ in found] == ["1", "2.0", "4"]
-    assert found[1][1] is shared
-    assert [round(m.k.item(), 6) for _, m in found] == [0.9, 0.5, 1.0]

@@ -122,11 +122,6 @@ class SWELU(nn.Module):
             return F.softplus(self.lambda_raw)
         return torch.tensor(self.lambda_init, dtype=self.k_raw.dtype, device=self.k_raw.device)
 
-    def values(self) -> dict[str, float]:
-        """``{"k": ..., "lambda": ...}`` as Python floats, for logs and reports."""
-        with torch.no_grad():
-            return {"k": float(self.k), "lambda": float(self.lam)}
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.learnable_lambda:
             lam = self.lam
@@ -135,16 +130,12 @@ class SWELU(nn.Module):
         return swelu(z, self.k, lam, impl=self.impl)
 
     def extra_repr(self) -> str:
-        v = self.values()
-        parts = [f"k={v['k']:.4g}", f"learnable_k={self.learnable_k}"]
+        with torch.no_grad():
+            k, lam = float(self.k), float(self.lam)
+        parts = [f"k={k:.4g}", f"learnable_k={self.learnable_k}"]
         if self.learnable_lambda or self.lambda_init != 1.0:
-            parts += [f"lambda={v['lambda']:.4g}", f"learnable_lambda={self.learnable_lambda}"]
+            parts += [f"lambda={lam:.4g}", f"learnable_lambda={self.learnable_lambda}"]
         parts.append(f"k_min={self.k_min:g}")
         if self.impl != "auto":
             parts.append(f"impl={self.impl!r}")
         return ", ".join(parts)
-
-
-def swelu_modules(model: nn.Module) -> list[tuple[str, SWELU]]:
-    """Every SWELU in ``model`` with its qualified name, in registration order, each module once."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, SWELU)]

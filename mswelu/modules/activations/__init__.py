@@ -3,7 +3,8 @@ model, kernel path, optimizer routing, logs and plots read (:mod:`.registry`).
 
 Adding an activation is one file in this folder that calls :func:`register` (its module, shape parameters,
 curve, effective values), imported below, plus its case in ``tests/test_activations.py``; ``swish`` was added
-this way.
+this way (``tests/test_activation_recipe.py`` does it inside a test). Its shape parameters' settings (initial
+value, learnable, lr scale, sharing) then come from a model config's ``shape`` (:mod:`.settings`).
 """
 
 from mswelu.modules.activations import pointwise, swelu, swish  # noqa: F401  (they register themselves)
@@ -16,25 +17,39 @@ from mswelu.modules.activations.registry import (
     activation_flops,
     curve,
     effective_shape,
-    make_activation,
     register,
     shape_param_names,
-    shape_parameters,
     shape_values,
     spec_of,
+)
+from mswelu.modules.activations.settings import (
+    OLD_SHAPE_SETTINGS,
+    SHARING,
+    ShapeSetting,
+    activation_pair,
+    make_activation,
+    migrate_shape_settings,
+    resolve_shape,
+    shape_parameters,
 )
 
 __all__ = [
     "ACTIVATIONS",
     "TRANSCENDENTAL_FLOPS",
+    "OLD_SHAPE_SETTINGS",
+    "SHARING",
     "Activation",
     "ActivationFlops",
     "ShapeParam",
     "activation_flops",
+    "ShapeSetting",
+    "activation_pair",
     "curve",
     "effective_shape",
     "make_activation",
+    "migrate_shape_settings",
     "register",
+    "resolve_shape",
     "shape_param_names",
     "shape_parameters",
     "shape_values",

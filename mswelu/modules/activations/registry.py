@@ -8,13 +8,14 @@ claims all go through the functions here; none of them names a particular activa
 
 Learnability belongs to the spec: registering a kind with learnable shape parameters also registers its
 ``<name>-fixed`` twin (the same module with every shape parameter frozen at its initial value; ``swelu-fixed``
-is SWELU at k = k_init).
+is SWELU with k frozen at its initial value). Per-parameter settings (initial value, learnable, lr scale,
+sharing) and building a module with them: :mod:`.settings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +33,8 @@ __all__ = [
     "activation_flops",
     "curve",
     "effective_shape",
-    "make_activation",
     "register",
     "shape_param_names",
-    "shape_parameters",
     "shape_values",
     "spec_of",
 ]
@@ -52,7 +51,9 @@ class ShapeParam:
         init: the initial (or, when frozen, the fixed) effective value.
         learnable: whether it trains by default (an override or the ``-fixed`` twin can freeze it).
         constraint: how the module keeps it valid, for docs and reports (e.g. ``k = 0.05 + softplus(k_raw)``).
-        frozen: held at ``init`` whatever the overrides say (the parameters a ``-fixed`` twin freezes).
+        frozen: held at ``init`` whatever the settings say (the parameters a ``-fixed`` twin freezes).
+        raw: the module attribute holding its raw ``nn.Parameter`` when it learns (default
+            ``<name>_raw``): what the optimizer gives its lr scale and what ``sharing`` ties.
     """
 
     name: str
@@ -60,6 +61,11 @@ class ShapeParam:
     learnable: bool = True
     constraint: str = ""
     frozen: bool = False
+    raw: str = ""
+
+    @property
+    def attribute(self) -> str:
+        return self.raw or f"{self.name}_raw"
 
 
 #: FLOPs one transcendental function (exp, expm1, log, pow, erf) counts for: about the multiply-adds of
@@ -96,7 +102,8 @@ class Activation:
     Attributes:
         name: the value of ``activation`` in configs (``MambaSWELUConfig``, ``TrainConfig``, CLI).
         build: ``build(init, learnable) -> nn.Module``: ``init`` / ``learnable`` map every shape parameter
-            name to its initial value / whether it trains (complete: defaults already filled in).
+            name to its initial value / whether it trains (complete: the settings resolved by
+            :func:`mswelu.modules.activations.settings.resolve_shape`).
         module_type: the class ``build`` returns (how a module in a model is recognised).
         params: its shape parameters, in display order (empty for a fixed function such as SiLU).
         elementwise: a pointwise function, so the CUDA mixer path may apply it on its (B, D, L) layout.
@@ -137,17 +144,6 @@ class Activation:
             description=f"{self.name} with {frozen} frozen at the initial value",
         )
 
-    def settings(
-        self, init: Mapping[str, float] | None = None, learnable: Mapping[str, bool] | None = None
-    ) -> tuple[dict[str, float], dict[str, bool]]:
-        """The spec's defaults with the overrides that name one of its parameters applied (others are
-        ignored: an initial k means nothing to SiLU); a frozen parameter stays frozen, one that is off by
-        default (SWELU's lambda) may be switched on."""
-        init, learnable = init or {}, learnable or {}
-        values = {p.name: float(init.get(p.name, p.init)) for p in self.params}
-        learn = {p.name: not p.frozen and bool(learnable.get(p.name, p.learnable)) for p in self.params}
-        return values, learn
-
 
 ACTIVATIONS: dict[str, Activation] = {}
 
@@ -167,20 +163,6 @@ def _spec(name: str) -> Activation:
     if name not in ACTIVATIONS:
         raise ValueError(unknown_choice("activation", name, ACTIVATIONS))
     return ACTIVATIONS[name]
-
-
-def make_activation(
-    name: str, init: Mapping[str, float] | None = None, learnable: Mapping[str, bool] | None = None
-) -> nn.Module:
-    """A new module of activation ``name`` with shape overrides ``init`` / ``learnable`` (by parameter name).
-    Built on the CPU inside a ``meta`` device context (``from_pretrained``): shape parameters need real
-    initial values, since checkpoints converted from other code may not carry them."""
-    spec = _spec(name)
-    values, learn = spec.settings(init, learnable)
-    if torch.empty(0).device.type == "meta":
-        with torch.device("cpu"):
-            return spec.build(values, learn)
-    return spec.build(values, learn)
 
 
 def spec_of(module: nn.Module) -> Activation | None:
@@ -203,19 +185,6 @@ def shape_values(module: nn.Module) -> dict[str, float]:
     """``{param: value}`` of an activation module, as Python floats (logs, reports, plots)."""
     with torch.no_grad():
         return {name: float(v) for name, v in effective_shape(module).items()}
-
-
-def shape_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
-    """``(name, parameter)`` of every parameter owned by an activation module, each once: the optimizer's
-    own group, without weight decay."""
-    seen: set[int] = set()
-    for mname, module in model.named_modules():
-        if spec_of(module) is None:
-            continue
-        for pname, p in module.named_parameters(recurse=False):
-            if id(p) not in seen:
-                seen.add(id(p))
-                yield (f"{mname}.{pname}" if mname else pname), p
 
 
 def activation_flops(module: nn.Module) -> tuple[float, float]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from mswelu.modules.activations import activation_flops, make_activation
+from mswelu.modules.activations import activation_flops, activation_pair, make_activation
 from mswelu.modules.norms import make_norm
 
 __all__ = [
@@ -15,20 +15,18 @@ __all__ = [
     "activation_for",
     "activation_parameter_count",
     "block_flops",
+    "mixer_activation_parameter_count",
     "mixer_activations",
     "norm_for",
 ]
 
-#: ``mixer_k_sharing``: one activation module for both in-mixer slots, or one each
-K_SHARING = ("shared", "separate")
 #: training FLOPs per forward FLOP of a matmul (the forward and the backward's two matmuls)
 TRAINING_FACTOR = 3.0
 
 
 def activation_for(config: Any) -> nn.Module:
-    """A new module of the config's activation with its shape settings (``config.shape_overrides()``)."""
-    init, learnable = config.shape_overrides()
-    return make_activation(config.activation, init, learnable)
+    """A new module of the config's activation with its shape settings (``config.shape``)."""
+    return make_activation(config.activation, config.shape)
 
 
 def activation_parameter_count(config: Any) -> int:
@@ -38,11 +36,14 @@ def activation_parameter_count(config: Any) -> int:
 
 def mixer_activations(config: Any) -> tuple[nn.Module, nn.Module]:
     """The two in-mixer slots (after the conv, on the gate): one shared module (the same object twice) or
-    two, as ``config.mixer_k_sharing`` says."""
-    if config.mixer_k_sharing == "shared":
-        act = activation_for(config)
-        return act, act
-    return activation_for(config), activation_for(config)
+    two, as the shape parameters' ``sharing`` says."""
+    return activation_pair(config.activation, config.shape)
+
+
+def mixer_activation_parameter_count(config: Any) -> int:
+    """Parameters of the two in-mixer slots together (a shared parameter counted once)."""
+    unique = {id(p): p for act in mixer_activations(config) for p in act.parameters()}
+    return sum(p.numel() for p in unique.values())
 
 
 def norm_for(config: Any) -> nn.Module:

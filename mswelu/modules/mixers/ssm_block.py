@@ -21,6 +21,7 @@ from mswelu.modules.mixers.common import (
     activation_for,
     activation_parameter_count,
     block_flops,
+    mixer_activation_parameter_count,
     mixer_activations,
     norm_for,
 )
@@ -45,10 +46,10 @@ class SSMBlock(nn.Module):
         act_conv, act_gate = mixer_activations(config)
         self.mixer = self.build_mixer(config, layer_idx, act_conv, act_gate)
         self.mixer.out_proj._residual_out = True
-        if act_conv is act_gate and any(True for _ in act_conv.parameters()):  # the shared k: the one tie
-            self._tied_weights_keys = {
-                f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, _ in act_conv.named_parameters()
-            }
+        conv = dict(act_conv.named_parameters())  # a shape parameter both in-mixer slots hold: saved once
+        tied = {f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, p in act_gate.named_parameters() if conv.get(n) is p}
+        if tied:
+            self._tied_weights_keys = tied
         self.post_act = activation_for(config) if config.post_mixer_act else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
 
@@ -144,7 +145,7 @@ class SSMBlock(nn.Module):
     @classmethod
     def parameter_count(cls, config: Any) -> int:
         n_act = activation_parameter_count(config)
-        in_mixer = n_act * (1 if config.mixer_k_sharing == "shared" else 2)
+        in_mixer = mixer_activation_parameter_count(config)
         post = n_act if config.post_mixer_act else 0
         return (
             norm_parameter_count(config.norm, config.d_model)
