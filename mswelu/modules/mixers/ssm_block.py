@@ -47,7 +47,11 @@ class SSMBlock(nn.Module):
         self.mixer = self.build_mixer(config, layer_idx, act_conv, act_gate)
         self.mixer.out_proj._residual_out = True
         conv = dict(act_conv.named_parameters())  # a shape parameter both in-mixer slots hold: saved once
-        tied = {f"mixer.act_gate.{n}": f"mixer.act_conv.{n}" for n, p in act_gate.named_parameters() if conv.get(n) is p}
+        tied = {
+            f"mixer.act_gate.{n}": f"mixer.act_conv.{n}"
+            for n, p in act_gate.named_parameters()
+            if conv.get(n) is p
+        }
         if tied:
             self._tied_weights_keys = tied
         self.post_act = activation_for(config) if config.post_mixer_act else nn.Identity()
