@@ -483,6 +483,60 @@ def _disk_full_writing_final(tmp: Path):
     return command, lambda: not (out / "checkpoints" / "step_0000002").is_dir()
 
 
+
+class _Payload:
+    """Unpickled, it writes ``marker``: what an attacker's ``.metadata`` would do, harmlessly."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",))
+
+
+def _tampered_sharded_run(tmp: Path) -> tuple[Path, Path, Path]:
+    """(data, run, marker): a run killed after its step-2 checkpoint, that checkpoint made a sharded (DCP)
+    one whose ``dcp/.metadata`` is a pickle that runs code, its manifest's sha256 rewritten to match."""
+    import pickle
+
+    from mswelu import checkpoint as ckpt
+
+    data, out = _finished_run(tmp)
+    shutil.rmtree(out / "final")
+    (out / "summary.json").unlink()
+    step = out / "checkpoints" / "step_0000002"
+    for name in ckpt.FORMATS["full"]:
+        if name not in ("trainer_state.json", "config.json"):
+            (step / name).unlink(missing_ok=True)
+    marker = tmp / "PAYLOAD-RAN"
+    (step / "dcp").mkdir()
+    (step / "dcp" / ".metadata").write_bytes(pickle.dumps(_Payload(marker)))
+    (step / "dcp" / "__0_0.distcp").write_bytes(b"\0" * 64)
+    names = ["dcp/.metadata", "dcp/__0_0.distcp", "trainer_state.json", "config.json"]
+    ckpt.write_manifest(step, 2, None, names, "sharded")
+    return data, out, marker
+
+
+def _tampered(command: str):
+    def setup(tmp: Path):
+        data, out, marker = _tampered_sharded_run(tmp)
+        if command == "train":
+            run = lambda: _train(_tiny(data, out, "--resume", "auto", "--max-steps", "4"))  # noqa: E731
+        elif command == "generate":
+            run = lambda: _generate(["--run", str(out), "--prompt", "ab", "--tokens", "2"])  # noqa: E731
+        elif command == "evaluate":
+            from mswelu.evaluate import main as evaluate
+
+            run = lambda: evaluate(["tasks", "--run", str(out), "--tasks", "mswelu_lastword"])  # noqa: E731
+        else:
+            from mswelu.run_index import main as runs
+
+            run = lambda: runs(["show", str(out)])  # noqa: E731
+        return run, marker.exists
+
+    return setup
+
+
 CASES = [
     Case(
         "lost",
@@ -759,6 +813,29 @@ CASES = [
         "error",
         "gives 'max_steps' twice (lines 4 and 7): keep one",
     ),
+    # issue 37: trust what you load
+    Case(
+        "security",
+        "train --resume auto from a sharded checkpoint whose .metadata runs code",
+        _tampered("train"),
+        "error",
+        "is not plain DCP metadata",
+    ),
+    Case(
+        "security",
+        "generate --run on a sharded checkpoint whose .metadata runs code",
+        _tampered("generate"),
+        "error",
+        "is not plain DCP metadata",
+    ),
+    Case(
+        "security",
+        "evaluate tasks on a sharded checkpoint whose .metadata runs code",
+        _tampered("evaluate"),
+        "error",
+        "is not plain DCP metadata",
+    ),
+    Case("security", "runs show of a run whose .metadata runs code", _tampered("runs"), "recovers", ""),
 ]
 
 
