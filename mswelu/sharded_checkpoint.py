@@ -124,10 +124,10 @@ def _safe_reader_and_planner(folder: Path) -> tuple[Any, Any]:
         def load_bytes(self, read_item: Any, value: Any) -> None:
             try:
                 obj = torch.load(value, weights_only=True)
-            except pickle.UnpicklingError as exc:
+            except pickle.UnpicklingError:
                 raise ckpt.CheckpointError(
                     f"refusing checkpoint {folder.parent}: its item {read_item.dest_index.fqn!r} is not "
-                    f"plain data ({str(exc).splitlines()[0]}); loading it could run code"
+                    "plain data (it was edited, and loading it could run code): use a checkpoint you trust"
                 ) from None
             if self.flatten_state_dict:
                 from torch.distributed.checkpoint._traverse import set_element
@@ -141,9 +141,17 @@ def _safe_reader_and_planner(folder: Path) -> tuple[Any, Any]:
 
 def _dcp_load(state: dict[str, Any], folder: Path) -> None:
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
     reader, planner = _safe_reader_and_planner(folder)
-    dcp.load(state, storage_reader=reader, planner=planner)
+    try:
+        dcp.load(state, storage_reader=reader, planner=planner)
+    except CheckpointException as exc:  # DCP wraps each rank's error: ours says what is wrong
+        for failure in exc.failures.values():  # (exception, traceback summary) per rank
+            inner = failure[0] if isinstance(failure, tuple) else failure
+            if isinstance(inner, ckpt.CheckpointError):
+                raise ckpt.CheckpointError(str(inner)) from None
+        raise
 
 
 def _state_dicts(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> tuple[dict, dict]:

@@ -483,7 +483,6 @@ def _disk_full_writing_final(tmp: Path):
     return command, lambda: not (out / "checkpoints" / "step_0000002").is_dir()
 
 
-
 class _Payload:
     """Unpickled, it writes ``marker``: what an attacker's ``.metadata`` would do, harmlessly."""
 
@@ -500,8 +499,10 @@ def _tampered_sharded_run(tmp: Path) -> tuple[Path, Path, Path]:
     import pickle
 
     from mswelu import checkpoint as ckpt
+    from mswelu.workbook import data_for
 
-    data, out = _finished_run(tmp)
+    data, out = Path(data_for(None, "tiny")), tmp / "run"  # a tokenizer that loads offline (evaluate)
+    assert _train(_tiny(data, out)) == 0
     shutil.rmtree(out / "final")
     (out / "summary.json").unlink()
     step = out / "checkpoints" / "step_0000002"
