@@ -49,6 +49,7 @@ from mswelu.modules.activations import shape_param_names
 from mswelu.modules.slots import ShapeSlot, slot_records
 from mswelu.paths import runs_dir
 from mswelu.progress import log
+from mswelu.run_names import check_run_name
 
 __all__ = [
     "CHECKPOINTS",
@@ -464,8 +465,10 @@ def resolve_run(run: str | os.PathLike[str] | None, require_model: bool = False)
             )
         return found
     path = Path(run).expanduser()
-    if not path.exists() and (runs_dir() / path).exists():
-        path = runs_dir() / path
+    if not path.exists() and not path.is_absolute():  # a name under runs/
+        check_run_name(str(run), "run")
+        if (runs_dir() / path).exists():
+            path = runs_dir() / path
     if not path.exists():
         names = [p.relative_to(runs_dir()).as_posix() for p in list_runs(require_model=require_model)]
         what = "runs with a saved model" if require_model else "runs"

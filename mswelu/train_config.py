@@ -24,7 +24,7 @@ from mswelu.errors import check_choice, unknown_choice, with_nearest
 from mswelu.modules.activations import ACTIVATIONS
 from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
-from mswelu.run_names import run_name
+from mswelu.run_names import check_run_name, run_name
 from mswelu.schedule import SCHEDULES
 from mswelu.settings_policy import (
     NUMERIC_CHANGES,
@@ -359,6 +359,8 @@ class TrainConfig:
             check_choice(name, getattr(self, name), allowed)
 
         parse_model_name(self.preset)
+        if self.run_name is not None:
+            check_run_name(self.run_name)
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
         choice("dtype", DTYPES)

@@ -538,6 +538,40 @@ def _tampered(command: str):
     return setup
 
 
+def _run_name_case(name: str):
+    """``train --run-name NAME`` with no ``--out`` (the run goes to ``runs/NAME`` of a project at
+    ``tmp/home``): nothing may be written outside ``runs/``, and nothing at all for a refused name."""
+
+    def setup(tmp: Path):
+        import os
+
+        data = write_byte_dataset(tmp / "data")
+        home = tmp / "home"
+        (home / "runs").mkdir(parents=True)
+        argv = [a for a in _tiny(data, tmp / "unused") if a not in ("--out", str(tmp / "unused"))]
+
+        def command() -> int:
+            saved = os.environ.get("MSWELU_HOME")
+            os.environ["MSWELU_HOME"] = str(home)
+            try:
+                given = str(tmp / "abs-run") if name == "<absolute>" else name
+                return _train([*argv, "--run-name", given])
+            finally:
+                os.environ.pop("MSWELU_HOME") if saved is None else os.environ.update(MSWELU_HOME=saved)
+
+        outside = lambda: sorted(p.name for p in tmp.iterdir()) != ["data", "home"]  # noqa: E731
+        return (
+            command,
+            lambda: (
+                outside()
+                or any((home / "runs").iterdir())
+                or sorted(p.name for p in home.iterdir()) != ["runs"]
+            ),
+        )
+
+    return setup
+
+
 CASES = [
     Case(
         "lost",
@@ -837,6 +871,30 @@ CASES = [
         "is not plain DCP metadata",
     ),
     Case("security", "runs show of a run whose .metadata runs code", _tampered("runs"), "recovers", ""),
+    Case(
+        "security",
+        "--run-name ../escape (a run outside runs/)",
+        _run_name_case("../escape"),
+        "error",
+        "would not be a folder inside runs/",
+    ),
+    Case(
+        "security",
+        "--run-name an absolute path",
+        _run_name_case("<absolute>"),
+        "error",
+        "is a path, not a run name",
+    ),
+    Case(
+        "security",
+        "--run-name . (runs/ itself)",
+        _run_name_case("."),
+        "error",
+        "would not be a folder inside",
+    ),
+    Case(
+        "security", "--run-name with a newline", _run_name_case("a\nb"), "error", "holds a control character"
+    ),
 ]
 
 
