@@ -489,14 +489,19 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def model_source(path: str | os.PathLike[str]) -> tuple[str, Path]:
-    """``("final", dir)``, ``("checkpoint", dir)`` (the newest complete one: an interrupted run) or
-    ``("model", dir)`` (``path`` is itself a saved model folder); ValueError saying why there is none."""
+    """``("final", dir)``, ``("checkpoint", dir)`` (the newest complete one: an interrupted run, or one still
+    training) or ``("model", dir)`` (``path`` is itself a saved model folder); ValueError saying why there is
+    none. A ``final/`` that is there but does not look loadable is still ``"final"``: the loader says what is
+    wrong with it and falls back to the newest checkpoint (never a silent "no final/")."""
     path = Path(path)
     if _is_model_dir(path):
         return "model", path
-    if _is_model_dir(path / FINAL):
-        return "final", path / FINAL
+    final = path / FINAL
+    if _is_model_dir(final):
+        return "final", final
     complete = [p for p in ckpt.list_checkpoints(path / CHECKPOINTS) if (p / ckpt.MANIFEST).is_file()]
+    if final.is_dir() and any(final.iterdir()):
+        return "final", final  # the loader falls back to the newest checkpoint, saying why
     if complete:
         return "checkpoint", complete[-1]
     raise ValueError(

@@ -251,6 +251,20 @@ def _generate_case(kind: str):
         elif kind == "broken final":
             with open(out / "final" / "model.safetensors", "r+b") as f:
                 f.truncate(64)
+        elif kind == "foreign type":  # another architecture's config over our weights
+            cfg = json.loads((out / "final" / "config.json").read_text())
+            (out / "final" / "config.json").write_text(json.dumps({**cfg, "model_type": "mamba"}))
+        elif kind == "missing weight":
+            from safetensors.torch import load_file, save_file
+
+            weights = load_file(out / "final" / "model.safetensors")
+            weights.pop(sorted(weights)[0])
+            save_file(weights, out / "final" / "model.safetensors", metadata={"format": "pt"})
+        elif kind == "no config":
+            (out / "final" / "config.json").unlink()
+        elif kind == "training":  # as a run still training looks: checkpoints, no final/ yet
+            shutil.rmtree(out / "final")
+            (out / "summary.json").unlink()
         target = str(out) if kind != "missing" else str(tmp / "nope")
         device = ["--device", "cuda"] if kind == "cuda" else []
         return (
@@ -725,7 +739,7 @@ CASES = [
         "a truncated final/",
         _generate_case("broken final"),
         "recovers",
-        "cannot be loaded (SafetensorError); using the newest checkpoint",
+        "final does not hold loadable weights (SafetensorError: ",
     ),
     Case("generate", "--top-p 3", _bad_top_p, "error", "top_p must be in (0, 1]"),
     Case(  # issue 33 item 14: it blamed final/ and fell back to a checkpoint, then a traceback
@@ -894,6 +908,34 @@ CASES = [
     ),
     Case(
         "security", "--run-name with a newline", _run_name_case("a\nb"), "error", "holds a control character"
+    ),
+    Case(
+        "generate",
+        "a final/ whose config.json names another model type",
+        _generate_case("foreign type"),
+        "recovers",
+        "names model type 'mamba'; the run trained 'mamba_swelu'); falling back to checkpoint step 2",
+    ),
+    Case(
+        "generate",
+        "a final/ missing a weight",
+        _generate_case("missing weight"),
+        "recovers",
+        "its weights do not fit a mamba_swelu model: 1 missing",
+    ),
+    Case(
+        "generate",
+        "a final/ without config.json (not 'no final/')",
+        _generate_case("no config"),
+        "recovers",
+        "final does not hold loadable weights",
+    ),
+    Case(
+        "generate",
+        "a run still training (no final/ yet)",
+        _generate_case("training"),
+        "recovers",
+        "using the weights of its newest checkpoint, step 2",
     ),
 ]
 
