@@ -24,9 +24,19 @@ from mswelu.run_names import parse_run_name, run_name
 from mswelu.runs import SUMMARY, RunData, list_runs, load_run
 from mswelu.train_config import TrainConfig, merge_overrides
 from mswelu.variants import variant_overrides
-from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key, study_ledger
+from mswelu.workbook.ledger import (
+    REBUILD,
+    Ledger,
+    LedgerError,
+    Record,
+    read_ledger_json,
+    run_key,
+    speed_key,
+    study_ledger,
+)
 from mswelu.workbook.profiles import data_label
 from mswelu.workbook.prologue import require_list
+from mswelu.workbook.record_checks import check_study_records
 from mswelu.workbook.reuse import as_run, train_or_load
 
 __all__ = [
@@ -317,6 +327,7 @@ def study_from_records(
     params = yaml.safe_load((root / "notebooks" / "studies" / f"{study}.yaml").read_text())
     ledger = Ledger(root / "reports" / "studies" / study / "runs")
     records = ledger.records()
+    check_study_records(study, params, records, ledger.folder)
     rows, curves, runs = [], [], {}
     for variant in params["variants"]:
         for seed in params["seeds"]:
@@ -332,8 +343,11 @@ def study_from_records(
         for name, r in records.items()
         if r.kind == "sweep"
     ]
-    saved = json.loads((ledger.folder.parent / "throughput.json").read_text())
-    throughput = pd.DataFrame(saved["table"])[["variant", "tokens_per_s", "flops_per_token"]]
+    speeds = ledger.folder.parent / "throughput.json"
+    throughput = Ledger.throughput_table(speeds, read_ledger_json(speeds))
+    if not {"variant", "tokens_per_s", "flops_per_token"} <= set(throughput.columns):
+        raise LedgerError(f"{speeds} lacks the columns variant, tokens_per_s, flops_per_token: {REBUILD}")
+    throughput = throughput[["variant", "tokens_per_s", "flops_per_token"]]
     lr_grid = list(params.get("lr_grid") or [])
     context = dict(
         name=study,
