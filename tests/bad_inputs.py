@@ -586,6 +586,73 @@ def _run_name_case(name: str):
     return setup
 
 
+_STUDY = "activations-cpu"
+
+
+def _study_case(edit: Callable[[Path], None]):
+    """The committed study ``activations-cpu`` (parameters, records, throughput.json) copied into a
+    checkout at ``tmp``, ``edit`` applied to its ``reports/studies/<study>`` folder, then rebuilt from its
+    records as a fresh clone's notebook does (``study_from_records``; a ValueError is its one line)."""
+
+    def setup(tmp: Path):
+        src = Path(__file__).resolve().parents[1]
+        (tmp / "notebooks" / "studies").mkdir(parents=True)
+        shutil.copy(src / "notebooks" / "studies" / f"{_STUDY}.yaml", tmp / "notebooks" / "studies")
+        study = tmp / "reports" / "studies" / _STUDY
+        study.mkdir(parents=True)
+        shutil.copytree(src / "reports" / "studies" / _STUDY / "runs", study / "runs")
+        shutil.copy(src / "reports" / "studies" / _STUDY / "throughput.json", study)
+        edit(study)
+
+        def command() -> int:
+            from mswelu.workbook import study_from_records
+
+            try:
+                study_from_records(_STUDY, root=tmp)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            return 0
+
+        return command, lambda: False
+
+    return setup
+
+
+def _record(study: Path, variant: str, seed: int = 0) -> Path:
+    return study / "runs" / f"{_STUDY}-{variant}-s{seed}.json"
+
+
+def _copied_over(study: Path) -> None:
+    """Another variant's record copied over mamba's seed 0, its name edited to match the file."""
+    doc = json.loads(_record(study, "mamba-swelu").read_text())
+    _record(study, "mamba").write_text(json.dumps({**doc, "name": f"{_STUDY}-mamba-s0"}))
+
+
+def _edit_record(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def edit(study: Path) -> None:
+        doc = json.loads(_record(study, "mamba").read_text())
+        change(doc)
+        _record(study, "mamba").write_text(json.dumps(doc))
+
+    return edit
+
+
+def _write(name: str, text: str | None) -> Callable[[Path], None]:
+    """``text`` into the study's file ``name`` (None: the file removed; "TRUNCATE": its first half)."""
+
+    def edit(study: Path) -> None:
+        path = study / name
+        if text is None:
+            path.unlink()
+        elif text == "TRUNCATE":
+            path.write_text(path.read_text()[: len(path.read_text()) // 2])
+        else:
+            path.write_text(text)
+
+    return edit
+
+
 CASES = [
     Case(
         "lost",
@@ -936,6 +1003,69 @@ CASES = [
         _generate_case("training"),
         "recovers",
         "using the weights of its newest checkpoint, step 2",
+    ),
+    Case(
+        "ledger",
+        "a record copied over another variant's file (its name edited to match)",
+        _study_case(_copied_over),
+        "error",
+        "activations-cpu-mamba-s0.json is refused: its variant is 'mamba-swelu', the study expects 'mamba'",
+    ),
+    Case(
+        "ledger",
+        "a record whose file name is not its run name",
+        _study_case(_edit_record(lambda d: d.update(name="activations-cpu-mamba-s9"))),
+        "error",
+        "holds the record of 'activations-cpu-mamba-s9', not of 'activations-cpu-mamba-s0'",
+    ),
+    Case(
+        "ledger",
+        "a record whose key holds other data",
+        _study_case(_edit_record(lambda d: d["key"].update(data_fingerprint="0123456789abcdef"))),
+        "error",
+        "its data key '0123456789abcdef' is not the",
+    ),
+    Case(
+        "ledger",
+        "a record whose key holds other settings (seq_len)",
+        _study_case(_edit_record(lambda d: d["key"]["settings"].update(seq_len=128))),
+        "error",
+        "its setting seq_len is 128, the study's mamba runs have 256",
+    ),
+    Case(
+        "ledger",
+        "a truncated record",
+        _study_case(_write("runs/activations-cpu-mamba-s0.json", "TRUNCATE")),
+        "error",
+        "activations-cpu-mamba-s0.json is not valid JSON (truncated?",
+    ),
+    Case(
+        "ledger",
+        "an empty record",
+        _study_case(_write("runs/activations-cpu-mamba-s0.json", "")),
+        "error",
+        "activations-cpu-mamba-s0.json is empty: restore it (git checkout) or rerun the study",
+    ),
+    Case(
+        "ledger",
+        "a record holding null",
+        _study_case(_write("runs/activations-cpu-mamba-s0.json", "null")),
+        "error",
+        "activations-cpu-mamba-s0.json holds null, not a record",
+    ),
+    Case(
+        "ledger",
+        "throughput.json missing",
+        _study_case(_write("throughput.json", None)),
+        "error",
+        "throughput.json is missing: restore it (git checkout) or rerun the study",
+    ),
+    Case(
+        "ledger",
+        "throughput.json truncated",
+        _study_case(_write("throughput.json", "TRUNCATE")),
+        "error",
+        "throughput.json is not valid JSON (truncated?",
     ),
 ]
 

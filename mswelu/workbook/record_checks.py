@@ -39,32 +39,31 @@ def _expect(record: Record, file: Path, settings: Mapping[str, Any], **fields: A
 def check_study_records(
     study: str, params: Mapping[str, Any], records: Mapping[str, Record], folder: Path
 ) -> None:
-    """LedgerError for the first record of ``records`` (read from ``folder``) that is not what study
-    ``study`` (its notebook-05 parameters ``params``) asks for."""
+    """LedgerError for the first record of ``records`` (by file name, read from ``folder``) that is not
+    what study ``study`` (its notebook-05 parameters ``params``) names by that file name."""
     variants = list(params["variants"])
     base = {k: params[k] for k in STUDY_SETTINGS if k in params}
     preset = str(params.get("preset", "small"))
+    runs = {run_name(study, v, seed=int(s)): (v, int(s)) for v in variants for s in params["seeds"]}
+    sweeps = {run_name(study, "tune", v): v for v in variants}
     data_keys: dict[str, Counter] = {"run": Counter(), "sweep": Counter()}
     for name, record in records.items():
         file = folder / f"{name}.json"
-        if record.kind not in data_keys:
-            raise LedgerError(
-                f"{file} is refused: its kind is {record.kind!r}, not 'run' or 'sweep' ({REBUILD})"
-            )
-        if record.variant not in variants:
-            raise LedgerError(
-                f"{file} is refused: its variant {record.variant!r} is not one of the study's "
-                f"{variants} ({REBUILD})"
-            )
-        settings = variant_settings(record.variant, preset)
-        if record.kind == "run":
-            seed = parse_run_name(name).seed
-            want = run_name(study, record.variant, seed=seed)
-            _expect(record, file, {**settings, **base, "seed": seed}, name=want, variant=record.variant)
+        parsed = parse_run_name(name)
+        if name in runs:
+            variant, seed = runs[name]
+            settings = {**variant_settings(variant, preset), **base, "seed": seed}
+            _expect(record, file, settings, variant=variant, seed=seed, kind="run")
+        elif parsed.stem in sweeps and parsed.lr is not None and parsed.seed is None:
+            variant = sweeps[parsed.stem]
+            settings = {**variant_settings(variant, preset), "lr": parsed.lr}
+            _expect(record, file, settings, variant=variant, kind="sweep")
         else:
-            lr = parse_run_name(name).lr
-            want = run_name(study, "tune", record.variant, lr=lr)
-            _expect(record, file, {**settings, "lr": lr}, name=want)
+            raise LedgerError(
+                f"{file} is refused: the study names no run {name!r} (its variants {variants}, seeds "
+                f"{list(params['seeds'])}, sweep runs {run_name(study, 'tune', 'VARIANT', lr=0.001)}...) "
+                f"({REBUILD})"
+            )
         data_keys[record.kind][record.key.get("data_fingerprint")] += 1
     for kind, counts in data_keys.items():
         if len(counts) > 1:
