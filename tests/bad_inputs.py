@@ -653,6 +653,32 @@ def _write(name: str, text: str | None) -> Callable[[Path], None]:
     return edit
 
 
+def _plan(*argv: str):
+    def setup(tmp: Path):
+        from mswelu.plan import main
+
+        return (lambda: main(list(argv))), lambda: False
+
+    return setup
+
+
+def _piped(*argv: str):
+    """``python -m ARGV | head`` with a reader gone before the first write (tests/test_cli_pipes.py has
+    every command): the child's stderr becomes this case's; a quiet end is exit 0 here."""
+
+    def setup(tmp: Path):
+        from test_cli_pipes import closed_reader
+
+        def command() -> int:
+            proc = closed_reader(list(argv))
+            print(proc.stderr, file=sys.stderr, end="")
+            return 0 if proc.returncode in (0, 141) else proc.returncode
+
+        return command, lambda: False
+
+    return setup
+
+
 CASES = [
     Case(
         "lost",
@@ -1067,6 +1093,14 @@ CASES = [
         "error",
         "throughput.json is not valid JSON (truncated?",
     ),
+    Case(
+        "plan",
+        "plan --seq-len 0",
+        _plan("--preset", "tiny", "--seq-len", "0"),
+        "error",
+        "seq_len must be >= 1",
+    ),
+    Case("pipes", "plan output piped into head", _piped("mswelu.plan", "--preset", "tiny"), "recovers", ""),
 ]
 
 
