@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -354,6 +355,11 @@ class TrainConfig:
         from mswelu.models import parse_model_name
 
         self._check_types()
+        for f in dataclasses.fields(self):  # inf or nan passes every range check below
+            values = getattr(self, f.name)
+            for value in values if isinstance(values, (list, tuple)) else [values]:
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"{f.name} must be a finite number, got {getattr(self, f.name)}")
 
         def choice(name: str, allowed: Sequence[str]) -> None:
             check_choice(name, getattr(self, name), allowed)

@@ -1101,6 +1101,20 @@ CASES = [
         "seq_len must be >= 1",
     ),
     Case("pipes", "plan output piped into head", _piped("mswelu.plan", "--preset", "tiny"), "recovers", ""),
+    Case(
+        "config",
+        "lr: .inf in a config file",
+        _yaml_config("lr: .inf\n"),
+        "error",
+        "lr must be a finite number",
+    ),
+    Case(
+        "config",
+        "grad_clip: .inf in a config file",
+        _yaml_config("grad_clip: .inf\n"),
+        "error",
+        "grad_clip must be a finite number",
+    ),
 ]
 
 
