@@ -71,7 +71,9 @@ def _from_pretrained(folder: Path, device: str, expected_type: str | None = None
     if expected_type is not None and named != expected_type:
         raise ValueError(f"its config.json names model type {named!r}; the run trained {expected_type!r}")
     with quiet_progress_bars():
-        model, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True)
+        model, info = AutoModelForCausalLM.from_pretrained(  # safetensors only: never a pickle
+            folder, output_loading_info=True, use_safetensors=True, trust_remote_code=False
+        )
     wrong = {k: list(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if any(wrong.values()):
         said = "; ".join(
