@@ -679,6 +679,30 @@ def _piped(*argv: str):
     return setup
 
 
+def _kernel_build_lock(tmp: Path):
+    """Another process holds the CPU kernels' build lock (removed 3 s later, as its build ends): the
+    build says what it waits for, then goes on (``MSWELU_CPU_KERNELS=0``: the probe then skips it)."""
+    import threading
+
+    from mswelu.ops import cpu_kernels
+
+    if not cpu_kernels.enabled():
+        return (lambda: print("waiting for another process's build (skipped)", file=sys.stderr) or 0), (
+            lambda: False
+        )
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(cpu_kernels._name(cpu_kernels._capability()), verbose=False)) / "lock"
+
+    def command() -> int:
+        lock.write_text("")
+        threading.Timer(3.0, lambda: lock.unlink(missing_ok=True)).start()
+        cpu_kernels._build.cache_clear()
+        return cpu_kernels.main()
+
+    return command, lambda: False
+
+
 CASES = [
     Case(
         "lost",
@@ -1114,6 +1138,13 @@ CASES = [
         _yaml_config("grad_clip: .inf\n"),
         "error",
         "grad_clip must be a finite number",
+    ),
+    Case(
+        "faults",
+        "the CPU kernels' build lock held by another process",
+        _kernel_build_lock,
+        "recovers",
+        "waiting for another process's build",
     ),
 ]
 
