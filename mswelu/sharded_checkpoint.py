@@ -93,7 +93,7 @@ def read_metadata(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             metadata = _MetadataUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError) as exc:
+    except Exception as exc:  # any damage: nothing in the file ran, whatever it held
         raise ckpt.CheckpointError(
             f"refusing checkpoint {path.parent.parent}: {path.name} is not plain DCP metadata ({exc}); "
             "it was edited or damaged, and loading it could run code: use a checkpoint you trust"
@@ -151,7 +151,12 @@ def _dcp_load(state: dict[str, Any], folder: Path) -> None:
             inner = failure[0] if isinstance(failure, tuple) else failure
             if isinstance(inner, ckpt.CheckpointError):
                 raise ckpt.CheckpointError(str(inner)) from None
-        raise
+        first = next(iter(exc.failures.values()), None)
+        inner = first[0] if isinstance(first, tuple) else first
+        raise ckpt.CheckpointError(
+            f"checkpoint {folder.parent} cannot be read ({type(inner).__name__}: {inner}); it is damaged "
+            "or does not fit this model"
+        ) from None
 
 
 def _state_dicts(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> tuple[dict, dict]:
