@@ -44,6 +44,7 @@ from mswelu.modules.slots import ShapeSlot, slot_records
 from mswelu.runs import RunData
 from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
 from mswelu.training_code import changed_files, training_code
+from mswelu.workbook.ledger_files import REBUILD, LedgerError, read_ledger_json
 
 __all__ = [
     "FORMAT",
@@ -58,35 +59,6 @@ __all__ = [
 ]
 
 FORMAT = 1
-
-#: what to do about a damaged or foreign ledger file
-REBUILD = "restore it (git checkout) or rerun the study (notebook 05) to rebuild the records"
-
-
-class LedgerError(ValueError):
-    """A ledger file that cannot be used: the message names the file, what is wrong and what to do."""
-
-
-def read_ledger_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; :class:`LedgerError` for a missing, empty, truncated or non-object
-    file."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise LedgerError(f"{path} is missing: {REBUILD}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LedgerError(f"{path} cannot be read ({exc}): {REBUILD}") from None
-    if not text.strip():
-        raise LedgerError(f"{path} is empty: {REBUILD}")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LedgerError(f"{path} is not valid JSON (truncated? {exc}): {REBUILD}") from None
-    if not isinstance(doc, dict):
-        raise LedgerError(
-            f"{path} holds {type(doc).__name__ if doc is not None else 'null'}, not a record: {REBUILD}"
-        )
-    return doc
 
 
 def _round(x: Any, digits: int = 7) -> Any:

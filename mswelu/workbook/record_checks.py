@@ -12,7 +12,8 @@ from typing import Any
 
 from mswelu.run_names import parse_run_name, run_name
 from mswelu.variants import variant_overrides
-from mswelu.workbook.ledger import REBUILD, LedgerError, Record
+from mswelu.workbook.ledger import Record
+from mswelu.workbook.ledger_files import REBUILD, LedgerError
 
 __all__ = ["check_study_records", "variant_settings"]
 
