@@ -24,6 +24,7 @@ LAYERS = [
         "run_names",
         "devices",
         "settings_policy",
+        "base",
     ],
     ["ops"],
     ["modules"],
