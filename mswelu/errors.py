@@ -73,6 +73,23 @@ def choice(what: str, known: Iterable[Any]) -> Any:
     return parse
 
 
+def positive_int(what: str) -> Any:
+    """An argparse ``type`` for a count a user types (``--seq-len``, ``--gpus``): an integer >= 1, else
+    one line saying so (a typed 0 is never read as "the default")."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number >= 1, got {value!r}") from None
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be >= 1, got {number}")
+        return number
+
+    parse.__name__ = what
+    return parse
+
+
 _ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
 _LITERAL = re.compile(r"``([^`]+)``")
 

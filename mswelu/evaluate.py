@@ -174,7 +174,7 @@ def _tokenizer_for(model_dir: Path, model: Any) -> Any:
     from mswelu.hub import hf_tokenizer
 
     if (model_dir / "tokenizer.json").is_file() or (model_dir / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(str(model_dir))
+        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     return hf_tokenizer(run_model.tokenizer_name(model_dir))
 
 
@@ -318,4 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mswelu.base.cli import run_command
+
+    raise SystemExit(run_command(main))

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from mswelu.errors import choice, plain_text
+from mswelu.errors import choice, plain_text, positive_int
 from mswelu.models import activation_bytes, build_model, measure_activation_bytes, parse_model_name
 from mswelu.optim import route_parameters
 
@@ -147,7 +147,9 @@ def make_plan(
         raise ValueError(f"need at least one GPU and one node, got gpus={gpus}, nodes={nodes}")
     base, ref = parse_model_name(preset)
     shape = PRESETS[ref or base]
-    seq_len = int(seq_len or shape.get("max_position_embeddings", 1024))
+    if seq_len is not None and not int(seq_len) >= 1:  # a value given is never replaced by the default
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    seq_len = int(seq_len if seq_len is not None else shape.get("max_position_embeddings", 1024))
     meta = _meta_model(preset, vocab_size, seq_len, model or {})
     n_params = sum(p.numel() for p in {id(p): p for p in meta.parameters()}.values())
     world = gpus * nodes
@@ -329,12 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m mswelu.plan", description=plain_text(__doc__.split("\n\n")[0])
     )
     p.add_argument("--preset", help="a preset (mswelu.PRESETS) or a baseline such as gpt2:seed-124m")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs per node")
-    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus", type=positive_int("gpus"), default=1, help="GPUs per node")
+    p.add_argument("--nodes", type=positive_int("nodes"), default=1)
     p.add_argument("--gpu-memory", default="24GB", help="memory of one GPU, e.g. 24GB, 80GiB")
-    p.add_argument("--seq-len", type=int)
+    p.add_argument("--seq-len", type=positive_int("seq_len"), help="default: the preset's positions")
     p.add_argument("--parallel", default="auto", type=choice("parallel", PARALLEL), metavar="{auto,ddp,fsdp}")
-    p.add_argument("--global-batch-tokens", type=int, default=524_288)
+    p.add_argument("--global-batch-tokens", type=positive_int("global_batch_tokens"), default=524_288)
     p.add_argument(
         "--optimizer", default="adamw", type=choice("optimizer", OPTIMIZERS), metavar="{adamw,muon}"
     )
@@ -366,4 +368,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from mswelu.base.cli import run_command
+
+    raise SystemExit(run_command(main))

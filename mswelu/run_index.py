@@ -307,4 +307,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mswelu.base.cli import run_command
+
+    raise SystemExit(run_command(main))

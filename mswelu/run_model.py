@@ -11,44 +11,77 @@ from typing import Any
 from mswelu import checkpoint as ckpt
 from mswelu.distributed import resolve_device
 from mswelu.progress import log
-from mswelu.runs import CHECKPOINTS, CONFIG, model_source, read_json
+from mswelu.runs import CHECKPOINTS, CONFIG, FINAL, model_source, read_json
 
 __all__ = ["load_model", "tokenizer_name"]
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, Path]:
     """(model in eval mode, the folder it came from) of a run or saved model folder (see
-    :func:`mswelu.runs.model_source`). A ``final/`` that does not load falls back to the newest checkpoint,
-    saying so."""
+    :func:`mswelu.runs.model_source`). Weights load strictly: a ``final/`` whose config names another model
+    type, or whose weights are missing, unexpected or of other shapes, falls back to the newest checkpoint,
+    saying why and which step; a run without ``final/`` (still training, or interrupted) says which step's
+    weights it uses."""
     device = str(resolve_device(device))  # a device that cannot be used is the error, not the model
     path = Path(path)
     kind, source = model_source(path)
     if kind in ("final", "model"):
         try:
-            return _from_pretrained(source, device), source
+            return _from_pretrained(
+                source, device, _trained_model_type(path) if kind == "final" else None
+            ), source
         except Exception as exc:  # OSError, ValueError, SafetensorError, ...: a broken or foreign folder
             complete = [p for p in ckpt.list_checkpoints(path / CHECKPOINTS) if (p / ckpt.MANIFEST).is_file()]
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
             if kind == "model" or not complete:
-                raise ValueError(
-                    f"the model in {source} cannot be loaded ({type(exc).__name__}: {exc})"
-                ) from exc
+                raise ValueError(f"{source} does not hold loadable weights ({why})") from exc
             log(
-                f"{source} cannot be loaded ({type(exc).__name__}); using the newest checkpoint "
-                f"{complete[-1].name}",
+                f"{source} does not hold loadable weights ({why}); falling back to checkpoint step "
+                f"{_step(complete[-1])} ({complete[-1].name})",
                 source="mswelu",
             )
             source = complete[-1]
+    else:
+        log(
+            f"{path} has no {FINAL}/ (still training, or interrupted): using the weights of its newest "
+            f"checkpoint, step {_step(source)}",
+            source="mswelu",
+        )
     return _from_checkpoint(source, device), source
 
 
-def _from_pretrained(folder: Path, device: str) -> Any:
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("_")[-1])
+
+
+def _trained_model_type(run: Path) -> str | None:
+    """The model type the run trained (its ``config.json``'s model config), None if it does not say."""
+    return ((read_json(run / CONFIG) or {}).get("_model_config") or {}).get("model_type")
+
+
+def _from_pretrained(folder: Path, device: str, expected_type: str | None = None) -> Any:
+    """A ``save_pretrained`` folder's model, only if every weight the model has is in the folder and every
+    weight in the folder is in the model (ValueError otherwise: never newly initialised weights)."""
     from transformers import AutoModelForCausalLM
 
     import mswelu.modeling  # noqa: F401  (registers mamba_swelu with the Auto classes)
     from mswelu.hf_compat import quiet_progress_bars
 
+    named = (read_json(folder / CONFIG) or {}).get("model_type")
+    if expected_type is not None and named != expected_type:
+        raise ValueError(f"its config.json names model type {named!r}; the run trained {expected_type!r}")
     with quiet_progress_bars():
-        model = AutoModelForCausalLM.from_pretrained(folder)
+        model, info = AutoModelForCausalLM.from_pretrained(  # safetensors only: never a pickle
+            folder, output_loading_info=True, use_safetensors=True, trust_remote_code=False
+        )
+    wrong = {k: list(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(wrong.values()):
+        said = "; ".join(
+            f"{len(v)} {k.replace('_keys', '')} (e.g. {v[0] if isinstance(v[0], str) else v[0][0]})"
+            for k, v in wrong.items()
+            if v
+        )
+        raise ValueError(f"its weights do not fit a {named} model: {said}")
     return model.to(device).eval()
 
 

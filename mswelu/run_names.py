@@ -5,6 +5,9 @@ A run name is a stem of ``-``-joined parts, then ``-lr<lr>`` for a learning-rate
 variant), ``study-mamba-swelu-s0`` (notebook 05), ``study-tune-silu-lr0.001`` (its sweep),
 ``small-swelu-adamw-s0`` (a config without a name). :func:`parse_run_name` reads the lr and the seed
 back; the stem's own parts are not split again (a variant may hold ``-``).
+
+:func:`check_run_name` is the one check of a name a user gives (``--run-name``, ``--run``, a study's run
+names): a folder under ``runs/`` (``/`` may nest it, ``study/main-s0``), never a way out of it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["RunName", "parse_run_name", "run_name"]
+__all__ = ["RunName", "check_run_name", "parse_run_name", "run_name"]
 
 _SEED = re.compile(r"^(?P<rest>.+)-s(?P<seed>\d+)$")
 _LR = re.compile(r"^(?P<rest>.+)-lr(?P<lr>\d[\d.]*(?:e[+-]?\d+)?)$")
@@ -46,3 +49,25 @@ def parse_run_name(name: str) -> RunName:
     if m := _LR.match(name):
         name, lr = m["rest"], float(m["lr"])
     return RunName(name, lr, seed)
+
+
+def check_run_name(name: object, what: str = "run_name") -> str:
+    """``name`` when it names a folder inside ``runs/``; ValueError saying why not (not a string, empty,
+    ``.`` / ``..`` / empty parts, an absolute path, a backslash, a control character)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} must be a non-empty name, got {name!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(
+            f"{what} {name!r} holds a control character; a run name is a folder name under runs/"
+        )
+    if name.startswith(("/", "~")) or "\\" in name or re.match(r"^[A-Za-z]:", name):
+        raise ValueError(
+            f"{what} {name!r} is a path, not a run name (a folder under runs/): give a name, or give the "
+            "folder as out (--out)"
+        )
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise ValueError(
+            f"{what} {name!r} would not be a folder inside runs/ (no '.', '..' or empty parts): give a name "
+            "such as 'main' or 'study/main-s0'"
+        )
+    return name

@@ -49,6 +49,7 @@ from mswelu.modules.activations import shape_param_names
 from mswelu.modules.slots import ShapeSlot, slot_records
 from mswelu.paths import runs_dir
 from mswelu.progress import log
+from mswelu.run_names import check_run_name
 
 __all__ = [
     "CHECKPOINTS",
@@ -464,8 +465,10 @@ def resolve_run(run: str | os.PathLike[str] | None, require_model: bool = False)
             )
         return found
     path = Path(run).expanduser()
-    if not path.exists() and (runs_dir() / path).exists():
-        path = runs_dir() / path
+    if not path.exists() and not path.is_absolute():  # a name under runs/
+        check_run_name(str(run), "run")
+        if (runs_dir() / path).exists():
+            path = runs_dir() / path
     if not path.exists():
         names = [p.relative_to(runs_dir()).as_posix() for p in list_runs(require_model=require_model)]
         what = "runs with a saved model" if require_model else "runs"
@@ -486,14 +489,19 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def model_source(path: str | os.PathLike[str]) -> tuple[str, Path]:
-    """``("final", dir)``, ``("checkpoint", dir)`` (the newest complete one: an interrupted run) or
-    ``("model", dir)`` (``path`` is itself a saved model folder); ValueError saying why there is none."""
+    """``("final", dir)``, ``("checkpoint", dir)`` (the newest complete one: an interrupted run, or one still
+    training) or ``("model", dir)`` (``path`` is itself a saved model folder); ValueError saying why there is
+    none. A ``final/`` that is there but does not look loadable is still ``"final"``: the loader says what is
+    wrong with it and falls back to the newest checkpoint (never a silent "no final/")."""
     path = Path(path)
     if _is_model_dir(path):
         return "model", path
-    if _is_model_dir(path / FINAL):
-        return "final", path / FINAL
+    final = path / FINAL
+    if _is_model_dir(final):
+        return "final", final
     complete = [p for p in ckpt.list_checkpoints(path / CHECKPOINTS) if (p / ckpt.MANIFEST).is_file()]
+    if final.is_dir() and any(final.iterdir()):
+        return "final", final  # the loader falls back to the newest checkpoint, saying why
     if complete:
         return "checkpoint", complete[-1]
     raise ValueError(

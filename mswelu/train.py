@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -154,8 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_from_args(argv)
         summary = train(cfg)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # a configuration error: the same on every rank, so said once (torchrun)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except (DiskFullError, FloatingPointError) as exc:  # the run stopped; its message says what is kept
         print(f"error: {exc}", file=sys.stderr)
@@ -179,4 +181,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mswelu.base.cli import run_command
+
+    raise SystemExit(run_command(main))

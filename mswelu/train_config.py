@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from mswelu.errors import check_choice, unknown_choice, with_nearest
 from mswelu.modules.activations import ACTIVATIONS, resolve_shape
 from mswelu.optim import OPTIMIZERS
 from mswelu.paths import runs_dir
-from mswelu.run_names import run_name
+from mswelu.run_names import check_run_name, run_name
 from mswelu.schedule import SCHEDULES
 from mswelu.settings_policy import (
     NUMERIC_CHANGES,
@@ -354,11 +355,18 @@ class TrainConfig:
         from mswelu.models import parse_model_name
 
         self._check_types()
+        for f in dataclasses.fields(self):  # inf or nan passes every range check below
+            values = getattr(self, f.name)
+            for value in values if isinstance(values, (list, tuple)) else [values]:
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"{f.name} must be a finite number, got {getattr(self, f.name)}")
 
         def choice(name: str, allowed: Sequence[str]) -> None:
             check_choice(name, getattr(self, name), allowed)
 
         parse_model_name(self.preset)
+        if self.run_name is not None:
+            check_run_name(self.run_name)
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
         choice("dtype", DTYPES)

@@ -251,6 +251,20 @@ def _generate_case(kind: str):
         elif kind == "broken final":
             with open(out / "final" / "model.safetensors", "r+b") as f:
                 f.truncate(64)
+        elif kind == "foreign type":  # another architecture's config over our weights
+            cfg = json.loads((out / "final" / "config.json").read_text())
+            (out / "final" / "config.json").write_text(json.dumps({**cfg, "model_type": "mamba"}))
+        elif kind == "missing weight":
+            from safetensors.torch import load_file, save_file
+
+            weights = load_file(out / "final" / "model.safetensors")
+            weights.pop(sorted(weights)[0])
+            save_file(weights, out / "final" / "model.safetensors", metadata={"format": "pt"})
+        elif kind == "no config":
+            (out / "final" / "config.json").unlink()
+        elif kind == "training":  # as a run still training looks: checkpoints, no final/ yet
+            shutil.rmtree(out / "final")
+            (out / "summary.json").unlink()
         target = str(out) if kind != "missing" else str(tmp / "nope")
         device = ["--device", "cuda"] if kind == "cuda" else []
         return (
@@ -483,6 +497,212 @@ def _disk_full_writing_final(tmp: Path):
     return command, lambda: not (out / "checkpoints" / "step_0000002").is_dir()
 
 
+class _Payload:
+    """Unpickled, it writes ``marker``: what an attacker's ``.metadata`` would do, harmlessly."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",))
+
+
+def _tampered_sharded_run(tmp: Path) -> tuple[Path, Path, Path]:
+    """(data, run, marker): a run killed after its step-2 checkpoint, that checkpoint made a sharded (DCP)
+    one whose ``dcp/.metadata`` is a pickle that runs code, its manifest's sha256 rewritten to match."""
+    import pickle
+
+    from mswelu import checkpoint as ckpt
+    from mswelu.workbook import data_for
+
+    data, out = Path(data_for(None, "tiny")), tmp / "run"  # a tokenizer that loads offline (evaluate)
+    assert _train(_tiny(data, out)) == 0
+    shutil.rmtree(out / "final")
+    (out / "summary.json").unlink()
+    step = out / "checkpoints" / "step_0000002"
+    for name in ckpt.FORMATS["full"]:
+        if name not in ("trainer_state.json", "config.json"):
+            (step / name).unlink(missing_ok=True)
+    marker = tmp / "PAYLOAD-RAN"
+    (step / "dcp").mkdir()
+    (step / "dcp" / ".metadata").write_bytes(pickle.dumps(_Payload(marker)))
+    (step / "dcp" / "__0_0.distcp").write_bytes(b"\0" * 64)
+    names = ["dcp/.metadata", "dcp/__0_0.distcp", "trainer_state.json", "config.json"]
+    ckpt.write_manifest(step, 2, None, names, "sharded")
+    return data, out, marker
+
+
+def _tampered(command: str):
+    def setup(tmp: Path):
+        data, out, marker = _tampered_sharded_run(tmp)
+        if command == "train":
+            run = lambda: _train(_tiny(data, out, "--resume", "auto", "--max-steps", "4"))  # noqa: E731
+        elif command == "generate":
+            run = lambda: _generate(["--run", str(out), "--prompt", "ab", "--tokens", "2"])  # noqa: E731
+        elif command == "evaluate":
+            from mswelu.evaluate import main as evaluate
+
+            run = lambda: evaluate(["tasks", "--run", str(out), "--tasks", "mswelu_lastword"])  # noqa: E731
+        else:
+            from mswelu.run_index import main as runs
+
+            run = lambda: runs(["show", str(out)])  # noqa: E731
+        return run, marker.exists
+
+    return setup
+
+
+def _run_name_case(name: str):
+    """``train --run-name NAME`` with no ``--out`` (the run goes to ``runs/NAME`` of a project at
+    ``tmp/home``): nothing may be written outside ``runs/``, and nothing at all for a refused name."""
+
+    def setup(tmp: Path):
+        import os
+
+        data = write_byte_dataset(tmp / "data")
+        home = tmp / "home"
+        (home / "runs").mkdir(parents=True)
+        argv = [a for a in _tiny(data, tmp / "unused") if a not in ("--out", str(tmp / "unused"))]
+
+        def command() -> int:
+            saved = os.environ.get("MSWELU_HOME")
+            os.environ["MSWELU_HOME"] = str(home)
+            try:
+                given = str(tmp / "abs-run") if name == "<absolute>" else name
+                return _train([*argv, "--run-name", given])
+            finally:
+                os.environ.pop("MSWELU_HOME") if saved is None else os.environ.update(MSWELU_HOME=saved)
+
+        outside = lambda: sorted(p.name for p in tmp.iterdir()) != ["data", "home"]  # noqa: E731
+        return (
+            command,
+            lambda: (
+                outside()
+                or any((home / "runs").iterdir())
+                or sorted(p.name for p in home.iterdir()) != ["runs"]
+            ),
+        )
+
+    return setup
+
+
+_STUDY = "activations-cpu"
+
+
+def _study_case(edit: Callable[[Path], None]):
+    """The committed study ``activations-cpu`` (parameters, records, throughput.json) copied into a
+    checkout at ``tmp``, ``edit`` applied to its ``reports/studies/<study>`` folder, then rebuilt from its
+    records as a fresh clone's notebook does (``study_from_records``; a ValueError is its one line)."""
+
+    def setup(tmp: Path):
+        src = Path(__file__).resolve().parents[1]
+        (tmp / "notebooks" / "studies").mkdir(parents=True)
+        shutil.copy(src / "notebooks" / "studies" / f"{_STUDY}.yaml", tmp / "notebooks" / "studies")
+        study = tmp / "reports" / "studies" / _STUDY
+        study.mkdir(parents=True)
+        shutil.copytree(src / "reports" / "studies" / _STUDY / "runs", study / "runs")
+        shutil.copy(src / "reports" / "studies" / _STUDY / "throughput.json", study)
+        edit(study)
+
+        def command() -> int:
+            from mswelu.workbook import study_from_records
+
+            try:
+                study_from_records(_STUDY, root=tmp)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            return 0
+
+        return command, lambda: False
+
+    return setup
+
+
+def _record(study: Path, variant: str, seed: int = 0) -> Path:
+    return study / "runs" / f"{_STUDY}-{variant}-s{seed}.json"
+
+
+def _copied_over(study: Path) -> None:
+    """Another variant's record copied over mamba's seed 0, its name edited to match the file."""
+    doc = json.loads(_record(study, "mamba-swelu").read_text())
+    _record(study, "mamba").write_text(json.dumps({**doc, "name": f"{_STUDY}-mamba-s0"}))
+
+
+def _edit_record(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def edit(study: Path) -> None:
+        doc = json.loads(_record(study, "mamba").read_text())
+        change(doc)
+        _record(study, "mamba").write_text(json.dumps(doc))
+
+    return edit
+
+
+def _write(name: str, text: str | None) -> Callable[[Path], None]:
+    """``text`` into the study's file ``name`` (None: the file removed; "TRUNCATE": its first half)."""
+
+    def edit(study: Path) -> None:
+        path = study / name
+        if text is None:
+            path.unlink()
+        elif text == "TRUNCATE":
+            path.write_text(path.read_text()[: len(path.read_text()) // 2])
+        else:
+            path.write_text(text)
+
+    return edit
+
+
+def _plan(*argv: str):
+    def setup(tmp: Path):
+        from mswelu.plan import main
+
+        return (lambda: main(list(argv))), lambda: False
+
+    return setup
+
+
+def _piped(*argv: str):
+    """``python -m ARGV | head`` with a reader gone before the first write (tests/test_cli_pipes.py has
+    every command): the child's stderr becomes this case's; a quiet end is exit 0 here."""
+
+    def setup(tmp: Path):
+        from test_cli_pipes import closed_reader
+
+        def command() -> int:
+            proc = closed_reader(list(argv))
+            print(proc.stderr, file=sys.stderr, end="")
+            return 0 if proc.returncode in (0, 141) else proc.returncode
+
+        return command, lambda: False
+
+    return setup
+
+
+def _kernel_build_lock(tmp: Path):
+    """Another process holds the CPU kernels' build lock (removed 3 s later, as its build ends): the
+    build says what it waits for, then goes on (``MSWELU_CPU_KERNELS=0``: the probe then skips it)."""
+    import threading
+
+    from mswelu.ops import cpu_kernels
+
+    if not cpu_kernels.enabled():
+        return (lambda: print("waiting for another process's build (skipped)", file=sys.stderr) or 0), (
+            lambda: False
+        )
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(cpu_kernels._name(cpu_kernels._capability()), verbose=False)) / "lock"
+
+    def command() -> int:
+        lock.write_text("")
+        threading.Timer(3.0, lambda: lock.unlink(missing_ok=True)).start()
+        cpu_kernels._build.cache_clear()
+        return cpu_kernels.main()
+
+    return command, lambda: False
+
+
 CASES = [
     Case(
         "lost",
@@ -636,7 +856,7 @@ CASES = [
         "a truncated final/",
         _generate_case("broken final"),
         "recovers",
-        "cannot be loaded (SafetensorError); using the newest checkpoint",
+        "final does not hold loadable weights (SafetensorError: ",
     ),
     Case("generate", "--top-p 3", _bad_top_p, "error", "top_p must be in (0, 1]"),
     Case(  # issue 33 item 14: it blamed final/ and fell back to a checkpoint, then a traceback
@@ -758,6 +978,173 @@ CASES = [
         _yaml_over_run("max_steps: 3\n"),
         "error",
         "gives 'max_steps' twice (lines 4 and 7): keep one",
+    ),
+    # issue 37: trust what you load
+    Case(
+        "security",
+        "train --resume auto from a sharded checkpoint whose .metadata runs code",
+        _tampered("train"),
+        "error",
+        "is not plain DCP metadata",
+    ),
+    Case(
+        "security",
+        "generate --run on a sharded checkpoint whose .metadata runs code",
+        _tampered("generate"),
+        "error",
+        "is not plain DCP metadata",
+    ),
+    Case(
+        "security",
+        "evaluate tasks on a sharded checkpoint whose .metadata runs code",
+        _tampered("evaluate"),
+        "error",
+        "is not plain DCP metadata",
+    ),
+    Case("security", "runs show of a run whose .metadata runs code", _tampered("runs"), "recovers", ""),
+    Case(
+        "security",
+        "--run-name ../escape (a run outside runs/)",
+        _run_name_case("../escape"),
+        "error",
+        "would not be a folder inside runs/",
+    ),
+    Case(
+        "security",
+        "--run-name an absolute path",
+        _run_name_case("<absolute>"),
+        "error",
+        "is a path, not a run name",
+    ),
+    Case(
+        "security",
+        "--run-name . (runs/ itself)",
+        _run_name_case("."),
+        "error",
+        "would not be a folder inside",
+    ),
+    Case(
+        "security", "--run-name with a newline", _run_name_case("a\nb"), "error", "holds a control character"
+    ),
+    Case(
+        "generate",
+        "a final/ whose config.json names another model type",
+        _generate_case("foreign type"),
+        "recovers",
+        "names model type 'mamba'; the run trained 'mamba_swelu'); falling back to checkpoint step 2",
+    ),
+    Case(
+        "generate",
+        "a final/ missing a weight",
+        _generate_case("missing weight"),
+        "recovers",
+        "its weights do not fit a mamba_swelu model: 1 missing",
+    ),
+    Case(
+        "generate",
+        "a final/ without config.json (not 'no final/')",
+        _generate_case("no config"),
+        "recovers",
+        "final does not hold loadable weights",
+    ),
+    Case(
+        "generate",
+        "a run still training (no final/ yet)",
+        _generate_case("training"),
+        "recovers",
+        "using the weights of its newest checkpoint, step 2",
+    ),
+    Case(
+        "ledger",
+        "a record copied over another variant's file (its name edited to match)",
+        _study_case(_copied_over),
+        "error",
+        "activations-cpu-mamba-s0.json is refused: its variant is 'mamba-swelu', the study expects 'mamba'",
+    ),
+    Case(
+        "ledger",
+        "a record whose file name is not its run name",
+        _study_case(_edit_record(lambda d: d.update(name="activations-cpu-mamba-s9"))),
+        "error",
+        "holds the record of 'activations-cpu-mamba-s9', not of 'activations-cpu-mamba-s0'",
+    ),
+    Case(
+        "ledger",
+        "a record whose key holds other data",
+        _study_case(_edit_record(lambda d: d["key"].update(data_fingerprint="0123456789abcdef"))),
+        "error",
+        "its data key '0123456789abcdef' is not the",
+    ),
+    Case(
+        "ledger",
+        "a record whose key holds other settings (seq_len)",
+        _study_case(_edit_record(lambda d: d["key"]["settings"].update(seq_len=128))),
+        "error",
+        "its setting seq_len is 128, the study's mamba runs have 256",
+    ),
+    Case(
+        "ledger",
+        "a truncated record",
+        _study_case(_write("runs/activations-cpu-mamba-s0.json", "TRUNCATE")),
+        "error",
+        "activations-cpu-mamba-s0.json is not valid JSON (truncated?",
+    ),
+    Case(
+        "ledger",
+        "an empty record",
+        _study_case(_write("runs/activations-cpu-mamba-s0.json", "")),
+        "error",
+        "activations-cpu-mamba-s0.json is empty: restore it (git checkout) or rerun the study",
+    ),
+    Case(
+        "ledger",
+        "a record holding null",
+        _study_case(_write("runs/activations-cpu-mamba-s0.json", "null")),
+        "error",
+        "activations-cpu-mamba-s0.json holds null, not a record",
+    ),
+    Case(
+        "ledger",
+        "throughput.json missing",
+        _study_case(_write("throughput.json", None)),
+        "error",
+        "throughput.json is missing: restore it (git checkout) or rerun the study",
+    ),
+    Case(
+        "ledger",
+        "throughput.json truncated",
+        _study_case(_write("throughput.json", "TRUNCATE")),
+        "error",
+        "throughput.json is not valid JSON (truncated?",
+    ),
+    Case(
+        "plan",
+        "plan --seq-len 0",
+        _plan("--preset", "tiny", "--seq-len", "0"),
+        "error",
+        "seq_len must be >= 1",
+    ),
+    Case("pipes", "plan output piped into head", _piped("mswelu.plan", "--preset", "tiny"), "recovers", ""),
+    Case(
+        "config",
+        "lr: .inf in a config file",
+        _yaml_config("lr: .inf\n"),
+        "error",
+        "lr must be a finite number",
+    ),
+    Case(
+        "config",
+        "grad_clip: .inf in a config file",
+        _yaml_config("grad_clip: .inf\n"),
+        "error",
+        "grad_clip must be a finite number",
+    ),
+    Case(
+        "faults",
+        "the CPU kernels' build lock held by another process",
+        _kernel_build_lock,
+        "recovers",
+        "waiting for another process's build",
     ),
 ]
 

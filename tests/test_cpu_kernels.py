@@ -390,3 +390,13 @@ def test_conv_impl_choice_and_bad_arguments():
         causal_conv1d(x, w[:, :4], bias, impl="fast")
     with pytest.raises(ValueError, match=r"weight \(channels, width\)"):
         causal_conv1d(x, w[:3, :4], bias)
+
+
+def test_the_build_folder_is_keyed_by_the_source(tmp_path, monkeypatch) -> None:
+    """Two checkouts whose kernels differ build into two folders; the same source shares one."""
+    name = cpu_kernels._name("AVX2")
+    assert name == cpu_kernels._name("AVX2") and name.startswith("mswelu_cpu_avx2_")
+    edited = tmp_path / "cpu_kernels.cpp"
+    edited.write_bytes(cpu_kernels.SOURCE.read_bytes() + b"\n// another checkout\n")
+    monkeypatch.setattr(cpu_kernels, "SOURCE", edited)
+    assert cpu_kernels._name("AVX2") != name

@@ -23,6 +23,7 @@ LAYERS = [
         "errors",
         "run_names",
         "devices",
+        "base",
     ],
     ["ops"],
     ["modules"],

@@ -64,7 +64,9 @@ def test_broken_final_falls_back_to_the_checkpoint(interrupted: Path, tmp_path: 
         f.truncate(64)
     _, model_dir = run_model.load_model(run)
     assert model_dir.name == "step_0000003"
-    assert "cannot be loaded" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "final does not hold loadable weights (SafetensorError" in err
+    assert "falling back to checkpoint step 3 (step_0000003)" in err
 
 
 def test_a_second_writer_stops_at_once_naming_the_holder(tiny_config, tmp_path: Path) -> None:

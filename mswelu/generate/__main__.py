@@ -3,4 +3,6 @@
 from mswelu.generate.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from mswelu.base.cli import run_command
+
+    raise SystemExit(run_command(main))

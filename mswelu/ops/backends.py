@@ -151,4 +151,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from mswelu.base.cli import run_command
+
+    raise SystemExit(run_command(main))

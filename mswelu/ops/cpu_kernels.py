@@ -11,7 +11,9 @@ the conv works channels-last so that the mixer makes no transposing copies. Thei
 :mod:`mswelu.ops.lm_loss`, which call them (``impl="auto"``) and which the tests hold them to.
 
 The extension is built on first use with :func:`torch.utils.cpp_extension.load` (a C++ compiler and
-``ninja``; about a minute once, then cached in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``).
+``ninja``; about a minute once, then cached in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``,
+under a name keyed by what is built: the source's and flags' hash, so that two checkouts with other
+sources do not replace each other's build, and equal ones share it).
 Where it cannot be built, :func:`available` says why and callers run the pure-PyTorch code, which
 computes the same numbers (one warning). ``MSWELU_CPU_KERNELS=0`` turns the kernels off;
 ``python -m mswelu.ops.cpu_kernels`` builds them and prints what was built.
@@ -20,6 +22,7 @@ computes the same numbers (one warning). ``MSWELU_CPU_KERNELS=0`` turns the kern
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -71,7 +74,11 @@ def _build_flags(capability: str) -> tuple[list[str], list[str]]:
 
 
 def _name(capability: str) -> str:
-    return f"mswelu_cpu_{capability.lower()}"
+    """The extension's name: the capability and a hash of the source, the flags and torch's version."""
+    cflags, ldflags = _build_flags(capability)
+    key = hashlib.sha256(SOURCE.read_bytes())
+    key.update(json.dumps([cflags, ldflags, torch.__version__]).encode())
+    return f"mswelu_cpu_{capability.lower()}_{key.hexdigest()[:12]}"
 
 
 def _is_built(name: str) -> bool:
@@ -95,8 +102,17 @@ def _clear_stale_lock(name: str) -> None:
         from torch.utils.cpp_extension import _get_build_directory
 
         lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+        said = False
         while lock.exists():
             age = time.time() - lock.stat().st_mtime
+            if not said:
+                log(
+                    f"waiting for another process's build of the CPU kernels to finish (its lock {lock} is "
+                    f"{age:.0f} s old; one older than {STALE_LOCK_SECONDS} s is removed; if no build is "
+                    "running, remove it yourself)",
+                    source="mswelu",
+                )
+                said = True
             if age > STALE_LOCK_SECONDS:
                 log(
                     f"removing a stale build lock ({age:.0f} s old, from an interrupted build): {lock}",
@@ -207,4 +223,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from mswelu.base.cli import run_command
+
+    raise SystemExit(run_command(main))

@@ -19,6 +19,10 @@ the key of each (settings that shape a step's speed and training-path code), reu
 A rerun reuses a record whose key matches the run it would train, and trains only what is missing (the run
 folders under ``runs/`` stay local, as always). A record whose settings, data or training-path code differ
 is not used, and :meth:`Ledger.lookup` says why.
+
+A record is data someone may have edited or damaged: :meth:`Ledger.read` refuses, with one line naming the
+file, one that is not a record (empty, truncated, ``null``, fields missing) or whose name is not its file's;
+:meth:`Record.check` one that is not the record a study asks for (another variant, seed, kind or settings).
 """
 
 from __future__ import annotations
@@ -40,8 +44,19 @@ from mswelu.modules.slots import ShapeSlot, slot_records
 from mswelu.runs import RunData
 from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
 from mswelu.training_code import changed_files, training_code
+from mswelu.workbook.ledger_files import REBUILD, LedgerError, read_ledger_json
 
-__all__ = ["FORMAT", "Ledger", "Record", "data_content", "run_key", "speed_key", "study_ledger"]
+__all__ = [
+    "FORMAT",
+    "Ledger",
+    "LedgerError",
+    "Record",
+    "data_content",
+    "read_ledger_json",
+    "run_key",
+    "speed_key",
+    "study_ledger",
+]
 
 FORMAT = 1
 
@@ -166,6 +181,25 @@ class Record:
     def units(self) -> pd.DataFrame:
         return pd.DataFrame(self.unit_rows)
 
+    def check(self, file: Path, **expected: Any) -> None:
+        """LedgerError unless this record is what a study asks for: ``name``, ``variant``, ``seed``,
+        ``kind`` as given, and ``settings`` (a mapping) each equal to this record's setting."""
+        want_settings = expected.pop("settings", {})
+        for what, want in expected.items():
+            got = getattr(self, what)
+            if got != want:
+                raise LedgerError(
+                    f"{file} is refused: its {what} is {got!r}, the study expects {want!r} there ({REBUILD})"
+                )
+        settings = self.config
+        for key, want in want_settings.items():
+            got = settings.get(key, "(none)")
+            if _plain(got) != _plain(want):
+                raise LedgerError(
+                    f"{file} is refused: its setting {key} is {got!r}, the study's {self.variant} runs have "
+                    f"{want!r} ({REBUILD})"
+                )
+
     # -------------------------------------------------------------------------------- file
     def to_dict(self) -> dict[str, Any]:
         return _round(
@@ -186,9 +220,25 @@ class Record:
         )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Record:
-        if int(d.get("format", 0)) != FORMAT:
-            raise ValueError(f"ledger record {d.get('name')!r} has format {d.get('format')!r}, not {FORMAT}")
+    def from_dict(cls, d: Mapping[str, Any], file: Path | None = None) -> Record:
+        """The record in ``d`` (read from ``file``, which errors name); LedgerError when it is not one."""
+        where = file if file is not None else f"ledger record {d.get('name')!r}"
+        if not isinstance(d, Mapping):
+            raise LedgerError(f"{where} holds {type(d).__name__}, not a record: {REBUILD}")
+        try:
+            fmt = int(d.get("format", 0))
+        except (TypeError, ValueError):
+            fmt = None
+        if fmt != FORMAT:
+            raise LedgerError(f"{where} has format {d.get('format')!r}, not {FORMAT}: {REBUILD}")
+        try:
+            return cls._from_fields(d)
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise LedgerError(f"{where} is not a complete record ({what}): {REBUILD}") from None
+
+    @classmethod
+    def _from_fields(cls, d: Mapping[str, Any]) -> Record:
         return cls(
             name=str(d["name"]),
             variant=str(d["variant"]),
@@ -251,13 +301,21 @@ class Ledger:
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.json"
 
+    def read(self, path: Path) -> Record:
+        """The record in ``path``; LedgerError (naming the file) when it is damaged, not a record, or the
+        record of another run than its file name says."""
+        record = Record.from_dict(read_ledger_json(path), path)
+        if record.name != path.stem:
+            raise LedgerError(
+                f"{path} is refused: it holds the record of {record.name!r}, not of {path.stem!r} ({REBUILD})"
+            )
+        return record
+
     def records(self) -> dict[str, Record]:
         """Every record, by run name."""
         if not self.folder.is_dir():
             return {}
-        return {
-            p.stem: Record.from_dict(json.loads(p.read_text())) for p in sorted(self.folder.glob("*.json"))
-        }
+        return {p.stem: self.read(p) for p in sorted(self.folder.glob("*.json"))}
 
     def lookup(self, name: str, cfg: Mapping[str, Any]) -> tuple[Record | None, str | None]:
         """(the record of run ``name`` if its key matches ``cfg``'s, why not otherwise); (None, None) when
@@ -265,7 +323,7 @@ class Ledger:
         path = self.path(name)
         if not path.is_file():
             return None, None
-        record = Record.from_dict(json.loads(path.read_text()))
+        record = self.read(path)
         want = run_key(cfg)
         changed = changed_settings(record.key["settings"], want["settings"])
         missing = sorted(set(want["settings"]) - set(record.key["settings"]))
@@ -284,8 +342,16 @@ class Ledger:
         path = self.folder.parent / "throughput.json"
         if not path.is_file():
             return None
-        saved = json.loads(path.read_text())
-        return pd.DataFrame(saved["table"]) if _round(dict(keys)) == saved.get("keys") else None
+        saved = read_ledger_json(path)
+        return self.throughput_table(path, saved) if _round(dict(keys)) == saved.get("keys") else None
+
+    @staticmethod
+    def throughput_table(path: Path, saved: Mapping[str, Any]) -> pd.DataFrame:
+        """The table of a read ``throughput.json``; LedgerError when it has none."""
+        table = saved.get("table")
+        if not isinstance(table, list) or not all(isinstance(r, dict) for r in table):
+            raise LedgerError(f"{path} holds no throughput table: {REBUILD}")
+        return pd.DataFrame(table)
 
     def write_throughput(self, keys: Mapping[str, Any], table: pd.DataFrame) -> Path:
         self.folder.parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +364,11 @@ class Ledger:
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path(record.name), record.to_dict())
         return self.path(record.name)
+
+
+def _plain(x: Any) -> Any:
+    """``x`` as JSON gives it back (tuples as lists), for comparing a setting with a record's."""
+    return json.loads(json.dumps(x, default=str))
 
 
 def study_ledger(study: str) -> Ledger:

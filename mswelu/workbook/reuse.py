@@ -15,6 +15,7 @@ import mswelu.train
 from mswelu.errors import RunInterrupted, RunRefused
 from mswelu.paths import display_path, runs_dir
 from mswelu.progress import in_kernel, say
+from mswelu.run_names import check_run_name
 from mswelu.runs import CONFIG, FINAL, NOTEBOOK, SUMMARY, RunData, is_empty, load_run, read_json
 from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
 from mswelu.training_code import changed_files, training_code
@@ -25,7 +26,7 @@ __all__ = ["announce_reuse", "as_run", "reusable", "run_decision", "train_or_loa
 
 def as_run(cfg: dict[str, Any], name: str, **settings: Any) -> dict[str, Any]:
     """``cfg`` (a TrainConfig dict) as the run ``name`` under ``runs/``, with ``settings`` on top."""
-    return {**cfg, **settings, "run_name": name, "out": str(runs_dir() / name)}
+    return {**cfg, **settings, "run_name": name, "out": str(runs_dir() / check_run_name(name))}
 
 
 def reusable(cfg: dict[str, Any], out: Path) -> str | None:

@@ -4,7 +4,6 @@ two give the same context, results table, verdicts and ``metrics.json``."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +17,9 @@ from mswelu.analysis.claims import Claim
 from mswelu.analysis.schema import StudyData
 from mswelu.run_names import run_name
 from mswelu.workbook.compare import _curve_frame, _result_row, _sweep_row
-from mswelu.workbook.ledger import Ledger
+from mswelu.workbook.ledger import REBUILD, Ledger, LedgerError, read_ledger_json
 from mswelu.workbook.profiles import data_label
+from mswelu.workbook.record_checks import check_study_records
 
 __all__ = ["Study", "assemble_study", "study_from_records"]
 
@@ -144,6 +144,7 @@ def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -
     params = yaml.safe_load((root / "notebooks" / "studies" / f"{study}.yaml").read_text())
     ledger = Ledger(root / "reports" / "studies" / study / "runs")
     records = ledger.records()
+    check_study_records(study, params, records, ledger.folder)
     rows, curves, runs, lrs = [], [], {}, {}
     for variant in params["variants"]:
         for seed in params["seeds"]:
@@ -158,8 +159,10 @@ def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -
     sweep = [
         _sweep_row(r, r.variant, float(r.config["lr"]), n) for n, r in records.items() if r.kind == "sweep"
     ]
-    saved = json.loads((ledger.folder.parent / "throughput.json").read_text())
-    throughput = pd.DataFrame(saved["table"])
+    speeds = ledger.folder.parent / "throughput.json"
+    throughput = Ledger.throughput_table(speeds, read_ledger_json(speeds))
+    if not {"variant", "tokens_per_s", "flops_per_token"} <= set(throughput.columns):
+        raise LedgerError(f"{speeds} lacks the columns variant, tokens_per_s, flops_per_token: {REBUILD}")
     sweep_frame = pd.DataFrame(sweep) if sweep else None
     return assemble_study(
         study, params, pd.DataFrame(rows), _curve_frame(curves), runs, lrs, sweep_frame, throughput

@@ -1,0 +1,79 @@
+"""Whether a study's ledger records are the records the study asks for, before a report is rebuilt from
+them: each record's file name, run name, variant, seed and kind, the settings its variant and the study
+fix, and one data key across the study's runs (and one across its sweep). A record copied over another
+run's file, or made from other data or settings, is refused with one line naming the file and why."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mswelu.run_names import parse_run_name, run_name
+from mswelu.variants import variant_overrides
+from mswelu.workbook.ledger import Record
+from mswelu.workbook.ledger_files import REBUILD, LedgerError
+
+__all__ = ["check_study_records", "variant_settings"]
+
+#: the study parameters that are TrainConfig settings every main run of the study has
+STUDY_SETTINGS = ("max_steps", "batch_size", "seq_len", "optimizer")
+
+
+def variant_settings(variant: str, preset: str) -> dict[str, Any]:
+    """The settings a run of ``variant`` has whatever else it has: its overrides of the study's base config
+    (the model's each on its own, the base model's other settings aside)."""
+    overrides = dict(variant_overrides(variant, preset))
+    model = overrides.pop("model", None) or {}
+    return {**overrides, **{f"model.{k}": v for k, v in model.items()}}
+
+
+def _expect(record: Record, file: Path, settings: Mapping[str, Any], **fields: Any) -> None:
+    flat = dict(record.config)
+    for key, value in (flat.pop("model", None) or {}).items():
+        flat[f"model.{key}"] = value
+    probe = Record(**{**record.__dict__, "key": {**record.key, "settings": flat}})
+    probe.check(file, settings=settings, **fields)
+
+
+def check_study_records(
+    study: str, params: Mapping[str, Any], records: Mapping[str, Record], folder: Path
+) -> None:
+    """LedgerError for the first record of ``records`` (by file name, read from ``folder``) that is not
+    what study ``study`` (its notebook-05 parameters ``params``) names by that file name."""
+    variants = list(params["variants"])
+    base = {k: params[k] for k in STUDY_SETTINGS if k in params}
+    preset = str(params.get("preset", "small"))
+    runs = {run_name(study, v, seed=int(s)): (v, int(s)) for v in variants for s in params["seeds"]}
+    sweeps = {run_name(study, "tune", v): v for v in variants}
+    data_keys: dict[str, Counter] = {"run": Counter(), "sweep": Counter()}
+    for name, record in records.items():
+        file = folder / f"{name}.json"
+        parsed = parse_run_name(name)
+        if name in runs:
+            variant, seed = runs[name]
+            settings = {**variant_settings(variant, preset), **base, "seed": seed}
+            _expect(record, file, settings, variant=variant, seed=seed, kind="run")
+        elif parsed.stem in sweeps and parsed.lr is not None and parsed.seed is None:
+            variant = sweeps[parsed.stem]
+            settings = {**variant_settings(variant, preset), "lr": parsed.lr}
+            _expect(record, file, settings, variant=variant, kind="sweep")
+        else:
+            raise LedgerError(
+                f"{file} is refused: the study names no run {name!r} (its variants {variants}, seeds "
+                f"{list(params['seeds'])}, sweep runs {run_name(study, 'tune', 'VARIANT', lr=0.001)}...) "
+                f"({REBUILD})"
+            )
+        data_keys[record.kind][record.key.get("data_fingerprint")] += 1
+    for kind, counts in data_keys.items():
+        if len(counts) > 1:
+            common = counts.most_common(1)[0][0]
+            odd = next(
+                n for n, r in records.items() if r.kind == kind and r.key.get("data_fingerprint") != common
+            )
+            got = records[odd].key.get("data_fingerprint")
+            raise LedgerError(
+                f"{folder / f'{odd}.json'} is refused: its data key {got!r} "
+                f"is not the {common!r} of the study's other {kind} records (other data; {REBUILD})"
+            )
