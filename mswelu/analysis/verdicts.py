@@ -3,9 +3,9 @@ claim out, every row with the same :data:`COLUMNS`.
 
 One vocabulary (:data:`VERDICTS`) and one order of rules, applied to every row:
 
-1. **not tested** when a premise of the claim does not hold in the study (other data, another tokenizer) or
-   its treatment did not happen (a learnable shape that did not move: "not tested: k moved 0.020 on
-   average");
+1. **not tested** when a premise of the claim does not hold in the study (other data, another tokenizer), a
+   variant it compares was never trained, or its treatment did not happen (a learnable shape that did not
+   move: "not tested: k moved 0.020 on average");
 2. **inconclusive** when the data a measure needs are missing (the row says which), or with fewer than
    :data:`~mswelu.stats.MIN_SEEDS` seeds;
 3. the test of the claim (:func:`mswelu.stats.decide`): **supported** when the interval's worse end reaches
@@ -16,11 +16,15 @@ One vocabulary (:data:`VERDICTS`) and one order of rules, applied to every row:
    variant at an edge (its :attr:`~mswelu.analysis.tuning.LrStatus.sensitivity`, in the adverse direction);
 6. the scale rule: a refutation below the claim's scale (:data:`~mswelu.analysis.claims.COMPARABLE_FRACTION`
    of its parameters and tokens) reads **not reproduced at this scale**; a supported row stays supported (it
-   holds at the scale the row states).
+   holds at the scale the row states);
+7. the multiplicity rule (:mod:`mswelu.analysis.family`): Holm over every row that ran a test (a
+   pre-registered primary contrast alone), and a row that does not survive it reads **inconclusive**.
 
-Each row states the parameters, tokens and tokens per parameter it was judged at, its p-value (on the scale
-where p <= 0.05 decides), the Holm-adjusted p over the table and whether the row survives it, and its
-minimal detectable effect at 80% power.
+Each row states the parameters, tokens and tokens per parameter, the data, tokenizer and text split(s) it was
+judged on, its p-value (on the scale where p <= 0.05 decides), its role (primary or exploratory), the
+Holm-adjusted p and whether the row survives it, and its minimal detectable effect at 80% power. Every value
+is paired by seed within a text split; a study of several splits pools the splits' means
+(:mod:`mswelu.analysis.splits`: the interval covers other text).
 """
 
 from __future__ import annotations
@@ -35,10 +39,20 @@ import pandas as pd
 from mswelu import stats
 from mswelu.analysis.claims import COMPARABLE_FRACTION, Claim
 from mswelu.analysis.curves import budget_pairs, final_scope, paired_convergence
+from mswelu.analysis.family import apply_family
 from mswelu.analysis.frames import loss_at_fraction, scope_curve
 from mswelu.analysis.reader import read_study
 from mswelu.analysis.schema import StudyData
-from mswelu.analysis.seeds import seed_values
+from mswelu.analysis.splits import (
+    ONE_SPLIT,
+    by_split,
+    pooled,
+    split_count,
+    split_labels,
+    splits_text,
+    unit_values,
+    validation_tokens,
+)
 from mswelu.analysis.tables import params_text as _params_text
 from mswelu.analysis.tables import tokens_text
 from mswelu.analysis.tuning import LrStatus, lr_status
@@ -61,6 +75,7 @@ COLUMNS = [
     "level",
     "n",
     "p",
+    "role",
     "p (Holm)",
     "Holm",
     "MDE (80%)",
@@ -108,16 +123,50 @@ class _Row:
         return ok_t and ok_p
 
     def scale_text(self) -> str:
+        """What the row was judged on: the scale, the data and tokenizer, the text split(s); and the scale
+        the claim was made at, when it names one."""
         c = self.claim
-        if not (c.scale_params or c.scale_tokens):
-            return "any scale (a count)"
-        claim = f"{_params_text(c.scale_params)} params, {tokens_text(c.scale_tokens)}"
-        per = c.scale_tokens / c.scale_params if c.scale_params else math.nan
-        return (
-            f"claimed at {claim} ({per:.3g} tokens/param); comparable from {COMPARABLE_FRACTION:.0%} of both"
+        if c.measure == "count":
+            return "a count on the architecture the claim specifies (no training)"
+        parts = [self.judged_on()]
+        if c.scale_params or c.scale_tokens:
+            claim = f"{_params_text(c.scale_params)} params, {tokens_text(c.scale_tokens)}"
+            per = c.scale_tokens / c.scale_params if c.scale_params else math.nan
+            comparable = f"comparable from {COMPARABLE_FRACTION:.0%} of both"
+            parts.append(f"claimed at {claim} ({per:.3g} tokens/param); {comparable}")
+        return "; ".join(parts)
+
+    def judged_on(self) -> str:
+        study = self.study
+        if study is None or not math.isfinite(self.params):
+            return "not trained in this study"
+        ctx = study.context
+        per = self.tokens / self.params if self.params else math.nan
+        size = f"{_params_text(self.params)} params, {tokens_text(self.tokens)}"
+        scale = f"judged at {size} ({per:.3g} tokens/param)"
+        data = f"on {ctx.get('data') or 'unrecorded data'}, tokenizer {ctx.get('tokenizer') or 'unrecorded'}"
+        variants = [v for v in (self.ours, self.base) if v]
+        runs = study.runs[study.runs.variant.isin(variants)] if not study.runs.empty else study.runs
+        n = split_count([runs])
+        val = validation_tokens(study.units, variants)
+        scored = f"validation {val:,.0f} tokens" if math.isfinite(val) else "validation tokens not recorded"
+        split = (
+            f"{ONE_SPLIT} ({scored})" if n == 1 else f"{n} disjoint train/validation splits ({scored} each)"
         )
+        return f"{scale} {data}; {split}"
 
     # ------------------------------------------------------------------ checks before measuring
+    def untrained(self) -> str | None:
+        """A variant the claim compares that the study never trained (a study without any runs: None)."""
+        runs = self.study.runs if self.study is not None else pd.DataFrame()
+        if self.claim.measure == "count" or runs.empty:
+            return None
+        trained = list(dict.fromkeys(runs.variant))
+        missing = [v for v in (self.ours, self.base) if v and v not in trained]
+        if not missing:
+            return None
+        return f"{' and '.join(missing)} was not trained in this study (its variants: {', '.join(trained)})"
+
     def premises(self) -> str | None:
         ctx = self.study.context if self.study else {}
         for key, want in self.claim.requires:
@@ -157,65 +206,92 @@ class _Row:
 
     def _gain(self) -> stats.Sample | None:
         c, study = self.claim, self.study
+        self.inputs["test_signature"] = _signature(c, self.ours, self.base, c.view)
         if c.view == "tokens":
             ours, base = (
-                seed_values(study.runs, self.ours, c.value),
-                seed_values(study.runs, self.base, c.value),
+                unit_values(study.runs, self.ours, c.value),
+                unit_values(study.runs, self.base, c.value),
             )
             gains = stats.paired_relative_gains(ours, base)
             what = "final"
         else:
             tps, source = study.tokens_per_s()
-            pairs = budget_pairs(
-                study.curves, self.ours, self.base, c.view, tps, study.flops_per_token(), c.value
-            )
+            flops = study.flops_per_token()
+            parts = [
+                budget_pairs(curves, self.ours, self.base, c.view, tps, flops, c.value).assign(split=split)
+                for split, curves in by_split(study.curves).items()
+            ]
+            pairs = pd.concat(parts, ignore_index=True)
             ok = pairs.dropna(subset=["ours", "base"])
-            gains = {int(s): (b - o) / b for s, o, b in zip(ok.seed, ok.ours, ok.base, strict=True)}
+            gains = {
+                (sp, int(s)): (b - o) / b
+                for sp, s, o, b in zip(ok.split, ok.seed, ok.ours, ok.base, strict=True)
+            }
             view = "wall-clock time" if c.view == "time" else "model FLOPs"
             what = f"at equal {view} ({source} tokens/s; {_ONE_SCHEDULE})"
+            f_o, f_b = flops.get(self.ours, math.nan), flops.get(self.base, math.nan)
+            if c.view == "flops" and math.isfinite(f_o) and f_o == f_b:  # the equal-token test again
+                self.inputs["same_test_as"] = _signature(c, self.ours, self.base, "tokens")
+                what += f"; equal FLOPs per token ({f_o:,.0f} each): the equal-token comparison"
             self.inputs["budgets"] = pairs.to_dict("records")
             if not gains:
                 notes = "; ".join(sorted(set(pairs.note.dropna()) - {""})) or "no curves"
                 self.why = f"needs curves of one scope that reach the common budget ({notes})"
                 return None
-        self.inputs["values"] = gains
         if not gains:
             self.why = f"needs {self.ours!r} and {self.base!r} runs with the same seeds"
             return None
         self._what = f"lower {c.value} of {self.ours} vs {self.base} {what}, paired by seed"
-        return stats.Sample.of(list(gains.values()))
+        return self._pool(gains)
+
+    def _pool(self, values: Mapping[tuple[str, int], float]) -> stats.Sample:
+        """The row's sample from ``{(split, seed): value}`` (:func:`~mswelu.analysis.splits.pooled`), the
+        values and each split's figure kept in its inputs."""
+        self.inputs["values"] = {_unit_label(k): v for k, v in values.items()}
+        sample, table = pooled(values)
+        if len(table) > 1:
+            self.inputs["splits"] = table.to_dict("records")
+            self._what += f"; pooled over {len(table)} splits ({splits_text(table, self.claim.relative)})"
+        return sample
 
     def _convergence(self) -> stats.Sample | None:
         c, study = self.claim, self.study
-        table = paired_convergence(study.curves, self.ours, self.base, c.value)
+        parts = [
+            paired_convergence(curves, self.ours, self.base, c.value).assign(split=split)
+            for split, curves in by_split(study.curves).items()
+        ]
+        table = pd.concat(parts, ignore_index=True)
         self.inputs["crossings"] = table.to_dict("records")
         ok = table[table.bound != "unknown"].dropna(subset=["speedup"])
         if ok.empty:
             notes = "; ".join(sorted(set(table.note) - {""})) or study.missing.get("curves", "none recorded")
             self.why = f"needs evaluation curves of {self.ours} and {self.base} at one scope ({notes})"
             return None
-        self.bounds = {int(s): b for s, b in zip(ok.seed, ok.bound, strict=True) if b}
+        self.bounds = {
+            _unit_label((sp, int(s))): b for sp, s, b in zip(ok.split, ok.seed, ok.bound, strict=True) if b
+        }
         scope = str(ok.scope.iloc[0])
         self._what = (
             f"fewer tokens to each seed's own {self.base} final {c.value} ({scope} evaluations), paired"
             f" ({_ONE_SCHEDULE})"
         )
-        self.inputs["values"] = {int(s): float(v) for s, v in zip(ok.seed, ok.speedup, strict=True)}
-        return stats.Sample.of(ok.speedup.to_numpy(float))
+        return self._pool(
+            {(sp, int(s)): float(v) for sp, s, v in zip(ok.split, ok.seed, ok.speedup, strict=True)}
+        )
 
     def _loss_at(self) -> stats.Sample | None:
         c, study = self.claim, self.study
         curves = study.curves[study.curves.variant == self.ours]
         values = {}
-        for seed, curve in curves.groupby("seed"):
-            total = float(curve.tokens.max())
-            scopes = [final_scope(curve), *curve.scope.dropna().unique()]
-            for s in dict.fromkeys(scopes):
-                v = loss_at_fraction(scope_curve(curve, s), c.fraction, y=c.value, total=total)
-                if math.isfinite(v):
-                    values[int(seed)] = v
-                    break
-        self.inputs["values"] = values
+        for split, part in by_split(curves).items():
+            for seed, curve in part.groupby("seed"):
+                total = float(curve.tokens.max())
+                scopes = [final_scope(curve), *curve.scope.dropna().unique()]
+                for s in dict.fromkeys(scopes):
+                    v = loss_at_fraction(scope_curve(curve, s), c.fraction, y=c.value, total=total)
+                    if math.isfinite(v):
+                        values[(split, int(seed))] = v
+                        break
         if not values:
             lacks = study.missing.get("curves", "none recorded")
             self.why = (
@@ -223,7 +299,7 @@ class _Row:
             )
             return None
         self._what = f"{c.value} at {c.fraction:.0%} of training = {tokens_text(c.fraction * self.tokens)}"
-        return stats.Sample.of(list(values.values()))
+        return self._pool(values)
 
     def _shape(self) -> stats.Sample | None:
         c, study = self.claim, self.study
@@ -238,9 +314,8 @@ class _Row:
             sh = sh[sh.group == c.group]
         if not sh.empty:
             dev = (sh.value - sh.init).abs() if moved else sh.value
-            per_seed = dev.groupby(sh.seed).mean()
-            self.inputs["values"] = {int(s): float(v) for s, v in per_seed.items()}
-            return stats.Sample.of(per_seed.to_numpy(float))
+            per_seed = dev.groupby([split_labels(sh), sh.seed]).mean()
+            return self._pool({(str(sp), int(s)): float(v) for (sp, s), v in per_seed.items()})
         summ = study.shape_summary
         hit = (
             summ[
@@ -343,6 +418,17 @@ class _Row:
             )
 
 
+def _signature(claim: Claim, ours: str, base: str, view: str) -> str:
+    """What makes two rows the same test: the pair, the figure, the test and effect, the view."""
+    return f"{ours}|{base}|{claim.value}|{claim.test}|{claim.effect}|{view}"
+
+
+def _unit_label(key: tuple[str, int]) -> str:
+    """A model's label in a row's inputs and notes: its seed, or ``split/seed`` in a study of splits."""
+    split, seed = key
+    return f"{split}/{seed}" if split else str(seed)
+
+
 def _claim_bounds(claim: Claim) -> tuple[float, float]:
     e = claim.effect
     return {
@@ -390,7 +476,7 @@ def _evaluate(
             row.why = f"{value:,.0f} {lies} in [{lo_c:,.0f}, {hi_c:,.0f}]"
         row.inputs["values"] = {"count": value}
         return _assemble(row, value, math.nan, math.nan, math.nan, math.nan, math.nan)
-    reason = row.premises() or row.treatment()
+    reason = row.premises() or row.untrained() or row.treatment()
     if reason is not None:
         sample = row.sample() if study is not None else None  # shown, not judged
         row.verdict, row.why = "not tested", reason
@@ -448,6 +534,7 @@ def _assemble(
         "level": level,
         "n": int(n),
         "p": p,
+        "role": "",
         "p (Holm)": math.nan,
         "Holm": "",
         "MDE (80%)": mde,
@@ -477,14 +564,8 @@ def evaluate_claims(
         )
     rows = [_evaluate(c, study, counts or {}, lr, alpha) for c in claims]
     df = pd.DataFrame(rows, columns=COLUMNS)
-    if len(df):  # the family: the rows whose verdict rests on their test
-        decided = df.verdict.isin(["supported", "refuted", "not reproduced at this scale"])
-        df["p (Holm)"] = stats.holm(df["p"].astype(float).where(decided).tolist())
-        df["Holm"] = [
-            "" if not math.isfinite(a) else ("survives" if a <= alpha else "does not survive")
-            for a in df["p (Holm)"]
-        ]
-    return df
+    primary = str((study.context.get("primary") if study is not None else "") or "")
+    return apply_family(df, alpha, primary) if len(df) else df
 
 
 def recompute(
