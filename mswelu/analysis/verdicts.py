@@ -151,7 +151,9 @@ class _Row:
         val = validation_tokens(study.units, variants)
         scored = f"validation {val:,.0f} tokens" if math.isfinite(val) else "validation tokens not recorded"
         split = (
-            f"{ONE_SPLIT} ({scored})" if n == 1 else f"{n} disjoint train/validation splits ({scored} each)"
+            f"one train/validation split ({scored}): {ONE_SPLIT}"
+            if n == 1
+            else f"{n} disjoint train/validation splits ({scored} each), pooled over splits"
         )
         return f"{scale} {data}; {split}"
 
