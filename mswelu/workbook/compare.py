@@ -333,7 +333,7 @@ def study_from_records(
         if r.kind == "sweep"
     ]
     saved = json.loads((ledger.folder.parent / "throughput.json").read_text())
-    throughput = pd.DataFrame(saved["table"])[["variant", "tokens_per_s", "flops_per_token"]]
+    throughput = pd.DataFrame(saved["table"])  # study_data keeps the median, the spread, FLOPs per token
     lr_grid = list(params.get("lr_grid") or [])
     context = dict(
         name=study,
@@ -345,6 +345,7 @@ def study_from_records(
         seeds=list(params["seeds"]),
         lr_grid=lr_grid,
         compare={"shapes": "swelu", **params.get("compare", {})},
+        primary=params.get("primary", ""),
     )
     sweep_frame = pd.DataFrame(sweep) if sweep else None
     data = analysis.study_data(
