@@ -57,9 +57,13 @@ def unit_values(runs: pd.DataFrame, variant: str, value: str) -> dict[tuple[str,
     """``{(split, seed): value}`` of one variant's models (rows without the value left out)."""
     if runs.empty or "seed" not in runs.columns or value not in runs.columns:
         return {}
-    mine = runs.loc[runs.variant == variant].dropna(subset=[value])
+    mine = runs.loc[runs.variant.to_numpy() == variant]
     labels = split_labels(mine)
-    return {(str(sp), int(s)): float(v) for sp, s, v in zip(labels, mine.seed, mine[value], strict=True)}
+    return {
+        (str(sp), int(s)): float(v)
+        for sp, s, v in zip(labels, mine.seed, mine[value], strict=True)
+        if v is not None and math.isfinite(float(v))
+    }
 
 
 def pooled(values: Mapping[tuple[str, int], float]) -> tuple[stats.Sample, pd.DataFrame]:
@@ -107,6 +111,5 @@ def validation_tokens(units: pd.DataFrame, variants: list[str]) -> float:
     mine = units[units.variant.isin(variants)]
     if mine.empty:
         return math.nan
-    keys = [split_labels(mine), mine.seed, mine.variant]
-    per_model = mine.groupby(keys).tokens.sum()
-    return float(np.mean(per_model.to_numpy(float)))
+    models = set(zip(split_labels(mine), mine.seed, mine.variant, strict=True))
+    return float(np.nansum(mine.tokens.to_numpy(float))) / len(models)

@@ -138,7 +138,7 @@ class _Row:
 
     def judged_on(self) -> str:
         study = self.study
-        if study is None or not math.isfinite(self.params):
+        if study is None or not math.isfinite(self.params) or self.untrained():
             return "not trained in this study"
         ctx = study.context
         per = self.tokens / self.params if self.params else math.nan
