@@ -320,9 +320,14 @@ def test_the_committed_study_rejudged():
     conv = out.loc["30-40% faster convergence than SiLU"]
     assert conv["verdict"] == "inconclusive" and "records no evaluation curves" in conv["why"]
     assert out.loc['loss 4.6 "at 20%" of training', "verdict"] == "not tested"
-    # the committed re-judged table is this one
+    # the committed re-judged table is this one, and its files are what the project's code writes
     committed = json.loads((STUDY / "verdicts.json").read_text())
     assert {r["claim"]: r["verdict"] for r in committed["rows"]} == out.verdict.to_dict()
+    from mswelu.analysis.rejudge import rejudged
+
+    text, doc = rejudged(STUDY.relative_to(ROOT), [STUDY.relative_to(ROOT).parent / "mamba-swelu-cpu-k"])
+    assert json.loads(json.dumps(doc)) == committed
+    assert (STUDY / "verdicts.md").read_text() == text
 
 
 # ----------------------------------------------------------------------------------- simulations
