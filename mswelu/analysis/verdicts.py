@@ -107,6 +107,7 @@ class _Row:
         self.ours = compare.get(claim.ours, claim.ours) if claim.ours else ""
         self.base = compare.get(claim.base, claim.base) if claim.base else ""
         self.verdict, self.why, self.measured = "inconclusive", "", "n/a"
+        self.approximation = ""  # a figure read off a curve before a schedule's end: shown, not judged
         self.decision: stats.Decision | None = None
         self.inputs: dict[str, Any] = {"ours": self.ours, "base": self.base}
         self.bounds: dict[int, str] = {}
@@ -236,6 +237,7 @@ class _Row:
                 self.inputs["same_test_as"] = _signature(c, self.ours, self.base, "tokens")
                 what += f"; equal FLOPs per token ({f_o:,.0f} each): the equal-token comparison"
             self.inputs["budgets"] = pairs.to_dict("records")
+            self._approximation(ok)
             if not gains:
                 notes = "; ".join(sorted(set(pairs.note.dropna()) - {""})) or "no curves"
                 self.why = f"needs curves of one scope that reach the common budget ({notes})"
@@ -245,6 +247,22 @@ class _Row:
             return None
         self._what = f"lower {c.value} of {self.ours} vs {self.base} {what}, paired by seed"
         return self._pool(gains)
+
+    def _approximation(self, pairs: pd.DataFrame) -> None:
+        """Flag a figure read before the end of a run's schedule (``budget_pairs``' ``ours_at``/``base_at``
+        below 1): an approximation of the run trained to that budget, shown but not judged."""
+        if pairs.empty:
+            return
+        at = min(float(pairs.ours_at.min()), float(pairs.base_at.min()))
+        if at >= 1 - 1e-9:
+            return
+        who = self.ours if float(pairs.ours_at.min()) <= float(pairs.base_at.min()) else self.base
+        view = "wall-clock time" if self.claim.view == "time" else "model FLOPs"
+        self.approximation = (
+            f"an approximation: {who} is read at {at:.0%} of its cosine schedule, before its learning rate "
+            f"annealed; equal {view} needs {who} trained on its own complete schedule to that budget "
+            "(schedule-matched runs, not in this study)"
+        )
 
     def _pool(self, values: Mapping[tuple[str, int], float]) -> stats.Sample:
         """The row's sample from ``{(split, seed): value}`` (:func:`~mswelu.analysis.splits.pooled`), the
@@ -489,6 +507,10 @@ def _evaluate(
     sample = row.sample()
     if sample is None:
         row.why = row.why or "no data"
+        return _assemble(row)
+    if row.approximation:
+        row.why = row.approximation
+        row.measured = f"{sample.interval().describe(c.relative)} {row._what} (an approximation, not judged)"
         return _assemble(row)
     decision = stats.decide(sample, c.test, c.effect, pct=c.relative, alpha=alpha)
     row.decision = decision
