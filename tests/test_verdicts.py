@@ -595,3 +595,28 @@ def test_no_effect_anywhere_rarely_shows_a_surviving_supported_row():
         out = A.evaluate_claims(claims, study)
         shown += bool((out.verdict == "supported").any())
     assert shown / trials <= 0.05
+
+
+def test_a_studys_splits_reach_its_units_through_study_data():
+    """A study of several text splits hands ``study_data`` results and curves with a ``split`` column; its
+    bootstrap units (the validation tokens each row states) are labelled by split too."""
+
+    class Run:  # what study_data reads of a run: its slots, shape values and bootstrap units
+        slots: dict = {}
+        units = pd.DataFrame([{"unit": 0, "kind": "document", "loss": 10.0, "tokens": 500, "bytes": 2000}])
+
+        def shape_params(self) -> list:
+            return []
+
+    results = pd.DataFrame(
+        [
+            {"variant": v, "seed": s, "split": sp, "val_loss": 4.0, "run": f"{v}-{sp}-{s}", **SMALL}
+            for v in ("mamba", "mamba-swelu")
+            for sp in ("a", "b", "c")
+            for s in (0, 1)
+        ]
+    )
+    study = A.study_data(results, pd.DataFrame(), {r: Run() for r in results.run}, {"data": "x"})
+    assert sorted(set(study.units.split)) == ["a", "b", "c"] and len(study.units) == 12
+    row = A.evaluate_claims([any_gain("mamba-swelu")], study).iloc[0]
+    assert "3 disjoint train/validation splits (validation 500 tokens each), pooled over splits" in row.scale

@@ -176,8 +176,9 @@ def study_data(
     sweep: pd.DataFrame | None = None,
     throughput: pd.DataFrame | None = None,
 ) -> StudyData:
-    """A study from notebook 05's pieces: ``results`` and ``curves`` of ``workbook.run_variants``, its runs
-    by name (``RunData``: shapes from their slot records, bootstrap units from ``documents``), the sweep
+    """A study from notebook 05's pieces: ``results`` and ``curves`` of ``workbook.run_variants`` (with a
+    ``split`` column in both when the study ran several text splits: its shapes and units get it too), its
+    runs by name (``RunData``: shapes from their slot records, bootstrap units from ``documents``), the sweep
     (every point, extensions included), the side-by-side throughput (its :data:`THROUGHPUT_COLUMNS`) and the
     context (see the module docstring; ``lr_grid`` is the original grid, ``compare`` the roles)."""
     shapes, units = [], []
@@ -185,13 +186,14 @@ def study_data(
         run = runs.get(r.run)
         if run is None:
             continue
-        shapes += shapes_of(r.variant, r.seed, run)
+        split = getattr(r, "split", None)  # a study of several text splits labels each model's split
+        shapes += [{**row, "split": split} if split else row for row in shapes_of(r.variant, r.seed, run)]
         u = getattr(run, "units", None)  # a ledger record keeps its units; a run folder its documents
         if u is None:
             docs = getattr(run, "documents", None)
             u = bootstrap_units(docs.get("documents"), docs.get("windows")) if docs else None
         if u is not None and not u.empty:
-            units.append(u.assign(variant=r.variant, seed=int(r.seed)))
+            units.append(u.assign(variant=r.variant, seed=int(r.seed), **({"split": split} if split else {})))
     curve_df = curves.rename(columns={"val_scope": "scope"}) if curves is not None else pd.DataFrame()
     sweep_df = sweep if sweep is not None else _frame([], SWEEP_COLUMNS)
     ctx = dict(context)
