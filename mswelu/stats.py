@@ -22,6 +22,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from scipy import optimize as _optimize
@@ -47,6 +48,7 @@ __all__ = [
     "t_interval",
 ]
 
+K = TypeVar("K")
 #: Fewest seeds (paired differences) a verdict is drawn from; fewer gives "inconclusive".
 MIN_SEEDS = 3
 #: Seeds a study runs by default: with the paired sd of the first study (0.26%), 3 seeds resolve about 0.85%
@@ -70,35 +72,39 @@ class Interval:
     n: int
     sd: float
     level: float = 0.95
+    unit: str = "seed"
 
     def describe(self, pct: bool = True) -> str:
         """``+1.56% [+0.91%, +2.21%] (95% t interval, 3 seeds)`` (a relative effect, signed, with as many
-        digits as the interval's width needs), or with ``pct=False`` ``4.61 [4.52, 4.70] (...)``."""
+        digits as the interval's width needs), or with ``pct=False`` ``4.61 [4.52, 4.70] (...)``; the unit
+        is a seed, or a text split when a study ran several (:mod:`mswelu.analysis.splits`)."""
         shown = format_effect(self.mean, self.lo, self.hi, pct=pct)
         if not math.isfinite(self.lo):
-            return f"{shown} ({self.n} seed{'s' if self.n != 1 else ''}: no interval)"
-        return f"{shown} ({self.level:.0%} t interval, {self.n} seeds)"
+            return f"{shown} ({self.n} {self.unit}{'s' if self.n != 1 else ''}: no interval)"
+        return f"{shown} ({self.level:.0%} t interval, {self.n} {self.unit}s)"
 
 
 @dataclass(frozen=True)
 class Sample:
     """What a verdict needs of per-seed values: their mean, sample sd and count (``values`` when known; a
-    study that recorded only summaries gives mean, sd and n, which is all a t test uses)."""
+    study that recorded only summaries gives mean, sd and n, which is all a t test uses). ``unit``: what one
+    value is (a seed, or a text split's mean over its seeds)."""
 
     mean: float
     sd: float
     n: int
     values: tuple[float, ...] = field(default=(), compare=False)
+    unit: str = "seed"
 
     @classmethod
-    def of(cls, values: Sequence[float] | np.ndarray) -> Sample:
-        """From per-seed values (NaN dropped)."""
+    def of(cls, values: Sequence[float] | np.ndarray, unit: str = "seed") -> Sample:
+        """From per-unit values (NaN dropped)."""
         x = np.asarray(values, dtype=float)
         x = x[np.isfinite(x)]
         n = int(x.size)
         mean = float(x.mean()) if n else math.nan
         sd = float(x.std(ddof=1)) if n > 1 else math.nan
-        return cls(mean, sd, n, tuple(float(v) for v in x))
+        return cls(mean, sd, n, tuple(float(v) for v in x), unit)
 
     @property
     def se(self) -> float:
@@ -108,9 +114,9 @@ class Sample:
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must be in (0, 1), got {level}")
         if self.n < 2 or not math.isfinite(self.sd):
-            return Interval(self.mean, math.nan, math.nan, self.n, math.nan, level)
+            return Interval(self.mean, math.nan, math.nan, self.n, math.nan, level, self.unit)
         half = float(_scipy_stats.t.ppf(0.5 + level / 2, df=self.n - 1)) * self.se
-        return Interval(self.mean, self.mean - half, self.mean + half, self.n, self.sd, level)
+        return Interval(self.mean, self.mean - half, self.mean + half, self.n, self.sd, level, self.unit)
 
 
 def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Interval:
@@ -120,9 +126,9 @@ def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Int
     return Sample.of(values).interval(level)
 
 
-def paired_relative_gains(ours: Mapping[int, float], base: Mapping[int, float]) -> dict[int, float]:
-    """Per seed present in both: the relative reduction ``(base - ours) / base`` (positive: ours is lower,
-    i.e. better for a loss)."""
+def paired_relative_gains(ours: Mapping[K, float], base: Mapping[K, float]) -> dict[K, float]:
+    """Per seed (or other pairing key, e.g. ``(split, seed)``) present in both: the relative reduction
+    ``(base - ours) / base`` (positive: ours is lower, i.e. better for a loss)."""
     common = sorted(set(ours) & set(base))
     return {
         s: (float(base[s]) - float(ours[s])) / float(base[s])
@@ -253,12 +259,11 @@ def decide(
         else (f"at least {fmt(lo_c)}" if math.isfinite(lo_c) else f"at most {fmt(hi_c)}")
     )
     if sample.n < min_seeds:
-        why = f"{sample.n} paired seed(s); a verdict needs at least {min_seeds}"
+        why = f"{sample.n} paired {sample.unit}(s); a verdict needs at least {min_seeds}"
         return Decision("inconclusive", iv, math.nan, mde, why)
     if not math.isfinite(iv.lo):
-        return Decision(
-            "inconclusive", iv, math.nan, mde, "no spread over the seeds is recorded: no interval"
-        )
+        why = f"no spread over the {sample.unit}s is recorded: no interval"
+        return Decision("inconclusive", iv, math.nan, mde, why)
     scale = 1.0 if equivalence else 2.0  # p on the scale where p <= alpha decides
     p_lo_above = one_sided_p(sample, lo_c, "greater") if math.isfinite(lo_c) else 0.0  # mean > lo_c
     p_hi_below = one_sided_p(sample, hi_c, "less") if math.isfinite(hi_c) else 0.0  # mean < hi_c

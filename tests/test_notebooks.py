@@ -408,7 +408,15 @@ def test_05_baselines(compared):
     bpb = [r["val_bpb"] for r in study["runs"] if r["variant"] == "silu"]
     assert m["variants"]["silu"]["val_bpb_mean"] == pytest.approx(sum(bpb) / 2)
     # the seeds' counts, on the architecture they specify
-    assert m["counts"] == {"124M parameters": "refuted", "15 learnable k": "supported"}
+    assert {c: r["verdict"] for c, r in m["counts"].items()} == {
+        "124M parameters": "refuted",
+        "15 learnable k": "supported",
+    }
+    assert m["counts"]["15 learnable k"]["count"] == 15  # the count itself, not its verdict only
+    assert {r["claim"]: r["estimate"] for r in study["counts"]}["15 learnable k"] == 15
+    assert all(
+        len(r["rounds"]) >= 1 and r["tokens_per_s_min"] <= r["tokens_per_s"] for r in study["throughput"]
+    )
     # the notebook's model settings reach our variants, not the Transformer
     config = json.loads((_home() / "runs" / "nbtest-base-silu-s1" / "config.json").read_text())
     assert config["model"] == {"d_state": 4} and config["activation"] == "silu"

@@ -364,6 +364,11 @@ def test_the_claims_table_has_verdict_badges_and_says_a_caveat_once(tmp_path):
     rep.add_verdicts(two.set_index("claim"))
     page = (tmp_path / "run-claims" / "report.html").read_text()
     assert "<li>any scale (a count)</li>" in page and ">[2]</td>" in page and ">[1]</td>" in page
+    # which row is the pre-registered primary and which are exploratory (issue 38)
+    rep.add_verdicts(claims.assign(role=["primary", "exploratory", "exploratory"]))
+    page = (tmp_path / "run-claims" / "report.html").read_text()
+    assert "primary (pre-registered, tested alone): SWELU 22% better than SiLU; every other" in page
+    assert ">exploratory</td>" in page
 
 
 def test_a_table_indexed_by_two_levels_shows_each_as_a_column(tmp_path):

@@ -8,6 +8,9 @@ By topic:
 - :mod:`.seeds`: figures over seeds;
 - :mod:`.claims`: claims as specs (:class:`Claim`, :data:`SEED_CLAIMS`);
 - :mod:`.verdicts`: the one evaluator (:func:`evaluate_claims`, :data:`COLUMNS`) and :func:`recompute`;
+  :mod:`.measures`: what a row measures; :mod:`.family`: which rows share one error rate (Holm over every
+  tested row, one pre-registered primary), :mod:`.splits`: text splits as the unit; :mod:`.rejudge`: a
+  committed study's ``verdicts.md``/``.json`` by today's rules;
 - :mod:`.tuning`: whether an lr sweep brackets its optimum, and how to extend it;
 - :mod:`.curves`: paired convergence and the equal-compute views;
 - :mod:`.bootstrap`: the text bootstrap of val bits per byte;

@@ -127,8 +127,11 @@ def budget_pairs(
 ) -> pd.DataFrame:
     """Per seed: both variants' ``value`` at the same budget of the view (the smaller of the two runs'
     budgets, read on curves of the final evaluation's scope; the run with the larger budget is read at an
-    earlier evaluation, interpolated; NaN where its curve at that scope does not reach back that far)."""
-    cols = ["seed", "scope", "budget", "ours", "base", "note"]
+    earlier evaluation, interpolated; NaN where its curve at that scope does not reach back that far), and
+    where in its run each is read (``ours_at``, ``base_at``: the fraction of its tokens; 1 = its end, below 1
+    a point of its schedule before the learning rate annealed: an approximation of a run trained to that
+    budget)."""
+    cols = ["seed", "scope", "budget", "ours", "base", "note", "ours_at", "base_at"]
     a_o, a_b = _axis(view, ours, throughput, flops), _axis(view, base, throughput, flops)
     rows = []
     seeds = sorted(
@@ -140,12 +143,13 @@ def budget_pairs(
         o, b = scope_curve(o_all, s).dropna(subset=[value]), scope_curve(b_all, s).dropna(subset=[value])
         if o.empty or b.empty or not (math.isfinite(a_o) and math.isfinite(a_b)):
             why = f"no {s} evaluations" if o.empty or b.empty else f"no {view} per token for both variants"
-            rows.append([seed, s, math.nan, math.nan, math.nan, why])
+            rows.append([seed, s, math.nan, math.nan, math.nan, why, math.nan, math.nan])
             continue
-        budget = min(float(o.tokens.iloc[-1]) * a_o, float(b.tokens.iloc[-1]) * a_b)
+        end_o, end_b = float(o.tokens.iloc[-1]), float(b.tokens.iloc[-1])
+        budget = min(end_o * a_o, end_b * a_b)
         v_o, v_b = loss_at(o, budget / a_o, y=value), loss_at(b, budget / a_b, y=value)
         note = "" if math.isfinite(v_o) and math.isfinite(v_b) else f"the {s} curve does not reach the budget"
-        rows.append([seed, s, budget, v_o, v_b, note])
+        rows.append([seed, s, budget, v_o, v_b, note, budget / a_o / end_o, budget / a_b / end_b])
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -14,10 +14,16 @@ every verdict can be recomputed from the file alone (:func:`mswelu.analysis.verd
 - ``shapes``: every model's final shape values per slot, from its slot records (:data:`SHAPE_COLUMNS`);
 - ``sweep`` and ``lr``: every tuning run (:data:`~mswelu.analysis.tuning.SWEEP_COLUMNS`) and each
   variant's :class:`~mswelu.analysis.tuning.LrStatus`;
-- ``throughput``: tokens/s measured side by side and model FLOPs per token (:data:`THROUGHPUT_COLUMNS`);
+- ``throughput``: tokens/s measured side by side (the median of the rounds, with every round and their
+  extremes) and model FLOPs per token (:data:`THROUGHPUT_COLUMNS`);
 - ``units``: the bootstrap units of every model's final evaluation (documents or stretches of windows);
 - ``claims`` and ``rows``: the specs judged and the rows (:data:`~mswelu.analysis.verdicts.COLUMNS`, each
-  with its ``inputs``).
+  with its ``inputs``);
+- ``counts``: the count rows (the same columns; ``estimate`` is the count), e.g. the seeds' 124M parameters
+  counted on the architecture they specify.
+
+A study of several text splits (:mod:`mswelu.analysis.splits`) has a ``split`` column in its runs, curves,
+shapes and units; ``context["primary"]`` names its pre-registered primary claim, if any.
 """
 
 from __future__ import annotations
@@ -73,7 +79,15 @@ SHAPE_COLUMNS = [
     "init",
     "learnable",
 ]
-THROUGHPUT_COLUMNS = ["variant", "tokens_per_s", "flops_per_token"]
+#: tokens/s is the median of the interleaved rounds; its spread (slowest, fastest, every round) goes with it
+THROUGHPUT_COLUMNS = [
+    "variant",
+    "tokens_per_s",
+    "flops_per_token",
+    "tokens_per_s_min",
+    "tokens_per_s_max",
+    "rounds",
+]
 #: shape figures of a study that recorded only summaries over seeds (the first study): per variant, slot
 #: group (``""``: every slot) and parameter, the mean over seeds of the per-seed mean value, its sd over
 #: seeds, the seeds, and the mean |value - init|; ``measure`` says which of the two the mean/sd describe
@@ -162,22 +176,24 @@ def study_data(
     sweep: pd.DataFrame | None = None,
     throughput: pd.DataFrame | None = None,
 ) -> StudyData:
-    """A study from notebook 05's pieces: ``results`` and ``curves`` of ``workbook.run_variants``, its runs
-    by name (``RunData``: shapes from their slot records, bootstrap units from ``documents``), the sweep
-    (every point, extensions included), the side-by-side throughput (:data:`THROUGHPUT_COLUMNS`) and the
+    """A study from notebook 05's pieces: ``results`` and ``curves`` of ``workbook.run_variants`` (with a
+    ``split`` column in both when the study ran several text splits: its shapes and units get it too), its
+    runs by name (``RunData``: shapes from their slot records, bootstrap units from ``documents``), the sweep
+    (every point, extensions included), the side-by-side throughput (its :data:`THROUGHPUT_COLUMNS`) and the
     context (see the module docstring; ``lr_grid`` is the original grid, ``compare`` the roles)."""
     shapes, units = [], []
     for r in results.itertuples():
         run = runs.get(r.run)
         if run is None:
             continue
-        shapes += shapes_of(r.variant, r.seed, run)
+        split = getattr(r, "split", None)  # a study of several text splits labels each model's split
+        shapes += [{**row, "split": split} if split else row for row in shapes_of(r.variant, r.seed, run)]
         u = getattr(run, "units", None)  # a ledger record keeps its units; a run folder its documents
         if u is None:
             docs = getattr(run, "documents", None)
             u = bootstrap_units(docs.get("documents"), docs.get("windows")) if docs else None
         if u is not None and not u.empty:
-            units.append(u.assign(variant=r.variant, seed=int(r.seed)))
+            units.append(u.assign(variant=r.variant, seed=int(r.seed), **({"split": split} if split else {})))
     curve_df = curves.rename(columns={"val_scope": "scope"}) if curves is not None else pd.DataFrame()
     sweep_df = sweep if sweep is not None else _frame([], SWEEP_COLUMNS)
     ctx = dict(context)
@@ -189,7 +205,10 @@ def study_data(
         sweep=_frame(sweep_df.to_dict("records"), SWEEP_COLUMNS),
         lr=lr_status(sweep_df, ctx.get("lr_grid")) if not sweep_df.empty else {},
         throughput=_frame(
-            throughput.to_dict("records") if throughput is not None else [], THROUGHPUT_COLUMNS
+            throughput[[c for c in THROUGHPUT_COLUMNS if c in throughput.columns]].to_dict("records")
+            if throughput is not None
+            else [],
+            THROUGHPUT_COLUMNS,
         ),
         units=_frame(
             pd.concat(units, ignore_index=True).to_dict("records") if units else [],
@@ -217,9 +236,12 @@ def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
     return [_clean(r) for r in df.astype(object).where(df.notna(), None).to_dict("records")]
 
 
-def study_metrics(study: StudyData, rows: pd.DataFrame, claims: Sequence[Claim]) -> dict[str, Any]:
+def study_metrics(
+    study: StudyData, rows: pd.DataFrame, claims: Sequence[Claim], counts: pd.DataFrame | None = None
+) -> dict[str, Any]:
     """The ``metrics`` of a study's ``metrics.json`` (the one writer; see the module docstring): summary
-    figures for the report and index, and everything the verdicts are computed from, with the rows."""
+    figures for the report and index, and everything the verdicts are computed from, with the rows;
+    ``counts``: the count rows (:func:`mswelu.analysis.architecture_claims`), each with its count."""
     runs = study.runs
     means = runs.groupby("variant", sort=False)[["val_loss", "val_bpb"]].mean() if not runs.empty else None
     main = study.variant("swelu")
@@ -230,6 +252,10 @@ def study_metrics(study: StudyData, rows: pd.DataFrame, claims: Sequence[Claim])
             out.update(val_loss=float(means.loc[main, "val_loss"]), val_bpb=float(means.loc[main, "val_bpb"]))
         out.update(tokens=int(runs.tokens.max()), models=len(runs))
     out["claims"] = dict(zip(rows["claim"], rows["verdict"], strict=True)) if len(rows) else {}
+    if counts is not None and len(counts):
+        out["counts"] = {
+            r["claim"]: {"count": r["estimate"], "verdict": r["verdict"]} for r in counts.to_dict("records")
+        }
     out["study"] = {
         "schema": SCHEMA,
         "context": _clean(study.context),
@@ -242,6 +268,7 @@ def study_metrics(study: StudyData, rows: pd.DataFrame, claims: Sequence[Claim])
         "units": _records(study.units),
         "claims": [_clean(c.to_dict()) for c in claims],
         "rows": _records(rows),
+        "counts": _records(counts),
     }
     return _clean(out)
 
@@ -268,7 +295,7 @@ def parse_study(doc: Mapping[str, Any]) -> StudyData:
         shapes=num(_frame(s.get("shapes"), SHAPE_COLUMNS), ["value", "init"]),
         sweep=num(_frame(s.get("sweep"), SWEEP_COLUMNS), ["lr", "tune_val_loss"]),
         lr={v: LrStatus.from_dict(d) for v, d in (s.get("lr") or {}).items()},
-        throughput=num(_frame(s.get("throughput"), THROUGHPUT_COLUMNS), THROUGHPUT_COLUMNS[1:]),
+        throughput=num(_frame(s.get("throughput"), THROUGHPUT_COLUMNS), THROUGHPUT_COLUMNS[1:-1]),
         units=num(_frame(s.get("units"), ["variant", "seed", *UNIT_COLUMNS]), ["loss", "tokens", "bytes"]),
         claims=tuple(Claim.from_dict(c) for c in s.get("claims") or ()),
         rows=rows if not rows.empty else None,

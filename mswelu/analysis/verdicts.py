@@ -3,9 +3,9 @@ claim out, every row with the same :data:`COLUMNS`.
 
 One vocabulary (:data:`VERDICTS`) and one order of rules, applied to every row:
 
-1. **not tested** when a premise of the claim does not hold in the study (other data, another tokenizer) or
-   its treatment did not happen (a learnable shape that did not move: "not tested: k moved 0.020 on
-   average");
+1. **not tested** when a premise of the claim does not hold in the study (other data, another tokenizer), a
+   variant it compares was never trained, or its treatment did not happen (a learnable shape that did not
+   move: "not tested: k moved 0.020 on average");
 2. **inconclusive** when the data a measure needs are missing (the row says which), or with fewer than
    :data:`~mswelu.stats.MIN_SEEDS` seeds;
 3. the test of the claim (:func:`mswelu.stats.decide`): **supported** when the interval's worse end reaches
@@ -16,11 +16,15 @@ One vocabulary (:data:`VERDICTS`) and one order of rules, applied to every row:
    variant at an edge (its :attr:`~mswelu.analysis.tuning.LrStatus.sensitivity`, in the adverse direction);
 6. the scale rule: a refutation below the claim's scale (:data:`~mswelu.analysis.claims.COMPARABLE_FRACTION`
    of its parameters and tokens) reads **not reproduced at this scale**; a supported row stays supported (it
-   holds at the scale the row states).
+   holds at the scale the row states);
+7. the multiplicity rule (:mod:`mswelu.analysis.family`): Holm over every row that ran a test (a
+   pre-registered primary contrast alone), and a row that does not survive it reads **inconclusive**.
 
-Each row states the parameters, tokens and tokens per parameter it was judged at, its p-value (on the scale
-where p <= 0.05 decides), the Holm-adjusted p over the table and whether the row survives it, and its
-minimal detectable effect at 80% power.
+Each row states the parameters, tokens and tokens per parameter, the data, tokenizer and text split(s) it was
+judged on, its p-value (on the scale where p <= 0.05 decides), its role (primary or exploratory), the
+Holm-adjusted p and whether the row survives it, and its minimal detectable effect at 80% power. Every value
+is paired by seed within a text split; a study of several splits pools the splits' means
+(:mod:`mswelu.analysis.splits`: the interval covers other text).
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ import pandas as pd
 
 from mswelu import stats
 from mswelu.analysis.claims import COMPARABLE_FRACTION, Claim
-from mswelu.analysis.curves import budget_pairs, final_scope, paired_convergence
-from mswelu.analysis.frames import loss_at_fraction, scope_curve
+from mswelu.analysis.family import apply_family
+from mswelu.analysis.measures import Measurement
+from mswelu.analysis.measures import moved as measured_movement
 from mswelu.analysis.reader import read_study
 from mswelu.analysis.schema import StudyData
-from mswelu.analysis.seeds import seed_values
+from mswelu.analysis.splits import ONE_SPLIT, split_count, validation_tokens
 from mswelu.analysis.tables import params_text as _params_text
 from mswelu.analysis.tables import tokens_text
 from mswelu.analysis.tuning import LrStatus, lr_status
@@ -61,6 +66,7 @@ COLUMNS = [
     "level",
     "n",
     "p",
+    "role",
     "p (Holm)",
     "Holm",
     "MDE (80%)",
@@ -72,8 +78,6 @@ COLUMNS = [
     "scale",
     "inputs",
 ]
-#: the caveat of every figure read off a curve before its end
-_ONE_SCHEDULE = "read off one cosine run's curve, not runs trained to that budget"
 _TEST_WORDS = {
     "at_least": "at least",
     "at_most": "at most",
@@ -83,8 +87,9 @@ _TEST_WORDS = {
 }
 
 
-class _Row:
-    """A row under construction: the measurement, then the rules in order."""
+class _Row(Measurement):
+    """A row under construction: the measurement (:class:`~mswelu.analysis.measures.Measurement`), then the
+    rules in order."""
 
     def __init__(self, claim: Claim, study: StudyData | None) -> None:
         self.claim, self.study = claim, study
@@ -92,6 +97,7 @@ class _Row:
         self.ours = compare.get(claim.ours, claim.ours) if claim.ours else ""
         self.base = compare.get(claim.base, claim.base) if claim.base else ""
         self.verdict, self.why, self.measured = "inconclusive", "", "n/a"
+        self.approximation = ""  # a figure read off a curve before a schedule's end: shown, not judged
         self.decision: stats.Decision | None = None
         self.inputs: dict[str, Any] = {"ours": self.ours, "base": self.base}
         self.bounds: dict[int, str] = {}
@@ -108,16 +114,52 @@ class _Row:
         return ok_t and ok_p
 
     def scale_text(self) -> str:
+        """What the row was judged on: the scale, the data and tokenizer, the text split(s); and the scale
+        the claim was made at, when it names one."""
         c = self.claim
-        if not (c.scale_params or c.scale_tokens):
-            return "any scale (a count)"
-        claim = f"{_params_text(c.scale_params)} params, {tokens_text(c.scale_tokens)}"
-        per = c.scale_tokens / c.scale_params if c.scale_params else math.nan
-        return (
-            f"claimed at {claim} ({per:.3g} tokens/param); comparable from {COMPARABLE_FRACTION:.0%} of both"
+        if c.measure == "count":
+            return "a count on the architecture the claim specifies (no training)"
+        parts = [self.judged_on()]
+        if c.scale_params or c.scale_tokens:
+            claim = f"{_params_text(c.scale_params)} params, {tokens_text(c.scale_tokens)}"
+            per = c.scale_tokens / c.scale_params if c.scale_params else math.nan
+            comparable = f"comparable from {COMPARABLE_FRACTION:.0%} of both"
+            parts.append(f"claimed at {claim} ({per:.3g} tokens/param); {comparable}")
+        return "; ".join(parts)
+
+    def judged_on(self) -> str:
+        study = self.study
+        if study is None or not math.isfinite(self.params) or self.untrained():
+            return "not trained in this study"
+        ctx = study.context
+        per = self.tokens / self.params if self.params else math.nan
+        size = f"{_params_text(self.params)} params, {tokens_text(self.tokens)}"
+        scale = f"judged at {size} ({per:.3g} tokens/param)"
+        data = f"on {ctx.get('data') or 'unrecorded data'}, tokenizer {ctx.get('tokenizer') or 'unrecorded'}"
+        variants = [v for v in (self.ours, self.base) if v]
+        runs = study.runs[study.runs.variant.isin(variants)] if not study.runs.empty else study.runs
+        n = split_count([runs])
+        val = validation_tokens(study.units, variants)
+        scored = f"validation {val:,.0f} tokens" if math.isfinite(val) else "validation tokens not recorded"
+        split = (
+            f"one train/validation split ({scored}): {ONE_SPLIT}"
+            if n == 1
+            else f"{n} disjoint train/validation splits ({scored} each), pooled over splits"
         )
+        return f"{scale} {data}; {split}"
 
     # ------------------------------------------------------------------ checks before measuring
+    def untrained(self) -> str | None:
+        """A variant the claim compares that the study never trained (a study without any runs: None)."""
+        runs = self.study.runs if self.study is not None else pd.DataFrame()
+        if self.claim.measure == "count" or runs.empty:
+            return None
+        trained = list(dict.fromkeys(runs.variant))
+        missing = [v for v in (self.ours, self.base) if v and v not in trained]
+        if not missing:
+            return None
+        return f"{' and '.join(missing)} was not trained in this study (its variants: {', '.join(trained)})"
+
     def premises(self) -> str | None:
         ctx = self.study.context if self.study else {}
         for key, want in self.claim.requires:
@@ -130,7 +172,7 @@ class _Row:
         c = self.claim
         if not c.moved or self.study is None:
             return None
-        moved, n_slots = _moved(self.study, self.ours, c.param, c.group)
+        moved, n_slots = measured_movement(self.study, self.ours, c.param, c.group)
         self.inputs["moved"] = moved
         where = f"{c.group} " if c.group else ""
         if n_slots == 0 and not math.isfinite(moved):
@@ -140,131 +182,6 @@ class _Row:
                 f"{c.param} moved {moved:.3f} on average in {self.ours}'s {where}slots (the treatment needs "
                 f">= {c.moved:g}; the seeds report 0.39)"
             )
-        return None
-
-    # ------------------------------------------------------------------ measurements
-    def sample(self) -> stats.Sample | None:
-        c, study = self.claim, self.study
-        if study is None:
-            return None
-        if c.measure == "gain":
-            return self._gain()
-        if c.measure == "convergence":
-            return self._convergence()
-        if c.measure == "loss_at":
-            return self._loss_at()
-        return self._shape()
-
-    def _gain(self) -> stats.Sample | None:
-        c, study = self.claim, self.study
-        if c.view == "tokens":
-            ours, base = (
-                seed_values(study.runs, self.ours, c.value),
-                seed_values(study.runs, self.base, c.value),
-            )
-            gains = stats.paired_relative_gains(ours, base)
-            what = "final"
-        else:
-            tps, source = study.tokens_per_s()
-            pairs = budget_pairs(
-                study.curves, self.ours, self.base, c.view, tps, study.flops_per_token(), c.value
-            )
-            ok = pairs.dropna(subset=["ours", "base"])
-            gains = {int(s): (b - o) / b for s, o, b in zip(ok.seed, ok.ours, ok.base, strict=True)}
-            view = "wall-clock time" if c.view == "time" else "model FLOPs"
-            what = f"at equal {view} ({source} tokens/s; {_ONE_SCHEDULE})"
-            self.inputs["budgets"] = pairs.to_dict("records")
-            if not gains:
-                notes = "; ".join(sorted(set(pairs.note.dropna()) - {""})) or "no curves"
-                self.why = f"needs curves of one scope that reach the common budget ({notes})"
-                return None
-        self.inputs["values"] = gains
-        if not gains:
-            self.why = f"needs {self.ours!r} and {self.base!r} runs with the same seeds"
-            return None
-        self._what = f"lower {c.value} of {self.ours} vs {self.base} {what}, paired by seed"
-        return stats.Sample.of(list(gains.values()))
-
-    def _convergence(self) -> stats.Sample | None:
-        c, study = self.claim, self.study
-        table = paired_convergence(study.curves, self.ours, self.base, c.value)
-        self.inputs["crossings"] = table.to_dict("records")
-        ok = table[table.bound != "unknown"].dropna(subset=["speedup"])
-        if ok.empty:
-            notes = "; ".join(sorted(set(table.note) - {""})) or study.missing.get("curves", "none recorded")
-            self.why = f"needs evaluation curves of {self.ours} and {self.base} at one scope ({notes})"
-            return None
-        self.bounds = {int(s): b for s, b in zip(ok.seed, ok.bound, strict=True) if b}
-        scope = str(ok.scope.iloc[0])
-        self._what = (
-            f"fewer tokens to each seed's own {self.base} final {c.value} ({scope} evaluations), paired"
-            f" ({_ONE_SCHEDULE})"
-        )
-        self.inputs["values"] = {int(s): float(v) for s, v in zip(ok.seed, ok.speedup, strict=True)}
-        return stats.Sample.of(ok.speedup.to_numpy(float))
-
-    def _loss_at(self) -> stats.Sample | None:
-        c, study = self.claim, self.study
-        curves = study.curves[study.curves.variant == self.ours]
-        values = {}
-        for seed, curve in curves.groupby("seed"):
-            total = float(curve.tokens.max())
-            scopes = [final_scope(curve), *curve.scope.dropna().unique()]
-            for s in dict.fromkeys(scopes):
-                v = loss_at_fraction(scope_curve(curve, s), c.fraction, y=c.value, total=total)
-                if math.isfinite(v):
-                    values[int(seed)] = v
-                    break
-        self.inputs["values"] = values
-        if not values:
-            lacks = study.missing.get("curves", "none recorded")
-            self.why = (
-                f"needs an evaluation curve of {self.ours} reaching {c.fraction:.0%} of training ({lacks})"
-            )
-            return None
-        self._what = f"{c.value} at {c.fraction:.0%} of training = {tokens_text(c.fraction * self.tokens)}"
-        return stats.Sample.of(list(values.values()))
-
-    def _shape(self) -> stats.Sample | None:
-        c, study = self.claim, self.study
-        where = f"{c.group} " if c.group else ""
-        moved = c.measure == "shape_moved"
-        self._what = (
-            f"mean |{c.param} - init| over {where}slots" if moved else f"mean {where}{c.param}"
-        ) + f" of {self.ours} after {tokens_text(self.tokens)}"
-        sh = study.shapes
-        sh = sh[(sh.variant == self.ours) & (sh.param == c.param)] if not sh.empty else sh
-        if c.group and not sh.empty:
-            sh = sh[sh.group == c.group]
-        if not sh.empty:
-            dev = (sh.value - sh.init).abs() if moved else sh.value
-            per_seed = dev.groupby(sh.seed).mean()
-            self.inputs["values"] = {int(s): float(v) for s, v in per_seed.items()}
-            return stats.Sample.of(per_seed.to_numpy(float))
-        summ = study.shape_summary
-        hit = (
-            summ[
-                (summ.variant == self.ours)
-                & (summ.param == c.param)
-                & (summ.group == c.group)
-                & (summ.measure == ("deviation" if moved else "value"))
-            ]
-            if not summ.empty
-            else summ
-        )
-        if not hit.empty:
-            r = hit.iloc[0]
-            self.inputs["summary"] = {"mean": float(r["mean"]), "sd": float(r["sd"]), "n": int(r["n"])}
-            return stats.Sample(float(r["mean"]), float(r["sd"]), int(r["n"]))
-        has_any = (
-            not study.shapes[study.shapes.variant == self.ours].empty if not study.shapes.empty else False
-        )
-        lacks = study.missing.get("shapes", "none recorded")
-        self.why = (
-            f"the {self.ours} runs have no {where}{c.param}"
-            if has_any
-            else f"needs the final {c.param} of {self.ours} runs per slot ({lacks})"
-        )
         return None
 
     # ------------------------------------------------------------------ rules after the test
@@ -354,24 +271,6 @@ def _claim_bounds(claim: Claim) -> tuple[float, float]:
     }[claim.test]()
 
 
-def _moved(study: StudyData, variant: str, param: str, group: str) -> tuple[float, int]:
-    """Mean |value - init| over ``variant``'s learnable ``param`` slots (of ``group``) and seeds, and the
-    number of such slot values; from a summary when the study recorded only that."""
-    sh = study.shapes
-    if not sh.empty:
-        sh = sh[(sh.variant == variant) & (sh.param == param) & sh.learnable.astype(bool)]
-        if group:
-            sh = sh[sh.group == group]
-        if not sh.empty:
-            return float((sh.value - sh.init).abs().mean()), len(sh)
-    summ = study.shape_summary
-    if not summ.empty:
-        hit = summ[(summ.variant == variant) & (summ.param == param) & (summ.group == group)]
-        if not hit.empty and pd.notna(hit.mean_abs_dev.iloc[0]):
-            return float(hit.mean_abs_dev.iloc[0]), int(hit.n.iloc[0])
-    return math.nan, 0
-
-
 def _evaluate(
     claim: Claim, study: StudyData | None, counts: Mapping[str, float], lr: Any, alpha: float
 ) -> dict:
@@ -390,7 +289,7 @@ def _evaluate(
             row.why = f"{value:,.0f} {lies} in [{lo_c:,.0f}, {hi_c:,.0f}]"
         row.inputs["values"] = {"count": value}
         return _assemble(row, value, math.nan, math.nan, math.nan, math.nan, math.nan)
-    reason = row.premises() or row.treatment()
+    reason = row.premises() or row.untrained() or row.treatment()
     if reason is not None:
         sample = row.sample() if study is not None else None  # shown, not judged
         row.verdict, row.why = "not tested", reason
@@ -401,6 +300,10 @@ def _evaluate(
     sample = row.sample()
     if sample is None:
         row.why = row.why or "no data"
+        return _assemble(row)
+    if row.approximation:
+        row.why = row.approximation
+        row.measured = f"{sample.interval().describe(c.relative)} {row._what} (an approximation, not judged)"
         return _assemble(row)
     decision = stats.decide(sample, c.test, c.effect, pct=c.relative, alpha=alpha)
     row.decision = decision
@@ -448,6 +351,7 @@ def _assemble(
         "level": level,
         "n": int(n),
         "p": p,
+        "role": "",
         "p (Holm)": math.nan,
         "Holm": "",
         "MDE (80%)": mde,
@@ -477,14 +381,8 @@ def evaluate_claims(
         )
     rows = [_evaluate(c, study, counts or {}, lr, alpha) for c in claims]
     df = pd.DataFrame(rows, columns=COLUMNS)
-    if len(df):  # the family: the rows whose verdict rests on their test
-        decided = df.verdict.isin(["supported", "refuted", "not reproduced at this scale"])
-        df["p (Holm)"] = stats.holm(df["p"].astype(float).where(decided).tolist())
-        df["Holm"] = [
-            "" if not math.isfinite(a) else ("survives" if a <= alpha else "does not survive")
-            for a in df["p (Holm)"]
-        ]
-    return df
+    primary = str((study.context.get("primary") if study is not None else "") or "")
+    return apply_family(df, alpha, primary) if len(df) else df
 
 
 def recompute(

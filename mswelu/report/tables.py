@@ -67,6 +67,7 @@ _VERDICT_SHOWN = (
     "view",
     "measured",
     "verdict",
+    "role",
     "p (Holm)",
     "MDE (80%)",
     "why",
@@ -169,6 +170,13 @@ def verdicts_html(claims: pd.DataFrame, columns: Sequence[str] = _VERDICT_SHOWN)
     counts = claims["verdict"].value_counts() if "verdict" in claims.columns else pd.Series(dtype=int)
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     parts = [f'<p class="meta">{len(claims)} claim(s): {html.escape(summary)}</p>'] if summary else []
+    if "role" in claims.columns and (claims["role"] != "").any():
+        primary = claims.loc[claims["role"] == "primary", "claim"].tolist()
+        said = f"primary (pre-registered, tested alone): {primary[0]}" if primary else "no primary contrast"
+        parts.append(
+            f'<p class="meta">{html.escape(said)}; every other tested row is exploratory, Holm-corrected '
+            "together; a row that does not survive reads inconclusive</p>"
+        )
     if len(caveats) == 1:
         parts.append(f'<p class="caveat"><b>Caveat (every row):</b> {html.escape(caveats[0])}</p>')
     elif caveats:

@@ -50,7 +50,7 @@ class Study:
     def metrics(self, judged: pd.DataFrame, counts: pd.DataFrame) -> dict[str, Any]:
         """The ``metrics`` of the study's ``metrics.json`` (:func:`mswelu.analysis.study_metrics`, the counts'
         verdicts, the lrs and a summary per variant)."""
-        metrics = analysis.study_metrics(self.data, judged, self.claims)
+        metrics = analysis.study_metrics(self.data, judged, self.claims, counts=counts)
         variants = {
             v: {
                 "params": int(r.params_mean),
@@ -63,8 +63,7 @@ class Study:
             }
             for v, r in self.summary.iterrows()
         }
-        counted = dict(zip(counts.claim, counts.verdict, strict=True))
-        metrics.update({"counts": counted, "lr": self.lr, "variants": variants})
+        metrics.update({"lr": self.lr, "variants": variants})
         return metrics
 
 
@@ -79,7 +78,7 @@ def assemble_study(
     throughput: pd.DataFrame,
 ) -> Study:
     """The :class:`Study` named ``name`` from notebook 05's parameters (``params``: ``data``, ``tokenizer``,
-    ``seq_len``, ``batch_size``, ``max_steps``, ``seeds``, ``lr_grid``, ``compare``, ``claims``), its
+    ``seq_len``, ``batch_size``, ``max_steps``, ``seeds``, ``lr_grid``, ``compare``, ``claims``, ``primary``), its
     ``results``, ``curves`` and ``runs`` (:func:`~mswelu.workbook.compare.run_variants` or ledger records),
     the lr each variant trained at, the sweep and the side-by-side ``throughput``."""
     context = dict(
@@ -92,9 +91,10 @@ def assemble_study(
         seeds=list(params["seeds"]),
         lr_grid=list(params.get("lr_grid") or []),
         compare={"shapes": "swelu", **params.get("compare", {})},
+        primary=params.get("primary", ""),
     )
     speed = throughput[["variant", "tokens_per_s", "flops_per_token"]]
-    data = analysis.study_data(results, curves, runs, context, sweep, speed)
+    data = analysis.study_data(results, curves, runs, context, sweep, throughput)  # median, spread, FLOPs
     summary = analysis.aggregate_seeds(results, values=("val_loss", "val_bpb", "params"))
     claims = analysis.claim_set(params.get("claims") or ["seed", "compute"])
     return Study(data, claims, summary, _results_table(data, summary, speed, lrs), dict(lrs))

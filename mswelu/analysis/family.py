@@ -1,0 +1,92 @@
+"""Which rows of a claims table share one error rate, and what a row that does not survive it reads.
+
+- **Every tested row is in the family**: each row with a p-value (it ran a test), whatever its verdict. A
+  family of only the rows already decided leaves a lone "supported" row uncorrected: in simulated studies
+  with no effect anywhere, 6.3-7.5% showed a false "supported" row that "survived"; 0.5% with every tested
+  row in the family (``tests/test_verdicts.py`` simulates a 20-row study).
+- **One test counts once**: a row that repeats another row's test (equal model FLOPs between two variants
+  with the same FLOPs per token is the equal-token comparison again) takes its twin's adjusted p and is not
+  counted a second time.
+- **One pre-registered primary contrast**: a study may name one claim as its ``primary`` (a parameter of its
+  study file, recorded in its context). That row is tested alone at ``alpha``; every other tested row is
+  exploratory and the exploratory rows are corrected together (Holm), so each kind is wrong at most
+  ``alpha`` of the time. Without a primary every tested row is exploratory.
+- **"Does not survive" demotes**: a supported, refuted or not-reproduced row whose adjusted p exceeds
+  ``alpha`` reads **inconclusive**, and says why.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from mswelu import stats
+
+__all__ = ["DECIDED", "apply_family"]
+
+#: the verdicts that rest on a test (and can be demoted by the correction)
+DECIDED = ("supported", "refuted", "not reproduced at this scale")
+
+
+def apply_family(df: pd.DataFrame, alpha: float = stats.ALPHA, primary: str = "") -> pd.DataFrame:
+    """``df`` (rows of :func:`~mswelu.analysis.verdicts.evaluate_claims`) with ``role``, ``p (Holm)`` and
+    ``Holm`` filled in and the rows that do not survive demoted (see the module docstring). ``primary``: the
+    name of the pre-registered primary claim, or ``""``; a ValueError when no row has that name."""
+    df = df.copy()
+    if primary and primary not in set(df.claim):
+        raise ValueError(f"the primary contrast {primary!r} is not one of this study's claims")
+    p = pd.to_numeric(df["p"], errors="coerce").astype(float)
+    tested = p.map(math.isfinite)
+    twin = _twins(df)
+    is_primary = df.claim == primary if primary else pd.Series(False, index=df.index)
+    family = tested & ~is_primary & twin.isna()
+    adjusted = pd.Series(math.nan, index=df.index)
+    adjusted[family] = stats.holm(p[family].tolist())
+    adjusted[is_primary & tested] = p[is_primary & tested]
+    for i, j in twin.dropna().items():
+        adjusted[i] = adjusted[j]
+    df["role"] = [
+        "primary" if prim else ("exploratory" if t else "")
+        for prim, t in zip(is_primary, tested, strict=True)
+    ]
+    df["p (Holm)"] = adjusted
+    m = int(family.sum())
+    holm, verdicts, whys = [], [], []
+    for i, row in df.iterrows():
+        a = float(adjusted[i])
+        verdict, why = row["verdict"], row["why"]
+        if not math.isfinite(a):
+            holm.append("")
+        else:
+            survives = a <= alpha
+            holm.append("survives" if survives else "does not survive")
+            if is_primary[i]:
+                holm[-1] = f"primary, alone at {alpha:g}: " + holm[-1]
+            elif not pd.isna(twin[i]):
+                holm[-1] = f"the test of {df.claim[twin[i]]!r} again: " + holm[-1]
+            if not survives and verdict in DECIDED:
+                over = "tested alone" if is_primary[i] else f"Holm's correction over {m} exploratory rows"
+                figures = f"p {row['p']:.2g}, adjusted {a:.2g} > {alpha:g}"
+                why = f"does not survive {over} ({figures}); the test alone said {verdict!r}: {why}"
+                verdict = "inconclusive"
+        verdicts.append(verdict)
+        whys.append(why)
+    df["Holm"], df["verdict"], df["why"] = holm, verdicts, whys
+    return df
+
+
+def _twins(df: pd.DataFrame) -> pd.Series:
+    """For each row that repeats another row's test (its ``inputs["same_test_as"]`` signature is another
+    row's ``inputs["test_signature"]``), the index of that row; NaN elsewhere."""
+    own = {}
+    for i, inputs in df["inputs"].items():
+        sig = (inputs or {}).get("test_signature")
+        if sig:
+            own.setdefault(sig, i)
+    out = pd.Series(math.nan, index=df.index, dtype=object)
+    for i, inputs in df["inputs"].items():
+        same = (inputs or {}).get("same_test_as")
+        if same and same in own and own[same] != i:
+            out[i] = own[same]
+    return out
