@@ -13,6 +13,7 @@ import re
 import runpy
 import shlex
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,8 @@ NOT_RUN = {
 
 # `python -m` modules a test runs for real (cheap, writes nothing); every other one is parsed only.
 RUN_FOR_REAL = {"mswelu.plan", "mswelu.ops.backends", "mswelu.monitor", "mswelu.runs", "mswelu.run_index"}
-# Arguments that make a cheap module slow or endless: such a command is parsed only.
+# Arguments that make a cheap module slow, endless, or need what a test lacks (`runs show main`: a run named
+# main): such a command is parsed only.
 SLOW_ARGS = {"--watch", "--measure", "show"}
 # `python -c` code runs for real when it imports only these; otherwise (the CUDA kernels) it is compiled.
 SAFE_IMPORTS = {"torch", "mswelu"}
@@ -135,7 +137,9 @@ def _run_module(module: str, args: list[str], *, parse_only: bool, monkeypatch) 
     with monkeypatch.context() as m:
         m.setattr(argparse.ArgumentParser, "parse_args", parse_args)
         m.setattr(sys, "argv", [module, *args])
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), warnings.catch_warnings():
+            # runpy re-runs a module the package already imported (as `python -m` would not): harmless here
+            warnings.filterwarnings("ignore", "'mswelu.*found in sys.modules", RuntimeWarning)
             try:
                 runpy.run_module(module, run_name="__main__", alter_sys=True)
             except _Parsed:
@@ -144,6 +148,16 @@ def _run_module(module: str, args: list[str], *, parse_only: bool, monkeypatch) 
                 code = exc.code
                 return (code if isinstance(code, int) else (0 if code is None else 1)), out.getvalue()
     return 0, out.getvalue()
+
+
+def _papermill_parameters(words: list[str], monkeypatch) -> tuple[str, dict]:
+    """(notebook, parameters) as papermill's own command line reads them (-p, -y, -f), without running it."""
+    import papermill.cli
+
+    seen: dict = {}
+    monkeypatch.setattr(papermill.cli, "execute_notebook", lambda **kw: seen.update(kw))
+    papermill.cli.papermill.main(list(words), standalone_mode=False)
+    return seen["input_path"], seen["parameters"]
 
 
 def _pending(path: str) -> bool:
@@ -157,7 +171,9 @@ def test_the_readme_is_a_front_page() -> None:
 
 def test_every_docs_page_is_linked_from_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")} | {p for p in PENDING if p.startswith("docs/")}
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")} | {
+        p for p in PENDING if p.startswith("docs/")
+    }
     unlinked = sorted(p for p in pages if f"]({p}" not in readme)
     assert not unlinked, f"docs pages not linked from README.md: {unlinked}"
 
@@ -182,7 +198,9 @@ def test_every_command_is_covered() -> None:
     assert not unknown_python, "python commands that are neither -m nor -c:\n" + "\n".join(unknown_python)
 
 
-MODULE_COMMANDS = [c for c in _of("python", "torchrun") if _python_m(c) and _python_m(c)[0].startswith("mswelu")]
+MODULE_COMMANDS = [
+    c for c in _of("python", "torchrun") if _python_m(c) and _python_m(c)[0].startswith("mswelu")
+]
 
 
 @pytest.mark.parametrize("command", MODULE_COMMANDS, ids=str)
@@ -254,19 +272,14 @@ PAPERMILL_COMMANDS = _of("papermill")
 def test_a_papermill_command_names_a_notebook_and_its_parameters(command: Command, monkeypatch) -> None:
     """papermill's own command line reads the parameters (-p, -y, -f) and every one is declared by the
     notebook's parameters cell, with a list where the notebook takes a list."""
-    import papermill.cli
-
     from mswelu import workbook as wb
 
-    seen: dict = {}
-    monkeypatch.setattr(papermill.cli, "execute_notebook", lambda **kw: seen.update(kw))
-    papermill.cli.papermill.main(list(command.words[1:]), standalone_mode=False)
-    notebook = seen["input_path"]
+    notebook, parameters = _papermill_parameters(list(command.words[1:]), monkeypatch)
     if _pending(notebook):
         pytest.skip(f"{notebook} is added by another branch")
     assert (ROOT / notebook).is_file(), f"{command}: no notebook {notebook}"
     assert Path(notebook).parent == Path("notebooks")
-    wb.check_parameters(Path(notebook).name, seen["parameters"])
+    wb.check_parameters(Path(notebook).name, parameters)
 
 
 BASH_COMMANDS = _of("bash")
@@ -290,9 +303,8 @@ def _anchors(page: Path) -> set[str]:
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_relative_link_resolves(page: Path) -> None:
-    """Each relative link points to a file that exists, and an anchor to a heading of that page."""
+def _broken_links(page: Path) -> list[str]:
+    """The relative links of ``page`` (outside code blocks) whose file, or heading anchor, does not exist."""
     text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
     broken = []
     for target in LINK.findall(text):
@@ -307,4 +319,45 @@ def test_every_relative_link_resolves(page: Path) -> None:
             broken.append(f"{target}: no such file")
         elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
             broken.append(f"{target}: no heading with that anchor in {rel}")
+    return broken
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page: Path) -> None:
+    """Each relative link points to a file that exists, and an anchor to a heading of that page."""
+    broken = _broken_links(page)
     assert not broken, f"{page.relative_to(ROOT)}: broken links:\n" + "\n".join(broken)
+
+
+def test_the_checks_catch_a_wrong_command(monkeypatch, tmp_path: Path) -> None:
+    """What the checks above would say of a misspelt option, a misspelt notebook parameter, a list
+    parameter given one value, and a broken link."""
+    from mswelu import workbook as wb
+
+    code, out = _run_module(
+        "mswelu.plan", ["--preset", "tiny", "--gpuz", "8"], parse_only=True, monkeypatch=monkeypatch
+    )
+    assert code == 2 and "--gpuz" in out
+    code, out = _run_module("mswelu.runs", ["lst"], parse_only=True, monkeypatch=monkeypatch)
+    assert code == 2 and "lst" in out
+    for words, match in [
+        (["-p", "presett", "small"], "presett"),
+        (["-p", "variants", "swelu"], "must be a list"),
+    ]:
+        notebook, parameters = _papermill_parameters(
+            ["notebooks/05_baselines.ipynb", "out.ipynb", *words], monkeypatch
+        )
+        with pytest.raises(ValueError, match=match):
+            wb.check_parameters(Path(notebook).name, parameters)
+    page = Command("x.md", 1, tuple(shlex.split("torchrun --nproc_per_node -m mswelu.train")))
+    with pytest.raises(SystemExit):
+        test_torchrun_options_parse(page)
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# A page\n[ok](#a-page) [gone](no-such-file.md) [anchor](#no-such-heading) [web](https://x.org)\n"
+        "```bash\n[in code](not-a-link.md)\n```\n"
+    )
+    assert _broken_links(page) == [
+        "no-such-file.md: no such file",
+        "#no-such-heading: no heading with that anchor in " + str(page),
+    ]
