@@ -361,3 +361,18 @@ def test_the_checks_catch_a_wrong_command(monkeypatch, tmp_path: Path) -> None:
         "no-such-file.md: no such file",
         "#no-such-heading: no heading with that anchor in " + str(page),
     ]
+
+
+INLINE_MODULE = re.compile(r"`(?:\.venv/bin/)?python -m (mswelu[\w.]*)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_module_named_in_prose_exists(page: Path) -> None:
+    """A `python -m mswelu.X ...` written in a sentence (often with placeholders, so not parsed) names a
+    module that exists."""
+    import importlib.util
+
+    missing = sorted(
+        {m for m in INLINE_MODULE.findall(page.read_text()) if importlib.util.find_spec(m) is None}
+    )
+    assert not missing, f"{page.relative_to(ROOT)} names modules that do not exist: {missing}"
