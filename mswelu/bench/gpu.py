@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print(
             "bench gpu: no CUDA GPU is visible to PyTorch (torch.cuda.is_available() is False); "
-            "this benchmark needs one GPU with the mamba-ssm / causal-conv1d kernels (README, 'GPU')",
+            "this benchmark needs one GPU with the mamba-ssm / causal-conv1d kernels (docs/gpus.md)",
             file=sys.stderr,
         )
         if args.json:
