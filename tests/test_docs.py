@@ -25,11 +25,7 @@ README_MAX_LINES = 300
 
 # Pages and notebooks other branches add (merged by the lead): a link to one of them, or a command naming
 # one, is checked as soon as the file exists; until then it is allowed to be missing.
-PENDING = {
-    "docs/safety.md",  # "What is safe", moved out of the README by another engineer
-    "docs/data.md",  # the corpora, written by another engineer
-    "notebooks/07_probes.ipynb",  # the synthetic probes notebook, added by another engineer
-}
+PENDING: set[str] = set()  # files another branch adds, skipped until they exist (none now)
 
 # Commands whose program a test does not run, and why. Any other program in a ```bash block fails
 # test_every_command_is_covered, so a new kind of command gets a check or a reason here.
@@ -272,14 +268,14 @@ PAPERMILL_COMMANDS = _of("papermill")
 def test_a_papermill_command_names_a_notebook_and_its_parameters(command: Command, monkeypatch) -> None:
     """papermill's own command line reads the parameters (-p, -y, -f) and every one is declared by the
     notebook's parameters cell, with a list where the notebook takes a list."""
-    from mswelu import workbook as wb
+    from mswelu.workbook.prologue import check_parameters
 
     notebook, parameters = _papermill_parameters(list(command.words[1:]), monkeypatch)
     if _pending(notebook):
         pytest.skip(f"{notebook} is added by another branch")
     assert (ROOT / notebook).is_file(), f"{command}: no notebook {notebook}"
     assert Path(notebook).parent == Path("notebooks")
-    wb.check_parameters(Path(notebook).name, parameters)
+    check_parameters(Path(notebook).name, parameters)
 
 
 BASH_COMMANDS = _of("bash")
@@ -332,7 +328,7 @@ def test_every_relative_link_resolves(page: Path) -> None:
 def test_the_checks_catch_a_wrong_command(monkeypatch, tmp_path: Path) -> None:
     """What the checks above would say of a misspelt option, a misspelt notebook parameter, a list
     parameter given one value, and a broken link."""
-    from mswelu import workbook as wb
+    from mswelu.workbook.prologue import check_parameters
 
     code, out = _run_module(
         "mswelu.plan", ["--preset", "tiny", "--gpuz", "8"], parse_only=True, monkeypatch=monkeypatch
@@ -348,7 +344,7 @@ def test_the_checks_catch_a_wrong_command(monkeypatch, tmp_path: Path) -> None:
             ["notebooks/05_baselines.ipynb", "out.ipynb", *words], monkeypatch
         )
         with pytest.raises(ValueError, match=match):
-            wb.check_parameters(Path(notebook).name, parameters)
+            check_parameters(Path(notebook).name, parameters)
     page = Command("x.md", 1, tuple(shlex.split("torchrun --nproc_per_node -m mswelu.train")))
     with pytest.raises(SystemExit):
         test_torchrun_options_parse(page)
