@@ -78,7 +78,8 @@ def assemble_study(
     throughput: pd.DataFrame,
 ) -> Study:
     """The :class:`Study` named ``name`` from notebook 05's parameters (``params``: ``data``, ``tokenizer``,
-    ``seq_len``, ``batch_size``, ``max_steps``, ``seeds``, ``lr_grid``, ``compare``, ``claims``, ``primary``), its
+    ``seq_len``, ``batch_size``, ``max_steps``, ``seeds``, ``lr_grid``, ``compare``, ``claims``,
+    ``primary``), its
     ``results``, ``curves`` and ``runs`` (:func:`~mswelu.workbook.compare.run_variants` or ledger records),
     the lr each variant trained at, the sweep and the side-by-side ``throughput``."""
     context = dict(
