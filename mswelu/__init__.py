@@ -29,9 +29,9 @@ _EXPORTS = {
     "SWELU": "mswelu.modules.swelu",
     "swelu": "mswelu.ops.swelu",
     "MambaMixer": "mswelu.modules.mamba_mixer",
-    "MambaSWELUConfig": "mswelu.configuration",
-    "MambaSWELUForCausalLM": "mswelu.modeling",
-    "PRESETS": "mswelu.configuration",
+    "MsweluConfig": "mswelu.models.configuration",
+    "MsweluForCausalLM": "mswelu.models.modeling",
+    "PRESETS": "mswelu.models.configuration",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -54,14 +54,14 @@ def _register(name: str, module: ModuleType) -> None:
     """Add ``mamba_swelu`` to transformers' Auto module ``name`` (``AutoConfig``, or
     ``AutoModelForCausalLM``: the model's module is imported then, and with it torch)."""
     try:
-        from mswelu.configuration import MambaSWELUConfig
+        from mswelu.models.configuration import MsweluConfig
 
         if name == _AUTO_CONFIG:
-            module.AutoConfig.register(MambaSWELUConfig.model_type, MambaSWELUConfig, exist_ok=True)
+            module.AutoConfig.register(MsweluConfig.model_type, MsweluConfig, exist_ok=True)
         else:
-            from mswelu.modeling import MambaSWELUForCausalLM
+            from mswelu.models.modeling import MsweluForCausalLM
 
-            module.AutoModelForCausalLM.register(MambaSWELUConfig, MambaSWELUForCausalLM, exist_ok=True)
+            module.AutoModelForCausalLM.register(MsweluConfig, MsweluForCausalLM, exist_ok=True)
     except Exception as exc:  # noqa: BLE001 - never break transformers' own import
         warnings.warn(f"mswelu could not register its model with transformers: {exc!r}", stacklevel=2)
 

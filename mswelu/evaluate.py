@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mswelu import run_model, runs
-from mswelu.errors import with_nearest
-from mswelu.fs import atomic_write_json, atomic_write_text
-from mswelu.paths import cache_dir
+from mswelu.base.errors import with_nearest
+from mswelu.base.fs import atomic_write_json, atomic_write_text
+from mswelu.base.paths import cache_dir
+from mswelu.runs import folder as runs
+from mswelu.runs import model as run_model
 
 __all__ = ["LOCAL_TASKS", "build_local_tasks", "main", "read_task_scores", "run_tasks", "validation_texts"]
 
@@ -171,7 +172,7 @@ def _tokenizer_for(model_dir: Path, model: Any) -> Any:
     """The run's tokenizer: the one saved in ``final/``, else built from the name its data records."""
     from transformers import AutoTokenizer
 
-    from mswelu.hub import hf_tokenizer
+    from mswelu.runs.hub import hf_tokenizer
 
     if (model_dir / "tokenizer.json").is_file() or (model_dir / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)

@@ -29,12 +29,12 @@ from typing import Any
 
 import yaml
 
-from mswelu import progress
-from mswelu.errors import check_choice
-from mswelu.paths import project_root, runs_dir
-from mswelu.run_names import run_name
-from mswelu.runs import METRICS, SUMMARY
-from mswelu.train_config import TrainConfig, merge_overrides
+from mswelu.base import progress
+from mswelu.base.errors import check_choice
+from mswelu.base.paths import project_root, runs_dir
+from mswelu.base.run_names import run_name
+from mswelu.runs.folder import METRICS, SUMMARY
+from mswelu.training.config import TrainConfig, merge_overrides
 
 #: How several runs are launched (see :func:`launch`).
 MODES = ("auto", "single", "ddp", "fsdp", "independent")

@@ -4,9 +4,9 @@
     python -m mswelu.monitor --watch [SECONDS]   # the same, refreshed (default every 5 s) until Ctrl-C
     python -m mswelu.monitor --running           # only the runs a process is writing now
 
-A line: status (running / finished / interrupted / failed, :mod:`mswelu.run_index`), step / total, last
+A line: status (running / finished / interrupted / failed, :mod:`mswelu.runs.index`), step / total, last
 loss, latest val bits per byte, tokens/s, ETA (running runs), then the latest device sample (process CPU,
-RSS, and per GPU utilisation, memory, temperature and power: :mod:`mswelu.devices`)::
+RSS, and per GPU utilisation, memory, temperature and power: :mod:`mswelu.base.devices`)::
 
     main   running   step 400/950  loss 3.9921  val 1.948 bpb  7,225 tok/s  ETA 5:35  cpu 195%  rss 1.2G
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-from mswelu.paths import runs_dir
-from mswelu.progress import format_duration
-from mswelu.run_index import print_out, runs_info
+from mswelu.base.paths import runs_dir
+from mswelu.base.progress import format_duration
+from mswelu.runs.index import print_out, runs_info
 
 __all__ = ["device_frame", "device_summary", "format_devices", "format_run", "main", "plot_devices"]
 
@@ -58,7 +58,7 @@ def format_devices(device: Mapping[str, float] | None) -> str:
 
 
 def format_run(info: Mapping[str, Any], width: int = 0) -> str:
-    """One run's line (see the module docstring) from :func:`mswelu.run_index.run_info`."""
+    """One run's line (see the module docstring) from :func:`mswelu.runs.index.run_info`."""
     parts = [info["name"].ljust(width), info["status"].ljust(11)]
     parts.append(f"step {info['step']}/{info['total_steps'] or '?'}")
     if info.get("loss") is not None:

@@ -9,11 +9,13 @@ global batch needs, the tokens per optimizer step, and the exact ``torchrun`` co
 a whole replica fits with at least one sequence per GPU, else FSDP2, else FSDP2 with activation checkpointing,
 then with CPU offload, and says why.
 
-The activation estimate (:func:`mswelu.models.activation_bytes`: each block class declares its own; the plan
+The activation estimate (:func:`mswelu.models.build.activation_bytes`: each block class declares its own; the
+plan
 names no mixer) counts the tensors each block keeps for its backward under bf16 autocast with the GPU kernels
 (fp32 residual stream, bf16 projections, fp32 scan inputs), the LM head's fused loss and the embedding;
 ``--measure`` checks it on this machine's CPU path for the preset (every tensor autograd saves for the
-backward of a training step: :func:`mswelu.models.measure_activation_bytes`), as ``tests/test_plan.py`` does
+backward of a training step: :func:`mswelu.models.build.measure_activation_bytes`), as ``tests/test_plan.py``
+does
 for small presets (Mamba-1 and hybrid shapes: within 20%; Mamba-2: the CPU scan keeps fp32 copies, up to 1.5x
 the estimate). Memory sizes:
 ``24GB``, ``24GiB`` and ``24`` all mean 24 GiB (what ``nvidia-smi`` reports in MiB).
@@ -32,9 +34,9 @@ from typing import Any
 
 import torch
 
-from mswelu.errors import choice, plain_text, positive_int
-from mswelu.models import activation_bytes, build_model, measure_activation_bytes, parse_model_name
-from mswelu.optim import route_parameters
+from mswelu.base.errors import choice, plain_text, positive_int
+from mswelu.models.build import activation_bytes, build_model, measure_activation_bytes, parse_model_name
+from mswelu.training.optim import route_parameters
 
 __all__ = ["Plan", "main", "make_plan", "state_bytes"]
 
@@ -58,7 +60,7 @@ def parse_memory(text: str | float) -> float:
 
 # ------------------------------------------------------------------------------------------ state bytes
 def _meta_model(preset: str, vocab_size: int | None, seq_len: int, model: dict[str, Any]) -> torch.nn.Module:
-    from mswelu.configuration import PRESETS
+    from mswelu.models.configuration import PRESETS
 
     base, ref = parse_model_name(preset)
     vocab = vocab_size or PRESETS[ref or base].get("vocab_size", 50257)
@@ -141,7 +143,7 @@ def make_plan(
 ) -> Plan:
     """The plan (see the module docstring). ``parallel``: ``auto`` (the recommendation), ``ddp`` or
     ``fsdp`` (then the plan says whether that choice fits). ``gpus`` per node, ``nodes`` nodes."""
-    from mswelu.configuration import PRESETS, MambaSWELUConfig
+    from mswelu.models.configuration import PRESETS, MsweluConfig
 
     if gpus < 1 or nodes < 1:
         raise ValueError(f"need at least one GPU and one node, got gpus={gpus}, nodes={nodes}")
@@ -153,7 +155,7 @@ def make_plan(
     meta = _meta_model(preset, vocab_size, seq_len, model or {})
     n_params = sum(p.numel() for p in {id(p): p for p in meta.parameters()}.values())
     world = gpus * nodes
-    config = meta.config if ref is None else MambaSWELUConfig.for_run(ref, meta.config.vocab_size, seq_len)
+    config = meta.config if ref is None else MsweluConfig.for_run(ref, meta.config.vocab_size, seq_len)
     act = activation_bytes(config, seq_len, bf16)["total"]
     act_ckpt = activation_bytes(config, seq_len, bf16, checkpointing=True)["total"]
     if ref is not None:  # a Transformer baseline: full logits in fp32 instead of the fused loss
@@ -354,10 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.measure:
-        from mswelu.configuration import MambaSWELUConfig
+        from mswelu.models.configuration import MsweluConfig
 
         measured = measure_activation_bytes(args.preset, plan.seq_len)
-        config = MambaSWELUConfig.for_run(args.preset, 512, plan.seq_len)
+        config = MsweluConfig.for_run(args.preset, 512, plan.seq_len)
         fp32 = activation_bytes(config, plan.seq_len, bf16=False)["total"]
         plan.notes.append(
             f"measured on this CPU (fp32, the CPU path): {_gib(measured)} per sequence; the fp32 estimate "

@@ -4,7 +4,7 @@
     torchrun --standalone --nproc_per_node 2 -m mswelu.train --config run.yaml
     python -m mswelu.train --config run.yaml --resume auto
 
-Every value is validated before any work starts; :class:`mswelu.train_config.TrainConfig` documents the
+Every value is validated before any work starts; :class:`mswelu.training.config.TrainConfig` documents the
 fields (each is a flag: ``--max-steps`` for ``max_steps``).
 """
 
@@ -21,12 +21,12 @@ from typing import Any
 
 import yaml
 
-from mswelu.fs import DiskFullError, explain_os_error
+from mswelu.base.fs import DiskFullError, explain_os_error
 from mswelu.modules.activations import ACTIVATIONS
-from mswelu.optim import OPTIMIZERS
-from mswelu.schedule import SCHEDULES
-from mswelu.train_config import DEVICES, DTYPES, FSDP_PARAM_DTYPES, PARALLEL, TrainConfig
 from mswelu.trainer import Trainer
+from mswelu.training.config import DEVICES, DTYPES, FSDP_PARAM_DTYPES, PARALLEL, TrainConfig
+from mswelu.training.optim import OPTIMIZERS
+from mswelu.training.schedule import SCHEDULES
 
 __all__ = ["TrainConfig", "build_parser", "config_from_args", "main", "train"]
 

@@ -2,22 +2,25 @@
 
 :meth:`Trainer.run`, in order:
 
-1. the plan (:func:`mswelu.preflight.plan_run`), before anything is written; rank 0 checks, every rank
+1. the plan (:func:`mswelu.runs.preflight.plan_run`), before anything is written; rank 0 checks, every rank
    raises the same ``ValueError``;
-2. build model (seeded), optimizer (:mod:`mswelu.optim`), schedule (:mod:`mswelu.schedule`), loaders; restore
-   the checkpoint (weights, optimizer, the :class:`~mswelu.resume.TrainState`, every RNG, every rank's loader
+2. build model (seeded), optimizer (:mod:`mswelu.training.optim`), schedule
+(:mod:`mswelu.training.schedule`), loaders; restore
+   the checkpoint (weights, optimizer, the :class:`~mswelu.runs.resume.TrainState`, every RNG, every rank's
+   loader
    position);
 3. loop: ``grad_accum`` micro-batches (DDP gradient sync on the last only), loss averaged over the global
    batch, gradient norm measured and clipped, lr set from the step, optimizer step. A non-finite loss or
    gradient skips the update (counted; ``max_consecutive_nonfinite`` in a row stops the run). Tokens are
    counted per optimizer step over all ranks: ``batch_size x seq_len``;
-4. metrics (:mod:`mswelu.metrics_log`, rank 0), validation (:mod:`mswelu.evaluation`), checkpoints;
+4. metrics (:mod:`mswelu.runs.metrics_log`, rank 0), validation (:mod:`mswelu.training.evaluation`),
+checkpoints;
    SIGINT/SIGTERM finish the current step, checkpoint and return (``interrupted=True``);
 5. at the end: a final checkpoint, validation over the whole split, ``final/`` (with the tokenizer, the
-   generation config and a model card: :mod:`mswelu.hub`), ``summary.json``.
+   generation config and a model card: :mod:`mswelu.runs.hub`), ``summary.json``.
 
 Rank 0 also samples the devices on a background thread every ``monitor_every`` seconds
-(:mod:`mswelu.devices`); the loop writes the samples with its next record, so only the training thread
+(:mod:`mswelu.base.devices`); the loop writes the samples with its next record, so only the training thread
 writes ``metrics.jsonl`` and the trackers.
 """
 
@@ -34,26 +37,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from mswelu import checkpoint as ckpt
-from mswelu import distributed as du
-from mswelu import evaluation, hub, parallel, progress, resume, sharded_checkpoint
+from mswelu.base import distributed as du
+from mswelu.base import progress
+from mswelu.base.stop import StopRequest
 from mswelu.data import TokenLoader
-from mswelu.metrics_log import MetricsLog, run_summary
-from mswelu.models import build_model, count_parameters, lm_loss, shape_values
+from mswelu.models.build import build_model, count_parameters, lm_loss, shape_values
 from mswelu.ops.lm_loss import split_window
-from mswelu.optim import build_optimizer, set_hyperparameters
-from mswelu.preflight import RunPlan, plan_run
-from mswelu.resume import TrainState
-from mswelu.runs import RunLock, RunWriter
-from mswelu.schedule import LRSchedule
-from mswelu.stop import StopRequest
-from mswelu.train_config import TrainConfig
+from mswelu.runs import hub, resume
+from mswelu.runs.folder import RunLock, RunWriter
+from mswelu.runs.metrics_log import MetricsLog, run_summary
+from mswelu.runs.preflight import RunPlan, plan_run
+from mswelu.runs.resume import TrainState
+from mswelu.training import checkpoint as ckpt
+from mswelu.training import evaluation, parallel, sharded_checkpoint
+from mswelu.training.config import TrainConfig
+from mswelu.training.optim import build_optimizer, set_hyperparameters
+from mswelu.training.schedule import LRSchedule
 
 
 @dataclass(frozen=True)
 class RunSetup:
     """What :meth:`Trainer.run` builds once per sitting; none of it changes while the loop runs (the
-    progress lives in :class:`~mswelu.resume.TrainState`)."""
+    progress lives in :class:`~mswelu.runs.resume.TrainState`)."""
 
     info: du.DistInfo
     plan: RunPlan
@@ -77,7 +82,8 @@ def build_setup(
     cfg: TrainConfig, info: du.DistInfo, plan: RunPlan, emit: Callable[..., None], autocast: Callable[[], Any]
 ) -> tuple[RunSetup, TrainState]:
     """A sitting's :class:`RunSetup`, built in the order a seeded run's numbers depend on (seed, model,
-    optimizer, schedule, loaders), and its :class:`~mswelu.resume.TrainState`: fresh, or restored with the
+    optimizer, schedule, loaders), and its :class:`~mswelu.runs.resume.TrainState`: fresh, or restored with
+    the
     weights, optimizer, RNGs and loader positions from ``plan.resume_from``."""
     run_dir, state = RunWriter(plan.out), TrainState()
     accum, micro = cfg.grad_accum(info.world_size), cfg.micro(info.world_size)
@@ -129,7 +135,8 @@ def build_setup(
 class Trainer:
     """One training run; see the module docstring. ``callbacks``: ``cb(event, trainer, info)``.
 
-    ``state`` (:class:`~mswelu.resume.TrainState`) is where the run stands, saved and restored as one with
+    ``state`` (:class:`~mswelu.runs.resume.TrainState`) is where the run stands, saved and restored as one
+    with
     each checkpoint; ``setup`` (:class:`RunSetup`) what a sitting builds; ``log`` is rank 0's metrics log
     (with its device sampler) while the run is open."""
 
@@ -215,7 +222,8 @@ class Trainer:
 
     def evaluate(self, whole_split: bool = False, per_document: bool = False) -> dict[str, Any]:
         """Validation on the whole split (``whole_split`` or ``eval_batches=0``), else on ``eval_batches x
-        batch_size`` windows spread over it (see :mod:`mswelu.evaluation`); ``per_document`` adds the sums
+        batch_size`` windows spread over it (see :mod:`mswelu.training.evaluation`); ``per_document`` adds
+        the sums
         per document and window."""
         cfg = self.cfg
         sample = None if whole_split or not cfg.eval_batches else cfg.eval_batches * cfg.batch_size
@@ -386,7 +394,7 @@ class Trainer:
         self.progress.eval(state.step, result["val_loss"], result["val_bpb"], scope, scored)
 
     def _summary(self, interrupted: bool) -> dict[str, Any]:
-        """``summary.json`` (:func:`mswelu.metrics_log.run_summary`); rank 0 writes it."""
+        """``summary.json`` (:func:`mswelu.runs.metrics_log.run_summary`); rank 0 writes it."""
         s, state = self.setup, self.state
         figures = {"run_dir": str(s.plan.out), "run_name": s.plan.out.name, "steps": state.step}
         figures.update(tokens=state.tokens, parameters=s.n_params, train_loss=state.last_train.get("loss"))

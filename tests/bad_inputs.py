@@ -218,7 +218,7 @@ def _disk_full_checkpoint(tmp: Path):
 
 
 def _locked(tmp: Path):
-    from mswelu.fs import FolderLock
+    from mswelu.base.fs import FolderLock
 
     data, out = _finished_run(tmp)
     changed = _unchanged(out)
@@ -297,7 +297,7 @@ def _nonfinite_stop(tmp: Path):
 
     data = write_byte_dataset(tmp / "data")
     out = tmp / "run"
-    from mswelu import modeling
+    from mswelu.models import modeling
 
     real, real_fused = torch.nn.functional.cross_entropy, modeling.linear_cross_entropy
 
@@ -338,7 +338,7 @@ def _wandb_without_key(tmp: Path):
 
 
 def _runs_show_missing(tmp: Path):
-    from mswelu.run_index import main
+    from mswelu.runs.index import main
 
     return (lambda: main(["show", str(tmp / "nope")])), lambda: False
 
@@ -477,22 +477,22 @@ def _out_is_a_file(tmp: Path):
 
 def _disk_full_writing_final(tmp: Path):
     """The disk fills up while ``final/`` is written (save_pretrained fails with ENOSPC, naming no file)."""
-    from mswelu.modeling import MambaSWELUForCausalLM
+    from mswelu.models.modeling import MsweluForCausalLM
 
     data = write_byte_dataset(tmp / "data")
     out = tmp / "run"
 
     def command() -> int:
-        real = MambaSWELUForCausalLM.save_pretrained
+        real = MsweluForCausalLM.save_pretrained
 
         def full(self, *args, **kwargs):
             raise OSError(28, "No space left on device")
 
-        MambaSWELUForCausalLM.save_pretrained = full
+        MsweluForCausalLM.save_pretrained = full
         try:
             return _train(_tiny(data, out, "--ckpt-every", "2"))
         finally:
-            MambaSWELUForCausalLM.save_pretrained = real
+            MsweluForCausalLM.save_pretrained = real
 
     return command, lambda: not (out / "checkpoints" / "step_0000002").is_dir()
 
@@ -512,7 +512,7 @@ def _tampered_sharded_run(tmp: Path) -> tuple[Path, Path, Path]:
     one whose ``dcp/.metadata`` is a pickle that runs code, its manifest's sha256 rewritten to match."""
     import pickle
 
-    from mswelu import checkpoint as ckpt
+    from mswelu.training import checkpoint as ckpt
     from mswelu.workbook import data_for
 
     data, out = Path(data_for(None, "tiny")), tmp / "run"  # a tokenizer that loads offline (evaluate)
@@ -544,7 +544,7 @@ def _tampered(command: str):
 
             run = lambda: evaluate(["tasks", "--run", str(out), "--tasks", "mswelu_lastword"])  # noqa: E731
         else:
-            from mswelu.run_index import main as runs
+            from mswelu.runs.index import main as runs
 
             run = lambda: runs(["show", str(out)])  # noqa: E731
         return run, marker.exists

@@ -27,7 +27,7 @@ for _var, _sub in (
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-# dtype="auto" takes bf16 on CPUs with native bf16 (mswelu.train_config.cpu_has_native_bf16): pin the tests
+# dtype="auto" takes bf16 on CPUs with native bf16 (mswelu.training.config.cpu_has_native_bf16): pin the tests
 # (and the notebook kernels they start) to fp32 so that their numbers do not depend on the CPU model;
 # tests of the bf16 path ask for it by name.
 os.environ.setdefault("MSWELU_CPU_BF16", "0")

@@ -10,10 +10,10 @@ import sys
 import torch
 import torch.distributed as dist
 
-from mswelu import distributed as du
-from mswelu import parallel
-from mswelu.models import build_model
-from mswelu.optim import build_optimizer
+from mswelu.base import distributed as du
+from mswelu.models.build import build_model
+from mswelu.training import parallel
+from mswelu.training.optim import build_optimizer
 
 
 def local(t: torch.Tensor) -> int:

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from test_train import write_byte_dataset
 from torch import Tensor, nn
 
-from mswelu import MambaSWELUConfig, MambaSWELUForCausalLM
+from mswelu import MsweluConfig, MsweluForCausalLM
 from mswelu.modules.activations import ACTIVATIONS, Activation, ShapeParam, curve, register, shape_values
-from mswelu.optim import build_optimizer
 from mswelu.train import train
+from mswelu.training.optim import build_optimizer
 
 NAME = "scaled-tanh"
 
@@ -79,7 +79,7 @@ SHAPE = {"a": {"init": 0.8, "lr_scale": 4.0}, "lambda": {"init": 1.5}}
 
 
 def test_it_builds_with_its_settings_and_routes_its_parameters(scaled_tanh: Activation) -> None:
-    model = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("tiny", activation=NAME, shape=SHAPE))
+    model = MsweluForCausalLM(MsweluConfig.from_preset("tiny", activation=NAME, shape=SHAPE))
     slots = model.shape_slots()
     assert len(slots) == 2 * 2 + 3  # in-mixer (shared) and post-mixer per block, three dense layers
     for slot in slots:
@@ -95,9 +95,9 @@ def test_it_builds_with_its_settings_and_routes_its_parameters(scaled_tanh: Acti
     assert len(shape) == 1 and shape[0]["lr"] == pytest.approx(0.04)
     assert {id(p) for p in shape[0]["params"]} == {id(s.module.a_raw) for s in slots}
     with pytest.raises(ValueError, match="unknown shape parameter 'lamda' \\(did you mean 'lambda'\\?\\)"):
-        MambaSWELUConfig.from_preset("tiny", activation=NAME, shape={"lamda": {"init": 2.0}})
+        MsweluConfig.from_preset("tiny", activation=NAME, shape={"lamda": {"init": 2.0}})
     with pytest.raises(ValueError, match=f"shape.a is frozen in '{NAME}-fixed'"):
-        MambaSWELUConfig.from_preset("tiny", activation=f"{NAME}-fixed", shape={"a": {"learnable": True}})
+        MsweluConfig.from_preset("tiny", activation=f"{NAME}-fixed", shape={"a": {"learnable": True}})
 
 
 def test_it_trains_and_its_values_are_in_the_metrics(scaled_tanh: Activation, tmp_path: Path) -> None:

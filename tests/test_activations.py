@@ -19,7 +19,7 @@ from mswelu.modules.activations import (
     shape_values,
     spec_of,
 )
-from mswelu.optim import route_parameters
+from mswelu.training.optim import route_parameters
 
 
 def _off_init(name: str) -> dict[str, float]:
@@ -73,9 +73,9 @@ def test_shape_parameters_go_to_their_own_group(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_every_activation_trains_in_the_model(name: str) -> None:
-    from mswelu import MambaSWELUConfig, MambaSWELUForCausalLM
+    from mswelu import MsweluConfig, MsweluForCausalLM
 
-    model = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("tiny", activation=name))
+    model = MsweluForCausalLM(MsweluConfig.from_preset("tiny", activation=name))
     ids = torch.randint(0, 512, (2, 9))
     out = model(input_ids=ids, labels=ids)
     out.loss.backward()

@@ -361,15 +361,15 @@ def test_study_bootstrap_resamples_the_same_units_for_every_run():
 
 
 def test_shape_gradients_match_finite_differences():
-    from mswelu.shape_gradients import shape_gradients
+    from mswelu.models.shape_gradients import shape_gradients
 
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 
-    from mswelu import MambaSWELUConfig, MambaSWELUForCausalLM
+    from mswelu import MsweluConfig, MsweluForCausalLM
 
     torch.manual_seed(0)
-    model = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("tiny", vocab_size=64)).double()
+    model = MsweluForCausalLM(MsweluConfig.from_preset("tiny", vocab_size=64)).double()
     with torch.no_grad():  # move k away from the init so each slot differs
         for i, m in enumerate(s.module for s in model.shape_slots()):
             m.k_raw.add_(0.1 * i - 0.3)

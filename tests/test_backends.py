@@ -13,8 +13,8 @@ import pytest
 import torch
 from kernel_refs import bind_refs, load_refs, refs_installed
 
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.modeling import MambaSWELUForCausalLM
+from mswelu.models.configuration import MsweluConfig
+from mswelu.models.modeling import MsweluForCausalLM
 from mswelu.modules import ssm_mixer
 from mswelu.modules.mamba_mixer import MambaMixer
 from mswelu.modules.swelu import SWELU
@@ -145,12 +145,10 @@ def test_mixer_dispatches_every_entry_to_the_kernel_path(monkeypatch: pytest.Mon
     torch.testing.assert_close(got_step, want_step, rtol=6e-4, atol=1e-5)
 
 
-def _tiny_model(**overrides) -> MambaSWELUForCausalLM:
+def _tiny_model(**overrides) -> MsweluForCausalLM:
     torch.manual_seed(0)
-    config = MambaSWELUConfig.from_preset(
-        "tiny", vocab_size=64, d_model=32, dense_sizes=(48, 48), **overrides
-    )
-    return MambaSWELUForCausalLM(config).eval()
+    config = MsweluConfig.from_preset("tiny", vocab_size=64, d_model=32, dense_sizes=(48, 48), **overrides)
+    return MsweluForCausalLM(config).eval()
 
 
 @no_gpu

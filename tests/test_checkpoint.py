@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from mswelu import checkpoint as ckpt
-from mswelu.fs import atomic_write_json
-from mswelu.optim import build_optimizer
+from mswelu.base.fs import atomic_write_json
+from mswelu.training import checkpoint as ckpt
+from mswelu.training.optim import build_optimizer
 
 
 class _Tied(nn.Module):
@@ -200,7 +200,7 @@ def test_leftovers_of_dead_writers_only_are_cleaned(tmp_path):
     import subprocess
     import sys
 
-    from mswelu.checkpoint import clean_leftovers
+    from mswelu.training.checkpoint import clean_leftovers
 
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     done.wait()
@@ -231,7 +231,7 @@ def test_the_train_state_is_saved_and_restored_as_one() -> None:
     """What a checkpoint's trainer_state.json carries of the run's progress comes back as one TrainState: the
     counters and records as they were, this sitting's time and tokens added to the earlier sittings', the
     skipped-in-a-row count cleared (a checkpoint follows a good step)."""
-    from mswelu.resume import TrainState
+    from mswelu.runs.resume import TrainState
 
     fresh = TrainState()
     assert (fresh.step, fresh.tokens, fresh.last_val, fresh.spent()["trained_tokens"]) == (0, 0, {}, 0)

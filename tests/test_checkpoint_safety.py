@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mswelu import checkpoint as ckpt
-from mswelu import distributed as du
-from mswelu.sharded_checkpoint import DCP_DIR, METADATA_GLOBALS, _dcp_load, load_sharded, save_sharded
+from mswelu.base import distributed as du
+from mswelu.training import checkpoint as ckpt
+from mswelu.training.sharded_checkpoint import (
+    DCP_DIR,
+    METADATA_GLOBALS,
+    _dcp_load,
+    load_sharded,
+    save_sharded,
+)
 
 
 class _Payload:

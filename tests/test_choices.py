@@ -8,23 +8,23 @@ import io
 
 import pytest
 
-from mswelu.errors import choice
+from mswelu.base.errors import choice
 
 
 def _config(**kw):
-    from mswelu.configuration import MambaSWELUConfig
+    from mswelu.models.configuration import MsweluConfig
 
-    return MambaSWELUConfig.from_preset("tiny", **kw)
+    return MsweluConfig.from_preset("tiny", **kw)
 
 
 def _model_name(name: str):
-    from mswelu.models import parse_model_name
+    from mswelu.models.build import parse_model_name
 
     return parse_model_name(name)
 
 
 def _variant(name: str):
-    from mswelu.variants import variant_overrides
+    from mswelu.training.variants import variant_overrides
 
     return variant_overrides(name, "tiny")
 
@@ -36,7 +36,7 @@ def _view(name: str):
 
 
 def _test(name: str):
-    from mswelu.stats import _bounds
+    from mswelu.base.stats import _bounds
 
     return _bounds(name, 0.1)
 
@@ -47,7 +47,7 @@ def _test(name: str):
         (lambda: _model_name("tinny"), "tiny"),  # --preset tinny
         (lambda: _model_name("gtp2:small"), "gpt2"),
         (lambda: _model_name("gpt2:smal"), "small"),
-        (lambda: __import__("mswelu").MambaSWELUConfig.from_preset("smal"), "small"),
+        (lambda: __import__("mswelu").MsweluConfig.from_preset("smal"), "small"),
         (lambda: _variant("swelu-fixd"), "swelu-fixed"),
         (lambda: _config(activation="swelo"), "swelu"),
         (lambda: _config(mixer="mamba3"), "mamba"),
@@ -71,7 +71,7 @@ def test_a_misspelt_tokenizer_names_the_built_in_one(monkeypatch) -> None:
 
 
 def test_a_misspelt_run_name_names_the_nearest_run(tmp_path, monkeypatch) -> None:
-    from mswelu import runs
+    from mswelu.runs import folder as runs
 
     monkeypatch.setattr(runs, "runs_dir", lambda: tmp_path)
     monkeypatch.setattr(runs, "list_runs", lambda **kw: [tmp_path / "main", tmp_path / "other"])

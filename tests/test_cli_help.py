@@ -10,8 +10,8 @@ import re
 
 import pytest
 
+from mswelu.base.errors import plain_text
 from mswelu.bench import BENCHMARKS
-from mswelu.errors import plain_text
 
 # (module with main(argv), the arguments before --help)
 COMMANDS = [
@@ -23,9 +23,9 @@ COMMANDS = [
     ("mswelu.data.__main__", ["prepare"]),
     ("mswelu.data.__main__", ["info"]),
     ("mswelu.plan", []),
-    ("mswelu.run_index", []),
-    ("mswelu.run_index", ["list"]),
-    ("mswelu.run_index", ["show"]),
+    ("mswelu.runs.index", []),
+    ("mswelu.runs.index", ["list"]),
+    ("mswelu.runs.index", ["show"]),
     ("mswelu.monitor", []),
     ("mswelu.evaluate", []),
     ("mswelu.evaluate", ["tasks"]),
@@ -55,7 +55,7 @@ def test_help_is_plain_text(module: str, args: list[str]) -> None:
 
 def test_plain_text_drops_roles_and_literals() -> None:
     assert plain_text(':func:`decode` with ``mode="recurrent"``') == 'decode with mode="recurrent"'
-    assert plain_text(":data:`~mswelu.stats.DEFAULT_SEEDS` and ``--set KEY=VALUE``") == (
+    assert plain_text(":data:`~mswelu.base.stats.DEFAULT_SEEDS` and ``--set KEY=VALUE``") == (
         "DEFAULT_SEEDS and --set KEY=VALUE"
     )
     assert plain_text("a `single` quote stays") == "a `single` quote stays"

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.models import build_model
+from mswelu.models.build import build_model
+from mswelu.models.configuration import MsweluConfig
 from mswelu.modules.mamba_mixer import MambaMixer
-from mswelu.optim import build_optimizer
-from mswelu.variants import variant_overrides
+from mswelu.training.optim import build_optimizer
+from mswelu.training.variants import variant_overrides
 
 D_MODEL = 16
 
@@ -27,7 +27,7 @@ def test_learned_is_the_default_and_draws_the_same_weights():
     learned = mixer("learned")
     for (name, a), b in zip(plain.state_dict().items(), learned.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert MambaSWELUConfig.from_preset("tiny").conv_mode == "learned"
+    assert MsweluConfig.from_preset("tiny").conv_mode == "learned"
 
 
 def test_ones_is_the_learned_conv_with_weights_one_and_frozen():
@@ -81,16 +81,16 @@ def test_variants_and_config_checks():
     control.pop("conv_mode")
     assert control == variant_overrides("mamba", "tiny")["model"]
     with pytest.raises(ValueError, match="did you mean 'ones'"):
-        MambaSWELUConfig.from_preset("tiny", conv_mode="one")
+        MsweluConfig.from_preset("tiny", conv_mode="one")
     with pytest.raises(ValueError, match="Mamba-1 blocks"):
-        MambaSWELUConfig.from_preset("mamba2-tiny", conv_mode="residual")
+        MsweluConfig.from_preset("mamba2-tiny", conv_mode="residual")
 
 
 def test_a_control_does_not_convert_to_the_reference_mamba():
-    from mswelu.convert.common import check_reference
-    from mswelu.presets import PRESETS
+    from mswelu.models.convert.common import check_reference
+    from mswelu.models.presets import PRESETS
 
     ref = {**PRESETS["mamba-130m"], "d_model": 32, "layer_pattern": "MM", "vocab_size": 64}
-    check_reference(MambaSWELUConfig(**ref), "mamba1")
+    check_reference(MsweluConfig(**ref), "mamba1")
     with pytest.raises(ValueError, match="conv_mode='ones'"):
-        check_reference(MambaSWELUConfig(**ref, conv_mode="ones"), "mamba1")
+        check_reference(MsweluConfig(**ref, conv_mode="ones"), "mamba1")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import MambaConfig, MambaForCausalLM
 
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.convert import from_hf_mamba, from_mamba_ssm, load_mamba_ssm_checkpoint, to_hf_mamba
-from mswelu.modeling import MambaSWELUForCausalLM
+from mswelu.models.configuration import MsweluConfig
+from mswelu.models.convert import from_hf_mamba, from_mamba_ssm, load_mamba_ssm_checkpoint, to_hf_mamba
+from mswelu.models.modeling import MsweluForCausalLM
 
 
 @pytest.fixture
@@ -81,10 +81,10 @@ def test_mamba_ssm_state_dict_and_checkpoint_folder(hf_model, tmp_path) -> None:
 
 
 def test_bad_conversions(hf_model, tmp_path) -> None:
-    cfg = MambaSWELUConfig.from_preset(
+    cfg = MsweluConfig.from_preset(
         "mamba-130m", activation="swelu", d_model=32, layer_pattern="MM", vocab_size=96
     )
-    swelu = MambaSWELUForCausalLM(cfg)
+    swelu = MsweluForCausalLM(cfg)
     with pytest.raises(ValueError, match="not the reference Mamba-1 architecture: activation='swelu'"):
         to_hf_mamba(swelu)
     sd = _mamba_ssm_state_dict(hf_model)

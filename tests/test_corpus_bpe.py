@@ -153,10 +153,10 @@ def test_cli_prepares_a_corpus_bpe(tmp_path: Path, capsys) -> None:
 
 def test_a_run_on_corpus_bpe_data_generates_with_it(bpe_data, tmp_path: Path) -> None:
     """Trainer, evaluation (exact bytes: no calibration) and generate all take the dataset's tokenizer."""
-    from mswelu import run_model
-    from mswelu.evaluation import byte_table
     from mswelu.generate import SamplingConfig, generate_text, load_model
+    from mswelu.runs import model as run_model
     from mswelu.train import train
+    from mswelu.training.evaluation import byte_table
 
     out, words = bpe_data
     meta = load_meta(out)

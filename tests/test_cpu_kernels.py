@@ -202,12 +202,10 @@ def test_swelu_auto_and_forced_impl():
 def test_model_training_step_equals_pytorch_path(monkeypatch):
     """A tiny MambaSWELU model: the loss and every parameter's gradient with the kernels equal the pure
     PyTorch path's."""
-    from mswelu import MambaSWELUConfig, MambaSWELUForCausalLM
+    from mswelu import MsweluConfig, MsweluForCausalLM
 
     torch.manual_seed(0)
-    model = MambaSWELUForCausalLM(
-        MambaSWELUConfig.from_preset("tiny", vocab_size=97, mixer_k_sharing="separate")
-    )
+    model = MsweluForCausalLM(MsweluConfig.from_preset("tiny", vocab_size=97, mixer_k_sharing="separate"))
     ids = torch.randint(0, 97, (3, 20))
     runs = []
     for flag in ("1", "0"):

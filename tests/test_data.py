@@ -501,7 +501,7 @@ def test_cli_write_failures_are_one_clear_line_and_leave_nothing(
 def test_explain_os_error_names_path_and_remedy() -> None:
     import errno
 
-    from mswelu.fs import DiskFullError, explain_os_error
+    from mswelu.base.fs import DiskFullError, explain_os_error
 
     full = OSError(errno.ENOSPC, "No space left on device", "/data/x/train.bin")
     assert (

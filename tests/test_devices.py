@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mswelu import devices
+from mswelu.base import devices
 from mswelu.monitor import device_frame, device_summary, format_devices, plot_devices
 
 GB = 1024**3
@@ -21,7 +21,7 @@ class _Err(Exception):
 
 
 def fake_nvml(gpus: list[dict], init_fails: bool = False) -> types.ModuleType:
-    """A stand-in for ``pynvml`` answering the calls :class:`mswelu.devices.Nvml` makes, for ``gpus``
+    """A stand-in for ``pynvml`` answering the calls :class:`mswelu.base.devices.Nvml` makes, for ``gpus``
     (util %, used / total bytes, temp C, power mW or None for a GPU without a power sensor)."""
     nv = types.ModuleType("pynvml")
     nv.NVMLError = _Err
@@ -148,7 +148,7 @@ def test_a_tiny_run_records_device_samples_with_gpus(tmp_path, tiny_train_config
 
 def test_monitor_every_setting(tmp_path, tiny_train_config) -> None:
     from mswelu.train import config_from_args, train
-    from mswelu.train_config import TrainConfig
+    from mswelu.training.config import TrainConfig
 
     assert TrainConfig().monitor_interval() == 10.0 and TrainConfig(monitor_every=0).monitor_interval() == 0
     assert config_from_args(["--monitor-every", "2.5"]).monitor_every == 2.5

@@ -35,7 +35,13 @@ NOT_RUN = {
 }
 
 # `python -m` modules a test runs for real (cheap, writes nothing); every other one is parsed only.
-RUN_FOR_REAL = {"mswelu.plan", "mswelu.ops.backends", "mswelu.monitor", "mswelu.runs", "mswelu.run_index"}
+RUN_FOR_REAL = {
+    "mswelu.plan",
+    "mswelu.ops.backends",
+    "mswelu.monitor",
+    "mswelu.runs",
+    "mswelu.runs.index",
+}
 # Arguments that make a cheap module slow, endless, or need what a test lacks (`runs show main`: a run named
 # main): such a command is parsed only.
 SLOW_ARGS = {"--watch", "--measure", "show"}

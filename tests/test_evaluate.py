@@ -11,7 +11,7 @@ import torch
 
 from mswelu import evaluate as ev
 from mswelu.data import get_tokenizer
-from mswelu.run_model import load_model
+from mswelu.runs.model import load_model
 
 
 def test_local_tasks_are_built_from_the_validation_split(embedded_data, tmp_path) -> None:

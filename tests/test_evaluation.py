@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mswelu import distributed as du
+from mswelu.base import distributed as du
 from mswelu.data import load_meta, prepare
-from mswelu.evaluation import byte_table, document_index, evaluate
-from mswelu.models import build_model
+from mswelu.models.build import build_model
+from mswelu.training.evaluation import byte_table, document_index, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_sums_per_document_and_window_match_an_independent_recomputation(corpus)
 
 
 def test_a_run_writes_its_final_evaluation_per_document(tiny_train_config, tmp_path):
-    from mswelu.runs import load_run
+    from mswelu.runs.folder import load_run
     from mswelu.train import train
 
     summary = train({**tiny_train_config, "max_steps": 4, "out": str(tmp_path / "run")})

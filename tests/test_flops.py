@@ -1,5 +1,6 @@
 """Model FLOPs per token against torch's own FLOP counter: every matmul of a forward pass counted by
-``FlopCounterMode`` matches the closed forms of :mod:`mswelu.flops` exactly; the parts it cannot see (the
+``FlopCounterMode`` matches the closed forms of :mod:`mswelu.models.flops` exactly; the parts it cannot see
+(the
 scan's elementwise work, the activations, CPU attention) are checked against their formulas: mamba and
 mamba-swelu differ by exactly the activations' declared work. A mixer without a count is an error, not a
 zero."""
@@ -10,13 +11,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mswelu.baselines import gpt2
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.flops import TRAINING_FACTOR, config_flops, model_flops_per_token
-from mswelu.models import build_model
+from mswelu.models.baselines import gpt2
+from mswelu.models.build import build_model
+from mswelu.models.configuration import MsweluConfig
+from mswelu.models.flops import TRAINING_FACTOR, config_flops, model_flops_per_token
 from mswelu.modules.activations import TRANSCENDENTAL_FLOPS as T
 from mswelu.modules.activations import activation_flops, make_activation
-from mswelu.variants import variant_overrides
+from mswelu.training.variants import variant_overrides
 
 B, L = 2, 32
 
@@ -62,9 +63,9 @@ def test_mamba_and_mamba_swelu_differ_by_the_activation_term(preset: str) -> Non
     flops = {}
     for variant in ("mamba", "mamba-swelu", "mamba-swelu-fixed"):
         flops[variant] = config_flops(
-            MambaSWELUConfig.for_run(preset, 512, L, **variant_overrides(variant, preset)), L
+            MsweluConfig.for_run(preset, 512, L, **variant_overrides(variant, preset)), L
         )
-    c = MambaSWELUConfig.for_run(preset, 512, L, **variant_overrides("mamba-swelu", preset))
+    c = MsweluConfig.for_run(preset, 512, L, **variant_overrides("mamba-swelu", preset))
     post = c.d_model if c.post_mixer_act else 0
     elements = (2 * c.d_inner + post) * c.n_layer + (sum(c.dense_sizes) + c.d_model if c.dense_sizes else 0)
     silu, swelu, fixed = flops["mamba"], flops["mamba-swelu"], flops["mamba-swelu-fixed"]

@@ -109,7 +109,7 @@ def test_fsdp_equals_one_process(tmp_path: Path, byte_dataset: Path, variant: di
 
 def _weights(checkpoint: Path) -> dict:
     """A checkpoint's weights by name, sharded (DCP) or full."""
-    from mswelu.run_model import _from_checkpoint
+    from mswelu.runs.model import _from_checkpoint
 
     return {k: v.detach() for k, v in _from_checkpoint(checkpoint, "cpu").state_dict().items()}
 
@@ -156,7 +156,7 @@ def test_sharded_checkpoints_resume_exactly_and_across_world_sizes(tmp_path: Pat
     # final/ of the FSDP run is an ordinary save_pretrained folder: it loads and generates
     import torch
 
-    from mswelu.run_model import load_model
+    from mswelu.runs.model import load_model
 
     model, source = load_model(tmp_path / "fsdp")
     assert source.name == "final"
@@ -164,7 +164,7 @@ def test_sharded_checkpoints_resume_exactly_and_across_world_sizes(tmp_path: Pat
     out = model.generate(ids, max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 9)
     # the sharded checkpoint alone also gives the model (what a run without final/ falls back to)
-    from mswelu.run_model import _from_checkpoint
+    from mswelu.runs.model import _from_checkpoint
 
     model5 = _from_checkpoint(tmp_path / "fsdp" / "checkpoints" / "step_0000005", "cpu")
     assert torch.isfinite(model5(ids).logits).all()

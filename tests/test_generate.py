@@ -126,20 +126,20 @@ class CharTokenizer:
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from mswelu import MambaSWELUConfig, MambaSWELUForCausalLM
+    from mswelu import MsweluConfig, MsweluForCausalLM
 
     torch.manual_seed(0)
-    model = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("tiny", vocab_size=257, eos_token_id=256))
+    model = MsweluForCausalLM(MsweluConfig.from_preset("tiny", vocab_size=257, eos_token_id=256))
     return model.eval()
 
 
 @pytest.fixture(scope="module")
 def tiny_hybrid():
-    from mswelu import MambaSWELUConfig, MambaSWELUForCausalLM
+    from mswelu import MsweluConfig, MsweluForCausalLM
 
     torch.manual_seed(0)
-    cfg = MambaSWELUConfig.from_preset("tiny", vocab_size=257, eos_token_id=256, layer_pattern="MA")
-    return MambaSWELUForCausalLM(cfg).eval()
+    cfg = MsweluConfig.from_preset("tiny", vocab_size=257, eos_token_id=256, layer_pattern="MA")
+    return MsweluForCausalLM(cfg).eval()
 
 
 @pytest.mark.parametrize("which", ["tiny_model", "tiny_hybrid", "tiny_gpt2"])
@@ -289,7 +289,7 @@ def test_recurrent_decode_feeds_one_token_per_step(which, request):
 
 @pytest.fixture(scope="module")
 def tiny_gpt2():
-    from mswelu.baselines import build_baseline
+    from mswelu.models.baselines import build_baseline
 
     torch.manual_seed(0)
     return build_baseline("gpt2", "tiny", vocab_size=257, max_seq_len=64, n_embd=32, n_layer=2).eval()

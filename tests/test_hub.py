@@ -15,8 +15,8 @@ import torch
 
 from mswelu.data import get_tokenizer
 from mswelu.generate import SamplingConfig, decode, generate_text
-from mswelu.hub import hf_tokenizer
-from mswelu.run_model import load_model
+from mswelu.runs.hub import hf_tokenizer
+from mswelu.runs.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n  Café — naïve 'quotes' 123."
@@ -36,12 +36,12 @@ def test_import_mswelu_registers_the_auto_classes_lazily(tiny_run) -> None:
         f"print(type(AutoModelForCausalLM.from_pretrained({str(final)!r})).__name__)"
     )
     assert before.returncode == 0, before.stderr
-    assert before.stdout.split() == ["MambaSWELUConfig", "MambaSWELUForCausalLM"]
+    assert before.stdout.split() == ["MsweluConfig", "MsweluForCausalLM"]
     after = _python(  # transformers' Auto modules imported before mswelu
         "from transformers import AutoModelForCausalLM\nimport mswelu\n"
         f"print(type(AutoModelForCausalLM.from_pretrained({str(final)!r})).__name__)"
     )
-    assert after.returncode == 0 and after.stdout.split() == ["MambaSWELUForCausalLM"], after.stderr
+    assert after.returncode == 0 and after.stdout.split() == ["MsweluForCausalLM"], after.stderr
 
 
 def test_final_holds_the_tokenizer_generation_config_and_card(tiny_run) -> None:

@@ -10,49 +10,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mswelu"
 
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
-    [
-        "paths",
-        "fs",
-        "progress",
-        "hf_compat",
-        "config_files",
-        "stats",
-        "distributed",
-        "provenance",
-        "stop",
-        "errors",
-        "run_names",
-        "devices",
-        "base",
-    ],
+    ["base"],
     ["ops"],
     ["modules"],
-    [
-        "configuration",
-        "presets",
-        "modeling",
-        "convert",
-        "baselines",
-        "models",
-        "flops",
-        "data",
-        "analysis",
-        "shape_gradients",
-    ],
-    [
-        "optim",
-        "schedule",
-        "checkpoint",
-        "train_config",
-        "variants",
-        "evaluation",
-        "parallel",
-        "sharded_checkpoint",
-        "trackers",
-        "training_code",
-        "settings_policy",
-    ],
-    ["runs", "run_model", "resume", "preflight", "metrics_log", "hub", "run_index"],
+    ["models", "data", "analysis"],
+    ["training"],
+    ["runs"],
     ["trainer", "train", "launch", "generate", "monitor", "evaluate", "plan"],
     ["report", "workbook", "bench", "__init__"],
 ]
@@ -184,11 +147,11 @@ def test_the_notebook_rule_sees_a_lower_import(tmp_path: Path) -> None:
 
     cells = [
         {"cell_type": "code", "source": ["%matplotlib inline\n", "from mswelu import workbook as wb\n"]},
-        {"cell_type": "code", "source": ["def f():\n", "    from mswelu.paths import display_path\n"]},
+        {"cell_type": "code", "source": ["def f():\n", "    from mswelu.base.paths import display_path\n"]},
         {"cell_type": "markdown", "source": ["from mswelu import fs"]},
     ]
     (tmp_path / "x.ipynb").write_text(json.dumps({"cells": cells}))
-    assert _notebook_imports(tmp_path / "x.ipynb") == {"workbook", "paths"}
+    assert _notebook_imports(tmp_path / "x.ipynb") == {"workbook", "base"}
 
 
 def test_the_workbook_facade_exports_what_the_notebooks_use_and_nothing_else() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mswelu.training_code import training_code
+from mswelu.training.code_digest import training_code
 from mswelu.workbook import migrate
 
 STUDIES = Path(__file__).resolve().parents[1] / "reports" / "studies"

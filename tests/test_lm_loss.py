@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.modeling import MambaSWELUForCausalLM
-from mswelu.models import lm_loss
+from mswelu.models.build import lm_loss
+from mswelu.models.configuration import MsweluConfig
+from mswelu.models.modeling import MsweluForCausalLM
 from mswelu.ops.lm_loss import linear_cross_entropy, next_token_loss, split_window
 
 pytestmark = pytest.mark.usefixtures("kernels_or_torch")
@@ -103,8 +103,8 @@ def test_default_chunks_over_a_large_vocabulary(dtype) -> None:
 
 def test_model_shift_labels_give_the_logits_loss_and_its_gradients() -> None:
     torch.manual_seed(0)
-    cfg = MambaSWELUConfig(vocab_size=97, d_model=32, n_layers=2, d_state=4, max_seq_len=16)
-    model = MambaSWELUForCausalLM(cfg).double()
+    cfg = MsweluConfig(vocab_size=97, d_model=32, n_layers=2, d_state=4, max_seq_len=16)
+    model = MsweluForCausalLM(cfg).double()
     window = torch.randint(0, 97, (2, 13))
     x, y = split_window(window)
     plain = next_token_loss(model(input_ids=x).logits, y)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import Mamba2Config, Mamba2ForCausalLM
 
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.convert import from_hf_mamba2, to_hf_mamba2
-from mswelu.convert.mamba2 import hf_norm_is_grouped
-from mswelu.hf_compat import output_cache
-from mswelu.modeling import MambaSWELUForCausalLM
+from mswelu.base.hf_compat import output_cache
+from mswelu.models.configuration import MsweluConfig
+from mswelu.models.convert import from_hf_mamba2, to_hf_mamba2
+from mswelu.models.convert.mamba2 import hf_norm_is_grouped
+from mswelu.models.modeling import MsweluForCausalLM
 
 VOCAB = 96
 
@@ -80,15 +80,15 @@ def test_round_trip_and_greedy_generate(hf_model) -> None:
 
 
 def test_only_the_reference_arrangement_converts() -> None:
-    model = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("tiny", mixer="mamba2", headdim=32))
+    model = MsweluForCausalLM(MsweluConfig.from_preset("tiny", mixer="mamba2", headdim=32))
     with pytest.raises(ValueError, match="not the reference Mamba-2"):
         to_hf_mamba2(model)
 
 
-def _tiny(**kw) -> MambaSWELUForCausalLM:
+def _tiny(**kw) -> MsweluForCausalLM:
     torch.manual_seed(0)
-    cfg = MambaSWELUConfig.from_preset("tiny", mixer="mamba2", d_state=16, headdim=32, chunk_size=8, **kw)
-    return MambaSWELUForCausalLM(cfg).eval()
+    cfg = MsweluConfig.from_preset("tiny", mixer="mamba2", d_state=16, headdim=32, chunk_size=8, **kw)
+    return MsweluForCausalLM(cfg).eval()
 
 
 @pytest.mark.parametrize("pattern", ["MM", "MA"], ids=["mamba2", "mamba2-hybrid"])

@@ -18,11 +18,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.flops import config_flops
-from mswelu.hf_compat import output_cache
-from mswelu.modeling import MambaSWELUForCausalLM, parameter_count
-from mswelu.models import activation_bytes, lm_loss, measure_activation_bytes
+from mswelu.base.hf_compat import output_cache
+from mswelu.models.build import activation_bytes, lm_loss, measure_activation_bytes
+from mswelu.models.configuration import MsweluConfig
+from mswelu.models.flops import config_flops
+from mswelu.models.modeling import MsweluForCausalLM, parameter_count
 from mswelu.modules.activations import activation_flops, make_activation
 from mswelu.modules.mixers import MIXERS
 from mswelu.modules.mixers.registry import Mixer, register_mixer
@@ -100,10 +100,10 @@ def diagonal(monkeypatch: pytest.MonkeyPatch) -> Mixer:
     return spec
 
 
-def _model(**overrides: Any) -> MambaSWELUForCausalLM:
+def _model(**overrides: Any) -> MsweluForCausalLM:
     torch.manual_seed(0)
-    config = MambaSWELUConfig.from_preset("tiny", mixer="diagonal", d_state=4, **overrides)
-    return MambaSWELUForCausalLM(config)
+    config = MsweluConfig.from_preset("tiny", mixer="diagonal", d_state=4, **overrides)
+    return MsweluForCausalLM(config)
 
 
 def test_it_registers_builds_and_counts_its_parameters(diagonal: Mixer) -> None:
@@ -115,7 +115,7 @@ def test_it_registers_builds_and_counts_its_parameters(diagonal: Mixer) -> None:
         unique = {id(p): p for p in model.parameters()}.values()
         assert parameter_count(model.config) == sum(p.numel() for p in unique)
     with pytest.raises(ValueError, match="d_state must be an integer >= 1"):  # its settings, checked
-        MambaSWELUConfig.from_preset("tiny", mixer="diagonal", d_state=0)
+        MsweluConfig.from_preset("tiny", mixer="diagonal", d_state=0)
 
 
 def test_it_trains(diagonal: Mixer) -> None:

@@ -11,23 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from mswelu.configuration import MambaSWELUConfig
+from mswelu.models.configuration import MsweluConfig
 from mswelu.modules.mixers import MIXERS, mixer_spec
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mswelu"
 
 
-def _configs(mixer: str) -> list[MambaSWELUConfig]:
+def _configs(mixer: str) -> list[MsweluConfig]:
     extra = {"d_state": 8, "headdim": 16} if mixer == "mamba2" else {}
     pattern = "A" if mixer == "attention" else "M"
     base = {"mixer": "mamba1" if mixer == "attention" else mixer, "layer_pattern": pattern, **extra}
     return [
-        MambaSWELUConfig.from_preset("tiny", **base),
-        MambaSWELUConfig.from_preset("tiny", **base, activation="silu", norm="rmsnorm", proj_bias=True),
-        MambaSWELUConfig.from_preset("tiny", **base, mixer_k_sharing="separate", conv_bias=False),
-        MambaSWELUConfig.from_preset(
-            "tiny", **base, activation="swish", post_mixer_act=False, attn_mlp_expand=0
-        ),
+        MsweluConfig.from_preset("tiny", **base),
+        MsweluConfig.from_preset("tiny", **base, activation="silu", norm="rmsnorm", proj_bias=True),
+        MsweluConfig.from_preset("tiny", **base, mixer_k_sharing="separate", conv_bias=False),
+        MsweluConfig.from_preset("tiny", **base, activation="swish", post_mixer_act=False, attn_mlp_expand=0),
     ]
 
 
@@ -73,13 +71,13 @@ def _code(path: Path) -> tuple[set[str], set[str], ast.Module]:
 def test_a_mixers_settings_are_checked_by_its_registration(settings: dict, message: str) -> None:
     """The config asks each mixer it uses (``check_config``), which runs the mixer's own checks."""
     with pytest.raises(ValueError, match=message):
-        MambaSWELUConfig.from_preset("tiny", **settings)
+        MsweluConfig.from_preset("tiny", **settings)
     unused = {k: v for k, v in settings.items() if k not in ("mixer", "layer_pattern")}
     if "headdim" in unused or "dt_limit" in unused:  # Mamba-2's settings mean nothing to a Mamba-1 model
-        MambaSWELUConfig.from_preset("tiny", mixer="mamba1", **unused)
+        MsweluConfig.from_preset("tiny", mixer="mamba1", **unused)
 
 
-@pytest.mark.parametrize("module", ["modeling.py", "plan.py"])
+@pytest.mark.parametrize("module", ["models/modeling.py", "plan.py"])
 def test_model_and_plan_name_no_mixer_kind(module: str) -> None:
     """No mixer name as a string, no mixer class as a name in the module's code (prose aside)."""
     strings, names, _ = _code(PACKAGE / module)

@@ -1,4 +1,4 @@
-"""MambaSWELUForCausalLM: sizes, causality, recurrent decoding, generate, save/load, init, bad input."""
+"""MsweluForCausalLM: sizes, causality, recurrent decoding, generate, save/load, init, bad input."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from mswelu.configuration import PRESETS, MambaSWELUConfig
-from mswelu.hf_compat import output_cache
-from mswelu.modeling import MambaSWELUCache, MambaSWELUForCausalLM
+from mswelu.base.hf_compat import output_cache
+from mswelu.models.configuration import PRESETS, MsweluConfig
+from mswelu.models.modeling import MsweluCache, MsweluForCausalLM
 
 VOCAB = 97
 
 
-def tiny(**overrides) -> MambaSWELUForCausalLM:
-    cfg = MambaSWELUConfig.from_preset("tiny", vocab_size=VOCAB, **overrides)
-    return MambaSWELUForCausalLM(cfg).eval()
+def tiny(**overrides) -> MsweluForCausalLM:
+    cfg = MsweluConfig.from_preset("tiny", vocab_size=VOCAB, **overrides)
+    return MsweluForCausalLM(cfg).eval()
 
 
 def perturb(model: torch.nn.Module, scale: float = 0.05) -> None:
@@ -28,7 +28,7 @@ def perturb(model: torch.nn.Module, scale: float = 0.05) -> None:
             p.add_(scale * torch.randn_like(p))
 
 
-def expected_params(c: MambaSWELUConfig) -> int:
+def expected_params(c: MsweluConfig) -> int:
     """Parameter count from the architecture, written out independently of the model code."""
     d, di, n, r = c.d_model, c.expand * c.d_model, c.d_state, math.ceil(c.d_model / 16)
     norm = 2 * d if c.norm == "layernorm" else d
@@ -59,9 +59,9 @@ def expected_params(c: MambaSWELUConfig) -> int:
 # ----------------------------------------------------------------------------- presets and counts
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_build_with_the_expected_parameter_count(name: str) -> None:
-    cfg = MambaSWELUConfig.from_preset(name)
+    cfg = MsweluConfig.from_preset(name)
     with torch.device("meta"):  # sizes only: no memory, no init time
-        model = MambaSWELUForCausalLM(cfg)
+        model = MsweluForCausalLM(cfg)
     n = sum(p.numel() for p in model.parameters())
     print(f"{name}: {n:,} parameters, {model.num_shape_slots()} k")
     assert n == expected_params(cfg)
@@ -69,8 +69,8 @@ def test_presets_build_with_the_expected_parameter_count(name: str) -> None:
 
 def test_true_sizes_of_the_seed_and_reference_presets() -> None:
     with torch.device("meta"):
-        seed = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("seed-124m"))
-        ref = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("mamba-130m"))
+        seed = MsweluForCausalLM(MsweluConfig.from_preset("seed-124m"))
+        ref = MsweluForCausalLM(MsweluConfig.from_preset("mamba-130m"))
     # The seeds claim 124M (their conv+gate fallback); the real-Mamba seed architecture is ~101M.
     assert sum(p.numel() for p in seed.parameters()) == 100_917_263
     # state-spaces/mamba-130m (vocab 50277 padded to 50280): 129.1M as in BRIEF section 5.
@@ -80,7 +80,7 @@ def test_true_sizes_of_the_seed_and_reference_presets() -> None:
 
 def test_seed_preset_has_fifteen_k_in_layer_order() -> None:
     with torch.device("meta"):
-        model = MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("seed-124m"))
+        model = MsweluForCausalLM(MsweluConfig.from_preset("seed-124m"))
     names = [s.name for s in model.shape_slots()]
     expected = [s for i in range(6) for s in (f"blocks.{i}.mixer.act", f"blocks.{i}.post_act")]
     expected += ["dense.0.act", "dense.1.act", "dense.2.act"]
@@ -156,7 +156,7 @@ def test_recurrent_decoding_reproduces_the_full_forward(pattern: str) -> None:
             out = model(x[:, t : t + 1], cache=cache, use_cache=True)
             cache = output_cache(out)
             steps.append(out.logits)
-        assert isinstance(cache, MambaSWELUCache) and cache.get_seq_length() == x.shape[1]
+        assert isinstance(cache, MsweluCache) and cache.get_seq_length() == x.shape[1]
         torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
         # prefill, a multi-token chunk continuing the state, then single tokens
         out = model(x[:, :6], use_cache=True)
@@ -227,7 +227,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, sharing: str) -> None:
     perturb(model)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
-    loaded = MambaSWELUForCausalLM.from_pretrained(tmp_path).eval()
+    loaded = MsweluForCausalLM.from_pretrained(tmp_path).eval()
     x = torch.randint(0, VOCAB, (2, 10))
     assert torch.equal(model(x).logits, loaded(x).logits)
     assert loaded.lm_head.weight is loaded.backbone.embeddings.weight
@@ -236,8 +236,8 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, sharing: str) -> None:
     assert (mixer.act_conv is mixer.act_gate) == (sharing == "shared")
     assert (mixer.act_conv.lambda_raw is mixer.act_gate.lambda_raw) == (sharing != "separate")
     auto = AutoModelForCausalLM.from_pretrained(tmp_path)
-    assert isinstance(auto, MambaSWELUForCausalLM)
-    assert isinstance(AutoConfig.from_pretrained(tmp_path), MambaSWELUConfig)
+    assert isinstance(auto, MsweluForCausalLM)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), MsweluConfig)
 
 
 def test_untied_head_round_trip(tmp_path) -> None:
@@ -245,7 +245,7 @@ def test_untied_head_round_trip(tmp_path) -> None:
     assert model.lm_head.weight is not model.backbone.embeddings.weight
     perturb(model)
     model.save_pretrained(tmp_path)
-    loaded = MambaSWELUForCausalLM.from_pretrained(tmp_path).eval()
+    loaded = MsweluForCausalLM.from_pretrained(tmp_path).eval()
     x = torch.randint(0, VOCAB, (1, 8))
     assert torch.equal(model(x).logits, loaded(x).logits)
     assert loaded.lm_head.weight is not loaded.backbone.embeddings.weight
@@ -253,8 +253,8 @@ def test_untied_head_round_trip(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- init
 def test_init_never_touches_the_mamba_ssm_parameters() -> None:
-    cfg = MambaSWELUConfig.from_preset("tiny", vocab_size=VOCAB, dt_min=1e-3, dt_max=0.1)
-    model = MambaSWELUForCausalLM(cfg)
+    cfg = MsweluConfig.from_preset("tiny", vocab_size=VOCAB, dt_min=1e-3, dt_max=0.1)
+    model = MsweluForCausalLM(cfg)
     mixers = [b.mixer for b in model.backbone.blocks]
     for mixer in mixers:
         dt = F.softplus(mixer.dt_proj.bias.detach())
@@ -323,12 +323,12 @@ def test_backend_reporting() -> None:
 )
 def test_bad_config_values_raise(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
-        MambaSWELUConfig.from_preset("tiny", **kwargs)
+        MsweluConfig.from_preset("tiny", **kwargs)
 
 
 def test_unknown_preset_lists_presets() -> None:
     with pytest.raises(ValueError, match="unknown preset 'gpt5'.*seed-124m"):
-        MambaSWELUConfig.from_preset("gpt5")
+        MsweluConfig.from_preset("gpt5")
 
 
 def test_sequence_longer_than_the_position_table() -> None:
@@ -350,11 +350,11 @@ def test_bad_forward_inputs() -> None:
         model(x, attention_mask=torch.tensor([[0, 1, 1, 1]]))
     with pytest.raises(ValueError, match="exactly one of"):
         model()
-    with pytest.raises(ValueError, match="MambaSWELUCache"):
+    with pytest.raises(ValueError, match="MsweluCache"):
         model(x, cache=object())
     first = model(x, use_cache=True)
     with pytest.raises(ValueError, match="pass the cache once"):
-        model(x, cache=output_cache(first), cache_params=MambaSWELUCache(model.config))
+        model(x, cache=output_cache(first), cache_params=MsweluCache(model.config))
 
 
 @pytest.mark.parametrize("name", ["cache", "cache_params", "past_key_values"])
@@ -366,6 +366,6 @@ def test_the_cache_is_accepted_under_every_name_transformers_has_used(name: str)
     x = torch.randint(0, VOCAB, (1, 6))
     full = model(x).logits
     out = model(x[:, :4], use_cache=True)
-    assert isinstance(output_cache(out), MambaSWELUCache)
+    assert isinstance(output_cache(out), MsweluCache)
     rest = model(x[:, 4:], use_cache=True, **{name: output_cache(out)})
     torch.testing.assert_close(torch.cat([out.logits, rest.logits], 1), full, rtol=1e-4, atol=1e-5)

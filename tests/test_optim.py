@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from mswelu.modules.activations import make_activation
-from mswelu.optim import (
+from mswelu.training.optim import (
     HybridOptimizer,
     build_optimizer,
     param_groups_report,
     route_parameters,
     set_hyperparameters,
 )
-from mswelu.schedule import LRSchedule, lr_curve, lr_factor
+from mswelu.training.schedule import LRSchedule, lr_curve, lr_factor
 
 # Where every parameter kind of the seed architecture must go: (optimizer under "muon", decays?).
 SEED_124M_ROUTES = {
@@ -51,11 +51,11 @@ def _generic(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def seed_model() -> nn.Module:
-    from mswelu.configuration import MambaSWELUConfig
-    from mswelu.modeling import MambaSWELUForCausalLM
+    from mswelu.models.configuration import MsweluConfig
+    from mswelu.models.modeling import MsweluForCausalLM
 
     with torch.device("meta"):  # full seed-124m structure, no memory and no init cost
-        return MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("seed-124m"))
+        return MsweluForCausalLM(MsweluConfig.from_preset("seed-124m"))
 
 
 @pytest.mark.parametrize("opt", ["adamw", "muon"])

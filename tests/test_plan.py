@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from mswelu import plan as P
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.models import activation_bytes, build_model, measure_activation_bytes
+from mswelu.models.build import activation_bytes, build_model, measure_activation_bytes
+from mswelu.models.configuration import MsweluConfig
 from mswelu.modules.mixers import mixer_spec
-from mswelu.optim import build_optimizer
+from mswelu.training.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_sharded_state_bytes_equal_rank_zero_of_a_real_fsdp_run(optimizer: str) 
 @pytest.mark.parametrize("preset", ["tiny", "small", "hybrid-small", "mamba2-small"])
 def test_activation_estimate_is_within_a_factor_of_two_of_a_measurement(preset: str, bf16: bool) -> None:
     """Measured: every tensor a CPU training step saves for its backward."""
-    config = MambaSWELUConfig.for_run(preset, 512, 64)
+    config = MsweluConfig.for_run(preset, 512, 64)
     measured = measure_activation_bytes(preset, 64, bf16=bf16)
     estimate = activation_bytes(config, 64, bf16=bf16)["total"]
     assert 0.5 <= measured / estimate <= 2.0, (measured, estimate)

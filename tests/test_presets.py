@@ -8,9 +8,9 @@ import re
 import pytest
 import torch
 
-from mswelu import presets
-from mswelu.configuration import PRESETS, MambaSWELUConfig
-from mswelu.modeling import MambaSWELUForCausalLM, closed_form_parameter_count
+from mswelu.models import presets
+from mswelu.models.configuration import PRESETS, MsweluConfig
+from mswelu.models.modeling import MsweluForCausalLM, closed_form_parameter_count
 
 STATED = {
     m.group(1): int(m.group(2).replace(",", ""))
@@ -20,21 +20,21 @@ STATED = {
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_count_is_stated_and_closed_form(name: str) -> None:
-    config = MambaSWELUConfig.from_preset(name)
+    config = MsweluConfig.from_preset(name)
     with torch.device("meta"):
-        model = MambaSWELUForCausalLM(config)
+        model = MsweluForCausalLM(config)
     built = sum(p.numel() for p in model.parameters())
     assert closed_form_parameter_count(config) == built
     assert STATED[name] == built, f"presets.py states {STATED.get(name)} for {name}, the build has {built}"
 
 
 def test_the_seeds_large_shapes() -> None:
-    big = MambaSWELUConfig.from_preset("mamba-1.4b")
+    big = MsweluConfig.from_preset("mamba-1.4b")
     assert (big.d_model, big.n_layer, big.vocab_size) == (2048, 48, 50280)
-    hybrid = MambaSWELUConfig.from_preset("seed004-hybrid")
+    hybrid = MsweluConfig.from_preset("seed004-hybrid")
     assert (
         hybrid.layer_mixers() == ["attention", "mamba1"] * 8 and hybrid.d_state == 48 and hybrid.n_head == 16
     )
     assert closed_form_parameter_count(hybrid) < 0.25e9  # the seed's "~1B" does not follow from its shape
-    two = MambaSWELUConfig.from_preset("mamba2-1.3b")
+    two = MsweluConfig.from_preset("mamba2-1.3b")
     assert set(two.layer_mixers()) == {"mamba2"} and two.d_inner // two.headdim == 64

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from mswelu import progress
 from mswelu import workbook as wb
+from mswelu.base import progress
 from mswelu.workbook import prologue
 
 

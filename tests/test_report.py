@@ -264,7 +264,7 @@ def test_a_refusal_before_the_report_is_written_leaves_the_folder_as_it_was(tmp_
     nothing; any other error (or a refusal after it was written) marks the report failed as usual."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from mswelu.errors import RunRefused
+    from mswelu.base.errors import RunRefused
 
     Report("kept", "03_train.ipynb", {}, root=tmp_path, register_hook=False).finish({"val_loss": 1.0})
     before = {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()}

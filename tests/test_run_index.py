@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mswelu import monitor, run_index
+from mswelu import monitor
+from mswelu.runs import index as run_index
 from mswelu.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,9 @@ import torch
 from test_train import _stop_at, write_byte_dataset
 
 from mswelu import generate as G
-from mswelu import run_model, runs
 from mswelu import workbook as wb
+from mswelu.runs import folder as runs
+from mswelu.runs import model as run_model
 from mswelu.train import train
 from mswelu.workbook.checks import k_gradients_for_run
 from mswelu.workbook.reuse import run_decision, train_or_load
@@ -70,7 +71,7 @@ def test_broken_final_falls_back_to_the_checkpoint(interrupted: Path, tmp_path: 
 
 
 def test_a_second_writer_stops_at_once_naming_the_holder(tiny_config, tmp_path: Path) -> None:
-    from mswelu.fs import FolderLock
+    from mswelu.base.fs import FolderLock
 
     data = write_byte_dataset(tmp_path / "data")
     out = tmp_path / "busy"
@@ -87,7 +88,9 @@ def test_a_dead_writer_leaves_no_lock_in_the_way(tiny_config, tmp_path: Path) ->
     import sys
 
     out = tmp_path / "run"
-    code = f"from mswelu.fs import FolderLock; FolderLock({str(out)!r}).acquire(); import os; os._exit(9)"
+    code = (
+        f"from mswelu.base.fs import FolderLock; FolderLock({str(out)!r}).acquire(); import os; os._exit(9)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     assert (out / ".lock").is_file()
     data = write_byte_dataset(tmp_path / "data")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from mswelu import MambaSWELUConfig, MambaSWELUForCausalLM
-from mswelu.optim import build_optimizer
-from mswelu.settings_policy import changed_settings, migrate_train_settings
-from mswelu.train_config import TrainConfig
+from mswelu import MsweluConfig, MsweluForCausalLM
+from mswelu.training.config import TrainConfig
+from mswelu.training.optim import build_optimizer
+from mswelu.training.settings_policy import changed_settings, migrate_train_settings
 
 OLD_MODEL = {"k_init": 0.8, "learnable_lambda": True, "mixer_k_sharing": "separate"}
 NEW_SHAPE = {
@@ -24,9 +24,9 @@ NEW_SHAPE = {
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _model(**config: object) -> MambaSWELUForCausalLM:
+def _model(**config: object) -> MsweluForCausalLM:
     torch.manual_seed(0)
-    return MambaSWELUForCausalLM(MambaSWELUConfig.from_preset("tiny", vocab_size=97, **config)).eval()
+    return MsweluForCausalLM(MsweluConfig.from_preset("tiny", vocab_size=97, **config)).eval()
 
 
 def test_an_old_train_config_dict_reads_in_todays_names() -> None:
@@ -69,7 +69,7 @@ def test_an_old_saved_model_loads_to_the_same_model(tmp_path: Path) -> None:
     config.pop("shape")
     config.update(k_init=0.8, learnable_lambda=True, mixer_k_sharing="shared")
     (tmp_path / "config.json").write_text(json.dumps(config))
-    loaded = MambaSWELUForCausalLM.from_pretrained(tmp_path).eval()
+    loaded = MsweluForCausalLM.from_pretrained(tmp_path).eval()
     assert loaded.config.shape == model.config.shape
     x = torch.randint(0, 97, (2, 7))
     assert torch.equal(loaded(x).logits, model(x).logits)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from mswelu.base.paths import data_dir
 from mswelu.data import get_tokenizer, load_meta, prepare, split_documents
 from mswelu.data.__main__ import main as cli
 from mswelu.data.sources import shakespeare_works
 from mswelu.data.splits import doc_hash, validation_rule
-from mswelu.paths import data_dir
 from tests.test_data import make_docs, write_corpus
 
 WORKS = [name for name, _ in shakespeare_works()]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from mswelu import stats
+from mswelu.base import stats
 
 
 def test_t_interval_matches_the_formula_and_tabulated_quantiles():

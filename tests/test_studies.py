@@ -12,7 +12,7 @@ import yaml
 from mswelu import workbook as wb
 from mswelu.analysis import CLAIM_SETS
 from mswelu.data.tasks import TASKS
-from mswelu.variants import VARIANTS
+from mswelu.training.variants import VARIANTS
 from mswelu.workbook.prologue import check_parameters
 
 STUDIES = sorted((Path(__file__).parents[1] / "notebooks" / "studies").glob("*.yaml"))

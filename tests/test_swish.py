@@ -50,7 +50,7 @@ def test_beta_is_positive_and_shapes_interpolate_line_and_relu() -> None:
 
 @pytest.mark.slow
 def test_a_tiny_swish_run_learns_and_logs_beta(tmp_path, tiny_config, embedded_data) -> None:
-    from mswelu.runs import load_run
+    from mswelu.runs.folder import load_run
     from mswelu.train import train
 
     out = tmp_path / "swish"

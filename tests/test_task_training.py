@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from mswelu.data.tasks import IGNORE, TaskSource
-from mswelu.models import build_model, lm_loss
+from mswelu.models.build import build_model, lm_loss
 from mswelu.ops.lm_loss import split_window
-from mswelu.trackers import scalars
 from mswelu.train import train
+from mswelu.training.trackers import scalars
 
 INDUCTION = "task:induction_heads?level=easy&test=256"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mswelu import models
 from mswelu.bench.throughput import main, measure_throughput
-from mswelu.flops import model_flops_per_token
+from mswelu.models import build as models
+from mswelu.models.flops import model_flops_per_token
 
 
 def test_variants_are_measured_interleaved(monkeypatch):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mswelu import trackers as tr
 from mswelu.train import config_from_args, main
-from mswelu.train_config import TrainConfig
+from mswelu.training import trackers as tr
+from mswelu.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_wandb_offline_run_holds_the_losses_of_metrics_jsonl(tmp_path, tiny_trai
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tracker_files import wandb_artifact_files, wandb_config, wandb_history
 
-    from mswelu.metrics_log import attach_to_trackers
+    from mswelu.runs.metrics_log import attach_to_trackers
     from mswelu.train import train
 
     out = tmp_path / "run"
@@ -189,8 +189,8 @@ def test_trackio_local_store_holds_the_losses_of_metrics_jsonl(tmp_path, tiny_tr
     assert SQLiteStorage.get_run_config("mswelu", out.name)["preset"] == "tiny"
     assert json.loads((out / "trackers.json").read_text())["trackio"]["name"] == out.name
     # the end of the run and a report written later are kept as files in trackio's store
-    from mswelu.fs import sha256_file
-    from mswelu.metrics_log import attach_to_trackers
+    from mswelu.base.fs import sha256_file
+    from mswelu.runs.metrics_log import attach_to_trackers
 
     report = tmp_path / "report.html"
     report.write_text("<html>trackio report</html>")

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from mswelu import checkpoint as ckpt
 from mswelu.train import TrainConfig, config_from_args, main, train
+from mswelu.training import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,10 +97,10 @@ def test_loss_decreases_on_embedded_data(embedded_run: tuple[dict, Path]) -> Non
 
 @pytest.mark.slow
 def test_metrics_checkpoints_and_final_model(embedded_run: tuple[dict, Path]) -> None:
-    from mswelu.modeling import MambaSWELUForCausalLM
+    from mswelu.models.modeling import MsweluForCausalLM
 
     summary, out = embedded_run
-    model = MambaSWELUForCausalLM.from_pretrained(out / "final")
+    model = MsweluForCausalLM.from_pretrained(out / "final")
     slots = list(model.shape_values())
     assert len(slots) == 7  # tiny: 2 blocks x (mixer + post-mixer) + 3 dense
     train_lines, val_lines = read_metrics(out)
@@ -128,7 +128,7 @@ def test_final_bits_per_byte_are_over_exactly_the_tokens_scored(embedded_run: tu
     import torch.nn.functional as F
 
     from mswelu.data import get_tokenizer, load_meta
-    from mswelu.modeling import MambaSWELUForCausalLM
+    from mswelu.models.modeling import MsweluForCausalLM
 
     summary, out = embedded_run
     meta = load_meta(json.loads((out / "config.json").read_text())["data"])
@@ -137,7 +137,7 @@ def test_final_bits_per_byte_are_over_exactly_the_tokens_scored(embedded_run: tu
     seq = 32
     windows = torch.from_numpy(val[: (len(val) - 1) // seq * seq + 1])
     tok = get_tokenizer(meta["tokenizer"])
-    model = MambaSWELUForCausalLM.from_pretrained(out / "final").eval()
+    model = MsweluForCausalLM.from_pretrained(out / "final").eval()
     loss_sum, n_tokens, n_bytes = 0.0, 0, 0
     with torch.no_grad():
         for j in range((len(val) - 1) // seq):
@@ -155,7 +155,7 @@ def test_final_bits_per_byte_are_over_exactly_the_tokens_scored(embedded_run: tu
     assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_0000012", "step_0000024"]
     assert any((out / "tb").glob("events.out.tfevents.*"))
     # the final model is the trained one
-    fresh = MambaSWELUForCausalLM(model.config)
+    fresh = MsweluForCausalLM(model.config)
     state = ckpt.load_checkpoint(out / "checkpoints" / "step_0000024", fresh)
     assert state["step"] == 24
     for a, b in zip(fresh.parameters(), model.parameters(), strict=True):
@@ -424,7 +424,7 @@ def test_config_roundtrip_and_cli_overrides(tmp_path: Path) -> None:
 
 
 def test_one_comparison_of_settings_serves_resume_and_reuse() -> None:
-    from mswelu.train_config import RESUMABLE_CHANGES, RUNTIME_SETTINGS, changed_settings
+    from mswelu.training.config import RESUMABLE_CHANGES, RUNTIME_SETTINGS, changed_settings
 
     recorded = TrainConfig(preset="tiny", lr=1e-3, betas=(0.8, 0.9)).to_dict()  # as config.json holds it
     recorded["betas"] = list(recorded["betas"])
@@ -436,7 +436,7 @@ def test_one_comparison_of_settings_serves_resume_and_reuse() -> None:
 
 
 def test_model_overrides_merge_over_the_base_or_replace_it() -> None:
-    from mswelu.train_config import merge_overrides
+    from mswelu.training.config import merge_overrides
 
     base = {"preset": "small", "lr": 1e-3, "model": {"d_state": 4, "dense_residual": True}}
     over = {"activation": "silu", "model": {"d_state": 8}}
@@ -482,8 +482,8 @@ def test_grad_accumulation_matches_one_big_batch(tiny_config, byte_data: Path, t
 def test_baselines_match_reference_size_and_train(
     tiny_config, byte_data: Path, tmp_path: Path, kind: str
 ) -> None:
-    from mswelu.baselines import transformer_parameter_count
-    from mswelu.models import build_model, count_parameters, preset_parameter_count
+    from mswelu.models.baselines import transformer_parameter_count
+    from mswelu.models.build import build_model, count_parameters, preset_parameter_count
 
     ref = preset_parameter_count("small", 50257, 256)
     model = build_model(f"{kind}:small", vocab_size=50257, max_seq_len=256)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mswelu.models import build_model, count_parameters, preset_parameter_count
+from mswelu.base.paths import runs_dir
+from mswelu.models.build import build_model, count_parameters, preset_parameter_count
 from mswelu.modules.swelu import SWELU
-from mswelu.paths import runs_dir
-from mswelu.variants import matched_depth, variant_overrides
+from mswelu.training.variants import matched_depth, variant_overrides
 from mswelu.workbook.compare import lr_sweep, tuning_data
 
 

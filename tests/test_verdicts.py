@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from mswelu import analysis as A
-from mswelu import stats
+from mswelu.base import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "reports" / "studies" / "mamba-swelu-cpu"

@@ -11,10 +11,10 @@ import matplotlib.pyplot as plt
 import pytest
 
 from mswelu import workbook as wb
-from mswelu.errors import RunInterrupted
-from mswelu.run_names import parse_run_name
-from mswelu.runs import list_runs, newest_run, read_jsonl
-from mswelu.variants import hybrid_pattern, variant_overrides
+from mswelu.base.errors import RunInterrupted
+from mswelu.base.run_names import parse_run_name
+from mswelu.runs.folder import list_runs, newest_run, read_jsonl
+from mswelu.training.variants import hybrid_pattern, variant_overrides
 from mswelu.workbook import prologue
 from mswelu.workbook.profiles import PROFILES
 from mswelu.workbook.prologue import check_parameters, notebook_parameters, rounded
@@ -198,8 +198,8 @@ def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
     ]
     assert reusable({**cfg, "lr": 1e-2}, tmp_path / "r") == "settings differ: lr"
     assert reusable({**cfg, "progress": True}, tmp_path / "r") is None  # a runtime switch only
+    import mswelu.base.provenance
     import mswelu.data
-    import mswelu.provenance
 
     real_meta = mswelu.data.load_meta
     monkeypatch.setattr(mswelu.data, "load_meta", lambda p: {**real_meta(p), "fingerprint": "other"})
@@ -211,7 +211,7 @@ def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
     monkeypatch.setattr(reuse, "training_code", lambda c: {**real_code(c), "files": {"trainer.py": "edited"}})
     assert reusable(cfg, tmp_path / "r").startswith("trained by other code (")
     monkeypatch.setattr(reuse, "training_code", real_code)
-    monkeypatch.setattr(mswelu.provenance, "code_version", lambda: "0000")  # code off the training path
+    monkeypatch.setattr(mswelu.base.provenance, "code_version", lambda: "0000")  # code off the training path
     assert reusable(cfg, tmp_path / "r") is None
 
 
@@ -302,7 +302,7 @@ def test_a_refusal_shows_as_one_line_in_a_notebook(monkeypatch, tmp_path, capsys
     (papermill's error cell and its exception then end with that line); other errors keep theirs."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from mswelu.errors import RunRefused
+    from mswelu.base.errors import RunRefused
 
     monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
     shell = InteractiveShell.instance()
@@ -342,7 +342,7 @@ def test_a_mistyped_choice_names_the_nearest_one():
         ValueError, match=r"unknown launch mode 'indepedent' \(did you mean 'independent'\?\)"
     ):
         wb.plan_launch({"preset": "tiny"}, "x", launch="indepedent", visible_gpus=0)
-    from mswelu.train_config import TrainConfig
+    from mswelu.training.config import TrainConfig
 
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamm' \(did you mean 'adamw'\?\)"):
         TrainConfig(preset="tiny", optimizer="adamm").validate()
@@ -352,7 +352,7 @@ def test_a_single_value_where_a_list_belongs_stops_the_notebook_at_once():
     """``-p prompts "ROMEO:"`` / ``-y "variants: swelu"`` give a string: it must stop the run in the
     prologue with the form to use, before a model is trained or text generated (not "unknown variant 's'"
     or "6 prompts but 1 continuations" after the work)."""
-    from mswelu.errors import ParameterError
+    from mswelu.base.errors import ParameterError
 
     with pytest.raises(ParameterError, match=r"""prompts must be a list, e.g. -y 'prompts: \["ROMEO:"\]'"""):
         check_parameters("06_generation.ipynb", {"run_name": "g", "prompts": "ROMEO:"})

@@ -1,5 +1,5 @@
 """Analysis of training runs and studies, as pure functions over metrics records and DataFrames (the one
-backward pass, |dL/dk|, is :mod:`mswelu.shape_gradients`; timing is :mod:`mswelu.bench.throughput`).
+backward pass, |dL/dk|, is :mod:`mswelu.models.shape_gradients`; timing is :mod:`mswelu.bench.throughput`).
 
 By topic:
 

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from mswelu.analysis.shapes import SEED_K_RANGES
-from mswelu.errors import unknown_choice
-from mswelu.stats import TESTS
+from mswelu.base.errors import unknown_choice
+from mswelu.base.stats import TESTS
 
 __all__ = [
     "CLAIM_SETS",
@@ -79,7 +79,7 @@ class Claim:
         name: the row's label.
         says: what the source says, in its words.
         measure: one of :data:`MEASURES`.
-        test: one of :data:`mswelu.stats.TESTS` (at_least, at_most, range, equivalent, not_worse).
+        test: one of :data:`mswelu.base.stats.TESTS` (at_least, at_most, range, equivalent, not_worse).
         effect: the claimed effect: a bound, a ``(lo, hi)`` range, or the margin of an equivalence /
             non-inferiority test; relative for gains and convergence (0.22 = 22%), in units otherwise.
         ours, base: the variants compared (a role of the study's ``compare``, or a variant name); ``base``
@@ -381,7 +381,7 @@ CLAIM_SETS: dict[str, tuple[Claim, ...]] = {
 
 def claim_set(names: list[str] | tuple[str, ...]) -> tuple[Claim, ...]:
     """The claims of the named sets (:data:`CLAIM_SETS`), in order, each once."""
-    from mswelu.errors import unknown_choice
+    from mswelu.base.errors import unknown_choice
 
     out: dict[str, Claim] = {}
     for name in names:

@@ -16,12 +16,12 @@ def architecture_counts() -> dict[str, float]:
     """``{"parameters": ..., "learnable_k": ...}`` of ``seed-124m`` as specified (tied head counted once)."""
     import torch
 
-    from mswelu.configuration import MambaSWELUConfig
-    from mswelu.modeling import MambaSWELUForCausalLM, parameter_count
+    from mswelu.models.configuration import MsweluConfig
+    from mswelu.models.modeling import MsweluForCausalLM, parameter_count
 
-    cfg = MambaSWELUConfig.for_run("seed-124m", 50257, 1024)
+    cfg = MsweluConfig.for_run("seed-124m", 50257, 1024)
     with torch.device("meta"):
-        n_k = MambaSWELUForCausalLM(cfg).num_shape_slots(learnable_only=True)
+        n_k = MsweluForCausalLM(cfg).num_shape_slots(learnable_only=True)
     return {"parameters": float(parameter_count(cfg)), "learnable_k": float(n_k)}
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mswelu.analysis.frames import loss_at, scope_curve, tokens_to_reach
-from mswelu.errors import unknown_choice
+from mswelu.base.errors import unknown_choice
 
 __all__ = [
     "CURVE_COLUMNS",

@@ -21,7 +21,7 @@ import math
 
 import pandas as pd
 
-from mswelu import stats
+from mswelu.base import stats
 
 __all__ = ["DECIDED", "apply_family"]
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pandas as pd
 
-from mswelu import stats
 from mswelu.analysis.claims import Claim
 from mswelu.analysis.curves import budget_pairs, final_scope, paired_convergence
 from mswelu.analysis.frames import loss_at_fraction, scope_curve
 from mswelu.analysis.schema import StudyData
 from mswelu.analysis.splits import by_split, pooled, split_labels, splits_text, unit_values
 from mswelu.analysis.tables import tokens_text
+from mswelu.base import stats
 
 __all__ = ["ONE_SCHEDULE", "Measurement", "moved"]
 

@@ -81,7 +81,7 @@ def rejudged(study: str | Path, companions: Sequence[str | Path] = ()) -> tuple[
 
 def write_rejudged(study: str | Path, companions: Sequence[str | Path] = ()) -> list[Path]:
     """:func:`rejudged` written to ``verdicts.md`` and ``verdicts.json`` in ``study`` (atomic writes)."""
-    from mswelu.fs import atomic_write_json, atomic_write_text
+    from mswelu.base.fs import atomic_write_json, atomic_write_text
 
     text, doc = rejudged(study, companions)
     folder = Path(study)

@@ -143,7 +143,8 @@ class StudyData:
 
 def shapes_of(variant: str, seed: int, run: Any) -> list[dict[str, Any]]:
     """A run's final shape values as :data:`SHAPE_COLUMNS` rows, placed by its slot records (``run`` is a
-    :class:`mswelu.runs.RunData` or anything with ``slots``, ``shape_params()`` and ``final_shape()``)."""
+    :class:`mswelu.runs.folder.RunData` or anything with ``slots``, ``shape_params()`` and
+    ``final_shape()``)."""
     rows = []
     slots = run.slots
     for param in run.shape_params():

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from mswelu import stats
+from mswelu.base import stats
 
 __all__ = [
     "ONE_SPLIT",

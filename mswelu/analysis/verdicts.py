@@ -7,8 +7,9 @@ One vocabulary (:data:`VERDICTS`) and one order of rules, applied to every row:
    variant it compares was never trained, or its treatment did not happen (a learnable shape that did not
    move: "not tested: k moved 0.020 on average");
 2. **inconclusive** when the data a measure needs are missing (the row says which), or with fewer than
-   :data:`~mswelu.stats.MIN_SEEDS` seeds;
-3. the test of the claim (:func:`mswelu.stats.decide`): **supported** when the interval's worse end reaches
+   :data:`~mswelu.base.stats.MIN_SEEDS` seeds;
+3. the test of the claim (:func:`mswelu.base.stats.decide`): **supported** when the interval's worse end
+reaches
    the claim, **refuted** when its better end falls short, else **inconclusive**;
 4. a censored convergence seed keeps a verdict only where the bound's direction cannot overturn it;
 5. a variant whose lr optimum is not bracketed (:mod:`mswelu.analysis.tuning`) makes the rows that depend on
@@ -36,7 +37,6 @@ from typing import Any
 
 import pandas as pd
 
-from mswelu import stats
 from mswelu.analysis.claims import COMPARABLE_FRACTION, Claim
 from mswelu.analysis.family import apply_family
 from mswelu.analysis.measures import Measurement
@@ -47,6 +47,7 @@ from mswelu.analysis.splits import ONE_SPLIT, split_count, validation_tokens
 from mswelu.analysis.tables import params_text as _params_text
 from mswelu.analysis.tables import tokens_text
 from mswelu.analysis.tuning import LrStatus, lr_status
+from mswelu.base import stats
 
 __all__ = ["COLUMNS", "VERDICTS", "evaluate_claims", "recompute"]
 

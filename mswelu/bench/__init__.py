@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from mswelu.errors import plain_text
+from mswelu.base.errors import plain_text
 
 BENCHMARKS = {
     "scan": "mswelu.bench.scan",

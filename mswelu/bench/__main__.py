@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from mswelu.base.errors import unknown_choice
 from mswelu.bench import BENCHMARKS
-from mswelu.errors import unknown_choice
 
 
 def main(argv: list[str] | None = None) -> int:

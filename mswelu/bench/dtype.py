@@ -14,9 +14,10 @@ its end (and at the fractions in ``--eval-at``), in its own dtype. Reported:
 - ``equal``: true when the interval of the difference contains 0 (no systematic effect of bf16 is
   detectable) and its mean is within +/- the noise floor (bf16 moves the result by less than changing
   the seed does). This is not an equivalence proof: with 3 seeds the interval is wide (t = 4.30; the
-  default 5 seeds, :data:`mswelu.stats.DEFAULT_SEEDS`: t = 2.78), and a bias smaller than its half-width is
+  default 5 seeds, :data:`mswelu.base.stats.DEFAULT_SEEDS`: t = 2.78), and a bias smaller than its half-width
+  is
   not ruled out; more ``--seeds`` narrow it. (This measurement is
-  why ``dtype="auto"`` uses bf16 on CPUs with native bf16: :func:`mswelu.train_config.cpu_has_native_bf16`;
+  why ``dtype="auto"`` uses bf16 on CPUs with native bf16: :func:`mswelu.training.config.cpu_has_native_bf16`;
   ``benchmarks/results/`` holds the committed runs.)
 
 Speed is reported, never asserted; the numbers depend on the machine (``matmul peak`` lines of
@@ -36,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from mswelu.errors import plain_text
-from mswelu.stats import DEFAULT_SEEDS
+from mswelu.base.errors import plain_text
+from mswelu.base.stats import DEFAULT_SEEDS
 
 DTYPES = ("fp32", "bf16")
 
@@ -64,9 +65,9 @@ def run(
     """Train every (seed, dtype) pair and compare; returns the figures described in the module docstring."""
     import torch
 
+    from mswelu.base.stats import t_interval
     from mswelu.data import default_dataset
-    from mswelu.runs import load_run
-    from mswelu.stats import t_interval
+    from mswelu.runs.folder import load_run
     from mswelu.train import train
 
     if len(seeds) < 2:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mswelu.errors import plain_text, unknown_choice
+from mswelu.base.errors import plain_text, unknown_choice
 
 #: model key -> (short name, description)
 MODELS: dict[str, tuple[str, str]] = {
@@ -133,12 +133,12 @@ def build(key: str, device: torch.device, compile_ours: bool) -> Built:
         model = MambaLMHeadModel(cfg, device=device)
         return Built(model, 50277, lambda ids: model(ids).logits, backend="mamba_ssm")
     if key in "bcd":
-        from mswelu.configuration import MambaSWELUConfig
-        from mswelu.modeling import MambaSWELUForCausalLM
+        from mswelu.models.configuration import MsweluConfig
+        from mswelu.models.modeling import MsweluForCausalLM
 
         preset, act = OUR_MODELS[key]
-        config = MambaSWELUConfig.from_preset(preset, activation=act)
-        model = MambaSWELUForCausalLM(config).to(device)
+        config = MsweluConfig.from_preset(preset, activation=act)
+        model = MsweluForCausalLM(config).to(device)
         backend = model.backend_in_use()
         fwd = torch.compile(model) if compile_ours else model
         return Built(model, config.vocab_size, lambda ids: fwd(ids).logits, backend=backend)
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, value in ratio.items():
         print(f"ratio {label}: {value}", file=log)
     if not args.no_write and device.type == "cuda":
-        from mswelu.paths import project_root
+        from mswelu.base.paths import project_root
 
         path = args.out or project_root() / "benchmarks" / "results" / f"{gpu_slug(gpu)}.json"
         write_json_atomic(Path(path), payload)

@@ -43,9 +43,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from mswelu.base.errors import choice
 from mswelu.bench import bench_parser
 from mswelu.bench.memory import extra_peak_mib, in_fresh_process
-from mswelu.errors import choice
 
 GOAL = 3.0
 SHAPE = {
@@ -75,7 +75,7 @@ def build_stacks(layers: int, shape: dict[str, int], seed: int = 0) -> dict[str,
     """``{"mswelu": ours, "transformers": theirs}``, the same weights, training mode."""
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
-    from mswelu.modeling import RMSNorm
+    from mswelu.models.modeling import RMSNorm
     from mswelu.modules.mamba2_mixer import Mamba2Mixer
 
     torch.manual_seed(seed)

@@ -5,7 +5,7 @@
 
 Both sides are the ``mamba-130m`` architecture (RMSNorm pre-norm Mamba-1 blocks, SiLU, tied head,
 vocabulary 50280) scaled to 4 layers x d_model 256, with the same weights: transformers' model is
-built from our weights by :func:`mswelu.convert.to_hf_mamba`, and the losses are checked equal
+built from our weights by :func:`mswelu.models.convert.to_hf_mamba`, and the losses are checked equal
 before timing. One step = forward + cross-entropy loss (labels = inputs, shifted inside) +
 backward, fp32, ``torch.set_num_threads(threads)``, training mode, no kernels installed:
 
@@ -34,9 +34,9 @@ import torch
 from transformers import MambaForCausalLM
 
 from mswelu.bench import bench_parser
-from mswelu.configuration import MambaSWELUConfig
-from mswelu.convert import to_hf_mamba
-from mswelu.modeling import MambaSWELUForCausalLM
+from mswelu.models.configuration import MsweluConfig
+from mswelu.models.convert import to_hf_mamba
+from mswelu.models.modeling import MsweluForCausalLM
 
 GOAL = 1.5
 
@@ -93,14 +93,14 @@ def _run(
     torch.set_num_threads(threads)
     flushed = torch.set_flush_denormal(flush_denormal) and flush_denormal
     torch.manual_seed(seed)
-    config = MambaSWELUConfig.from_preset(
+    config = MsweluConfig.from_preset(
         "mamba-130m",
         d_model=d_model,
         layer_pattern="M" * layers,
         vocab_size=vocab_size,
         pad_vocab_size_multiple=1,
     )
-    ours = MambaSWELUForCausalLM(config).train()
+    ours = MsweluForCausalLM(config).train()
     slow_model = to_hf_mamba(ours).train()
     fast = MambaForCausalLM(
         slow_model.config.__class__(**{**slow_model.config.to_dict(), "use_mambapy": True})

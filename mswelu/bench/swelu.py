@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import torch
 
-from mswelu.errors import choice, plain_text
+from mswelu.base.errors import choice, plain_text
 from mswelu.ops import cpu_kernels
 from mswelu.ops.swelu import swelu, swelu_reference, triton_available
 

@@ -25,15 +25,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mswelu.errors import plain_text
+from mswelu.base.errors import plain_text
 
 __all__ = ["main", "measure_throughput"]
 
 
 def _build(cfg: Any, vocab_size: int, device: torch.device) -> tuple[torch.nn.Module, Any]:
     """Model and optimizer as the trainer builds them (the data's end-of-text id is the last token)."""
-    from mswelu.models import build_model, parse_model_name
-    from mswelu.optim import build_optimizer
+    from mswelu.models.build import build_model, parse_model_name
+    from mswelu.training.optim import build_optimizer
 
     _, ref = parse_model_name(cfg.preset)
     eos = vocab_size - 1
@@ -63,13 +63,13 @@ def measure_throughput(
 
     Returns:
         One row per variant: ``tokens_per_s`` (median over rounds), ``tokens_per_s_min`` / ``_max``,
-        ``rounds``, ``flops_per_token`` (training, :mod:`mswelu.flops`), ``flop_per_s``, ``vs_first``
+        ``rounds``, ``flops_per_token`` (training, :mod:`mswelu.models.flops`), ``flop_per_s``, ``vs_first``
         (tokens/s relative to the first variant), ``batch_size``, ``seq_len``, ``dtype``, ``device``.
     """
-    from mswelu.flops import model_flops_per_token
-    from mswelu.models import lm_loss
+    from mswelu.models.build import lm_loss
+    from mswelu.models.flops import model_flops_per_token
     from mswelu.ops.lm_loss import split_window
-    from mswelu.train_config import TrainConfig
+    from mswelu.training.config import TrainConfig
 
     if not configs or rounds < 1 or steps < 1:
         raise ValueError("need at least one variant, one round and one step")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
-        from mswelu.variants import variant_overrides
+        from mswelu.training.variants import variant_overrides
 
         base = {"preset": args.preset, "batch_size": args.batch_size, "seq_len": args.seq_len}
         base["optimizer"] = args.optimizer

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mswelu.errors import plain_text
+from mswelu.base.errors import plain_text
 
 GOAL = 0.8
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import torch
 
-from mswelu.errors import plain_text, with_nearest
+from mswelu.base.errors import plain_text, with_nearest
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv", "aten::dot"}
 _SCAN = "mswelu::selective_scan"
@@ -75,8 +75,8 @@ def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
 def _build(
     preset: str, vocab_size: int, seq_len: int, fused_adamw: bool = True, **overrides: Any
 ) -> tuple[torch.nn.Module, Any]:
-    from mswelu.models import build_model
-    from mswelu.optim import build_optimizer
+    from mswelu.models.build import build_model
+    from mswelu.training.optim import build_optimizer
 
     torch.manual_seed(0)
     if vocab_size <= 50256:  # GPT-2's end-of-text id does not exist: any id will do on random tokens
@@ -96,7 +96,7 @@ REFERENCE_PATH = "fp32-logits"
 
 
 def _step(model: torch.nn.Module, optimizer: Any, window: torch.Tensor, path: str) -> float:
-    from mswelu.models import lm_loss
+    from mswelu.models.build import lm_loss
     from mswelu.ops.lm_loss import next_token_loss, split_window
 
     bf16, fused, kernels, _ = PATHS[path]
@@ -206,7 +206,7 @@ def run(
     model_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The measurements of the module docstring, as a dict."""
-    from mswelu.models import count_parameters
+    from mswelu.models.build import count_parameters
     from mswelu.ops import cpu_kernels
 
     if threads:

@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 
+from mswelu.base.errors import choice, plain_text
+from mswelu.base.fs import explain_os_error
+from mswelu.base.paths import display_path
 from mswelu.data import check_shards, load_meta, prepare, summary_rows
 from mswelu.data.shards import output_dir
 from mswelu.data.sources import HF_PRESETS
-from mswelu.errors import choice, plain_text
-from mswelu.fs import explain_os_error
-from mswelu.paths import display_path
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -92,7 +92,7 @@ def verify_dataset(path: str | Path, meta: dict | None = None) -> dict:
             what = "missing" if not tok_file.is_file() else "changed or corrupted"
             raise ValueError(f"{tok_file}, the dataset's own tokenizer, is {what}; {_REBUILD}")
     try:
-        from mswelu.fs import atomic_write_text  # concurrent runs on one dataset each write it whole
+        from mswelu.base.fs import atomic_write_text  # concurrent runs on one dataset each write it whole
 
         atomic_write_text(folder / VERIFIED_FILE, json.dumps(stamps))
     except OSError:
@@ -101,7 +101,7 @@ def verify_dataset(path: str | Path, meta: dict | None = None) -> dict:
 
 
 def _sha256(path: Path) -> str:
-    from mswelu.fs import sha256_file
+    from mswelu.base.fs import sha256_file
 
     return sha256_file(path)
 

@@ -7,12 +7,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from mswelu.base.paths import data_dir
 from mswelu.data.dataset_checks import TOKENIZER_FILE, load_meta
 from mswelu.data.shards import prepare
 from mswelu.data.sources import resolve_source
 from mswelu.data.splits import check_folds
 from mswelu.data.tokenizer import Tokenizer, bpe_vocab_size, get_tokenizer
-from mswelu.paths import data_dir
 
 DATA_SETTINGS = ("source", "tokenizer", "max_tokens", "folds", "fold")
 

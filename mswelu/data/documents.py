@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mswelu.base.errors import check_choice
 from mswelu.data.dataset_checks import check_shards, load_meta
-from mswelu.errors import check_choice
 
 __all__ = ["document_lengths", "split_documents"]
 

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from mswelu.base.errors import check_choice, unknown_choice
 from mswelu.data.dataset_checks import check_shards, load_meta
-from mswelu.errors import check_choice, unknown_choice
 
 if TYPE_CHECKING:
     from mswelu.data.tasks.source import TaskLoader

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mswelu.paths import cache_dir
+from mswelu.base.paths import cache_dir
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mswelu.base.fs import leftovers, sha256_file
+from mswelu.base.paths import cache_dir, data_dir
 from mswelu.data.dataset_checks import (
     TOKENIZER_FILE,
     VERIFIED_FILE,
@@ -53,8 +55,6 @@ from mswelu.data.tokenizer import (
     get_tokenizer,
     train_bpe,
 )
-from mswelu.fs import leftovers, sha256_file
-from mswelu.paths import cache_dir, data_dir
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -239,7 +239,7 @@ def _clean_stale(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
             done.append(f"removed {p.name}")
     if done:
-        from mswelu.progress import log
+        from mswelu.base.progress import log
 
         log(
             f"{out.parent}: cleaned up after a prepare that was killed ({'; '.join(done)})",
@@ -277,7 +277,7 @@ def _reusable(out: Path, fingerprint: str) -> dict | None:
     try:
         return verify_dataset(out, meta)
     except ValueError as exc:
-        from mswelu.progress import log
+        from mswelu.base.progress import log
 
         log(f"{exc}: rebuilding it", source="mswelu.data")
         return None

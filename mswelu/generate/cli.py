@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mswelu.errors import choice, plain_text, with_nearest
+from mswelu.base.errors import choice, plain_text, with_nearest
+from mswelu.base.paths import cache_dir
 from mswelu.generate.decoding import (
     DECODE_MODES,
     SamplingConfig,
@@ -34,7 +35,6 @@ from mswelu.generate.decoding import (
     load_model,
     max_context,
 )
-from mswelu.paths import cache_dir
 
 __all__ = ["HELP", "Session", "apply_command", "build_parser", "main", "repl", "run_command"]
 

@@ -20,10 +20,11 @@ from typing import Any
 import torch
 
 import mswelu.data
-from mswelu import run_model, runs
-from mswelu.errors import check_choice
-from mswelu.hf_compat import cache_kwarg, output_cache
-from mswelu.models import max_context
+from mswelu.base.errors import check_choice
+from mswelu.base.hf_compat import cache_kwarg, output_cache
+from mswelu.models.build import max_context
+from mswelu.runs import folder as runs
+from mswelu.runs import model as run_model
 
 __all__ = [
     "DECODE_MODES",

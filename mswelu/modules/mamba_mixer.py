@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mswelu.errors import check_choice
+from mswelu.base.errors import check_choice
 from mswelu.modules.ssm_mixer import SSMMixer, softplus_inverse_dt
 from mswelu.ops import mamba_kernels
 from mswelu.ops.causal_conv import causal_conv1d

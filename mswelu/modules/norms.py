@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mswelu.errors import unknown_choice
+from mswelu.base.errors import unknown_choice
 
 NORMS = ("layernorm", "rmsnorm")
 

@@ -1,6 +1,6 @@
 """Where a model's activations with shape parameters sit: one :class:`ShapeSlot` record per slot.
 
-The model builds these records (``MambaSWELUForCausalLM.shape_slots()``); the trainer writes them into the
+The model builds these records (``MsweluForCausalLM.shape_slots()``); the trainer writes them into the
 run's ``config.json`` (``_shape_slots``) and logs the slots' values under their ``name``; analysis, plots and
 claims read the group, layer and slot from the records, never from the name. :func:`legacy_slot` reads the
 names of runs written before the records existed (it inverts the naming of that time, in one place).

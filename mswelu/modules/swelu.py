@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mswelu.errors import unknown_choice
+from mswelu.base.errors import unknown_choice
 from mswelu.ops.swelu import IMPLS, swelu
 
 K_MIN = 0.05

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mswelu.errors import unknown_choice
+from mswelu.base.errors import unknown_choice
 from mswelu.ops import cpu_kernels
 
 BACKENDS = ("auto", "torch", "cuda")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mswelu.errors import unknown_choice
+from mswelu.base.errors import unknown_choice
 from mswelu.ops import cpu_kernels
 
 __all__ = ["CONV_IMPLS", "causal_conv1d", "causal_conv1d_ref"]

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from mswelu.progress import log
+from mswelu.base.progress import log
 
 __all__ = ["ENV_VAR", "available", "describe", "enabled", "load", "usable", "warn_fallback"]
 

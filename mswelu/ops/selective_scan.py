@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mswelu.errors import unknown_choice
+from mswelu.base.errors import unknown_choice
 from mswelu.ops import cpu_kernels
 
 __all__ = ["selective_scan", "selective_scan_ref", "SelectiveScanFn", "DEFAULT_CHUNK_SIZE", "SCAN_IMPLS"]

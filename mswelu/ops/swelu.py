@@ -52,7 +52,7 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
-from mswelu.errors import unknown_choice
+from mswelu.base.errors import unknown_choice
 from mswelu.ops import cpu_kernels
 
 ZERO_EPS = 1e-6

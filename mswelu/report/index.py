@@ -1,5 +1,5 @@
 """``reports/index.html``: every report with its status and key figures, the committed studies, then every
-training run folder (read through :mod:`mswelu.runs`, from notebooks or the command line)."""
+training run folder (read through :mod:`mswelu.runs.folder`, from notebooks or the command line)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mswelu import runs
-from mswelu.fs import atomic_write_text
-from mswelu.paths import reports_dir, runs_dir
+from mswelu.base.fs import atomic_write_text
+from mswelu.base.paths import reports_dir, runs_dir
 from mswelu.report.markup import Html, badge, document, now, table
+from mswelu.runs import folder as runs
 
 __all__ = ["INDEX_COLUMNS", "STUDIES", "load_report_state", "write_index"]
 

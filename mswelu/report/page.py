@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 from IPython import get_ipython
 
-from mswelu.errors import RunInterrupted, RunRefused
-from mswelu.fs import atomic_write_text
+from mswelu.base.errors import RunInterrupted, RunRefused
+from mswelu.base.fs import atomic_write_text
+from mswelu.base.paths import reports_dir
+from mswelu.base.provenance import provenance
 from mswelu.ops import cpu_kernels
-from mswelu.paths import reports_dir
-from mswelu.provenance import provenance
 from mswelu.report.index import write_index
 from mswelu.report.markup import badge, captioned, document, markdown_to_html, now, table
 from mswelu.report.tables import table_html, verdicts_html
@@ -95,10 +95,10 @@ class Report:
         run_name: folder name under the reports directory (letters, digits, ``._-``).
         notebook: the notebook that produces it (shown in the index).
         params: the notebook's parameters (shown collapsed; credentials dropped).
-        root: reports directory; default ``mswelu.paths.reports_dir()``.
+        root: reports directory; default ``mswelu.base.paths.reports_dir()``.
         register_hook: register the IPython failure hook when running inside IPython.
         defer: write nothing until the report gets its first content (or :meth:`open`): a run that is
-            refused before then (:class:`mswelu.errors.RunRefused`) leaves the folder as it was.
+            refused before then (:class:`mswelu.base.errors.RunRefused`) leaves the folder as it was.
     """
 
     def __init__(

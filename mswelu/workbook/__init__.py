@@ -15,14 +15,14 @@ exports what the notebooks use, and nothing else (tests and other code import th
 - ``launching``: notebook 03's launch plans and their execution;
 - ``tasks``: downstream task scores of a notebook's runs (lm-eval, each task once per run).
 
-Runs are read through :mod:`mswelu.runs` (``wb.load_run``); paths shown relative to the project
+Runs are read through :mod:`mswelu.runs.folder` (``wb.load_run``); paths shown relative to the project
 (``wb.display_path``); a run's report attached to its trackers (``wb.attach_to_trackers``).
 """
 
-from mswelu.metrics_log import attach_to_trackers
-from mswelu.paths import display_path
-from mswelu.run_names import run_name
-from mswelu.runs import load_run
+from mswelu.base.paths import display_path
+from mswelu.base.run_names import run_name
+from mswelu.runs.folder import load_run
+from mswelu.runs.metrics_log import attach_to_trackers
 from mswelu.workbook.checks import ensure_run, shape_gradients_for_run, smoke_checks
 from mswelu.workbook.compare import bracketed_lr_sweep, run_variants, side_by_side_throughput, study_runs
 from mswelu.workbook.launching import execute_plan, plan_launch

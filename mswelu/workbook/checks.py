@@ -11,10 +11,10 @@ import numpy as np
 
 from mswelu import analysis
 from mswelu.data import TokenLoader, default_dataset
-from mswelu.models import max_context
-from mswelu.run_model import load_model
-from mswelu.runs import RunData, load_run, newest_run, resolve_run
-from mswelu.shape_gradients import shape_gradients
+from mswelu.models.build import max_context
+from mswelu.models.shape_gradients import shape_gradients
+from mswelu.runs.folder import RunData, load_run, newest_run, resolve_run
+from mswelu.runs.model import load_model
 from mswelu.workbook.profiles import data_for, resolve_profile
 from mswelu.workbook.reuse import as_run, train_or_load
 
@@ -97,7 +97,7 @@ def shape_gradients_for_run(
     run: RunData, batch_size: int = 4, seq_len: int = 32
 ) -> dict[str, dict[str, float]]:
     """``{slot: {param: |dL/dparam|}}`` of the run's saved model for every learnable shape parameter (k,
-    beta, ...), on the first validation batch of the run's data (:mod:`mswelu.shape_gradients`)."""
+    beta, ...), on the first validation batch of the run's data (:mod:`mswelu.models.shape_gradients`)."""
     model, _ = load_model(run.path)
     if not hasattr(model, "shape_slots"):
         return {}

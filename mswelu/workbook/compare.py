@@ -15,13 +15,13 @@ import pandas as pd
 
 from mswelu import analysis
 from mswelu.analysis.tuning import LrStatus
+from mswelu.base.paths import runs_dir
+from mswelu.base.progress import log, say
+from mswelu.base.run_names import parse_run_name, run_name
 from mswelu.data import load_meta, prepare, split_documents, tokenizer_name
-from mswelu.paths import runs_dir
-from mswelu.progress import log, say
-from mswelu.run_names import parse_run_name, run_name
-from mswelu.runs import SUMMARY, RunData, list_runs, load_run
-from mswelu.train_config import TrainConfig, merge_overrides
-from mswelu.variants import variant_overrides
+from mswelu.runs.folder import SUMMARY, RunData, list_runs, load_run
+from mswelu.training.config import TrainConfig, merge_overrides
+from mswelu.training.variants import variant_overrides
 from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key, study_ledger
 from mswelu.workbook.prologue import require_list
 from mswelu.workbook.reuse import as_run, train_or_load

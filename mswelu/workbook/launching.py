@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 import mswelu.launch
-from mswelu.errors import RunInterrupted
-from mswelu.run_names import run_name as build_run_name
-from mswelu.runs import RunData, load_run
+from mswelu.base.errors import RunInterrupted
+from mswelu.base.run_names import run_name as build_run_name
+from mswelu.runs.folder import RunData, load_run
 from mswelu.workbook.compare import variant_config
 from mswelu.workbook.prologue import require_list
 from mswelu.workbook.reuse import announce_reuse, as_run, run_decision

@@ -5,7 +5,8 @@ A record lives in ``reports/studies/<study>/runs/<run name>.json`` and holds:
 
 - its **key**: the run's settings (a TrainConfig dict, runtime switches aside), what its data are
   (:func:`data_content`: the tokenized splits' sha256, bytes and vocabulary, never a machine's path),
-  and the digest of the code on its training path (:mod:`mswelu.training_code`, with each file's hash, so a
+  and the digest of the code on its training path (:mod:`mswelu.training.code_digest`, with each file's hash,
+  so a
   stale record says which files changed);
 - its evaluation curve (every evaluation, with its scope) and final whole-split figures (loss, bits per byte,
   tokens scored), its training loss, tokens, parameters, tokens/s, wall and training time;
@@ -38,12 +39,12 @@ from typing import Any
 import pandas as pd
 
 from mswelu.analysis.bootstrap import bootstrap_units
+from mswelu.base.fs import atomic_write_json
 from mswelu.data import load_meta
-from mswelu.fs import atomic_write_json
 from mswelu.modules.slots import ShapeSlot, slot_records
-from mswelu.runs import RunData
-from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
-from mswelu.training_code import changed_files, training_code
+from mswelu.runs.folder import RunData
+from mswelu.training.code_digest import changed_files, training_code
+from mswelu.training.config import RUNTIME_SETTINGS, TrainConfig, changed_settings
 from mswelu.workbook.ledger_files import REBUILD, LedgerError, read_ledger_json
 
 __all__ = [
@@ -373,6 +374,6 @@ def _plain(x: Any) -> Any:
 
 def study_ledger(study: str) -> Ledger:
     """The ledger of the committed study ``study`` (``reports/studies/<study>/runs``)."""
-    from mswelu.paths import reports_dir
+    from mswelu.base.paths import reports_dir
 
     return Ledger(reports_dir() / "studies" / study / "runs")

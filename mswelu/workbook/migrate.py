@@ -1,7 +1,8 @@
 """Keep a study's ledger records valid through a change that moves or rewrites training-path code without
 changing what training computes (a refactor), with a recorded proof.
 
-A record is reused only while the digest of its training path (:mod:`mswelu.training_code`) is unchanged,
+A record is reused only while the digest of its training path (:mod:`mswelu.training.code_digest`) is
+unchanged,
 so a refactor of those files would make every committed record stale and a rerun of the study would retrain
 hours of runs that would come out bit for bit the same. Instead:
 
@@ -120,8 +121,8 @@ def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict
 def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
     """Re-key ``study``'s records to the current training-path code if its fingerprint equals ``proof``'s
     (made with the old code on this machine); append the proof to ``migrations.json`` and return its path."""
-    from mswelu.fs import atomic_write_json
-    from mswelu.training_code import training_code
+    from mswelu.base.fs import atomic_write_json
+    from mswelu.training.code_digest import training_code
 
     if proof.get("study") != study:
         raise SystemExit(f"error: the proof is of study {proof.get('study')!r}, not {study!r}")

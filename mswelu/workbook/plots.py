@@ -9,9 +9,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from mswelu import analysis, stats
+from mswelu import analysis
+from mswelu.base import stats
 from mswelu.modules.slots import slot_records
-from mswelu.runs import RunData
+from mswelu.runs.folder import RunData
 
 __all__ = [
     "SLOT_COLOURS",

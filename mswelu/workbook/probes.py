@@ -17,12 +17,13 @@ from typing import Any
 
 import pandas as pd
 
-from mswelu import analysis, stats
+from mswelu import analysis
 from mswelu.analysis.claims import Claim
 from mswelu.analysis.schema import StudyData
 from mswelu.analysis.tuning import LrStatus
+from mswelu.base import stats
+from mswelu.base.run_names import run_name
 from mswelu.data.tasks import TaskSource
-from mswelu.run_names import run_name
 from mswelu.workbook.compare import variant_config
 from mswelu.workbook.prologue import require_list
 from mswelu.workbook.reuse import as_run, train_or_load

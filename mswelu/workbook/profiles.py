@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mswelu.base.errors import check_choice
 from mswelu.data import dataset_from_settings, default_dataset
-from mswelu.errors import check_choice
 from mswelu.workbook.reuse import as_run
 
 __all__ = [
@@ -117,13 +117,13 @@ def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
     :class:`TrainConfig` dict, ``model`` overrides included) and ``tokenizer``, the embedded corpus'
     tokenizer for :func:`data_for` (take it out before building the config). ``mixer`` (e.g. ``mamba2``)
     swaps the sequence mixer of the profile's model, with that mixer's own shape settings
-    (:data:`mswelu.variants.MIXER_SETTINGS`)."""
+    (:data:`mswelu.training.variants.MIXER_SETTINGS`)."""
     check_choice("profile", profile, PROFILES)
     mixer = overrides.pop("mixer", None)
     out = dict(PROFILES[profile])
     out.update({k: v for k, v in overrides.items() if v is not None})
     if mixer is not None:  # another sequence mixer, with its own shape settings over the profile's
-        from mswelu.variants import MIXER_SETTINGS
+        from mswelu.training.variants import MIXER_SETTINGS
 
         out["model"] = {**(out.get("model") or {}), "mixer": mixer, **MIXER_SETTINGS.get(mixer, {})}
     return out

@@ -15,12 +15,13 @@ from typing import Any
 from IPython import get_ipython
 from transformers.utils import logging as hf_logging
 
-from mswelu import progress, runs
-from mswelu.errors import ParameterError, RunInterrupted, RunRefused, with_nearest
-from mswelu.paths import reports_dir
-from mswelu.progress import in_kernel, say
+from mswelu.base import progress
+from mswelu.base.errors import ParameterError, RunInterrupted, RunRefused, with_nearest
+from mswelu.base.paths import reports_dir
+from mswelu.base.progress import in_kernel, say
 from mswelu.report import Report
 from mswelu.report.index import STUDIES
+from mswelu.runs import folder as runs
 
 __all__ = [
     "STUDIES",
@@ -163,7 +164,7 @@ def start(
 ) -> Report:
     """Every notebook's prologue: the parameters checked (``check``; by default at the start of a
     kernel's run, see :func:`check_parameters`), Hugging Face's progress bars off (tqdm's missing-widgets
-    warning is silenced by ``import mswelu``), a refused run (:class:`mswelu.errors.RunRefused`) shown as
+    warning is silenced by ``import mswelu``), a refused run (:class:`mswelu.base.errors.RunRefused`) shown as
     one line, and the run's :class:`mswelu.report.Report` with the notebook's parameters. ``namespace`` is
     the notebook's ``globals()``; its ``run_name`` names the report, in ``reports/studies/`` when its
     ``study`` is true (a study's report is committed). ``defer`` writes the report only with its first
@@ -197,7 +198,7 @@ def _bar_redrawn(*_: Any) -> None:
 def _follow_papermill_bar(shell: Any) -> None:
     """Under a papermill command line that draws its progress bar (the default), every cell starts with
     the cursor at the end of that bar on the terminal: the cell's first progress line must start a line of
-    its own (:func:`mswelu.progress.after_bar`), not be glued to ``5/12 [00:10<00:18, 2.58s/cell]``."""
+    its own (:func:`mswelu.base.progress.after_bar`), not be glued to ``5/12 [00:10<00:18, 2.58s/cell]``."""
     found = _papermill_parent()
     if found is None or not found[0]["progress_bar"]:
         return
@@ -294,7 +295,7 @@ def papermill_output() -> Path | None:
 
 def keep_executed_notebook(runs_by_name: Mapping[str, runs.RunData]) -> list[Path]:
     """Keep the executed notebook (papermill's output, as saved after the previous cell) in each run
-    folder of ``runs_by_name`` that holds none yet (:data:`mswelu.runs.NOTEBOOK`): a later execution
+    folder of ``runs_by_name`` that holds none yet (:data:`mswelu.runs.folder.NOTEBOOK`): a later execution
     under the same output path (a refused rerun included) replaces papermill's file, never this copy.
     Returns the copies written; none outside a papermill command line."""
     source = papermill_output()

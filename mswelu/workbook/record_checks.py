@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mswelu.run_names import parse_run_name, run_name
-from mswelu.variants import variant_overrides
+from mswelu.base.run_names import parse_run_name, run_name
+from mswelu.training.variants import variant_overrides
 from mswelu.workbook.ledger import Record
 from mswelu.workbook.ledger_files import REBUILD, LedgerError
 

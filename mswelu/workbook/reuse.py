@@ -1,6 +1,7 @@
 """What a notebook does with a run name that already holds a run: reuse a finished run of the same
 settings, data and code, continue an interrupted one, or refuse (nothing changed) unless asked to
-overwrite. The settings are compared as a resume compares them (:func:`mswelu.train_config.changed_settings`).
+overwrite. The settings are compared as a resume compares them
+(:func:`mswelu.training.config.changed_settings`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import Any
 
 import mswelu.data
 import mswelu.train
-from mswelu.errors import RunInterrupted, RunRefused
-from mswelu.paths import display_path, runs_dir
-from mswelu.progress import in_kernel, say
-from mswelu.run_names import check_run_name
-from mswelu.runs import CONFIG, FINAL, NOTEBOOK, SUMMARY, RunData, is_empty, load_run, read_json
-from mswelu.train_config import RUNTIME_SETTINGS, TrainConfig, changed_settings
-from mswelu.training_code import changed_files, training_code
+from mswelu.base.errors import RunInterrupted, RunRefused
+from mswelu.base.paths import display_path, runs_dir
+from mswelu.base.progress import in_kernel, say
+from mswelu.base.run_names import check_run_name
+from mswelu.runs.folder import CONFIG, FINAL, NOTEBOOK, SUMMARY, RunData, is_empty, load_run, read_json
+from mswelu.training.code_digest import changed_files, training_code
+from mswelu.training.config import RUNTIME_SETTINGS, TrainConfig, changed_settings
 from mswelu.workbook.prologue import current_report
 
 __all__ = ["announce_reuse", "as_run", "reusable", "run_decision", "train_or_load"]
@@ -32,7 +33,8 @@ def as_run(cfg: dict[str, Any], name: str, **settings: Any) -> dict[str, Any]:
 def reusable(cfg: dict[str, Any], out: Path) -> str | None:
     """None when ``out`` holds a finished run of exactly ``cfg``: every setting (runtime switches such as
     progress bars aside), a dataset with the same fingerprint (not merely the same path) and the same
-    code on its training path (:mod:`mswelu.training_code`: a change to notebooks or reports does not count);
+    code on its training path (:mod:`mswelu.training.code_digest`: a change to notebooks or reports does not
+    count);
     else why it cannot be reused."""
     summary = read_json(out / SUMMARY)
     if summary is None or not (out / FINAL).is_dir():
@@ -69,7 +71,7 @@ def run_decision(cfg: dict[str, Any]) -> str:
     """What notebook 03 does with ``cfg``'s run folder, never replacing work it was not asked to:
     ``"train"`` (empty folder, or ``overwrite=True``), ``"reuse"`` (a finished run of these settings, data
     and code), ``"resume"`` (an unfinished run of these settings and data: continued from its newest
-    checkpoint). A folder holding anything else is a :class:`mswelu.errors.RunRefused` naming the
+    checkpoint). A folder holding anything else is a :class:`mswelu.base.errors.RunRefused` naming the
     difference (and where that run's executed notebook is kept)."""
     tc = TrainConfig.coerce(dict(cfg))
     out = tc.out_dir()
@@ -109,7 +111,8 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
     these settings, data and code is loaded (``run.reused``), an interrupted one continued, an empty folder
     trained; a folder holding another run is refused unless ``cfg`` says ``overwrite``. ``reuse=False``
     retrains even a matching run (replacing it). A run stopped by Ctrl-C / SIGTERM (checkpointed) raises
-    :class:`~mswelu.errors.RunInterrupted` instead of returning (the notebook stops there with one line and
+    :class:`~mswelu.base.errors.RunInterrupted` instead of returning (the notebook stops there with one line
+    and
     its report says "interrupted"): a comparison must not go on with a half-trained model, and the same call
     again resumes it."""
     tc = TrainConfig.coerce(dict(cfg))

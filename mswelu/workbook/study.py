@@ -15,7 +15,7 @@ import pandas as pd
 from mswelu import analysis
 from mswelu.analysis.claims import Claim
 from mswelu.analysis.schema import StudyData
-from mswelu.run_names import run_name
+from mswelu.base.run_names import run_name
 from mswelu.workbook.compare import _curve_frame, _result_row, _sweep_row
 from mswelu.workbook.ledger import REBUILD, Ledger, LedgerError, read_ledger_json
 from mswelu.workbook.profiles import data_label
@@ -139,7 +139,7 @@ def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -
     (default: the project root). A ValueError names a record the study needs and its ledger lacks."""
     import yaml
 
-    from mswelu.paths import project_root
+    from mswelu.base.paths import project_root
 
     root = Path(root) if root is not None else project_root()
     params = yaml.safe_load((root / "notebooks" / "studies" / f"{study}.yaml").read_text())

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from mswelu.runs import RunData
+from mswelu.runs.folder import RunData
 
 __all__ = ["task_scores"]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mswelu.errors import unknown_choice, with_nearest
+from mswelu.base.errors import unknown_choice, with_nearest
 
 __all__ = ["IGNORE", "SPLITS", "TASKS", "Example", "Task", "need", "register_task", "task_spec"]
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mswelu.errors import unknown_choice
+from mswelu.base.errors import unknown_choice
 
 __all__ = [
     "ACTIVATIONS",
@@ -100,7 +100,7 @@ class Activation:
     """One activation kind.
 
     Attributes:
-        name: the value of ``activation`` in configs (``MambaSWELUConfig``, ``TrainConfig``, CLI).
+        name: the value of ``activation`` in configs (``MsweluConfig``, ``TrainConfig``, CLI).
         build: ``build(init, learnable) -> nn.Module``: ``init`` / ``learnable`` map every shape parameter
             name to its initial value / whether it trains (complete: the settings resolved by
             :func:`mswelu.modules.activations.settings.resolve_shape`).
@@ -111,7 +111,8 @@ class Activation:
         values: ``values(module) -> {param: tensor}``: the effective shape values of a module, as 0-dim
             tensors differentiable with respect to the module's parameters.
         description: one line for docs and reports.
-        flops: its work per element (:class:`ActivationFlops`, for :mod:`mswelu.flops`); None: not declared
+        flops: its work per element (:class:`ActivationFlops`, for :mod:`mswelu.models.flops`); None: not
+        declared
             (counting a model's FLOPs with it is then an error).
     """
 

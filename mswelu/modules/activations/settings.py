@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mswelu.errors import unknown_choice, with_nearest
+from mswelu.base.errors import unknown_choice, with_nearest
 from mswelu.modules.activations.registry import ACTIVATIONS, Activation, spec_of
 
 __all__ = [

@@ -36,7 +36,8 @@ class Mamba2Block(SSMBlock):
     def own_flops_per_token(config: Any, seq_len: int) -> float:
         """The scan in its recurrent form: 6 per channel and state (dt x B, the per-head decay and add, C h)
         plus the D skip. The chunked algorithm does extra arithmetic within chunks to run as matmuls; that is
-        the algorithm's, not the model's, and is not counted (as for Mamba-1's scan: :mod:`mswelu.flops`)."""
+        the algorithm's, not the model's, and is not counted (as for Mamba-1's scan:
+        :mod:`mswelu.models.flops`)."""
         return float(6 * config.d_inner * config.d_state + 2 * config.d_inner)
 
     @staticmethod

@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from mswelu.errors import unknown_choice
+from mswelu.base.errors import unknown_choice
 
 __all__ = ["MIXERS", "SEQUENCE_LETTER", "Mixer", "layer_mixers", "mixer_spec", "register_mixer"]
 

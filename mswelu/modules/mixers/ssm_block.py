@@ -71,7 +71,7 @@ class SSMBlock(nn.Module):
     @staticmethod
     def own_flops_per_token(config: Any, seq_len: int) -> float:
         """Forward FLOPs of the mixer per token beyond ``in_proj``, the conv and ``out_proj`` (its state-space
-        part; 2 per multiply-add, see :mod:`mswelu.flops`)."""
+        part; 2 per multiply-add, see :mod:`mswelu.models.flops`)."""
         raise NotImplementedError
 
     @staticmethod

@@ -1,0 +1,1 @@
+"""The models: configuration, presets, the HF model, baselines, FLOPs, conversion."""

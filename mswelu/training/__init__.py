@@ -1,0 +1,2 @@
+"""The parts of a training run: its config, optimizers, schedules, checkpoints, parallelism,
+evaluation, variants, trackers."""
