@@ -10,8 +10,8 @@ a whole replica fits with at least one sequence per GPU, else FSDP2, else FSDP2 
 then with CPU offload, and says why.
 
 The activation estimate (:func:`mswelu.models.build.activation_bytes`: each block class declares its own; the
-plan
-names no mixer) counts the tensors each block keeps for its backward under bf16 autocast with the GPU kernels
+plan names no mixer) counts the tensors each block keeps for its backward under bf16 autocast with the GPU
+kernels
 (fp32 residual stream, bf16 projections, fp32 scan inputs), the LM head's fused loss and the embedding;
 ``--measure`` checks it on this machine's CPU path for the preset (every tensor autograd saves for the
 backward of a training step: :func:`mswelu.models.build.measure_activation_bytes`), as ``tests/test_plan.py``

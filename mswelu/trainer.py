@@ -4,18 +4,14 @@
 
 1. the plan (:func:`mswelu.runs.preflight.plan_run`), before anything is written; rank 0 checks, every rank
    raises the same ``ValueError``;
-2. build model (seeded), optimizer (:mod:`mswelu.training.optim`), schedule
-(:mod:`mswelu.training.schedule`), loaders; restore
-   the checkpoint (weights, optimizer, the :class:`~mswelu.runs.resume.TrainState`, every RNG, every rank's
-   loader
-   position);
+2. model (seeded), optimizer, schedule, loaders; restore the checkpoint (weights, optimizer, the
+   :class:`~mswelu.runs.resume.TrainState`, every RNG, every rank's loader position);
 3. loop: ``grad_accum`` micro-batches (DDP gradient sync on the last only), loss averaged over the global
    batch, gradient norm measured and clipped, lr set from the step, optimizer step. A non-finite loss or
    gradient skips the update (counted; ``max_consecutive_nonfinite`` in a row stops the run). Tokens are
    counted per optimizer step over all ranks: ``batch_size x seq_len``;
-4. metrics (:mod:`mswelu.runs.metrics_log`, rank 0), validation (:mod:`mswelu.training.evaluation`),
-checkpoints;
-   SIGINT/SIGTERM finish the current step, checkpoint and return (``interrupted=True``);
+4. metrics (rank 0), validation, checkpoints; SIGINT/SIGTERM finish the current step, checkpoint and return
+   (``interrupted=True``);
 5. at the end: a final checkpoint, validation over the whole split, ``final/`` (with the tokenizer, the
    generation config and a model card: :mod:`mswelu.runs.hub`), ``summary.json``.
 
@@ -136,8 +132,7 @@ class Trainer:
     """One training run; see the module docstring. ``callbacks``: ``cb(event, trainer, info)``.
 
     ``state`` (:class:`~mswelu.runs.resume.TrainState`) is where the run stands, saved and restored as one
-    with
-    each checkpoint; ``setup`` (:class:`RunSetup`) what a sitting builds; ``log`` is rank 0's metrics log
+    with each checkpoint; ``setup`` (:class:`RunSetup`) what a sitting builds; ``log`` is rank 0's metrics log
     (with its device sampler) while the run is open."""
 
     def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callable[..., Any]] = ()) -> None:

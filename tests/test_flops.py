@@ -1,7 +1,6 @@
 """Model FLOPs per token against torch's own FLOP counter: every matmul of a forward pass counted by
 ``FlopCounterMode`` matches the closed forms of :mod:`mswelu.models.flops` exactly; the parts it cannot see
-(the
-scan's elementwise work, the activations, CPU attention) are checked against their formulas: mamba and
+(the scan's elementwise work, the activations, CPU attention) are checked against their formulas: mamba and
 mamba-swelu differ by exactly the activations' declared work. A mixer without a count is an error, not a
 zero."""
 

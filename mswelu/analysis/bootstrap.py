@@ -3,8 +3,8 @@ validation split's documents, reported beside the interval over seeds (which hol
 
 The final whole-split evaluation saves each document's summed loss, scored tokens and bytes, and the same
 per evaluation window (``eval_documents.json`` in the run folder, :mod:`mswelu.training.evaluation`).
-Resampling
-documents with replacement and recomputing ``sum(loss) / ln 2 / sum(bytes)`` gives the spread that another
+Resampling documents with replacement and recomputing ``sum(loss) / ln 2 / sum(bytes)`` gives the spread that
+another
 draw of text of the same kind would show. Every variant and seed is resampled with the same documents in a
 replicate (they scored the same split), so differences between variants keep their pairing.
 

@@ -9,8 +9,7 @@ One vocabulary (:data:`VERDICTS`) and one order of rules, applied to every row:
 2. **inconclusive** when the data a measure needs are missing (the row says which), or with fewer than
    :data:`~mswelu.base.stats.MIN_SEEDS` seeds;
 3. the test of the claim (:func:`mswelu.base.stats.decide`): **supported** when the interval's worse end
-reaches
-   the claim, **refuted** when its better end falls short, else **inconclusive**;
+   reaches the claim, **refuted** when its better end falls short, else **inconclusive**;
 4. a censored convergence seed keeps a verdict only where the bound's direction cannot overturn it;
 5. a variant whose lr optimum is not bracketed (:mod:`mswelu.analysis.tuning`) makes the rows that depend on
    it **inconclusive**, unless (for gains at equal tokens) the verdict survives one more grid step for each

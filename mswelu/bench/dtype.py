@@ -15,8 +15,7 @@ its end (and at the fractions in ``--eval-at``), in its own dtype. Reported:
   detectable) and its mean is within +/- the noise floor (bf16 moves the result by less than changing
   the seed does). This is not an equivalence proof: with 3 seeds the interval is wide (t = 4.30; the
   default 5 seeds, :data:`mswelu.base.stats.DEFAULT_SEEDS`: t = 2.78), and a bias smaller than its half-width
-  is
-  not ruled out; more ``--seeds`` narrow it. (This measurement is
+  is not ruled out; more ``--seeds`` narrow it. (This measurement is
   why ``dtype="auto"`` uses bf16 on CPUs with native bf16: :func:`mswelu.training.config.cpu_has_native_bf16`;
   ``benchmarks/results/`` holds the committed runs.)
 

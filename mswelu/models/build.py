@@ -66,9 +66,9 @@ def lm_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
 def token_losses(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     """Per-token next-token cross-entropy (nats, fp32, the shape of ``targets``), for the final evaluation's
     per-document sums (:mod:`mswelu.training.evaluation`). Our models: one pass of the backbone, then the LM
-    head and
-    the loss a chunk of tokens at a time (at most :data:`~mswelu.ops.lm_loss.CHUNK_BYTES` of fp32 logits;
-    the head runs in the autocast dtype as the fused loss's does); others: from their logits, a few rows at a
+    head and the loss a chunk of tokens at a time (at most :data:`~mswelu.ops.lm_loss.CHUNK_BYTES` of fp32
+    logits; the head runs in the autocast dtype as the fused loss's does); others: from their logits, a few
+    rows at a
     time. No gradients."""
     from mswelu.models.modeling import MsweluForCausalLM
 

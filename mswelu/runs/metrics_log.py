@@ -1,7 +1,6 @@
 """The training metrics log: one JSON line per record in ``metrics.jsonl`` and the same scalars in every
 tracker the run names (TensorBoard by default; wandb, trackio: :mod:`mswelu.training.trackers`). Only rank 0
-holds
-one.
+holds one.
 
 Records: a training step (``loss``, ``lr``, ``grad_norm``, ``tokens_per_s``, one table per shape parameter),
 an evaluation (``val_loss``, ``val_bpb``, ...), or a device sample (``time`` and a ``device`` table:

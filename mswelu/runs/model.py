@@ -19,9 +19,9 @@ __all__ = ["load_model", "tokenizer_name"]
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, Path]:
     """(model in eval mode, the folder it came from) of a run or saved model folder (see
     :func:`mswelu.runs.folder.model_source`). Weights load strictly: a ``final/`` whose config names another
-    model
-    type, or whose weights are missing, unexpected or of other shapes, falls back to the newest checkpoint,
-    saying why and which step; a run without ``final/`` (still training, or interrupted) says which step's
+    model type, or whose weights are missing, unexpected or of other shapes, falls back to the newest
+    checkpoint, saying why and which step; a run without ``final/`` (still training, or interrupted) says
+    which step's
     weights it uses."""
     device = str(resolve_device(device))  # a device that cannot be used is the error, not the model
     path = Path(path)

@@ -10,9 +10,8 @@ Layout of one checkpoint, ``<run>/checkpoints/step_0000100/``:
 
 That is the ``full`` format (one process, or DDP: rank 0 writes). Under FSDP a checkpoint is ``sharded``
 (:mod:`mswelu.training.sharded_checkpoint`): ``dcp/`` holds the weights and optimizer state as PyTorch
-distributed
-checkpoint files, each rank writing its own shards, in place of ``model.safetensors`` and ``optimizer.pt``;
-the other files and the atomic write are the same.
+distributed checkpoint files, each rank writing its own shards, in place of ``model.safetensors`` and
+``optimizer.pt``; the other files and the atomic write are the same.
 
 A checkpoint is written into ``checkpoints/.tmp-step_XXXXXXX-<pid>/``, every file fsync'ed, the manifest
 written, the folder renamed into place and the parent fsync'ed. A killed writer therefore leaves either the

@@ -108,9 +108,7 @@ class TrainConfig:
         lr: peak learning rate.
         min_lr_ratio: final lr as a fraction of ``lr`` (cosine, wsd).
         weight_decay: decoupled weight decay of the matrices (see :mod:`mswelu.training.optim` for the
-        routing).
-        betas: AdamW betas.
-        eps: AdamW epsilon.
+        routing). betas: AdamW betas. eps: AdamW epsilon.
         grad_clip: global gradient-norm clip; 0 = none (the norm is still measured).
         optimizer: ``adamw``, or ``muon`` (Muon on hidden matrices + AdamW on the rest).
         schedule: ``cosine`` | ``wsd`` | ``constant``.
@@ -131,9 +129,8 @@ class TrainConfig:
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         compile: ``torch.compile`` the model.
         dtype: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | ``bf16`` |
-            ``fp32``.
-        parallel: how the model is spread over the processes of ``torchrun``: ``ddp`` (a full replica per
-            rank) or ``fsdp`` (FSDP2: weights, gradients and optimizer state sharded;
+        ``fp32``. parallel: how the model is spread over the processes of ``torchrun``: ``ddp`` (a full
+            replica per rank) or ``fsdp`` (FSDP2: weights, gradients and optimizer state sharded;
             :mod:`mswelu.training.parallel`).
         fsdp_param_dtype: ``fsdp``: the dtype blocks are gathered in for compute (``fp32``, with bf16
             autocast as the run's dtype says; or ``bf16``: half the traffic, A_log and dt rounded).
@@ -149,8 +146,7 @@ class TrainConfig:
             ``[tensorboard]``, or none with ``tensorboard: false``).
         trackers: where the scalars go besides ``metrics.jsonl``: any of ``tensorboard``, ``wandb``,
             ``trackio`` (a list, or ``"tensorboard,wandb"``); None = TensorBoard (see ``tensorboard``);
-            when set, it alone decides.
-            Keys come from the environment only (:mod:`mswelu.training.trackers`).
+            when set, it alone decides. Keys come from the environment only (:mod:`mswelu.training.trackers`).
         monitor_every: seconds between device samples (process CPU and memory, GPU utilisation, memory,
             temperature, power: :mod:`mswelu.base.devices`) in ``metrics.jsonl`` and the trackers; None = 10,
             0 = none. A run also records one sample when its loop ends.

@@ -9,8 +9,7 @@ With ``per_document`` (the trainer's final whole-split evaluation) the same pass
 bytes per document of the split (documents end at the data's end-of-text token; a target token belongs to
 the document it continues) and per evaluation window, from per-token losses
 (:func:`mswelu.models.build.token_losses`): what the text bootstrap of :mod:`mswelu.analysis.bootstrap`
-resamples.
-Its figures then come from those sums, so they add up exactly to the reported loss.
+resamples. Its figures then come from those sums, so they add up exactly to the reported loss.
 """
 
 from __future__ import annotations

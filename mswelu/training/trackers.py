@@ -4,8 +4,8 @@ Every tracker gets the same scalars, named as TensorBoard has always shown them 
 ``train/loss``, ``train/grad_norm``, ``train/tokens_per_s``, ``lr/<group>``, ``<param>/<slot>`` for every
 shape parameter that learns (``k/blocks.0.mixer.act``), ``val/val_loss``, ``val/val_ppl``, ``val/val_bpb``
 (``val/val_accuracy`` for a run on a synthetic task) and ``device/<figure>`` (:mod:`mswelu.base.devices`);
-wandb
-and trackio also get the run's config at the start, and at the end its ``summary.json``, ``config.json`` and
+wandb and trackio also get the run's config at the start, and at the end its ``summary.json``,
+``config.json`` and
 model card as a file artifact (the notebook's HTML report can follow with :func:`attach_files`).
 
 Credentials come from the environment only (``WANDB_API_KEY``, or a ``wandb login`` entry in ``~/.netrc``);

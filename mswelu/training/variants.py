@@ -3,8 +3,7 @@
 Every activation of :data:`mswelu.modules.activations.ACTIVATIONS` is a variant (the same architecture
 with that activation in every slot: ``silu`` is the all-SiLU mirror of the seed architecture, SiLU in each
 of SWELU's slots), every Transformer family of :data:`mswelu.models.baselines.BASELINES` is one (sized to the
-base
-preset), and ``hybrid`` puts attention in every second block. ``swelu-residual`` is the seed architecture
+base preset), and ``hybrid`` puts attention in every second block. ``swelu-residual`` is the seed architecture
 with the dense stack's residual (the seed's last SWELU bounds the head's input to (-1, 1); this measures
 that bound apart from the activation).
 

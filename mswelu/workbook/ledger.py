@@ -6,8 +6,7 @@ A record lives in ``reports/studies/<study>/runs/<run name>.json`` and holds:
 - its **key**: the run's settings (a TrainConfig dict, runtime switches aside), what its data are
   (:func:`data_content`: the tokenized splits' sha256, bytes and vocabulary, never a machine's path),
   and the digest of the code on its training path (:mod:`mswelu.training.code_digest`, with each file's hash,
-  so a
-  stale record says which files changed);
+  so a stale record says which files changed);
 - its evaluation curve (every evaluation, with its scope) and final whole-split figures (loss, bits per byte,
   tokens scored), its training loss, tokens, parameters, tokens/s, wall and training time;
 - its shape slots (records of where each value sits) and final shape values, and their values at every

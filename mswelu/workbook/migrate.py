@@ -2,8 +2,8 @@
 changing what training computes (a refactor), with a recorded proof.
 
 A record is reused only while the digest of its training path (:mod:`mswelu.training.code_digest`) is
-unchanged,
-so a refactor of those files would make every committed record stale and a rerun of the study would retrain
+unchanged, so a refactor of those files would make every committed record stale and a rerun of the study
+would retrain
 hours of runs that would come out bit for bit the same. Instead:
 
 1. before the change, with the old code: ``fingerprint`` trains every variant of the study a few steps (the

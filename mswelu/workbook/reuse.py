@@ -112,8 +112,8 @@ def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
     trained; a folder holding another run is refused unless ``cfg`` says ``overwrite``. ``reuse=False``
     retrains even a matching run (replacing it). A run stopped by Ctrl-C / SIGTERM (checkpointed) raises
     :class:`~mswelu.base.errors.RunInterrupted` instead of returning (the notebook stops there with one line
-    and
-    its report says "interrupted"): a comparison must not go on with a half-trained model, and the same call
+    and its report says "interrupted"): a comparison must not go on with a half-trained model, and the same
+    call
     again resumes it."""
     tc = TrainConfig.coerce(dict(cfg))
     decision = run_decision(cfg) if reuse else "train"

@@ -112,8 +112,7 @@ class Activation:
             tensors differentiable with respect to the module's parameters.
         description: one line for docs and reports.
         flops: its work per element (:class:`ActivationFlops`, for :mod:`mswelu.models.flops`); None: not
-        declared
-            (counting a model's FLOPs with it is then an error).
+            declared (counting a model's FLOPs with it is then an error).
     """
 
     name: str
