@@ -605,7 +605,7 @@ def _study_case(edit: Callable[[Path], None]):
         edit(study)
 
         def command() -> int:
-            from mswelu.workbook import study_from_records
+            from mswelu.workbook.study import study_from_records
 
             try:
                 study_from_records(_STUDY, root=tmp)
