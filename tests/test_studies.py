@@ -55,7 +55,7 @@ def test_probe_study_is_preregistered_in_full(path: Path) -> None:
     """The probes study (notebook 07): the variants, the five tasks at >= 3 levels each, >= 5 seeds, a
     bracketing lr grid, and H1-H3 as hypotheses of the form the notebook judges."""
     params = yaml.safe_load(path.read_text())
-    wb.check_parameters("07_probes.ipynb", params)
+    check_parameters("07_probes.ipynb", params)
     assert params["study"] is True and params["run_name"] == path.stem
     assert set(params["variants"]) <= set(VARIANTS)
     assert set(params["variants"]) >= {
