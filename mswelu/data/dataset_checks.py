@@ -10,7 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TOKENIZER_FILE", "VERIFIED_FILE", "check_shards", "load_meta", "token_dtype", "verify_dataset"]
+__all__ = [
+    "TOKENIZER_FILE",
+    "VERIFIED_FILE",
+    "check_shards",
+    "load_meta",
+    "token_dtype",
+    "verify_dataset",
+]
 
 TOKENIZER_FILE = "tokenizer.json"  # a corpus BPE lives in its dataset folder under this name
 

@@ -33,6 +33,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from mswelu.base.errors import check_choice, unknown_choice
 from mswelu.data.dataset_checks import check_shards, load_meta
+from mswelu.data.positions import BATCH_SETTINGS, resume_step
 
 if TYPE_CHECKING:
     from mswelu.data.tasks.source import TaskLoader
@@ -177,17 +178,8 @@ class TokenLoader(IterableDataset):
 
     def load_state_dict(self, state: dict) -> None:
         """Continue at ``state["step"]``; the batch-defining settings must match (ValueError otherwise)."""
-        for key in ("seed", "mode", "split", "batch_size", "seq_len", "world_size", "fingerprint"):
-            if key in state and state[key] != getattr(self, key, self.meta.get(key)):
-                mine = getattr(self, key, self.meta.get(key))
-                raise ValueError(
-                    f"loader state has {key}={state[key]!r} but this loader has {mine!r}: "
-                    "resuming would not reproduce the same batches"
-                )
-        step = state.get("step")
-        if not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"loader state needs a non-negative integer 'step', got {step!r}")
-        self.step = int(step)
+        mine = {key: getattr(self, key, self.meta.get(key)) for key in BATCH_SETTINGS}
+        self.step = resume_step(state, mine)
 
     # -- checks and evaluation ----------------------------------------------------------------
     def check_vocab(self, model_vocab_size: int) -> None:

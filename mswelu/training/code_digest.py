@@ -36,6 +36,7 @@ CORE = (
     "models/configuration.py",
     "models/presets.py",
     "data/loader.py",
+    "data/positions.py",
     "data/dataset_checks.py",
     "data/shards.py",
     "data/tokenizer.py",

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 import torch
 
+from mswelu.data.positions import BATCH_SETTINGS, resume_step
 from mswelu.data.tasks.registry import IGNORE, Example, task_spec
 
 __all__ = ["TASK_PREFIX", "TaskLoader", "TaskSource", "is_task_source"]
@@ -162,13 +163,4 @@ class TaskLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at ``state["step"]``; the batch-defining settings must match (ValueError otherwise)."""
-        for key in ("seed", "mode", "split", "batch_size", "seq_len", "world_size", "fingerprint"):
-            if key in state and state[key] != getattr(self, key):
-                raise ValueError(
-                    f"loader state has {key}={state[key]!r} but this loader has {getattr(self, key)!r}: "
-                    "resuming would not reproduce the same batches"
-                )
-        step = state.get("step")
-        if not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"loader state needs a non-negative integer 'step', got {step!r}")
-        self.step = int(step)
+        self.step = resume_step(state, {key: getattr(self, key) for key in BATCH_SETTINGS})
