@@ -154,3 +154,48 @@ def test_the_committed_studys_metrics_come_from_the_one_assembly() -> None:
         for k in ("val_bpb_mean", "val_bpb_sd", "val_loss_mean", "val_loss_sd"):
             assert mine[k] == pytest.approx(figures[k], rel=1e-6), (variant, k)
     assert got["study"]["context"] == want["study"]["context"]
+
+
+def test_a_probe_study_keeps_its_accuracies_and_a_second_sitting_trains_nothing(
+    tmp_path, monkeypatch
+) -> None:
+    """Notebook 07's probes through a study's ledger: each record keeps every evaluation's exact-match
+    accuracy and names its task; a fresh clone (no run folder) rebuilds the same results from the records;
+    two tasks of the same vocabulary key their data apart."""
+    from mswelu.workbook import probes
+
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    base = wb.comparison_config(
+        preset="tiny",
+        data="task:mqar",
+        max_steps=4,
+        batch_size=4,
+        seq_len=1,
+        lr=3e-3,
+        optimizer="adamw",
+        model={},
+        ckpt_every=0,
+        device="cpu",
+        overwrite=False,
+        evaluations=2,
+    )
+    tasks = {"mqar": ["easy"], "inverse_matching": ["easy"]}
+    ledger = L.Ledger(tmp_path / "study" / "runs")
+    first, curves = probes.run_probes(base, tasks, ["mamba"], [0], "pr", test_examples=16, ledger=ledger)
+    records = ledger.records()
+    assert sorted(records) == ["pr-inversematching-easy-mamba-s0", "pr-mqar-easy-mamba-s0"]
+    for name, record in records.items():
+        assert record.key["task"].startswith("task:" + ("mqar" if "mqar" in name else "inverse_matching"))
+        assert len(record.curve) >= 2 and all(0 <= r["val_accuracy"] <= 1 for r in record.curve)
+    keys = {r.key["data_fingerprint"] for r in records.values()}
+    assert len(keys) == 2
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.setattr(
+        C, "train_or_load", lambda *a, **k: pytest.fail("trained instead of reusing a record")
+    )
+    again, again_curves = probes.run_probes(
+        base, tasks, ["mamba"], [0], "pr", test_examples=16, ledger=ledger
+    )
+    cols = ["task", "variant", "seed", "val_accuracy", "val_loss", "tokens", "params"]
+    assert again[cols].to_dict("records") == first[cols].to_dict("records")
+    assert again_curves.equals(curves)

@@ -29,6 +29,7 @@ from mswelu.workbook.reuse import as_run, train_or_load
 __all__ = [
     "bracketed_lr_sweep",
     "lr_sweep",
+    "run_or_record",
     "run_variants",
     "side_by_side_throughput",
     "study_runs",
@@ -45,7 +46,7 @@ def variant_config(base: dict[str, Any], variant: str) -> dict[str, Any]:
     return merge_overrides(base, over, replace_model="preset" in over)
 
 
-def _run_or_record(
+def run_or_record(
     cfg: dict[str, Any], name: str, variant: str, seed: int, kind: str, reuse: bool, ledger: Ledger | None
 ) -> RunData | Record:
     """The finished run of ``cfg``: from ``ledger`` when it holds a record of exactly this run (settings,
@@ -104,7 +105,7 @@ def run_variants(
             cfg = as_run(variant_config(base, variant), name, seed=int(seed))
             if lrs is not None:
                 cfg["lr"] = float(lrs[variant])
-            run = _run_or_record(cfg, name, variant, int(seed), "run", reuse, ledger)
+            run = run_or_record(cfg, name, variant, int(seed), "run", reuse, ledger)
             runs[name] = run
             rows.append(_result_row(run, variant, int(seed), float(cfg.get("lr", TrainConfig.lr)), name))
             ev = run.eval
@@ -220,7 +221,7 @@ def lr_sweep(
             name = run_name(prefix, "tune", variant, lr=lr)
             cfg = as_run(variant_config(base, variant), name, data=tune, lr=float(lr), seed=int(seed))
             try:
-                run = _run_or_record(cfg, name, variant, int(seed), "sweep", reuse, ledger)
+                run = run_or_record(cfg, name, variant, int(seed), "sweep", reuse, ledger)
                 rows.append(_sweep_row(run, variant, lr, name))
             except FloatingPointError:  # the trainer stops a run whose steps keep going non-finite
                 rows.append(

@@ -40,6 +40,7 @@ import pandas as pd
 from mswelu.analysis.bootstrap import bootstrap_units
 from mswelu.base.fs import atomic_write_json
 from mswelu.data import load_meta
+from mswelu.data.tasks import TaskSource, is_task_source
 from mswelu.modules.slots import ShapeSlot, slot_records
 from mswelu.runs.folder import RunData
 from mswelu.training.code_digest import changed_files, training_code
@@ -99,14 +100,20 @@ def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
     tc = TrainConfig.coerce(dict(cfg))
     settings = {k: v for k, v in json.loads(json.dumps(tc.to_dict())).items() if k not in RUNTIME_SETTINGS}
     fingerprint = data_content(tc.data) if tc.data else None
-    return {"settings": settings, "data_fingerprint": fingerprint, "code": training_code(tc.to_dict())}
+    key = {"settings": settings, "data_fingerprint": fingerprint, "code": training_code(tc.to_dict())}
+    if is_task_source(tc.data):  # a task is named by its text (no machine path), which a migration retrains
+        key["task"] = str(tc.data)
+    return key
 
 
 def data_content(data: str | Path) -> str:
     """What a prepared dataset holds, wherever it lies: the sha256 and bytes of each tokenized split, its
     vocabulary, end-of-document id and token type. A dataset's own ``fingerprint`` hashes the settings it was
     built with, and a tuning split built from another dataset names that dataset's tokenizer by its path, so
-    it differs between two clones of the same study; this does not."""
+    it differs between two clones of the same study; this does not. A synthetic task's examples are
+    generated, not stored: its fingerprint is its task, knobs and test-set size."""
+    if is_task_source(data):
+        return TaskSource(str(data)).fingerprint
     meta = load_meta(data)
     splits = {
         name: {"sha256": s.get("sha256"), "bytes": s.get("bytes")} for name, s in meta["splits"].items()
@@ -261,9 +268,9 @@ class Record:
         final = {**m, "train_time_s": summary.get("train_time_s")}
         ev = run.eval
         evals = [r for r in run.records if r.get("val_loss") is not None]
-        curve = [
-            {k: r.get(k) for k in ("step", "tokens", "val_loss", "val_bpb", "val_scope", "val_tokens")}
-            for r in evals
+        keep = ("step", "tokens", "val_loss", "val_bpb", "val_scope", "val_tokens")
+        curve = [  # a run on a synthetic task also keeps its exact-match accuracy
+            {k: r.get(k) for k in keep} | _accuracy(r) for r in evals
         ]
         final.update(val_tokens=evals[-1].get("val_tokens") if evals else None)
         final.update(val_scope=evals[-1].get("val_scope") if evals else None)
@@ -364,6 +371,10 @@ class Ledger:
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path(record.name), record.to_dict())
         return self.path(record.name)
+
+
+def _accuracy(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"val_accuracy": row["val_accuracy"]} if row.get("val_accuracy") is not None else {}
 
 
 def _plain(x: Any) -> Any:

@@ -70,6 +70,8 @@ def fingerprint(settings: Mapping[str, Any], data: str | Path, dtype: str) -> di
 
     cfg = dict(settings)
     cfg.update({k: v for k, v in FINGERPRINT.items() if k not in ("dtypes", "threads")})
+    if str(data).startswith("task:"):  # a task's examples have their own length
+        cfg["seq_len"] = settings["seq_len"]
     cfg.update(eval_every=0, eval_batches=1, ckpt_every=0, progress=False, dtype=dtype, data=str(data))
     cfg.update(out=tempfile.mkdtemp(prefix="mswelu-fingerprint-"), trackers=[])
     run = Path(train(cfg)["run_dir"])
@@ -84,14 +86,16 @@ def _ledger_folder(study: str) -> Path:
     return Path(__file__).resolve().parents[2] / "reports" / "studies" / study
 
 
-def _variant_settings(study: str) -> dict[str, dict[str, Any]]:
-    """Each variant's settings, from its first trained run's record (seed aside, the variant's runs share a
-    training path)."""
-    out: dict[str, dict[str, Any]] = {}
+def _variant_settings(study: str) -> dict[str, tuple[dict[str, Any], str | None]]:
+    """Each variant's settings and task (None: text), from its first trained run's record (seed aside, the
+    variant's runs share a training path); in a study of synthetic tasks each variant on each task."""
+    out: dict[str, tuple[dict[str, Any], str | None]] = {}
     for path in sorted((_ledger_folder(study) / "runs").glob("*.json")):
         record = json.loads(path.read_text())
-        if record.get("kind") == "run" and record["variant"] not in out:
-            out[record["variant"]] = dict(record["key"]["settings"])
+        task = record["key"].get("task")
+        name = record["variant"] + (f"@{task.split('?')[0][len('task:') :]}" if task else "")
+        if record.get("kind") == "run" and name not in out:
+            out[name] = (dict(record["key"]["settings"]), task)
     if not out:
         raise SystemExit(f"error: study {study!r} has no ledger records under {_ledger_folder(study)}/runs")
     return out
@@ -112,7 +116,8 @@ def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict
     try:
         for variant in variants or sorted(settings):
             for dtype in FINGERPRINT["dtypes"]:
-                out[f"{variant}/{dtype}"] = fingerprint(settings[variant], data, dtype)
+                one, task = settings[variant]
+                out[f"{variant}/{dtype}"] = fingerprint(one, task or data, dtype)
     finally:
         torch.set_num_threads(threads)
     return {"study": study, "machine": machine(), "fingerprint": out}

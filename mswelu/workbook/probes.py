@@ -24,9 +24,11 @@ from mswelu.analysis.tuning import LrStatus
 from mswelu.base import stats
 from mswelu.base.run_names import run_name
 from mswelu.data.tasks import TaskSource
-from mswelu.workbook.compare import variant_config
+from mswelu.runs.folder import RunData
+from mswelu.workbook.compare import run_or_record, variant_config
+from mswelu.workbook.ledger import Ledger, Record
 from mswelu.workbook.prologue import require_list
-from mswelu.workbook.reuse import as_run, train_or_load
+from mswelu.workbook.reuse import as_run
 
 __all__ = [
     "plot_accuracy_by_level",
@@ -55,15 +57,24 @@ def probe_config(
     return {**variant_config(base, variant), "data": source.text, "seq_len": source.seq_len}
 
 
-def _accuracies(run: Any) -> list[dict[str, Any]]:
-    """Every evaluation of a run on a task: step, tokens, val_loss, val_accuracy (the final one last)."""
-    rows = [r for r in run.records if r.get("val_accuracy") is not None]
+def _accuracies(run: RunData | Record) -> list[dict[str, Any]]:
+    """Every evaluation of a run (or its study record) on a task: step, tokens, val_loss, val_accuracy (the
+    final one last)."""
+    rows = [
+        r
+        for r in (run.curve if isinstance(run, Record) else run.records)
+        if r.get("val_accuracy") is not None
+    ]
     keep = ("step", "tokens", "val_loss", "val_accuracy")
     return list({int(r["step"]): {k: r.get(k) for k in keep} for r in rows}.values())
 
 
-def _train(cfg: dict[str, Any], reuse: bool) -> tuple[Any, list[dict[str, Any]]]:
-    run = train_or_load(cfg, reuse=reuse)
+def _train(
+    cfg: dict[str, Any], reuse: bool, ledger: Ledger | None, variant: str, seed: int, kind: str
+) -> tuple[RunData | Record, list[dict[str, Any]]]:
+    """The run of ``cfg``: from a study's ``ledger`` record when it holds this run, else trained (and recorded
+    there)."""
+    run = run_or_record(cfg, cfg["run_name"], variant, seed, kind, reuse, ledger)
     evals = _accuracies(run)
     if not evals:
         raise ValueError(f"run {cfg['run_name']} logged no accuracy: is its data a task?")
@@ -79,11 +90,13 @@ def run_probes(
     test_examples: int = 512,
     lrs: Mapping[str, float] | None = None,
     reuse: bool = True,
+    ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train (or reuse) every task x level (``tasks``: levels by task) x variant x seed on the same token
     budget; each at its lr in ``lrs`` (keyed by :func:`unit` of variant and task, level ``"*"``), else
-    ``base``'s. Returns (results: one row per model with task, level, variant, seed, lr, val_accuracy,
-    val_error, val_loss, params, tokens, run; curves: every evaluation of every model)."""
+    ``base``'s; with a study's ``ledger`` every model comes from its record. Returns (results: one row per
+    model with task, level, variant, seed, lr, val_accuracy, val_error, val_loss, params, tokens, run;
+    curves: every evaluation of every model)."""
     require_list("variants", variants)
     require_list("seeds", seeds)
     rows, curves = [], []
@@ -97,7 +110,7 @@ def run_probes(
                     cfg = as_run(one, name, seed=int(seed))
                     if lrs is not None:
                         cfg["lr"] = float(lrs[unit(variant, task, "*")])
-                    run, evals = _train(cfg, reuse)
+                    run, evals = _train(cfg, reuse, ledger, variant, int(seed), "run")
                     m = run.final_metrics()
                     ids = {"task": task, "level": level, "variant": variant, "seed": int(seed)}
                     final = evals[-1]
@@ -126,6 +139,7 @@ def probe_lr_sweep(
     test_examples: int = 512,
     seed: int = 0,
     reuse: bool = True,
+    ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
     """One seed per lr for every variant on each task at one level (``tasks``: the level by task), scored by
     the answers' loss on the task's tuning set (never the reported test set); an optimum at an edge of what
@@ -138,7 +152,7 @@ def probe_lr_sweep(
         level = tasks[task]
         name = run_name(f"{prefix}-tune", task.replace("_", ""), level, variant, lr=lr)
         cfg = as_run(probe_config(base, task, level, variant, test_examples, tune=True), name, seed=seed)
-        _, evals = _train({**cfg, "lr": float(lr)}, reuse)
+        _, evals = _train({**cfg, "lr": float(lr)}, reuse, ledger, variant, seed, "sweep")
         loss = evals[-1]["val_loss"]
         loss = math.inf if loss is None or not math.isfinite(loss) else float(loss)
         key = unit(variant, task, "*")
