@@ -37,7 +37,7 @@ from mswelu.workbook.plots import (
     plot_variant_bpb,
     plot_variant_curves,
 )
-from mswelu.workbook.profiles import comparison_config, data_for, resolve_profile, smoke_config
+from mswelu.workbook.profiles import comparison_config, data_for, resolve_profile, smoke_config, split_data
 from mswelu.workbook.prologue import format_samples, keep_executed_notebook, notebook_parameters, start
 from mswelu.workbook.study import assemble_study
 from mswelu.workbook.tasks import task_scores
@@ -48,6 +48,7 @@ __all__ = [
     "bracketed_lr_sweep",
     "comparison_config",
     "data_for",
+    "split_data",
     "display_path",
     "ensure_run",
     "execute_plan",

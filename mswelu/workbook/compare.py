@@ -87,10 +87,14 @@ def run_variants(
     reuse: bool = True,
     lrs: Mapping[str, float] | None = None,
     ledger: Ledger | None = None,
+    splits: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, RunData | Record]]:
     """Train (or load) every variant x seed on the same data and token budget, each variant at its lr in
     ``lrs`` (from :func:`bracketed_lr_sweep`; else ``base``'s). With a study's ``ledger`` every model comes
     from its record (written now for a run trained now), so a study's figures are its records' alone.
+    ``splits`` (label -> prepared data, :func:`~mswelu.workbook.profiles.split_data`): every variant and
+    seed on each split instead of ``base``'s data (seeds nested in splits), named ``<prefix>-<label>-...``
+    and labelled in a ``split`` column.
 
     Returns (results: one row per model with variant, seed, lr, val_loss, val_bpb, tokens, tokens_per_s,
     params, wall_time_s, run, reused; curves: long-form eval curves; runs (or records) by name)."""
@@ -99,18 +103,20 @@ def run_variants(
     if not variants or not seeds:
         raise ValueError("need at least one variant and one seed")
     rows, curves, runs = [], [], {}
-    for variant in variants:
-        for seed in seeds:
-            name = run_name(prefix, variant, seed=seed)
-            cfg = as_run(variant_config(base, variant), name, seed=int(seed))
-            if lrs is not None:
-                cfg["lr"] = float(lrs[variant])
-            run = run_or_record(cfg, name, variant, int(seed), "run", reuse, ledger)
-            runs[name] = run
-            rows.append(_result_row(run, variant, int(seed), float(cfg.get("lr", TrainConfig.lr)), name))
-            ev = run.eval
-            if not ev.empty:
-                curves.append(ev.assign(variant=variant, seed=int(seed)))
+    for label, data in (splits or {None: base.get("data")}).items():
+        for variant in variants:
+            for seed in seeds:
+                name = run_name(prefix, label, variant, seed=seed)
+                cfg = as_run(variant_config({**base, "data": data}, variant), name, seed=int(seed))
+                if lrs is not None:
+                    cfg["lr"] = float(lrs[variant])
+                run = run_or_record(cfg, name, variant, int(seed), "run", reuse, ledger)
+                runs[name] = run
+                row = _result_row(run, variant, int(seed), float(cfg.get("lr", TrainConfig.lr)), name)
+                rows.append(row if label is None else {**row, "split": label})
+                ev = run.eval.assign(variant=variant, seed=int(seed))
+                if not ev.empty:
+                    curves.append(ev if label is None else ev.assign(split=label))
     return pd.DataFrame(rows), _curve_frame(curves), runs
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "data_for",
     "resolve_profile",
     "smoke_config",
+    "split_data",
 ]
 
 # Notebook profiles: "nbval" is the default of every notebook (seconds on a 2-core CPU, so that
@@ -92,6 +93,24 @@ def data_for(
     return str(default_dataset(max_tokens=SMOKE_DATA_TOKENS if tiny else None, tokenizer=tokenizer))
 
 
+def split_data(splits: list[dict[str, Any]], preset: str | None, tokenizer: str = "gpt2") -> dict[str, str]:
+    """A study's disjoint splits (``splits``: data settings of one fold scheme, e.g. ``[{"folds": 4, "fold":
+    1}, {"folds": 4, "fold": 2}, ...]``) prepared: each fold's label (``fold<j>``) and folder. Fold 0 is the
+    scheme's tuning split, disjoint from every fold's validation: the lr sweep's, never a reported split."""
+    schemes = {(str(s.get("source", "default")), s.get("folds")) for s in splits if isinstance(s, dict)}
+    if not splits or len(schemes) != 1 or not all(isinstance(s, dict) and s.get("folds") for s in splits):
+        raise ValueError(
+            "splits must be data settings of one fold scheme, e.g. [{'folds': 4, 'fold': 1}, ...]; "
+            f"got {splits!r}"
+        )
+    labels = [f"fold{int(s['fold'])}" for s in splits]
+    if "fold0" in labels:
+        raise ValueError("fold 0 is the fold scheme's tuning split: report folds 1 to folds - 1")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"splits name a fold twice: {labels}")
+    return {label: data_for(s, preset, tokenizer) for label, s in zip(labels, splits, strict=True)}
+
+
 def data_label(data: str | os.PathLike[str] | dict[str, Any] | None) -> str:
     """What a study's claims compare data by (a claim may require, e.g., SlimPajama): the embedded corpus'
     description for it (``data`` None, or a folder prepared from it), else the folder's recorded source, else
@@ -101,10 +120,16 @@ def data_label(data: str | os.PathLike[str] | dict[str, Any] | None) -> str:
 
     if data is None:
         return EMBEDDED
+    if isinstance(data, list):  # a study's splits: the corpus and which folds
+        folds = ", ".join(str(s["fold"]) for s in data)
+        return (
+            data_label({k: v for k, v in data[0].items() if k != "fold"})
+            + f" (folds {folds} of {data[0]['folds']})"
+        )
     if isinstance(data, dict):  # data settings: the source, and the fold when there is one
         source = str(data.get("source", "default"))
         label = EMBEDDED if source in ("default", "shakespeare") else source
-        return label + (f" (fold {data['fold']} of {data['folds']})" if data.get("folds") else "")
+        return label + (f" (fold {data['fold']} of {data['folds']})" if data.get("fold") is not None else "")
     try:
         source = str(load_meta(data).get("source") or data)
     except ValueError:  # not prepared here (a fresh clone rebuilding a study from its records)

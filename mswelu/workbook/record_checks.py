@@ -29,6 +29,12 @@ def variant_settings(variant: str, preset: str) -> dict[str, Any]:
     return {**overrides, **{f"model.{k}": v for k, v in model.items()}}
 
 
+def split_labels(params: Mapping[str, Any]) -> list[str | None]:
+    """The labels of a study's splits (``fold<j>``, as :func:`mswelu.workbook.profiles.split_data` names
+    them), or ``[None]`` for a study on one split."""
+    return [f"fold{int(s['fold'])}" for s in params.get("splits") or []] or [None]
+
+
 def _expect(record: Record, file: Path, settings: Mapping[str, Any], **fields: Any) -> None:
     flat = dict(record.config)
     for key, value in (flat.pop("model", None) or {}).items():
@@ -45,14 +51,20 @@ def check_study_records(
     variants = list(params["variants"])
     base = {k: params[k] for k in STUDY_SETTINGS if k in params}
     preset = str(params.get("preset", "small"))
-    runs = {run_name(study, v, seed=int(s)): (v, int(s)) for v in variants for s in params["seeds"]}
+    runs = {
+        run_name(study, label, v, seed=int(s)): (v, int(s), label)
+        for label in split_labels(params)
+        for v in variants
+        for s in params["seeds"]
+    }
     sweeps = {run_name(study, "tune", v): v for v in variants}
-    data_keys: dict[str, Counter] = {"run": Counter(), "sweep": Counter()}
+    data_keys: dict[tuple[str, str | None], Counter] = {}
     for name, record in records.items():
         file = folder / f"{name}.json"
         parsed = parse_run_name(name)
+        label = None
         if name in runs:
-            variant, seed = runs[name]
+            variant, seed, label = runs[name]
             settings = {**variant_settings(variant, preset), **base, "seed": seed}
             _expect(record, file, settings, variant=variant, seed=seed, kind="run")
         elif parsed.stem in sweeps and parsed.lr is not None and parsed.seed is None:
@@ -65,12 +77,16 @@ def check_study_records(
                 f"{list(params['seeds'])}, sweep runs {run_name(study, 'tune', 'VARIANT', lr=0.001)}...) "
                 f"({REBUILD})"
             )
-        data_keys[record.kind][record.key.get("data_fingerprint")] += 1
-    for kind, counts in data_keys.items():
+        data_keys.setdefault((record.kind, label), Counter())[record.key.get("data_fingerprint")] += 1
+    for (kind, label), counts in data_keys.items():  # one data key per kind of record and split
         if len(counts) > 1:
             common = counts.most_common(1)[0][0]
             odd = next(
-                n for n, r in records.items() if r.kind == kind and r.key.get("data_fingerprint") != common
+                n
+                for n, r in records.items()
+                if r.kind == kind
+                and runs.get(n, (None, None, None))[2] == label
+                and r.key.get("data_fingerprint") != common
             )
             got = records[odd].key.get("data_fingerprint")
             raise LedgerError(

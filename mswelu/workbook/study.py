@@ -19,7 +19,7 @@ from mswelu.base.run_names import run_name
 from mswelu.workbook.compare import _curve_frame, _result_row, _sweep_row
 from mswelu.workbook.ledger import REBUILD, Ledger, LedgerError, read_ledger_json
 from mswelu.workbook.profiles import data_label
-from mswelu.workbook.record_checks import check_study_records
+from mswelu.workbook.record_checks import check_study_records, split_labels
 
 __all__ = ["Study", "assemble_study", "study_from_records"]
 
@@ -84,7 +84,7 @@ def assemble_study(
     the lr each variant trained at, the sweep and the side-by-side ``throughput``."""
     context = dict(
         name=name,
-        data=data_label(params.get("data")),
+        data=data_label(params.get("splits") or params.get("data")),
         tokenizer=params.get("tokenizer", "gpt2"),
         seq_len=params["seq_len"],
         batch_size=params["batch_size"],
@@ -94,6 +94,8 @@ def assemble_study(
         compare={"shapes": "swelu", **params.get("compare", {})},
         primary=params.get("primary", ""),
     )
+    if params.get("splits"):
+        context["splits"] = sorted(set(results.split))
     speed = throughput[["variant", "tokens_per_s", "flops_per_token"]]
     data = analysis.study_data(results, curves, runs, context, sweep, throughput)  # median, spread, FLOPs
     summary = analysis.aggregate_seeds(results, values=("val_loss", "val_bpb", "params"))
@@ -147,16 +149,19 @@ def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -
     records = ledger.records()
     check_study_records(study, params, records, ledger.folder)
     rows, curves, runs, lrs = [], [], {}, {}
-    for variant in params["variants"]:
-        for seed in params["seeds"]:
-            name = run_name(study, variant, seed=seed)
-            if name not in records:
-                raise ValueError(f"study {study!r} has no record of {name} in {ledger.folder}")
-            record = runs[name] = records[name]
-            lrs[variant] = float(record.config["lr"])
-            rows.append(_result_row(record, variant, int(seed), lrs[variant], name))
-            if not record.eval.empty:
-                curves.append(record.eval.assign(variant=variant, seed=int(seed)))
+    for label in split_labels(params):
+        for variant in params["variants"]:
+            for seed in params["seeds"]:
+                name = run_name(study, label, variant, seed=seed)
+                if name not in records:
+                    raise ValueError(f"study {study!r} has no record of {name} in {ledger.folder}")
+                record = runs[name] = records[name]
+                lrs[variant] = float(record.config["lr"])
+                row = _result_row(record, variant, int(seed), lrs[variant], name)
+                rows.append(row if label is None else {**row, "split": label})
+                ev = record.eval.assign(variant=variant, seed=int(seed))
+                if not ev.empty:
+                    curves.append(ev if label is None else ev.assign(split=label))
     sweep = [
         _sweep_row(r, r.variant, float(r.config["lr"]), n) for n, r in records.items() if r.kind == "sweep"
     ]
