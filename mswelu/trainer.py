@@ -40,10 +40,10 @@ from mswelu.data import TokenLoader
 from mswelu.models.build import build_model, count_parameters, lm_loss, shape_values
 from mswelu.ops.lm_loss import split_window
 from mswelu.runs import hub, resume
-from mswelu.runs.folder import RunLock, RunWriter
 from mswelu.runs.metrics_log import MetricsLog, run_summary
 from mswelu.runs.preflight import RunPlan, plan_run
 from mswelu.runs.resume import TrainState
+from mswelu.runs.writer import RunLock, RunWriter
 from mswelu.training import checkpoint as ckpt
 from mswelu.training import evaluation, parallel, sharded_checkpoint
 from mswelu.training.config import TrainConfig
