@@ -1,8 +1,7 @@
 """The named model shapes (``preset`` in configs and on the command line): overrides of
 :class:`mswelu.models.configuration.MsweluConfig`'s defaults, which are the seed architecture (``seed-124m``).
 
-True parameter counts (tied head counted once; ``tests/test_presets.py`` holds each to a real build and to
-the closed form of :func:`mswelu.models.modeling.closed_form_parameter_count`):
+True parameter counts (tied head counted once; ``tests/test_presets.py`` holds each to a real build):
 
     preset           params           k   notes
     seed-124m        100,917,263     15   the seeds' architecture with the real Mamba-1 mixer ("124M": no)
