@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 from mswelu.base.errors import check_choice
 
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -107,10 +105,3 @@ class LRSchedule:
             "min_lr_ratio": self.min_lr_ratio,
             "decay_fraction": self.decay_fraction,
         }
-
-
-def lr_curve(total_steps: int, **kwargs: Any) -> torch.Tensor:
-    """Factors for steps 0..total_steps-1 (for plots and tests)."""
-    return torch.tensor(
-        [lr_factor(s, total_steps, **kwargs) for s in range(total_steps)], dtype=torch.float64
-    )
