@@ -153,15 +153,8 @@ def _prepare(cfg: TrainConfig, launch_dir: Path, cmd_prefix: list[str], env: dic
     config_path = launch_dir / f"{cfg.run_name}.yaml"
     config_path.write_text(yaml.safe_dump(cfg.replace(progress=False).to_dict(), sort_keys=False))
     cmd = [*cmd_prefix, "-m", "mswelu.train", "--config", str(config_path)]
-    return RunHandle(
-        cfg.run_name or "run",
-        cfg,
-        Path(cfg.out or ""),
-        config_path,
-        launch_dir / f"{cfg.run_name}.log",
-        cmd,
-        env,
-    )
+    log_path = launch_dir / f"{cfg.run_name}.log"
+    return RunHandle(cfg.run_name or "run", cfg, Path(cfg.out or ""), config_path, log_path, cmd, env)
 
 
 def _start(h: RunHandle, cwd: Path) -> None:
@@ -172,24 +165,21 @@ def _start(h: RunHandle, cwd: Path) -> None:
     h.started = time.time()
 
 
-def _finish(h: RunHandle) -> None:
+def _finish(h: RunHandle, grace_s: float = 60.0) -> None:
+    """A run that is still going is stopped (SIGTERM: it checkpoints and exits; SIGKILL after ``grace_s``);
+    then its log is closed."""
+    if h.proc is not None and h.proc.poll() is None:
+        try:
+            os.killpg(h.proc.pid, signal.SIGTERM)
+            h.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(h.proc.pid, signal.SIGKILL)
+            h.proc.wait()
+        except ProcessLookupError:
+            pass
     if h.log_file is not None:
         h.log_file.close()
         h.log_file = None
-
-
-def _stop(h: RunHandle, grace_s: float = 60.0) -> None:
-    """SIGTERM (the run checkpoints and exits), then SIGKILL after ``grace_s``."""
-    if h.proc is None or h.proc.poll() is not None:
-        return
-    try:
-        os.killpg(h.proc.pid, signal.SIGTERM)
-        h.proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(h.proc.pid, signal.SIGKILL)
-        h.proc.wait()
-    except ProcessLookupError:
-        pass
 
 
 def watch(
@@ -222,7 +212,6 @@ def watch(
             desc=h.name,
             unit="step",
             position=i,
-            leave=True,
             disable=not progress,
             dynamic_ncols=True,
         )
@@ -243,12 +232,7 @@ def watch(
                 record = _read_last_record(h.run_dir / METRICS)
                 if record.get("step") is not None and record != h.last:
                     h.last = record
-                    _report_record(h, record, bars[h.name] if progress else None, on_metrics)
-                    bar = bars[h.name]
-                    bar.n = int(record["step"])
-                    if "loss" in record:
-                        bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-                    bar.refresh()
+                    _report_record(h, record, bars[h.name], progress, on_metrics)
                 rc = h.returncode
                 if rc is None:
                     continue
@@ -260,13 +244,11 @@ def watch(
                     failures.append(h)
                     if on_failure == "stop":
                         for other in running:
-                            _stop(other)
                             _finish(other)
                         running.clear()
                         pending.clear()
             if timeout_s is not None and time.time() - t0 > timeout_s:
                 for h in running:
-                    _stop(h)
                     _finish(h)
                 raise TimeoutError(
                     f"runs still going after {timeout_s} s: {[h.name for h in running]} "
@@ -274,7 +256,6 @@ def watch(
                 )
     except KeyboardInterrupt:
         for h in running:
-            _stop(h)
             _finish(h)
         raise
     finally:
@@ -295,33 +276,26 @@ def watch(
 
 
 def _report_record(
-    h: RunHandle, record: dict[str, Any], bar: Any, on_metrics: Callable[[str, dict[str, Any]], None] | None
+    h: RunHandle, record: dict[str, Any], bar: Any, show: bool, on_metrics: Callable[..., None] | None
 ) -> None:
-    """A child run's newest metrics record: to ``on_metrics`` and, with a bar, as a progress line."""
+    """A child run's newest metrics record: to ``on_metrics`` and its progress bar, and with ``show`` as a
+    progress line."""
     if on_metrics is not None:
         on_metrics(h.name, record)
-    if bar is None:
+    step, total = int(record["step"]), h.cfg.total_steps()
+    bar.n = step
+    if "loss" in record:
+        bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+    bar.refresh()
+    if not show:
         return
-    total = h.cfg.total_steps()
     if "val_loss" in record:
-        progress.say(
-            progress.format_eval(
-                h.name,
-                int(record["step"]),
-                total,
-                record["val_loss"],
-                record.get("val_bpb"),
-                record.get("val_scope"),
-                record.get("val_tokens"),
-            ),
-            bar,
-        )
+        scores = [record.get(k) for k in ("val_bpb", "val_scope", "val_tokens")]
+        progress.say(progress.format_eval(h.name, step, total, record["val_loss"], *scores), bar)
     elif "loss" in record:
         rate = record.get("tokens_per_s")
-        left = (total - int(record["step"])) * h.cfg.tokens_per_step() / rate if rate else None
-        progress.say(
-            progress.format_step(h.name, int(record["step"]), total, record["loss"], rate, left), bar
-        )
+        left = (total - step) * h.cfg.tokens_per_step() / rate if rate else None
+        progress.say(progress.format_step(h.name, step, total, record["loss"], rate, left), bar)
 
 
 def launch(

@@ -40,10 +40,10 @@ from mswelu.data import TokenLoader
 from mswelu.models.build import build_model, count_parameters, lm_loss, shape_values
 from mswelu.ops.lm_loss import split_window
 from mswelu.runs import hub, resume
-from mswelu.runs.folder import RunLock, RunWriter
 from mswelu.runs.metrics_log import MetricsLog, run_summary
 from mswelu.runs.preflight import RunPlan, plan_run
 from mswelu.runs.resume import TrainState
+from mswelu.runs.writer import RunLock, RunWriter
 from mswelu.training import checkpoint as ckpt
 from mswelu.training import evaluation, parallel, sharded_checkpoint
 from mswelu.training.config import TrainConfig
@@ -78,9 +78,8 @@ def build_setup(
     cfg: TrainConfig, info: du.DistInfo, plan: RunPlan, emit: Callable[..., None], autocast: Callable[[], Any]
 ) -> tuple[RunSetup, TrainState]:
     """A sitting's :class:`RunSetup`, built in the order a seeded run's numbers depend on (seed, model,
-    optimizer, schedule, loaders), and its :class:`~mswelu.runs.resume.TrainState`: fresh, or restored with
-    the
-    weights, optimizer, RNGs and loader positions from ``plan.resume_from``."""
+    optimizer, schedule, loaders), and its :class:`~mswelu.runs.resume.TrainState`: fresh, or restored
+    with the weights, optimizer, RNGs and loader positions from ``plan.resume_from``."""
     run_dir, state = RunWriter(plan.out), TrainState()
     accum, micro = cfg.grad_accum(info.world_size), cfg.micro(info.world_size)
     if info.device.type == "cpu":
@@ -133,7 +132,9 @@ class Trainer:
 
     ``state`` (:class:`~mswelu.runs.resume.TrainState`) is where the run stands, saved and restored as one
     with each checkpoint; ``setup`` (:class:`RunSetup`) what a sitting builds; ``log`` is rank 0's metrics log
-    (with its device sampler) while the run is open."""
+    (with its device sampler) while the run is open. Which model handle is used where is one rule,
+    :class:`~mswelu.training.parallel.ModelHandles`: ``training`` for the training step, ``compiled`` for
+    evaluation, ``built`` for everything else (optimizer, clipping, checkpoints, ``final/``, shape values)."""
 
     def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callable[..., Any]] = ()) -> None:
         self.cfg = cfg
@@ -176,12 +177,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.setup.info.device.type, dtype=self.setup.autocast_dtype)
 
-    def loss_on(self, model: nn.Module, window: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy (nats) of ``model`` on a ``(B, L+1)`` window."""
-        x, y = split_window(window)
-        with self._autocast():
-            return lm_loss(model, x, y)
-
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (or a skipped one). Returns what it measured."""
         s, state = self.setup, self.state
@@ -189,10 +184,12 @@ class Trainer:
         model.train()
         loss_sum = torch.zeros((), device=info.device)
         for i, loader in enumerate(s.loaders):
-            window = next(loader).to(info.device, non_blocking=True)
+            x, y = split_window(next(loader).to(info.device, non_blocking=True))
             last = i == accum - 1  # gradients are synchronised on the last micro-step only
             with parallel.grad_sync(model, last or not info.enabled):
-                loss = self.loss_on(model, window) / accum
+                with self._autocast():
+                    loss = lm_loss(model, x, y)
+                loss = loss / accum
                 loss.backward()
             loss_sum += loss.detach()
         loss_value = float(du.all_reduce_mean(loss_sum, info))
@@ -214,16 +211,6 @@ class Trainer:
             state.nonfinite_run += 1
         s.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss_value, "grad_norm": grad_norm, "lr": lrs, "finite": finite}
-
-    def evaluate(self, whole_split: bool = False, per_document: bool = False) -> dict[str, Any]:
-        """Validation on the whole split (``whole_split`` or ``eval_batches=0``), else on ``eval_batches x
-        batch_size`` windows spread over it (see :mod:`mswelu.training.evaluation`); ``per_document`` adds
-        the sums
-        per document and window."""
-        cfg = self.cfg
-        sample = None if whole_split or not cfg.eval_batches else cfg.eval_batches * cfg.batch_size
-        self.state.last_val = self.setup.evaluator(self.setup.models.compiled, sample, per_document)
-        return self.state.last_val
 
     def request_stop(self, reason: str = "request") -> None:
         """Stop after the current step with a checkpoint (what SIGINT/SIGTERM do)."""
@@ -373,10 +360,13 @@ class Trainer:
         self.progress.step(state.step, last["loss"], rate)
 
     def _eval_and_log(self, final: bool = False) -> None:
-        """An evaluation, logged; the ``final`` one scores the whole split, per document too, and is marked
-        so (a resumed run that finishes redoes it, and drops an earlier sitting's)."""
-        state = self.state
-        result = self.evaluate(whole_split=final, per_document=final)
+        """An evaluation, logged: on ``eval_batches x batch_size`` windows spread over the validation split
+        (:mod:`mswelu.training.evaluation`), or all of it (``eval_batches=0``); the ``final`` one scores the
+        whole split, per document too, and is marked so (a resumed run that finishes redoes it, and drops
+        an earlier sitting's)."""
+        cfg, state = self.cfg, self.state
+        sample = None if final or not cfg.eval_batches else cfg.eval_batches * cfg.batch_size
+        result = self.setup.evaluator(self.setup.models.compiled, sample, final)
         if final and self.setup.info.is_main and "documents" in result:  # (a task's evaluation has none)
             self.setup.run_dir.write_documents(state.step, state.tokens, result)
         result = {k: v for k, v in result.items() if k not in ("documents", "windows")}

@@ -42,14 +42,14 @@ class DiagonalMixer(SSMMixer):
         d_inner = int(expand * d_model)
         return 2 * d_inner, d_inner  # in_proj: x, z
 
-    def __init__(self, d_model: int, d_state: int = 4, **shared: Any) -> None:
-        super().__init__(d_model, d_state, **shared)
-        di = self.d_inner
-        self.A_log = nn.Parameter(torch.log(torch.linspace(0.1, 2.0, d_state)).repeat(di, 1))
-        self.B = nn.Parameter(torch.randn(di, d_state) / d_state**0.5)
-        self.C = nn.Parameter(torch.randn(di, d_state) / d_state**0.5)
+    d_state_default = 4
+
+    def build(self) -> None:  # its own parameters (the base builds in_proj, the conv, out_proj)
+        di, n = self.d_inner, self.d_state
+        self.A_log = nn.Parameter(torch.log(torch.linspace(0.1, 2.0, n)).repeat(di, 1))
+        self.B = nn.Parameter(torch.randn(di, n) / n**0.5)
+        self.C = nn.Parameter(torch.randn(di, n) / n**0.5)
         self.D = nn.Parameter(torch.ones(di))
-        self.out_proj = nn.Linear(di, d_model, bias=self.in_proj.bias is not None)
 
     def _forward_torch(self, hidden_states: Tensor, want_states: bool = False) -> tuple[Any, Any, Any]:
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)

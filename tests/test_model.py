@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from mswelu.base.hf_compat import output_cache
+from mswelu.models.cache import MsweluCache
 from mswelu.models.configuration import PRESETS, MsweluConfig
-from mswelu.models.modeling import MsweluCache, MsweluForCausalLM
+from mswelu.models.modeling import MsweluForCausalLM
 
 VOCAB = 97
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from typing import Any
 
 import pytest
 import torch
@@ -14,11 +15,10 @@ from mswelu.modules.activations import make_activation
 from mswelu.training.optim import (
     HybridOptimizer,
     build_optimizer,
-    param_groups_report,
     route_parameters,
     set_hyperparameters,
 )
-from mswelu.training.schedule import LRSchedule, lr_curve, lr_factor
+from mswelu.training.schedule import LRSchedule, lr_factor
 
 # Where every parameter kind of the seed architecture must go: (optimizer under "muon", decays?).
 SEED_124M_ROUTES = {
@@ -43,6 +43,22 @@ SEED_124M_ROUTES = {
     "backbone.dense.N.fc.bias": ("adamw", False),
     "backbone.dense.N.act.k_raw": ("adamw", False),
 }
+
+
+def param_groups_report(
+    model: nn.Module, optimizer: str, weight_decay: float
+) -> list[tuple[str, str, float]]:
+    """``(parameter name, optimizer, effective weight decay)`` of every trainable parameter, as routed."""
+    decayed = ("decay", "muon")
+    routes = route_parameters(model, optimizer)
+    return [(r.name, r.optimizer, weight_decay if r.group in decayed else 0.0) for r in routes]
+
+
+def lr_curve(total_steps: int, **kwargs: Any) -> torch.Tensor:
+    """The schedule's factors for steps 0..total_steps-1."""
+    return torch.tensor(
+        [lr_factor(s, total_steps, **kwargs) for s in range(total_steps)], dtype=torch.float64
+    )
 
 
 def _generic(name: str) -> str:

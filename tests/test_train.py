@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mswelu.train import TrainConfig, config_from_args, main, train
 from mswelu.training import checkpoint as ckpt
@@ -397,7 +398,7 @@ def test_config_roundtrip_and_cli_overrides(tmp_path: Path) -> None:
     cfg = TrainConfig(preset="tiny", lr=1e-3, betas=(0.8, 0.9), model={"d_model": 32})
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     path = tmp_path / "run.yaml"
-    path.write_text(cfg.to_yaml())
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
     assert TrainConfig.from_file(path) == cfg
     cli = config_from_args(
         [

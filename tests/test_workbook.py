@@ -152,7 +152,7 @@ def test_plots_return_figures(tmp_path):
     run = wb.load_run(_write_run(tmp_path / "r"))
     for fig in (
         wb.plot_loss({"r": run}),
-        wb.plot_k_trajectories(run.k),
+        wb.plot_k_trajectories(run.shape("k")),
         wb.plot_tokens_per_s(run),
         wb.plot_activation_shapes({"blocks.0.mixer.act": 0.5, "dense.0.act": {"k": 1.8}}),
     ):

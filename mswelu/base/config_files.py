@@ -3,6 +3,7 @@ given twice (PyYAML keeps the last one without a word) and a number YAML reads a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["read_config_file", "yaml_number_hint"]
+__all__ = ["check_field_types", "read_config_file", "yaml_number_hint"]
 
 
 class _DuplicateKey(ValueError):
@@ -77,3 +78,45 @@ def yaml_number_hint(value: Any) -> str:
     mantissa, _, exponent = value.lower().partition("e")
     dotted = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
     return f": YAML reads {value} as a string (a float needs a dot there: write {dotted})"
+
+
+def check_field_types(obj: Any) -> None:
+    """Every field of the dataclass ``obj`` against its annotation (``bool``, ``int``, ``float``, ``str``,
+    ``tuple[...]``, ``dict[...]``, ``| None``), a ValueError naming the first that is not: a string where a
+    boolean belongs (``overwrite: "false"``) must not count as true, nor ``"1e-3"`` as a learning rate."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        if not any(_is_kind(value, k) for k in kinds):
+            want = " or ".join(_KIND_WORDS.get(k, k) for k in kinds)
+            raise ValueError(
+                f"{f.name} must be {want}, got {value!r} ({type(value).__name__}){yaml_number_hint(value)}"
+            )
+
+
+_KIND_WORDS = {
+    "bool": "true or false",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "None": "null",
+    "tuple[float, float]": "a list of two numbers",
+    "tuple[float, ...]": "a list of numbers",
+    "tuple[str, ...]": "a list of names",
+    "dict[str, Any]": "a mapping",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind.startswith("tuple["):
+        each = (lambda v: isinstance(v, str)) if kind == "tuple[str, ...]" else _is_number
+        return isinstance(value, tuple | list) and all(each(v) for v in value)
+    kinds = {"bool": bool, "int": int, "float": int | float, "str": str | Path, "dict[str, Any]": dict}
+    not_bool = kind == "bool" or not isinstance(value, bool)  # a bool is an int to Python, not to a config
+    return kind in kinds and isinstance(value, kinds[kind]) and not_bool

@@ -5,13 +5,8 @@ Layout: each split is a flat array of token ids (``uint16`` when the vocabulary 
 tokenizer, the dtype and per-split counts of tokens (EOS included), documents and UTF-8 bytes of the
 source text (for bits per byte), plus a fingerprint of the settings.
 
-Validation is chosen by document and seeded, never by position, so no document sits in both splits:
-each document's key (the work name for the default corpus, the text otherwise; identical texts thus
-share a split) is hashed with the seed to a number u in [0, 1). Finite sources (default corpus,
-local files) put the ``max(1, round(val_fraction * n))`` documents with the smallest u in
-validation; streams put a document there when ``u < val_fraction``. Folds (``folds``/``fold``) take
-other blocks of the same order as validation, disjoint from each other and from the tuning split
-(:mod:`mswelu.data.splits`).
+Validation is chosen by document and seeded, never by position, so no document sits in both splits
+(:mod:`mswelu.data.splits`: the rule, and the folds ``folds``/``fold``).
 
 ``max_tokens`` caps the total: validation gets ``ceil(max_tokens * val_fraction)`` tokens and train
 the rest; the document crossing a split's cap is cut (and still ends with EOS).
@@ -39,6 +34,7 @@ import numpy as np
 
 from mswelu.base.fs import leftovers, sha256_file
 from mswelu.base.paths import cache_dir, data_dir
+from mswelu.base.progress import log
 from mswelu.data.dataset_checks import (
     TOKENIZER_FILE,
     VERIFIED_FILE,
@@ -77,15 +73,8 @@ def _split_rule(
     def in_val(doc: Document) -> bool:
         nonlocal rule
         if rule is None:
-            rule = validation_rule(
-                lambda: (d.key for d in iter_documents(source, text_field, txt_sample_by)),
-                source.finite,
-                val_fraction,
-                seed,
-                source.description,
-                folds,
-                fold,
-            )
+            keys = lambda: (d.key for d in iter_documents(source, text_field, txt_sample_by))  # noqa: E731
+            rule = validation_rule(keys, source.finite, val_fraction, seed, source.description, folds, fold)
         return rule(doc.key)
 
     return in_val
@@ -120,17 +109,13 @@ def _batches(docs: Iterator[tuple[str, Document]]) -> Iterator[list[tuple[str, D
 
 
 def _write_shards(
-    folder: Path,
-    source: Source,
-    tok: Tokenizer,
-    in_val: Callable[[Document], bool],
-    val_fraction: float,
-    max_tokens: int | None,
-    text_field: str,
-    txt_sample_by: str,
-    progress: bool,
+    tmp: Path, source: Source, tok: Tokenizer, in_val: Callable[[Document], bool], settings: dict, show: bool
 ) -> dict:
-    tqdm = _progress_bar()
+    """``train.bin`` and ``val.bin`` into ``tmp``, each within its share of ``max_tokens``; the counts."""
+    from tqdm.auto import tqdm
+
+    val_fraction, max_tokens = settings["val_fraction"], settings["max_tokens"]
+    text_field, txt_sample_by = settings["text_field"], settings["txt_sample_by"]
     dtype = np.dtype(token_dtype(tok.vocab_size))
     budget = {"train": math.inf, "val": math.inf}
     if max_tokens is not None:
@@ -140,7 +125,7 @@ def _write_shards(
         s: {"tokens": 0, "documents": 0, "bytes": 0, "truncated_documents": 0, "max_token_id": -1}
         for s in SPLITS
     }
-    files = {s: open(folder / f"{s}.bin", "wb") for s in SPLITS}  # noqa: SIM115 - closed below
+    files = {s: open(tmp / f"{s}.bin", "wb") for s in SPLITS}  # noqa: SIM115 - closed below
 
     def full(split: str) -> bool:
         return counts[split]["tokens"] + 2 > budget[split]  # a document needs >= 1 token + EOS
@@ -154,7 +139,7 @@ def _write_shards(
                 return
 
     bar = tqdm(
-        total=max_tokens, unit="tok", unit_scale=True, desc=f"tokenizing {source.name}", disable=not progress
+        total=max_tokens, unit="tok", unit_scale=True, desc=f"tokenizing {source.name}", disable=not show
     )
     try:
         for batch in _batches(routed()):
@@ -181,39 +166,20 @@ def _write_shards(
         bar.close()
         for f in files.values():
             f.close()
-    if counts["train"]["documents"] == 0 and counts["val"]["documents"] == 0:
+    train, val = counts["train"]["documents"], counts["val"]["documents"]
+    if train == 0 and val == 0:
         raise ValueError(f"empty corpus: {source.description} holds no non-blank documents")
-    if counts["train"]["documents"] == 0:
+    if train == 0:
         raise ValueError(f"no training documents from {source.description} (val_fraction={val_fraction})")
-    if val_fraction > 0 and counts["val"]["documents"] == 0:
-        raise ValueError(
-            f"no document of {source.description} fell into validation; raise val_fraction "
-            "or use more documents"
-        )
+    if val_fraction > 0 and val == 0:
+        raise ValueError(f"no document of {source.description} fell into validation; raise val_fraction")
     return counts
 
 
-def _progress_bar():
-    """tqdm.auto draws a widget in Jupyter only with ipywidgets; without it, use the text bar quietly."""
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        from tqdm import tqdm
-    else:
-        from tqdm.auto import tqdm
-    return tqdm
-
-
 def _validate(val_fraction: float, max_tokens: int | None, seed: int) -> None:
-    if (
-        isinstance(val_fraction, bool)
-        or not isinstance(val_fraction, (int, float))
-        or not 0 < val_fraction < 1
-    ):
-        raise ValueError(
-            f"val_fraction must be in (0, 1), got {val_fraction!r}: training evaluates on the validation "
-            "split"
-        )
+    number = isinstance(val_fraction, int | float) and not isinstance(val_fraction, bool)
+    if not number or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}: training evaluates on it")
     if max_tokens is not None and (not isinstance(max_tokens, (int, np.integer)) or max_tokens < 4):
         raise ValueError(f"max_tokens must be None or an integer >= 4, got {max_tokens!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
@@ -239,12 +205,7 @@ def _clean_stale(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
             done.append(f"removed {p.name}")
     if done:
-        from mswelu.base.progress import log
-
-        log(
-            f"{out.parent}: cleaned up after a prepare that was killed ({'; '.join(done)})",
-            source="mswelu.data",
-        )
+        log(f"{out.parent}: cleaned up after a prepare that was killed ({'; '.join(done)})", "mswelu.data")
 
 
 @contextmanager
@@ -277,8 +238,6 @@ def _reusable(out: Path, fingerprint: str) -> dict | None:
     try:
         return verify_dataset(out, meta)
     except ValueError as exc:
-        from mswelu.base.progress import log
-
         log(f"{exc}: rebuilding it", source="mswelu.data")
         return None
 
@@ -353,13 +312,7 @@ def prepare(
 
 
 def _build(
-    out: Path,
-    src: Source,
-    tok: Tokenizer | None,
-    settings: dict,
-    fingerprint: str,
-    source: str,
-    progress: bool,
+    out: Path, src: Source, tok: Tokenizer | None, settings: dict, fingerprint: str, source: str, show: bool
 ) -> dict:
     """Write the shards (and, for ``tok=None``, the corpus BPE first) into a temporary sibling folder,
     then swap it into place."""
@@ -376,7 +329,7 @@ def _build(
                 f"output {out} holds files that are not a mswelu dataset ({strangers[:3]}); "
                 "choose an empty or new folder"
             )
-    val_fraction, max_tokens, seed = settings["val_fraction"], settings["max_tokens"], settings["seed"]
+    val_fraction, seed = settings["val_fraction"], settings["seed"]
     text_field, txt_sample_by = settings["text_field"], settings["txt_sample_by"]
     _clean_stale(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -397,9 +350,7 @@ def _build(
                 "seconds": round(time.time() - t0, 3),
                 "sha256": sha256_file(tmp / TOKENIZER_FILE),
             }
-        counts = _write_shards(
-            tmp, src, tok, in_val, float(val_fraction), max_tokens, text_field, txt_sample_by, progress
-        )
+        counts = _write_shards(tmp, src, tok, in_val, settings, show)
         meta = {
             "version": FORMAT_VERSION,
             "tokenizer": TOKENIZER_FILE if trained else tok.name,
@@ -430,18 +381,14 @@ def _build(
             c["sha256"] = sha256_file(tmp / f"{split}.bin")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
+        if out.exists():
             os.rename(out, old)
-        except FileNotFoundError:
-            old = None  # type: ignore[assignment]
         try:
             os.rename(tmp, out)
         except OSError:
-            # another process renamed an identical build into place first
-            if _reusable(out, fingerprint) is None:
+            if _reusable(out, fingerprint) is None:  # else another process renamed an identical build first
                 raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
         return meta
     finally:
         if tmp.exists():

@@ -11,24 +11,20 @@ Layout (``backbone`` is :class:`MsweluModel`)::
                          hidden state as in the seeds, or is added to it with ``dense_residual=True``
     lm_head              tied to backbone.embeddings by default
 
-Generation keeps a :class:`MsweluCache`: one state per block, owned by the block (a Mamba layer's
-conv and SSM states, O(1) per token; an attention layer's keys and values). ``generate`` (HF
-GenerationMixin) creates it on the first forward and passes it back under the cache name of the installed
-transformers (``cache`` from 5.24 on, ``cache_params`` before: see :mod:`mswelu.base.hf_compat`).
+Generation keeps a :class:`MsweluCache`: one state per block, owned by the block (a Mamba layer's conv and
+SSM states, O(1) per token; an attention layer's keys and values), passed back under the installed
+transformers' cache name (:mod:`mswelu.base.hf_compat`).
 
-Init (``init_scheme``): ``gpt2`` draws every Linear/Embedding from N(0, initializer_range) and the
-projections that write into the residual stream (mixer out_proj, attention out_proj, MLP fc_out)
-from N(0, initializer_range / sqrt(n_residual)); ``mamba`` is mamba-ssm's ``_init_weights``
-(embedding N(0, 0.02), Linear biases zeroed, out_proj kaiming-uniform / sqrt(n_residual), other
-Linear weights keep PyTorch's default). Both leave the mixers' own init alone: Mamba's dt (dt_proj with
-its ``_no_reinit`` bias, or dt_bias), conv1d, A_log and D are never re-initialised (the seed code's init
-routine zeroed dt_proj.bias).
+Init (``init_scheme``): ``gpt2`` draws every Linear/Embedding from N(0, initializer_range), the projections
+that write into the residual stream from N(0, initializer_range / sqrt(n_residual)); ``mamba`` is mamba-ssm's
+``_init_weights`` (embedding N(0, 0.02), Linear biases zeroed, out_proj kaiming-uniform / sqrt(n_residual),
+other Linear weights keep PyTorch's default). Both leave the mixers' own init alone (dt, conv1d, A_log, D:
+the seed code's init zeroed dt_proj.bias).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,82 +32,27 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
 
 from mswelu.base.errors import unknown_choice
-from mswelu.base.hf_compat import CACHE_NAMES, CACHE_RENAMED, pick_cache
+from mswelu.base.hf_compat import CACHE_NAMES, pick_cache
+from mswelu.models.cache import MsweluCache, MsweluCausalLMOutput, causal_lm_output
 from mswelu.models.configuration import MsweluConfig
 from mswelu.modules.activations import effective_shape, spec_of
 from mswelu.modules.activations import shape_values as activation_shape_values
 from mswelu.modules.mixers import MIXERS, build_block, mixer_spec
-from mswelu.modules.mixers.common import activation_for, activation_parameter_count, norm_for
-from mswelu.modules.norms import RMSNorm, norm_parameter_count
+from mswelu.modules.mixers.common import activation_for, norm_for
+from mswelu.modules.norms import RMSNorm
 from mswelu.modules.slots import ShapeSlot
 from mswelu.ops.backends import BACKENDS, resolve_backend
 from mswelu.ops.lm_loss import linear_cross_entropy
 
 __all__ = [
-    "MsweluCache",
-    "MsweluCausalLMOutput",
     "MsweluForCausalLM",
     "MsweluModel",
     "MsweluPreTrainedModel",
     "RMSNorm",
-    "closed_form_parameter_count",
     "parameter_count",
 ]
-
-
-class MsweluCache:
-    """Decoding state: one dict of tensors per block, owned and filled by the block (a Mamba block's conv and
-    SSM states, an attention block's keys and values), and the number of tokens seen.
-
-    Not a ``transformers.Cache``: it holds recurrent states, which HF's cache classes model per
-    architecture. It offers what ``generate`` touches (``get_seq_length``, ``reorder_cache``,
-    ``is_compileable``).
-    """
-
-    is_compileable = False
-
-    def __init__(self, config: MsweluConfig) -> None:
-        self.states: list[dict[str, torch.Tensor]] = [{} for _ in range(config.n_layer)]
-        self.seqlen_offset = 0
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seqlen_offset
-
-    def _map(self, fn) -> None:
-        self.states = [{k: None if t is None else fn(t) for k, t in state.items()} for state in self.states]
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Select batch rows (beam search)."""
-        self._map(lambda t: t.index_select(0, beam_idx.to(t.device)))
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self._map(lambda t: t.repeat_interleave(repeats, dim=0))
-
-
-@dataclass
-class MsweluCausalLMOutput(ModelOutput):
-    """``loss`` (with labels), ``logits`` (B, L, vocab) fp32, the cache, ``hidden_states``.
-
-    The cache travels in the field ``generate`` reads on the installed release (``cache`` from transformers
-    5.24 on, ``cache_params`` before; the other stays None): build it with :func:`_output`, read it with
-    :func:`mswelu.base.hf_compat.output_cache`. Our own class rather than transformers' Mamba output, so that
-    importing this module never imports a transformers model (``import mswelu`` registers this one while
-    transformers may be mid-way through importing its own).
-    """
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    cache: Any = None
-    cache_params: Any = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-
-
-def _output(loss: Any, logits: Any, cache: Any, hidden_states: Any) -> MsweluCausalLMOutput:
-    field = "cache" if CACHE_RENAMED else "cache_params"
-    return MsweluCausalLMOutput(loss=loss, logits=logits, hidden_states=hidden_states, **{field: cache})
 
 
 class DenseLayer(nn.Module):
@@ -136,10 +77,8 @@ class MsweluPreTrainedModel(PreTrainedModel):
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
         """HF's tied keys plus each block's own ``_tied_weights_keys`` (``mixer.act_gate.* ->
-        mixer.act_conv.*`` where one activation module serves both in-mixer slots, declared by the block
-        alone): transformers reads a plain module's keys when saving (safetensors saves the shared tensor
-        once) but only a ``PreTrainedModel``'s when tying, so they are added here and loading restores the
-        sharing."""
+        mixer.act_conv.*`` where one activation serves both in-mixer slots): transformers ties only a
+        ``PreTrainedModel``'s keys, so they are added here and loading restores the sharing."""
         tied = super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
         if not all_submodels:
             prefix, blocks = self._blocks()
@@ -182,8 +121,6 @@ class MsweluPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
-        # The mixers' own parameters (A_log, D, conv1d, dt) and the activations' shape parameters keep their
-        # constructors' init.
 
 
 class MsweluModel(MsweluPreTrainedModel):
@@ -304,12 +241,8 @@ class MsweluForCausalLM(MsweluPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """The whole prompt while the cache holds nothing, then only the tokens it has not seen.
-
-        ``generate`` passes the cache as ``cache`` (transformers >= 5.24) or ``cache_params`` (earlier);
-        whether this is a decoding step is read from the cache's contents, not from its presence or from
-        ``is_first_iteration``, so a fresh or pre-created cache still gets the full prompt.
-        """
+        """The whole prompt while the cache holds nothing, then only the tokens it has not seen (read from the
+        cache's contents, not its presence or ``is_first_iteration``: a pre-created cache gets the prompt)."""
         cache = pick_cache(cache=cache, **{n: kwargs.pop(n, None) for n in CACHE_NAMES[1:]})
         kwargs.pop("is_first_iteration", None)
         if isinstance(cache, MsweluCache) and cache.seqlen_offset > 0:
@@ -344,11 +277,10 @@ class MsweluForCausalLM(MsweluPreTrainedModel, GenerationMixin):
         Either way the loss is one computation, the fused head + loss
         (:func:`mswelu.ops.lm_loss.linear_cross_entropy`).
 
-        With ``use_cache=True`` (or a ``cache``) the returned cache continues the sequence: pass it back
-        with the next token(s) as ``cache`` (the older names ``cache_params`` and ``past_key_values`` are
-        accepted too). ``attention_mask`` must be all ones (no padding support: batch prompts of equal
-        length). ``cache_position`` is accepted for HF compatibility and checked against the cache. Any other
-        keyword is a TypeError (a misspelt argument is never ignored).
+        With ``use_cache=True`` (or a ``cache``) the returned cache continues the sequence: pass it back with
+        the next token(s) as ``cache`` (or ``cache_params`` / ``past_key_values``). ``attention_mask`` must be
+        all ones (no padding); ``cache_position`` is checked against the cache. Any other keyword is a
+        TypeError (a misspelt argument is never ignored).
         """
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             raise ValueError(
@@ -382,7 +314,7 @@ class MsweluForCausalLM(MsweluPreTrainedModel, GenerationMixin):
         if labels is not None or shift_labels is None:
             kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
             logits = self.lm_head(kept).float()
-        out = _output(loss, logits, cache, all_hidden)
+        out = causal_lm_output(loss, logits, cache, all_hidden)
         return out if return_dict is not False else out.to_tuple()
 
     # ---------------------------------------------------------------- research helpers
@@ -391,12 +323,14 @@ class MsweluForCausalLM(MsweluPreTrainedModel, GenerationMixin):
         record (name, group, layer, slot, activation, its module), in layer order. A shared in-mixer
         activation appears once as ``blocks.i.mixer.act``, separate ones as ``blocks.i.mixer.act_conv`` /
         ``act_gate``; then ``blocks.i.post_act``, ``blocks.i.mlp.act`` and ``dense.j.act``."""
-        found: list[tuple[str, nn.Module, str, int | None, str, str]] = []
-        for i, block in enumerate(self.backbone.blocks):
-            for path, module, group, slot in block.activation_slots():
-                found.append((f"blocks.{i}.{path}", module, group, i, slot, block.mixer_name))
-        for j, layer in enumerate(self.backbone.dense):
-            found.append((f"dense.{j}.act", layer.act, "dense", j, "", ""))
+        found = [
+            (f"blocks.{i}.{path}", module, group, i, slot, block.mixer_name)
+            for i, block in enumerate(self.backbone.blocks)
+            for path, module, group, slot in block.activation_slots()
+        ]
+        found += [
+            (f"dense.{j}.act", layer.act, "dense", j, "", "") for j, layer in enumerate(self.backbone.dense)
+        ]
         slots = []
         for name, module, group, layer, slot, mixer in found:
             spec = spec_of(module)
@@ -432,24 +366,6 @@ class MsweluForCausalLM(MsweluPreTrainedModel, GenerationMixin):
         for module in self.modules():
             if module is not self and hasattr(module, "backend"):
                 module.backend = backend
-
-
-def closed_form_parameter_count(config: MsweluConfig) -> int:
-    """:func:`parameter_count` without building anything: embeddings, positions, every block's own closed form
-    (its mixer's ``parameter_count``), the final norm, the dense stack and an untied head (what the planner
-    counts for models too large to build)."""
-    d = config.d_model
-    count = config.vocab_size * d
-    if config.pos_embedding == "learned":
-        count += config.max_position_embeddings * d
-    count += sum(mixer_spec(m).block.parameter_count(config) for m in config.layer_mixers())
-    count += norm_parameter_count(config.norm, d)
-    sizes = (d, *config.dense_sizes, d) if config.dense_sizes else ()
-    count += sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    count += len(sizes[1:]) * activation_parameter_count(config)
-    if not config.tie_word_embeddings:
-        count += config.vocab_size * d
-    return count
 
 
 def parameter_count(config: MsweluConfig) -> int:

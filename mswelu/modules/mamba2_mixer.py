@@ -46,39 +46,32 @@ class Mamba2Mixer(SSMMixer):
     """Mamba-2 mixer: (B, L, d_model) -> (B, L, d_model); see the module docstring for the layout."""
 
     kernels = mamba2_kernels
+    d_state_default = 128
+    own_defaults = {
+        "headdim": 64,
+        "n_groups": 1,
+        "chunk_size": 256,
+        "dt_limit": (0.0, math.inf),
+        "norm_eps": 1e-5,
+    }
 
-    def __init__(
-        self,
-        d_model: int,
-        d_state: int = 128,
-        *,
-        headdim: int = 64,
-        n_groups: int = 1,
-        chunk_size: int = 256,
-        dt_limit: tuple[float, float] = (0.0, math.inf),
-        norm_eps: float = 1e-5,
-        **shared: Any,
+    def build(
+        self, *, headdim: int, n_groups: int, chunk_size: int, dt_limit: tuple[float, float], norm_eps: float
     ) -> None:
-        """``shared``: the settings of :class:`~mswelu.modules.ssm_mixer.SSMMixer` (d_conv, expand, the dt
-        init, biases, activations, backend, layer_idx)."""
-        own = {"headdim": headdim, "n_groups": n_groups, "chunk_size": chunk_size, "dt_limit": dt_limit}
-        super().__init__(d_model, d_state, norm_eps=norm_eps, **own, **shared)
         d_inner = self.d_inner
         self.headdim = headdim
         self.nheads = nheads = d_inner // headdim
         self.n_groups = n_groups
         self.chunk_size = chunk_size
         self.dt_limit = (float(dt_limit[0]), float(dt_limit[1]))
-        self.conv_dim = d_inner + 2 * n_groups * d_state
-        self._xbc_sizes = [d_inner, n_groups * d_state, n_groups * d_state]  # x, B, C within xBC
+        self.conv_dim = d_inner + 2 * n_groups * self.d_state
+        self._xbc_sizes = [d_inner, n_groups * self.d_state, n_groups * self.d_state]  # x, B, C within xBC
         self.dt_bias = nn.Parameter(torch.empty(nheads))
         self.A_log = nn.Parameter(torch.empty(nheads))
         self.D = nn.Parameter(torch.empty(nheads))
         self.norm = GatedRMSNorm(d_inner, group_size=d_inner // n_groups, eps=norm_eps)
-        self.out_proj = nn.Linear(d_inner, d_model, bias=self.in_proj.bias is not None)
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
-        self.reset_ssm_parameters(**self.dt_init)
 
     @classmethod
     def input_widths(

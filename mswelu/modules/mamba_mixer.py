@@ -45,33 +45,21 @@ class MambaMixer(SSMMixer):
     """Mamba-1 mixer: (B, L, d_model) -> (B, L, d_model); see the module docstring for the layout."""
 
     kernels = mamba_kernels
+    own_defaults = {"dt_rank": "auto", "conv_mode": "learned"}  # conv_mode: one of CONV_MODES
 
-    def __init__(
-        self,
-        d_model: int,
-        d_state: int = 16,
-        *,
-        dt_rank: int | str = "auto",
-        conv_mode: str = "learned",
-        **shared: Any,
-    ) -> None:
-        """``shared``: the settings of :class:`~mswelu.modules.ssm_mixer.SSMMixer` (d_conv, expand, the dt
-        init, biases, activations, backend, layer_idx); ``conv_mode``: one of :data:`CONV_MODES`."""
-        super().__init__(d_model, d_state, dt_rank=dt_rank, conv_mode=conv_mode, **shared)
-        self.dt_rank = dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+    def build(self, *, dt_rank: int | str, conv_mode: str) -> None:
+        self.dt_rank = dt_rank = math.ceil(self.d_model / 16) if dt_rank == "auto" else dt_rank
         self.conv_mode = conv_mode
         if conv_mode == "ones":  # a fixed, order-blind sum of the last d_conv tokens (the bias still learns)
             self.conv1d.weight.data.fill_(1.0)
             self.conv1d.weight.requires_grad_(False)
-        self.x_proj = nn.Linear(self.d_inner, dt_rank + 2 * d_state, bias=False)
+        self.x_proj = nn.Linear(self.d_inner, dt_rank + 2 * self.d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, self.d_inner, bias=True)
-        self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
+        self.A_log = nn.Parameter(torch.empty(self.d_inner, self.d_state))
         self.D = nn.Parameter(torch.empty(self.d_inner))
-        self.out_proj = nn.Linear(self.d_inner, d_model, bias=self.in_proj.bias is not None)
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
         self.dt_proj.bias._no_reinit = True
-        self.reset_ssm_parameters(**self.dt_init)
 
     @classmethod
     def input_widths(cls, *, d_model: int, expand: float, **_: Any) -> tuple[int, int]:
@@ -79,9 +67,7 @@ class MambaMixer(SSMMixer):
         return 2 * d_inner, d_inner  # in_proj: x, z
 
     @classmethod
-    def check_settings(
-        cls, *, dt_rank: int | str = "auto", conv_mode: str = "learned", **shared: Any
-    ) -> None:
+    def check_settings(cls, *, dt_rank: int | str, conv_mode: str, **shared: Any) -> None:
         super().check_settings(**shared)
         check_choice("conv_mode", conv_mode, CONV_MODES)
         if dt_rank != "auto" and (not isinstance(dt_rank, int) or isinstance(dt_rank, bool) or dt_rank < 1):

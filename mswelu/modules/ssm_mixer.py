@@ -3,9 +3,12 @@
 
 A state-space mixer maps (B, L, d_model) -> (B, L, d_model) with a causal depthwise conv, two activation slots
 (``act_conv`` after the conv, ``act_gate`` on the gate: one shared module or two) and a recurrent state. The
-base holds the settings checks, the slots, the input check, the one decoding API and the dispatch between the
-PyTorch path and a kernel path. A subclass writes its math:
+base holds the settings checks, ``in_proj``, the conv, the slots, ``out_proj``, the input check, the one
+decoding API and the dispatch between the PyTorch path and a kernel path. A subclass declares its settings
+(``d_state_default``, ``own_defaults``) and writes its parameters and its math:
 
+- ``build(**own)``: its own parameters (built after the conv and before ``out_proj``, the order every Mamba
+  registers them in); ``reset_ssm_parameters(dt_min, dt_max, dt_init_floor)``: their init, run last;
 - ``_forward_torch(hidden_states, want_states)`` -> ``(out, conv_state, ssm_state)`` (states None unless
   ``want_states``; they continue exactly where :meth:`step` would have left them after the same tokens);
 - ``_step_torch(hidden_states, conv_state, ssm_state)``: one token, both states updated in place;
@@ -59,11 +62,15 @@ class SSMMixer(nn.Module):
     act_gate: nn.Module
     #: what the causal conv is (:data:`CONV_MODES`); a mixer that supports the controls sets it
     conv_mode: str = "learned"
+    #: ``d_state`` where none is given
+    d_state_default: ClassVar[int] = 16
+    #: the subclass's own settings (the keyword arguments of :meth:`build`) with their defaults
+    own_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
         d_model: int,
-        d_state: int,
+        d_state: int | None = None,
         d_conv: int = 4,
         expand: float = 2,
         *,
@@ -78,12 +85,13 @@ class SSMMixer(nn.Module):
         layer_idx: int | None = None,
         **own: Any,
     ) -> None:
-        """The shared settings (``own``: the subclass's), checked (:meth:`check_settings`); then ``in_proj``
+        """The settings (``own``: the subclass's), checked (:meth:`check_settings`); then ``in_proj``
         (d_model -> in_width), the depthwise causal ``conv1d`` over the conv's channels
-        (:meth:`input_widths`) and the two activation slots (SiLU, Mamba's own, where None), in the order
-        every Mamba registers them. The subclass adds its own parameters, then calls
-        ``reset_ssm_parameters(**self.dt_init)``."""
+        (:meth:`input_widths`), the two activation slots (SiLU, Mamba's own, where None), the subclass's
+        parameters (:meth:`build`), ``out_proj`` and the subclass's init (:meth:`reset_ssm_parameters`)."""
         super().__init__()
+        d_state = self.d_state_default if d_state is None else d_state
+        own = {**self.own_defaults, **own}
         sizes = {"d_model": d_model, "d_state": d_state, "d_conv": d_conv, "expand": expand, **own}
         self.dt_init = {"dt_min": dt_min, "dt_max": dt_max, "dt_init_floor": dt_init_floor}
         self.check_settings(**sizes, **self.dt_init)
@@ -101,6 +109,9 @@ class SSMMixer(nn.Module):
         )
         self.act_conv = act_conv if act_conv is not None else nn.SiLU()
         self.act_gate = act_gate if act_gate is not None else nn.SiLU()
+        self.build(**own)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.reset_ssm_parameters(**self.dt_init)
 
     @classmethod
     def check_settings(
@@ -132,7 +143,13 @@ class SSMMixer(nn.Module):
         ``act_conv``'s) channels."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ the subclass's math
+    # ------------------------------------------------------------------ the subclass's parameters and math
+    def build(self, **own: Any) -> None:
+        """Its own parameters, from its own settings (:attr:`own_defaults` filled in)."""
+
+    def reset_ssm_parameters(self, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+        """Its own parameters' init (the dt init settings are the shared ones)."""
+
     def _forward_torch(self, hidden_states: Tensor, want_states: bool = False) -> tuple[Any, Any, Any]:
         raise NotImplementedError
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from mswelu.base.devices import DeviceSampler
 from mswelu.base.progress import log
-from mswelu.runs.folder import METRICS, RunWriter, read_jsonl
+from mswelu.runs.folder import METRICS, read_jsonl
+from mswelu.runs.writer import RunWriter
 from mswelu.training import trackers as tr
 
 __all__ = ["MetricsLog", "attach_to_trackers", "run_summary"]

@@ -154,8 +154,7 @@ def verify_checkpoint(path: str | Path, check_hash: bool = True) -> dict[str, An
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"checkpoint {path} is missing {name}")
-        size = f.stat().st_size
-        if size != info["bytes"]:
+        if (size := f.stat().st_size) != info["bytes"]:
             raise CheckpointError(
                 f"checkpoint {path}: {name} has {size} bytes, manifest says {info['bytes']}"
             )
@@ -254,11 +253,8 @@ def check_room(ckpt_dir: Path, step: int, need: int) -> None:
 
 def _estimated_bytes(model: nn.Module, optimizer: Any) -> int:
     """What a checkpoint will take: the weights, the optimizer's tensors, and a margin."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    state = 0
-    for group_state in _tensors(optimizer.state_dict()):
-        state += group_state.numel() * group_state.element_size()
-    return int((weights + state) * 1.05) + (1 << 20)
+    tensors = [*model.parameters(), *_tensors(optimizer.state_dict())]
+    return int(sum(t.numel() * t.element_size() for t in tensors) * 1.05) + (1 << 20)
 
 
 def _tensors(obj: Any) -> Any:
@@ -283,21 +279,14 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-def _write_files(
-    tmp: Path,
-    step: int,
-    model: nn.Module,
-    optimizer: Any,
-    trainer_state: dict[str, Any],
-    config: dict[str, Any],
-) -> None:
+def _write_files(tmp: Path, step: int, model: nn.Module, optimizer: Any, state: dict, config: dict) -> None:
     """Every file of a checkpoint, fsync'ed, and the manifest last."""
     save_model(model, str(tmp / "model.safetensors"), metadata={"step": str(step), "format": "pt"})
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    state = {"format_version": FORMAT_VERSION, "step": step, **trainer_state}
-    (tmp / "trainer_state.json").write_text(json.dumps(to_portable(state)))
+    saved = {"format_version": FORMAT_VERSION, "step": step, **state}
+    (tmp / "trainer_state.json").write_text(json.dumps(to_portable(saved)))
     (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    write_manifest(tmp, step, trainer_state.get("tokens"), REQUIRED_FILES, "full")
+    write_manifest(tmp, step, state.get("tokens"), REQUIRED_FILES, "full")
 
 
 def write_manifest(folder: Path, step: int, tokens: Any, names: Any, fmt: str) -> None:

@@ -12,14 +12,11 @@ import functools
 import math
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mswelu.base.config_files import read_config_file, yaml_number_hint
+from mswelu.base.config_files import check_field_types, read_config_file
 from mswelu.base.errors import check_choice, unknown_choice, with_nearest
 from mswelu.base.paths import runs_dir
 from mswelu.base.run_names import check_run_name, run_name
@@ -62,94 +59,63 @@ def cpu_has_native_bf16() -> bool:
     the kernel's CPU flags (Linux) or ``sysctl`` (macOS). Elsewhere bf16 is emulated and slower than fp32,
     so ``dtype="auto"`` stays fp32; ``MSWELU_CPU_BF16=0`` / ``1`` overrides the detection."""
     forced = os.environ.get("MSWELU_CPU_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
-    return _detected_native_bf16()
+    return forced == "1" if forced in ("0", "1") else _detected_native_bf16()
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
 def _detected_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        flags = ""
-    if flags:
-        words = set(flags.split())
-        return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
-    if sys.platform == "darwin":
-        import subprocess
+    import subprocess
 
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            return False
-        return out.strip() == "1"
+    try:
+        if Path("/proc/cpuinfo").is_file():
+            return bool(set(Path("/proc/cpuinfo").read_text(errors="replace").split()) & _BF16_FLAGS)
+        if sys.platform == "darwin":
+            cmd = ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"]
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout.strip() == "1"
+    except (OSError, subprocess.SubprocessError):
+        pass
     return False
+
+
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs.
+    """Everything a run needs (each field: its type, its default, and here what it means).
 
     Args:
-        preset: one of our presets (``mswelu.PRESETS``), or ``"gpt2[:preset]"`` / ``"pythia[:preset]"``
-            for a Transformer sized to that preset.
-        data: prepared dataset folder (holds ``meta.json``); None = the embedded corpus.
-        out: run folder; None = ``runs/<run_name>``.
-        run_name: None = ``"<preset>-<activation>-<optimizer>-s<seed>"``.
-        max_steps: optimizer steps; with ``max_tokens``, whichever budget ends first.
-        max_tokens: token budget (tokens = steps x ``batch_size`` x ``seq_len``).
-        batch_size: GLOBAL batch in sequences per optimizer step
-            (= micro_batch_size x grad_accum x world_size).
-        micro_batch_size: sequences per process per forward; None = ``batch_size / world_size``.
-        seq_len: tokens per training sequence.
-        lr: peak learning rate.
-        min_lr_ratio: final lr as a fraction of ``lr`` (cosine, wsd).
-        weight_decay: decoupled weight decay of the matrices (see :mod:`mswelu.training.optim` for the
-        routing). betas: AdamW betas. eps: AdamW epsilon.
-        grad_clip: global gradient-norm clip; 0 = none (the norm is still measured).
-        optimizer: ``adamw``, or ``muon`` (Muon on hidden matrices + AdamW on the rest).
-        schedule: ``cosine`` | ``wsd`` | ``constant``.
-        warmup: linear warm-up steps.
-        decay_fraction: wsd only: fraction of the steps in the final decay.
-        muon_momentum: Muon's momentum.
-        seed: model init and data order.
-        eval_every: steps between evaluations on a spread sample of the validation split; 0 = at the end only.
-        eval_batches: global batches per intermediate evaluation; 0 = the whole split every time.
-        eval_fractions: also evaluate at these fractions of training (0.2: the seeds' "loss at 20%").
-            The final evaluation always scores the whole validation split.
-        log_every: steps between metrics records.
-        ckpt_every: steps between checkpoints; 0 = only at the end (and on interrupt).
-        keep_checkpoints: newest checkpoints kept; 0 = all.
-        resume: None, ``"auto"`` (the run folder's newest intact checkpoint), or a checkpoint / run folder.
-        overwrite: allow starting fresh in a non-empty run folder (its old contents are removed).
+        preset: one of ``mswelu.PRESETS``, or ``"gpt2[:preset]"`` / ``"pythia[:preset]"`` (a Transformer
+            sized to that preset). data: a prepared dataset folder; None = the embedded corpus.
+        out: the run folder (None = ``runs/<run_name>``); run_name (None: :meth:`default_run_name`).
+        max_steps, max_tokens: the budget in optimizer steps or tokens (steps x batch_size x seq_len),
+            whichever ends first.
+        batch_size: GLOBAL sequences per optimizer step (= micro_batch_size x grad_accum x world_size);
+            micro_batch_size: per process and forward (None = batch_size / world_size). seq_len: tokens each.
+        lr, min_lr_ratio (cosine, wsd: the final lr / lr), weight_decay (of the matrices:
+            :mod:`mswelu.training.optim`), betas, eps; grad_clip: the global norm clip, 0 = none.
+        optimizer: ``adamw``, or ``muon`` (on hidden matrices, AdamW on the rest; ``muon_momentum``).
+        schedule: ``cosine`` | ``wsd`` (``decay_fraction``: the final decay's share) | ``constant``;
+            ``warmup``: linear steps. seed: model init and data order.
+        eval_every: steps between evaluations on a spread sample of ``eval_batches`` global batches of the
+            validation split (0 = at the end only; eval_batches 0 = the whole split); eval_fractions: also at
+            these fractions of training (0.2: the seeds' "loss at 20%"). The final one scores the whole split.
+        log_every, ckpt_every (0 = only at the end and on interrupt), keep_checkpoints (0 = all).
+        resume: None, ``"auto"`` (the run folder's newest intact checkpoint), or a checkpoint / run folder;
+            overwrite: start fresh in a non-empty run folder (its old contents are removed).
         activation: the activation of every slot, overriding the preset's (``mswelu.ACTIVATIONS``).
-        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
-        compile: ``torch.compile`` the model.
-        dtype: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | ``bf16`` |
-        ``fp32``. parallel: how the model is spread over the processes of ``torchrun``: ``ddp`` (a full
-            replica per rank) or ``fsdp`` (FSDP2: weights, gradients and optimizer state sharded;
-            :mod:`mswelu.training.parallel`).
-        fsdp_param_dtype: ``fsdp``: the dtype blocks are gathered in for compute (``fp32``, with bf16
-            autocast as the run's dtype says; or ``bf16``: half the traffic, A_log and dt rounded).
-        cpu_offload: ``fsdp``: keep the sharded parameters, gradients and optimizer state in host memory.
-        activation_checkpointing: recompute each block's activations in the backward instead of keeping
-            them (less memory, about a third more compute).
-        model: overrides of the model config (``MsweluConfig`` fields, or the baseline's); the
-            activation's shape parameters are set there, per parameter (``shape: {k: {init: 0.8,
-            learnable: true, lr_scale: 2.0, sharing: separate}}``).
-        max_consecutive_nonfinite: non-finite steps in a row (each skipped) before the run stops.
-        progress: progress bar and lines.
-        tensorboard: also log to ``<run>/tb`` (the older switch, read only while ``trackers`` is None:
-            ``[tensorboard]``, or none with ``tensorboard: false``).
-        trackers: where the scalars go besides ``metrics.jsonl``: any of ``tensorboard``, ``wandb``,
-            ``trackio`` (a list, or ``"tensorboard,wandb"``); None = TensorBoard (see ``tensorboard``);
-            when set, it alone decides. Keys come from the environment only (:mod:`mswelu.training.trackers`).
-        monitor_every: seconds between device samples (process CPU and memory, GPU utilisation, memory,
-            temperature, power: :mod:`mswelu.base.devices`) in ``metrics.jsonl`` and the trackers; None = 10,
-            0 = none. A run also records one sample when its loop ends.
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; compile: ``torch.compile`` the model; dtype:
+            ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | ``bf16`` | ``fp32``.
+        parallel: over the processes of ``torchrun``, ``ddp`` (a replica per rank) or ``fsdp`` (FSDP2 shards:
+            :mod:`mswelu.training.parallel`), with ``fsdp_param_dtype`` (the compute gather's dtype) and
+            ``cpu_offload``. activation_checkpointing: recompute each block in the backward.
+        model: overrides of the model config (``MsweluConfig`` fields, or the baseline's), the activation's
+            shape parameters per parameter (``shape: {k: {init: 0.8, learnable: true, lr_scale: 2.0}}``).
+        max_consecutive_nonfinite: skipped non-finite steps in a row before the run stops.
+        progress: progress bar and lines. trackers: any of ``tensorboard``, ``wandb``, ``trackio`` (a list or
+            ``"tensorboard,wandb"``; keys from the environment: :mod:`mswelu.training.trackers`); None =
+            TensorBoard unless the older switch ``tensorboard`` is false.
+        monitor_every: seconds between device samples (:mod:`mswelu.base.devices`); None = 10, 0 = none.
     """
 
     preset: str = "small"
@@ -198,29 +164,22 @@ class TrainConfig:
 
     # ---------------------------------------------------------------------------------- conversion
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a plain dict (a YAML/JSON file, notebook parameters); unknown keys -> ValueError
         with the nearest known names."""
         if not isinstance(d, dict):
             raise ValueError(f"a training config must be a mapping, got {type(d).__name__}")
-        known = cls.field_names()
+        known = [f.name for f in dataclasses.fields(cls)]
         d = migrate_train_settings(d)
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise ValueError(f"unknown training config keys {with_nearest(unknown, known)}; known: {known}")
         d = dict(d)
-        if isinstance(d.get("betas"), list):
-            d["betas"] = tuple(d["betas"])
-        if isinstance(d.get("eval_fractions"), list):
-            d["eval_fractions"] = tuple(d["eval_fractions"])
         if isinstance(d.get("trackers"), str):  # "tensorboard,wandb": a CLI flag or a notebook parameter
-            d["trackers"] = tuple(t.strip() for t in d["trackers"].split(",") if t.strip())
-        elif isinstance(d.get("trackers"), list):
-            d["trackers"] = tuple(d["trackers"])
+            d["trackers"] = [t.strip() for t in d["trackers"].split(",") if t.strip()]
+        for name in _SEQUENCES:
+            if isinstance(d.get(name), list):
+                d[name] = tuple(d[name])
         if d.get("model") is None:
             d["model"] = {}
         return cls(**d)
@@ -228,8 +187,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
         """YAML (``.yaml``/``.yml``) or JSON file."""
-        data = read_config_file(path)
-        return cls.from_dict(data or {})
+        return cls.from_dict(read_config_file(path) or {})
 
     @classmethod
     def coerce(cls, cfg: TrainConfig | dict[str, Any]) -> TrainConfig:
@@ -237,14 +195,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        d["eval_fractions"] = list(self.eval_fractions)
-        if self.trackers is not None:
-            d["trackers"] = list(self.trackers)
-        return d
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return {**d, **{name: list(d[name]) for name in _SEQUENCES if d[name] is not None}}
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -339,41 +290,31 @@ class TrainConfig:
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole run: max_steps, or the token budget, whichever is smaller."""
-        steps = []
-        if self.max_steps is not None:
-            steps.append(self.max_steps)
-        if self.max_tokens is not None:
-            steps.append(max(1, -(-self.max_tokens // self.tokens_per_step())))
-        return min(steps)
+        by_tokens = None if self.max_tokens is None else max(1, -(-self.max_tokens // self.tokens_per_step()))
+        return min(s for s in (self.max_steps, by_tokens) if s is not None)
 
     # ---------------------------------------------------------------------------------- validation
     def validate(self, world_size: int = 1) -> None:
-        """Checks that need no files: types, choices, ranges, batch arithmetic. ValueError says what is
-        wrong."""
+        """Checks that need no files: types, choices, ranges, batch arithmetic (a ValueError saying what)."""
         from mswelu.models.build import parse_model_name
 
-        self._check_types()
+        check_field_types(self)
         for f in dataclasses.fields(self):  # inf or nan passes every range check below
             values = getattr(self, f.name)
             for value in values if isinstance(values, (list, tuple)) else [values]:
                 if isinstance(value, float) and not math.isfinite(value):
                     raise ValueError(f"{f.name} must be a finite number, got {getattr(self, f.name)}")
 
-        def choice(name: str, allowed: Sequence[str]) -> None:
-            check_choice(name, getattr(self, name), allowed)
-
         parse_model_name(self.preset)
         if self.run_name is not None:
             check_run_name(self.run_name)
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        choice("dtype", DTYPES)
-        choice("parallel", PARALLEL)
-        choice("fsdp_param_dtype", FSDP_PARAM_DTYPES)
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPES, "parallel": PARALLEL}
+        choices.update(fsdp_param_dtype=FSDP_PARAM_DTYPES, activation=tuple(ACTIVATIONS))
+        for name, allowed in choices.items():
+            if getattr(self, name) is not None:
+                check_choice(name, getattr(self, name), allowed)
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ValueError(unknown_choice("device", self.device, [*DEVICES, "cuda:N"]))
-        if self.activation is not None:
-            choice("activation", tuple(ACTIVATIONS))
         if self.model.get("shape") is not None and run_activation(self.to_dict()) is not None:
             resolve_shape(run_activation(self.to_dict()), self.model["shape"])  # before any work starts
         for name in ("lr", "eps"):
@@ -430,50 +371,6 @@ class TrainConfig:
         if getattr(self, name) < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {getattr(self, name)!r}")
 
-    def _check_types(self) -> None:
-        """Every field against its annotation: a string where a boolean belongs (``overwrite: "false"``)
-        must not count as true, nor ``"1e-3"`` as a learning rate."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            kinds = [k.strip() for k in str(f.type).split("|")]
-            if value is None and "None" in kinds:
-                continue
-            if not any(_is_kind(value, k) for k in kinds):
-                want = " or ".join(_KIND_WORDS.get(k, k) for k in kinds)
-                got = f"{value!r} ({type(value).__name__}){yaml_number_hint(value)}"
-                raise ValueError(f"{f.name} must be {want}, got {got}")
 
-
-_KIND_WORDS = {
-    "bool": "true or false",
-    "int": "an integer",
-    "float": "a number",
-    "str": "a string",
-    "None": "null",
-    "tuple[float, float]": "a list of two numbers",
-    "tuple[float, ...]": "a list of numbers",
-    "tuple[str, ...]": "a list of names",
-    "dict[str, Any]": "a mapping",
-}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_kind(value: Any, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return _is_number(value)
-    if kind == "str":
-        return isinstance(value, str | Path)
-    if kind == "tuple[str, ...]":
-        return isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)
-    if kind.startswith("tuple["):
-        return isinstance(value, tuple | list) and all(_is_number(v) for v in value)
-    if kind.startswith("dict["):
-        return isinstance(value, dict)
-    return False
+#: the fields a YAML or JSON file holds as lists
+_SEQUENCES = ("betas", "eval_fractions", "trackers")

@@ -111,16 +111,6 @@ def route_parameters(model: nn.Module, optimizer_name: str = "adamw") -> list[Pa
     return routes
 
 
-def param_groups_report(
-    model: nn.Module, optimizer_name: str = "adamw", weight_decay: float = 0.1
-) -> list[tuple[str, str, float]]:
-    """``(parameter name, optimizer, effective weight decay)`` for every trainable parameter."""
-    return [
-        (r.name, r.optimizer, weight_decay if r.group in ("decay", "muon") else 0.0)
-        for r in route_parameters(model, optimizer_name)
-    ]
-
-
 class HybridOptimizer:
     """Several optimizers stepped as one (Muon for hidden matrices + AdamW for the rest).
 

@@ -112,7 +112,7 @@ class ModelHandles:
                                                                    parameter count, the config record
     ``compiled``  ``torch.compile(built)`` with ``compile``,       evaluation
                   else ``built``
-    ``training``  ``compiled`` in DDP (several processes,          the training forward and backward
+    ``training``  DDP around ``compiled`` (several processes,      the training forward and backward
                   ``parallel="ddp"``), else ``compiled``
     ============  ===============================================  ===========================================
     """

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 from mswelu.base.errors import check_choice
 
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -74,43 +72,20 @@ class LRSchedule:
         decay_fraction: float = 0.2,
     ) -> None:
         self.optimizer = optimizer
-        self.total_steps = total_steps
-        self.warmup = warmup
-        self.schedule = schedule
-        self.min_lr_ratio = min_lr_ratio
-        self.decay_fraction = decay_fraction
-        lr_factor(0, total_steps, warmup, schedule, min_lr_ratio, decay_fraction)  # validate now
+        self.shape = dict(total_steps=total_steps, warmup=warmup, schedule=schedule)
+        self.shape.update(min_lr_ratio=min_lr_ratio, decay_fraction=decay_fraction)
+        lr_factor(0, **self.shape)  # validate now
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
 
-    def factor(self, step: int) -> float:
-        return lr_factor(
-            step, self.total_steps, self.warmup, self.schedule, self.min_lr_ratio, self.decay_fraction
-        )
-
     def apply(self, step: int) -> list[float]:
         """Set every group's lr for optimizer step ``step``; returns the lrs (group order)."""
-        f = self.factor(step)
-        lrs = []
+        f = lr_factor(step, **self.shape)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * f
-            lrs.append(group["lr"])
-        return lrs
+        return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
         """The schedule's shape, recorded in checkpoints for the reader. A resumed run rebuilds its
         schedule from its own config (it may extend ``max_steps`` on purpose), so nothing loads this."""
-        return {
-            "total_steps": self.total_steps,
-            "warmup": self.warmup,
-            "schedule": self.schedule,
-            "min_lr_ratio": self.min_lr_ratio,
-            "decay_fraction": self.decay_fraction,
-        }
-
-
-def lr_curve(total_steps: int, **kwargs: Any) -> torch.Tensor:
-    """Factors for steps 0..total_steps-1 (for plots and tests)."""
-    return torch.tensor(
-        [lr_factor(s, total_steps, **kwargs) for s in range(total_steps)], dtype=torch.float64
-    )
+        return dict(self.shape)

@@ -191,17 +191,18 @@ class WandbTracker(Tracker):
 
     def finish(self, summary: Mapping[str, Any], files: Sequence[Path], failed: bool = False) -> None:
         self.run.summary.update(_figures(summary))
-        _wandb_files(self.wandb, self.run, self.run_name, files)
+        _log_files(self.wandb, self.run, self.run_name, files)
         self.run.finish(exit_code=1 if failed else 0)
 
     def state(self) -> dict[str, Any]:
         return {"id": self.run.id, "project": self.run.project, "entity": self.run.entity}
 
 
-def _wandb_files(wandb: Any, run: Any, run_name: str, files: Sequence[Path]) -> None:
+def _log_files(lib: Any, run: Any, run_name: str, files: Sequence[Path]) -> None:
+    """The run's files as one artifact of ``lib`` (wandb or trackio: the same Artifact API)."""
     files = [Path(f) for f in files if Path(f).is_file()]
     if files:
-        art = wandb.Artifact(f"{_artifact_name(run_name)}-files", type="run-files")
+        art = lib.Artifact(f"{_artifact_name(run_name)}-files", type="run-files")
         for f in files:
             art.add_file(str(f), name=f.name)
         run.log_artifact(art)
@@ -234,7 +235,7 @@ class TrackioTracker(Tracker):
 
     def finish(self, summary: Mapping[str, Any], files: Sequence[Path], failed: bool = False) -> None:
         with contextlib.redirect_stdout(sys.stderr):
-            _trackio_files(self.trackio, self.run, self.run_name, files)
+            _log_files(self.trackio, self.run, self.run_name, files)
             _trackio_finish(self.trackio, self.run)
 
     def state(self) -> dict[str, Any]:
@@ -251,15 +252,6 @@ def _trackio_finish(trackio: Any, run: Any) -> None:
         trackio.finish()
     else:
         run.finish()
-
-
-def _trackio_files(trackio: Any, run: Any, run_name: str, files: Sequence[Path]) -> None:
-    files = [Path(f) for f in files if Path(f).is_file()]
-    if files:
-        art = trackio.Artifact(f"{_artifact_name(run_name)}-files", type="run-files")
-        for f in files:
-            art.add_file(str(f), name=f.name)
-        run.log_artifact(art)
 
 
 def open_trackers(
@@ -339,14 +331,14 @@ def attach_files(state_path: Path, run_dir: Path, files: Sequence[Path]) -> list
                     reinit="create_new",
                     settings=wandb.Settings(console="off"),
                 )
-                _wandb_files(wandb, run, run_dir.name, files)
+                _log_files(wandb, run, run_dir.name, files)
                 run.finish()
             elif name == "trackio" and importlib.util.find_spec("trackio"):
                 import trackio
 
                 with contextlib.redirect_stdout(sys.stderr):
                     run = trackio.init(project=info["project"], name=info["name"], resume="must", embed=False)
-                    _trackio_files(trackio, run, run_dir.name, files)
+                    _log_files(trackio, run, run_dir.name, files)
                     _trackio_finish(trackio, run)
             else:
                 continue

@@ -16,9 +16,7 @@ class Mamba1Block(SSMBlock):
     mixer_name = "mamba1"
     mixer_class = MambaMixer
 
-    @staticmethod
-    def mixer_settings(config: Any) -> dict[str, Any]:
-        return {"dt_rank": config.dt_rank, "conv_mode": config.conv_mode}
+    mixer_fields = {"dt_rank": "dt_rank", "conv_mode": "conv_mode"}
 
     @staticmethod
     def own_parameter_count(config: Any) -> int:

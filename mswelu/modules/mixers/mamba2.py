@@ -18,15 +18,10 @@ class Mamba2Block(SSMBlock):
     mixer_name = "mamba2"
     mixer_class = Mamba2Mixer
 
-    @staticmethod
-    def mixer_settings(config: Any) -> dict[str, Any]:
-        return {
-            "headdim": config.headdim,
-            "n_groups": config.n_groups,
-            "chunk_size": config.chunk_size,
-            "dt_limit": tuple(config.dt_limit),
-            "norm_eps": config.layer_norm_epsilon,
-        }
+    mixer_fields = {
+        **{f: f for f in ("headdim", "n_groups", "chunk_size", "dt_limit")},
+        "norm_eps": "layer_norm_epsilon",
+    }
 
     @staticmethod
     def own_parameter_count(config: Any) -> int:

@@ -5,7 +5,7 @@ The mixer is a :class:`~mswelu.modules.ssm_mixer.SSMMixer` (Mamba-1's, Mamba-2's
 ``in_proj`` (``d_model -> in_width``), a depthwise causal conv over ``conv_channels`` channels followed by
 ``act_conv``, its state-space part, a gate ``act_gate`` over ``d_inner`` channels and an ``out_proj``
 (``d_inner -> d_model``). A subclass of :class:`SSMBlock` names the mixer class, the config fields it reads
-beyond the shared ones (:meth:`mixer_settings`), and the parameters, FLOPs and saved activations of its own
+beyond the shared ones (:attr:`mixer_fields`), and the parameters, FLOPs and saved activations of its own
 part; what every state-space block shares (projections, conv, norm, activations,
 their counts, the decoding) is here.
 """
@@ -28,7 +28,13 @@ from mswelu.modules.mixers.common import (
 from mswelu.modules.norms import norm_parameter_count
 from mswelu.modules.ssm_mixer import SSMMixer
 
-__all__ = ["SSMBlock"]
+__all__ = ["SHARED_FIELDS", "SSMBlock"]
+
+#: the constructor arguments every state-space mixer takes, and the config fields they are read from
+SHARED_FIELDS = {
+    **{f: f for f in ("d_model", "d_state", "d_conv", "expand", "dt_min", "dt_max", "dt_init_floor")},
+    **{"conv_bias": "conv_bias", "bias": "proj_bias", "backend": "backend"},
+}
 
 
 class SSMBlock(nn.Module):
@@ -58,10 +64,9 @@ class SSMBlock(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     # ------------------------------------------------------------------ what a subclass declares
-    @staticmethod
-    def mixer_settings(config: Any) -> dict[str, Any]:
-        """The mixer's own constructor arguments from the config (beyond :meth:`shared_settings`)."""
-        return {}
+    #: the mixer's own constructor arguments and the config fields they are read from (beyond
+    #: :data:`SHARED_FIELDS`)
+    mixer_fields: ClassVar[dict[str, str]] = {}
 
     @staticmethod
     def own_parameter_count(config: Any) -> int:
@@ -81,37 +86,27 @@ class SSMBlock(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ built from those
-    @staticmethod
-    def shared_settings(config: Any) -> dict[str, Any]:
-        """The constructor arguments every state-space mixer takes from the config."""
-        return {
-            "d_model": config.d_model,
-            "d_state": config.d_state,
-            "d_conv": config.d_conv,
-            "expand": config.expand,
-            "dt_min": config.dt_min,
-            "dt_max": config.dt_max,
-            "dt_init_floor": config.dt_init_floor,
-            "conv_bias": config.conv_bias,
-            "bias": config.proj_bias,
-            "backend": config.backend,
-        }
+    @classmethod
+    def settings(cls, config: Any) -> dict[str, Any]:
+        """The mixer's constructor arguments from the config (the shared ones and its own)."""
+        return {arg: getattr(config, field) for arg, field in {**SHARED_FIELDS, **cls.mixer_fields}.items()}
 
     @classmethod
     def build_mixer(cls, config: Any, layer_idx: int, act_conv: nn.Module, act_gate: nn.Module) -> nn.Module:
-        settings = {**cls.shared_settings(config), **cls.mixer_settings(config)}
-        return cls.mixer_class(**settings, act_conv=act_conv, act_gate=act_gate, layer_idx=layer_idx)
+        return cls.mixer_class(
+            **cls.settings(config), act_conv=act_conv, act_gate=act_gate, layer_idx=layer_idx
+        )
 
     @classmethod
     def widths(cls, config: Any) -> tuple[int, int]:
         """``(in_width, conv_channels)``: ``in_proj``'s output rows and the conv's (and ``act_conv``'s)
         channels, as the mixer class computes them."""
-        return cls.mixer_class.input_widths(**cls.shared_settings(config), **cls.mixer_settings(config))
+        return cls.mixer_class.input_widths(**cls.settings(config))
 
     @classmethod
     def check_config(cls, config: Any) -> None:
         """The mixer's own checks of these settings (a ValueError naming the setting), without building it."""
-        cls.mixer_class.check_settings(**cls.shared_settings(config), **cls.mixer_settings(config))
+        cls.mixer_class.check_settings(**cls.settings(config))
 
     @classmethod
     def mixer_parameter_count(cls, config: Any) -> int:
