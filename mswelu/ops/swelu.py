@@ -395,6 +395,14 @@ def _as_tensor(value: torch.Tensor | float, z: torch.Tensor, name: str) -> torch
     return torch.tensor(value, dtype=_compute_dtype(z.dtype), device=z.device)
 
 
+def runs_cpu_kernel(impl: str) -> bool:
+    """Whether ``impl`` runs the CPU kernel on CPU tensors with scalar k and lam where it is built (``"cpu"``,
+    or ``"auto"`` unless ``MSWELU_SWELU_IMPL`` names another)."""
+    if impl == "auto":
+        impl = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    return impl in ("auto", "cpu")
+
+
 def resolve_impl(impl: str, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> str:
     """The implementation that will run for these inputs (see module docstring)."""
     if impl == "auto":
