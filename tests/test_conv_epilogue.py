@@ -120,6 +120,28 @@ def test_fused_matches_the_formula_reference(dtype, rtol, atol, act):
         torch.testing.assert_close(g.double(), r.double(), rtol=rtol, atol=atol * max(scale, 1.0))
 
 
+@pytest.mark.parametrize(
+    "dtype, rtol, atol",
+    # fp64: another order of the same formula; fp32: a few ulps, beta's gradient summed in another order;
+    # bf16: the module rounds beta z, sigmoid and the product to bf16 (8 bits) where the epilogue keeps fp32
+    [(torch.float64, 1e-10, 1e-12), (torch.float32, 1e-4, 1e-5), (torch.bfloat16, 3e-2, 3e-2)],
+)
+def test_swish_epilogue_matches_the_module(dtype, rtol, atol):
+    x, weight, bias = conv_inputs(2, 37, 50, dtype=dtype, seed=3)
+    module = Swish(1.3).to(torch.float64 if dtype == torch.float64 else torch.float32)
+    fused = causal_conv1d_act(x, weight, bias, epilogue_of(module))
+    ref_module = Swish(1.3).double()
+    ref = causal_conv1d_act_ref(x.double(), weight.double(), bias.double(), ref_module)
+    gy = torch.linspace(-1, 1, fused.numel()).reshape(fused.shape)
+    grads = torch.autograd.grad(fused, (x, weight, bias, module.beta_raw), gy.to(fused.dtype))
+    ref_grads = torch.autograd.grad(ref, (x, weight, bias, ref_module.beta_raw), gy.double())
+    torch.testing.assert_close(fused.double(), ref, rtol=rtol, atol=atol)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(
+            g.double(), r.double(), rtol=rtol, atol=atol * max(r.abs().max().item(), 1.0)
+        )
+
+
 def test_fused_gradcheck_float64():
     x, weight, bias = conv_inputs(2, 19, 9, dtype=torch.float64, seed=2)
     k = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
@@ -128,6 +150,10 @@ def test_fused_gradcheck_float64():
         lambda *a: causal_conv1d_act(*a[:3], Epilogue("swelu", a[3], a[4])), (x, weight, bias, k, lam)
     )
     assert torch.autograd.gradcheck(lambda *a: causal_conv1d_act(*a, Epilogue("silu")), (x, weight, bias))
+    beta = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: causal_conv1d_act(*a[:3], Epilogue("swish", a[3])), (x, weight, bias, beta)
+    )
 
 
 def test_bad_epilogue_arguments():
@@ -149,7 +175,8 @@ def test_kernel_forms_are_registered_per_activation():
     ).lam.requires_grad
     # no kernel form: the activation runs as itself after the conv
     assert epilogue_of(nn.GELU()) is None
-    assert epilogue_of(Swish()) is None
+    swish = epilogue_of(Swish(1.5))
+    assert swish.act == "swish" and abs(swish.k.item() - 1.5) < 1e-6 and not swish.exact
     assert epilogue_of(SWELU(impl="torch")) is None  # pinned to another implementation
 
     class Shifted(SWELU):  # a subclass may compute something else
@@ -193,6 +220,25 @@ def test_mixers_use_the_epilogue_with_the_same_bits(monkeypatch, mixer_cls, act,
     apart = mixer_step(mixer, h, bf16)
     for f, a in zip(fused, apart, strict=True):
         assert torch.equal(f, a), (f - a).abs().max()
+
+
+@pytest.mark.parametrize(
+    "mode, fused", [("", ["silu"]), ("exact", ["silu"]), ("all", ["silu", "swish"]), ("off", [])]
+)
+def test_the_environment_chooses_which_epilogues_run(monkeypatch, mode, fused):
+    calls = []
+    real = causal_conv.causal_conv1d_act
+    monkeypatch.setattr(
+        "mswelu.modules.ssm_mixer.causal_conv1d_act", lambda *a: calls.append(a[3].act) or real(*a)
+    )
+    monkeypatch.setenv(causal_conv.EPILOGUE_ENV, mode)
+    h = torch.randn(2, 8, 32)
+    for act in (nn.SiLU(), Swish()):  # Swish's epilogue sums beta's gradient in another order: on request
+        MambaMixer(32, d_state=4, act_conv=act)(h)
+    assert calls == fused
+    monkeypatch.setenv(causal_conv.EPILOGUE_ENV, "fast")
+    with pytest.raises(ValueError, match="MSWELU_CONV_EPILOGUE: unknown mode 'fast'"):
+        MambaMixer(32, d_state=4)(h)
 
 
 def test_mixers_fall_back_without_the_kernels(monkeypatch):

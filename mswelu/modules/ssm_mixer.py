@@ -194,7 +194,7 @@ class SSMMixer(nn.Module):
         weight, bias = self.conv1d.weight.squeeze(1), self.conv1d.bias
         if self.conv_mode != "residual":
             epilogue = epilogue_of(self.act_conv)
-            if epilogue is not None and epilogue_fits(x, weight):
+            if epilogue is not None and epilogue_fits(x, weight, epilogue):
                 return causal_conv1d_act(x, weight, bias, epilogue)
         x_conv = causal_conv1d(x, weight, bias)
         if self.conv_mode == "residual":

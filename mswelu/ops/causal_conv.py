@@ -20,10 +20,14 @@ mixer (:data:`EPILOGUES`: SiLU, SWELU) in the kernel's epilogue, forward and bac
 gradients summed in the same pass: the same bits as the conv kernel followed by the activation's own CPU
 kernel (the conv's output rounded to x's dtype before the activation reads it, the k sum in ``swelu_bwd``'s
 order), without writing the conv's output and reading it back. Its reference is ``causal_conv1d_act_ref``.
+Swish-beta has an epilogue too, whose beta gradient is summed in the kernel's own order (not the unfused
+ops' bits): the mixers use it only where ``MSWELU_CONV_EPILOGUE=all`` (:data:`EPILOGUE_ENV`; ``exact``, the
+default, uses the bit-identical ones, ``off`` none).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -38,6 +42,7 @@ from mswelu.ops.swelu import ZERO_EPS
 __all__ = [
     "CONV_IMPLS",
     "EPILOGUES",
+    "EPILOGUE_ENV",
     "Epilogue",
     "causal_conv1d",
     "causal_conv1d_act",
@@ -135,23 +140,33 @@ def _conv_grads(ctx, gx: Tensor, gw_t: Tensor, gb: Tensor | None) -> tuple[Tenso
 # ----------------------------------------------------------------------------- the activation epilogue
 
 #: the activations the conv kernel applies in its epilogue: name -> its code in csrc/cpu_kernels.cpp
-EPILOGUES = {"silu": 1, "swelu": 2}
+EPILOGUES = {"silu": 1, "swelu": 2, "swish": 3}
+#: which epilogues the mixers use: ``exact`` (default: those with the unfused ops' bits), ``all``, ``off``
+EPILOGUE_ENV = "MSWELU_CONV_EPILOGUE"
+_EPILOGUE_MODES = ("exact", "all", "off")
 
 
 class Epilogue(NamedTuple):
-    """An activation as the conv kernel's epilogue applies it: its name in :data:`EPILOGUES` and its shape
-    values (SWELU's ``k`` and ``lam``: tensors that may need gradients, a number, or None for lam = 1). An
-    activation opts in by registering ``kernel=`` (``mswelu.modules.activations.registry.Activation``)."""
+    """An activation as the conv kernel's epilogue applies it: its name in :data:`EPILOGUES`, its shape values
+    (SWELU's ``k`` and ``lam``, Swish's beta as ``k``: tensors that may need gradients, a number, or None for
+    lam = 1) and whether it gives the unfused ops' bits (``exact``). An activation opts in by registering
+    ``kernel=`` (``mswelu.modules.activations.registry.Activation``)."""
 
     act: str
     k: Tensor | None = None
     lam: Tensor | float | None = None
+    exact: bool = True
 
 
-def epilogue_fits(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`causal_conv1d_act` runs for these inputs: the conv kernel fits and the CPU kernels are
-    built (where they are not, one warning says why and callers run the conv and the activation apart)."""
-    return _kernel_fits(x, weight) and cpu_kernels.usable()
+def epilogue_fits(x: Tensor, weight: Tensor, epilogue: Epilogue) -> bool:
+    """Whether the mixers run :func:`causal_conv1d_act` for these inputs: :data:`EPILOGUE_ENV` allows this
+    epilogue, the conv kernel fits and the CPU kernels are built (where they are not, one warning says why
+    and callers run the conv and the activation apart)."""
+    mode = os.environ.get(EPILOGUE_ENV, "").strip().lower() or "exact"
+    if mode not in _EPILOGUE_MODES:
+        raise ValueError(f"{EPILOGUE_ENV}: {unknown_choice('mode', mode, _EPILOGUE_MODES)}")
+    allowed = mode == "all" or (mode == "exact" and epilogue.exact)
+    return allowed and _kernel_fits(x, weight) and cpu_kernels.usable()
 
 
 def causal_conv1d_act_ref(

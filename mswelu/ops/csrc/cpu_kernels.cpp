@@ -765,8 +765,9 @@ std::vector<Tensor> swelu_bwd(const Tensor& z, const Tensor& g, double k, double
 // before the conv's backward reads it; SWELU by swelu_vec / SweluGrad, SiLU as ATen's vectorised silu), and the
 // k and lam sums go per row and lane into a buffer that sum_row_lanes adds up in swelu_bwd's order: the fused
 // op gives the unfused ops' bits, without writing and re-reading the conv's output (forward) or the
-// activation's gradient (backward). Activations: kConvSilu, kConvSwelu (k, lam).
-constexpr int64_t kConvSilu = 1, kConvSwelu = 2;
+// activation's gradient (backward). Activations: kConvSilu, kConvSwelu (k, lam), kConvSwish (beta in k's slot:
+// z sigmoid(beta z), fp32 throughout, its beta sum in this kernel's own order: not the unfused ops' bits).
+constexpr int64_t kConvSilu = 1, kConvSwelu = 2, kConvSwish = 3;
 
 // v rounded to IO's precision, as storing and re-reading it would give
 template <typename IO, typename T>
@@ -813,10 +814,16 @@ inline Vec<T> silu_grad_vec(const Vec<T>& z, const Vec<T>& g) {
   return g * s * (one + z * (one - s));
 }
 
+// Swish-beta: y = z s, s = sigmoid(beta z); dy/dz = s (1 + beta z (1 - s)); dy/dbeta = z^2 s (1 - s)
+template <typename T>
+inline Vec<T> swish_vec(const Vec<T>& z, const Vec<T>& beta) {
+  return z * sigmoid(beta * z);
+}
+
 Tensor causal_conv1d_act_fwd(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias, int64_t act,
                              double k, double lam) {
   check_conv_inputs(x, wt, bias);
-  TORCH_CHECK(act == kConvSilu || act == kConvSwelu, "mswelu CPU conv: unknown activation ", act);
+  TORCH_CHECK(act >= kConvSilu && act <= kConvSwish, "mswelu CPU conv: unknown activation ", act);
   Tensor y = at::empty(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_act_fwd", [&] {
     using op_t = at::opmath_type<scalar_t>;
@@ -827,6 +834,10 @@ Tensor causal_conv1d_act_fwd(const Tensor& x, const Tensor& wt, const c10::optio
       if (act == kConvSilu) {
         conv_forward_impl<scalar_t, K>(x, wt, optional_ptr<op_t>(bias), y, [](const Vec<op_t>& v) {
           return silu_vec(round_io<scalar_t, op_t>(v));
+        });
+      } else if (act == kConvSwish) {
+        conv_forward_impl<scalar_t, K>(x, wt, optional_ptr<op_t>(bias), y, [&](const Vec<op_t>& v) {
+          return swish_vec(round_io<scalar_t, op_t>(v), kv);
         });
       } else {
         conv_forward_impl<scalar_t, K>(x, wt, optional_ptr<op_t>(bias), y, [&](const Vec<op_t>& v) {
@@ -839,15 +850,15 @@ Tensor causal_conv1d_act_fwd(const Tensor& x, const Tensor& wt, const c10::optio
 }
 
 // -> (dx, dw^T, dbias or undefined, dk, dlam) from the gradient of the activation's output gy (like x); dk and
-// dlam 0-dim in the compute dtype (zero unless asked for: SWELU only).
+// dlam 0-dim in the compute dtype (zero unless asked for: SWELU's k and lam, Swish's beta as dk).
 std::vector<Tensor> causal_conv1d_act_bwd(const Tensor& gy, const Tensor& x, const Tensor& wt,
                                           const c10::optional<Tensor>& bias, int64_t act, double k, double lam,
                                           double zero_eps, bool need_k, bool need_lam) {
   check_conv_inputs(x, wt, bias);
-  TORCH_CHECK(act == kConvSilu || act == kConvSwelu, "mswelu CPU conv: unknown activation ", act);
+  TORCH_CHECK(act >= kConvSilu && act <= kConvSwish, "mswelu CPU conv: unknown activation ", act);
   TORCH_CHECK(gy.sizes() == x.sizes() && unit_channel_stride(gy) && gy.scalar_type() == x.scalar_type(),
               "mswelu CPU conv: the output gradient must be like x");
-  need_k = need_k && act == kConvSwelu;
+  need_k = need_k && act != kConvSilu;
   need_lam = need_lam && act == kConvSwelu;
   const int64_t threads = at::get_num_threads(), nb = x.size(0), L = x.size(1), Dm = x.size(2);
   Tensor gx = at::empty(x.sizes(), x.options());
@@ -878,6 +889,14 @@ std::vector<Tensor> causal_conv1d_act_bwd(const Tensor& gy, const Tensor& x, con
       const Vec<op_t> z = round_io<scalar_t, op_t>(acc);
       const Vec<op_t> g = load_op<scalar_t, op_t>(gp + b * gb + t * gl + d0, w);
       if (act == kConvSilu) return round_io<scalar_t, op_t>(silu_grad_vec(z, g));
+      if (act == kConvSwish) {
+        const Vec<op_t> one(op_t(1)), s = sigmoid(grad.kv * z), gs1 = g * s * (one - s);
+        if (need_k && own) {
+          op_t* kp = klp + (b * L + t) * W;
+          (Vec<op_t>::loadu(kp) + gs1 * z * z).store(kp);
+        }
+        return round_io<scalar_t, op_t>(at::vec::fmadd(gs1 * grad.kv, z, g * s));
+      }
       const bool row_k = need_k && own, row_lam = need_lam && own;
       op_t* kp = klp + (b * L + t) * W;
       op_t* lp = llp + (b * L + t) * W;
