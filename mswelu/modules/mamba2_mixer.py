@@ -36,7 +36,6 @@ from torch import Tensor, nn
 from mswelu.modules.gated_rms_norm import GatedRMSNorm
 from mswelu.modules.ssm_mixer import SSMMixer, check_positive_ints, softplus_inverse_dt
 from mswelu.ops import mamba2_kernels
-from mswelu.ops.causal_conv import causal_conv1d
 from mswelu.ops.ssd import discretize_dt, ssd_chunk_scan
 
 __all__ = ["Mamba2Mixer"]
@@ -122,8 +121,7 @@ class Mamba2Mixer(SSMMixer):
             self.in_proj(hidden_states), [self.d_inner, self.conv_dim, self.nheads], dim=-1
         )
         xBC = xBC.transpose(1, 2)  # (B, conv_dim, L)
-        x_conv = causal_conv1d(xBC, self.conv1d.weight.squeeze(1), self.conv1d.bias)
-        xBC_act = self.act_conv(x_conv.transpose(1, 2))  # (B, L, conv_dim), elementwise
+        xBC_act = self._conv_act(xBC).transpose(1, 2)  # (B, L, conv_dim)
         x, B, C = torch.split(xBC_act, self._xbc_sizes, dim=-1)
         res = ssd_chunk_scan(
             x.unflatten(-1, (self.nheads, self.headdim)),

@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from mswelu.base.errors import check_choice
 from mswelu.modules.ssm_mixer import SSMMixer, softplus_inverse_dt
 from mswelu.ops import mamba_kernels
-from mswelu.ops.causal_conv import causal_conv1d
 from mswelu.ops.selective_scan import selective_scan
 
 __all__ = ["CONV_MODES", "MambaMixer"]
@@ -91,10 +90,7 @@ class MambaMixer(SSMMixer):
         # returns x_conv channels-last too, so the activation, x_proj and the scan take it without copies.
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
         x = x.transpose(1, 2)  # (B, d_inner, L)
-        x_conv = causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
-        if self.conv_mode == "residual":
-            x_conv = x_conv + x
-        x_act = self.act_conv(x_conv.transpose(1, 2)).transpose(1, 2)  # elementwise, in x_conv's layout
+        x_act = self._conv_act(x)
         x_dbl = self.x_proj(x_act.transpose(1, 2))  # (B, L, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, d_inner, L), bias added in the scan

@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mswelu.modules.activations import epilogue_of
 from mswelu.ops.backends import resolve_backend
+from mswelu.ops.causal_conv import causal_conv1d, causal_conv1d_act, epilogue_fits
 
 __all__ = ["SSMMixer", "check_positive_ints", "softplus_inverse_dt"]
 
@@ -201,6 +203,20 @@ class SSMMixer(nn.Module):
         if self._on_kernels(hidden_states):
             return self.step_cuda(hidden_states, conv_state, ssm_state)
         return self._step_torch(hidden_states, conv_state, ssm_state)
+
+    def _conv_act(self, x: Tensor) -> Tensor:
+        """``act_conv(conv1d(x))`` for x (B, channels, L), in that layout (a view of a channels-last tensor on
+        the CPU kernels): in one kernel pass where the activation registers a kernel form (the conv's
+        epilogue, the same bits as the two apart), else the conv, then the activation module."""
+        weight, bias = self.conv1d.weight.squeeze(1), self.conv1d.bias
+        if self.conv_mode != "residual":
+            epilogue = epilogue_of(self.act_conv)
+            if epilogue is not None and epilogue_fits(x, weight, epilogue):
+                return causal_conv1d_act(x, weight, bias, epilogue)
+        x_conv = causal_conv1d(x, weight, bias)
+        if self.conv_mode == "residual":
+            x_conv = x_conv + x
+        return self.act_conv(x_conv.transpose(1, 2)).transpose(1, 2)  # elementwise, in x_conv's layout
 
     def _conv_state(self, x: Tensor) -> Tensor:
         """The conv state after a prompt whose conv inputs are x (B, channels, L): the last d_conv inputs,

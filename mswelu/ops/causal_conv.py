@@ -14,9 +14,22 @@ the PyTorch path copies ``x`` into that layout and the mixer copies back (four t
 forward and backward). The kernel keeps the weight and the arithmetic in fp32 (fp64 for fp64 input) and
 reads and writes ``x`` and ``y`` in their own dtype (bf16 under autocast); F.conv1d under autocast rounds
 the weight to bf16 as well, so the two paths agree to bf16 rounding, not bit for bit.
+
+``causal_conv1d_act(x, weight, bias, Epilogue(...))`` is the conv with the activation that follows it in the
+mixer (:data:`EPILOGUES`: SiLU, SWELU) in the kernel's epilogue, forward and backward, SWELU's k and lambda
+gradients summed in the same pass: the same bits as the conv kernel followed by the activation's own CPU
+kernel (the conv's output rounded to x's dtype before the activation reads it, the k sum in ``swelu_bwd``'s
+order), without writing the conv's output and reading it back. Its reference is ``causal_conv1d_act_ref``.
+Swish-beta has an epilogue too, whose beta gradient is summed in the kernel's own order (not the unfused
+ops' bits): the mixers use it only where ``MSWELU_CONV_EPILOGUE=all`` (:data:`EPILOGUE_ENV`; ``exact``, the
+default, uses the bit-identical ones, ``off`` none).
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +37,19 @@ from torch import Tensor
 
 from mswelu.base.errors import unknown_choice
 from mswelu.ops import cpu_kernels
+from mswelu.ops.swelu import ZERO_EPS
 
-__all__ = ["CONV_IMPLS", "causal_conv1d", "causal_conv1d_ref"]
+__all__ = [
+    "CONV_IMPLS",
+    "EPILOGUES",
+    "EPILOGUE_ENV",
+    "Epilogue",
+    "causal_conv1d",
+    "causal_conv1d_act",
+    "causal_conv1d_act_ref",
+    "causal_conv1d_ref",
+    "epilogue_fits",
+]
 
 CONV_IMPLS = ("auto", "cpu", "torch")
 MAX_KERNEL_WIDTH = 8  # the CPU kernel's limit (kMaxConvWidth); wider convolutions take F.conv1d
@@ -49,7 +73,7 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, impl: s
             f"causal_conv1d: x must be (batch, channels, length) and weight (channels, width), got "
             f"{tuple(x.shape)} and {tuple(weight.shape)}"
         )
-    fits = x.device.type == "cpu" and weight.shape[1] <= MAX_KERNEL_WIDTH and x.dtype in _KERNEL_DTYPES
+    fits = _kernel_fits(x, weight)
     if impl == "cpu":
         if not fits:
             raise ValueError(
@@ -65,17 +89,33 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, impl: s
 _KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 
+def _kernel_fits(x: Tensor, weight: Tensor) -> bool:
+    return x.device.type == "cpu" and weight.shape[1] <= MAX_KERNEL_WIDTH and x.dtype in _KERNEL_DTYPES
+
+
+def _kernel_inputs(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(x channels-last with unit channel stride, the weight as (width, channels), the bias) as the kernel
+    takes them, the weight and bias in the compute dtype."""
+    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x_l = x.detach().transpose(1, 2)  # (batch, length, channels)
+    if x_l.shape[2] > 1 and x_l.stride(2) != 1:
+        x_l = x_l.contiguous()
+    w_t = weight.detach().to(ct).t().contiguous()  # (width, channels)
+    return x_l, w_t, None if bias is None else bias.detach().to(ct).contiguous()
+
+
+def _grad_rows(grad_out: Tensor, like: Tensor) -> Tensor:
+    """The output gradient (batch, channels, length) channels-last like the kernel's x."""
+    g = grad_out.transpose(1, 2).to(like.dtype)
+    return g.contiguous() if g.shape[2] > 1 and g.stride(2) != 1 else g
+
+
 class _CpuCausalConv1d(torch.autograd.Function):
     """The compiled kernel, channels-last: saves x (as the kernel read it) and the fp32 weight."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        ct = torch.float64 if x.dtype == torch.float64 else torch.float32
-        x_l = x.detach().transpose(1, 2)  # (batch, length, channels)
-        if x_l.shape[2] > 1 and x_l.stride(2) != 1:
-            x_l = x_l.contiguous()
-        w_t = weight.detach().to(ct).t().contiguous()  # (width, channels)
-        b = None if bias is None else bias.detach().to(ct).contiguous()
+        x_l, w_t, b = _kernel_inputs(x, weight, bias)
         y = cpu_kernels.load().causal_conv1d_fwd(x_l, w_t, b)
         ctx.save_for_backward(x_l, w_t, b)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
@@ -84,13 +124,109 @@ class _CpuCausalConv1d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x_l, w_t, b = ctx.saved_tensors
-        g = grad_out.transpose(1, 2).to(x_l.dtype)
-        if g.shape[2] > 1 and g.stride(2) != 1:
-            g = g.contiguous()
-        gx, gw_t, gb = cpu_kernels.load().causal_conv1d_bwd(g, x_l, w_t, b)
-        w_dtype, b_dtype = ctx.dtypes
+        gx, gw_t, gb = cpu_kernels.load().causal_conv1d_bwd(_grad_rows(grad_out, x_l), x_l, w_t, b)
+        return _conv_grads(ctx, gx, gw_t, gb)
+
+
+def _conv_grads(ctx, gx: Tensor, gw_t: Tensor, gb: Tensor | None) -> tuple[Tensor | None, ...]:
+    w_dtype, b_dtype = ctx.dtypes
+    return (
+        gx.transpose(1, 2) if ctx.needs_input_grad[0] else None,
+        gw_t.t().to(w_dtype) if ctx.needs_input_grad[1] else None,
+        gb.to(b_dtype) if gb is not None and ctx.needs_input_grad[2] else None,
+    )
+
+
+# ----------------------------------------------------------------------------- the activation epilogue
+
+#: the activations the conv kernel applies in its epilogue: name -> its code in csrc/cpu_kernels.cpp
+EPILOGUES = {"silu": 1, "swelu": 2, "swish": 3}
+#: which epilogues the mixers use: ``exact`` (default: those with the unfused ops' bits), ``all``, ``off``
+EPILOGUE_ENV = "MSWELU_CONV_EPILOGUE"
+_EPILOGUE_MODES = ("exact", "all", "off")
+
+
+class Epilogue(NamedTuple):
+    """An activation as the conv kernel's epilogue applies it: its name in :data:`EPILOGUES`, its shape values
+    (SWELU's ``k`` and ``lam``, Swish's beta as ``k``: tensors that may need gradients, a number, or None for
+    lam = 1) and whether it gives the unfused ops' bits (``exact``). An activation opts in by registering
+    ``kernel=`` (``mswelu.modules.activations.registry.Activation``)."""
+
+    act: str
+    k: Tensor | None = None
+    lam: Tensor | float | None = None
+    exact: bool = True
+
+
+def epilogue_fits(x: Tensor, weight: Tensor, epilogue: Epilogue) -> bool:
+    """Whether the mixers run :func:`causal_conv1d_act` for these inputs: :data:`EPILOGUE_ENV` allows this
+    epilogue, the conv kernel fits and the CPU kernels are built (where they are not, one warning says why
+    and callers run the conv and the activation apart)."""
+    mode = os.environ.get(EPILOGUE_ENV, "").strip().lower() or "exact"
+    if mode not in _EPILOGUE_MODES:
+        raise ValueError(f"{EPILOGUE_ENV}: {unknown_choice('mode', mode, _EPILOGUE_MODES)}")
+    allowed = mode == "all" or (mode == "exact" and epilogue.exact)
+    return allowed and _kernel_fits(x, weight) and cpu_kernels.usable()
+
+
+def causal_conv1d_act_ref(
+    x: Tensor, weight: Tensor, bias: Tensor | None, act: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """``act(conv(x))`` by F.conv1d and the activation ``act`` (an elementwise function): the reference."""
+    return act(causal_conv1d_ref(x, weight, bias))
+
+
+def causal_conv1d_act(x: Tensor, weight: Tensor, bias: Tensor | None, epilogue: Epilogue) -> Tensor:
+    """``act(causal_conv1d(x, weight, bias))`` in one pass of the CPU kernel (see the module docstring), x
+    (batch, channels, length) -> the same shape, a transposed view of a channels-last tensor. The kernel must
+    fit (:func:`epilogue_fits`); k and lam are scalars."""
+    if epilogue.act not in EPILOGUES:
+        raise ValueError(f"causal_conv1d_act: {unknown_choice('activation', epilogue.act, EPILOGUES)}")
+    if not _kernel_fits(x, weight):
+        raise ValueError(
+            f"causal_conv1d_act: needs CPU tensors in {_KERNEL_DTYPES} and a width of at most "
+            f"{MAX_KERNEL_WIDTH}"
+        )
+    k, lam = epilogue.k, epilogue.lam
+    for name, value in (("k", k), ("lam", lam)):
+        if isinstance(value, Tensor) and value.numel() != 1:
+            raise ValueError(f"causal_conv1d_act: {name} must be a scalar, got shape {tuple(value.shape)}")
+    lam_t = lam if isinstance(lam, Tensor) or lam is None else torch.tensor(float(lam))
+    return _CpuCausalConv1dAct.apply(x, weight, bias, k, lam_t, epilogue.act)
+
+
+class _CpuCausalConv1dAct(torch.autograd.Function):
+    """The conv kernel with the activation's epilogue: saves what the conv saves and the shape values; the
+    conv's output is recomputed in the backward, where the activation's gradient is made."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, k, lam, act):
+        x_l, w_t, b = _kernel_inputs(x, weight, bias)
+        ctx.values = (1.0 if k is None else float(k), 1.0 if lam is None else float(lam))
+        y = cpu_kernels.load().causal_conv1d_act_fwd(x_l, w_t, b, EPILOGUES[act], *ctx.values)
+        ctx.save_for_backward(x_l, w_t, b, k, lam)
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        ctx.act = act
+        return y.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x_l, w_t, b, k, lam = ctx.saved_tensors
+        need_k, need_lam = ctx.needs_input_grad[3:5]
+        gx, gw_t, gb, gk, glam = cpu_kernels.load().causal_conv1d_act_bwd(
+            _grad_rows(grad_out, x_l),
+            x_l,
+            w_t,
+            b,
+            EPILOGUES[ctx.act],
+            *ctx.values,
+            ZERO_EPS,
+            need_k,
+            need_lam,
+        )
         return (
-            gx.transpose(1, 2) if ctx.needs_input_grad[0] else None,
-            gw_t.t().to(w_dtype) if ctx.needs_input_grad[1] else None,
-            gb.to(b_dtype) if b is not None and ctx.needs_input_grad[2] else None,
+            *_conv_grads(ctx, gx, gw_t, gb),
+            gk.reshape(k.shape).to(k.dtype) if need_k else None,
+            glam.reshape(lam.shape).to(lam.dtype) if need_lam else None,
+            None,
         )

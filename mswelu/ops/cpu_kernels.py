@@ -36,7 +36,7 @@ import torch
 
 from mswelu.base.progress import log
 
-__all__ = ["ENV_VAR", "available", "describe", "enabled", "load", "usable", "warn_fallback"]
+__all__ = ["ENV_VAR", "available", "describe", "enabled", "load", "rows", "usable", "warn_fallback"]
 
 ENV_VAR = "MSWELU_CPU_KERNELS"
 SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
@@ -202,6 +202,19 @@ def _warn_fallback_once() -> None:
             RuntimeWarning,
             stacklevel=4,  # the op that chose the PyTorch code (via usable)
         )
+
+
+def rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as (rows, last dim), the layout of the elementwise kernels: a view where the last dimension has
+    unit stride and the others merge into rows (a slice of a wider tensor, e.g. half of the mixer's in_proj
+    output), else a contiguous copy."""
+    cols = x.size(-1) if x.dim() else 1
+    if x.dim() and (x.stride(-1) == 1 or cols == 1):
+        try:
+            return x.view(-1, cols)
+        except RuntimeError:  # rows that do not merge into one stride
+            pass
+    return x.contiguous().view(-1, cols)
 
 
 def describe() -> dict[str, Any]:

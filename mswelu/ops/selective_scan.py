@@ -10,29 +10,24 @@ Both take the arguments of mamba_ssm's ``selective_scan_fn`` / ``selective_scan_
     y_t    = <h_t, C_t> + D u_t
     out    = y * silu(z)                                     (if z is given)
 
-and return ``out`` in u's dtype (plus the fp32 last state ``h_l`` if ``return_last_state``).
-The arithmetic is fp32 whatever the input dtype or autocast (fp64 inputs stay fp64, for gradcheck).
+and return ``out`` in u's dtype (plus the fp32 last state ``h_l`` if ``return_last_state``). The arithmetic
+is fp32 whatever the input dtype or autocast (fp64 inputs stay fp64, for gradcheck).
 
-Why a custom autograd function: plain autograd over the recurrence keeps several (b, d, l, n)
-fp32 tensors per layer alive (exp(delta A), delta B u, every state), which dominates CPU memory;
-a parallel scan (mambapy) does more work than the recurrence, and on a CPU the work, not the depth,
-sets the time. :class:`SelectiveScanFn` therefore does what the CUDA kernel does: it walks the
-sequence in chunks of ``chunk_size`` steps, keeps only the state at each chunk boundary (plus the
-(b, d, l) inputs), and in backward recomputes one chunk's states at a time and runs the adjoint
-recurrence analytically. Within a chunk everything except the two length-``chunk`` recurrences is
-batched tensor work, and each recurrence step is a single in-place ``addcmul`` on a contiguous
-(b, d, n) slice. ``python -m mswelu.bench scan`` measures it against transformers' slow-path loop
-and mambapy's parallel scan.
+Why a custom autograd function: plain autograd over the recurrence keeps several (b, d, l, n) fp32 tensors
+per layer alive (exp(delta A), delta B u, every state), which dominates CPU memory; a parallel scan (mambapy)
+does more work than the recurrence, and on a CPU the work, not the depth, sets the time.
+:class:`SelectiveScanFn` therefore does what the CUDA kernel does: it walks the sequence in chunks of
+``chunk_size`` steps, keeps only the state at each chunk boundary (plus the (b, d, l) inputs), and in
+backward recomputes one chunk's states at a time and runs the adjoint recurrence analytically. Within a chunk
+everything except the two length-``chunk`` recurrences is batched tensor work, each recurrence step one
+in-place ``addcmul`` on a contiguous (b, d, n) slice (``python -m mswelu.bench scan`` measures it).
 
-The same algorithm, written as one C++ loop per (batch row, vector of channels) with the state in
-registers, is :mod:`mswelu.ops.cpu_kernels`; :func:`selective_scan` runs it on CPU tensors where it is
-built (``impl="auto"``) and this file's PyTorch code elsewhere (``impl="torch"``), which is also its
-reference in the tests.
+The same algorithm as one C++ loop per (batch row, vector of channels) with the state in registers is
+:mod:`mswelu.ops.cpu_kernels`; :func:`selective_scan` runs it on CPU tensors where it is built
+(``impl="auto"``) and this file's PyTorch code elsewhere (``impl="torch"``), its reference in the tests.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +35,7 @@ from torch import Tensor
 
 from mswelu.base.errors import unknown_choice
 from mswelu.ops import cpu_kernels
+from mswelu.ops.ssd import compute_dtype, expect_shape, no_autocast
 
 __all__ = ["selective_scan", "selective_scan_ref", "SelectiveScanFn", "DEFAULT_CHUNK_SIZE", "SCAN_IMPLS"]
 
@@ -51,29 +47,19 @@ def _check_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D, 
     if u.dim() != 3:
         raise ValueError(f"u must be (batch, d_inner, length), got shape {tuple(u.shape)}")
     b, d, length = u.shape
-    if delta.shape != u.shape:
-        raise ValueError(f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
+    expect_shape("delta", delta, f"have u's shape {tuple(u.shape)}", tuple(u.shape))
     if A.dim() != 2 or A.shape[0] != d:
         raise ValueError(f"A must be (d_inner={d}, d_state), got {tuple(A.shape)}")
     n = A.shape[1]
     for name, t in (("B", B), ("C", C)):
-        ok = (
-            (t.dim() == 2 and t.shape == (d, n))
-            or (t.dim() == 3 and t.shape == (b, n, length))
-            or (t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (n, length) and d % t.shape[1] == 0)
-        )
-        if not ok:
-            raise ValueError(
-                f"{name} must be (d_inner, d_state), (batch, d_state, length) or "
-                f"(batch, groups, d_state, length) for d_inner={d}, d_state={n}, batch={b}, "
-                f"length={length}; got {tuple(t.shape)}"
-            )
-    if D is not None and D.shape != (d,):
-        raise ValueError(f"D must be (d_inner={d},), got {tuple(D.shape)}")
-    if delta_bias is not None and delta_bias.shape != (d,):
-        raise ValueError(f"delta_bias must be (d_inner={d},), got {tuple(delta_bias.shape)}")
-    if z is not None and z.shape != u.shape:
-        raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
+        ok = t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (n, length) and d % t.shape[1] == 0
+        what = "be (d_inner, d_state), (batch, d_state, length) or (batch, groups, d_state, length)"
+        if not ok:  # the grouped layout, or one of the two plain ones
+            expect_shape(name, t, f"{what} for d_inner={d}, d_state={n}, batch={b}, length={length}", (d, n),
+                         (b, n, length))  # fmt: skip
+    expect_shape("D", D, f"be (d_inner={d},)", (d,))
+    expect_shape("delta_bias", delta_bias, f"be (d_inner={d},)", (d,))
+    expect_shape("z", z, f"have u's shape {tuple(u.shape)}", tuple(u.shape))
 
 
 def selective_scan_ref(
@@ -95,7 +81,7 @@ def selective_scan_ref(
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     dtype_in = u.dtype
-    ct = _compute_dtype(u)
+    ct = compute_dtype(u)
     u = u.to(ct)
     delta = delta.to(ct)
     if delta_bias is not None:
@@ -141,7 +127,7 @@ class SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
-        with _no_autocast(u.device.type):
+        with no_autocast(u.device.type):
             out, last, starts = _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
         ctx.delta_softplus = delta_softplus
@@ -151,23 +137,16 @@ class SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gout, _glast):
-        with _no_autocast(gout.device.type):
+        with no_autocast(gout.device.type):
             grads = _scan_backward(gout, *ctx.saved_tensors, ctx.delta_softplus, ctx.chunk_size)
         return (*grads, None, None)
-
-
-def _no_autocast(device_type: str):
-    """The scan is fp32 by design: keep autocast from turning its matmuls into bf16 / fp16."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
     """Forward of :class:`SelectiveScanFn`: (out in u's dtype, last state, chunk-start states)."""
     b, d, length = u.shape
     n = A.shape[1]
-    ct = _compute_dtype(u)
+    ct = compute_dtype(u)
     # time-major copies in the compute dtype: (l, b, d) and (l, b, n)
     ut = u.detach().permute(2, 0, 1).to(ct).contiguous()
     dt = _delta_time_major(delta.detach(), delta_bias, delta_softplus, ct)
@@ -201,7 +180,7 @@ def _scan_backward(gout, u, delta, A, B, C, D, z, delta_bias, starts, delta_soft
     """Gradients w.r.t. (u, delta, A, B, C, D, z, delta_bias), recomputing states chunk by chunk."""
     b, d, length = u.shape
     n = A.shape[1]
-    ct = _compute_dtype(u)
+    ct = compute_dtype(u)
     ut = u.permute(2, 0, 1).to(ct).contiguous()
     draw = delta.permute(2, 0, 1).to(ct)
     if delta_bias is not None:
@@ -274,24 +253,11 @@ def _scan_backward(gout, u, delta, A, B, C, D, z, delta_bias, starts, delta_soft
         g_dt.mul_(torch.sigmoid(draw))
     g_bias = None if delta_bias is None else g_dt.sum((0, 1))
 
-    def back(t: Tensor, like: Tensor) -> Tensor:  # (l, b, x) -> like's layout and dtype
-        return t.permute(1, 2, 0).to(like.dtype)
+    def back(t: Tensor | None, like: Tensor | None) -> Tensor | None:  # (l, b, x) -> like's layout and dtype
+        return None if t is None else (t.permute(1, 2, 0) if t.dim() == 3 else t).to(like.dtype)
 
-    return (
-        back(g_u, u),
-        back(g_dt, delta),
-        g_A.to(A.dtype),
-        back(g_B, B),
-        back(g_C, C),
-        None if g_D is None else g_D.to(D.dtype),
-        None if gz is None else back(gz, z),
-        None if g_bias is None else g_bias.to(delta_bias.dtype),
-    )
-
-
-def _compute_dtype(u: Tensor) -> torch.dtype:
-    """fp32 inside, except that fp64 stays fp64 (so that gradcheck can check the backward)."""
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
+    grads = (g_u, g_dt, g_A, g_B, g_C, g_D, gz, g_bias)
+    return tuple(back(t, like) for t, like in zip(grads, (u, delta, A, B, C, D, z, delta_bias), strict=True))
 
 
 def _delta_time_major(delta: Tensor, delta_bias: Tensor | None, softplus: bool, ct: torch.dtype) -> Tensor:
@@ -331,9 +297,9 @@ class CpuSelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
-        ct = _compute_dtype(u)
+        ct = compute_dtype(u)
         io = torch.bfloat16 if u.dtype == delta.dtype == torch.bfloat16 else ct
-        with _no_autocast(u.device.type):
+        with no_autocast(u.device.type):
             args = (
                 _channels_last(u, io),
                 _channels_last(delta, io),
@@ -355,20 +321,16 @@ class CpuSelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gout, _glast):
         *args, states = ctx.saved_tensors
-        with _no_autocast(gout.device.type):
+        with no_autocast(gout.device.type):
             g = _channels_last(gout, args[0].dtype)
             gu, gdelta, gAt, gB, gC, gD, gz, gbias = cpu_kernels.load().selective_scan_bwd(
                 g, *args, states, ctx.delta_softplus, ctx.chunk_size
             )
-        grads = (gu, gdelta, gAt.t(), gB, gC, gD, gz, gbias)
-        return (
-            *(
-                None if g is None else (g.transpose(1, 2) if g.dim() == 3 else g).to(dtype)
-                for g, dtype in zip(grads, ctx.dtypes, strict=True)
-            ),
-            None,
-            None,
-        )
+        grads = [
+            None if g is None else (g.transpose(1, 2) if g.dim() == 3 else g).to(dtype)
+            for g, dtype in zip((gu, gdelta, gAt.t(), gB, gC, gD, gz, gbias), ctx.dtypes, strict=True)
+        ]
+        return (*grads, None, None)
 
 
 def _channels_last(x: Tensor, dtype: torch.dtype) -> Tensor:

@@ -57,41 +57,37 @@ _LOG_TINY = -80.0
 _NO_LIMIT = (0.0, math.inf)
 
 
+def expect_shape(name: str, t: Tensor | None, what: str, *shapes: tuple[int, ...]) -> None:
+    """A ValueError ``"<name> must <what>, got <shape>"`` unless ``t`` is None or has one of ``shapes``:
+    the shape checks of the scans' arguments (:mod:`mswelu.ops.selective_scan` and this module)."""
+    if t is not None and tuple(t.shape) not in shapes:
+        raise ValueError(f"{name} must {what}, got {tuple(t.shape)}")
+
+
 def _check_args(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D, dt_bias, initial_states) -> None:
     if x.dim() != 4:
         raise ValueError(f"x must be (batch, length, nheads, headdim), got shape {tuple(x.shape)}")
     b, length, h, p = x.shape
-    if dt.shape != (b, length, h):
-        raise ValueError(f"dt must be (batch, length, nheads) = {(b, length, h)}, got {tuple(dt.shape)}")
-    if A.shape != (h,):
-        raise ValueError(f"A must be (nheads={h},), got {tuple(A.shape)}")
+    expect_shape("dt", dt, f"be (batch, length, nheads) = {(b, length, h)}", (b, length, h))
+    expect_shape("A", A, f"be (nheads={h},)", (h,))
     if B.dim() != 4 or B.shape[:2] != (b, length) or h % B.shape[2] != 0:
         raise ValueError(
             f"B must be (batch, length, ngroups, dstate), ngroups dividing nheads={h}; got {tuple(B.shape)}"
         )
-    if C.shape != B.shape:
-        raise ValueError(f"C must have B's shape {tuple(B.shape)}, got {tuple(C.shape)}")
-    if D is not None and D.shape not in ((h,), (h, p)):
-        raise ValueError(
-            f"D must be (nheads,) or (nheads, headdim) = {(h,)} or {(h, p)}, got {tuple(D.shape)}"
-        )
-    if dt_bias is not None and dt_bias.shape != (h,):
-        raise ValueError(f"dt_bias must be (nheads={h},), got {tuple(dt_bias.shape)}")
-    n = B.shape[3]
-    if initial_states is not None and initial_states.shape != (b, h, p, n):
-        raise ValueError(
-            f"initial_states must be (batch, nheads, headdim, dstate) = {(b, h, p, n)}, "
-            f"got {tuple(initial_states.shape)}"
-        )
+    expect_shape("C", C, f"have B's shape {tuple(B.shape)}", tuple(B.shape))
+    expect_shape("D", D, f"be (nheads,) or (nheads, headdim) = {(h,)} or {(h, p)}", (h,), (h, p))
+    expect_shape("dt_bias", dt_bias, f"be (nheads={h},)", (h,))
+    shape = (b, h, p, B.shape[3])
+    expect_shape("initial_states", initial_states, f"be (batch, nheads, headdim, dstate) = {shape}", shape)
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    """fp32 for the decays and states, except that fp64 stays fp64 (gradcheck)."""
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """fp32 for the scans' decays and states, except that fp64 stays fp64 (gradcheck)."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _no_autocast(device_type: str):
-    """The function chooses its dtypes itself: keep autocast from recasting its matmuls."""
+def no_autocast(device_type: str):
+    """The scans choose their dtypes themselves: keep autocast from recasting their matmuls."""
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
@@ -136,7 +132,7 @@ def ssd_ref(
     """The recurrence one time step per loop turn, state in fp32 (fp64 for fp64 input): the reference that
     :func:`ssd_chunk_scan` is checked against. Slow; memory grows with the length under autograd."""
     _check_args(x, dt, A, B, C, D, dt_bias, initial_states)
-    ct = _compute_dtype(x)
+    ct = compute_dtype(x)
     b, length, h, p = x.shape
     g, n = B.shape[2:]
     dt = discretize_dt(dt, dt_bias, dt_softplus, dt_limit, ct)
@@ -178,8 +174,8 @@ def ssd_chunk_scan(
     chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    with _no_autocast(x.device.type):
-        ct = _compute_dtype(x)
+    with no_autocast(x.device.type):
+        ct = compute_dtype(x)
         dt = discretize_dt(dt, dt_bias, dt_softplus, dt_limit, ct)
         D = None if D is None else (D[:, None] if D.dim() == 1 else D).to(ct)  # (h, 1) or (h, p)
         out, final = ChunkedSSDFn.apply(x, dt, A.to(ct), B, C, D, initial_states, min(chunk, x.shape[1]))

@@ -1,44 +1,36 @@
 """Functional SWELU: ``lam * sign(z) * (1 - exp(-|z|^k))``.
 
-Two forms live here:
-
-* :func:`swelu_reference` is the formula written out for autograd. Tests and benchmarks compare
-  against it. It is exact wherever it is finite, but autograd stores several fp32 intermediates
-  and its gradients are NaN at ``z = 0`` (``d|z|^k/dz`` is infinite there for ``k < 1`` and
-  ``|z|^k ln|z|`` is ``0 * -inf``).
-* :func:`swelu` is a fused :class:`torch.autograd.Function` with a closed-form backward. It saves
-  only its inputs (``z``, ``k``, ``lam``) and recomputes ``|z|^k`` and ``exp(-|z|^k)`` in backward,
-  so it holds one activation-sized tensor (in the input dtype) instead of several fp32 ones.
+* :func:`swelu_reference` is the formula written out for autograd, what tests and benchmarks compare against:
+  exact wherever it is finite, but autograd stores several fp32 intermediates and its gradients are NaN at
+  ``z = 0`` (``d|z|^k/dz`` is infinite there for ``k < 1`` and ``|z|^k ln|z|`` is ``0 * -inf``).
+* :func:`swelu` is a fused :class:`torch.autograd.Function` with a closed-form backward. It saves only its
+  inputs (``z``, ``k``, ``lam``) and recomputes ``|z|^k`` and ``exp(-|z|^k)`` in backward, so it holds one
+  activation-sized tensor (in the input dtype) instead of several fp32 ones.
 
 Numerics (why the guards are what they are):
 
-* All math runs in fp32 (fp64 for fp64 inputs, so ``gradcheck`` works) and the result is cast
-  back to ``z``'s dtype. ``1 - exp(-p)`` is computed as ``-expm1(-p)``: in bf16/fp16, and even in
-  fp32 for small ``p``, the subtraction cancels.
-* ``d/dz`` at and near ``z = 0``: the slope ``k |z|^(k-1) exp(-|z|^k)`` is infinite at 0 for
-  ``k < 1``. Inside the cell ``|z| < ZERO_EPS`` the backward uses the *chord* slope
-  ``(1 - exp(-ZERO_EPS^k)) / ZERO_EPS``, i.e. the mean of the true derivative over
-  ``[0, ZERO_EPS]``. It is finite for every ``k > 0``, tends to the true value for ``k >= 1``
-  (1 for ``k = 1``, ~0 for ``k > 1``), and is exactly what a central finite difference of step
-  ``ZERO_EPS`` measures at 0, so ``gradcheck(eps=ZERO_EPS)`` holds even at exact zeros.
-  Outside the cell the exact derivative is used.
-* ``d/dk = lam * sign(z) * exp(-p) * p * ln|z|``: its limit at ``z -> 0`` is 0 (``p ln|z| -> 0``),
-  which is what we return; where ``exp(-p)`` underflows to 0 (huge ``|z|`` or ``z = inf``) the
-  derivatives are exactly 0 rather than ``0 * inf``.
-* Half-precision gradients saturate at the dtype's largest finite value instead of overflowing
-  (the chord slope at ``k = 0.05`` is ~4e5, beyond fp16's 65504).
+* All math runs in fp32 (fp64 for fp64 inputs, so ``gradcheck`` works), the result cast back to ``z``'s
+  dtype. ``1 - exp(-p)`` is ``-expm1(-p)``: in bf16/fp16, and in fp32 for small ``p``, 1 - x cancels.
+* ``d/dz`` near ``z = 0``: the slope ``k |z|^(k-1) exp(-|z|^k)`` is infinite at 0 for ``k < 1``. Inside the
+  cell ``|z| < ZERO_EPS`` the backward uses the *chord* slope ``(1 - exp(-ZERO_EPS^k)) / ZERO_EPS``, the mean
+  of the true derivative over ``[0, ZERO_EPS]``: finite for every ``k > 0``, the true value in the limit for
+  ``k >= 1``, and exactly what a central finite difference of step ``ZERO_EPS`` measures at 0 (so
+  ``gradcheck(eps=ZERO_EPS)`` holds at exact zeros). Outside the cell the exact derivative is used.
+* ``d/dk = lam * sign(z) * exp(-p) * p * ln|z|``: its limit at ``z -> 0`` is 0 (``p ln|z| -> 0``), which is
+  what we return; where ``exp(-p)`` underflows to 0 (huge ``|z|``, ``inf``) the derivatives are exactly 0.
+* Half-precision gradients saturate at the dtype's largest finite value instead of overflowing (the chord
+  slope at ``k = 0.05`` is ~4e5, beyond fp16's 65504).
 
-``k`` and ``lam`` are scalars (per layer) or tensors that broadcast against ``z``; their gradients
-are reduced back to their own shapes. ``k`` must be positive; :class:`mswelu.modules.swelu.SWELU`
-guarantees that by construction (checking a tensor here would cost a device sync per call).
+``k`` and ``lam`` are scalars (per layer) or tensors that broadcast against ``z``; their gradients are reduced
+back to their own shapes. ``k`` must be positive; :class:`mswelu.modules.swelu.SWELU` guarantees that by
+construction (checking a tensor here would cost a device sync per call).
 
-Implementations (``impl``): ``"torch"`` (closed form, eager), ``"compiled"`` (the same elementwise
-math under ``torch.compile``), ``"cpu"`` (the compiled CPU kernel of :mod:`mswelu.ops.cpu_kernels`: one
-vectorised pass forward and one backward, scalar ``k``/``lam``), ``"triton"`` (fused Triton kernels,
-forward and backward, CUDA tensors; also CPU tensors under ``TRITON_INTERPRET=1`` for testing) and
-``"auto"``: where ``k`` and ``lam`` are scalars, Triton for CUDA tensors when ``triton`` imports and the
-CPU kernel for CPU tensors where it is built; the eager closed form otherwise. The environment variable
-``MSWELU_SWELU_IMPL`` overrides ``"auto"``.
+Implementations (``impl``): ``"torch"`` (closed form, eager), ``"compiled"`` (the same math under
+``torch.compile``), ``"cpu"`` (the CPU kernel of :mod:`mswelu.ops.cpu_kernels`: one vectorised pass forward
+and one backward, scalar ``k``/``lam``), ``"triton"`` (Triton kernels, CUDA tensors; CPU tensors under
+``TRITON_INTERPRET=1`` for testing) and ``"auto"``: with scalar ``k`` and ``lam``, Triton for CUDA tensors
+when ``triton`` imports and the CPU kernel for CPU tensors where it is built; the eager closed form otherwise.
+The environment variable ``MSWELU_SWELU_IMPL`` overrides ``"auto"``.
 """
 
 from __future__ import annotations
@@ -65,25 +57,19 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-# ----------------------------------------------------------------------------- reference
-
-
 def swelu_reference(
     z: torch.Tensor, k: torch.Tensor | float, lam: torch.Tensor | float | None = None
 ) -> torch.Tensor:
     """The SWELU formula for plain autograd (fp32 compute via ``expm1``, result in ``z``'s dtype).
 
-    Unguarded on purpose: this is "autograd on the formula", the baseline the fused function is
-    measured against. Its gradient is NaN at ``z = 0``.
+    Unguarded on purpose: this is "autograd on the formula", the baseline the fused function is measured
+    against. Its gradient is NaN at ``z = 0``.
     """
     zc = z.to(_compute_dtype(z.dtype))
     y = torch.sign(zc) * -torch.expm1(-zc.abs().pow(k))
     if lam is not None:
         y = y * lam
     return y.to(z.dtype)
-
-
-# ----------------------------------------------------------------------------- closed form
 
 
 def _forward_math(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
@@ -137,15 +123,9 @@ def _compiled() -> tuple[Callable, Callable]:
     )
 
 
-def _reduce_to(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Sum a broadcast gradient back to the shape and dtype of the parameter it belongs to."""
-    return t.sum_to_size(like.shape).to(like.dtype)
-
-
 def _to_input_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if dtype in _HALF_DTYPES:
-        limit = torch.finfo(dtype).max
-        t = t.clamp(-limit, limit)  # saturate rather than overflow to inf
+    if dtype in _HALF_DTYPES:  # saturate rather than overflow to inf
+        t = t.clamp(-torch.finfo(dtype).max, torch.finfo(dtype).max)
     return t.to(dtype)
 
 
@@ -162,24 +142,15 @@ def triton_available() -> bool:
     return True
 
 
-def _triton_interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") == "1"
+def _scalars(k: torch.Tensor, lam: torch.Tensor | None) -> bool:
+    return k.numel() == 1 and (lam is None or lam.numel() == 1)
 
 
 def _triton_ok(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> bool:
-    return (
-        z.dtype in (torch.float32, torch.float16, torch.bfloat16)
-        and k.numel() == 1
-        and (lam is None or lam.numel() == 1)
-        and triton_available()
-    )
+    return z.dtype in (torch.float32, *_HALF_DTYPES) and _scalars(k, lam) and triton_available()
 
 
 _TRITON_BLOCK = 1024
-
-
-def _cpu_ok(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> bool:
-    return z.device.type == "cpu" and k.numel() == 1 and (lam is None or lam.numel() == 1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -200,14 +171,8 @@ def _triton_kernels() -> tuple[Callable, Callable]:
         # -expm1(-p), p >= 0: Horner form of p - p^2/2! + ... - p^10/10! below 0.5 (truncation
         # < 1e-9 relative), 1 - exp(-p) above it (exp(-p) < 0.61: no cancellation).
         t = 1.0 - p * (1.0 / 10.0)
-        t = 1.0 - p * (1.0 / 9.0) * t
-        t = 1.0 - p * (1.0 / 8.0) * t
-        t = 1.0 - p * (1.0 / 7.0) * t
-        t = 1.0 - p * (1.0 / 6.0) * t
-        t = 1.0 - p * (1.0 / 5.0) * t
-        t = 1.0 - p * (1.0 / 4.0) * t
-        t = 1.0 - p * (1.0 / 3.0) * t
-        t = 1.0 - p * (1.0 / 2.0) * t
+        for i in tl.static_range(9, 1, -1):
+            t = 1.0 - p * (1.0 / i) * t
         return tl.where(p < 0.5, p * t, 1.0 - tl.exp(-p))
 
     globals()["_tt_one_minus_exp_neg"] = _tt_one_minus_exp_neg
@@ -270,12 +235,10 @@ def _triton_launch(kernel: Callable, z: torch.Tensor, *args, **meta) -> None:
 
 
 def _triton_forward(z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
-    fwd, _ = _triton_kernels()
-    zc = z.contiguous()
+    zc, k = z.contiguous(), k.to(z.device)
     out = torch.empty_like(zc)
-    k = k.to(z.device)
     lam_arg = k if lam is None else lam.to(z.device)
-    _triton_launch(fwd, zc, zc, k, lam_arg, out, zc.numel(), HAS_LAM=lam is not None)
+    _triton_launch(_triton_kernels()[0], zc, zc, k, lam_arg, out, zc.numel(), HAS_LAM=lam is not None)
     return out
 
 
@@ -283,19 +246,15 @@ def _triton_backward(
     z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None, g: torch.Tensor, need_k: bool, need_lam: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Gradients from one pass over (z, g); k/lam gradients come back already reduced to their shapes."""
-    _, bwd = _triton_kernels()
-    zc, gc = z.contiguous(), g.contiguous()
-    k_dev = k.to(z.device)
+    zc, gc, k_dev = z.contiguous(), g.contiguous(), k.to(z.device)
     lam_dev = k_dev if lam is None else lam.to(z.device)
     grad_z = torch.empty_like(zc)
     n_blocks = -(-zc.numel() // _TRITON_BLOCK)
-    part_k = torch.zeros(n_blocks if need_k else 1, dtype=torch.float32, device=z.device)
-    part_lam = torch.zeros(n_blocks if need_lam else 1, dtype=torch.float32, device=z.device)
-    # Saturate half-precision gradients like the torch path does.
-    out_max = torch.finfo(z.dtype).max if z.dtype in _HALF_DTYPES else math.inf
+    part_k, part_lam = (torch.zeros(n_blocks if need else 1, device=z.device) for need in (need_k, need_lam))
+    out_max = torch.finfo(z.dtype).max if z.dtype in _HALF_DTYPES else math.inf  # saturate, as torch's path
     _triton_launch(
-        bwd, zc, zc, gc, k_dev, lam_dev, grad_z, part_k, part_lam, zc.numel(), ZERO_EPS, out_max,
-        HAS_LAM=lam is not None, NEED_K=need_k, NEED_LAM=need_lam,
+        _triton_kernels()[1], zc, zc, gc, k_dev, lam_dev, grad_z, part_k, part_lam, zc.numel(), ZERO_EPS,
+        out_max, HAS_LAM=lam is not None, NEED_K=need_k, NEED_LAM=need_lam,
     )  # fmt: skip
     grad_k = part_k.sum().reshape(k.shape).to(k.device) if need_k else None
     grad_lam = part_lam.sum().reshape(lam.shape).to(lam.device) if need_lam else None
@@ -315,7 +274,9 @@ class _SWELUFunction(torch.autograd.Function):
         if impl == "triton":
             return _triton_forward(z, k, lam)
         if impl == "cpu":
-            y = cpu_kernels.load().swelu_fwd(_rows(z), float(k), 1.0 if lam is None else float(lam))
+            y = cpu_kernels.load().swelu_fwd(
+                cpu_kernels.rows(z), float(k), 1.0 if lam is None else float(lam)
+            )
             return y.view(z.shape)
         cdt = _compute_dtype(z.dtype)
         fwd = _compiled()[0] if impl == "compiled" else _forward_math
@@ -331,49 +292,34 @@ class _SWELUFunction(torch.autograd.Function):
         if ctx.impl == "triton":
             gz, gk, glam = _triton_backward(z, k, lam, grad_out, need_k, need_lam)
         elif ctx.impl == "cpu":
+            lam_f = 1.0 if lam is None else float(lam)
             gz, gk, glam = cpu_kernels.load().swelu_bwd(
-                _rows(z),
-                _rows(grad_out.to(z.dtype)),
+                cpu_kernels.rows(z),
+                cpu_kernels.rows(grad_out.to(z.dtype)),
                 float(k),
-                1.0 if lam is None else float(lam),
+                lam_f,
                 ZERO_EPS,
                 need_k,
                 need_lam,
             )
-            gz = gz.view(z.shape)
             # k and lam have one element each
-            gk, glam = gk.reshape(k.shape), None if lam is None else glam.reshape(lam.shape)
+            gz, gk, glam = (
+                gz.view(z.shape),
+                gk.reshape(k.shape),
+                None if lam is None else glam.reshape(lam.shape),
+            )
         else:
             cdt = _compute_dtype(z.dtype)
             bwd = _compiled()[1] if ctx.impl == "compiled" else _backward_math
-            gz, gk, glam = bwd(
-                z.to(cdt),
-                k.to(cdt),
-                None if lam is None else lam.to(cdt),
-                grad_out.to(cdt),
-                need_k,
-                need_lam,
-            )
+            inputs = (None if t is None else t.to(cdt) for t in (z, k, lam, grad_out))
+            gz, gk, glam = bwd(*inputs, need_k, need_lam)
             gz = _to_input_dtype(gz, z.dtype)
         return (
             gz if need_z else None,
-            _reduce_to(gk, k) if need_k else None,
-            _reduce_to(glam, lam) if need_lam else None,
+            gk.sum_to_size(k.shape).to(k.dtype) if need_k else None,  # a broadcast k's gradient, reduced
+            glam.sum_to_size(lam.shape).to(lam.dtype) if need_lam else None,
             None,
         )
-
-
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as (rows, last dim) for the CPU kernel: a view where the last dimension has unit stride and
-    the others merge into rows (a slice of a wider tensor, e.g. half of the mixer's in_proj output), else
-    a contiguous copy."""
-    cols = x.size(-1) if x.dim() else 1
-    if x.dim() and (x.stride(-1) == 1 or cols == 1):
-        try:
-            return x.view(-1, cols)
-        except RuntimeError:  # rows that do not merge into one stride
-            pass
-    return x.contiguous().view(-1, cols)
 
 
 def _as_tensor(value: torch.Tensor | float, z: torch.Tensor, name: str) -> torch.Tensor:
@@ -381,10 +327,10 @@ def _as_tensor(value: torch.Tensor | float, z: torch.Tensor, name: str) -> torch
         if not value.is_floating_point():
             raise ValueError(f"swelu: {name} must be a floating-point tensor, got {value.dtype}")
         try:
-            shape = torch.broadcast_shapes(value.shape, z.shape)
+            fits = torch.broadcast_shapes(value.shape, z.shape) == z.shape
         except RuntimeError:
-            shape = None
-        if shape != z.shape:
+            fits = False
+        if not fits:
             raise ValueError(
                 f"swelu: {name} of shape {tuple(value.shape)} does not broadcast to z {tuple(z.shape)}"
             )
@@ -395,18 +341,28 @@ def _as_tensor(value: torch.Tensor | float, z: torch.Tensor, name: str) -> torch
     return torch.tensor(value, dtype=_compute_dtype(z.dtype), device=z.device)
 
 
+def _requested(impl: str) -> str:
+    """``impl``, with ``"auto"`` replaced by what ``MSWELU_SWELU_IMPL`` names, if anything."""
+    return (os.environ.get(ENV_VAR, "").strip().lower() or "auto") if impl == "auto" else impl
+
+
+def runs_cpu_kernel(impl: str) -> bool:
+    """Whether ``impl`` runs the CPU kernel on CPU tensors with scalar k and lam where it is built."""
+    return _requested(impl) in ("auto", "cpu")
+
+
 def resolve_impl(impl: str, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor | None) -> str:
     """The implementation that will run for these inputs (see module docstring)."""
-    if impl == "auto":
-        impl = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    impl = _requested(impl)
     if impl not in IMPLS:
         raise ValueError(f"swelu: {unknown_choice('impl', impl, IMPLS)}")
+    cpu_ok = z.device.type == "cpu" and _scalars(k, lam)
     if impl == "auto":
         if z.is_cuda:
             return "triton" if _triton_ok(z, k, lam) else "torch"
-        return "cpu" if _cpu_ok(z, k, lam) and cpu_kernels.usable() else "torch"
+        return "cpu" if cpu_ok and cpu_kernels.usable() else "torch"
     if impl == "cpu":
-        if not _cpu_ok(z, k, lam):
+        if not cpu_ok:
             raise ValueError(
                 "swelu: impl='cpu' takes CPU tensors with scalar k and lam; "
                 f"got z on {z.device}, k shape {tuple(k.shape)}"
@@ -415,7 +371,7 @@ def resolve_impl(impl: str, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor 
     if impl == "triton":
         if not triton_available():
             raise ValueError("swelu: impl='triton' needs the optional package `triton` (pip install triton)")
-        if not (z.is_cuda or _triton_interpreting()):
+        if not (z.is_cuda or os.environ.get("TRITON_INTERPRET", "") == "1"):
             raise ValueError(
                 f"swelu: impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1); z is on {z.device}"
             )
@@ -429,19 +385,13 @@ def resolve_impl(impl: str, z: torch.Tensor, k: torch.Tensor, lam: torch.Tensor 
 
 
 def swelu(
-    z: torch.Tensor,
-    k: torch.Tensor | float,
-    lam: torch.Tensor | float | None = None,
-    *,
-    impl: str = "auto",
+    z: torch.Tensor, k: torch.Tensor | float, lam: torch.Tensor | float | None = None, *, impl: str = "auto"
 ) -> torch.Tensor:
     """SWELU ``lam * sign(z) * (1 - exp(-|z|^k))``, fused, finite with finite gradients everywhere.
 
-    Computed in fp32 (fp64 for fp64 ``z``) and returned in ``z``'s dtype. ``k`` and ``lam`` may be
-    Python numbers or tensors broadcastable to ``z`` (typically 0-dim, one per layer); gradients
-    flow to every tensor argument that requires them. ``impl``: ``"auto"`` (Triton on CUDA, the CPU
-    kernel on CPU, the eager closed form where neither fits), ``"torch"``, ``"compiled"``, ``"cpu"`` or
-    ``"triton"`` (see the module docstring).
+    Computed in fp32 (fp64 for fp64 ``z``) and returned in ``z``'s dtype. ``k`` and ``lam`` may be Python
+    numbers or tensors broadcastable to ``z`` (typically 0-dim, one per layer); gradients flow to every tensor
+    argument that requires them. ``impl``: see the module docstring.
     """
     if not isinstance(z, torch.Tensor) or not z.is_floating_point():
         raise ValueError(f"swelu: z must be a floating-point tensor, got {getattr(z, 'dtype', type(z))}")

@@ -8,6 +8,7 @@ import numpy as np
 from torch import nn
 
 from mswelu.modules.activations.registry import Activation, ActivationFlops, register
+from mswelu.ops.causal_conv import Epilogue
 
 
 def _silu_curve(z: np.ndarray, values: object = None) -> np.ndarray:
@@ -30,6 +31,7 @@ SILU = register(
         # forward z / (1 + e^-z): negation, addition, quotient, product; exp. backward s (1 + z (1 - s)) g
         # with s recomputed (negation, addition, quotient; exp), then subtract, multiply, add, multiply twice
         flops=ActivationFlops(ActivationFlops.ops(4, 1), ActivationFlops.ops(8, 1)),
+        kernel=lambda module: Epilogue("silu"),
     )
 )
 GELU = register(

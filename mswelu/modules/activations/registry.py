@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mswelu.base.errors import unknown_choice
+from mswelu.ops.causal_conv import Epilogue
 
 __all__ = [
     "ACTIVATIONS",
@@ -33,6 +34,7 @@ __all__ = [
     "activation_flops",
     "curve",
     "effective_shape",
+    "epilogue_of",
     "register",
     "shape_param_names",
     "shape_values",
@@ -113,6 +115,9 @@ class Activation:
         description: one line for docs and reports.
         flops: its work per element (:class:`ActivationFlops`, for :mod:`mswelu.models.flops`); None: not
             declared (counting a model's FLOPs with it is then an error).
+        kernel: ``kernel(module) -> Epilogue | None``: its form in the CPU kernels' epilogues (the mixer's
+            conv applies it in the same pass: :func:`mswelu.ops.causal_conv.causal_conv1d_act`), None where
+            this module must run as itself; no ``kernel``: the mixer runs the module after the conv.
     """
 
     name: str
@@ -124,6 +129,7 @@ class Activation:
     values: Callable[[nn.Module], dict[str, Tensor]] = lambda module: {}
     description: str = ""
     flops: ActivationFlops | None = None
+    kernel: Callable[[nn.Module], Epilogue | None] | None = None
 
     @property
     def learnable(self) -> bool:
@@ -172,6 +178,15 @@ def spec_of(module: nn.Module) -> Activation | None:
         if not spec.name.endswith(FIXED_SUFFIX) and isinstance(module, spec.module_type):
             return spec
     return None
+
+
+def epilogue_of(module: nn.Module) -> Epilogue | None:
+    """The kernel form of an activation module (:attr:`Activation.kernel`), or None: unregistered, no form, or
+    a subclass (which may compute something else than the kind it extends)."""
+    spec = spec_of(module)
+    if spec is None or spec.kernel is None or type(module) is not spec.module_type:
+        return None
+    return spec.kernel(module)
 
 
 def effective_shape(module: nn.Module) -> dict[str, Tensor]:

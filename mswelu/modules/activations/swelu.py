@@ -10,6 +10,8 @@ from torch import Tensor
 
 from mswelu.modules.activations.registry import Activation, ActivationFlops, ShapeParam, register
 from mswelu.modules.swelu import K_MIN, SWELU
+from mswelu.ops.causal_conv import Epilogue
+from mswelu.ops.swelu import runs_cpu_kernel
 
 
 def _build(init: Mapping[str, float], learnable: Mapping[str, bool]) -> SWELU:
@@ -26,6 +28,16 @@ def _curve(z: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     return lam * np.sign(z) * -np.expm1(-(np.abs(z) ** k))
+
+
+def _epilogue(module: SWELU) -> Epilogue | None:
+    """SWELU in the conv kernel's epilogue, where the module would run the CPU kernel itself (the epilogue
+    gives that kernel's bits; a module pinned to another implementation runs as itself)."""
+    if not runs_cpu_kernel(module.impl):
+        return None
+    if module.learnable_lambda:
+        return Epilogue("swelu", module.k, module.lam)
+    return Epilogue("swelu", module.k, None if module.lambda_init == 1.0 else module.lambda_init)
 
 
 def _values(module: SWELU) -> dict[str, Tensor]:
@@ -56,5 +68,6 @@ SPEC = register(
             ActivationFlops.ops(6, 2),
             {"k": ActivationFlops.ops(5, 1), "lambda": ActivationFlops.ops(4, 1)},
         ),
+        kernel=_epilogue,
     )
 )

@@ -460,8 +460,9 @@ void for_conv_blocks(int64_t nb, int64_t L, int64_t Dm, const F& f) {
   });
 }
 
-template <typename IO, int KS, typename T = at::opmath_type<IO>>
-void conv_forward_impl(const Tensor& x, const Tensor& wt, const T* bp, Tensor& y) {
+// epi(acc) is what is stored for the conv's output acc (the identity, or an activation: the epilogue)
+template <typename IO, int KS, typename T = at::opmath_type<IO>, typename Epi>
+void conv_forward_impl(const Tensor& x, const Tensor& wt, const T* bp, Tensor& y, const Epi& epi) {
   constexpr int64_t W = Vec<T>::size();
   const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
   const int64_t sb = x.stride(0), sl = x.stride(1);
@@ -482,22 +483,23 @@ void conv_forward_impl(const Tensor& x, const Tensor& wt, const T* bp, Tensor& y
       xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
       Vec<T> acc = bv;
       for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], xs[j], acc);
-      store_op<IO, T>(yp + (b * L + t) * Dm + d0, acc, w);
+      store_op<IO, T>(yp + (b * L + t) * Dm + d0, epi(acc), w);
     }
   });
 }
 
 // dx[s] = sum_j w[j] gy[s + K - 1 - j]; dw[j] = sum_t gy[t] x[t - (K - 1) + j]; dbias = sum_t gy[t]. Per
 // item and channel block the sums over its rows stay in registers; they go into per-thread partial sums
-// that the caller adds up in a fixed order.
-template <typename IO, int KS, typename T = at::opmath_type<IO>>
-void conv_backward_impl(const Tensor& gy, const Tensor& x, const Tensor& wt, Tensor& gx, Tensor& gw_part,
-                        Tensor& gb_part) {
+// that the caller adds up in a fixed order. gy_at(b, t, d0, w, wv, own) is the output gradient at (b, t) for
+// channels [d0, d0 + w) (read from memory, or made by an activation's backward: the epilogue), t < L; own
+// says that row t belongs to this work item (each row is own exactly once).
+template <typename IO, int KS, typename T = at::opmath_type<IO>, typename GyAt>
+void conv_backward_impl(const Tensor& x, const Tensor& wt, Tensor& gx, Tensor& gw_part, Tensor& gb_part,
+                        const GyAt& gy_at) {
   constexpr int64_t W = Vec<T>::size();
   const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
-  const int64_t sb = x.stride(0), sl = x.stride(1), gb = gy.stride(0), gl = gy.stride(1);
+  const int64_t sb = x.stride(0), sl = x.stride(1);
   const IO* xp = x.data_ptr<IO>();
-  const IO* gp = gy.data_ptr<IO>();
   IO* gxp = gx.data_ptr<IO>();
   const T* wp = wt.data_ptr<T>();
   T* gwp = gw_part.data_ptr<T>();
@@ -506,12 +508,12 @@ void conv_backward_impl(const Tensor& gy, const Tensor& x, const Tensor& wt, Ten
     const int64_t tid = at::get_thread_num();
     // xs[j] = x[t - (K - 1) + j]; gs[j] = gy[t + j] (the output gradients dx[t] reads)
     std::array<Vec<T>, kMaxConvWidth> wv, xs, gs, gw;
+    for (int64_t j = 0; j < K; ++j) wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
     for (int64_t j = 0; j < K; ++j) {
-      wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
       gw[j] = Vec<T>(T(0));
       const int64_t tx = t0 - K + j, tg = t0 + j - 1;  // one step behind: the first step shifts them
       xs[j] = (j >= 1 && tx >= 0) ? load_op<IO, T>(xp + b * sb + tx * sl + d0, w) : Vec<T>(T(0));
-      gs[j] = (j >= 1 && tg < L) ? load_op<IO, T>(gp + b * gb + tg * gl + d0, w) : Vec<T>(T(0));
+      gs[j] = (j >= 1 && tg < L) ? gy_at(b, tg, d0, w, wv, tg < t1) : Vec<T>(T(0));
     }
     Vec<T> gbias(T(0));
     for (int64_t t = t0; t < t1; ++t) {
@@ -521,7 +523,7 @@ void conv_backward_impl(const Tensor& gy, const Tensor& x, const Tensor& wt, Ten
       }
       xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
       const int64_t ahead = t + K - 1;
-      gs[K - 1] = ahead < L ? load_op<IO, T>(gp + b * gb + ahead * gl + d0, w) : Vec<T>(T(0));
+      gs[K - 1] = ahead < L ? gy_at(b, ahead, d0, w, wv, ahead < t1) : Vec<T>(T(0));
       const Vec<T> g = gs[0];  // gy[t]
       for (int64_t j = 0; j < K; ++j) gw[j] = at::vec::fmadd(g, xs[j], gw[j]);
       gbias = gbias + g;
@@ -540,7 +542,8 @@ Tensor causal_conv1d_fwd(const Tensor& x, const Tensor& wt, const c10::optional<
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_fwd", [&] {
     using op_t = at::opmath_type<scalar_t>;
     dispatch_width(wt.size(0), [&](auto ks) {
-      conv_forward_impl<scalar_t, decltype(ks)::value>(x, wt, optional_ptr<op_t>(bias), y);
+      conv_forward_impl<scalar_t, decltype(ks)::value>(x, wt, optional_ptr<op_t>(bias), y,
+                                                       [](const Vec<op_t>& v) { return v; });
     });
   });
   return y;
@@ -558,8 +561,14 @@ std::vector<Tensor> causal_conv1d_bwd(const Tensor& gy, const Tensor& x, const T
   Tensor gw_part = at::zeros({threads, wt.size(0), x.size(2)}, wt.options());
   Tensor gb_part = at::zeros({threads, x.size(2)}, wt.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_bwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    const scalar_t* gp = gy.data_ptr<scalar_t>();
+    const int64_t gb = gy.stride(0), gl = gy.stride(1);
+    const auto gy_at = [&](int64_t b, int64_t t, int64_t d0, int64_t w, const auto&, bool) {
+      return load_op<scalar_t, op_t>(gp + b * gb + t * gl + d0, w);
+    };
     dispatch_width(wt.size(0), [&](auto ks) {
-      conv_backward_impl<scalar_t, decltype(ks)::value>(gy, x, wt, gx, gw_part, gb_part);
+      conv_backward_impl<scalar_t, decltype(ks)::value>(x, wt, gx, gw_part, gb_part, gy_at);
     });
   });
   return {gx, gw_part.sum(0), bias.has_value() ? gb_part.sum(0) : Tensor()};
@@ -607,6 +616,56 @@ inline V one_minus_exp_neg(const V& p) {
   }
 }
 
+// SWELU of one vector of z (already in the compute dtype): the forward of swelu_fwd and of the conv's epilogue
+template <bool fast, typename V>
+inline V swelu_vec(const V& zv, const V& kv, const V& lamv) {
+  const V p = exp_of<fast>(zv.abs().log() * kv);  // |z|^k: 0 at z = 0, inf (or max) at |z| = inf
+  const V y = sign_of(zv) * one_minus_exp_neg<fast>(p) * lamv;
+  return fast ? nan_from(zv, y) : y;
+}
+
+// SWELU's closed-form backward for one vector (swelu_bwd and the conv's epilogue share it, so that both give
+// the same bits): returns dz (saturated for half-precision z) and adds the k and lam terms to acc_k, acc_lam.
+template <typename scalar_t, typename op_t = at::opmath_type<scalar_t>>
+struct SweluGrad {
+  static constexpr bool reduced = !std::is_same_v<scalar_t, op_t>, fast = reduced;
+  Vec<op_t> kv, lamv, epsv, chordv, zero, maxv, log_tiny, log_big;
+  SweluGrad(double k, double lam, double zero_eps) {
+    const op_t eps = static_cast<op_t>(zero_eps);
+    // the mean slope over [0, eps], used inside the zero cell (swelu.py explains why)
+    const op_t chord = -std::expm1(-std::exp(static_cast<op_t>(k) * std::log(eps))) / eps;
+    // half-precision gradients saturate at the dtype's largest finite value
+    const op_t out_max = reduced ? static_cast<op_t>(std::numeric_limits<scalar_t>::max())
+                                 : std::numeric_limits<op_t>::infinity();
+    kv = Vec<op_t>(static_cast<op_t>(k));
+    lamv = Vec<op_t>(static_cast<op_t>(lam));
+    epsv = Vec<op_t>(eps);
+    chordv = Vec<op_t>(chord);
+    zero = Vec<op_t>(op_t(0));
+    maxv = Vec<op_t>(out_max);
+    // log(clamp(|z|, tiny, max)) as a clamp of log|z|: log is monotonic, so one log serves both uses
+    log_tiny = Vec<op_t>(std::log(std::numeric_limits<op_t>::min()));
+    log_big = Vec<op_t>(std::log(std::numeric_limits<op_t>::max()));
+  }
+  inline Vec<op_t> operator()(const Vec<op_t>& zv, const Vec<op_t>& gv, bool need_k, bool need_lam,
+                              Vec<op_t>& acc_k, Vec<op_t>& acc_lam) const {
+    const Vec<op_t> a = zv.abs();
+    const Vec<op_t> la = a.log();
+    const Vec<op_t> p = fast ? nan_from(zv, exp_of<fast>(la * kv)) : exp_of<fast>(la * kv);
+    const Vec<op_t> e = exp_of<fast>(p.neg());
+    // p * e, exactly 0 where exp(-p) underflowed (huge |z|, inf): no inf * 0
+    const Vec<op_t> pe = Vec<op_t>::blendv(p * e, zero, e == zero);
+    const Vec<op_t> glam = gv * lamv;
+    const Vec<op_t> slope = Vec<op_t>::blendv(pe / at::vec::maximum(a, epsv) * kv, chordv, a < epsv);
+    Vec<op_t> dz = slope * glam;
+    if constexpr (reduced) dz = at::vec::clamp(dz, maxv.neg(), maxv);
+    const Vec<op_t> sgn = sign_of(zv);
+    if (need_k) acc_k = acc_k + at::vec::clamp(la, log_tiny, log_big) * pe * sgn * glam;
+    if (need_lam) acc_lam = acc_lam + one_minus_exp_neg<fast>(p) * sgn * gv;
+    return dz;
+  }
+};
+
 constexpr int64_t kSweluGrain = 1 << 14;
 
 // SWELU takes z as (rows, cols) with unit column stride and any row stride (a slice of a wider tensor, as
@@ -642,9 +701,7 @@ Tensor swelu_fwd(const Tensor& z, double k, double lam) {
       for (int64_t i = 0; i < n; i += W) {
         const int64_t count = std::min(W, n - i);
         const Vec<op_t> zv = load_op<scalar_t, op_t>(zp + zoff + i, count);
-        const Vec<op_t> p = exp_of<fast>(zv.abs().log() * kv);  // |z|^k: 0 at z = 0, inf (or max) at |z| = inf
-        const Vec<op_t> y = sign_of(zv) * one_minus_exp_neg<fast>(p) * lamv;
-        store_op<scalar_t, op_t>(yp + yoff + i, fast ? nan_from(zv, y) : y, count);
+        store_op<scalar_t, op_t>(yp + yoff + i, swelu_vec<fast>(zv, kv, lamv), count);
       }
     });
   });
@@ -668,18 +725,7 @@ std::vector<Tensor> swelu_bwd(const Tensor& z, const Tensor& g, double k, double
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const int64_t gs = g.size(0) > 0 ? g.stride(0) : 0;
     scalar_t* gzp = gz.data_ptr<scalar_t>();
-    const op_t eps = static_cast<op_t>(zero_eps);
-    // the mean slope over [0, eps], used inside the zero cell (swelu.py explains why)
-    const op_t chord = -std::expm1(-std::exp(static_cast<op_t>(k) * std::log(eps))) / eps;
-    // half-precision gradients saturate at the dtype's largest finite value
-    constexpr bool reduced = !std::is_same_v<scalar_t, op_t>, fast = reduced;
-    const op_t out_max = reduced ? static_cast<op_t>(std::numeric_limits<scalar_t>::max())
-                                 : std::numeric_limits<op_t>::infinity();
-    const Vec<op_t> kv(static_cast<op_t>(k)), lamv(static_cast<op_t>(lam)), epsv(eps), chordv(chord),
-        zero(op_t(0)), maxv(out_max);
-    // log(clamp(|z|, tiny, max)) as a clamp of log|z|: log is monotonic, so one log serves both uses
-    const Vec<op_t> log_tiny(std::log(std::numeric_limits<op_t>::min())),
-        log_big(std::log(std::numeric_limits<op_t>::max()));
+    const SweluGrad<scalar_t> grad(k, lam, zero_eps);
     const int64_t threads = at::get_num_threads();
     std::vector<op_t> part_k(threads, op_t(0)), part_lam(threads, op_t(0));
     const int64_t cols = z.size(1);
@@ -690,20 +736,7 @@ std::vector<Tensor> swelu_bwd(const Tensor& z, const Tensor& g, double k, double
         const int64_t count = std::min(W, n - i);
         const Vec<op_t> zv = load_op<scalar_t, op_t>(zp + zoff + i, count);
         const Vec<op_t> gv = load_op<scalar_t, op_t>(gp + goff + i, count);
-        const Vec<op_t> a = zv.abs();
-        const Vec<op_t> la = a.log();
-        const Vec<op_t> p = fast ? nan_from(zv, exp_of<fast>(la * kv)) : exp_of<fast>(la * kv);
-        const Vec<op_t> e = exp_of<fast>(p.neg());
-        // p * e, exactly 0 where exp(-p) underflowed (huge |z|, inf): no inf * 0
-        const Vec<op_t> pe = Vec<op_t>::blendv(p * e, zero, e == zero);
-        const Vec<op_t> glam = gv * lamv;
-        const Vec<op_t> slope = Vec<op_t>::blendv(pe / at::vec::maximum(a, epsv) * kv, chordv, a < epsv);
-        Vec<op_t> dz = slope * glam;
-        if constexpr (reduced) dz = at::vec::clamp(dz, maxv.neg(), maxv);
-        store_op<scalar_t, op_t>(gzp + off + i, dz, count);
-        const Vec<op_t> sgn = sign_of(zv);
-        if (need_k) acc_k = acc_k + at::vec::clamp(la, log_tiny, log_big) * pe * sgn * glam;
-        if (need_lam) acc_lam = acc_lam + one_minus_exp_neg<fast>(p) * sgn * gv;
+        store_op<scalar_t, op_t>(gzp + off + i, grad(zv, gv, need_k, need_lam, acc_k, acc_lam), count);
       }
       const int64_t tid = at::get_thread_num();
       op_t lanes[W];
@@ -719,6 +752,168 @@ std::vector<Tensor> swelu_bwd(const Tensor& z, const Tensor& g, double k, double
     }
     const auto opts = z.options().dtype(c10::CppTypeToScalarType<op_t>::value);
     result = {gz, at::scalar_tensor(dk, opts), at::scalar_tensor(dlam, opts)};
+  });
+  return result;
+}
+
+// ------------------------------------------------------------------ causal conv1d + activation (epilogue)
+
+// The mixer's conv with its activation in the epilogue: y = act(conv(x)), and in the backward the activation's
+// gradient made where the conv's backward reads it, with the shape parameters' gradients reduced in the same
+// pass. Each element is computed exactly as the conv kernel followed by the activation's own kernel computes it
+// (the conv's output rounded to x's dtype before the activation reads it, the activation's gradient rounded
+// before the conv's backward reads it; SWELU by swelu_vec / SweluGrad, SiLU as ATen's vectorised silu), and the
+// k and lam sums go per row and lane into a buffer that sum_row_lanes adds up in swelu_bwd's order: the fused
+// op gives the unfused ops' bits, without writing and re-reading the conv's output (forward) or the
+// activation's gradient (backward). Activations: kConvSilu, kConvSwelu (k, lam), kConvSwish (beta in k's slot:
+// z sigmoid(beta z), fp32 throughout, its beta sum in this kernel's own order: not the unfused ops' bits).
+constexpr int64_t kConvSilu = 1, kConvSwelu = 2, kConvSwish = 3;
+
+// v rounded to IO's precision, as storing and re-reading it would give
+template <typename IO, typename T>
+inline Vec<T> round_io(const Vec<T>& v) {
+  if constexpr (std::is_same_v<IO, T>) {
+    return v;
+  } else {
+    return std::get<0>(at::vec::convert_to_float<IO>(at::vec::convert_from_float<IO>(v, v)));
+  }
+}
+
+// The sum of (rows, W) per-row lane vectors, added as swelu_bwd adds its rows' accumulators: over for_rows'
+// partition of the rows into threads, lane by lane into each thread's total, then the threads in order.
+template <typename T>
+T sum_row_lanes(int64_t rows, int64_t cols, const T* lanes) {
+  constexpr int64_t W = Vec<T>::size();
+  const int64_t threads = at::get_num_threads();
+  std::vector<T> part(threads, T(0));
+  if (rows > 0 && cols > 0) {
+    const int64_t grain_rows = std::max<int64_t>(1, kSweluGrain / cols);
+    at::parallel_for(0, rows, grain_rows, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t tid = at::get_thread_num();
+        for (int64_t j = 0; j < W; ++j) part[tid] += lanes[r * W + j];
+      }
+    });
+  }
+  T total = 0;
+  for (int64_t t = 0; t < threads; ++t) total += part[t];
+  return total;
+}
+
+template <typename T>
+inline Vec<T> silu_vec(const Vec<T>& z) {
+  const Vec<T> one(T(1));
+  return z / (one + z.neg().exp());
+}
+
+// ATen's silu_backward, vectorised: g * s * (1 + z (1 - s))
+template <typename T>
+inline Vec<T> silu_grad_vec(const Vec<T>& z, const Vec<T>& g) {
+  const Vec<T> one(T(1));
+  const Vec<T> s = one / (one + z.neg().exp());
+  return g * s * (one + z * (one - s));
+}
+
+// Swish-beta: y = z s, s = sigmoid(beta z); dy/dz = s (1 + beta z (1 - s)); dy/dbeta = z^2 s (1 - s)
+template <typename T>
+inline Vec<T> swish_vec(const Vec<T>& z, const Vec<T>& beta) {
+  return z * sigmoid(beta * z);
+}
+
+Tensor causal_conv1d_act_fwd(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias, int64_t act,
+                             double k, double lam) {
+  check_conv_inputs(x, wt, bias);
+  TORCH_CHECK(act >= kConvSilu && act <= kConvSwish, "mswelu CPU conv: unknown activation ", act);
+  Tensor y = at::empty(x.sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_act_fwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    constexpr bool fast = !std::is_same_v<scalar_t, op_t>;
+    const Vec<op_t> kv(static_cast<op_t>(k)), lamv(static_cast<op_t>(lam));
+    dispatch_width(wt.size(0), [&](auto ks) {
+      constexpr int K = decltype(ks)::value;
+      if (act == kConvSilu) {
+        conv_forward_impl<scalar_t, K>(x, wt, optional_ptr<op_t>(bias), y, [](const Vec<op_t>& v) {
+          return silu_vec(round_io<scalar_t, op_t>(v));
+        });
+      } else if (act == kConvSwish) {
+        conv_forward_impl<scalar_t, K>(x, wt, optional_ptr<op_t>(bias), y, [&](const Vec<op_t>& v) {
+          return swish_vec(round_io<scalar_t, op_t>(v), kv);
+        });
+      } else {
+        conv_forward_impl<scalar_t, K>(x, wt, optional_ptr<op_t>(bias), y, [&](const Vec<op_t>& v) {
+          return swelu_vec<fast>(round_io<scalar_t, op_t>(v), kv, lamv);
+        });
+      }
+    });
+  });
+  return y;
+}
+
+// -> (dx, dw^T, dbias or undefined, dk, dlam) from the gradient of the activation's output gy (like x); dk and
+// dlam 0-dim in the compute dtype (zero unless asked for: SWELU's k and lam, Swish's beta as dk).
+std::vector<Tensor> causal_conv1d_act_bwd(const Tensor& gy, const Tensor& x, const Tensor& wt,
+                                          const c10::optional<Tensor>& bias, int64_t act, double k, double lam,
+                                          double zero_eps, bool need_k, bool need_lam) {
+  check_conv_inputs(x, wt, bias);
+  TORCH_CHECK(act >= kConvSilu && act <= kConvSwish, "mswelu CPU conv: unknown activation ", act);
+  TORCH_CHECK(gy.sizes() == x.sizes() && unit_channel_stride(gy) && gy.scalar_type() == x.scalar_type(),
+              "mswelu CPU conv: the output gradient must be like x");
+  need_k = need_k && act != kConvSilu;
+  need_lam = need_lam && act == kConvSwelu;
+  const int64_t threads = at::get_num_threads(), nb = x.size(0), L = x.size(1), Dm = x.size(2);
+  Tensor gx = at::empty(x.sizes(), x.options());
+  Tensor gw_part = at::zeros({threads, wt.size(0), Dm}, wt.options());
+  Tensor gb_part = at::zeros({threads, Dm}, wt.options());
+  std::vector<Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_act_bwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    constexpr int64_t W = Vec<op_t>::size();
+    // per row (batch x length) and lane: the k and lam sums of swelu_bwd's row accumulators
+    Tensor k_lanes = at::zeros({need_k ? nb * L : 0, W}, wt.options());
+    Tensor lam_lanes = at::zeros({need_lam ? nb * L : 0, W}, wt.options());
+    op_t* klp = k_lanes.data_ptr<op_t>();
+    op_t* llp = lam_lanes.data_ptr<op_t>();
+    const scalar_t* gp = gy.data_ptr<scalar_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const op_t* bp = optional_ptr<op_t>(bias);
+    const int64_t gb = gy.stride(0), gl = gy.stride(1), sb = x.stride(0), sl = x.stride(1), K = wt.size(0);
+    const SweluGrad<scalar_t> grad(k, lam, zero_eps);
+    const auto gy_at = [&](int64_t b, int64_t t, int64_t d0, int64_t w, const auto& wv, bool own) {
+      // the conv's output at t, recomputed as the forward computed it
+      Vec<op_t> acc = bp ? Vec<op_t>::loadu(bp + d0, w) : Vec<op_t>(op_t(0));
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t tx = t - (K - 1) + j;
+        const Vec<op_t> xj = tx >= 0 ? load_op<scalar_t, op_t>(xp + b * sb + tx * sl + d0, w) : Vec<op_t>(op_t(0));
+        acc = at::vec::fmadd(wv[j], xj, acc);
+      }
+      const Vec<op_t> z = round_io<scalar_t, op_t>(acc);
+      const Vec<op_t> g = load_op<scalar_t, op_t>(gp + b * gb + t * gl + d0, w);
+      if (act == kConvSilu) return round_io<scalar_t, op_t>(silu_grad_vec(z, g));
+      if (act == kConvSwish) {
+        const Vec<op_t> one(op_t(1)), s = sigmoid(grad.kv * z), gs1 = g * s * (one - s);
+        if (need_k && own) {
+          op_t* kp = klp + (b * L + t) * W;
+          (Vec<op_t>::loadu(kp) + gs1 * z * z).store(kp);
+        }
+        return round_io<scalar_t, op_t>(at::vec::fmadd(gs1 * grad.kv, z, g * s));
+      }
+      const bool row_k = need_k && own, row_lam = need_lam && own;
+      op_t* kp = klp + (b * L + t) * W;
+      op_t* lp = llp + (b * L + t) * W;
+      Vec<op_t> acc_k = row_k ? Vec<op_t>::loadu(kp) : Vec<op_t>(op_t(0));
+      Vec<op_t> acc_lam = row_lam ? Vec<op_t>::loadu(lp) : Vec<op_t>(op_t(0));
+      const Vec<op_t> dz = grad(z, g, row_k, row_lam, acc_k, acc_lam);
+      if (row_k) acc_k.store(kp);
+      if (row_lam) acc_lam.store(lp);
+      return round_io<scalar_t, op_t>(dz);
+    };
+    dispatch_width(K, [&](auto ks) {
+      conv_backward_impl<scalar_t, decltype(ks)::value>(x, wt, gx, gw_part, gb_part, gy_at);
+    });
+    const auto opts = wt.options();
+    result = {gx, gw_part.sum(0), bias.has_value() ? gb_part.sum(0) : Tensor(),
+              at::scalar_tensor(need_k ? sum_row_lanes(nb * L, Dm, klp) : op_t(0), opts),
+              at::scalar_tensor(need_lam ? sum_row_lanes(nb * L, Dm, llp) : op_t(0), opts)};
   });
   return result;
 }
@@ -805,6 +1000,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("selective_scan_bwd", &selective_scan_bwd, "Mamba-1 selective scan, backward (CPU)");
   m.def("causal_conv1d_fwd", &causal_conv1d_fwd, "Depthwise causal conv1d, channels-last, forward (CPU)");
   m.def("causal_conv1d_bwd", &causal_conv1d_bwd, "Depthwise causal conv1d, channels-last, backward (CPU)");
+  m.def("causal_conv1d_act_fwd", &causal_conv1d_act_fwd, "Causal conv1d with an activation epilogue, forward");
+  m.def("causal_conv1d_act_bwd", &causal_conv1d_act_bwd, "Causal conv1d with an activation epilogue, backward");
   m.def("swelu_fwd", &swelu_fwd, "SWELU with scalar k and lam, forward (CPU)");
   m.def("swelu_bwd", &swelu_bwd, "SWELU with scalar k and lam, backward (CPU)");
   m.def("cross_entropy_rows_", &cross_entropy_rows_,
