@@ -1,8 +1,6 @@
 """Metrics records (``metrics.jsonl`` dicts) as DataFrames, and reading values off evaluation curves.
-
-Pure functions. An evaluation record carries its scope (``val_scope``: ``"whole split"`` or ``"sample"``, the
-same fixed windows every time); two evaluations of different scopes are different measurements, so curve
-readers take one scope at a time (:func:`scope_curve`).
+Evaluations of different scopes (``val_scope``) are different measurements, so curve readers take one scope at
+a time (:func:`scope_curve`).
 """
 
 from __future__ import annotations
@@ -30,9 +28,8 @@ EVAL_COLUMNS = ["step", "tokens", "val_loss", "val_ppl", "val_bpb", "val_tokens"
 
 
 def train_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Training-step rows (those with ``loss``) as a DataFrame: step, tokens, loss, lr (the largest group
-    lr when ``lr`` is a per-group dict), grad_norm, tokens_per_s (missing values are NaN); sorted by step,
-    duplicates (a resumed run) keep the last."""
+    """Training-step rows (those with ``loss``) sorted by step, the last of duplicates (a resumed run)
+    kept; a per-group ``lr`` dict reads as its largest lr."""
     cols = ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"]
     rows = []
     for r in records:

@@ -1,7 +1,6 @@
-"""What a claims row measures: per model (a seed within a text split) the paired relative gain at equal
-tokens, time or FLOPs, the paired convergence speed-up, a value at a fraction of training, or a shape value;
-pooled into the sample a verdict is drawn from (:func:`~mswelu.analysis.splits.pooled`). The row
-(:class:`mswelu.analysis.verdicts._Row`) applies the rules to it."""
+"""What a claims row measures per model (a seed within a text split): paired gain at equal tokens, time or
+FLOPs, paired convergence, a value at a fraction of training, or a shape value, pooled into one sample.
+"""
 
 from __future__ import annotations
 

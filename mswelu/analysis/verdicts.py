@@ -1,30 +1,12 @@
-"""The one evaluator: claim specs (:class:`~mswelu.analysis.claims.Claim`) and a study's data in, one row per
-claim out, every row with the same :data:`COLUMNS`.
+"""The one evaluator: claim specs and a study's data in, one row per claim out, all with :data:`COLUMNS`.
 
-One vocabulary (:data:`VERDICTS`) and one order of rules, applied to every row:
-
-1. **not tested** when a premise of the claim does not hold in the study (other data, another tokenizer), a
-   variant it compares was never trained, or its treatment did not happen (a learnable shape that did not
-   move: "not tested: k moved 0.020 on average");
-2. **inconclusive** when the data a measure needs are missing (the row says which), or with fewer than
-   :data:`~mswelu.base.stats.MIN_SEEDS` seeds;
-3. the test of the claim (:func:`mswelu.base.stats.decide`): **supported** when the interval's worse end
-   reaches the claim, **refuted** when its better end falls short, else **inconclusive**;
-4. a censored convergence seed keeps a verdict only where the bound's direction cannot overturn it;
-5. a variant whose lr optimum is not bracketed (:mod:`mswelu.analysis.tuning`) makes the rows that depend on
-   it **inconclusive**, unless (for gains at equal tokens) the verdict survives one more grid step for each
-   variant at an edge (its :attr:`~mswelu.analysis.tuning.LrStatus.sensitivity`, in the adverse direction);
-6. the scale rule: a refutation below the claim's scale (:data:`~mswelu.analysis.claims.COMPARABLE_FRACTION`
-   of its parameters and tokens) reads **not reproduced at this scale**; a supported row stays supported (it
-   holds at the scale the row states);
-7. the multiplicity rule (:mod:`mswelu.analysis.family`): Holm over every row that ran a test (a
-   pre-registered primary contrast alone), and a row that does not survive it reads **inconclusive**.
-
-Each row states the parameters, tokens and tokens per parameter, the data, tokenizer and text split(s) it was
-judged on, its p-value (on the scale where p <= 0.05 decides), its role (primary or exploratory), the
-Holm-adjusted p and whether the row survives it, and its minimal detectable effect at 80% power. Every value
-is paired by seed within a text split; a study of several splits pools the splits' means
-(:mod:`mswelu.analysis.splits`: the interval covers other text).
+Rules, in order: **not tested** when a premise fails, a compared variant was never trained or its treatment
+did not happen; **inconclusive** when data are missing or there are fewer than
+:data:`~mswelu.base.stats.MIN_SEEDS` seeds; then the test (:func:`mswelu.base.stats.decide`); a censored
+convergence seed keeps a verdict only where its bound cannot overturn it; an lr optimum not bracketed makes
+the row inconclusive unless (gains at equal tokens) it survives one more grid step; a refutation below the
+claim's scale reads **not reproduced at this scale**; Holm over every tested row (:mod:`.family`). Values are
+paired by seed within a text split; several splits are pooled (:mod:`.splits`).
 """
 
 from __future__ import annotations
@@ -371,9 +353,8 @@ def evaluate_claims(
     counts: Mapping[str, float] | None = None,
     alpha: float = stats.ALPHA,
 ) -> pd.DataFrame:
-    """Every claim judged on ``study`` (see the module docstring), one row each with :data:`COLUMNS`;
-    ``counts`` feeds the ``count`` measures. The lr rule reads ``study.lr``; a study without a sweep leaves
-    verdicts that need tuned variants inconclusive."""
+    """Every claim judged on ``study`` (the module's rules), one row each; ``counts`` feeds ``count``
+    measures."""
     lr: Mapping[str, LrStatus] | None = None
     if study is not None:
         lr = study.lr or (
