@@ -18,14 +18,7 @@ import pandas as pd
 
 from mswelu.base.stats import Interval, t_interval
 
-__all__ = [
-    "BLOCKS",
-    "MIN_DOCUMENTS",
-    "UNIT_COLUMNS",
-    "bpb_intervals",
-    "bootstrap_units",
-    "study_bootstrap",
-]
+__all__ = ["BLOCKS", "MIN_DOCUMENTS", "UNIT_COLUMNS", "bpb_intervals", "bootstrap_units", "study_bootstrap"]
 
 #: fewest documents a document bootstrap uses; fewer: :data:`BLOCKS` stretches of windows
 MIN_DOCUMENTS = 20

@@ -149,10 +149,7 @@ def equal_compute_table(
     tokens = runs.groupby("variant", sort=False).tokens.max()
     rows = []
     budgets = {
-        view: min(
-            (float(tokens[v]) * _axis(view, v, throughput, flops) for v in variants),
-            default=math.nan,
-        )
+        view: min((float(tokens[v]) * _axis(view, v, throughput, flops) for v in variants), default=math.nan)
         for view in ("time", "flops")
     }
     for v in variants:

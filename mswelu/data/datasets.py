@@ -65,13 +65,7 @@ def prepared_dataset(
     return its folder (:func:`dataset_dir`)."""
     out = dataset_dir(source, max_tokens, tokenizer, folds, fold)
     prepare(
-        source,
-        out=out,
-        tokenizer=tokenizer,
-        max_tokens=max_tokens,
-        progress=progress,
-        folds=folds,
-        fold=fold,
+        source, out=out, tokenizer=tokenizer, max_tokens=max_tokens, progress=progress, folds=folds, fold=fold
     )
     return out
 

@@ -1,28 +1,12 @@
-"""A study's results ledger: one small committed record per finished run (and sweep point), so that a study
-can span sittings and machines and its report can be rebuilt from the records alone.
+"""A study's results ledger: one small committed record per finished run and sweep point
+(``reports/studies/<study>/runs/<run>.json``), so a study can span sittings and machines and its report be
+rebuilt from the records alone.
 
-A record lives in ``reports/studies/<study>/runs/<run name>.json`` and holds:
-
-- its **key**: the run's settings (a TrainConfig dict, runtime switches aside), what its data are
-  (:func:`data_content`: the tokenized splits' sha256, bytes and vocabulary, never a machine's path),
-  and the digest of the code on its training path (:mod:`mswelu.training.code_digest`, with each file's hash,
-  so a stale record says which files changed);
-- its evaluation curve (every evaluation, with its scope) and final whole-split figures (loss, bits per byte,
-  tokens scored), its training loss, tokens, parameters, tokens/s, wall and training time;
-- its shape slots (records of where each value sits) and final shape values, and their values at every
-  evaluation;
-- the bootstrap units of its final evaluation (documents or stretches of windows: loss, tokens, bytes).
-
-Beside them, ``throughput.json`` keeps the side-by-side tokens/s measurement of the study's variants with
-the key of each (settings that shape a step's speed and training-path code), reused while they match.
-
-A rerun reuses a record whose key matches the run it would train, and trains only what is missing (the run
-folders under ``runs/`` stay local, as always). A record whose settings, data or training-path code differ
-is not used, and :meth:`Ledger.lookup` says why.
-
-A record is data someone may have edited or damaged: :meth:`Ledger.read` refuses, with one line naming the
-file, one that is not a record (empty, truncated, ``null``, fields missing) or whose name is not its file's;
-:meth:`Record.check` one that is not the record a study asks for (another variant, seed, kind or settings).
+A record holds its key (settings, :func:`data_content`, the training-path code digest with each file's hash),
+its evaluation curve and final figures, its shape slots and values, and its bootstrap units;
+``throughput.json`` keeps the side-by-side speeds. A rerun reuses a record whose key matches and trains only
+what is missing (:meth:`Ledger.lookup` says why a record is not used). A damaged or misnamed file is refused
+with one line (:meth:`Ledger.read`, :meth:`Record.check`).
 """
 
 from __future__ import annotations
@@ -103,10 +87,8 @@ def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def data_content(data: str | Path) -> str:
-    """What a prepared dataset holds, wherever it lies: the sha256 and bytes of each tokenized split, its
-    vocabulary, end-of-document id and token type. A dataset's own ``fingerprint`` hashes the settings it was
-    built with, and a tuning split built from another dataset names that dataset's tokenizer by its path, so
-    it differs between two clones of the same study; this does not."""
+    """What a prepared dataset holds, wherever it lies: each split's sha256 and bytes, its vocabulary, eos
+    id and token type (unlike its ``fingerprint``, the same in two clones)."""
     meta = load_meta(data)
     splits = {
         name: {"sha256": s.get("sha256"), "bytes": s.get("bytes")} for name, s in meta["splits"].items()

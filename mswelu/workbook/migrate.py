@@ -1,27 +1,17 @@
-"""Keep a study's ledger records valid through a change that moves or rewrites training-path code without
-changing what training computes (a refactor), with a recorded proof.
+"""Keep a study's ledger records valid through a refactor of training-path code, with a recorded proof that
+training is unchanged.
 
-A record is reused only while the digest of its training path (:mod:`mswelu.training.code_digest`) is
-unchanged, so a refactor of those files would make every committed record stale and a rerun of the study
-would retrain
-hours of runs that would come out bit for bit the same. Instead:
+Before the change, with the old code, ``fingerprint`` trains every variant a few steps (fp32 and bf16) and
+writes the exact losses and a hash of the final weights; after it, ``apply`` recomputes them and, only if
+every one is identical, re-keys the records to the new digests and appends the proof to
+``reports/studies/<study>/migrations.json``; otherwise the study must be rerun. ``tests/test_ledger.py``
+recomputes the latest proof.
 
-1. before the change, with the old code: ``fingerprint`` trains every variant of the study a few steps (the
-   study's own settings at a small batch, on the embedded corpus, in fp32 and bf16) and writes the exact
-   losses and a hash of the final weights;
-2. after it, ``apply`` computes the same with the new code and, only if every variant's fingerprint is
-   identical, re-keys the records (and ``throughput.json``) to the new training-path digests and appends the
-   proof (both fingerprints, the digests, the machine) to ``reports/studies/<study>/migrations.json``.
-
-A change that alters training (a different loss at any step, any weight bit) is refused: that study must
-be rerun. ``tests/test_ledger.py`` recomputes the latest proof on the current code.
-
-    # old code (a checkout of the commit before the change) on PYTHONPATH, this file run as a script:
     PYTHONPATH=../old python mswelu/workbook/migrate.py fingerprint --study activations-cpu --out old.json
     python -m mswelu.workbook.migrate apply --study activations-cpu --proof old.json
 
-This module imports nothing of mswelu at module level and only the entry points every version has
-(``mswelu.train.train``, ``mswelu.data.default_dataset``) in :func:`fingerprint`, so it runs against old code.
+It imports only entry points every version has (``mswelu.train.train``, ``mswelu.data.default_dataset``), so
+it runs against old code.
 """
 
 from __future__ import annotations

@@ -94,9 +94,7 @@ def plot_k_trajectories(
     slots: Mapping[str, Any] | None = None,
     param: str = "k",
 ) -> Any:
-    """One line per slot of a shape parameter per logged step (a run's ``run.shape(param)``; ``k`` by
-    default, ``beta`` for Swish); colour by slot group (from ``slots``, the run's ``run.slots``; a run
-    from before slot records: read from the names), shade by depth."""
+    """One line per slot of a shape parameter per logged step, coloured by slot group and shaded by depth."""
     fig, ax = _figure_and_axes(ax, (7, 4))
     group_of = analysis.slot_groups([str(c) for c in k.columns], slots)
     groups: dict[str, list[str]] = {}
@@ -153,9 +151,7 @@ def plot_activation_shapes(
     title: str = "learned activations vs SiLU",
     slots: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Each slot's learned activation over z (SWELU at its k, Swish at its beta, ...; the kind from
-    ``slots``), coloured by group as in :func:`plot_k_trajectories`, with SiLU in black. ``values`` maps a
-    slot to its shape values (``{"k": ..}``, ``{"beta": ..}``) or a bare k."""
+    """Each slot's learned activation over z, coloured by group, with SiLU in black."""
     curves = analysis.activation_curves(values, slots, z)
     group_of = analysis.slot_groups(list(values), slots)
     fig, ax = _figure_and_axes(ax, (7, 4))
@@ -213,9 +209,8 @@ def _per_variant(
     level: float = 0.95,
     higher_better: bool = False,
 ) -> list[str]:
-    """One row per variant (names on the y axis, where long names never overlap), the best mean at the
-    top: each seed's value as a dot, the mean as a bar, with ``interval`` the mean's Student-t interval.
-    Returns the variants in the order drawn, top first."""
+    """One row per variant, best mean at the top: seeds as dots, the mean as a bar (with its t interval).
+    Returns the variants top first."""
     stats_of = {
         v: stats.t_interval(part[value].astype(float).to_numpy(), level)
         for v, part in results.groupby("variant", sort=False)
@@ -244,9 +239,8 @@ def plot_variant_bpb(
     ax: Any = None,
     title: str | None = None,
 ) -> Any:
-    """The study's headline figure: every variant's ``value`` (validation bits per byte) as its mean over
-    seeds with the mean's Student-t interval (``level``), each seed a dot, best at the top; variant names
-    on the y axis. ``results``: one row per model with ``variant`` and ``value`` (notebook 05's)."""
+    """The study's headline figure: each variant's mean ``value`` over seeds with its t interval, seeds as
+    dots, best at the top."""
     if "variant" not in results.columns or value not in results.columns:
         raise ValueError(f"results needs 'variant' and {value!r} columns; has {list(results.columns)}")
     n = results["variant"].nunique()
@@ -264,9 +258,8 @@ def plot_variant_bpb(
 
 
 def plot_lr_sweep(sweep: pd.DataFrame, status: Mapping[str, Any] | None = None, ax: Any = None) -> Any:
-    """Each variant's final tuning loss against lr (log scale), its chosen lr circled, and a variant whose
-    optimum is not bracketed (still at an edge of what it tried) marked in the legend; diverged points are
-    drawn at the top as crosses."""
+    """Each variant's final tuning loss against lr, its chosen lr circled, an unbracketed optimum marked,
+    diverged points as crosses at the top."""
     fig, ax = _figure_and_axes(ax, (7, 4))
     finite = sweep[~sweep.diverged.astype(bool)]
     top = float(finite.tune_val_loss.max()) if not finite.empty else 1.0

@@ -1,12 +1,8 @@
-"""Notebook 07's synthetic probes: every task x difficulty level x variant x seed trained by the real
-trainer (a task is a data source, :mod:`mswelu.data.tasks`), the lr bracketed per task and variant on a
-tuning set, the final and per-evaluation accuracies read back, and the hypotheses judged by the one
-verdict evaluator (:func:`mswelu.analysis.evaluate_claims`).
-
-Accuracy enters the evaluator as an *error rate* (``val_error = 1 - val_accuracy``, lower is better), so a
-``gain`` claim reads the relative error reduction paired by seed, ``(error_base - error_ours) /
-error_base``; each task and level is a row of its own (the variants are named ``<variant>@<task>:<level>``
-in the study data), and Holm runs over every tested row together.
+"""Notebook 07's synthetic probes: every task x level x variant x seed trained by the real trainer (a task is
+a data source, :mod:`mswelu.data.tasks`), the lr bracketed per task and variant, and the hypotheses judged by
+the one evaluator. Accuracy enters it as an error rate (``1 - val_accuracy``), so a ``gain`` is the relative
+error reduction paired by seed; each task and level is its own row (variants named
+``<variant>@<task>:<level>``).
 """
 
 from __future__ import annotations
@@ -80,10 +76,8 @@ def run_probes(
     lrs: Mapping[str, float] | None = None,
     reuse: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train (or reuse) every task x level (``tasks``: levels by task) x variant x seed on the same token
-    budget; each at its lr in ``lrs`` (keyed by :func:`unit` of variant and task, level ``"*"``), else
-    ``base``'s. Returns (results: one row per model with task, level, variant, seed, lr, val_accuracy,
-    val_error, val_loss, params, tokens, run; curves: every evaluation of every model)."""
+    """Train (or reuse) every task x level x variant x seed at its lr in ``lrs`` (by :func:`unit`), else
+    ``base``'s. Returns (one row per model; every evaluation of every model)."""
     require_list("variants", variants)
     require_list("seeds", seeds)
     rows, curves = [], []
@@ -127,10 +121,8 @@ def probe_lr_sweep(
     seed: int = 0,
     reuse: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
-    """One seed per lr for every variant on each task at one level (``tasks``: the level by task), scored by
-    the answers' loss on the task's tuning set (never the reported test set); an optimum at an edge of what
-    was tried gets the next lr beyond it (:func:`mswelu.analysis.extend_lr_grid`), as notebook 05's sweep.
-    Returns (every point; the :class:`LrStatus` of each :func:`unit` of variant and task, level ``"*"``)."""
+    """One seed per lr for every variant on each task at one level, scored on the task's tuning set and
+    extended beyond an edge optimum. Returns (every point; the ``LrStatus`` of each :func:`unit`)."""
     require_list("lr_grid", grid)
     rows: list[dict[str, Any]] = []
 
@@ -174,9 +166,8 @@ def probe_study(
 def probe_claims(
     hypotheses: Sequence[Mapping[str, Any]], tasks: Mapping[str, Sequence[str]], results: pd.DataFrame
 ) -> list[Claim]:
-    """One claim per hypothesis, task (of those it names that were run) and level: ``ours`` against ``base``
-    on the error rate, with its ``test`` and ``effect`` (a relative error reduction; a margin for
-    ``equivalent``); the scale stated is the models' own (their parameters and training tokens)."""
+    """One claim per hypothesis, task (of those run) and level: ``ours`` against ``base`` on the error
+    rate, at the models' own scale."""
     params = float(results.params.max()) if len(results) else 0.0
     tokens = float(results.tokens.max()) if len(results) else 0.0
     claims = []

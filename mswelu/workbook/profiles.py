@@ -79,11 +79,8 @@ SMOKE_DATA_TOKENS = 200_000
 def data_for(
     data: str | os.PathLike[str] | dict[str, Any] | None, preset: str | None, tokenizer: str = "gpt2"
 ) -> str:
-    """``data`` (a prepared folder), or the data settings ``data`` names (a dict of
-    :data:`mswelu.data.datasets.DATA_SETTINGS`, e.g. ``{"source": "pycode", "folds": 4, "fold": 2}``)
-    prepared with ``tokenizer`` unless they name one, or the embedded corpus prepared for ``preset`` with
-    ``tokenizer`` (``gpt2`` or a corpus BPE ``bpe:N``): all of it, or a slice of :data:`SMOKE_DATA_TOKENS`
-    tokens for the ``tiny`` preset (and baselines sized to it)."""
+    """``data`` (a prepared folder or a dict of :data:`mswelu.data.datasets.DATA_SETTINGS`) prepared with
+    ``tokenizer``, or the embedded corpus for ``preset`` (a :data:`SMOKE_DATA_TOKENS` slice for ``tiny``)."""
     if isinstance(data, dict):
         return str(dataset_from_settings(data, tokenizer))
     if data is not None:
@@ -93,9 +90,8 @@ def data_for(
 
 
 def data_label(data: str | os.PathLike[str] | dict[str, Any] | None) -> str:
-    """What a study's claims compare data by (a claim may require, e.g., SlimPajama): the embedded corpus'
-    description for it (``data`` None, or a folder prepared from it), else the folder's recorded source, else
-    the path as given. Never a machine's own path for the embedded corpus, so a committed report has none."""
+    """What claims compare data by: the embedded corpus' description, else the folder's recorded source,
+    else the path; never a machine's path for the embedded corpus."""
     from mswelu.analysis.reader import EMBEDDED
     from mswelu.data import load_meta
 
@@ -113,11 +109,8 @@ def data_label(data: str | os.PathLike[str] | dict[str, Any] | None) -> str:
 
 
 def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
-    """A profile's settings with every non-None override applied on top: training settings (a
-    :class:`TrainConfig` dict, ``model`` overrides included) and ``tokenizer``, the embedded corpus'
-    tokenizer for :func:`data_for` (take it out before building the config). ``mixer`` (e.g. ``mamba2``)
-    swaps the sequence mixer of the profile's model, with that mixer's own shape settings
-    (:data:`mswelu.training.variants.MIXER_SETTINGS`)."""
+    """A profile's settings (a TrainConfig dict plus ``tokenizer`` for :func:`data_for`) with every
+    non-None override on top; ``mixer`` swaps the sequence mixer with its own shape settings."""
     check_choice("profile", profile, PROFILES)
     mixer = overrides.pop("mixer", None)
     out = dict(PROFILES[profile])
@@ -182,9 +175,7 @@ def comparison_config(
     evaluations: int = 10,
 ) -> dict[str, Any]:
     """Notebook 05's base for every variant and seed: the same data, tokens, optimizer and schedule,
-    ``evaluations`` evaluations of the whole validation split spread over the run (one scope throughout, so
-    the paired convergence and equal-time figures read crossings off comparable points), every step logged
-    (the variants and seeds are filled in by ``run_variants``)."""
+    ``evaluations`` whole-split evaluations (one scope throughout), every step logged."""
     return {
         "preset": preset,
         "data": str(data),

@@ -1,7 +1,6 @@
-"""Whether a study's ledger records are the records the study asks for, before a report is rebuilt from
-them: each record's file name, run name, variant, seed and kind, the settings its variant and the study
-fix, and one data key across the study's runs (and one across its sweep). A record copied over another
-run's file, or made from other data or settings, is refused with one line naming the file and why."""
+"""Whether a study's ledger records are the ones it asks for (file and run name, variant, seed, kind,
+settings, one data key) before a report is rebuilt from them; anything else is refused with one line.
+"""
 
 from __future__ import annotations
 

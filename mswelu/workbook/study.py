@@ -1,6 +1,6 @@
-"""A comparison study assembled from its pieces, in one place: notebook 05 after its runs, and a committed
-study rebuilt from its records alone (:func:`study_from_records`) both call :func:`assemble_study`, so the
-two give the same context, results table, verdicts and ``metrics.json``."""
+"""A comparison study assembled in one place: notebook 05 after its runs and :func:`study_from_records` both
+call :func:`assemble_study`, so they give the same context, table, verdicts and ``metrics.json``.
+"""
 
 from __future__ import annotations
 
@@ -77,11 +77,8 @@ def assemble_study(
     sweep: pd.DataFrame | None,
     throughput: pd.DataFrame,
 ) -> Study:
-    """The :class:`Study` named ``name`` from notebook 05's parameters (``params``: ``data``, ``tokenizer``,
-    ``seq_len``, ``batch_size``, ``max_steps``, ``seeds``, ``lr_grid``, ``compare``, ``claims``,
-    ``primary``), its
-    ``results``, ``curves`` and ``runs`` (:func:`~mswelu.workbook.compare.run_variants` or ledger records),
-    the lr each variant trained at, the sweep and the side-by-side ``throughput``."""
+    """The :class:`Study` from notebook 05's parameters, results, curves and runs (or records), the lrs,
+    the sweep and the throughput."""
     context = dict(
         name=name,
         data=data_label(params.get("data")),
@@ -132,11 +129,8 @@ def _results_table(
 
 
 def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -> Study:
-    """A committed study rebuilt from its committed files alone, as a fresh clone has them: its parameters
-    (``notebooks/studies/<study>.yaml``), every model and sweep point from its ledger records, the speeds
-    from its ``throughput.json``; no run folder, no dataset, no training. ``study.judge()`` then gives the
-    table notebook 05 judged, and ``study.metrics`` its ``metrics.json`` figures. ``root``: the checkout
-    (default: the project root). A ValueError names a record the study needs and its ledger lacks."""
+    """A committed study rebuilt from its committed files alone (parameters, ledger records,
+    ``throughput.json``): no run folder, dataset or training. A ValueError names a record its ledger lacks."""
     import yaml
 
     from mswelu.base.paths import project_root
