@@ -1,13 +1,13 @@
-"""Text generation from a trained run: prompts given on the command line, an interactive loop, or a
-decoding benchmark.
+"""Text generation from a trained run: prompts on the command line, an interactive loop, or a decoding
+benchmark.
 
     python -m mswelu.generate --run runs/main          # interactive: /temp /top_p /top_k /tokens /help /quit
     python -m mswelu.generate --run runs/main --prompt "ROMEO:" --prompt "To be" --tokens 80
     python -m mswelu.generate --run runs/main --bench  # recurrent vs recompute tokens/s
     python -m mswelu.generate --run runs/main --bench --bench-batch 4 --tokens 64 --repeats 9
 
-Decoding is recurrent (one token per step through the model's state) unless --mode recompute (the whole
-sequence again at every step: slower, the same tokens).
+Decoding is recurrent (one token per step through the model's state) unless --mode recompute (slower, the same
+tokens).
 """
 
 from __future__ import annotations

@@ -122,9 +122,8 @@ def write_index(
     root: str | os.PathLike[str] | None = None, runs_root: str | os.PathLike[str] | None = None
 ) -> Path:
     """Regenerate ``<reports>/index.html``: every report with its status and key figures, the committed
-    studies (``studies/``), then every training run folder under ``runs_root`` (default: ``runs/`` for the
-    project's reports folder, none for another one). Writing the studies' own index refreshes the
-    project's too, which lists them."""
+    studies, then the run folders under ``runs_root`` (default ``runs/`` for the project's reports). The
+    studies' index refreshes the project's too."""
     root = Path(root) if root is not None else reports_dir()
     if runs_root is None and root == reports_dir():
         runs_root = runs_dir()

@@ -1,7 +1,5 @@
-"""The HTML every report and index page is made of: one stylesheet, one number format, one table.
-
-Everything put into a page is escaped unless it is :class:`Html` (markup this module or its caller built
-from escaped parts: links, status badges).
+"""The HTML every report and index page is made of: one stylesheet, one number format, one table. Everything
+is escaped unless it is :class:`Html` (markup built here from escaped parts).
 """
 
 from __future__ import annotations
@@ -111,9 +109,8 @@ def _decimals(values: Sequence[float]) -> int:
 
 
 def format_column(values: Sequence[Any]) -> list[str]:
-    """A column's cells as a report shows them: booleans as ``yes`` / ``no``; whole numbers with thousands
-    separators; other numbers with one number of decimals for the whole column (:func:`_decimals`),
-    separators from 1,000 up; missing values as ``-``; anything else as text."""
+    """A column's cells as shown: booleans yes / no, one number of decimals for the whole column,
+    thousands separators, ``-`` for missing, else text."""
     values = list(values)
     present = [v for v in values if not _missing(v)]
     if present and all(_is_bool(v) for v in present):

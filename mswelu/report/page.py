@@ -89,17 +89,9 @@ def _json_safe(value: Any) -> Any:
 
 
 class Report:
-    """The HTML report of one notebook run (``reports/<run_name>/report.html``).
-
-    Args:
-        run_name: folder name under the reports directory (letters, digits, ``._-``).
-        notebook: the notebook that produces it (shown in the index).
-        params: the notebook's parameters (shown collapsed; credentials dropped).
-        root: reports directory; default ``mswelu.base.paths.reports_dir()``.
-        register_hook: register the IPython failure hook when running inside IPython.
-        defer: write nothing until the report gets its first content (or :meth:`open`): a run that is
-            refused before then (:class:`mswelu.base.errors.RunRefused`) leaves the folder as it was.
-    """
+    """The HTML report of one notebook run (``reports/<run_name>/report.html``); ``params`` shown
+    collapsed without credentials. ``defer`` writes nothing until the first content (or :meth:`open`), so a
+    run refused before then leaves the folder as it was."""
 
     def __init__(
         self,
@@ -143,9 +135,8 @@ class Report:
             self._register_hook()
 
     def open(self) -> None:
-        """Write the report (status "running") and the index: at once unless deferred, else before the
-        first content. A complete earlier report under this name is kept as ``report.previous.html`` /
-        ``metrics.previous.json`` (a rerun that fails must not destroy it)."""
+        """Write the report (status "running") and the index; a complete earlier report is kept as
+        ``report.previous.html`` / ``metrics.previous.json`` so a failing rerun cannot destroy it."""
         if self.opened:
             return
         self.opened = True
@@ -188,16 +179,14 @@ class Report:
         self._write()
 
     def add_table(self, df: Any, caption: str | None = None) -> None:
-        """Add a pandas DataFrame (or anything ``pd.DataFrame`` accepts) as an escaped HTML table a reader
-        can take in (:func:`mswelu.report.tables.table_html`): readable column names, one number format
-        per column, yes / no for booleans, the names in the first column on one line."""
+        """Add a DataFrame (or what ``pd.DataFrame`` accepts) as a readable table
+        (:func:`mswelu.report.tables.table_html`)."""
         self._sections.append(captioned(table_html(df), caption))
         self._write()
 
     def add_verdicts(self, claims: Any, caption: str | None = None) -> None:
-        """Add a claims table (:func:`mswelu.analysis.evaluate_claims` rows, or
-        :func:`~mswelu.analysis.architecture_claims`): a count of the verdicts, each caveat once above the
-        table, claim, what the seeds say, what it compares, the measurement, a badge per verdict, why."""
+        """Add a claims table with a count of the verdicts, each caveat once above it and a badge per
+        verdict."""
         frame = claims if isinstance(claims, pd.DataFrame) else pd.DataFrame(claims)
         if "claim" not in frame.columns and frame.index.name == "claim":
             frame = frame.reset_index()

@@ -1,7 +1,6 @@
-"""Tables a reader can take in at a glance, not dumps of data frames: readable column names, one number
-format per column (the same decimals down a column, thousands separators on every large number, yes / no
-for booleans, ``-`` for nothing), names that never wrap, and the claims table with a badge per verdict and
-each caveat said once above it instead of in every row."""
+"""Tables a reader takes in at a glance: readable column names, one number format per column, names that never
+wrap, and the claims table with a badge per verdict and each caveat said once above it.
+"""
 
 from __future__ import annotations
 
@@ -149,10 +148,8 @@ def verdict_badge(verdict: str) -> Html:
 
 
 def verdicts_html(claims: pd.DataFrame, columns: Sequence[str] = _VERDICT_SHOWN) -> Html:
-    """A claims table (rows of :func:`mswelu.analysis.evaluate_claims` or of
-    :func:`mswelu.analysis.architecture_claims`): a line counting the verdicts, each caveat once above the
-    table (numbered, with the row's number in the table, when rows differ), the ``columns`` present and a
-    badge per verdict."""
+    """A claims table: a line counting the verdicts, each caveat once above it (numbered when rows
+    differ), the ``columns`` present and a badge per verdict."""
     caveat_col = next((c for c in _CAVEAT_COLUMNS if c in claims.columns), None)
     caveats: list[str] = []
     marks: list[str] = []

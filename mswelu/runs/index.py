@@ -3,14 +3,9 @@
     python -m mswelu.runs list [runs/] [--json]    # one line per run: status, steps, tokens, val bpb, ...
     python -m mswelu.runs show NAME [--json]       # one run in full: checkpoints, files, task scores
 
-A run's status is read from its folder (:mod:`mswelu.runs.folder` owns the layout):
-
-- ``running``: a live process holds the run's writer lock (``<run>/.lock``; read from ``/proc/locks``, or,
-  where that is missing, from the process named in the lock file);
-- ``finished``: ``summary.json`` says it ended normally (``final/`` written);
-- ``interrupted``: ``summary.json`` says it was stopped (Ctrl-C, SIGTERM) after a checkpoint: it resumes;
-- ``failed``: no process holds it and it wrote no summary (an error, a kill, a crash); its newest
-  complete checkpoint, if any, still resumes it.
+Status: ``running`` (a live process holds ``<run>/.lock``), ``finished`` / ``interrupted`` (from
+``summary.json``; an interrupted run resumes), or ``failed`` (no holder, no summary; its newest complete
+checkpoint still resumes it).
 """
 
 from __future__ import annotations
@@ -141,9 +136,8 @@ def _newest_checkpoint(path: Path) -> tuple[str | None, int | None]:
 
 
 def run_info(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """One run's figures: name, status (and who holds it), step / total, tokens, last loss, tokens/s, best,
-    latest and final val bpb, ETA (running runs), whether ``final/`` exists, the newest complete
-    checkpoint, size on disk, the latest device sample, task scores, trackers."""
+    """One run's figures: status and holder, progress, losses, speed, val bpb, ETA, model, newest
+    checkpoint, size, device sample, task scores, trackers."""
     path = Path(path)
     config, summary = read_json(path / CONFIG) or {}, read_json(path / SUMMARY)
     records = read_jsonl(path / METRICS)

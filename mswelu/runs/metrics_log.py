@@ -1,11 +1,6 @@
-"""The training metrics log: one JSON line per record in ``metrics.jsonl`` and the same scalars in every
-tracker the run names (TensorBoard by default; wandb, trackio: :mod:`mswelu.training.trackers`). Only rank 0
-holds one.
-
-Records: a training step (``loss``, ``lr``, ``grad_norm``, ``tokens_per_s``, one table per shape parameter),
-an evaluation (``val_loss``, ``val_bpb``, ...), or a device sample (``time`` and a ``device`` table:
-:mod:`mswelu.base.devices`), each with ``step`` and ``tokens``. Writes hold a lock, so records from other
-threads never interleave with the loop's.
+"""The training metrics log: one JSON line per record in ``metrics.jsonl`` (a step, an evaluation or a device
+sample, each with ``step`` and ``tokens``) and the same scalars in every tracker the run names. Only rank 0
+holds one; writes hold a lock so other threads' records never interleave.
 """
 
 from __future__ import annotations
@@ -36,11 +31,9 @@ class MetricsLog:
         shape_scalars: Iterable[str] = (),
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        """``trackers``: tracker names (``True`` / ``False``: TensorBoard or none, the older form);
-        ``shape_scalars``: the activation shape parameters that learn (``k``, ``beta``, ...): their per-slot
-        tables go to the trackers as ``<param>/<slot>`` (frozen ones would draw flat lines); ``config``:
-        the run's config record, for the trackers that keep one. A tracker that cannot start raises
-        ValueError before the metrics file is touched."""
+        """``trackers``: tracker names (``True`` / ``False``: TensorBoard or none); ``shape_scalars``:
+        the learnable shape parameters, logged per slot as ``<param>/<slot>``. A tracker that cannot start
+        raises ValueError before the metrics file is touched."""
         if isinstance(trackers, bool):
             trackers = ("tensorboard",) if trackers else ()
         self.run = run
@@ -77,9 +70,8 @@ class MetricsLog:
         resume_step: int | None,
         last_train: Mapping[str, Any],
     ) -> MetricsLog:
-        """The log of a training run whose config record is ``record`` (its learnable shape parameters go to
-        the trackers), resumed at ``resume_step`` (None: a fresh run). When a crash tore the last line and
-        that was the checkpoint's own training record, ``last_train``, it is written again."""
+        """The log of a run with config ``record``, resumed at ``resume_step`` (None: fresh);
+        ``last_train`` is written again when a crash tore it off the file."""
         learned = {p for slot in record.get("_shape_slots") or () for p in slot["learnable"]}
         metrics = cls(run, resume_step, trackers, shape_scalars=learned, config=record)
         if resume_step is not None and last_train and metrics.dropped_torn_line:
@@ -169,9 +161,8 @@ def run_summary(
     spent: Mapping[str, float],
     last_val: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """``summary.json`` of a run: its identity (from the config ``record``), ``figures`` (``run_dir``,
-    ``run_name``, then steps, tokens, losses, ... in the order given) and the time ``spent`` over every
-    sitting (tokens/s from training time only)."""
+    """``summary.json`` of a run: its identity, ``figures`` in the order given, and the time ``spent``
+    over every sitting."""
     train_s = spent["train_time_s"]
     summary = {k: figures[k] for k in ("run_dir", "run_name")}
     summary.update({k: record[k] for k in ("preset", "activation", "optimizer", "seed")})

@@ -1,6 +1,6 @@
-"""The model of a run: ``final/``, or else the weights of its newest complete checkpoint (an interrupted
-run), built from the model config the trainer recorded with them; and the tokenizer the run trained with.
-The folder's layout is :mod:`mswelu.runs.folder`'s."""
+"""The model of a run (``final/``, else its newest complete checkpoint's weights with the recorded model
+config) and the tokenizer it trained with.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +17,8 @@ __all__ = ["load_model", "tokenizer_name"]
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, Path]:
-    """(model in eval mode, the folder it came from) of a run or saved model folder (see
-    :func:`mswelu.runs.folder.model_source`). Weights load strictly: a ``final/`` whose config names another
-    model type, or whose weights are missing, unexpected or of other shapes, falls back to the newest
-    checkpoint, saying why and which step; a run without ``final/`` (still training, or interrupted) says
-    which step's
-    weights it uses."""
+    """(model in eval mode, its folder) of a run or saved model. Weights load strictly: a broken
+    ``final/`` falls back to the newest checkpoint, saying why and which step."""
     device = str(resolve_device(device))  # a device that cannot be used is the error, not the model
     path = Path(path)
     kind, source = model_source(path)

@@ -1,9 +1,6 @@
-"""Every check a run needs before it writes anything: the data folder, the vocabulary against the model,
-the model config, the run folder policy and the checkpoint to resume from.
-
-Run-folder policy: a non-empty run folder is continued only with ``resume`` (``"auto"`` or a path),
-replaced only with ``overwrite=True`` (and only if it looks like a run folder), and otherwise refused.
-``resume="auto"`` in a folder with no checkpoints starts fresh there.
+"""Every check a run needs before it writes anything: data, vocabulary against the model, model config, run
+folder and resume checkpoint. A non-empty run folder is continued only with ``resume``, replaced only with
+``overwrite=True`` (and only if it looks like a run), else refused.
 """
 
 from __future__ import annotations
@@ -159,9 +156,8 @@ def _plan_output(
 
 
 def _finished(checkpoint: Path, cfg: TrainConfig, out: Path) -> dict[str, Any] | None:
-    """The summary of the finished run in ``out`` when ``checkpoint`` is its last step (resuming it has
-    nothing to do); None when steps remain, or the final evaluation / ``final/`` / summary still has to be
-    written (a run killed after its last step). ValueError for a checkpoint past this run's last step."""
+    """The summary of the finished run in ``out`` when ``checkpoint`` is its last step, else None;
+    ValueError for a checkpoint past the last step."""
     step = int(read_json(checkpoint / "trainer_state.json")["step"])
     total = cfg.total_steps()
     if step > total:
