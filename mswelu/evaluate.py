@@ -1,19 +1,13 @@
-"""Downstream tasks with lm-eval-harness (the ``eval`` extra: ``pip install 'mswelu[eval]'``).
+"""Downstream tasks with lm-eval-harness (the ``eval`` extra), on a run's model through its Hugging Face
+class; scores go to ``<run>/tasks.json``.
 
     python -m mswelu.evaluate tasks --run main --tasks lambada_openai,hellaswag      # needs the Hub
     python -m mswelu.evaluate tasks --run main --tasks mswelu_lastword,mswelu_choice # offline, see below
     python -m mswelu.evaluate build-tasks --data data/default                        # write the local tasks
 
-The run's model (``final/``, or the newest checkpoint of an interrupted run) goes to lm-eval through its
-Hugging Face class (lm-eval's ``HFLM`` wraps the loaded ``PreTrainedModel`` and the run's
-``PreTrainedTokenizerFast``), so every loglikelihood task of lm-eval runs on it. Scores go to
-``<run>/tasks.json`` (written atomically; a later call adds or replaces its tasks' entries).
-
-Two local tasks need no network: lm-eval YAML tasks (``dataset_path: json``) over JSON-lines files built
-from the dataset's validation split (:func:`build_local_tasks`): ``mswelu_lastword`` (predict a passage's
-last word, LAMBADA's form: ``acc`` = the word is the model's greedy continuation, and ``perplexity``) and
-``mswelu_choice`` (pick a passage's true next line among four lines of the same split, HellaSwag's form:
-``acc`` and the byte-length normalised ``acc_norm``).
+Two local tasks are built from the dataset's validation split (:func:`build_local_tasks`): ``mswelu_lastword``
+(a passage's last word, LAMBADA's form) and ``mswelu_choice`` (the true next line among four, HellaSwag's
+form).
 """
 
 from __future__ import annotations
@@ -142,9 +136,8 @@ def _task_yaml(name: str, data_file: Path, kind: str) -> str:
 def build_local_tasks(
     data: str | Path, out: str | Path | None = None, n: int = 200, seed: int = 0, context_chars: int = 400
 ) -> Path:
-    """Write ``mswelu_lastword`` and ``mswelu_choice`` (YAML + JSON-lines, at most ``n`` documents each)
-    from ``data``'s validation split into ``out`` (default: a folder in the cache named by the dataset's
-    fingerprint and these settings); returns the folder, for lm-eval's ``include_path``."""
+    """Write the two local tasks (YAML + JSON-lines, at most ``n`` documents each) from ``data``'s
+    validation split into ``out`` (default: the cache, by fingerprint); returns the folder."""
     from mswelu.data import load_meta
 
     meta = load_meta(data)
@@ -189,9 +182,8 @@ def run_tasks(
     num_fewshot: int | None = None,
     log_samples: bool = False,
 ) -> dict[str, Any]:
-    """Run lm-eval ``tasks`` on a run's model and save the scores in ``<run>/tasks.json``; returns lm-eval's
-    results (with ``samples`` when ``log_samples``). Local tasks (:data:`LOCAL_TASKS`) are built from the
-    run's dataset unless ``include`` names a folder of task YAMLs; any other task needs the Hub."""
+    """Run lm-eval ``tasks`` on a run's model and save the scores in ``<run>/tasks.json``; local tasks are
+    built from the run's dataset unless ``include`` names a folder."""
     tasks = [t.strip() for t in tasks if t.strip()]
     if not tasks:
         raise ValueError("no tasks given: e.g. --tasks lambada_openai,hellaswag or mswelu_lastword")

@@ -4,14 +4,8 @@
     python -m mswelu.monitor --watch [SECONDS]   # the same, refreshed (default every 5 s) until Ctrl-C
     python -m mswelu.monitor --running           # only the runs a process is writing now
 
-A line: status (running / finished / interrupted / failed, :mod:`mswelu.runs.index`), step / total, last
-loss, latest val bits per byte, tokens/s, ETA (running runs), then the latest device sample (process CPU,
-RSS, and per GPU utilisation, memory, temperature and power: :mod:`mswelu.base.devices`)::
-
-    main   running   step 400/950  loss 3.9921  val 1.948 bpb  7,225 tok/s  ETA 5:35  cpu 195%  rss 1.2G
-
-For reports: :func:`device_frame` turns a run's device samples into a table over time,
-:func:`device_summary` into one row per figure, :func:`plot_devices` into a figure.
+For reports, :func:`device_frame`, :func:`device_summary` and :func:`plot_devices` turn a run's device samples
+into a table, one row per figure, and a figure.
 """
 
 from __future__ import annotations

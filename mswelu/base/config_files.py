@@ -65,9 +65,8 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
 
 
 def yaml_number_hint(value: Any) -> str:
-    """``": YAML reads 1e-3 as a string (...: write 1.0e-3)"`` for a string that is a number in exponent
-    form without a dot (PyYAML follows YAML 1.1, where that is not a float), else ``""``: the tail of the
-    error that rejects it as a number."""
+    """The tail of the error rejecting ``"1e-3"`` as a number (YAML 1.1 reads an exponent without a dot as
+    a string), else ``""``."""
     if not isinstance(value, str) or "e" not in value.lower():
         return ""
     try:

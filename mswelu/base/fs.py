@@ -1,9 +1,6 @@
 """File-system primitives every writer shares: atomic replacement, fsync, content hashes.
-
-A file written with :func:`atomic_write_text` is either its old content or its new content, never half
-of either: the text goes to a temporary file in the same folder, is fsync'ed, renamed over the target
-(``os.replace``, atomic on POSIX and Windows) and the folder is fsync'ed so the rename survives a crash.
-A failed write removes its temporary file.
+:func:`atomic_write_text` writes a temporary file in the same folder, fsyncs it, renames it over the target
+and fsyncs the folder, so a file is its old or its new content, never half of either.
 """
 
 from __future__ import annotations
@@ -143,10 +140,9 @@ class FolderBusyError(ValueError):
 
 
 class FolderLock:
-    """An exclusive lock on a folder while one process writes it (a run, a dataset): a second writer stops
-    at once with a message naming the holder. The lock is an ``flock`` on ``<folder>/.lock``: the kernel
-    releases it when its process ends, however it ends, so a lock left by a dead process is never in the
-    way. (Where ``fcntl`` is missing, on Windows, there is no lock.)"""
+    """An exclusive ``flock`` on ``<folder>/.lock`` while one process writes the folder; a second writer
+    stops at once naming the holder. The kernel releases it however its process ends (no lock where ``fcntl``
+    is missing)."""
 
     def __init__(self, folder: str | os.PathLike[str], what: str = "folder") -> None:
         self.folder, self.what = Path(folder), what

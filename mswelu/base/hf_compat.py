@@ -1,9 +1,6 @@
-"""The one place that knows how the supported transformers releases differ (range: ``pyproject.toml``).
-
-transformers 5.24 renamed the cache of every model, as a forward keyword and as an output field, from
-``past_key_values`` / ``cache_params`` to ``cache``, and ``generate`` passes it to
-``prepare_inputs_for_generation`` under the new name only. Earlier 5.x releases use the old names.
-Everything in mswelu that passes or reads a cache goes through this module, so one code path serves both.
+"""The one place that knows how the supported transformers releases differ: 5.24 renamed every model's cache
+(keyword and output field) from ``past_key_values`` / ``cache_params`` to ``cache``. Everything that passes or
+reads a cache goes through here.
 """
 
 from __future__ import annotations
@@ -55,8 +52,7 @@ def pick_cache(**named: Any) -> Any:
 @contextlib.contextmanager
 def quiet_progress_bars() -> Iterator[None]:
     """No "Loading weights" / "Writing model shards" bars inside the block (transformers 5 draws them for
-    every ``from_pretrained`` / ``save_pretrained``, even of a 1 MB model, and they land in logs, notebook
-    outputs and ``--json`` output); restores the previous setting afterwards."""
+    every model, into logs and ``--json`` output)."""
     was_enabled = _hf_logging.is_progress_bar_enabled()
     _hf_logging.disable_progress_bar()
     try:

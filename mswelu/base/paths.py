@@ -1,7 +1,5 @@
-"""Where the workbook keeps data, runs and reports.
-
-Notebooks run with different working directories (nbval uses the notebook's folder,
-papermill the caller's), so every default path is anchored at the project root, not the cwd.
+"""Where the workbook keeps data, runs and reports, anchored at the project root: nbval and papermill run
+notebooks from different working directories.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Where a result came from: package versions, the git commit (and whether the tree had uncommitted
-changes), Python, the machine, the device and the thread count. Recorded in every report's
-``metrics.json`` so a number can be traced to the code and setting that produced it."""
+"""Where a result came from (package versions, git commit and dirtiness, Python, machine, device, threads),
+recorded in every report's ``metrics.json``.
+"""
 
 from __future__ import annotations
 
