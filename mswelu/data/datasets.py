@@ -37,9 +37,8 @@ def dataset_dir(
     folds: int | None = None,
     fold: int | None = None,
 ) -> Path:
-    """``data_dir()/<source-name>[-<tokenizer>][-fold<j>of<K>][-<max_tokens>]``: capped builds, other
-    tokenizers and folds get their own folder (``-bpeN`` for a corpus BPE, ``-tok<hash>`` for any other
-    than GPT-2's), so a quick capped run (a notebook's default) never replaces a full build of the source."""
+    """``data_dir()/<source>[-<tokenizer>][-fold<j>of<K>][-<max_tokens>]``: capped builds, other
+    tokenizers and folds get their own folder, so a quick capped run never replaces a full build."""
     check_folds(folds, fold)
     name = resolve_source(source).name
     bpe = bpe_vocab_size(tokenizer)
@@ -60,9 +59,8 @@ def prepared_dataset(
     fold: int | None = None,
     progress: bool = False,
 ) -> Path:
-    """Prepare (or reuse) ``source`` with ``tokenizer`` (GPT-2's or a corpus BPE, ``bpe:N``), capped at
-    ``max_tokens``, as fold ``fold`` of ``folds`` (None: the plain split; 0: the scheme's tuning split), and
-    return its folder (:func:`dataset_dir`)."""
+    """Prepare (or reuse) ``source`` with ``tokenizer``, capped at ``max_tokens``, as fold ``fold`` of
+    ``folds``; returns its folder (:func:`dataset_dir`)."""
     out = dataset_dir(source, max_tokens, tokenizer, folds, fold)
     prepare(
         source, out=out, tokenizer=tokenizer, max_tokens=max_tokens, progress=progress, folds=folds, fold=fold

@@ -1,16 +1,8 @@
 """A task as a data source: ``task:<name>?level=<level>&<knob>=<value>&test=<examples>`` in a run's ``data``
-(``&eval=tune``: scored on a tuning set, drawn apart from the test set, for lr sweeps).
-
-:class:`TaskSource` parses it (unknown tasks, levels and knobs are one clear line), resolves its knobs
-(the level's values, then the named knobs) and makes batches. A batch is an int64 tensor of shape
-``(batch, 2, seq_len)``: inputs and targets, the targets :data:`~.registry.IGNORE` except at the answers
-(:func:`mswelu.ops.lm_loss.split_window` splits it as it splits a text window), so the loss is the answers'
-mean cross-entropy.
-
-Training batches are a pure function of ``(seed, step, row)`` (every row from its own generator), so a
-:class:`TaskLoader`'s whole state is its step, as a :class:`~mswelu.data.loader.TokenLoader`'s is, and
-it resumes exactly. The test set is a function of the source alone (``test`` examples, the same for every run
-and seed), like a text dataset's val split. ``meta`` stands in for a prepared dataset's ``meta.json``.
+(``&eval=tune``: a tuning set apart from the test set). :class:`TaskSource` parses it (a bad name, level or
+knob is one line) and makes ``(batch, 2, seq_len)`` input/target batches, targets :data:`~.registry.IGNORE`
+except at the answers. Training batches are a pure function of ``(seed, step, row)``, so a :class:`TaskLoader`
+resumes exactly from its step; the test set depends on the source alone.
 """
 
 from __future__ import annotations
