@@ -152,7 +152,9 @@ def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -
             if not record.eval.empty:
                 curves.append(record.eval.assign(variant=variant, seed=int(seed)))
     sweep = [
-        _sweep_row(r, r.variant, float(r.config["lr"]), n) for n, r in records.items() if r.kind == "sweep"
+        _sweep_row(r.final_metrics()["final_val_loss"], r.variant, float(r.config["lr"]), n)
+        for n, r in records.items()
+        if r.kind == "sweep"
     ]
     speeds = ledger.folder.parent / "throughput.json"
     throughput = Ledger.throughput_table(speeds, read_ledger_json(speeds))
