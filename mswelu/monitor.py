@@ -21,7 +21,7 @@ import pandas as pd
 
 from mswelu.base.paths import runs_dir
 from mswelu.base.progress import format_duration
-from mswelu.runs.index import print_out, runs_info
+from mswelu.runs.index import runs_info
 
 __all__ = ["device_frame", "device_summary", "format_devices", "format_run", "main", "plot_devices"]
 
@@ -52,7 +52,7 @@ def format_devices(device: Mapping[str, float] | None) -> str:
 
 
 def format_run(info: Mapping[str, Any], width: int = 0) -> str:
-    """One run's line (see the module docstring) from :func:`mswelu.runs.index.run_info`."""
+    """One run's line: status, step, loss, val bpb, tokens/s, ETA and devices."""
     parts = [info["name"].ljust(width), info["status"].ljust(11)]
     parts.append(f"step {info['step']}/{info['total_steps'] or '?'}")
     if info.get("loss") is not None:
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --watch takes seconds > 0, got {args.watch}", file=sys.stderr)
         return 2
     if args.watch is None:
-        print_out(render(root, args.running))
+        print(render(root, args.running))
         return 0
     clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
     try:

@@ -202,14 +202,6 @@ def runs_info(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]
 
 
 # --------------------------------------------------------------------------- command line
-def print_out(text: str) -> None:
-    """Print for a command line whose reader may stop early (``| head``): no traceback then."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more reaches the pipe
-
-
 def format_size(n: int | None) -> str:
     if n is None:
         return "-"
@@ -285,15 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"no folder {root}")
             infos = runs_info(root)
             if args.json:
-                print_out(json.dumps(infos, indent=2))
+                print(json.dumps(infos, indent=2))
             else:
-                print_out(_table(infos) if infos else f"no runs under {root}")
+                print(_table(infos) if infos else f"no runs under {root}")
         else:
             path = resolve_run(args.name)
             if not (path / CONFIG).is_file() and not (path / METRICS).is_file():
                 raise ValueError(f"{path} is not a run folder (no {CONFIG} or {METRICS})")
             info = run_info(path, path.parent)
-            print_out(json.dumps(info, indent=2) if args.json else _show(info))
+            print(json.dumps(info, indent=2) if args.json else _show(info))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
