@@ -35,8 +35,7 @@ def bootstrap_units(
     min_documents: int = MIN_DOCUMENTS,
     blocks: int = BLOCKS,
 ) -> pd.DataFrame:
-    """A run's bootstrap units (:data:`UNIT_COLUMNS`): its documents when there are at least
-    ``min_documents``, else ``blocks`` stretches of its evaluation windows."""
+    """A run's bootstrap units: its documents, or ``blocks`` stretches of windows below ``min_documents``."""
     docs = pd.DataFrame({k: list((documents or {}).get(k) or []) for k in ("loss", "tokens", "bytes")})
     docs = docs[docs.tokens > 0] if not docs.empty else docs
     if len(docs) >= min_documents or not windows:
@@ -68,8 +67,7 @@ def _matrix(units: pd.DataFrame, key: Sequence[Any]) -> tuple[np.ndarray, np.nda
 def study_bootstrap(
     units: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> pd.DataFrame:
-    """Per variant: the mean over seeds of each seed's val bpb and its text-bootstrap interval, the same
-    units resampled for every variant and seed."""
+    """Per variant: the seed-mean val bpb and its text-bootstrap interval (the same units for every run)."""
     cols = ["variant", "bpb", "lo", "hi", "units", "kind", "seeds"]
     if units is None or units.empty:
         return pd.DataFrame(columns=cols)

@@ -229,8 +229,8 @@ COUNT_CLAIMS: tuple[Claim, ...] = (
 
 
 def _any_gain(prefix: str, says: str, swelu: str, silu: str) -> tuple[Claim, ...]:
-    """SWELU better than SiLU by any amount (the seeds claim 22%) at equal tokens, and at equal compute
-    (practitioners compare at equal wall-clock time or FLOPs; the seeds' claims are per step)."""
+    """SWELU better than SiLU by any amount at equal tokens, wall-clock time and FLOPs (practitioners'
+    views)."""
     note = "any improvement counts; the row's MDE says what the study could resolve"
     return tuple(
         Claim(

@@ -22,8 +22,7 @@ DECIDED = ("supported", "refuted", "not reproduced at this scale")
 
 
 def apply_family(df: pd.DataFrame, alpha: float = stats.ALPHA, primary: str = "") -> pd.DataFrame:
-    """``df`` with ``role``, ``p (Holm)`` and ``Holm`` filled in and the rows that do not survive demoted;
-    an unknown ``primary`` is a ValueError."""
+    """``df`` with ``role``, ``p (Holm)`` and ``Holm`` filled in and the rows that do not survive demoted."""
     df = df.copy()
     if primary and primary not in set(df.claim):
         raise ValueError(f"the primary contrast {primary!r} is not one of this study's claims")
@@ -68,8 +67,8 @@ def apply_family(df: pd.DataFrame, alpha: float = stats.ALPHA, primary: str = ""
 
 
 def _twins(df: pd.DataFrame) -> pd.Series:
-    """For each row that repeats another row's test (its ``inputs["same_test_as"]`` signature is another
-    row's ``inputs["test_signature"]``), the index of that row; NaN elsewhere."""
+    """For each row repeating another row's test (``inputs["same_test_as"]``), that row's index; NaN
+    elsewhere."""
     own = {}
     for i, inputs in df["inputs"].items():
         sig = (inputs or {}).get("test_signature")

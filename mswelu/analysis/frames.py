@@ -28,8 +28,8 @@ EVAL_COLUMNS = ["step", "tokens", "val_loss", "val_ppl", "val_bpb", "val_tokens"
 
 
 def train_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Training-step rows (those with ``loss``) sorted by step, the last of duplicates (a resumed run)
-    kept; a per-group ``lr`` dict reads as its largest lr."""
+    """Training-step rows sorted by step (a resumed run's duplicates: the last); a per-group lr reads as
+    its max."""
     cols = ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"]
     rows = []
     for r in records:
@@ -44,8 +44,7 @@ def train_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def eval_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Evaluation rows (those with ``val_loss``): step, tokens, val_loss, val_ppl, val_bpb, val_tokens and
-    scope (``val_scope``). A step evaluated at two scopes keeps both rows."""
+    """Evaluation rows (those with ``val_loss``); a step evaluated at two scopes keeps both rows."""
     rows = [
         {**{c: r.get(c) for c in EVAL_COLUMNS[:-1]}, "scope": r.get("val_scope")}
         for r in records
@@ -73,8 +72,7 @@ def _dedupe_steps(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def shape_trajectories(records: Iterable[Mapping[str, Any]], param: str = "k") -> pd.DataFrame:
-    """One shape parameter (``k``, ``beta``, ``lambda``, ...) per logged step: index ``step``, one column
-    per slot, in the order the run logged them."""
+    """One shape parameter per logged step: index ``step``, one column per slot in the run's order."""
     rows, index = [], []
     for r in records:
         values = r.get(param)
@@ -94,8 +92,8 @@ def scope_curve(curve: pd.DataFrame, scope: str | None) -> pd.DataFrame:
 
 
 def tokens_to_reach(curve: pd.DataFrame, target: float, x: str = "tokens", y: str = "val_loss") -> float:
-    """First ``x`` at which ``y`` falls to ``target`` (linear interpolation between evaluations);
-    NaN if it never does. Pass a curve of one scope (:func:`scope_curve`)."""
+    """First ``x`` at which ``y`` falls to ``target`` (interpolated), NaN if never; pass a curve of one
+    scope."""
     c = curve[[x, y]].dropna().sort_values(x)
     xs, ys = c[x].to_numpy(float), c[y].to_numpy(float)
     for i, v in enumerate(ys):

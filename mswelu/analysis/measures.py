@@ -93,8 +93,7 @@ class Measurement:
         return self._pool(gains)
 
     def _approximation(self, pairs: pd.DataFrame) -> None:
-        """Flag a figure read before the end of a run's schedule (``budget_pairs``' ``ours_at``/``base_at``
-        below 1): an approximation of the run trained to that budget, shown but not judged."""
+        """Flag a figure read before the end of a run's schedule: shown, not judged."""
         if pairs.empty:
             return
         at = min(float(pairs.ours_at.min()), float(pairs.base_at.min()))
@@ -109,8 +108,8 @@ class Measurement:
         )
 
     def _pool(self, values: Mapping[tuple[str, int], float]) -> stats.Sample:
-        """The row's sample from ``{(split, seed): value}`` (:func:`~mswelu.analysis.splits.pooled`), the
-        values and each split's figure kept in its inputs."""
+        """The row's sample from ``{(split, seed): value}``, the values and each split's figure kept
+        in its inputs."""
         self.inputs["values"] = {unit_label(k): v for k, v in values.items()}
         sample, table = pooled(values)
         if len(table) > 1:

@@ -145,8 +145,8 @@ def read_legacy(
 def read_study(
     source: str | os.PathLike[str] | Mapping[str, Any], companions: Sequence[Any] = ()
 ) -> StudyData:
-    """A study from its ``metrics.json`` (a path, the file's dict, or its ``metrics``); ``companions``:
-    the first study's ``-k`` reports."""
+    """A study from its ``metrics.json`` (a path, its dict, or its ``metrics``); ``companions``: ``-k``
+    reports."""
     doc = _load(source)
     if "study" in doc.get("metrics", doc):
         return parse_study(doc)

@@ -154,8 +154,7 @@ def study_data(
     sweep: pd.DataFrame | None = None,
     throughput: pd.DataFrame | None = None,
 ) -> StudyData:
-    """A study from notebook 05's pieces: ``workbook.run_variants``' results and curves, its runs by name
-    (shapes and bootstrap units), the sweep, the side-by-side throughput and the context."""
+    """A study from notebook 05's results, curves, runs, sweep, side-by-side throughput and context."""
     shapes, units = [], []
     for r in results.itertuples():
         run = runs.get(r.run)
@@ -214,8 +213,8 @@ def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
 def study_metrics(
     study: StudyData, rows: pd.DataFrame, claims: Sequence[Claim], counts: pd.DataFrame | None = None
 ) -> dict[str, Any]:
-    """The ``metrics`` of a study's ``metrics.json``: the report's summary figures and everything the
-    verdicts are computed from, with the rows and the count rows."""
+    """The ``metrics`` of a study's ``metrics.json``: summary figures and everything its verdicts come
+    from."""
     runs = study.runs
     means = runs.groupby("variant", sort=False)[["val_loss", "val_bpb"]].mean() if not runs.empty else None
     main = study.variant("swelu")
@@ -248,8 +247,7 @@ def study_metrics(
 
 
 def parse_study(doc: Mapping[str, Any]) -> StudyData:
-    """A :class:`StudyData` from a schema-2 ``metrics.json`` (the file's dict, or its ``metrics``);
-    :func:`mswelu.analysis.reader.read_study` reads any schema."""
+    """A :class:`StudyData` from a schema-2 ``metrics.json`` (its dict, or its ``metrics``)."""
     metrics = doc.get("metrics", doc)
     s = metrics["study"]
     if int(s.get("schema", 0)) != SCHEMA:

@@ -17,8 +17,7 @@ def aggregate_seeds(
     by: str | Sequence[str] = "variant",
     values: Sequence[str] = ("val_loss", "val_bpb", "tokens_per_s"),
 ) -> pd.DataFrame:
-    """Per group: ``<value>_mean``, ``_std`` (ddof=1; NaN for one seed) and ``_sem`` of each value
-    present, then ``n``."""
+    """Per group: ``<value>_mean``, ``_std`` (ddof=1) and ``_sem`` of each value present, then ``n``."""
     by = [by] if isinstance(by, str) else list(by)
     missing = [c for c in by if c not in results.columns]
     if missing:

@@ -205,8 +205,7 @@ def activation_curves(
     z: Sequence[float] | np.ndarray | None = None,
     include_silu: bool = True,
 ) -> pd.DataFrame:
-    """Every slot's learned activation on ``z`` (default 401 points in [-4, 4]), one column per slot plus
-    ``silu``."""
+    """Every slot's learned activation on ``z`` (default [-4, 4]), one column per slot plus ``silu``."""
     z = np.linspace(-4.0, 4.0, 401) if z is None else np.asarray(z, dtype=np.float64)
     records = _slots(values, slots)
     cols: dict[str, np.ndarray] = {}

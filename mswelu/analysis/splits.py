@@ -60,8 +60,8 @@ def unit_values(runs: pd.DataFrame, variant: str, value: str) -> dict[tuple[str,
 
 
 def pooled(values: Mapping[tuple[str, int], float]) -> tuple[stats.Sample, pd.DataFrame]:
-    """The sample a verdict is drawn from (per-seed values with one split, split means with several) and
-    one row per split with its own interval over seeds."""
+    """The sample a verdict is drawn from (seeds, or split means), and one row per split with its
+    interval."""
     groups: dict[str, list[float]] = {}
     for (split, _seed), v in sorted(values.items()):
         if math.isfinite(v):

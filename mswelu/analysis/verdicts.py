@@ -70,8 +70,7 @@ _TEST_WORDS = {
 
 
 class _Row(Measurement):
-    """A row under construction: the measurement (:class:`~mswelu.analysis.measures.Measurement`), then the
-    rules in order."""
+    """A row under construction: the measurement, then the rules in order."""
 
     def __init__(self, claim: Claim, study: StudyData | None) -> None:
         self.claim, self.study = claim, study
@@ -96,8 +95,8 @@ class _Row(Measurement):
         return ok_t and ok_p
 
     def scale_text(self) -> str:
-        """What the row was judged on: the scale, the data and tokenizer, the text split(s); and the scale
-        the claim was made at, when it names one."""
+        """What the row was judged on (scale, data, tokenizer, splits) and the scale the claim was
+        made at."""
         c = self.claim
         if c.measure == "count":
             return "a count on the architecture the claim specifies (no training)"
@@ -353,8 +352,7 @@ def evaluate_claims(
     counts: Mapping[str, float] | None = None,
     alpha: float = stats.ALPHA,
 ) -> pd.DataFrame:
-    """Every claim judged on ``study`` (the module's rules), one row each; ``counts`` feeds ``count``
-    measures."""
+    """Every claim judged on ``study``, one row each; ``counts`` feeds ``count`` measures."""
     lr: Mapping[str, LrStatus] | None = None
     if study is not None:
         lr = study.lr or (
@@ -369,8 +367,7 @@ def evaluate_claims(
 def recompute(
     source: str | os.PathLike[str] | Mapping[str, Any], companions: Sequence[Any] = ()
 ) -> pd.DataFrame:
-    """Every verdict of a study recomputed from its ``metrics.json`` alone (the specs it recorded, or the
-    seed claims for a file of the first study's schema), with the lr statuses recomputed from its sweep."""
+    """Every verdict of a study recomputed from its ``metrics.json`` alone, lr statuses from its sweep."""
     from mswelu.analysis.claims import SEED_CLAIMS
 
     study = read_study(source, companions)

@@ -1,5 +1,4 @@
-"""``reports/index.html``: every report with its status and key figures, the committed studies, then every
-training run folder (read through :mod:`mswelu.runs.folder`, from notebooks or the command line)."""
+"""``reports/index.html``: every report with its status and figures, the studies, then the run folders."""
 
 from __future__ import annotations
 
@@ -86,8 +85,7 @@ def _training_runs_table(runs_root: Path) -> str:
 
 
 def _report_rows(root: Path, prefix: str = "") -> list[tuple[Any, ...]]:
-    """One row per report folder under ``root``, newest first: a link (``prefix`` + its name), its status,
-    notebook, key figures (:data:`INDEX_COLUMNS`) and date."""
+    """One row per report under ``root``, newest first: link, status, notebook, key figures and date."""
     found = []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         state = load_report_state(run_dir)

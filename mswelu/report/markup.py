@@ -63,8 +63,7 @@ def now() -> str:
 
 
 def fmt(value: Any) -> str:
-    """A value as pages show it: booleans as yes / no, counts with thousands separators, other floats to 4
-    significant digits (scientific when very large or small), None and non-finite numbers as ``-``."""
+    """A value as pages show it: yes / no, counts with separators, floats to 4 digits, ``-`` for nothing."""
     if value is None:
         return "-"
     if isinstance(value, bool) or type(value).__name__ == "bool_":
@@ -95,8 +94,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _decimals(values: Sequence[float]) -> int:
-    """One number of decimals for a column: enough for about four significant digits of its typical value
-    (three below 1), no more than the values need (``0.004, 0.008`` stay ``0.004``), at most six."""
+    """One number of decimals for a column: about four significant digits, no more than needed, at most
+    six."""
     typical = float(pd.Series([abs(v) for v in values if v != 0] or [0.0]).median())
     if typical >= 1000:
         return 0
@@ -109,8 +108,7 @@ def _decimals(values: Sequence[float]) -> int:
 
 
 def format_column(values: Sequence[Any]) -> list[str]:
-    """A column's cells as shown: booleans yes / no, one number of decimals for the whole column,
-    thousands separators, ``-`` for missing, else text."""
+    """A column's cells: yes / no, one number of decimals for the column, separators, ``-`` for missing."""
     values = list(values)
     present = [v for v in values if not _missing(v)]
     if present and all(_is_bool(v) for v in present):
@@ -142,8 +140,7 @@ def _cell(value: Any) -> str:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], by_column: bool = False) -> Html:
-    """A table with a header row: every cell :func:`fmt`-ed (a column of like values, ``by_column``:
-    :func:`format_column`-ed) and escaped, :class:`Html` cells as they are."""
+    """A table with a header row, cells :func:`fmt`-ed (``by_column``: per column) and escaped."""
     rows = [list(row) for row in rows]
     if by_column and rows:
         columns_shown = [format_column(col) for col in zip(*rows, strict=True)]

@@ -51,8 +51,7 @@ def _is_secret_name(name: str) -> bool:
 
 
 def sanitize_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop parameters that look like credentials (by name, e.g. ``hf_token``, ``api_key``, or by value,
-    e.g. ``hf_...``); ``max_tokens`` or ``top_k`` are kept. Values are made JSON-safe."""
+    """Drop parameters that look like credentials (by name or value) and make the rest JSON-safe."""
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict, got {type(params).__name__}")
     clean: dict[str, Any] = {}
@@ -135,8 +134,7 @@ class Report:
             self._register_hook()
 
     def open(self) -> None:
-        """Write the report (status "running") and the index; a complete earlier report is kept as
-        ``report.previous.html`` / ``metrics.previous.json`` so a failing rerun cannot destroy it."""
+        """Write the report and the index, keeping a complete earlier report as ``*.previous.*``."""
         if self.opened:
             return
         self.opened = True
@@ -179,14 +177,12 @@ class Report:
         self._write()
 
     def add_table(self, df: Any, caption: str | None = None) -> None:
-        """Add a DataFrame (or what ``pd.DataFrame`` accepts) as a readable table
-        (:func:`mswelu.report.tables.table_html`)."""
+        """Add a DataFrame as a readable table (:func:`mswelu.report.tables.table_html`)."""
         self._sections.append(captioned(table_html(df), caption))
         self._write()
 
     def add_verdicts(self, claims: Any, caption: str | None = None) -> None:
-        """Add a claims table with a count of the verdicts, each caveat once above it and a badge per
-        verdict."""
+        """Add a claims table (:func:`mswelu.report.tables.verdicts_html`)."""
         frame = claims if isinstance(claims, pd.DataFrame) else pd.DataFrame(claims)
         if "claim" not in frame.columns and frame.index.name == "claim":
             frame = frame.reset_index()
@@ -209,14 +205,14 @@ class Report:
         self._write()
 
     def update_params(self, values: dict[str, Any]) -> None:
-        """Record the values a run actually used (e.g. what a profile filled in for parameters left at
-        None), so the report and ``metrics.json`` show effective settings, not placeholders."""
+        """Record the values a run actually used, so the report shows effective settings, not
+        placeholders."""
         self.params.update(sanitize_params({k: v for k, v in values.items() if v is not None}))
         self._write()
 
     def live(self, run: str, record: dict[str, Any]) -> None:
-        """Show a run's newest metrics while the report is "running" (pass as ``on_metrics`` to
-        :func:`mswelu.workbook.execute_plan`); written at most every 2 s, evaluations at once."""
+        """Show a run's newest metrics (``on_metrics``); written at most every 2 s, evaluations at
+        once."""
         figures = self._live.setdefault(str(run), {})
         if isinstance(record.get("device"), dict):  # a device sample: its figures, the losses kept
             shown = ("cpu_percent", "rss_gb", "_util", "_mem_used_gb")
@@ -269,8 +265,7 @@ class Report:
         write_index(self.root)
 
     def interrupted(self, message: str) -> None:
-        """Mark the run interrupted (Ctrl-C / SIGTERM after a checkpoint): ``message`` says where it stopped
-        and how to continue; the figures so far stay, no ``metrics.json`` (the run did not finish)."""
+        """Mark the run interrupted: ``message`` says how to continue; no ``metrics.json``."""
         self.open()
         self.status = "interrupted"
         self.error = message

@@ -1,5 +1,4 @@
-"""What the analysis notebooks check and start from: a smoke run's sanity checks, the run to analyse
-(trained on the spot when there is none), and the gradient reaching each k."""
+"""What the analysis notebooks check and start from: smoke checks, the run to analyse, shape gradients."""
 
 from __future__ import annotations
 
@@ -92,8 +91,7 @@ def ensure_run(run: str | os.PathLike[str] | None = None) -> Path:
 def shape_gradients_for_run(
     run: RunData, batch_size: int = 4, seq_len: int = 32
 ) -> dict[str, dict[str, float]]:
-    """``{slot: {param: |dL/dparam|}}`` of the run's saved model for every learnable shape parameter (k,
-    beta, ...), on the first validation batch of the run's data (:mod:`mswelu.models.shape_gradients`)."""
+    """``{slot: {param: |dL/dparam|}}`` of the run's model on the first validation batch of its data."""
     model, _ = load_model(run.path)
     if not hasattr(model, "shape_slots"):
         return {}

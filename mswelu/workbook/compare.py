@@ -38,8 +38,7 @@ __all__ = [
 
 
 def variant_config(base: dict[str, Any], variant: str) -> dict[str, Any]:
-    """``base`` (a TrainConfig dict) turned into ``variant``: its settings on top, its ``model`` merged
-    over the base's; a Transformer baseline keeps only its own."""
+    """``base`` turned into ``variant``; a Transformer baseline keeps only its own ``model`` settings."""
     over = variant_overrides(variant, base.get("preset", "small"))
     return merge_overrides(base, over, replace_model="preset" in over)
 
@@ -47,8 +46,7 @@ def variant_config(base: dict[str, Any], variant: str) -> dict[str, Any]:
 def _run_or_record(
     cfg: dict[str, Any], name: str, variant: str, seed: int, kind: str, reuse: bool, ledger: Ledger | None
 ) -> RunData | Record:
-    """The finished run of ``cfg``: from ``ledger`` when it holds a record of exactly this run (settings,
-    data, training-path code), else trained (or reused from ``runs/``) and recorded there."""
+    """The finished run of ``cfg``: its matching ``ledger`` record, else trained (or reused) and recorded."""
     if ledger is not None and reuse:
         record, why = ledger.lookup(name, cfg)
         if record is not None:
@@ -68,8 +66,7 @@ def _run_or_record(
 
 
 def _announce(name: str, run: RunData | Record, how: str) -> None:
-    """One line per model on the terminal that started the notebook (a study runs for hours with its
-    trainings' own progress off): which model, how it was obtained, its final figures."""
+    """One line per model on the notebook's terminal (a study runs for hours with training progress off)."""
     m = run.final_metrics()
     bpb, wall = m.get("val_bpb"), m.get("wall_time_s")
     figures = f"val {bpb:.4f} bits/byte" if isinstance(bpb, (int, float)) else "no val figure"
@@ -189,8 +186,8 @@ def lr_sweep(
     reuse: bool = True,
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The same lr grid and budget for every variant, scored on :func:`tuning_data`. Returns (one row per
-    variant x lr; the chosen lr per variant: the lowest final tuning loss, a diverged run never wins)."""
+    """The same lr grid for every variant on :func:`tuning_data`. Returns (every point; each variant's
+    best lr)."""
     require_list("variants", variants)
     require_list("lr_grid", lrs)
     if not lrs or any(not isinstance(x, (int, float)) or x <= 0 for x in lrs):
@@ -225,8 +222,8 @@ def bracketed_lr_sweep(
     reuse: bool = True,
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
-    """:func:`lr_sweep` on ``grid``, extended beyond an edge while a variant's optimum sits there
-    (:mod:`mswelu.analysis.tuning`). Returns (every point; each variant's ``LrStatus``)."""
+    """:func:`lr_sweep`, extended while an optimum sits at an edge. Returns (every point; each
+    ``LrStatus``)."""
     sweep, _ = lr_sweep(base, variants, grid, prefix, seed, reuse, ledger)
     while todo := analysis.extend_lr_grid(sweep, grid):
         for variant, more in todo.items():
@@ -245,8 +242,8 @@ def bracketed_lr_sweep(
 def side_by_side_throughput(
     base: dict[str, Any], variants: Sequence[str], ledger: Ledger | None = None, rounds: int = 5
 ) -> pd.DataFrame:
-    """Every variant's training tokens/s measured in this process, interleaved round by round, and its
-    FLOPs per token; reused from the ledger for the same variants, shapes and code."""
+    """Every variant's tokens/s, measured interleaved in this process (or from the ledger), and FLOPs per
+    token."""
     from mswelu.bench.throughput import measure_throughput
 
     configs = {v: {**variant_config(base, v), "seed": 0} for v in variants}
@@ -262,8 +259,7 @@ def side_by_side_throughput(
 
 
 def study_runs(study: str, variant: str) -> dict[int, RunData | Record]:
-    """One variant's finished runs of a study by seed: the run folders, or (a fresh clone) the ledger
-    records; a ValueError when neither exists."""
+    """One variant's finished runs of a study by seed: run folders, else (a fresh clone) ledger records."""
     stem = run_name(study, variant)
     found: dict[int, RunData | Record] = {}
     for path in list_runs():

@@ -106,8 +106,8 @@ def execute_plan(
 
 
 def _stop_if_interrupted(summaries: Sequence[dict[str, Any]]) -> None:
-    """Raise :class:`RunInterrupted` (the report says "interrupted", the notebook stops) when a training was
-    stopped by Ctrl-C or SIGTERM; its checkpoint is written and the same command continues it."""
+    """Raise :class:`RunInterrupted` when a training was stopped (checkpointed: the same command continues
+    it)."""
     stopped = [s for s in summaries if s.get("interrupted")]
     if stopped:
         where = ", ".join(

@@ -70,16 +70,15 @@ _NOT_SPEED = (
 
 
 def speed_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a run's key that shapes a training step's speed: settings (lr, seed, budget and
-    evaluations aside) and training-path code."""
+    """The part of a run's key that shapes a step's speed: settings but lr, seed, budget and evaluations;
+    code."""
     key = run_key(cfg)
     settings = {k: v for k, v in key["settings"].items() if k not in _NOT_SPEED}
     return {"settings": settings, "code": key["code"]["digest"]}
 
 
 def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The key of a run of ``cfg`` (a TrainConfig dict with its ``data``): settings, data fingerprint and
-    training-path code."""
+    """The key of a run of ``cfg``: settings, data fingerprint and training-path code."""
     tc = TrainConfig.coerce(dict(cfg))
     settings = {k: v for k, v in json.loads(json.dumps(tc.to_dict())).items() if k not in RUNTIME_SETTINGS}
     fingerprint = data_content(tc.data) if tc.data else None
@@ -87,8 +86,8 @@ def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def data_content(data: str | Path) -> str:
-    """What a prepared dataset holds, wherever it lies: each split's sha256 and bytes, its vocabulary, eos
-    id and token type (unlike its ``fingerprint``, the same in two clones)."""
+    """What a prepared dataset holds (splits' sha256 and bytes, vocabulary, eos, dtype): equal in two
+    clones."""
     meta = load_meta(data)
     splits = {
         name: {"sha256": s.get("sha256"), "bytes": s.get("bytes")} for name, s in meta["splits"].items()
@@ -104,8 +103,7 @@ def data_content(data: str | Path) -> str:
 
 @dataclass
 class Record:
-    """One finished run as its ledger record holds it; offers what a study reads from a run
-    (``final_metrics``, ``eval``, ``slots``, ``shape_params``, ``final_shape``, ``units``)."""
+    """One finished run as its ledger record holds it, read as a study reads a run."""
 
     name: str
     variant: str
@@ -164,8 +162,7 @@ class Record:
         return pd.DataFrame(self.unit_rows)
 
     def check(self, file: Path, **expected: Any) -> None:
-        """LedgerError unless this record is what a study asks for: ``name``, ``variant``, ``seed``,
-        ``kind`` as given, and ``settings`` (a mapping) each equal to this record's setting."""
+        """LedgerError unless each of ``expected`` (and each of its ``settings``) is this record's."""
         want_settings = expected.pop("settings", {})
         for what, want in expected.items():
             got = getattr(self, what)
@@ -284,8 +281,8 @@ class Ledger:
         return self.folder / f"{name}.json"
 
     def read(self, path: Path) -> Record:
-        """The record in ``path``; LedgerError (naming the file) when it is damaged, not a record, or the
-        record of another run than its file name says."""
+        """The record in ``path``; LedgerError when it is damaged or another run's than its file name
+        says."""
         record = Record.from_dict(read_ledger_json(path), path)
         if record.name != path.stem:
             raise LedgerError(
@@ -300,8 +297,8 @@ class Ledger:
         return {p.stem: self.read(p) for p in sorted(self.folder.glob("*.json"))}
 
     def lookup(self, name: str, cfg: Mapping[str, Any]) -> tuple[Record | None, str | None]:
-        """(the record of run ``name`` if its key matches ``cfg``'s, why not otherwise); (None, None) when
-        there is no record."""
+        """(the record of run ``name`` if its key matches ``cfg``'s, else why not); (None, None)
+        without one."""
         path = self.path(name)
         if not path.is_file():
             return None, None
@@ -319,8 +316,7 @@ class Ledger:
         return record, None
 
     def throughput(self, keys: Mapping[str, Any]) -> pd.DataFrame | None:
-        """The side-by-side throughput measured for exactly these variants (``keys``: variant -> the part of
-        its key that shapes speed), or None."""
+        """The side-by-side throughput measured for exactly these variants' speed ``keys``, or None."""
         path = self.folder.parent / "throughput.json"
         if not path.is_file():
             return None

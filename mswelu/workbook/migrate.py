@@ -54,8 +54,8 @@ def machine() -> dict[str, Any]:
 
 
 def fingerprint(settings: Mapping[str, Any], data: str | Path, dtype: str) -> dict[str, Any]:
-    """Train ``settings`` (a TrainConfig dict) :data:`FINGERPRINT` steps on ``data`` in ``dtype``: the exact
-    training losses (as float hex) and a hash of the final weights."""
+    """Train ``settings`` :data:`FINGERPRINT` steps in ``dtype``: exact losses (float hex), final weights'
+    hash."""
     from mswelu.train import train
 
     cfg = dict(settings)
@@ -75,8 +75,7 @@ def _ledger_folder(study: str) -> Path:
 
 
 def _variant_settings(study: str) -> dict[str, dict[str, Any]]:
-    """Each variant's settings, from its first trained run's record (seed aside, the variant's runs share a
-    training path)."""
+    """Each variant's settings, from its first trained run's record."""
     out: dict[str, dict[str, Any]] = {}
     for path in sorted((_ledger_folder(study) / "runs").glob("*.json")):
         record = json.loads(path.read_text())
@@ -88,8 +87,7 @@ def _variant_settings(study: str) -> dict[str, dict[str, Any]]:
 
 
 def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict[str, Any]:
-    """The fingerprint of every variant of ``study`` in every dtype of :data:`FINGERPRINT` on this code, on
-    one thread (a reduction split over threads sums in another order, so bits depend on the thread count)."""
+    """Every variant's fingerprint on this code, on one thread (bits depend on the thread count)."""
     import torch
 
     from mswelu.data import default_dataset
@@ -109,8 +107,8 @@ def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict
 
 
 def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
-    """Re-key ``study``'s records to the current training-path code if its fingerprint equals ``proof``'s
-    (made with the old code on this machine); append the proof to ``migrations.json`` and return its path."""
+    """Re-key ``study``'s records if its fingerprint equals ``proof``'s; append the proof to
+    ``migrations.json``."""
     from mswelu.base.fs import atomic_write_json
     from mswelu.training.code_digest import training_code
 

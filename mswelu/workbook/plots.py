@@ -1,5 +1,4 @@
-"""The notebooks' figures: loss, throughput, k trajectories, learned activation shapes, a study's k over
-seeds and a comparison's curves. Every figure colours the activation slots from one table."""
+"""The notebooks' figures, every one colouring the activation slots from one table."""
 
 from __future__ import annotations
 
@@ -44,8 +43,7 @@ def _slot_colour(group: str, shade: float | None = None) -> Any:
 
 
 def _figure_and_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
-    """``ax`` and its figure, or a new figure of ``figsize`` when ``ax`` is None (every plot helper takes
-    an optional ``ax`` so notebooks can put several plots side by side)."""
+    """``ax`` and its figure, or a new ``figsize`` figure (so notebooks can put plots side by side)."""
     if ax is None:
         return plt.subplots(figsize=figsize)
     return ax.figure, ax
@@ -185,8 +183,8 @@ def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> 
 
 
 def plot_variant_curves(curves: pd.DataFrame, results: pd.DataFrame) -> Any:
-    """Notebook 05's figure: validation loss against tokens per variant (mean over seeds, band min-max)
-    beside each variant's training tokens/s."""
+    """Notebook 05's figure: val loss against tokens per variant (seed mean, min-max band) beside
+    tokens/s."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 4))
     for i, (variant, part) in enumerate(curves.groupby("variant", sort=False)):
         band = part.groupby("tokens").val_loss.agg(["mean", "min", "max"])
@@ -209,8 +207,8 @@ def _per_variant(
     level: float = 0.95,
     higher_better: bool = False,
 ) -> list[str]:
-    """One row per variant, best mean at the top: seeds as dots, the mean as a bar (with its t interval).
-    Returns the variants top first."""
+    """One row per variant, best mean at the top: seeds as dots, the mean as a bar; returns the order
+    drawn."""
     stats_of = {
         v: stats.t_interval(part[value].astype(float).to_numpy(), level)
         for v, part in results.groupby("variant", sort=False)
@@ -239,8 +237,8 @@ def plot_variant_bpb(
     ax: Any = None,
     title: str | None = None,
 ) -> Any:
-    """The study's headline figure: each variant's mean ``value`` over seeds with its t interval, seeds as
-    dots, best at the top."""
+    """The headline figure: each variant's mean ``value`` with its t interval, seeds as dots, best at the
+    top."""
     if "variant" not in results.columns or value not in results.columns:
         raise ValueError(f"results needs 'variant' and {value!r} columns; has {list(results.columns)}")
     n = results["variant"].nunique()
@@ -258,8 +256,8 @@ def plot_variant_bpb(
 
 
 def plot_lr_sweep(sweep: pd.DataFrame, status: Mapping[str, Any] | None = None, ax: Any = None) -> Any:
-    """Each variant's final tuning loss against lr, its chosen lr circled, an unbracketed optimum marked,
-    diverged points as crosses at the top."""
+    """Each variant's tuning loss against lr: the chosen lr circled, diverged points as crosses at the
+    top."""
     fig, ax = _figure_and_axes(ax, (7, 4))
     finite = sweep[~sweep.diverged.astype(bool)]
     top = float(finite.tune_val_loss.max()) if not finite.empty else 1.0

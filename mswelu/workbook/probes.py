@@ -44,8 +44,7 @@ def unit(variant: str, task: str, level: str) -> str:
 def probe_config(
     base: dict[str, Any], task: str, level: str, variant: str, test_examples: int, tune: bool = False
 ) -> dict[str, Any]:
-    """``base`` (a TrainConfig dict on one of our presets) as ``variant`` trained on ``task`` at ``level``:
-    the task's source as data, its sequence length; ``tune``: scored on the tuning set."""
+    """``base`` as ``variant`` trained on ``task`` at ``level`` (``tune``: scored on the tuning set)."""
     text = f"task:{task}?level={level}&test={int(test_examples)}" + ("&eval=tune" if tune else "")
     source = TaskSource(text)
     return {**variant_config(base, variant), "data": source.text, "seq_len": source.seq_len}
@@ -76,8 +75,8 @@ def run_probes(
     lrs: Mapping[str, float] | None = None,
     reuse: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train (or reuse) every task x level x variant x seed at its lr in ``lrs`` (by :func:`unit`), else
-    ``base``'s. Returns (one row per model; every evaluation of every model)."""
+    """Train (or reuse) every task x level x variant x seed. Returns (one row per model; every
+    evaluation)."""
     require_list("variants", variants)
     require_list("seeds", seeds)
     rows, curves = [], []
@@ -121,8 +120,8 @@ def probe_lr_sweep(
     seed: int = 0,
     reuse: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
-    """One seed per lr for every variant on each task at one level, scored on the task's tuning set and
-    extended beyond an edge optimum. Returns (every point; the ``LrStatus`` of each :func:`unit`)."""
+    """A bracketed lr sweep per variant and task on its tuning set. Returns (every point; each unit's
+    status)."""
     require_list("lr_grid", grid)
     rows: list[dict[str, Any]] = []
 
@@ -152,8 +151,8 @@ def probe_lr_sweep(
 def probe_study(
     results: pd.DataFrame, context: Mapping[str, Any], lr: Mapping[str, LrStatus] | None = None
 ) -> StudyData:
-    """The study data the claims read: one "variant" per variant, task and level (:func:`unit`), with its
-    seeds' error rates; ``lr``: each variant's sweep status, applied to every level of its task."""
+    """The study data the claims read: one "variant" per variant, task and level, with its seeds' error
+    rates."""
     triples = list(zip(results.variant, results.task, results.level, strict=True))
     runs = results.assign(variant=[unit(v, t, lv) for v, t, lv in triples])
     status = {}
@@ -166,8 +165,7 @@ def probe_study(
 def probe_claims(
     hypotheses: Sequence[Mapping[str, Any]], tasks: Mapping[str, Sequence[str]], results: pd.DataFrame
 ) -> list[Claim]:
-    """One claim per hypothesis, task (of those run) and level: ``ours`` against ``base`` on the error
-    rate, at the models' own scale."""
+    """One claim per hypothesis, task and level: ``ours`` against ``base`` on the error rate."""
     params = float(results.params.max()) if len(results) else 0.0
     tokens = float(results.tokens.max()) if len(results) else 0.0
     claims = []
@@ -200,8 +198,7 @@ def _axes(count: int, height: float) -> tuple[Any, Any]:
 
 
 def plot_accuracy_by_level(results: pd.DataFrame, tasks: Mapping[str, Sequence[str]]) -> Any:
-    """Accuracy against difficulty, one panel per task: every seed a dot, each variant's mean with its 95%
-    t interval over seeds."""
+    """Accuracy against difficulty per task: seeds as dots, each variant's mean with its t interval."""
     fig, axes = _axes(len(tasks), 3.4)
     variants = list(dict.fromkeys(results.variant))
     for ax, (task, levels) in zip(axes, tasks.items(), strict=True):
@@ -224,8 +221,7 @@ def plot_accuracy_by_level(results: pd.DataFrame, tasks: Mapping[str, Sequence[s
 
 
 def plot_accuracy_curves(curves: pd.DataFrame, tasks: Mapping[str, Sequence[str]]) -> Any:
-    """Learning curves, one panel per task: each model's accuracy at every evaluation, coloured by variant
-    (one line per level and seed)."""
+    """Learning curves per task: each model's accuracy at every evaluation, coloured by variant."""
     fig, axes = _axes(len(tasks), 3.2)
     variants = list(dict.fromkeys(curves.variant))
     for ax, task in zip(axes, tasks, strict=True):

@@ -1,5 +1,6 @@
-"""What the notebooks train: the profiles of notebook 03, the data a preset gets, and the settings of
-notebook 02's smoke run and notebook 05's comparison (TrainConfig dicts, built here, not in the cells)."""
+"""What the notebooks train (profiles, data per preset, smoke and comparison settings), built here, not in
+cells.
+"""
 
 from __future__ import annotations
 
@@ -79,8 +80,8 @@ SMOKE_DATA_TOKENS = 200_000
 def data_for(
     data: str | os.PathLike[str] | dict[str, Any] | None, preset: str | None, tokenizer: str = "gpt2"
 ) -> str:
-    """``data`` (a prepared folder or a dict of :data:`mswelu.data.datasets.DATA_SETTINGS`) prepared with
-    ``tokenizer``, or the embedded corpus for ``preset`` (a :data:`SMOKE_DATA_TOKENS` slice for ``tiny``)."""
+    """``data`` (a folder or data settings) prepared with ``tokenizer``, or the embedded corpus for
+    ``preset``."""
     if isinstance(data, dict):
         return str(dataset_from_settings(data, tokenizer))
     if data is not None:
@@ -90,8 +91,7 @@ def data_for(
 
 
 def data_label(data: str | os.PathLike[str] | dict[str, Any] | None) -> str:
-    """What claims compare data by: the embedded corpus' description, else the folder's recorded source,
-    else the path; never a machine's path for the embedded corpus."""
+    """What claims compare data by: the corpus' description, the recorded source, else the path as given."""
     from mswelu.analysis.reader import EMBEDDED
     from mswelu.data import load_meta
 
@@ -109,8 +109,7 @@ def data_label(data: str | os.PathLike[str] | dict[str, Any] | None) -> str:
 
 
 def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
-    """A profile's settings (a TrainConfig dict plus ``tokenizer`` for :func:`data_for`) with every
-    non-None override on top; ``mixer`` swaps the sequence mixer with its own shape settings."""
+    """A profile's settings with every non-None override on top (``mixer`` with its own shape settings)."""
     check_choice("profile", profile, PROFILES)
     mixer = overrides.pop("mixer", None)
     out = dict(PROFILES[profile])
@@ -135,8 +134,7 @@ def smoke_config(
     seed: int,
     device: str,
 ) -> dict[str, Any]:
-    """Notebook 02's run: every step logged, two evaluations, no checkpoints, replacing an earlier smoke
-    run of this name (a smoke run is a check, never a result to keep)."""
+    """Notebook 02's check run: every step logged, two evaluations, no checkpoints, replaced on rerun."""
     settings = {
         "preset": preset,
         "activation": activation,
@@ -174,8 +172,8 @@ def comparison_config(
     overwrite: bool,
     evaluations: int = 10,
 ) -> dict[str, Any]:
-    """Notebook 05's base for every variant and seed: the same data, tokens, optimizer and schedule,
-    ``evaluations`` whole-split evaluations (one scope throughout), every step logged."""
+    """Notebook 05's base: same data, tokens, optimizer and schedule, whole-split evaluations, every step
+    logged."""
     return {
         "preset": preset,
         "data": str(data),

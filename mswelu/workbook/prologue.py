@@ -1,5 +1,4 @@
-"""Every notebook's first and last steps: the prologue (parameters checked, the run's report, refusals
-shown as one line), deterministic outputs for checked cells, and keeping the executed notebook."""
+"""Every notebook's first and last steps: the prologue, checked outputs, and keeping the executed notebook."""
 
 from __future__ import annotations
 
@@ -63,8 +62,7 @@ def _plain_names(namespace: Mapping[str, Any]) -> list[str]:
 
 
 def _declared_defaults(notebook: str) -> dict[str, str] | None:
-    """The names ``notebook``'s parameters cell declares with their defaults as written (read with
-    papermill from the checkout's ``notebooks/``), or None where that file is not found."""
+    """The parameters ``notebook``'s cell declares with their written defaults, or None without the file."""
     path = _NOTEBOOKS / notebook
     if not path.is_file():
         return None
@@ -86,8 +84,7 @@ def _example(value: Any) -> str:
 
 
 def require_list(name: str, value: Any) -> None:
-    """:class:`ParameterError` unless ``value`` (the notebook parameter ``name``) is a list or None:
-    ``papermill -p variants swelu`` gives the string "swelu", which would be read letter by letter."""
+    """:class:`ParameterError` unless ``value`` is a list or None (``-p variants swelu`` gives a string)."""
     if value is None or isinstance(value, (list, tuple)):
         return
     raise ParameterError(
@@ -96,8 +93,7 @@ def require_list(name: str, value: Any) -> None:
 
 
 def _check_kinds(defaults: Mapping[str, str], namespace: Mapping[str, Any]) -> None:
-    """A parameter whose default is a list (a mapping) must be given as one: a string where a list belongs
-    would otherwise fail late, after work was done, or be read letter by letter."""
+    """A parameter whose default is a list or a mapping must be given as one, not fail late."""
     for name, written in defaults.items():
         if name not in namespace:
             continue
@@ -113,8 +109,8 @@ def _check_kinds(defaults: Mapping[str, str], namespace: Mapping[str, Any]) -> N
 
 
 def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The values of ``notebook``'s parameters in ``namespace`` (a notebook's ``globals()``): the names its
-    parameters cell declares, or, where the notebook file is not found, every plain value defined so far."""
+    """The values in ``namespace`` of ``notebook``'s declared parameters (without the file: every plain
+    value)."""
     names = _declared(notebook)
     return {
         n: namespace[n] for n in (names if names is not None else _plain_names(namespace)) if n in namespace
@@ -139,16 +135,14 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> None:
 
 
 def _fresh_kernel() -> bool:
-    """True in a kernel that has run at most three cells, this one included (the parameters cell,
-    papermill's injected cell, the prologue): the start of a run, before the user defined anything."""
+    """True in a kernel that has run at most three cells: the start of a run."""
     shell = get_ipython()
     history = shell.user_ns.get("In") if shell is not None else None
     return isinstance(history, list) and len(history) - 1 <= 3  # In[0] is ""
 
 
 def _show_refusal(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
-    """IPython's handler of refused and interrupted runs: the message as one line in the notebook and on
-    the kernel's terminal."""
+    """IPython's handler of refused and interrupted runs: one line in the notebook and on the terminal."""
     line = f"{etype.__name__}: {value}"
     if in_kernel():
         say(f"{'interrupted' if isinstance(value, RunInterrupted) else 'error'}: {value}")
@@ -190,8 +184,7 @@ def _bar_redrawn(*_: Any) -> None:
 
 
 def _follow_papermill_bar(shell: Any) -> None:
-    """Under papermill's progress bar a cell's first progress line must start a line of its own
-    (:func:`mswelu.base.progress.after_bar`)."""
+    """Under papermill's bar each cell's first progress line starts a line of its own."""
     found = _papermill_parent()
     if found is None or not found[0]["progress_bar"]:
         return
@@ -212,8 +205,7 @@ def rounded(value: Any, digits: int = 2) -> Any:
 
 
 def format_samples(prompts: Sequence[str], texts: Sequence[str], max_newlines: int = 2) -> str:
-    """Prompt + continuation pairs as plain text, whitespace made visible (more than ``max_newlines``
-    newlines read ``[N newlines]``), so a model emitting only newlines shows no blank box."""
+    """Prompt + continuation pairs as text, runs of newlines and blank continuations made visible."""
     if len(prompts) != len(texts):
         raise ValueError(f"{len(prompts)} prompts but {len(texts)} continuations")
     limit = max(1, int(max_newlines))
@@ -268,8 +260,7 @@ def _papermill_parent() -> tuple[dict[str, Any], str] | None:
 
 
 def papermill_output() -> Path | None:
-    """The notebook file that the papermill command line which started this kernel writes (saved after
-    every cell), or None in any other kernel (JupyterLab, nbval, papermill called from Python)."""
+    """The notebook file the papermill command that started this kernel writes, or None."""
     found = _papermill_parent()
     if found is None:
         return None
@@ -283,8 +274,7 @@ def papermill_output() -> Path | None:
 
 
 def keep_executed_notebook(runs_by_name: Mapping[str, runs.RunData]) -> list[Path]:
-    """Copy papermill's executed notebook into each run folder that holds none yet, so a later execution
-    under the same output path never replaces it. Returns the copies written."""
+    """Copy papermill's executed notebook into each run folder that holds none yet; returns the copies."""
     source = papermill_output()
     if source is None:
         return []

@@ -29,8 +29,7 @@ def as_run(cfg: dict[str, Any], name: str, **settings: Any) -> dict[str, Any]:
 
 
 def reusable(cfg: dict[str, Any], out: Path) -> str | None:
-    """None when ``out`` holds a finished run of exactly ``cfg`` (settings, data fingerprint,
-    training-path code); else why not."""
+    """None when ``out`` holds a finished run of exactly ``cfg``'s settings, data and code; else why not."""
     summary = read_json(out / SUMMARY)
     if summary is None or not (out / FINAL).is_dir():
         return "no finished run there"
@@ -63,8 +62,7 @@ def _differs(cfg: dict[str, Any], out: Path) -> str | None:
 
 
 def run_decision(cfg: dict[str, Any]) -> str:
-    """``"train"``, ``"reuse"`` or ``"resume"`` for ``cfg``'s run folder; a folder holding anything else
-    is a :class:`~mswelu.base.errors.RunRefused` naming the difference."""
+    """``"train"``, ``"reuse"`` or ``"resume"`` for ``cfg``'s folder; anything else is a ``RunRefused``."""
     tc = TrainConfig.coerce(dict(cfg))
     out = tc.out_dir()
     if is_empty(out) or tc.overwrite:

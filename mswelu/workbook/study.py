@@ -26,8 +26,7 @@ __all__ = ["Study", "assemble_study", "study_from_records"]
 
 @dataclass
 class Study:
-    """A comparison: its :class:`~mswelu.analysis.schema.StudyData`, the claims it judges, each variant's
-    seeds aggregated (``summary``), the results table and the lr each variant trained at."""
+    """A comparison: its study data, claims, seeds aggregated, results table and each variant's lr."""
 
     data: StudyData
     claims: tuple[Claim, ...]
@@ -48,8 +47,8 @@ class Study:
         )
 
     def metrics(self, judged: pd.DataFrame, counts: pd.DataFrame) -> dict[str, Any]:
-        """The ``metrics`` of the study's ``metrics.json`` (:func:`mswelu.analysis.study_metrics`, the counts'
-        verdicts, the lrs and a summary per variant)."""
+        """The ``metrics`` of the study's ``metrics.json``, with the counts, the lrs and a summary per
+        variant."""
         metrics = analysis.study_metrics(self.data, judged, self.claims, counts=counts)
         variants = {
             v: {
@@ -77,8 +76,7 @@ def assemble_study(
     sweep: pd.DataFrame | None,
     throughput: pd.DataFrame,
 ) -> Study:
-    """The :class:`Study` from notebook 05's parameters, results, curves and runs (or records), the lrs,
-    the sweep and the throughput."""
+    """The :class:`Study` from notebook 05's parameters, results, curves, runs, lrs, sweep and throughput."""
     context = dict(
         name=name,
         data=data_label(params.get("data")),
@@ -129,8 +127,7 @@ def _results_table(
 
 
 def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -> Study:
-    """A committed study rebuilt from its committed files alone (parameters, ledger records,
-    ``throughput.json``): no run folder, dataset or training. A ValueError names a record its ledger lacks."""
+    """A committed study rebuilt from its committed files alone; a ValueError names a missing record."""
     import yaml
 
     from mswelu.base.paths import project_root

@@ -22,8 +22,7 @@ def task_scores(
     limit: int | float | None = None,
     batch_size: int = 8,
 ) -> pd.DataFrame:
-    """One row per run and task (index ``run``, ``task``) with lm-eval's main metrics (``acc``,
-    ``acc_norm``, ``perplexity``, ..., ``n`` documents scored); empty when no run has scores."""
+    """One row per run and task with lm-eval's main metrics; empty when no run has scores."""
     from mswelu import evaluate
 
     rows: list[dict[str, Any]] = []
