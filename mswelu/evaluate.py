@@ -64,8 +64,7 @@ def validation_texts(data: str | Path) -> list[str]:
 
 
 def _lastword_docs(texts: Sequence[str], n: int, rng: random.Random, context_chars: int) -> list[dict]:
-    """Passages ending just before a word of 3+ letters preceded by a space: ``context`` (no trailing
-    space) and ``target`` (the space and the word)."""
+    """Passages ending before a word of 3+ letters: ``context`` and ``target`` (the space and the word)."""
     found = []
     for text in texts:
         for m in _WORD.finditer(text):
@@ -76,8 +75,7 @@ def _lastword_docs(texts: Sequence[str], n: int, rng: random.Random, context_cha
 
 
 def _choice_docs(texts: Sequence[str], n: int, rng: random.Random, context_lines: int) -> list[dict]:
-    """A passage of whole lines, then its true next line and three lines from elsewhere in the split (of
-    5-80 characters, none equal to the true one), in a seeded order."""
+    """A passage of whole lines, its true next line and three other lines of the split, in a seeded order."""
     lines = [[ln for ln in t.split("\n")] for t in texts]
     pool = [ln for ls in lines for ln in ls if 5 <= len(ln.strip()) <= 80]
     found = [
@@ -136,8 +134,7 @@ def _task_yaml(name: str, data_file: Path, kind: str) -> str:
 def build_local_tasks(
     data: str | Path, out: str | Path | None = None, n: int = 200, seed: int = 0, context_chars: int = 400
 ) -> Path:
-    """Write the two local tasks (YAML + JSON-lines, at most ``n`` documents each) from ``data``'s
-    validation split into ``out`` (default: the cache, by fingerprint); returns the folder."""
+    """Write the two local tasks from ``data``'s validation split into ``out`` (default: the cache)."""
     from mswelu.data import load_meta
 
     meta = load_meta(data)
@@ -182,8 +179,7 @@ def run_tasks(
     num_fewshot: int | None = None,
     log_samples: bool = False,
 ) -> dict[str, Any]:
-    """Run lm-eval ``tasks`` on a run's model and save the scores in ``<run>/tasks.json``; local tasks are
-    built from the run's dataset unless ``include`` names a folder."""
+    """Run lm-eval ``tasks`` on a run's model and save the scores in ``<run>/tasks.json``."""
     tasks = [t.strip() for t in tasks if t.strip()]
     if not tasks:
         raise ValueError("no tasks given: e.g. --tasks lambada_openai,hellaswag or mswelu_lastword")
@@ -240,8 +236,7 @@ def _only_local(tasks: Sequence[str]) -> bool:
 
 
 def save_scores(path: Path, results: dict[str, Any], model_dir: Path, limit: int | float | None) -> Path:
-    """Add each task's metrics (``acc``, ``acc_norm``, ``perplexity``, ... without lm-eval's ``,none``
-    filter suffix) to ``<run>/tasks.json``."""
+    """Add each task's metrics (without lm-eval's ``,none`` suffix) to ``<run>/tasks.json``."""
     import lm_eval
 
     file = path / runs.TASK_SCORES

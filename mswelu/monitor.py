@@ -79,8 +79,7 @@ def render(root: Path, running_only: bool = False) -> str:
 
 # --------------------------------------------------------------------------- device figures for reports
 def device_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """A run's device samples (``metrics.jsonl`` records with a ``device`` table): one row per sample,
-    ``time_s`` (seconds since the first), ``step``, then one column per figure."""
+    """A run's device samples, one row per sample: ``time_s`` since the first, ``step``, each figure."""
     rows = [
         {"time": r.get("time"), "step": r.get("step"), **r["device"]}
         for r in records
@@ -105,8 +104,7 @@ def device_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_devices(frame: pd.DataFrame, title: str | None = None) -> Any:
-    """Device figures over time: CPU (process), memory (process RSS, machine used), and per GPU its
-    utilisation, memory, temperature and power, one panel each where the run has them. A matplotlib Figure."""
+    """A Figure of the device figures over time, one panel each (CPU, memory, per GPU)."""
     import matplotlib.pyplot as plt
 
     panels: list[tuple[str, list[tuple[str, str]]]] = [

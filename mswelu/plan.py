@@ -56,8 +56,7 @@ def _meta_model(preset: str, vocab_size: int | None, seq_len: int, model: dict[s
 
 
 def _shard_numel(shape: torch.Size, world: int) -> int:
-    """Elements of rank 0's FSDP2 shard of a parameter (dim 0 in ``ceil(rows / world)`` pieces; a 0-dim
-    parameter stays whole on every rank)."""
+    """Elements of rank 0's FSDP2 shard (dim 0 in ``ceil(rows / world)`` pieces; 0-dim: whole)."""
     if len(shape) == 0:
         return 1
     rows = math.ceil(shape[0] / world)
@@ -65,8 +64,7 @@ def _shard_numel(shape: torch.Size, world: int) -> int:
 
 
 def state_bytes(model: torch.nn.Module, world: int, parallel: str, optimizer: str) -> dict[str, int]:
-    """Bytes per GPU (rank 0) of the fp32 parameters, their gradients and the optimizer state, whole
-    (``ddp``) or sharded (``fsdp``)."""
+    """Bytes per GPU of the fp32 parameters, gradients and optimizer state, whole or sharded (``fsdp``)."""
     routes = route_parameters(model, optimizer)
     sharded = parallel == "fsdp" and world > 1
     params = grads = opt = 0
@@ -127,8 +125,7 @@ def make_plan(
     vocab_size: int | None = None,
     model: dict[str, Any] | None = None,
 ) -> Plan:
-    """The plan (see the module docstring). ``parallel``: ``auto`` (the recommendation), ``ddp`` or
-    ``fsdp`` (then the plan says whether that choice fits). ``gpus`` per node, ``nodes`` nodes."""
+    """The plan; ``parallel`` ``auto`` recommends, ``ddp`` or ``fsdp`` say whether that choice fits."""
     from mswelu.models.configuration import PRESETS, MsweluConfig
 
     if gpus < 1 or nodes < 1:

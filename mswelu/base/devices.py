@@ -19,8 +19,7 @@ GB = 1024**3
 
 
 class Nvml:
-    """The GPUs NVML reports, in this process's CUDA order. ``Nvml().handles`` is empty when NVML is missing
-    or does not initialise (no NVIDIA driver), which is not an error: there is nothing to measure."""
+    """The GPUs NVML reports, in CUDA order; no handles (not an error) without an NVIDIA driver."""
 
     def __init__(self) -> None:
         self.handles: list[Any] = []
@@ -57,8 +56,8 @@ class Nvml:
         return handles
 
     def read(self) -> dict[str, float]:
-        """``gpu<i>_util`` (%), ``gpu<i>_mem_used_gb``, ``gpu<i>_mem_total_gb``, ``gpu<i>_temp_c``,
-        ``gpu<i>_power_w`` per GPU; a figure the GPU does not report is left out."""
+        """Utilisation, memory, temperature and power per GPU; a figure a GPU does not report is left
+        out."""
         out: dict[str, float] = {}
         if not self.handles:
             return out
@@ -88,8 +87,7 @@ class Nvml:
 
 
 class _Process:
-    """psutil's view of this process and the machine. ``cpu_percent`` is the process's CPU time since the
-    previous reading over wall time (100 = one core busy), so the first reading primes it."""
+    """psutil's view of this process (CPU % since the last reading: the first primes it) and the machine."""
 
     def __init__(self) -> None:
         import psutil
@@ -117,8 +115,7 @@ def read_devices(nvml: Nvml | None = None, process: Any = None) -> dict[str, flo
 
 
 class DeviceSampler:
-    """Measure every ``every`` seconds on a daemon thread; :meth:`drain` hands the samples (oldest first,
-    at most ``keep``) to the training thread."""
+    """Measure every ``every`` seconds on a daemon thread; :meth:`drain` hands the samples over."""
 
     def __init__(self, every: float, gpus: bool = True, keep: int = 10_000) -> None:
         if not every > 0:

@@ -121,8 +121,7 @@ def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
 
 
 def run_on_main(fn: Callable[[], T], info: DistInfo) -> T:
-    """``fn()`` on rank 0 only, its result on every rank; a ValueError it raises is raised on every rank
-    (checks that read files run once, and all ranks stop with the same message)."""
+    """``fn()`` on rank 0, its result (or its ValueError) on every rank."""
     result, error = None, None
     if info.is_main:
         try:

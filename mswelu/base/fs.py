@@ -54,8 +54,7 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Replace ``path`` with ``text`` atomically (see the module docstring); the file gets the usual
-    permissions (0666 minus the umask), not mkstemp's private 0600. Returns the path."""
+    """Replace ``path`` with ``text`` atomically, with the usual permissions (not mkstemp's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -87,8 +86,7 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (one we may not signal counts as alive): a temporary
-    folder named after a dead writer's pid is a leftover that is safe to clean up."""
+    """Whether process ``pid`` exists here (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -99,8 +97,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def leftovers(folder: str | os.PathLike[str], pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:
-    """The folders in ``folder`` whose names fully match ``pattern`` (with a group ``pid``, the writer's
-    process) and whose writer is gone: temporary folders a killed writer left, safe to clean up."""
+    """The folders in ``folder`` matching ``pattern`` (group ``pid``) whose writer is gone: safe to clean
+    up."""
     folder = Path(folder)
     found: list[tuple[Path, re.Match[str]]] = []
     if not folder.is_dir():

@@ -40,8 +40,7 @@ def output_cache(output: Any) -> Any:
 
 
 def pick_cache(**named: Any) -> Any:
-    """The one cache among keyword arguments that may carry it under any of :data:`CACHE_NAMES`; a
-    ``ValueError`` when two different ones are given."""
+    """The one cache among keywords named any of :data:`CACHE_NAMES`; ValueError for two different ones."""
     given = {name: value for name, value in named.items() if value is not None}
     distinct = {id(v) for v in given.values()}
     if len(distinct) > 1:
@@ -51,8 +50,7 @@ def pick_cache(**named: Any) -> Any:
 
 @contextlib.contextmanager
 def quiet_progress_bars() -> Iterator[None]:
-    """No "Loading weights" / "Writing model shards" bars inside the block (transformers 5 draws them for
-    every model, into logs and ``--json`` output)."""
+    """No transformers 5 "Loading weights" / "Writing model shards" bars inside the block."""
     was_enabled = _hf_logging.is_progress_bar_enabled()
     _hf_logging.disable_progress_bar()
     try:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def project_root() -> Path:
-    """The checkout's root (``MSWELU_HOME`` overrides): the nearest parent holding ``pyproject.toml``
-    and a ``mswelu/`` folder, searched from the cwd and then from this file; else the cwd."""
+    """The checkout's root (``MSWELU_HOME`` overrides), found from the cwd and then this file; else the
+    cwd."""
     env = os.environ.get("MSWELU_HOME")
     if env:
         return Path(env).expanduser().resolve()
@@ -42,8 +42,7 @@ def cache_dir() -> Path:
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
-    """``path`` relative to the project root when it lies inside it (for notebook outputs and reports,
-    which are committed and shared and should not carry one machine's absolute paths)."""
+    """``path`` relative to the project root when inside it (committed outputs carry no machine's paths)."""
     p = Path(path).expanduser().resolve()
     try:
         return str(p.relative_to(project_root()))

@@ -30,8 +30,7 @@ def _enabled() -> bool:
 
 
 def log(message: str, source: str = "mswelu.train") -> None:
-    """A one-line notice on stderr, ``[mswelu.train] ...`` (warnings, resumes, stops): unlike progress
-    lines, always shown, and captured into the notebook under papermill."""
+    """A one-line notice on stderr, ``[mswelu.train] ...``: always shown, unlike progress lines."""
     print(f"[{source}] {message}", file=sys.stderr, flush=True)
 
 
@@ -39,8 +38,7 @@ _AFTER_BAR = [False]  # the launching terminal's cursor sits at the end of anoth
 
 
 def after_bar() -> None:
-    """Another program's progress bar (papermill's) ends the terminal's current line: begin the next
-    progress line with a newline."""
+    """Another program's bar (papermill's) ends the current line: start the next progress line afresh."""
     _AFTER_BAR[0] = True
 
 
@@ -116,8 +114,7 @@ def format_eval(
 
 
 class RunProgress:
-    """A run's progress in one place: the tqdm bar and the progress lines above it, with an ETA from the
-    steps done so far. Disabled (no bar, no lines) when ``enabled`` is false."""
+    """A run's tqdm bar and progress lines, with an ETA; disabled when ``enabled`` is false."""
 
     def __init__(self, run: str, total: int, initial: int, enabled: bool) -> None:
         from tqdm.auto import tqdm
@@ -130,8 +127,8 @@ class RunProgress:
         )
 
     def advance(self, tokens: int, seconds: float) -> None:
-        """One optimizer step of ``tokens`` that took ``seconds`` of training (evaluation, checkpoints and
-        skipped steps are not counted in the rate)."""
+        """One optimizer step of ``tokens`` in ``seconds`` of training (the rate counts training
+        only)."""
         self.bar.update(1)
         self._tokens += tokens
         self._seconds += seconds

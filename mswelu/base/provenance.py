@@ -54,8 +54,7 @@ def git_state() -> dict[str, Any]:
 
 
 def code_version() -> str:
-    """A digest of the package's own source (every ``mswelu/**/*.py``): equal digests, the same code,
-    whatever the git history; what decides whether a finished run can be reused."""
+    """A digest of the package's own source: equal digests, the same code, whatever the git history."""
     import hashlib
     from pathlib import Path
 

@@ -45,8 +45,7 @@ def parse_run_name(name: str) -> RunName:
 
 
 def check_run_name(name: object, what: str = "run_name") -> str:
-    """``name`` when it names a folder inside ``runs/``; ValueError saying why not (not a string, empty,
-    ``.`` / ``..`` / empty parts, an absolute path, a backslash, a control character)."""
+    """``name`` when it names a folder inside ``runs/``; a ValueError saying why not."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{what} must be a non-empty name, got {name!r}")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):

@@ -55,8 +55,7 @@ TESTS = ("at_least", "at_most", "range", "equivalent", "not_worse")
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean with its two-sided ``level`` Student-t interval over ``n`` values (``lo``/``hi`` NaN for
-    n < 2)."""
+    """A mean with its two-sided ``level`` t interval over ``n`` values (``lo``/``hi`` NaN for n < 2)."""
 
     mean: float
     lo: float
@@ -67,8 +66,8 @@ class Interval:
     unit: str = "seed"
 
     def describe(self, pct: bool = True) -> str:
-        """``+1.56% [+0.91%, +2.21%] (95% t interval, 3 seeds)`` (relative, signed, with the digits
-        the width needs), or with ``pct=False`` ``4.61 [4.52, 4.70] (...)``."""
+        """``+1.56% [+0.91%, +2.21%] (95% t interval, 3 seeds)``, or with ``pct=False`` ``4.61 [4.52,
+        4.70] (...)``."""
         shown = format_effect(self.mean, self.lo, self.hi, pct=pct)
         if not math.isfinite(self.lo):
             return f"{shown} ({self.n} {self.unit}{'s' if self.n != 1 else ''}: no interval)"
@@ -77,8 +76,7 @@ class Interval:
 
 @dataclass(frozen=True)
 class Sample:
-    """Mean, sample sd and count of per-unit values (a seed, or a split's mean): all a t test uses, so
-    summaries suffice."""
+    """Mean, sample sd and count of per-unit values: all a t test uses, so summaries suffice."""
 
     mean: float
     sd: float
@@ -117,8 +115,7 @@ def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Int
 
 
 def paired_relative_gains(ours: Mapping[K, float], base: Mapping[K, float]) -> dict[K, float]:
-    """Per seed (or other pairing key, e.g. ``(split, seed)``) present in both: the relative reduction
-    ``(base - ours) / base`` (positive: ours is lower, i.e. better for a loss)."""
+    """Per pairing key in both: ``(base - ours) / base`` (positive: ours lower)."""
     common = sorted(set(ours) & set(base))
     return {
         s: (float(base[s]) - float(ours[s])) / float(base[s])
@@ -150,8 +147,7 @@ def minimal_detectable_effect(sd: float, n: int, alpha: float = ALPHA / 2, power
 
 @functools.lru_cache(maxsize=256)
 def _noncentrality(df: int, alpha: float, power: float) -> float:
-    """The noncentrality at which a one-sided t test at ``alpha`` with ``df`` degrees of freedom rejects
-    with probability ``power`` (it does not depend on the sd: cached)."""
+    """The noncentrality at which a one-sided t test rejects with probability ``power`` (cached)."""
     crit = float(_scipy_stats.t.ppf(1 - alpha, df))
     return float(_optimize.brentq(lambda nc: _scipy_stats.nct.sf(crit, df, nc) - power, 1e-9, 1e4))
 
@@ -169,8 +165,7 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def digits_for(lo: float, hi: float, value: float = math.nan) -> int:
-    """Decimals that show an interval's half-width with two significant digits (1 to 6); without an
-    interval, three significant digits of ``value``."""
+    """Decimals showing an interval's half-width to two significant digits (1-6), else ``value`` to three."""
     width = (hi - lo) / 2 if math.isfinite(lo) and math.isfinite(hi) else math.nan
     ref = width if math.isfinite(width) and width > 0 else abs(value)
     if not math.isfinite(ref) or ref == 0:
@@ -179,8 +174,7 @@ def digits_for(lo: float, hi: float, value: float = math.nan) -> int:
 
 
 def format_effect(mean: float, lo: float = math.nan, hi: float = math.nan, pct: bool = True) -> str:
-    """``-0.025% [-0.044%, -0.005%]`` (``pct``: relative effects, signed) or ``0.0591 [0.0528, 0.0654]``:
-    enough digits to show the sign and size of small effects."""
+    """``-0.025% [-0.044%, -0.005%]`` or ``0.0591 [0.0528, 0.0654]``: digits enough for small effects."""
     if not math.isfinite(mean):
         return "n/a"
     scale = 100.0 if pct else 1.0
@@ -193,8 +187,7 @@ def format_effect(mean: float, lo: float = math.nan, hi: float = math.nan, pct: 
 
 @dataclass(frozen=True)
 class Decision:
-    """The statistical part of a verdict: the verdict, its interval, the p-value (NaN without a test), the
-    MDE at 80% power and why."""
+    """The statistical part of a verdict: verdict, interval, p-value (NaN without a test), MDE and why."""
 
     verdict: str
     interval: Interval

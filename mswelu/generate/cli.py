@@ -50,8 +50,7 @@ Anything else is a prompt."""
 # Every /command of the loop, /seed included, goes through run_command: one table (_ACTIONS).
 @dataclass(frozen=True)
 class Session:
-    """What the interactive loop's commands change: the sampling settings and the sampler's seed (None:
-    a random one)."""
+    """The interactive loop's sampling settings and seed (None: random)."""
 
     cfg: SamplingConfig
     seed: int | None = None
@@ -104,8 +103,7 @@ _ACTIONS: dict[str, Callable[[Session, str, list[str]], Outcome]] = {
 
 
 def run_command(session: Session, line: str) -> Outcome:
-    """Apply one ``/command`` line: (the new session, a message for the user, quit?). Bad values leave
-    the session unchanged and say why; a line that is no command is a ValueError."""
+    """Apply one ``/command`` line: (new session, message, quit?); bad values leave the session unchanged."""
     parts = line.strip().split()
     if not parts or not parts[0].startswith("/"):
         raise ValueError(f"not a command: {line!r}")
@@ -123,8 +121,7 @@ def apply_command(cfg: SamplingConfig, line: str) -> tuple[SamplingConfig, str, 
 
 # --------------------------------------------------------------------------- interactive
 def _enable_line_editing() -> None:
-    """Arrow keys, editing and a history kept across sessions (``~/.cache/mswelu/generate_history``) for
-    ``input()`` on a terminal; nothing where readline is missing (Windows) or stdin is not a terminal."""
+    """Line editing and a history (``~/.cache/mswelu/generate_history``) for ``input()`` on a terminal."""
     if not sys.stdin.isatty():
         return
     try:

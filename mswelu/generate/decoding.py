@@ -71,8 +71,8 @@ class SamplingConfig:
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Set every logit below the k-th largest (per row) to -inf; ties at the k-th value are kept.
-    ``k <= 0`` or ``k >= vocab`` returns the logits unchanged."""
+    """Set every logit below the k-th largest to -inf (ties kept); ``k <= 0`` or ``k >= vocab``:
+    unchanged."""
     if k <= 0 or k >= logits.size(-1):
         return logits
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
@@ -80,8 +80,8 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter: keep the smallest set of most likely tokens whose probability sums to at least ``p``
-    (always at least one token); the rest become -inf. ``p >= 1`` returns the logits unchanged."""
+    """Nucleus filter: keep the fewest most likely tokens summing to ``p`` (at least one); ``p >= 1``:
+    unchanged."""
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p}")
     if p >= 1.0:
@@ -126,8 +126,8 @@ def decode(
     generator: torch.Generator | None = None,
     eos_token_id: int | None = None,
 ) -> torch.Tensor:
-    """Continue ``input_ids`` (B, L) by ``cfg.max_new_tokens`` tokens; a row that emitted ``eos_token_id``
-    keeps emitting it, and decoding stops once all have."""
+    """Continue ``input_ids`` (B, L) by ``cfg.max_new_tokens``; a row past ``eos_token_id`` keeps emitting
+    it."""
     check_choice("decode mode", mode, DECODE_MODES)
     if input_ids.dim() != 2 or input_ids.size(1) == 0:
         raise ValueError(f"input_ids must be (batch, length>=1), got shape {tuple(input_ids.shape)}")
@@ -175,8 +175,8 @@ def generate_text(
     stop_at_eos: bool = True,
     stats: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Continuations of one or several prompts, prompts of equal token length decoded as one batch (the
-    model takes no padding); ``stats["new_tokens"]`` counts what was generated before any end-of-text."""
+    """Continuations of prompts, those of equal token length as one batch (no padding); counts
+    ``new_tokens``."""
     cfg = cfg or SamplingConfig()
     single = isinstance(prompts, str)
     prompts = [prompts] if single else list(prompts)
@@ -273,8 +273,8 @@ def decode_benchmark(
     repeats: int = 5,
     warmup: int = 1,
 ) -> list[dict[str, Any]]:
-    """:func:`decode_speed` on ``batch_size`` rows of ``prompt``'s first token repeated ``prompt_tokens``
-    times, ``new_tokens`` capped at the model's context: what ``generate --bench`` and notebook 06 time."""
+    """:func:`decode_speed` on ``batch_size`` repeated prompts: what ``generate --bench`` and notebook 06
+    time."""
     prompt_ids = torch.tensor([tokenizer.encode(prompt)[:1] * prompt_tokens] * batch_size, dtype=torch.long)
     limit = max_context(model)
     n = min(new_tokens, limit - prompt_ids.size(1)) if limit else new_tokens
@@ -296,8 +296,7 @@ def describe_benchmark(rows: Sequence[Mapping[str, Any]]) -> str:
 
 # --------------------------------------------------------------------------- loading
 def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -> tuple[Any, Any, Path]:
-    """(model, tokenizer, model_dir) of a run folder, a run name under ``runs/`` or a saved model;
-    ``run=None`` takes the newest run with a model."""
+    """(model, tokenizer, model_dir) of a run, a run name or a saved model; ``None``: the newest run."""
     path = runs.resolve_run(run, require_model=True)
     model, model_dir = run_model.load_model(path, device=device)
     return model, mswelu.data.get_tokenizer(run_model.tokenizer_name(model_dir)), model_dir

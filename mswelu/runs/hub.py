@@ -23,8 +23,8 @@ __all__ = ["hf_tokenizer", "launch_command", "model_card", "write_final_files"]
 
 
 def hf_tokenizer(name: str, model_max_length: int | None = None) -> Any:
-    """A ``PreTrainedTokenizerFast`` for a tokenizer name as datasets record it (``gpt2``, a path to a
-    ``tokenizer.json``, or a local Hugging Face tokenizer). ValueError when it cannot be built offline."""
+    """A ``PreTrainedTokenizerFast`` for a recorded tokenizer name; ValueError when it cannot be built
+    offline."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -55,8 +55,8 @@ def hf_tokenizer(name: str, model_max_length: int | None = None) -> Any:
 
 
 def launch_command() -> str:
-    """How this process was started, as a shell command (``python -m mswelu.train ...`` for the CLI,
-    torchrun's own command under torchrun); a notebook kernel or another program says so instead."""
+    """How this process was started, as a shell command; a notebook kernel or another program says so
+    instead."""
     argv = list(sys.argv)
     head = Path(argv[0]).as_posix() if argv else ""
     if head.endswith("mswelu/train.py"):
@@ -107,8 +107,8 @@ def model_card(
     tokenizer: str,
     meta: Mapping[str, Any] | None = None,
 ) -> str:
-    """The model card (``README.md``) of a run's ``final/``: how to load it, architecture, data, training,
-    results, the shape-parameter table per slot and the command (and config) that made it."""
+    """The model card (``README.md``) of a run's ``final/``: loading, architecture, data, training,
+    results."""
     meta = meta or {}
     mc = record.get("_model_config") or {}
     name = record.get("run_name") or "mswelu-run"
@@ -201,8 +201,8 @@ def model_card(
 
 
 def _portable_tokenizer_class(path: Path) -> None:
-    """transformers 5 saves a fast tokenizer as ``TokenizersBackend``, a name earlier releases (and tools
-    pinned to them) do not know; ``PreTrainedTokenizerFast`` is the same class under the name both know."""
+    """Name transformers 5's ``TokenizersBackend`` ``PreTrainedTokenizerFast``, which earlier releases
+    know."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):

@@ -44,8 +44,8 @@ REMOTE_FRESH_S = 900  # a lock held on another host counts as running while the 
 
 
 def _locked_inodes() -> set[tuple[int, int, int]] | None:
-    """(major, minor, inode) of every file locked on this machine, from ``/proc/locks``; None where it
-    cannot be read (not Linux)."""
+    """(major, minor, inode) of every file locked here, from ``/proc/locks``; None where it cannot be
+    read."""
     try:
         text = Path("/proc/locks").read_text()
     except OSError:
@@ -67,8 +67,8 @@ def _locked_inodes() -> set[tuple[int, int, int]] | None:
 
 
 def lock_holder(path: str | os.PathLike[str]) -> str | None:
-    """Who holds the run's writer lock (``"pid 123 on host since 12:00:01"``), or None when no live process
-    does. Reading never takes the lock, so it never gets in the way of a run that is starting."""
+    """Who holds the run's writer lock (``"pid 123 on host since 12:00:01"``), or None; never takes the
+    lock."""
     lock = Path(path) / LOCK_NAME
     try:
         st = lock.stat()
@@ -98,8 +98,7 @@ def lock_holder(path: str | os.PathLike[str]) -> str | None:
 
 
 def _remote_running(path: Path) -> bool:
-    """A run whose lock another host holds: running while it writes its metrics (recently, and after any
-    summary of an earlier, interrupted session)."""
+    """A run whose lock another host holds is running while it recently wrote its metrics."""
     times = [(path / f).stat().st_mtime for f in (METRICS, CONFIG) if (path / f).exists()]
     summary = (path / SUMMARY).stat().st_mtime if (path / SUMMARY).exists() else 0.0
     return bool(times) and time.time() - max(times) < REMOTE_FRESH_S and max(times) > summary
@@ -136,8 +135,8 @@ def _newest_checkpoint(path: Path) -> tuple[str | None, int | None]:
 
 
 def run_info(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """One run's figures: status and holder, progress, losses, speed, val bpb, ETA, model, newest
-    checkpoint, size, device sample, task scores, trackers."""
+    """One run's status, progress, figures, model, checkpoint, size, device sample, task scores and
+    trackers."""
     path = Path(path)
     config, summary = read_json(path / CONFIG) or {}, read_json(path / SUMMARY)
     records = read_jsonl(path / METRICS)

@@ -53,8 +53,8 @@ class MetricsLog:
         self.on_sample: Callable[[dict[str, Any]], None] = lambda sample: None
 
     def sample_devices(self, every: float, on_sample: Callable[[dict[str, Any]], None]) -> None:
-        """Sample the devices every ``every`` seconds on a background thread (:mod:`mswelu.base.devices`); the
-        samples are written before the next record, at its step, and each is passed to ``on_sample``."""
+        """Sample the devices every ``every`` seconds in the background; written before the next
+        record."""
         try:
             self.sampler = DeviceSampler(every).start()
         except ImportError as exc:  # psutil is a dependency; a broken install loses the figures only
@@ -70,8 +70,8 @@ class MetricsLog:
         resume_step: int | None,
         last_train: Mapping[str, Any],
     ) -> MetricsLog:
-        """The log of a run with config ``record``, resumed at ``resume_step`` (None: fresh);
-        ``last_train`` is written again when a crash tore it off the file."""
+        """The log of a run with config ``record``, resumed at ``resume_step``; rewrites a torn
+        ``last_train``."""
         learned = {p for slot in record.get("_shape_slots") or () for p in slot["learnable"]}
         metrics = cls(run, resume_step, trackers, shape_scalars=learned, config=record)
         if resume_step is not None and last_train and metrics.dropped_torn_line:
@@ -122,16 +122,16 @@ class MetricsLog:
                 self.trackers.remove(t)
 
     def sync(self) -> None:
-        """Make every record written so far durable (before a checkpoint: a crash can then tear only a
-        record of a later step, which the resumed run logs again)."""
+        """Make every record so far durable (before a checkpoint, so a crash tears only a later step's
+        record)."""
         self.file.flush()
         os.fsync(self.file.fileno())
 
     def close(
         self, summary: Mapping[str, Any] | None = None, failed: bool = False, at: tuple[int, int] = (0, 0)
     ) -> None:
-        """Write the last device samples at step and tokens ``at``; finish every tracker (with the run's final
-        figures and its summary, config and model card as files), then close the metrics file."""
+        """Write the last device samples, finish every tracker with the run's figures and files, close
+        the file."""
         if self.sampler is not None:
             self.sampler.stop()
             self._write_device_samples(*at)
@@ -147,8 +147,8 @@ class MetricsLog:
 
 
 def attach_to_trackers(run_dir: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Add ``files`` (a notebook's ``report.html``, ``metrics.json``) to the wandb / trackio runs of the run
-    in ``run_dir``; returns the trackers that got them (none when the run used neither)."""
+    """Add ``files`` to the wandb / trackio runs of the run in ``run_dir``; returns the trackers that got
+    them."""
     run = RunWriter(run_dir)
     if not run.tracker_state.is_file():
         return []
@@ -161,8 +161,8 @@ def run_summary(
     spent: Mapping[str, float],
     last_val: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """``summary.json`` of a run: its identity, ``figures`` in the order given, and the time ``spent``
-    over every sitting."""
+    """``summary.json`` of a run: its identity, ``figures`` in order, and the time ``spent`` over every
+    sitting."""
     train_s = spent["train_time_s"]
     summary = {k: figures[k] for k in ("run_dir", "run_name")}
     summary.update({k: record[k] for k in ("preset", "activation", "optimizer", "seed")})

@@ -46,8 +46,7 @@ class RunPlan:
 
 
 def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
-    """The plan for ``cfg``, or a ValueError saying what is wrong. Reads files, writes none; notices
-    (checkpoints skipped, settings changed on resume) go to stderr. Run on one rank only."""
+    """The plan for ``cfg``, or a ValueError saying what is wrong; writes nothing. Run on one rank only."""
     from mswelu.data import TokenLoader, default_dataset, verify_dataset
     from mswelu.data.tasks import TaskSource, is_task_source
 
@@ -91,8 +90,7 @@ def _plan_output(
     model_vocab: int,
     check_vocab: Callable[[int], None] | None = None,
 ) -> RunPlan:
-    """The model config's checks, the run folder's policy and the checkpoint to resume, for the data
-    ``data`` (a prepared folder, or a task source string) described by ``meta``."""
+    """The model config's checks, the run folder's policy and the checkpoint to resume, for ``data``."""
     if model_vocab < int(meta["vocab_size"]):
         raise ValueError(
             f"the data use {meta['vocab_size']} token ids, which do not fit a model with "
@@ -156,8 +154,7 @@ def _plan_output(
 
 
 def _finished(checkpoint: Path, cfg: TrainConfig, out: Path) -> dict[str, Any] | None:
-    """The summary of the finished run in ``out`` when ``checkpoint`` is its last step, else None;
-    ValueError for a checkpoint past the last step."""
+    """The summary of the run in ``out`` when ``checkpoint`` is its last step; ValueError past it."""
     step = int(read_json(checkpoint / "trainer_state.json")["step"])
     total = cfg.total_steps()
     if step > total:

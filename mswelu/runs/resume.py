@@ -68,8 +68,7 @@ class TrainState:
 
 
 def find_resume(resume: str, out: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """(checkpoint to resume from or None, [(skipped newer checkpoint, why)]) for ``resume`` = ``"auto"``
-    (the run folder's newest intact checkpoint), a checkpoint folder, or a run / checkpoints folder."""
+    """(checkpoint to resume from or None, [(skipped newer checkpoint, why)]) for ``resume``."""
     if str(resume) == "auto":
         return ckpt.latest_checkpoint(out / CHECKPOINTS)
     path = Path(resume).expanduser()
@@ -130,8 +129,8 @@ def save(
     keep: int | None,
     info: du.DistInfo,
 ) -> None:
-    """Checkpoint ``train_state`` with the weights, the optimizer, the schedule, and every rank's RNG and
-    loader positions. Collective under DDP: every rank calls it."""
+    """Checkpoint ``train_state`` with weights, optimizer, schedule, RNGs and loader positions
+    (collective)."""
     local = {"rng": ckpt.rng_state(), "loaders": [ld.state_dict() for ld in loaders]}
     ranks = du.all_gather(local, info)
     counters = train_state.saved()
