@@ -122,8 +122,8 @@ def keep_path(path: str) -> bool:
 
 
 def clean_text(raw: bytes) -> str | None:
-    """The file's text, or None when it is not a document (binary, not UTF-8, minified or data-like,
-    generated, blank)."""
+    """The file's text, or None when it is not a document (binary, not UTF-8, data-like, generated,
+    blank)."""
     if len(raw) > MAX_FILE_BYTES or b"\x00" in raw:
         return None
     try:
@@ -155,8 +155,7 @@ def sdist_files(path: Path, sdist: Sdist) -> list[tuple[str, str]]:
 
 
 def pycode_documents() -> list[tuple[str, str]]:
-    """``[(key, text)]`` of the whole corpus: every pinned sdist fetched (SHA-256 checked) and filtered,
-    identical files once (under the smallest key), in the order of a fixed hash of their keys."""
+    """``[(key, text)]`` of the whole corpus: fetched, filtered, deduplicated, in a fixed hash order."""
     return list(_pycode_documents(PYCODE_SDISTS))
 
 

@@ -25,8 +25,7 @@ def doc_hash(key: str, seed: int) -> float:
 
 
 def check_folds(folds: Any, fold: Any) -> None:
-    """ValueError unless ``folds`` and ``fold`` are both None (the plain split) or ``folds`` >= 1 and
-    ``fold`` in 0..folds (0: the tuning split)."""
+    """ValueError unless both are None or ``folds`` >= 1 and ``fold`` in 0..folds (0: the tuning split)."""
     if folds is None and fold is None:
         return
     if folds is None or fold is None:
@@ -77,8 +76,7 @@ def validation_rule(
     folds: int | None = None,
     fold: int | None = None,
 ) -> Callable[[str], bool]:
-    """Whether a document key belongs to validation (the module docstring's rule); ``keys()`` iterates
-    every document's key of a finite source (read once here)."""
+    """Whether a document key belongs to validation; ``keys()`` lists a finite source's keys (read once)."""
     check_folds(folds, fold)
     block = 0 if fold is None else int(fold)
     blocks = 1 if folds is None else int(folds) + 1

@@ -73,8 +73,8 @@ class TaskSource:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def meta(self) -> dict[str, Any]:
-        """The fields of a dataset's ``meta.json`` that a run reads (vocabulary, end-of-text id, fingerprint,
-        split sizes in tokens), for a task."""
+        """The ``meta.json`` fields a run reads (vocabulary, eos, fingerprint, split sizes), for a
+        task."""
         return {
             "task": self.task.name,
             "knobs": dict(self.knobs),
@@ -105,8 +105,8 @@ class TaskSource:
         return self.pairs([self._example([_TRAIN, int(seed), int(step), r], "train") for r in rows])
 
     def test_batches(self, batch_size: int, sample: int | None = None) -> Iterator[torch.Tensor]:
-        """The test set (its first ``sample`` examples when given) in batches of ``batch_size``; with
-        ``eval=tune`` a tuning set of the same size and distribution, drawn apart."""
+        """The test set (or with ``eval=tune`` a tuning set drawn apart) in batches, its first
+        ``sample`` when given."""
         count = self.test_examples if sample is None else min(int(sample), self.test_examples)
         salt = _TUNE if self.eval_set == "tune" else _TEST
         for start in range(0, count, batch_size):
@@ -118,8 +118,7 @@ class TaskSource:
 
 
 class TaskLoader:
-    """Training batches of a task, deterministic, rank-sharded and exactly resumable (the interface of
-    :class:`~mswelu.data.loader.TokenLoader` that the trainer and checkpoints use)."""
+    """A task's training batches: deterministic, rank-sharded, exactly resumable, as a ``TokenLoader``."""
 
     split, mode = "train", "random"
 
@@ -127,8 +126,7 @@ class TaskLoader:
     def for_micro_steps(
         cls, source: TaskSource, micro_batch: int, seed: int, rank: int, world_size: int, accum: int
     ) -> list[TaskLoader]:
-        """One loader per micro-step, each as if it were its own rank among ``world_size x accum`` (as
-        :meth:`TokenLoader.for_micro_steps`)."""
+        """One loader per micro-step, each its own rank among ``world_size x accum``."""
         return [cls(source, micro_batch, seed, rank * accum + i, world_size * accum) for i in range(accum)]
 
     def __init__(self, source: TaskSource, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
