@@ -45,7 +45,6 @@ def _need_lm_eval() -> None:
         )
 
 
-# --------------------------------------------------------------------------- local tasks
 def validation_texts(data: str | Path) -> list[str]:
     """The documents of a prepared dataset's validation split, decoded."""
     from mswelu.data import check_shards, dataset_tokenizer
@@ -157,7 +156,6 @@ def build_local_tasks(
     return out
 
 
-# --------------------------------------------------------------------------- running lm-eval
 def _tokenizer_for(model_dir: Path, model: Any) -> Any:
     """The run's tokenizer: the one saved in ``final/``, else built from the name its data records."""
     from transformers import AutoTokenizer
@@ -262,7 +260,6 @@ def read_task_scores(run: str | Path) -> dict[str, dict[str, Any]]:
     return dict((runs.read_json(path / runs.TASK_SCORES) or {}).get("tasks") or {})
 
 
-# --------------------------------------------------------------------------- command line
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mswelu.evaluate", description="Downstream tasks (lm-eval).")
     sub = p.add_subparsers(dest="command", required=True)

@@ -77,7 +77,6 @@ def render(root: Path, running_only: bool = False) -> str:
     return "\n".join(format_run(i, width) for i in infos)
 
 
-# --------------------------------------------------------------------------- device figures for reports
 def device_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """A run's device samples, one row per sample: ``time_s`` since the first, ``step``, each figure."""
     rows = [
@@ -142,7 +141,6 @@ def plot_devices(frame: pd.DataFrame, title: str | None = None) -> Any:
     return fig
 
 
-# --------------------------------------------------------------------------- command line
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mswelu.monitor", description="Every run at a glance.")
     p.add_argument("folder", nargs="?", help="where the runs are (default: runs/)")

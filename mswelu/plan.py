@@ -45,7 +45,6 @@ def parse_memory(text: str | float) -> float:
     return float(m.group(1)) * (2**20 if unit.startswith("m") else GiB)
 
 
-# ------------------------------------------------------------------------------------------ state bytes
 def _meta_model(preset: str, vocab_size: int | None, seq_len: int, model: dict[str, Any]) -> torch.nn.Module:
     from mswelu.models.configuration import PRESETS
 
@@ -78,7 +77,6 @@ def state_bytes(model: torch.nn.Module, world: int, parallel: str, optimizer: st
     return {"params": params, "grads": grads, "optimizer": opt}
 
 
-# ------------------------------------------------------------------------------------------ the plan
 @dataclass
 class Plan:
     """A plan for one preset on ``gpus`` GPUs of ``gpu_memory`` bytes (see :func:`make_plan`)."""

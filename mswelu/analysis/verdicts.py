@@ -87,7 +87,6 @@ class _Row(Measurement):
         self.params = float(mine.params.max()) if len(mine) and mine.params.notna().any() else math.nan
         self.tokens = float(mine.tokens.max()) if len(mine) and mine.tokens.notna().any() else math.nan
 
-    # ------------------------------------------------------------------ scale
     def comparable(self) -> bool:
         c, f = self.claim, COMPARABLE_FRACTION
         ok_t = not c.scale_tokens or (math.isfinite(self.tokens) and self.tokens >= f * c.scale_tokens)
@@ -129,7 +128,6 @@ class _Row(Measurement):
         )
         return f"{scale} {data}; {split}"
 
-    # ------------------------------------------------------------------ checks before measuring
     def untrained(self) -> str | None:
         """A variant the claim compares that the study never trained (a study without any runs: None)."""
         runs = self.study.runs if self.study is not None else pd.DataFrame()
@@ -165,7 +163,6 @@ class _Row(Measurement):
             )
         return None
 
-    # ------------------------------------------------------------------ rules after the test
     def censoring(self) -> None:
         """Flag censored seeds; keep a verdict only where the bounds' direction cannot overturn it."""
         if not self.bounds:

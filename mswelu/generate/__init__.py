@@ -2,7 +2,7 @@
 run's model) and ``cli`` (``python -m mswelu.generate``).
 """
 
-from mswelu.generate.cli import apply_command, main, repl
+from mswelu.generate.cli import main, repl
 from mswelu.generate.decoding import (
     SamplingConfig,
     decode,
@@ -19,7 +19,6 @@ from mswelu.generate.decoding import (
 
 __all__ = [
     "SamplingConfig",
-    "apply_command",
     "decode",
     "decode_benchmark",
     "decode_speed",

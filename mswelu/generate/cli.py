@@ -36,7 +36,7 @@ from mswelu.generate.decoding import (
     max_context,
 )
 
-__all__ = ["HELP", "Session", "apply_command", "build_parser", "main", "repl", "run_command"]
+__all__ = ["HELP", "Session", "build_parser", "main", "repl", "run_command"]
 
 HELP = """Commands:
   /temp X     temperature (0 = greedy)         /top_p X   nucleus sampling, 0 < X <= 1 (1 = off)
@@ -46,7 +46,6 @@ HELP = """Commands:
 Anything else is a prompt."""
 
 
-# --------------------------------------------------------------------------- commands
 # Every /command of the loop, /seed included, goes through run_command: one table (_ACTIONS).
 @dataclass(frozen=True)
 class Session:
@@ -113,13 +112,6 @@ def run_command(session: Session, line: str) -> Outcome:
     return _ACTIONS[cmd](session, cmd, args)
 
 
-def apply_command(cfg: SamplingConfig, line: str) -> tuple[SamplingConfig, str, bool]:
-    """:func:`run_command` on sampling settings alone: (new config, message for the user, quit?)."""
-    session, message, stop = run_command(Session(cfg), line)
-    return session.cfg, message, stop
-
-
-# --------------------------------------------------------------------------- interactive
 def _enable_line_editing() -> None:
     """Line editing and a history (``~/.cache/mswelu/generate_history``) for ``input()`` on a terminal."""
     if not sys.stdin.isatty():
@@ -196,7 +188,6 @@ def repl(
     return session.cfg
 
 
-# --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     """The options of ``python -m mswelu.generate``."""
     p = argparse.ArgumentParser(

@@ -109,7 +109,6 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-# --------------------------------------------------------------------------- decoding
 def _forward(model: Any, ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
     """Last-position logits and the updated cache (under whatever name the installed transformers uses)."""
     kwargs = {} if cache is None else {cache_kwarg(model): cache}
@@ -294,7 +293,6 @@ def describe_benchmark(rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-# --------------------------------------------------------------------------- loading
 def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -> tuple[Any, Any, Path]:
     """(model, tokenizer, model_dir) of a run, a run name or a saved model; ``None``: the newest run."""
     path = runs.resolve_run(run, require_model=True)

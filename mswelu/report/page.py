@@ -157,7 +157,6 @@ class Report:
             os.replace(self.html_path, previous)
         return previous
 
-    # ----------------------------------------------------------------- content
     def add_markdown(self, text: str) -> None:
         """Add a block of Markdown (raw HTML inside it is escaped)."""
         self._sections.append(f'<section class="md">{markdown_to_html(str(text))}</section>')
@@ -226,7 +225,6 @@ class Report:
             self._live_written = moment
             self._write()
 
-    # ---------------------------------------------------------------- outcomes
     def finish(self, metrics: dict[str, Any] | None = None) -> Path:
         """Mark the run complete, write ``metrics.json`` and the index; returns the metrics path."""
         if metrics is not None:
@@ -275,7 +273,6 @@ class Report:
         write_index(self.root)
         self._unregister_hook()
 
-    # ------------------------------------------------------------------ IPython
     def _register_hook(self) -> None:
         ip = get_ipython()
         if ip is None:
@@ -307,7 +304,6 @@ class Report:
             return
         self.fail(err)
 
-    # ------------------------------------------------------------------ output
     def _state(self) -> dict[str, Any]:
         return {
             "run": self.run_name,

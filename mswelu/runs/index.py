@@ -200,7 +200,6 @@ def runs_info(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]
     return [run_info(p, root) for p in list_runs(root)]
 
 
-# --------------------------------------------------------------------------- command line
 def format_size(n: int | None) -> str:
     if n is None:
         return "-"

@@ -118,7 +118,6 @@ class Record:
     unit_rows: list[dict[str, Any]] = field(default_factory=list)
     reused: bool = True
 
-    # -------------------------------------------------------------------------------- as a run
     def final_metrics(self) -> dict[str, Any]:
         keys = ("steps", "tokens", "final_train_loss", "final_val_loss", "val_bpb", "tokens_per_s")
         out = {k: self.final.get(k) for k in keys}
@@ -179,7 +178,6 @@ class Record:
                     f"{want!r} ({REBUILD})"
                 )
 
-    # -------------------------------------------------------------------------------- file
     def to_dict(self) -> dict[str, Any]:
         return _round(
             {

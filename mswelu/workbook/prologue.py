@@ -220,7 +220,6 @@ def format_samples(prompts: Sequence[str], texts: Sequence[str], max_newlines: i
     return "\n\n".join(blocks)
 
 
-# --------------------------------------------------------------------------- the executed notebook
 def _papermill_arguments(argv: Sequence[str]) -> list[str] | None:
     """The arguments after ``papermill`` (``papermill ...``, ``python -m papermill ...``), or None."""
     for i, arg in enumerate(argv):
