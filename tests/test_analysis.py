@@ -179,9 +179,6 @@ def test_aggregate_seeds_mean_and_spread():
     with pytest.raises(ValueError):
         A.aggregate_seeds(res, by="nope")
     assert A.mean_spread(2.0, 1.0) == "2.000 ± 1.000" and A.mean_spread(2.0, float("nan")) == "2.000 (1 seed)"
-    assert A.seed_values(res, "x", "val_loss") == {0: 1.0, 1: 2.0, 2: 3.0}
-    floor = A.noise_floor(res, "val_loss")
-    assert floor["x"] == pytest.approx(1.0) and np.isnan(floor["y"])
 
 
 def test_tokens_to_reach_and_loss_at_fraction():

@@ -26,7 +26,7 @@ from mswelu.analysis.frames import (
 )
 from mswelu.analysis.reader import read_study
 from mswelu.analysis.schema import StudyData, study_data, study_metrics
-from mswelu.analysis.seeds import aggregate_seeds, mean_spread, noise_floor, seed_values
+from mswelu.analysis.seeds import aggregate_seeds, mean_spread
 from mswelu.analysis.shapes import (
     SEED_K_RANGES,
     SEED_K_TABLE,
@@ -74,12 +74,10 @@ __all__ = [
     "loss_at_fraction",
     "lr_status",
     "mean_spread",
-    "noise_floor",
     "paired_convergence",
     "read_study",
     "recompute",
     "scope_curve",
-    "seed_values",
     "shape_deviation",
     "shape_group_trajectories",
     "shape_slot_summary",

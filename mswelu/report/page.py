@@ -27,13 +27,12 @@ from mswelu.report.index import write_index
 from mswelu.report.markup import badge, captioned, document, markdown_to_html, now, table
 from mswelu.report.tables import table_html, verdicts_html
 
-__all__ = ["STATUSES", "Report", "sanitize_params"]
+__all__ = ["Report", "sanitize_params"]
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SECRET_PARTS = {"token", "secret", "key", "password", "passwd", "pwd", "apikey", "credential", "credentials"}
 _SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,})$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-STATUSES = ("running", "complete", "failed")
 _LIVE_COLUMNS = ("step", "tokens", "loss", "tokens_per_s", "val_loss", "val_bpb", "updated")
 
 

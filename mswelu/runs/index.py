@@ -37,9 +37,8 @@ from mswelu.runs.folder import (
 )
 from mswelu.training import checkpoint as ckpt
 
-__all__ = ["STATUSES", "folder_size", "lock_holder", "main", "run_info", "run_status", "runs_info"]
+__all__ = ["folder_size", "lock_holder", "main", "run_info", "run_status", "runs_info"]
 
-STATUSES = ("running", "finished", "interrupted", "failed")
 REMOTE_FRESH_S = 900  # a lock held on another host counts as running while the run wrote this recently
 
 
