@@ -229,8 +229,7 @@ COUNT_CLAIMS: tuple[Claim, ...] = (
 
 
 def _any_gain(prefix: str, says: str, swelu: str, silu: str) -> tuple[Claim, ...]:
-    """SWELU better than SiLU by any amount at equal tokens, wall-clock time and FLOPs (practitioners'
-    views)."""
+    """SWELU better than SiLU by any amount at equal tokens, wall-clock time and FLOPs."""
     note = "any improvement counts; the row's MDE says what the study could resolve"
     return tuple(
         Claim(

@@ -67,8 +67,7 @@ def apply_family(df: pd.DataFrame, alpha: float = stats.ALPHA, primary: str = ""
 
 
 def _twins(df: pd.DataFrame) -> pd.Series:
-    """For each row repeating another row's test (``inputs["same_test_as"]``), that row's index; NaN
-    elsewhere."""
+    """For each row repeating another's test (``inputs["same_test_as"]``), that row's index, else NaN."""
     own = {}
     for i, inputs in df["inputs"].items():
         sig = (inputs or {}).get("test_signature")

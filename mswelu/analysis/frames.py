@@ -28,8 +28,7 @@ EVAL_COLUMNS = ["step", "tokens", "val_loss", "val_ppl", "val_bpb", "val_tokens"
 
 
 def train_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Training-step rows sorted by step (a resumed run's duplicates: the last); a per-group lr reads as
-    its max."""
+    """Training-step rows by step (a resumed run's duplicates: the last); a per-group lr reads as its max."""
     cols = ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"]
     rows = []
     for r in records:
@@ -92,8 +91,7 @@ def scope_curve(curve: pd.DataFrame, scope: str | None) -> pd.DataFrame:
 
 
 def tokens_to_reach(curve: pd.DataFrame, target: float, x: str = "tokens", y: str = "val_loss") -> float:
-    """First ``x`` at which ``y`` falls to ``target`` (interpolated), NaN if never; pass a curve of one
-    scope."""
+    """First ``x`` where ``y`` falls to ``target`` (interpolated; NaN if never), on a curve of one scope."""
     c = curve[[x, y]].dropna().sort_values(x)
     xs, ys = c[x].to_numpy(float), c[y].to_numpy(float)
     for i, v in enumerate(ys):

@@ -108,8 +108,8 @@ class Measurement:
         )
 
     def _pool(self, values: Mapping[tuple[str, int], float]) -> stats.Sample:
-        """The row's sample from ``{(split, seed): value}``, the values and each split's figure kept
-        in its inputs."""
+        """The row's sample from ``{(split, seed): value}``, kept in its inputs with each split's
+        figure."""
         self.inputs["values"] = {unit_label(k): v for k, v in values.items()}
         sample, table = pooled(values)
         if len(table) > 1:

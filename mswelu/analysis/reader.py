@@ -145,8 +145,7 @@ def read_legacy(
 def read_study(
     source: str | os.PathLike[str] | Mapping[str, Any], companions: Sequence[Any] = ()
 ) -> StudyData:
-    """A study from its ``metrics.json`` (a path, its dict, or its ``metrics``); ``companions``: ``-k``
-    reports."""
+    """A study from its ``metrics.json`` (path, dict or ``metrics``); ``companions``: ``-k`` reports."""
     doc = _load(source)
     if "study" in doc.get("metrics", doc):
         return parse_study(doc)

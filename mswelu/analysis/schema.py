@@ -213,8 +213,7 @@ def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
 def study_metrics(
     study: StudyData, rows: pd.DataFrame, claims: Sequence[Claim], counts: pd.DataFrame | None = None
 ) -> dict[str, Any]:
-    """The ``metrics`` of a study's ``metrics.json``: summary figures and everything its verdicts come
-    from."""
+    """A study's ``metrics.json`` figures: summaries and everything its verdicts come from."""
     runs = study.runs
     means = runs.groupby("variant", sort=False)[["val_loss", "val_bpb"]].mean() if not runs.empty else None
     main = study.variant("swelu")

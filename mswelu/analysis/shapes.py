@@ -80,8 +80,7 @@ def final_shape_table(
     param: str = "k",
     init: float | None = None,
 ) -> pd.DataFrame:
-    """One row per slot (group, layer, activation, learnable, ``param``, other shape values, deviation
-    from init); ``values`` is ``{slot: value}`` or ``{slot: {param: value}}``."""
+    """One row per slot: place, activation, ``param`` and other shape values, deviation from init."""
     records = _slots(values, slots)
     rows, others = [], []
     for name, value in values.items():
@@ -188,8 +187,7 @@ def shape_slot_summary(
 
 
 def shape_group_trajectories(traj: pd.DataFrame, slots: Mapping[str, ShapeSlot] | None) -> pd.DataFrame:
-    """A run's shape parameter per logged step (:func:`~mswelu.analysis.frames.shape_trajectories`) averaged
-    over layers per slot group: index step, one column per group, in :data:`GROUPS` order."""
+    """A run's shape parameter per step averaged over layers per slot group (:data:`GROUPS` order)."""
     if traj.empty:
         return pd.DataFrame(index=traj.index)
     records = _slots({c: None for c in traj.columns}, slots)

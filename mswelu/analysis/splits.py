@@ -60,8 +60,7 @@ def unit_values(runs: pd.DataFrame, variant: str, value: str) -> dict[tuple[str,
 
 
 def pooled(values: Mapping[tuple[str, int], float]) -> tuple[stats.Sample, pd.DataFrame]:
-    """The sample a verdict is drawn from (seeds, or split means), and one row per split with its
-    interval."""
+    """The sample a verdict is drawn from (seeds, or split means) and one row per split."""
     groups: dict[str, list[float]] = {}
     for (split, _seed), v in sorted(values.items()):
         if math.isfinite(v):
@@ -96,8 +95,7 @@ def split_count(frames: list[pd.DataFrame]) -> int:
 
 
 def validation_tokens(units: pd.DataFrame, variants: list[str]) -> float:
-    """Tokens of the validation text one model of ``variants`` scored at its end (from the bootstrap
-    units; NaN when the study recorded none). Several splits: their mean."""
+    """Validation tokens one model of ``variants`` scored at its end (mean over splits; NaN unrecorded)."""
     if units.empty or "tokens" not in units.columns:
         return math.nan
     mine = units[units.variant.isin(variants)]

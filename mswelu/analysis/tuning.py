@@ -135,8 +135,7 @@ def lr_status(
     max_extensions: int = MAX_EXTENSIONS,
     bounds: tuple[float, float] = LR_BOUNDS,
 ) -> dict[str, LrStatus]:
-    """Each variant's :class:`LrStatus` from a sweep table (:data:`SWEEP_COLUMNS`); ``grid`` is the original
-    grid the extensions are counted from (default: every lr tried counts as original)."""
+    """Each variant's :class:`LrStatus` from a sweep; ``grid``: the original grid (default: all lrs)."""
     missing = {"variant", "lr", "tune_val_loss"} - set(sweep.columns)
     if missing:
         raise ValueError(f"a sweep needs columns {sorted(missing)}; has {list(sweep.columns)}")
@@ -155,8 +154,7 @@ def extend_lr_grid(
     max_extensions: int = MAX_EXTENSIONS,
     bounds: tuple[float, float] = LR_BOUNDS,
 ) -> dict[str, list[float]]:
-    """The lrs still to run, per variant (only those that need one): one step beyond an edge optimum, up to
-    the bound. Empty when every variant's optimum is bracketed or its bound is reached."""
+    """The lrs still to run per variant: one step beyond an edge optimum, up to the bound."""
     return {
         v: [s.next_lr]
         for v, s in lr_status(sweep, grid, factor, max_extensions, bounds).items()

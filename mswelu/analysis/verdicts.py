@@ -94,8 +94,7 @@ class _Row(Measurement):
         return ok_t and ok_p
 
     def scale_text(self) -> str:
-        """What the row was judged on (scale, data, tokenizer, splits) and the scale the claim was
-        made at."""
+        """What the row was judged on (scale, data, tokenizer, splits) and the claim's own scale."""
         c = self.claim
         if c.measure == "count":
             return "a count on the architecture the claim specifies (no training)"

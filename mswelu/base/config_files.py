@@ -45,8 +45,7 @@ def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def read_config_file(path: str | os.PathLike[str]) -> Any:
-    """A YAML or JSON file's content; a one-line ValueError for a missing file, bad syntax or a duplicate
-    key."""
+    """A YAML or JSON file's content; a one-line ValueError for a missing or bad file."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")

@@ -56,8 +56,7 @@ class Nvml:
         return handles
 
     def read(self) -> dict[str, float]:
-        """Utilisation, memory, temperature and power per GPU; a figure a GPU does not report is left
-        out."""
+        """Utilisation, memory, temperature and power per GPU, as far as each reports them."""
         out: dict[str, float] = {}
         if not self.handles:
             return out

@@ -55,8 +55,7 @@ def check_choice(what: str, value: Any, known: Iterable[Any]) -> None:
 
 
 def choice(what: str, known: Iterable[Any]) -> Any:
-    """An argparse ``type`` accepting one of ``known``, else :func:`unknown_choice`'s line (with
-    ``metavar``)."""
+    """An argparse ``type`` accepting one of ``known``, else :func:`unknown_choice`'s line."""
     known = list(known)
 
     def parse(value: str) -> str:
@@ -89,7 +88,6 @@ _LITERAL = re.compile(r"``([^`]+)``")
 
 
 def plain_text(text: str) -> str:
-    """A docstring as ``--help`` shows it: reST roles become their target's name, literals lose
-    backquotes."""
+    """A docstring as ``--help`` shows it: reST roles as names, literals without backquotes."""
     text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
     return _LITERAL.sub(r"\1", text)

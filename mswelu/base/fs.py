@@ -97,8 +97,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def leftovers(folder: str | os.PathLike[str], pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:
-    """The folders in ``folder`` matching ``pattern`` (group ``pid``) whose writer is gone: safe to clean
-    up."""
+    """Folders in ``folder`` matching ``pattern`` (group ``pid``) whose writer is gone."""
     folder = Path(folder)
     found: list[tuple[Path, re.Match[str]]] = []
     if not folder.is_dir():

@@ -9,8 +9,7 @@ from pathlib import Path
 
 
 def project_root() -> Path:
-    """The checkout's root (``MSWELU_HOME`` overrides), found from the cwd and then this file; else the
-    cwd."""
+    """The checkout's root (``MSWELU_HOME`` overrides), from the cwd, then this file; else the cwd."""
     env = os.environ.get("MSWELU_HOME")
     if env:
         return Path(env).expanduser().resolve()

@@ -127,8 +127,7 @@ class RunProgress:
         )
 
     def advance(self, tokens: int, seconds: float) -> None:
-        """One optimizer step of ``tokens`` in ``seconds`` of training (the rate counts training
-        only)."""
+        """One optimizer step of ``tokens`` in ``seconds`` (the rate counts training only)."""
         self.bar.update(1)
         self._tokens += tokens
         self._seconds += seconds

@@ -66,8 +66,8 @@ class Interval:
     unit: str = "seed"
 
     def describe(self, pct: bool = True) -> str:
-        """``+1.56% [+0.91%, +2.21%] (95% t interval, 3 seeds)``, or with ``pct=False`` ``4.61 [4.52,
-        4.70] (...)``."""
+        """``+1.56% [+0.91%, +2.21%] (95% t interval, 3 seeds)``; ``pct=False``: ``4.61 [4.52,
+        4.70]``."""
         shown = format_effect(self.mean, self.lo, self.hi, pct=pct)
         if not math.isfinite(self.lo):
             return f"{shown} ({self.n} {self.unit}{'s' if self.n != 1 else ''}: no interval)"

@@ -35,8 +35,7 @@ def dataset_dir(
     folds: int | None = None,
     fold: int | None = None,
 ) -> Path:
-    """``data_dir()/<source>[-<tokenizer>][-fold<j>of<K>][-<max_tokens>]``: a capped build never replaces
-    a full one."""
+    """``data_dir()/<source>[-<tokenizer>][-fold<j>of<K>][-<max_tokens>]``."""
     check_folds(folds, fold)
     name = resolve_source(source).name
     bpe = bpe_vocab_size(tokenizer)

@@ -122,8 +122,7 @@ def keep_path(path: str) -> bool:
 
 
 def clean_text(raw: bytes) -> str | None:
-    """The file's text, or None when it is not a document (binary, not UTF-8, data-like, generated,
-    blank)."""
+    """The file's text, or None when it is no document (binary, not UTF-8, generated, blank)."""
     if len(raw) > MAX_FILE_BYTES or b"\x00" in raw:
         return None
     try:

@@ -71,8 +71,7 @@ class SamplingConfig:
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Set every logit below the k-th largest to -inf (ties kept); ``k <= 0`` or ``k >= vocab``:
-    unchanged."""
+    """Logits below the k-th largest to -inf (ties kept); ``k <= 0`` or ``k >= vocab``: unchanged."""
     if k <= 0 or k >= logits.size(-1):
         return logits
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
@@ -80,8 +79,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter: keep the fewest most likely tokens summing to ``p`` (at least one); ``p >= 1``:
-    unchanged."""
+    """Nucleus filter: keep the fewest likeliest tokens summing to ``p`` (at least one)."""
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p}")
     if p >= 1.0:
@@ -125,8 +123,7 @@ def decode(
     generator: torch.Generator | None = None,
     eos_token_id: int | None = None,
 ) -> torch.Tensor:
-    """Continue ``input_ids`` (B, L) by ``cfg.max_new_tokens``; a row past ``eos_token_id`` keeps emitting
-    it."""
+    """Continue ``input_ids`` (B, L); a row past ``eos_token_id`` keeps emitting it."""
     check_choice("decode mode", mode, DECODE_MODES)
     if input_ids.dim() != 2 or input_ids.size(1) == 0:
         raise ValueError(f"input_ids must be (batch, length>=1), got shape {tuple(input_ids.shape)}")
@@ -174,8 +171,7 @@ def generate_text(
     stop_at_eos: bool = True,
     stats: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Continuations of prompts, those of equal token length as one batch (no padding); counts
-    ``new_tokens``."""
+    """Continuations of prompts, those of equal token length as one batch (no padding)."""
     cfg = cfg or SamplingConfig()
     single = isinstance(prompts, str)
     prompts = [prompts] if single else list(prompts)
@@ -272,8 +268,7 @@ def decode_benchmark(
     repeats: int = 5,
     warmup: int = 1,
 ) -> list[dict[str, Any]]:
-    """:func:`decode_speed` on ``batch_size`` repeated prompts: what ``generate --bench`` and notebook 06
-    time."""
+    """:func:`decode_speed` on repeated prompts: what ``generate --bench`` and notebook 06 time."""
     prompt_ids = torch.tensor([tokenizer.encode(prompt)[:1] * prompt_tokens] * batch_size, dtype=torch.long)
     limit = max_context(model)
     n = min(new_tokens, limit - prompt_ids.size(1)) if limit else new_tokens

@@ -94,8 +94,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _decimals(values: Sequence[float]) -> int:
-    """One number of decimals for a column: about four significant digits, no more than needed, at most
-    six."""
+    """Decimals for a column: about four significant digits, no more than needed, at most six."""
     typical = float(pd.Series([abs(v) for v in values if v != 0] or [0.0]).median())
     if typical >= 1000:
         return 0

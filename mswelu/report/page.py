@@ -203,14 +203,12 @@ class Report:
         self._write()
 
     def update_params(self, values: dict[str, Any]) -> None:
-        """Record the values a run actually used, so the report shows effective settings, not
-        placeholders."""
+        """Record the values a run used, so the report shows effective settings."""
         self.params.update(sanitize_params({k: v for k, v in values.items() if v is not None}))
         self._write()
 
     def live(self, run: str, record: dict[str, Any]) -> None:
-        """Show a run's newest metrics (``on_metrics``); written at most every 2 s, evaluations at
-        once."""
+        """Show a run's newest metrics (``on_metrics``), written at most every 2 s."""
         figures = self._live.setdefault(str(run), {})
         if isinstance(record.get("device"), dict):  # a device sample: its figures, the losses kept
             shown = ("cpu_percent", "rss_gb", "_util", "_mem_used_gb")

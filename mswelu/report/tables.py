@@ -114,8 +114,7 @@ def readable_table(frame: Any) -> pd.DataFrame:
 
 
 def table_html(frame: Any) -> Html:
-    """:func:`readable_table`'s cells, escaped: names never wrap, numbers right-aligned, wide tables
-    scroll."""
+    """:func:`readable_table`'s cells escaped: names never wrap, numbers right-aligned."""
     source = _with_index(frame)
     df = readable_table(source)
     css = []
@@ -146,8 +145,7 @@ def verdict_badge(verdict: str) -> Html:
 
 
 def verdicts_html(claims: pd.DataFrame, columns: Sequence[str] = _VERDICT_SHOWN) -> Html:
-    """A claims table: the verdicts counted, each caveat once above it, the ``columns`` and verdict
-    badges."""
+    """A claims table: verdicts counted, each caveat once above it, verdict badges."""
     caveat_col = next((c for c in _CAVEAT_COLUMNS if c in claims.columns), None)
     caveats: list[str] = []
     marks: list[str] = []

@@ -23,8 +23,7 @@ __all__ = ["hf_tokenizer", "launch_command", "model_card", "write_final_files"]
 
 
 def hf_tokenizer(name: str, model_max_length: int | None = None) -> Any:
-    """A ``PreTrainedTokenizerFast`` for a recorded tokenizer name; ValueError when it cannot be built
-    offline."""
+    """A ``PreTrainedTokenizerFast`` for a recorded name; ValueError when not buildable offline."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -55,8 +54,7 @@ def hf_tokenizer(name: str, model_max_length: int | None = None) -> Any:
 
 
 def launch_command() -> str:
-    """How this process was started, as a shell command; a notebook kernel or another program says so
-    instead."""
+    """How this process was started, as a shell command (or what started it)."""
     argv = list(sys.argv)
     head = Path(argv[0]).as_posix() if argv else ""
     if head.endswith("mswelu/train.py"):
@@ -107,8 +105,7 @@ def model_card(
     tokenizer: str,
     meta: Mapping[str, Any] | None = None,
 ) -> str:
-    """The model card (``README.md``) of a run's ``final/``: loading, architecture, data, training,
-    results."""
+    """The model card (``README.md``) of a run's ``final/``."""
     meta = meta or {}
     mc = record.get("_model_config") or {}
     name = record.get("run_name") or "mswelu-run"
@@ -201,8 +198,7 @@ def model_card(
 
 
 def _portable_tokenizer_class(path: Path) -> None:
-    """Name transformers 5's ``TokenizersBackend`` ``PreTrainedTokenizerFast``, which earlier releases
-    know."""
+    """Rename transformers 5's ``TokenizersBackend`` to ``PreTrainedTokenizerFast`` for older releases."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):

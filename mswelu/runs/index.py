@@ -43,8 +43,7 @@ REMOTE_FRESH_S = 900  # a lock held on another host counts as running while the 
 
 
 def _locked_inodes() -> set[tuple[int, int, int]] | None:
-    """(major, minor, inode) of every file locked here, from ``/proc/locks``; None where it cannot be
-    read."""
+    """(major, minor, inode) of every locked file, from ``/proc/locks``; None without it."""
     try:
         text = Path("/proc/locks").read_text()
     except OSError:
@@ -66,8 +65,7 @@ def _locked_inodes() -> set[tuple[int, int, int]] | None:
 
 
 def lock_holder(path: str | os.PathLike[str]) -> str | None:
-    """Who holds the run's writer lock (``"pid 123 on host since 12:00:01"``), or None; never takes the
-    lock."""
+    """Who holds the run's writer lock (``"pid 123 on host since 12:00:01"``), or None."""
     lock = Path(path) / LOCK_NAME
     try:
         st = lock.stat()
@@ -134,8 +132,7 @@ def _newest_checkpoint(path: Path) -> tuple[str | None, int | None]:
 
 
 def run_info(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """One run's status, progress, figures, model, checkpoint, size, device sample, task scores and
-    trackers."""
+    """One run's status, progress, figures, checkpoint, size, devices, task scores, trackers."""
     path = Path(path)
     config, summary = read_json(path / CONFIG) or {}, read_json(path / SUMMARY)
     records = read_jsonl(path / METRICS)

@@ -53,8 +53,7 @@ class MetricsLog:
         self.on_sample: Callable[[dict[str, Any]], None] = lambda sample: None
 
     def sample_devices(self, every: float, on_sample: Callable[[dict[str, Any]], None]) -> None:
-        """Sample the devices every ``every`` seconds in the background; written before the next
-        record."""
+        """Sample the devices every ``every`` seconds in the background."""
         try:
             self.sampler = DeviceSampler(every).start()
         except ImportError as exc:  # psutil is a dependency; a broken install loses the figures only
@@ -70,8 +69,7 @@ class MetricsLog:
         resume_step: int | None,
         last_train: Mapping[str, Any],
     ) -> MetricsLog:
-        """The log of a run with config ``record``, resumed at ``resume_step``; rewrites a torn
-        ``last_train``."""
+        """The log of a run resumed at ``resume_step``; rewrites a torn ``last_train``."""
         learned = {p for slot in record.get("_shape_slots") or () for p in slot["learnable"]}
         metrics = cls(run, resume_step, trackers, shape_scalars=learned, config=record)
         if resume_step is not None and last_train and metrics.dropped_torn_line:
@@ -122,16 +120,14 @@ class MetricsLog:
                 self.trackers.remove(t)
 
     def sync(self) -> None:
-        """Make every record so far durable (before a checkpoint, so a crash tears only a later step's
-        record)."""
+        """Make every record durable (before a checkpoint: a crash tears only a later one)."""
         self.file.flush()
         os.fsync(self.file.fileno())
 
     def close(
         self, summary: Mapping[str, Any] | None = None, failed: bool = False, at: tuple[int, int] = (0, 0)
     ) -> None:
-        """Write the last device samples, finish every tracker with the run's figures and files, close
-        the file."""
+        """Write the last device samples, finish every tracker, close the file."""
         if self.sampler is not None:
             self.sampler.stop()
             self._write_device_samples(*at)
@@ -147,8 +143,7 @@ class MetricsLog:
 
 
 def attach_to_trackers(run_dir: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Add ``files`` to the wandb / trackio runs of the run in ``run_dir``; returns the trackers that got
-    them."""
+    """Add ``files`` to the run's wandb / trackio runs; returns the trackers that got them."""
     run = RunWriter(run_dir)
     if not run.tracker_state.is_file():
         return []
@@ -161,8 +156,7 @@ def run_summary(
     spent: Mapping[str, float],
     last_val: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """``summary.json`` of a run: its identity, ``figures`` in order, and the time ``spent`` over every
-    sitting."""
+    """``summary.json``: the run's identity, ``figures`` in order, the time ``spent``."""
     train_s = spent["train_time_s"]
     summary = {k: figures[k] for k in ("run_dir", "run_name")}
     summary.update({k: record[k] for k in ("preset", "activation", "optimizer", "seed")})

@@ -56,8 +56,7 @@ def _trained_model_type(run: Path) -> str | None:
 
 
 def _from_pretrained(folder: Path, device: str, expected_type: str | None = None) -> Any:
-    """A ``save_pretrained`` folder's model, refused (ValueError) unless its weights match the model's
-    exactly."""
+    """A ``save_pretrained`` folder's model; ValueError unless its weights match exactly."""
     from transformers import AutoModelForCausalLM
 
     import mswelu.models.modeling  # noqa: F401  (registers mamba_swelu with the Auto classes)

@@ -129,8 +129,7 @@ def save(
     keep: int | None,
     info: du.DistInfo,
 ) -> None:
-    """Checkpoint ``train_state`` with weights, optimizer, schedule, RNGs and loader positions
-    (collective)."""
+    """Checkpoint ``train_state`` with weights, optimizer, schedule, RNGs and loaders (collective)."""
     local = {"rng": ckpt.rng_state(), "loaders": [ld.state_dict() for ld in loaders]}
     ranks = du.all_gather(local, info)
     counters = train_state.saved()

@@ -186,8 +186,7 @@ def lr_sweep(
     reuse: bool = True,
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The same lr grid for every variant on :func:`tuning_data`. Returns (every point; each variant's
-    best lr)."""
+    """The same lr grid for every variant on :func:`tuning_data`. Returns (points; each best lr)."""
     require_list("variants", variants)
     require_list("lr_grid", lrs)
     if not lrs or any(not isinstance(x, (int, float)) or x <= 0 for x in lrs):
@@ -222,8 +221,7 @@ def bracketed_lr_sweep(
     reuse: bool = True,
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
-    """:func:`lr_sweep`, extended while an optimum sits at an edge. Returns (every point; each
-    ``LrStatus``)."""
+    """:func:`lr_sweep`, extended while an optimum sits at an edge. Returns (points; ``LrStatus``)."""
     sweep, _ = lr_sweep(base, variants, grid, prefix, seed, reuse, ledger)
     while todo := analysis.extend_lr_grid(sweep, grid):
         for variant, more in todo.items():
@@ -242,8 +240,7 @@ def bracketed_lr_sweep(
 def side_by_side_throughput(
     base: dict[str, Any], variants: Sequence[str], ledger: Ledger | None = None, rounds: int = 5
 ) -> pd.DataFrame:
-    """Every variant's tokens/s, measured interleaved in this process (or from the ledger), and FLOPs per
-    token."""
+    """Every variant's tokens/s measured interleaved here (or from the ledger) and FLOPs per token."""
     from mswelu.bench.throughput import measure_throughput
 
     configs = {v: {**variant_config(base, v), "seed": 0} for v in variants}

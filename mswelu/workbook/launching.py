@@ -106,8 +106,7 @@ def execute_plan(
 
 
 def _stop_if_interrupted(summaries: Sequence[dict[str, Any]]) -> None:
-    """Raise :class:`RunInterrupted` when a training was stopped (checkpointed: the same command continues
-    it)."""
+    """Raise :class:`RunInterrupted` when a training was stopped (the same command continues it)."""
     stopped = [s for s in summaries if s.get("interrupted")]
     if stopped:
         where = ", ".join(

@@ -70,8 +70,7 @@ _NOT_SPEED = (
 
 
 def speed_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a run's key that shapes a step's speed: settings but lr, seed, budget and evaluations;
-    code."""
+    """The part of a run's key that shapes a step's speed (lr, seed, budget, evaluations aside)."""
     key = run_key(cfg)
     settings = {k: v for k, v in key["settings"].items() if k not in _NOT_SPEED}
     return {"settings": settings, "code": key["code"]["digest"]}
@@ -86,8 +85,7 @@ def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def data_content(data: str | Path) -> str:
-    """What a prepared dataset holds (splits' sha256 and bytes, vocabulary, eos, dtype): equal in two
-    clones."""
+    """What a prepared dataset holds (splits, vocabulary, eos, dtype), equal in two clones."""
     meta = load_meta(data)
     splits = {
         name: {"sha256": s.get("sha256"), "bytes": s.get("bytes")} for name, s in meta["splits"].items()
@@ -279,8 +277,7 @@ class Ledger:
         return self.folder / f"{name}.json"
 
     def read(self, path: Path) -> Record:
-        """The record in ``path``; LedgerError when it is damaged or another run's than its file name
-        says."""
+        """The record in ``path``; LedgerError when damaged or not the run its file names."""
         record = Record.from_dict(read_ledger_json(path), path)
         if record.name != path.stem:
             raise LedgerError(
@@ -295,8 +292,8 @@ class Ledger:
         return {p.stem: self.read(p) for p in sorted(self.folder.glob("*.json"))}
 
     def lookup(self, name: str, cfg: Mapping[str, Any]) -> tuple[Record | None, str | None]:
-        """(the record of run ``name`` if its key matches ``cfg``'s, else why not); (None, None)
-        without one."""
+        """(run ``name``'s record if its key matches ``cfg``'s, else why not); (None, None) without
+        one."""
         path = self.path(name)
         if not path.is_file():
             return None, None

@@ -54,8 +54,7 @@ def machine() -> dict[str, Any]:
 
 
 def fingerprint(settings: Mapping[str, Any], data: str | Path, dtype: str) -> dict[str, Any]:
-    """Train ``settings`` :data:`FINGERPRINT` steps in ``dtype``: exact losses (float hex), final weights'
-    hash."""
+    """Train ``settings`` :data:`FINGERPRINT` steps in ``dtype``: exact losses and a weights hash."""
     from mswelu.train import train
 
     cfg = dict(settings)
@@ -107,8 +106,7 @@ def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict
 
 
 def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
-    """Re-key ``study``'s records if its fingerprint equals ``proof``'s; append the proof to
-    ``migrations.json``."""
+    """Re-key ``study``'s records if its fingerprint equals ``proof``'s, recording the proof."""
     from mswelu.base.fs import atomic_write_json
     from mswelu.training.code_digest import training_code
 

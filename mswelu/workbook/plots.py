@@ -183,8 +183,7 @@ def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> 
 
 
 def plot_variant_curves(curves: pd.DataFrame, results: pd.DataFrame) -> Any:
-    """Notebook 05's figure: val loss against tokens per variant (seed mean, min-max band) beside
-    tokens/s."""
+    """Notebook 05's figure: val loss against tokens per variant (seed mean, band) beside tokens/s."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 4))
     for i, (variant, part) in enumerate(curves.groupby("variant", sort=False)):
         band = part.groupby("tokens").val_loss.agg(["mean", "min", "max"])
@@ -207,8 +206,7 @@ def _per_variant(
     level: float = 0.95,
     higher_better: bool = False,
 ) -> list[str]:
-    """One row per variant, best mean at the top: seeds as dots, the mean as a bar; returns the order
-    drawn."""
+    """One row per variant, best mean on top: seeds as dots, mean as a bar; returns the order."""
     stats_of = {
         v: stats.t_interval(part[value].astype(float).to_numpy(), level)
         for v, part in results.groupby("variant", sort=False)
@@ -237,8 +235,7 @@ def plot_variant_bpb(
     ax: Any = None,
     title: str | None = None,
 ) -> Any:
-    """The headline figure: each variant's mean ``value`` with its t interval, seeds as dots, best at the
-    top."""
+    """The headline figure: each variant's mean ``value`` with its t interval, seeds as dots."""
     if "variant" not in results.columns or value not in results.columns:
         raise ValueError(f"results needs 'variant' and {value!r} columns; has {list(results.columns)}")
     n = results["variant"].nunique()
@@ -256,8 +253,7 @@ def plot_variant_bpb(
 
 
 def plot_lr_sweep(sweep: pd.DataFrame, status: Mapping[str, Any] | None = None, ax: Any = None) -> Any:
-    """Each variant's tuning loss against lr: the chosen lr circled, diverged points as crosses at the
-    top."""
+    """Each variant's tuning loss against lr: chosen lr circled, diverged points as crosses."""
     fig, ax = _figure_and_axes(ax, (7, 4))
     finite = sweep[~sweep.diverged.astype(bool)]
     top = float(finite.tune_val_loss.max()) if not finite.empty else 1.0

@@ -75,8 +75,7 @@ def run_probes(
     lrs: Mapping[str, float] | None = None,
     reuse: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train (or reuse) every task x level x variant x seed. Returns (one row per model; every
-    evaluation)."""
+    """Train (or reuse) every task x level x variant x seed. Returns (rows; evaluations)."""
     require_list("variants", variants)
     require_list("seeds", seeds)
     rows, curves = [], []
@@ -120,8 +119,7 @@ def probe_lr_sweep(
     seed: int = 0,
     reuse: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
-    """A bracketed lr sweep per variant and task on its tuning set. Returns (every point; each unit's
-    status)."""
+    """A bracketed lr sweep per variant and task on its tuning set. Returns (points; statuses)."""
     require_list("lr_grid", grid)
     rows: list[dict[str, Any]] = []
 
@@ -151,8 +149,7 @@ def probe_lr_sweep(
 def probe_study(
     results: pd.DataFrame, context: Mapping[str, Any], lr: Mapping[str, LrStatus] | None = None
 ) -> StudyData:
-    """The study data the claims read: one "variant" per variant, task and level, with its seeds' error
-    rates."""
+    """The study data the claims read: a "variant" per variant, task and level, with error rates."""
     triples = list(zip(results.variant, results.task, results.level, strict=True))
     runs = results.assign(variant=[unit(v, t, lv) for v, t, lv in triples])
     status = {}

@@ -80,8 +80,7 @@ SMOKE_DATA_TOKENS = 200_000
 def data_for(
     data: str | os.PathLike[str] | dict[str, Any] | None, preset: str | None, tokenizer: str = "gpt2"
 ) -> str:
-    """``data`` (a folder or data settings) prepared with ``tokenizer``, or the embedded corpus for
-    ``preset``."""
+    """``data`` (a folder or settings) prepared with ``tokenizer``, or the corpus for ``preset``."""
     if isinstance(data, dict):
         return str(dataset_from_settings(data, tokenizer))
     if data is not None:
@@ -172,8 +171,7 @@ def comparison_config(
     overwrite: bool,
     evaluations: int = 10,
 ) -> dict[str, Any]:
-    """Notebook 05's base: same data, tokens, optimizer and schedule, whole-split evaluations, every step
-    logged."""
+    """Notebook 05's base: one data, budget, optimizer and schedule, whole-split evaluations."""
     return {
         "preset": preset,
         "data": str(data),

@@ -109,8 +109,7 @@ def _check_kinds(defaults: Mapping[str, str], namespace: Mapping[str, Any]) -> N
 
 
 def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The values in ``namespace`` of ``notebook``'s declared parameters (without the file: every plain
-    value)."""
+    """The values in ``namespace`` of ``notebook``'s parameters (without the file: all plain values)."""
     names = _declared(notebook)
     return {
         n: namespace[n] for n in (names if names is not None else _plain_names(namespace)) if n in namespace

@@ -47,8 +47,7 @@ class Study:
         )
 
     def metrics(self, judged: pd.DataFrame, counts: pd.DataFrame) -> dict[str, Any]:
-        """The ``metrics`` of the study's ``metrics.json``, with the counts, the lrs and a summary per
-        variant."""
+        """The study's ``metrics.json`` figures, with counts, lrs and a summary per variant."""
         metrics = analysis.study_metrics(self.data, judged, self.claims, counts=counts)
         variants = {
             v: {

@@ -73,8 +73,7 @@ class TaskSource:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def meta(self) -> dict[str, Any]:
-        """The ``meta.json`` fields a run reads (vocabulary, eos, fingerprint, split sizes), for a
-        task."""
+        """The ``meta.json`` fields a run reads, for a task."""
         return {
             "task": self.task.name,
             "knobs": dict(self.knobs),
@@ -105,8 +104,7 @@ class TaskSource:
         return self.pairs([self._example([_TRAIN, int(seed), int(step), r], "train") for r in rows])
 
     def test_batches(self, batch_size: int, sample: int | None = None) -> Iterator[torch.Tensor]:
-        """The test set (or with ``eval=tune`` a tuning set drawn apart) in batches, its first
-        ``sample`` when given."""
+        """The test set (``eval=tune``: a tuning set) in batches, its first ``sample`` when given."""
         count = self.test_examples if sample is None else min(int(sample), self.test_examples)
         salt = _TUNE if self.eval_set == "tune" else _TEST
         for start in range(0, count, batch_size):
