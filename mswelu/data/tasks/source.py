@@ -84,7 +84,6 @@ class TaskSource:
             "splits": {"val": {"examples": self.test_examples, "tokens": self.test_examples * self.seq_len}},
         }
 
-    # -- examples ---------------------------------------------------------------------------------
     def _example(self, salt: list[int], split: str) -> Example:
         ex = self.task.sample(self.knobs, np.random.default_rng(salt), split)
         if ex.tokens.shape != (self.seq_len + 1,):  # a task's contract, checked where it is used
