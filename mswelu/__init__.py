@@ -1,12 +1,8 @@
 """mswelu: train and study Mamba language models with the learnable SWELU activation.
 
-Public names are imported lazily so that ``import mswelu`` stays cheap and never fails on a
-machine without the optional GPU kernels.
-
-``import mswelu`` also makes the model type ``mamba_swelu`` known to transformers' Auto classes, whichever of
-the two is imported first, so a run's ``final/`` loads with ``AutoConfig`` / ``AutoModelForCausalLM`` /
-``pipeline`` like any Hub model. This is the only registration; it waits until transformers' Auto modules
-are imported (an import hook), so ``import mswelu`` itself imports neither transformers nor torch.
+Public names are imported lazily, so ``import mswelu`` stays cheap and needs no GPU kernels. It is also the
+one registration of ``mamba_swelu`` with transformers' Auto classes, whichever of the two is imported first
+(an import hook waits for transformers' Auto modules), so a run's ``final/`` loads like any Hub model.
 """
 
 from __future__ import annotations
@@ -21,8 +17,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# In a notebook without ipywidgets, tqdm.auto warns on import and falls back to text bars, which is what
-# the workbook wants; the warning (with the venv's path in it) would land in every notebook's output.
+# without ipywidgets tqdm.auto falls back to text bars (what the workbook wants), but warns in every notebook
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 _EXPORTS = {
@@ -43,9 +38,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mswelu' has no attribute {name!r}")
 
 
-# ------------------------------------------------------------------ Auto-class registration
-# The one place ``mamba_swelu`` is registered with transformers (``modeling.py`` registers nothing itself):
-# after transformers' Auto module has run (an import hook), or at once when it ran before ``import mswelu``.
 _AUTO_CONFIG = "transformers.models.auto.configuration_auto"
 _AUTO_MODEL = "transformers.models.auto.modeling_auto"
 

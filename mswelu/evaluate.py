@@ -1,19 +1,13 @@
-"""Downstream tasks with lm-eval-harness (the ``eval`` extra: ``pip install 'mswelu[eval]'``).
+"""Downstream tasks with lm-eval-harness (the ``eval`` extra), on a run's model through its Hugging Face
+class; scores go to ``<run>/tasks.json``.
 
     python -m mswelu.evaluate tasks --run main --tasks lambada_openai,hellaswag      # needs the Hub
     python -m mswelu.evaluate tasks --run main --tasks mswelu_lastword,mswelu_choice # offline, see below
     python -m mswelu.evaluate build-tasks --data data/default                        # write the local tasks
 
-The run's model (``final/``, or the newest checkpoint of an interrupted run) goes to lm-eval through its
-Hugging Face class (lm-eval's ``HFLM`` wraps the loaded ``PreTrainedModel`` and the run's
-``PreTrainedTokenizerFast``), so every loglikelihood task of lm-eval runs on it. Scores go to
-``<run>/tasks.json`` (written atomically; a later call adds or replaces its tasks' entries).
-
-Two local tasks need no network: lm-eval YAML tasks (``dataset_path: json``) over JSON-lines files built
-from the dataset's validation split (:func:`build_local_tasks`): ``mswelu_lastword`` (predict a passage's
-last word, LAMBADA's form: ``acc`` = the word is the model's greedy continuation, and ``perplexity``) and
-``mswelu_choice`` (pick a passage's true next line among four lines of the same split, HellaSwag's form:
-``acc`` and the byte-length normalised ``acc_norm``).
+Two local tasks are built from the dataset's validation split (:func:`build_local_tasks`): ``mswelu_lastword``
+(a passage's last word, LAMBADA's form) and ``mswelu_choice`` (the true next line among four, HellaSwag's
+form).
 """
 
 from __future__ import annotations
@@ -51,7 +45,6 @@ def _need_lm_eval() -> None:
         )
 
 
-# --------------------------------------------------------------------------- local tasks
 def validation_texts(data: str | Path) -> list[str]:
     """The documents of a prepared dataset's validation split, decoded."""
     from mswelu.data import check_shards, dataset_tokenizer
@@ -70,8 +63,7 @@ def validation_texts(data: str | Path) -> list[str]:
 
 
 def _lastword_docs(texts: Sequence[str], n: int, rng: random.Random, context_chars: int) -> list[dict]:
-    """Passages ending just before a word of 3+ letters preceded by a space: ``context`` (no trailing
-    space) and ``target`` (the space and the word)."""
+    """Passages ending before a word of 3+ letters: ``context`` and ``target`` (the space and the word)."""
     found = []
     for text in texts:
         for m in _WORD.finditer(text):
@@ -82,8 +74,7 @@ def _lastword_docs(texts: Sequence[str], n: int, rng: random.Random, context_cha
 
 
 def _choice_docs(texts: Sequence[str], n: int, rng: random.Random, context_lines: int) -> list[dict]:
-    """A passage of whole lines, then its true next line and three lines from elsewhere in the split (of
-    5-80 characters, none equal to the true one), in a seeded order."""
+    """A passage of whole lines, its true next line and three other lines of the split, in a seeded order."""
     lines = [[ln for ln in t.split("\n")] for t in texts]
     pool = [ln for ls in lines for ln in ls if 5 <= len(ln.strip()) <= 80]
     found = [
@@ -142,9 +133,7 @@ def _task_yaml(name: str, data_file: Path, kind: str) -> str:
 def build_local_tasks(
     data: str | Path, out: str | Path | None = None, n: int = 200, seed: int = 0, context_chars: int = 400
 ) -> Path:
-    """Write ``mswelu_lastword`` and ``mswelu_choice`` (YAML + JSON-lines, at most ``n`` documents each)
-    from ``data``'s validation split into ``out`` (default: a folder in the cache named by the dataset's
-    fingerprint and these settings); returns the folder, for lm-eval's ``include_path``."""
+    """Write the two local tasks from ``data``'s validation split into ``out`` (default: the cache)."""
     from mswelu.data import load_meta
 
     meta = load_meta(data)
@@ -167,7 +156,6 @@ def build_local_tasks(
     return out
 
 
-# --------------------------------------------------------------------------- running lm-eval
 def _tokenizer_for(model_dir: Path, model: Any) -> Any:
     """The run's tokenizer: the one saved in ``final/``, else built from the name its data records."""
     from transformers import AutoTokenizer
@@ -189,9 +177,7 @@ def run_tasks(
     num_fewshot: int | None = None,
     log_samples: bool = False,
 ) -> dict[str, Any]:
-    """Run lm-eval ``tasks`` on a run's model and save the scores in ``<run>/tasks.json``; returns lm-eval's
-    results (with ``samples`` when ``log_samples``). Local tasks (:data:`LOCAL_TASKS`) are built from the
-    run's dataset unless ``include`` names a folder of task YAMLs; any other task needs the Hub."""
+    """Run lm-eval ``tasks`` on a run's model and save the scores in ``<run>/tasks.json``."""
     tasks = [t.strip() for t in tasks if t.strip()]
     if not tasks:
         raise ValueError("no tasks given: e.g. --tasks lambada_openai,hellaswag or mswelu_lastword")
@@ -248,8 +234,7 @@ def _only_local(tasks: Sequence[str]) -> bool:
 
 
 def save_scores(path: Path, results: dict[str, Any], model_dir: Path, limit: int | float | None) -> Path:
-    """Add each task's metrics (``acc``, ``acc_norm``, ``perplexity``, ... without lm-eval's ``,none``
-    filter suffix) to ``<run>/tasks.json``."""
+    """Add each task's metrics (without lm-eval's ``,none`` suffix) to ``<run>/tasks.json``."""
     import lm_eval
 
     file = path / runs.TASK_SCORES
@@ -275,7 +260,6 @@ def read_task_scores(run: str | Path) -> dict[str, dict[str, Any]]:
     return dict((runs.read_json(path / runs.TASK_SCORES) or {}).get("tasks") or {})
 
 
-# --------------------------------------------------------------------------- command line
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mswelu.evaluate", description="Downstream tasks (lm-eval).")
     sub = p.add_subparsers(dest="command", required=True)

@@ -4,14 +4,8 @@
     python -m mswelu.monitor --watch [SECONDS]   # the same, refreshed (default every 5 s) until Ctrl-C
     python -m mswelu.monitor --running           # only the runs a process is writing now
 
-A line: status (running / finished / interrupted / failed, :mod:`mswelu.runs.index`), step / total, last
-loss, latest val bits per byte, tokens/s, ETA (running runs), then the latest device sample (process CPU,
-RSS, and per GPU utilisation, memory, temperature and power: :mod:`mswelu.base.devices`)::
-
-    main   running   step 400/950  loss 3.9921  val 1.948 bpb  7,225 tok/s  ETA 5:35  cpu 195%  rss 1.2G
-
-For reports: :func:`device_frame` turns a run's device samples into a table over time,
-:func:`device_summary` into one row per figure, :func:`plot_devices` into a figure.
+For reports, :func:`device_frame`, :func:`device_summary` and :func:`plot_devices` turn a run's device samples
+into a table, one row per figure, and a figure.
 """
 
 from __future__ import annotations
@@ -27,7 +21,7 @@ import pandas as pd
 
 from mswelu.base.paths import runs_dir
 from mswelu.base.progress import format_duration
-from mswelu.runs.index import print_out, runs_info
+from mswelu.runs.index import runs_info
 
 __all__ = ["device_frame", "device_summary", "format_devices", "format_run", "main", "plot_devices"]
 
@@ -58,7 +52,7 @@ def format_devices(device: Mapping[str, float] | None) -> str:
 
 
 def format_run(info: Mapping[str, Any], width: int = 0) -> str:
-    """One run's line (see the module docstring) from :func:`mswelu.runs.index.run_info`."""
+    """One run's line: status, step, loss, val bpb, tokens/s, ETA and devices."""
     parts = [info["name"].ljust(width), info["status"].ljust(11)]
     parts.append(f"step {info['step']}/{info['total_steps'] or '?'}")
     if info.get("loss") is not None:
@@ -83,10 +77,8 @@ def render(root: Path, running_only: bool = False) -> str:
     return "\n".join(format_run(i, width) for i in infos)
 
 
-# --------------------------------------------------------------------------- device figures for reports
 def device_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """A run's device samples (``metrics.jsonl`` records with a ``device`` table): one row per sample,
-    ``time_s`` (seconds since the first), ``step``, then one column per figure."""
+    """A run's device samples, one row per sample: ``time_s`` since the first, ``step``, each figure."""
     rows = [
         {"time": r.get("time"), "step": r.get("step"), **r["device"]}
         for r in records
@@ -111,8 +103,7 @@ def device_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_devices(frame: pd.DataFrame, title: str | None = None) -> Any:
-    """Device figures over time: CPU (process), memory (process RSS, machine used), and per GPU its
-    utilisation, memory, temperature and power, one panel each where the run has them. A matplotlib Figure."""
+    """A Figure of the device figures over time, one panel each (CPU, memory, per GPU)."""
     import matplotlib.pyplot as plt
 
     panels: list[tuple[str, list[tuple[str, str]]]] = [
@@ -150,7 +141,6 @@ def plot_devices(frame: pd.DataFrame, title: str | None = None) -> Any:
     return fig
 
 
-# --------------------------------------------------------------------------- command line
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mswelu.monitor", description="Every run at a glance.")
     p.add_argument("folder", nargs="?", help="where the runs are (default: runs/)")
@@ -167,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --watch takes seconds > 0, got {args.watch}", file=sys.stderr)
         return 2
     if args.watch is None:
-        print_out(render(root, args.running))
+        print(render(root, args.running))
         return 0
     clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
     try:

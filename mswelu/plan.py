@@ -1,24 +1,11 @@
-"""What fits on which GPUs, before a run starts (``python -m mswelu.plan --preset P --gpus N
---gpu-memory 24GB``).
+"""What fits on which GPUs, before a run starts (``python -m mswelu.plan --preset P --gpus N --gpu-memory
+24GB``).
 
-Per GPU it prints the parameters, gradients and optimizer state (exact: counted from the model's parameter
-shapes built on the meta device, sharded as FSDP2 shards them: dim 0 in ``ceil(rows / N)`` pieces, 0-dim
-shape parameters replicated), the activation memory per sequence (an estimate, with and without activation
-checkpointing), the largest micro-batch that fits with a safety margin, the gradient accumulation a target
-global batch needs, the tokens per optimizer step, and the exact ``torchrun`` command. It recommends DDP when
-a whole replica fits with at least one sequence per GPU, else FSDP2, else FSDP2 with activation checkpointing,
-then with CPU offload, and says why.
-
-The activation estimate (:func:`mswelu.models.build.activation_bytes`: each block class declares its own; the
-plan names no mixer) counts the tensors each block keeps for its backward under bf16 autocast with the GPU
-kernels
-(fp32 residual stream, bf16 projections, fp32 scan inputs), the LM head's fused loss and the embedding;
-``--measure`` checks it on this machine's CPU path for the preset (every tensor autograd saves for the
-backward of a training step: :func:`mswelu.models.build.measure_activation_bytes`), as ``tests/test_plan.py``
-does
-for small presets (Mamba-1 and hybrid shapes: within 20%; Mamba-2: the CPU scan keeps fp32 copies, up to 1.5x
-the estimate). Memory sizes:
-``24GB``, ``24GiB`` and ``24`` all mean 24 GiB (what ``nvidia-smi`` reports in MiB).
+Per GPU: parameters, gradients and optimizer state (exact, from the meta-device model, sharded as FSDP2 shards
+them), activation memory per sequence (each block class's estimate, with and without checkpointing;
+``--measure`` checks it on this CPU), the largest micro-batch that fits, the accumulation a global batch
+needs, and the ``torchrun`` command. It recommends DDP, else FSDP2, else FSDP2 with checkpointing, then with
+CPU offload, and says why. ``24GB``, ``24GiB`` and ``24`` all mean 24 GiB.
 """
 
 from __future__ import annotations
@@ -58,7 +45,6 @@ def parse_memory(text: str | float) -> float:
     return float(m.group(1)) * (2**20 if unit.startswith("m") else GiB)
 
 
-# ------------------------------------------------------------------------------------------ state bytes
 def _meta_model(preset: str, vocab_size: int | None, seq_len: int, model: dict[str, Any]) -> torch.nn.Module:
     from mswelu.models.configuration import PRESETS
 
@@ -69,8 +55,7 @@ def _meta_model(preset: str, vocab_size: int | None, seq_len: int, model: dict[s
 
 
 def _shard_numel(shape: torch.Size, world: int) -> int:
-    """Elements of rank 0's FSDP2 shard of a parameter (dim 0 in ``ceil(rows / world)`` pieces; a 0-dim
-    parameter stays whole on every rank)."""
+    """Elements of rank 0's FSDP2 shard (dim 0 in ``ceil(rows / world)`` pieces; 0-dim: whole)."""
     if len(shape) == 0:
         return 1
     rows = math.ceil(shape[0] / world)
@@ -78,9 +63,7 @@ def _shard_numel(shape: torch.Size, world: int) -> int:
 
 
 def state_bytes(model: torch.nn.Module, world: int, parallel: str, optimizer: str) -> dict[str, int]:
-    """Bytes per GPU (the largest rank, rank 0) of the fp32 parameters, their gradients and the optimizer
-    state (AdamW: exp_avg, exp_avg_sq and a 0-dim fp32 step per tensor; Muon: one momentum buffer), with the
-    whole model on every rank (``ddp``, or one process) or sharded (``fsdp``)."""
+    """Bytes per GPU of the fp32 parameters, gradients and optimizer state, whole or sharded (``fsdp``)."""
     routes = route_parameters(model, optimizer)
     sharded = parallel == "fsdp" and world > 1
     params = grads = opt = 0
@@ -94,7 +77,6 @@ def state_bytes(model: torch.nn.Module, world: int, parallel: str, optimizer: st
     return {"params": params, "grads": grads, "optimizer": opt}
 
 
-# ------------------------------------------------------------------------------------------ the plan
 @dataclass
 class Plan:
     """A plan for one preset on ``gpus`` GPUs of ``gpu_memory`` bytes (see :func:`make_plan`)."""
@@ -141,8 +123,7 @@ def make_plan(
     vocab_size: int | None = None,
     model: dict[str, Any] | None = None,
 ) -> Plan:
-    """The plan (see the module docstring). ``parallel``: ``auto`` (the recommendation), ``ddp`` or
-    ``fsdp`` (then the plan says whether that choice fits). ``gpus`` per node, ``nodes`` nodes."""
+    """The plan; ``parallel`` ``auto`` recommends, ``ddp`` or ``fsdp`` say whether that choice fits."""
     from mswelu.models.configuration import PRESETS, MsweluConfig
 
     if gpus < 1 or nodes < 1:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mswelu import generate as G
+from mswelu.generate.cli import Session, run_command
 
 # ----------------------------------------------------------------------------- filters
 
@@ -86,25 +87,31 @@ def test_sampling_config_validation(kwargs):
 # ----------------------------------------------------------------------------- commands
 
 
+def apply_command(cfg: G.SamplingConfig, line: str) -> tuple[G.SamplingConfig, str, bool]:
+    """``run_command`` on sampling settings alone: (new config, message, quit?)."""
+    session, message, stop = run_command(Session(cfg), line)
+    return session.cfg, message, stop
+
+
 def test_apply_command_seed_commands():
     cfg = G.SamplingConfig()
-    cfg2, msg, stop = G.apply_command(cfg, "/temp 0.5")
+    cfg2, msg, stop = apply_command(cfg, "/temp 0.5")
     assert cfg2.temperature == 0.5 and cfg.temperature == 0.8 and not stop and "0.5" in msg
-    assert G.apply_command(cfg, "/top_p 0.9")[0].top_p == 0.9
-    assert G.apply_command(cfg, "/top_k 7")[0].top_k == 7
-    assert G.apply_command(cfg, "/tokens 12")[0].max_new_tokens == 12
-    assert "/top_p" in G.apply_command(cfg, "/help")[1]
-    assert G.apply_command(cfg, "/quit")[2] and G.apply_command(cfg, "/exit")[2]
-    bad, msg, _ = G.apply_command(cfg, "/top_p 2")
+    assert apply_command(cfg, "/top_p 0.9")[0].top_p == 0.9
+    assert apply_command(cfg, "/top_k 7")[0].top_k == 7
+    assert apply_command(cfg, "/tokens 12")[0].max_new_tokens == 12
+    assert "/top_p" in apply_command(cfg, "/help")[1]
+    assert apply_command(cfg, "/quit")[2] and apply_command(cfg, "/exit")[2]
+    bad, msg, _ = apply_command(cfg, "/top_p 2")
     assert bad == cfg and "not changed" in msg
-    assert "usage" in G.apply_command(cfg, "/temp")[1]
-    assert "unknown command" in G.apply_command(cfg, "/nope 1")[1]
-    assert G.apply_command(cfg, "/temp abc")[0] == cfg
-    assert G.apply_command(cfg, "/tokens abc")[1] == (
+    assert "usage" in apply_command(cfg, "/temp")[1]
+    assert "unknown command" in apply_command(cfg, "/nope 1")[1]
+    assert apply_command(cfg, "/temp abc")[0] == cfg
+    assert apply_command(cfg, "/tokens abc")[1] == (
         "not changed: /tokens takes a whole number, not 'abc' (now 100)"
     )
     with pytest.raises(ValueError):
-        G.apply_command(cfg, "hello")
+        apply_command(cfg, "hello")
 
 
 # ----------------------------------------------------------------------------- with a model

@@ -15,7 +15,6 @@ from mswelu import workbook as wb
 from mswelu.runs import folder as runs
 from mswelu.runs import model as run_model
 from mswelu.train import train
-from mswelu.workbook.checks import k_gradients_for_run
 from mswelu.workbook.reuse import run_decision, train_or_load
 
 
@@ -42,7 +41,7 @@ def test_interrupted_run_loads_from_its_newest_checkpoint(interrupted: Path) -> 
     ids = G.decode(model, torch.tensor([[1, 2]]), G.SamplingConfig(temperature=0, max_new_tokens=4))
     assert ids.shape == (1, 6)
     assert wb.load_run(interrupted).model_dir == source
-    assert k_gradients_for_run(wb.load_run(interrupted), batch_size=2, seq_len=8)
+    assert wb.shape_gradients_for_run(wb.load_run(interrupted), batch_size=2, seq_len=8)
 
 
 def test_run_without_a_model_says_so(interrupted: Path, tmp_path: Path) -> None:

@@ -1,17 +1,10 @@
 """How much a model's validation bits per byte depend on which text was scored: a bootstrap over the
-validation split's documents, reported beside the interval over seeds (which holds the text fixed).
+validation split's documents (``eval_documents.json``), beside the interval over seeds (which holds the text
+fixed). Every variant and seed is resampled with the same documents, so differences keep their pairing.
 
-The final whole-split evaluation saves each document's summed loss, scored tokens and bytes, and the same
-per evaluation window (``eval_documents.json`` in the run folder, :mod:`mswelu.training.evaluation`).
-Resampling documents with replacement and recomputing ``sum(loss) / ln 2 / sum(bytes)`` gives the spread that
-another
-draw of text of the same kind would show. Every variant and seed is resampled with the same documents in a
-replicate (they scored the same split), so differences between variants keep their pairing.
-
-With fewer than :data:`MIN_DOCUMENTS` documents (the embedded corpus' validation split holds two plays) a
-document bootstrap cannot say anything; the units are then :data:`BLOCKS` contiguous stretches of evaluation
-windows, labelled as such. That is a judgement: stretches of one play are correlated, so a block interval
-is narrower than a document interval would be.
+With fewer than :data:`MIN_DOCUMENTS` documents the units are :data:`BLOCKS` contiguous stretches of
+evaluation windows, labelled as such: a judgement, since stretches of one play are correlated and give a
+narrower interval.
 """
 
 from __future__ import annotations
@@ -25,16 +18,7 @@ import pandas as pd
 
 from mswelu.base.stats import Interval, t_interval
 
-__all__ = [
-    "BLOCKS",
-    "MIN_DOCUMENTS",
-    "UNIT_COLUMNS",
-    "bootstrap_bpb",
-    "bpb_intervals",
-    "bootstrap_units",
-    "paired_bootstrap_gain",
-    "study_bootstrap",
-]
+__all__ = ["BLOCKS", "MIN_DOCUMENTS", "UNIT_COLUMNS", "bpb_intervals", "bootstrap_units", "study_bootstrap"]
 
 #: fewest documents a document bootstrap uses; fewer: :data:`BLOCKS` stretches of windows
 MIN_DOCUMENTS = 20
@@ -51,9 +35,7 @@ def bootstrap_units(
     min_documents: int = MIN_DOCUMENTS,
     blocks: int = BLOCKS,
 ) -> pd.DataFrame:
-    """The units a run's bootstrap resamples (:data:`UNIT_COLUMNS`): its documents when there are at least
-    ``min_documents`` of them, else ``blocks`` contiguous stretches of its evaluation windows. ``documents``
-    and ``windows`` are ``{"loss": [...], "tokens": [...], "bytes": [...]}`` (``eval_documents.json``)."""
+    """A run's bootstrap units: its documents, or ``blocks`` stretches of windows below ``min_documents``."""
     docs = pd.DataFrame({k: list((documents or {}).get(k) or []) for k in ("loss", "tokens", "bytes")})
     docs = docs[docs.tokens > 0] if not docs.empty else docs
     if len(docs) >= min_documents or not windows:
@@ -74,18 +56,6 @@ def _percentile(values: np.ndarray, point: float, level: float, n: int) -> Inter
     return Interval(point, float(lo), float(hi), n, float(np.std(values, ddof=1)), level)
 
 
-def bootstrap_bpb(units: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Interval:
-    """One run's val bpb with its percentile bootstrap interval over ``units`` (:func:`bootstrap_units`);
-    ``n`` of the interval is the number of units."""
-    loss, nbytes = units["loss"].to_numpy(float), units["bytes"].to_numpy(float)
-    if len(units) < 2 or nbytes.sum() <= 0:
-        point = float(loss.sum() / nbytes.sum() / _LN2) if nbytes.sum() > 0 else math.nan
-        return Interval(point, math.nan, math.nan, len(units), math.nan, level)
-    c = _counts(len(units), n_boot, np.random.default_rng(seed))
-    boot = (c @ loss) / (c @ nbytes) / _LN2
-    return _percentile(boot, float(loss.sum() / nbytes.sum() / _LN2), level, len(units))
-
-
 def _matrix(units: pd.DataFrame, key: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(loss, bytes) as (runs, units) matrices over the units every run has, and those units."""
     pivot_l = units.pivot_table(index=list(key), columns="unit", values="loss", aggfunc="sum")
@@ -97,9 +67,7 @@ def _matrix(units: pd.DataFrame, key: Sequence[Any]) -> tuple[np.ndarray, np.nda
 def study_bootstrap(
     units: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> pd.DataFrame:
-    """Per variant: the mean over seeds of each seed's val bpb and its text-bootstrap interval (the same
-    units resampled for every variant and seed), the number and kind of units. ``units``: long form with
-    ``variant``, ``seed`` and :data:`UNIT_COLUMNS`."""
+    """Per variant: the seed-mean val bpb and its text-bootstrap interval (the same units for every run)."""
     cols = ["variant", "bpb", "lo", "hi", "units", "kind", "seeds"]
     if units is None or units.empty:
         return pd.DataFrame(columns=cols)
@@ -117,27 +85,6 @@ def study_bootstrap(
         iv = _percentile(boot[:, cols_v].mean(1), float(point[cols_v].mean()), level, loss.shape[1])
         rows.append([variant, iv.mean, iv.lo, iv.hi, loss.shape[1], kind, len(cols_v)])
     return pd.DataFrame(rows, columns=cols)
-
-
-def paired_bootstrap_gain(
-    units: pd.DataFrame, ours: str, base: str, n_boot: int = 2000, level: float = 0.95, seed: int = 0
-) -> Interval:
-    """The relative bpb gain of ``ours`` over ``base`` (``(base - ours) / base`` of their seed-mean bpb,
-    over the seeds both have) with its text-bootstrap interval: the same units resampled for both."""
-    part = units[units.variant.isin([ours, base])]
-    loss, nbytes, index = _matrix(part, ["variant", "seed"])
-    seeds = {v: {s for vv, s in index if vv == v} for v in (ours, base)}
-    common = seeds[ours] & seeds[base]
-    if not common or loss.shape[1] < 2:
-        return Interval(math.nan, math.nan, math.nan, 0, math.nan, level)
-    rows_o = [i for i, (v, s) in enumerate(index) if v == ours and s in common]
-    rows_b = [i for i, (v, s) in enumerate(index) if v == base and s in common]
-    c = _counts(loss.shape[1], n_boot, np.random.default_rng(seed))
-    bpb = (c @ loss.T) / (c @ nbytes.T) / _LN2
-    o, b = bpb[:, rows_o].mean(1), bpb[:, rows_b].mean(1)
-    p = loss.sum(1) / nbytes.sum(1) / _LN2
-    point = (p[rows_b].mean() - p[rows_o].mean()) / p[rows_b].mean()
-    return _percentile((b - o) / b, float(point), level, loss.shape[1])
 
 
 def bpb_intervals(

@@ -1,22 +1,14 @@
-"""A claim is a spec: what it compares, the claimed effect and its test, the scale at which it is
-comparable, the premises and the treatment it needs, and the view it uses.
-:func:`mswelu.analysis.verdicts.evaluate_claims` is the one evaluator that turns specs and a study's data
-into rows.
-
-Adding a claim is one :class:`Claim` in a list (e.g. the next study's "shape vs learning" rows:
-``Claim("learnable Swish-beta better than SiLU", ..., measure="gain", test="at_least", effect=0.0,
-ours="mamba-swish", base="mamba", moved=SHAPE_MOVED, param="beta")``); nothing else changes.
-
-The judgement calls, stated once (each spec's ``note`` repeats the one it uses):
+"""A claim is a spec (what it compares, the claimed effect and its test, its scale, premises, treatment and
+view); :func:`mswelu.analysis.verdicts.evaluate_claims` turns specs and a study's data into rows, so adding
+a claim is one :class:`Claim` in a list. The judgement calls, stated once (each ``note`` repeats its own):
 
 - **Comparable scale**: a claim made at P parameters and T tokens is comparable when the study's models
   have at least :data:`COMPARABLE_FRACTION` of both (a factor of two either way is the same scale in
   scaling-law terms; three orders of magnitude is not).
 - **The treatment happened**: a claim about what learning a shape does is judged only if the learnable
   parameter moved, on average over the learnable slots and seeds, by at least :data:`SHAPE_MOVED` = 0.1
-  from its initial value. At |k - 1| = 0.1 SWELU's curve differs from k = 1 by at most 0.026 (its output
-  range is (-1, 1)); the seeds report a mean deviation of 0.39 (a difference of up to 0.24). Below the
-  threshold the learnable and the fixed model are nearly the same function by construction.
+  from its initial value: at |k - 1| = 0.1 SWELU's curve differs from k = 1 by at most 0.026, so below it
+  the learnable and the fixed model are nearly the same function (the seeds report 0.39).
 - **"Comparable to GPT-2"**: two-sided equivalence within +-5% loss (TOST), not a one-sided bound.
 """
 
@@ -35,7 +27,6 @@ __all__ = [
     "COMPARABLE_FRACTION",
     "COMPUTE_CLAIMS",
     "COUNT_CLAIMS",
-    "DEFAULT_COMPARE",
     "MEASURES",
     "SEED_CLAIMS",
     "SEED_PARAMETERS",
@@ -60,44 +51,16 @@ SHAPE_MOVED = 0.1
 #: lower), paired convergence (fewer tokens to the baseline's own final loss), ``value`` at a fraction of
 #: training, the mean final shape value of a slot group, the mean |shape - init|, or an exact count
 MEASURES = ("gain", "convergence", "loss_at", "shape", "shape_moved", "count")
-#: the roles the seed claims name, mapped to variants; the reference pair answers the workbook's question
-#: (``shapes``: the variant whose k the seeds' k tables are compared with: the seed architecture's)
-DEFAULT_COMPARE = {
-    "swelu": "mamba-swelu",
-    "silu": "mamba",
-    "fixed": "mamba-swelu-fixed",
-    "transformer": "gpt2",
-    "shapes": "swelu",
-}
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim to judge.
-
-    Attributes:
-        name: the row's label.
-        says: what the source says, in its words.
-        measure: one of :data:`MEASURES`.
-        test: one of :data:`mswelu.base.stats.TESTS` (at_least, at_most, range, equivalent, not_worse).
-        effect: the claimed effect: a bound, a ``(lo, hi)`` range, or the margin of an equivalence /
-            non-inferiority test; relative for gains and convergence (0.22 = 22%), in units otherwise.
-        ours, base: the variants compared (a role of the study's ``compare``, or a variant name); ``base``
-            only for gains and convergence.
-        value: the figure compared (``val_loss``, ``val_bpb``).
-        view: ``tokens`` (equal training tokens), ``time`` (equal wall-clock at the side-by-side measured
-            tokens/s) or ``flops`` (equal model FLOPs); the seeds' claims are per step: tokens.
-        fraction: ``loss_at``: the fraction of training the value is read at.
-        param, group: the shape parameter and slot group (``""``: every slot) of shape measures and of the
-            treatment check.
-        scale_params, scale_tokens: the scale the claim was made at (0: any scale).
-        moved: the treatment check: ``ours``' learnable ``param`` (in ``group``) must have moved at least
-            this much on average (0: no check).
-        requires: premises on the study's context, ``(key, value)`` pairs (``("tokenizer", "gpt2")``); a
-            context value must contain the required text.
-        count: ``count`` measures: the key of the counted quantity.
-        note: how the spec reads the claim where that took a judgement.
-    """
+    """One claim to judge. ``says``: the source's words; ``effect``: a bound, a ``(lo, hi)`` range or an
+    equivalence margin, relative for gains and convergence (0.22 = 22%); ``ours``/``base``: roles of the
+    study's ``compare`` or variant names; ``view``: equal ``tokens``, wall-clock ``time`` or ``flops``;
+    ``param``/``group``: the shape parameter and slot group (``""``: all) of shape measures and of the
+    ``moved`` treatment check (0: none); ``scale_*``: where the claim was made (0: any); ``requires``:
+    ``(key, text)`` premises on the study's context; ``count``: the counted quantity's key."""
 
     name: str
     says: str
@@ -264,23 +227,28 @@ COUNT_CLAIMS: tuple[Claim, ...] = (
     Claim("15 learnable k", "15 learnable k", "count", "range", (15.0, 15.0), count="learnable_k"),
 )
 
-#: the main pair at all (any amount, where the seeds claim 22%), at equal tokens, and at equal compute
-#: (practitioners compare at equal time or FLOPs; the seeds' claims are per step and stay at equal tokens):
-#: at equal wall-clock time (the tokens/s measured side by side) and at equal model FLOPs
-COMPUTE_CLAIMS: tuple[Claim, ...] = tuple(
-    Claim(
-        f"SWELU better than SiLU at equal {what}",
-        "(not a seed claim: the same pair at equal compute)",
-        "gain",
-        "at_least",
-        0.0,
-        ours="swelu",
-        base="silu",
-        view=view,
-        note="any improvement counts; the row's MDE says what the study could resolve",
+
+def _any_gain(prefix: str, says: str, swelu: str, silu: str) -> tuple[Claim, ...]:
+    """SWELU better than SiLU by any amount at equal tokens, wall-clock time and FLOPs."""
+    note = "any improvement counts; the row's MDE says what the study could resolve"
+    return tuple(
+        Claim(
+            f"{prefix}SWELU better than SiLU at equal {what}",
+            says,
+            "gain",
+            "at_least",
+            0.0,
+            ours=swelu,
+            base=silu,
+            view=view,
+            note=note,
+        )
+        for view, what in (("tokens", "tokens"), ("time", "wall-clock time"), ("flops", "model FLOPs"))
     )
-    for view, what in (("tokens", "tokens"), ("time", "wall-clock time"), ("flops", "model FLOPs"))
-)
+
+
+#: the main pair at all, at equal tokens, time and model FLOPs
+COMPUTE_CLAIMS = _any_gain("", "(not a seed claim: the same pair at equal compute)", "swelu", "silu")
 
 
 def pair_claims(label: str, swelu: str, silu: str, fixed: str = "") -> tuple[Claim, ...]:
@@ -325,21 +293,7 @@ def pair_claims(label: str, swelu: str, silu: str, fixed: str = "") -> tuple[Cla
                 **_SCALE,
             )
         )
-    rows += [
-        Claim(
-            f"[{label}] SWELU better than SiLU at equal {what}",
-            "(not a seed claim: any improvement)",
-            "gain",
-            "at_least",
-            0.0,
-            ours=swelu,
-            base=silu,
-            view=view,
-            note="any improvement counts; the row's MDE says what the study could resolve",
-        )
-        for view, what in (("tokens", "tokens"), ("time", "wall-clock time"), ("flops", "model FLOPs"))
-    ]
-    return tuple(rows)
+    return (*rows, *_any_gain(f"[{label}] ", "(not a seed claim: any improvement)", swelu, silu))
 
 
 #: shape or learning? Two rows on the reference Mamba-1: does learning a SiLU-like shape help (learnable
@@ -381,8 +335,6 @@ CLAIM_SETS: dict[str, tuple[Claim, ...]] = {
 
 def claim_set(names: list[str] | tuple[str, ...]) -> tuple[Claim, ...]:
     """The claims of the named sets (:data:`CLAIM_SETS`), in order, each once."""
-    from mswelu.base.errors import unknown_choice
-
     out: dict[str, Claim] = {}
     for name in names:
         if name not in CLAIM_SETS:

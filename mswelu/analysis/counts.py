@@ -1,6 +1,6 @@
-"""The seeds' counts (124M parameters, 15 learnable k) on the architecture they specify: counted on the
-``seed-124m`` preset with the real Mamba-1 mixer (GPT-2 vocabulary, context 1024), no training, and judged by
-the same evaluator as every other claim (:data:`~mswelu.analysis.claims.COUNT_CLAIMS`)."""
+"""The seeds' counts (124M parameters, 15 learnable k) on the ``seed-124m`` preset they specify, untrained,
+judged by the same evaluator as every claim.
+"""
 
 from __future__ import annotations
 

@@ -1,21 +1,7 @@
-"""Reading comparisons off evaluation curves: paired convergence ("fewer tokens to the same loss") and the
-equal-compute views (loss at equal wall-clock time and at equal model FLOPs beside loss at equal tokens).
-
-Rules (issue 27):
-
-- **One scope.** A crossing or an interpolated loss uses evaluations of one scope only (``"whole split"``, or
-  the same sampled windows throughout: :func:`~mswelu.analysis.frames.scope_curve`); by default the scope of
-  the baseline's final evaluation. Evaluations of another scope are other measurements and are never mixed.
-- **Paired targets.** Each seed's target is its own baseline run's final loss at that scope, so the
-  baseline always reaches it (at its last evaluation, or earlier).
-- **Censoring, flagged.** A run that never reaches the target within its curve gives a bound, not a value:
-  ours never reaching it gives an *upper* bound on the speed-up; a crossing before the first evaluation of
-  the scope, a *lower* bound; a baseline that never reaches a given (not its own) target, a lower bound too.
-  The verdict keeps a bound only where its direction cannot overturn it
-  (:func:`mswelu.analysis.verdicts.evaluate_claims`).
-- **A caveat that stays.** Points read off one run's curve are not the losses of runs trained to those
-  budgets (a cosine schedule anneals only at its end); the views compare like with like, but the numbers are
-  those of one schedule.
+"""Reading comparisons off evaluation curves: paired convergence and the equal-compute views. Rules: one scope
+per reading (by default that of the baseline's final evaluation; never mixed); each seed's target is its own
+baseline's final loss; a run that never reaches it gives a flagged bound, not a value. Points read off one
+run's curve are not runs trained to those budgets (a cosine schedule anneals only at its end).
 """
 
 from __future__ import annotations
@@ -64,10 +50,8 @@ def paired_convergence(
     scope: str | None = "auto",
     target: float | None = None,
 ) -> pd.DataFrame:
-    """Per seed both variants have: the target (the baseline's final ``value`` at the scope, or ``target``),
-    the tokens each needs to reach it, the speed-up ``1 - tokens_ours / tokens_base`` and its ``bound``:
-    ``""`` (a value), ``"upper"`` / ``"lower"`` (censored: the true speed-up is at most / at least this), or
-    ``"unknown"`` (both censored: NaN). ``scope="auto"``: the scope of the baseline's final evaluation."""
+    """Per seed: the target, the tokens each variant needs to reach it, the speed-up ``1 - ours / base``
+    and its ``bound`` (``""``, ``"upper"``, ``"lower"``, or ``"unknown"``: both censored, NaN)."""
     cols = ["seed", "scope", "evals", "target", "tokens_ours", "tokens_base", "speedup", "bound", "note"]
     rows = []
     seeds = sorted(
@@ -125,12 +109,9 @@ def budget_pairs(
     flops: Mapping[str, float],
     value: str = "val_loss",
 ) -> pd.DataFrame:
-    """Per seed: both variants' ``value`` at the same budget of the view (the smaller of the two runs'
-    budgets, read on curves of the final evaluation's scope; the run with the larger budget is read at an
-    earlier evaluation, interpolated; NaN where its curve at that scope does not reach back that far), and
-    where in its run each is read (``ours_at``, ``base_at``: the fraction of its tokens; 1 = its end, below 1
-    a point of its schedule before the learning rate annealed: an approximation of a run trained to that
-    budget)."""
+    """Per seed: both variants' ``value`` at the smaller of their budgets in the view (interpolated, NaN
+    where a curve does not reach back), and the fraction of its run each is read at (``ours_at``,
+    ``base_at``)."""
     cols = ["seed", "scope", "budget", "ours", "base", "note", "ours_at", "base_at"]
     a_o, a_b = _axis(view, ours, throughput, flops), _axis(view, base, throughput, flops)
     rows = []
@@ -161,19 +142,14 @@ def equal_compute_table(
     value: str = "val_loss",
     reference: str | None = None,
 ) -> pd.DataFrame:
-    """One row per variant: training tokens/s (measured side by side) and relative to ``reference``,
-    training FLOPs per token, the study's token budget in seconds and FLOPs, and the mean over seeds of
-    ``value`` at equal tokens (final), at the common time budget and at the common FLOPs budget (the
-    smallest budget of any variant; NaN where a curve of the final scope does not reach back to it)."""
+    """One row per variant: tokens/s (and relative to ``reference``), FLOPs per token, the budget in
+    seconds and FLOPs, and the mean ``value`` at equal tokens, time and FLOPs (the smallest common budget)."""
     variants = list(dict.fromkeys(runs.variant))
     reference = reference or (variants[0] if variants else None)
     tokens = runs.groupby("variant", sort=False).tokens.max()
     rows = []
     budgets = {
-        view: min(
-            (float(tokens[v]) * _axis(view, v, throughput, flops) for v in variants),
-            default=math.nan,
-        )
+        view: min((float(tokens[v]) * _axis(view, v, throughput, flops) for v in variants), default=math.nan)
         for view in ("time", "flops")
     }
     for v in variants:

@@ -1,18 +1,10 @@
 """Which rows of a claims table share one error rate, and what a row that does not survive it reads.
 
-- **Every tested row is in the family**: each row with a p-value (it ran a test), whatever its verdict. A
-  family of only the rows already decided leaves a lone "supported" row uncorrected: in simulated studies
-  with no effect anywhere, 6.3-7.5% showed a false "supported" row that "survived"; 0.5% with every tested
-  row in the family (``tests/test_verdicts.py`` simulates a 20-row study).
-- **One test counts once**: a row that repeats another row's test (equal model FLOPs between two variants
-  with the same FLOPs per token is the equal-token comparison again) takes its twin's adjusted p and is not
-  counted a second time.
-- **One pre-registered primary contrast**: a study may name one claim as its ``primary`` (a parameter of its
-  study file, recorded in its context). That row is tested alone at ``alpha``; every other tested row is
-  exploratory and the exploratory rows are corrected together (Holm), so each kind is wrong at most
-  ``alpha`` of the time. Without a primary every tested row is exploratory.
-- **"Does not survive" demotes**: a supported, refuted or not-reproduced row whose adjusted p exceeds
-  ``alpha`` reads **inconclusive**, and says why.
+Every row that ran a test is in the family, whatever its verdict (with only the decided rows, 6.3-7.5% of
+simulated null studies showed a false "supported"; 0.5% this way: ``tests/test_verdicts.py``). A row repeating
+another's test (equal FLOPs at equal FLOPs per token) takes its twin's adjusted p and counts once. A
+pre-registered ``primary`` claim is tested alone at ``alpha``; the exploratory rows are corrected together
+(Holm). A decided row whose adjusted p exceeds ``alpha`` reads **inconclusive** and says why.
 """
 
 from __future__ import annotations
@@ -30,9 +22,7 @@ DECIDED = ("supported", "refuted", "not reproduced at this scale")
 
 
 def apply_family(df: pd.DataFrame, alpha: float = stats.ALPHA, primary: str = "") -> pd.DataFrame:
-    """``df`` (rows of :func:`~mswelu.analysis.verdicts.evaluate_claims`) with ``role``, ``p (Holm)`` and
-    ``Holm`` filled in and the rows that do not survive demoted (see the module docstring). ``primary``: the
-    name of the pre-registered primary claim, or ``""``; a ValueError when no row has that name."""
+    """``df`` with ``role``, ``p (Holm)`` and ``Holm`` filled in and the rows that do not survive demoted."""
     df = df.copy()
     if primary and primary not in set(df.claim):
         raise ValueError(f"the primary contrast {primary!r} is not one of this study's claims")
@@ -77,8 +67,7 @@ def apply_family(df: pd.DataFrame, alpha: float = stats.ALPHA, primary: str = ""
 
 
 def _twins(df: pd.DataFrame) -> pd.Series:
-    """For each row that repeats another row's test (its ``inputs["same_test_as"]`` signature is another
-    row's ``inputs["test_signature"]``), the index of that row; NaN elsewhere."""
+    """For each row repeating another's test (``inputs["same_test_as"]``), that row's index, else NaN."""
     own = {}
     for i, inputs in df["inputs"].items():
         sig = (inputs or {}).get("test_signature")

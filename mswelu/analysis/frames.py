@@ -1,8 +1,6 @@
 """Metrics records (``metrics.jsonl`` dicts) as DataFrames, and reading values off evaluation curves.
-
-Pure functions. An evaluation record carries its scope (``val_scope``: ``"whole split"`` or ``"sample"``, the
-same fixed windows every time); two evaluations of different scopes are different measurements, so curve
-readers take one scope at a time (:func:`scope_curve`).
+Evaluations of different scopes (``val_scope``) are different measurements, so curve readers take one scope at
+a time (:func:`scope_curve`).
 """
 
 from __future__ import annotations
@@ -30,9 +28,7 @@ EVAL_COLUMNS = ["step", "tokens", "val_loss", "val_ppl", "val_bpb", "val_tokens"
 
 
 def train_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Training-step rows (those with ``loss``) as a DataFrame: step, tokens, loss, lr (the largest group
-    lr when ``lr`` is a per-group dict), grad_norm, tokens_per_s (missing values are NaN); sorted by step,
-    duplicates (a resumed run) keep the last."""
+    """Training-step rows by step (a resumed run's duplicates: the last); a per-group lr reads as its max."""
     cols = ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"]
     rows = []
     for r in records:
@@ -47,8 +43,7 @@ def train_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def eval_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Evaluation rows (those with ``val_loss``): step, tokens, val_loss, val_ppl, val_bpb, val_tokens and
-    scope (``val_scope``). A step evaluated at two scopes keeps both rows."""
+    """Evaluation rows (those with ``val_loss``); a step evaluated at two scopes keeps both rows."""
     rows = [
         {**{c: r.get(c) for c in EVAL_COLUMNS[:-1]}, "scope": r.get("val_scope")}
         for r in records
@@ -76,8 +71,7 @@ def _dedupe_steps(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def shape_trajectories(records: Iterable[Mapping[str, Any]], param: str = "k") -> pd.DataFrame:
-    """One shape parameter (``k``, ``beta``, ``lambda``, ...) per logged step: index ``step``, one column
-    per slot, in the order the run logged them."""
+    """One shape parameter per logged step: index ``step``, one column per slot in the run's order."""
     rows, index = [], []
     for r in records:
         values = r.get(param)
@@ -97,8 +91,7 @@ def scope_curve(curve: pd.DataFrame, scope: str | None) -> pd.DataFrame:
 
 
 def tokens_to_reach(curve: pd.DataFrame, target: float, x: str = "tokens", y: str = "val_loss") -> float:
-    """First ``x`` at which ``y`` falls to ``target`` (linear interpolation between evaluations);
-    NaN if it never does. Pass a curve of one scope (:func:`scope_curve`)."""
+    """First ``x`` where ``y`` falls to ``target`` (interpolated; NaN if never), on a curve of one scope."""
     c = curve[[x, y]].dropna().sort_values(x)
     xs, ys = c[x].to_numpy(float), c[y].to_numpy(float)
     for i, v in enumerate(ys):

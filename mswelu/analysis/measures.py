@@ -1,7 +1,6 @@
-"""What a claims row measures: per model (a seed within a text split) the paired relative gain at equal
-tokens, time or FLOPs, the paired convergence speed-up, a value at a fraction of training, or a shape value;
-pooled into the sample a verdict is drawn from (:func:`~mswelu.analysis.splits.pooled`). The row
-(:class:`mswelu.analysis.verdicts._Row`) applies the rules to it."""
+"""What a claims row measures per model (a seed within a text split): paired gain at equal tokens, time or
+FLOPs, paired convergence, a value at a fraction of training, or a shape value, pooled into one sample.
+"""
 
 from __future__ import annotations
 
@@ -94,8 +93,7 @@ class Measurement:
         return self._pool(gains)
 
     def _approximation(self, pairs: pd.DataFrame) -> None:
-        """Flag a figure read before the end of a run's schedule (``budget_pairs``' ``ours_at``/``base_at``
-        below 1): an approximation of the run trained to that budget, shown but not judged."""
+        """Flag a figure read before the end of a run's schedule: shown, not judged."""
         if pairs.empty:
             return
         at = min(float(pairs.ours_at.min()), float(pairs.base_at.min()))
@@ -110,8 +108,8 @@ class Measurement:
         )
 
     def _pool(self, values: Mapping[tuple[str, int], float]) -> stats.Sample:
-        """The row's sample from ``{(split, seed): value}`` (:func:`~mswelu.analysis.splits.pooled`), the
-        values and each split's figure kept in its inputs."""
+        """The row's sample from ``{(split, seed): value}``, kept in its inputs with each split's
+        figure."""
         self.inputs["values"] = {unit_label(k): v for k, v in values.items()}
         sample, table = pooled(values)
         if len(table) > 1:

@@ -1,10 +1,7 @@
-"""Reading a study's ``metrics.json`` of any schema (:func:`read_study`), and the reader of one written
-before schema 2 (the first study, ``reports/studies/mamba-swelu-cpu``):
-final figures per model and the sweep, but no curves, no per-seed shape values, no throughput measured side
-by side and no bootstrap units. Its k over seeds are in the notebook-04 report of the same study (``-k``,
-summaries per slot group), and the mean |k - 1| of its k variant only as the interval its claims table
-printed; both are read here as summaries (mean, sd over seeds, seeds), which is all a t test needs.
-What the file lacks is recorded in ``StudyData.missing`` and shows in the rows that need it.
+"""Reading a study's ``metrics.json`` of any schema (:func:`read_study`). The first study's file (before
+schema 2) has no curves, per-seed shapes, throughput or bootstrap units; its k over seeds come from its
+notebook-04 ``-k`` report as summaries (all a t test needs), and what is missing is recorded in
+``StudyData.missing``.
 """
 
 from __future__ import annotations
@@ -148,9 +145,7 @@ def read_legacy(
 def read_study(
     source: str | os.PathLike[str] | Mapping[str, Any], companions: Sequence[Any] = ()
 ) -> StudyData:
-    """A study from its ``metrics.json`` (a path, the file's dict, or its ``metrics``). A file of the first
-    study's schema goes through :func:`read_legacy` (``companions``: the paths or dicts of its notebook-04
-    ``-k`` reports, which hold its k over seeds)."""
+    """A study from its ``metrics.json`` (path, dict or ``metrics``); ``companions``: ``-k`` reports."""
     doc = _load(source)
     if "study" in doc.get("metrics", doc):
         return parse_study(doc)

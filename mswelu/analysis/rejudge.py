@@ -1,8 +1,7 @@
-"""A committed study re-judged by today's rules, from its ``metrics.json`` alone: the ``verdicts.md`` and
-``verdicts.json`` committed beside a study whose report was written by older rules (the first study,
-``reports/studies/mamba-swelu-cpu``). ``python -m mswelu.analysis.rejudge reports/studies/mamba-swelu-cpu
-reports/studies/mamba-swelu-cpu-k`` rewrites them; ``tests/test_verdicts.py`` checks that the committed files
-are what this gives."""
+"""A committed study re-judged by today's rules from its ``metrics.json`` alone: ``python -m
+mswelu.analysis.rejudge reports/studies/mamba-swelu-cpu reports/studies/mamba-swelu-cpu-k`` rewrites its
+``verdicts.md`` and ``verdicts.json``; ``tests/test_verdicts.py`` checks the committed files.
+"""
 
 from __future__ import annotations
 
@@ -37,9 +36,7 @@ def _paths(study: str | Path, companions: Sequence[str | Path]) -> tuple[Path, l
 
 
 def rejudged(study: str | Path, companions: Sequence[str | Path] = ()) -> tuple[str, dict[str, Any]]:
-    """The re-judged table of the committed study in folder ``study`` (its notebook-04 ``-k`` report folders
-    in ``companions``): ``(verdicts.md text, verdicts.json document)``, with the seeds' counts on the
-    architecture they specify."""
+    """``(verdicts.md text, verdicts.json document)`` of the study in ``study``, with the seeds' counts."""
     from mswelu.analysis.counts import architecture_claims
     from mswelu.analysis.reader import read_study
     from mswelu.analysis.verdicts import recompute

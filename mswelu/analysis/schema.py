@@ -1,29 +1,8 @@
-"""A study's data, and the schema of its ``metrics.json``: one writer (:func:`study_metrics`, whose result
-notebook 05 hands to ``report.finish``) and one reader (:func:`mswelu.analysis.reader.read_study`), so that
-every verdict can be recomputed from the file alone (:func:`mswelu.analysis.verdicts.recompute`).
-
-``metrics.json`` (written by the report) is ``{"run", "notebook", "status", "params", "metrics",
-"provenance"}``; a study's ``metrics`` holds the summary figures the report and the index read
-(``<variant>_val_loss``, ``val_loss``, ``val_bpb``, ``tokens``, ``models``, ``claims``) and, under
-``"study"`` (schema :data:`SCHEMA`):
-
-- ``context``: name, data, tokenizer, seq_len, batch_size, max_steps, seeds, lr_grid, compare (role ->
-  variant), params per variant;
-- ``runs``: every reported model's final figures (:data:`RUN_COLUMNS`);
-- ``curves``: every evaluation of every model, with its scope (:data:`~mswelu.analysis.curves.CURVE_COLUMNS`);
-- ``shapes``: every model's final shape values per slot, from its slot records (:data:`SHAPE_COLUMNS`);
-- ``sweep`` and ``lr``: every tuning run (:data:`~mswelu.analysis.tuning.SWEEP_COLUMNS`) and each
-  variant's :class:`~mswelu.analysis.tuning.LrStatus`;
-- ``throughput``: tokens/s measured side by side (the median of the rounds, with every round and their
-  extremes) and model FLOPs per token (:data:`THROUGHPUT_COLUMNS`);
-- ``units``: the bootstrap units of every model's final evaluation (documents or stretches of windows);
-- ``claims`` and ``rows``: the specs judged and the rows (:data:`~mswelu.analysis.verdicts.COLUMNS`, each
-  with its ``inputs``);
-- ``counts``: the count rows (the same columns; ``estimate`` is the count), e.g. the seeds' 124M parameters
-  counted on the architecture they specify.
-
-A study of several text splits (:mod:`mswelu.analysis.splits`) has a ``split`` column in its runs, curves,
-shapes and units; ``context["primary"]`` names its pre-registered primary claim, if any.
+"""A study's data and the schema of its ``metrics.json``: one writer (:func:`study_metrics`) and one reader
+(:func:`mswelu.analysis.reader.read_study`), so that every verdict can be recomputed from the file alone.
+Under ``metrics["study"]`` (schema :data:`SCHEMA`): ``context``, ``runs``, ``curves``, ``shapes``,
+``sweep``/``lr``, ``throughput``, ``units`` (bootstrap), ``claims``/``rows`` and ``counts``; a study of
+several text splits has a ``split`` column in its runs, curves, shapes and units.
 """
 
 from __future__ import annotations
@@ -142,9 +121,7 @@ class StudyData:
 
 
 def shapes_of(variant: str, seed: int, run: Any) -> list[dict[str, Any]]:
-    """A run's final shape values as :data:`SHAPE_COLUMNS` rows, placed by its slot records (``run`` is a
-    :class:`mswelu.runs.folder.RunData` or anything with ``slots``, ``shape_params()`` and
-    ``final_shape()``)."""
+    """A run's final shape values as :data:`SHAPE_COLUMNS` rows, placed by its slot records."""
     rows = []
     slots = run.slots
     for param in run.shape_params():
@@ -177,11 +154,7 @@ def study_data(
     sweep: pd.DataFrame | None = None,
     throughput: pd.DataFrame | None = None,
 ) -> StudyData:
-    """A study from notebook 05's pieces: ``results`` and ``curves`` of ``workbook.run_variants`` (with a
-    ``split`` column in both when the study ran several text splits: its shapes and units get it too), its
-    runs by name (``RunData``: shapes from their slot records, bootstrap units from ``documents``), the sweep
-    (every point, extensions included), the side-by-side throughput (its :data:`THROUGHPUT_COLUMNS`) and the
-    context (see the module docstring; ``lr_grid`` is the original grid, ``compare`` the roles)."""
+    """A study from notebook 05's results, curves, runs, sweep, side-by-side throughput and context."""
     shapes, units = [], []
     for r in results.itertuples():
         run = runs.get(r.run)
@@ -240,9 +213,7 @@ def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
 def study_metrics(
     study: StudyData, rows: pd.DataFrame, claims: Sequence[Claim], counts: pd.DataFrame | None = None
 ) -> dict[str, Any]:
-    """The ``metrics`` of a study's ``metrics.json`` (the one writer; see the module docstring): summary
-    figures for the report and index, and everything the verdicts are computed from, with the rows;
-    ``counts``: the count rows (:func:`mswelu.analysis.architecture_claims`), each with its count."""
+    """A study's ``metrics.json`` figures: summaries and everything its verdicts come from."""
     runs = study.runs
     means = runs.groupby("variant", sort=False)[["val_loss", "val_bpb"]].mean() if not runs.empty else None
     main = study.variant("swelu")
@@ -275,8 +246,7 @@ def study_metrics(
 
 
 def parse_study(doc: Mapping[str, Any]) -> StudyData:
-    """A :class:`StudyData` from a schema-2 ``metrics.json`` (the file's dict, or its ``metrics``);
-    :func:`mswelu.analysis.reader.read_study` reads any schema."""
+    """A :class:`StudyData` from a schema-2 ``metrics.json`` (its dict, or its ``metrics``)."""
     metrics = doc.get("metrics", doc)
     s = metrics["study"]
     if int(s.get("schema", 0)) != SCHEMA:

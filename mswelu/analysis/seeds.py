@@ -1,5 +1,4 @@
-"""Figures over seeds: mean, spread and standard error per variant, the noise floor, and per-seed values
-of one variant (the unit a paired comparison is made of)."""
+"""Figures over seeds: mean, spread and standard error per variant."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["aggregate_seeds", "mean_spread", "noise_floor", "seed_values"]
+__all__ = ["aggregate_seeds", "mean_spread"]
 
 
 def aggregate_seeds(
@@ -17,10 +16,7 @@ def aggregate_seeds(
     by: str | Sequence[str] = "variant",
     values: Sequence[str] = ("val_loss", "val_bpb", "tokens_per_s"),
 ) -> pd.DataFrame:
-    """Mean, sample standard deviation (ddof=1; NaN for one seed), standard error and count per group.
-
-    Columns: ``<value>_mean``, ``<value>_std``, ``<value>_sem`` for each value present, then ``n``.
-    """
+    """Per group: ``<value>_mean``, ``_std`` (ddof=1) and ``_sem`` of each value present, then ``n``."""
     by = [by] if isinstance(by, str) else list(by)
     missing = [c for c in by if c not in results.columns]
     if missing:
@@ -41,19 +37,3 @@ def mean_spread(mean: float, std: float, digits: int = 3) -> str:
     if std is None or not math.isfinite(std):
         return f"{mean:.{digits}f} (1 seed)"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def noise_floor(results: pd.DataFrame, value: str = "val_bpb") -> pd.Series:
-    """Seed-to-seed standard deviation of ``value`` per variant (ddof=1; NaN with one seed): the smallest
-    difference between variants that a comparison of this size can hope to resolve."""
-    if "variant" not in results.columns or value not in results.columns:
-        raise ValueError(f"results needs 'variant' and {value!r} columns; has {list(results.columns)}")
-    return results.groupby("variant", sort=False)[value].std(ddof=1).rename(f"{value} seed sd")
-
-
-def seed_values(results: pd.DataFrame, variant: str, value: str) -> dict[int, float]:
-    """``{seed: value}`` of one variant's models (rows without the value left out)."""
-    if "seed" not in results.columns or value not in results.columns:
-        return {}
-    rows = results.loc[results.variant == variant].dropna(subset=[value])
-    return {int(s): float(v) for s, v in zip(rows.seed, rows[value], strict=True)}

@@ -1,11 +1,7 @@
-"""Where the activations' shape parameters went (SWELU's k, Swish's beta, lambda): per-slot tables laid out
-like the seeds' RESULTS tables, deviation from the initial value, summaries over seeds and slot groups, and
-the learned curves.
-
-Pure functions. Which group, layer and slot a value belongs to comes from the run's
-:class:`~mswelu.modules.slots.ShapeSlot` records (``RunData.slots``), never from the slot's name;
-``slots=None`` reads the names of a run written before the records
-(:func:`mswelu.modules.slots.legacy_slot`, the one place that knows that naming).
+"""Where the activations' shape parameters went (SWELU's k, Swish's beta, lambda): tables laid out like the
+seeds', deviation from init, summaries over seeds and slot groups, the learned curves. A value's group, layer
+and slot come from the run's :class:`~mswelu.modules.slots.ShapeSlot` records, never from its name
+(``slots=None``: :func:`mswelu.modules.slots.legacy_slot` reads a run written before the records).
 """
 
 from __future__ import annotations
@@ -84,9 +80,7 @@ def final_shape_table(
     param: str = "k",
     init: float | None = None,
 ) -> pd.DataFrame:
-    """One row per slot: name, group, layer, slot, activation, learnable, ``param``, the other shape values
-    of ``values`` (``lambda``), deviation from init. ``values`` is ``{slot: value}`` or a model's
-    ``shape_values()`` ``{slot: {param: value}}``; ``init`` defaults to the activation's registered init."""
+    """One row per slot: place, activation, ``param`` and other shape values, deviation from init."""
     records = _slots(values, slots)
     rows, others = [], []
     for name, value in values.items():
@@ -114,9 +108,7 @@ def final_shape_table(
 def k_layer_tables(
     values: Mapping[str, Any], slots: Mapping[str, ShapeSlot] | None, param: str = "k"
 ) -> dict[str, pd.DataFrame]:
-    """The seed RESULTS layout: ``"mamba"`` (index layer; columns ``in-mixer k``, or ``in-mixer conv k`` /
-    ``in-mixer gate k`` when the slots are separate, and ``post-mixer k``) and ``"dense"`` (index dense
-    layer; column ``k``)."""
+    """The seeds' RESULTS layout: ``"mamba"`` (per layer: in-mixer and post-mixer k) and ``"dense"``."""
     long = final_shape_table(values, slots, param)
     mamba = long[long.group.isin(["in-mixer", "post-mixer"])].copy()
     if mamba.empty:
@@ -140,9 +132,8 @@ def shape_deviation(
     init: float | None = None,
     learnable_only: bool = False,
 ) -> dict[str, float]:
-    """Mean / max absolute deviation of ``param`` from its init, overall and the mean value per group (the
-    seeds' "mean deviation 0.39 from init"); ``learnable_only`` leaves out the slots whose record says the
-    parameter is frozen (a run from before the records says nothing: keep the default)."""
+    """Mean / max |``param`` - init| overall and the mean value per group (the seeds' "0.39 from init");
+    ``learnable_only`` leaves out slots whose record says the parameter is frozen."""
     long = final_shape_table(values, slots, param, init)
     if learnable_only:
         long = long[long.learnable]
@@ -166,12 +157,8 @@ def shape_slot_summary(
     param: str = "k",
     init: float | None = None,
 ) -> pd.DataFrame:
-    """Where ``param`` went, per variant and slot group, over seeds: the number of seeds, the mean over seeds
-    of the per-seed mean over layers and its sd over seeds, the lowest and highest single value, the mean
-    |value - init|, and (for k) the seeds' claimed range.
-
-    ``by_seed`` is variant -> seed -> final ``{slot: value}`` (``RunData.final_shape(param)``); ``slots`` is
-    variant -> that variant's slot records (``RunData.slots``; None: runs from before the records)."""
+    """Where ``param`` went per variant and slot group over seeds (mean, sd, extremes, mean |value -
+    init|, the seeds' claimed range for k); ``by_seed``: variant -> seed -> ``{slot: value}``."""
     rows = []
     for variant, seeds in by_seed.items():
         records = (slots or {}).get(variant)
@@ -200,8 +187,7 @@ def shape_slot_summary(
 
 
 def shape_group_trajectories(traj: pd.DataFrame, slots: Mapping[str, ShapeSlot] | None) -> pd.DataFrame:
-    """A run's shape parameter per logged step (:func:`~mswelu.analysis.frames.shape_trajectories`) averaged
-    over layers per slot group: index step, one column per group, in :data:`GROUPS` order."""
+    """A run's shape parameter per step averaged over layers per slot group (:data:`GROUPS` order)."""
     if traj.empty:
         return pd.DataFrame(index=traj.index)
     records = _slots({c: None for c in traj.columns}, slots)
@@ -217,9 +203,7 @@ def activation_curves(
     z: Sequence[float] | np.ndarray | None = None,
     include_silu: bool = True,
 ) -> pd.DataFrame:
-    """The learned activation of every slot evaluated on ``z`` (default 401 points in [-4, 4]): index z, one
-    column per slot (plus ``silu``). ``values`` maps a slot to its shape values (``{"k": .., "lambda": ..}``,
-    ``{"beta": ..}``, or a bare first shape value); the kind comes from the slot's record."""
+    """Every slot's learned activation on ``z`` (default [-4, 4]), one column per slot plus ``silu``."""
     z = np.linspace(-4.0, 4.0, 401) if z is None else np.asarray(z, dtype=np.float64)
     records = _slots(values, slots)
     cols: dict[str, np.ndarray] = {}
@@ -235,9 +219,7 @@ def activation_curves(
 def movement_trend(
     trajectories: Mapping[Any, pd.DataFrame], slots: Mapping[str, ShapeSlot] | None, param: str = "k"
 ) -> pd.DataFrame:
-    """How far ``param`` moved from its initial value as training went on, per slot group: index step, one
-    column per group, the mean over slots and seeds of |value - init|; ``trajectories`` is seed -> a run's
-    ``shape(param)`` (steps x slots), ``slots`` the variant's slot records."""
+    """Per slot group and step, the mean over slots and seeds of |``param`` - init|."""
     frames = []
     for traj in trajectories.values():
         if traj.empty:

@@ -1,14 +1,7 @@
-"""Text as a random factor: a study may train and judge every variant on several disjoint train/validation
-splits of its corpus, with its seeds nested within each split. Seeds vary the initial weights and the batch
-order but not the text, so an interval over seeds says nothing about other text; an interval over splits
-does.
-
-The analysis is two-stage (the split is the unit): per split, the mean over its seeds of the per-seed values
-(a paired effect, a loss, a shape value); then the Student-t interval over those split means. Each split's
-own mean and seed interval stand beside the pooled figure. With one split (every study before this one) the
-unit falls back to the seed and every row says that its interval covers seeds only.
-
-A model's split is the ``split`` column of a study's runs, curves and shapes (absent or empty: one split).
+"""Text as a random factor: a study may train every variant on several disjoint train/validation splits, seeds
+nested within each. Seeds do not vary the text, so only an interval over splits covers other text: per split
+the mean over its seeds, then the t interval over those means. With one split the unit falls back to the seed,
+and every row says so. A model's split is the ``split`` column of a study's runs, curves and shapes.
 """
 
 from __future__ import annotations
@@ -67,9 +60,7 @@ def unit_values(runs: pd.DataFrame, variant: str, value: str) -> dict[tuple[str,
 
 
 def pooled(values: Mapping[tuple[str, int], float]) -> tuple[stats.Sample, pd.DataFrame]:
-    """The sample a verdict is drawn from, and one row per split (split, seeds, mean, lo, hi: the split's
-    own 95% t interval over its seeds). One split: the per-seed values (unit ``seed``); several: each
-    split's mean over its seeds (unit ``split``), so that the interval covers text variation."""
+    """The sample a verdict is drawn from (seeds, or split means) and one row per split."""
     groups: dict[str, list[float]] = {}
     for (split, _seed), v in sorted(values.items()):
         if math.isfinite(v):
@@ -104,8 +95,7 @@ def split_count(frames: list[pd.DataFrame]) -> int:
 
 
 def validation_tokens(units: pd.DataFrame, variants: list[str]) -> float:
-    """Tokens of the validation text one model of ``variants`` scored at its end (from the bootstrap
-    units; NaN when the study recorded none). Several splits: their mean."""
+    """Validation tokens one model of ``variants`` scored at its end (mean over splits; NaN unrecorded)."""
     if units.empty or "tokens" not in units.columns:
         return math.nan
     mine = units[units.variant.isin(variants)]

@@ -41,8 +41,7 @@ def _cell(value: Any, column: str, relative: bool) -> str:
 
 
 def verdicts_markdown(rows: pd.DataFrame, columns: Sequence[str] = VERDICT_COLUMNS) -> str:
-    """A claims table (:data:`~mswelu.analysis.verdicts.COLUMNS` rows) as a Markdown table (the MDE in the
-    effect's unit: % for relative effects)."""
+    """A claims table as Markdown (the MDE in the effect's unit: % for relative effects)."""
     cols = [c for c in columns if c in rows.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows.to_dict("records"):

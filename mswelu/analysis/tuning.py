@@ -1,22 +1,12 @@
-"""Whether each variant's learning-rate sweep brackets its optimum, and how to extend the grid when it does
-not.
+"""Whether each variant's learning-rate sweep brackets its optimum, and how to extend the grid when not: a
+best lr at the grid's edge means the comparison partly measures how well each grid fitted.
 
-A best lr at the edge of the grid says the variant might do better beyond it, and a comparison between two
-variants is then partly a comparison of how well each grid happened to fit it. The rule: when a variant's
-best lr (lowest final tuning loss; a diverged run never wins) is the grid's largest (smallest) lr, try
-``best * factor`` (``best / factor``) next, until the best lr has a tried neighbour on both sides (a
-diverged neighbour counts: divergence brackets from above), or the bound is reached.
-
-The bound (a judgement, documented here): at most :data:`MAX_EXTENSIONS` = 3 extensions per direction beyond
-the original grid (a factor of 8 at ``factor`` 2) and never outside :data:`LR_BOUNDS`. Each extension costs
-one tuning run per variant; a grid still at its edge after three doublings was centred badly, and a larger
-sweep should be planned rather than walked. Rows that depend on a variant whose optimum is still at an edge
-become inconclusive (:mod:`mswelu.analysis.verdicts`) unless their verdict survives one more grid step, judged
-by :attr:`LrStatus.sensitivity`: under a loss that is convex in log(lr) near its minimum, the next step in the
-same direction improves the loss by at most the last step's improvement.
-
-The lead's loop (notebook 05): ``while todo := extend_lr_grid(sweep, grid): run todo; add its rows to
-sweep``; then ``lr_status(sweep, grid)`` goes into the study's ``metrics.json`` and the verdicts.
+Rule: while the best lr (a diverged run never wins) is the largest (smallest) tried, try ``best * factor``
+(``/ factor``), until it has a tried neighbour on both sides (divergence brackets from above), at most
+:data:`MAX_EXTENSIONS` times per direction and inside :data:`LR_BOUNDS`; a grid still at its edge then was
+centred badly. Rows depending on an unbracketed variant become inconclusive unless they survive one more step,
+judged by :attr:`LrStatus.sensitivity` (under a loss convex in log(lr), the next step gains at most what the
+last one did).
 """
 
 from __future__ import annotations
@@ -50,10 +40,9 @@ SWEEP_COLUMNS = ["variant", "lr", "tune_val_loss", "diverged", "run"]
 
 @dataclass(frozen=True)
 class LrStatus:
-    """One variant's sweep, read: ``lr`` the best; ``edge`` ``""`` (bracketed), ``"high"`` or ``"low"``
-    (the best is the largest / smallest lr tried); ``sensitivity`` the relative improvement of the tuning
-    loss over the last grid step towards that edge (0 when bracketed); ``next_lr`` the lr to try next
-    (None when bracketed or at the bound); ``reason`` in words."""
+    """One variant's sweep, read: the best ``lr``; ``edge`` ``""``, ``"high"`` or ``"low"``;
+    ``sensitivity``, the relative gain of the last grid step towards that edge; ``next_lr`` (None when
+    bracketed or at the bound)."""
 
     variant: str
     lr: float
@@ -146,8 +135,7 @@ def lr_status(
     max_extensions: int = MAX_EXTENSIONS,
     bounds: tuple[float, float] = LR_BOUNDS,
 ) -> dict[str, LrStatus]:
-    """Each variant's :class:`LrStatus` from a sweep table (:data:`SWEEP_COLUMNS`); ``grid`` is the original
-    grid the extensions are counted from (default: every lr tried counts as original)."""
+    """Each variant's :class:`LrStatus` from a sweep; ``grid``: the original grid (default: all lrs)."""
     missing = {"variant", "lr", "tune_val_loss"} - set(sweep.columns)
     if missing:
         raise ValueError(f"a sweep needs columns {sorted(missing)}; has {list(sweep.columns)}")
@@ -166,8 +154,7 @@ def extend_lr_grid(
     max_extensions: int = MAX_EXTENSIONS,
     bounds: tuple[float, float] = LR_BOUNDS,
 ) -> dict[str, list[float]]:
-    """The lrs still to run, per variant (only those that need one): one step beyond an edge optimum, up to
-    the bound. Empty when every variant's optimum is bracketed or its bound is reached."""
+    """The lrs still to run per variant: one step beyond an edge optimum, up to the bound."""
     return {
         v: [s.next_lr]
         for v, s in lr_status(sweep, grid, factor, max_extensions, bounds).items()

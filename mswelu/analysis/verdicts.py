@@ -1,30 +1,12 @@
-"""The one evaluator: claim specs (:class:`~mswelu.analysis.claims.Claim`) and a study's data in, one row per
-claim out, every row with the same :data:`COLUMNS`.
+"""The one evaluator: claim specs and a study's data in, one row per claim out, all with :data:`COLUMNS`.
 
-One vocabulary (:data:`VERDICTS`) and one order of rules, applied to every row:
-
-1. **not tested** when a premise of the claim does not hold in the study (other data, another tokenizer), a
-   variant it compares was never trained, or its treatment did not happen (a learnable shape that did not
-   move: "not tested: k moved 0.020 on average");
-2. **inconclusive** when the data a measure needs are missing (the row says which), or with fewer than
-   :data:`~mswelu.base.stats.MIN_SEEDS` seeds;
-3. the test of the claim (:func:`mswelu.base.stats.decide`): **supported** when the interval's worse end
-   reaches the claim, **refuted** when its better end falls short, else **inconclusive**;
-4. a censored convergence seed keeps a verdict only where the bound's direction cannot overturn it;
-5. a variant whose lr optimum is not bracketed (:mod:`mswelu.analysis.tuning`) makes the rows that depend on
-   it **inconclusive**, unless (for gains at equal tokens) the verdict survives one more grid step for each
-   variant at an edge (its :attr:`~mswelu.analysis.tuning.LrStatus.sensitivity`, in the adverse direction);
-6. the scale rule: a refutation below the claim's scale (:data:`~mswelu.analysis.claims.COMPARABLE_FRACTION`
-   of its parameters and tokens) reads **not reproduced at this scale**; a supported row stays supported (it
-   holds at the scale the row states);
-7. the multiplicity rule (:mod:`mswelu.analysis.family`): Holm over every row that ran a test (a
-   pre-registered primary contrast alone), and a row that does not survive it reads **inconclusive**.
-
-Each row states the parameters, tokens and tokens per parameter, the data, tokenizer and text split(s) it was
-judged on, its p-value (on the scale where p <= 0.05 decides), its role (primary or exploratory), the
-Holm-adjusted p and whether the row survives it, and its minimal detectable effect at 80% power. Every value
-is paired by seed within a text split; a study of several splits pools the splits' means
-(:mod:`mswelu.analysis.splits`: the interval covers other text).
+Rules, in order: **not tested** when a premise fails, a compared variant was never trained or its treatment
+did not happen; **inconclusive** when data are missing or there are fewer than
+:data:`~mswelu.base.stats.MIN_SEEDS` seeds; then the test (:func:`mswelu.base.stats.decide`); a censored
+convergence seed keeps a verdict only where its bound cannot overturn it; an lr optimum not bracketed makes
+the row inconclusive unless (gains at equal tokens) it survives one more grid step; a refutation below the
+claim's scale reads **not reproduced at this scale**; Holm over every tested row (:mod:`.family`). Values are
+paired by seed within a text split; several splits are pooled (:mod:`.splits`).
 """
 
 from __future__ import annotations
@@ -88,8 +70,7 @@ _TEST_WORDS = {
 
 
 class _Row(Measurement):
-    """A row under construction: the measurement (:class:`~mswelu.analysis.measures.Measurement`), then the
-    rules in order."""
+    """A row under construction: the measurement, then the rules in order."""
 
     def __init__(self, claim: Claim, study: StudyData | None) -> None:
         self.claim, self.study = claim, study
@@ -106,7 +87,6 @@ class _Row(Measurement):
         self.params = float(mine.params.max()) if len(mine) and mine.params.notna().any() else math.nan
         self.tokens = float(mine.tokens.max()) if len(mine) and mine.tokens.notna().any() else math.nan
 
-    # ------------------------------------------------------------------ scale
     def comparable(self) -> bool:
         c, f = self.claim, COMPARABLE_FRACTION
         ok_t = not c.scale_tokens or (math.isfinite(self.tokens) and self.tokens >= f * c.scale_tokens)
@@ -114,8 +94,7 @@ class _Row(Measurement):
         return ok_t and ok_p
 
     def scale_text(self) -> str:
-        """What the row was judged on: the scale, the data and tokenizer, the text split(s); and the scale
-        the claim was made at, when it names one."""
+        """What the row was judged on (scale, data, tokenizer, splits) and the claim's own scale."""
         c = self.claim
         if c.measure == "count":
             return "a count on the architecture the claim specifies (no training)"
@@ -148,7 +127,6 @@ class _Row(Measurement):
         )
         return f"{scale} {data}; {split}"
 
-    # ------------------------------------------------------------------ checks before measuring
     def untrained(self) -> str | None:
         """A variant the claim compares that the study never trained (a study without any runs: None)."""
         runs = self.study.runs if self.study is not None else pd.DataFrame()
@@ -184,7 +162,6 @@ class _Row(Measurement):
             )
         return None
 
-    # ------------------------------------------------------------------ rules after the test
     def censoring(self) -> None:
         """Flag censored seeds; keep a verdict only where the bounds' direction cannot overturn it."""
         if not self.bounds:
@@ -371,9 +348,7 @@ def evaluate_claims(
     counts: Mapping[str, float] | None = None,
     alpha: float = stats.ALPHA,
 ) -> pd.DataFrame:
-    """Every claim judged on ``study`` (see the module docstring), one row each with :data:`COLUMNS`;
-    ``counts`` feeds the ``count`` measures. The lr rule reads ``study.lr``; a study without a sweep leaves
-    verdicts that need tuned variants inconclusive."""
+    """Every claim judged on ``study``, one row each; ``counts`` feeds ``count`` measures."""
     lr: Mapping[str, LrStatus] | None = None
     if study is not None:
         lr = study.lr or (
@@ -388,8 +363,7 @@ def evaluate_claims(
 def recompute(
     source: str | os.PathLike[str] | Mapping[str, Any], companions: Sequence[Any] = ()
 ) -> pd.DataFrame:
-    """Every verdict of a study recomputed from its ``metrics.json`` alone (the specs it recorded, or the
-    seed claims for a file of the first study's schema), with the lr statuses recomputed from its sweep."""
+    """Every verdict of a study recomputed from its ``metrics.json`` alone, lr statuses from its sweep."""
     from mswelu.analysis.claims import SEED_CLAIMS
 
     study = read_study(source, companions)

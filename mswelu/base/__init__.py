@@ -1,2 +1,1 @@
-"""The lowest layer: files, errors, progress, statistics, distributed helpers, the command-line wrapper;
-imports no other layer."""
+"""The lowest layer (files, errors, progress, statistics, distributed helpers); imports no other layer."""

@@ -1,10 +1,7 @@
 """What every command line does on its way out: a reader that stopped early (``| head``) ends it quietly.
-
-Python raises ``BrokenPipeError`` on the next write to a pipe whose reader has gone, and again when it
-flushes stdout at exit ("Exception ignored ..."). :func:`run_command` runs a command's ``main``, flushes
-stdout while the error can still be caught, and on a broken pipe points stdout at ``/dev/null`` (so that the
-interpreter's own last flush is silent) and exits with the status a shell gives a process ended by
-SIGPIPE. It is only for ``python -m`` entry points: a notebook's kernel keeps Python's behaviour.
+:func:`run_command` runs a ``python -m`` entry point's ``main`` and flushes stdout while a ``BrokenPipeError``
+can still be caught; on one it points stdout at ``/dev/null`` (so the interpreter's last flush is silent) and
+exits with SIGPIPE's status.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Reading a config file a user wrote (YAML or JSON), with the mistakes YAML hides made into errors: a key
-given twice (PyYAML keeps the last one without a word) and a number YAML reads as a string."""
+"""Reading a user's YAML or JSON config with YAML's silent mistakes as errors: duplicate keys, numbers as
+strings.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ class _DuplicateKey(ValueError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error: an earlier line the
-    user forgot about would otherwise lose silently."""
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         lines: dict[Any, int] = {}
@@ -46,8 +46,7 @@ def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def read_config_file(path: str | os.PathLike[str]) -> Any:
-    """The content of a YAML (``.yaml``/``.yml``) or JSON file; a ValueError of one line for a missing file,
-    invalid syntax, or a key given twice in one mapping."""
+    """A YAML or JSON file's content; a one-line ValueError for a missing or bad file."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
@@ -66,9 +65,7 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
 
 
 def yaml_number_hint(value: Any) -> str:
-    """``": YAML reads 1e-3 as a string (...: write 1.0e-3)"`` for a string that is a number in exponent
-    form without a dot (PyYAML follows YAML 1.1, where that is not a float), else ``""``: the tail of the
-    error that rejects it as a number."""
+    """The error tail for ``"1e-3"`` (YAML 1.1 reads an exponent without a dot as a string), else ``""``."""
     if not isinstance(value, str) or "e" not in value.lower():
         return ""
     try:

@@ -1,15 +1,8 @@
-"""Device figures while a run trains: the process (CPU utilisation, RSS), the machine (memory) and, on
-NVIDIA GPUs, each visible GPU (utilisation, memory, temperature, power) through NVML.
-
-:func:`read_devices` measures once and returns flat scalars (``cpu_percent``, ``rss_gb``,
-``sys_mem_used_gb``, ``gpu0_util``, ``gpu0_mem_used_gb``, ...), the same names in ``metrics.jsonl``, the
-trackers and the report. :class:`DeviceSampler` calls it from a background thread at a fixed interval, so
-the training thread never waits on NVML or ``/proc``; the training thread collects the samples
-(:meth:`DeviceSampler.drain`) and writes them itself, so its writes and the samples never interleave.
-
-GPU figures come from ``pynvml`` (the ``nvidia-ml-py`` package, NVIDIA's own bindings); on a machine without
-an NVIDIA driver NVML does not initialise and only the process and memory figures are recorded. The GPUs
-are those the process can see (``CUDA_VISIBLE_DEVICES``), named by their CUDA index (``gpu0`` is ``cuda:0``).
+"""Device figures while a run trains: the process (CPU, RSS), the machine (memory) and each visible NVIDIA GPU
+through NVML (utilisation, memory, temperature, power; ``gpu0`` is ``cuda:0``). :func:`read_devices` measures
+once as flat scalars, the names used in ``metrics.jsonl``, the trackers and the report; :class:`DeviceSampler`
+measures on a background thread so training never waits on NVML, and the training thread writes the samples
+itself. Without an NVIDIA driver only the process and memory figures are recorded.
 """
 
 from __future__ import annotations
@@ -26,8 +19,7 @@ GB = 1024**3
 
 
 class Nvml:
-    """The GPUs NVML reports, in this process's CUDA order. ``Nvml().handles`` is empty when NVML is missing
-    or does not initialise (no NVIDIA driver), which is not an error: there is nothing to measure."""
+    """The GPUs NVML reports, in CUDA order; no handles (not an error) without an NVIDIA driver."""
 
     def __init__(self) -> None:
         self.handles: list[Any] = []
@@ -64,8 +56,7 @@ class Nvml:
         return handles
 
     def read(self) -> dict[str, float]:
-        """``gpu<i>_util`` (%), ``gpu<i>_mem_used_gb``, ``gpu<i>_mem_total_gb``, ``gpu<i>_temp_c``,
-        ``gpu<i>_power_w`` per GPU; a figure the GPU does not report is left out."""
+        """Utilisation, memory, temperature and power per GPU, as far as each reports them."""
         out: dict[str, float] = {}
         if not self.handles:
             return out
@@ -85,13 +76,6 @@ class Nvml:
                     pass
         return out
 
-    def names(self) -> list[str]:
-        out = []
-        for h in self.handles:
-            name = self.nvml.nvmlDeviceGetName(h)
-            out.append(name.decode() if isinstance(name, bytes) else str(name))
-        return out
-
     def close(self) -> None:
         if self.handles:
             try:
@@ -102,8 +86,7 @@ class Nvml:
 
 
 class _Process:
-    """psutil's view of this process and the machine. ``cpu_percent`` is the process's CPU time since the
-    previous reading over wall time (100 = one core busy), so the first reading primes it."""
+    """psutil's view of this process (CPU % since the last reading: the first primes it) and the machine."""
 
     def __init__(self) -> None:
         import psutil
@@ -131,9 +114,7 @@ def read_devices(nvml: Nvml | None = None, process: Any = None) -> dict[str, flo
 
 
 class DeviceSampler:
-    """Measure every ``every`` seconds on a daemon thread; :meth:`drain` hands the samples (oldest first,
-    each with its ``time``) to the training thread. At most ``keep`` wait at once (the oldest are dropped
-    when the training thread is stuck for a very long time)."""
+    """Measure every ``every`` seconds on a daemon thread; :meth:`drain` hands the samples over."""
 
     def __init__(self, every: float, gpus: bool = True, keep: int = 10_000) -> None:
         if not every > 0:
@@ -144,10 +125,6 @@ class DeviceSampler:
         self._samples: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @property
-    def gpu_names(self) -> list[str]:
-        return self.nvml.names() if self.nvml is not None else []
 
     def sample(self) -> dict[str, Any]:
         """Measure now (on the calling thread) and queue the sample."""

@@ -1,8 +1,5 @@
-"""torch.distributed plumbing for the trainer: torchrun detection, process-group setup, small collectives.
-
-A process started by ``torchrun`` sees ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` in its environment; the
-backend is NCCL when training on CUDA and gloo otherwise (a CPU-only machine runs real DDP over gloo).
-Every helper degrades to a no-op in a single process, so the trainer has one code path.
+"""torch.distributed plumbing for the trainer: torchrun detection, process-group setup (NCCL on CUDA, else
+gloo), small collectives. Every helper is a no-op in a single process, so the trainer has one code path.
 """
 
 from __future__ import annotations
@@ -74,9 +71,8 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
 
 
 def cleanup() -> None:
-    """Leave the process group. A barrier first: a rank tearing gloo down while another still has FSDP's
-    asynchronous collectives in flight aborts the process ("terminate called without an active exception",
-    seen with torch 2.13 on CPU)."""
+    """Leave the process group, after a barrier: tearing gloo down while another rank has FSDP collectives
+    in flight aborts the process (torch 2.13, CPU)."""
     if dist.is_available() and dist.is_initialized():
         try:
             dist.barrier()
@@ -125,8 +121,7 @@ def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
 
 
 def run_on_main(fn: Callable[[], T], info: DistInfo) -> T:
-    """``fn()`` on rank 0 only, its result on every rank; a ValueError it raises is raised on every rank
-    (checks that read files run once, and all ranks stop with the same message)."""
+    """``fn()`` on rank 0, its result (or its ValueError) on every rank."""
     result, error = None, None
     if info.is_main:
         try:

@@ -1,5 +1,4 @@
-"""Wording shared by the errors a user reads, and the one error a notebook shows as a single line; help
-texts made plain (a docstring's reST markup is for readers of the code, not of ``--help``)."""
+"""Wording shared by user-facing errors, refusals notebooks show as one line, and help texts made plain."""
 
 from __future__ import annotations
 
@@ -21,18 +20,15 @@ __all__ = [
 
 
 class RunRefused(ValueError):
-    """A run name that holds other work, refused before anything was written; the message says why and
-    what to do instead. Notebooks show it as one line, not a traceback (``mswelu.workbook.start``)."""
+    """A run name that holds other work, refused before anything was written; notebooks show one line."""
 
 
 class ParameterError(RunRefused):
-    """A notebook parameter that cannot be right (an unknown name, a single value where a list belongs),
-    refused at the start of the run before anything ran; shown as one line like every refusal."""
+    """A notebook parameter that cannot be right, refused before anything ran."""
 
 
 class RunInterrupted(RuntimeError):
-    """A training stopped by Ctrl-C or SIGTERM after writing its checkpoint: the notebook stops there, its
-    report says "interrupted" (not "failed") and how to continue, shown as one line."""
+    """A training stopped by Ctrl-C or SIGTERM after its checkpoint: the report says "interrupted"."""
 
 
 def with_nearest(unknown: Iterable[Any], known: Iterable[Any]) -> str:
@@ -46,8 +42,7 @@ def with_nearest(unknown: Iterable[Any], known: Iterable[Any]) -> str:
 
 
 def unknown_choice(what: str, value: Any, known: Iterable[Any]) -> str:
-    """``unknown optimizer 'adamm' (did you mean 'adamw'?): expected one of adamw, muon``: the message
-    for a ``value`` of ``what`` that is none of ``known``."""
+    """``unknown optimizer 'adamm' (did you mean 'adamw'?): expected one of adamw, muon``."""
     known = list(known)
     return f"unknown {what} {with_nearest([value], known)}: expected one of {', '.join(map(str, known))}"
 
@@ -60,8 +55,7 @@ def check_choice(what: str, value: Any, known: Iterable[Any]) -> None:
 
 
 def choice(what: str, known: Iterable[Any]) -> Any:
-    """An argparse ``type`` that accepts one of ``known`` and otherwise says :func:`unknown_choice`'s line
-    (argparse's own ``choices`` lists them without the nearest one). Pair it with ``metavar``."""
+    """An argparse ``type`` accepting one of ``known``, else :func:`unknown_choice`'s line."""
     known = list(known)
 
     def parse(value: str) -> str:
@@ -74,8 +68,7 @@ def choice(what: str, known: Iterable[Any]) -> Any:
 
 
 def positive_int(what: str) -> Any:
-    """An argparse ``type`` for a count a user types (``--seq-len``, ``--gpus``): an integer >= 1, else
-    one line saying so (a typed 0 is never read as "the default")."""
+    """An argparse ``type`` for a count >= 1 (a typed 0 is never "the default")."""
 
     def parse(value: str) -> int:
         try:
@@ -95,7 +88,6 @@ _LITERAL = re.compile(r"``([^`]+)``")
 
 
 def plain_text(text: str) -> str:
-    """A docstring as a command's ``--help`` shows it: reST roles (``:func:`decode```) become their target's
-    name (``decode``; ``~a.b`` gives ``b``) and double-backquoted literals lose their backquotes."""
+    """A docstring as ``--help`` shows it: reST roles as names, literals without backquotes."""
     text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
     return _LITERAL.sub(r"\1", text)

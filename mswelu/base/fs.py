@@ -1,9 +1,6 @@
 """File-system primitives every writer shares: atomic replacement, fsync, content hashes.
-
-A file written with :func:`atomic_write_text` is either its old content or its new content, never half
-of either: the text goes to a temporary file in the same folder, is fsync'ed, renamed over the target
-(``os.replace``, atomic on POSIX and Windows) and the folder is fsync'ed so the rename survives a crash.
-A failed write removes its temporary file.
+:func:`atomic_write_text` writes a temporary file in the same folder, fsyncs it, renames it over the target
+and fsyncs the folder, so a file is its old or its new content, never half of either.
 """
 
 from __future__ import annotations
@@ -57,8 +54,7 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Replace ``path`` with ``text`` atomically (see the module docstring); the file gets the usual
-    permissions (0666 minus the umask), not mkstemp's private 0600. Returns the path."""
+    """Replace ``path`` with ``text`` atomically, with the usual permissions (not mkstemp's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -90,8 +86,7 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (one we may not signal counts as alive): a temporary
-    folder named after a dead writer's pid is a leftover that is safe to clean up."""
+    """Whether process ``pid`` exists here (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -102,8 +97,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def leftovers(folder: str | os.PathLike[str], pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:
-    """The folders in ``folder`` whose names fully match ``pattern`` (with a group ``pid``, the writer's
-    process) and whose writer is gone: temporary folders a killed writer left, safe to clean up."""
+    """Folders in ``folder`` matching ``pattern`` (group ``pid``) whose writer is gone."""
     folder = Path(folder)
     found: list[tuple[Path, re.Match[str]]] = []
     if not folder.is_dir():
@@ -143,10 +137,9 @@ class FolderBusyError(ValueError):
 
 
 class FolderLock:
-    """An exclusive lock on a folder while one process writes it (a run, a dataset): a second writer stops
-    at once with a message naming the holder. The lock is an ``flock`` on ``<folder>/.lock``: the kernel
-    releases it when its process ends, however it ends, so a lock left by a dead process is never in the
-    way. (Where ``fcntl`` is missing, on Windows, there is no lock.)"""
+    """An exclusive ``flock`` on ``<folder>/.lock`` while one process writes the folder; a second writer
+    stops at once naming the holder. The kernel releases it however its process ends (no lock where ``fcntl``
+    is missing)."""
 
     def __init__(self, folder: str | os.PathLike[str], what: str = "folder") -> None:
         self.folder, self.what = Path(folder), what

@@ -1,9 +1,6 @@
-"""The one place that knows how the supported transformers releases differ (range: ``pyproject.toml``).
-
-transformers 5.24 renamed the cache of every model, as a forward keyword and as an output field, from
-``past_key_values`` / ``cache_params`` to ``cache``, and ``generate`` passes it to
-``prepare_inputs_for_generation`` under the new name only. Earlier 5.x releases use the old names.
-Everything in mswelu that passes or reads a cache goes through this module, so one code path serves both.
+"""The one place that knows how the supported transformers releases differ: 5.24 renamed every model's cache
+(keyword and output field) from ``past_key_values`` / ``cache_params`` to ``cache``. Everything that passes or
+reads a cache goes through here.
 """
 
 from __future__ import annotations
@@ -43,8 +40,7 @@ def output_cache(output: Any) -> Any:
 
 
 def pick_cache(**named: Any) -> Any:
-    """The one cache among keyword arguments that may carry it under any of :data:`CACHE_NAMES`; a
-    ``ValueError`` when two different ones are given."""
+    """The one cache among keywords named any of :data:`CACHE_NAMES`; ValueError for two different ones."""
     given = {name: value for name, value in named.items() if value is not None}
     distinct = {id(v) for v in given.values()}
     if len(distinct) > 1:
@@ -54,9 +50,7 @@ def pick_cache(**named: Any) -> Any:
 
 @contextlib.contextmanager
 def quiet_progress_bars() -> Iterator[None]:
-    """No "Loading weights" / "Writing model shards" bars inside the block (transformers 5 draws them for
-    every ``from_pretrained`` / ``save_pretrained``, even of a 1 MB model, and they land in logs, notebook
-    outputs and ``--json`` output); restores the previous setting afterwards."""
+    """No transformers 5 "Loading weights" / "Writing model shards" bars inside the block."""
     was_enabled = _hf_logging.is_progress_bar_enabled()
     _hf_logging.disable_progress_bar()
     try:

@@ -1,7 +1,5 @@
-"""Where the workbook keeps data, runs and reports.
-
-Notebooks run with different working directories (nbval uses the notebook's folder,
-papermill the caller's), so every default path is anchored at the project root, not the cwd.
+"""Where the workbook keeps data, runs and reports, anchored at the project root: nbval and papermill run
+notebooks from different working directories.
 """
 
 from __future__ import annotations
@@ -11,8 +9,7 @@ from pathlib import Path
 
 
 def project_root() -> Path:
-    """The checkout's root (``MSWELU_HOME`` overrides): the nearest parent holding ``pyproject.toml``
-    and a ``mswelu/`` folder, searched from the cwd and then from this file; else the cwd."""
+    """The checkout's root (``MSWELU_HOME`` overrides), from the cwd, then this file; else the cwd."""
     env = os.environ.get("MSWELU_HOME")
     if env:
         return Path(env).expanduser().resolve()
@@ -44,8 +41,7 @@ def cache_dir() -> Path:
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
-    """``path`` relative to the project root when it lies inside it (for notebook outputs and reports,
-    which are committed and shared and should not carry one machine's absolute paths)."""
+    """``path`` relative to the project root when inside it (committed outputs carry no machine's paths)."""
     p = Path(path).expanduser().resolve()
     try:
         return str(p.relative_to(project_root()))

@@ -1,11 +1,6 @@
-"""Progress lines for whoever started a run: one line per log interval and one per evaluation.
-
-A headless notebook run (``papermill ...``) captures everything a cell prints into the output notebook, so
-the terminal that started it would see nothing for the whole run. Inside a Jupyter kernel these lines go
-to the file descriptor the kernel inherited from its launcher (ipykernel's ``sys.stderr.fileno()``: the
-terminal papermill runs in), not into the notebook. In a plain process they go to stderr, above a tqdm bar
-when one is drawn. ``MSWELU_PROGRESS=off`` silences them, ``=on`` forces them (e.g. from JupyterLab, where
-the kernel's terminal is the server's log and they are off by default).
+"""Progress lines for whoever started a run: one per log interval and one per evaluation. Inside a Jupyter
+kernel they go to the file descriptor the kernel inherited (papermill's terminal), not into the notebook;
+elsewhere to stderr. ``MSWELU_PROGRESS=off`` silences them, ``=on`` forces them.
 """
 
 from __future__ import annotations
@@ -35,8 +30,7 @@ def _enabled() -> bool:
 
 
 def log(message: str, source: str = "mswelu.train") -> None:
-    """A one-line notice on stderr, ``[mswelu.train] ...`` (warnings, resumes, stops): unlike progress
-    lines, always shown, and captured into the notebook under papermill."""
+    """A one-line notice on stderr, ``[mswelu.train] ...``: always shown, unlike progress lines."""
     print(f"[{source}] {message}", file=sys.stderr, flush=True)
 
 
@@ -44,9 +38,7 @@ _AFTER_BAR = [False]  # the launching terminal's cursor sits at the end of anoth
 
 
 def after_bar() -> None:
-    """Say that another program's progress bar (papermill's, redrawn as each cell starts) ends the
-    launching terminal's current line: the next progress line begins with a newline instead of being glued
-    to it. ``mswelu.workbook.start`` calls it at every cell of a papermill run that draws its bar."""
+    """Another program's bar (papermill's) ends the current line: start the next progress line afresh."""
     _AFTER_BAR[0] = True
 
 
@@ -111,9 +103,8 @@ def format_eval(
     scope: str | None = None,
     tokens: int | None = None,
 ) -> str:
-    """``[12:00:05 main] eval at step 50/300 (whole split, 84,480 tokens): val loss 7.3400, 2.931 bits/byte``:
-    the scope says what was scored (a sample of windows or the whole validation split), so a final figure
-    over the whole split is not read as a change from a sampled one."""
+    """``[12:00:05 main] eval at step 50/300 (whole split, 84,480 tokens): val loss 7.3400, 2.931
+    bits/byte``; the scope keeps a whole-split figure from reading as a change from a sampled one."""
     bpb = f", {val_bpb:.3f} bits/byte" if val_bpb is not None else ""
     what = ""
     if scope:
@@ -123,8 +114,7 @@ def format_eval(
 
 
 class RunProgress:
-    """A run's progress in one place: the tqdm bar and the progress lines above it, with an ETA from the
-    steps done so far. Disabled (no bar, no lines) when ``enabled`` is false."""
+    """A run's tqdm bar and progress lines, with an ETA; disabled when ``enabled`` is false."""
 
     def __init__(self, run: str, total: int, initial: int, enabled: bool) -> None:
         from tqdm.auto import tqdm
@@ -137,8 +127,7 @@ class RunProgress:
         )
 
     def advance(self, tokens: int, seconds: float) -> None:
-        """One optimizer step of ``tokens`` that took ``seconds`` of training (evaluation, checkpoints and
-        skipped steps are not counted in the rate)."""
+        """One optimizer step of ``tokens`` in ``seconds`` (the rate counts training only)."""
         self.bar.update(1)
         self._tokens += tokens
         self._seconds += seconds

@@ -1,6 +1,6 @@
-"""Where a result came from: package versions, the git commit (and whether the tree had uncommitted
-changes), Python, the machine, the device and the thread count. Recorded in every report's
-``metrics.json`` so a number can be traced to the code and setting that produced it."""
+"""Where a result came from (package versions, git commit and dirtiness, Python, machine, device, threads),
+recorded in every report's ``metrics.json``.
+"""
 
 from __future__ import annotations
 
@@ -54,8 +54,7 @@ def git_state() -> dict[str, Any]:
 
 
 def code_version() -> str:
-    """A digest of the package's own source (every ``mswelu/**/*.py``): equal digests, the same code,
-    whatever the git history; what decides whether a finished run can be reused."""
+    """A digest of the package's own source: equal digests, the same code, whatever the git history."""
     import hashlib
     from pathlib import Path
 

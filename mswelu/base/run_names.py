@@ -1,13 +1,6 @@
-"""How run folders are named, built and read back in one place.
-
-A run name is a stem of ``-``-joined parts, then ``-lr<lr>`` for a learning-rate sweep's run, then
-``-s<seed>`` for one seed of several: ``main``, ``main-s3`` (``launch=independent``), ``cmp-silu`` (a
-variant), ``study-mamba-swelu-s0`` (notebook 05), ``study-tune-silu-lr0.001`` (its sweep),
-``small-swelu-adamw-s0`` (a config without a name). :func:`parse_run_name` reads the lr and the seed
-back; the stem's own parts are not split again (a variant may hold ``-``).
-
-:func:`check_run_name` is the one check of a name a user gives (``--run-name``, ``--run``, a study's run
-names): a folder under ``runs/`` (``/`` may nest it, ``study/main-s0``), never a way out of it.
+"""How run folders are named and read back: a stem of ``-``-joined parts, then ``-lr<lr>`` for a sweep's run
+and ``-s<seed>`` for one seed of several (``study-mamba-swelu-s0``, ``study-tune-silu-lr0.001``).
+:func:`check_run_name` is the one check of a user's name: a folder under ``runs/``, never a way out of it.
 """
 
 from __future__ import annotations
@@ -52,8 +45,7 @@ def parse_run_name(name: str) -> RunName:
 
 
 def check_run_name(name: object, what: str = "run_name") -> str:
-    """``name`` when it names a folder inside ``runs/``; ValueError saying why not (not a string, empty,
-    ``.`` / ``..`` / empty parts, an absolute path, a backslash, a control character)."""
+    """``name`` when it names a folder inside ``runs/``; a ValueError saying why not."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{what} must be a non-empty name, got {name!r}")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):

@@ -1,19 +1,11 @@
-"""The statistics behind every verdict: paired differences over seeds, Student-t intervals, the one-sided
-and equivalence (TOST) tests, p-values, the minimal detectable effect, Holm's correction, and how effects are
-printed.
+"""The statistics behind every verdict: paired differences over seeds, Student-t intervals, one-sided and
+equivalence (TOST) tests, p-values, the minimal detectable effect, Holm's correction, how effects print.
 
-Variants trained with the same seed share their data order, so their difference per seed is the unit of
-evidence (a paired comparison), not two independent means. With n seeds the 95% interval of the mean
-difference is ``mean +/- t(0.975, n - 1) * sd / sqrt(n)``; with 3 seeds t is 4.30, not the 2 of a normal
-approximation.
-
-Error rates (one :data:`ALPHA` for every test): a directional claim ("at least", "at most", a range,
-"not worse than") is decided by the two-sided ``1 - ALPHA`` interval, so each of its verdicts is a one-sided
-test at ``ALPHA / 2``; an equivalence claim is decided by two one-sided tests at ``ALPHA`` (TOST, Schuirmann
-1987: the ``1 - 2 ALPHA`` interval inside the margin), the convention of equivalence testing. Either way a
-verdict is wrong at most ``ALPHA`` of the time when the true effect sits exactly on the claim's boundary.
-Every row's p-value is put on the scale where ``p <= ALPHA`` decides it, so that one Holm correction covers a
-table.
+Variants trained with the same seed share their data order, so the per-seed difference is the unit of evidence
+(with 3 seeds t is 4.30, not 2). A directional claim is decided by the two-sided ``1 - ALPHA`` interval (each
+verdict a one-sided test at ``ALPHA / 2``); an equivalence claim by TOST at ``ALPHA``. Either way a verdict is
+wrong at most ``ALPHA`` of the time at the claim's boundary, and every p-value is on the scale where ``p <=
+ALPHA`` decides, so one Holm correction covers a table.
 """
 
 from __future__ import annotations
@@ -63,8 +55,7 @@ TESTS = ("at_least", "at_most", "range", "equivalent", "not_worse")
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean with its two-sided ``level`` Student-t interval over ``n`` values (``lo``/``hi`` NaN for
-    n < 2)."""
+    """A mean with its two-sided ``level`` t interval over ``n`` values (``lo``/``hi`` NaN for n < 2)."""
 
     mean: float
     lo: float
@@ -75,9 +66,8 @@ class Interval:
     unit: str = "seed"
 
     def describe(self, pct: bool = True) -> str:
-        """``+1.56% [+0.91%, +2.21%] (95% t interval, 3 seeds)`` (a relative effect, signed, with as many
-        digits as the interval's width needs), or with ``pct=False`` ``4.61 [4.52, 4.70] (...)``; the unit
-        is a seed, or a text split when a study ran several (:mod:`mswelu.analysis.splits`)."""
+        """``+1.56% [+0.91%, +2.21%] (95% t interval, 3 seeds)``; ``pct=False``: ``4.61 [4.52,
+        4.70]``."""
         shown = format_effect(self.mean, self.lo, self.hi, pct=pct)
         if not math.isfinite(self.lo):
             return f"{shown} ({self.n} {self.unit}{'s' if self.n != 1 else ''}: no interval)"
@@ -86,9 +76,7 @@ class Interval:
 
 @dataclass(frozen=True)
 class Sample:
-    """What a verdict needs of per-seed values: their mean, sample sd and count (``values`` when known; a
-    study that recorded only summaries gives mean, sd and n, which is all a t test uses). ``unit``: what one
-    value is (a seed, or a text split's mean over its seeds)."""
+    """Mean, sample sd and count of per-unit values: all a t test uses, so summaries suffice."""
 
     mean: float
     sd: float
@@ -127,8 +115,7 @@ def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Int
 
 
 def paired_relative_gains(ours: Mapping[K, float], base: Mapping[K, float]) -> dict[K, float]:
-    """Per seed (or other pairing key, e.g. ``(split, seed)``) present in both: the relative reduction
-    ``(base - ours) / base`` (positive: ours is lower, i.e. better for a loss)."""
+    """Per pairing key in both: ``(base - ours) / base`` (positive: ours lower)."""
     common = sorted(set(ours) & set(base))
     return {
         s: (float(base[s]) - float(ours[s])) / float(base[s])
@@ -151,9 +138,8 @@ def one_sided_p(sample: Sample, bound: float, side: str) -> float:
 
 
 def minimal_detectable_effect(sd: float, n: int, alpha: float = ALPHA / 2, power: float = 0.8) -> float:
-    """The smallest distance between the true effect and a claim's boundary that a one-sided t test at
-    ``alpha`` over ``n`` paired values with standard deviation ``sd`` detects with probability ``power``
-    (exact, from the noncentral t distribution). With sd 0.26% and 3 seeds it is 0.85%; with 5 seeds 0.44%."""
+    """The smallest distance from a claim's boundary that a one-sided t test at ``alpha`` over ``n``
+    values with sd ``sd`` detects with probability ``power`` (exact, noncentral t)."""
     if n < 2 or not math.isfinite(sd) or sd <= 0:
         return math.nan
     return float(_noncentrality(n - 1, alpha, power) * sd / math.sqrt(n))
@@ -161,8 +147,7 @@ def minimal_detectable_effect(sd: float, n: int, alpha: float = ALPHA / 2, power
 
 @functools.lru_cache(maxsize=256)
 def _noncentrality(df: int, alpha: float, power: float) -> float:
-    """The noncentrality at which a one-sided t test at ``alpha`` with ``df`` degrees of freedom rejects
-    with probability ``power`` (it does not depend on the sd: cached)."""
+    """The noncentrality at which a one-sided t test rejects with probability ``power`` (cached)."""
     crit = float(_scipy_stats.t.ppf(1 - alpha, df))
     return float(_optimize.brentq(lambda nc: _scipy_stats.nct.sf(crit, df, nc) - power, 1e-9, 1e4))
 
@@ -180,8 +165,7 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def digits_for(lo: float, hi: float, value: float = math.nan) -> int:
-    """Decimals that show an interval's half-width with two significant digits (1 to 6); without an
-    interval, three significant digits of ``value``."""
+    """Decimals showing an interval's half-width to two significant digits (1-6), else ``value`` to three."""
     width = (hi - lo) / 2 if math.isfinite(lo) and math.isfinite(hi) else math.nan
     ref = width if math.isfinite(width) and width > 0 else abs(value)
     if not math.isfinite(ref) or ref == 0:
@@ -190,8 +174,7 @@ def digits_for(lo: float, hi: float, value: float = math.nan) -> int:
 
 
 def format_effect(mean: float, lo: float = math.nan, hi: float = math.nan, pct: bool = True) -> str:
-    """``-0.025% [-0.044%, -0.005%]`` (``pct``: relative effects, signed) or ``0.0591 [0.0528, 0.0654]``:
-    enough digits to show the sign and size of small effects."""
+    """``-0.025% [-0.044%, -0.005%]`` or ``0.0591 [0.0528, 0.0654]``: digits enough for small effects."""
     if not math.isfinite(mean):
         return "n/a"
     scale = 100.0 if pct else 1.0
@@ -204,9 +187,7 @@ def format_effect(mean: float, lo: float = math.nan, hi: float = math.nan, pct: 
 
 @dataclass(frozen=True)
 class Decision:
-    """The statistical part of a verdict: ``verdict`` (supported / refuted / inconclusive), the interval
-    it was read from, the p-value on the scale where ``p <= ALPHA`` decides (NaN when no test ran), the
-    minimal detectable effect at 80% power, and the reason in words."""
+    """The statistical part of a verdict: verdict, interval, p-value (NaN without a test), MDE and why."""
 
     verdict: str
     interval: Interval
@@ -243,9 +224,9 @@ def decide(
     pct: bool = True,
     alpha: float = ALPHA,
 ) -> Decision:
-    """Whether ``sample`` (per-seed effects) supports or refutes "the effect is ``test`` ``effect``"
-    (see :data:`TESTS`): supported when the interval's worse end reaches the claim, refuted when its
-    better end falls short, inconclusive otherwise or with fewer than ``min_seeds`` values."""
+    """Whether ``sample`` supports (the interval's worse end reaches the claim) or refutes (its better end
+    falls short) "the effect is ``test`` ``effect``", else inconclusive, as with fewer than ``min_seeds``
+    values."""
     lo_c, hi_c = _bounds(test, effect)
     equivalence = test == "equivalent"
     level = 1 - 2 * alpha if equivalence else 1 - alpha

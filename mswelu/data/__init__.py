@@ -1,13 +1,6 @@
-"""Data pipeline: offline GPT-2 tokenizer, default corpus, local / Hub sources, token shards, loader.
-
-Modules: ``tokenizer`` (GPT-2 offline, HF, a corpus BPE: ``bpe:N``), ``sources`` (default corpus, local
-files, Hub streams), ``pycode`` (the code corpus), ``sdists`` (pinned PyPI sdists), ``splits`` (validation
-split and folds), ``shards`` (``prepare``: the shards and ``meta.json``), ``datasets`` (prepared folders by
-settings), ``dataset_checks`` (``meta.json`` read, the shards checked against it), ``documents`` (a
-split's documents read back), ``loader`` (``TokenLoader``).
-
-``prepare(...)`` writes ``train.bin`` / ``val.bin`` / ``meta.json``; ``TokenLoader`` reads them back
-as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.
+"""Data pipeline: tokenizers, sources (default corpus, code corpus, local files, Hub streams), splits and
+folds, token shards (``prepare``), prepared datasets and their checks, and the :class:`TokenLoader` that reads
+them back as seeded, rank-sharded, resumable batches. CLI: ``python -m mswelu.data {prepare,info}``.
 """
 
 from mswelu.data.dataset_checks import check_shards, load_meta, verify_dataset

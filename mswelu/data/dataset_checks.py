@@ -1,7 +1,7 @@
-"""A prepared dataset as training reads it: ``meta.json`` read and checked, and every shard checked against
-it (size, sha256, token range; a corpus BPE's ``tokenizer.json`` against its sha256), so that a truncated,
-corrupted or foreign file is one clear error naming it rather than wrong tokens. :mod:`mswelu.data.shards`
-writes what this reads."""
+"""A prepared dataset as training reads it: ``meta.json`` checked, and every shard checked against it (size,
+sha256, token range), so a truncated, corrupted or foreign file is one clear error. :mod:`mswelu.data.shards`
+writes what this reads.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "TOKENIZER_FILE",
-    "VERIFIED_FILE",
-    "check_shards",
-    "load_meta",
-    "token_dtype",
-    "verify_dataset",
-]
+__all__ = ["TOKENIZER_FILE", "VERIFIED_FILE", "check_shards", "load_meta", "token_dtype", "verify_dataset"]
 
 TOKENIZER_FILE = "tokenizer.json"  # a corpus BPE lives in its dataset folder under this name
 
@@ -27,8 +20,7 @@ def token_dtype(vocab_size: int) -> str:
 
 
 def load_meta(path: str | Path) -> dict:
-    """Read ``meta.json`` of a prepared folder (ValueError when the folder is not a complete dataset); a
-    synthetic task's source (``task:...``) has its meta made, not read (:meth:`TaskSource.meta`)."""
+    """``meta.json`` of a prepared folder (ValueError when incomplete); a ``task:`` source's meta is made."""
     from mswelu.data.tasks.source import TaskSource, is_task_source
 
     if is_task_source(path):
@@ -61,10 +53,9 @@ VERIFIED_FILE = ".verified.json"
 
 
 def verify_dataset(path: str | Path, meta: dict | None = None) -> dict:
-    """The dataset's meta after checking every shard against it: its size, its sha256 (when meta.json
-    records one) and its token range (no id above ``max_token_id`` nor outside the vocabulary); a
-    ValueError says which file is wrong and how to rebuild. Shards unchanged since their last
-    verification (same size and modification time, recorded in ``.verified.json``) are not read again."""
+    """The dataset's meta after checking each shard's size, sha256 and token range against it (a
+    ValueError says which file and how to rebuild); shards unchanged since ``.verified.json`` are not read
+    again."""
     folder = Path(path).expanduser()
     meta = check_shards(folder, meta)
     try:

@@ -1,5 +1,4 @@
-"""Prepared datasets by what they hold: where a source, tokenizer, cap and fold live under ``data/``,
-preparing them on first use, and the tokenizer a prepared folder was built with."""
+"""Prepared datasets by what they hold: their folders under ``data/``, prepared on first use."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ DATA_SETTINGS = ("source", "tokenizer", "max_tokens", "folds", "fold")
 
 
 def tokenizer_name(path: str | Path, meta: dict | None = None) -> str:
-    """The name ``get_tokenizer`` loads for a prepared dataset: its meta's tokenizer, with a corpus BPE
-    (recorded as ``tokenizer.json``) resolved to the file inside the dataset folder."""
+    """The name ``get_tokenizer`` loads for a prepared dataset (a corpus BPE: the file in its folder)."""
     meta = meta if meta is not None else load_meta(path)
     name = str(meta.get("tokenizer") or "gpt2")
     return str(Path(path).expanduser() / name) if name == TOKENIZER_FILE else name
@@ -37,9 +35,7 @@ def dataset_dir(
     folds: int | None = None,
     fold: int | None = None,
 ) -> Path:
-    """``data_dir()/<source-name>[-<tokenizer>][-fold<j>of<K>][-<max_tokens>]``: capped builds, other
-    tokenizers and folds get their own folder (``-bpeN`` for a corpus BPE, ``-tok<hash>`` for any other
-    than GPT-2's), so a quick capped run (a notebook's default) never replaces a full build of the source."""
+    """``data_dir()/<source>[-<tokenizer>][-fold<j>of<K>][-<max_tokens>]``."""
     check_folds(folds, fold)
     name = resolve_source(source).name
     bpe = bpe_vocab_size(tokenizer)
@@ -60,25 +56,16 @@ def prepared_dataset(
     fold: int | None = None,
     progress: bool = False,
 ) -> Path:
-    """Prepare (or reuse) ``source`` with ``tokenizer`` (GPT-2's or a corpus BPE, ``bpe:N``), capped at
-    ``max_tokens``, as fold ``fold`` of ``folds`` (None: the plain split; 0: the scheme's tuning split), and
-    return its folder (:func:`dataset_dir`)."""
+    """Prepare (or reuse) ``source`` as these settings say; returns its folder (:func:`dataset_dir`)."""
     out = dataset_dir(source, max_tokens, tokenizer, folds, fold)
     prepare(
-        source,
-        out=out,
-        tokenizer=tokenizer,
-        max_tokens=max_tokens,
-        progress=progress,
-        folds=folds,
-        fold=fold,
+        source, out=out, tokenizer=tokenizer, max_tokens=max_tokens, progress=progress, folds=folds, fold=fold
     )
     return out
 
 
 def dataset_from_settings(settings: dict[str, Any], tokenizer: str = "gpt2") -> Path:
-    """A study's data settings (``{"source": "pycode", "tokenizer": "bpe:4096", "folds": 4, "fold": 2}``,
-    any of :data:`DATA_SETTINGS`; ``tokenizer`` when the settings name none) prepared or reused."""
+    """A study's data settings (any of :data:`DATA_SETTINGS`) prepared or reused."""
     unknown = sorted(set(settings) - set(DATA_SETTINGS))
     if unknown:
         raise ValueError(f"unknown data settings {unknown}: use {', '.join(DATA_SETTINGS)}")
@@ -92,6 +79,5 @@ def dataset_from_settings(settings: dict[str, Any], tokenizer: str = "gpt2") -> 
 
 
 def default_dataset(max_tokens: int | None = None, progress: bool = False, tokenizer: str = "gpt2") -> Path:
-    """Prepare (or reuse) the embedded default corpus with GPT-2 tokens (or a corpus BPE, ``bpe:N``) and
-    return its folder."""
+    """Prepare (or reuse) the embedded default corpus with ``tokenizer``; returns its folder."""
     return prepared_dataset("default", max_tokens, tokenizer, progress=progress)

@@ -1,5 +1,4 @@
-"""A split's documents read back from its shard (``<split>.bin``, one end-of-text token after each
-document): their lengths, and the documents themselves, to tell whether two splits share one."""
+"""A split's documents read back from its shard: their lengths, and the documents themselves."""
 
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ def document_lengths(path: str | Path, split: str = "train") -> np.ndarray:
 
 
 def split_documents(path: str | Path, split: str = "val") -> set[bytes]:
-    """Each document of a split (its tokens, end-of-text excluded, as bytes): to tell whether splits of
-    one corpus and tokenizer share a document."""
+    """Each document of a split as bytes, to tell whether two splits share one."""
     meta = load_meta(path)
     check_choice("split", split, sorted(meta["splits"]))
     ids = np.fromfile(Path(path) / f"{split}.bin", dtype=meta["dtype"])

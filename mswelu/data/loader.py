@@ -1,23 +1,12 @@
-"""Batches of token windows from prepared shards, deterministic, rank-sharded and exactly resumable.
+"""Batches of token windows from prepared shards (``np.memmap``), deterministic, rank-sharded and exactly
+resumable.
 
-A batch is an int64 tensor of shape ``(batch_size, seq_len + 1)``: the trainer uses ``w[:, :-1]`` as
-inputs and ``w[:, 1:]`` as targets. Batches are a pure function of ``(seed, step, rank)``, so the
-loader's whole state is the step counter: ``state_dict()`` / ``load_state_dict()`` resume a run with
-exactly the batches it would have seen.
-
-Modes:
-- ``"random"``: every step draws ``world_size * batch_size`` window starts uniformly from a generator
-  seeded with ``(seed, step)``; rank ``r`` takes rows ``[r * batch_size, (r + 1) * batch_size)``, so ranks
-  read different draws of one shared stream (as one big batch would).
-- ``"sequential"``: windows at stride ``seq_len`` in shard order (targets are contiguous text); global
-  window ``(step * world_size + rank) * batch_size + b``, wrapping around at the end (epochs), so ranks
-  read disjoint windows.
-
-Shards are opened with ``np.memmap``, so a batch costs a few small reads, far below a training step.
-With ``torch.utils.data.DataLoader(loader, batch_size=None, num_workers=w)`` worker ``i`` yields steps
-``step + i, step + i + w, ...``; the DataLoader's round-robin then returns steps in order. Workers do
-not advance the parent's counter: the trainer counts consumed batches and restores with
-``load_state_dict({"step": n, ...})``.
+A batch is an int64 ``(batch_size, seq_len + 1)`` tensor (inputs ``w[:, :-1]``, targets ``w[:, 1:]``) and a
+pure function of ``(seed, step, rank)``, so the loader's whole state is its step. ``"random"`` mode draws
+``world_size * batch_size`` starts per step from a generator seeded with ``(seed, step)``, rank ``r`` taking
+its rows of that one stream; ``"sequential"`` reads windows at stride ``seq_len`` in shard order, wrapping at
+the end, ranks taking disjoint windows. Under a ``DataLoader`` with ``w`` workers, worker ``i`` yields steps
+``step + i, step + i + w, ...``; the trainer counts consumed batches.
 """
 
 from __future__ import annotations
@@ -55,10 +44,9 @@ class TokenLoader(IterableDataset):
         world_size: int,
         accum: int,
     ) -> list[TokenLoader] | list[TaskLoader]:
-        """One training loader per micro-step of an optimizer step, each as if it were its own rank among
-        ``world_size x accum``: the windows of a step are one draw of ``batch_size`` windows however the
-        batch is split (1 process x accum 2 == 2 processes == 1 process with one big batch). A task source
-        (``task:...``, :mod:`mswelu.data.tasks`) gets its :class:`~mswelu.data.tasks.TaskLoader` s."""
+        """One training loader per micro-step, each its own rank among ``world_size x accum``, so a
+        step's windows are one draw however the batch is split (a ``task:`` source gets its ``TaskLoader``
+        s)."""
         from mswelu.data.tasks.source import TaskLoader, TaskSource, is_task_source
 
         if is_task_source(path):
@@ -110,7 +98,6 @@ class TokenLoader(IterableDataset):
         self.step = 0
         self._data: np.memmap | None = None
 
-    # -- data access --------------------------------------------------------------------------
     @property
     def data(self) -> np.memmap:
         if self._data is None:  # opened lazily so the loader pickles cheaply into DataLoader workers
@@ -140,7 +127,6 @@ class TokenLoader(IterableDataset):
     def batch_at(self, step: int) -> torch.Tensor:
         return self._gather(self.window_starts(step), self.seq_len + 1)
 
-    # -- iteration ----------------------------------------------------------------------------
     def __next__(self) -> torch.Tensor:
         batch = self.batch_at(self.step)
         self.step += 1
@@ -152,17 +138,6 @@ class TokenLoader(IterableDataset):
             return self
         return (self.batch_at(s) for s in range(self.step + info.id, 2**62, info.num_workers))
 
-    @property
-    def tokens_per_step(self) -> int:
-        """Tokens (inputs) consumed per step over all ranks."""
-        return self.batch_size * self.seq_len * self.world_size
-
-    @property
-    def epoch(self) -> float:
-        """Passes over the split so far (all ranks together)."""
-        return self.step * self.tokens_per_step / max(1, self.num_tokens)
-
-    # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
             "step": self.step,
@@ -181,7 +156,6 @@ class TokenLoader(IterableDataset):
         mine = {key: getattr(self, key, self.meta.get(key)) for key in BATCH_SETTINGS}
         self.step = resume_step(state, mine)
 
-    # -- checks and evaluation ----------------------------------------------------------------
     def check_vocab(self, model_vocab_size: int) -> None:
         """ValueError when the dataset's token ids do not fit a model with ``model_vocab_size`` rows."""
         largest = max(
@@ -196,9 +170,8 @@ class TokenLoader(IterableDataset):
             )
 
     def eval_windows(self, seq_len: int | None = None, sample: int | None = None) -> np.ndarray:
-        """Indices of the evaluation windows (window ``j`` = tokens ``[j * seq_len, (j + 1) * seq_len]``):
-        every window of the split, or ``sample`` of them spread evenly from its first to its last window, so
-        that a partial evaluation still covers every part (and document) of the split."""
+        """Indices of the evaluation windows at stride ``seq_len``: all of them, or ``sample`` spread
+        evenly from first to last, so a partial evaluation still covers every part of the split."""
         length = seq_len or self.seq_len
         windows = (self.num_tokens - 1) // length
         if windows < 1:
@@ -216,13 +189,9 @@ class TokenLoader(IterableDataset):
         max_batches: int | None = None,
         sample: int | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Deterministic pass over this split: windows at stride ``seq_len``, in order; all of them, or
-        ``sample`` spread evenly over the split (:meth:`eval_windows`).
-
-        Global batch ``i`` holds windows ``[i * batch_size, (i + 1) * batch_size)`` of that list (the last
-        may be smaller); rank ``r`` yields the batches with ``i % world_size == r``, so the set evaluated
-        over all ranks does not depend on the number of ranks. ``max_batches`` caps the global batches.
-        """
+        """Deterministic pass over this split's :meth:`eval_windows` in order; global batch ``i`` goes
+        to rank ``i % world_size``, so what is evaluated does not depend on the number of ranks.
+        ``max_batches`` caps the global batches."""
         b = batch_size or self.batch_size
         length = seq_len or self.seq_len
         chosen = self.eval_windows(length, sample)

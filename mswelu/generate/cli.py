@@ -1,13 +1,13 @@
-"""Text generation from a trained run: prompts given on the command line, an interactive loop, or a
-decoding benchmark.
+"""Text generation from a trained run: prompts on the command line, an interactive loop, or a decoding
+benchmark.
 
     python -m mswelu.generate --run runs/main          # interactive: /temp /top_p /top_k /tokens /help /quit
     python -m mswelu.generate --run runs/main --prompt "ROMEO:" --prompt "To be" --tokens 80
     python -m mswelu.generate --run runs/main --bench  # recurrent vs recompute tokens/s
     python -m mswelu.generate --run runs/main --bench --bench-batch 4 --tokens 64 --repeats 9
 
-Decoding is recurrent (one token per step through the model's state) unless --mode recompute (the whole
-sequence again at every step: slower, the same tokens).
+Decoding is recurrent (one token per step through the model's state) unless --mode recompute (slower, the same
+tokens).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from mswelu.generate.decoding import (
     max_context,
 )
 
-__all__ = ["HELP", "Session", "apply_command", "build_parser", "main", "repl", "run_command"]
+__all__ = ["HELP", "Session", "build_parser", "main", "repl", "run_command"]
 
 HELP = """Commands:
   /temp X     temperature (0 = greedy)         /top_p X   nucleus sampling, 0 < X <= 1 (1 = off)
@@ -46,12 +46,10 @@ HELP = """Commands:
 Anything else is a prompt."""
 
 
-# --------------------------------------------------------------------------- commands
 # Every /command of the loop, /seed included, goes through run_command: one table (_ACTIONS).
 @dataclass(frozen=True)
 class Session:
-    """What the interactive loop's commands change: the sampling settings and the sampler's seed (None:
-    a random one)."""
+    """The interactive loop's sampling settings and seed (None: random)."""
 
     cfg: SamplingConfig
     seed: int | None = None
@@ -104,8 +102,7 @@ _ACTIONS: dict[str, Callable[[Session, str, list[str]], Outcome]] = {
 
 
 def run_command(session: Session, line: str) -> Outcome:
-    """Apply one ``/command`` line: (the new session, a message for the user, quit?). Bad values leave
-    the session unchanged and say why; a line that is no command is a ValueError."""
+    """Apply one ``/command`` line: (new session, message, quit?); bad values leave the session unchanged."""
     parts = line.strip().split()
     if not parts or not parts[0].startswith("/"):
         raise ValueError(f"not a command: {line!r}")
@@ -115,16 +112,8 @@ def run_command(session: Session, line: str) -> Outcome:
     return _ACTIONS[cmd](session, cmd, args)
 
 
-def apply_command(cfg: SamplingConfig, line: str) -> tuple[SamplingConfig, str, bool]:
-    """:func:`run_command` on sampling settings alone: (new config, message for the user, quit?)."""
-    session, message, stop = run_command(Session(cfg), line)
-    return session.cfg, message, stop
-
-
-# --------------------------------------------------------------------------- interactive
 def _enable_line_editing() -> None:
-    """Arrow keys, editing and a history kept across sessions (``~/.cache/mswelu/generate_history``) for
-    ``input()`` on a terminal; nothing where readline is missing (Windows) or stdin is not a terminal."""
+    """Line editing and a history (``~/.cache/mswelu/generate_history``) for ``input()`` on a terminal."""
     if not sys.stdin.isatty():
         return
     try:
@@ -199,7 +188,6 @@ def repl(
     return session.cfg
 
 
-# --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     """The options of ``python -m mswelu.generate``."""
     p = argparse.ArgumentParser(

@@ -1,9 +1,6 @@
-"""Sampling and decoding: filters on logits, a decode loop with recurrent state or full recomputation,
-batches of prompts, the decode-speed comparison, and loading a run's model with its tokenizer.
-
-The filters are pure functions on logits; :func:`decode` applies them at every step. ``mode="recurrent"``
-feeds one token per step through the model's cache (O(1) per token for Mamba: conv + SSM state; KV cache
-for attention), ``mode="recompute"`` re-runs the whole sequence every step (the reference: same tokens).
+"""Sampling and decoding: filters on logits, a decode loop with recurrent state (O(1) per token) or full
+recomputation (the reference: the same tokens), batches of prompts, the decode-speed comparison, and loading a
+run's model with its tokenizer.
 """
 
 from __future__ import annotations
@@ -74,8 +71,7 @@ class SamplingConfig:
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Set every logit below the k-th largest (per row) to -inf; ties at the k-th value are kept.
-    ``k <= 0`` or ``k >= vocab`` returns the logits unchanged."""
+    """Logits below the k-th largest to -inf (ties kept); ``k <= 0`` or ``k >= vocab``: unchanged."""
     if k <= 0 or k >= logits.size(-1):
         return logits
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
@@ -83,8 +79,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter: keep the smallest set of most likely tokens whose probability sums to at least ``p``
-    (always at least one token); the rest become -inf. ``p >= 1`` returns the logits unchanged."""
+    """Nucleus filter: keep the fewest likeliest tokens summing to ``p`` (at least one)."""
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p}")
     if p >= 1.0:
@@ -112,7 +107,6 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-# --------------------------------------------------------------------------- decoding
 def _forward(model: Any, ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
     """Last-position logits and the updated cache (under whatever name the installed transformers uses)."""
     kwargs = {} if cache is None else {cache_kwarg(model): cache}
@@ -129,11 +123,7 @@ def decode(
     generator: torch.Generator | None = None,
     eos_token_id: int | None = None,
 ) -> torch.Tensor:
-    """Continue ``input_ids`` (B, L) by ``cfg.max_new_tokens`` tokens; returns (B, L + new).
-
-    ``recurrent`` keeps the model's state between steps; ``recompute`` runs the full sequence each step.
-    With ``eos_token_id`` a row that emitted it keeps emitting it, and decoding stops once all rows have.
-    """
+    """Continue ``input_ids`` (B, L); a row past ``eos_token_id`` keeps emitting it."""
     check_choice("decode mode", mode, DECODE_MODES)
     if input_ids.dim() != 2 or input_ids.size(1) == 0:
         raise ValueError(f"input_ids must be (batch, length>=1), got shape {tuple(input_ids.shape)}")
@@ -181,10 +171,7 @@ def generate_text(
     stop_at_eos: bool = True,
     stats: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Continuations (without the prompt) of one or several prompts. Prompts of equal token length are
-    decoded together as one batch (the model takes no padding), so a batch of prompts costs one decode
-    per distinct length. A ``stats`` dict receives ``new_tokens``: the tokens generated over all prompts
-    (an end-of-text token and what follows it not counted)."""
+    """Continuations of prompts, those of equal token length as one batch (no padding)."""
     cfg = cfg or SamplingConfig()
     single = isinstance(prompts, str)
     prompts = [prompts] if single else list(prompts)
@@ -231,15 +218,9 @@ def decode_speed(
     repeats: int = 5,
     warmup: int = 1,
 ) -> list[dict[str, Any]]:
-    """Greedy decoding of ``new_tokens`` in each mode: tokens/s from the median of ``repeats`` timed runs
-    (generated tokens over all rows), after ``warmup`` untimed runs of every mode, and whether every mode
-    produced the same tokens (they must: same model, greedy).
-
-    The first call of a mode pays for one-off work (kernels built or loaded, allocator growth, caches), so
-    one timing alone can rank the modes the wrong way round; the timed runs alternate between the modes so
-    that a machine growing busier or quieter affects them alike. Each row says what was measured
-    (``batch``, ``prompt_len``, ``new_tokens``, ``warmup``, ``repeats``) and the spread (``seconds_min``,
-    ``seconds_max``)."""
+    """Greedy decoding in each mode: tokens/s from the median of ``repeats`` timed runs after ``warmup``
+    untimed ones, alternating modes so a machine's load affects them alike, and whether every mode produced
+    the same tokens."""
     for mode in modes:
         check_choice("decode mode", mode, DECODE_MODES)
     repeats, warmup = max(1, int(repeats)), max(0, int(warmup))
@@ -287,8 +268,7 @@ def decode_benchmark(
     repeats: int = 5,
     warmup: int = 1,
 ) -> list[dict[str, Any]]:
-    """:func:`decode_speed` on ``batch_size`` rows of ``prompt``'s first token repeated ``prompt_tokens``
-    times, ``new_tokens`` capped at the model's context: what ``generate --bench`` and notebook 06 time."""
+    """:func:`decode_speed` on repeated prompts: what ``generate --bench`` and notebook 06 time."""
     prompt_ids = torch.tensor([tokenizer.encode(prompt)[:1] * prompt_tokens] * batch_size, dtype=torch.long)
     limit = max_context(model)
     n = min(new_tokens, limit - prompt_ids.size(1)) if limit else new_tokens
@@ -296,9 +276,7 @@ def decode_benchmark(
 
 
 def describe_benchmark(rows: Sequence[Mapping[str, Any]]) -> str:
-    """What :func:`decode_speed` measured, in words (a speed means little without it): ``greedy decoding of
-    32 new tokens after a prompt of 4 tokens, batch 4 (128 tokens per run); 1 warm-up run per mode, median
-    of 5 timed runs per mode``."""
+    """What :func:`decode_speed` measured, in words (a speed means little without it)."""
     if not rows:
         return "no decoding measured"
     r = rows[0]
@@ -310,11 +288,8 @@ def describe_benchmark(rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-# --------------------------------------------------------------------------- loading
 def load_model(run: str | os.PathLike[str] | None = None, device: str = "cpu") -> tuple[Any, Any, Path]:
-    """(model, tokenizer, model_dir) of a run folder (its ``final/``, or the newest checkpoint of an
-    interrupted run), a run name under ``runs/``, or a saved model folder. ``run=None`` takes the newest
-    run with a model."""
+    """(model, tokenizer, model_dir) of a run, a run name or a saved model; ``None``: the newest run."""
     path = runs.resolve_run(run, require_model=True)
     model, model_dir = run_model.load_model(path, device=device)
     return model, mswelu.data.get_tokenizer(run_model.tokenizer_name(model_dir)), model_dir

@@ -1,5 +1,4 @@
-"""``reports/index.html``: every report with its status and key figures, the committed studies, then every
-training run folder (read through :mod:`mswelu.runs.folder`, from notebooks or the command line)."""
+"""``reports/index.html``: every report with its status and figures, the studies, then the run folders."""
 
 from __future__ import annotations
 
@@ -86,8 +85,7 @@ def _training_runs_table(runs_root: Path) -> str:
 
 
 def _report_rows(root: Path, prefix: str = "") -> list[tuple[Any, ...]]:
-    """One row per report folder under ``root``, newest first: a link (``prefix`` + its name), its status,
-    notebook, key figures (:data:`INDEX_COLUMNS`) and date."""
+    """One row per report under ``root``, newest first: link, status, notebook, key figures and date."""
     found = []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         state = load_report_state(run_dir)
@@ -122,9 +120,8 @@ def write_index(
     root: str | os.PathLike[str] | None = None, runs_root: str | os.PathLike[str] | None = None
 ) -> Path:
     """Regenerate ``<reports>/index.html``: every report with its status and key figures, the committed
-    studies (``studies/``), then every training run folder under ``runs_root`` (default: ``runs/`` for the
-    project's reports folder, none for another one). Writing the studies' own index refreshes the
-    project's too, which lists them."""
+    studies, then the run folders under ``runs_root`` (default ``runs/`` for the project's reports). The
+    studies' index refreshes the project's too."""
     root = Path(root) if root is not None else reports_dir()
     if runs_root is None and root == reports_dir():
         runs_root = runs_dir()

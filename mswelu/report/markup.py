@@ -1,7 +1,5 @@
-"""The HTML every report and index page is made of: one stylesheet, one number format, one table.
-
-Everything put into a page is escaped unless it is :class:`Html` (markup this module or its caller built
-from escaped parts: links, status badges).
+"""The HTML every report and index page is made of: one stylesheet, one number format, one table. Everything
+is escaped unless it is :class:`Html` (markup built here from escaped parts).
 """
 
 from __future__ import annotations
@@ -65,8 +63,7 @@ def now() -> str:
 
 
 def fmt(value: Any) -> str:
-    """A value as pages show it: booleans as yes / no, counts with thousands separators, other floats to 4
-    significant digits (scientific when very large or small), None and non-finite numbers as ``-``."""
+    """A value as pages show it: yes / no, counts with separators, floats to 4 digits, ``-`` for nothing."""
     if value is None:
         return "-"
     if isinstance(value, bool) or type(value).__name__ == "bool_":
@@ -97,8 +94,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _decimals(values: Sequence[float]) -> int:
-    """One number of decimals for a column: enough for about four significant digits of its typical value
-    (three below 1), no more than the values need (``0.004, 0.008`` stay ``0.004``), at most six."""
+    """Decimals for a column: about four significant digits, no more than needed, at most six."""
     typical = float(pd.Series([abs(v) for v in values if v != 0] or [0.0]).median())
     if typical >= 1000:
         return 0
@@ -111,9 +107,7 @@ def _decimals(values: Sequence[float]) -> int:
 
 
 def format_column(values: Sequence[Any]) -> list[str]:
-    """A column's cells as a report shows them: booleans as ``yes`` / ``no``; whole numbers with thousands
-    separators; other numbers with one number of decimals for the whole column (:func:`_decimals`),
-    separators from 1,000 up; missing values as ``-``; anything else as text."""
+    """A column's cells: yes / no, one number of decimals for the column, separators, ``-`` for missing."""
     values = list(values)
     present = [v for v in values if not _missing(v)]
     if present and all(_is_bool(v) for v in present):
@@ -145,8 +139,7 @@ def _cell(value: Any) -> str:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], by_column: bool = False) -> Html:
-    """A table with a header row: every cell :func:`fmt`-ed (a column of like values, ``by_column``:
-    :func:`format_column`-ed) and escaped, :class:`Html` cells as they are."""
+    """A table with a header row, cells :func:`fmt`-ed (``by_column``: per column) and escaped."""
     rows = [list(row) for row in rows]
     if by_column and rows:
         columns_shown = [format_column(col) for col in zip(*rows, strict=True)]

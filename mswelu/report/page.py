@@ -27,13 +27,12 @@ from mswelu.report.index import write_index
 from mswelu.report.markup import badge, captioned, document, markdown_to_html, now, table
 from mswelu.report.tables import table_html, verdicts_html
 
-__all__ = ["STATUSES", "Report", "sanitize_params"]
+__all__ = ["Report", "sanitize_params"]
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SECRET_PARTS = {"token", "secret", "key", "password", "passwd", "pwd", "apikey", "credential", "credentials"}
 _SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,})$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-STATUSES = ("running", "complete", "failed")
 _LIVE_COLUMNS = ("step", "tokens", "loss", "tokens_per_s", "val_loss", "val_bpb", "updated")
 
 
@@ -51,8 +50,7 @@ def _is_secret_name(name: str) -> bool:
 
 
 def sanitize_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop parameters that look like credentials (by name, e.g. ``hf_token``, ``api_key``, or by value,
-    e.g. ``hf_...``); ``max_tokens`` or ``top_k`` are kept. Values are made JSON-safe."""
+    """Drop parameters that look like credentials (by name or value) and make the rest JSON-safe."""
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict, got {type(params).__name__}")
     clean: dict[str, Any] = {}
@@ -89,17 +87,9 @@ def _json_safe(value: Any) -> Any:
 
 
 class Report:
-    """The HTML report of one notebook run (``reports/<run_name>/report.html``).
-
-    Args:
-        run_name: folder name under the reports directory (letters, digits, ``._-``).
-        notebook: the notebook that produces it (shown in the index).
-        params: the notebook's parameters (shown collapsed; credentials dropped).
-        root: reports directory; default ``mswelu.base.paths.reports_dir()``.
-        register_hook: register the IPython failure hook when running inside IPython.
-        defer: write nothing until the report gets its first content (or :meth:`open`): a run that is
-            refused before then (:class:`mswelu.base.errors.RunRefused`) leaves the folder as it was.
-    """
+    """The HTML report of one notebook run (``reports/<run_name>/report.html``); ``params`` shown
+    collapsed without credentials. ``defer`` writes nothing until the first content (or :meth:`open`), so a
+    run refused before then leaves the folder as it was."""
 
     def __init__(
         self,
@@ -143,9 +133,7 @@ class Report:
             self._register_hook()
 
     def open(self) -> None:
-        """Write the report (status "running") and the index: at once unless deferred, else before the
-        first content. A complete earlier report under this name is kept as ``report.previous.html`` /
-        ``metrics.previous.json`` (a rerun that fails must not destroy it)."""
+        """Write the report and the index, keeping a complete earlier report as ``*.previous.*``."""
         if self.opened:
             return
         self.opened = True
@@ -168,7 +156,6 @@ class Report:
             os.replace(self.html_path, previous)
         return previous
 
-    # ----------------------------------------------------------------- content
     def add_markdown(self, text: str) -> None:
         """Add a block of Markdown (raw HTML inside it is escaped)."""
         self._sections.append(f'<section class="md">{markdown_to_html(str(text))}</section>')
@@ -188,16 +175,12 @@ class Report:
         self._write()
 
     def add_table(self, df: Any, caption: str | None = None) -> None:
-        """Add a pandas DataFrame (or anything ``pd.DataFrame`` accepts) as an escaped HTML table a reader
-        can take in (:func:`mswelu.report.tables.table_html`): readable column names, one number format
-        per column, yes / no for booleans, the names in the first column on one line."""
+        """Add a DataFrame as a readable table (:func:`mswelu.report.tables.table_html`)."""
         self._sections.append(captioned(table_html(df), caption))
         self._write()
 
     def add_verdicts(self, claims: Any, caption: str | None = None) -> None:
-        """Add a claims table (:func:`mswelu.analysis.evaluate_claims` rows, or
-        :func:`~mswelu.analysis.architecture_claims`): a count of the verdicts, each caveat once above the
-        table, claim, what the seeds say, what it compares, the measurement, a badge per verdict, why."""
+        """Add a claims table (:func:`mswelu.report.tables.verdicts_html`)."""
         frame = claims if isinstance(claims, pd.DataFrame) else pd.DataFrame(claims)
         if "claim" not in frame.columns and frame.index.name == "claim":
             frame = frame.reset_index()
@@ -220,14 +203,12 @@ class Report:
         self._write()
 
     def update_params(self, values: dict[str, Any]) -> None:
-        """Record the values a run actually used (e.g. what a profile filled in for parameters left at
-        None), so the report and ``metrics.json`` show effective settings, not placeholders."""
+        """Record the values a run used, so the report shows effective settings."""
         self.params.update(sanitize_params({k: v for k, v in values.items() if v is not None}))
         self._write()
 
     def live(self, run: str, record: dict[str, Any]) -> None:
-        """Show a run's newest metrics while the report is "running" (pass as ``on_metrics`` to
-        :func:`mswelu.workbook.execute_plan`); written at most every 2 s, evaluations at once."""
+        """Show a run's newest metrics (``on_metrics``), written at most every 2 s."""
         figures = self._live.setdefault(str(run), {})
         if isinstance(record.get("device"), dict):  # a device sample: its figures, the losses kept
             shown = ("cpu_percent", "rss_gb", "_util", "_mem_used_gb")
@@ -241,7 +222,6 @@ class Report:
             self._live_written = moment
             self._write()
 
-    # ---------------------------------------------------------------- outcomes
     def finish(self, metrics: dict[str, Any] | None = None) -> Path:
         """Mark the run complete, write ``metrics.json`` and the index; returns the metrics path."""
         if metrics is not None:
@@ -280,8 +260,7 @@ class Report:
         write_index(self.root)
 
     def interrupted(self, message: str) -> None:
-        """Mark the run interrupted (Ctrl-C / SIGTERM after a checkpoint): ``message`` says where it stopped
-        and how to continue; the figures so far stay, no ``metrics.json`` (the run did not finish)."""
+        """Mark the run interrupted: ``message`` says how to continue; no ``metrics.json``."""
         self.open()
         self.status = "interrupted"
         self.error = message
@@ -291,7 +270,6 @@ class Report:
         write_index(self.root)
         self._unregister_hook()
 
-    # ------------------------------------------------------------------ IPython
     def _register_hook(self) -> None:
         ip = get_ipython()
         if ip is None:
@@ -323,7 +301,6 @@ class Report:
             return
         self.fail(err)
 
-    # ------------------------------------------------------------------ output
     def _state(self) -> dict[str, Any]:
         return {
             "run": self.run_name,

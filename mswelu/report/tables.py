@@ -1,7 +1,6 @@
-"""Tables a reader can take in at a glance, not dumps of data frames: readable column names, one number
-format per column (the same decimals down a column, thousands separators on every large number, yes / no
-for booleans, ``-`` for nothing), names that never wrap, and the claims table with a badge per verdict and
-each caveat said once above it instead of in every row."""
+"""Tables a reader takes in at a glance: readable column names, one number format per column, names that never
+wrap, and the claims table with a badge per verdict and each caveat said once above it.
+"""
 
 from __future__ import annotations
 
@@ -105,8 +104,7 @@ def _with_index(frame: Any) -> pd.DataFrame:
 
 
 def readable_table(frame: Any) -> pd.DataFrame:
-    """``frame`` as text cells under readable headers (:func:`readable_name`, :func:`format_column`); a
-    meaningful index (named, or not 0..n-1) becomes the first column."""
+    """``frame`` as text cells under readable headers; a meaningful index becomes the first column."""
     df = _with_index(frame)
     out = pd.DataFrame(  # object cells: pandas' string dtype would turn markup (Html) into plain text
         {i: pd.Series(format_column(df.iloc[:, i].tolist()), dtype=object) for i in range(df.shape[1])}
@@ -116,8 +114,7 @@ def readable_table(frame: Any) -> pd.DataFrame:
 
 
 def table_html(frame: Any) -> Html:
-    """A table of :func:`readable_table`'s cells, escaped: names (runs, variants: a column of single words)
-    never wrap, numbers are right-aligned, text left-aligned; a table wider than the page scrolls."""
+    """:func:`readable_table`'s cells escaped: names never wrap, numbers right-aligned."""
     source = _with_index(frame)
     df = readable_table(source)
     css = []
@@ -142,17 +139,13 @@ def table_html(frame: Any) -> Html:
 
 
 def verdict_badge(verdict: str) -> Html:
-    """A verdict as a coloured badge (green supported, red refuted, orange not reproduced at this scale,
-    grey not tested / inconclusive)."""
+    """A verdict as a coloured badge."""
     css = VERDICT_BADGES.get(str(verdict), "other")
     return Html(f'<span class="verdict verdict-{css}">{html.escape(str(verdict))}</span>')
 
 
 def verdicts_html(claims: pd.DataFrame, columns: Sequence[str] = _VERDICT_SHOWN) -> Html:
-    """A claims table (rows of :func:`mswelu.analysis.evaluate_claims` or of
-    :func:`mswelu.analysis.architecture_claims`): a line counting the verdicts, each caveat once above the
-    table (numbered, with the row's number in the table, when rows differ), the ``columns`` present and a
-    badge per verdict."""
+    """A claims table: verdicts counted, each caveat once above it, verdict badges."""
     caveat_col = next((c for c in _CAVEAT_COLUMNS if c in claims.columns), None)
     caveats: list[str] = []
     marks: list[str] = []

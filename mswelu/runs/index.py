@@ -3,14 +3,9 @@
     python -m mswelu.runs list [runs/] [--json]    # one line per run: status, steps, tokens, val bpb, ...
     python -m mswelu.runs show NAME [--json]       # one run in full: checkpoints, files, task scores
 
-A run's status is read from its folder (:mod:`mswelu.runs.folder` owns the layout):
-
-- ``running``: a live process holds the run's writer lock (``<run>/.lock``; read from ``/proc/locks``, or,
-  where that is missing, from the process named in the lock file);
-- ``finished``: ``summary.json`` says it ended normally (``final/`` written);
-- ``interrupted``: ``summary.json`` says it was stopped (Ctrl-C, SIGTERM) after a checkpoint: it resumes;
-- ``failed``: no process holds it and it wrote no summary (an error, a kill, a crash); its newest
-  complete checkpoint, if any, still resumes it.
+Status: ``running`` (a live process holds ``<run>/.lock``), ``finished`` / ``interrupted`` (from
+``summary.json``; an interrupted run resumes), or ``failed`` (no holder, no summary; its newest complete
+checkpoint still resumes it).
 """
 
 from __future__ import annotations
@@ -42,15 +37,13 @@ from mswelu.runs.folder import (
 )
 from mswelu.training import checkpoint as ckpt
 
-__all__ = ["STATUSES", "folder_size", "lock_holder", "main", "run_info", "run_status", "runs_info"]
+__all__ = ["folder_size", "lock_holder", "main", "run_info", "run_status", "runs_info"]
 
-STATUSES = ("running", "finished", "interrupted", "failed")
 REMOTE_FRESH_S = 900  # a lock held on another host counts as running while the run wrote this recently
 
 
 def _locked_inodes() -> set[tuple[int, int, int]] | None:
-    """(major, minor, inode) of every file locked on this machine, from ``/proc/locks``; None where it
-    cannot be read (not Linux)."""
+    """(major, minor, inode) of every locked file, from ``/proc/locks``; None without it."""
     try:
         text = Path("/proc/locks").read_text()
     except OSError:
@@ -72,8 +65,7 @@ def _locked_inodes() -> set[tuple[int, int, int]] | None:
 
 
 def lock_holder(path: str | os.PathLike[str]) -> str | None:
-    """Who holds the run's writer lock (``"pid 123 on host since 12:00:01"``), or None when no live process
-    does. Reading never takes the lock, so it never gets in the way of a run that is starting."""
+    """Who holds the run's writer lock (``"pid 123 on host since 12:00:01"``), or None."""
     lock = Path(path) / LOCK_NAME
     try:
         st = lock.stat()
@@ -103,8 +95,7 @@ def lock_holder(path: str | os.PathLike[str]) -> str | None:
 
 
 def _remote_running(path: Path) -> bool:
-    """A run whose lock another host holds: running while it writes its metrics (recently, and after any
-    summary of an earlier, interrupted session)."""
+    """A run whose lock another host holds is running while it recently wrote its metrics."""
     times = [(path / f).stat().st_mtime for f in (METRICS, CONFIG) if (path / f).exists()]
     summary = (path / SUMMARY).stat().st_mtime if (path / SUMMARY).exists() else 0.0
     return bool(times) and time.time() - max(times) < REMOTE_FRESH_S and max(times) > summary
@@ -141,9 +132,7 @@ def _newest_checkpoint(path: Path) -> tuple[str | None, int | None]:
 
 
 def run_info(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """One run's figures: name, status (and who holds it), step / total, tokens, last loss, tokens/s, best,
-    latest and final val bpb, ETA (running runs), whether ``final/`` exists, the newest complete
-    checkpoint, size on disk, the latest device sample, task scores, trackers."""
+    """One run's status, progress, figures, checkpoint, size, devices, task scores, trackers."""
     path = Path(path)
     config, summary = read_json(path / CONFIG) or {}, read_json(path / SUMMARY)
     records = read_jsonl(path / METRICS)
@@ -205,15 +194,6 @@ def runs_info(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]
     """:func:`run_info` of every run under ``root`` (default ``runs/``), newest first."""
     root = Path(root) if root is not None else runs_dir()
     return [run_info(p, root) for p in list_runs(root)]
-
-
-# --------------------------------------------------------------------------- command line
-def print_out(text: str) -> None:
-    """Print for a command line whose reader may stop early (``| head``): no traceback then."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more reaches the pipe
 
 
 def format_size(n: int | None) -> str:
@@ -291,15 +271,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"no folder {root}")
             infos = runs_info(root)
             if args.json:
-                print_out(json.dumps(infos, indent=2))
+                print(json.dumps(infos, indent=2))
             else:
-                print_out(_table(infos) if infos else f"no runs under {root}")
+                print(_table(infos) if infos else f"no runs under {root}")
         else:
             path = resolve_run(args.name)
             if not (path / CONFIG).is_file() and not (path / METRICS).is_file():
                 raise ValueError(f"{path} is not a run folder (no {CONFIG} or {METRICS})")
             info = run_info(path, path.parent)
-            print_out(json.dumps(info, indent=2) if args.json else _show(info))
+            print(json.dumps(info, indent=2) if args.json else _show(info))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,6 @@
-"""The training metrics log: one JSON line per record in ``metrics.jsonl`` and the same scalars in every
-tracker the run names (TensorBoard by default; wandb, trackio: :mod:`mswelu.training.trackers`). Only rank 0
-holds one.
-
-Records: a training step (``loss``, ``lr``, ``grad_norm``, ``tokens_per_s``, one table per shape parameter),
-an evaluation (``val_loss``, ``val_bpb``, ...), or a device sample (``time`` and a ``device`` table:
-:mod:`mswelu.base.devices`), each with ``step`` and ``tokens``. Writes hold a lock, so records from other
-threads never interleave with the loop's.
+"""The training metrics log: one JSON line per record in ``metrics.jsonl`` (a step, an evaluation or a device
+sample, each with ``step`` and ``tokens``) and the same scalars in every tracker the run names. Only rank 0
+holds one; writes hold a lock so other threads' records never interleave.
 """
 
 from __future__ import annotations
@@ -37,11 +32,9 @@ class MetricsLog:
         shape_scalars: Iterable[str] = (),
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        """``trackers``: tracker names (``True`` / ``False``: TensorBoard or none, the older form);
-        ``shape_scalars``: the activation shape parameters that learn (``k``, ``beta``, ...): their per-slot
-        tables go to the trackers as ``<param>/<slot>`` (frozen ones would draw flat lines); ``config``:
-        the run's config record, for the trackers that keep one. A tracker that cannot start raises
-        ValueError before the metrics file is touched."""
+        """``trackers``: tracker names (``True`` / ``False``: TensorBoard or none); ``shape_scalars``:
+        the learnable shape parameters, logged per slot as ``<param>/<slot>``. A tracker that cannot start
+        raises ValueError before the metrics file is touched."""
         if isinstance(trackers, bool):
             trackers = ("tensorboard",) if trackers else ()
         self.run = run
@@ -61,8 +54,7 @@ class MetricsLog:
         self.on_sample: Callable[[dict[str, Any]], None] = lambda sample: None
 
     def sample_devices(self, every: float, on_sample: Callable[[dict[str, Any]], None]) -> None:
-        """Sample the devices every ``every`` seconds on a background thread (:mod:`mswelu.base.devices`); the
-        samples are written before the next record, at its step, and each is passed to ``on_sample``."""
+        """Sample the devices every ``every`` seconds in the background."""
         try:
             self.sampler = DeviceSampler(every).start()
         except ImportError as exc:  # psutil is a dependency; a broken install loses the figures only
@@ -78,9 +70,7 @@ class MetricsLog:
         resume_step: int | None,
         last_train: Mapping[str, Any],
     ) -> MetricsLog:
-        """The log of a training run whose config record is ``record`` (its learnable shape parameters go to
-        the trackers), resumed at ``resume_step`` (None: a fresh run). When a crash tore the last line and
-        that was the checkpoint's own training record, ``last_train``, it is written again."""
+        """The log of a run resumed at ``resume_step``; rewrites a torn ``last_train``."""
         learned = {p for slot in record.get("_shape_slots") or () for p in slot["learnable"]}
         metrics = cls(run, resume_step, trackers, shape_scalars=learned, config=record)
         if resume_step is not None and last_train and metrics.dropped_torn_line:
@@ -131,16 +121,14 @@ class MetricsLog:
                 self.trackers.remove(t)
 
     def sync(self) -> None:
-        """Make every record written so far durable (before a checkpoint: a crash can then tear only a
-        record of a later step, which the resumed run logs again)."""
+        """Make every record durable (before a checkpoint: a crash tears only a later one)."""
         self.file.flush()
         os.fsync(self.file.fileno())
 
     def close(
         self, summary: Mapping[str, Any] | None = None, failed: bool = False, at: tuple[int, int] = (0, 0)
     ) -> None:
-        """Write the last device samples at step and tokens ``at``; finish every tracker (with the run's final
-        figures and its summary, config and model card as files), then close the metrics file."""
+        """Write the last device samples, finish every tracker, close the file."""
         if self.sampler is not None:
             self.sampler.stop()
             self._write_device_samples(*at)
@@ -156,8 +144,7 @@ class MetricsLog:
 
 
 def attach_to_trackers(run_dir: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Add ``files`` (a notebook's ``report.html``, ``metrics.json``) to the wandb / trackio runs of the run
-    in ``run_dir``; returns the trackers that got them (none when the run used neither)."""
+    """Add ``files`` to the run's wandb / trackio runs; returns the trackers that got them."""
     run = RunWriter(run_dir)
     if not run.tracker_state.is_file():
         return []
@@ -170,9 +157,7 @@ def run_summary(
     spent: Mapping[str, float],
     last_val: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """``summary.json`` of a run: its identity (from the config ``record``), ``figures`` (``run_dir``,
-    ``run_name``, then steps, tokens, losses, ... in the order given) and the time ``spent`` over every
-    sitting (tokens/s from training time only)."""
+    """``summary.json``: the run's identity, ``figures`` in order, the time ``spent``."""
     train_s = spent["train_time_s"]
     summary = {k: figures[k] for k in ("run_dir", "run_name")}
     summary.update({k: record[k] for k in ("preset", "activation", "optimizer", "seed")})

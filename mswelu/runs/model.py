@@ -1,6 +1,6 @@
-"""The model of a run: ``final/``, or else the weights of its newest complete checkpoint (an interrupted
-run), built from the model config the trainer recorded with them; and the tokenizer the run trained with.
-The folder's layout is :mod:`mswelu.runs.folder`'s."""
+"""The model of a run (``final/``, else its newest complete checkpoint's weights with the recorded model
+config) and the tokenizer it trained with.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +17,7 @@ __all__ = ["load_model", "tokenizer_name"]
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, Path]:
-    """(model in eval mode, the folder it came from) of a run or saved model folder (see
-    :func:`mswelu.runs.folder.model_source`). Weights load strictly: a ``final/`` whose config names another
-    model type, or whose weights are missing, unexpected or of other shapes, falls back to the newest
-    checkpoint, saying why and which step; a run without ``final/`` (still training, or interrupted) says
-    which step's
-    weights it uses."""
+    """(model in eval mode, its folder) of a run; a broken ``final/`` falls back to the newest checkpoint."""
     device = str(resolve_device(device))  # a device that cannot be used is the error, not the model
     path = Path(path)
     kind, source = model_source(path)
@@ -61,8 +56,7 @@ def _trained_model_type(run: Path) -> str | None:
 
 
 def _from_pretrained(folder: Path, device: str, expected_type: str | None = None) -> Any:
-    """A ``save_pretrained`` folder's model, only if every weight the model has is in the folder and every
-    weight in the folder is in the model (ValueError otherwise: never newly initialised weights)."""
+    """A ``save_pretrained`` folder's model; ValueError unless its weights match exactly."""
     from transformers import AutoModelForCausalLM
 
     import mswelu.models.modeling  # noqa: F401  (registers mamba_swelu with the Auto classes)
@@ -87,8 +81,7 @@ def _from_pretrained(folder: Path, device: str, expected_type: str | None = None
 
 
 def _from_checkpoint(folder: Path, device: str) -> Any:
-    """The model of a checkpoint: built from the model config the trainer recorded, then its weights
-    (verified against the manifest)."""
+    """A checkpoint's model, built from the recorded config, its weights verified against the manifest."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     import mswelu.models.modeling  # noqa: F401
@@ -112,8 +105,7 @@ def _from_checkpoint(folder: Path, device: str) -> Any:
 
 
 def tokenizer_name(path: str | os.PathLike[str]) -> str:
-    """The tokenizer the run's data was prepared with (``config.json`` -> data -> ``meta.json``), for a
-    run folder or a folder inside one (``final/``, a checkpoint); ``gpt2`` when nothing says otherwise."""
+    """The tokenizer the run's data was prepared with (``gpt2`` when nothing says otherwise)."""
     path = Path(path)
     for folder in (path, path.parent, path.parent.parent):
         cfg = read_json(folder / CONFIG) or {}

@@ -1,9 +1,6 @@
-"""Every check a run needs before it writes anything: the data folder, the vocabulary against the model,
-the model config, the run folder policy and the checkpoint to resume from.
-
-Run-folder policy: a non-empty run folder is continued only with ``resume`` (``"auto"`` or a path),
-replaced only with ``overwrite=True`` (and only if it looks like a run folder), and otherwise refused.
-``resume="auto"`` in a folder with no checkpoints starts fresh there.
+"""Every check a run needs before it writes anything: data, vocabulary against the model, model config, run
+folder and resume checkpoint. A non-empty run folder is continued only with ``resume``, replaced only with
+``overwrite=True`` (and only if it looks like a run), else refused.
 """
 
 from __future__ import annotations
@@ -49,8 +46,7 @@ class RunPlan:
 
 
 def plan_run(cfg: TrainConfig, world_size: int) -> RunPlan:
-    """The plan for ``cfg``, or a ValueError saying what is wrong. Reads files, writes none; notices
-    (checkpoints skipped, settings changed on resume) go to stderr. Run on one rank only."""
+    """The plan for ``cfg``, or a ValueError saying what is wrong; writes nothing. Run on one rank only."""
     from mswelu.data import TokenLoader, default_dataset, verify_dataset
     from mswelu.data.tasks import TaskSource, is_task_source
 
@@ -94,8 +90,7 @@ def _plan_output(
     model_vocab: int,
     check_vocab: Callable[[int], None] | None = None,
 ) -> RunPlan:
-    """The model config's checks, the run folder's policy and the checkpoint to resume, for the data
-    ``data`` (a prepared folder, or a task source string) described by ``meta``."""
+    """The model config's checks, the run folder's policy and the checkpoint to resume, for ``data``."""
     if model_vocab < int(meta["vocab_size"]):
         raise ValueError(
             f"the data use {meta['vocab_size']} token ids, which do not fit a model with "
@@ -159,9 +154,7 @@ def _plan_output(
 
 
 def _finished(checkpoint: Path, cfg: TrainConfig, out: Path) -> dict[str, Any] | None:
-    """The summary of the finished run in ``out`` when ``checkpoint`` is its last step (resuming it has
-    nothing to do); None when steps remain, or the final evaluation / ``final/`` / summary still has to be
-    written (a run killed after its last step). ValueError for a checkpoint past this run's last step."""
+    """The summary of the run in ``out`` when ``checkpoint`` is its last step; ValueError past it."""
     step = int(read_json(checkpoint / "trainer_state.json")["step"])
     total = cfg.total_steps()
     if step > total:

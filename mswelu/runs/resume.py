@@ -1,6 +1,5 @@
-"""Continuing a run: which checkpoint to resume from, whether it fits the current config, and the
-trainer state a checkpoint carries besides weights and optimizer (:class:`TrainState`: step, tokens,
-counters, the last records; with the schedule, every RNG and every rank's loader positions).
+"""Continuing a run: which checkpoint, whether it fits the current config, and the trainer state a checkpoint
+carries besides weights and optimizer (:class:`TrainState`).
 """
 
 from __future__ import annotations
@@ -29,12 +28,9 @@ def _nothing_spent() -> dict[str, float]:
 
 @dataclass
 class TrainState:
-    """Where a run stands: what :func:`save` writes beside the weights and the optimizer, and
-    :func:`restore` reads back (a fresh run starts from ``TrainState()``).
-
-    ``earlier``: the time and tokens of the run's previous sittings (:data:`SPENT`); ``sitting``: this
-    sitting's so far (the loop updates it); ``nonfinite_run``: skipped steps in a row (not saved: a
-    checkpoint is written after a good step only)."""
+    """Where a run stands, saved beside the weights and restored (a fresh run starts from
+    ``TrainState()``); ``earlier`` and ``sitting`` are the time and tokens spent before and in this
+    sitting."""
 
     step: int = 0
     tokens: int = 0
@@ -72,8 +68,7 @@ class TrainState:
 
 
 def find_resume(resume: str, out: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """(checkpoint to resume from or None, [(skipped newer checkpoint, why)]) for ``resume`` = ``"auto"``
-    (the run folder's newest intact checkpoint), a checkpoint folder, or a run / checkpoints folder."""
+    """(checkpoint to resume from or None, [(skipped newer checkpoint, why)]) for ``resume``."""
     if str(resume) == "auto":
         return ckpt.latest_checkpoint(out / CHECKPOINTS)
     path = Path(resume).expanduser()
@@ -94,9 +89,8 @@ def find_resume(resume: str, out: Path) -> tuple[Path | None, list[tuple[Path, s
 
 
 def check_compatible(path: Path, config: dict[str, Any], world_size: int, meta: dict[str, Any]) -> list[str]:
-    """Raise ValueError when the checkpoint at ``path`` cannot continue under ``config`` (other data,
-    other settings that shaped what it holds, another number of processes); return the changed settings
-    that alter the numbers from here on (allowed, worth a warning)."""
+    """ValueError when the checkpoint cannot continue under ``config`` (other data, settings or process
+    count); returns the changed settings that are allowed but alter the numbers."""
     state = json.loads((path / "trainer_state.json").read_text())
     try:
         seen = state["ranks"][0]["loaders"][0].get("fingerprint")
@@ -135,8 +129,7 @@ def save(
     keep: int | None,
     info: du.DistInfo,
 ) -> None:
-    """Checkpoint ``train_state`` with the weights, the optimizer, the schedule, and every rank's RNG and
-    loader positions. Collective under DDP: every rank calls it."""
+    """Checkpoint ``train_state`` with weights, optimizer, schedule, RNGs and loaders (collective)."""
     local = {"rng": ckpt.rng_state(), "loaders": [ld.state_dict() for ld in loaders]}
     ranks = du.all_gather(local, info)
     counters = train_state.saved()
@@ -158,14 +151,9 @@ def restore(
     info: du.DistInfo,
     preloaded: dict[str, Any] | None = None,
 ) -> TrainState:
-    """Load a checkpoint into ``model``, ``optimizer`` and this rank's ``loaders`` and RNGs; return its
-    :class:`TrainState`. ``preloaded``: the trainer state of a checkpoint whose
-    weights and optimizer state were already loaded (a full checkpoint read before FSDP sharding).
-
-    On the number of processes it was written with, every rank continues exactly where it stopped. On
-    another (sharded checkpoints, or FSDP), the data still continue exactly (a step's global batch does not
-    depend on how it is split over ranks), and each rank takes the RNG state of the old rank of its number
-    (or the last): only dropout masks, if any, differ from an uninterrupted run."""
+    """Load a checkpoint into ``model``, ``optimizer``, this rank's ``loaders`` and RNGs and return its
+    :class:`TrainState` (``preloaded``: weights already loaded). On another process count the data still
+    continue exactly; only dropout masks, if any, differ."""
     if preloaded is not None:
         state = preloaded
     elif ckpt.checkpoint_format(path) == "sharded":

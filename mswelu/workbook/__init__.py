@@ -1,22 +1,6 @@
-"""Helpers the notebooks call (``from mswelu import workbook as wb``), one module per concern; this facade
-exports what the notebooks use, and nothing else (tests and other code import the modules themselves):
-
-- ``prologue``: every notebook's start (parameters checked, the report, refusals as one line), outputs
-  for checked cells, and keeping papermill's executed notebook in the run folder;
-- ``plots``: the figures, with one colour table for the activation slots;
-- ``profiles``: notebook 03's profiles, the data a preset gets, notebooks 02 and 05's settings;
-- ``reuse``: what a rerun does with a run name that holds a run (reuse, resume, or refuse);
-- ``compare``: notebook 05's variants x seeds, the bracketing lr sweep on a tuning split, the side-by-side
-  throughput, a study's runs;
-- ``study``: a comparison assembled (context, results table, verdicts, metrics), after its runs or from a
-  committed study's records alone;
-- ``ledger``: a study's committed records of its runs (reused across sittings and machines);
-- ``checks``: smoke checks, the run to analyse, the gradient reaching each shape parameter;
-- ``launching``: notebook 03's launch plans and their execution;
-- ``tasks``: downstream task scores of a notebook's runs (lm-eval, each task once per run).
-
-Runs are read through :mod:`mswelu.runs.folder` (``wb.load_run``); paths shown relative to the project
-(``wb.display_path``); a run's report attached to its trackers (``wb.attach_to_trackers``).
+"""Helpers the notebooks call (``from mswelu import workbook as wb``), one module per concern (prologue,
+plots, profiles, reuse, compare, study, ledger, checks, launching, tasks). This facade exports what the
+notebooks use and nothing else (``tests/test_layers.py``); other code imports the modules themselves.
 """
 
 from mswelu.base.paths import display_path

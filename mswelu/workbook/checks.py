@@ -1,5 +1,4 @@
-"""What the analysis notebooks check and start from: a smoke run's sanity checks, the run to analyse
-(trained on the spot when there is none), and the gradient reaching each k."""
+"""What the analysis notebooks check and start from: smoke checks, the run to analyse, shape gradients."""
 
 from __future__ import annotations
 
@@ -18,20 +17,16 @@ from mswelu.runs.model import load_model
 from mswelu.workbook.profiles import data_for, resolve_profile
 from mswelu.workbook.reuse import as_run, train_or_load
 
-__all__ = ["ensure_run", "k_gradients_for_run", "shape_gradients_for_run", "smoke_checks"]
+__all__ = ["ensure_run", "shape_gradients_for_run", "smoke_checks"]
 
 #: the smoke run :func:`ensure_run` trains when there is no run to analyse
 SMOKE_RUN = "smoke-auto"
 
 
 def smoke_checks(run: RunData, expect_k: bool | None = None) -> dict[str, Any]:
-    """Sanity checks of a short run; raises AssertionError naming what is off.
-
-    Losses finite, the loss fell, tokens = steps x tokens per step, a validation loss exists and every
-    learnable shape parameter (SWELU's k, Swish's beta, ...; read from the run's slot records) moved from
-    its initial value. ``expect_k`` None: expect that exactly when the run has learnable shape parameters;
-    False: do not check it; True: the run must have some. ``num_k`` / ``k_moved`` count them over every
-    learnable parameter, slot by slot."""
+    """Sanity checks of a short run (finite, falling loss, token count, a validation loss, every learnable
+    shape parameter moved), an AssertionError naming what is off. ``expect_k`` None: check shapes when the run
+    has learnable ones; False: never; True: it must have some."""
     tr, ev = run.train, run.eval
     s = run.summary or {}
     problems = []
@@ -96,8 +91,7 @@ def ensure_run(run: str | os.PathLike[str] | None = None) -> Path:
 def shape_gradients_for_run(
     run: RunData, batch_size: int = 4, seq_len: int = 32
 ) -> dict[str, dict[str, float]]:
-    """``{slot: {param: |dL/dparam|}}`` of the run's saved model for every learnable shape parameter (k,
-    beta, ...), on the first validation batch of the run's data (:mod:`mswelu.models.shape_gradients`)."""
+    """``{slot: {param: |dL/dparam|}}`` of the run's model on the first validation batch of its data."""
     model, _ = load_model(run.path)
     if not hasattr(model, "shape_slots"):
         return {}
@@ -107,9 +101,3 @@ def shape_gradients_for_run(
     loader = TokenLoader(data, split="val", batch_size=batch_size, seq_len=seq_len, mode="sequential")
     batch = next(iter(loader.iter_eval_batches(max_batches=1)))
     return shape_gradients(model, batch)
-
-
-def k_gradients_for_run(run: RunData, batch_size: int = 4, seq_len: int = 32) -> dict[str, float]:
-    """|dL/d(value)| of each slot's first learnable shape parameter (k for SWELU, beta for Swish)."""
-    grads = shape_gradients_for_run(run, batch_size, seq_len)
-    return {slot: next(iter(g.values())) for slot, g in grads.items() if g}

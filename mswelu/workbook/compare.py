@@ -39,9 +39,7 @@ __all__ = [
 
 
 def variant_config(base: dict[str, Any], variant: str) -> dict[str, Any]:
-    """``base`` (a TrainConfig dict on one of our presets) turned into ``variant``: the variant's
-    settings on top, its ``model`` settings merged over the base's (a profile's shape, e.g. the dense
-    residual, stays); a Transformer baseline keeps only its own, as the base's describe our architecture."""
+    """``base`` turned into ``variant``; a Transformer baseline keeps only its own ``model`` settings."""
     over = variant_overrides(variant, base.get("preset", "small"))
     return merge_overrides(base, over, replace_model="preset" in over)
 
@@ -49,8 +47,7 @@ def variant_config(base: dict[str, Any], variant: str) -> dict[str, Any]:
 def run_or_record(
     cfg: dict[str, Any], name: str, variant: str, seed: int, kind: str, reuse: bool, ledger: Ledger | None
 ) -> RunData | Record:
-    """The finished run of ``cfg``: from ``ledger`` when it holds a record of exactly this run (settings,
-    data, training-path code), else trained (or reused from ``runs/``) and recorded there."""
+    """The finished run of ``cfg``: its matching ``ledger`` record, else trained (or reused) and recorded."""
     if ledger is not None and reuse:
         record, why = ledger.lookup(name, cfg)
         if record is not None:
@@ -70,8 +67,7 @@ def run_or_record(
 
 
 def _announce(name: str, run: RunData | Record, how: str) -> None:
-    """One line per model on the terminal that started the notebook (a study runs for hours with its
-    trainings' own progress off): which model, how it was obtained, its final figures."""
+    """One line per model on the notebook's terminal (a study runs for hours with training progress off)."""
     m = run.final_metrics()
     bpb, wall = m.get("val_bpb"), m.get("wall_time_s")
     figures = f"val {bpb:.4f} bits/byte" if isinstance(bpb, (int, float)) else "no val figure"
@@ -89,15 +85,11 @@ def run_variants(
     ledger: Ledger | None = None,
     splits: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, RunData | Record]]:
-    """Train (or load) every variant x seed on the same data and token budget, each variant at its lr in
-    ``lrs`` (from :func:`bracketed_lr_sweep`; else ``base``'s). With a study's ``ledger`` every model comes
-    from its record (written now for a run trained now), so a study's figures are its records' alone.
-    ``splits`` (label -> prepared data, :func:`~mswelu.workbook.profiles.split_data`): every variant and
-    seed on each split instead of ``base``'s data (seeds nested in splits), named ``<prefix>-<label>-...``
-    and labelled in a ``split`` column.
-
-    Returns (results: one row per model with variant, seed, lr, val_loss, val_bpb, tokens, tokens_per_s,
-    params, wall_time_s, run, reused; curves: long-form eval curves; runs (or records) by name)."""
+    """Train (or load) every variant x seed on the same data and budget, each at its lr in ``lrs`` (else
+    ``base``'s). With a ``ledger`` every model comes from its record, so a study's figures are its records'
+    alone. ``splits`` (label -> prepared data, :func:`~mswelu.workbook.profiles.split_data`): every variant
+    and seed on each split (seeds nested in splits), named ``<prefix>-<label>-...``, in a ``split`` column.
+    Returns (results, one row per model; long-form eval curves; runs or records by name)."""
     require_list("variants", variants)
     require_list("seeds", seeds)
     if not variants or not seeds:
@@ -143,8 +135,7 @@ def _curve_frame(curves: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=columns)
 
 
-def _sweep_row(run: RunData | Record, variant: str, lr: float, name: str) -> dict[str, Any]:
-    loss = run.final_metrics()["final_val_loss"]
+def _sweep_row(loss: float | None, variant: str, lr: float, name: str) -> dict[str, Any]:
     loss = math.inf if loss is None else float(loss)
     return {
         "variant": variant,
@@ -156,32 +147,16 @@ def _sweep_row(run: RunData | Record, variant: str, lr: float, name: str) -> dic
 
 
 def tuning_data(data: str | os.PathLike[str], max_tries: int = 20) -> str:
-    """A dataset for choosing hyperparameters that never scores the reported validation split: the same
-    source and tokenizer, split by document with the next split seed whose validation documents share
-    none with ``data``'s (its training documents may include them; the reported runs never see the
-    tuning runs' weights, only the lr they pick). A fold of a fold scheme gets the scheme's tuning split
-    (fold 0, disjoint from every fold's validation). Prepared once next to ``data`` as ``<name>-tune``."""
+    """A dataset for choosing hyperparameters that never scores the reported validation split: same source
+    and tokenizer, the next split seed whose validation documents share none with ``data``'s (a fold gets its
+    scheme's tuning fold), prepared once beside ``data`` as ``<name>-tune``."""
     data = Path(data)
     meta = load_meta(data)
     reported = split_documents(data)
     out = data.with_name(f"{data.name}-tune")
     fold = meta.get("fold")
-    if fold:  # the scheme's own tuning split: disjoint from every fold's validation by construction
-        prepare(
-            meta["source"],
-            out=out,
-            tokenizer=tokenizer_name(data, meta),
-            val_fraction=float(meta["val_fraction"]),
-            max_tokens=meta.get("max_tokens"),
-            seed=int(meta["seed"]),
-            text_field=meta.get("text_field", "text"),
-            txt_sample_by=meta.get("txt_sample_by", "document"),
-            progress=False,
-            folds=int(fold["folds"]),
-            fold=0,
-        )
-        return str(out)
-    for offset in range(1, max_tries + 1):
+
+    def split(offset: int, **fold_args: int) -> None:
         prepare(
             meta["source"],
             out=out,
@@ -192,7 +167,14 @@ def tuning_data(data: str | os.PathLike[str], max_tries: int = 20) -> str:
             text_field=meta.get("text_field", "text"),
             txt_sample_by=meta.get("txt_sample_by", "document"),
             progress=False,
+            **fold_args,
         )
+
+    if fold:  # the scheme's own tuning split: disjoint from every fold's validation by construction
+        split(0, folds=int(fold["folds"]), fold=0)
+        return str(out)
+    for offset in range(1, max_tries + 1):
+        split(offset)
         if not reported & split_documents(out):
             return str(out)
     raise ValueError(
@@ -210,12 +192,7 @@ def lr_sweep(
     reuse: bool = True,
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The same learning-rate grid and budget for every variant, scored on :func:`tuning_data` (never
-    the reported validation split). Returns (one row per variant x lr: variant, lr, tune_val_loss,
-    diverged, run; the chosen lr per variant: the lowest final tuning loss, a diverged run never wins;
-    a variant all of whose lrs diverged gets none; with one lr in the grid that lr is every variant's
-    choice, the rows still showing its loss). See :func:`bracketed_lr_sweep` for the grid that
-    extends until each optimum is bracketed."""
+    """The same lr grid for every variant on :func:`tuning_data`. Returns (points; each best lr)."""
     require_list("variants", variants)
     require_list("lr_grid", lrs)
     if not lrs or any(not isinstance(x, (int, float)) or x <= 0 for x in lrs):
@@ -228,17 +205,10 @@ def lr_sweep(
             cfg = as_run(variant_config(base, variant), name, data=tune, lr=float(lr), seed=int(seed))
             try:
                 run = run_or_record(cfg, name, variant, int(seed), "sweep", reuse, ledger)
-                rows.append(_sweep_row(run, variant, lr, name))
+                loss = run.final_metrics()["final_val_loss"]
             except FloatingPointError:  # the trainer stops a run whose steps keep going non-finite
-                rows.append(
-                    {
-                        "variant": variant,
-                        "lr": float(lr),
-                        "tune_val_loss": math.inf,
-                        "diverged": True,
-                        "run": name,
-                    }
-                )
+                loss = None
+            rows.append(_sweep_row(loss, variant, lr, name))
     table = pd.DataFrame(rows)
     chosen = {}
     for variant, part in table.groupby("variant", sort=False):
@@ -257,10 +227,7 @@ def bracketed_lr_sweep(
     reuse: bool = True,
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
-    """:func:`lr_sweep` on ``grid``, then, for every variant whose best lr sits at an edge of what it tried,
-    one more lr beyond that edge (x2 or /2), until each optimum has tried neighbours on both sides or the
-    bound of :mod:`mswelu.analysis.tuning` is reached. Returns (every sweep point; each variant's
-    :class:`~mswelu.analysis.tuning.LrStatus`: its lr, and whether it is bracketed and why not)."""
+    """:func:`lr_sweep`, extended while an optimum sits at an edge. Returns (points; ``LrStatus``)."""
     sweep, _ = lr_sweep(base, variants, grid, prefix, seed, reuse, ledger)
     while todo := analysis.extend_lr_grid(sweep, grid):
         for variant, more in todo.items():
@@ -279,10 +246,7 @@ def bracketed_lr_sweep(
 def side_by_side_throughput(
     base: dict[str, Any], variants: Sequence[str], ledger: Ledger | None = None, rounds: int = 5
 ) -> pd.DataFrame:
-    """Every variant's training tokens/s measured in this process, interleaved round by round at the study's
-    shape (:func:`mswelu.bench.throughput.measure_throughput`), and its model FLOPs per token: the
-    equal-compute view's inputs. A study reuses the measurement its ledger holds for the same variants,
-    shapes and code."""
+    """Every variant's tokens/s measured interleaved here (or from the ledger) and FLOPs per token."""
     from mswelu.bench.throughput import measure_throughput
 
     configs = {v: {**variant_config(base, v), "seed": 0} for v in variants}
@@ -298,9 +262,7 @@ def side_by_side_throughput(
 
 
 def study_runs(study: str, variant: str) -> dict[int, RunData | Record]:
-    """The finished runs of one variant of a study (notebook 05's ``<run_name>-<variant>-s<seed>``), by
-    seed: the run folders under ``runs/`` or, where there are none (a fresh clone), the study's committed
-    ledger records. A ValueError when there are neither (the study has not run, or not that variant)."""
+    """One variant's finished runs of a study by seed: run folders, else (a fresh clone) ledger records."""
     stem = run_name(study, variant)
     found: dict[int, RunData | Record] = {}
     for path in list_runs():

@@ -28,14 +28,10 @@ def plan_launch(
     visible_gpus: int | None = None,
     overwrite: bool = False,
 ) -> list[dict[str, Any]]:
-    """What notebook 03 will train: one entry per process group with its name, launch mode, GPUs,
-    TrainConfig dict and ``decision`` (what :func:`run_decision` does with its run folder: a run name
-    that holds other work is refused here, before anything is written); ``overwrite`` lets it replace
-    earlier runs of the same names. ``independent`` gives each of ``n_gpus`` GPUs its own model (seeds
-    ``seed + i``); ``ddp`` trains one model on ``n_gpus`` GPUs (``fsdp`` too, sharded over them: the
-    models that do not fit one GPU, see ``python -m mswelu.plan``); ``auto`` follows
-    :func:`mswelu.launch.resolve_mode` for each planned model (``ddp`` with two or more GPUs, else
-    ``single``)."""
+    """What notebook 03 will train: one entry per process group (name, mode, GPUs, TrainConfig dict and
+    the :func:`run_decision` for its folder, so a name holding other work is refused before anything is
+    written). ``independent`` gives each GPU its own model (seeds ``seed + i``); ``ddp``/``fsdp`` train one
+    model on ``n_gpus``; ``auto`` follows :func:`mswelu.launch.resolve_mode`."""
     mswelu.launch.resolve_mode(launch, 0, 1)  # a bad mode fails first
     require_list("variants", variants)  # -p variants swelu: a string, not a list of one
     if visible_gpus is None:
@@ -65,11 +61,9 @@ def plan_launch(
 def execute_plan(
     plan: Sequence[dict[str, Any]], on_metrics: Callable[[str, dict[str, Any]], None] | None = None
 ) -> dict[str, RunData]:
-    """Run a :func:`plan_launch` plan through :func:`mswelu.launch.launch`, each run as :func:`run_decision`
-    says now (trained, continued from its checkpoint, or reused): single entries in this process one after
-    the other, ``ddp`` entries as torchrun jobs, the ``independent`` runs of one variant all at once (one GPU
-    each). ``on_metrics(run_name, record)`` sees each metrics record as it is written (e.g.
-    ``report.live``). Raises if any run fails."""
+    """Run a :func:`plan_launch` plan through :func:`mswelu.launch.launch` (single entries in turn,
+    ``ddp`` as torchrun jobs, one variant's ``independent`` runs at once); ``on_metrics(run_name, record)``
+    sees each metrics record. Raises if any run fails."""
     decisions = {e["name"]: run_decision(e["config"]) for e in plan}  # refuse before anything trains
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for entry in plan:
@@ -112,8 +106,7 @@ def execute_plan(
 
 
 def _stop_if_interrupted(summaries: Sequence[dict[str, Any]]) -> None:
-    """Raise :class:`RunInterrupted` (the report says "interrupted", the notebook stops) when a training was
-    stopped by Ctrl-C or SIGTERM; its checkpoint is written and the same command continues it."""
+    """Raise :class:`RunInterrupted` when a training was stopped (the same command continues it)."""
     stopped = [s for s in summaries if s.get("interrupted")]
     if stopped:
         where = ", ".join(

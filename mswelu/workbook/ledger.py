@@ -1,28 +1,12 @@
-"""A study's results ledger: one small committed record per finished run (and sweep point), so that a study
-can span sittings and machines and its report can be rebuilt from the records alone.
+"""A study's results ledger: one small committed record per finished run and sweep point
+(``reports/studies/<study>/runs/<run>.json``), so a study can span sittings and machines and its report be
+rebuilt from the records alone.
 
-A record lives in ``reports/studies/<study>/runs/<run name>.json`` and holds:
-
-- its **key**: the run's settings (a TrainConfig dict, runtime switches aside), what its data are
-  (:func:`data_content`: the tokenized splits' sha256, bytes and vocabulary, never a machine's path),
-  and the digest of the code on its training path (:mod:`mswelu.training.code_digest`, with each file's hash,
-  so a stale record says which files changed);
-- its evaluation curve (every evaluation, with its scope) and final whole-split figures (loss, bits per byte,
-  tokens scored), its training loss, tokens, parameters, tokens/s, wall and training time;
-- its shape slots (records of where each value sits) and final shape values, and their values at every
-  evaluation;
-- the bootstrap units of its final evaluation (documents or stretches of windows: loss, tokens, bytes).
-
-Beside them, ``throughput.json`` keeps the side-by-side tokens/s measurement of the study's variants with
-the key of each (settings that shape a step's speed and training-path code), reused while they match.
-
-A rerun reuses a record whose key matches the run it would train, and trains only what is missing (the run
-folders under ``runs/`` stay local, as always). A record whose settings, data or training-path code differ
-is not used, and :meth:`Ledger.lookup` says why.
-
-A record is data someone may have edited or damaged: :meth:`Ledger.read` refuses, with one line naming the
-file, one that is not a record (empty, truncated, ``null``, fields missing) or whose name is not its file's;
-:meth:`Record.check` one that is not the record a study asks for (another variant, seed, kind or settings).
+A record holds its key (settings, :func:`data_content`, the training-path code digest with each file's hash),
+its evaluation curve and final figures, its shape slots and values, and its bootstrap units;
+``throughput.json`` keeps the side-by-side speeds. A rerun reuses a record whose key matches and trains only
+what is missing (:meth:`Ledger.lookup` says why a record is not used). A damaged or misnamed file is refused
+with one line (:meth:`Ledger.read`, :meth:`Record.check`).
 """
 
 from __future__ import annotations
@@ -87,16 +71,14 @@ _NOT_SPEED = (
 
 
 def speed_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a run's key that shapes a training step's speed: settings (lr, seed, budget and
-    evaluations aside) and training-path code."""
+    """The part of a run's key that shapes a step's speed (lr, seed, budget, evaluations aside)."""
     key = run_key(cfg)
     settings = {k: v for k, v in key["settings"].items() if k not in _NOT_SPEED}
     return {"settings": settings, "code": key["code"]["digest"]}
 
 
 def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The key of a run of ``cfg`` (a TrainConfig dict with its ``data``): settings, data fingerprint and
-    training-path code."""
+    """The key of a run of ``cfg``: settings, data fingerprint and training-path code."""
     tc = TrainConfig.coerce(dict(cfg))
     settings = {k: v for k, v in json.loads(json.dumps(tc.to_dict())).items() if k not in RUNTIME_SETTINGS}
     fingerprint = data_content(tc.data) if tc.data else None
@@ -107,11 +89,8 @@ def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def data_content(data: str | Path) -> str:
-    """What a prepared dataset holds, wherever it lies: the sha256 and bytes of each tokenized split, its
-    vocabulary, end-of-document id and token type. A dataset's own ``fingerprint`` hashes the settings it was
-    built with, and a tuning split built from another dataset names that dataset's tokenizer by its path, so
-    it differs between two clones of the same study; this does not. A synthetic task's examples are
-    generated, not stored: its fingerprint is its task, knobs and test-set size."""
+    """What a prepared dataset holds (splits, vocabulary, eos, dtype), equal in two clones; a synthetic task's
+    (generated, not stored): its task, knobs and test-set size."""
     if is_task_source(data):
         return TaskSource(str(data)).fingerprint
     meta = load_meta(data)
@@ -129,8 +108,7 @@ def data_content(data: str | Path) -> str:
 
 @dataclass
 class Record:
-    """One finished run as its ledger record holds it; offers what a study reads from a run
-    (``final_metrics``, ``eval``, ``slots``, ``shape_params``, ``final_shape``, ``units``)."""
+    """One finished run as its ledger record holds it, read as a study reads a run."""
 
     name: str
     variant: str
@@ -145,7 +123,6 @@ class Record:
     unit_rows: list[dict[str, Any]] = field(default_factory=list)
     reused: bool = True
 
-    # -------------------------------------------------------------------------------- as a run
     def final_metrics(self) -> dict[str, Any]:
         keys = ("steps", "tokens", "final_train_loss", "final_val_loss", "val_bpb", "tokens_per_s")
         out = {k: self.final.get(k) for k in keys}
@@ -189,8 +166,7 @@ class Record:
         return pd.DataFrame(self.unit_rows)
 
     def check(self, file: Path, **expected: Any) -> None:
-        """LedgerError unless this record is what a study asks for: ``name``, ``variant``, ``seed``,
-        ``kind`` as given, and ``settings`` (a mapping) each equal to this record's setting."""
+        """LedgerError unless each of ``expected`` (and each of its ``settings``) is this record's."""
         want_settings = expected.pop("settings", {})
         for what, want in expected.items():
             got = getattr(self, what)
@@ -207,7 +183,6 @@ class Record:
                     f"{want!r} ({REBUILD})"
                 )
 
-    # -------------------------------------------------------------------------------- file
     def to_dict(self) -> dict[str, Any]:
         return _round(
             {
@@ -309,8 +284,7 @@ class Ledger:
         return self.folder / f"{name}.json"
 
     def read(self, path: Path) -> Record:
-        """The record in ``path``; LedgerError (naming the file) when it is damaged, not a record, or the
-        record of another run than its file name says."""
+        """The record in ``path``; LedgerError when damaged or not the run its file names."""
         record = Record.from_dict(read_ledger_json(path), path)
         if record.name != path.stem:
             raise LedgerError(
@@ -325,8 +299,8 @@ class Ledger:
         return {p.stem: self.read(p) for p in sorted(self.folder.glob("*.json"))}
 
     def lookup(self, name: str, cfg: Mapping[str, Any]) -> tuple[Record | None, str | None]:
-        """(the record of run ``name`` if its key matches ``cfg``'s, why not otherwise); (None, None) when
-        there is no record."""
+        """(run ``name``'s record if its key matches ``cfg``'s, else why not); (None, None) without
+        one."""
         path = self.path(name)
         if not path.is_file():
             return None, None
@@ -344,8 +318,7 @@ class Ledger:
         return record, None
 
     def throughput(self, keys: Mapping[str, Any]) -> pd.DataFrame | None:
-        """The side-by-side throughput measured for exactly these variants (``keys``: variant -> the part of
-        its key that shapes speed), or None."""
+        """The side-by-side throughput measured for exactly these variants' speed ``keys``, or None."""
         path = self.folder.parent / "throughput.json"
         if not path.is_file():
             return None

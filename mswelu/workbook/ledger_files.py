@@ -18,8 +18,7 @@ class LedgerError(ValueError):
 
 
 def read_ledger_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; :class:`LedgerError` for a missing, empty, truncated or non-object
-    file."""
+    """The JSON object in ``path``; :class:`LedgerError` for a missing, empty or broken file."""
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -1,27 +1,17 @@
-"""Keep a study's ledger records valid through a change that moves or rewrites training-path code without
-changing what training computes (a refactor), with a recorded proof.
+"""Keep a study's ledger records valid through a refactor of training-path code, with a recorded proof that
+training is unchanged.
 
-A record is reused only while the digest of its training path (:mod:`mswelu.training.code_digest`) is
-unchanged, so a refactor of those files would make every committed record stale and a rerun of the study
-would retrain
-hours of runs that would come out bit for bit the same. Instead:
+Before the change, with the old code, ``fingerprint`` trains every variant a few steps (fp32 and bf16) and
+writes the exact losses and a hash of the final weights; after it, ``apply`` recomputes them and, only if
+every one is identical, re-keys the records to the new digests and appends the proof to
+``reports/studies/<study>/migrations.json``; otherwise the study must be rerun. ``tests/test_ledger.py``
+recomputes the latest proof.
 
-1. before the change, with the old code: ``fingerprint`` trains every variant of the study a few steps (the
-   study's own settings at a small batch, on the embedded corpus, in fp32 and bf16) and writes the exact
-   losses and a hash of the final weights;
-2. after it, ``apply`` computes the same with the new code and, only if every variant's fingerprint is
-   identical, re-keys the records (and ``throughput.json``) to the new training-path digests and appends the
-   proof (both fingerprints, the digests, the machine) to ``reports/studies/<study>/migrations.json``.
-
-A change that alters training (a different loss at any step, any weight bit) is refused: that study must
-be rerun. ``tests/test_ledger.py`` recomputes the latest proof on the current code.
-
-    # old code (a checkout of the commit before the change) on PYTHONPATH, this file run as a script:
     PYTHONPATH=../old python mswelu/workbook/migrate.py fingerprint --study activations-cpu --out old.json
     python -m mswelu.workbook.migrate apply --study activations-cpu --proof old.json
 
-This module imports nothing of mswelu at module level and only the entry points every version has
-(``mswelu.train.train``, ``mswelu.data.default_dataset``) in :func:`fingerprint`, so it runs against old code.
+It imports only entry points every version has (``mswelu.train.train``, ``mswelu.data.default_dataset``), so
+it runs against old code.
 """
 
 from __future__ import annotations
@@ -64,8 +54,7 @@ def machine() -> dict[str, Any]:
 
 
 def fingerprint(settings: Mapping[str, Any], data: str | Path, dtype: str) -> dict[str, Any]:
-    """Train ``settings`` (a TrainConfig dict) :data:`FINGERPRINT` steps on ``data`` in ``dtype``: the exact
-    training losses (as float hex) and a hash of the final weights."""
+    """Train ``settings`` :data:`FINGERPRINT` steps in ``dtype``: exact losses and a weights hash."""
     from mswelu.train import train
 
     cfg = dict(settings)
@@ -87,8 +76,8 @@ def _ledger_folder(study: str) -> Path:
 
 
 def _variant_settings(study: str) -> dict[str, tuple[dict[str, Any], str | None]]:
-    """Each variant's settings and task (None: text), from its first trained run's record (seed aside, the
-    variant's runs share a training path); in a study of synthetic tasks each variant on each task."""
+    """Each variant's settings and task (None: text) from its first trained run's record; in a study of
+    synthetic tasks, each variant on each task."""
     out: dict[str, tuple[dict[str, Any], str | None]] = {}
     for path in sorted((_ledger_folder(study) / "runs").glob("*.json")):
         record = json.loads(path.read_text())
@@ -102,8 +91,7 @@ def _variant_settings(study: str) -> dict[str, tuple[dict[str, Any], str | None]
 
 
 def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict[str, Any]:
-    """The fingerprint of every variant of ``study`` in every dtype of :data:`FINGERPRINT` on this code, on
-    one thread (a reduction split over threads sums in another order, so bits depend on the thread count)."""
+    """Every variant's fingerprint on this code, on one thread (bits depend on the thread count)."""
     import torch
 
     from mswelu.data import default_dataset
@@ -124,8 +112,7 @@ def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict
 
 
 def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
-    """Re-key ``study``'s records to the current training-path code if its fingerprint equals ``proof``'s
-    (made with the old code on this machine); append the proof to ``migrations.json`` and return its path."""
+    """Re-key ``study``'s records if its fingerprint equals ``proof``'s, recording the proof."""
     from mswelu.base.fs import atomic_write_json
     from mswelu.training.code_digest import training_code
 

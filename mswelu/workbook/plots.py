@@ -1,5 +1,4 @@
-"""The notebooks' figures: loss, throughput, k trajectories, learned activation shapes, a study's k over
-seeds and a comparison's curves. Every figure colours the activation slots from one table."""
+"""The notebooks' figures, every one colouring the activation slots from one table."""
 
 from __future__ import annotations
 
@@ -44,8 +43,7 @@ def _slot_colour(group: str, shade: float | None = None) -> Any:
 
 
 def _figure_and_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
-    """``ax`` and its figure, or a new figure of ``figsize`` when ``ax`` is None (every plot helper takes
-    an optional ``ax`` so notebooks can put several plots side by side)."""
+    """``ax`` and its figure, or a new ``figsize`` figure (so notebooks can put plots side by side)."""
     if ax is None:
         return plt.subplots(figsize=figsize)
     return ax.figure, ax
@@ -94,9 +92,7 @@ def plot_k_trajectories(
     slots: Mapping[str, Any] | None = None,
     param: str = "k",
 ) -> Any:
-    """One line per slot of a shape parameter per logged step (a run's ``run.shape(param)``; ``k`` by
-    default, ``beta`` for Swish); colour by slot group (from ``slots``, the run's ``run.slots``; a run
-    from before slot records: read from the names), shade by depth."""
+    """One line per slot of a shape parameter per logged step, coloured by slot group and shaded by depth."""
     fig, ax = _figure_and_axes(ax, (7, 4))
     group_of = analysis.slot_groups([str(c) for c in k.columns], slots)
     groups: dict[str, list[str]] = {}
@@ -153,9 +149,7 @@ def plot_activation_shapes(
     title: str = "learned activations vs SiLU",
     slots: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Each slot's learned activation over z (SWELU at its k, Swish at its beta, ...; the kind from
-    ``slots``), coloured by group as in :func:`plot_k_trajectories`, with SiLU in black. ``values`` maps a
-    slot to its shape values (``{"k": ..}``, ``{"beta": ..}``) or a bare k."""
+    """Each slot's learned activation over z, coloured by group, with SiLU in black."""
     curves = analysis.activation_curves(values, slots, z)
     group_of = analysis.slot_groups(list(values), slots)
     fig, ax = _figure_and_axes(ax, (7, 4))
@@ -189,8 +183,7 @@ def plot_tokens_per_s(runs: Mapping[str, RunData] | RunData, ax: Any = None) -> 
 
 
 def plot_variant_curves(curves: pd.DataFrame, results: pd.DataFrame) -> Any:
-    """Notebook 05's figure: validation loss against tokens per variant (mean over seeds, band min-max)
-    beside each variant's training tokens/s."""
+    """Notebook 05's figure: val loss against tokens per variant (seed mean, band) beside tokens/s."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 4))
     for i, (variant, part) in enumerate(curves.groupby("variant", sort=False)):
         band = part.groupby("tokens").val_loss.agg(["mean", "min", "max"])
@@ -213,9 +206,7 @@ def _per_variant(
     level: float = 0.95,
     higher_better: bool = False,
 ) -> list[str]:
-    """One row per variant (names on the y axis, where long names never overlap), the best mean at the
-    top: each seed's value as a dot, the mean as a bar, with ``interval`` the mean's Student-t interval.
-    Returns the variants in the order drawn, top first."""
+    """One row per variant, best mean on top: seeds as dots, mean as a bar; returns the order."""
     stats_of = {
         v: stats.t_interval(part[value].astype(float).to_numpy(), level)
         for v, part in results.groupby("variant", sort=False)
@@ -244,9 +235,7 @@ def plot_variant_bpb(
     ax: Any = None,
     title: str | None = None,
 ) -> Any:
-    """The study's headline figure: every variant's ``value`` (validation bits per byte) as its mean over
-    seeds with the mean's Student-t interval (``level``), each seed a dot, best at the top; variant names
-    on the y axis. ``results``: one row per model with ``variant`` and ``value`` (notebook 05's)."""
+    """The headline figure: each variant's mean ``value`` with its t interval, seeds as dots."""
     if "variant" not in results.columns or value not in results.columns:
         raise ValueError(f"results needs 'variant' and {value!r} columns; has {list(results.columns)}")
     n = results["variant"].nunique()
@@ -264,9 +253,7 @@ def plot_variant_bpb(
 
 
 def plot_lr_sweep(sweep: pd.DataFrame, status: Mapping[str, Any] | None = None, ax: Any = None) -> Any:
-    """Each variant's final tuning loss against lr (log scale), its chosen lr circled, and a variant whose
-    optimum is not bracketed (still at an edge of what it tried) marked in the legend; diverged points are
-    drawn at the top as crosses."""
+    """Each variant's tuning loss against lr: chosen lr circled, diverged points as crosses."""
     fig, ax = _figure_and_axes(ax, (7, 4))
     finite = sweep[~sweep.diverged.astype(bool)]
     top = float(finite.tune_val_loss.max()) if not finite.empty else 1.0

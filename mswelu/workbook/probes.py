@@ -1,12 +1,8 @@
-"""Notebook 07's synthetic probes: every task x difficulty level x variant x seed trained by the real
-trainer (a task is a data source, :mod:`mswelu.data.tasks`), the lr bracketed per task and variant on a
-tuning set, the final and per-evaluation accuracies read back, and the hypotheses judged by the one
-verdict evaluator (:func:`mswelu.analysis.evaluate_claims`).
-
-Accuracy enters the evaluator as an *error rate* (``val_error = 1 - val_accuracy``, lower is better), so a
-``gain`` claim reads the relative error reduction paired by seed, ``(error_base - error_ours) /
-error_base``; each task and level is a row of its own (the variants are named ``<variant>@<task>:<level>``
-in the study data), and Holm runs over every tested row together.
+"""Notebook 07's synthetic probes: every task x level x variant x seed trained by the real trainer (a task is
+a data source, :mod:`mswelu.data.tasks`), the lr bracketed per task and variant, and the hypotheses judged by
+the one evaluator. Accuracy enters it as an error rate (``1 - val_accuracy``), so a ``gain`` is the relative
+error reduction paired by seed; each task and level is its own row (variants named
+``<variant>@<task>:<level>``).
 """
 
 from __future__ import annotations
@@ -50,8 +46,7 @@ def unit(variant: str, task: str, level: str) -> str:
 def probe_config(
     base: dict[str, Any], task: str, level: str, variant: str, test_examples: int, tune: bool = False
 ) -> dict[str, Any]:
-    """``base`` (a TrainConfig dict on one of our presets) as ``variant`` trained on ``task`` at ``level``:
-    the task's source as data, its sequence length; ``tune``: scored on the tuning set."""
+    """``base`` as ``variant`` trained on ``task`` at ``level`` (``tune``: scored on the tuning set)."""
     text = f"task:{task}?level={level}&test={int(test_examples)}" + ("&eval=tune" if tune else "")
     source = TaskSource(text)
     return {**variant_config(base, variant), "data": source.text, "seq_len": source.seq_len}
@@ -92,11 +87,8 @@ def run_probes(
     reuse: bool = True,
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train (or reuse) every task x level (``tasks``: levels by task) x variant x seed on the same token
-    budget; each at its lr in ``lrs`` (keyed by :func:`unit` of variant and task, level ``"*"``), else
-    ``base``'s; with a study's ``ledger`` every model comes from its record. Returns (results: one row per
-    model with task, level, variant, seed, lr, val_accuracy, val_error, val_loss, params, tokens, run;
-    curves: every evaluation of every model)."""
+    """Train (or reuse) every task x level x variant x seed, each at its lr in ``lrs`` (by :func:`unit`);
+    with a study's ``ledger`` every model comes from its record. Returns (rows; evaluations)."""
     require_list("variants", variants)
     require_list("seeds", seeds)
     rows, curves = [], []
@@ -141,10 +133,7 @@ def probe_lr_sweep(
     reuse: bool = True,
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
-    """One seed per lr for every variant on each task at one level (``tasks``: the level by task), scored by
-    the answers' loss on the task's tuning set (never the reported test set); an optimum at an edge of what
-    was tried gets the next lr beyond it (:func:`mswelu.analysis.extend_lr_grid`), as notebook 05's sweep.
-    Returns (every point; the :class:`LrStatus` of each :func:`unit` of variant and task, level ``"*"``)."""
+    """A bracketed lr sweep per variant and task on its tuning set. Returns (points; statuses)."""
     require_list("lr_grid", grid)
     rows: list[dict[str, Any]] = []
 
@@ -174,8 +163,7 @@ def probe_lr_sweep(
 def probe_study(
     results: pd.DataFrame, context: Mapping[str, Any], lr: Mapping[str, LrStatus] | None = None
 ) -> StudyData:
-    """The study data the claims read: one "variant" per variant, task and level (:func:`unit`), with its
-    seeds' error rates; ``lr``: each variant's sweep status, applied to every level of its task."""
+    """The study data the claims read: a "variant" per variant, task and level, with error rates."""
     triples = list(zip(results.variant, results.task, results.level, strict=True))
     runs = results.assign(variant=[unit(v, t, lv) for v, t, lv in triples])
     status = {}
@@ -188,9 +176,7 @@ def probe_study(
 def probe_claims(
     hypotheses: Sequence[Mapping[str, Any]], tasks: Mapping[str, Sequence[str]], results: pd.DataFrame
 ) -> list[Claim]:
-    """One claim per hypothesis, task (of those it names that were run) and level: ``ours`` against ``base``
-    on the error rate, with its ``test`` and ``effect`` (a relative error reduction; a margin for
-    ``equivalent``); the scale stated is the models' own (their parameters and training tokens)."""
+    """One claim per hypothesis, task and level: ``ours`` against ``base`` on the error rate."""
     params = float(results.params.max()) if len(results) else 0.0
     tokens = float(results.tokens.max()) if len(results) else 0.0
     claims = []
@@ -223,8 +209,7 @@ def _axes(count: int, height: float) -> tuple[Any, Any]:
 
 
 def plot_accuracy_by_level(results: pd.DataFrame, tasks: Mapping[str, Sequence[str]]) -> Any:
-    """Accuracy against difficulty, one panel per task: every seed a dot, each variant's mean with its 95%
-    t interval over seeds."""
+    """Accuracy against difficulty per task: seeds as dots, each variant's mean with its t interval."""
     fig, axes = _axes(len(tasks), 3.4)
     variants = list(dict.fromkeys(results.variant))
     for ax, (task, levels) in zip(axes, tasks.items(), strict=True):
@@ -247,8 +232,7 @@ def plot_accuracy_by_level(results: pd.DataFrame, tasks: Mapping[str, Sequence[s
 
 
 def plot_accuracy_curves(curves: pd.DataFrame, tasks: Mapping[str, Sequence[str]]) -> Any:
-    """Learning curves, one panel per task: each model's accuracy at every evaluation, coloured by variant
-    (one line per level and seed)."""
+    """Learning curves per task: each model's accuracy at every evaluation, coloured by variant."""
     fig, axes = _axes(len(tasks), 3.2)
     variants = list(dict.fromkeys(curves.variant))
     for ax, task in zip(axes, tasks, strict=True):

@@ -1,5 +1,6 @@
-"""What the notebooks train: the profiles of notebook 03, the data a preset gets, and the settings of
-notebook 02's smoke run and notebook 05's comparison (TrainConfig dicts, built here, not in the cells)."""
+"""What the notebooks train (profiles, data per preset, smoke and comparison settings), built here, not in
+cells.
+"""
 
 from __future__ import annotations
 
@@ -80,11 +81,7 @@ SMOKE_DATA_TOKENS = 200_000
 def data_for(
     data: str | os.PathLike[str] | dict[str, Any] | None, preset: str | None, tokenizer: str = "gpt2"
 ) -> str:
-    """``data`` (a prepared folder), or the data settings ``data`` names (a dict of
-    :data:`mswelu.data.datasets.DATA_SETTINGS`, e.g. ``{"source": "pycode", "folds": 4, "fold": 2}``)
-    prepared with ``tokenizer`` unless they name one, or the embedded corpus prepared for ``preset`` with
-    ``tokenizer`` (``gpt2`` or a corpus BPE ``bpe:N``): all of it, or a slice of :data:`SMOKE_DATA_TOKENS`
-    tokens for the ``tiny`` preset (and baselines sized to it)."""
+    """``data`` (a folder or settings) prepared with ``tokenizer``, or the corpus for ``preset``."""
     if isinstance(data, dict):
         return str(dataset_from_settings(data, tokenizer))
     if data is not None:
@@ -112,9 +109,7 @@ def split_data(splits: list[dict[str, Any]], preset: str | None, tokenizer: str 
 
 
 def data_label(data: str | os.PathLike[str] | dict[str, Any] | None) -> str:
-    """What a study's claims compare data by (a claim may require, e.g., SlimPajama): the embedded corpus'
-    description for it (``data`` None, or a folder prepared from it), else the folder's recorded source, else
-    the path as given. Never a machine's own path for the embedded corpus, so a committed report has none."""
+    """What claims compare data by: the corpus' description, the recorded source, else the path as given."""
     from mswelu.analysis.reader import EMBEDDED
     from mswelu.data import load_meta
 
@@ -138,11 +133,7 @@ def data_label(data: str | os.PathLike[str] | dict[str, Any] | None) -> str:
 
 
 def resolve_profile(profile: str, **overrides: Any) -> dict[str, Any]:
-    """A profile's settings with every non-None override applied on top: training settings (a
-    :class:`TrainConfig` dict, ``model`` overrides included) and ``tokenizer``, the embedded corpus'
-    tokenizer for :func:`data_for` (take it out before building the config). ``mixer`` (e.g. ``mamba2``)
-    swaps the sequence mixer of the profile's model, with that mixer's own shape settings
-    (:data:`mswelu.training.variants.MIXER_SETTINGS`)."""
+    """A profile's settings with every non-None override on top (``mixer`` with its own shape settings)."""
     check_choice("profile", profile, PROFILES)
     mixer = overrides.pop("mixer", None)
     out = dict(PROFILES[profile])
@@ -167,8 +158,7 @@ def smoke_config(
     seed: int,
     device: str,
 ) -> dict[str, Any]:
-    """Notebook 02's run: every step logged, two evaluations, no checkpoints, replacing an earlier smoke
-    run of this name (a smoke run is a check, never a result to keep)."""
+    """Notebook 02's check run: every step logged, two evaluations, no checkpoints, replaced on rerun."""
     settings = {
         "preset": preset,
         "activation": activation,
@@ -206,10 +196,7 @@ def comparison_config(
     overwrite: bool,
     evaluations: int = 10,
 ) -> dict[str, Any]:
-    """Notebook 05's base for every variant and seed: the same data, tokens, optimizer and schedule,
-    ``evaluations`` evaluations of the whole validation split spread over the run (one scope throughout, so
-    the paired convergence and equal-time figures read crossings off comparable points), every step logged
-    (the variants and seeds are filled in by ``run_variants``)."""
+    """Notebook 05's base: one data, budget, optimizer and schedule, whole-split evaluations."""
     return {
         "preset": preset,
         "data": str(data),

@@ -1,5 +1,4 @@
-"""Every notebook's first and last steps: the prologue (parameters checked, the run's report, refusals
-shown as one line), deterministic outputs for checked cells, and keeping the executed notebook."""
+"""Every notebook's first and last steps: the prologue, checked outputs, and keeping the executed notebook."""
 
 from __future__ import annotations
 
@@ -63,8 +62,7 @@ def _plain_names(namespace: Mapping[str, Any]) -> list[str]:
 
 
 def _declared_defaults(notebook: str) -> dict[str, str] | None:
-    """The names ``notebook``'s parameters cell declares with their defaults as written (read with
-    papermill from the checkout's ``notebooks/``), or None where that file is not found."""
+    """The parameters ``notebook``'s cell declares with their written defaults, or None without the file."""
     path = _NOTEBOOKS / notebook
     if not path.is_file():
         return None
@@ -86,8 +84,7 @@ def _example(value: Any) -> str:
 
 
 def require_list(name: str, value: Any) -> None:
-    """:class:`ParameterError` unless ``value`` (the notebook parameter ``name``) is a list or None:
-    ``papermill -p variants swelu`` gives the string "swelu", which would be read letter by letter."""
+    """:class:`ParameterError` unless ``value`` is a list or None (``-p variants swelu`` gives a string)."""
     if value is None or isinstance(value, (list, tuple)):
         return
     raise ParameterError(
@@ -96,8 +93,7 @@ def require_list(name: str, value: Any) -> None:
 
 
 def _check_kinds(defaults: Mapping[str, str], namespace: Mapping[str, Any]) -> None:
-    """A parameter whose default is a list (a mapping) must be given as one: a string where a list belongs
-    would otherwise fail late, after work was done, or be read letter by letter."""
+    """A parameter whose default is a list or a mapping must be given as one, not fail late."""
     for name, written in defaults.items():
         if name not in namespace:
             continue
@@ -113,8 +109,7 @@ def _check_kinds(defaults: Mapping[str, str], namespace: Mapping[str, Any]) -> N
 
 
 def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The values of ``notebook``'s parameters in ``namespace`` (a notebook's ``globals()``): the names its
-    parameters cell declares, or, where the notebook file is not found, every plain value defined so far."""
+    """The values in ``namespace`` of ``notebook``'s parameters (without the file: all plain values)."""
     names = _declared(notebook)
     return {
         n: namespace[n] for n in (names if names is not None else _plain_names(namespace)) if n in namespace
@@ -122,11 +117,9 @@ def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str
 
 
 def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> None:
-    """:class:`ParameterError` (a ValueError) for values set in ``namespace`` that ``notebook`` does not
-    declare (a misspelt ``papermill -p presett small`` would otherwise run the default and report
-    "complete"), and for a single value where the declared default is a list or a mapping (``-p prompts
-    "ROMEO:"``). Meant for the start of a run, when only the parameters cell and papermill's injected cell
-    have run."""
+    """:class:`ParameterError` for values ``notebook`` does not declare (``-p presett small`` would
+    otherwise run the default and report "complete") and for a single value where the default is a list or
+    mapping."""
     defaults = _declared_defaults(notebook)
     if defaults is None:
         return
@@ -141,17 +134,14 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> None:
 
 
 def _fresh_kernel() -> bool:
-    """True in a kernel that has run at most three cells, this one included (the parameters cell,
-    papermill's injected cell, the prologue): the start of a run, before the user defined anything."""
+    """True in a kernel that has run at most three cells: the start of a run."""
     shell = get_ipython()
     history = shell.user_ns.get("In") if shell is not None else None
     return isinstance(history, list) and len(history) - 1 <= 3  # In[0] is ""
 
 
 def _show_refusal(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
-    """IPython's handler of :class:`RunRefused` and :class:`RunInterrupted`: the message as one line in the
-    notebook (papermill's error cell and its exception end with it) and on the terminal that started the
-    kernel."""
+    """IPython's handler of refused and interrupted runs: one line in the notebook and on the terminal."""
     line = f"{etype.__name__}: {value}"
     if in_kernel():
         say(f"{'interrupted' if isinstance(value, RunInterrupted) else 'error'}: {value}")
@@ -162,13 +152,10 @@ def _show_refusal(shell: Any, etype: type, value: BaseException, tb: Any, tb_off
 def start(
     notebook: str, namespace: Mapping[str, Any], check: bool | None = None, defer: bool = False
 ) -> Report:
-    """Every notebook's prologue: the parameters checked (``check``; by default at the start of a
-    kernel's run, see :func:`check_parameters`), Hugging Face's progress bars off (tqdm's missing-widgets
-    warning is silenced by ``import mswelu``), a refused run (:class:`mswelu.base.errors.RunRefused`) shown as
-    one line, and the run's :class:`mswelu.report.Report` with the notebook's parameters. ``namespace`` is
-    the notebook's ``globals()``; its ``run_name`` names the report, in ``reports/studies/`` when its
-    ``study`` is true (a study's report is committed). ``defer`` writes the report only with its first
-    content, so that a run refused before then leaves an earlier report of that name as it was."""
+    """Every notebook's prologue: parameters checked, Hugging Face's progress bars off, a refused run
+    shown as one line, and the run's :class:`mswelu.report.Report` (in ``reports/studies/`` for a ``study``).
+    ``defer`` writes the report only with its first content, so a run refused before then leaves an earlier
+    report as it was."""
     shell = get_ipython()
     if shell is not None:  # first: a parameter refused below is one line too
         shell.set_custom_exc((RunRefused, RunInterrupted), _show_refusal)
@@ -196,9 +183,7 @@ def _bar_redrawn(*_: Any) -> None:
 
 
 def _follow_papermill_bar(shell: Any) -> None:
-    """Under a papermill command line that draws its progress bar (the default), every cell starts with
-    the cursor at the end of that bar on the terminal: the cell's first progress line must start a line of
-    its own (:func:`mswelu.base.progress.after_bar`), not be glued to ``5/12 [00:10<00:18, 2.58s/cell]``."""
+    """Under papermill's bar each cell's first progress line starts a line of its own."""
     found = _papermill_parent()
     if found is None or not found[0]["progress_bar"]:
         return
@@ -219,10 +204,7 @@ def rounded(value: Any, digits: int = 2) -> Any:
 
 
 def format_samples(prompts: Sequence[str], texts: Sequence[str], max_newlines: int = 2) -> str:
-    """Prompt + continuation pairs as plain text for a notebook or report, one block each under a
-    ``--- sample N ---`` line, with whitespace made visible: a run of more than ``max_newlines`` newlines
-    becomes ``[N newlines]`` and a continuation of nothing but whitespace says so (a greedy model that
-    emits only newlines would otherwise show a large blank box)."""
+    """Prompt + continuation pairs as text, runs of newlines and blank continuations made visible."""
     if len(prompts) != len(texts):
         raise ValueError(f"{len(prompts)} prompts but {len(texts)} continuations")
     limit = max(1, int(max_newlines))
@@ -237,7 +219,6 @@ def format_samples(prompts: Sequence[str], texts: Sequence[str], max_newlines: i
     return "\n\n".join(blocks)
 
 
-# --------------------------------------------------------------------------- the executed notebook
 def _papermill_arguments(argv: Sequence[str]) -> list[str] | None:
     """The arguments after ``papermill`` (``papermill ...``, ``python -m papermill ...``), or None."""
     for i, arg in enumerate(argv):
@@ -249,9 +230,7 @@ def _papermill_arguments(argv: Sequence[str]) -> list[str] | None:
 
 
 def papermill_options(argv: Sequence[str]) -> dict[str, Any] | None:
-    """The options of a papermill command line (``argv``, as papermill itself reads them: ``output_path``,
-    ``progress_bar`` resolved as papermill resolves it, ...), or None where ``argv`` is no papermill
-    command."""
+    """The options of a papermill command line as papermill reads them, or None when ``argv`` is none."""
     args = _papermill_arguments(argv)
     if args is None:
         return None
@@ -279,8 +258,7 @@ def _papermill_parent() -> tuple[dict[str, Any], str] | None:
 
 
 def papermill_output() -> Path | None:
-    """The notebook file that the papermill command line which started this kernel writes (saved after
-    every cell), or None in any other kernel (JupyterLab, nbval, papermill called from Python)."""
+    """The notebook file the papermill command that started this kernel writes, or None."""
     found = _papermill_parent()
     if found is None:
         return None
@@ -294,10 +272,7 @@ def papermill_output() -> Path | None:
 
 
 def keep_executed_notebook(runs_by_name: Mapping[str, runs.RunData]) -> list[Path]:
-    """Keep the executed notebook (papermill's output, as saved after the previous cell) in each run
-    folder of ``runs_by_name`` that holds none yet (:data:`mswelu.runs.folder.NOTEBOOK`): a later execution
-    under the same output path (a refused rerun included) replaces papermill's file, never this copy.
-    Returns the copies written; none outside a papermill command line."""
+    """Copy papermill's executed notebook into each run folder that holds none yet; returns the copies."""
     source = papermill_output()
     if source is None:
         return []

@@ -1,7 +1,6 @@
-"""Whether a study's ledger records are the records the study asks for, before a report is rebuilt from
-them: each record's file name, run name, variant, seed and kind, the settings its variant and the study
-fix, and one data key across the study's runs (and one across its sweep). A record copied over another
-run's file, or made from other data or settings, is refused with one line naming the file and why."""
+"""Whether a study's ledger records are the ones it asks for (file and run name, variant, seed, kind,
+settings, one data key) before a report is rebuilt from them; anything else is refused with one line.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +21,7 @@ STUDY_SETTINGS = ("max_steps", "batch_size", "seq_len", "optimizer")
 
 
 def variant_settings(variant: str, preset: str) -> dict[str, Any]:
-    """The settings a run of ``variant`` has whatever else it has: its overrides of the study's base config
-    (the model's each on its own, the base model's other settings aside)."""
+    """The settings every run of ``variant`` has: its overrides of the study's base config."""
     overrides = dict(variant_overrides(variant, preset))
     model = overrides.pop("model", None) or {}
     return {**overrides, **{f"model.{k}": v for k, v in model.items()}}
@@ -46,8 +44,7 @@ def _expect(record: Record, file: Path, settings: Mapping[str, Any], **fields: A
 def check_study_records(
     study: str, params: Mapping[str, Any], records: Mapping[str, Record], folder: Path
 ) -> None:
-    """LedgerError for the first record of ``records`` (by file name, read from ``folder``) that is not
-    what study ``study`` (its notebook-05 parameters ``params``) names by that file name."""
+    """LedgerError for the first record in ``folder`` that is not what ``study`` names by its file name."""
     variants = list(params["variants"])
     base = {k: params[k] for k in STUDY_SETTINGS if k in params}
     preset = str(params.get("preset", "small"))

@@ -1,7 +1,5 @@
-"""What a notebook does with a run name that already holds a run: reuse a finished run of the same
-settings, data and code, continue an interrupted one, or refuse (nothing changed) unless asked to
-overwrite. The settings are compared as a resume compares them
-(:func:`mswelu.training.config.changed_settings`).
+"""What a notebook does with a run name that holds a run: reuse a finished run of the same settings, data and
+code, continue an interrupted one, or refuse unless asked to overwrite.
 """
 
 from __future__ import annotations
@@ -31,11 +29,7 @@ def as_run(cfg: dict[str, Any], name: str, **settings: Any) -> dict[str, Any]:
 
 
 def reusable(cfg: dict[str, Any], out: Path) -> str | None:
-    """None when ``out`` holds a finished run of exactly ``cfg``: every setting (runtime switches such as
-    progress bars aside), a dataset with the same fingerprint (not merely the same path) and the same
-    code on its training path (:mod:`mswelu.training.code_digest`: a change to notebooks or reports does not
-    count);
-    else why it cannot be reused."""
+    """None when ``out`` holds a finished run of exactly ``cfg``'s settings, data and code; else why not."""
     summary = read_json(out / SUMMARY)
     if summary is None or not (out / FINAL).is_dir():
         return "no finished run there"
@@ -68,11 +62,7 @@ def _differs(cfg: dict[str, Any], out: Path) -> str | None:
 
 
 def run_decision(cfg: dict[str, Any]) -> str:
-    """What notebook 03 does with ``cfg``'s run folder, never replacing work it was not asked to:
-    ``"train"`` (empty folder, or ``overwrite=True``), ``"reuse"`` (a finished run of these settings, data
-    and code), ``"resume"`` (an unfinished run of these settings and data: continued from its newest
-    checkpoint). A folder holding anything else is a :class:`mswelu.base.errors.RunRefused` naming the
-    difference (and where that run's executed notebook is kept)."""
+    """``"train"``, ``"reuse"`` or ``"resume"`` for ``cfg``'s folder; anything else is a ``RunRefused``."""
     tc = TrainConfig.coerce(dict(cfg))
     out = tc.out_dir()
     if is_empty(out) or tc.overwrite:
@@ -91,9 +81,7 @@ def run_decision(cfg: dict[str, Any]) -> str:
 
 
 def announce_reuse(out: str | os.PathLike[str]) -> str:
-    """One line, on the terminal that started the notebook and in the notebook: the finished run in
-    ``out`` is reused (same settings, data and code: nothing is trained), and where this run's report is.
-    Returns the line."""
+    """One line, on the terminal and in the notebook, saying the run in ``out`` is reused; returns it."""
     report = current_report()
     where = f"; report: {display_path(report.html_path)}" if report is not None else ""
     line = (
@@ -107,14 +95,9 @@ def announce_reuse(out: str | os.PathLike[str]) -> str:
 
 
 def train_or_load(cfg: dict[str, Any], reuse: bool = True) -> RunData:
-    """The run of ``cfg`` (a TrainConfig dict), as :func:`run_decision` decides: a finished run of exactly
-    these settings, data and code is loaded (``run.reused``), an interrupted one continued, an empty folder
-    trained; a folder holding another run is refused unless ``cfg`` says ``overwrite``. ``reuse=False``
-    retrains even a matching run (replacing it). A run stopped by Ctrl-C / SIGTERM (checkpointed) raises
-    :class:`~mswelu.base.errors.RunInterrupted` instead of returning (the notebook stops there with one line
-    and its report says "interrupted"): a comparison must not go on with a half-trained model, and the same
-    call
-    again resumes it."""
+    """The run of ``cfg`` as :func:`run_decision` decides (``reuse=False`` retrains a matching run). A run
+    stopped by Ctrl-C / SIGTERM raises :class:`~mswelu.base.errors.RunInterrupted`: a comparison must not go
+    on with a half-trained model, and the same call resumes it."""
     tc = TrainConfig.coerce(dict(cfg))
     decision = run_decision(cfg) if reuse else "train"
     if decision == "reuse":

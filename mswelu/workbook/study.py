@@ -1,6 +1,6 @@
-"""A comparison study assembled from its pieces, in one place: notebook 05 after its runs, and a committed
-study rebuilt from its records alone (:func:`study_from_records`) both call :func:`assemble_study`, so the
-two give the same context, results table, verdicts and ``metrics.json``."""
+"""A comparison study assembled in one place: notebook 05 after its runs and :func:`study_from_records` both
+call :func:`assemble_study`, so they give the same context, table, verdicts and ``metrics.json``.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ __all__ = ["Study", "assemble_study", "study_from_records"]
 
 @dataclass
 class Study:
-    """A comparison: its :class:`~mswelu.analysis.schema.StudyData`, the claims it judges, each variant's
-    seeds aggregated (``summary``), the results table and the lr each variant trained at."""
+    """A comparison: its study data, claims, seeds aggregated, results table and each variant's lr."""
 
     data: StudyData
     claims: tuple[Claim, ...]
@@ -48,8 +47,7 @@ class Study:
         )
 
     def metrics(self, judged: pd.DataFrame, counts: pd.DataFrame) -> dict[str, Any]:
-        """The ``metrics`` of the study's ``metrics.json`` (:func:`mswelu.analysis.study_metrics`, the counts'
-        verdicts, the lrs and a summary per variant)."""
+        """The study's ``metrics.json`` figures, with counts, lrs and a summary per variant."""
         metrics = analysis.study_metrics(self.data, judged, self.claims, counts=counts)
         variants = {
             v: {
@@ -77,11 +75,7 @@ def assemble_study(
     sweep: pd.DataFrame | None,
     throughput: pd.DataFrame,
 ) -> Study:
-    """The :class:`Study` named ``name`` from notebook 05's parameters (``params``: ``data``, ``tokenizer``,
-    ``seq_len``, ``batch_size``, ``max_steps``, ``seeds``, ``lr_grid``, ``compare``, ``claims``,
-    ``primary``), its
-    ``results``, ``curves`` and ``runs`` (:func:`~mswelu.workbook.compare.run_variants` or ledger records),
-    the lr each variant trained at, the sweep and the side-by-side ``throughput``."""
+    """The :class:`Study` from notebook 05's parameters, results, curves, runs, lrs, sweep and throughput."""
     context = dict(
         name=name,
         data=data_label(params.get("splits") or params.get("data")),
@@ -134,11 +128,7 @@ def _results_table(
 
 
 def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -> Study:
-    """A committed study rebuilt from its committed files alone, as a fresh clone has them: its parameters
-    (``notebooks/studies/<study>.yaml``), every model and sweep point from its ledger records, the speeds
-    from its ``throughput.json``; no run folder, no dataset, no training. ``study.judge()`` then gives the
-    table notebook 05 judged, and ``study.metrics`` its ``metrics.json`` figures. ``root``: the checkout
-    (default: the project root). A ValueError names a record the study needs and its ledger lacks."""
+    """A committed study rebuilt from its committed files alone; a ValueError names a missing record."""
     import yaml
 
     from mswelu.base.paths import project_root
@@ -163,7 +153,9 @@ def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -
                 if not ev.empty:
                     curves.append(ev if label is None else ev.assign(split=label))
     sweep = [
-        _sweep_row(r, r.variant, float(r.config["lr"]), n) for n, r in records.items() if r.kind == "sweep"
+        _sweep_row(r.final_metrics()["final_val_loss"], r.variant, float(r.config["lr"]), n)
+        for n, r in records.items()
+        if r.kind == "sweep"
     ]
     speeds = ledger.folder.parent / "throughput.json"
     throughput = Ledger.throughput_table(speeds, read_ledger_json(speeds))

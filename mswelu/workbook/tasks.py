@@ -1,9 +1,5 @@
-"""Downstream task scores of a notebook's runs (lm-eval-harness, through :mod:`mswelu.evaluate`).
-
-A notebook given ``tasks`` runs them on each run's final model, once: a task already scored with the same
-``limit`` (by an earlier execution, or by ``python -m mswelu.evaluate tasks``) is read from the run's
-``tasks.json`` rather than evaluated again. Without ``tasks`` the table shows whatever scores the runs
-already have.
+"""Downstream task scores of a notebook's runs (lm-eval, through :mod:`mswelu.evaluate`), each task once per
+run: a score with the same ``limit`` is read from the run's ``tasks.json``.
 """
 
 from __future__ import annotations
@@ -26,8 +22,7 @@ def task_scores(
     limit: int | float | None = None,
     batch_size: int = 8,
 ) -> pd.DataFrame:
-    """One row per run and task (index ``run``, ``task``) with lm-eval's main metrics (``acc``,
-    ``acc_norm``, ``perplexity``, ..., ``n`` documents scored); empty when no run has scores."""
+    """One row per run and task with lm-eval's main metrics; empty when no run has scores."""
     from mswelu import evaluate
 
     rows: list[dict[str, Any]] = []

@@ -1,7 +1,6 @@
-"""Synthetic probe tasks, as registered specs (:mod:`.registry`), one file each; a task is a data source
-(``data: task:<name>?level=<level>&<knob>=<value>``: :mod:`.source`), trained and scored by the same trainer
-and evaluation as text (:mod:`mswelu.training.evaluation`), with the loss and the accuracy on the answers
-only."""
+"""Synthetic probe tasks, one file each, registered as specs (:mod:`.registry`); a task is a data source
+(``data: task:<name>?level=...``, :mod:`.source`) trained and scored like text, on the answers only.
+"""
 
 from mswelu.data.tasks import composite, induction_heads, inverse_matching, mqar, selective_copying  # noqa: F401
 from mswelu.data.tasks.registry import IGNORE, TASKS, Example, Task, register_task, task_spec

@@ -1,23 +1,15 @@
-"""The composite function task ("Achilles' heel of Mamba", Chen, Lin, Wang, Xu, NeurIPS 2025, arXiv
-2509.17514; the anchor-function setting of Zhang et al. 2024, arXiv 2405.05409).
+"""The composite function task ("Achilles' heel of Mamba", Chen et al., NeurIPS 2025, arXiv 2509.17514; after
+Zhang et al. 2024, arXiv 2405.05409).
 
-Each of ``anchors`` anchor ids stands for a function of a key: ``f_a(x) = (x + shift_a) mod keys`` (the
-shifts are distinct, fixed by ``shifts``). An example: a key ``x`` followed by two anchors ``a1 a2``, at a
-random place in a region of ``context`` noise tokens drawn from the keys' vocabulary (the key is the token
-just before the anchors), then a separator and the answer ``f_a2(f_a1(x))``. One scored position (the answer).
+Each anchor id stands for ``f_a(x) = (x + shift_a) mod keys``. An example: a key ``x`` and two anchors ``a1
+a2`` at a random place in ``context`` noise tokens, a separator and the answer ``f_a2(f_a1(x))``. The pair
+``(anchors - 1, anchors)`` never occurs in training and its reverse is trained with its answer shifted by
+``asymmetry``; the test split holds the unseen pair only, so test accuracy is the rate of *compositional*
+answers (the paper: Mamba composes, a Transformer answers the *symmetric* way, and the conv controls move
+Mamba towards it).
 
-One ordered anchor pair, ``(anchors - 1, anchors)``, never occurs in training; its reverse
-``(anchors, anchors - 1)`` is trained with its answer shifted by ``asymmetry`` (so it is not a
-composition). A model that learned each anchor's function answers the unseen pair with the composition
-(the *compositional* solution, which the test scores as correct); a model that treats the pair as the
-trained reverse one answers ``composition + asymmetry`` (the *symmetric* solution, scored wrong). The test
-split holds the unseen pair only: test accuracy is the rate of compositional answers. The paper finds that
-Mamba prefers the compositional solution and a Transformer the symmetric one, and that the conv controls
-(weights fixed to one, a residual around the conv) move Mamba towards the Transformer.
-
-Differs from the papers: shifts and sizes are drawn here (the papers use fixed shifts such as +5, +1, -2,
--8 on a wider range of keys), the keys wrap around ``mod keys`` and every anchor pair including ``a1 = a2``
-is trained; only accuracy (the compositional rate) is scored, not the symmetric rate.
+Differs from the papers: shifts and sizes are drawn, keys wrap ``mod keys``, every pair including ``a1 = a2``
+is trained, and only the compositional rate is scored.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
-"""Induction heads (Gu & Dao 2023, the Mamba paper, section 4.1; Olsson et al. 2022).
+"""Induction heads (Gu & Dao 2023, section 4.1; Olsson et al. 2022): a trigger id appears once followed by an
+answer token and again as the last input; the model predicts that token (``A B ... A -> B``). One scored
+position.
 
-An example: ``seq_len + 1`` random tokens from a vocabulary of ``vocab``; a special trigger id appears once
-at a random place followed by an answer token, and again as the last input: the model must predict the token
-that followed the trigger's earlier occurrence (``A B ... A -> B``). One scored position (the last).
-
-Differs from the paper: the paper trains at length 256 with a vocabulary of 16 and tests extrapolation to
-lengths up to 2^20; here a level fixes one length for training and testing (a longer level is the
-extrapolation probe only if a run's model is evaluated at it). Train and test examples come from one
-distribution (independent seeds).
+Differs from the paper (length 256, vocabulary 16, tested up to 2^20): a level fixes one length for training
+and testing; train and test come from one distribution.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
-"""Inverse sequence matching ("Achilles' heel of Mamba", Chen, Lin, Wang, Xu, NeurIPS 2025, arXiv
-2509.17514): is one sequence the other reversed?
+"""Inverse sequence matching ("Achilles' heel of Mamba", Chen et al., NeurIPS 2025, arXiv 2509.17514): is one
+sequence the other reversed? The paper finds Mamba's conv + SiLU before the scan makes this hard for Mamba and
+easy for a Transformer.
 
-An example: a sequence ``a`` of ``length`` tokens from a vocabulary of ``vocab``, a separator, a sequence
-``b`` of the same length, a query id, and the label: TRUE exactly when ``b`` is ``a`` reversed, FALSE
-otherwise. Half the examples are positives (``b = reversed(a)``); a negative's ``b`` is a uniformly random
-sequence (``negatives=random``) or ``reversed(a)`` with ``changes`` positions replaced by other tokens
-(``negatives=near``, the harder case: every position matters). One scored position (the label). The paper
-finds that Mamba's causal convolution + SiLU before the scan fuses neighbouring tokens asymmetrically, which
-makes this task hard for Mamba and easy for a Transformer.
-
-Differs from the paper: the paper's exact token layout and sizes are not reproduced; this is a
-next-token-prediction reading of its description (a label token after the pair), with near-miss negatives
-added as a difficulty knob. Train and test are disjoint: a sequence ``a`` belongs to the test split when a
-fixed hash of it is 0 mod 5, so no test pair's first half was seen in training.
+An example: ``a``, a separator, ``b``, a query id and the label (TRUE exactly when ``b`` is ``a`` reversed;
+half are). A negative is random (``negatives=random``) or ``reversed(a)`` with ``changes`` positions replaced
+(``near``, harder). Differs from the paper: a next-token reading of its description with near-miss negatives
+added; ``a`` is in the test split when a fixed hash of it is 0 mod 5, so no test pair was seen in training.
 """
 
 from __future__ import annotations

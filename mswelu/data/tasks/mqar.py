@@ -1,15 +1,9 @@
-"""Multi-query associative recall (MQAR; Zoology, Arora et al. 2023, arXiv 2312.04927, section 3).
+"""Multi-query associative recall (MQAR; Zoology, Arora et al. 2023, arXiv 2312.04927, section 3): ``pairs``
+key-value pairs, then every key once more in a query region, each to be followed by its value (one scored
+position per query); keys and values have vocabularies of their own.
 
-An example: ``pairs`` key-value pairs ``k1 v1 k2 v2 ...`` (distinct keys), then a query region in which
-every key appears once more, in a random order and at a random place, each followed by its value; the
-model must predict the value after each queried key (one scored position per query). Keys and values have
-vocabularies of their own (``keys`` and ``values`` ids), so an answer is never a key.
-
-Differs from the paper: (1) the query region's other positions hold one filler id (0) where Zoology draws
-random tokens; (2) the queries' places are uniform over the region where Zoology spaces them by a power
-law (``power_a``), so that Zoology's long gaps are rarer here; (3) every key is queried exactly once.
-Train and test examples are drawn from one distribution (as in Zoology, whose train and test sets come
-from different seeds). Difficulty: ``pairs`` against the model's width, ``seq_len``, the vocabulary.
+Differs from Zoology: filler id 0 instead of random tokens in the query region, query places uniform rather
+than power-law spaced, every key queried exactly once. Train and test come from one distribution.
 """
 
 from __future__ import annotations

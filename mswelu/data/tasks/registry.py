@@ -1,16 +1,9 @@
-"""Synthetic tasks by name: the one table that ``data: task:<name>?<knobs>``, the task loader, the task
-evaluator, notebook 07 and the probes study read.
-
-A task is registered as a :class:`Task` spec: its knobs with their defaults (what sets its difficulty:
-sequence length, vocabulary, number of pairs, noise, ...), named difficulty levels (knob values, easiest
-first), the vocabulary and sequence length its knobs imply, and ``sample``: one example from a NumPy
-generator. An example is a token sequence of ``seq_len + 1`` ids and the positions of its answers; read as
-next-token prediction (inputs ``tokens[:-1]``, targets ``tokens[1:]``), only the targets at ``answers``
-are scored (the loss and the accuracy), every other target is :data:`IGNORE`.
-
-A task's ``split`` argument is ``"train"`` or ``"test"``; a task whose paper holds examples out of training
-(the composite function task's unseen anchor pairs, inverse matching's held-out sequences) draws the two
-splits from disjoint sets; the others draw both from one distribution with independent seeds.
+"""Synthetic tasks by name: the one table the task source, loader and evaluator, notebook 07 and the probes
+study read. A :class:`Task` spec has knobs with defaults, named difficulty levels (easiest first), the
+vocabulary and length its knobs imply, and ``sample``. An example is ``seq_len + 1`` ids read as next-token
+prediction; only the targets at its answers are scored, every other target is :data:`IGNORE`. Tasks whose
+paper holds examples out of training draw ``train`` and ``test`` from disjoint sets; the others from one
+distribution with independent seeds.
 """
 
 from __future__ import annotations
@@ -34,9 +27,7 @@ Knobs = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Example:
-    """One example: ``tokens`` (``seq_len + 1`` int64 ids) and ``answers``, the target positions scored
-    (indices into ``tokens[1:]``: the answer at position ``i`` is ``tokens[i + 1]``, predicted from
-    ``tokens[: i + 1]``)."""
+    """``tokens`` (``seq_len + 1`` int64 ids) and ``answers``, the scored positions in ``tokens[1:]``."""
 
     tokens: np.ndarray
     answers: np.ndarray
@@ -44,19 +35,10 @@ class Example:
 
 @dataclass(frozen=True)
 class Task:
-    """One registered task.
-
-    Attributes:
-        name: its name in ``data: task:<name>`` and records.
-        paper: where its definition comes from (the docstring of its file says what differs).
-        knobs: every knob with its default value (ints or strings); a source may set any of them.
-        levels: named difficulty levels, easiest first: each a mapping of knob values over the defaults.
-        vocab_size: ``(knobs) -> int``: the vocabulary its examples use (ids ``0 .. vocab_size - 1``).
-        seq_len: ``(knobs) -> int``: the inputs' length (an example holds ``seq_len + 1`` tokens).
-        sample: ``(knobs, rng, split) -> Example``.
-        check: ``(knobs) -> None``: ValueError for knob values that cannot make an example.
-        description: one line for docs and reports.
-    """
+    """One registered task: ``knobs`` with defaults, ``levels`` (knob values over the defaults, easiest
+    first), ``vocab_size(knobs)``, ``seq_len(knobs)``, ``sample(knobs, rng, split)``, ``check(knobs)``
+    (ValueError for values that cannot make an example), and where it comes from (``paper``; its file says
+    what differs)."""
 
     name: str
     paper: str

@@ -1,14 +1,9 @@
-"""Selective copying (Gu & Dao 2023, the Mamba paper, section 4.1 and appendix E.1).
+"""Selective copying (Gu & Dao 2023, section 4.1, appendix E.1): ``tokens`` data tokens at random places among
+noise in a region of ``context`` positions, a separator, then the data tokens again in order; the copies are
+scored. The content-aware spacing defeats a time-invariant convolution.
 
-An example: a region of ``context`` positions holding ``tokens`` data tokens at random places (in order of
-appearance) and a noise id everywhere else, then a separator, then the data tokens again in the same order.
-The model must copy them: the scored targets are the data tokens after the separator (``tokens`` positions).
-Content-aware spacing is what makes it selective: a time-invariant convolution cannot solve it.
-
-Differs from the paper: (1) the copy is teacher-forced next-token prediction after one separator (each copied
-token is an input for the next), where the paper reads all outputs at ``tokens`` marker positions at once;
-(2) the paper's setting is ``context`` 4096 with 16 tokens from a vocabulary of 16; the levels here are
-CPU-sized. Train and test examples come from one distribution (independent seeds).
+Differs from the paper: the copy is teacher-forced next-token prediction after one separator, and the levels
+are CPU-sized (the paper: context 4096, 16 tokens of 16). Train and test come from one distribution.
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """A task as a data source: ``task:<name>?level=<level>&<knob>=<value>&test=<examples>`` in a run's ``data``
-(``&eval=tune``: scored on a tuning set, drawn apart from the test set, for lr sweeps).
-
-:class:`TaskSource` parses it (unknown tasks, levels and knobs are one clear line), resolves its knobs
-(the level's values, then the named knobs) and makes batches. A batch is an int64 tensor of shape
-``(batch, 2, seq_len)``: inputs and targets, the targets :data:`~.registry.IGNORE` except at the answers
-(:func:`mswelu.ops.lm_loss.split_window` splits it as it splits a text window), so the loss is the answers'
-mean cross-entropy.
-
-Training batches are a pure function of ``(seed, step, row)`` (every row from its own generator), so a
-:class:`TaskLoader`'s whole state is its step, as a :class:`~mswelu.data.loader.TokenLoader`'s is, and
-it resumes exactly. The test set is a function of the source alone (``test`` examples, the same for every run
-and seed), like a text dataset's val split. ``meta`` stands in for a prepared dataset's ``meta.json``.
+(``&eval=tune``: a tuning set apart from the test set). :class:`TaskSource` parses it (a bad name, level or
+knob is one line) and makes ``(batch, 2, seq_len)`` input/target batches, targets :data:`~.registry.IGNORE`
+except at the answers. Training batches are a pure function of ``(seed, step, row)``, so a :class:`TaskLoader`
+resumes exactly from its step; the test set depends on the source alone.
 """
 
 from __future__ import annotations
@@ -81,8 +73,7 @@ class TaskSource:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def meta(self) -> dict[str, Any]:
-        """The fields of a dataset's ``meta.json`` that a run reads (vocabulary, end-of-text id, fingerprint,
-        split sizes in tokens), for a task."""
+        """The ``meta.json`` fields a run reads, for a task."""
         return {
             "task": self.task.name,
             "knobs": dict(self.knobs),
@@ -93,7 +84,6 @@ class TaskSource:
             "splits": {"val": {"examples": self.test_examples, "tokens": self.test_examples * self.seq_len}},
         }
 
-    # -- examples ---------------------------------------------------------------------------------
     def _example(self, salt: list[int], split: str) -> Example:
         ex = self.task.sample(self.knobs, np.random.default_rng(salt), split)
         if ex.tokens.shape != (self.seq_len + 1,):  # a task's contract, checked where it is used
@@ -113,8 +103,7 @@ class TaskSource:
         return self.pairs([self._example([_TRAIN, int(seed), int(step), r], "train") for r in rows])
 
     def test_batches(self, batch_size: int, sample: int | None = None) -> Iterator[torch.Tensor]:
-        """The test set (its first ``sample`` examples when given) in batches of ``batch_size``; with
-        ``eval=tune`` a tuning set of the same size and distribution, drawn apart."""
+        """The test set (``eval=tune``: a tuning set) in batches, its first ``sample`` when given."""
         count = self.test_examples if sample is None else min(int(sample), self.test_examples)
         salt = _TUNE if self.eval_set == "tune" else _TEST
         for start in range(0, count, batch_size):
@@ -126,8 +115,7 @@ class TaskSource:
 
 
 class TaskLoader:
-    """Training batches of a task, deterministic, rank-sharded and exactly resumable (the interface of
-    :class:`~mswelu.data.loader.TokenLoader` that the trainer and checkpoints use)."""
+    """A task's training batches: deterministic, rank-sharded, exactly resumable, as a ``TokenLoader``."""
 
     split, mode = "train", "random"
 
@@ -135,8 +123,7 @@ class TaskLoader:
     def for_micro_steps(
         cls, source: TaskSource, micro_batch: int, seed: int, rank: int, world_size: int, accum: int
     ) -> list[TaskLoader]:
-        """One loader per micro-step, each as if it were its own rank among ``world_size x accum`` (as
-        :meth:`TokenLoader.for_micro_steps`)."""
+        """One loader per micro-step, each its own rank among ``world_size x accum``."""
         return [cls(source, micro_batch, seed, rank * accum + i, world_size * accum) for i in range(accum)]
 
     def __init__(self, source: TaskSource, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
