@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import sys
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from mswelu.base.errors import plain_text
+from mswelu.bench import finish
 
 __all__ = [
     "MIN_SECONDS",
@@ -264,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", action="store_true", help="write the study's throughput.json")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    try:
+
+    def compute() -> list[dict[str, Any]]:
         from mswelu.train import parse_model_set
         from mswelu.workbook import side_by_side_throughput, study_ledger
 
@@ -286,16 +288,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--record writes a study's throughput.json: give a study's file (study: true)")
         ledger = study_ledger(params["run_name"]) if args.record else None
         measure = {"rounds": args.rounds, "steps": args.steps, "seconds": args.seconds}
-        base = study_base(params)
-        table = side_by_side_throughput(base, params["variants"], ledger=ledger, reuse=False, **measure)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(table.to_json(orient="records"))
-    else:
-        _print(table)
-    return 0
+        table = side_by_side_throughput(
+            study_base(params), params["variants"], ledger=ledger, reuse=False, **measure
+        )
+        return json.loads(table.to_json(orient="records"))
+
+    return finish(compute, args.json, lambda rows: _print(pd.DataFrame(rows)))
 
 
 if __name__ == "__main__":
