@@ -6,6 +6,10 @@ Run ``python -m mswelu.bench NAME [--json]`` with NAME one of :data:`BENCHMARKS`
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
 
 from mswelu.base.errors import plain_text
 
@@ -32,3 +36,18 @@ def bench_parser(name: str, doc: str, **sizes: int) -> argparse.ArgumentParser:
     for key, default in sizes.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=int, default=default)
     return p
+
+
+def finish(compute: Callable[[], Any], as_json: bool, show: Callable[[Any], None]) -> int:
+    """A benchmark command's ending: ``compute()``'s result printed as one JSON object (``--json``) or by
+    ``show``, exit status 0; a ValueError (bad options) one line on stderr, exit status 2."""
+    try:
+        result = compute()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(result))
+    else:
+        show(result)
+    return 0

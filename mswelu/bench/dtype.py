@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,15 +37,9 @@ import numpy as np
 
 from mswelu.base.errors import plain_text
 from mswelu.base.stats import DEFAULT_SEEDS
+from mswelu.bench import finish
 
 DTYPES = ("fp32", "bf16")
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def run(
@@ -190,13 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = p.parse_args(argv)
-    try:
-        model = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-            model[key] = _parse_value(value)
+
+    def compute() -> dict[str, Any]:
+        from mswelu.train import parse_model_set
+
         r = run(
             args.preset,
             args.tokenizer,
@@ -205,20 +195,15 @@ def main(argv: list[str] | None = None) -> int:
             args.seq_len,
             args.lr,
             tuple(int(x) for x in args.seeds.split(",") if x.strip()),
-            model,
+            parse_model_set(args.set),
             tuple(float(x) for x in args.eval_at.split(",") if x.strip()),
             args.optimizer,
         )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.out:
-        Path(args.out).write_text(json.dumps(r, indent=1) + "\n", encoding="utf-8")
-    if args.json:
-        print(json.dumps(r))
-    else:
-        _print(r)
-    return 0
+        if args.out:
+            Path(args.out).write_text(json.dumps(r, indent=1) + "\n", encoding="utf-8")
+        return r
+
+    return finish(compute, args.json, _print)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ n_groups 1, chunk 256, d_conv 4; SiLU in both activation slots; ``--d-model`` on
   of a ``Mamba2ForCausalLM`` of that many layers (``backbone.layers``: its ``Mamba2Block`` = RMSNorm, its
   ``Mamba2Mixer`` torch path, residual in fp32); ours is mswelu's RMSNorm and :class:`Mamba2Mixer` holding
   the same weights (checked: equal outputs before timing). The embedding, final norm and LM head are left
-  out: they are the same matmuls on both sides and would only dilute the mixers' ratio (the whole-model
-  comparison comes when the mixer is wired into the model). Two modes: ``fp32``, and ``bf16`` autocast,
-  which is what training uses on CPUs with native bf16 (``dtype="auto"``).
+  out: they are the same matmuls on both sides and would only dilute the mixers' ratio (the whole model
+  is measured below). Two modes: ``fp32``, and ``bf16`` autocast, which is what training uses on CPUs
+  with native bf16 (``dtype="auto"``).
 - ``ssd``: the SSD scan alone (x, dt, A, B, C, D, dt_bias, softplus; forward + backward) at the same
   shape: :func:`mswelu.ops.ssd.ssd_chunk_scan` at each ``--chunk-sizes`` against transformers'
   ``mamba2_chunk_scan`` torch path at its chunk size 256 (our chunk size is an implementation detail:
@@ -30,21 +30,25 @@ runs a tiny warm-up (lazy initialisation, parameter gradients allocated), resets
 counter and runs forward + backward once: the most extra resident memory needed at any moment (as
 ``bench scan`` measures it).
 
+The whole model (``model``): ``--model-layers`` (default 24: the ``mamba2-130m`` model itself) blocks with
+the embedding and tied head, against transformers' ``Mamba2ForCausalLM`` torch path and against the measured
+matmul peak of each mode's dtype, as ``python -m mswelu.bench model --preset mamba2-130m`` measures it (same
+``--batch``, ``--seq-len``, ``--repeats``, ``--profile``); ``--model-layers 0`` skips it.
+
 Subnormal floats are flushed (``torch.set_flush_denormal(True)``, as the trainer does on CPUs) unless
 ``--keep-denormals``. Goal (printed, never asserted): our stack at least 3x faster than transformers'.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from mswelu.base.errors import choice
-from mswelu.bench import bench_parser
+from mswelu.bench import bench_parser, finish
+from mswelu.bench import model as whole
 from mswelu.bench.memory import extra_peak_mib, in_fresh_process
 
 GOAL = 3.0
@@ -217,6 +221,8 @@ def run(
     memory: bool = True,
     ssd: bool = True,
     flush_denormal: bool = True,
+    model_layers: int = 0,
+    profile: int = 0,
 ) -> dict:
     """The benchmark (see the module docstring); restores the thread count and the denormal mode."""
     shape = {**SHAPE, "d_model": d_model}
@@ -249,6 +255,9 @@ def run(
     finally:
         torch.set_flush_denormal(False)
         torch.set_num_threads(old_threads)
+    if model_layers:  # the whole model: bench model's measurement
+        sizes = {"layers": model_layers, "d_model": d_model, "seq_len": seq_len, "batch": batch}
+        sizes.update(modes=modes, repeats=repeats, threads=threads, profile=profile, flush_denormal=flushed)
     return {
         "benchmark": "mamba2",
         "config": {
@@ -264,6 +273,7 @@ def run(
         },
         "stack": stack_results,
         "ssd": ssd_results,
+        "model": whole.run("mamba2-130m", **sizes) if model_layers else None,
         "goal": {"min_speedup": GOAL, "met": {m: r["speedup"] >= GOAL for m, r in stack_results.items()}},
     }
 
@@ -295,23 +305,17 @@ def _text(out: dict[str, Any]) -> list[str]:
     for mode, res in out["ssd"].items():
         cells = "  ".join(f"{name} {s * 1e3:.1f} ms" for name, s in res.items())
         lines.append(f"  {mode:5s} SSD alone: {cells}")
-    return lines
+    return lines + (whole.text(out["model"]) if out.get("model") else [])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser("mamba2", __doc__, layers=2, batch=2, seq_len=512, repeats=3, threads=2)
-    p.add_argument(
-        "--modes",
-        nargs="+",
-        type=choice("mode", MODES),
-        default=list(MODES),
-        metavar="{" + ",".join(MODES) + "}",
-    )
+    whole.add_arguments(p)
+    p.add_argument("--model-layers", type=int, default=24, help="the whole model's blocks (0: skip it)")
     p.add_argument("--chunk-sizes", type=int, nargs="+", default=[64], help="our SSD chunk sizes to time")
     p.add_argument("--d-model", type=int, default=SHAPE["d_model"], help="a multiple of 32 (quick checks)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
     p.add_argument("--no-ssd", action="store_true", help="skip the SSD-alone timing")
-    p.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats to zero")
     args = p.parse_args(argv)
     for name in ("layers", "batch", "seq_len", "repeats", "threads", "d_model"):
         if getattr(args, name) < 1:
@@ -332,9 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         memory=not args.no_memory,
         ssd=not args.no_ssd,
         flush_denormal=not args.keep_denormals,
+        model_layers=args.model_layers,
+        profile=args.profile,
     )
-    print(json.dumps(out) if args.json else "\n".join(_text(out)))
-    return 0
+    return finish(lambda: out, args.json, lambda o: print("\n".join(_text(o))))
 
 
 if __name__ == "__main__":

@@ -45,31 +45,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import sys
 import time
 from typing import Any
 
 import torch
 
 from mswelu.base.errors import plain_text, with_nearest
+from mswelu.bench import finish
+from mswelu.bench.peak import matmul_peak
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv", "aten::dot"}
 _SCAN = "mswelu::selective_scan"
 _OPTIMIZER = "mswelu::optimizer"
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
-    """GFLOP/s of an n x n matmul in ``dtype`` (best of ``repeats``, after a warm-up)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def _build(
@@ -212,7 +200,7 @@ def run(
     if threads:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # as the trainer does on CPU
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {"fp32": matmul_peak(torch.float32, 1024), "bf16": matmul_peak(torch.bfloat16, 1024)}
     tokens = batch_size * seq_len
     result: dict[str, Any] = {
         "preset": preset,
@@ -305,11 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     paths = tuple(x.strip() for x in args.paths.split(",") if x.strip())
-    try:
+
+    def compute() -> dict[str, Any]:
         from mswelu.train import parse_model_set
 
         overrides = parse_model_set(args.set)
-        r = run(
+        return run(
             args.preset,
             args.batch_size,
             args.seq_len,
@@ -320,14 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             not args.no_components,
             overrides,
         )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(r))
-    else:
-        _print(r)
-    return 0
+
+    return finish(compute, args.json, _print)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def _capability() -> str:
 
 
 def _build_flags(capability: str) -> tuple[list[str], list[str]]:
-    cflags = ["-O3", "-std=c++17", *_CAPABILITY_FLAGS.get(capability, [])]
+    # no -std: torch's own (C++20 since 2.13, and required by 2.15's headers) stays in force
+    cflags = ["-O3", *_CAPABILITY_FLAGS.get(capability, [])]
     if capability in _CAPABILITY_FLAGS:
         cflags.append(f"-DCPU_CAPABILITY={capability}")
     ldflags: list[str] = []

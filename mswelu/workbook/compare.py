@@ -244,18 +244,24 @@ def bracketed_lr_sweep(
 
 
 def side_by_side_throughput(
-    base: dict[str, Any], variants: Sequence[str], ledger: Ledger | None = None, rounds: int = 5
+    base: dict[str, Any],
+    variants: Sequence[str],
+    ledger: Ledger | None = None,
+    reuse: bool = True,
+    **measure: Any,
 ) -> pd.DataFrame:
-    """Every variant's tokens/s measured interleaved here (or from the ledger) and FLOPs per token."""
+    """Every variant's tokens/s measured interleaved here at the study's shape (options ``measure``), or the
+    ledger's measurement of the same variants, shapes and code (unless ``reuse`` is False), and its FLOPs per
+    token: the equal-compute view's inputs."""
     from mswelu.bench.throughput import measure_throughput
 
     configs = {v: {**variant_config(base, v), "seed": 0} for v in variants}
     keys = {v: speed_key(cfg) for v, cfg in configs.items()}
-    if ledger is not None:
+    if ledger is not None and reuse:
         saved = ledger.throughput(keys)
         if saved is not None:
             return saved
-    table = measure_throughput(configs, int(load_meta(base["data"])["vocab_size"]), rounds=rounds)
+    table = measure_throughput(configs, **measure)
     if ledger is not None:
         ledger.write_throughput(keys, table)
     return table
