@@ -253,3 +253,64 @@ def test_a_study_over_several_splits_rebuilds_from_its_records(tiny_config, tmp_
     again = analysis.evaluate_claims(rebuilt.claims, rebuilt.data)
     assert list(again.verdict) == list(judged.verdict) and list(again.measured) == list(judged.measured)
     assert any("2 splits" in str(m) or "split" in str(m) for m in again.measured)
+
+
+def test_equal_time_trains_the_slower_variant_on_its_own_schedule_and_rebuilds(base, tmp_path, monkeypatch):
+    """``equal_time``: the slower variant of the equal-time pair trains again on its own complete schedule
+    for the steps that fit the faster one's time at their side-by-side tokens/s; the row is judged on those
+    runs (no curve read), and the study rebuilds from its records, which must match the committed speeds."""
+    import pandas as pd
+    import yaml
+
+    from mswelu import analysis
+    from mswelu.analysis.equal_time import TimeMatch
+    from mswelu.bench import throughput as T
+
+    variants, seeds = ["mamba", "mamba-swelu"], [0, 1]
+    params = {"variants": variants, "seeds": seeds, "preset": "tiny", "max_steps": 4, "batch_size": 4,
+              "seq_len": 16, "tokenizer": "gpt2", "claims": ["compute"], "equal_time": True,
+              "compare": {"swelu": "mamba-swelu", "silu": "mamba"}}  # fmt: skip
+    speeds = pd.DataFrame(  # SWELU at half SiLU's tokens/s, four interleaved rounds
+        [
+            {"variant": "mamba", "tokens_per_s": 1000.0, "flops_per_token": 1e6, "tokens_per_s_min": 900.0,
+             "tokens_per_s_max": 1100.0, "rounds": [1000.0, 900.0, 1100.0, 1000.0]},
+            {"variant": "mamba-swelu", "tokens_per_s": 500.0, "flops_per_token": 1e6,
+             "tokens_per_s_min": 450.0, "tokens_per_s_max": 550.0, "rounds": [500.0, 500.0, 550.0, 450.0]},
+        ]
+    )  # fmt: skip
+    monkeypatch.setattr(T, "measure_throughput", lambda configs, **kw: speeds)
+    ledger = L.Ledger(tmp_path / "reports" / "studies" / "eq" / "runs")
+    results, curves, runs = wb.run_variants(base, variants, seeds, prefix="eq", ledger=ledger)
+    throughput = wb.side_by_side_throughput(base, variants, ledger=ledger)
+    plan = wb.time_plan(params, throughput)
+    assert plan == [TimeMatch("mamba-swelu", "mamba", 0.5, 2, 2, 2)]
+    assert wb.time_plan({**params, "equal_time": False}, throughput) == []
+    lrs = {v: base["lr"] for v in variants}
+    matched, matched_runs = wb.time_matched_runs(base, plan, seeds, "eq", lrs, ledger=ledger)
+    assert list(matched.run) == ["eq-mamba-swelu-time-s0", "eq-mamba-swelu-time-s1"]
+    assert set(matched.steps) == {2} and set(matched.tokens) == {2 * 4 * 16}
+    record = ledger.records()["eq-mamba-swelu-time-s0"]
+    assert record.kind == "time" and record.config["max_steps"] == 2 and record.config["warmup"] == 1
+
+    study = wb.assemble_study("eq", params, results, curves, runs, lrs, None, throughput, matched)
+    judged, _ = study.judge()
+    row = judged.set_index("claim").loc["SWELU better than SiLU at equal wall-clock time"]
+    assert "trained 2 of 4 steps on its own complete schedule" in row.measured
+    assert "approximation" not in row.measured and "approximation" not in row.why
+    full = results[results.variant == "mamba"].set_index("seed").val_loss
+    short = matched.set_index("seed").val_loss
+    gain = sum((full[s] - short[s]) / full[s] for s in seeds) / len(seeds)
+    assert row.estimate == pytest.approx(gain * 100) or row.estimate == pytest.approx(gain)
+
+    (tmp_path / "notebooks" / "studies").mkdir(parents=True)
+    (tmp_path / "notebooks" / "studies" / "eq.yaml").write_text(yaml.safe_dump(params))
+    shutil.rmtree(tmp_path / "runs")
+    rebuilt = study_from_records("eq", root=tmp_path)
+    again = analysis.evaluate_claims(rebuilt.claims, rebuilt.data)
+    assert list(again.verdict) == list(judged.verdict) and list(again.measured) == list(judged.measured)
+    path = ledger.path("eq-mamba-swelu-time-s1")
+    doc = json.loads(path.read_text())
+    doc["key"]["settings"]["max_steps"] = 3  # trained for a budget the committed speeds do not give
+    path.write_text(json.dumps(doc))
+    with pytest.raises(L.LedgerError, match="trained 3 steps; the study's throughput.json fits 2"):
+        study_from_records("eq", root=tmp_path)

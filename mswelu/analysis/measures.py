@@ -61,6 +61,8 @@ class Measurement:
             )
             gains = stats.paired_relative_gains(ours, base)
             what = "final"
+        elif c.view == "time" and (matched := self._time_matched()) is not None:
+            gains, what = matched
         else:
             tps, source = study.tokens_per_s()
             flops = study.flops_per_token()
@@ -91,6 +93,37 @@ class Measurement:
             return None
         self._what = f"lower {c.value} of {self.ours} vs {self.base} {what}, paired by seed"
         return self._pool(gains)
+
+    def _time_matched(self) -> tuple[dict[tuple[str, int], float], str] | None:
+        """Paired gains at equal wall-clock time from schedule-matched runs (:mod:`.equal_time`): the slower
+        variant's own complete schedule over the faster one's time; None where the study has none."""
+        c, m = self.claim, self.study.matched
+        if m.empty:
+            return None
+        mine = m[
+            ((m.variant == self.ours) & (m.matched_to == self.base))
+            | ((m.variant == self.base) & (m.matched_to == self.ours))
+        ]
+        if mine.empty:
+            return None
+        first = mine.iloc[0]
+        slow, fast = str(first.variant), str(first.matched_to)
+        short = unit_values(mine, slow, c.value)
+        full = unit_values(self.study.runs, fast, c.value)
+        ours, base = (short, full) if slow == self.ours else (full, short)
+        steps, lo, hi = int(first.steps), int(first.steps_lo), int(first.steps_hi)
+        full_steps = self.study.context.get("max_steps", "all")
+        self.inputs["time_matched"] = {
+            "slower": slow, "faster": fast, "ratio": float(first.ratio), "steps": steps, "steps_lo": lo,
+            "steps_hi": hi, "full_steps": full_steps,
+        }  # fmt: skip
+        spread = f"{lo}-{hi} steps" if lo != hi else "no other step count"
+        what = (
+            f"at equal wall-clock time ({slow} trained {steps} of {full_steps} steps on its own complete "
+            f"schedule: {fast}'s time at their side-by-side tokens/s ratio {float(first.ratio):.3f}; the "
+            f"ratio's interquartile range over the interleaved rounds allows {spread})"
+        )
+        return stats.paired_relative_gains(ours, base), what
 
     def _approximation(self, pairs: pd.DataFrame) -> None:
         """Flag a figure read before the end of a run's schedule: shown, not judged."""

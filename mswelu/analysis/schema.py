@@ -1,8 +1,9 @@
 """A study's data and the schema of its ``metrics.json``: one writer (:func:`study_metrics`) and one reader
 (:func:`mswelu.analysis.reader.read_study`), so that every verdict can be recomputed from the file alone.
 Under ``metrics["study"]`` (schema :data:`SCHEMA`): ``context``, ``runs``, ``curves``, ``shapes``,
-``sweep``/``lr``, ``throughput``, ``units`` (bootstrap), ``claims``/``rows`` and ``counts``; a study of
-several text splits has a ``split`` column in its runs, curves, shapes and units.
+``sweep``/``lr``, ``throughput``, ``units`` (bootstrap), ``matched`` (schedule-matched equal-time runs,
+:mod:`.equal_time`), ``claims``/``rows`` and ``counts``; a study of several text splits has a ``split`` column
+in its runs, curves, shapes, units and matched runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from mswelu.analysis.bootstrap import UNIT_COLUMNS, bootstrap_units
 from mswelu.analysis.claims import Claim, resolve
 from mswelu.analysis.curves import CURVE_COLUMNS
+from mswelu.analysis.equal_time import MATCHED_COLUMNS
 from mswelu.analysis.shapes import initial_value
 from mswelu.analysis.tuning import SWEEP_COLUMNS, LrStatus, lr_status
 
@@ -94,6 +96,7 @@ class StudyData:
     throughput: pd.DataFrame = field(default_factory=lambda: _frame([], THROUGHPUT_COLUMNS))
     units: pd.DataFrame = field(default_factory=lambda: _frame([], ["variant", "seed", *UNIT_COLUMNS]))
     shape_summary: pd.DataFrame = field(default_factory=lambda: _frame([], SUMMARY_COLUMNS))
+    matched: pd.DataFrame = field(default_factory=lambda: _frame([], MATCHED_COLUMNS))
     claims: tuple[Claim, ...] = ()
     rows: pd.DataFrame | None = None
     missing: dict[str, str] = field(default_factory=dict)  # what the file lacks -> why (older schemas)
@@ -153,8 +156,10 @@ def study_data(
     context: Mapping[str, Any],
     sweep: pd.DataFrame | None = None,
     throughput: pd.DataFrame | None = None,
+    matched: pd.DataFrame | None = None,
 ) -> StudyData:
-    """A study from notebook 05's results, curves, runs, sweep, side-by-side throughput and context."""
+    """A study from notebook 05's results, curves, runs, sweep, side-by-side throughput, schedule-matched
+    equal-time runs and context."""
     shapes, units = [], []
     for r in results.itertuples():
         run = runs.get(r.run)
@@ -188,6 +193,7 @@ def study_data(
             pd.concat(units, ignore_index=True).to_dict("records") if units else [],
             ["variant", "seed", *UNIT_COLUMNS],
         ),
+        matched=_frame(matched.to_dict("records") if matched is not None else [], MATCHED_COLUMNS),
     )
 
 
@@ -238,6 +244,7 @@ def study_metrics(
         "lr": {v: _clean(s.to_dict()) for v, s in study.lr.items()},
         "throughput": _records(study.throughput),
         "units": _records(study.units),
+        "matched": _records(study.matched),
         "claims": [_clean(c.to_dict()) for c in claims],
         "rows": _records(rows),
         "counts": _records(counts),
@@ -270,4 +277,5 @@ def parse_study(doc: Mapping[str, Any]) -> StudyData:
         units=num(_frame(s.get("units"), ["variant", "seed", *UNIT_COLUMNS]), ["loss", "tokens", "bytes"]),
         claims=tuple(Claim.from_dict(c) for c in s.get("claims") or ()),
         rows=rows if not rows.empty else None,
+        matched=num(_frame(s.get("matched"), MATCHED_COLUMNS), MATCHED_COLUMNS[3:-1]),
     )

@@ -8,7 +8,13 @@ from mswelu.base.run_names import run_name
 from mswelu.runs.folder import load_run
 from mswelu.runs.metrics_log import attach_to_trackers
 from mswelu.workbook.checks import ensure_run, shape_gradients_for_run, smoke_checks
-from mswelu.workbook.compare import bracketed_lr_sweep, run_variants, side_by_side_throughput, study_runs
+from mswelu.workbook.compare import (
+    bracketed_lr_sweep,
+    run_variants,
+    side_by_side_throughput,
+    study_runs,
+    time_matched_runs,
+)
 from mswelu.workbook.launching import execute_plan, plan_launch
 from mswelu.workbook.ledger import study_ledger
 from mswelu.workbook.plots import (
@@ -23,7 +29,7 @@ from mswelu.workbook.plots import (
 )
 from mswelu.workbook.profiles import comparison_config, data_for, resolve_profile, smoke_config, split_data
 from mswelu.workbook.prologue import format_samples, keep_executed_notebook, notebook_parameters, start
-from mswelu.workbook.study import assemble_study
+from mswelu.workbook.study import assemble_study, time_plan
 from mswelu.workbook.tasks import task_scores
 
 __all__ = [
@@ -60,4 +66,6 @@ __all__ = [
     "study_ledger",
     "study_runs",
     "task_scores",
+    "time_matched_runs",
+    "time_plan",
 ]

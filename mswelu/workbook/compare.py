@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from mswelu import analysis
+from mswelu.analysis.equal_time import MATCHED_COLUMNS, TimeMatch
 from mswelu.analysis.tuning import LrStatus
 from mswelu.base.paths import runs_dir
 from mswelu.base.progress import log, say
@@ -23,6 +24,7 @@ from mswelu.runs.folder import SUMMARY, RunData, list_runs, load_run
 from mswelu.training.config import TrainConfig, merge_overrides
 from mswelu.training.variants import variant_overrides
 from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key, study_ledger
+from mswelu.workbook.profiles import schedule_settings
 from mswelu.workbook.prologue import require_list
 from mswelu.workbook.reuse import as_run, train_or_load
 
@@ -33,6 +35,7 @@ __all__ = [
     "run_variants",
     "side_by_side_throughput",
     "study_runs",
+    "time_matched_runs",
     "tuning_data",
     "variant_config",
 ]
@@ -110,6 +113,55 @@ def run_variants(
                 if not ev.empty:
                     curves.append(ev if label is None else ev.assign(split=label))
     return pd.DataFrame(rows), _curve_frame(curves), runs
+
+
+def time_matched_runs(
+    base: dict[str, Any],
+    matches: Sequence[TimeMatch],
+    seeds: Sequence[int],
+    prefix: str,
+    lrs: Mapping[str, float],
+    reuse: bool = True,
+    ledger: Ledger | None = None,
+    splits: Mapping[str, str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, RunData | Record]]:
+    """Equal wall-clock time, schedule-matched (:mod:`mswelu.analysis.equal_time`): the slower variant of
+    each match trains again for every seed (and split) at its lr, on its own complete schedule over
+    ``match.steps``, named ``<prefix>[-<split>]-<variant>-time-s<seed>`` (a study's ledger kind ``time``).
+    Returns (one row per model, :data:`~mswelu.analysis.equal_time.MATCHED_COLUMNS`; runs by name)."""
+    evaluations = max(1, round(int(base["max_steps"]) / int(base["eval_every"])))
+    rows, runs = [], {}
+    for label, data in (splits or {None: base.get("data")}).items():
+        for match in matches:
+            for seed in seeds:
+                name = run_name(prefix, label, match.slower, "time", seed=seed)
+                budget = {"max_steps": match.steps, **schedule_settings(match.steps, evaluations)}
+                cfg = {**variant_config({**base, "data": data}, match.slower), **budget}
+                cfg = as_run(cfg, name, seed=int(seed), lr=float(lrs[match.slower]))
+                run = runs[name] = run_or_record(cfg, name, match.slower, int(seed), "time", reuse, ledger)
+                rows.append(matched_row(run, match, int(seed), label, name))
+    return pd.DataFrame(rows, columns=[*MATCHED_COLUMNS, *(["split"] if splits else [])]), runs
+
+
+def matched_row(
+    run: RunData | Record, match: TimeMatch, seed: int, label: str | None, name: str
+) -> dict[str, Any]:
+    """One schedule-matched model as a row of a study's ``matched`` frame."""
+    m = run.final_metrics()
+    row = {
+        "variant": match.slower,
+        "seed": seed,
+        "matched_to": match.faster,
+        "steps": m["steps"],
+        "steps_lo": match.steps_lo,
+        "steps_hi": match.steps_hi,
+        "ratio": match.ratio,
+        "val_loss": m["final_val_loss"],
+        "val_bpb": m["val_bpb"],
+        "tokens": m["tokens"],
+        "run": name,
+    }
+    return row if label is None else {**row, "split": label}
 
 
 def _result_row(run: RunData | Record, variant: str, seed: int, lr: float, name: str) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class Record:
     name: str
     variant: str
     seed: int
-    kind: str  # "run" or "sweep"
+    kind: str  # "run", "sweep" or "time" (a schedule-matched equal-time run)
     key: dict[str, Any]
     final: dict[str, Any]
     curve: list[dict[str, Any]]

@@ -17,6 +17,7 @@ __all__ = [
     "comparison_config",
     "data_for",
     "resolve_profile",
+    "schedule_settings",
     "smoke_config",
     "split_data",
 ]
@@ -181,6 +182,12 @@ def smoke_config(
     return as_run(settings, run_name)
 
 
+def schedule_settings(max_steps: int, evaluations: int) -> dict[str, int]:
+    """What scales with a comparison run's budget of ``max_steps``: the warmup (a tenth) and the spacing of
+    its ``evaluations``."""
+    return {"warmup": max(1, max_steps // 10), "eval_every": max(1, max_steps // max(1, evaluations))}
+
+
 def comparison_config(
     *,
     preset: str,
@@ -206,8 +213,7 @@ def comparison_config(
         "lr": lr,
         "optimizer": optimizer,
         "model": model,
-        "warmup": max(1, max_steps // 10),
-        "eval_every": max(1, max_steps // max(1, evaluations)),
+        **schedule_settings(max_steps, evaluations),
         "eval_batches": 0,
         "log_every": 1,
         "ckpt_every": ckpt_every,

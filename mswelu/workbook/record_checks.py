@@ -54,8 +54,16 @@ def check_study_records(
         for v in variants
         for s in params["seeds"]
     }
+    timed = {  # schedule-matched equal-time runs: their steps are checked against the throughput later
+        run_name(study, label, v, "time", seed=int(s)): (v, int(s), label)
+        for label in split_labels(params)
+        for v in variants
+        for s in params["seeds"]
+        if params.get("equal_time")
+    }
     sweeps = {run_name(study, "tune", v): v for v in variants}
     data_keys: dict[tuple[str, str | None], Counter] = {}
+    labels: dict[str, str | None] = {}
     for name, record in records.items():
         file = folder / f"{name}.json"
         parsed = parse_run_name(name)
@@ -64,6 +72,11 @@ def check_study_records(
             variant, seed, label = runs[name]
             settings = {**variant_settings(variant, preset), **base, "seed": seed}
             _expect(record, file, settings, variant=variant, seed=seed, kind="run")
+        elif name in timed:
+            variant, seed, label = timed[name]
+            same = {k: v for k, v in base.items() if k != "max_steps"}
+            settings = {**variant_settings(variant, preset), **same, "seed": seed}
+            _expect(record, file, settings, variant=variant, seed=seed, kind="time")
         elif parsed.stem in sweeps and parsed.lr is not None and parsed.seed is None:
             variant = sweeps[parsed.stem]
             settings = {**variant_settings(variant, preset), "lr": parsed.lr}
@@ -74,6 +87,7 @@ def check_study_records(
                 f"{list(params['seeds'])}, sweep runs {run_name(study, 'tune', 'VARIANT', lr=0.001)}...) "
                 f"({REBUILD})"
             )
+        labels[name] = label
         data_keys.setdefault((record.kind, label), Counter())[record.key.get("data_fingerprint")] += 1
     for (kind, label), counts in data_keys.items():  # one data key per kind of record and split
         if len(counts) > 1:
@@ -81,9 +95,7 @@ def check_study_records(
             odd = next(
                 n
                 for n, r in records.items()
-                if r.kind == kind
-                and runs.get(n, (None, None, None))[2] == label
-                and r.key.get("data_fingerprint") != common
+                if r.kind == kind and labels[n] == label and r.key.get("data_fingerprint") != common
             )
             got = records[odd].key.get("data_fingerprint")
             raise LedgerError(

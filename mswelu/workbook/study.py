@@ -14,14 +14,15 @@ import pandas as pd
 
 from mswelu import analysis
 from mswelu.analysis.claims import Claim
+from mswelu.analysis.equal_time import TimeMatch, time_matches, time_pairs
 from mswelu.analysis.schema import StudyData
 from mswelu.base.run_names import run_name
-from mswelu.workbook.compare import _curve_frame, _result_row, _sweep_row
+from mswelu.workbook.compare import _curve_frame, _result_row, _sweep_row, matched_row
 from mswelu.workbook.ledger import REBUILD, Ledger, LedgerError, read_ledger_json
 from mswelu.workbook.profiles import data_label
 from mswelu.workbook.record_checks import check_study_records, split_labels
 
-__all__ = ["Study", "assemble_study", "study_from_records"]
+__all__ = ["Study", "assemble_study", "study_from_records", "time_plan"]
 
 
 @dataclass
@@ -65,6 +66,22 @@ class Study:
         return metrics
 
 
+def _compare(params: Mapping[str, Any]) -> dict[str, str]:
+    return {"shapes": "swelu", **params.get("compare", {})}
+
+
+def time_plan(params: Mapping[str, Any], throughput: pd.DataFrame) -> list[TimeMatch]:
+    """The schedule-matched equal-time runs notebook 05's ``params`` ask for (``equal_time``): the slower of
+    each pair its claims judge at equal wall-clock time, for the steps their side-by-side ``throughput``
+    fits (none without ``equal_time``)."""
+    if not params.get("equal_time"):
+        return []
+    claims = analysis.claim_set(params.get("claims") or ["seed", "compute"])
+    variants = set(params["variants"])
+    pairs = [p for p in time_pairs(claims, _compare(params)) if set(p) <= variants]
+    return time_matches(pairs, throughput, int(params["max_steps"]))
+
+
 def assemble_study(
     name: str,
     params: Mapping[str, Any],
@@ -74,8 +91,10 @@ def assemble_study(
     lrs: Mapping[str, float],
     sweep: pd.DataFrame | None,
     throughput: pd.DataFrame,
+    matched: pd.DataFrame | None = None,
 ) -> Study:
-    """The :class:`Study` from notebook 05's parameters, results, curves, runs, lrs, sweep and throughput."""
+    """The :class:`Study` from notebook 05's parameters, results, curves, runs, lrs, sweep, throughput and
+    schedule-matched equal-time runs."""
     context = dict(
         name=name,
         data=data_label(params.get("splits") or params.get("data")),
@@ -85,13 +104,13 @@ def assemble_study(
         max_steps=params["max_steps"],
         seeds=list(params["seeds"]),
         lr_grid=list(params.get("lr_grid") or []),
-        compare={"shapes": "swelu", **params.get("compare", {})},
+        compare=_compare(params),
         primary=params.get("primary", ""),
     )
     if params.get("splits"):
         context["splits"] = sorted(set(results.split))
     speed = throughput[["variant", "tokens_per_s", "flops_per_token"]]
-    data = analysis.study_data(results, curves, runs, context, sweep, throughput)  # median, spread, FLOPs
+    data = analysis.study_data(results, curves, runs, context, sweep, throughput, matched)
     summary = analysis.aggregate_seeds(results, values=("val_loss", "val_bpb", "params"))
     claims = analysis.claim_set(params.get("claims") or ["seed", "compute"])
     return Study(data, claims, summary, _results_table(data, summary, speed, lrs), dict(lrs))
@@ -162,6 +181,29 @@ def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -
     if not {"variant", "tokens_per_s", "flops_per_token"} <= set(throughput.columns):
         raise LedgerError(f"{speeds} lacks the columns variant, tokens_per_s, flops_per_token: {REBUILD}")
     sweep_frame = pd.DataFrame(sweep) if sweep else None
+    matched = _matched_records(study, params, records, throughput, ledger.folder)
     return assemble_study(
-        study, params, pd.DataFrame(rows), _curve_frame(curves), runs, lrs, sweep_frame, throughput
+        study, params, pd.DataFrame(rows), _curve_frame(curves), runs, lrs, sweep_frame, throughput, matched
     )
+
+
+def _matched_records(
+    study: str, params: Mapping[str, Any], records: Mapping[str, Any], throughput: pd.DataFrame, folder: Path
+) -> pd.DataFrame | None:
+    """The schedule-matched runs' rows from their records, each trained for the steps the committed
+    throughput gives (else refused: a rerun trains what the measurement now asks for)."""
+    rows = []
+    for label in split_labels(params):
+        for match in time_plan(params, throughput):
+            for seed in params["seeds"]:
+                name = run_name(study, label, match.slower, "time", seed=seed)
+                if name not in records:
+                    raise ValueError(f"study {study!r} has no record of {name} in {folder}")
+                trained = int(records[name].config["max_steps"])
+                if trained != match.steps:
+                    raise LedgerError(
+                        f"{folder / f'{name}.json'} trained {trained} steps; the study's throughput.json "
+                        f"fits {match.steps} ({REBUILD})"
+                    )
+                rows.append(matched_row(records[name], match, int(seed), label, name))
+    return pd.DataFrame(rows) if rows else None
