@@ -1,8 +1,7 @@
 """``python -m mswelu.runs list|show`` (:mod:`mswelu.runs.index`)."""
 
-import sys
-
+from mswelu.base.cli import run_command
 from mswelu.runs.index import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_command(main))
