@@ -240,9 +240,8 @@ def test_stream_split_rule(tmp_path: Path) -> None:
     stream = replace(resolve_source(str(write_corpus(tmp_path / "c", docs, "jsonl"))), finite=False)
     (tmp_path / "out").mkdir()
     in_val = _split_rule(stream, 0.25, 7, "text", "document")
-    counts = _write_shards(
-        tmp_path / "out", stream, get_tokenizer(), in_val, 0.25, None, "text", "document", False
-    )
+    settings = {"val_fraction": 0.25, "max_tokens": None, "text_field": "text", "txt_sample_by": "document"}
+    counts = _write_shards(tmp_path / "out", stream, get_tokenizer(), in_val, settings, False)
     (tmp_path / "out" / "meta.json").write_text(
         json.dumps(
             {"tokenizer": "gpt2", "vocab_size": 50257, "eos_id": 50256, "dtype": "uint16", "splits": counts}

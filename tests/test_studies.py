@@ -45,7 +45,8 @@ def test_study_is_a_parameter_set_of_notebook_05(path: Path) -> None:
     assert set(params["variants"]) <= set(VARIANTS)
     assert set(params["compare"]) <= {"swelu", "silu", "fixed", "transformer", "shapes"}
     assert set(params["compare"].values()) <= set(params["variants"])
-    assert len(params["seeds"]) >= 3 and len(params["lr_grid"]) >= 2
+    units = params.get("splits") or params["seeds"]  # the analysis unit: the split where there are several
+    assert len(units) >= 3 and len(params["seeds"]) >= 2 and len(params["lr_grid"]) >= 2
     assert set(params.get("claims", [])) <= set(CLAIM_SETS)
     assert params["ckpt_every"] > 0  # an interrupted study resumes its unfinished runs
 
