@@ -290,6 +290,7 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_waited_for(tmp_path, monk
     import torch.utils.cpp_extension as ext
 
     monkeypatch.setattr(ext, "_get_build_directory", lambda name, verbose=False: str(tmp_path))
+    monkeypatch.setattr(ext, "FileBaton", object, raising=False)  # the builder of torch <= 2.14
     lock = tmp_path / "lock"
     lock.touch()
     old = time.time() - cpu_kernels.STALE_LOCK_SECONDS - 5
@@ -301,6 +302,22 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_waited_for(tmp_path, monk
     start = time.time()
     cpu_kernels._clear_stale_lock("x")
     assert not lock.exists() and 1.0 <= time.time() - start < 10
+
+
+def test_an_os_held_build_lock_is_left_to_torch(tmp_path, monkeypatch):
+    """torch >= 2.15 locks the build through the OS (``filelock``) and keeps the lock file after a build: a
+    load must neither wait for that file to go nor remove it."""
+    import time
+
+    import torch.utils.cpp_extension as ext
+
+    monkeypatch.setattr(ext, "_get_build_directory", lambda name, verbose=False: str(tmp_path))
+    monkeypatch.delattr(ext, "FileBaton", raising=False)
+    lock = tmp_path / "lock"
+    lock.touch()
+    start = time.time()
+    cpu_kernels._clear_stale_lock("x")
+    assert lock.exists() and time.time() - start < 0.5
 
 
 # ------------------------------------------------------------------------------- causal conv1d

@@ -96,9 +96,15 @@ STALE_LOCK_SECONDS = 300
 
 
 def _clear_stale_lock(name: str) -> None:
-    """torch's extension builder waits, without a time limit, for the lock file of a build in progress; a
-    build killed half-way (Ctrl-C, a killed job) leaves it behind and every later run would hang. Wait for
-    a fresh lock to go; remove one older than :data:`STALE_LOCK_SECONDS`, saying so."""
+    """torch's extension builder up to 2.14 (a ``FileBaton``: the lock is the file's existence) waits,
+    without a time limit, for the lock file of a build in progress; a build killed half-way (Ctrl-C, a
+    killed job) leaves it behind and every later run would hang. Wait for a fresh lock to go; remove one
+    older than :data:`STALE_LOCK_SECONDS`, saying so. From torch 2.15 the builder locks the file through
+    the OS (``filelock``), which a killed build releases, and keeps the file: nothing to clear or wait for."""
+    from torch.utils import cpp_extension
+
+    if not hasattr(cpp_extension, "FileBaton"):
+        return
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
