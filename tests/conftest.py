@@ -3,7 +3,9 @@ so running the tests never touches a user's ``data/``, ``runs/`` or ``reports/``
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,10 +15,12 @@ import torch
 if "MSWELU_HOME" not in os.environ:
     _home = tempfile.mkdtemp(prefix="mswelu-test-home-")
     os.environ["MSWELU_HOME"] = _home  # inherited by notebook kernels that nbval / papermill start
+    atexit.register(shutil.rmtree, _home, ignore_errors=True)  # a session's data and runs: gigabytes
 
 # Trackers write where the test session says: trackio's local store (read when trackio is imported), wandb's
 # settings, cache and artifact staging; no test ever reaches a tracker's server (wandb runs offline).
 _trackers_home = tempfile.mkdtemp(prefix="mswelu-test-trackers-")
+atexit.register(shutil.rmtree, _trackers_home, ignore_errors=True)
 for _var, _sub in (
     ("TRACKIO_DIR", "trackio"),
     ("WANDB_CONFIG_DIR", "wandb-config"),
