@@ -36,6 +36,7 @@ __all__ = [
     "side_by_side_throughput",
     "study_runs",
     "time_matched_runs",
+    "time_run_name",
     "tuning_data",
     "variant_config",
 ]
@@ -134,13 +135,18 @@ def time_matched_runs(
     for label, data in (splits or {None: base.get("data")}).items():
         for match in matches:
             for seed in seeds:
-                name = run_name(prefix, label, match.slower, "time", seed=seed)
+                name = time_run_name(prefix, label, match.slower, seed)
                 budget = {"max_steps": match.steps, **schedule_settings(match.steps, evaluations)}
                 cfg = {**variant_config({**base, "data": data}, match.slower), **budget}
                 cfg = as_run(cfg, name, seed=int(seed), lr=float(lrs[match.slower]))
                 run = runs[name] = run_or_record(cfg, name, match.slower, int(seed), "time", reuse, ledger)
                 rows.append(matched_row(run, match, int(seed), label, name))
     return pd.DataFrame(rows, columns=[*MATCHED_COLUMNS, *(["split"] if splits else [])]), runs
+
+
+def time_run_name(prefix: str, label: str | None, variant: str, seed: int) -> str:
+    """A schedule-matched equal-time run's name: ``<prefix>[-<split>]-<variant>-time-s<seed>``."""
+    return run_name(prefix, label, variant, "time", seed=int(seed))
 
 
 def matched_row(

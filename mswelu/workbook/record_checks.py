@@ -11,6 +11,7 @@ from typing import Any
 
 from mswelu.base.run_names import parse_run_name, run_name
 from mswelu.training.variants import variant_overrides
+from mswelu.workbook.compare import time_run_name
 from mswelu.workbook.ledger import Record
 from mswelu.workbook.ledger_files import REBUILD, LedgerError
 
@@ -48,19 +49,15 @@ def check_study_records(
     variants = list(params["variants"])
     base = {k: params[k] for k in STUDY_SETTINGS if k in params}
     preset = str(params.get("preset", "small"))
-    runs = {
-        run_name(study, label, v, seed=int(s)): (v, int(s), label)
-        for label in split_labels(params)
-        for v in variants
-        for s in params["seeds"]
-    }
-    timed = {  # schedule-matched equal-time runs: their steps are checked against the throughput later
-        run_name(study, label, v, "time", seed=int(s)): (v, int(s), label)
-        for label in split_labels(params)
-        for v in variants
-        for s in params["seeds"]
-        if params.get("equal_time")
-    }
+    # timed: the schedule-matched equal-time runs (their steps are checked against the throughput later)
+    runs: dict[str, tuple] = {}
+    timed: dict[str, tuple] = {}
+    for label in split_labels(params):
+        for v in variants:
+            for s in params["seeds"]:
+                runs[run_name(study, label, v, seed=int(s))] = (v, int(s), label)
+                if params.get("equal_time"):
+                    timed[time_run_name(study, label, v, int(s))] = (v, int(s), label)
     sweeps = {run_name(study, "tune", v): v for v in variants}
     data_keys: dict[tuple[str, str | None], Counter] = {}
     labels: dict[str, str | None] = {}

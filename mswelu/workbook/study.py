@@ -17,7 +17,7 @@ from mswelu.analysis.claims import Claim
 from mswelu.analysis.equal_time import TimeMatch, time_matches, time_pairs
 from mswelu.analysis.schema import StudyData
 from mswelu.base.run_names import run_name
-from mswelu.workbook.compare import _curve_frame, _result_row, _sweep_row, matched_row
+from mswelu.workbook.compare import _curve_frame, _result_row, _sweep_row, matched_row, time_run_name
 from mswelu.workbook.ledger import REBUILD, Ledger, LedgerError, read_ledger_json
 from mswelu.workbook.profiles import data_label
 from mswelu.workbook.record_checks import check_study_records, split_labels
@@ -196,7 +196,7 @@ def _matched_records(
     for label in split_labels(params):
         for match in time_plan(params, throughput):
             for seed in params["seeds"]:
-                name = run_name(study, label, match.slower, "time", seed=seed)
+                name = time_run_name(study, label, match.slower, seed)
                 if name not in records:
                     raise ValueError(f"study {study!r} has no record of {name} in {folder}")
                 trained = int(records[name].config["max_steps"])
