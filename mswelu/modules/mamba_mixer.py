@@ -12,9 +12,10 @@ modules passed in: ``act_conv`` and ``act_gate``. Their state-dict keys are ``ac
 ``act_gate.*``; when one module object is passed for both (one shared k), both attributes point to
 it, ``named_parameters()`` lists it once (under ``act_conv``) and ``state_dict()`` holds its
 tensors under both prefixes (same storage), so the keys do not depend on the sharing choice.
-Because a custom gate activation cannot go through the scan's built-in SiLU gate, the scan always
-runs with ``z=None`` and the gate is applied afterwards: ``y * act_gate(z)``. The part every state-space
-mixer shares (settings checks, slots, decoding, the kernel-path dispatch) is
+The gate ``y * act_gate(z)`` runs inside the CPU scan kernel's pass where the activation registers a kernel
+form and the epilogue is allowed (:func:`mswelu.ops.scan_cpu.gate_fits`: SWELU by default, with the same bits
+as the two apart); otherwise the scan runs with ``z=None`` and the gate is applied afterwards. The part every
+state-space mixer shares (settings checks, slots, decoding, the kernel-path dispatch) is
 :class:`~mswelu.modules.ssm_mixer.SSMMixer`.
 """
 
@@ -28,9 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mswelu.base.errors import check_choice
+from mswelu.modules.activations import epilogue_of
 from mswelu.modules.ssm_mixer import SSMMixer, softplus_inverse_dt
 from mswelu.ops import mamba_kernels
-from mswelu.ops.selective_scan import selective_scan
+from mswelu.ops.scan_cpu import gate_fits
+from mswelu.ops.selective_scan import resolve_impl, selective_scan
 
 __all__ = ["CONV_MODES", "MambaMixer"]
 
@@ -95,20 +98,28 @@ class MambaMixer(SSMMixer):
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, d_inner, L), bias added in the scan
         A = -torch.exp(self.A_log.float())
+        B, C, z_t = B.transpose(1, 2), C.transpose(1, 2), z.transpose(1, 2)  # z_t: (B, d_inner, L), a view
+        gate = epilogue_of(self.act_gate)
+        fused = (
+            gate is not None
+            and resolve_impl("auto", x_act, B, C) == "cpu"
+            and gate_fits(x_act, dt, z_t, gate)
+        )
         res = selective_scan(
             x_act,
             dt,
             A,
-            B.transpose(1, 2),
-            C.transpose(1, 2),
+            B,
+            C,
             self.D.float(),
-            z=None,
+            z=z_t if fused else None,
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
             return_last_state=want_states,
+            gate=gate if fused else None,
         )
         y, last_state = res if want_states else (res, None)
-        out = self.out_proj(y.transpose(1, 2) * self.act_gate(z))
+        out = self.out_proj(y.transpose(1, 2) if fused else y.transpose(1, 2) * self.act_gate(z))
         if not want_states:
             return out, None, None
         return out, self._conv_state(x), last_state.detach()

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from mswelu.base.errors import unknown_choice
 from mswelu.ops import cpu_kernels
-from mswelu.ops.swelu import ZERO_EPS
+from mswelu.ops.swelu import ZERO_EPS, swelu
 
 __all__ = [
     "CONV_IMPLS",
@@ -48,6 +48,7 @@ __all__ = [
     "causal_conv1d_act",
     "causal_conv1d_act_ref",
     "causal_conv1d_ref",
+    "epilogue_allowed",
     "epilogue_fits",
 ]
 
@@ -141,32 +142,60 @@ def _conv_grads(ctx, gx: Tensor, gw_t: Tensor, gb: Tensor | None) -> tuple[Tenso
 
 #: the activations the conv kernel applies in its epilogue: name -> its code in csrc/cpu_kernels.cpp
 EPILOGUES = {"silu": 1, "swelu": 2, "swish": 3}
-#: which epilogues the mixers use: ``exact`` (default: those with the unfused ops' bits), ``all``, ``off``
+#: which epilogues the mixers use, the conv's and the scan's gate (:mod:`mswelu.ops.scan_cpu`): ``exact``
+#: (default: those with the unfused ops' bits), ``all``, ``off``
 EPILOGUE_ENV = "MSWELU_CONV_EPILOGUE"
 _EPILOGUE_MODES = ("exact", "all", "off")
 
 
 class Epilogue(NamedTuple):
-    """An activation as the conv kernel's epilogue applies it: its name in :data:`EPILOGUES`, its shape values
-    (SWELU's ``k`` and ``lam``, Swish's beta as ``k``: tensors that may need gradients, a number, or None for
-    lam = 1) and whether it gives the unfused ops' bits (``exact``). An activation opts in by registering
-    ``kernel=`` (``mswelu.modules.activations.registry.Activation``)."""
+    """An activation as the kernels' epilogues apply it (the conv's output; the scan's gate,
+    :mod:`mswelu.ops.scan_cpu`): its name in :data:`EPILOGUES`, its shape values (SWELU's ``k`` and ``lam``,
+    Swish's beta as ``k``: tensors that may need gradients, a number, or None for lam = 1) and whether the
+    conv's epilogue gives the unfused ops' bits (``exact``). An activation opts in by registering ``kernel=``
+    (``mswelu.modules.activations.registry.Activation``)."""
 
     act: str
     k: Tensor | None = None
     lam: Tensor | float | None = None
     exact: bool = True
 
+    def reference(self, z: Tensor) -> Tensor:
+        """The activation of z by PyTorch ops (the reference beside the kernels; SWELU's closed form)."""
+        if self.act == "silu":
+            return F.silu(z)
+        if self.act == "swish":
+            return z * torch.sigmoid(self.k * z)
+        return swelu(z, self.k, self.lam, impl="torch")
+
+    def scalars(self, where: str) -> tuple[Tensor | None, Tensor | None]:
+        """(k, lam) as the kernels take them: 0-dim tensors or None (lam None for 1); a ValueError naming
+        ``where`` for one that is not a scalar."""
+        for name, value in (("k", self.k), ("lam", self.lam)):
+            if isinstance(value, Tensor) and value.numel() != 1:
+                raise ValueError(f"{where}: {name} must be a scalar, got shape {tuple(value.shape)}")
+        # a number in fp64: held exactly, as the kernels read it (a double)
+        k, lam = (
+            v if isinstance(v, Tensor) or v is None else torch.tensor(float(v), dtype=torch.float64)
+            for v in (self.k, self.lam)
+        )
+        return k, lam
+
+
+def epilogue_allowed(exact: bool) -> bool:
+    """Whether :data:`EPILOGUE_ENV` lets the mixers run an epilogue (conv or gate) that is ``exact`` (gives
+    the unfused ops' bits) or not."""
+    mode = os.environ.get(EPILOGUE_ENV, "").strip().lower() or "exact"
+    if mode not in _EPILOGUE_MODES:
+        raise ValueError(f"{EPILOGUE_ENV}: {unknown_choice('mode', mode, _EPILOGUE_MODES)}")
+    return mode == "all" or (mode == "exact" and exact)
+
 
 def epilogue_fits(x: Tensor, weight: Tensor, epilogue: Epilogue) -> bool:
     """Whether the mixers run :func:`causal_conv1d_act` for these inputs: :data:`EPILOGUE_ENV` allows this
     epilogue, the conv kernel fits and the CPU kernels are built (where they are not, one warning says why
     and callers run the conv and the activation apart)."""
-    mode = os.environ.get(EPILOGUE_ENV, "").strip().lower() or "exact"
-    if mode not in _EPILOGUE_MODES:
-        raise ValueError(f"{EPILOGUE_ENV}: {unknown_choice('mode', mode, _EPILOGUE_MODES)}")
-    allowed = mode == "all" or (mode == "exact" and epilogue.exact)
-    return allowed and _kernel_fits(x, weight) and cpu_kernels.usable()
+    return epilogue_allowed(epilogue.exact) and _kernel_fits(x, weight) and cpu_kernels.usable()
 
 
 def causal_conv1d_act_ref(
@@ -187,12 +216,8 @@ def causal_conv1d_act(x: Tensor, weight: Tensor, bias: Tensor | None, epilogue: 
             f"causal_conv1d_act: needs CPU tensors in {_KERNEL_DTYPES} and a width of at most "
             f"{MAX_KERNEL_WIDTH}"
         )
-    k, lam = epilogue.k, epilogue.lam
-    for name, value in (("k", k), ("lam", lam)):
-        if isinstance(value, Tensor) and value.numel() != 1:
-            raise ValueError(f"causal_conv1d_act: {name} must be a scalar, got shape {tuple(value.shape)}")
-    lam_t = lam if isinstance(lam, Tensor) or lam is None else torch.tensor(float(lam))
-    return _CpuCausalConv1dAct.apply(x, weight, bias, k, lam_t, epilogue.act)
+    k, lam = epilogue.scalars("causal_conv1d_act")
+    return _CpuCausalConv1dAct.apply(x, weight, bias, k, lam, epilogue.act)
 
 
 class _CpuCausalConv1dAct(torch.autograd.Function):

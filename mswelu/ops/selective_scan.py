@@ -8,7 +8,7 @@ Both take the arguments of mamba_ssm's ``selective_scan_fn`` / ``selective_scan_
     delta <- softplus(delta + delta_bias)          (bias / softplus optional)
     h_t    = exp(delta_t A) * h_{t-1} + delta_t u_t B_t       h_0 = 0, h: (b, d, n)
     y_t    = <h_t, C_t> + D u_t
-    out    = y * silu(z)                                     (if z is given)
+    out    = y * act(z)                                      (if z is given; act: SiLU, or ``gate``'s)
 
 and return ``out`` in u's dtype (plus the fp32 last state ``h_l`` if ``return_last_state``). The arithmetic
 is fp32 whatever the input dtype or autocast (fp64 inputs stay fp64, for gradcheck).
@@ -23,8 +23,11 @@ everything except the two length-``chunk`` recurrences is batched tensor work, e
 in-place ``addcmul`` on a contiguous (b, d, n) slice (``python -m mswelu.bench scan`` measures it).
 
 The same algorithm as one C++ loop per (batch row, vector of channels) with the state in registers is
-:mod:`mswelu.ops.cpu_kernels`; :func:`selective_scan` runs it on CPU tensors where it is built
-(``impl="auto"``) and this file's PyTorch code elsewhere (``impl="torch"``), its reference in the tests.
+:mod:`mswelu.ops.cpu_kernels` (:mod:`mswelu.ops.scan_cpu`); :func:`selective_scan` runs it on CPU tensors
+where it is built (``impl="auto"``) and this file's PyTorch code elsewhere (``impl="torch"``), its reference
+in the tests. The gate's activation is SiLU (mamba_ssm's) or ``gate``, an activation's kernel form
+(:class:`~mswelu.ops.causal_conv.Epilogue`), which the kernel applies in its output epilogue and the PyTorch
+code by PyTorch ops (:meth:`~mswelu.ops.causal_conv.Epilogue.reference`).
 """
 
 from __future__ import annotations
@@ -35,9 +38,18 @@ from torch import Tensor
 
 from mswelu.base.errors import unknown_choice
 from mswelu.ops import cpu_kernels
+from mswelu.ops.causal_conv import EPILOGUES, Epilogue
+from mswelu.ops.scan_cpu import CpuSelectiveScanFn
 from mswelu.ops.ssd import compute_dtype, expect_shape, no_autocast
 
-__all__ = ["selective_scan", "selective_scan_ref", "SelectiveScanFn", "DEFAULT_CHUNK_SIZE", "SCAN_IMPLS"]
+__all__ = [
+    "selective_scan",
+    "selective_scan_ref",
+    "resolve_impl",
+    "SelectiveScanFn",
+    "DEFAULT_CHUNK_SIZE",
+    "SCAN_IMPLS",
+]
 
 DEFAULT_CHUNK_SIZE = 16
 SCAN_IMPLS = ("auto", "torch", "cpu")
@@ -73,13 +85,16 @@ def selective_scan_ref(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    gate: Epilogue | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The recurrence written as plainly as possible (one time step per loop turn, fp32).
 
     Slow and memory-hungry under autograd; it exists to check :func:`selective_scan` against.
-    Accepts every B / C layout of mamba_ssm's reference: (d, n), (b, n, l), (b, g, n, l).
+    Accepts every B / C layout of mamba_ssm's reference: (d, n), (b, n, l), (b, g, n, l). ``gate``: the
+    activation of z (None: SiLU), by PyTorch ops.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    _check_gate(gate)
     dtype_in = u.dtype
     ct = compute_dtype(u)
     u = u.to(ct)
@@ -112,9 +127,15 @@ def selective_scan_ref(
     y = torch.stack(ys, dim=-1)
     if D is not None:
         y = y + u * D.to(ct)[None, :, None]
-    out = y if z is None else y * F.silu(z.to(ct))
+    act = F.silu if gate is None else gate.reference
+    out = y if z is None else y * act(z.to(ct))
     out = out.to(dtype_in)
     return (out, h) if return_last_state else out
+
+
+def _check_gate(gate: Epilogue | None) -> None:
+    if gate is not None and gate.act not in EPILOGUES:
+        raise ValueError(f"selective_scan: {unknown_choice('gate activation', gate.act, EPILOGUES)}")
 
 
 class SelectiveScanFn(torch.autograd.Function):
@@ -286,59 +307,7 @@ def _chunk_states(H: Tensor, a: Tensor, h0: Tensor, dt: Tensor, dtu: Tensor, A: 
     return Hc
 
 
-class CpuSelectiveScanFn(torch.autograd.Function):
-    """:class:`SelectiveScanFn`'s computation by the compiled CPU kernel (:mod:`mswelu.ops.cpu_kernels`).
-
-    The kernel takes (b, l, d) layouts with unit channel stride (the mixer's dt already is one). u and
-    delta in bf16 (the mixer under bf16 autocast) go in as they are, and y, du and ddelta come back in bf16:
-    the kernel reads and rounds them itself. Other inputs are converted once to the compute dtype and saved
-    as converted, with the chunk-start states.
-    """
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
-        ct = compute_dtype(u)
-        io = torch.bfloat16 if u.dtype == delta.dtype == torch.bfloat16 else ct
-        with no_autocast(u.device.type):
-            args = (
-                _channels_last(u, io),
-                _channels_last(delta, io),
-                A.detach().to(ct).t().contiguous(),  # (n, d)
-                B.detach().to(ct).transpose(1, 2),  # (b, l, n), any strides
-                C.detach().to(ct).transpose(1, 2),
-                None if D is None else D.detach().to(ct).contiguous(),
-                None if z is None else _channels_last(z, ct),
-                None if delta_bias is None else delta_bias.detach().to(ct).contiguous(),
-            )
-            out, last, states = cpu_kernels.load().selective_scan_fwd(*args, delta_softplus, chunk_size)
-        ctx.save_for_backward(*args, states)
-        ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z, delta_bias)]
-        ctx.delta_softplus, ctx.chunk_size = delta_softplus, chunk_size
-        last = last.transpose(1, 2)  # (b, d, n)
-        ctx.mark_non_differentiable(last)
-        return out.transpose(1, 2).to(u.dtype), last
-
-    @staticmethod
-    def backward(ctx, gout, _glast):
-        *args, states = ctx.saved_tensors
-        with no_autocast(gout.device.type):
-            g = _channels_last(gout, args[0].dtype)
-            gu, gdelta, gAt, gB, gC, gD, gz, gbias = cpu_kernels.load().selective_scan_bwd(
-                g, *args, states, ctx.delta_softplus, ctx.chunk_size
-            )
-        grads = [
-            None if g is None else (g.transpose(1, 2) if g.dim() == 3 else g).to(dtype)
-            for g, dtype in zip((gu, gdelta, gAt.t(), gB, gC, gD, gz, gbias), ctx.dtypes, strict=True)
-        ]
-        return (*grads, None, None)
-
-
-def _channels_last(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """(b, d, l) -> (b, l, d) with unit channel stride, in ``dtype`` (a view where it already is one)."""
-    return x.detach().transpose(1, 2).to(dtype).contiguous()
-
-
-def _resolve_impl(impl: str, u: Tensor, B: Tensor, C: Tensor) -> str:
+def resolve_impl(impl: str, u: Tensor, B: Tensor, C: Tensor) -> str:
     """``"cpu"`` or ``"torch"`` for these inputs; ``impl="cpu"`` where the kernel cannot run raises."""
     if impl not in SCAN_IMPLS:
         raise ValueError(f"selective_scan: {unknown_choice('impl', impl, SCAN_IMPLS)}")
@@ -368,6 +337,7 @@ def selective_scan(
     return_last_state: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     impl: str = "auto",
+    gate: Epilogue | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan with mamba_ssm's ``selective_scan_fn`` signature, fp32 inside (fp64 stays fp64).
 
@@ -377,18 +347,32 @@ def selective_scan(
 
     ``impl``: ``"auto"`` (the compiled CPU kernel for CPU tensors where it is built, else PyTorch),
     ``"torch"`` (this file's chunked PyTorch code) or ``"cpu"`` (the kernel, or an error saying why not).
+
+    ``gate``: the activation of z, an activation's kernel form (SiLU, SWELU with k and lam, Swish with beta as
+    k; scalars that may need gradients); None: SiLU as mamba_ssm's kernel applies it (the product in fp32,
+    rounded once). The kernel applies a ``gate`` in its output epilogue with the roundings of the two ops
+    apart (y and act(z) in z's dtype where z is in u's; :mod:`mswelu.ops.scan_cpu`); the PyTorch code
+    multiplies by
+    :meth:`~mswelu.ops.causal_conv.Epilogue.reference` of z.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    _check_gate(gate)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if _resolve_impl(impl, u, B, C) == "cpu":
+    if resolve_impl(impl, u, B, C) == "cpu":
+        k, lam = (None, None) if gate is None else gate.scalars("selective_scan: the gate")
+        act = None if gate is None else gate.act
         out, last = CpuSelectiveScanFn.apply(
-            u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk_size)
+            u, delta, A, B, C, D, z, delta_bias, k, lam, bool(delta_softplus), int(chunk_size), act
         )
         return (out, last) if return_last_state else out
     if B.dim() != 3 or C.dim() != 3:
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        return selective_scan_ref(*args, gate=gate)
+    gated = gate is not None and z is not None  # the two ops apart: the scan, then the product by autograd
     out, last = SelectiveScanFn.apply(
-        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk_size)
+        u, delta, A, B, C, D, None if gated else z, delta_bias, bool(delta_softplus), int(chunk_size)
     )
+    if gated:
+        out = out * gate.reference(z)
     return (out, last) if return_last_state else out

@@ -14,7 +14,8 @@
 //   into a small buffer and runs the adjoint recurrence through it. Sums over channels (the gradients of B
 //   and C) and over the batch (of A, D and the delta bias) go into per-thread buffers that the caller adds
 //   up, so the result does not depend on how the work was scheduled.
-//   An optional gate z multiplies the output by silu(z), as mamba_ssm's kernel does.
+//   An optional gate z multiplies the output by act(z) (SiLU, as mamba_ssm's kernel does, SWELU or Swish-beta:
+//   an activation epilogue, ScanGate), forward and backward, the shape parameters' gradients summed in the pass.
 //   Layouts: u, delta and gout (and z) are (batch, length, channels) with unit channel stride; B and C are
 //   (batch, length, N) with any strides; A comes transposed, (N, channels).
 //   Dtypes: fp32 or fp64 throughout; or u, delta, gout and the outputs y, du, ddelta in bf16 (what the
@@ -99,479 +100,6 @@ inline void store_op(scalar_t* p, const Vec<opmath_t>& v, int64_t count) {
   } else {
     at::vec::convert_from_float<scalar_t>(v, v).store(p, count);
   }
-}
-
-// ------------------------------------------------------------------------------------ selective scan
-
-// N state vectors: a fixed array (registers, unrolled loops) for the usual state sizes, else a vector.
-template <typename T, int NS>
-struct StateVecs {
-  std::array<Vec<T>, NS> v;
-  explicit StateVecs(int64_t) {}
-  Vec<T>& operator[](int64_t i) { return v[i]; }
-};
-template <typename T>
-struct StateVecs<T, 0> {
-  std::vector<Vec<T>> v;
-  explicit StateVecs(int64_t n) : v(n) {}
-  Vec<T>& operator[](int64_t i) { return v[i]; }
-};
-
-// f(std::integral_constant<int, N>) for N in {4, 8, 16}, f(integral_constant<int, 0>) (any N) otherwise
-template <typename F>
-void dispatch_nstate(int64_t n, const F& f) {
-  switch (n) {
-    case 4: f(std::integral_constant<int, 4>{}); break;
-    case 8: f(std::integral_constant<int, 8>{}); break;
-    case 16: f(std::integral_constant<int, 16>{}); break;
-    default: f(std::integral_constant<int, 0>{});
-  }
-}
-
-struct ScanShape {
-  int64_t batch, length, channels, nstate, chunk, nchunks, nblocks;
-};
-
-template <typename IO, int NS, typename T = at::opmath_type<IO>>
-void scan_forward_impl(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
-                       const Tensor& Cm, const T* Dp, const T* zp, const T* biasp, bool use_softplus,
-                       const ScanShape& s, Tensor& out, Tensor& last, Tensor& states) {
-  constexpr int64_t W = Vec<T>::size();
-  const IO* up = u.data_ptr<IO>();
-  const IO* dp = delta.data_ptr<IO>();
-  const T* Ap = At.data_ptr<T>();
-  const auto Bs = strided3<T>(Bm), Cs = strided3<T>(Cm);
-  const int64_t su_b = u.stride(0), su_l = u.stride(1), sd_b = delta.stride(0), sd_l = delta.stride(1);
-  IO* outp = out.data_ptr<IO>();
-  T* lastp = last.data_ptr<T>();
-  T* statesp = states.data_ptr<T>();
-  const int64_t N = NS > 0 ? NS : s.nstate, L = s.length, Dm = s.channels;
-
-  at::parallel_for(0, s.batch * s.nblocks, 1, [&](int64_t begin, int64_t end) {
-    StateVecs<T, NS> h(N), Av(N);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / s.nblocks, d0 = (item % s.nblocks) * W, w = std::min(W, Dm - d0);
-      for (int64_t n = 0; n < N; ++n) {
-        Av[n] = Vec<T>::loadu(Ap + n * Dm + d0, w);
-        h[n] = Vec<T>(T(0));
-      }
-      const Vec<T> Dv = Dp ? Vec<T>::loadu(Dp + d0, w) : Vec<T>(T(0));
-      const Vec<T> bias = biasp ? Vec<T>::loadu(biasp + d0, w) : Vec<T>(T(0));
-      for (int64_t t = 0; t < L; ++t) {
-        if (t % s.chunk == 0) {
-          T* st = statesp + ((b * s.nchunks + t / s.chunk) * N) * Dm + d0;
-          for (int64_t n = 0; n < N; ++n) h[n].store(st + n * Dm, w);
-        }
-        const Vec<T> x = load_op<IO, T>(up + b * su_b + t * su_l + d0, w);
-        Vec<T> dt = load_op<IO, T>(dp + b * sd_b + t * sd_l + d0, w) + bias;
-        if (use_softplus) dt = softplus(dt);
-        const Vec<T> dtu = dt * x;
-        Vec<T> y(T(0));
-        for (int64_t n = 0; n < N; ++n) {
-          h[n] = at::vec::fmadd((dt * Av[n]).exp(), h[n], dtu * Vec<T>(Bs.at(b, t, n)));
-          y = at::vec::fmadd(h[n], Vec<T>(Cs.at(b, t, n)), y);
-        }
-        y = at::vec::fmadd(Dv, x, y);
-        if (zp) {  // gate: y * silu(z)
-          const Vec<T> z = Vec<T>::loadu(zp + (b * L + t) * Dm + d0, w);
-          y = y * z * sigmoid(z);
-        }
-        store_op<IO, T>(outp + (b * L + t) * Dm + d0, y, w);
-      }
-      for (int64_t n = 0; n < N; ++n) h[n].store(lastp + (b * N + n) * Dm + d0, w);
-    }
-  });
-}
-
-template <typename IO, int NS, typename T = at::opmath_type<IO>>
-void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta, const Tensor& At,
-                        const Tensor& Bm, const Tensor& Cm, const T* Dp, const T* zp, const T* biasp,
-                        const Tensor& states, bool use_softplus, const ScanShape& s, Tensor& gu, Tensor& gdelta,
-                        T* gzp, Tensor& gA_part, Tensor& gD_part, Tensor& gbias_part, Tensor& gB_part,
-                        Tensor& gC_part) {
-  constexpr int64_t W = Vec<T>::size();
-  const IO* gp = gout.data_ptr<IO>();
-  const IO* up = u.data_ptr<IO>();
-  const IO* dp = delta.data_ptr<IO>();
-  const T* Ap = At.data_ptr<T>();
-  const T* statesp = states.data_ptr<T>();
-  const auto Bs = strided3<T>(Bm), Cs = strided3<T>(Cm);
-  const int64_t su_b = u.stride(0), su_l = u.stride(1), sd_b = delta.stride(0), sd_l = delta.stride(1);
-  const int64_t sg_b = gout.stride(0), sg_l = gout.stride(1);
-  IO* gup = gu.data_ptr<IO>();
-  IO* gdp = gdelta.data_ptr<IO>();
-  T* gAp = gA_part.data_ptr<T>();
-  T* gDp = gD_part.data_ptr<T>();
-  T* gbp = gbias_part.data_ptr<T>();
-  T* gBp = gB_part.data_ptr<T>();
-  T* gCp = gC_part.data_ptr<T>();
-  const int64_t N = NS > 0 ? NS : s.nstate, L = s.length, Dm = s.channels, K = s.chunk;
-
-  at::parallel_for(0, s.batch * s.nblocks, 1, [&](int64_t begin, int64_t end) {
-    const int64_t tid = at::get_thread_num();
-    StateVecs<T, NS> Av(N), g(N), gA(N);
-    std::vector<Vec<T>> hs((K + 1) * N), as(K * N), dts(K), xs(K), sig(K);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / s.nblocks, d0 = (item % s.nblocks) * W, w = std::min(W, Dm - d0);
-      for (int64_t n = 0; n < N; ++n) {
-        Av[n] = Vec<T>::loadu(Ap + n * Dm + d0, w);
-        g[n] = Vec<T>(T(0));  // a_{t+1} * dL/dh_{t+1}, handed back from the step after
-        gA[n] = Vec<T>(T(0));
-      }
-      const Vec<T> Dv = Dp ? Vec<T>::loadu(Dp + d0, w) : Vec<T>(T(0));
-      const Vec<T> bias = biasp ? Vec<T>::loadu(biasp + d0, w) : Vec<T>(T(0));
-      Vec<T> gD(T(0)), gbias(T(0));
-      // lane buffers of dL/dB and dL/dC for this thread and batch row: (length, N, W)
-      T* gBrow = gBp + (tid * s.batch + b) * L * N * W;
-      T* gCrow = gCp + (tid * s.batch + b) * L * N * W;
-      for (int64_t c = s.nchunks - 1; c >= 0; --c) {
-        const int64_t t0 = c * K, T_ = std::min(K, L - t0);
-        const T* st = statesp + ((b * s.nchunks + c) * N) * Dm + d0;
-        for (int64_t n = 0; n < N; ++n) hs[n] = Vec<T>::loadu(st + n * Dm, w);
-        // recompute the chunk: hs[i+1] = h_{t0+i}, hs[0] = the state before the chunk
-        for (int64_t i = 0; i < T_; ++i) {
-          const int64_t t = t0 + i;
-          const Vec<T> x = load_op<IO, T>(up + b * su_b + t * su_l + d0, w);
-          Vec<T> dt = load_op<IO, T>(dp + b * sd_b + t * sd_l + d0, w) + bias;
-          if (use_softplus) {
-            sig[i] = sigmoid(dt);
-            dt = softplus(dt);
-          }
-          dts[i] = dt;
-          xs[i] = x;
-          const Vec<T> dtu = dt * x;
-          for (int64_t n = 0; n < N; ++n) {
-            const Vec<T> a = (dt * Av[n]).exp();
-            as[i * N + n] = a;
-            hs[(i + 1) * N + n] = at::vec::fmadd(a, hs[i * N + n], dtu * Vec<T>(Bs.at(b, t, n)));
-          }
-        }
-        // adjoint: g_t = gy_t C_t + a_{t+1} g_{t+1}
-        for (int64_t i = T_ - 1; i >= 0; --i) {
-          const int64_t t = t0 + i;
-          Vec<T> gy = load_op<IO, T>(gp + b * sg_b + t * sg_l + d0, w);
-          const Vec<T> dt = dts[i], x = xs[i], dtu = dt * x;
-          if (zp) {  // through the gate: gz = gout * y * silu'(z), then gy = gout * silu(z)
-            const Vec<T> z = Vec<T>::loadu(zp + (b * L + t) * Dm + d0, w), sz = sigmoid(z);
-            Vec<T> y = Dv * x;
-            for (int64_t n = 0; n < N; ++n) y = at::vec::fmadd(hs[(i + 1) * N + n], Vec<T>(Cs.at(b, t, n)), y);
-            (gy * y * sz * (Vec<T>(T(1)) + z * (Vec<T>(T(1)) - sz))).store(gzp + (b * L + t) * Dm + d0, w);
-            gy = gy * z * sz;
-          }
-          Vec<T> SB(T(0)), Sdt(T(0));
-          T* gBt = gBrow + t * N * W;
-          T* gCt = gCrow + t * N * W;
-          for (int64_t n = 0; n < N; ++n) {
-            const Vec<T> gn = at::vec::fmadd(gy, Vec<T>(Cs.at(b, t, n)), g[n]);
-            accumulate(gCt + n * W, gy * hs[(i + 1) * N + n]);
-            accumulate(gBt + n * W, gn * dtu);
-            SB = at::vec::fmadd(gn, Vec<T>(Bs.at(b, t, n)), SB);
-            const Vec<T> a = as[i * N + n];
-            const Vec<T> M = gn * hs[i * N + n] * a;  // dL/da_t * a_t
-            Sdt = at::vec::fmadd(M, Av[n], Sdt);
-            gA[n] = at::vec::fmadd(M, dt, gA[n]);
-            g[n] = a * gn;
-          }
-          gD = at::vec::fmadd(gy, x, gD);
-          Vec<T> gdt = at::vec::fmadd(x, SB, Sdt);
-          if (use_softplus) gdt = gdt * sig[i];
-          gbias = gbias + gdt;
-          store_op<IO, T>(gup + (b * L + t) * Dm + d0, at::vec::fmadd(dt, SB, Dv * gy), w);
-          store_op<IO, T>(gdp + (b * L + t) * Dm + d0, gdt, w);
-        }
-      }
-      for (int64_t n = 0; n < N; ++n) accumulate(gAp + (tid * N + n) * Dm + d0, gA[n], w);
-      accumulate(gDp + tid * Dm + d0, gD, w);
-      accumulate(gbp + tid * Dm + d0, gbias, w);
-    }
-  });
-}
-
-// fp32 for bf16 inputs, else the inputs' own dtype
-c10::ScalarType compute_dtype(const Tensor& u) {
-  return u.scalar_type() == at::kBFloat16 ? at::kFloat : u.scalar_type();
-}
-
-// A single channel has no meaningful stride (contiguous() may leave any value there).
-bool unit_channel_stride(const Tensor& x) { return x.size(2) == 1 || x.stride(2) == 1; }
-
-void check_scan_inputs(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
-                       const Tensor& Cm, const c10::optional<Tensor>& D, const c10::optional<Tensor>& z,
-                       const c10::optional<Tensor>& bias) {
-  TORCH_CHECK(u.device().is_cpu(), "mswelu CPU scan: tensors must be on the CPU");
-  TORCH_CHECK(u.dim() == 3 && delta.sizes() == u.sizes(), "u and delta must be (batch, length, channels)");
-  TORCH_CHECK(unit_channel_stride(u) && unit_channel_stride(delta), "u and delta need a unit channel stride");
-  TORCH_CHECK(At.dim() == 2 && At.size(1) == u.size(2) && At.is_contiguous(), "A must be (N, channels), contiguous");
-  for (const Tensor* m : {&Bm, &Cm}) {
-    TORCH_CHECK(m->dim() == 3 && m->size(0) == u.size(0) && m->size(1) == u.size(1) && m->size(2) == At.size(0),
-                "B and C must be (batch, length, N)");
-  }
-  // u and delta (and gout) in one dtype, fp32, fp64 or bf16; everything else in the compute dtype
-  const auto ct = compute_dtype(u);
-  TORCH_CHECK(delta.scalar_type() == u.scalar_type(), "u and delta must have one dtype");
-  for (const Tensor* t : {&At, &Bm, &Cm}) {
-    TORCH_CHECK(t->scalar_type() == ct, "A, B and C must be in the compute dtype (", ct, ")");
-  }
-  if (z.has_value()) {
-    TORCH_CHECK(z->sizes() == u.sizes() && z->is_contiguous() && z->scalar_type() == ct,
-                "z must be contiguous (batch, length, channels) in the compute dtype");
-  }
-  for (const auto* t : {&D, &bias}) {
-    if (t->has_value()) {
-      TORCH_CHECK((*t)->dim() == 1 && (*t)->size(0) == u.size(2) && (*t)->is_contiguous() &&
-                      (*t)->scalar_type() == ct,
-                  "D and the delta bias must be contiguous (channels,) in the compute dtype");
-    }
-  }
-}
-
-ScanShape scan_shape(const Tensor& u, const Tensor& At, int64_t chunk, int64_t lanes) {
-  TORCH_CHECK(chunk >= 1, "chunk must be >= 1");
-  ScanShape s{u.size(0), u.size(1), u.size(2), At.size(0), chunk, 0, 0};
-  s.nchunks = (s.length + chunk - 1) / chunk;
-  s.nblocks = (s.channels + lanes - 1) / lanes;
-  return s;
-}
-
-template <typename T>
-const T* optional_ptr(const c10::optional<Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
-}
-
-// -> (out (batch, length, channels), last state (batch, N, channels), chunk-start states
-//     (batch, nchunks, N, channels))
-std::vector<Tensor> selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
-                                       const Tensor& Cm, const c10::optional<Tensor>& D,
-                                       const c10::optional<Tensor>& z, const c10::optional<Tensor>& bias,
-                                       bool use_softplus, int64_t chunk) {
-  check_scan_inputs(u, delta, At, Bm, Cm, D, z, bias);
-  std::vector<Tensor> result;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, u.scalar_type(), "mswelu_selective_scan_fwd", [&] {
-    using op_t = at::opmath_type<scalar_t>;
-    const ScanShape s = scan_shape(u, At, chunk, Vec<op_t>::size());
-    const auto opt = u.options().dtype(compute_dtype(u));
-    Tensor out = at::empty({s.batch, s.length, s.channels}, u.options());
-    Tensor last = at::empty({s.batch, s.nstate, s.channels}, opt);
-    Tensor states = at::empty({s.batch, s.nchunks, s.nstate, s.channels}, opt);
-    dispatch_nstate(s.nstate, [&](auto ns) {
-      scan_forward_impl<scalar_t, decltype(ns)::value>(u, delta, At, Bm, Cm, optional_ptr<op_t>(D),
-                                                       optional_ptr<op_t>(z), optional_ptr<op_t>(bias),
-                                                       use_softplus, s, out, last, states);
-    });
-    result = {out, last, states};
-  });
-  return result;
-}
-
-// -> (du, ddelta (batch, length, channels), dA^T (N, channels), dB, dC (batch, length, N), dD, dz, dbias)
-std::vector<Tensor> selective_scan_bwd(const Tensor& gout, const Tensor& u, const Tensor& delta, const Tensor& At,
-                                       const Tensor& Bm, const Tensor& Cm, const c10::optional<Tensor>& D,
-                                       const c10::optional<Tensor>& z, const c10::optional<Tensor>& bias,
-                                       const Tensor& states, bool use_softplus, int64_t chunk) {
-  check_scan_inputs(u, delta, At, Bm, Cm, D, z, bias);
-  TORCH_CHECK(gout.sizes() == u.sizes() && unit_channel_stride(gout) && gout.scalar_type() == u.scalar_type(),
-              "gout must be like u");
-  TORCH_CHECK(states.is_contiguous() && states.scalar_type() == compute_dtype(u),
-              "states must be contiguous, in the compute dtype");
-  std::vector<Tensor> result;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, u.scalar_type(), "mswelu_selective_scan_bwd", [&] {
-    using op_t = at::opmath_type<scalar_t>;
-    constexpr int64_t W = Vec<op_t>::size();
-    const ScanShape s = scan_shape(u, At, chunk, W);
-    TORCH_CHECK(states.dim() == 4 && states.size(0) == s.batch && states.size(1) == s.nchunks &&
-                    states.size(2) == s.nstate && states.size(3) == s.channels,
-                "states do not match the inputs (another chunk size?)");
-    const int64_t threads = at::get_num_threads();
-    const auto opt = u.options().dtype(compute_dtype(u));
-    Tensor gu = at::empty({s.batch, s.length, s.channels}, u.options());
-    Tensor gdelta = at::empty({s.batch, s.length, s.channels}, u.options());
-    Tensor gz = z.has_value() ? at::empty({s.batch, s.length, s.channels}, opt) : Tensor();
-    Tensor gA_part = at::zeros({threads, s.nstate, s.channels}, opt);
-    Tensor gD_part = at::zeros({threads, s.channels}, opt);
-    Tensor gbias_part = at::zeros({threads, s.channels}, opt);
-    Tensor gB_part = at::zeros({threads, s.batch, s.length, s.nstate, W}, opt);
-    Tensor gC_part = at::zeros({threads, s.batch, s.length, s.nstate, W}, opt);
-    dispatch_nstate(s.nstate, [&](auto ns) {
-      scan_backward_impl<scalar_t, decltype(ns)::value>(
-          gout, u, delta, At, Bm, Cm, optional_ptr<op_t>(D), optional_ptr<op_t>(z), optional_ptr<op_t>(bias),
-          states, use_softplus, s, gu, gdelta, z.has_value() ? gz.data_ptr<op_t>() : nullptr, gA_part, gD_part,
-          gbias_part, gB_part, gC_part);
-    });
-    result = {gu,
-              gdelta,
-              gA_part.sum(0),
-              gB_part.sum({0, 4}),
-              gC_part.sum({0, 4}),
-              D.has_value() ? gD_part.sum(0) : Tensor(),
-              gz,
-              bias.has_value() ? gbias_part.sum(0) : Tensor()};
-  });
-  return result;
-}
-
-// ------------------------------------------------------------------------------- causal conv1d
-
-// The mixer's depthwise causal convolution over time, channels-last: x (batch, length, channels) with unit
-// channel stride and any batch / time strides (a slice of in_proj's output), the weight transposed to
-// (K, channels) and the bias (channels,) in the compute dtype; y (batch, length, channels) contiguous in x's
-// dtype:  y[b, t, c] = bias[c] + sum_j w[c, j] * x[b, t - (K - 1) + j, c], with x = 0 before t = 0.
-constexpr int64_t kMaxConvWidth = 8;
-
-void check_conv_inputs(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias) {
-  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3 && unit_channel_stride(x),
-              "mswelu CPU conv: x must be a (batch, length, channels) CPU tensor with unit channel stride");
-  const auto ct = compute_dtype(x);
-  TORCH_CHECK(wt.dim() == 2 && wt.size(1) == x.size(2) && wt.is_contiguous() && wt.scalar_type() == ct,
-              "mswelu CPU conv: the weight must be (K, channels), contiguous, in the compute dtype");
-  TORCH_CHECK(wt.size(0) >= 1 && wt.size(0) <= kMaxConvWidth, "mswelu CPU conv: width must be in [1, ",
-              kMaxConvWidth, "], got ", wt.size(0));
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(2) && bias->is_contiguous() &&
-                    bias->scalar_type() == ct,
-                "mswelu CPU conv: the bias must be contiguous (channels,) in the compute dtype");
-  }
-}
-
-// f(std::integral_constant<int, K>) for the usual width 4, f(integral_constant<int, 0>) (any width) otherwise
-template <typename F>
-void dispatch_width(int64_t k, const F& f) {
-  if (k == 4) {
-    f(std::integral_constant<int, 4>{});
-  } else {
-    f(std::integral_constant<int, 0>{});
-  }
-}
-
-// One work item: one batch row and kConvRows consecutive time steps, all channels (a vector of W channels
-// at a time, walking the item's rows with the last K inputs in registers): the rows stay in cache while
-// every channel block reads them, and each thread reads whole cache lines.
-constexpr int64_t kConvRows = 64;
-
-// f(b, t0, t1, d0, w) for every work item (batch row b, time steps [t0, t1)) and each of its channel blocks
-// [d0, d0 + w), in parallel over the work items.
-template <int64_t W, typename F>
-void for_conv_blocks(int64_t nb, int64_t L, int64_t Dm, const F& f) {
-  const int64_t tblocks = (L + kConvRows - 1) / kConvRows;
-  at::parallel_for(0, nb * tblocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / tblocks, t0 = (item % tblocks) * kConvRows, t1 = std::min(L, t0 + kConvRows);
-      for (int64_t d0 = 0; d0 < Dm; d0 += W) f(b, t0, t1, d0, std::min(W, Dm - d0));
-    }
-  });
-}
-
-// epi(acc) is what is stored for the conv's output acc (the identity, or an activation: the epilogue)
-template <typename IO, int KS, typename T = at::opmath_type<IO>, typename Epi>
-void conv_forward_impl(const Tensor& x, const Tensor& wt, const T* bp, Tensor& y, const Epi& epi) {
-  constexpr int64_t W = Vec<T>::size();
-  const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
-  const int64_t sb = x.stride(0), sl = x.stride(1);
-  const IO* xp = x.data_ptr<IO>();
-  IO* yp = y.data_ptr<IO>();
-  const T* wp = wt.data_ptr<T>();
-  for_conv_blocks<W>(nb, L, Dm, [&](int64_t b, int64_t t0, int64_t t1, int64_t d0, int64_t w) {
-    std::array<Vec<T>, kMaxConvWidth> wv, xs;  // xs[j] = x[t - (K - 1) + j]
-    for (int64_t j = 0; j < K; ++j) {
-      wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
-      // the K - 1 inputs before the block, in xs[1..K-1] (the first step shifts them down)
-      const int64_t t = t0 - K + j;
-      xs[j] = (j >= 1 && t >= 0) ? load_op<IO, T>(xp + b * sb + t * sl + d0, w) : Vec<T>(T(0));
-    }
-    const Vec<T> bv = bp ? Vec<T>::loadu(bp + d0, w) : Vec<T>(T(0));
-    for (int64_t t = t0; t < t1; ++t) {
-      for (int64_t j = 0; j + 1 < K; ++j) xs[j] = xs[j + 1];
-      xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
-      Vec<T> acc = bv;
-      for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], xs[j], acc);
-      store_op<IO, T>(yp + (b * L + t) * Dm + d0, epi(acc), w);
-    }
-  });
-}
-
-// dx[s] = sum_j w[j] gy[s + K - 1 - j]; dw[j] = sum_t gy[t] x[t - (K - 1) + j]; dbias = sum_t gy[t]. Per
-// item and channel block the sums over its rows stay in registers; they go into per-thread partial sums
-// that the caller adds up in a fixed order. gy_at(b, t, d0, w, wv, own) is the output gradient at (b, t) for
-// channels [d0, d0 + w) (read from memory, or made by an activation's backward: the epilogue), t < L; own
-// says that row t belongs to this work item (each row is own exactly once).
-template <typename IO, int KS, typename T = at::opmath_type<IO>, typename GyAt>
-void conv_backward_impl(const Tensor& x, const Tensor& wt, Tensor& gx, Tensor& gw_part, Tensor& gb_part,
-                        const GyAt& gy_at) {
-  constexpr int64_t W = Vec<T>::size();
-  const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
-  const int64_t sb = x.stride(0), sl = x.stride(1);
-  const IO* xp = x.data_ptr<IO>();
-  IO* gxp = gx.data_ptr<IO>();
-  const T* wp = wt.data_ptr<T>();
-  T* gwp = gw_part.data_ptr<T>();
-  T* gbp = gb_part.data_ptr<T>();
-  for_conv_blocks<W>(nb, L, Dm, [&](int64_t b, int64_t t0, int64_t t1, int64_t d0, int64_t w) {
-    const int64_t tid = at::get_thread_num();
-    // xs[j] = x[t - (K - 1) + j]; gs[j] = gy[t + j] (the output gradients dx[t] reads)
-    std::array<Vec<T>, kMaxConvWidth> wv, xs, gs, gw;
-    for (int64_t j = 0; j < K; ++j) wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
-    for (int64_t j = 0; j < K; ++j) {
-      gw[j] = Vec<T>(T(0));
-      const int64_t tx = t0 - K + j, tg = t0 + j - 1;  // one step behind: the first step shifts them
-      xs[j] = (j >= 1 && tx >= 0) ? load_op<IO, T>(xp + b * sb + tx * sl + d0, w) : Vec<T>(T(0));
-      gs[j] = (j >= 1 && tg < L) ? gy_at(b, tg, d0, w, wv, tg < t1) : Vec<T>(T(0));
-    }
-    Vec<T> gbias(T(0));
-    for (int64_t t = t0; t < t1; ++t) {
-      for (int64_t j = 0; j + 1 < K; ++j) {
-        xs[j] = xs[j + 1];
-        gs[j] = gs[j + 1];
-      }
-      xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
-      const int64_t ahead = t + K - 1;
-      gs[K - 1] = ahead < L ? gy_at(b, ahead, d0, w, wv, ahead < t1) : Vec<T>(T(0));
-      const Vec<T> g = gs[0];  // gy[t]
-      for (int64_t j = 0; j < K; ++j) gw[j] = at::vec::fmadd(g, xs[j], gw[j]);
-      gbias = gbias + g;
-      Vec<T> acc(T(0));
-      for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], gs[K - 1 - j], acc);
-      store_op<IO, T>(gxp + (b * L + t) * Dm + d0, acc, w);
-    }
-    for (int64_t j = 0; j < K; ++j) accumulate(gwp + (tid * K + j) * Dm + d0, gw[j], w);
-    accumulate(gbp + tid * Dm + d0, gbias, w);
-  });
-}
-
-Tensor causal_conv1d_fwd(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias) {
-  check_conv_inputs(x, wt, bias);
-  Tensor y = at::empty(x.sizes(), x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_fwd", [&] {
-    using op_t = at::opmath_type<scalar_t>;
-    dispatch_width(wt.size(0), [&](auto ks) {
-      conv_forward_impl<scalar_t, decltype(ks)::value>(x, wt, optional_ptr<op_t>(bias), y,
-                                                       [](const Vec<op_t>& v) { return v; });
-    });
-  });
-  return y;
-}
-
-// -> (dx (batch, length, channels) in x's dtype, dw^T (K, channels), dbias (channels,) or undefined), with
-// gy like x (unit channel stride).
-std::vector<Tensor> causal_conv1d_bwd(const Tensor& gy, const Tensor& x, const Tensor& wt,
-                                      const c10::optional<Tensor>& bias) {
-  check_conv_inputs(x, wt, bias);
-  TORCH_CHECK(gy.sizes() == x.sizes() && unit_channel_stride(gy) && gy.scalar_type() == x.scalar_type(),
-              "mswelu CPU conv: the output gradient must be like x");
-  const int64_t threads = at::get_num_threads();
-  Tensor gx = at::empty(x.sizes(), x.options());
-  Tensor gw_part = at::zeros({threads, wt.size(0), x.size(2)}, wt.options());
-  Tensor gb_part = at::zeros({threads, x.size(2)}, wt.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_bwd", [&] {
-    using op_t = at::opmath_type<scalar_t>;
-    const scalar_t* gp = gy.data_ptr<scalar_t>();
-    const int64_t gb = gy.stride(0), gl = gy.stride(1);
-    const auto gy_at = [&](int64_t b, int64_t t, int64_t d0, int64_t w, const auto&, bool) {
-      return load_op<scalar_t, op_t>(gp + b * gb + t * gl + d0, w);
-    };
-    dispatch_width(wt.size(0), [&](auto ks) {
-      conv_backward_impl<scalar_t, decltype(ks)::value>(x, wt, gx, gw_part, gb_part, gy_at);
-    });
-  });
-  return {gx, gw_part.sum(0), bias.has_value() ? gb_part.sum(0) : Tensor()};
 }
 
 // ------------------------------------------------------------------------------------------ SWELU
@@ -756,18 +284,16 @@ std::vector<Tensor> swelu_bwd(const Tensor& z, const Tensor& g, double k, double
   return result;
 }
 
-// ------------------------------------------------------------------ causal conv1d + activation (epilogue)
+// ------------------------------------------------------------------------------ activation epilogues
 
-// The mixer's conv with its activation in the epilogue: y = act(conv(x)), and in the backward the activation's
-// gradient made where the conv's backward reads it, with the shape parameters' gradients reduced in the same
-// pass. Each element is computed exactly as the conv kernel followed by the activation's own kernel computes it
-// (the conv's output rounded to x's dtype before the activation reads it, the activation's gradient rounded
-// before the conv's backward reads it; SWELU by swelu_vec / SweluGrad, SiLU as ATen's vectorised silu), and the
+// An activation applied where another kernel writes its input or reads its gradient (the epilogues): the conv's
+// output (causal_conv1d_act_*) and the scan's gate (selective_scan_* with a gate activation). Each element is
+// computed exactly as the activation's own kernel computes it (SWELU by swelu_vec / SweluGrad, SiLU as ATen's
+// vectorised silu, the values rounded to the activation's dtype where its own kernel would store them), and the
 // k and lam sums go per row and lane into a buffer that sum_row_lanes adds up in swelu_bwd's order: the fused
-// op gives the unfused ops' bits, without writing and re-reading the conv's output (forward) or the
-// activation's gradient (backward). Activations: kConvSilu, kConvSwelu (k, lam), kConvSwish (beta in k's slot:
-// z sigmoid(beta z), fp32 throughout, its beta sum in this kernel's own order: not the unfused ops' bits).
-constexpr int64_t kConvSilu = 1, kConvSwelu = 2, kConvSwish = 3;
+// ops give the unfused ops' bits. Activations: kActSilu, kActSwelu (k, lam), kActSwish (beta in k's slot:
+// z sigmoid(beta z), fp32 throughout, its beta sum in the kernels' own order: not the unfused ops' bits).
+constexpr int64_t kActSilu = 1, kActSwelu = 2, kActSwish = 3;
 
 // v rounded to IO's precision, as storing and re-reading it would give
 template <typename IO, typename T>
@@ -820,30 +346,646 @@ inline Vec<T> swish_vec(const Vec<T>& z, const Vec<T>& beta) {
   return z * sigmoid(beta * z);
 }
 
+// One activation (kAct*) for z of dtype scalar_t, computed in op_t: its value (unrounded) and its backward, the
+// k and lam terms added to acc_k, acc_lam (SWELU's k and lam, Swish's beta as k) where asked for.
+template <typename scalar_t, typename op_t = at::opmath_type<scalar_t>>
+struct ActEpilogue {
+  static constexpr bool fast = !std::is_same_v<scalar_t, op_t>;
+  int64_t act;
+  SweluGrad<scalar_t> swelu;  // holds k (or beta) and lam as vectors
+  ActEpilogue(int64_t act, double k, double lam, double zero_eps) : act(act), swelu(k, lam, zero_eps) {
+    TORCH_CHECK(act >= kActSilu && act <= kActSwish, "mswelu CPU kernels: unknown activation ", act);
+  }
+  // a forward's: it has no use for the zero cell of the backward's slope
+  ActEpilogue(int64_t act, double k, double lam) : ActEpilogue(act, k, lam, 1.0) {}
+  inline Vec<op_t> value(const Vec<op_t>& z) const {
+    if (act == kActSilu) return silu_vec(z);
+    if (act == kActSwish) return swish_vec(z, swelu.kv);
+    return swelu_vec<fast>(z, swelu.kv, swelu.lamv);
+  }
+  inline Vec<op_t> grad(const Vec<op_t>& z, const Vec<op_t>& g, bool need_k, bool need_lam, Vec<op_t>& acc_k,
+                        Vec<op_t>& acc_lam) const {
+    if (act == kActSilu) return silu_grad_vec(z, g);
+    if (act == kActSwish) {
+      const Vec<op_t> one(op_t(1)), s = sigmoid(swelu.kv * z), gs1 = g * s * (one - s);
+      if (need_k) acc_k = acc_k + gs1 * z * z;
+      return at::vec::fmadd(gs1 * swelu.kv, z, g * s);
+    }
+    return swelu(z, g, need_k, need_lam, acc_k, acc_lam);
+  }
+  bool has_k() const { return act != kActSilu; }
+  bool has_lam() const { return act == kActSwelu; }
+};
+
+// ------------------------------------------------------------------------------------ selective scan
+
+// N state vectors: a fixed array (registers, unrolled loops) for the usual state sizes, else a vector.
+template <typename T, int NS>
+struct StateVecs {
+  std::array<Vec<T>, NS> v;
+  explicit StateVecs(int64_t) {}
+  Vec<T>& operator[](int64_t i) { return v[i]; }
+};
+template <typename T>
+struct StateVecs<T, 0> {
+  std::vector<Vec<T>> v;
+  explicit StateVecs(int64_t n) : v(n) {}
+  Vec<T>& operator[](int64_t i) { return v[i]; }
+};
+
+// f(std::integral_constant<int, N>) for N in {4, 8, 16}, f(integral_constant<int, 0>) (any N) otherwise
+template <typename F>
+void dispatch_nstate(int64_t n, const F& f) {
+  switch (n) {
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    default: f(std::integral_constant<int, 0>{});
+  }
+}
+
+struct ScanShape {
+  int64_t batch, length, channels, nstate, chunk, nchunks, nblocks;
+};
+
+// The gate: out = y * act(z) (an activation epilogue), z (batch, length, channels) of dtype ZT (u's, or the
+// compute dtype) with unit channel stride and any batch / time strides (a slice of in_proj's output). y and
+// act(z) are rounded to z's dtype before the product and the product to the output's: the scan's output times
+// the activation's own kernel's output, as the mixer computed them apart (the same bits). No z: no gate.
+template <typename ZT, typename T = at::opmath_type<ZT>>
+struct ScanGate {
+  const ZT* zp;
+  int64_t sb, sl;
+  ActEpilogue<ZT> ep;
+  ScanGate(const c10::optional<Tensor>& z, int64_t act, double k, double lam, double zero_eps)
+      : zp(z.has_value() ? z->data_ptr<ZT>() : nullptr),
+        sb(z.has_value() ? z->stride(0) : 0),
+        sl(z.has_value() ? z->stride(1) : 0),
+        ep(act, k, lam, zero_eps) {}
+  explicit operator bool() const { return zp != nullptr; }
+  inline Vec<T> z_at(int64_t b, int64_t t, int64_t d0, int64_t w) const {
+    return load_op<ZT, T>(zp + b * sb + t * sl + d0, w);
+  }
+  inline Vec<T> value(const Vec<T>& z) const { return round_io<ZT, T>(ep.value(z)); }
+};
+
+template <typename IO, typename ZT, int NS, typename T = at::opmath_type<IO>>
+void scan_forward_impl(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
+                       const Tensor& Cm, const T* Dp, const ScanGate<ZT>& gate, const T* biasp, bool use_softplus,
+                       const ScanShape& s, Tensor& out, Tensor& last, Tensor& states) {
+  constexpr int64_t W = Vec<T>::size();
+  const IO* up = u.data_ptr<IO>();
+  const IO* dp = delta.data_ptr<IO>();
+  const T* Ap = At.data_ptr<T>();
+  const auto Bs = strided3<T>(Bm), Cs = strided3<T>(Cm);
+  const int64_t su_b = u.stride(0), su_l = u.stride(1), sd_b = delta.stride(0), sd_l = delta.stride(1);
+  IO* outp = out.data_ptr<IO>();
+  T* lastp = last.data_ptr<T>();
+  T* statesp = states.data_ptr<T>();
+  const int64_t N = NS > 0 ? NS : s.nstate, L = s.length, Dm = s.channels;
+
+  at::parallel_for(0, s.batch * s.nblocks, 1, [&](int64_t begin, int64_t end) {
+    StateVecs<T, NS> h(N), Av(N);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / s.nblocks, d0 = (item % s.nblocks) * W, w = std::min(W, Dm - d0);
+      for (int64_t n = 0; n < N; ++n) {
+        Av[n] = Vec<T>::loadu(Ap + n * Dm + d0, w);
+        h[n] = Vec<T>(T(0));
+      }
+      const Vec<T> Dv = Dp ? Vec<T>::loadu(Dp + d0, w) : Vec<T>(T(0));
+      const Vec<T> bias = biasp ? Vec<T>::loadu(biasp + d0, w) : Vec<T>(T(0));
+      for (int64_t t = 0; t < L; ++t) {
+        if (t % s.chunk == 0) {
+          T* st = statesp + ((b * s.nchunks + t / s.chunk) * N) * Dm + d0;
+          for (int64_t n = 0; n < N; ++n) h[n].store(st + n * Dm, w);
+        }
+        const Vec<T> x = load_op<IO, T>(up + b * su_b + t * su_l + d0, w);
+        Vec<T> dt = load_op<IO, T>(dp + b * sd_b + t * sd_l + d0, w) + bias;
+        if (use_softplus) dt = softplus(dt);
+        const Vec<T> dtu = dt * x;
+        Vec<T> y(T(0));
+        for (int64_t n = 0; n < N; ++n) {
+          h[n] = at::vec::fmadd((dt * Av[n]).exp(), h[n], dtu * Vec<T>(Bs.at(b, t, n)));
+          y = at::vec::fmadd(h[n], Vec<T>(Cs.at(b, t, n)), y);
+        }
+        y = at::vec::fmadd(Dv, x, y);
+        if (gate) y = round_io<ZT, T>(y) * gate.value(gate.z_at(b, t, d0, w));
+        store_op<IO, T>(outp + (b * L + t) * Dm + d0, y, w);
+      }
+      for (int64_t n = 0; n < N; ++n) h[n].store(lastp + (b * N + n) * Dm + d0, w);
+    }
+  });
+}
+
+// Where the gate's k and lam terms go: per row (batch row x time step) and lane (k_rows, lam_rows: (B L, W); null
+// where not asked for), a row's channel blocks added in order, as swelu_bwd adds them, by the thread that runs
+// the row's first block (the work items of one batch row are consecutive, and a thread runs its items in order).
+// A thread whose range starts inside a batch row keeps the activation's gradient of those blocks (`side`:
+// (threads, L, nblocks, W)) and its span (`spans`: (threads, 3) batch row, first block, end; -1: none), which
+// add_side_terms adds after the parallel pass: the sums do not depend on how the work was scheduled.
+template <typename T>
+struct GateSums {
+  T* k_rows;
+  T* lam_rows;
+  T* side;
+  int64_t* spans;
+  bool any() const { return k_rows != nullptr || lam_rows != nullptr; }
+};
+
+// With a gate: gz (ZT, contiguous) through the activation's backward and its k and lam terms (GateSums).
+template <typename IO, typename ZT, int NS, typename T = at::opmath_type<IO>>
+void scan_backward_impl(const Tensor& gout, const Tensor& u, const Tensor& delta, const Tensor& At,
+                        const Tensor& Bm, const Tensor& Cm, const T* Dp, const ScanGate<ZT>& gate, const T* biasp,
+                        const Tensor& states, bool use_softplus, const ScanShape& s, Tensor& gu, Tensor& gdelta,
+                        ZT* gzp, const GateSums<T>& sums, Tensor& gA_part, Tensor& gD_part, Tensor& gbias_part,
+                        Tensor& gB_part, Tensor& gC_part) {
+  constexpr int64_t W = Vec<T>::size();
+  const IO* gp = gout.data_ptr<IO>();
+  const IO* up = u.data_ptr<IO>();
+  const IO* dp = delta.data_ptr<IO>();
+  const T* Ap = At.data_ptr<T>();
+  const T* statesp = states.data_ptr<T>();
+  const auto Bs = strided3<T>(Bm), Cs = strided3<T>(Cm);
+  const int64_t su_b = u.stride(0), su_l = u.stride(1), sd_b = delta.stride(0), sd_l = delta.stride(1);
+  const int64_t sg_b = gout.stride(0), sg_l = gout.stride(1);
+  IO* gup = gu.data_ptr<IO>();
+  IO* gdp = gdelta.data_ptr<IO>();
+  T* gAp = gA_part.data_ptr<T>();
+  T* gDp = gD_part.data_ptr<T>();
+  T* gbp = gbias_part.data_ptr<T>();
+  T* gBp = gB_part.data_ptr<T>();
+  T* gCp = gC_part.data_ptr<T>();
+  const int64_t N = NS > 0 ? NS : s.nstate, L = s.length, Dm = s.channels, K = s.chunk;
+
+  at::parallel_for(0, s.batch * s.nblocks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t tid = at::get_thread_num();
+    StateVecs<T, NS> Av(N), g(N), gA(N);
+    std::vector<Vec<T>> hs((K + 1) * N), as(K * N), dts(K), xs(K), sig(K);
+    // this thread's range starts inside batch row `b_side`: its blocks there go to the side buffer
+    const int64_t b_side = begin % s.nblocks != 0 && sums.any() ? begin / s.nblocks : -1;
+    if (b_side >= 0) {
+      int64_t* span = sums.spans + tid * 3;
+      span[0] = b_side;
+      span[1] = begin % s.nblocks;
+      span[2] = std::min(end, (b_side + 1) * s.nblocks) - b_side * s.nblocks;
+    }
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / s.nblocks, d0 = (item % s.nblocks) * W, w = std::min(W, Dm - d0);
+      const bool side = b == b_side;
+      for (int64_t n = 0; n < N; ++n) {
+        Av[n] = Vec<T>::loadu(Ap + n * Dm + d0, w);
+        g[n] = Vec<T>(T(0));  // a_{t+1} * dL/dh_{t+1}, handed back from the step after
+        gA[n] = Vec<T>(T(0));
+      }
+      const Vec<T> Dv = Dp ? Vec<T>::loadu(Dp + d0, w) : Vec<T>(T(0));
+      const Vec<T> bias = biasp ? Vec<T>::loadu(biasp + d0, w) : Vec<T>(T(0));
+      Vec<T> gD(T(0)), gbias(T(0));
+      // lane buffers of dL/dB and dL/dC for this thread and batch row: (length, N, W)
+      T* gBrow = gBp + (tid * s.batch + b) * L * N * W;
+      T* gCrow = gCp + (tid * s.batch + b) * L * N * W;
+      for (int64_t c = s.nchunks - 1; c >= 0; --c) {
+        const int64_t t0 = c * K, T_ = std::min(K, L - t0);
+        const T* st = statesp + ((b * s.nchunks + c) * N) * Dm + d0;
+        for (int64_t n = 0; n < N; ++n) hs[n] = Vec<T>::loadu(st + n * Dm, w);
+        // recompute the chunk: hs[i+1] = h_{t0+i}, hs[0] = the state before the chunk
+        for (int64_t i = 0; i < T_; ++i) {
+          const int64_t t = t0 + i;
+          const Vec<T> x = load_op<IO, T>(up + b * su_b + t * su_l + d0, w);
+          Vec<T> dt = load_op<IO, T>(dp + b * sd_b + t * sd_l + d0, w) + bias;
+          if (use_softplus) {
+            sig[i] = sigmoid(dt);
+            dt = softplus(dt);
+          }
+          dts[i] = dt;
+          xs[i] = x;
+          const Vec<T> dtu = dt * x;
+          for (int64_t n = 0; n < N; ++n) {
+            const Vec<T> a = (dt * Av[n]).exp();
+            as[i * N + n] = a;
+            hs[(i + 1) * N + n] = at::vec::fmadd(a, hs[i * N + n], dtu * Vec<T>(Bs.at(b, t, n)));
+          }
+        }
+        // adjoint: g_t = gy_t C_t + a_{t+1} g_{t+1}
+        for (int64_t i = T_ - 1; i >= 0; --i) {
+          const int64_t t = t0 + i;
+          Vec<T> gy = load_op<IO, T>(gp + b * sg_b + t * sg_l + d0, w);
+          const Vec<T> dt = dts[i], x = xs[i], dtu = dt * x;
+          if (gate) {  // through the gate: gz = act'(z) (gout y), then gy = gout act(z)
+            const Vec<T> z = gate.z_at(b, t, d0, w);
+            Vec<T> y(T(0));  // recomputed as the forward computed it
+            for (int64_t n = 0; n < N; ++n) y = at::vec::fmadd(hs[(i + 1) * N + n], Vec<T>(Cs.at(b, t, n)), y);
+            y = at::vec::fmadd(Dv, x, y);
+            const Vec<T> gact = round_io<ZT, T>(gy * round_io<ZT, T>(y));
+            const bool row_k = sums.k_rows != nullptr && !side, row_lam = sums.lam_rows != nullptr && !side;
+            T* kp = sums.k_rows + (b * L + t) * W;
+            T* lp = sums.lam_rows + (b * L + t) * W;
+            Vec<T> acc_k = row_k ? Vec<T>::loadu(kp) : Vec<T>(T(0));
+            Vec<T> acc_lam = row_lam ? Vec<T>::loadu(lp) : Vec<T>(T(0));
+            store_op<ZT, T>(gzp + (b * L + t) * Dm + d0, gate.ep.grad(z, gact, row_k, row_lam, acc_k, acc_lam), w);
+            if (row_k) acc_k.store(kp);
+            if (row_lam) acc_lam.store(lp);
+            if (side) gact.store(sums.side + ((tid * L + t) * s.nblocks + d0 / W) * W);
+            gy = round_io<ZT, T>(gy * gate.value(z));
+          }
+          Vec<T> SB(T(0)), Sdt(T(0));
+          T* gBt = gBrow + t * N * W;
+          T* gCt = gCrow + t * N * W;
+          for (int64_t n = 0; n < N; ++n) {
+            const Vec<T> gn = at::vec::fmadd(gy, Vec<T>(Cs.at(b, t, n)), g[n]);
+            accumulate(gCt + n * W, gy * hs[(i + 1) * N + n]);
+            accumulate(gBt + n * W, gn * dtu);
+            SB = at::vec::fmadd(gn, Vec<T>(Bs.at(b, t, n)), SB);
+            const Vec<T> a = as[i * N + n];
+            const Vec<T> M = gn * hs[i * N + n] * a;  // dL/da_t * a_t
+            Sdt = at::vec::fmadd(M, Av[n], Sdt);
+            gA[n] = at::vec::fmadd(M, dt, gA[n]);
+            g[n] = a * gn;
+          }
+          gD = at::vec::fmadd(gy, x, gD);
+          Vec<T> gdt = at::vec::fmadd(x, SB, Sdt);
+          if (use_softplus) gdt = gdt * sig[i];
+          gbias = gbias + gdt;
+          store_op<IO, T>(gup + (b * L + t) * Dm + d0, at::vec::fmadd(dt, SB, Dv * gy), w);
+          store_op<IO, T>(gdp + (b * L + t) * Dm + d0, gdt, w);
+        }
+      }
+      for (int64_t n = 0; n < N; ++n) accumulate(gAp + (tid * N + n) * Dm + d0, gA[n], w);
+      accumulate(gDp + tid * Dm + d0, gD, w);
+      accumulate(gbp + tid * Dm + d0, gbias, w);
+    }
+  });
+}
+
+// The side buffers' terms (GateSums), added to their rows after the blocks before them, thread by thread in order.
+template <typename ZT, typename T = at::opmath_type<ZT>>
+void add_side_terms(const ScanGate<ZT>& gate, const GateSums<T>& sums, const ScanShape& s, int64_t threads) {
+  constexpr int64_t W = Vec<T>::size();
+  const int64_t L = s.length, Dm = s.channels;
+  for (int64_t tid = 0; tid < threads; ++tid) {
+    const int64_t* span = sums.spans + tid * 3;
+    const int64_t b = span[0];
+    if (b < 0) continue;
+    for (int64_t t = 0; t < L; ++t) {
+      T* kp = sums.k_rows + (b * L + t) * W;
+      T* lp = sums.lam_rows + (b * L + t) * W;
+      Vec<T> acc_k = sums.k_rows ? Vec<T>::loadu(kp) : Vec<T>(T(0));
+      Vec<T> acc_lam = sums.lam_rows ? Vec<T>::loadu(lp) : Vec<T>(T(0));
+      for (int64_t blk = span[1]; blk < span[2]; ++blk) {
+        const int64_t d0 = blk * W, w = std::min(W, Dm - d0);
+        const Vec<T> gact = Vec<T>::loadu(sums.side + ((tid * L + t) * s.nblocks + blk) * W);
+        gate.ep.grad(gate.z_at(b, t, d0, w), gact, sums.k_rows != nullptr, sums.lam_rows != nullptr, acc_k, acc_lam);
+      }
+      if (sums.k_rows) acc_k.store(kp);
+      if (sums.lam_rows) acc_lam.store(lp);
+    }
+  }
+}
+
+// fp32 for bf16 inputs, else the inputs' own dtype
+c10::ScalarType compute_dtype(const Tensor& u) {
+  return u.scalar_type() == at::kBFloat16 ? at::kFloat : u.scalar_type();
+}
+
+// A single channel has no meaningful stride (contiguous() may leave any value there).
+bool unit_channel_stride(const Tensor& x) { return x.size(2) == 1 || x.stride(2) == 1; }
+
+void check_scan_inputs(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
+                       const Tensor& Cm, const c10::optional<Tensor>& D, const c10::optional<Tensor>& z,
+                       const c10::optional<Tensor>& bias) {
+  TORCH_CHECK(u.device().is_cpu(), "mswelu CPU scan: tensors must be on the CPU");
+  TORCH_CHECK(u.dim() == 3 && delta.sizes() == u.sizes(), "u and delta must be (batch, length, channels)");
+  TORCH_CHECK(unit_channel_stride(u) && unit_channel_stride(delta), "u and delta need a unit channel stride");
+  TORCH_CHECK(At.dim() == 2 && At.size(1) == u.size(2) && At.is_contiguous(), "A must be (N, channels), contiguous");
+  for (const Tensor* m : {&Bm, &Cm}) {
+    TORCH_CHECK(m->dim() == 3 && m->size(0) == u.size(0) && m->size(1) == u.size(1) && m->size(2) == At.size(0),
+                "B and C must be (batch, length, N)");
+  }
+  // u and delta (and gout) in one dtype, fp32, fp64 or bf16; everything else in the compute dtype
+  const auto ct = compute_dtype(u);
+  TORCH_CHECK(delta.scalar_type() == u.scalar_type(), "u and delta must have one dtype");
+  for (const Tensor* t : {&At, &Bm, &Cm}) {
+    TORCH_CHECK(t->scalar_type() == ct, "A, B and C must be in the compute dtype (", ct, ")");
+  }
+  if (z.has_value()) {
+    TORCH_CHECK(z->sizes() == u.sizes() && unit_channel_stride(*z) &&
+                    (z->scalar_type() == u.scalar_type() || z->scalar_type() == ct),
+                "z must be (batch, length, channels) with unit channel stride, in u's dtype or the compute dtype");
+  }
+  for (const auto* t : {&D, &bias}) {
+    if (t->has_value()) {
+      TORCH_CHECK((*t)->dim() == 1 && (*t)->size(0) == u.size(2) && (*t)->is_contiguous() &&
+                      (*t)->scalar_type() == ct,
+                  "D and the delta bias must be contiguous (channels,) in the compute dtype");
+    }
+  }
+}
+
+ScanShape scan_shape(const Tensor& u, const Tensor& At, int64_t chunk, int64_t lanes) {
+  TORCH_CHECK(chunk >= 1, "chunk must be >= 1");
+  ScanShape s{u.size(0), u.size(1), u.size(2), At.size(0), chunk, 0, 0};
+  s.nchunks = (s.length + chunk - 1) / chunk;
+  s.nblocks = (s.channels + lanes - 1) / lanes;
+  return s;
+}
+
+template <typename T>
+const T* optional_ptr(const c10::optional<Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// f(TypeTag<ZT>) for the gate's dtype ZT: u's (scalar_t), or the compute dtype (op_t) where z is in it
+template <typename scalar_t, typename op_t, typename F>
+void dispatch_gate_dtype(const c10::optional<Tensor>& z, const F& f) {
+  if constexpr (!std::is_same_v<scalar_t, op_t>) {
+    if (z.has_value() && z->scalar_type() != c10::CppTypeToScalarType<scalar_t>::value) {
+      f(TypeTag<op_t>{});
+      return;
+    }
+  }
+  f(TypeTag<scalar_t>{});
+}
+
+// -> (out (batch, length, channels), last state (batch, N, channels), chunk-start states
+//     (batch, nchunks, N, channels)). With z: out = y * act(z), act a kAct* code with its k and lam (ScanGate).
+std::vector<Tensor> selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& At, const Tensor& Bm,
+                                       const Tensor& Cm, const c10::optional<Tensor>& D,
+                                       const c10::optional<Tensor>& z, const c10::optional<Tensor>& bias,
+                                       bool use_softplus, int64_t chunk, int64_t act, double k, double lam) {
+  check_scan_inputs(u, delta, At, Bm, Cm, D, z, bias);
+  std::vector<Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, u.scalar_type(), "mswelu_selective_scan_fwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    const ScanShape s = scan_shape(u, At, chunk, Vec<op_t>::size());
+    const auto opt = u.options().dtype(compute_dtype(u));
+    Tensor out = at::empty({s.batch, s.length, s.channels}, u.options());
+    Tensor last = at::empty({s.batch, s.nstate, s.channels}, opt);
+    Tensor states = at::empty({s.batch, s.nchunks, s.nstate, s.channels}, opt);
+    dispatch_gate_dtype<scalar_t, op_t>(z, [&](auto tag) {
+      using ZT = typename decltype(tag)::type;
+      const ScanGate<ZT> gate(z, act, k, lam, 1.0);  // (a forward: no zero cell)
+      dispatch_nstate(s.nstate, [&](auto ns) {
+        scan_forward_impl<scalar_t, ZT, decltype(ns)::value>(u, delta, At, Bm, Cm, optional_ptr<op_t>(D), gate,
+                                                             optional_ptr<op_t>(bias), use_softplus, s, out, last,
+                                                             states);
+      });
+    });
+    result = {out, last, states};
+  });
+  return result;
+}
+
+// -> (du, ddelta (batch, length, channels), dA^T (N, channels), dB, dC (batch, length, N), dD, dz (z's dtype,
+// contiguous), dbias, dk, dlam): dk and dlam 0-dim in the compute dtype (zero unless asked for: the gate's
+// SWELU k and lam, Swish's beta as dk), summed in swelu_bwd's order over (batch x length) rows of channels.
+std::vector<Tensor> selective_scan_bwd(const Tensor& gout, const Tensor& u, const Tensor& delta, const Tensor& At,
+                                       const Tensor& Bm, const Tensor& Cm, const c10::optional<Tensor>& D,
+                                       const c10::optional<Tensor>& z, const c10::optional<Tensor>& bias,
+                                       const Tensor& states, bool use_softplus, int64_t chunk, int64_t act, double k,
+                                       double lam, double zero_eps, bool need_k, bool need_lam) {
+  check_scan_inputs(u, delta, At, Bm, Cm, D, z, bias);
+  TORCH_CHECK(gout.sizes() == u.sizes() && unit_channel_stride(gout) && gout.scalar_type() == u.scalar_type(),
+              "gout must be like u");
+  TORCH_CHECK(states.is_contiguous() && states.scalar_type() == compute_dtype(u),
+              "states must be contiguous, in the compute dtype");
+  std::vector<Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, u.scalar_type(), "mswelu_selective_scan_bwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    constexpr int64_t W = Vec<op_t>::size();
+    const ScanShape s = scan_shape(u, At, chunk, W);
+    TORCH_CHECK(states.dim() == 4 && states.size(0) == s.batch && states.size(1) == s.nchunks &&
+                    states.size(2) == s.nstate && states.size(3) == s.channels,
+                "states do not match the inputs (another chunk size?)");
+    const int64_t threads = at::get_num_threads();
+    const auto opt = u.options().dtype(compute_dtype(u));
+    Tensor gu = at::empty({s.batch, s.length, s.channels}, u.options());
+    Tensor gdelta = at::empty({s.batch, s.length, s.channels}, u.options());
+    Tensor gz = z.has_value() ? at::empty({s.batch, s.length, s.channels}, z->options()) : Tensor();
+    Tensor gA_part = at::zeros({threads, s.nstate, s.channels}, opt);
+    Tensor gD_part = at::zeros({threads, s.channels}, opt);
+    Tensor gbias_part = at::zeros({threads, s.channels}, opt);
+    Tensor gB_part = at::zeros({threads, s.batch, s.length, s.nstate, W}, opt);
+    Tensor gC_part = at::zeros({threads, s.batch, s.length, s.nstate, W}, opt);
+    op_t dk = 0, dlam = 0;
+    dispatch_gate_dtype<scalar_t, op_t>(z, [&](auto tag) {
+      using ZT = typename decltype(tag)::type;
+      const ScanGate<ZT> gate(z, act, k, lam, zero_eps);
+      const bool with_k = gate && need_k && gate.ep.has_k(), with_lam = gate && need_lam && gate.ep.has_lam();
+      const int64_t rows = s.batch * s.length;
+      const bool any = with_k || with_lam;
+      Tensor k_rows = at::zeros({with_k ? rows : 0, W}, opt), lam_rows = at::zeros({with_lam ? rows : 0, W}, opt);
+      Tensor side = at::empty({any ? threads * s.length * s.nblocks * W : 0}, opt);
+      Tensor spans = at::full({threads, 3}, -1, u.options().dtype(at::kLong));
+      const GateSums<op_t> sums{with_k ? k_rows.data_ptr<op_t>() : nullptr,
+                                with_lam ? lam_rows.data_ptr<op_t>() : nullptr, side.data_ptr<op_t>(),
+                                spans.data_ptr<int64_t>()};
+      dispatch_nstate(s.nstate, [&](auto ns) {
+        scan_backward_impl<scalar_t, ZT, decltype(ns)::value>(
+            gout, u, delta, At, Bm, Cm, optional_ptr<op_t>(D), gate, optional_ptr<op_t>(bias), states, use_softplus,
+            s, gu, gdelta, gate ? gz.data_ptr<ZT>() : nullptr, sums, gA_part, gD_part, gbias_part, gB_part, gC_part);
+      });
+      if (any) add_side_terms(gate, sums, s, threads);
+      if (with_k) dk = sum_row_lanes(rows, s.channels, sums.k_rows);
+      if (with_lam) dlam = sum_row_lanes(rows, s.channels, sums.lam_rows);
+    });
+    result = {gu,
+              gdelta,
+              gA_part.sum(0),
+              gB_part.sum({0, 4}),
+              gC_part.sum({0, 4}),
+              D.has_value() ? gD_part.sum(0) : Tensor(),
+              gz,
+              bias.has_value() ? gbias_part.sum(0) : Tensor(),
+              at::scalar_tensor(dk, opt),
+              at::scalar_tensor(dlam, opt)};
+  });
+  return result;
+}
+
+// ------------------------------------------------------------------------------- causal conv1d
+
+// The mixer's depthwise causal convolution over time, channels-last: x (batch, length, channels) with unit
+// channel stride and any batch / time strides (a slice of in_proj's output), the weight transposed to
+// (K, channels) and the bias (channels,) in the compute dtype; y (batch, length, channels) contiguous in x's
+// dtype:  y[b, t, c] = bias[c] + sum_j w[c, j] * x[b, t - (K - 1) + j, c], with x = 0 before t = 0.
+constexpr int64_t kMaxConvWidth = 8;
+
+void check_conv_inputs(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3 && unit_channel_stride(x),
+              "mswelu CPU conv: x must be a (batch, length, channels) CPU tensor with unit channel stride");
+  const auto ct = compute_dtype(x);
+  TORCH_CHECK(wt.dim() == 2 && wt.size(1) == x.size(2) && wt.is_contiguous() && wt.scalar_type() == ct,
+              "mswelu CPU conv: the weight must be (K, channels), contiguous, in the compute dtype");
+  TORCH_CHECK(wt.size(0) >= 1 && wt.size(0) <= kMaxConvWidth, "mswelu CPU conv: width must be in [1, ",
+              kMaxConvWidth, "], got ", wt.size(0));
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(2) && bias->is_contiguous() &&
+                    bias->scalar_type() == ct,
+                "mswelu CPU conv: the bias must be contiguous (channels,) in the compute dtype");
+  }
+}
+
+// f(std::integral_constant<int, K>) for the usual width 4, f(integral_constant<int, 0>) (any width) otherwise
+template <typename F>
+void dispatch_width(int64_t k, const F& f) {
+  if (k == 4) {
+    f(std::integral_constant<int, 4>{});
+  } else {
+    f(std::integral_constant<int, 0>{});
+  }
+}
+
+// One work item: one batch row and kConvRows consecutive time steps, all channels (a vector of W channels
+// at a time, walking the item's rows with the last K inputs in registers): the rows stay in cache while
+// every channel block reads them, and each thread reads whole cache lines.
+constexpr int64_t kConvRows = 64;
+
+// f(b, t0, t1, d0, w) for every work item (batch row b, time steps [t0, t1)) and each of its channel blocks
+// [d0, d0 + w), in parallel over the work items.
+template <int64_t W, typename F>
+void for_conv_blocks(int64_t nb, int64_t L, int64_t Dm, const F& f) {
+  const int64_t tblocks = (L + kConvRows - 1) / kConvRows;
+  at::parallel_for(0, nb * tblocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / tblocks, t0 = (item % tblocks) * kConvRows, t1 = std::min(L, t0 + kConvRows);
+      for (int64_t d0 = 0; d0 < Dm; d0 += W) f(b, t0, t1, d0, std::min(W, Dm - d0));
+    }
+  });
+}
+
+// epi(acc) is what is stored for the conv's output acc (the identity, or an activation: the epilogue)
+template <typename IO, int KS, typename T = at::opmath_type<IO>, typename Epi>
+void conv_forward_impl(const Tensor& x, const Tensor& wt, const T* bp, Tensor& y, const Epi& epi) {
+  constexpr int64_t W = Vec<T>::size();
+  const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
+  const int64_t sb = x.stride(0), sl = x.stride(1);
+  const IO* xp = x.data_ptr<IO>();
+  IO* yp = y.data_ptr<IO>();
+  const T* wp = wt.data_ptr<T>();
+  for_conv_blocks<W>(nb, L, Dm, [&](int64_t b, int64_t t0, int64_t t1, int64_t d0, int64_t w) {
+    std::array<Vec<T>, kMaxConvWidth> wv, xs;  // xs[j] = x[t - (K - 1) + j]
+    for (int64_t j = 0; j < K; ++j) {
+      wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
+      // the K - 1 inputs before the block, in xs[1..K-1] (the first step shifts them down)
+      const int64_t t = t0 - K + j;
+      xs[j] = (j >= 1 && t >= 0) ? load_op<IO, T>(xp + b * sb + t * sl + d0, w) : Vec<T>(T(0));
+    }
+    const Vec<T> bv = bp ? Vec<T>::loadu(bp + d0, w) : Vec<T>(T(0));
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t j = 0; j + 1 < K; ++j) xs[j] = xs[j + 1];
+      xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
+      Vec<T> acc = bv;
+      for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], xs[j], acc);
+      store_op<IO, T>(yp + (b * L + t) * Dm + d0, epi(acc), w);
+    }
+  });
+}
+
+// dx[s] = sum_j w[j] gy[s + K - 1 - j]; dw[j] = sum_t gy[t] x[t - (K - 1) + j]; dbias = sum_t gy[t]. Per
+// item and channel block the sums over its rows stay in registers; they go into per-thread partial sums
+// that the caller adds up in a fixed order. gy_at(b, t, d0, w, wv, own) is the output gradient at (b, t) for
+// channels [d0, d0 + w) (read from memory, or made by an activation's backward: the epilogue), t < L; own
+// says that row t belongs to this work item (each row is own exactly once).
+template <typename IO, int KS, typename T = at::opmath_type<IO>, typename GyAt>
+void conv_backward_impl(const Tensor& x, const Tensor& wt, Tensor& gx, Tensor& gw_part, Tensor& gb_part,
+                        const GyAt& gy_at) {
+  constexpr int64_t W = Vec<T>::size();
+  const int64_t nb = x.size(0), L = x.size(1), Dm = x.size(2), K = KS > 0 ? KS : wt.size(0);
+  const int64_t sb = x.stride(0), sl = x.stride(1);
+  const IO* xp = x.data_ptr<IO>();
+  IO* gxp = gx.data_ptr<IO>();
+  const T* wp = wt.data_ptr<T>();
+  T* gwp = gw_part.data_ptr<T>();
+  T* gbp = gb_part.data_ptr<T>();
+  for_conv_blocks<W>(nb, L, Dm, [&](int64_t b, int64_t t0, int64_t t1, int64_t d0, int64_t w) {
+    const int64_t tid = at::get_thread_num();
+    // xs[j] = x[t - (K - 1) + j]; gs[j] = gy[t + j] (the output gradients dx[t] reads)
+    std::array<Vec<T>, kMaxConvWidth> wv, xs, gs, gw;
+    for (int64_t j = 0; j < K; ++j) wv[j] = Vec<T>::loadu(wp + j * Dm + d0, w);
+    for (int64_t j = 0; j < K; ++j) {
+      gw[j] = Vec<T>(T(0));
+      const int64_t tx = t0 - K + j, tg = t0 + j - 1;  // one step behind: the first step shifts them
+      xs[j] = (j >= 1 && tx >= 0) ? load_op<IO, T>(xp + b * sb + tx * sl + d0, w) : Vec<T>(T(0));
+      gs[j] = (j >= 1 && tg < L) ? gy_at(b, tg, d0, w, wv, tg < t1) : Vec<T>(T(0));
+    }
+    Vec<T> gbias(T(0));
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t j = 0; j + 1 < K; ++j) {
+        xs[j] = xs[j + 1];
+        gs[j] = gs[j + 1];
+      }
+      xs[K - 1] = load_op<IO, T>(xp + b * sb + t * sl + d0, w);
+      const int64_t ahead = t + K - 1;
+      gs[K - 1] = ahead < L ? gy_at(b, ahead, d0, w, wv, ahead < t1) : Vec<T>(T(0));
+      const Vec<T> g = gs[0];  // gy[t]
+      for (int64_t j = 0; j < K; ++j) gw[j] = at::vec::fmadd(g, xs[j], gw[j]);
+      gbias = gbias + g;
+      Vec<T> acc(T(0));
+      for (int64_t j = 0; j < K; ++j) acc = at::vec::fmadd(wv[j], gs[K - 1 - j], acc);
+      store_op<IO, T>(gxp + (b * L + t) * Dm + d0, acc, w);
+    }
+    for (int64_t j = 0; j < K; ++j) accumulate(gwp + (tid * K + j) * Dm + d0, gw[j], w);
+    accumulate(gbp + tid * Dm + d0, gbias, w);
+  });
+}
+
+Tensor causal_conv1d_fwd(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias) {
+  check_conv_inputs(x, wt, bias);
+  Tensor y = at::empty(x.sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_fwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    dispatch_width(wt.size(0), [&](auto ks) {
+      conv_forward_impl<scalar_t, decltype(ks)::value>(x, wt, optional_ptr<op_t>(bias), y,
+                                                       [](const Vec<op_t>& v) { return v; });
+    });
+  });
+  return y;
+}
+
+// -> (dx (batch, length, channels) in x's dtype, dw^T (K, channels), dbias (channels,) or undefined), with
+// gy like x (unit channel stride).
+std::vector<Tensor> causal_conv1d_bwd(const Tensor& gy, const Tensor& x, const Tensor& wt,
+                                      const c10::optional<Tensor>& bias) {
+  check_conv_inputs(x, wt, bias);
+  TORCH_CHECK(gy.sizes() == x.sizes() && unit_channel_stride(gy) && gy.scalar_type() == x.scalar_type(),
+              "mswelu CPU conv: the output gradient must be like x");
+  const int64_t threads = at::get_num_threads();
+  Tensor gx = at::empty(x.sizes(), x.options());
+  Tensor gw_part = at::zeros({threads, wt.size(0), x.size(2)}, wt.options());
+  Tensor gb_part = at::zeros({threads, x.size(2)}, wt.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_bwd", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    const scalar_t* gp = gy.data_ptr<scalar_t>();
+    const int64_t gb = gy.stride(0), gl = gy.stride(1);
+    const auto gy_at = [&](int64_t b, int64_t t, int64_t d0, int64_t w, const auto&, bool) {
+      return load_op<scalar_t, op_t>(gp + b * gb + t * gl + d0, w);
+    };
+    dispatch_width(wt.size(0), [&](auto ks) {
+      conv_backward_impl<scalar_t, decltype(ks)::value>(x, wt, gx, gw_part, gb_part, gy_at);
+    });
+  });
+  return {gx, gw_part.sum(0), bias.has_value() ? gb_part.sum(0) : Tensor()};
+}
+
+
+// The mixer's conv with its activation in the epilogue (see "activation epilogues"): y = act(conv(x)), the
+// conv's output rounded to x's dtype before the activation reads it, and in the backward the activation's
+// gradient (rounded to x's dtype) made where the conv's backward reads it, without writing and re-reading the
+// conv's output (forward) or the activation's gradient (backward).
 Tensor causal_conv1d_act_fwd(const Tensor& x, const Tensor& wt, const c10::optional<Tensor>& bias, int64_t act,
                              double k, double lam) {
   check_conv_inputs(x, wt, bias);
-  TORCH_CHECK(act >= kConvSilu && act <= kConvSwish, "mswelu CPU conv: unknown activation ", act);
   Tensor y = at::empty(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_act_fwd", [&] {
     using op_t = at::opmath_type<scalar_t>;
-    constexpr bool fast = !std::is_same_v<scalar_t, op_t>;
-    const Vec<op_t> kv(static_cast<op_t>(k)), lamv(static_cast<op_t>(lam));
+    const ActEpilogue<scalar_t> ep(act, k, lam);
     dispatch_width(wt.size(0), [&](auto ks) {
-      constexpr int K = decltype(ks)::value;
-      if (act == kConvSilu) {
-        conv_forward_impl<scalar_t, K>(x, wt, optional_ptr<op_t>(bias), y, [](const Vec<op_t>& v) {
-          return silu_vec(round_io<scalar_t, op_t>(v));
-        });
-      } else if (act == kConvSwish) {
-        conv_forward_impl<scalar_t, K>(x, wt, optional_ptr<op_t>(bias), y, [&](const Vec<op_t>& v) {
-          return swish_vec(round_io<scalar_t, op_t>(v), kv);
-        });
-      } else {
-        conv_forward_impl<scalar_t, K>(x, wt, optional_ptr<op_t>(bias), y, [&](const Vec<op_t>& v) {
-          return swelu_vec<fast>(round_io<scalar_t, op_t>(v), kv, lamv);
-        });
-      }
+      conv_forward_impl<scalar_t, decltype(ks)::value>(
+          x, wt, optional_ptr<op_t>(bias), y, [&](const Vec<op_t>& v) { return ep.value(round_io<scalar_t, op_t>(v)); });
     });
   });
   return y;
@@ -855,11 +997,8 @@ std::vector<Tensor> causal_conv1d_act_bwd(const Tensor& gy, const Tensor& x, con
                                           const c10::optional<Tensor>& bias, int64_t act, double k, double lam,
                                           double zero_eps, bool need_k, bool need_lam) {
   check_conv_inputs(x, wt, bias);
-  TORCH_CHECK(act >= kConvSilu && act <= kConvSwish, "mswelu CPU conv: unknown activation ", act);
   TORCH_CHECK(gy.sizes() == x.sizes() && unit_channel_stride(gy) && gy.scalar_type() == x.scalar_type(),
               "mswelu CPU conv: the output gradient must be like x");
-  need_k = need_k && act != kConvSilu;
-  need_lam = need_lam && act == kConvSwelu;
   const int64_t threads = at::get_num_threads(), nb = x.size(0), L = x.size(1), Dm = x.size(2);
   Tensor gx = at::empty(x.sizes(), x.options());
   Tensor gw_part = at::zeros({threads, wt.size(0), Dm}, wt.options());
@@ -868,6 +1007,9 @@ std::vector<Tensor> causal_conv1d_act_bwd(const Tensor& gy, const Tensor& x, con
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "mswelu_causal_conv1d_act_bwd", [&] {
     using op_t = at::opmath_type<scalar_t>;
     constexpr int64_t W = Vec<op_t>::size();
+    const ActEpilogue<scalar_t> ep(act, k, lam, zero_eps);
+    need_k = need_k && ep.has_k();
+    need_lam = need_lam && ep.has_lam();
     // per row (batch x length) and lane: the k and lam sums of swelu_bwd's row accumulators
     Tensor k_lanes = at::zeros({need_k ? nb * L : 0, W}, wt.options());
     Tensor lam_lanes = at::zeros({need_lam ? nb * L : 0, W}, wt.options());
@@ -877,7 +1019,6 @@ std::vector<Tensor> causal_conv1d_act_bwd(const Tensor& gy, const Tensor& x, con
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const op_t* bp = optional_ptr<op_t>(bias);
     const int64_t gb = gy.stride(0), gl = gy.stride(1), sb = x.stride(0), sl = x.stride(1), K = wt.size(0);
-    const SweluGrad<scalar_t> grad(k, lam, zero_eps);
     const auto gy_at = [&](int64_t b, int64_t t, int64_t d0, int64_t w, const auto& wv, bool own) {
       // the conv's output at t, recomputed as the forward computed it
       Vec<op_t> acc = bp ? Vec<op_t>::loadu(bp + d0, w) : Vec<op_t>(op_t(0));
@@ -888,21 +1029,12 @@ std::vector<Tensor> causal_conv1d_act_bwd(const Tensor& gy, const Tensor& x, con
       }
       const Vec<op_t> z = round_io<scalar_t, op_t>(acc);
       const Vec<op_t> g = load_op<scalar_t, op_t>(gp + b * gb + t * gl + d0, w);
-      if (act == kConvSilu) return round_io<scalar_t, op_t>(silu_grad_vec(z, g));
-      if (act == kConvSwish) {
-        const Vec<op_t> one(op_t(1)), s = sigmoid(grad.kv * z), gs1 = g * s * (one - s);
-        if (need_k && own) {
-          op_t* kp = klp + (b * L + t) * W;
-          (Vec<op_t>::loadu(kp) + gs1 * z * z).store(kp);
-        }
-        return round_io<scalar_t, op_t>(at::vec::fmadd(gs1 * grad.kv, z, g * s));
-      }
       const bool row_k = need_k && own, row_lam = need_lam && own;
       op_t* kp = klp + (b * L + t) * W;
       op_t* lp = llp + (b * L + t) * W;
       Vec<op_t> acc_k = row_k ? Vec<op_t>::loadu(kp) : Vec<op_t>(op_t(0));
       Vec<op_t> acc_lam = row_lam ? Vec<op_t>::loadu(lp) : Vec<op_t>(op_t(0));
-      const Vec<op_t> dz = grad(z, g, row_k, row_lam, acc_k, acc_lam);
+      const Vec<op_t> dz = ep.grad(z, g, row_k, row_lam, acc_k, acc_lam);
       if (row_k) acc_k.store(kp);
       if (row_lam) acc_lam.store(lp);
       return round_io<scalar_t, op_t>(dz);
