@@ -80,7 +80,7 @@ def run(args, module, fused, chunk=16, threads=1):
 
 # Channel counts around the vector width (16 fp32 lanes with AVX-512: partial vectors), lengths over several
 # chunks with a partial last one, the state sizes the kernel specialises (4, 8, 16) and another (5).
-SHAPES = [(2, 64, 40, 4), (2, 37, 70, 8), (3, 5, 33, 16), (2, 21, 17, 5)]
+SHAPES = [(2, 64, 40, 4), (3, 37, 70, 8), (3, 5, 33, 16), (2, 21, 17, 5)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
@@ -96,6 +96,19 @@ def test_swelu_gate_is_bit_identical_to_scan_then_activation(dtype, b, d, length
     for i, (f, a) in enumerate(zip(fused, apart, strict=True)):
         assert f.dtype == a.dtype and f.shape == a.shape, i
         assert torch.equal(f, a), (i, (f.double() - a.double()).abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b, d, threads", [(1, 100, 4), (3, 37, 2), (2, 70, 3)])
+def test_swelu_sums_do_not_depend_on_how_the_work_is_split(dtype, b, d, threads):
+    # the scan's work items (batch row, channel block) split between threads inside a batch row: one row's
+    # blocks on two, three or four threads (the k and lam sums still take swelu_bwd's order)
+    args = scan_inputs(b, d, 20, 4, dtype=dtype, seed=5)
+    module = gate_module("swelu-0.9-lambda", dtype)
+    fused = run(args, module, True, threads=threads)
+    apart = run(args, module, False, threads=threads)
+    for f, a in zip(fused[-2:], apart[-2:], strict=True):
+        assert torch.equal(f, a), (f - a).abs().max()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
