@@ -30,7 +30,9 @@ def test_every_committed_record_is_keyed_by_the_current_training_code(study: Pat
     )
 
 
-@pytest.mark.parametrize("study", LEDGERS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "study", [p for p in LEDGERS if (p / "throughput.json").is_file()], ids=lambda p: p.name
+)
 def test_the_throughput_is_keyed_by_the_current_training_code(study: Path) -> None:
     saved = json.loads((study / "throughput.json").read_text())
     digests = {}
@@ -107,3 +109,26 @@ def test_apply_rekeys_the_records_and_logs_the_proof(tmp_path: Path, monkeypatch
     log = json.loads((folder / "migrations.json").read_text())
     assert [e["why"] for e in log] == ["moved files"]
     assert log[0]["from"] == {"mamba": "old"} and log[0]["to"] == {"mamba": digest["digest"]}
+
+
+def test_a_study_still_in_its_sweep_is_fingerprinted_from_its_sweep_points(tmp_path, monkeypatch) -> None:
+    """A study whose runs have not started (only lr-sweep records) still names each variant's settings, so its
+    records can be migrated; a trained run's settings win over a sweep point's."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def record(name: str, variant: str, kind: str, lr: float, task: str | None = None) -> None:
+        key = {"settings": {"lr": lr}, **({"task": task} if task else {})}
+        (runs / f"{name}.json").write_text(json.dumps({"variant": variant, "kind": kind, "key": key}))
+
+    record("a-tune-lr1", "mamba", "sweep", 1.0)
+    record("b-tune-lr2", "mamba", "sweep", 2.0, task="task:mqar?level=medium")
+    record("c-run", "gpt2", "run", 3.0)
+    record("d-tune", "gpt2", "sweep", 4.0)
+    monkeypatch.setattr(migrate, "_ledger_folder", lambda study: tmp_path)
+    got = migrate._variant_settings("s")
+    assert got == {
+        "mamba": ({"lr": 1.0}, None),
+        "mamba@mqar": ({"lr": 2.0}, "task:mqar?level=medium"),
+        "gpt2": ({"lr": 3.0}, None),
+    }
