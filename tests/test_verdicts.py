@@ -18,7 +18,7 @@ from mswelu import analysis as A
 from mswelu.base import stats
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "reports" / "studies" / "mamba-swelu-cpu"
+STUDY = ROOT / "reports" / "studies" / "mamba-swelu-cpu" / "2026-12-02"  # the first run, re-judged
 COMPARE = {
     "swelu": "mamba-swelu",
     "silu": "mamba",
@@ -308,9 +308,7 @@ def test_every_verdict_recomputes_from_the_metrics_json_alone():
 
 
 def test_the_committed_study_rejudged():
-    out = A.recompute(
-        STUDY / "metrics.json", [STUDY.parent / "mamba-swelu-cpu-k" / "metrics.json"]
-    ).set_index("claim")
+    out = A.recompute(STUDY / "metrics.json", [STUDY / "k" / "metrics.json"]).set_index("claim")
     assert out.loc[K17, "verdict"] == "not tested" and "k moved 0.020 on average" in out.loc[K17, "why"]
     assert out.loc[GAIN22, "verdict"] == "not reproduced at this scale"
     assert "+1.56% [+0.91%, +2.21%]" in out.loc[GAIN22, "measured"]
@@ -325,7 +323,7 @@ def test_the_committed_study_rejudged():
     assert {r["claim"]: r["verdict"] for r in committed["rows"]} == out.verdict.to_dict()
     from mswelu.analysis.rejudge import rejudged
 
-    text, doc = rejudged(STUDY.relative_to(ROOT), [STUDY.relative_to(ROOT).parent / "mamba-swelu-cpu-k"])
+    text, doc = rejudged(STUDY.relative_to(ROOT), [STUDY.relative_to(ROOT) / "k"])
     assert json.loads(json.dumps(doc)) == committed
     assert (STUDY / "verdicts.md").read_text() == text
 

@@ -1,6 +1,7 @@
-"""A committed study re-judged by today's rules from its ``metrics.json`` alone: ``python -m
-mswelu.analysis.rejudge reports/studies/mamba-swelu-cpu reports/studies/mamba-swelu-cpu-k`` rewrites its
-``verdicts.md`` and ``verdicts.json``; ``tests/test_verdicts.py`` checks the committed files.
+"""A committed study re-judged by today's rules from its ``metrics.json`` alone, e.g. the first study's run of
+2026-12-02: ``python -m mswelu.analysis.rejudge reports/studies/mamba-swelu-cpu/2026-12-02
+reports/studies/mamba-swelu-cpu/2026-12-02/k`` rewrites its ``verdicts.md`` and ``verdicts.json``;
+``tests/test_verdicts.py`` checks the committed files.
 """
 
 from __future__ import annotations
