@@ -1,8 +1,5 @@
 """GPU training throughput: our models on the CUDA kernels vs the official Mamba and GPT-2.
 
-``python -m mswelu.bench gpu [--json] [--only a,b,...] [--steps 20] [--warmup 5] [--peak-tflops X]
-[--profile NAME] [--out FILE]``
-
 One process, one GPU, every model trained the same way: bf16 autocast, fused AdamW (lr 6e-4,
 betas (0.9, 0.95), decay 0.1 on tensors with >= 2 dims), batch 8 x 1024 tokens of random ids,
 next-token cross-entropy in fp32 on the logits; ``--warmup`` steps (CUDA init, cuDNN/Triton

@@ -1,9 +1,5 @@
 """Mamba-2 benchmark on CPU: our Mamba2Mixer stack vs transformers' Mamba2ForCausalLM torch path.
 
-``python -m mswelu.bench mamba2 [--json] [--layers 2] [--batch 2] [--seq-len 512] [--repeats 3]
-[--threads 2] [--modes fp32 bf16] [--chunk-sizes 64] [--d-model 768] [--no-memory] [--no-ssd]
-[--keep-denormals]``
-
 What it measures, at the ``mamba2-130m`` mixer shape (d_model 768, d_state 128, headdim 64, expand 2,
 n_groups 1, chunk 256, d_conv 4; SiLU in both activation slots; ``--d-model`` only for quick checks):
 

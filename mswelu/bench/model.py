@@ -1,7 +1,5 @@
 """Whole-model training step on CPU: ours against transformers' best CPU path and against the machine.
 
-``python -m mswelu.bench model [--preset mamba-130m|mamba2-130m] [--layers 24] [--d-model 768] [--seq-len 256]
-[--batch 4] [--modes fp32 bf16] [--repeats 3] [--threads 2] [--slow] [--profile N] [--json]``
 (``python -m mswelu.bench mamba2`` runs the same at the ``mamba2-130m`` shape beside its mixer benchmark)
 
 Both sides are the preset's architecture (RMSNorm pre-norm blocks, SiLU, tied head, the preset's vocabulary;

@@ -1,7 +1,5 @@
 """Selective-scan benchmark on CPU: ours vs transformers' slow-path loop vs mambapy's parallel scan.
 
-``python -m mswelu.bench scan [--json] [--repeats 7] [--slow-repeats 1] [--no-memory]``
-
 Every approach computes the same Mamba-1 scan, forward + backward (gradients w.r.t. u, delta, A,
 B, C, D and the delta bias), from the same (b, d, l) inputs at B=2, L=256, d_inner=1536, N=16,
 fp32, ``torch.set_num_threads(2)``:

@@ -1,8 +1,5 @@
 """SWELU benchmark: autograd on the formula vs the fused function (closed-form backward).
 
-``python -m mswelu.bench swelu [--json] [--device auto|cpu|cuda] [--shape B L D] [--dtype ...]
-[--repeats 5] [--threads N] [--no-compile]``
-
 On a realistic activation tensor (CPU default (4, 256, 1536) fp32; CUDA default (8, 1024, 1536)
 bf16), with a learnable scalar k, forward + backward (gradients w.r.t. z and k) of:
 
