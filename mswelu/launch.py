@@ -62,7 +62,6 @@ class RunHandle:
     env: dict[str, str]
     proc: subprocess.Popen | None = None
     log_file: Any = None
-    started: float = 0.0
     last: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -162,7 +161,6 @@ def _start(h: RunHandle, cwd: Path) -> None:
     h.proc = subprocess.Popen(
         h.cmd, cwd=cwd, env=h.env, stdout=h.log_file, stderr=subprocess.STDOUT, start_new_session=True
     )
-    h.started = time.time()
 
 
 def _finish(h: RunHandle, grace_s: float = 60.0) -> None:
@@ -187,19 +185,15 @@ def watch(
     slots: Sequence[str | None],
     cwd: Path,
     poll_s: float = 5.0,
-    timeout_s: float | None = None,
     progress: bool = True,
-    on_failure: str = "stop",
     on_metrics: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Start ``handles``, one per free slot (a slot is a ``CUDA_VISIBLE_DEVICES`` value, or None to leave the
-    environment as is), follow their metrics, return their summaries. A run that exits non-zero raises
-    RuntimeError (after stopping the others when ``on_failure="stop"``). Each new metrics record is passed
-    to ``on_metrics(run_name, record)`` and, with ``progress``, printed as a progress line."""
+    environment as is), follow their metrics, return their summaries. A run that exits non-zero stops the
+    others and raises RuntimeError. Each new metrics record is passed to ``on_metrics(run_name, record)``
+    and, with ``progress``, printed as a progress line."""
     from tqdm.auto import tqdm
 
-    if on_failure not in ("stop", "continue"):
-        raise ValueError(f"on_failure must be 'stop' or 'continue', got {on_failure!r}")
     free = list(slots)
     if not free:
         raise ValueError("watch needs at least one slot")
@@ -217,7 +211,6 @@ def watch(
         )
         for i, h in enumerate(handles)
     }
-    t0 = time.time()
     try:
         while pending or running:
             while pending and free:
@@ -242,18 +235,10 @@ def watch(
                 done.append(h)
                 if rc != 0:
                     failures.append(h)
-                    if on_failure == "stop":
-                        for other in running:
-                            _finish(other)
-                        running.clear()
-                        pending.clear()
-            if timeout_s is not None and time.time() - t0 > timeout_s:
-                for h in running:
-                    _finish(h)
-                raise TimeoutError(
-                    f"runs still going after {timeout_s} s: {[h.name for h in running]} "
-                    "(stopped with a checkpoint; resume with resume='auto')"
-                )
+                    for other in running:
+                        _finish(other)
+                    running.clear()
+                    pending.clear()
     except KeyboardInterrupt:
         for h in running:
             _finish(h)
@@ -307,9 +292,7 @@ def launch(
     n_procs: int | None = None,
     out_root: str | Path | None = None,
     poll_s: float = 5.0,
-    timeout_s: float | None = None,
     progress: bool = True,
-    on_failure: str = "stop",
     on_metrics: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``base`` x ``variants`` x ``seeds`` and return one summary per run. ``on_metrics(run_name,
@@ -368,7 +351,7 @@ def launch(
             child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
         prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         handles = [_prepare(c, launch_dir, prefix, child_env) for c in cfgs]
-        return watch(handles, [None], cwd, poll_s, timeout_s, progress, on_failure, on_metrics)
+        return watch(handles, [None], cwd, poll_s, progress, on_metrics)
 
     # independent: one slot per GPU (a queued run takes the GPU that frees up), or n_procs CPU slots
     if gpus >= 1:
@@ -386,4 +369,4 @@ def launch(
             child_env["CUDA_VISIBLE_DEVICES"] = ""
             child_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // min(len(slots), len(cfgs))))
         handles.append(_prepare(c, launch_dir, [sys.executable], child_env))
-    return watch(handles, slots, cwd, poll_s, timeout_s, progress, on_failure, on_metrics)
+    return watch(handles, slots, cwd, poll_s, progress, on_metrics)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from mswelu import analysis
 from mswelu.base.paths import runs_dir
 from mswelu.models.build import build_model, count_parameters, preset_parameter_count
 from mswelu.modules.swelu import SWELU
@@ -101,7 +103,8 @@ def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins
         return real(cfg, reuse=reuse)
 
     monkeypatch.setattr(compare, "train_or_load", diverging_at_lr_one)
-    table, chosen = lr_sweep(base, ["swelu", "silu"], [1e-3, 1e-2, 1.0], prefix="sw")
+    table = lr_sweep(base, ["swelu", "silu"], [1e-3, 1e-2, 1.0], prefix="sw")
+    chosen = {v: s.lr for v, s in analysis.lr_status(table).items()}
     assert sorted(table.groupby("variant").lr.apply(list).to_dict().items()) == [
         ("silu", [1e-3, 1e-2, 1.0]),
         ("swelu", [1e-3, 1e-2, 1.0]),
@@ -119,8 +122,8 @@ def test_lr_sweep_gives_every_variant_the_same_grid_and_a_diverged_lr_never_wins
     results, _, _ = wb.run_variants(base, ["swelu", "silu"], [0], prefix="sw", lrs=chosen)
     assert results.set_index("variant").lr.to_dict() == chosen
     assert results.run.tolist() == ["sw-swelu-s0", "sw-silu-s0"]
-    table, chosen = lr_sweep(base, ["swelu"], [1.0], prefix="sw")  # every lr diverged: no choice
-    assert table.diverged.all() and "swelu" not in chosen  # (bracketed_lr_sweep then lowers or refuses)
+    table = lr_sweep(base, ["swelu"], [1.0], prefix="sw")  # every lr diverged: no choice
+    assert table.diverged.all() and math.isnan(analysis.lr_status(table)["swelu"].lr)
     with pytest.raises(ValueError, match="lrs must be"):
         lr_sweep(base, ["swelu"], [], prefix="sw")
 

@@ -17,7 +17,7 @@ from mswelu.runs.folder import list_runs, newest_run, read_jsonl
 from mswelu.training.variants import hybrid_pattern, variant_overrides
 from mswelu.workbook import prologue
 from mswelu.workbook.profiles import PROFILES
-from mswelu.workbook.prologue import check_parameters, notebook_parameters, rounded
+from mswelu.workbook.prologue import check_parameters, notebook_parameters
 from mswelu.workbook.reuse import reusable, train_or_load
 
 
@@ -142,10 +142,6 @@ def test_plan_launch_modes():
         wb.plan_launch(base, "x", launch="independent", n_gpus=8, visible_gpus=6)
     with pytest.raises(ValueError):
         wb.plan_launch(base, "x", launch="mpi", visible_gpus=0)
-
-
-def test_rounded():
-    assert rounded({"a": 1.23456, "b": [2.5551, "x"], "c": 3}, 2) == {"a": 1.23, "b": [2.56, "x"], "c": 3}
 
 
 def test_plots_return_figures(tmp_path):

@@ -1,8 +1,8 @@
 """Whether each variant's learning-rate sweep brackets its optimum, and how to extend the grid when not: a
 best lr at the grid's edge means the comparison partly measures how well each grid fitted.
 
-Rule: while the best lr (a diverged run never wins) is the largest (smallest) tried, try ``best * factor``
-(``/ factor``), until it has a tried neighbour on both sides (divergence brackets from above), at most
+Rule: while the best lr (a diverged run never wins) is the largest (smallest) tried, try ``best *`` (``/``)
+:data:`FACTOR`, until it has a tried neighbour on both sides (divergence brackets from above), at most
 :data:`MAX_EXTENSIONS` times per direction and inside :data:`LR_BOUNDS`; a grid still at its edge then was
 centred badly. Rows depending on an unbracketed variant become inconclusive unless they survive one more step,
 judged by :attr:`LrStatus.sensitivity` (under a loss convex in log(lr), the next step gains at most what the
@@ -77,20 +77,13 @@ def _extensions(tried: Sequence[float], grid: Sequence[float], up: bool) -> int:
     return sum(1 for lr in tried if (lr > edge * (1 + 1e-9) if up else lr < edge * (1 - 1e-9)))
 
 
-def _status(
-    variant: str,
-    part: pd.DataFrame,
-    grid: Sequence[float],
-    factor: float,
-    max_extensions: int,
-    bounds: tuple[float, float],
-) -> LrStatus:
+def _status(variant: str, part: pd.DataFrame, grid: Sequence[float]) -> LrStatus:
     tried = tuple(sorted({float(x) for x in part.lr}))
     ok = part[~part.diverged.astype(bool) & part.tune_val_loss.map(lambda v: math.isfinite(float(v)))]
-    lo_bound, hi_bound = bounds
+    lo_bound, hi_bound = LR_BOUNDS
     if ok.empty:  # every lr diverged: go down
-        nxt = min(tried) / factor
-        room = _extensions(tried, grid, up=False) < max_extensions and nxt >= lo_bound
+        nxt = min(tried) / FACTOR
+        room = _extensions(tried, grid, up=False) < MAX_EXTENSIONS and nxt >= lo_bound
         return LrStatus(
             variant,
             math.nan,
@@ -117,24 +110,18 @@ def _status(
         if neighbour is not None
         else math.inf
     )
-    nxt = best * factor if up else best / factor
-    room = _extensions(tried, grid, up) < max_extensions and lo_bound <= nxt <= hi_bound
+    nxt = best * FACTOR if up else best / FACTOR
+    room = _extensions(tried, grid, up) < MAX_EXTENSIONS and lo_bound <= nxt <= hi_bound
     where = "largest" if up else "smallest"
     reason = f"best lr {best:g} is the {where} tried ({', '.join(f'{x:g}' for x in tried)})"
     if not room:
         reason += (
-            f"; the extension bound is reached ({max_extensions} x {factor:g} beyond the grid, {bounds})"
+            f"; the extension bound is reached ({MAX_EXTENSIONS} x {FACTOR:g} beyond the grid, {LR_BOUNDS})"
         )
     return LrStatus(variant, best, tried, edge, sens, nxt if room else None, reason)
 
 
-def lr_status(
-    sweep: pd.DataFrame,
-    grid: Sequence[float] | None = None,
-    factor: float = FACTOR,
-    max_extensions: int = MAX_EXTENSIONS,
-    bounds: tuple[float, float] = LR_BOUNDS,
-) -> dict[str, LrStatus]:
+def lr_status(sweep: pd.DataFrame, grid: Sequence[float] | None = None) -> dict[str, LrStatus]:
     """Each variant's :class:`LrStatus` from a sweep; ``grid``: the original grid (default: all lrs)."""
     missing = {"variant", "lr", "tune_val_loss"} - set(sweep.columns)
     if missing:
@@ -143,20 +130,10 @@ def lr_status(
     out = {}
     for variant, part in sweep.groupby("variant", sort=False):
         g = list(grid) if grid else sorted({float(x) for x in part.lr})
-        out[str(variant)] = _status(str(variant), part, g, factor, max_extensions, bounds)
+        out[str(variant)] = _status(str(variant), part, g)
     return out
 
 
-def extend_lr_grid(
-    sweep: pd.DataFrame,
-    grid: Sequence[float] | None = None,
-    factor: float = FACTOR,
-    max_extensions: int = MAX_EXTENSIONS,
-    bounds: tuple[float, float] = LR_BOUNDS,
-) -> dict[str, list[float]]:
+def extend_lr_grid(sweep: pd.DataFrame, grid: Sequence[float] | None = None) -> dict[str, list[float]]:
     """The lrs still to run per variant: one step beyond an edge optimum, up to the bound."""
-    return {
-        v: [s.next_lr]
-        for v, s in lr_status(sweep, grid, factor, max_extensions, bounds).items()
-        if s.next_lr is not None
-    }
+    return {v: [s.next_lr] for v, s in lr_status(sweep, grid).items() if s.next_lr is not None}

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from mswelu.base.errors import plain_text
+from mswelu.base.errors import plain_text, positive_int
 
 BENCHMARKS = {
     "scan": "mswelu.bench.scan",
@@ -26,16 +27,42 @@ BENCHMARKS = {
 }
 
 
-def bench_parser(name: str, doc: str, **sizes: int) -> argparse.ArgumentParser:
-    """The parser of ``python -m mswelu.bench NAME``: its description (the first line of ``doc``), ``--json``
-    and an integer option per size, with its default (``seq_len=512``: ``--seq-len``, default 512)."""
+def bench_parser(name: str, doc: str, full: bool = False, **sizes: int) -> argparse.ArgumentParser:
+    """The parser of ``python -m mswelu.bench NAME``: its description (the first line of ``doc``, or with
+    ``full`` all of it as written), ``--json`` and a count option (>= 1) per size, with its default
+    (``seq_len=512``: ``--seq-len``, default 512)."""
     p = argparse.ArgumentParser(
-        prog=f"python -m mswelu.bench {name}", description=plain_text(doc.split("\n")[0])
+        prog=f"python -m mswelu.bench {name}",
+        description=plain_text(doc if full else doc.split("\n")[0]),
+        formatter_class=argparse.RawDescriptionHelpFormatter if full else argparse.HelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     for key, default in sizes.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=int, default=default)
+        option = f"--{key.replace('_', '-')}"
+        p.add_argument(option, type=positive_int(option), default=default)
     return p
+
+
+def best_times(
+    calls: Mapping[str, Callable[[], object]], repeats: int, warmup: bool = True
+) -> dict[str, dict[str, float]]:
+    """Best-of-``repeats`` wall-clock and process CPU ``seconds`` / ``cpu_seconds`` per call, after one
+    untimed call each (``warmup``). The calls take turns, so that load from other processes on a shared
+    machine hits all alike (with one thread the CPU time leaves out the time others held the cores)."""
+    if warmup:
+        for call in calls.values():
+            call()
+    best = {name: {"seconds": float("inf"), "cpu_seconds": float("inf")} for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            call()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            best[name] = {
+                "seconds": min(best[name]["seconds"], wall),
+                "cpu_seconds": min(best[name]["cpu_seconds"], cpu),
+            }
+    return best
 
 
 def finish(compute: Callable[[], Any], as_json: bool, show: Callable[[Any], None]) -> int:

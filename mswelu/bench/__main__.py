@@ -1,4 +1,4 @@
-"""``python -m mswelu.bench {scan,model,swelu,tokenizer,gpu,train} [options]``: one benchmark per call."""
+"""``python -m mswelu.bench NAME [options]``: one benchmark per call (NAME in :data:`BENCHMARKS`)."""
 
 from __future__ import annotations
 

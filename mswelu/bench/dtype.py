@@ -1,9 +1,5 @@
 """Does bf16 autocast train the same model as fp32 on this CPU? Real training runs, paired by seed.
 
-``python -m mswelu.bench dtype [--preset small] [--tokenizer bpe:4096] [--steps 60] [--batch-size 8]
-[--seq-len 256] [--lr 2e-3] [--optimizer adamw] [--seeds 0,1,2,3,4] [--set dense_residual=true] [--json]
-[--out FILE]``
-
 For every seed the trainer runs twice on the embedded corpus, identical but for ``dtype`` (``fp32``,
 ``bf16``): same data order, same initial weights. Each run is evaluated on the whole validation split at
 its end (and at the fractions in ``--eval-at``), in its own dtype. Reported:
@@ -25,7 +21,6 @@ Speed is reported, never asserted; the numbers depend on the machine (``matmul p
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import tempfile
@@ -35,9 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from mswelu.base.errors import plain_text
 from mswelu.base.stats import DEFAULT_SEEDS
-from mswelu.bench import finish
+from mswelu.bench import bench_parser, finish
 
 DTYPES = ("fp32", "bf16")
 
@@ -165,22 +159,14 @@ def _print(r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m mswelu.bench dtype",
-        description=plain_text(__doc__),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("dtype", __doc__, full=True, steps=60, batch_size=8, seq_len=256)
     p.add_argument("--preset", default="small")
     p.add_argument("--tokenizer", default="bpe:4096", help="the embedded corpus' tokenizer (gpt2 | bpe:N)")
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--optimizer", default="adamw", help="adamw | muon")
     p.add_argument("--seeds", default=",".join(str(s) for s in range(DEFAULT_SEEDS)))
     p.add_argument("--eval-at", default="0.5", help="comma-separated fractions of training (besides the end)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
-    p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = p.parse_args(argv)
 

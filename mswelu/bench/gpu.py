@@ -1,8 +1,5 @@
 """GPU training throughput: our models on the CUDA kernels vs the official Mamba and GPT-2.
 
-``python -m mswelu.bench gpu [--json] [--only a,b,...] [--steps 20] [--warmup 5] [--peak-tflops X]
-[--profile NAME] [--out FILE]``
-
 One process, one GPU, every model trained the same way: bf16 autocast, fused AdamW (lr 6e-4,
 betas (0.9, 0.95), decay 0.1 on tensors with >= 2 dims), batch 8 x 1024 tokens of random ids,
 next-token cross-entropy in fp32 on the logits; ``--warmup`` steps (CUDA init, cuDNN/Triton
@@ -28,10 +25,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mswelu.base.errors import plain_text, unknown_choice
+from mswelu.base.errors import unknown_choice
+from mswelu.base.fs import atomic_write_json
+from mswelu.bench import bench_parser
 
 #: model key -> (short name, description)
 MODELS: dict[str, tuple[str, str]] = {
@@ -88,19 +85,6 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         ta, tb = a.get("tokens_per_s"), b.get("tokens_per_s")
         out[label] = round(ta / tb, 4) if ta and tb else None
     return out
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- models
@@ -240,14 +224,8 @@ def profile_table(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m mswelu.bench gpu", description=plain_text(__doc__.split("\n")[0])
-    )
-    p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p = bench_parser("gpu", __doc__, batch_size=8, seq_len=1024, steps=20)
     p.add_argument("--only", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (default: all)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (includes compilation)")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak of this GPU, TFLOP/s")
     p.add_argument("--compile-ours", action="store_true", help="torch.compile our models (b, c, d) too")
@@ -262,9 +240,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad or not keys:
         p.error(f"--only takes a comma-separated subset of {','.join(MODELS)}; got {args.only!r}")
     args.keys = keys
-    for name in ("batch_size", "seq_len", "steps"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
     names = [v[0] for v in MODELS.values()]
@@ -349,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         from mswelu.base.paths import project_root
 
         path = args.out or project_root() / "benchmarks" / "results" / f"{gpu_slug(gpu)}.json"
-        write_json_atomic(Path(path), payload)
+        atomic_write_json(path, payload)
         print(f"wrote {path}", file=log)
     if args.json:
         print(json.dumps(payload))

@@ -1,9 +1,5 @@
 """Mamba-2 benchmark on CPU: our Mamba2Mixer stack vs transformers' Mamba2ForCausalLM torch path.
 
-``python -m mswelu.bench mamba2 [--json] [--layers 2] [--batch 2] [--seq-len 512] [--repeats 3]
-[--threads 2] [--modes fp32 bf16] [--chunk-sizes 64] [--d-model 768] [--no-memory] [--no-ssd]
-[--keep-denormals]``
-
 What it measures, at the ``mamba2-130m`` mixer shape (d_model 768, d_state 128, headdim 64, expand 2,
 n_groups 1, chunk 256, d_conv 4; SiLU in both activation slots; ``--d-model`` only for quick checks):
 
@@ -41,13 +37,13 @@ Subnormal floats are flushed (``torch.set_flush_denormal(True)``, as the trainer
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from mswelu.bench import bench_parser, finish
+from mswelu.base.errors import positive_int
+from mswelu.bench import bench_parser, best_times, finish
 from mswelu.bench import model as whole
 from mswelu.bench.memory import extra_peak_mib, in_fresh_process
 
@@ -138,21 +134,6 @@ def check_agreement(stacks: dict[str, nn.Module], d_model: int) -> float:
     return diff
 
 
-def time_stacks(stacks: dict[str, nn.Module], x: torch.Tensor, mode: str, repeats: int) -> dict[str, dict]:
-    """Best-of-``repeats`` wall-clock and process CPU seconds per forward + backward, the stacks taking
-    turns. With one thread the CPU time leaves out the time other processes held the cores."""
-    for stack in stacks.values():
-        _step(stack, x, mode)  # warm-up
-    best = {name: {"seconds": float("inf"), "cpu_seconds": float("inf")} for name in stacks}
-    for _ in range(repeats):
-        for name, stack in stacks.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            _step(stack, x, mode)
-            best[name]["seconds"] = min(best[name]["seconds"], time.perf_counter() - t0)
-            best[name]["cpu_seconds"] = min(best[name]["cpu_seconds"], time.process_time() - c0)
-    return best
-
-
 def _peak_child(
     name: str, mode: str, layers: int, shape: dict, batch: int, seq_len: int, threads: int, flush: bool
 ) -> tuple[float, str]:
@@ -197,15 +178,8 @@ def time_ssd(
             t.grad = None
         fn().float().square().mean().backward()
 
-    for fn in fns.values():
-        fwd_bwd(fn)
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fwd_bwd(fn)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+    timed = best_times({name: (lambda fn=fn: fwd_bwd(fn)) for name, fn in fns.items()}, repeats)
+    return {name: t["seconds"] for name, t in timed.items()}
 
 
 def run(
@@ -235,7 +209,8 @@ def run(
         x = _inputs(batch, seq_len, d_model)
         stack_results: dict[str, dict] = {}
         for mode in modes:
-            timed = time_stacks(stacks, x, mode, repeats)
+            calls = {name: (lambda s=stack, m=mode: _step(s, x, m)) for name, stack in stacks.items()}
+            timed = best_times(calls, repeats)
             res: dict[str, Any] = {
                 name: {**t, "tokens_per_s": batch * seq_len / t["seconds"]} for name, t in timed.items()
             }
@@ -312,16 +287,22 @@ def main(argv: list[str] | None = None) -> int:
     p = bench_parser("mamba2", __doc__, layers=2, batch=2, seq_len=512, repeats=3, threads=2)
     whole.add_arguments(p)
     p.add_argument("--model-layers", type=int, default=24, help="the whole model's blocks (0: skip it)")
-    p.add_argument("--chunk-sizes", type=int, nargs="+", default=[64], help="our SSD chunk sizes to time")
-    p.add_argument("--d-model", type=int, default=SHAPE["d_model"], help="a multiple of 32 (quick checks)")
+    p.add_argument(
+        "--chunk-sizes",
+        type=positive_int("--chunk-sizes"),
+        nargs="+",
+        default=[64],
+        help="our SSD chunk sizes",
+    )
+    p.add_argument(
+        "--d-model",
+        type=positive_int("--d-model"),
+        default=SHAPE["d_model"],
+        help="a multiple of 32 (quick checks)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
     p.add_argument("--no-ssd", action="store_true", help="skip the SSD-alone timing")
     args = p.parse_args(argv)
-    for name in ("layers", "batch", "seq_len", "repeats", "threads", "d_model"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if min(args.chunk_sizes) < 1:
-        p.error("--chunk-sizes must be >= 1")
     if args.d_model % 32:
         p.error("--d-model must be a multiple of 32 (expand 2, headdim 64)")
     out = run(

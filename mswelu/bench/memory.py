@@ -12,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
-__all__ = ["extra_peak_mib", "in_fresh_process"]
+__all__ = ["extra_peak_mib", "in_fresh_process", "saved_mib"]
 
 
 def _status_kib(field: str) -> int:
@@ -43,3 +43,20 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a newly spawned process (its allocations cannot hide another measurement's)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
+
+
+def saved_mib(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    """MiB of the distinct storages autograd saves for the backward of ``fn(*args, **kwargs)`` (an
+    allocator-independent view of a step's memory)."""
+    import torch
+
+    storages: dict[tuple[int, str], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[(storage.data_ptr(), str(t.device))] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args, **kwargs)
+    return sum(storages.values()) / 2**20

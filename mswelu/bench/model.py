@@ -1,7 +1,5 @@
 """Whole-model training step on CPU: ours against transformers' best CPU path and against the machine.
 
-``python -m mswelu.bench model [--preset mamba-130m|mamba2-130m] [--layers 24] [--d-model 768] [--seq-len 256]
-[--batch 4] [--modes fp32 bf16] [--repeats 3] [--threads 2] [--slow] [--profile N] [--json]``
 (``python -m mswelu.bench mamba2`` runs the same at the ``mamba2-130m`` shape beside its mixer benchmark)
 
 Both sides are the preset's architecture (RMSNorm pre-norm blocks, SiLU, tied head, the preset's vocabulary;
@@ -26,13 +24,12 @@ does on a CPU; the scan's backward makes them) unless ``--keep-denormals``.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
-from mswelu.base.errors import choice
-from mswelu.bench import bench_parser, finish
+from mswelu.base.errors import choice, positive_int
+from mswelu.bench import bench_parser, best_times, finish
 
 GOAL = 1.5  # x the fastest transformers path
 PRESETS = ("mamba-130m", "mamba2-130m")
@@ -49,19 +46,11 @@ def _step(model: torch.nn.Module, ids: torch.Tensor, mode: str) -> float:
 
 
 def _time(models: dict[str, torch.nn.Module], ids: torch.Tensor, mode: str, repeats: int) -> dict[str, dict]:
-    """Best-of-``repeats`` step time per model; the models take turns, so a change in machine load
-    between repeats hits all of them alike."""
-    for model in models.values():
-        _step(model, ids, mode)  # warm-up: lazy init, allocator, thread pool
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            t0 = time.perf_counter()
-            _step(model, ids, mode)
-            times[name].append(time.perf_counter() - t0)
+    """Best-of-``repeats`` step time per model, the models taking turns (:func:`best_times`)."""
+    timed = best_times({name: (lambda m=m: _step(m, ids, mode)) for name, m in models.items()}, repeats)
     return {
-        name: {"seconds": min(ts), "tokens_per_s": ids.numel() / min(ts), "repeats": repeats}
-        for name, ts in times.items()
+        name: {"seconds": t["seconds"], "tokens_per_s": ids.numel() / t["seconds"], "repeats": repeats}
+        for name, t in timed.items()
     }
 
 
@@ -214,13 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"layers": 24, "d_model": 768, "seq_len": 256, "batch": 4, "repeats": 3, "threads": 2}
     p = bench_parser("model", __doc__, **sizes)
     p.add_argument("--preset", type=choice("preset", PRESETS), default=PRESETS[0])
-    p.add_argument("--vocab-size", type=int, default=None, help="default: the preset's")
+    p.add_argument(
+        "--vocab-size", type=positive_int("--vocab-size"), default=None, help="default: the preset's"
+    )
     p.add_argument("--slow", action="store_true", help="also time transformers' slow loop (Mamba-1)")
     add_arguments(p)
     args = p.parse_args(argv)
-    for name in (*sizes, "vocab_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
     return finish(
         lambda: run(
             args.preset,

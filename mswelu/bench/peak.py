@@ -6,10 +6,11 @@ step it is compared with (on a shared machine, a peak measured at another time m
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
+
+from mswelu.bench import best_times
 
 __all__ = ["matmul_peak", "top_ops"]
 
@@ -17,13 +18,7 @@ __all__ = ["matmul_peak", "top_ops"]
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of an n x n matmul in ``dtype`` (best of ``repeats``, after a warm-up)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / best_times({"matmul": lambda: a @ b}, repeats)["matmul"]["seconds"] / 1e9
 
 
 def top_ops(step: Callable[[], object], k: int = 12) -> list[dict[str, float | str]]:

@@ -1,7 +1,5 @@
 """Selective-scan benchmark on CPU: ours vs transformers' slow-path loop vs mambapy's parallel scan.
 
-``python -m mswelu.bench scan [--json] [--repeats 5] [--slow-repeats 1] [--no-memory]``
-
 Every approach computes the same Mamba-1 scan, forward + backward (gradients w.r.t. u, delta, A,
 B, C, D and the delta bias), from the same (b, d, l) inputs at B=2, L=256, d_inner=1536, N=16,
 fp32, ``torch.set_num_threads(2)``:
@@ -19,22 +17,15 @@ Outputs and gradients of the three are compared before timing (``max_rel_diff`` 
 Time: best of ``--repeats`` warm runs in this process, ours and mambapy's interleaved run by run so
 that load from other processes hits both alike (the slow loop: ``--slow-repeats``, default 1).
 
-Peak memory (``peak_mib``): each approach runs once more in a fresh spawned process, which builds
-the inputs, runs a tiny warm-up (lazy initialisation, thread pool), then resets the kernel's
-peak-RSS counter (``echo 5 > /proc/self/clear_refs``, Linux) and runs forward + backward once;
-``peak_mib`` = VmHWM after the run - VmRSS before it, i.e. the most extra resident memory the
-approach needed at any moment. A fresh process per approach keeps one approach's freed-but-cached
-allocator memory from hiding another's. Where clear_refs is unavailable, the process-lifetime
-``ru_maxrss`` is used instead (noted as ``memory_method``). ``saved_mib`` is an allocator-
-independent view of the same question: bytes of the distinct tensors autograd keeps for backward
-(measured with ``torch.autograd.graph.saved_tensors_hooks``).
+Peak memory (``peak_mib``): each approach runs once more in a fresh spawned process, after a tiny warm-up:
+the most extra resident memory it needed at any moment (:mod:`mswelu.bench.memory`, which also says how,
+as ``memory_method``). ``saved_mib``: the distinct tensors autograd keeps for backward.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mswelu.bench import bench_parser
-from mswelu.bench.memory import extra_peak_mib, in_fresh_process
+from mswelu.base.errors import positive_int
+from mswelu.bench import bench_parser, best_times
+from mswelu.bench.memory import extra_peak_mib, in_fresh_process, saved_mib
 from mswelu.ops.selective_scan import selective_scan
 
 APPROACHES = ("mswelu", "mswelu_torch", "transformers_loop", "mambapy_pscan")
@@ -131,30 +123,6 @@ def fwd_bwd(name: str, inputs: dict[str, Tensor], grad_out: Tensor) -> tuple[Ten
     return out.detach(), [t.grad for t in inputs.values()]
 
 
-def time_approach(name: str, inputs: dict[str, Tensor], grad_out: Tensor, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fwd_bwd(name, inputs, grad_out)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def saved_mib(name: str, inputs: dict[str, Tensor]) -> float:
-    """MiB of distinct tensor storages autograd saves for backward during one forward."""
-    seen: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = FUNCTIONS[name](**inputs)
-    del out
-    return sum(seen.values()) / 2**20
-
-
 def _peak_child(name: str, shape: tuple[int, int, int, int], threads: int) -> tuple[float, str]:
     """Runs in a fresh process: extra peak RSS (MiB) of one forward + backward of ``name``."""
     torch.set_num_threads(threads)
@@ -208,29 +176,32 @@ def _text(report: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser("scan", __doc__, threads=2, batch=2, length=256, d_inner=1536, d_state=16)
-    p.add_argument("--repeats", type=int, default=7, help="timed runs of the fast approaches (best kept)")
-    p.add_argument("--slow-repeats", type=int, default=1, help="timed runs of the transformers loop")
+    p.add_argument(
+        "--repeats",
+        type=positive_int("--repeats"),
+        default=7,
+        help="timed runs of the fast approaches (best kept)",
+    )
+    p.add_argument(
+        "--slow-repeats",
+        type=positive_int("--slow-repeats"),
+        default=1,
+        help="timed runs of the transformers loop",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
     args = p.parse_args(argv)
-    if min(args.repeats, args.slow_repeats, args.threads, args.batch, args.length, args.d_inner) < 1:
-        p.error("sizes, threads and repeats must be >= 1")
 
     torch.set_num_threads(args.threads)
     shape = (args.batch, args.d_inner, args.length, args.d_state)
     agreement = check_agreement((2, 64, 64, args.d_state))
     inputs = make_inputs(*shape)
     grad_out = torch.ones(args.batch, args.d_inner, args.length)
-    fast = [name for name in APPROACHES if name != "transformers_loop"]
-    for name in fast:
-        fwd_bwd(name, inputs, grad_out)  # warm-up
-    best = dict.fromkeys(APPROACHES, float("inf"))
-    for _ in range(args.repeats):  # interleaved, so that a burst of load on a shared machine hits both
-        for name in fast:
-            best[name] = min(best[name], time_approach(name, inputs, grad_out, 1))
-    best["transformers_loop"] = time_approach("transformers_loop", inputs, grad_out, args.slow_repeats)
+    calls = {name: (lambda name=name: fwd_bwd(name, inputs, grad_out)) for name in APPROACHES}
+    slow = {"transformers_loop": calls.pop("transformers_loop")}
+    best = {**best_times(calls, args.repeats), **best_times(slow, args.slow_repeats, warmup=False)}
     results: dict[str, dict[str, float | str | None]] = {}
     for name in APPROACHES:
-        results[name] = {"seconds": best[name], "saved_mib": saved_mib(name, inputs)}
+        results[name] = {"seconds": best[name]["seconds"], "saved_mib": saved_mib(FUNCTIONS[name], **inputs)}
         if name != "transformers_loop":
             results[name]["max_rel_diff_vs_transformers_loop"] = agreement[name]
     for name in APPROACHES:

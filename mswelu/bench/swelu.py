@@ -1,8 +1,5 @@
 """SWELU benchmark: autograd on the formula vs the fused function (closed-form backward).
 
-``python -m mswelu.bench swelu [--json] [--device auto|cpu|cuda] [--shape B L D] [--dtype ...]
-[--repeats 5] [--threads N] [--no-compile]``
-
 On a realistic activation tensor (CPU default (4, 256, 1536) fp32; CUDA default (8, 1024, 1536)
 bf16), with a learnable scalar k, forward + backward (gradients w.r.t. z and k) of:
 
@@ -26,14 +23,15 @@ Time: best of ``--repeats`` warm forward + backward runs. Ratios: ``memory_<v>_o
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
 
 import torch
 
-from mswelu.base.errors import choice, plain_text
+from mswelu.base.errors import choice
+from mswelu.bench import bench_parser, best_times
+from mswelu.bench.memory import saved_mib
 from mswelu.ops import cpu_kernels
 from mswelu.ops.swelu import swelu, swelu_reference, triton_available
 
@@ -63,29 +61,15 @@ def make_inputs(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
     return z.to(device, dtype), grad_out.to(device, dtype)
 
 
+def _leaves(z0: torch.Tensor, k_value: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return z0.detach().requires_grad_(), torch.tensor(k_value, device=z0.device, requires_grad=True)
+
+
 def fwd_bwd(fn: Callable, z0: torch.Tensor, grad_out: torch.Tensor, k_value: float):
-    z = z0.detach().requires_grad_()
-    k = torch.tensor(k_value, device=z0.device, requires_grad=True)
+    z, k = _leaves(z0, k_value)
     y = fn(z, k)
     y.backward(grad_out)
     return y.detach(), z.grad, k.grad
-
-
-def saved_bytes(fn: Callable, z0: torch.Tensor, k_value: float) -> int:
-    """Bytes of the distinct storages autograd saves for backward of ``fn``."""
-    storages: dict[tuple[int, str], int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        storages[(s.data_ptr(), str(t.device))] = s.nbytes()
-        return t
-
-    z = z0.detach().requires_grad_()
-    k = torch.tensor(k_value, device=z0.device, requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = fn(z, k)
-    del y
-    return sum(storages.values())
 
 
 def sync(device: torch.device) -> None:
@@ -93,20 +77,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_time(fn: Callable, z0, grad_out, k_value: float, repeats: int, device: torch.device) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fwd_bwd(fn, z0, grad_out, k_value)
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def cuda_memory(fn: Callable, z0, grad_out, k_value: float, device: torch.device) -> dict[str, float]:
-    z = z0.detach().requires_grad_()
-    k = torch.tensor(k_value, device=device, requires_grad=True)
+    z, k = _leaves(z0, k_value)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
@@ -136,10 +108,10 @@ def run(
         out = fwd_bwd(fn, z0, grad_out, k_value)  # warm-up (compilation, kernel build, allocator)
         sync(device)
         warmup_s = time.perf_counter() - t0
-        fwd_bwd(fn, z0, grad_out, k_value)
+        call = {name: lambda fn=fn: (fwd_bwd(fn, z0, grad_out, k_value), sync(device))}
         res = {
-            "fwd_bwd_ms": 1e3 * best_time(fn, z0, grad_out, k_value, repeats, device),
-            "saved_mib": saved_bytes(fn, z0, k_value) / MIB,
+            "fwd_bwd_ms": 1e3 * best_times(call, repeats)[name]["seconds"],
+            "saved_mib": saved_mib(fn, *_leaves(z0, k_value)),
             "max_rel_diff": {
                 part: rel_diff(mine, ref)
                 for part, mine, ref in zip(("y", "dz", "dk"), out, ref_out, strict=True)
@@ -163,10 +135,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mswelu.bench swelu", description=plain_text(__doc__.split("\n")[0])
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser = bench_parser("swelu", __doc__, repeats=5)
     parser.add_argument(
         "--device", default="auto", type=choice("device", ("auto", "cpu", "cuda")), metavar="{auto,cpu,cuda}"
     )
@@ -180,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         metavar="{" + ",".join(DTYPES) + "}",
         help="default float32 CPU, bfloat16 CUDA",
     )
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant on CPU")
     args = parser.parse_args(argv)
@@ -192,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         tuple(args.shape) if args.shape else ((8, 1024, 1536) if device.type == "cuda" else (4, 256, 1536))
     )
     dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
-    if args.repeats < 1 or any(s < 1 for s in shape):
-        parser.error("--repeats and --shape entries must be >= 1")
+    if any(s < 1 for s in shape):
+        parser.error("--shape entries must be >= 1")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 

@@ -21,7 +21,6 @@ here, never asserted in tests.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import contextlib
 import json
@@ -34,8 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mswelu.base.errors import plain_text
-from mswelu.bench import finish
+from mswelu.bench import bench_parser, finish
 
 __all__ = [
     "MIN_SECONDS",
@@ -245,11 +243,7 @@ def _print(table: pd.DataFrame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m mswelu.bench throughput",
-        description=plain_text(__doc__),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("throughput", __doc__, full=True)
     p.add_argument("--study", default=None, help="a study's parameter file (notebooks/studies/NAME.yaml)")
     p.add_argument("--variants", default=None, help="comma-separated (default: the study's)")
     p.add_argument("--preset", default=None)
@@ -263,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="rounds, at least")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per variant and round")
     p.add_argument("--record", action="store_true", help="write the study's throughput.json")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     def compute() -> list[dict[str, Any]]:

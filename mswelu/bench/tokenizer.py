@@ -1,4 +1,4 @@
-"""Tokenizer and loader speed: ``python -m mswelu.bench tokenizer [--json] [--repeats 3] [--text PATH]``.
+"""Tokenizer and loader speed.
 
 Goal (issue 3): our GPT-2 tokenization runs at >= 0.8x the speed of plain ``tiktoken`` encoding the
 same text in one process. The reference is a separate ``tiktoken.Encoding`` built from the same
@@ -10,28 +10,15 @@ the time to load one training batch from the memmapped shards.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from mswelu.base.errors import plain_text
+from mswelu.bench import bench_parser, best_times
 
 GOAL = 0.8
-
-
-def _best_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best-of-``repeats`` seconds per function, alternating them so machine noise hits all alike."""
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
 
 
 def _texts(path: str | None) -> list[str]:
@@ -78,7 +65,7 @@ def run(repeats: int = 3, text_path: str | None = None, batch_size: int = 8, seq
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
 
-    timings = _best_interleaved(
+    timed = best_times(
         {
             "tiktoken_batch": lambda: ref.encode_ordinary_batch(texts, num_threads=threads),
             "ours_batch": lambda: ours.encode_batch(texts),
@@ -86,11 +73,13 @@ def run(repeats: int = 3, text_path: str | None = None, batch_size: int = 8, seq
             "ours_single": lambda: [ours.encode(t) for t in texts],
         },
         repeats,
+        warmup=False,
     )
+    timings = {name: t["seconds"] for name, t in timed.items()}
     # the HF BPE is ~10x slower: time it once on a slice of the text
     subset = texts[: max(1, len(texts) // 8)]
     sub_tokens = sum(len(x) for x in ours.encode_batch(subset))
-    hf_seconds = _best_interleaved({"hf": lambda: hf.encode_batch(subset)}, 1)["hf"]
+    hf_seconds = best_times({"hf": lambda: hf.encode_batch(subset)}, 1, warmup=False)["hf"]["seconds"]
     results: dict = {
         "text": text_path or "default corpus (Shakespeare, 42 works)",
         "documents": len(texts),
@@ -143,16 +132,8 @@ def run(repeats: int = 3, text_path: str | None = None, batch_size: int = 8, seq
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mswelu.bench tokenizer",
-        description=plain_text(__doc__),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = bench_parser("tokenizer", __doc__, full=True, repeats=3, batch_size=8, seq_len=1024)
     parser.add_argument("--text", default=None, help="a .txt file or folder (default: the default corpus)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=1024)
     args = parser.parse_args(argv)
     out = run(args.repeats, args.text, args.batch_size, args.seq_len)
     if args.json:

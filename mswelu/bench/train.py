@@ -1,8 +1,5 @@
 """Training throughput on the CPU, and where a training step's time goes.
 
-``python -m mswelu.bench train [--preset small] [--batch-size 8] [--seq-len 128] [--steps 5]
-[--paths fp32-logits,fp32,bf16-torch,bf16] [--threads N] [--vocab-size 50257] [--set KEY=VALUE] [--json]``
-
 A step is the trainer's step: forward, the next-token loss, backward, gradient clipping at 1.0, and an
 optimizer step with the project's AdamW routing, on random tokens (the speed does not depend on the
 data). The paths, each measured in the same run on the same model:
@@ -43,7 +40,6 @@ For each path:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import time
@@ -51,8 +47,8 @@ from typing import Any
 
 import torch
 
-from mswelu.base.errors import plain_text, with_nearest
-from mswelu.bench import finish
+from mswelu.base.errors import positive_int, with_nearest
+from mswelu.bench import bench_parser, finish
 from mswelu.bench.peak import matmul_peak
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv", "aten::dot"}
@@ -276,21 +272,16 @@ def _overrides(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m mswelu.bench train",
-        description=plain_text(__doc__),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = bench_parser("train", __doc__, full=True, batch_size=8, seq_len=128)
+    p.add_argument(
+        "--steps", type=positive_int("--steps"), default=5, help="timed steps (best of), after one warm-up"
     )
     p.add_argument("--preset", default="small")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--steps", type=int, default=5, help="timed steps (best of), after one warm-up")
     p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--vocab-size", type=int, default=50257)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
     p.add_argument("--no-components", action="store_true", help="skip the profiled step")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     paths = tuple(x.strip() for x in args.paths.split(",") if x.strip())
 

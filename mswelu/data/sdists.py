@@ -5,7 +5,6 @@ there by hand is checked the same way, a mismatch refused in one line.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mswelu.base.fs import sha256_file
 from mswelu.base.paths import cache_dir
 
 
@@ -34,14 +34,6 @@ class Sdist:
 
 def sdist_folder() -> Path:
     return cache_dir() / "sdists"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pip_command(sdist: Sdist, dest: Path) -> list[str]:
@@ -95,7 +87,7 @@ def fetch_sdist(sdist: Sdist, download: bool = True) -> Path:
         try:
             _pip_download(sdist, tmp)
             got = tmp / sdist.filename
-            digest = _sha256(got)
+            digest = sha256_file(got)
             if digest != sdist.sha256:
                 _refuse(got, sdist, digest)
             os.replace(got, target)
@@ -103,7 +95,7 @@ def fetch_sdist(sdist: Sdist, download: bool = True) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     if not target.is_file():
         raise ValueError(f"{sdist.requirement} not cached at {target}")
-    digest = _sha256(target)
+    digest = sha256_file(target)
     if digest != sdist.sha256:
         _refuse(target, sdist, digest)
     return target

@@ -72,7 +72,6 @@ FINAL = "final"
 CHECKPOINTS = "checkpoints"
 NOTEBOOK = "notebook.ipynb"
 TENSORBOARD = "tb"
-WANDB = "wandb"
 TRACKER_STATE = "trackers.json"
 TASK_SCORES = "tasks.json"
 MODEL_CARD = "README.md"  # inside final/

@@ -249,8 +249,9 @@ def lr_sweep(
     seed: int = 0,
     reuse: bool = True,
     ledger: Ledger | None = None,
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The same lr grid for every variant on :func:`tuning_data`. Returns (points; each best lr)."""
+) -> pd.DataFrame:
+    """The same lr grid for every variant on :func:`tuning_data`: one row per point (the choice of each
+    variant's lr is :func:`mswelu.analysis.lr_status`'s)."""
     require_list("variants", variants)
     require_list("lr_grid", lrs)
     if not lrs or any(not isinstance(x, (int, float)) or x <= 0 for x in lrs):
@@ -267,13 +268,7 @@ def lr_sweep(
             except FloatingPointError:  # the trainer stops a run whose steps keep going non-finite
                 loss = None
             rows.append(_sweep_row(loss, variant, lr, name))
-    table = pd.DataFrame(rows)
-    chosen = {}
-    for variant, part in table.groupby("variant", sort=False):
-        ok = part[~part.diverged]
-        if not ok.empty:
-            chosen[str(variant)] = float(ok.sort_values(["tune_val_loss", "lr"]).lr.iloc[0])
-    return table, chosen
+    return pd.DataFrame(rows)
 
 
 def bracketed_lr_sweep(
@@ -286,10 +281,10 @@ def bracketed_lr_sweep(
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
     """:func:`lr_sweep`, extended while an optimum sits at an edge. Returns (points; ``LrStatus``)."""
-    sweep, _ = lr_sweep(base, variants, grid, prefix, seed, reuse, ledger)
+    sweep = lr_sweep(base, variants, grid, prefix, seed, reuse, ledger)
     while todo := analysis.extend_lr_grid(sweep, grid):
         for variant, more in todo.items():
-            rows, _ = lr_sweep(base, [variant], more, prefix, seed, reuse, ledger)
+            rows = lr_sweep(base, [variant], more, prefix, seed, reuse, ledger)
             sweep = pd.concat([sweep, rows], ignore_index=True)
     status = analysis.lr_status(sweep, grid)
     failed = [v for v, s in status.items() if not math.isfinite(s.lr)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,6 @@ __all__ = [
     "papermill_options",
     "papermill_output",
     "require_list",
-    "rounded",
     "start",
 ]
 
@@ -71,12 +69,6 @@ def _declared_defaults(notebook: str) -> dict[str, str] | None:
     return {name: str(p["default"]) for name, p in papermill.inspect_notebook(str(path)).items()}
 
 
-def _declared(notebook: str) -> list[str] | None:
-    """The names ``notebook``'s parameters cell declares, or None where that file is not found."""
-    defaults = _declared_defaults(notebook)
-    return None if defaults is None else list(defaults)
-
-
 def _example(value: Any) -> str:
     """``value`` as YAML inside a flow list: bare where it is a plain word, else quoted."""
     text = str(value)
@@ -110,10 +102,9 @@ def _check_kinds(defaults: Mapping[str, str], namespace: Mapping[str, Any]) -> N
 
 def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The values in ``namespace`` of ``notebook``'s parameters (without the file: all plain values)."""
-    names = _declared(notebook)
-    return {
-        n: namespace[n] for n in (names if names is not None else _plain_names(namespace)) if n in namespace
-    }
+    declared = _declared_defaults(notebook)
+    names = _plain_names(namespace) if declared is None else list(declared)
+    return {n: namespace[n] for n in names if n in namespace}
 
 
 def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> None:
@@ -190,17 +181,6 @@ def _follow_papermill_bar(shell: Any) -> None:
     if _bar_redrawn not in shell.events.callbacks.get("pre_run_cell", []):
         shell.events.register("pre_run_cell", _bar_redrawn)
     progress.after_bar()  # this cell, the prologue's, started after the bar too
-
-
-def rounded(value: Any, digits: int = 2) -> Any:
-    """Round floats (recursively) so that checked notebook outputs do not depend on the last bits."""
-    if isinstance(value, Mapping):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(rounded(v, digits) for v in value)
-    if isinstance(value, float):
-        return round(value, digits) if math.isfinite(value) else value
-    return value
 
 
 def format_samples(prompts: Sequence[str], texts: Sequence[str], max_newlines: int = 2) -> str:
