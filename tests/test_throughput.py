@@ -168,3 +168,30 @@ def test_the_command_line_refuses_in_one_line(tmp_path, capsys) -> None:
     assert T.main(["--record", "--seconds", "0"]) == 2
     assert "study: true" in capsys.readouterr().err
     assert T.main(["--study", str(tmp_path / "none.yaml")]) == 2
+
+
+def test_a_variant_measured_without_its_silu_reference_prints_no_ratio(capsys) -> None:
+    """--variants mamba-swelu alone: no reference ran, so no ratio (it crashed on pandas' None before)."""
+    import pandas as pd
+
+    from mswelu.bench.throughput import _print
+
+    row = {
+        "batch_size": 16,
+        "seq_len": 256,
+        "dtype": "bf16",
+        "device": "cpu",
+        "rounds": [1.0],
+        "seconds": 1.0,
+        "tokens_per_s": 9000.0,
+        "tokens_per_s_min": 9000.0,
+        "tokens_per_s_max": 9000.0,
+        "tokens_per_s_q1": 9000.0,
+        "tokens_per_s_q3": 9000.0,
+        "silu_reference": "mamba",
+    }
+    for missing in (None, float("nan")):
+        _print(pd.DataFrame([{**row, "variant": "mamba-swelu", "vs_silu": missing}]))
+        assert capsys.readouterr().out.splitlines()[-1].rstrip().endswith("1.0 s")
+    _print(pd.DataFrame([{**row, "variant": "mamba-swelu", "vs_silu": 0.888}]))
+    assert capsys.readouterr().out.rstrip().endswith("0.888x mamba")

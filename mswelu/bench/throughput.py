@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -235,7 +236,8 @@ def _print(table: pd.DataFrame) -> None:
         f"{first['dtype']} on {first['device']}, {len(first['rounds'])} rounds (median [min-max], quartiles)"
     )
     for r in table.itertuples():
-        ratio = f"{r.vs_silu:6.3f}x {r.silu_reference}" if r.silu_reference and r.vs_silu == r.vs_silu else ""
+        measured = isinstance(r.vs_silu, float) and math.isfinite(r.vs_silu)  # NaN or None: no reference ran
+        ratio = f"{r.vs_silu:6.3f}x {r.silu_reference}" if r.silu_reference and measured else ""
         print(
             f"  {r.variant:20s} {r.tokens_per_s:9,.0f}  [{r.tokens_per_s_min:,.0f}-{r.tokens_per_s_max:,.0f}]"
             f"  IQR {r.tokens_per_s_q1:,.0f}-{r.tokens_per_s_q3:,.0f}  {r.seconds:5.1f} s  {ratio}"
