@@ -415,3 +415,29 @@ def test_the_build_folder_is_keyed_by_the_source(tmp_path, monkeypatch) -> None:
     edited.write_bytes(cpu_kernels.SOURCE.read_bytes() + b"\n// another checkout\n")
     monkeypatch.setattr(cpu_kernels, "SOURCE", edited)
     assert cpu_kernels._name("AVX2") != name
+
+
+def test_a_build_whose_lock_another_process_removed_loads_again(monkeypatch):
+    """A process paused past the stale-lock limit finds its lock removed by another (torch's release then
+    raises FileNotFoundError after the build): it loads the built module instead of falling back to PyTorch
+    for its whole life; any other missing file is a failed build."""
+    import torch.utils.cpp_extension as ext
+
+    calls = []
+
+    def load(name, *args, **kwargs):
+        calls.append(name)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", f"/cache/{name}/lock")
+        return "module"
+
+    monkeypatch.setattr(ext, "load", load)
+    monkeypatch.setattr(cpu_kernels, "_clear_stale_lock", lambda name: None)
+    assert cpu_kernels._build.__wrapped__() == ("module", "") and len(calls) == 2
+
+    def missing_header(name, *args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "/usr/include/vec.h")
+
+    monkeypatch.setattr(ext, "load", missing_header)
+    module, why = cpu_kernels._build.__wrapped__()
+    assert module is None and why.startswith("FileNotFoundError")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mswelu.training.code_digest import training_code
 from mswelu.workbook import migrate
+from mswelu.workbook.ledger import record_code
 
 STUDIES = Path(__file__).resolve().parents[1] / "reports" / "studies"
 LEDGERS = sorted(p.parent for p in STUDIES.glob("*/runs") if any(p.glob("*.json")))
@@ -21,7 +21,7 @@ def test_every_committed_record_is_keyed_by_the_current_training_code(study: Pat
     stale = []
     for path in sorted((study / "runs").glob("*.json")):
         record = json.loads(path.read_text())
-        if record["key"]["code"]["digest"] != training_code(record["key"]["settings"])["digest"]:
+        if record["key"]["code"]["digest"] != record_code(record["key"])["digest"]:
             stale.append(path.name)
     assert not stale, (
         f"{len(stale)} records of {study.name} name training code that is gone ({stale[:3]} ...), so "
@@ -102,7 +102,7 @@ def test_apply_rekeys_the_records_and_logs_the_proof(tmp_path: Path, monkeypatch
         migrate, "study_fingerprint", lambda s: {"machine": migrate.machine(), "fingerprint": same}
     )
     migrate.apply("s", {"study": "s", "machine": migrate.machine(), "fingerprint": same}, "moved files")
-    digest = training_code(json.loads((folder / "runs" / "s-mamba-s0.json").read_text())["key"]["settings"])
+    digest = record_code(json.loads((folder / "runs" / "s-mamba-s0.json").read_text())["key"])
     for path in (folder / "runs").glob("*.json"):
         assert json.loads(path.read_text())["key"]["code"] == digest
     assert json.loads((folder / "throughput.json").read_text())["keys"]["mamba"]["code"] == digest["digest"]
@@ -132,3 +132,15 @@ def test_a_study_still_in_its_sweep_is_fingerprinted_from_its_sweep_points(tmp_p
         "mamba@mqar": ({"lr": 2.0}, "task:mqar?level=medium"),
         "gpt2": ({"lr": 3.0}, None),
     }
+
+
+@pytest.mark.parametrize("data", ["task:mqar?level=easy&test=64", None])
+def test_a_migration_keys_a_record_as_a_run_of_its_settings_would_be_keyed(data, embedded_data) -> None:
+    """What a migration writes (:func:`record_code` of a record's key) is the code :func:`run_key` gives the
+    run: for a synthetic task too, whose settings keep no data path (a task's own files are on its path)."""
+    from mswelu.workbook.ledger import run_key
+
+    key = run_key({"preset": "tiny", "data": data or str(embedded_data), "seq_len": 16, "max_steps": 4})
+    assert record_code(key) == key["code"]
+    if data:
+        assert any(f.startswith("data/tasks/") for f in key["code"]["files"])

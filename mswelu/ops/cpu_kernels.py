@@ -142,16 +142,23 @@ def _build() -> tuple[ModuleType | None, str]:
     if not _is_built(name):
         log(f"building the CPU kernels for {capability} (once: about a minute)", source="mswelu")
     start = time.perf_counter()
-    try:
-        from torch.utils.cpp_extension import load as load_extension
+    from torch.utils.cpp_extension import load as load_extension
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on compiler versions
-            module = load_extension(
-                name, [str(SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False
-            )
-    except Exception as exc:  # no compiler, no ninja, a failed compile or link
-        return None, _why(exc)
+    for attempt in (1, 2):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's notes on compiler versions
+                module = load_extension(
+                    name, [str(SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False
+                )
+            break
+        except FileNotFoundError as exc:
+            # another process removed this build's lock as stale (this one was paused past the limit):
+            # torch's release then fails, after the build; loading again finds the module built
+            if attempt == 2 or Path(exc.filename or "").name != "lock":
+                return None, _why(exc)
+        except Exception as exc:  # no compiler, no ninja, a failed compile or link
+            return None, _why(exc)
     if time.perf_counter() - start > 5:
         log(f"CPU kernels built in {time.perf_counter() - start:.0f} s", source="mswelu")
     return module, ""

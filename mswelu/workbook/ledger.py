@@ -38,6 +38,7 @@ __all__ = [
     "Record",
     "data_content",
     "read_ledger_json",
+    "record_code",
     "run_key",
     "speed_key",
     "study_ledger",
@@ -86,6 +87,15 @@ def run_key(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if is_task_source(tc.data):  # a task is named by its text (no machine path), which a migration retrains
         key["task"] = str(tc.data)
     return key
+
+
+def record_code(key: Mapping[str, Any]) -> dict[str, Any]:
+    """The training-path code a record's ``key`` names on today's code, as :func:`run_key` computes it (a
+    task's settings keep no data path, so the task's text stands in for it)."""
+    settings = dict(key["settings"])
+    if key.get("task"):
+        settings["data"] = key["task"]
+    return training_code(settings)
 
 
 def data_content(data: str | Path) -> str:

@@ -115,7 +115,7 @@ def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict
 def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
     """Re-key ``study``'s records if its fingerprint equals ``proof``'s, recording the proof."""
     from mswelu.base.fs import atomic_write_json
-    from mswelu.training.code_digest import training_code
+    from mswelu.workbook.ledger import record_code
 
     if proof.get("study") != study:
         raise SystemExit(f"error: the proof is of study {proof.get('study')!r}, not {study!r}")
@@ -135,7 +135,7 @@ def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
     old, new = {}, {}
     for path in sorted((folder / "runs").glob("*.json")):
         record = json.loads(path.read_text())
-        code = training_code(record["key"]["settings"])
+        code = record_code(record["key"])
         old.setdefault(record["variant"], record["key"]["code"]["digest"])
         new[record["variant"]] = code["digest"]
         record["key"]["code"] = code
