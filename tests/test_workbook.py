@@ -388,3 +388,24 @@ def test_the_variant_figure_shows_each_mean_with_its_interval_best_first():
     names = [t.get_text() for t in throughput.get_yticklabels()]
     assert names[::-1] == ["gpt2", "mamba-swelu-fixed", "one"]  # names on the y axis, fastest first
     plt.close("all")
+
+
+def test_a_model_is_announced_with_bits_per_byte_or_on_a_task_its_loss(monkeypatch) -> None:
+    """One line per model on a study's terminal: bits/byte for text; a synthetic task has no bytes (NaN or
+    None there), so its answers' loss, never 'nan bits/byte'."""
+    from types import SimpleNamespace
+
+    from mswelu.workbook import compare
+
+    lines: list[str] = []
+    monkeypatch.setattr(compare, "say", lines.append)
+
+    def run(**final):
+        return SimpleNamespace(final_metrics=lambda: {"steps": 600, "wall_time_s": 12.0, **final})
+
+    compare._announce("text", run(val_bpb=2.1234, final_val_loss=4.5), "trained")
+    compare._announce("task", run(val_bpb=float("nan"), final_val_loss=0.6910), "trained")
+    compare._announce("none", run(val_bpb=None, final_val_loss=None), "reused")
+    text, task, none = lines
+    assert text.endswith("val 2.1234 bits/byte") and "in 12 s" in text
+    assert task.endswith("val loss 0.6910") and none.endswith("no val figure")

@@ -70,11 +70,18 @@ def run_or_record(
     return record
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def _announce(name: str, run: RunData | Record, how: str) -> None:
     """One line per model on the notebook's terminal (a study runs for hours with training progress off)."""
     m = run.final_metrics()
-    bpb, wall = m.get("val_bpb"), m.get("wall_time_s")
-    figures = f"val {bpb:.4f} bits/byte" if isinstance(bpb, (int, float)) else "no val figure"
+    bpb, loss, wall = m.get("val_bpb"), m.get("final_val_loss"), m.get("wall_time_s")
+    if _finite(bpb):
+        figures = f"val {bpb:.4f} bits/byte"
+    else:  # a synthetic task has no bytes: its answers' loss
+        figures = f"val loss {loss:.4f}" if _finite(loss) else "no val figure"
     took = f" in {wall:,.0f} s" if how == "trained" and isinstance(wall, (int, float)) else ""
     say(f"[{time.strftime('%H:%M:%S')} {name}] {how}{took}: {m.get('steps')} steps, {figures}")
 
