@@ -55,9 +55,11 @@ def hf_norm_is_grouped() -> bool:
     """Whether the installed transformers' Mamba-2 normalises the gated output group by group, as mamba-ssm
     and this package do. Older releases (5.4, for one) normalise over all groups at once, which is the same
     only with ``n_groups`` 1."""
-    from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated
+    from transformers.models.mamba2 import modeling_mamba2
 
-    return "group_size" in inspect.signature(MambaRMSNormGated.__init__).parameters
+    # named MambaRMSNormGated up to transformers 5.24, Mamba2RMSNormGated from 5.25
+    norm = getattr(modeling_mamba2, "Mamba2RMSNormGated", None) or modeling_mamba2.MambaRMSNormGated
+    return "group_size" in inspect.signature(norm.__init__).parameters
 
 
 def _check_groups(n_groups: int) -> None:
