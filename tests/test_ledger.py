@@ -78,7 +78,7 @@ def test_side_by_side_throughput_is_recorded_and_reused(base, tmp_path, monkeypa
     assert set(table.variant) == {"mamba", "mamba-swelu"} and (table.tokens_per_s > 0).all()
     saved = json.loads((tmp_path / "study" / "throughput.json").read_text())
     assert set(saved["keys"]) == {"mamba", "mamba-swelu"}
-    import mswelu.bench.throughput as T
+    import mswelu.workbook.throughput as T
 
     monkeypatch.setattr(T, "measure_throughput", lambda *a, **k: pytest.fail("measured again"))
     again = wb.side_by_side_throughput(base, ["mamba", "mamba-swelu"], ledger=ledger, rounds=1)
@@ -267,7 +267,7 @@ def test_equal_time_trains_the_slower_variant_on_its_own_schedule_and_rebuilds(b
 
     from mswelu import analysis
     from mswelu.analysis.equal_time import TimeMatch
-    from mswelu.bench import throughput as T
+    from mswelu.workbook import throughput as T
 
     variants, seeds = ["mamba", "mamba-swelu"], [0, 1]
     params = {"variants": variants, "seeds": seeds, "preset": "tiny", "max_steps": 4, "batch_size": 4,

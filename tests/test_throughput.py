@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import mswelu.bench.throughput as T
+import mswelu.workbook.throughput as M
 from mswelu.models import build as models
 from mswelu.models.flops import model_flops_per_token
 from mswelu.training.config import TrainConfig
@@ -20,16 +21,16 @@ STUDY = ROOT / "notebooks" / "studies" / "activations-cpu.yaml"
 
 
 def test_spread_is_the_median_with_min_max_and_quartiles() -> None:
-    s = T.spread([4.0, 1.0, 10.0, 3.0, 2.0])
+    s = M.spread([4.0, 1.0, 10.0, 3.0, 2.0])
     assert s == {"median": 3.0, "min": 1.0, "max": 10.0, "q1": 2.0, "q3": 4.0}
-    assert T.spread([1.0, 2.0]) == {"median": 1.5, "min": 1.0, "max": 2.0, "q1": 1.25, "q3": 1.75}
+    assert M.spread([1.0, 2.0]) == {"median": 1.5, "min": 1.0, "max": 2.0, "q1": 1.25, "q3": 1.75}
     with pytest.raises(ValueError):
-        T.spread([])
+        M.spread([])
 
 
 def test_rounds_rotate_the_order() -> None:
     names = ["a", "b", "c"]
-    assert [T.rotation(names, r) for r in range(4)] == [
+    assert [M.rotation(names, r) for r in range(4)] == [
         ["a", "b", "c"],
         ["b", "c", "a"],
         ["c", "a", "b"],
@@ -41,7 +42,7 @@ def test_each_variant_is_held_to_its_mixers_silu_reference() -> None:
     from mswelu.training.variants import variant_overrides
 
     def ref(variant: str) -> str | None:
-        return T.silu_reference({"preset": "small", **variant_overrides(variant, "small")})
+        return M.silu_reference({"preset": "small", **variant_overrides(variant, "small")})
 
     assert [ref(v) for v in ("mamba", "mamba-swelu", "swelu-residual", "mamba2-swelu", "gpt2")] == [
         "mamba",
@@ -50,7 +51,7 @@ def test_each_variant_is_held_to_its_mixers_silu_reference() -> None:
         "mamba2",
         None,
     ]
-    assert T.silu_reference({"preset": "mamba2-small"}) == "mamba2"
+    assert M.silu_reference({"preset": "mamba2-small"}) == "mamba2"
 
 
 def _configs(data: Path) -> dict[str, dict]:
@@ -71,7 +72,7 @@ def test_variants_are_measured_interleaved(embedded_data, monkeypatch) -> None:
         return real(model, x, y)
 
     monkeypatch.setattr(models, "lm_loss", recording)
-    table = T.measure_throughput(_configs(embedded_data), rounds=3, steps=2, warmup=1).set_index("variant")
+    table = M.measure_throughput(_configs(embedded_data), rounds=3, steps=2, warmup=1).set_index("variant")
     assert list(table.index) == ["mamba", "mamba-swelu", "gpt2"] and (table.tokens_per_s > 0).all()
     assert all(len(r) == 3 for r in table["rounds"])
     swelu = table.loc["mamba-swelu"]
@@ -86,7 +87,7 @@ def test_variants_are_measured_interleaved(embedded_data, monkeypatch) -> None:
     rounds = [["silu", "swelu", "gpt2"], ["swelu", "gpt2", "silu"], ["gpt2", "silu", "swelu"]]
     assert order == [v for r in rounds for v in r for _ in range(2)]
     assert {s for _, s in calls} == {(2, 16)}
-    assert table.loc["mamba", "vs_silu"] == 1.0 and T.pd.isna(table.loc["gpt2", "silu_reference"])
+    assert table.loc["mamba", "vs_silu"] == 1.0 and M.pd.isna(table.loc["gpt2", "silu_reference"])
     built = models.build_model("tiny", 50257, 16, "swelu", eos_token_id=50256)
     assert swelu.flops_per_token == model_flops_per_token(built, 16)["training"]
 
@@ -95,9 +96,9 @@ def test_rounds_go_on_until_every_variant_had_its_seconds(embedded_data, monkeyp
     """A clock that advances one second per reading: each timed block takes 1 s, so 2.5 s per variant takes
     three rounds, more than the one asked for."""
     ticks = iter(range(10_000))
-    monkeypatch.setattr(T.time, "perf_counter", lambda: float(next(ticks)))
+    monkeypatch.setattr(M.time, "perf_counter", lambda: float(next(ticks)))
     configs = {k: v for k, v in _configs(embedded_data).items() if k != "gpt2"}
-    table = T.measure_throughput(configs, rounds=1, steps=1, warmup=0, seconds=2.5)
+    table = M.measure_throughput(configs, rounds=1, steps=1, warmup=0, seconds=2.5)
     assert [len(r) for r in table["rounds"]] == [3, 3] and list(table.seconds) == [3.0, 3.0]
     assert list(table.tokens_per_s) == [32.0, 32.0]  # 1 step x 2 x 16 tokens per second
 
@@ -125,13 +126,13 @@ def test_the_study_shape_is_the_one_measured(monkeypatch, capsys) -> None:
     from mswelu.workbook.ledger import speed_key
 
     measured = {}
-    real = T.measure_throughput
+    real = M.measure_throughput
 
     def recording(configs, **options):
         measured.update(configs)
         return real(configs, **{**options, "warmup": 0})
 
-    monkeypatch.setattr(T, "measure_throughput", recording)
+    monkeypatch.setattr(M, "measure_throughput", recording)
     variants = ["mamba", "mamba-swelu", "mamba2", "mamba2-swelu"]
     argv = ["--study", str(STUDY), "--variants", ",".join(variants), "--seconds", "0", "--rounds", "1"]
     assert T.main([*argv, "--steps", "1"]) == 0
@@ -141,7 +142,7 @@ def test_the_study_shape_is_the_one_measured(monkeypatch, capsys) -> None:
     assert list(measured) == variants
     for variant, cfg in measured.items():
         assert speed_key(cfg)["settings"] == keys[variant]["settings"]
-        model, _ = T._build(TrainConfig.from_dict(cfg), T.torch.device("cpu"))
+        model, _ = M._build(TrainConfig.from_dict(cfg), M.torch.device("cpu"))
         record = json.loads((folder / "runs" / f"activations-cpu-{variant}-s0.json").read_text())
         assert models.count_parameters(model) == record["final"]["params"]
         assert model.config.d_state == record["key"]["settings"]["model"]["d_state"]
@@ -154,7 +155,7 @@ def test_record_writes_what_the_study_reads_back(tmp_path, monkeypatch) -> None:
     study.write_text("run_name: mini-speed\nstudy: true\nvariants: [mamba, mamba-swelu]\nseq_len: 16\n")
     argv = ["--study", str(study), "--seconds", "0", "--rounds", "1", "--steps", "1", "--json"]
     assert T.main([*argv, "--record"]) == 0
-    monkeypatch.setattr(T, "measure_throughput", lambda *a, **k: pytest.fail("measured again"))
+    monkeypatch.setattr(M, "measure_throughput", lambda *a, **k: pytest.fail("measured again"))
     params = T.study_parameters(study)
     again = wb.side_by_side_throughput(
         T.study_base(params), params["variants"], ledger=wb.study_ledger("mini-speed")

@@ -1,6 +1,7 @@
 """Analysis of training runs and studies: pure functions over metrics records and DataFrames, one module per
-topic (frames, shapes, seeds, claims, verdicts, tuning, curves, bootstrap, schema/reader, counts, tables). The
-one backward pass, |dL/dk|, is :mod:`mswelu.models.shape_gradients`; timing is :mod:`mswelu.bench.throughput`.
+topic (frames, shapes, seeds, claims, verdicts, tuning, curves, bootstrap, schema/reader, counts, tables).
+The one backward pass, |dL/dk|, is :mod:`mswelu.models.shape_gradients`; timing is
+:mod:`mswelu.workbook.throughput`.
 """
 
 from mswelu.analysis.bootstrap import bootstrap_units, bpb_intervals, study_bootstrap

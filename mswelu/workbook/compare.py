@@ -23,6 +23,7 @@ from mswelu.data import load_meta, prepare, split_documents, tokenizer_name
 from mswelu.runs.folder import SUMMARY, RunData, list_runs, load_run
 from mswelu.training.config import TrainConfig, merge_overrides
 from mswelu.training.variants import variant_overrides
+from mswelu.workbook import throughput as speed
 from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key, study_ledger
 from mswelu.workbook.profiles import schedule_settings
 from mswelu.workbook.prologue import require_list
@@ -313,15 +314,13 @@ def side_by_side_throughput(
     """Every variant's tokens/s measured interleaved here at the study's shape (options ``measure``), or the
     ledger's measurement of the same variants, shapes and code (unless ``reuse`` is False), and its FLOPs per
     token: the equal-compute view's inputs."""
-    from mswelu.bench.throughput import measure_throughput
-
     configs = {v: {**variant_config(base, v), "seed": 0} for v in variants}
     keys = {v: speed_key(cfg) for v, cfg in configs.items()}
     if ledger is not None and reuse:
         saved = ledger.throughput(keys)
         if saved is not None:
             return saved
-    table = measure_throughput(configs, **measure)
+    table = speed.measure_throughput(configs, **measure)
     if ledger is not None:
         ledger.write_throughput(keys, table)
     return table
