@@ -78,14 +78,13 @@ def _ledger_folder(study: str) -> Path:
 def _variant_settings(study: str) -> dict[str, tuple[dict[str, Any], str | None]]:
     """Each variant's settings and task (None: text) from its first trained run's record, else (a study still
     in its lr sweep) its first sweep point's; in a study of synthetic tasks, each variant on each task."""
+    records = [json.loads(p.read_text()) for p in sorted((_ledger_folder(study) / "runs").glob("*.json"))]
     out: dict[str, tuple[dict[str, Any], str | None]] = {}
     for kind in ("run", "sweep"):
-        for path in sorted((_ledger_folder(study) / "runs").glob("*.json")):
-            record = json.loads(path.read_text())
+        for record in (r for r in records if r.get("kind") == kind):
             task = record["key"].get("task")
             name = record["variant"] + (f"@{task.split('?')[0][len('task:') :]}" if task else "")
-            if record.get("kind") == kind and name not in out:
-                out[name] = (dict(record["key"]["settings"]), task)
+            out.setdefault(name, (dict(record["key"]["settings"]), task))
     if not out:
         raise SystemExit(f"error: study {study!r} has no ledger records under {_ledger_folder(study)}/runs")
     return out
