@@ -52,12 +52,13 @@ def test_the_latest_migration_proof_holds_on_this_code(study: Path) -> None:
     latest = json.loads((study / "migrations.json").read_text())[-1]
     if latest["machine"] != migrate.machine():
         pytest.skip(f"the proof's bits are of {latest['machine']}, this is {migrate.machine()}")
-    now = migrate.study_fingerprint(study.name)
+    proven = sorted({name.split("/")[0] for name in latest["fingerprint"]})
+    now = migrate.study_fingerprint(study.name, proven)
     assert now["fingerprint"] == latest["fingerprint"]
-    assert latest["to"] == {
-        json.loads(p.read_text())["variant"]: json.loads(p.read_text())["key"]["code"]["digest"]
-        for p in sorted((study / "runs").glob("*.json"))
-    }
+    records = [json.loads(p.read_text()) for p in sorted((study / "runs").glob("*.json"))]
+    current = {migrate.record_name(r): r["key"]["code"]["digest"] for r in records}
+    # records added since (a study still running) are keyed by today's code: the test above checks them
+    assert latest["to"] == {name: current.get(name) for name in latest["to"]}
 
 
 def _fake_study(tmp_path: Path, monkeypatch) -> Path:
@@ -144,3 +145,25 @@ def test_a_migration_keys_a_record_as_a_run_of_its_settings_would_be_keyed(data,
     assert record_code(key) == key["code"]
     if data:
         assert any(f.startswith("data/tasks/") for f in key["code"]["files"])
+
+
+def test_a_task_study_is_rekeyed_per_variant_and_task(tmp_path: Path, monkeypatch) -> None:
+    """One variant's records on two tasks name different code (each task's file is on its path), so a
+    migration's map is by variant and task: one entry per variant would keep only the last task's digest."""
+    folder = tmp_path / "studies" / "t" / "runs"
+    folder.mkdir(parents=True)
+    settings = {"preset": "tiny", "seq_len": 16, "activation": "silu", "model": {}}
+    for task in ("mqar", "composite"):
+        key = {"settings": settings, "task": f"task:{task}?level=easy", "code": {"digest": "old", "files": {}}}
+        record = {"name": f"t-{task}", "variant": "mamba", "seed": 0, "kind": "run", "key": key}
+        (folder / f"t-{task}.json").write_text(json.dumps(record))
+    monkeypatch.setattr(migrate, "_ledger_folder", lambda study: folder.parent)
+    same = {"mamba@mqar/fp32": {"losses": ["0x1.0p+3"], "weights": "a"}}
+    monkeypatch.setattr(
+        migrate, "study_fingerprint", lambda s: {"machine": migrate.machine(), "fingerprint": same}
+    )
+    migrate.apply("t", {"study": "t", "machine": migrate.machine(), "fingerprint": same}, "moved files")
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    to = json.loads((folder.parent / "migrations.json").read_text())[0]["to"]
+    assert to == {migrate.record_name(r): r["key"]["code"]["digest"] for r in records}
+    assert sorted(to) == ["mamba@composite", "mamba@mqar"] and to["mamba@mqar"] != to["mamba@composite"]

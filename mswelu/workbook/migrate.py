@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FINGERPRINT", "apply", "fingerprint", "machine", "study_fingerprint"]
+__all__ = ["FINGERPRINT", "apply", "fingerprint", "machine", "record_name", "study_fingerprint"]
 
 #: how a fingerprint trains: the study's settings with these overrides (small, fast, every step logged)
 FINGERPRINT = {
@@ -75,6 +75,13 @@ def _ledger_folder(study: str) -> Path:
     return Path(__file__).resolve().parents[2] / "reports" / "studies" / study
 
 
+def record_name(record: Mapping[str, Any]) -> str:
+    """What a record's settings and code belong to: its variant, and on a synthetic task ``variant@task`` (a
+    task's file is on the training path, so one variant's records differ in code from task to task)."""
+    task = record["key"].get("task")
+    return record["variant"] + (f"@{task.split('?')[0][len('task:') :]}" if task else "")
+
+
 def _variant_settings(study: str) -> dict[str, tuple[dict[str, Any], str | None]]:
     """Each variant's settings and task (None: text) from its first trained run's record, else (a study still
     in its lr sweep) its first sweep point's; in a study of synthetic tasks, each variant on each task."""
@@ -82,9 +89,7 @@ def _variant_settings(study: str) -> dict[str, tuple[dict[str, Any], str | None]
     out: dict[str, tuple[dict[str, Any], str | None]] = {}
     for kind in ("run", "sweep"):
         for record in (r for r in records if r.get("kind") == kind):
-            task = record["key"].get("task")
-            name = record["variant"] + (f"@{task.split('?')[0][len('task:') :]}" if task else "")
-            out.setdefault(name, (dict(record["key"]["settings"]), task))
+            out.setdefault(record_name(record), (dict(record["key"]["settings"]), record["key"].get("task")))
     if not out:
         raise SystemExit(f"error: study {study!r} has no ledger records under {_ledger_folder(study)}/runs")
     return out
@@ -135,8 +140,8 @@ def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
     for path in sorted((folder / "runs").glob("*.json")):
         record = json.loads(path.read_text())
         code = record_code(record["key"])
-        old.setdefault(record["variant"], record["key"]["code"]["digest"])
-        new[record["variant"]] = code["digest"]
+        old.setdefault(record_name(record), record["key"]["code"]["digest"])
+        new[record_name(record)] = code["digest"]
         record["key"]["code"] = code
         atomic_write_json(path, record)
     throughput = folder / "throughput.json"
