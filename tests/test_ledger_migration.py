@@ -154,7 +154,8 @@ def test_a_task_study_is_rekeyed_per_variant_and_task(tmp_path: Path, monkeypatc
     folder.mkdir(parents=True)
     settings = {"preset": "tiny", "seq_len": 16, "activation": "silu", "model": {}}
     for task in ("mqar", "composite"):
-        key = {"settings": settings, "task": f"task:{task}?level=easy", "code": {"digest": "old", "files": {}}}
+        code = {"digest": "old", "files": {}}
+        key = {"settings": settings, "task": f"task:{task}?level=easy", "code": code}
         record = {"name": f"t-{task}", "variant": "mamba", "seed": 0, "kind": "run", "key": key}
         (folder / f"t-{task}.json").write_text(json.dumps(record))
     monkeypatch.setattr(migrate, "_ledger_folder", lambda study: folder.parent)
