@@ -37,7 +37,7 @@ from mswelu.base.errors import unknown_choice
 from mswelu.base.hf_compat import CACHE_NAMES, pick_cache
 from mswelu.models.cache import MsweluCache, MsweluCausalLMOutput, causal_lm_output
 from mswelu.models.configuration import MsweluConfig
-from mswelu.modules.activations import effective_shape, spec_of
+from mswelu.modules.activations import apply_slot_inits, effective_shape, spec_of
 from mswelu.modules.activations import shape_values as activation_shape_values
 from mswelu.modules.mixers import MIXERS, build_block, mixer_spec
 from mswelu.modules.mixers.common import activation_for, norm_for
@@ -86,6 +86,20 @@ class MsweluPreTrainedModel(PreTrainedModel):
                 keys = getattr(block, "_tied_weights_keys", None) or {}
                 tied.update({f"{prefix}{i}.{k}": f"{prefix}{i}.{v}" for k, v in keys.items()})
         return tied
+
+    def post_init(self) -> None:
+        super().post_init()
+        self._frozen = frozenset(n for n, p in self.named_parameters() if not p.requires_grad)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """transformers' loader, which makes every floating-point weight it loads trainable: the parameters
+        this model's config freezes (a fixed k, a conv fixed to one) are frozen again."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        for name, p in model.named_parameters():
+            p.requires_grad_(name not in model._frozen)
+        return loaded
 
     def _blocks(self) -> tuple[str, nn.ModuleList]:
         """(the blocks' state-dict prefix, the blocks) of this model or its backbone."""
@@ -215,6 +229,7 @@ class MsweluForCausalLM(MsweluPreTrainedModel, GenerationMixin):
         self.backbone = MsweluModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
+        apply_slot_inits(self.shape_slots(), config.activation, config.shape)  # a per-slot ``shape`` init
 
     # ---------------------------------------------------------------- HF plumbing
     def get_input_embeddings(self) -> nn.Embedding:

@@ -12,9 +12,12 @@ registered sequence mixer (:data:`mswelu.modules.mixers.MIXERS`), named after it
 name, ``mamba``): ``mamba`` is the base preset's blocks with SiLU in the mixer only (no post-mixer activation,
 no dense stack), ``mamba-<activation>`` the same with another registered activation in the mixer's slots
 (``mamba-swelu``: learnable SWELU, ``mamba-swelu-fixed``: SWELU with k frozen at its initial value,
-``mamba-swish``: learnable Swish-beta, SiLU at init); likewise ``mamba2``, ``mamba2-swelu``, ... with
-Mamba-2 blocks, whose own shape settings (:data:`MIXER_SETTINGS`: a state of 64 per head of 64 channels, as
-the ``mamba2-small`` preset) win over the base's. Without the dense stack each family gets the depth whose
+``mamba-swish``: learnable Swish-beta, SiLU at init, ``mamba-swelu-as-learned``: SWELU frozen with each
+slot at the k the same seed's ``mamba-swelu`` run learned, which separates the shape it finds from learning
+it: :func:`learned_source` names that run's variant, :func:`with_learned_shape` sets its values);
+likewise ``mamba2``, ``mamba2-swelu``, ... with Mamba-2 blocks, whose own shape settings
+(:data:`MIXER_SETTINGS`: a state of 64 per head of 64 channels, as the ``mamba2-small`` preset) win over the
+base's. Without the dense stack each family gets the depth whose
 parameter count is closest to the base preset's (:func:`matched_depth`; within a few percent for our
 presets).
 
@@ -36,12 +39,22 @@ from mswelu.models.configuration import PRESETS
 from mswelu.modules.activations import ACTIVATIONS
 from mswelu.modules.mixers import sequence_mixers
 
-__all__ = ["VARIANTS", "hybrid_pattern", "matched_depth", "variant_overrides"]
+__all__ = [
+    "AS_LEARNED",
+    "VARIANTS",
+    "hybrid_pattern",
+    "learned_source",
+    "matched_depth",
+    "variant_overrides",
+    "with_learned_shape",
+]
 
 #: the reference block: the activation in the mixer only
 MAMBA_REFERENCE = {"post_mixer_act": False, "dense_sizes": ()}
 #: a mixer's own shape settings in its reference family (the base preset's apply to the rest)
 MIXER_SETTINGS: dict[str, dict[str, Any]] = {"mamba2": {"d_state": 64, "headdim": 64}}
+#: ``<family>-<activation>`` + this: the ``-fixed`` twin, each slot at the values that variant's run learned
+AS_LEARNED = "-as-learned"
 
 
 def hybrid_pattern(layer_pattern: str) -> str:
@@ -96,6 +109,8 @@ def _family(mixer: str) -> dict[str, Callable[[str], dict[str, Any]]]:
     stem = "mamba" if mixer == "mamba1" else mixer
     out = {stem: _reference(mixer, "silu")}
     out.update({f"{stem}-{name}": _reference(mixer, name) for name in ACTIVATIONS if name != "silu"})
+    learnable = [n for n in ACTIVATIONS if f"{n}-fixed" in ACTIVATIONS]
+    out.update({f"{stem}-{n}{AS_LEARNED}": _reference(mixer, f"{n}-fixed") for n in learnable})
     return out
 
 
@@ -122,6 +137,27 @@ def _conv_control(mode: str) -> Callable[[str], dict[str, Any]]:
 #: the controls of "Achilles' heel of Mamba" (Chen et al. 2025): conv weights fixed to one, a residual
 #: around the conv (the activation's effect on the conv's asymmetry is measured against these fixes)
 VARIANTS.update({"mamba-conv1": _conv_control("ones"), "mamba-convres": _conv_control("residual")})
+
+
+def learned_source(variant: str) -> str | None:
+    """The variant whose learned values an ``-as-learned`` variant is frozen at (None for the others)."""
+    if variant.endswith(AS_LEARNED) and variant in VARIANTS:
+        return variant.removesuffix(AS_LEARNED)
+    return None
+
+
+def with_learned_shape(cfg: dict[str, Any], source: Any) -> dict[str, Any]:
+    """``cfg`` (an ``-as-learned`` variant's) with each slot's initial value of every shape parameter that
+    learned in ``source`` (a finished run or ledger record of :func:`learned_source`'s variant, same seed
+    and data) set to the value it ended at: ``model.shape.<param>.init = {slot: value}``."""
+    learned = sorted({p for slot in source.slots.values() for p in slot.learnable})
+    if not learned:
+        raise ValueError(f"{getattr(source, 'name', source)} learned no shape parameter to freeze at")
+    model = dict(cfg.get("model") or {})
+    shape = {name: dict(entry) for name, entry in (model.get("shape") or {}).items()}
+    for param in learned:
+        shape[param] = {**shape.get(param, {}), "init": source.final_shape(param)}
+    return {**cfg, "model": {**model, "shape": shape}}
 
 
 def variant_overrides(variant: str, preset: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from mswelu.base.run_names import parse_run_name, run_name
 from mswelu.data import load_meta, prepare, split_documents, tokenizer_name
 from mswelu.runs.folder import SUMMARY, RunData, list_runs, load_run
 from mswelu.training.config import TrainConfig, merge_overrides
-from mswelu.training.variants import variant_overrides
+from mswelu.training.variants import learned_source, variant_overrides, with_learned_shape
 from mswelu.workbook import throughput as speed
 from mswelu.workbook.ledger import Ledger, Record, run_key, speed_key, study_ledger
 from mswelu.workbook.profiles import schedule_settings
@@ -87,6 +87,15 @@ def _announce(name: str, run: RunData | Record, how: str) -> None:
     say(f"[{time.strftime('%H:%M:%S')} {name}] {how}{took}: {m.get('steps')} steps, {figures}")
 
 
+def _sources_first(variants: Sequence[str]) -> list[str]:
+    """``variants``, each ``-as-learned`` one after the variant it is frozen from (which must be there)."""
+    missing = {v: s for v in variants if (s := learned_source(v)) and s not in variants}
+    if missing:
+        v, s = next(iter(missing.items()))
+        raise ValueError(f"variant {v!r} is frozen at what {s!r} learns: list {s!r} among the variants too")
+    return sorted(variants, key=lambda v: learned_source(v) is not None)
+
+
 def run_variants(
     base: dict[str, Any],
     variants: Sequence[str],
@@ -108,12 +117,14 @@ def run_variants(
         raise ValueError("need at least one variant and one seed")
     rows, curves, runs = [], [], {}
     for label, data in (splits or {None: base.get("data")}).items():
-        for variant in variants:
+        for variant in _sources_first(variants):
             for seed in seeds:
                 name = run_name(prefix, label, variant, seed=seed)
                 cfg = as_run(variant_config({**base, "data": data}, variant), name, seed=int(seed))
                 if lrs is not None:
                     cfg["lr"] = float(lrs[variant])
+                if source := learned_source(variant):  # frozen at what the same seed's source run learned
+                    cfg = with_learned_shape(cfg, runs[run_name(prefix, label, source, seed=seed)])
                 run = run_or_record(cfg, name, variant, int(seed), "run", reuse, ledger)
                 runs[name] = run
                 row = _result_row(run, variant, int(seed), float(cfg.get("lr", TrainConfig.lr)), name)
@@ -139,6 +150,10 @@ def time_matched_runs(
     ``match.steps``, named ``<prefix>[-<split>]-<variant>-time-s<seed>`` (a study's ledger kind ``time``).
     Returns (one row per model, :data:`~mswelu.analysis.equal_time.MATCHED_COLUMNS`; runs by name)."""
     evaluations = max(1, round(int(base["max_steps"]) / int(base["eval_every"])))
+    if derived := [m.slower for m in matches if learned_source(m.slower)]:
+        raise ValueError(
+            f"equal-time runs of {derived[0]!r} (frozen at another run's values) are not supported"
+        )
     rows, runs = [], {}
     for label, data in (splits or {None: base.get("data")}).items():
         for match in matches:
@@ -266,11 +281,20 @@ def lr_sweep(
         raise ValueError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
     tune = tuning_data(base["data"])
     rows = []
-    for variant in variants:
+    for variant in _sources_first(variants) if len(variants) > 1 else variants:
         for lr in lrs:
             name = run_name(prefix, "tune", variant, lr=lr)
             cfg = as_run(variant_config(base, variant), name, data=tune, lr=float(lr), seed=int(seed))
             try:
+                if source := learned_source(variant):  # the source's point at the same lr (trained if new)
+                    point = run_name(prefix, "tune", source, lr=lr)
+                    source_cfg = as_run(
+                        variant_config(base, source), point, data=tune, lr=float(lr), seed=seed
+                    )
+                    from_run = run_or_record(source_cfg, point, source, int(seed), "sweep", True, ledger)
+                    if source not in variants:  # a point the source's own grid lacked is one of its points
+                        rows.append(_sweep_row(from_run.final_metrics()["final_val_loss"], source, lr, point))
+                    cfg = with_learned_shape(cfg, from_run)
                 run = run_or_record(cfg, name, variant, int(seed), "sweep", reuse, ledger)
                 loss = run.final_metrics()["final_val_loss"]
             except FloatingPointError:  # the trainer stops a run whose steps keep going non-finite
@@ -288,12 +312,15 @@ def bracketed_lr_sweep(
     reuse: bool = True,
     ledger: Ledger | None = None,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
-    """:func:`lr_sweep`, extended while an optimum sits at an edge. Returns (points; ``LrStatus``)."""
+    """:func:`lr_sweep`, extended while an optimum sits at an edge (an ``-as-learned`` variant's new point
+    trains its source's point at that lr too). Returns (points; ``LrStatus``)."""
     sweep = lr_sweep(base, variants, grid, prefix, seed, reuse, ledger)
     while todo := analysis.extend_lr_grid(sweep, grid):
         for variant, more in todo.items():
             rows = lr_sweep(base, [variant], more, prefix, seed, reuse, ledger)
-            sweep = pd.concat([sweep, rows], ignore_index=True)
+            sweep = pd.concat([sweep, rows], ignore_index=True).drop_duplicates(
+                ["variant", "lr"], ignore_index=True
+            )
     status = analysis.lr_status(sweep, grid)
     failed = [v for v, s in status.items() if not math.isfinite(s.lr)]
     if failed:

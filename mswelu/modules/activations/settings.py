@@ -5,7 +5,10 @@ A model config's ``shape`` maps a shape parameter's name to its settings, each o
 
     shape: {k: {init: 0.8, learnable: true, lr_scale: 2.0, sharing: separate}}
 
-- ``init``: the initial (or, when frozen, the fixed) effective value; default: the registered ``init``;
+- ``init``: the initial (or, when frozen, the fixed) effective value; default: the registered ``init``; or
+  one value per slot, ``{slot name: value}`` naming every slot of the model (``blocks.0.mixer.act``, ...: the
+  names its ``shape_slots()`` and a run's logs use), e.g. to freeze each layer at the values another run
+  learned (:func:`apply_slot_inits`, which the model runs once it is built);
 - ``learnable``: whether it trains; default: the registered ``learnable`` (a parameter the ``-fixed`` twin
   freezes cannot be made learnable: use the learnable activation);
 - ``lr_scale``: multiplier of the learning rate of its raw parameter (the optimizer's ``shape`` group);
@@ -19,7 +22,7 @@ name. :func:`migrate_shape_settings` turns the older flat settings (``k_init``, 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,7 @@ __all__ = [
     "SHARING",
     "ShapeSetting",
     "activation_pair",
+    "apply_slot_inits",
     "make_activation",
     "migrate_shape_settings",
     "resolve_shape",
@@ -52,7 +56,7 @@ OLD_SHAPE_SETTINGS = ("k_init", "learnable_lambda", "mixer_k_sharing", "k_lr_sca
 class ShapeSetting:
     """The resolved settings of one shape parameter (every field filled in)."""
 
-    init: float
+    init: float | dict[str, float]  # one value, or one per slot name
     learnable: bool
     lr_scale: float = 1.0
     sharing: str = "shared"
@@ -98,9 +102,12 @@ def resolve_shape(activation: str, shape: Mapping[str, Any] | None = None) -> di
             sharing=given.get("sharing", "shared"),
         )
         _check(activation, p.name, p.frozen, setting)
-        out[p.name] = ShapeSetting(
-            float(setting.init), setting.learnable, float(setting.lr_scale), setting.sharing
+        init = (
+            {str(k): float(v) for k, v in setting.init.items()}
+            if isinstance(setting.init, Mapping)
+            else float(setting.init)
         )
+        out[p.name] = ShapeSetting(init, setting.learnable, float(setting.lr_scale), setting.sharing)
     return out
 
 
@@ -108,8 +115,15 @@ def _check(activation: str, name: str, frozen: bool, s: ShapeSetting) -> None:
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
-    if not number(s.init):
-        raise ValueError(f"shape.{name}.init must be a finite number, got {s.init!r}")
+    per_slot = (
+        isinstance(s.init, Mapping)
+        and s.init
+        and all(isinstance(k, str) and number(v) for k, v in s.init.items())
+    )
+    if not (number(s.init) or per_slot):
+        raise ValueError(
+            f"shape.{name}.init must be a finite number or {{slot name: finite number}}, got {s.init!r}"
+        )
     if not isinstance(s.learnable, bool):
         raise ValueError(f"shape.{name}.learnable must be true or false, got {s.learnable!r}")
     if frozen and s.learnable:
@@ -143,7 +157,8 @@ def make_activation(name: str, shape: Mapping[str, Any] | None = None) -> nn.Mod
     shape parameters need real initial values, since checkpoints converted from other code may not carry
     them."""
     settings = resolve_shape(name, shape)
-    init = {n: s.init for n, s in settings.items()}
+    defaults = {p.name: p.init for p in _spec(name).params}  # a per-slot init: apply_slot_inits sets it
+    init = {n: defaults[n] if isinstance(s.init, dict) else s.init for n, s in settings.items()}
     learn = {n: s.learnable for n, s in settings.items()}
     if torch.empty(0).device.type == "meta":
         with torch.device("cpu"):
@@ -152,6 +167,39 @@ def make_activation(name: str, shape: Mapping[str, Any] | None = None) -> nn.Mod
         module = _spec(name).build(init, learn)
     module.shape_lr_scales = {p.attribute: settings[p.name].lr_scale for p in _spec(name).params}
     return module
+
+
+def apply_slot_inits(slots: Sequence[Any], activation: str, shape: Mapping[str, Any] | None) -> None:
+    """Give each slot its own initial value of every shape parameter whose ``init`` is ``{slot name:
+    value}`` (``slots``: the built model's :class:`~mswelu.modules.slots.ShapeSlot` records). Every slot must
+    be named and every name must be a slot; the value goes into the slot's raw parameter as the activation's
+    own ``build`` maps it, so it must be one (SWELU's ``k`` always is; a frozen ``lambda`` is a constant)."""
+    per_slot = {n: s.init for n, s in resolve_shape(activation, shape).items() if isinstance(s.init, dict)}
+    names = [slot.name for slot in slots]
+    written: dict[int, tuple[str, float]] = {}
+    for param, values in per_slot.items():
+        unknown, missing = [n for n in values if n not in names], [n for n in names if n not in values]
+        if unknown:
+            raise ValueError(f"shape.{param}.init names no slot {with_nearest(unknown, names)}")
+        if missing:
+            raise ValueError(f"shape.{param}.init has no value for slot(s) {', '.join(missing)}")
+        attribute = next(p.attribute for p in _spec(activation).params if p.name == param)
+        for slot in slots:
+            raw = getattr(slot.module, attribute, None)
+            if not isinstance(raw, torch.Tensor):
+                raise ValueError(f"shape.{param}: {activation!r} keeps no parameter for it; give one init")
+            value = values[slot.name]
+            if written.get(id(raw), (slot.name, value))[1] != value:
+                raise ValueError(
+                    f"shape.{param}: slots {written[id(raw)][0]} and {slot.name} share one {param} "
+                    "(sharing: shared) but were given different values"
+                )
+            written[id(raw)] = (slot.name, value)
+            one = {**(shape or {}), param: {**(shape or {}).get(param, {}), "init": value}}
+            fresh = make_activation(activation, one)
+            if raw.device.type != "meta":  # from_pretrained builds on meta, then loads the saved values
+                with torch.no_grad():
+                    raw.copy_(getattr(fresh, attribute))
 
 
 def shape_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter, float]]:
