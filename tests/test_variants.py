@@ -150,3 +150,38 @@ def test_bracketed_sweep_lowers_a_diverged_grid_to_its_bound_then_refuses(
     with pytest.raises(ValueError, match=refused):
         wb.bracketed_lr_sweep(base, ["swelu"], [0.8], prefix="sw")
     assert tried == [0.8, 0.4, 0.2, 0.1]
+
+
+def test_a_sweep_of_two_seeds_seeds_the_best_lr_and_its_neighbours_and_judges_their_mean(
+    tiny_config, embedded_data, tmp_path, monkeypatch
+) -> None:
+    """``seeds=2``: after bracketing, the best lr and the tried lrs next to it run seed 1 too (named with it);
+    the choice is the mean over seeds, so a lr that won on one lucky seed can lose, and the new best's
+    neighbours are then seeded as well."""
+    from types import SimpleNamespace
+
+    from mswelu import workbook as wb
+    from mswelu.workbook import compare
+
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    base = tiny_config(embedded_data, tmp_path / "unused", max_steps=3, ckpt_every=0, eval_every=0)
+    base.pop("out")
+    # seed 0 prefers lr 0.02 by a hair; seed 1 ruins it, so the mean prefers 0.01
+    loss = {(0.005, 0): 3.0, (0.01, 0): 2.01, (0.02, 0): 2.0, (0.04, 0): 2.5, (0.08, 0): 3.0}
+    loss |= {(0.005, 1): 3.0, (0.01, 1): 2.01, (0.02, 1): 2.2, (0.04, 1): 2.5}
+    ran = []
+
+    def fake(cfg, name, variant, seed, kind, reuse, ledger):
+        ran.append((name, cfg["lr"], cfg["seed"]))
+        return SimpleNamespace(final_metrics=lambda: {"final_val_loss": loss[(cfg["lr"], cfg["seed"])]})
+
+    monkeypatch.setattr(compare, "run_or_record", fake)
+    sweep, status = wb.bracketed_lr_sweep(base, ["mamba"], [0.01, 0.02, 0.04], prefix="sw", seeds=2)
+    assert status["mamba"].lr == 0.01 and status["mamba"].interior
+    assert sorted((lr, s) for _, lr, s in ran) == sorted(
+        [(0.01, 0), (0.02, 0), (0.04, 0), (0.01, 1), (0.02, 1), (0.04, 1), (0.005, 0), (0.005, 1)]
+    )
+    assert "sw-tune-mamba-lr0.02-s1" in {n for n, _, _ in ran} and "sw-tune-mamba-lr0.02" in set(sweep.run)
+    assert sorted(sweep[sweep.lr == 0.02].seed) == [0, 1]
+    with pytest.raises(ValueError, match="sweep seeds must be a whole number >= 1"):
+        wb.bracketed_lr_sweep(base, ["mamba"], [0.01], prefix="sw", seeds=0)

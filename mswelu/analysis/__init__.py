@@ -41,7 +41,7 @@ from mswelu.analysis.shapes import (
     shape_slot_summary,
     slot_groups,
 )
-from mswelu.analysis.tuning import extend_lr_grid, lr_status
+from mswelu.analysis.tuning import extend_lr_grid, lr_status, unseeded_points
 from mswelu.analysis.verdicts import COLUMNS, VERDICTS, evaluate_claims, recompute
 
 __all__ = [
@@ -89,4 +89,5 @@ __all__ = [
     "study_metrics",
     "tokens_to_reach",
     "train_frame",
+    "unseeded_points",
 ]

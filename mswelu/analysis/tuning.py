@@ -26,6 +26,7 @@ __all__ = [
     "LrStatus",
     "extend_lr_grid",
     "lr_status",
+    "unseeded_points",
 ]
 
 #: each extension multiplies (divides) the grid's edge lr by this
@@ -77,7 +78,16 @@ def _extensions(tried: Sequence[float], grid: Sequence[float], up: bool) -> int:
     return sum(1 for lr in tried if (lr > edge * (1 + 1e-9) if up else lr < edge * (1 - 1e-9)))
 
 
+def _per_lr(part: pd.DataFrame) -> pd.DataFrame:
+    """One row per lr: the mean tuning loss over its seeds, diverged if any seed diverged."""
+    part = part.assign(tune_val_loss=pd.to_numeric(part.tune_val_loss, errors="coerce"))
+    return part.groupby("lr", as_index=False).agg(
+        tune_val_loss=("tune_val_loss", "mean"), diverged=("diverged", "any")
+    )
+
+
 def _status(variant: str, part: pd.DataFrame, grid: Sequence[float]) -> LrStatus:
+    part = _per_lr(part)
     tried = tuple(sorted({float(x) for x in part.lr}))
     ok = part[~part.diverged.astype(bool) & part.tune_val_loss.map(lambda v: math.isfinite(float(v)))]
     lo_bound, hi_bound = LR_BOUNDS
@@ -131,6 +141,24 @@ def lr_status(sweep: pd.DataFrame, grid: Sequence[float] | None = None) -> dict[
     for variant, part in sweep.groupby("variant", sort=False):
         g = list(grid) if grid else sorted({float(x) for x in part.lr})
         out[str(variant)] = _status(str(variant), part, g)
+    return out
+
+
+def unseeded_points(sweep: pd.DataFrame, grid: Sequence[float] | None, seeds: Sequence[int]) -> dict:
+    """``{(variant, lr): [seed, ...]}``: the ``seeds`` not yet run at each variant's best lr and the tried lrs
+    next to it (a sweep point's seed is its ``seed`` column, else ``seeds[0]``), so that the choice between
+    neighbours rests on several seeds."""
+    seeded = sweep.assign(seed=sweep["seed"] if "seed" in sweep else seeds[0])
+    out = {}
+    for variant, status in lr_status(sweep, grid).items():
+        if not math.isfinite(status.lr):
+            continue
+        i = status.tried.index(status.lr)
+        part = seeded[seeded.variant == variant]
+        for lr in status.tried[max(0, i - 1) : i + 2]:
+            have = {int(s) for s in part[part.lr == lr].seed}
+            if missing := [int(s) for s in seeds if int(s) not in have]:
+                out[(variant, lr)] = missing
     return out
 
 

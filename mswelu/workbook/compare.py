@@ -224,6 +224,7 @@ def _sweep_row(loss: float | None, variant: str, lr: float, name: str) -> dict[s
         "tune_val_loss": loss,
         "diverged": not math.isfinite(loss),
         "run": name,
+        "seed": parse_run_name(name).seed or 0,  # a sweep's first seed (0) is not in its points' names
     }
 
 
@@ -281,13 +282,14 @@ def lr_sweep(
         raise ValueError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
     tune = tuning_data(base["data"])
     rows = []
+    named = None if seed == 0 else seed  # the first seed's points keep their names from before seeds
     for variant in _sources_first(variants) if len(variants) > 1 else variants:
         for lr in lrs:
-            name = run_name(prefix, "tune", variant, lr=lr)
+            name = run_name(prefix, "tune", variant, lr=lr, seed=named)
             cfg = as_run(variant_config(base, variant), name, data=tune, lr=float(lr), seed=int(seed))
             try:
                 if source := learned_source(variant):  # the source's point at the same lr (trained if new)
-                    point = run_name(prefix, "tune", source, lr=lr)
+                    point = run_name(prefix, "tune", source, lr=lr, seed=named)
                     source_cfg = as_run(
                         variant_config(base, source), point, data=tune, lr=float(lr), seed=seed
                     )
@@ -311,16 +313,27 @@ def bracketed_lr_sweep(
     seed: int = 0,
     reuse: bool = True,
     ledger: Ledger | None = None,
+    seeds: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
     """:func:`lr_sweep`, extended while an optimum sits at an edge (an ``-as-learned`` variant's new point
-    trains its source's point at that lr too). Returns (points; ``LrStatus``)."""
+    trains its source's point at that lr too); with ``seeds`` > 1 the best lr and the tried lrs next to it
+    run ``seeds`` seeds (``seed``, ``seed + 1``, ...: a point of a later seed is named with it) and each lr
+    is judged by its mean over seeds, until the best is bracketed and seeded. Returns (points;
+    ``LrStatus``)."""
+    if not (isinstance(seeds, int) and seeds >= 1):
+        raise ValueError(f"sweep seeds must be a whole number >= 1, got {seeds!r}")
+    every = list(range(seed, seed + seeds))
     sweep = lr_sweep(base, variants, grid, prefix, seed, reuse, ledger)
-    while todo := analysis.extend_lr_grid(sweep, grid):
-        for variant, more in todo.items():
-            rows = lr_sweep(base, [variant], more, prefix, seed, reuse, ledger)
-            sweep = pd.concat([sweep, rows], ignore_index=True).drop_duplicates(
-                ["variant", "lr"], ignore_index=True
-            )
+    while True:
+        todo = [(v, more, seed) for v, more in analysis.extend_lr_grid(sweep, grid).items()]
+        if not todo and seeds > 1:
+            points = analysis.unseeded_points(sweep, grid, every)
+            todo = [(v, [lr], s) for (v, lr), missing in points.items() for s in missing]
+        if not todo:
+            break
+        for variant, more, one in todo:
+            rows = lr_sweep(base, [variant], more, prefix, one, reuse, ledger)
+            sweep = pd.concat([sweep, rows], ignore_index=True).drop_duplicates("run", ignore_index=True)
     status = analysis.lr_status(sweep, grid)
     failed = [v for v, s in status.items() if not math.isfinite(s.lr)]
     if failed:

@@ -59,6 +59,7 @@ def check_study_records(
                 if params.get("equal_time"):
                     timed[time_run_name(study, label, v, int(s))] = (v, int(s), label)
     sweeps = {run_name(study, "tune", v): v for v in variants}
+    sweep_seeds = range(int(params.get("sweep_seeds") or 1))  # later seeds' points are named with theirs
     data_keys: dict[tuple[str, str | None], Counter] = {}
     labels: dict[str, str | None] = {}
     for name, record in records.items():
@@ -74,10 +75,10 @@ def check_study_records(
             same = {k: v for k, v in base.items() if k != "max_steps"}
             settings = {**variant_settings(variant, preset), **same, "seed": seed}
             _expect(record, file, settings, variant=variant, seed=seed, kind="time")
-        elif parsed.stem in sweeps and parsed.lr is not None and parsed.seed is None:
+        elif parsed.stem in sweeps and parsed.lr is not None and (parsed.seed or 0) in sweep_seeds:
             variant = sweeps[parsed.stem]
             settings = {**variant_settings(variant, preset), "lr": parsed.lr}
-            _expect(record, file, settings, variant=variant, kind="sweep")
+            _expect(record, file, settings, variant=variant, kind="sweep", seed=parsed.seed or 0)
         else:
             raise LedgerError(
                 f"{file} is refused: the study names no run {name!r} (its variants {variants}, seeds "
