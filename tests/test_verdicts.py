@@ -618,3 +618,21 @@ def test_a_studys_splits_reach_its_units_through_study_data():
     assert sorted(set(study.units.split)) == ["a", "b", "c"] and len(study.units) == 12
     row = A.evaluate_claims([any_gain("mamba-swelu")], study).iloc[0]
     assert "3 disjoint train/validation splits (validation 500 tokens each), pooled over splits" in row.scale
+
+
+def test_the_k_ablations_compare_learnable_k_with_fixed_and_with_frozen_at_the_learned_k():
+    """``k-ablations``: SWELU frozen at the learned k (``-as-learned``) judged against SiLU and against the
+    learnable run; the learnable-vs-fixed rows ask for any amount; a pair not trained says "not tested"."""
+    strong = [0.02, 0.021, 0.019, 0.02, 0.022]
+    gains = {"mamba-swelu": strong, "mamba-swelu-as-learned": strong, "mamba-swelu-fixed": NULLS}
+    study = paired_study(gains)
+    rows = A.evaluate_claims(A.CLAIM_SETS["k-ablations"], study).set_index("claim")
+    shape = rows.loc["the learned shape without learning: SWELU frozen at the learned k better than SiLU"]
+    assert shape.verdict == "supported" and shape.measured.startswith("+2.0")
+    beyond = rows.loc[
+        "learning k helps beyond its end shape: learnable SWELU better than SWELU frozen at the learned k"
+    ]
+    assert beyond.compares.startswith("mamba-swelu vs mamba-swelu-as-learned")
+    # a k that did not learn (none on record here) leaves the learning rows untested, not decided
+    assert beyond.verdict == "not tested" and beyond.why == "mamba-swelu has no learnable k on record"
+    assert rows.loc["[Mamba-2] learnable k better than fixed k (any amount)"].verdict == "not tested"

@@ -33,6 +33,7 @@ __all__ = [
     "SEED_TOKENS",
     "SHAPE_MOVED",
     "SHAPE_VS_LEARNING",
+    "K_ABLATIONS",
     "Claim",
     "claim_set",
     "pair_claims",
@@ -323,6 +324,47 @@ SHAPE_VS_LEARNING: tuple[Claim, ...] = (
     ),
 )
 
+#: learnable k against its ablations, any amount: learnable vs fixed at 1 (Mamba-1 and Mamba-2), and SWELU
+#: frozen at the k the same seed's learnable run ended at (``-as-learned``): the end shape alone, and learning
+#: k beyond the shape it ends at
+K_ABLATIONS: tuple[Claim, ...] = (
+    *(
+        Claim(
+            f"{prefix}learnable k better than fixed k (any amount)",
+            "(the 17% claim's question without its size)",
+            "gain",
+            "at_least",
+            0.0,
+            ours=ours,
+            base=f"{ours}-fixed",
+            moved=SHAPE_MOVED,
+            note=_MOVED_NOTE,
+        )
+        for prefix, ours in (("", "mamba-swelu"), ("[Mamba-2] ", "mamba2-swelu"))
+    ),
+    Claim(
+        "the learned shape without learning: SWELU frozen at the learned k better than SiLU",
+        "(the workbook's question: is it the shape SWELU ends at?)",
+        "gain",
+        "at_least",
+        0.0,
+        ours="mamba-swelu-as-learned",
+        base="mamba",
+        note="each seed frozen at its own mamba-swelu run's final k; any improvement counts",
+    ),
+    Claim(
+        "learning k helps beyond its end shape: learnable SWELU better than SWELU frozen at the learned k",
+        "(the workbook's question: is it learning k, not where k ends?)",
+        "gain",
+        "at_least",
+        0.0,
+        ours="mamba-swelu",
+        base="mamba-swelu-as-learned",
+        moved=SHAPE_MOVED,
+        note=_MOVED_NOTE,
+    ),
+)
+
 #: the claim sets a study names in its parameter file (``claims: [seed, compute, ...]``)
 CLAIM_SETS: dict[str, tuple[Claim, ...]] = {
     "seed": SEED_CLAIMS,
@@ -330,6 +372,7 @@ CLAIM_SETS: dict[str, tuple[Claim, ...]] = {
     "mamba1": pair_claims("Mamba-1", "mamba-swelu", "mamba", "mamba-swelu-fixed"),
     "mamba2": pair_claims("Mamba-2", "mamba2-swelu", "mamba2", "mamba2-swelu-fixed"),
     "shape-vs-learning": SHAPE_VS_LEARNING,
+    "k-ablations": K_ABLATIONS,
 }
 
 
