@@ -25,6 +25,7 @@ from mswelu.analysis.frames import (
     tokens_to_reach,
     train_frame,
 )
+from mswelu.analysis.ladder import ladder_slope, ladder_table, rung_gains
 from mswelu.analysis.reader import read_study
 from mswelu.analysis.schema import StudyData, study_data, study_metrics
 from mswelu.analysis.seeds import aggregate_seeds, mean_spread
@@ -90,4 +91,7 @@ __all__ = [
     "tokens_to_reach",
     "train_frame",
     "unseeded_points",
+    "ladder_slope",
+    "ladder_table",
+    "rung_gains",
 ]
