@@ -164,3 +164,20 @@ def test_generated_files_are_told_by_their_header_not_by_prose(header: str, gene
     text = "\n" * 3 + header + "\nx = 1\n"
     assert (pycode.clean_text(text.encode()) is None) == generated
     assert pycode.clean_text(("\n" * 10 + header + "\nx = 1\n").encode()) is not None  # past the header lines
+
+
+def test_its_tuning_split_is_the_next_block_of_the_same_order(stand_ins: dict, tmp_path: Path) -> None:
+    """A corpus split by hash width: another split seed's validation would share documents with the reported
+    one, so a study tunes on block 1 of the same order, disjoint by construction, found at once."""
+    from mswelu.workbook.compare import tuning_data
+
+    out = tmp_path / "code"
+    prepare("pycode", out=out, tokenizer="bpe:400", val_fraction=0.2, seed=3, progress=False)
+    tune = Path(tuning_data(out))
+    keys = dict(pycode.pycode_documents())
+    block1 = {docs for k, docs in keys.items() if 0.2 <= doc_hash(k, 3) < 0.4}
+    tok = dataset_tokenizer(tune, load_meta(tune))
+    val = {tok.decode(list(memoryview(d).cast("H"))) for d in split_documents(tune, "val")}
+    assert val == block1 and val
+    assert not set(split_documents(tune, "val")) & set(split_documents(out, "val"))
+    assert load_meta(tune)["seed"] == 3 and load_meta(tune)["fold"]["fold"] == 1

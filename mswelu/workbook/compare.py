@@ -19,7 +19,7 @@ from mswelu.analysis.tuning import LrStatus
 from mswelu.base.paths import runs_dir
 from mswelu.base.progress import log, say
 from mswelu.base.run_names import parse_run_name, run_name
-from mswelu.data import load_meta, prepare, split_documents, tokenizer_name
+from mswelu.data import load_meta, prepare, resolve_source, split_documents, tokenizer_name
 from mswelu.runs.folder import SUMMARY, RunData, list_runs, load_run
 from mswelu.training.config import TrainConfig, merge_overrides
 from mswelu.training.variants import learned_source, variant_overrides, with_learned_shape
@@ -231,7 +231,9 @@ def _sweep_row(loss: float | None, variant: str, lr: float, name: str) -> dict[s
 def tuning_data(data: str | os.PathLike[str], max_tries: int = 20) -> str:
     """A dataset for choosing hyperparameters that never scores the reported validation split: same source
     and tokenizer, the next split seed whose validation documents share none with ``data``'s (a fold gets its
-    scheme's tuning fold), prepared once beside ``data`` as ``<name>-tune``."""
+    scheme's tuning fold; a source split by hash width, the code corpus or a stream, the next block of the
+    same order, disjoint by construction: another seed's 5% would almost surely share some of the reported
+    5%), prepared once beside ``data`` as ``<name>-tune``."""
     data = Path(data)
     meta = load_meta(data)
     reported = split_documents(data)
@@ -254,6 +256,9 @@ def tuning_data(data: str | os.PathLike[str], max_tries: int = 20) -> str:
 
     if fold:  # the scheme's own tuning split: disjoint from every fold's validation by construction
         split(0, folds=int(fold["folds"]), fold=0)
+        return str(out)
+    if not resolve_source(meta["source"]).finite:  # validation is block 0 of the hash order: take block 1
+        split(0, folds=1, fold=1)
         return str(out)
     for offset in range(1, max_tries + 1):
         split(offset)
