@@ -53,7 +53,7 @@ def test_the_latest_migration_proof_holds_on_this_code(study: Path) -> None:
     if latest["machine"] != migrate.machine():
         pytest.skip(f"the proof's bits are of {latest['machine']}, this is {migrate.machine()}")
     proven = sorted({name.split("/")[0] for name in latest["fingerprint"]})
-    now = migrate.study_fingerprint(study.name, proven)
+    now = migrate.study_fingerprint(study.name, proven, latest.get("settings"))  # as the proof was made
     assert now["fingerprint"] == latest["fingerprint"]
     records = [json.loads(p.read_text()) for p in sorted((study / "runs").glob("*.json"))]
     current = {migrate.record_name(r): r["key"]["code"]["digest"] for r in records}
@@ -84,7 +84,9 @@ def test_apply_refuses_a_proof_that_differs_and_changes_nothing(tmp_path: Path, 
     before = {p.name: p.read_bytes() for p in folder.rglob("*.json")}
     here = {"mamba/fp32": {"losses": ["0x1.0p+3"], "weights": "a"}}
     monkeypatch.setattr(
-        migrate, "study_fingerprint", lambda s: {"machine": migrate.machine(), "fingerprint": here}
+        migrate,
+        "study_fingerprint",
+        lambda s, settings=None: {"machine": migrate.machine(), "fingerprint": here, "settings": {}},
     )
     proof = {
         "study": "s",
@@ -100,7 +102,9 @@ def test_apply_rekeys_the_records_and_logs_the_proof(tmp_path: Path, monkeypatch
     folder = _fake_study(tmp_path, monkeypatch)
     same = {"mamba/fp32": {"losses": ["0x1.0p+3"], "weights": "a"}}
     monkeypatch.setattr(
-        migrate, "study_fingerprint", lambda s: {"machine": migrate.machine(), "fingerprint": same}
+        migrate,
+        "study_fingerprint",
+        lambda s, settings=None: {"machine": migrate.machine(), "fingerprint": same, "settings": {}},
     )
     migrate.apply("s", {"study": "s", "machine": migrate.machine(), "fingerprint": same}, "moved files")
     digest = record_code(json.loads((folder / "runs" / "s-mamba-s0.json").read_text())["key"])
@@ -161,10 +165,34 @@ def test_a_task_study_is_rekeyed_per_variant_and_task(tmp_path: Path, monkeypatc
     monkeypatch.setattr(migrate, "_ledger_folder", lambda study: folder.parent)
     same = {"mamba@mqar/fp32": {"losses": ["0x1.0p+3"], "weights": "a"}}
     monkeypatch.setattr(
-        migrate, "study_fingerprint", lambda s: {"machine": migrate.machine(), "fingerprint": same}
+        migrate,
+        "study_fingerprint",
+        lambda s, settings=None: {"machine": migrate.machine(), "fingerprint": same, "settings": {}},
     )
     migrate.apply("t", {"study": "t", "machine": migrate.machine(), "fingerprint": same}, "moved files")
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     to = json.loads((folder.parent / "migrations.json").read_text())[0]["to"]
     assert to == {migrate.record_name(r): r["key"]["code"]["digest"] for r in records}
     assert sorted(to) == ["mamba@composite", "mamba@mqar"] and to["mamba@mqar"] != to["mamba@composite"]
+
+
+def test_a_proof_is_rechecked_with_its_own_settings_and_must_cover_every_record(
+    tmp_path, monkeypatch
+) -> None:
+    """A study that gains records (a run after its sweep points) would pick other settings to fingerprint: a
+    proof keeps the settings it used, and one that names no settings for a record's variant is refused."""
+    folder = _fake_study(tmp_path, monkeypatch)
+    seen = {}
+
+    def fake(study, variants=None, settings=None):
+        seen["settings"] = settings
+        return {"machine": migrate.machine(), "fingerprint": {}, "settings": settings or {}}
+
+    monkeypatch.setattr(migrate, "study_fingerprint", fake)
+    base = {"study": "s", "machine": migrate.machine(), "fingerprint": {}}
+    with pytest.raises(SystemExit, match="the proof names no settings for mamba"):
+        migrate.apply("s", {**base, "settings": {"gpt2": {"settings": {}, "task": None}}}, "x")
+    proven = {"mamba": {"settings": {"lr": 0.5}, "task": None}}
+    migrate.apply("s", {**base, "settings": proven}, "x")
+    assert seen["settings"] == proven
+    assert json.loads((folder / "migrations.json").read_text())[-1]["settings"] == proven

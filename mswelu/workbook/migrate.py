@@ -95,14 +95,23 @@ def _variant_settings(study: str) -> dict[str, tuple[dict[str, Any], str | None]
     return out
 
 
-def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict[str, Any]:
-    """Every variant's fingerprint on this code, on one thread (bits depend on the thread count)."""
+def study_fingerprint(
+    study: str,
+    variants: Sequence[str] | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Every variant's fingerprint on this code, on one thread (bits depend on the thread count), with the
+    settings it used (``settings``: a proof's, so that a study that has gained records since is fingerprinted
+    as the proof was; default: each variant's first record's)."""
     import torch
 
     from mswelu.data import default_dataset
 
     data = default_dataset(max_tokens=_DATA_TOKENS, tokenizer=_TOKENIZER)
-    settings = _variant_settings(study)
+    if settings is not None:
+        settings = {name: (dict(one["settings"]), one.get("task")) for name, one in settings.items()}
+    else:
+        settings = _variant_settings(study)
     out = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(FINGERPRINT["threads"])
@@ -113,7 +122,8 @@ def study_fingerprint(study: str, variants: Sequence[str] | None = None) -> dict
                 out[f"{variant}/{dtype}"] = fingerprint(one, task or data, dtype)
     finally:
         torch.set_num_threads(threads)
-    return {"study": study, "machine": machine(), "fingerprint": out}
+    used = {name: {"settings": one, "task": task} for name, (one, task) in settings.items()}
+    return {"study": study, "machine": machine(), "fingerprint": out, "settings": used}
 
 
 def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
@@ -127,7 +137,14 @@ def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
         raise SystemExit(
             f"error: the proof was made on {proof.get('machine')}, this is {machine()}: make both here"
         )
-    now = study_fingerprint(study)
+    folder = _ledger_folder(study)
+    names = {record_name(json.loads(p.read_text())) for p in (folder / "runs").glob("*.json")}
+    if "settings" in proof and (unproven := sorted(names - set(proof["settings"]))):
+        raise SystemExit(
+            f"error: the proof names no settings for {', '.join(unproven)} (records added since): "
+            "fingerprint the old code again"
+        )
+    now = study_fingerprint(study, settings=proof.get("settings"))
     differ = sorted(k for k in proof["fingerprint"] if proof["fingerprint"][k] != now["fingerprint"].get(k))
     differ += sorted(set(now["fingerprint"]) - set(proof["fingerprint"]))
     if differ:
@@ -135,7 +152,6 @@ def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
             f"error: training is not bit-identical for {', '.join(differ)}: the records cannot be migrated; "
             f"rerun the study instead"
         )
-    folder = _ledger_folder(study)
     old, new = {}, {}
     for path in sorted((folder / "runs").glob("*.json")):
         record = json.loads(path.read_text())
@@ -161,6 +177,7 @@ def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
             "from": old,
             "to": new,
             "fingerprint": now["fingerprint"],
+            "settings": now["settings"],
         }
     )
     atomic_write_json(log, entries)
