@@ -138,7 +138,8 @@ def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
             f"error: the proof was made on {proof.get('machine')}, this is {machine()}: make both here"
         )
     folder = _ledger_folder(study)
-    names = {record_name(json.loads(p.read_text())) for p in (folder / "runs").glob("*.json")}
+    records = {path: json.loads(path.read_text()) for path in sorted((folder / "runs").glob("*.json"))}
+    names = {record_name(record) for record in records.values()}
     if "settings" in proof and (unproven := sorted(names - set(proof["settings"]))):
         raise SystemExit(
             f"error: the proof names no settings for {', '.join(unproven)} (records added since): "
@@ -153,8 +154,7 @@ def apply(study: str, proof: Mapping[str, Any], why: str) -> Path:
             f"rerun the study instead"
         )
     old, new = {}, {}
-    for path in sorted((folder / "runs").glob("*.json")):
-        record = json.loads(path.read_text())
+    for path, record in records.items():
         code = record_code(record["key"])
         old.setdefault(record_name(record), record["key"]["code"]["digest"])
         new[record_name(record)] = code["digest"]
