@@ -196,3 +196,13 @@ def test_a_proof_is_rechecked_with_its_own_settings_and_must_cover_every_record(
     migrate.apply("s", {**base, "settings": proven}, "x")
     assert seen["settings"] == proven
     assert json.loads((folder / "migrations.json").read_text())[-1]["settings"] == proven
+
+
+def test_a_fingerprint_leaves_no_run_folder_behind(tmp_path, monkeypatch) -> None:
+    """Fingerprinting a study trains once per record: each run folder (tens of MB) is removed afterwards."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    got = migrate.fingerprint({"preset": "tiny", "seq_len": 16}, "task:mqar?level=easy&test=64", "fp32")
+    assert got["losses"] and len(got["weights"]) == 16
+    assert not list(tmp_path.glob("mswelu-*"))  # (torch.compile keeps its own cache here)

@@ -62,11 +62,13 @@ def fingerprint(settings: Mapping[str, Any], data: str | Path, dtype: str) -> di
     if str(data).startswith("task:"):  # a task's examples have their own length
         cfg["seq_len"] = settings["seq_len"]
     cfg.update(eval_every=0, eval_batches=1, ckpt_every=0, progress=False, dtype=dtype, data=str(data))
-    cfg.update(out=tempfile.mkdtemp(prefix="mswelu-fingerprint-"), trackers=[])
-    run = Path(train(cfg)["run_dir"])
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory(prefix="mswelu-fingerprint-") as out:  # a run folder per record: 44 MB
+        cfg.update(out=out, trackers=[])
+        run = Path(train(cfg)["run_dir"])
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        weights = hashlib.sha256((run / "final" / "model.safetensors").read_bytes()).hexdigest()[:16]
+    records = [json.loads(line) for line in lines if line.strip()]
     losses = [float(r["loss"]).hex() for r in records if "loss" in r and r.get("kind", "train") == "train"]
-    weights = hashlib.sha256((run / "final" / "model.safetensors").read_bytes()).hexdigest()[:16]
     return {"losses": losses, "weights": weights}
 
 
