@@ -386,6 +386,15 @@ def test_05_baselines(compared):
         (v, s) for v in ("swelu", "silu", "gpt2") for s in (0, 1)
     }
     assert {r["scope"] for r in study["curves"]} == {"whole split"}  # one scope throughout
+    # the swelu role's gain over silu along training: one point per evaluation, both seeds paired
+    scale = m["scale"]
+    assert (scale["ours"], scale["base"]) == ("swelu", "silu") and "ladder" not in scale
+    end = {
+        v: {r["seed"]: r["val_loss"] for r in study["runs"] if r["variant"] == v} for v in ("swelu", "silu")
+    }
+    gains = [(end["silu"][s] - end["swelu"][s]) / end["silu"][s] for s in (0, 1)]
+    assert scale["along_training"][-1]["n"] == 2
+    assert scale["along_training"][-1]["gain"] == pytest.approx(sum(gains) / 2, rel=1e-6)
     assert {r["param"] for r in study["shapes"] if r["variant"] == "swelu"} >= {"k"}
     assert {r["variant"] for r in study["throughput"]} == {"swelu", "silu", "gpt2"}
     assert all(r["tokens_per_s"] > 0 and r["flops_per_token"] > 0 for r in study["throughput"])

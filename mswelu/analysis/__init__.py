@@ -25,7 +25,7 @@ from mswelu.analysis.frames import (
     tokens_to_reach,
     train_frame,
 )
-from mswelu.analysis.ladder import ladder_slope, ladder_table, rung_gains
+from mswelu.analysis.ladder import gain_along_training, ladder_slope, ladder_table, rung_gains
 from mswelu.analysis.reader import read_study
 from mswelu.analysis.schema import StudyData, study_data, study_metrics
 from mswelu.analysis.seeds import aggregate_seeds, mean_spread
@@ -91,6 +91,7 @@ __all__ = [
     "tokens_to_reach",
     "train_frame",
     "unseeded_points",
+    "gain_along_training",
     "ladder_slope",
     "ladder_table",
     "rung_gains",

@@ -15,10 +15,12 @@ from mswelu.workbook.compare import (
     study_runs,
     time_matched_runs,
 )
+from mswelu.workbook.ladder import effect_at_scale
 from mswelu.workbook.launching import execute_plan, plan_launch
 from mswelu.workbook.ledger import study_ledger
 from mswelu.workbook.plots import (
     plot_activation_shapes,
+    plot_gain_at_scale,
     plot_k_trajectories,
     plot_loss,
     plot_lr_sweep,
@@ -40,6 +42,7 @@ __all__ = [
     "data_for",
     "split_data",
     "display_path",
+    "effect_at_scale",
     "ensure_run",
     "execute_plan",
     "format_samples",
@@ -48,6 +51,7 @@ __all__ = [
     "notebook_parameters",
     "plan_launch",
     "plot_activation_shapes",
+    "plot_gain_at_scale",
     "plot_k_trajectories",
     "plot_loss",
     "plot_lr_sweep",

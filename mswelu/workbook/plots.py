@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import EngFormatter, NullFormatter
 
 from mswelu import analysis
 from mswelu.base import stats
 from mswelu.modules.slots import slot_records
 from mswelu.runs.folder import RunData
+from mswelu.workbook.ladder import Scale
 
 __all__ = [
     "SLOT_COLOURS",
     "plot_activation_shapes",
+    "plot_gain_at_scale",
     "plot_k_trajectories",
     "plot_loss",
     "plot_lr_sweep",
@@ -272,3 +276,42 @@ def plot_lr_sweep(sweep: pd.DataFrame, status: Mapping[str, Any] | None = None, 
     return _finish(
         fig, ax, "learning rate", "final loss on the tuning split", "lr sweep per variant", fontsize=8
     )
+
+
+def _gain_panel(ax: Any, x: pd.Series, frame: pd.DataFrame, xlabel: str, title: str) -> None:
+    """Mean gains (in %) with their 95% intervals against ``x`` on a log axis, zero drawn."""
+    pct = frame[["gain", "lo", "hi"]] * 100
+    ax.errorbar(x, pct.gain, yerr=[pct.gain - pct.lo, pct.hi - pct.gain], fmt="o-", capsize=3)
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow log range otherwise labels every minor tick
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("paired gain in val loss (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
+def plot_gain_at_scale(scale: Scale) -> Any:
+    """A :class:`~mswelu.workbook.ladder.Scale`: the gain ``1 - ours / base`` along training and, with a
+    ladder, against parameters across the rungs, each point a mean over seeds with its 95% t interval; the
+    ladder's weighted slope per tenfold parameters in its title."""
+    ladder, slope, label = scale.ladder, scale.slope, f"{scale.ours} vs {scale.base}"
+    fig, axes = plt.subplots(
+        1, 2 if ladder is not None else 1, figsize=(11 if ladder is not None else 6, 3.8)
+    )
+    axes = list(axes) if ladder is not None else [axes]
+    _gain_panel(axes[0], scale.along.tokens, scale.along, "training tokens", f"{label} along training")
+    if ladder is not None:
+        _gain_panel(axes[1], ladder.params, ladder, "parameters", f"{label} by size")
+        for _, r in ladder.iterrows():
+            axes[1].annotate(
+                f"{r.rung}\n{r['tokens/param']:.1f} tok/param", (r.params, r.gain * 100), fontsize=7
+            )
+        if slope is not None and math.isfinite(slope.per_decade):
+            axes[1].set_title(
+                f"{label} by size: {slope.per_decade * 100:+.2f} points per 10x "
+                f"[{slope.lo * 100:+.2f}, {slope.hi * 100:+.2f}], {slope.df} df"
+            )
+    fig.tight_layout()
+    return fig
