@@ -11,6 +11,7 @@ from mswelu import workbook as wb
 from mswelu.training.variants import learned_source, variant_overrides
 from mswelu.workbook import compare as C
 from mswelu.workbook import ledger as L
+from mswelu.workbook.sweep import lr_sweep
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_each_seed_is_frozen_at_what_its_source_learned_and_rebuilds_from_the_le
 
 def test_its_sweep_point_is_frozen_at_the_sources_point_of_the_same_lr(base, tmp_path) -> None:
     ledger = L.Ledger(tmp_path / "study" / "runs")
-    sweep = C.lr_sweep(base, ["mamba-swelu-as-learned"], [0.02], "sw", ledger=ledger)  # source not listed
+    sweep = lr_sweep(base, ["mamba-swelu-as-learned"], [0.02], "sw", ledger=ledger)  # source not listed
     records = ledger.records()
     source, frozen = records["sw-tune-mamba-swelu-lr0.02"], records["sw-tune-mamba-swelu-as-learned-lr0.02"]
     assert frozen.final_k() == pytest.approx(source.final_k(), abs=1e-6)

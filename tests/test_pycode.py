@@ -169,7 +169,7 @@ def test_generated_files_are_told_by_their_header_not_by_prose(header: str, gene
 def test_its_tuning_split_is_the_next_block_of_the_same_order(stand_ins: dict, tmp_path: Path) -> None:
     """A corpus split by hash width: another split seed's validation would share documents with the reported
     one, so a study tunes on block 1 of the same order, disjoint by construction, found at once."""
-    from mswelu.workbook.compare import tuning_data
+    from mswelu.workbook.sweep import tuning_data
 
     out = tmp_path / "code"
     prepare("pycode", out=out, tokenizer="bpe:400", val_fraction=0.2, seed=3, progress=False)

@@ -72,7 +72,7 @@ def test_prepared_folds_are_disjoint_and_the_tuning_split_is_apart(tmp_path: Pat
     """Prepared folds of a local corpus: each fold's validation apart from its own training documents, from
     every other fold's and from the tuning split's; every document in each dataset once; meta.json says
     which fold it is; and tuning_data gives a fold the scheme's tuning split."""
-    from mswelu.workbook.compare import tuning_data
+    from mswelu.workbook.sweep import tuning_data
 
     docs = make_docs(60, seed=3)
     src = str(write_corpus(tmp_path / "c", docs, "txt"))

@@ -13,7 +13,7 @@ from mswelu.base.paths import runs_dir
 from mswelu.models.build import build_model, count_parameters, preset_parameter_count
 from mswelu.modules.swelu import SWELU
 from mswelu.training.variants import matched_depth, variant_overrides
-from mswelu.workbook.compare import lr_sweep, tuning_data
+from mswelu.workbook.sweep import lr_sweep, tuning_data
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "seed-124m"])
@@ -161,7 +161,7 @@ def test_a_sweep_of_two_seeds_seeds_the_best_lr_and_its_neighbours_and_judges_th
     from types import SimpleNamespace
 
     from mswelu import workbook as wb
-    from mswelu.workbook import compare
+    from mswelu.workbook import sweep as sweeping
 
     monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
     base = tiny_config(embedded_data, tmp_path / "unused", max_steps=3, ckpt_every=0, eval_every=0)
@@ -175,7 +175,7 @@ def test_a_sweep_of_two_seeds_seeds_the_best_lr_and_its_neighbours_and_judges_th
         ran.append((name, cfg["lr"], cfg["seed"]))
         return SimpleNamespace(final_metrics=lambda: {"final_val_loss": loss[(cfg["lr"], cfg["seed"])]})
 
-    monkeypatch.setattr(compare, "run_or_record", fake)
+    monkeypatch.setattr(sweeping, "run_or_record", fake)
     sweep, status = wb.bracketed_lr_sweep(base, ["mamba"], [0.01, 0.02, 0.04], prefix="sw", seeds=2)
     assert status["mamba"].lr == 0.01 and status["mamba"].interior
     assert sorted((lr, s) for _, lr, s in ran) == sorted(
@@ -185,3 +185,32 @@ def test_a_sweep_of_two_seeds_seeds_the_best_lr_and_its_neighbours_and_judges_th
     assert sorted(sweep[sweep.lr == 0.02].seed) == [0, 1]
     with pytest.raises(ValueError, match="sweep seeds must be a whole number >= 1"):
         wb.bracketed_lr_sweep(base, ["mamba"], [0.01], prefix="sw", seeds=0)
+
+
+def test_sweep_points_may_evaluate_once(tiny_config, embedded_data, tmp_path, monkeypatch) -> None:
+    """A sweep point is judged by its final evaluation alone: ``evaluations`` cuts its whole-split evaluations
+    (every point, the extended ones too) without touching anything else of its settings."""
+    from types import SimpleNamespace
+
+    from mswelu import workbook as wb
+    from mswelu.workbook import sweep as sweeping
+
+    monkeypatch.setenv("MSWELU_HOME", str(tmp_path))
+    base = tiny_config(embedded_data, tmp_path / "unused", max_steps=40, ckpt_every=0, eval_every=10)
+    base.pop("out")
+    seen = []
+
+    def fake(cfg, name, variant, seed, kind, reuse, ledger):
+        seen.append({k: v for k, v in cfg.items() if k not in ("out", "run_name", "lr", "seed", "data")})
+        return SimpleNamespace(final_metrics=lambda: {"final_val_loss": 1.0 / cfg["lr"]})  # best at the top
+
+    monkeypatch.setattr(sweeping, "run_or_record", fake)
+    _, status = wb.bracketed_lr_sweep(base, ["mamba"], [0.01, 0.02], prefix="sw", evaluations=1)
+    assert len(seen) == 5 and not status["mamba"].interior  # extended x2 three times: still at its edge
+    assert [s["eval_every"] for s in seen] == [40] * 5
+    differ = [{k for k in s if s[k] != seen[0][k]} for s in seen]
+    assert differ == [set()] * 5, differ
+    wb.bracketed_lr_sweep(base, ["mamba"], [0.01], prefix="sw2")
+    assert seen[-1]["eval_every"] == 10  # by default: the base's
+    with pytest.raises(ValueError, match="sweep evaluations must be a whole number >= 1"):
+        wb.bracketed_lr_sweep(base, ["mamba"], [0.01], prefix="sw", evaluations=0)

@@ -9,7 +9,6 @@ from mswelu.runs.folder import load_run
 from mswelu.runs.metrics_log import attach_to_trackers
 from mswelu.workbook.checks import ensure_run, shape_gradients_for_run, smoke_checks
 from mswelu.workbook.compare import (
-    bracketed_lr_sweep,
     run_variants,
     side_by_side_throughput,
     study_runs,
@@ -32,6 +31,7 @@ from mswelu.workbook.plots import (
 from mswelu.workbook.profiles import comparison_config, data_for, resolve_profile, smoke_config, split_data
 from mswelu.workbook.prologue import format_samples, keep_executed_notebook, notebook_parameters, start
 from mswelu.workbook.study import assemble_study, time_plan
+from mswelu.workbook.sweep import bracketed_lr_sweep
 from mswelu.workbook.tasks import task_scores
 
 __all__ = [

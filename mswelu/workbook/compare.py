@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mswelu import analysis
 from mswelu.analysis.equal_time import MATCHED_COLUMNS, TimeMatch
-from mswelu.analysis.tuning import LrStatus
 from mswelu.base.paths import runs_dir
 from mswelu.base.progress import log, say
 from mswelu.base.run_names import parse_run_name, run_name
-from mswelu.data import load_meta, prepare, resolve_source, split_documents, tokenizer_name
 from mswelu.runs.folder import SUMMARY, RunData, list_runs, load_run
 from mswelu.training.config import TrainConfig, merge_overrides
 from mswelu.training.variants import learned_source, variant_overrides, with_learned_shape
@@ -30,15 +25,12 @@ from mswelu.workbook.prologue import require_list
 from mswelu.workbook.reuse import as_run, train_or_load
 
 __all__ = [
-    "bracketed_lr_sweep",
-    "lr_sweep",
     "run_or_record",
     "run_variants",
     "side_by_side_throughput",
     "study_runs",
     "time_matched_runs",
     "time_run_name",
-    "tuning_data",
     "variant_config",
 ]
 
@@ -214,139 +206,6 @@ def _result_row(run: RunData | Record, variant: str, seed: int, lr: float, name:
 def _curve_frame(curves: list[pd.DataFrame]) -> pd.DataFrame:
     columns = ["step", "tokens", "val_loss", "val_ppl", "val_bpb", "val_scope", "variant", "seed"]
     return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=columns)
-
-
-def _sweep_row(loss: float | None, variant: str, lr: float, name: str) -> dict[str, Any]:
-    loss = math.inf if loss is None else float(loss)
-    return {
-        "variant": variant,
-        "lr": float(lr),
-        "tune_val_loss": loss,
-        "diverged": not math.isfinite(loss),
-        "run": name,
-        "seed": parse_run_name(name).seed or 0,  # a sweep's first seed (0) is not in its points' names
-    }
-
-
-def tuning_data(data: str | os.PathLike[str], max_tries: int = 20) -> str:
-    """A dataset for choosing hyperparameters that never scores the reported validation split: same source
-    and tokenizer, the next split seed whose validation documents share none with ``data``'s (a fold gets its
-    scheme's tuning fold; a source split by hash width, the code corpus or a stream, the next block of the
-    same order, disjoint by construction: another seed's 5% would almost surely share some of the reported
-    5%), prepared once beside ``data`` as ``<name>-tune``."""
-    data = Path(data)
-    meta = load_meta(data)
-    reported = split_documents(data)
-    out = data.with_name(f"{data.name}-tune")
-    fold = meta.get("fold")
-
-    def split(offset: int, **fold_args: int) -> None:
-        prepare(
-            meta["source"],
-            out=out,
-            tokenizer=tokenizer_name(data, meta),
-            val_fraction=float(meta["val_fraction"]),
-            max_tokens=meta.get("max_tokens"),
-            seed=int(meta["seed"]) + offset,
-            text_field=meta.get("text_field", "text"),
-            txt_sample_by=meta.get("txt_sample_by", "document"),
-            progress=False,
-            **fold_args,
-        )
-
-    if fold:  # the scheme's own tuning split: disjoint from every fold's validation by construction
-        split(0, folds=int(fold["folds"]), fold=0)
-        return str(out)
-    if not resolve_source(meta["source"]).finite:  # validation is block 0 of the hash order: take block 1
-        split(0, folds=1, fold=1)
-        return str(out)
-    for offset in range(1, max_tries + 1):
-        split(offset)
-        if not reported & split_documents(out):
-            return str(out)
-    raise ValueError(
-        f"no split seed among the next {max_tries} gives {data} a validation split disjoint from its own; "
-        "use a larger corpus or val_fraction"
-    )
-
-
-def lr_sweep(
-    base: dict[str, Any],
-    variants: Sequence[str],
-    lrs: Sequence[float],
-    prefix: str,
-    seed: int = 0,
-    reuse: bool = True,
-    ledger: Ledger | None = None,
-) -> pd.DataFrame:
-    """The same lr grid for every variant on :func:`tuning_data`: one row per point (the choice of each
-    variant's lr is :func:`mswelu.analysis.lr_status`'s)."""
-    require_list("variants", variants)
-    require_list("lr_grid", lrs)
-    if not lrs or any(not isinstance(x, (int, float)) or x <= 0 for x in lrs):
-        raise ValueError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
-    tune = tuning_data(base["data"])
-    rows = []
-    named = None if seed == 0 else seed  # the first seed's points keep their names from before seeds
-    for variant in _sources_first(variants) if len(variants) > 1 else variants:
-        for lr in lrs:
-            name = run_name(prefix, "tune", variant, lr=lr, seed=named)
-            cfg = as_run(variant_config(base, variant), name, data=tune, lr=float(lr), seed=int(seed))
-            try:
-                if source := learned_source(variant):  # the source's point at the same lr (trained if new)
-                    point = run_name(prefix, "tune", source, lr=lr, seed=named)
-                    source_cfg = as_run(
-                        variant_config(base, source), point, data=tune, lr=float(lr), seed=seed
-                    )
-                    from_run = run_or_record(source_cfg, point, source, int(seed), "sweep", True, ledger)
-                    if source not in variants:  # a point the source's own grid lacked is one of its points
-                        rows.append(_sweep_row(from_run.final_metrics()["final_val_loss"], source, lr, point))
-                    cfg = with_learned_shape(cfg, from_run)
-                run = run_or_record(cfg, name, variant, int(seed), "sweep", reuse, ledger)
-                loss = run.final_metrics()["final_val_loss"]
-            except FloatingPointError:  # the trainer stops a run whose steps keep going non-finite
-                loss = None
-            rows.append(_sweep_row(loss, variant, lr, name))
-    return pd.DataFrame(rows)
-
-
-def bracketed_lr_sweep(
-    base: dict[str, Any],
-    variants: Sequence[str],
-    grid: Sequence[float],
-    prefix: str,
-    seed: int = 0,
-    reuse: bool = True,
-    ledger: Ledger | None = None,
-    seeds: int = 1,
-) -> tuple[pd.DataFrame, dict[str, LrStatus]]:
-    """:func:`lr_sweep`, extended while an optimum sits at an edge (an ``-as-learned`` variant's new point
-    trains its source's point at that lr too); with ``seeds`` > 1 the best lr and the tried lrs next to it
-    run ``seeds`` seeds (``seed``, ``seed + 1``, ...: a point of a later seed is named with it) and each lr
-    is judged by its mean over seeds, until the best is bracketed and seeded. Returns (points;
-    ``LrStatus``)."""
-    if not (isinstance(seeds, int) and seeds >= 1):
-        raise ValueError(f"sweep seeds must be a whole number >= 1, got {seeds!r}")
-    every = list(range(seed, seed + seeds))
-    sweep = lr_sweep(base, variants, grid, prefix, seed, reuse, ledger)
-    while True:
-        todo = [(v, more, seed) for v, more in analysis.extend_lr_grid(sweep, grid).items()]
-        if not todo and seeds > 1:
-            points = analysis.unseeded_points(sweep, grid, every)
-            todo = [(v, [lr], s) for (v, lr), missing in points.items() for s in missing]
-        if not todo:
-            break
-        for variant, more, one in todo:
-            rows = lr_sweep(base, [variant], more, prefix, one, reuse, ledger)
-            sweep = pd.concat([sweep, rows], ignore_index=True).drop_duplicates("run", ignore_index=True)
-    status = analysis.lr_status(sweep, grid)
-    failed = [v for v, s in status.items() if not math.isfinite(s.lr)]
-    if failed:
-        raise ValueError(
-            f"every lr tried diverged for {failed} ({', '.join(f'{x:g}' for x in status[failed[0]].tried)}) "
-            "down to the sweep's bound: lower the grid"
-        )
-    return sweep, status
 
 
 def side_by_side_throughput(

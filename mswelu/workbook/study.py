@@ -17,10 +17,11 @@ from mswelu.analysis.claims import Claim
 from mswelu.analysis.equal_time import TimeMatch, time_matches, time_pairs
 from mswelu.analysis.schema import StudyData
 from mswelu.base.run_names import run_name
-from mswelu.workbook.compare import _curve_frame, _result_row, _sweep_row, matched_row, time_run_name
+from mswelu.workbook.compare import _curve_frame, _result_row, matched_row, time_run_name
 from mswelu.workbook.ledger import REBUILD, Ledger, LedgerError, read_ledger_json
 from mswelu.workbook.profiles import data_label
 from mswelu.workbook.record_checks import check_study_records, split_labels
+from mswelu.workbook.sweep import sweep_row
 
 __all__ = ["Study", "assemble_study", "study_from_records", "time_plan"]
 
@@ -172,7 +173,7 @@ def study_from_records(study: str, root: str | os.PathLike[str] | None = None) -
                 if not ev.empty:
                     curves.append(ev if label is None else ev.assign(split=label))
     sweep = [
-        _sweep_row(r.final_metrics()["final_val_loss"], r.variant, float(r.config["lr"]), n)
+        sweep_row(r.final_metrics()["final_val_loss"], r.variant, float(r.config["lr"]), n)
         for n, r in records.items()
         if r.kind == "sweep"
     ]
