@@ -317,3 +317,27 @@ def test_equal_time_trains_the_slower_variant_on_its_own_schedule_and_rebuilds(b
     path.write_text(json.dumps(doc))
     with pytest.raises(L.LedgerError, match="trained 3 steps; the study's throughput.json fits 2"):
         study_from_records("eq", root=tmp_path)
+
+
+def test_the_code_digest_builds_only_valid_model_configs(monkeypatch) -> None:
+    """The digest builds a stand-in config (512 token ids) to find a run's mixers and activation: its special
+    token ids must fit that vocabulary (GPT-2's 50256 did not, and transformers warned on every run key)."""
+    from mswelu.models.configuration import MsweluConfig
+    from mswelu.training.code_digest import training_code
+
+    built = []
+    real = MsweluConfig.for_run.__func__
+
+    def spy(cls, *args, **kwargs):
+        cfg = real(cls, *args, **kwargs)
+        built.append(cfg)
+        return cfg
+
+    monkeypatch.setattr(MsweluConfig, "for_run", classmethod(spy))
+    for preset in ("small", "tiny", "mamba2-130m"):
+        training_code({"preset": preset, "seq_len": 64, "model": {"d_state": 4}})
+    assert len(built) == 3
+    for cfg in built:
+        for name in ("eos_token_id", "bos_token_id", "pad_token_id"):
+            value = getattr(cfg, name, None)
+            assert value is None or 0 <= value < cfg.vocab_size, (cfg.model_type, name, value)

@@ -102,6 +102,7 @@ def _entry_points(config: Mapping[str, Any]) -> set[str]:
     if ref is not None:  # the family's module and the sizing that picks its width and depth
         return {_rel(inspect.getsourcefile(BASELINES[base])), "models/baselines/__init__.py"}
     model = {k: v for k, v in dict(config.get("model") or {}).items() if k != "vocab_size"}
+    model = {"eos_token_id": None, **model}  # a stand-in vocabulary: no end-of-text id to check against it
     cfg = MsweluConfig.for_run(base, 512, int(config.get("seq_len", 256)), config.get("activation"), **model)
     files = {_rel(inspect.getsourcefile(mixer_spec(m).block)) for m in set(cfg.layer_mixers())}
     spec = ACTIVATIONS[cfg.activation]
