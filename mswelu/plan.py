@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mswelu.models.configuration import MsweluConfig
 
         measured = measure_activation_bytes(args.preset, plan.seq_len)
-        config = MsweluConfig.for_run(args.preset, 512, plan.seq_len, eos_token_id=None)  # a stand-in vocabulary
+        config = MsweluConfig.for_run(args.preset, 512, plan.seq_len, eos_token_id=None)  # stand-in vocab
         fp32 = activation_bytes(config, plan.seq_len, bf16=False)["total"]
         plan.notes.append(
             f"measured on this CPU (fp32, the CPU path): {_gib(measured)} per sequence; the fp32 estimate "
