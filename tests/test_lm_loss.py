@@ -125,3 +125,31 @@ def test_model_shift_labels_give_the_logits_loss_and_its_gradients() -> None:
         model(input_ids=x, shift_labels=y, labels=x)
     with pytest.raises(TypeError, match="targets"):
         model(input_ids=x, targets=y)  # a misspelt or retired keyword is an error, never ignored
+
+
+def test_per_token_terms_are_the_plain_cross_entropy_and_sum_to_the_fused_loss() -> None:
+    """:func:`linear_token_losses`: each token's term is the plain head's cross-entropy (fp64, 0 where
+    ignored); under bf16 autocast they add up to the fused loss to fp32 rounding (the same chunks and row
+    loss), so an evaluation's per-document sums give the mean its other evaluations report."""
+    import torch.nn.functional as F
+
+    from mswelu.ops.lm_loss import linear_token_losses
+
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(4, 9, 8, generator=g, dtype=torch.float64)
+    weight = torch.randn(50, 8, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, 50, (4, 9), generator=g)
+    targets[1, :3] = -100
+    terms = linear_token_losses(hidden, weight, targets)
+    plain = F.cross_entropy((hidden @ weight.T).reshape(-1, 50), targets.reshape(-1), reduction="none")
+    assert terms.shape == targets.shape
+    torch.testing.assert_close(terms.double(), plain.view(4, 9), rtol=1e-6, atol=1e-6)  # fp32 terms
+    assert bool((terms[1, :3] == 0).all())
+    h32, w32 = hidden.float(), weight.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mean = linear_cross_entropy(h32, w32, targets)
+        bf16_terms = linear_token_losses(h32, w32, targets)
+    valid = int((targets != -100).sum())
+    assert float(bf16_terms.sum()) / valid == pytest.approx(float(mean), rel=1e-6)
+    with pytest.raises(ValueError, match="do not match"):
+        linear_token_losses(hidden, weight, targets[:, :-1])

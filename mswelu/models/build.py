@@ -20,7 +20,7 @@ from mswelu.base.errors import unknown_choice, with_nearest
 from mswelu.models.baselines import BASELINES, DEFAULT_REFERENCE, build_baseline
 from mswelu.models.configuration import PRESETS, MsweluConfig
 from mswelu.modules.mixers import mixer_spec
-from mswelu.ops.lm_loss import CHUNK_BYTES, next_token_loss
+from mswelu.ops.lm_loss import CHUNK_BYTES, linear_token_losses, next_token_loss
 
 __all__ = [
     "activation_bytes",
@@ -65,10 +65,9 @@ def lm_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
 @torch.no_grad()
 def token_losses(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     """Per-token next-token cross-entropy (nats, fp32, the shape of ``targets``), for the final evaluation's
-    per-document sums (:mod:`mswelu.training.evaluation`). Our models: one pass of the backbone, then the LM
-    head and the loss a chunk of tokens at a time (at most :data:`~mswelu.ops.lm_loss.CHUNK_BYTES` of fp32
-    logits; the head runs in the autocast dtype as the fused loss's does); others: from their logits, a few
-    rows at a
+    per-document sums (:mod:`mswelu.training.evaluation`). Our models: one pass of the backbone, then the
+    fused loss's own per-token terms (:func:`~mswelu.ops.lm_loss.linear_token_losses`: the same chunks and
+    row kernel as :func:`lm_loss`, so they add up to its mean); others: from their logits, a few rows at a
     time. No gradients."""
     from mswelu.models.modeling import MsweluForCausalLM
 
@@ -77,13 +76,7 @@ def token_losses(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     if isinstance(bare, MsweluForCausalLM):
         with _root_unsharded(bare):  # the backbone and head are called directly, not through forward
             hidden, _ = bare.backbone(input_ids=inputs)
-            flat, tgt = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1).to(torch.long)
-            rows = max(1, CHUNK_BYTES // (4 * vocab))
-            out = [
-                F.cross_entropy(bare.lm_head(flat[i : i + rows]).float(), tgt[i : i + rows], reduction="none")
-                for i in range(0, flat.size(0), rows)
-            ]
-        return torch.cat(out).view(targets.shape)
+            return linear_token_losses(hidden, bare.lm_head.weight, targets)
     rows = max(1, CHUNK_BYTES // (4 * vocab * max(1, inputs.size(1))))
     out = []
     for i in range(0, inputs.size(0), rows):

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from mswelu.ops import cpu_kernels
 
-__all__ = ["CHUNK_BYTES", "linear_cross_entropy", "next_token_loss", "split_window"]
+__all__ = ["CHUNK_BYTES", "linear_cross_entropy", "linear_token_losses", "next_token_loss", "split_window"]
 
 #: the most bytes of one chunk of logits in :func:`linear_cross_entropy` (50,257-way: 333 rows of fp32
 #: logits, 667 of bf16).
@@ -92,6 +92,36 @@ def linear_cross_entropy(
     return _LinearCrossEntropy.apply(
         flat, weight, targets.reshape(-1), ignore_index, chunk_rows, mm_dtype, wants, kernel
     )
+
+
+@torch.no_grad()
+def linear_token_losses(hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
+    """The per-token terms of :func:`linear_cross_entropy` (fp32, ``targets``' shape, 0 where ignored): the
+    same chunks of head logits in the autocast dtype and the same row loss (the CPU kernel's where it is
+    built), so an evaluation's per-token sums add up to its mean loss. No gradients."""
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} do not match")
+    device = hidden.device.type
+    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    kernel = device == "cpu" and cpu_kernels.usable()
+    logits_dtype = mm_dtype if kernel else torch.promote_types(mm_dtype, torch.float32)
+    flat, tgt = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1).to(torch.long)
+    rows = _equal_chunks(flat.size(0), CHUNK_BYTES // (weight.size(0) * logits_dtype.itemsize))
+    w = weight.to(mm_dtype)
+    out = []
+    with torch.autocast(device, enabled=False):
+        for start in range(0, flat.size(0), rows):
+            logits = flat[start : start + rows].to(mm_dtype) @ w.T
+            t = tgt[start : start + rows].contiguous()
+            if kernel:
+                out.append(
+                    cpu_kernels.load().cross_entropy_rows_(logits, t, 1.0, ignore_index, False).float()
+                )
+            else:
+                out.append(
+                    F.cross_entropy(logits.to(logits_dtype), t, ignore_index=ignore_index, reduction="none")
+                )
+    return torch.cat(out).view(targets.shape) if out else hidden.new_zeros(targets.shape, dtype=torch.float32)
 
 
 def _equal_chunks(rows: int, max_rows: int) -> int:
