@@ -33,9 +33,12 @@ torch_fallback_note() {
     "that, download the CPU wheel and pass it: TORCH_SPEC=/path/to/torch-...+cpu-...whl" >&2
 }
 
-# Sets TORCH_INSTALL, the arguments of the pip install of torch (the CPU index first where it answers).
+# Sets TORCH_INSTALL, the arguments of the pip install of torch (the CPU index first where it answers; a wheel
+# file given as TORCH_SPEC is installed as it is, no index asked and nothing to warn about).
 torch_install_args() {
-  if [ -n "$TORCH_INDEX" ] && torch_index_reachable; then
+  if [ -f "$TORCH_SPEC" ]; then
+    TORCH_INSTALL=("$TORCH_SPEC")
+  elif [ -n "$TORCH_INDEX" ] && torch_index_reachable; then
     TORCH_INSTALL=(--index-url "$TORCH_INDEX" "$TORCH_SPEC")
   else
     [ -z "$TORCH_INDEX" ] || torch_fallback_note

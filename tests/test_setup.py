@@ -46,6 +46,14 @@ def test_torch_spec_and_index_can_be_chosen() -> None:
     assert done.stdout.strip() == "pip install torch==2.13.0" and done.stderr == ""
 
 
+def test_a_wheel_file_is_installed_as_it_is(tmp_path) -> None:
+    wheel = tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"")
+    done = _run("setup", "--print-torch-command", TORCH_INDEX_REACHABLE="0", TORCH_SPEC=str(wheel))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"pip install {wheel}" and done.stderr == ""  # no "not reachable" note
+
+
 def test_a_failed_install_from_the_cpu_index_falls_back_and_says_so() -> None:
     script = (
         "set -euo pipefail; PYTHON=python3; source .ci/torch.sh; "
