@@ -129,3 +129,17 @@ def test_a_corpus_bpe_becomes_a_fast_tokenizer(tmp_path) -> None:
         hf_tokenizer(str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="not available offline"):
         hf_tokenizer(str(tmp_path / "no-such-tokenizer-folder"))
+
+
+def test_a_notice_about_final_is_said_once_per_process(capsys) -> None:
+    """A study of synthetic tasks saves hundreds of final/ folders with no tokenizer: one line per reason."""
+    from mswelu.runs import hub
+
+    for _ in range(3):
+        hub._say_once("final/ has no tokenizer: task:test-a is a synthetic task")
+    hub._say_once("final/ has no tokenizer: task:test-b is a synthetic task")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "[mswelu.train] final/ has no tokenizer: task:test-a is a synthetic task",
+        "[mswelu.train] final/ has no tokenizer: task:test-b is a synthetic task",
+    ]

@@ -208,6 +208,17 @@ def _portable_tokenizer_class(path: Path) -> None:
         path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+_SAID: set[str] = set()
+
+
+def _say_once(notice: str) -> None:
+    """:func:`log` a notice the first time this process meets it (a study of synthetic tasks saves hundreds
+    of ``final/`` folders without a tokenizer, each for the same reason)."""
+    if notice not in _SAID:
+        _SAID.add(notice)
+        log(notice)
+
+
 def write_final_files(
     folder: Path,
     model: Any,
@@ -232,7 +243,7 @@ def write_final_files(
     try:
         hf_tokenizer(tokenizer, model_max_length=context).save_pretrained(str(folder))
     except ValueError as exc:
-        log(f"final/ has no tokenizer: {exc}")
+        _say_once(f"final/ has no tokenizer: {exc}")
     else:
         _portable_tokenizer_class(folder / "tokenizer_config.json")
     gen = GenerationConfig(
