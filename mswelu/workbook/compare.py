@@ -79,10 +79,11 @@ def _announce(name: str, run: RunData | Record, how: str) -> None:
     say(f"[{time.strftime('%H:%M:%S')} {name}] {how}{took}: {m.get('steps')} steps, {figures}")
 
 
-def _sources_first(variants: Sequence[str]) -> list[str]:
-    """``variants``, each ``-as-learned`` one after the variant it is frozen from (which must be there)."""
+def _sources_first(variants: Sequence[str], require_sources: bool = True) -> list[str]:
+    """``variants``, each ``-as-learned`` one after the variant it is frozen from (which must be there, unless
+    not ``require_sources``: the lr sweep trains a missing source's point itself)."""
     missing = {v: s for v in variants if (s := learned_source(v)) and s not in variants}
-    if missing:
+    if missing and require_sources:
         v, s = next(iter(missing.items()))
         raise ValueError(f"variant {v!r} is frozen at what {s!r} learns: list {s!r} among the variants too")
     return sorted(variants, key=lambda v: learned_source(v) is not None)

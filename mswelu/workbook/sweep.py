@@ -103,7 +103,7 @@ def lr_sweep(
     tune = tuning_data(base["data"])
     rows = []
     named = None if seed == 0 else seed  # the first seed's points keep their names from before seeds
-    for variant in _sources_first(variants) if len(variants) > 1 else variants:
+    for variant in _sources_first(variants, require_sources=False):
         for lr in lrs:
             name = run_name(prefix, "tune", variant, lr=lr, seed=named)
             cfg = as_run(variant_config(base, variant), name, data=tune, lr=float(lr), seed=int(seed))
