@@ -297,10 +297,9 @@ def plot_gain_at_scale(scale: Scale) -> Any:
     ladder, against parameters across the rungs, each point a mean over seeds with its 95% t interval; the
     ladder's weighted slope per tenfold parameters in its title."""
     ladder, slope, label = scale.ladder, scale.slope, f"{scale.ours} vs {scale.base}"
-    fig, axes = plt.subplots(
-        1, 2 if ladder is not None else 1, figsize=(11 if ladder is not None else 6, 3.8)
-    )
-    axes = list(axes) if ladder is not None else [axes]
+    panels = 1 if ladder is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
+    axes = axes[0]
     _gain_panel(axes[0], scale.along.tokens, scale.along, "training tokens", f"{label} along training")
     if ladder is not None:
         _gain_panel(axes[1], ladder.params, ladder, "parameters", f"{label} by size")
