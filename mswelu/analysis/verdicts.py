@@ -114,6 +114,8 @@ class _Row(Measurement):
         per = self.tokens / self.params if self.params else math.nan
         size = f"{_params_text(self.params)} params, {tokens_text(self.tokens)}"
         scale = f"judged at {size} ({per:.3g} tokens/param)"
+        if ctx.get("evaluated_on"):  # a study's own words for its data and held-out set (synthetic tasks)
+            return f"{scale} {ctx['evaluated_on']}"
         data = f"on {ctx.get('data') or 'unrecorded data'}, tokenizer {ctx.get('tokenizer') or 'unrecorded'}"
         variants = [v for v in (self.ours, self.base) if v]
         runs = study.runs[study.runs.variant.isin(variants)] if not study.runs.empty else study.runs

@@ -161,24 +161,41 @@ def probe_lr_sweep(
 
 
 def probe_study(
-    results: pd.DataFrame, context: Mapping[str, Any], lr: Mapping[str, LrStatus] | None = None
+    results: pd.DataFrame,
+    name: str,
+    tasks: Mapping[str, Sequence[str]],
+    test_examples: int,
+    lr: Mapping[str, LrStatus] | None = None,
+    lr_grid: Sequence[float] = (),
+    primary: str = "",
 ) -> StudyData:
-    """The study data the claims read: a "variant" per variant, task and level, with error rates."""
+    """The study data the claims read: a "variant" per variant, task and level, with error rates; its
+    context says what every row was scored on and names the pre-registered ``primary`` claim, if any."""
     triples = list(zip(results.variant, results.task, results.level, strict=True))
     runs = results.assign(variant=[unit(v, t, lv) for v, t, lv in triples])
     status = {}
     for v, t, lv in triples:
         if lr and unit(v, t, "*") in lr:
             status[unit(v, t, lv)] = lr[unit(v, t, "*")]
-    return StudyData(context=dict(context), runs=runs, lr=status)
+    evaluated_on = (
+        f"on its task and level's fixed test set ({test_examples:,} examples, drawn apart from the training "
+        "examples and the lr sweep's tuning set): the interval covers seeds (init and training examples), "
+        "not other test sets"
+    )
+    context = {
+        "name": name,
+        "compare": {},
+        "lr_grid": list(lr_grid),
+        "tasks": {t: list(levels) for t, levels in tasks.items()},
+        "evaluated_on": evaluated_on,
+        "primary": primary,
+    }
+    return StudyData(context=context, runs=runs, lr=status)
 
 
-def probe_claims(
-    hypotheses: Sequence[Mapping[str, Any]], tasks: Mapping[str, Sequence[str]], results: pd.DataFrame
-) -> list[Claim]:
-    """One claim per hypothesis, task and level: ``ours`` against ``base`` on the error rate."""
-    params = float(results.params.max()) if len(results) else 0.0
-    tokens = float(results.tokens.max()) if len(results) else 0.0
+def probe_claims(hypotheses: Sequence[Mapping[str, Any]], tasks: Mapping[str, Sequence[str]]) -> list[Claim]:
+    """One claim per hypothesis, task and level: ``ours`` against ``base`` on the error rate, judged at
+    the study's own scale (a hypothesis of the study names no other)."""
     claims = []
     for h in hypotheses:
         for task in [t for t in h["tasks"] if t in tasks]:
@@ -193,8 +210,6 @@ def probe_claims(
                         ours=unit(h["ours"], task, level),
                         base=unit(h["base"], task, level),
                         value="val_error",
-                        scale_params=params,
-                        scale_tokens=tokens,
                         note="error rate = 1 - exact-match accuracy on the answers; relative reduction",
                     )
                 )

@@ -1,0 +1,65 @@
+"""Notebook 07's hypotheses as verdict rows: each row states the scale and the test set its task and level
+were scored on (no corpus, tokenizer or claimed scale of a paper), and the pre-registered primary row is
+tested alone while the others are Holm-corrected together."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mswelu import analysis
+from mswelu.analysis.tuning import LrStatus
+from mswelu.workbook import probes
+
+TASKS = {"inverse_matching": ["easy", "medium"]}
+HYPOTHESES = [
+    {"name": "H1 odd helps", "says": "x", "ours": "mamba-swelu", "base": "mamba",
+     "tasks": ["inverse_matching"], "test": "at_least", "effect": 0.0},
+]  # fmt: skip
+
+
+def _results() -> pd.DataFrame:
+    """Five seeds; on easy the treatment's error is about half the base's, on medium about the same."""
+    rows = []
+    for level, tokens, (base, ours) in (("easy", 1000, (0.40, 0.20)), ("medium", 2000, (0.45, 0.44))):
+        for seed in range(5):
+            wobble = 0.01 * (seed - 2)
+            for variant, acc in (("mamba", 1 - base + wobble), ("mamba-swelu", 1 - ours + 1.3 * wobble)):
+                rows.append({"task": "inverse_matching", "level": level, "variant": variant, "seed": seed,
+                             "val_accuracy": acc, "val_error": 1 - acc, "params": 100_000.0,
+                             "tokens": float(tokens)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _lr() -> dict[str, LrStatus]:
+    return {
+        probes.unit(v, "inverse_matching", "*"): LrStatus(v, 3e-3, (1e-3, 3e-3, 1e-2), "", 0.0, None, "")
+        for v in ("mamba", "mamba-swelu")
+    }
+
+
+@pytest.mark.parametrize("primary", ["", "H1 odd helps · inverse_matching medium"])
+def test_probe_rows_state_their_test_set_and_the_primary_is_tested_alone(primary: str) -> None:
+    study = probes.probe_study(_results(), "p", TASKS, 512, _lr(), [1e-3, 3e-3, 1e-2], primary)
+    judged = analysis.evaluate_claims(probes.probe_claims(HYPOTHESES, TASKS), study).set_index("claim")
+    easy, medium = (
+        judged.loc["H1 odd helps · inverse_matching easy"],
+        judged.loc["H1 odd helps · inverse_matching medium"],
+    )
+    for row, tokens in ((easy, "1k tokens"), (medium, "2k tokens")):
+        assert f"judged at 0.1M params, {tokens}" in row.scale, row.scale
+        assert "fixed test set (512 examples" in row.scale and "not other test sets" in row.scale
+        assert "tokenizer" not in row.scale and "claimed at" not in row.scale
+    assert easy.measured.startswith("+4") or easy.measured.startswith("+5")  # about half the errors
+    assert easy.role == "exploratory"
+    if primary:
+        assert medium.role == "primary"
+        assert easy.verdict == "supported"  # the only exploratory row: Holm over one
+    else:
+        assert medium.role == "exploratory"
+
+
+def test_a_primary_that_names_no_row_is_refused() -> None:
+    study = probes.probe_study(_results(), "p", TASKS, 512, _lr(), [1e-3], "H1 odd helps · mqar easy")
+    with pytest.raises(ValueError, match="primary contrast"):
+        analysis.evaluate_claims(probes.probe_claims(HYPOTHESES, TASKS), study)
