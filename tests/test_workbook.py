@@ -192,6 +192,11 @@ def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
         f"reusing the finished run 'r' ({tmp_path / 'r'}: same settings, data and code, nothing to train); "
         f"report: {tmp_path / 'reports' / 'mine' / 'report.html'}"
     ]
+    train_or_load(cfg)  # a second reuse in the same report: the path is not repeated
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "reusing" in ln]
+    assert said == [
+        f"reusing the finished run 'r' ({tmp_path / 'r'}: same settings, data and code, nothing to train)"
+    ]
     assert reusable({**cfg, "lr": 1e-2}, tmp_path / "r") == "settings differ: lr"
     assert reusable({**cfg, "progress": True}, tmp_path / "r") is None  # a runtime switch only
     import mswelu.base.provenance
