@@ -79,15 +79,20 @@ def _fake_study(tmp_path: Path, monkeypatch) -> Path:
     return folder
 
 
+def _fingerprint_gives(monkeypatch, fingerprint: dict) -> None:
+    """This code's fingerprint of any study, as a stand-in that trains nothing."""
+    monkeypatch.setattr(
+        migrate,
+        "study_fingerprint",
+        lambda s, settings=None: {"machine": migrate.machine(), "fingerprint": fingerprint, "settings": {}},
+    )
+
+
 def test_apply_refuses_a_proof_that_differs_and_changes_nothing(tmp_path: Path, monkeypatch) -> None:
     folder = _fake_study(tmp_path, monkeypatch)
     before = {p.name: p.read_bytes() for p in folder.rglob("*.json")}
     here = {"mamba/fp32": {"losses": ["0x1.0p+3"], "weights": "a"}}
-    monkeypatch.setattr(
-        migrate,
-        "study_fingerprint",
-        lambda s, settings=None: {"machine": migrate.machine(), "fingerprint": here, "settings": {}},
-    )
+    _fingerprint_gives(monkeypatch, here)
     proof = {
         "study": "s",
         "machine": migrate.machine(),
@@ -101,11 +106,7 @@ def test_apply_refuses_a_proof_that_differs_and_changes_nothing(tmp_path: Path, 
 def test_apply_rekeys_the_records_and_logs_the_proof(tmp_path: Path, monkeypatch) -> None:
     folder = _fake_study(tmp_path, monkeypatch)
     same = {"mamba/fp32": {"losses": ["0x1.0p+3"], "weights": "a"}}
-    monkeypatch.setattr(
-        migrate,
-        "study_fingerprint",
-        lambda s, settings=None: {"machine": migrate.machine(), "fingerprint": same, "settings": {}},
-    )
+    _fingerprint_gives(monkeypatch, same)
     migrate.apply("s", {"study": "s", "machine": migrate.machine(), "fingerprint": same}, "moved files")
     digest = record_code(json.loads((folder / "runs" / "s-mamba-s0.json").read_text())["key"])
     for path in (folder / "runs").glob("*.json"):
@@ -164,11 +165,7 @@ def test_a_task_study_is_rekeyed_per_variant_and_task(tmp_path: Path, monkeypatc
         (folder / f"t-{task}.json").write_text(json.dumps(record))
     monkeypatch.setattr(migrate, "_ledger_folder", lambda study: folder.parent)
     same = {"mamba@mqar/fp32": {"losses": ["0x1.0p+3"], "weights": "a"}}
-    monkeypatch.setattr(
-        migrate,
-        "study_fingerprint",
-        lambda s, settings=None: {"machine": migrate.machine(), "fingerprint": same, "settings": {}},
-    )
+    _fingerprint_gives(monkeypatch, same)
     migrate.apply("t", {"study": "t", "machine": migrate.machine(), "fingerprint": same}, "moved files")
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     to = json.loads((folder.parent / "migrations.json").read_text())[0]["to"]
