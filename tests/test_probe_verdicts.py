@@ -63,3 +63,23 @@ def test_a_primary_that_names_no_row_is_refused() -> None:
     study = probes.probe_study(_results(), "p", TASKS, 512, _lr(), [1e-3], "H1 odd helps · mqar easy")
     with pytest.raises(ValueError, match="primary contrast"):
         analysis.evaluate_claims(probes.probe_claims(HYPOTHESES, TASKS), study)
+
+
+def test_the_floor_is_the_most_common_answers_share_of_the_test_set() -> None:
+    """Inverse matching's answer is a yes/no label (about half each); MQAR's answers are its values, about
+    uniform; the table puts the floor beside every variant of its level."""
+    from collections import Counter
+
+    from mswelu.data.tasks import IGNORE, TaskSource
+
+    source = TaskSource("task:mqar?level=easy&test=64")
+    answers = [int(a) for b in source.test_batches(16) for a in b[:, 1].flatten() if a != IGNORE]
+    want = Counter(answers).most_common(1)[0][1] / len(answers)
+    assert probes.majority_accuracy("mqar", "easy", 64) == pytest.approx(want)
+    assert 0.4 < probes.majority_accuracy("inverse_matching", "easy", 256) < 0.6
+    table = probes.accuracy_table(_results(), 64)
+    assert list(table.columns) == ["task", "level", "variant", "mean", "std", "count", "most_common_answer"]
+    floors = table.groupby("level").most_common_answer.unique()
+    assert all(len(f) == 1 for f in floors) and floors["easy"][0] == pytest.approx(
+        probes.majority_accuracy("inverse_matching", "easy", 64)
+    )

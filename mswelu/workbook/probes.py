@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+import torch
 
 from mswelu import analysis
 from mswelu.analysis.claims import Claim
@@ -19,7 +20,7 @@ from mswelu.analysis.schema import StudyData
 from mswelu.analysis.tuning import LrStatus
 from mswelu.base import stats
 from mswelu.base.run_names import run_name
-from mswelu.data.tasks import TaskSource
+from mswelu.data.tasks import IGNORE, TaskSource
 from mswelu.runs.folder import RunData
 from mswelu.workbook.compare import run_or_record, variant_config
 from mswelu.workbook.ledger import Ledger, Record
@@ -27,6 +28,8 @@ from mswelu.workbook.prologue import require_list
 from mswelu.workbook.reuse import as_run
 
 __all__ = [
+    "accuracy_table",
+    "majority_accuracy",
     "plot_accuracy_by_level",
     "plot_accuracy_curves",
     "probe_claims",
@@ -50,6 +53,27 @@ def probe_config(
     text = f"task:{task}?level={level}&test={int(test_examples)}" + ("&eval=tune" if tune else "")
     source = TaskSource(text)
     return {**variant_config(base, variant), "data": source.text, "seq_len": source.seq_len}
+
+
+def majority_accuracy(task: str, level: str, test_examples: int) -> float:
+    """The accuracy of always giving the most common answer of ``task``'s test set at ``level``: the floor
+    that a model which learned only the answers' distribution reaches (near it: nothing learned)."""
+    source = TaskSource(f"task:{task}?level={level}&test={int(test_examples)}")
+    answers = torch.cat([y[y != IGNORE] for y in (b[:, 1] for b in source.test_batches(256))])
+    return float(torch.bincount(answers).max()) / answers.numel() if answers.numel() else math.nan
+
+
+def accuracy_table(results: pd.DataFrame, test_examples: int) -> pd.DataFrame:
+    """Mean, sd and seeds of the accuracy per task, level and variant, beside the level's
+    :func:`majority_accuracy` (``most_common_answer``)."""
+    table = (
+        results.groupby(["task", "level", "variant"], sort=False)
+        .val_accuracy.agg(["mean", "std", "count"])
+        .reset_index()
+    )
+    levels = list(zip(table.task, table.level, strict=True))
+    floors = {(t, lv): majority_accuracy(t, lv, test_examples) for t, lv in dict.fromkeys(levels)}
+    return table.assign(most_common_answer=[floors[one] for one in levels])
 
 
 def _accuracies(run: RunData | Record) -> list[dict[str, Any]]:
@@ -223,8 +247,11 @@ def _axes(count: int, height: float) -> tuple[Any, Any]:
     return fig, axes[0]
 
 
-def plot_accuracy_by_level(results: pd.DataFrame, tasks: Mapping[str, Sequence[str]]) -> Any:
-    """Accuracy against difficulty per task: seeds as dots, each variant's mean with its t interval."""
+def plot_accuracy_by_level(
+    results: pd.DataFrame, tasks: Mapping[str, Sequence[str]], floors: pd.DataFrame | None = None
+) -> Any:
+    """Accuracy against difficulty per task: seeds as dots, each variant's mean with its t interval; with
+    ``floors`` (an :func:`accuracy_table`), each level's most-common-answer accuracy as a grey bar."""
     fig, axes = _axes(len(tasks), 3.4)
     variants = list(dict.fromkeys(results.variant))
     for ax, (task, levels) in zip(axes, tasks.items(), strict=True):
@@ -239,6 +266,11 @@ def plot_accuracy_by_level(results: pd.DataFrame, tasks: Mapping[str, Sequence[s
             hi = [iv.hi - iv.mean if math.isfinite(iv.hi) else 0.0 for iv in ivs]
             xs = [j + shift for j in range(len(levels))]
             ax.errorbar(xs, [iv.mean for iv in ivs], yerr=[lo, hi], color=f"C{i}", label=variant, capsize=3)
+        if floors is not None:
+            level_floor = floors[floors.task == task].groupby("level").most_common_answer.first()
+            for j, lv in enumerate(levels):
+                label = "most common answer" if j == 0 else None
+                ax.hlines(level_floor.get(lv, math.nan), j - 0.4, j + 0.4, color="0.5", ls="--", label=label)
         ax.set_xticks(range(len(levels)), list(levels))
         ax.set(title=task, xlabel="difficulty level", ylabel="accuracy", ylim=(-0.02, 1.02))
     axes[0].legend(fontsize=8)
