@@ -79,16 +79,11 @@ def linear_cross_entropy(
         raise ValueError(f"weight must be (vocab, {hidden.size(-1)}), got {tuple(weight.shape)}")
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    device = hidden.device.type
-    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     grad_on = torch.is_grad_enabled()  # (inside the Function's forward it is always off)
     wants = (grad_on and hidden.requires_grad, grad_on and weight.requires_grad)
     flat = hidden.reshape(-1, hidden.size(-1))
-    kernel = device == "cpu" and cpu_kernels.usable()
-    # the kernel keeps a chunk's logits in the matmul dtype; the PyTorch path makes an fp32 copy
-    logits_dtype = mm_dtype if kernel else torch.promote_types(mm_dtype, torch.float32)
-    if chunk_rows is None:
-        chunk_rows = _equal_chunks(flat.size(0), CHUNK_BYTES // (weight.size(0) * logits_dtype.itemsize))
+    mm_dtype, kernel, planned = _plan(flat, weight)
+    chunk_rows = planned if chunk_rows is None else chunk_rows
     return _LinearCrossEntropy.apply(
         flat, weight, targets.reshape(-1), ignore_index, chunk_rows, mm_dtype, wants, kernel
     )
@@ -101,15 +96,11 @@ def linear_token_losses(hidden: Tensor, weight: Tensor, targets: Tensor, ignore_
     built), so an evaluation's per-token sums add up to its mean loss. No gradients."""
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} do not match")
-    device = hidden.device.type
-    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-    kernel = device == "cpu" and cpu_kernels.usable()
-    logits_dtype = mm_dtype if kernel else torch.promote_types(mm_dtype, torch.float32)
     flat, tgt = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1).to(torch.long)
-    rows = _equal_chunks(flat.size(0), CHUNK_BYTES // (weight.size(0) * logits_dtype.itemsize))
+    mm_dtype, kernel, rows = _plan(flat, weight)
     w = weight.to(mm_dtype)
     out = []
-    with torch.autocast(device, enabled=False):
+    with torch.autocast(hidden.device.type, enabled=False):
         for start in range(0, flat.size(0), rows):
             logits = flat[start : start + rows].to(mm_dtype) @ w.T
             t = tgt[start : start + rows].contiguous()
@@ -119,15 +110,27 @@ def linear_token_losses(hidden: Tensor, weight: Tensor, targets: Tensor, ignore_
                 )
             else:
                 out.append(
-                    F.cross_entropy(logits.to(logits_dtype), t, ignore_index=ignore_index, reduction="none")
+                    F.cross_entropy(
+                        logits.to(torch.promote_types(mm_dtype, torch.float32)),
+                        t,
+                        ignore_index=ignore_index,
+                        reduction="none",
+                    )
                 )
     return torch.cat(out).view(targets.shape) if out else hidden.new_zeros(targets.shape, dtype=torch.float32)
 
 
-def _equal_chunks(rows: int, max_rows: int) -> int:
-    """Rows per chunk: at most ``max_rows`` (at least 1), in chunks of equal size."""
-    chunks = -(-rows // max(1, max_rows))
-    return max(1, -(-rows // max(1, chunks)))
+def _plan(flat: Tensor, weight: Tensor) -> tuple[torch.dtype, bool, int]:
+    """(matmul dtype, whether the CPU kernel scores the rows, rows per chunk) for the (rows, d) head input
+    ``flat``: the autocast dtype if autocast is on; chunks of equal size whose logits fit in
+    :data:`CHUNK_BYTES` (the kernel keeps them in the matmul dtype, the PyTorch path makes an fp32 copy)."""
+    device = flat.device.type
+    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else flat.dtype
+    kernel = device == "cpu" and cpu_kernels.usable()
+    logits_dtype = mm_dtype if kernel else torch.promote_types(mm_dtype, torch.float32)
+    max_rows = max(1, CHUNK_BYTES // (weight.size(0) * logits_dtype.itemsize))
+    chunks = -(-flat.size(0) // max_rows)
+    return mm_dtype, kernel, max(1, -(-flat.size(0) // max(1, chunks)))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
