@@ -590,6 +590,10 @@ def test_07_probes(workdir):
     }
     assert all(0 <= a <= 1 for a in m["accuracy"].values()) and set(m["seeds"].values()) == {2}
     assert set(m["claims"]) == {"H · inverse_matching easy", "H · inverse_matching medium"}  # mqar: not run
+    floors = m["most_common_answer"]  # the accuracy of always giving the test set's most common answer
+    assert set(floors) == {"inverse_matching:easy", "inverse_matching:medium"} and all(
+        0.4 < f < 0.8 for f in floors.values()
+    )  # a yes/no label
     verdicts = {"inconclusive", "supported", "refuted", "not reproduced at this scale"}
     assert set(m["claims"].values()) <= verdicts
     for status in m["lr"].values():  # the grid, extended where an optimum sat at its edge
