@@ -6,6 +6,7 @@ elsewhere to stderr. ``MSWELU_PROGRESS=off`` silences them, ``=on`` forces them.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import sys
 import time
@@ -113,14 +114,21 @@ def format_eval(
     return f"[{_clock()} {run}] eval at step {step}/{total}{what}: val loss {val_loss:.4f}{bpb}"
 
 
+#: how often a run with its progress off (a comparison's, a study's) still says where it is: its runs can take
+#: hours, and silence for that long reads as a hang
+HEARTBEAT_S = 600.0
+
+
 class RunProgress:
-    """A run's tqdm bar and progress lines, with an ETA; disabled when ``enabled`` is false."""
+    """A run's tqdm bar and progress lines, with an ETA; when ``enabled`` is false, no bar and, from the first
+    process of a run (torchrun's ``RANK`` 0), a step line per :data:`HEARTBEAT_S` (none in a shorter run)."""
 
     def __init__(self, run: str, total: int, initial: int, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
         self.run, self.total, self.enabled = run, total, enabled
         self.first, self.t0 = initial, time.perf_counter()
+        self._beat = self.t0 if os.environ.get("RANK", "0") == "0" else math.inf
         self._tokens, self._seconds = 0, 0.0
         self.bar = tqdm(
             total=total, initial=initial, desc=run, unit="step", disable=not enabled, dynamic_ncols=True
@@ -142,7 +150,9 @@ class RunProgress:
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         done = step - self.first
         left = (time.perf_counter() - self.t0) / done * (self.total - step) if done > 0 else None
-        if self.enabled:
+        now = time.perf_counter()
+        if self.enabled or now - self._beat >= HEARTBEAT_S:
+            self._beat = now
             say(format_step(self.run, step, self.total, loss, tokens_per_s, left), self.bar)
 
     def eval(
