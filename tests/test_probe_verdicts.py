@@ -52,16 +52,21 @@ def test_probe_rows_state_their_test_set_and_the_primary_is_tested_alone(primary
         assert "tokenizer" not in row.scale and "claimed at" not in row.scale
     assert easy.measured.startswith("+4") or easy.measured.startswith("+5")  # about half the errors
     assert easy.role == "exploratory"
-    if primary:
-        assert medium.role == "primary"
-        assert easy.verdict == "supported"  # the only exploratory row: Holm over one
-    else:
+    if primary:  # tested alone; the other row is a family of one: neither p is adjusted
+        assert medium.role == "primary" and medium["p (Holm)"] == medium.p
+        assert easy["p (Holm)"] == easy.p and easy.verdict == "supported"
+    else:  # one family of two rows
         assert medium.role == "exploratory"
+        low, high = sorted([easy.p, medium.p])
+        assert min(easy["p (Holm)"], medium["p (Holm)"]) == pytest.approx(2 * low)
+        assert max(easy["p (Holm)"], medium["p (Holm)"]) == pytest.approx(max(2 * low, high))
 
 
-def test_a_primary_that_names_no_row_is_refused() -> None:
+def test_a_primary_that_names_no_row_is_refused_before_any_training() -> None:
+    with pytest.raises(ValueError, match="names none of the hypotheses' rows"):
+        probes.probe_claims(HYPOTHESES, TASKS, "H1 odd helps · mqar easy")
     study = probes.probe_study(_results(), "p", TASKS, 512, _lr(), [1e-3], "H1 odd helps · mqar easy")
-    with pytest.raises(ValueError, match="primary contrast"):
+    with pytest.raises(ValueError, match="primary contrast"):  # the evaluator refuses it too
         analysis.evaluate_claims(probes.probe_claims(HYPOTHESES, TASKS), study)
 
 

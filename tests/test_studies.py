@@ -13,6 +13,7 @@ from mswelu import workbook as wb
 from mswelu.analysis import CLAIM_SETS
 from mswelu.data.tasks import TASKS
 from mswelu.training.variants import VARIANTS
+from mswelu.workbook.probes import probe_claims
 from mswelu.workbook.prologue import check_parameters
 
 STUDIES = sorted((Path(__file__).parents[1] / "notebooks" / "studies").glob("*.yaml"))
@@ -76,6 +77,7 @@ def test_probe_study_is_preregistered_in_full(path: Path) -> None:
         assert {h["ours"], h["base"]} <= set(params["variants"]) and set(h["tasks"]) <= set(params["tasks"])
         assert h["test"] in ("at_least", "at_most", "equivalent", "not_worse")
     assert "PRE-REGISTERED" in path.read_text() and "CPU estimate" in path.read_text()
+    probe_claims(params["hypotheses"], params["tasks"], params.get("primary", ""))  # a primary names a row
 
 
 def test_misspelt_study_parameter_is_refused() -> None:

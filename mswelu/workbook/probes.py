@@ -56,8 +56,9 @@ def probe_config(
 
 
 def majority_accuracy(task: str, level: str, test_examples: int) -> float:
-    """The accuracy of always giving the most common answer of ``task``'s test set at ``level``: the floor
-    that a model which learned only the answers' distribution reaches (near it: nothing learned)."""
+    """The share of ``task``'s test-set answers at ``level`` (scored tokens, as ``val_accuracy`` counts them)
+    that equal its most common answer: what always giving that one answer would score. An accuracy near it
+    shows nothing learned beyond the answers' distribution."""
     source = TaskSource(f"task:{task}?level={level}&test={int(test_examples)}")
     answers = torch.cat([y[y != IGNORE] for y in (b[:, 1] for b in source.test_batches(256))])
     return float(torch.bincount(answers).max()) / answers.numel() if answers.numel() else math.nan
@@ -202,9 +203,9 @@ def probe_study(
         if lr and unit(v, t, "*") in lr:
             status[unit(v, t, lv)] = lr[unit(v, t, "*")]
     evaluated_on = (
-        f"on its task and level's fixed test set ({test_examples:,} examples, drawn apart from the training "
-        "examples and the lr sweep's tuning set): the interval covers seeds (init and training examples), "
-        "not other test sets"
+        f"on its task and level's fixed test set ({test_examples:,} examples from a random stream of their "
+        "own, not training's or the tuning set's; from held-out inputs where the task's paper holds some "
+        "out): the interval covers seeds (init and training examples), not other test sets"
     )
     context = {
         "name": name,
@@ -217,9 +218,12 @@ def probe_study(
     return StudyData(context=context, runs=runs, lr=status)
 
 
-def probe_claims(hypotheses: Sequence[Mapping[str, Any]], tasks: Mapping[str, Sequence[str]]) -> list[Claim]:
+def probe_claims(
+    hypotheses: Sequence[Mapping[str, Any]], tasks: Mapping[str, Sequence[str]], primary: str = ""
+) -> list[Claim]:
     """One claim per hypothesis, task and level: ``ours`` against ``base`` on the error rate, judged at
-    the study's own scale (a hypothesis of the study names no other)."""
+    the study's own scale (a hypothesis of the study names no other). A ``primary`` that names none of them
+    is a ValueError (call it before training, so that a misspelt primary costs nothing)."""
     claims = []
     for h in hypotheses:
         for task in [t for t in h["tasks"] if t in tasks]:
@@ -237,6 +241,9 @@ def probe_claims(hypotheses: Sequence[Mapping[str, Any]], tasks: Mapping[str, Se
                         note="error rate = 1 - exact-match accuracy on the answers; relative reduction",
                     )
                 )
+    if primary and primary not in {c.name for c in claims}:
+        names = ", ".join(repr(c.name) for c in claims)
+        raise ValueError(f"primary {primary!r} names none of the hypotheses' rows: {names}")
     return claims
 
 
@@ -251,7 +258,7 @@ def plot_accuracy_by_level(
     results: pd.DataFrame, tasks: Mapping[str, Sequence[str]], floors: pd.DataFrame | None = None
 ) -> Any:
     """Accuracy against difficulty per task: seeds as dots, each variant's mean with its t interval; with
-    ``floors`` (an :func:`accuracy_table`), each level's most-common-answer accuracy as a grey bar."""
+    ``floors`` (an :func:`accuracy_table`), each level's most-common-answer accuracy as a dashed grey line."""
     fig, axes = _axes(len(tasks), 3.4)
     variants = list(dict.fromkeys(results.variant))
     for ax, (task, levels) in zip(axes, tasks.items(), strict=True):
