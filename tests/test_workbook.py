@@ -183,7 +183,7 @@ def test_a_finished_run_is_reused_only_for_the_same_settings_data_and_code(
     assert not first.reused
     stamp = (tmp_path / "r" / "summary.json").stat().st_mtime_ns
     capsys.readouterr()
-    report = types.SimpleNamespace(html_path=tmp_path / "reports" / "mine" / "report.html")
+    report = types.SimpleNamespace(html_path=tmp_path / "reports" / "mine" / "report.html", reuse_named=False)
     monkeypatch.setattr(prologue, "_CURRENT", [report])  # the notebook's report, as wb.start records it
     again = train_or_load(cfg)
     assert again.reused and (tmp_path / "r" / "summary.json").stat().st_mtime_ns == stamp

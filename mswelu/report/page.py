@@ -115,6 +115,7 @@ class Report:
         self.state_path = self.dir / "report.json"
         self.status = "running"
         self.started_at = now()
+        self.reuse_named = False  # whether a reused run's line has named this report (it is named once)
         self.finished_at: str | None = None
         self.error: str | None = None
         self.metrics: dict[str, Any] = {}

@@ -80,17 +80,13 @@ def run_decision(cfg: dict[str, Any]) -> str:
     )
 
 
-#: the reports whose path a reuse line has given (a comparison reusing 100 runs names its report once)
-_NAMED_REPORTS: set[str] = set()
-
-
 def announce_reuse(out: str | os.PathLike[str]) -> str:
     """One line, on the terminal and in the notebook, saying the run in ``out`` is reused (the first in a
     report also says where the report goes); returns it."""
     report = current_report()
     where = ""
-    if report is not None and str(report.html_path) not in _NAMED_REPORTS:
-        _NAMED_REPORTS.add(str(report.html_path))
+    if report is not None and not report.reuse_named:  # a comparison reusing hundreds of runs names it once
+        report.reuse_named = True
         where = f"; report: {display_path(report.html_path)}"
     line = (
         f"reusing the finished run {Path(out).name!r} ({display_path(out)}: same settings, data and code, "
